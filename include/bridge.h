@@ -1,0 +1,70 @@
+/* flowmq-bridge: the running bridge, one per loaded plugin instance.
+ *
+ * All plugin state lives in struct fb_bridge: configuration, compiled routes, spool, the worker
+ * that owns the cloud connection, the cloud-to-edge hand-off queue and the counters. plugin.c only
+ * translates between Mosquitto's callbacks and these functions; the tests drive them directly.
+ */
+#ifndef FB_BRIDGE_H
+#define FB_BRIDGE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mosquitto.h>
+
+#include "config.h"
+#include "log.h"
+
+struct fb_bridge;
+
+/* Hooks into the host broker, so that the bridge can run inside Mosquitto (plugin.c) or in a test
+ * without one. Every hook is called in the broker thread. */
+struct fb_host {
+	/* Publishes into the local broker; takes ownership of payload (malloc'd) and props on success,
+	 * like mosquitto_broker_publish(). Returns 0 or a negative errno. */
+	int (*publish)(void *ud, const char *topic, int payloadlen, void *payload, int qos, bool retain,
+			mosquitto_property *props);
+	/* Asks the broker thread to run fb_bridge_tick() soon. Called from the worker thread. */
+	void (*wake)(void *ud);
+	void *ud;
+};
+
+/* Counters (DESIGN.md "Status and metrics"). Written with relaxed atomics from any thread. */
+struct fb_counters {
+	atomic_uint_fast64_t forwarded;
+	atomic_uint_fast64_t dropped_full;
+	atomic_uint_fast64_t dropped_expired;
+	atomic_uint_fast64_t dropped_rejected;
+	atomic_uint_fast64_t dropped_filtered;
+	atomic_uint_fast64_t injected;
+	atomic_uint_fast64_t c2e_dropped;
+	atomic_uint_fast64_t reconnects;
+};
+
+/* Loads CONFIG_FILE, opens the spool, starts the worker. Init is a straight line; any failure
+ * unwinds through fb_bridge_stop(). Returns 0 or a negative errno (the reason has been logged).
+ * Broker thread. */
+int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const struct fb_host *host,
+		struct fb_bridge **out);
+
+/* Stops the worker, closes the connection and the spool. Accepts NULL. Broker thread. */
+void fb_bridge_stop(struct fb_bridge *b);
+
+/* The MOSQ_EVT_MESSAGE hot path: route TOPIC and spool it. Returns 0 (spooled, dropped by a rule,
+ * or not matched) or -ENOSPC when the spool refuses it with on_full: reject (the publisher must
+ * see 0x87). Broker thread. */
+int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
+		const mosquitto_property *props, int qos, bool retain);
+
+/* MOSQ_EVT_TICK: injects cloud messages handed over by the worker, publishes status. Broker thread. */
+void fb_bridge_tick(struct fb_bridge *b);
+
+/* MOSQ_EVT_RELOAD: re-reads the configuration and swaps the routes. Returns 0 or a negative errno
+ * (the old routes stay). Broker thread. */
+int fb_bridge_reload(struct fb_bridge *b);
+
+const struct fb_counters *fb_bridge_counters(const struct fb_bridge *b);
+
+#endif

@@ -1,0 +1,124 @@
+/* flowmq-bridge: the YAML configuration (DESIGN.md, "Configuration contract").
+ *
+ * fb_config_load() reads the file with libcyaml, applies the defaults (libcyaml 1.3.1 has none),
+ * expands ${site_id}, converts durations and sizes, and validates everything. Every error is
+ * reported through the logger as "FILE:LINE: KEY: what is wrong" (KEY is a path such as
+ * edge_to_cloud[1].cloud) and makes the load fail. The returned struct is immutable: it may be
+ * read from any thread.
+ */
+#ifndef FB_CONFIG_H
+#define FB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+enum fb_on_full {
+	FB_ON_FULL_DROP_OLDEST = 0, /* default */
+	FB_ON_FULL_DROP_NEW,
+	FB_ON_FULL_REJECT,
+};
+
+enum fb_sync {
+	FB_SYNC_INTERVAL = 0, /* default, with sync_interval_ms = 100 */
+	FB_SYNC_ALWAYS,
+	FB_SYNC_NEVER,
+};
+
+struct fb_header {
+	char *name;
+	char *value; /* ${site_id} expanded */
+};
+
+struct fb_endpoint {
+	char *url;  /* as written, e.g. mqtts://host:8883 */
+	char *host; /* host name or address, without brackets */
+	uint16_t port; /* default 8883 for mqtts, 1883 for mqtt */
+	bool tls;   /* false only for mqtt:// (requires tls.allow_plaintext) */
+};
+
+struct fb_e2c_rule {
+	char *local;  /* topic filter on the edge */
+	char *cloud;  /* topic template, ${site_id} expanded; NULL when drop */
+	int qos;      /* 0, 1 or 2; default 1 */
+	bool retain_clear; /* retain: clear */
+	bool drop;    /* drop: true */
+	struct fb_header *headers;
+	size_t header_count;
+	unsigned line; /* line of the rule in the file */
+};
+
+struct fb_c2e_rule {
+	char *cloud;  /* topic filter in the cloud, ${site_id} expanded */
+	char *local;  /* topic template on the edge */
+	int qos;      /* default 1 */
+	bool retain_clear; /* retain: keep (default) | clear */
+	uint32_t max_payload; /* bytes, default 256KiB */
+	unsigned line;
+};
+
+struct fb_config {
+	char *file;    /* path it was loaded from */
+	char *site_id;
+
+	struct {
+		struct fb_endpoint *endpoints;
+		size_t endpoint_count;
+		char *client_id;            /* default flowmq-bridge-${site_id} */
+		uint32_t keepalive_s;       /* default 30 */
+		uint32_t session_expiry_s;  /* default 86400 */
+		uint32_t connect_timeout_ms; /* default 10000 */
+		uint32_t max_inflight;      /* default 64 */
+		uint32_t reconnect_min_ms;  /* default 500 */
+		uint32_t reconnect_max_ms;  /* default 60000 */
+		char *status_topic;         /* NULL when not set */
+		char *username;             /* NULL when not set */
+		char *password_file;        /* NULL when not set */
+		char *password;             /* contents of password_file, trailing newline removed */
+		struct {
+			char *ca_file;     /* NULL: system trust store */
+			char *cert_file;   /* NULL or set together with key_file */
+			char *key_file;
+			int min_version;   /* 0x0304 (TLS1_3_VERSION, default) or 0x0303 */
+			char *server_name; /* NULL: the endpoint host */
+			bool verify;       /* default true */
+			char *alpn;        /* NULL when not set */
+			bool allow_plaintext; /* default false */
+		} tls;
+	} cloud;
+
+	struct {
+		char *path;
+		uint64_t max_size;        /* bytes, default 1GiB */
+		enum fb_on_full on_full;
+		enum fb_sync sync;
+		uint32_t sync_interval_ms; /* with FB_SYNC_INTERVAL, default 100 */
+		uint64_t ttl_ms;          /* 0: none */
+	} spool;
+
+	uint32_t status_interval_ms; /* default 10000 */
+
+	struct fb_e2c_rule *e2c;
+	size_t e2c_count;
+	struct fb_c2e_rule *c2e;
+	size_t c2e_count;
+};
+
+/* Loads, defaults, expands and validates PATH. On success returns 0 and *out (caller frees with
+ * fb_config_free()). On failure returns a negative errno (-ENOENT, -EACCES, -EINVAL, -ENOMEM),
+ * *out stays NULL, and each problem has been logged at MOSQ_LOG_ERR. Warnings (for example an
+ * echo loop between cloud_to_edge and edge_to_cloud) are logged at MOSQ_LOG_WARNING. Any thread. */
+int fb_config_load(const char *path, const struct fb_logger *lg, struct fb_config **out);
+
+/* Accepts NULL. */
+void fb_config_free(struct fb_config *cfg);
+
+/* "250ms 30s 5m 2h 7d" -> milliseconds. Returns 0 or -EINVAL. */
+int fb_parse_duration_ms(const char *s, uint64_t *ms);
+
+/* "512KiB 64MiB 2GiB" (and plain bytes, B, KiB, MiB, GiB, TiB) -> bytes. Returns 0 or -EINVAL. */
+int fb_parse_size(const char *s, uint64_t *bytes);
+
+#endif

@@ -1,0 +1,61 @@
+/* flowmq-bridge: the spool record format.
+ *
+ * A record is what the spool stores for one message:
+ *   u8  version (FB_RECORD_VERSION)
+ *   u8  flags: bits 0-1 QoS, bit 2 retain
+ *   u64 enqueue time, ms since the epoch (big-endian)
+ *   u64 expiry time, ms since the epoch, 0 = never (big-endian)
+ *   u16 topic length, topic bytes
+ *   u32 properties length, properties (MQTT v5 property encoding of the PUBLISH properties to send)
+ *   payload (the rest)
+ * Every integer is big-endian. Decoding validates every length against the buffer.
+ */
+#ifndef FB_RECORD_H
+#define FB_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mosquitto.h>
+
+#define FB_RECORD_VERSION 1
+
+struct fb_record {
+	uint8_t qos;
+	bool retain;
+	uint64_t enqueue_ms;
+	uint64_t expiry_ms;
+	const char *topic;     /* not NUL-terminated when decoded: use topic_len */
+	uint16_t topic_len;
+	const uint8_t *props;  /* encoded properties */
+	uint32_t props_len;
+	const void *payload;
+	uint32_t payload_len;
+};
+
+/* Size of the encoded record. */
+size_t fb_record_size(const struct fb_record *r);
+
+/* Encodes R into BUF (at least fb_record_size(r) bytes). Returns the bytes written. */
+size_t fb_record_encode(const struct fb_record *r, uint8_t *buf);
+
+/* Decodes BUF into R, pointing into BUF. Returns 0 or -EINVAL (bad version or lengths). */
+int fb_record_decode(const void *buf, size_t len, struct fb_record *r);
+
+/* Encodes a mosquitto property list, followed by EXTRA user properties (name/value pairs,
+ * EXTRA_COUNT of them) into a new buffer (caller frees with free()). Properties that make no sense
+ * on a forwarded PUBLISH (topic alias, subscription identifier, message expiry interval) are
+ * skipped. Returns 0 or a negative errno. Empty result: *out = NULL, *len = 0. */
+int fb_props_encode(const mosquitto_property *props, const char *const *extra, size_t extra_count,
+		uint8_t **out, uint32_t *len);
+
+/* Decodes properties into a new mosquitto property list (caller frees with
+ * mosquitto_property_free_all()). Returns 0 or -EINVAL/-ENOMEM. */
+int fb_props_decode(const uint8_t *buf, uint32_t len, mosquitto_property **out);
+
+/* Finds the first user property NAME in encoded properties; returns its value (not
+ * NUL-terminated) and length, or NULL. */
+const char *fb_props_find_user(const uint8_t *buf, uint32_t len, const char *name, uint16_t *vlen);
+
+#endif

@@ -1,0 +1,85 @@
+/* flowmq-bridge: the durable spool (RocksDB). Only spool.c includes rocksdb/c.h.
+ *
+ * One RocksDB database at spool.path with the column families "out" (edge to cloud), "in" (cloud
+ * to edge), "dead" (dead letters) and "meta". Keys are 8-byte big-endian sequence numbers, so
+ * iteration order is insertion order. Values are opaque here (see record.h).
+ *
+ * Appends go through the WAL without fsync (unless sync is FB_SYNC_ALWAYS); fb_spool_sync()
+ * fsyncs the WAL and is called every sync_interval_ms by the worker with FB_SYNC_INTERVAL.
+ * max_size bounds the bytes of live "out" records (key + value) with on_full.
+ *
+ * Thread safety: every function may be called from any thread; an internal mutex protects the
+ * sequence counters and the size accounting and is never held across an fsync.
+ */
+#ifndef FB_SPOOL_H
+#define FB_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "log.h"
+
+struct fb_spool;
+
+enum fb_queue {
+	FB_Q_OUT = 0,
+	FB_Q_IN = 1,
+	FB_Q_DEAD = 2,
+};
+
+struct fb_spool_opts {
+	const char *path;
+	uint64_t max_size;       /* bytes of FB_Q_OUT; 0: unbounded */
+	enum fb_on_full on_full;
+	enum fb_sync sync;
+	const struct fb_logger *lg;
+};
+
+struct fb_spool_stats {
+	uint64_t messages;   /* live records in FB_Q_OUT */
+	uint64_t bytes;      /* their keys + values */
+	uint64_t dead;       /* records in FB_Q_DEAD */
+	uint64_t in;         /* records in FB_Q_IN */
+	uint64_t first_seq;  /* oldest live FB_Q_OUT seq, 0 when empty */
+};
+
+/* Opens or creates the spool. A database that cannot be opened (corruption, unreadable files) is
+ * renamed to PATH.corrupt-<unix time> with an error logged, and a fresh one is created: the broker
+ * never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
+ * spool cannot be created). Caller closes with fb_spool_close(). */
+int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out);
+
+/* Flushes and closes. Accepts NULL. No other thread may use the spool then. */
+void fb_spool_close(struct fb_spool *s);
+
+/* Appends one record to Q. Returns 0 and *seq on success.
+ * For FB_Q_OUT when the record does not fit into max_size:
+ *   drop_oldest: deletes the oldest records (in the same write batch) until it fits, adds their
+ *                count to *dropped, returns 0;
+ *   drop_new, reject: writes nothing and returns -ENOSPC.
+ * A record larger than max_size on its own returns -E2BIG. Any thread. */
+int fb_spool_append(struct fb_spool *s, enum fb_queue q, const void *val, size_t len,
+		uint64_t *seq, uint64_t *dropped);
+
+/* Calls FN for each record of Q with seq > AFTER, in order, stopping after MAX records or when FN
+ * returns non-zero. VAL is valid only during the call. Returns the number of records visited or a
+ * negative errno. Any thread. */
+typedef int (*fb_spool_visit_fn)(void *ud, uint64_t seq, const void *val, size_t len);
+int fb_spool_read(struct fb_spool *s, enum fb_queue q, uint64_t after, size_t max,
+		fb_spool_visit_fn fn, void *ud);
+
+/* Deletes record SEQ of Q; LEN is its value length (for the accounting). Deleting a record that
+ * drop_oldest already removed is a no-op. Returns 0 or a negative errno. Any thread. */
+int fb_spool_delete(struct fb_spool *s, enum fb_queue q, uint64_t seq, size_t len);
+
+/* Moves record SEQ from FB_Q_OUT to FB_Q_DEAD in one write batch. Returns 0 or a negative errno. */
+int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len);
+
+/* fsyncs the WAL. Returns 0 or a negative errno. Any thread. */
+int fb_spool_sync(struct fb_spool *s);
+
+void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st);
+
+#endif
