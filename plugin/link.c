@@ -1,1 +1,773 @@
-/* placeholder: being written */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+
+#include "link.h"
+#include "record.h"
+#include "tls.h"
+
+#define ORIGIN_PROPERTY "flowmq-bridge-origin"
+#define MAX_POLL_MS 1000
+
+struct inflight {
+	int mid;       /* 0: acknowledged, waiting for older entries to leave the ring */
+	uint64_t seq;
+	size_t len;
+};
+
+struct fb_link {
+	struct fb_link_deps d;
+	pthread_t thread;
+	int efd;
+	atomic_bool stopping;
+	atomic_bool notified; /* an eventfd write is pending */
+	atomic_bool dirty;    /* appended since the last WAL fsync */
+
+	pthread_mutex_t status_lock;
+	struct fb_link_status status;
+
+	/* Everything below belongs to the worker thread. */
+	struct mosquitto *mosq;
+	SSL_CTX *ctx;
+	size_t ep;               /* endpoint of the current or next attempt */
+	size_t round_failures;   /* endpoints that failed since the last success */
+	bool tcp_up;             /* the socket has been writable once (TCP connect done) */
+	bool connected;          /* CONNACK with success */
+	bool ever_connected;
+	bool lost;               /* the connection ended: tear it down after this iteration */
+	char lost_reason[200];
+	char lib_error[200];     /* last error line libmosquitto logged */
+	uint64_t attempt_ms;
+	uint64_t next_attempt_ms;
+	uint32_t backoff_ms;
+	uint64_t last_rx_ms;
+	uint64_t last_sync_ms;
+	uint64_t last_wake_ms;
+	bool maybe_more;         /* spool "out" may hold records after cursor */
+	uint64_t cursor;         /* last seq handed to libmosquitto */
+	struct inflight *ring;
+	size_t ring_cap, ring_head, ring_used;
+	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
+	unsigned jitter_seed;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+const char *fb_link_state_name(enum fb_link_state s)
+{
+	switch(s){
+		case FB_LINK_CONNECTED: return "connected";
+		case FB_LINK_CONNECTING: return "connecting";
+		default: return "disconnected";
+	}
+}
+
+static void set_status(struct fb_link *l, enum fb_link_state state, const char *error)
+{
+	pthread_mutex_lock(&l->status_lock);
+	l->status.state = state;
+	snprintf(l->status.endpoint, sizeof(l->status.endpoint), "%s", l->d.cfg->cloud.endpoints[l->ep].url);
+	if(error){
+		snprintf(l->status.last_error, sizeof(l->status.last_error), "%s", error);
+	}
+	pthread_mutex_unlock(&l->status_lock);
+}
+
+void fb_link_status(struct fb_link *l, struct fb_link_status *st)
+{
+	pthread_mutex_lock(&l->status_lock);
+	*st = l->status;
+	pthread_mutex_unlock(&l->status_lock);
+}
+
+void fb_link_notify(struct fb_link *l)
+{
+	uint64_t one = 1;
+
+	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
+	if(!atomic_exchange(&l->notified, true)){
+		if(write(l->efd, &one, sizeof(one)) < 0){
+			/* the counter cannot overflow with one write per wake-up */
+		}
+	}
+}
+
+/* ---- in-flight window ------------------------------------------------------------------------ */
+
+static struct inflight *ring_at(struct fb_link *l, size_t i)
+{
+	return &l->ring[(l->ring_head + i) % l->ring_cap];
+}
+
+static void ring_clear(struct fb_link *l)
+{
+	l->ring_head = 0;
+	l->ring_used = 0;
+}
+
+static void ring_push(struct fb_link *l, int mid, uint64_t seq, size_t len)
+{
+	struct inflight *e = ring_at(l, l->ring_used++);
+
+	e->mid = mid;
+	e->seq = seq;
+	e->len = len;
+}
+
+/* Acknowledgements nearly always arrive in order, so the search from the head is short. */
+static struct inflight *ring_find(struct fb_link *l, int mid)
+{
+	for(size_t i = 0; i < l->ring_used; i++){
+		struct inflight *e = ring_at(l, i);
+		if(e->mid == mid){
+			return e;
+		}
+	}
+	return NULL;
+}
+
+static void ring_release(struct fb_link *l, struct inflight *e)
+{
+	e->mid = 0;
+	while(l->ring_used > 0 && ring_at(l, 0)->mid == 0){
+		l->ring_head = (l->ring_head + 1) % l->ring_cap;
+		l->ring_used--;
+	}
+}
+
+/* ---- connection lifecycle -------------------------------------------------------------------- */
+
+static void connection_lost(struct fb_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void connection_lost(struct fb_link *l, const char *fmt, ...)
+{
+	va_list ap;
+
+	if(l->lost){
+		return; /* keep the first reason */
+	}
+	l->lost = true;
+	va_start(ap, fmt);
+	vsnprintf(l->lost_reason, sizeof(l->lost_reason), fmt, ap);
+	va_end(ap);
+}
+
+static void teardown(struct fb_link *l)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	const char *url = cfg->cloud.endpoints[l->ep].url;
+	uint32_t delay;
+
+	if(l->connected){
+		fb_log(l->d.lg, MOSQ_LOG_WARNING, "connection to %s lost: %s", url, l->lost_reason);
+	}else{
+		fb_log(l->d.lg, MOSQ_LOG_ERR, "cannot connect to %s: %s", url, l->lost_reason);
+	}
+	set_status(l, FB_LINK_DISCONNECTED, l->lost_reason);
+
+	mosquitto_destroy(l->mosq);
+	l->mosq = NULL;
+	SSL_CTX_free(l->ctx);
+	l->ctx = NULL;
+	/* Records in flight stay in the spool: the next connection sends them again, oldest first. */
+	ring_clear(l);
+
+	if(l->connected){
+		/* A working endpoint that dropped: try it again first, after the minimum delay. */
+		l->round_failures = 0;
+		l->backoff_ms = cfg->cloud.reconnect_min_ms;
+		delay = cfg->cloud.reconnect_min_ms;
+	}else if(++l->round_failures < cfg->cloud.endpoint_count){
+		l->ep = (l->ep + 1) % cfg->cloud.endpoint_count; /* fail over at once */
+		delay = 0;
+	}else{
+		/* Every endpoint failed: back off exponentially, with jitter in [backoff/2, backoff]. */
+		l->round_failures = 0;
+		l->ep = 0;
+		delay = l->backoff_ms / 2 + (uint32_t)rand_r(&l->jitter_seed) % (l->backoff_ms / 2 + 1);
+		l->backoff_ms = l->backoff_ms * 2 > cfg->cloud.reconnect_max_ms ? cfg->cloud.reconnect_max_ms : l->backoff_ms * 2;
+	}
+	l->next_attempt_ms = now_ms() + delay;
+	l->connected = false;
+	l->lost = false;
+	l->lost_reason[0] = '\0';
+	l->lib_error[0] = '\0';
+}
+
+static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+	struct fb_link *l = obj;
+	(void)mosq;
+
+	if(level == MOSQ_LOG_ERR && l->lib_error[0] == '\0'){
+		snprintf(l->lib_error, sizeof(l->lib_error), "%s", str);
+	}
+}
+
+static void subscribe_all(struct fb_link *l)
+{
+	const struct fb_config *cfg = l->d.cfg;
+
+	for(size_t i = 0; i < cfg->c2e_count; i++){
+		/* A message counts as received once it is in spool "in"; libmosquitto acknowledges QoS 2
+		 * (PUBREC) before it hands the message over, so subscriptions use QoS 1 at most. */
+		int qos = cfg->c2e[i].qos > 1 ? 1 : cfg->c2e[i].qos;
+		int rc = mosquitto_subscribe_v5(l->mosq, NULL, cfg->c2e[i].cloud, qos, MQTT_SUB_OPT_NO_LOCAL, NULL);
+
+		if(rc != MOSQ_ERR_SUCCESS){
+			connection_lost(l, "cannot subscribe to %s: %s", cfg->c2e[i].cloud, mosquitto_strerror(rc));
+		}
+	}
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
+{
+	struct fb_link *l = obj;
+	const struct fb_config *cfg = l->d.cfg;
+	(void)flags; (void)props;
+
+	if(rc != 0){
+		connection_lost(l, "the cloud refused the connection: %s", mosquitto_reason_string(rc));
+		return;
+	}
+	l->connected = true;
+	l->round_failures = 0;
+	l->backoff_ms = cfg->cloud.reconnect_min_ms;
+	l->cursor = 0;
+	l->maybe_more = true;
+	if(l->ever_connected){
+		atomic_fetch_add_explicit(&l->d.ctr->reconnects, 1, memory_order_relaxed);
+	}
+	l->ever_connected = true;
+	set_status(l, FB_LINK_CONNECTED, NULL);
+	fb_log(l->d.lg, MOSQ_LOG_NOTICE, "connected to %s as %s", cfg->cloud.endpoints[l->ep].url, cfg->cloud.client_id);
+	subscribe_all(l);
+	if(cfg->cloud.status_topic){
+		mosquitto_publish_v5(mosq, NULL, cfg->cloud.status_topic, 6, "online", 1, true, NULL);
+	}
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
+{
+	struct fb_link *l = obj;
+	const char *verify = fb_tls_verify_error(l->ctx);
+	(void)mosq; (void)props;
+
+	if(verify[0]){
+		connection_lost(l, "TLS: %s", verify);
+	}else if(l->lib_error[0]){
+		connection_lost(l, "%s", l->lib_error);
+	}else if(rc == MOSQ_ERR_ERRNO){
+		connection_lost(l, "%s", strerror(errno));
+	}else if(rc > 0 && rc < 0x80){
+		connection_lost(l, "%s", mosquitto_strerror(rc));
+	}else{
+		connection_lost(l, "the cloud disconnected: %s", mosquitto_reason_string(rc));
+	}
+}
+
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props);
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
+		const mosquitto_property *props);
+
+static void start_attempt(struct fb_link *l, uint64_t now)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	const struct fb_endpoint *ep = &cfg->cloud.endpoints[l->ep];
+	mosquitto_property *cprops = NULL;
+	char err[256];
+	int rc;
+
+	set_status(l, FB_LINK_CONNECTING, NULL);
+	l->attempt_ms = now;
+	l->last_rx_ms = now;
+	l->tcp_up = false;
+	l->mosq = mosquitto_new(cfg->cloud.client_id, false, l);
+	if(l->mosq == NULL){
+		connection_lost(l, "out of memory");
+		return;
+	}
+	mosquitto_int_option(l->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	/* Threaded mode: a QoS 1 PUBACK for a cloud message waits in the out-queue until our next
+	 * write, which comes after on_message() has made the message durable in spool "in". */
+	mosquitto_threaded_set(l->mosq, true);
+	mosquitto_int_option(l->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+	mosquitto_int_option(l->mosq, MOSQ_OPT_SEND_MAXIMUM, (int)cfg->cloud.max_inflight);
+	mosquitto_log_callback_set(l->mosq, on_log);
+	mosquitto_connect_v5_callback_set(l->mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(l->mosq, on_disconnect);
+	mosquitto_publish_v5_callback_set(l->mosq, on_publish);
+	mosquitto_message_v5_callback_set(l->mosq, on_message);
+
+	if(ep->tls){
+		l->ctx = fb_tls_ctx_new(cfg, ep, err, sizeof(err));
+		if(l->ctx == NULL){
+			connection_lost(l, "TLS: %s", err);
+			return;
+		}
+		mosquitto_void_option(l->mosq, MOSQ_OPT_SSL_CTX, l->ctx);
+		if(!cfg->cloud.tls.verify){
+			fb_log(l->d.lg, MOSQ_LOG_WARNING, "tls.verify is false: the certificate of %s is not verified", ep->url);
+		}
+	}
+	if(cfg->cloud.username){
+		mosquitto_username_pw_set(l->mosq, cfg->cloud.username, cfg->cloud.password);
+	}
+	if(cfg->cloud.status_topic){
+		mosquitto_will_set_v5(l->mosq, cfg->cloud.status_topic, 7, "offline", 1, true, NULL);
+	}
+
+	/* libmosquitto 2.0 has no asynchronous connect that takes CONNECT properties, but
+	 * mosquitto_connect_bind_v5() stores the properties before it validates the host: with a NULL
+	 * host it stores them and returns MOSQ_ERR_INVAL without connecting. */
+	mosquitto_property_add_int32(&cprops, MQTT_PROP_SESSION_EXPIRY_INTERVAL, cfg->cloud.session_expiry_s);
+	mosquitto_property_add_int16(&cprops, MQTT_PROP_RECEIVE_MAXIMUM, 1024);
+	mosquitto_connect_bind_v5(l->mosq, NULL, ep->port, (int)cfg->cloud.keepalive_s, NULL, cprops);
+	mosquitto_property_free_all(&cprops);
+
+	rc = mosquitto_connect_bind_async(l->mosq, ep->host, ep->port, (int)cfg->cloud.keepalive_s, NULL);
+	if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING){
+		if(rc == MOSQ_ERR_ERRNO){
+			connection_lost(l, "%s", strerror(errno));
+		}else{
+			connection_lost(l, "%s", l->lib_error[0] ? l->lib_error : mosquitto_strerror(rc));
+		}
+	}
+}
+
+/* ---- edge to cloud --------------------------------------------------------------------------- */
+
+static void count(atomic_uint_fast64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+struct dead_ctx {
+	struct fb_link *l;
+	uint64_t seq;
+};
+
+static int move_dead_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct dead_ctx *dc = ud;
+
+	if(seq == dc->seq){
+		fb_spool_move_dead(dc->l->d.spool, seq, val, len);
+	}
+	return 1;
+}
+
+static void move_dead(struct fb_link *l, uint64_t seq)
+{
+	struct dead_ctx dc = { l, seq };
+
+	fb_spool_read(l->d.spool, FB_Q_OUT, seq - 1, 1, move_dead_visit, &dc);
+	count(&l->d.ctr->dropped_rejected);
+}
+
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+	struct fb_link *l = obj;
+	struct inflight *e = ring_find(l, mid);
+	(void)mosq; (void)props;
+
+	if(e == NULL){
+		return; /* the status message, or QoS 0 */
+	}
+	if(reason >= 0x80){
+		fb_log(l->d.lg, MOSQ_LOG_WARNING, "the cloud rejected spool record %llu: %s (0x%02x); moved to dead letters",
+				(unsigned long long)e->seq, mosquitto_reason_string(reason), reason);
+		move_dead(l, e->seq);
+	}else{
+		fb_spool_delete(l->d.spool, FB_Q_OUT, e->seq, e->len);
+		count(&l->d.ctr->forwarded);
+	}
+	ring_release(l, e);
+}
+
+/* Sends one spool record. Returns 0 to go on, 1 to stop filling. */
+static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_link *l = ud;
+	const struct fb_config *cfg = l->d.cfg;
+	struct fb_record r;
+	mosquitto_property *props = NULL;
+	uint64_t now = wall_ms();
+	int mid = 0, rc;
+
+	l->cursor = seq;
+	if(fb_record_decode(val, len, &r) < 0){
+		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu is unreadable; moved to dead letters", (unsigned long long)seq);
+		fb_spool_move_dead(l->d.spool, seq, val, len);
+		count(&l->d.ctr->dropped_rejected);
+		return 0;
+	}
+	if((r.expiry_ms && now >= r.expiry_ms) || (cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
+		fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len);
+		count(&l->d.ctr->dropped_expired);
+		return 0;
+	}
+	if(fb_props_decode(r.props, r.props_len, &props) < 0){
+		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu has unreadable properties; moved to dead letters", (unsigned long long)seq);
+		fb_spool_move_dead(l->d.spool, seq, val, len);
+		count(&l->d.ctr->dropped_rejected);
+		return 0;
+	}
+	if(r.expiry_ms){
+		mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
+				(uint32_t)((r.expiry_ms - now + 999) / 1000));
+	}
+	memcpy(l->topic_buf, r.topic, r.topic_len);
+	l->topic_buf[r.topic_len] = '\0';
+
+	rc = mosquitto_publish_v5(l->mosq, &mid, l->topic_buf, (int)r.payload_len, r.payload, r.qos, r.retain, props);
+	mosquitto_property_free_all(&props);
+	switch(rc){
+		case MOSQ_ERR_SUCCESS:
+			break;
+		case MOSQ_ERR_OVERSIZE_PACKET:
+		case MOSQ_ERR_QOS_NOT_SUPPORTED:
+		case MOSQ_ERR_RETAIN_NOT_SUPPORTED:
+		case MOSQ_ERR_MALFORMED_UTF8:
+		case MOSQ_ERR_INVAL:
+			/* The cloud can never take this record: dead letters, the queue goes on. */
+			fb_log(l->d.lg, MOSQ_LOG_WARNING, "cannot send spool record %llu to %s: %s; moved to dead letters",
+					(unsigned long long)seq, l->topic_buf, mosquitto_strerror(rc));
+			move_dead(l, seq);
+			return 0;
+		default:
+			l->cursor = seq - 1;
+			connection_lost(l, "publish failed: %s", mosquitto_strerror(rc));
+			return 1;
+	}
+	if(r.qos == 0){
+		fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len); /* best effort: sent once */
+		count(&l->d.ctr->forwarded);
+	}else{
+		ring_push(l, mid, seq, len);
+	}
+	return 0;
+}
+
+static void fill(struct fb_link *l)
+{
+	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
+		size_t want = l->ring_cap - l->ring_used;
+		int n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);
+
+		if(n < 0){
+			fb_log(l->d.lg, MOSQ_LOG_ERR, "cannot read the spool: %s", strerror(-n));
+			return;
+		}
+		if((size_t)n < want){
+			l->maybe_more = false;
+		}
+	}
+}
+
+/* ---- cloud to edge --------------------------------------------------------------------------- */
+
+static void c2e_drop(struct fb_link *l, const char *topic, const char *why)
+{
+	count(&l->d.ctr->c2e_dropped);
+	fb_log(l->d.lg, MOSQ_LOG_WARNING, "cloud message on %s dropped: %s", topic, why);
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
+		const mosquitto_property *props)
+{
+	struct fb_link *l = obj;
+	const struct fb_config *cfg = l->d.cfg;
+	struct fb_route_result res = { 0 };
+	const struct fb_c2e_rule *rule;
+	struct fb_record r = { 0 };
+	uint8_t *eprops = NULL, *buf = NULL;
+	uint32_t eprops_len = 0, expiry_s = 0;
+	uint16_t vlen;
+	const char *origin;
+	struct fb_inmsg *m = NULL;
+	uint64_t seq;
+	size_t len;
+	int rc;
+	(void)mosq;
+
+	rc = fb_route_match(l->d.routes, FB_ROUTE_C2E, msg->topic, &res);
+	if(rc <= 0){
+		c2e_drop(l, msg->topic, rc < 0 ? "out of memory" : "no cloud_to_edge rule matches");
+		return;
+	}
+	rule = &cfg->c2e[res.rule];
+	if((uint32_t)msg->payloadlen > rule->max_payload){
+		c2e_drop(l, msg->topic, "payload larger than max_payload");
+		goto out;
+	}
+	if(fb_topic_publish_check(res.topic) < 0){
+		c2e_drop(l, msg->topic, "mapped local topic is not a valid publish topic");
+		goto out;
+	}
+	if(fb_props_encode(props, NULL, 0, &eprops, &eprops_len) < 0){
+		c2e_drop(l, msg->topic, "unreadable properties");
+		goto out;
+	}
+	origin = fb_props_find_user(eprops, eprops_len, ORIGIN_PROPERTY, &vlen);
+	if(origin && vlen == strlen(cfg->site_id) && !memcmp(origin, cfg->site_id, vlen)){
+		c2e_drop(l, msg->topic, "it carries this site's own origin marker (echo)");
+		goto out;
+	}
+	mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &expiry_s, false);
+
+	r.qos = (uint8_t)rule->qos;
+	r.retain = msg->retain && !rule->retain_clear;
+	r.enqueue_ms = wall_ms();
+	r.expiry_ms = expiry_s ? r.enqueue_ms + (uint64_t)expiry_s * 1000u : 0;
+	r.topic = res.topic;
+	r.topic_len = (uint16_t)strlen(res.topic);
+	r.props = eprops;
+	r.props_len = eprops_len;
+	r.payload = msg->payload;
+	r.payload_len = (uint32_t)msg->payloadlen;
+	len = fb_record_size(&r);
+	buf = malloc(len);
+	if(buf == NULL){
+		connection_lost(l, "out of memory");
+		goto out;
+	}
+	fb_record_encode(&r, buf);
+	rc = fb_spool_append(l->d.spool, FB_Q_IN, buf, len, &seq, NULL);
+	if(rc < 0){
+		/* Not durable: drop the connection before the queued PUBACK is written, so the cloud
+		 * delivers the message again. */
+		connection_lost(l, "cannot store a cloud message in the spool: %s", strerror(-rc));
+		goto out;
+	}
+	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
+	m = fb_inmsg_from_record(seq, buf, len);
+	if(m){
+		fb_handoff_push(l->d.handoff, m);
+		l->d.host->wake(l->d.host->ud);
+		l->last_wake_ms = now_ms();
+	}
+out:
+	free(buf);
+	free(eprops);
+	free(res.topic);
+}
+
+/* ---- the worker ------------------------------------------------------------------------------ */
+
+static int poll_timeout(struct fb_link *l, uint64_t now)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	uint64_t until = now + MAX_POLL_MS;
+
+#define EARLIER(t) do{ uint64_t t_ = (t); if(t_ < until) until = t_; }while(0)
+	if(l->mosq == NULL){
+		EARLIER(l->next_attempt_ms);
+	}else if(!l->connected){
+		EARLIER(l->attempt_ms + cfg->cloud.connect_timeout_ms);
+	}else{
+		EARLIER(l->last_rx_ms + cfg->cloud.keepalive_s * 1500u);
+	}
+	if(cfg->spool.sync == FB_SYNC_INTERVAL && atomic_load_explicit(&l->dirty, memory_order_relaxed)){
+		EARLIER(l->last_sync_ms + cfg->spool.sync_interval_ms);
+	}
+	if(fb_handoff_pending(l->d.handoff)){
+		EARLIER(l->last_wake_ms + FB_HANDOFF_REWAKE_MS);
+	}
+#undef EARLIER
+	return until <= now ? 0 : (int)(until - now);
+}
+
+static void housekeeping(struct fb_link *l, uint64_t now)
+{
+	const struct fb_config *cfg = l->d.cfg;
+
+	if(cfg->spool.sync == FB_SYNC_INTERVAL && now >= l->last_sync_ms + cfg->spool.sync_interval_ms){
+		if(atomic_exchange(&l->dirty, false)){
+			fb_spool_sync(l->d.spool);
+		}
+		l->last_sync_ms = now;
+	}
+	/* The broker may have been busy when the last wake-up signal arrived: repeat it until the
+	 * broker thread has taken the queue. */
+	if(fb_handoff_pending(l->d.handoff) && now >= l->last_wake_ms + FB_HANDOFF_REWAKE_MS){
+		l->d.host->wake(l->d.host->ud);
+		l->last_wake_ms = now;
+	}
+	if(l->mosq && !l->connected && now >= l->attempt_ms + cfg->cloud.connect_timeout_ms){
+		connection_lost(l, "no CONNACK within connect_timeout (%u ms)", cfg->cloud.connect_timeout_ms);
+	}
+	if(l->connected && now >= l->last_rx_ms + cfg->cloud.keepalive_s * 1500u){
+		connection_lost(l, "nothing received for %u ms (1.5 x keepalive): connection is dead",
+				cfg->cloud.keepalive_s * 1500u);
+	}
+}
+
+static void *worker(void *arg)
+{
+	struct fb_link *l = arg;
+	struct pollfd pfd[2];
+
+	while(!atomic_load(&l->stopping)){
+		uint64_t now = now_ms();
+		int n, sock;
+
+		if(l->mosq == NULL && now >= l->next_attempt_ms){
+			start_attempt(l, now);
+		}
+		if(l->lost){
+			teardown(l);
+			continue;
+		}
+
+		pfd[0] = (struct pollfd){ .fd = l->efd, .events = POLLIN };
+		n = 1;
+		sock = l->mosq ? mosquitto_socket(l->mosq) : -1;
+		if(sock >= 0){
+			short ev = POLLIN;
+			/* Until the TCP connect completes, wait for writability: that is when the TLS
+			 * handshake (or the CONNECT) can start. */
+			if(!l->tcp_up || mosquitto_want_write(l->mosq)){
+				ev |= POLLOUT;
+			}
+			pfd[1] = (struct pollfd){ .fd = sock, .events = ev };
+			n = 2;
+		}
+		if(poll(pfd, (nfds_t)n, poll_timeout(l, now)) < 0 && errno != EINTR){
+			fb_log(l->d.lg, MOSQ_LOG_ERR, "poll failed: %s", strerror(errno));
+			usleep(100000);
+			continue;
+		}
+		now = now_ms();
+		if(pfd[0].revents & POLLIN){
+			uint64_t v;
+			atomic_store(&l->notified, false);
+			if(read(l->efd, &v, sizeof(v)) < 0){
+				/* EAGAIN: another wake-up consumed it */
+			}
+			l->maybe_more = true;
+		}
+		if(n == 2 && pfd[1].revents){
+			if(pfd[1].revents & (POLLIN | POLLERR | POLLHUP)){
+				l->last_rx_ms = now;
+			}
+			if(pfd[1].revents & POLLOUT){
+				l->tcp_up = true;
+			}
+			/* mosquitto_loop_read() also drives the TLS handshake. */
+			mosquitto_loop_read(l->mosq, 1);
+		}
+		if(l->mosq && !l->lost){
+			mosquitto_loop_misc(l->mosq);
+		}
+		if(l->connected && !l->lost){
+			fill(l);
+		}
+		if(l->mosq && !l->lost && mosquitto_want_write(l->mosq)){
+			mosquitto_loop_write(l->mosq, 1);
+		}
+		housekeeping(l, now);
+	}
+
+	/* Orderly stop: disconnect with the Will, so the cloud sees the status "offline"; records in
+	 * flight stay in the spool and are sent again after the next start. */
+	if(l->mosq){
+		if(l->connected){
+			mosquitto_disconnect_v5(l->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
+			mosquitto_loop_write(l->mosq, 1);
+		}
+		mosquitto_destroy(l->mosq);
+		l->mosq = NULL;
+		SSL_CTX_free(l->ctx);
+		l->ctx = NULL;
+	}
+	fb_spool_sync(l->d.spool);
+	return NULL;
+}
+
+int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
+{
+	struct fb_link *l;
+	int rc;
+
+	*out = NULL;
+	l = calloc(1, sizeof(*l));
+	if(l == NULL){
+		return -ENOMEM;
+	}
+	l->d = *d;
+	l->efd = -1;
+	pthread_mutex_init(&l->status_lock, NULL);
+	l->ring_cap = d->cfg->cloud.max_inflight;
+	l->ring = calloc(l->ring_cap, sizeof(*l->ring));
+	l->topic_buf = malloc(65536);
+	l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if(l->ring == NULL || l->topic_buf == NULL || l->efd < 0){
+		rc = l->efd < 0 ? -errno : -ENOMEM;
+		goto fail;
+	}
+	l->backoff_ms = d->cfg->cloud.reconnect_min_ms;
+	l->jitter_seed = (unsigned)wall_ms() ^ (unsigned)getpid();
+	l->last_sync_ms = now_ms();
+	l->maybe_more = true;
+	set_status(l, FB_LINK_DISCONNECTED, NULL);
+	rc = -pthread_create(&l->thread, NULL, worker, l);
+	if(rc < 0){
+		goto fail;
+	}
+	*out = l;
+	return 0;
+
+fail:
+	if(l->efd >= 0){
+		close(l->efd);
+	}
+	free(l->ring);
+	free(l->topic_buf);
+	pthread_mutex_destroy(&l->status_lock);
+	free(l);
+	return rc;
+}
+
+void fb_link_stop(struct fb_link *l)
+{
+	uint64_t one = 1;
+
+	if(l == NULL){
+		return;
+	}
+	atomic_store(&l->stopping, true);
+	if(write(l->efd, &one, sizeof(one)) < 0){
+		/* the worker also wakes within MAX_POLL_MS */
+	}
+	pthread_join(l->thread, NULL);
+	close(l->efd);
+	free(l->ring);
+	free(l->topic_buf);
+	pthread_mutex_destroy(&l->status_lock);
+	free(l);
+}

@@ -1,0 +1,63 @@
+/* flowmq-bridge: the cloud link, a worker thread that owns one libmosquitto client.
+ *
+ * The worker runs its own poll loop over the client's socket and an eventfd (new spool data,
+ * shutdown). It reads spool "out" in order, keeps up to max_inflight messages in flight, deletes a
+ * record on PUBACK/PUBCOMP, moves it to dead letters on a reason code >= 0x80, and after any
+ * reconnect resends from the oldest record still in the spool. Cloud messages on the
+ * cloud_to_edge subscriptions are written to spool "in" before they are acknowledged and handed to
+ * the broker thread (handoff.h).
+ */
+#ifndef FB_LINK_H
+#define FB_LINK_H
+
+#include <stdint.h>
+
+#include "bridge.h"
+#include "config.h"
+#include "handoff.h"
+#include "log.h"
+#include "route.h"
+#include "spool.h"
+
+struct fb_link;
+
+enum fb_link_state {
+	FB_LINK_DISCONNECTED = 0,
+	FB_LINK_CONNECTING,
+	FB_LINK_CONNECTED,
+};
+
+struct fb_link_status {
+	enum fb_link_state state;
+	char endpoint[256];
+	char last_error[256];
+};
+
+struct fb_link_deps {
+	const struct fb_config *cfg;
+	const struct fb_routes *routes; /* cloud_to_edge lookups */
+	struct fb_spool *spool;
+	struct fb_counters *ctr;
+	struct fb_handoff *handoff;
+	const struct fb_host *host;     /* only host->wake is used, from the worker thread */
+	const struct fb_logger *lg;
+};
+
+/* Starts the worker. D and everything it points to must outlive the link. Returns 0 or -errno.
+ * Broker thread. */
+int fb_link_start(const struct fb_link_deps *d, struct fb_link **out);
+
+/* Tells the worker that spool "out" has new records. Cheap: one eventfd write at most per
+ * worker wake-up. Any thread. */
+void fb_link_notify(struct fb_link *l);
+
+/* Stops the worker (orderly MQTT disconnect, nothing in the spool is lost) and frees the link.
+ * Accepts NULL. Broker thread. */
+void fb_link_stop(struct fb_link *l);
+
+/* Copies the current state. Any thread. */
+void fb_link_status(struct fb_link *l, struct fb_link_status *st);
+
+const char *fb_link_state_name(enum fb_link_state s);
+
+#endif
