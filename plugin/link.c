@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -236,7 +237,11 @@ static void subscribe_all(struct fb_link *l)
 		/* A message counts as received once it is in spool "in"; libmosquitto acknowledges QoS 2
 		 * (PUBREC) before it hands the message over, so subscriptions use QoS 1 at most. */
 		int qos = cfg->c2e[i].qos > 1 ? 1 : cfg->c2e[i].qos;
-		int rc = mosquitto_subscribe_v5(l->mosq, NULL, cfg->c2e[i].cloud, qos, MQTT_SUB_OPT_NO_LOCAL, NULL);
+		/* no-local: our own publishes never come back; retain-as-published: retained cloud
+		 * messages stay retained locally (unless the rule says retain: clear); retained
+		 * messages are sent only when the subscription is new, not at every reconnect. */
+		int opts = MQTT_SUB_OPT_NO_LOCAL | MQTT_SUB_OPT_RETAIN_AS_PUBLISHED | MQTT_SUB_OPT_SEND_RETAIN_NEW;
+		int rc = mosquitto_subscribe_v5(l->mosq, NULL, cfg->c2e[i].cloud, qos, opts, NULL);
 
 		if(rc != MOSQ_ERR_SUCCESS){
 			connection_lost(l, "cannot subscribe to %s: %s", cfg->c2e[i].cloud, mosquitto_strerror(rc));
@@ -271,16 +276,20 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	}
 }
 
-static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
+/* Records why the connection ended, from the most precise source available: a certificate
+ * verification failure, the error libmosquitto logged, the socket error, or RC. */
+static void lost_with_rc(struct fb_link *l, int rc, int sock_err)
 {
-	struct fb_link *l = obj;
 	const char *verify = fb_tls_verify_error(l->ctx);
-	(void)mosq; (void)props;
 
 	if(verify[0]){
 		connection_lost(l, "TLS: %s", verify);
 	}else if(l->lib_error[0]){
 		connection_lost(l, "%s", l->lib_error);
+	}else if(sock_err){
+		connection_lost(l, "%s", strerror(sock_err));
+	}else if(rc == MOSQ_ERR_KEEPALIVE){
+		connection_lost(l, "no answer to PINGREQ within keepalive");
 	}else if(rc == MOSQ_ERR_ERRNO){
 		connection_lost(l, "%s", strerror(errno));
 	}else if(rc > 0 && rc < 0x80){
@@ -288,6 +297,12 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosqu
 	}else{
 		connection_lost(l, "the cloud disconnected: %s", mosquitto_reason_string(rc));
 	}
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
+{
+	(void)mosq; (void)props;
+	lost_with_rc(obj, rc, 0);
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props);
@@ -329,6 +344,8 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 			connection_lost(l, "TLS: %s", err);
 			return;
 		}
+		/* Our context as it is: libmosquitto must not apply its own defaults to it. */
+		mosquitto_int_option(l->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
 		mosquitto_void_option(l->mosq, MOSQ_OPT_SSL_CTX, l->ctx);
 		if(!cfg->cloud.tls.verify){
 			fb_log(l->d.lg, MOSQ_LOG_WARNING, "tls.verify is false: the certificate of %s is not verified", ep->url);
@@ -678,8 +695,25 @@ static void *worker(void *arg)
 			if(pfd[1].revents & POLLOUT){
 				l->tcp_up = true;
 			}
-			/* mosquitto_loop_read() also drives the TLS handshake. */
-			mosquitto_loop_read(l->mosq, 1);
+			if(!l->connected && (pfd[1].revents & (POLLERR | POLLHUP))){
+				/* A refused or failed TCP connect: libmosquitto does not read while the connect
+				 * is pending, so take the reason from the socket. */
+				int err = 0;
+				socklen_t elen = sizeof(err);
+				getsockopt(sock, SOL_SOCKET, SO_ERROR, &err, &elen);
+				if(err){
+					lost_with_rc(l, MOSQ_ERR_CONN_LOST, err);
+				}else{
+					connection_lost(l, "connection refused or closed before the handshake");
+				}
+			}else{
+				/* mosquitto_loop_read() also drives the TLS handshake; a failed handshake
+				 * returns an error without calling on_disconnect. */
+				int rc = mosquitto_loop_read(l->mosq, 1);
+				if(rc != MOSQ_ERR_SUCCESS){
+					lost_with_rc(l, rc, 0);
+				}
+			}
 		}
 		if(l->mosq && !l->lost){
 			mosquitto_loop_misc(l->mosq);
@@ -688,7 +722,10 @@ static void *worker(void *arg)
 			fill(l);
 		}
 		if(l->mosq && !l->lost && mosquitto_want_write(l->mosq)){
-			mosquitto_loop_write(l->mosq, 1);
+			int rc = mosquitto_loop_write(l->mosq, 1);
+			if(rc != MOSQ_ERR_SUCCESS){
+				lost_with_rc(l, rc, 0);
+			}
 		}
 		housekeeping(l, now);
 	}
