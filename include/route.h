@@ -37,7 +37,9 @@ int fb_routes_build(const struct fb_config *cfg, struct fb_routes **out);
 void fb_routes_free(struct fb_routes *r);
 
 /* Looks TOPIC up. Returns 1 and fills RES on a match, 0 when no rule matches (no allocation is
- * made then), or a negative errno. Any thread. */
+ * made then), or a negative errno: -EINVAL when a rule matched (RES->rule and RES->drop are
+ * filled, RES->topic is NULL) but the rewritten topic is not a valid topic (empty, or longer than
+ * 65535 bytes), -ENOMEM. Any thread. */
 int fb_route_match(const struct fb_routes *r, enum fb_route_dir dir, const char *topic,
 		struct fb_route_result *res);
 

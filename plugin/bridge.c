@@ -231,6 +231,14 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	if(rc == 0){
 		return 0;
 	}
+	if(rc == -EINVAL){
+		/* The rule matched but the rewritten topic is not a valid topic (empty, or longer than
+		 * 65535 bytes): nothing can be sent, so it counts as filtered. */
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "%s: edge_to_cloud[%d] makes an invalid cloud topic of it; not forwarded",
+				topic, res.rule);
+		atomic_fetch_add_explicit(&b->ctr.dropped_filtered, 1, memory_order_relaxed);
+		return 0;
+	}
 	if(rc < 0){
 		return rc;
 	}

@@ -534,7 +534,8 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 
 	rc = fb_route_match(l->d.routes, FB_ROUTE_C2E, msg->topic, &res);
 	if(rc <= 0){
-		c2e_drop(l, msg->topic, rc < 0 ? "out of memory" : "no cloud_to_edge rule matches");
+		c2e_drop(l, msg->topic, rc == 0 ? "no cloud_to_edge rule matches"
+				: rc == -EINVAL ? "the mapped local topic is not a valid topic" : strerror(-rc));
 		return;
 	}
 	rule = &cfg->c2e[res.rule];
