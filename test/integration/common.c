@@ -1,0 +1,107 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+const struct fbh_client_opts cloud_tester = {
+	.username = FBH_CLOUD_TEST_USER,
+	.password = FBH_CLOUD_TEST_PASSWORD,
+};
+
+struct fbh_sub *sys_watch(struct fbh_broker *edge)
+{
+	return fbh_sub_start(edge->port, NULL, SYS_PREFIX "#", 0);
+}
+
+const char *sys_value(struct fbh_sub *w, const char *key)
+{
+	size_t n = fbh_sub_count(w);
+	size_t plen = strlen(SYS_PREFIX);
+
+	while(n-- > 0){
+		const struct fbh_msg *m = fbh_sub_msg(w, n);
+		if(!strncmp(m->topic, SYS_PREFIX, plen) && !strcmp(m->topic + plen, key)){
+			return m->payload;
+		}
+	}
+	return NULL;
+}
+
+static long elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+bool sys_wait(struct fbh_sub *w, const char *key, const char *value, int timeout_ms)
+{
+	struct timespec t0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do{
+		const char *v = sys_value(w, key);
+		if(v && !strcmp(v, value)){
+			return true;
+		}
+		usleep(20000);
+	}while(elapsed_ms(&t0) < timeout_ms);
+	fprintf(stderr, "status %s is '%s', expected '%s'\n", key, sys_value(w, key) ? sys_value(w, key) : "(none)", value);
+	return false;
+}
+
+bool sys_wait_u64(struct fbh_sub *w, const char *key, uint64_t v, int timeout_ms)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+	return sys_wait(w, key, buf, timeout_ms);
+}
+
+long payload_index(const struct fbh_msg *m, const char *prefix)
+{
+	size_t plen = strlen(prefix);
+	char *end;
+	long v;
+
+	if((size_t)m->payloadlen <= plen || strncmp(m->payload, prefix, plen)){
+		return -1;
+	}
+	errno = 0;
+	v = strtol((const char *)m->payload + plen, &end, 10);
+	return (errno || *end) ? -1 : v;
+}
+
+bool wait_exactly(struct fbh_sub *s, size_t n, int timeout_ms, int settle_ms)
+{
+	if(fbh_sub_wait_count(s, n, timeout_ms) < n){
+		fprintf(stderr, "received %zu messages, expected %zu\n", fbh_sub_count(s), n);
+		return false;
+	}
+	usleep((useconds_t)settle_ms * 1000);
+	if(fbh_sub_count(s) != n){
+		fprintf(stderr, "received %zu messages, expected exactly %zu\n", fbh_sub_count(s), n);
+		return false;
+	}
+	return true;
+}
+
+char *cloud_persistent_extra(struct fbh_broker *b)
+{
+	return fbh_strdupf("persistence true\npersistence_location %s/\nautosave_interval 0\n"
+			"max_queued_messages 0\nmax_queued_bytes 0\n", b->dir);
+}
+
+struct fbh_client_opts persistent_sub(const char *id)
+{
+	struct fbh_client_opts o = cloud_tester;
+
+	o.client_id = id;
+	o.persistent = true;
+	o.session_expiry = 3600;
+	return o;
+}

@@ -1,0 +1,41 @@
+/* Helpers shared by the flowmq-bridge integration suites (on top of harness.h). */
+#ifndef FB_TEST_COMMON_H
+#define FB_TEST_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "harness.h"
+
+#define SYS_PREFIX "$SYS/broker/flowmq-bridge/"
+
+/* Options for test clients of the cloud (its plaintext listener, port2). */
+extern const struct fbh_client_opts cloud_tester;
+
+/* A subscriber to the edge's $SYS/broker/flowmq-bridge/# status topics. */
+struct fbh_sub *sys_watch(struct fbh_broker *edge);
+
+/* The newest value of status KEY (e.g. "spool/messages") seen by W, or NULL. */
+const char *sys_value(struct fbh_sub *w, const char *key);
+
+/* Waits until status KEY equals VALUE. */
+bool sys_wait(struct fbh_sub *w, const char *key, const char *value, int timeout_ms);
+
+/* Waits until status KEY, read as a number, equals V. */
+bool sys_wait_u64(struct fbh_sub *w, const char *key, uint64_t v, int timeout_ms);
+
+/* Index N of a payload "<prefix>N", or -1. */
+long payload_index(const struct fbh_msg *m, const char *prefix);
+
+/* Waits until S has received exactly N messages and nothing more arrives for SETTLE_MS. */
+bool wait_exactly(struct fbh_sub *s, size_t n, int timeout_ms, int settle_ms);
+
+/* Cloud configuration extra that keeps sessions across a restart (persistence in B->dir) and
+ * queues without limit for offline persistent subscribers. */
+char *cloud_persistent_extra(struct fbh_broker *b);
+
+/* Options of a persistent cloud subscriber called ID. */
+struct fbh_client_opts persistent_sub(const char *id);
+
+#endif

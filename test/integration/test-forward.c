@@ -1,0 +1,603 @@
+/* Edge to cloud: durable forwarding over TLS 1.3 through outages, crashes, limits and failures.
+ * Real brokers: the cloud stand-in is a mosquitto with a TLS 1.3 listener, client certificates,
+ * a password file and an ACL; the edge is a mosquitto with the plugin. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mqtt_protocol.h>
+
+#include "common.h"
+
+#define CLOUD_TOPIC "edge/site-A/telemetry/#"
+
+static void start_cloud(struct fbh_broker *cloud, const struct fbh_cloud_opts *o)
+{
+	char *conf = fbh_cloud_conf(cloud, o);
+	int rc = fbh_broker_start(cloud, conf);
+
+	if(rc != 0){
+		fbh_broker_dump_log(cloud);
+	}
+	ck_assert_int_eq(rc, 0);
+	free(conf);
+}
+
+static void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl)
+{
+	char *yaml = fbh_edge_yaml(edge, cloud_port, yaml_tmpl);
+	char *conf = fbh_edge_conf(edge, yaml, NULL);
+	int rc = fbh_broker_start(edge, conf);
+
+	if(rc != 0){
+		fbh_broker_dump_log(edge);
+	}
+	ck_assert_int_eq(rc, 0);
+	free(conf);
+	free(yaml);
+}
+
+/* Checks that S received exactly the messages PREFIX<first>..PREFIX<first+n-1>, in order. */
+static void assert_sequence(struct fbh_sub *s, const char *prefix, long first, size_t n)
+{
+	ck_assert_uint_eq(fbh_sub_count(s), n);
+	for(size_t i = 0; i < n; i++){
+		const struct fbh_msg *m = fbh_sub_msg(s, i);
+		ck_assert_msg(payload_index(m, prefix) == first + (long)i, "message %zu is '%s', expected %s%ld",
+				i, (const char *)m->payload, prefix, first + (long)i);
+	}
+}
+
+START_TEST(test_10000_messages_arrive_rewritten_with_headers_in_order)
+{
+	static const char *local[] = { "local/telemetry/line1/temp", "local/telemetry/line2", "local/telemetry" };
+	static const char *cloud_topics[] = { "edge/site-A/telemetry/line1/temp", "edge/site-A/telemetry/line2", "edge/site-A/telemetry" };
+	const size_t n = 10000;
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	mosquitto_property *props = NULL;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+
+	mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "device", "plc-7");
+	mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "text/plain");
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(size_t i = 0; i < n; i++){
+		char payload[32];
+		int len = snprintf(payload, sizeof(payload), "m%zu", i);
+		ck_assert_int_ge(fbh_pub_send(pub, local[i % 3], payload, len, 1, false, props), 0);
+		if(i % 1000 == 999){
+			/* A debug message between them: matched by a drop rule, never forwarded. */
+			ck_assert_int_ge(fbh_pub_send(pub, "local/debug/trace", "dbg", 3, 1, false, NULL), 0);
+		}
+	}
+	ck_assert(fbh_pub_wait_all(pub, 60000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	mosquitto_property_free_all(&props);
+
+	ck_assert(wait_exactly(sub, n, 60000, 500));
+	for(size_t i = 0; i < n; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		ck_assert_int_eq(payload_index(m, "m"), (long)i);
+		ck_assert_str_eq(m->topic, cloud_topics[i % 3]);
+		ck_assert_int_eq(m->qos, 1);
+		ck_assert_str_eq(fbh_msg_user_prop(m, "edge-site-id"), "site-A");
+		ck_assert_str_eq(fbh_msg_user_prop(m, "flowmq-bridge-origin"), "site-A");
+		ck_assert_str_eq(fbh_msg_user_prop(m, "device"), "plc-7");
+		/* Publisher's properties first, then the rule's headers, then the origin marker. */
+		ck_assert_uint_eq(m->user_prop_count, 3);
+		ck_assert_str_eq(m->user_props[0].name, "device");
+		ck_assert_str_eq(m->user_props[1].name, "edge-site-id");
+		ck_assert_str_eq(m->user_props[2].name, "flowmq-bridge-origin");
+	}
+	{
+		char *ct = NULL;
+		ck_assert_ptr_nonnull(mosquitto_property_read_string(fbh_sub_msg(sub, 0)->props, MQTT_PROP_CONTENT_TYPE, &ct, false));
+		ck_assert_str_eq(ct, "text/plain");
+		free(ct);
+	}
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/filtered", n / 1000, 5000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 5000));
+	ck_assert(sys_wait(sys, "state", "connected", 5000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+}
+END_TEST
+
+START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
+{
+	const size_t n = 20000;
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-outage");
+	struct fbh_sub *sub, *sys;
+	char *extra;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	extra = cloud_persistent_extra(&cloud);
+	co.extra = extra;
+	start_cloud(&cloud, &co);
+	/* A persistent subscriber session, kept by the cloud across its restart. */
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	sys = sys_watch(&edge);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/t", "o", n, 1, NULL, 120000), (long)n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
+	ck_assert(sys_value(sys, "state") && strcmp(sys_value(sys, "state"), "connected"));
+
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert(wait_exactly(sub, n, 120000, 500));
+	assert_sequence(sub, "o", 0, n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 5000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	free(extra);
+}
+END_TEST
+
+struct streamer {
+	int port;
+	atomic_bool stop;
+	atomic_long acked_max;   /* highest index whose PUBACK came back with success */
+	long acked[200000];      /* indices acknowledged with success, in order */
+	atomic_long acked_count;
+	long sent;
+};
+
+static void on_pub_ack(struct mosquitto *m, void *ud, int mid, int rc, const mosquitto_property *p)
+{
+	struct streamer *st = ud;
+	(void)m; (void)p;
+	/* mids are assigned 1, 2, 3, ... by a fresh client: index = mid - 1 */
+	if(rc < 0x80){
+		long i = atomic_fetch_add(&st->acked_count, 1);
+		st->acked[i] = mid - 1;
+	}
+}
+
+static void *stream(void *arg)
+{
+	struct streamer *st = arg;
+	struct mosquitto *m = mosquitto_new("streamer", true, st);
+
+	mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, 20);
+	mosquitto_publish_v5_callback_set(m, on_pub_ack);
+	if(mosquitto_connect(m, "127.0.0.1", st->port, 30) != MOSQ_ERR_SUCCESS){
+		mosquitto_destroy(m);
+		return NULL;
+	}
+	mosquitto_loop_start(m);
+	while(!atomic_load(&st->stop) && st->sent < 60000){
+		char payload[32];
+		int len = snprintf(payload, sizeof(payload), "k%ld", st->sent);
+		if(mosquitto_publish_v5(m, NULL, "local/telemetry/stream", len, payload, 1, false, NULL) != MOSQ_ERR_SUCCESS){
+			break;
+		}
+		st->sent++;
+		if(st->sent - atomic_load(&st->acked_count) > 40){
+			usleep(200);
+		}
+	}
+	mosquitto_loop_stop(m, true);
+	mosquitto_destroy(m);
+	return NULL;
+}
+
+START_TEST(test_sigkill_edge_loses_no_acknowledged_message)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub;
+	struct streamer *st = calloc(1, sizeof(*st));
+	pthread_t t;
+	char *seen;
+	long dups = 0, last = -1, acked;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+
+	st->port = edge.port;
+	pthread_create(&t, NULL, stream, st);
+	while(atomic_load(&st->acked_count) < 5000){
+		usleep(1000);
+	}
+	fbh_broker_kill(&edge); /* SIGKILL while the publisher streams */
+	atomic_store(&st->stop, true);
+	pthread_join(t, NULL);
+	acked = atomic_load(&st->acked_count);
+	ck_assert_int_ge(acked, 5000);
+
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	/* Every acknowledged message arrives: wait for the highest acknowledged index. */
+	seen = calloc((size_t)st->sent + 1, 1);
+	for(int tries = 0; tries < 600; tries++){
+		long missing = 0;
+		size_t cnt = fbh_sub_count(sub);
+		memset(seen, 0, (size_t)st->sent + 1);
+		for(size_t i = 0; i < cnt; i++){
+			long k = payload_index(fbh_sub_msg(sub, i), "k");
+			if(k >= 0 && k <= st->sent){
+				seen[k] = 1;
+			}
+		}
+		for(long i = 0; i < acked; i++){
+			missing += !seen[st->acked[i]];
+		}
+		if(missing == 0){
+			break;
+		}
+		usleep(100000);
+	}
+	for(long i = 0; i < acked; i++){
+		ck_assert_msg(seen[st->acked[i]], "acknowledged message k%ld never reached the cloud", st->acked[i]);
+	}
+	/* Order: the first arrival of each message is in publish order; repeats only within the
+	 * in-flight window (max_inflight 64) of the moment of the crash. */
+	usleep(500000);
+	memset(seen, 0, (size_t)st->sent + 1);
+	for(size_t i = 0; i < fbh_sub_count(sub); i++){
+		long k = payload_index(fbh_sub_msg(sub, i), "k");
+		ck_assert_int_ge(k, 0);
+		if(seen[k]){
+			dups++;
+			continue;
+		}
+		seen[k] = 1;
+		ck_assert_msg(k > last, "k%ld arrived after k%ld", k, last);
+		last = k;
+	}
+	ck_assert_int_le(dups, 64);
+	fprintf(stderr, "sigkill: %ld sent, %ld acknowledged, %zu received, %ld repeated\n",
+			st->sent, acked, fbh_sub_count(sub), dups);
+	free(seen);
+	free(st);
+	fbh_sub_stop(sub);
+}
+END_TEST
+
+START_TEST(test_frozen_cloud_is_detected_and_nothing_is_lost)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	ck_assert(fbh_wait_log(&edge, "connected to", 10000));
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/f", "f", 100, 1, NULL, 30000), 100);
+	ck_assert(wait_exactly(sub, 100, 30000, 0));
+
+	/* A black hole: the TCP connection stays open, nothing answers (keepalive is 5 s). */
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&cloud, SIGSTOP), 0);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/f", "f", 100, 1, NULL, 30000), 100);
+	/* Detected within 1.5 x keepalive (7.5 s) of the last packet, plus scheduling slack. */
+	ck_assert(fbh_wait_log(&edge, "connection is dead", 9500));
+	sleep(4); /* frozen for longer than 2 x keepalive in all */
+	ck_assert_int_eq(fbh_broker_signal(&cloud, SIGCONT), 0);
+
+	ck_assert(fbh_sub_wait_count(sub, 200, 60000) >= 200);
+	usleep(500000);
+	{
+		/* All 200 arrived, in order; repeats only of what was in flight at the freeze. */
+		char seen[200] = { 0 };
+		long last = -1, dups = 0;
+		for(size_t i = 0; i < fbh_sub_count(sub); i++){
+			long k = payload_index(fbh_sub_msg(sub, i), "f");
+			ck_assert(k >= 0 && k < 100);
+			k += i >= 100 ? 100 : 0;
+			if(seen[k]){
+				dups++;
+				continue;
+			}
+			seen[k] = 1;
+			ck_assert_int_gt(k, last);
+			last = k;
+		}
+		ck_assert_int_eq(last, 199);
+		ck_assert_int_le(dups, 64);
+	}
+	fbh_sub_stop(sub);
+}
+END_TEST
+
+static const char *spool_limit_yaml(const char *on_full)
+{
+	static char buf[4096];
+
+	snprintf(buf, sizeof(buf), "%s", FBH_YAML_STANDARD);
+	/* Replace the spool section's path line with path + a small limit. */
+	{
+		char *p = strstr(buf, "  path: @SPOOL_PATH@\n");
+		char tail[4096];
+		snprintf(tail, sizeof(tail), "%s", p + strlen("  path: @SPOOL_PATH@\n"));
+		snprintf(p, sizeof(buf) - (size_t)(p - buf), "  path: @SPOOL_PATH@\n  max_size: 64KiB\n  on_full: %s\n%s", on_full, tail);
+	}
+	return buf;
+}
+
+START_TEST(test_spool_limit_drop_oldest_keeps_the_newest)
+{
+	const size_t n = 2000;
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-limit");
+	struct fbh_sub *sub, *sys;
+	char *extra;
+	size_t got;
+	char want[24];
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	extra = cloud_persistent_extra(&cloud);
+	co.extra = extra;
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+
+	start_edge(&edge, cloud.port, spool_limit_yaml("drop_oldest"));
+	sys = sys_watch(&edge);
+	/* Every publish is accepted: the oldest spooled messages make room. */
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/x", "d", n, 1, NULL, 60000), (long)n);
+
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 30000));
+	usleep(500000);
+	got = fbh_sub_count(sub);
+	ck_assert_uint_gt(got, 100);
+	ck_assert_uint_lt(got, n);
+	assert_sequence(sub, "d", (long)(n - got), got); /* exactly the newest, in order */
+	snprintf(want, sizeof(want), "%zu", n - got);
+	ck_assert(sys_wait(sys, "edge_to_cloud/dropped/full", want, 5000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	free(extra);
+}
+END_TEST
+
+START_TEST(test_spool_limit_reject_answers_0x87)
+{
+	const size_t n = 2000;
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sys;
+	struct fbh_pub *pub;
+	size_t ok, refused;
+	char want[24];
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	/* The cloud is not running: everything stays in the spool. */
+	start_edge(&edge, cloud.port, spool_limit_yaml("reject"));
+	sys = sys_watch(&edge);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_eq(fbh_pub_send_n(pub, "local/telemetry/x", "r", n, 1, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 60000));
+	refused = fbh_pub_count_reason(pub, FBH_RC_NOT_AUTHORIZED);
+	ok = fbh_pub_acked(pub) - fbh_pub_count_failed(pub);
+	ck_assert_uint_gt(refused, 0);
+	ck_assert_uint_eq(ok + refused, n);
+	/* Once full, every later message is refused: the accepted ones are exactly the first. */
+	for(size_t i = 0; i < n; i++){
+		ck_assert_int_eq(fbh_pub_reason(pub, i) >= 0x80, i >= ok);
+	}
+	fbh_pub_close(pub);
+	snprintf(want, sizeof(want), "%zu", refused);
+	ck_assert(sys_wait(sys, "edge_to_cloud/dropped/full", want, 5000));
+	snprintf(want, sizeof(want), "%zu", ok);
+	ck_assert(sys_wait(sys, "spool/messages", want, 5000));
+	fbh_sub_stop(sys);
+}
+END_TEST
+
+START_TEST(test_message_refused_by_cloud_acl_goes_to_dead_letters)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "#", 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_BASE
+			"edge_to_cloud:\n"
+			"  - local: local/secret/#\n"
+			"    cloud: forbidden/${site_id}/#\n"
+			"  - local: local/telemetry/#\n"
+			"    cloud: edge/${site_id}/telemetry/#\n");
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/a", "a0", 2, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/secret/b", "b1", 2, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/a", "a2", 2, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/a", "a3", 2, 1, false, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	fbh_pub_close(pub);
+
+	ck_assert(wait_exactly(sub, 3, 10000, 500));
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->payload, "a0");
+	ck_assert_str_eq(fbh_sub_msg(sub, 1)->payload, "a2");
+	ck_assert_str_eq(fbh_sub_msg(sub, 2)->payload, "a3");
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 3, 5000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 5000));
+	ck_assert(fbh_broker_log_contains(&edge, "moved to dead letters"));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	/* The dead letter is kept in the spool. */
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	{
+		char *spool = fbh_strdupf("%s/spool", edge.dir);
+		char *log = fbh_strdupf("%s/cli.log", edge.dir);
+		const char *argv[] = { FB_CLI_PATH, "spool", spool, NULL };
+		char *out;
+		ck_assert_int_eq(fbh_run_cmd(argv, log), 0);
+		out = fbh_read_file(log);
+		ck_assert_ptr_nonnull(strstr(out, "dead letters: 1\n"));
+		ck_assert_ptr_nonnull(strstr(out, "out: 0 messages"));
+		free(out); free(log); free(spool);
+	}
+}
+END_TEST
+
+START_TEST(test_failover_to_second_endpoint)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	int dead_port = fbh_free_port();
+	char *yaml, *expected;
+	char *first = fbh_strdupf("    - mqtts://localhost:%d\n", dead_port);
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	/* endpoints: a port where nothing listens, then the cloud */
+	{
+		const char *marker = "  endpoints:\n";
+		const char *base = FBH_YAML_STANDARD;
+		const char *p = strstr(base, marker) + strlen(marker);
+		yaml = fbh_strdupf("%.*s%s%s", (int)(p - base), base, first, p);
+	}
+	start_edge(&edge, cloud.port, yaml);
+	sys = sys_watch(&edge);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/fo", "x", 50, 1, NULL, 30000), 50);
+	ck_assert(wait_exactly(sub, 50, 30000, 300));
+	assert_sequence(sub, "x", 0, 50);
+	expected = fbh_strdupf("mqtts://localhost:%d", cloud.port);
+	ck_assert(sys_wait(sys, "endpoint", expected, 5000));
+	ck_assert(sys_wait(sys, "state", "connected", 5000));
+	ck_assert(fbh_broker_log_contains(&edge, "cannot connect to mqtts://localhost:"));
+	free(expected); free(yaml); free(first);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+}
+END_TEST
+
+/* The edge cannot connect: a clear log line, and the messages stay spooled. */
+static void assert_tls_refused(const struct fbh_cloud_opts *co, const char *yaml, const char *log_text)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, co);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "#", 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, yaml);
+	sys = sys_watch(&edge);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/t", "t", 5, 1, NULL, 10000), 5);
+	if(!fbh_wait_log(&edge, log_text, 15000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("edge log lacks '%s'", log_text);
+	}
+	ck_assert(sys_wait_u64(sys, "spool/messages", 5, 5000));
+	ck_assert_str_ne(sys_value(sys, "state"), "connected");
+	ck_assert_uint_eq(fbh_sub_count(sub), 0);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+}
+
+START_TEST(test_tls_wrong_ca_refused)
+{
+	static const char *yaml = FBH_YAML_BASE FBH_YAML_RULES;
+	char *y = strdup(yaml);
+	char *p = strstr(y, "@CA_FILE@");
+	char *fixed;
+
+	*p = '\0';
+	fixed = fbh_strdupf("%s@WRONG_CA_FILE@%s", y, p + strlen("@CA_FILE@"));
+	assert_tls_refused(NULL, fixed, "TLS: certificate verify failed: unable to get local issuer certificate");
+	free(fixed);
+	free(y);
+}
+END_TEST
+
+START_TEST(test_tls_wrong_hostname_refused)
+{
+	struct fbh_cloud_opts co = { .wrong_host_cert = true };
+
+	assert_tls_refused(&co, FBH_YAML_STANDARD, "TLS: certificate verify failed: hostname mismatch");
+}
+END_TEST
+
+START_TEST(test_tls12_only_cloud_refused)
+{
+	struct fbh_cloud_opts co = { .tls12_only = true };
+
+	assert_tls_refused(&co, FBH_YAML_STANDARD, "protocol version");
+}
+END_TEST
+
+START_TEST(test_missing_client_certificate_refused)
+{
+	char *y = strdup(FBH_YAML_STANDARD);
+	char *p = strstr(y, "    cert_file: @CERT_FILE@\n");
+	char *q = strstr(y, "spool:\n");
+	char *fixed;
+
+	*p = '\0';
+	fixed = fbh_strdupf("%s%s", y, q);
+	assert_tls_refused(NULL, fixed, "certificate required");
+	free(fixed);
+	free(y);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("forward");
+	TCase *tc = fbh_tcase("edge_to_cloud");
+
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_10000_messages_arrive_rewritten_with_headers_in_order);
+	tcase_add_test(tc, test_20000_messages_spooled_while_cloud_down_arrive_in_order);
+	tcase_add_test(tc, test_sigkill_edge_loses_no_acknowledged_message);
+	tcase_add_test(tc, test_frozen_cloud_is_detected_and_nothing_is_lost);
+	tcase_add_test(tc, test_spool_limit_drop_oldest_keeps_the_newest);
+	tcase_add_test(tc, test_spool_limit_reject_answers_0x87);
+	tcase_add_test(tc, test_message_refused_by_cloud_acl_goes_to_dead_letters);
+	tcase_add_test(tc, test_failover_to_second_endpoint);
+	tcase_add_test(tc, test_tls_wrong_ca_refused);
+	tcase_add_test(tc, test_tls_wrong_hostname_refused);
+	tcase_add_test(tc, test_tls12_only_cloud_refused);
+	tcase_add_test(tc, test_missing_client_certificate_refused);
+	suite_add_tcase(s, tc);
+	return fbh_run(s);
+}
