@@ -1,1 +1,999 @@
-/* placeholder: being written */
+/* flowmq-bridge: the durable spool on RocksDB (see spool.h). The only file that includes rocksdb/c.h.
+ *
+ * Layout: one database, column families "default" (RocksDB requires it, unused), "out", "in",
+ * "dead" and "meta" (reserved). Keys are 8-byte big-endian sequence numbers, so RocksDB's bytewise
+ * order is insertion order. Sequences continue after the last key found on open (starting at 1): a
+ * queue that was empty when the spool was opened starts again at 1.
+ *
+ * Accounting. Every change to a queue happens under s->lock and reaches RocksDB before the lock is
+ * released, so the set of live keys in the database and the in-memory state below never disagree.
+ * Each queue keeps a bitmap of its live sequence numbers (from the oldest live one to the newest, one
+ * bit each: 1M records cost 128 KiB). A delete of a record that is not live (dropped by
+ * drop_oldest, moved to dead, or deleted twice) is therefore recognised without touching the disk
+ * and changes nothing, and first_seq is exact even when acknowledgements arrive out of order.
+ *
+ * Durability. Every write goes through the WAL without fsync while the lock is held. With
+ * FB_SYNC_ALWAYS an append then fsyncs the WAL after releasing the lock (spool.h: the lock is never
+ * held across an fsync): the append returns only once its record is on disk, and appends from
+ * several threads share fsyncs. Deletes and moves to dead are never fsynced: losing one to a power
+ * cut means a message is sent again, which at-least-once allows.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rocksdb/c.h>
+
+#include "spool.h"
+
+#define KEY_LEN 8
+
+/* RocksDB's InfoLogLevel: its LOG file only gets warnings and errors. */
+#define ROCKSDB_LOG_WARN 2
+
+static const char *const cf_names[] = { "default", "out", "in", "dead", "meta" };
+enum { CF_DEFAULT, CF_OUT, CF_IN, CF_DEAD, CF_META, CF_REQUIRED };
+
+/* ---- a set of sequence numbers: one bit per seq from the oldest member on ---- */
+
+struct seqset {
+	uint64_t *w;   /* bit i of w[k] stands for seq base + 64 * k + i */
+	size_t off;    /* words before w[off] are all zero (dropped lazily) */
+	size_t n;      /* words in use */
+	size_t cap;    /* words allocated */
+	uint64_t base; /* multiple of 64 */
+};
+
+static void seqset_reset(struct seqset *ss)
+{
+	ss->off = 0;
+	ss->n = 0;
+	ss->base = 0;
+}
+
+/* Makes room for SEQ, which is larger than every member. Returns 0 or -ENOMEM. */
+static int seqset_reserve(struct seqset *ss, uint64_t seq)
+{
+	uint64_t need;
+	size_t cap;
+	uint64_t *w;
+
+	if(ss->n == 0){
+		need = 1;
+	}else{
+		need = (seq - ss->base) / 64 + 1;
+	}
+	if(need <= ss->cap){
+		return 0;
+	}
+	if(ss->off > 0){
+		/* Drop the leading zero words first; amortised, as they are only ever dropped once. */
+		memmove(ss->w, ss->w + ss->off, (ss->n - ss->off) * sizeof(*ss->w));
+		ss->n -= ss->off;
+		ss->base += 64 * (uint64_t)ss->off;
+		need -= ss->off;
+		ss->off = 0;
+		if(need <= ss->cap){
+			return 0;
+		}
+	}
+	if(need > SIZE_MAX / sizeof(*w) / 2){
+		return -ENOMEM;
+	}
+	cap = ss->cap ? ss->cap : 16;
+	while(cap < need){
+		cap *= 2;
+	}
+	w = realloc(ss->w, cap * sizeof(*w));
+	if(w == NULL){
+		return -ENOMEM;
+	}
+	ss->w = w;
+	ss->cap = cap;
+	return 0;
+}
+
+/* Adds SEQ (larger than every member); seqset_reserve(SEQ) must have succeeded. */
+static void seqset_add(struct seqset *ss, uint64_t seq)
+{
+	size_t k;
+
+	if(ss->n == 0){
+		ss->base = seq & ~(uint64_t)63;
+		ss->off = 0;
+	}
+	k = (size_t)((seq - ss->base) / 64);
+	while(ss->n <= k){
+		ss->w[ss->n++] = 0;
+	}
+	ss->w[k] |= (uint64_t)1 << ((seq - ss->base) % 64);
+}
+
+static bool seqset_has(const struct seqset *ss, uint64_t seq)
+{
+	uint64_t k;
+
+	if(ss->n == 0 || seq < ss->base){
+		return false;
+	}
+	k = (seq - ss->base) / 64;
+	if(k < ss->off || k >= ss->n){
+		return false;
+	}
+	return (ss->w[k] >> ((seq - ss->base) % 64)) & 1;
+}
+
+static void seqset_del(struct seqset *ss, uint64_t seq)
+{
+	uint64_t k = (seq - ss->base) / 64;
+
+	ss->w[k] &= ~((uint64_t)1 << ((seq - ss->base) % 64));
+}
+
+/* The smallest member >= FROM, or 0. Also drops the zero words below it. */
+static uint64_t seqset_next(struct seqset *ss, uint64_t from)
+{
+	uint64_t k, bit, word;
+
+	if(ss->n == 0){
+		return 0;
+	}
+	if(from < ss->base + 64 * (uint64_t)ss->off){
+		from = ss->base + 64 * (uint64_t)ss->off;
+	}
+	k = (from - ss->base) / 64;
+	bit = (from - ss->base) % 64;
+	for(; k < ss->n; k++, bit = 0){
+		word = ss->w[k] >> bit;
+		if(word){
+			ss->off = (size_t)k;
+			return ss->base + 64 * k + bit + (uint64_t)__builtin_ctzll(word);
+		}
+	}
+	return 0;
+}
+
+/* ---- the spool ---- */
+
+struct spool_queue {
+	rocksdb_column_family_handle_t *cf;
+	uint64_t next_seq; /* seq of the next append */
+	uint64_t count;    /* live records */
+	uint64_t bytes;    /* their keys + values */
+	uint64_t first;    /* oldest live seq, 0 when empty */
+	struct seqset live;
+};
+
+struct fb_spool {
+	char *path;
+	struct fb_logger lg;
+	uint64_t max_size;
+	enum fb_on_full on_full;
+	enum fb_sync sync;
+
+	rocksdb_t *db;
+	rocksdb_options_t *dbopts;
+	rocksdb_block_based_table_options_t *table;
+	rocksdb_cache_t *cache;
+	rocksdb_writeoptions_t *wo;
+	rocksdb_column_family_handle_t **cfh; /* CF_REQUIRED first, then any unknown ones found */
+	size_t ncf;
+
+	pthread_mutex_t lock;
+	struct spool_queue q[3]; /* by enum fb_queue */
+};
+
+static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
+{
+	int i;
+
+	for(i = KEY_LEN - 1; i >= 0; i--){
+		key[i] = (uint8_t)seq;
+		seq >>= 8;
+	}
+}
+
+static uint64_t key_decode(const char *key)
+{
+	const uint8_t *k = (const uint8_t *)key;
+	uint64_t seq = 0;
+	int i;
+
+	for(i = 0; i < KEY_LEN; i++){
+		seq = seq << 8 | k[i];
+	}
+	return seq;
+}
+
+static const char *queue_name(enum fb_queue q)
+{
+	switch(q){
+		case FB_Q_OUT: return "out";
+		case FB_Q_IN: return "in";
+		default: return "dead";
+	}
+}
+
+/* Forgets the live record SEQ of Q, which has been deleted from the database. */
+static void queue_forget(struct spool_queue *q, uint64_t seq, uint64_t bytes)
+{
+	seqset_del(&q->live, seq);
+	q->count--;
+	q->bytes = q->bytes > bytes ? q->bytes - bytes : 0;
+	if(q->count == 0){
+		/* Also resets a byte count that a caller's wrong LEN may have skewed. */
+		q->bytes = 0;
+		q->first = 0;
+		seqset_reset(&q->live);
+	}else if(seq == q->first){
+		q->first = seqset_next(&q->live, seq + 1);
+	}
+}
+
+/* Adds SEQ to Q after it was written; seqset_reserve(SEQ) must have succeeded. */
+static void queue_remember(struct spool_queue *q, uint64_t seq, uint64_t bytes)
+{
+	seqset_add(&q->live, seq);
+	if(q->count++ == 0){
+		q->first = seq;
+	}
+	q->bytes += bytes;
+}
+
+static rocksdb_options_t *make_options(struct fb_spool *s)
+{
+	rocksdb_options_t *o = rocksdb_options_create();
+
+	rocksdb_options_set_create_if_missing(o, 1);
+	rocksdb_options_set_create_missing_column_families(o, 1);
+
+	/* Its own LOG file: warnings only, at most two files of 1 MiB, no periodic stats dumps. */
+	rocksdb_options_set_info_log_level(o, ROCKSDB_LOG_WARN);
+	rocksdb_options_set_keep_log_file_num(o, 2);
+	rocksdb_options_set_max_log_file_size(o, 1 << 20);
+	rocksdb_options_set_stats_dump_period_sec(o, 0);
+
+	/* A write-heavy FIFO on a small edge box: modest memtables (at most 64 MiB over all column
+	 * families), two background threads, a bounded number of open files. */
+	rocksdb_options_set_write_buffer_size(o, 16 << 20);
+	rocksdb_options_set_max_write_buffer_number(o, 3);
+	rocksdb_options_set_db_write_buffer_size(o, 64 << 20);
+	rocksdb_options_set_max_background_jobs(o, 2);
+	rocksdb_options_set_max_open_files(o, 256);
+	rocksdb_options_set_bytes_per_sync(o, 1 << 20);
+
+	/* A column family that is written rarely ("dead", "in") pins the WAL files that hold its
+	 * unflushed writes; this bound makes RocksDB flush it instead of keeping WAL files forever. */
+	rocksdb_options_set_max_total_wal_size(o, 32 << 20);
+
+	/* A torn WAL tail after a power cut is cut off, not reported as corruption. (The default.) */
+	rocksdb_options_set_wal_recovery_mode(o, rocksdb_point_in_time_recovery);
+
+	rocksdb_options_set_compaction_style(o, rocksdb_level_compaction);
+	rocksdb_options_set_level_compaction_dynamic_level_bytes(o, 1);
+	rocksdb_options_set_compression(o, rocksdb_lz4_compression); /* Debian builds it with lz4 */
+
+	/* A queue deletes everything it wrote: compact files that are mostly tombstones early, so that
+	 * they do not pile up in front of the live records. */
+	rocksdb_options_add_compact_on_deletion_collector_factory(o, 10000, 5000);
+
+	s->table = rocksdb_block_based_options_create();
+	s->cache = rocksdb_cache_create_lru(8 << 20);
+	rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+	rocksdb_block_based_options_set_block_size(s->table, 16 << 10);
+	rocksdb_options_set_block_based_table_factory(o, s->table);
+	return o;
+}
+
+/* mkdir -p: the parents with 0755, the spool itself with 0700 (it holds message payloads). */
+static int mkdir_p(const char *path)
+{
+	char *p, *c;
+	struct stat st;
+	int rc = 0;
+
+	p = strdup(path);
+	if(p == NULL){
+		return -ENOMEM;
+	}
+	for(c = p + 1; *c; c++){
+		if(*c != '/'){
+			continue;
+		}
+		*c = '\0';
+		if(mkdir(p, 0755) != 0 && errno != EEXIST){
+			rc = -errno;
+			break;
+		}
+		*c = '/';
+	}
+	if(rc == 0 && mkdir(p, 0700) != 0 && errno != EEXIST){
+		rc = -errno;
+	}
+	if(rc == 0 && (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))){
+		rc = -ENOTDIR;
+	}
+	free(p);
+	return rc;
+}
+
+/* Renames PATH to PATH.corrupt-<unix time>[.N]. Returns 0 and *dest (caller frees) or -errno. */
+static int move_aside(const char *path, char **dest)
+{
+	long long now = (long long)time(NULL);
+	struct stat st;
+	char *d;
+	int n, err;
+
+	for(n = 0; n < 1000; n++){
+		if((n == 0 ? asprintf(&d, "%s.corrupt-%lld", path, now)
+				: asprintf(&d, "%s.corrupt-%lld.%d", path, now, n)) < 0){
+			return -ENOMEM;
+		}
+		if(renameat2(AT_FDCWD, path, AT_FDCWD, d, RENAME_NOREPLACE) == 0){
+			*dest = d;
+			return 0;
+		}
+		err = errno;
+		if(err == EINVAL || err == ENOSYS){
+			/* A file system without RENAME_NOREPLACE: check, then rename. */
+			if(lstat(d, &st) == 0){
+				err = EEXIST;
+			}else if(rename(path, d) == 0){
+				*dest = d;
+				return 0;
+			}else{
+				err = errno;
+			}
+		}
+		free(d);
+		if(err != EEXIST && err != ENOTEMPTY){
+			return -err;
+		}
+	}
+	return -EEXIST;
+}
+
+/* Maps an error of RocksDB's open or of the first scan to what fb_spool_open() does about it:
+ * -EBUSY: the LOCK file is held. RocksDB reports it like this (env/fs_posix.cc): by this process,
+ *   "IO error: lock hold by current process, ...: PATH/LOCK: No locks available", by another one,
+ *   "IO error: While lock file: PATH/LOCK: Resource temporarily unavailable".
+ * -ENOSPC, -EACCES, -EMFILE, -ENOMEM: a problem of the machine, not of the spool; moving the spool
+ *   aside would hide intact messages (a full disk would not even let a fresh one start).
+ * -EIO: anything else (corruption, missing or unreadable files): the spool is moved aside. */
+static int classify_error(const char *err)
+{
+	if(strstr(err, "lock hold by current process") || strstr(err, "While lock file")){
+		return -EBUSY;
+	}
+	if(strstr(err, "No space left on device")){
+		return -ENOSPC;
+	}
+	if(strstr(err, "Permission denied") || strstr(err, "Operation not permitted")){
+		return -EACCES;
+	}
+	if(strstr(err, "Too many open files")){
+		return -EMFILE;
+	}
+	if(strstr(err, "Cannot allocate memory")){
+		return -ENOMEM;
+	}
+	return -EIO;
+}
+
+static void db_close(struct fb_spool *s)
+{
+	size_t i;
+
+	/* Column family handles go before the database. */
+	for(i = 0; i < s->ncf; i++){
+		if(s->cfh[i]){
+			rocksdb_column_family_handle_destroy(s->cfh[i]);
+		}
+	}
+	free(s->cfh);
+	s->cfh = NULL;
+	s->ncf = 0;
+	if(s->db){
+		rocksdb_close(s->db);
+		s->db = NULL;
+	}
+}
+
+/* Opens the database with the required column families plus any others it holds (a newer
+ * version may have added some: RocksDB refuses to open a database without all of them).
+ * Returns 0, or an error of classify_error() with *why set to RocksDB's message (caller frees). */
+static int db_open(struct fb_spool *s, char **why)
+{
+	char *err = NULL;
+	char **existing;
+	size_t nexisting = 0, n, i, j;
+	const char **names = NULL;
+	const rocksdb_options_t **cfopts = NULL;
+	int rc = 0;
+
+	/* Fails for a new database (no CURRENT file yet) and for a broken one; in both cases the
+	 * open below tells what is wrong, so this error is not reported. (Even then it returns an
+	 * empty array to free.) */
+	existing = rocksdb_list_column_families(s->dbopts, s->path, &nexisting, &err);
+	if(err){
+		rocksdb_free(err);
+		err = NULL;
+		if(existing){
+			rocksdb_list_column_families_destroy(existing, nexisting);
+		}
+		existing = NULL;
+		nexisting = 0;
+	}
+
+	names = calloc(CF_REQUIRED + nexisting, sizeof(*names));
+	cfopts = calloc(CF_REQUIRED + nexisting, sizeof(*cfopts));
+	s->cfh = calloc(CF_REQUIRED + nexisting, sizeof(*s->cfh));
+	if(names == NULL || cfopts == NULL || s->cfh == NULL){
+		rc = -ENOMEM;
+		goto out;
+	}
+	for(n = 0; n < CF_REQUIRED; n++){
+		names[n] = cf_names[n];
+	}
+	for(i = 0; i < nexisting; i++){
+		for(j = 0; j < CF_REQUIRED && strcmp(existing[i], cf_names[j]) != 0; j++){
+		}
+		if(j == CF_REQUIRED){
+			names[n++] = existing[i];
+		}
+	}
+	for(i = 0; i < n; i++){
+		cfopts[i] = s->dbopts;
+	}
+
+	s->db = rocksdb_open_column_families(s->dbopts, s->path, (int)n, names, cfopts, s->cfh, &err);
+	if(err){
+		s->db = NULL;
+		rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		if(*why == NULL){
+			rc = -ENOMEM;
+		}
+		goto out;
+	}
+	s->ncf = n;
+	s->q[FB_Q_OUT].cf = s->cfh[CF_OUT];
+	s->q[FB_Q_IN].cf = s->cfh[CF_IN];
+	s->q[FB_Q_DEAD].cf = s->cfh[CF_DEAD];
+
+out:
+	if(rc){
+		free(s->cfh);
+		s->cfh = NULL;
+	}
+	if(existing){
+		rocksdb_list_column_families_destroy(existing, nexisting);
+	}
+	free(names);
+	free(cfopts);
+	return rc;
+}
+
+/* Reads all of Q once: count, bytes, live set, next seq. Returns 0, -ENOMEM, or an error of
+ * classify_error() with *why. */
+static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
+{
+	struct spool_queue *q = &s->q[qi];
+	rocksdb_readoptions_t *ro;
+	rocksdb_iterator_t *it;
+	const char *key;
+	size_t klen, vlen, bad = 0;
+	uint64_t seq, last = 0;
+	char *err = NULL;
+	int rc = 0;
+
+	ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_fill_cache(ro, 0); /* a one-off scan: keep the cache for the head */
+	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
+	for(rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)){
+		key = rocksdb_iter_key(it, &klen);
+		rocksdb_iter_value(it, &vlen);
+		seq = klen == KEY_LEN ? key_decode(key) : 0;
+		if(seq == 0){
+			bad++;
+			continue;
+		}
+		if(seqset_reserve(&q->live, seq) != 0){
+			rc = -ENOMEM;
+			break;
+		}
+		queue_remember(q, seq, klen + vlen);
+		last = seq;
+	}
+	rocksdb_iter_get_error(it, &err);
+	if(err){
+		rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		if(*why == NULL){
+			rc = -ENOMEM;
+		}
+	}
+	rocksdb_iter_destroy(it);
+	rocksdb_readoptions_destroy(ro);
+
+	q->next_seq = last + 1;
+	if(rc == 0 && bad){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: ignoring %zu records with a "
+				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
+	}
+	return rc;
+}
+
+static void queues_reset(struct fb_spool *s)
+{
+	int i;
+
+	for(i = 0; i < 3; i++){
+		free(s->q[i].live.w);
+		memset(&s->q[i], 0, sizeof(s->q[i]));
+	}
+}
+
+/* Opens the database and loads the queues. Returns 0 or a negative errno with
+ * *why (caller frees); -EIO means the spool itself cannot be read (see classify_error()). */
+static int spool_load(struct fb_spool *s, char **why)
+{
+	int rc, i;
+
+	rc = db_open(s, why);
+	for(i = 0; rc == 0 && i < 3; i++){
+		rc = scan_queue(s, (enum fb_queue)i, why);
+	}
+	if(rc && s->db){
+		db_close(s);
+		queues_reset(s);
+	}
+	return rc;
+}
+
+int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
+{
+	struct fb_spool *s;
+	char *why = NULL, *aside = NULL;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	if(opts == NULL || opts->path == NULL || opts->path[0] == '\0'){
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if(s == NULL){
+		return -ENOMEM;
+	}
+	s->path = strdup(opts->path);
+	if(s->path == NULL){
+		free(s);
+		return -ENOMEM;
+	}
+	/* "/x/" would be moved aside to "/x/.corrupt-..." */
+	len = strlen(s->path);
+	while(len > 1 && s->path[len - 1] == '/'){
+		s->path[--len] = '\0';
+	}
+	if(opts->lg){
+		s->lg = *opts->lg;
+	}
+	s->max_size = opts->max_size;
+	s->on_full = opts->on_full;
+	s->sync = opts->sync;
+	pthread_mutex_init(&s->lock, NULL);
+
+	s->dbopts = make_options(s);
+	s->wo = rocksdb_writeoptions_create();
+	rocksdb_writeoptions_set_sync(s->wo, 0); /* FB_SYNC_ALWAYS: fsync after the write, unlocked */
+
+	/* RocksDB creates the last level of the path only. */
+	rc = mkdir_p(s->path);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: cannot create spool folder %s: %s", s->path,
+				strerror(-rc));
+		fb_spool_close(s);
+		return rc;
+	}
+
+	rc = spool_load(s, &why);
+	if(rc == -EBUSY){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s is in use by another broker or "
+				"plugin instance (%s)", s->path, why);
+	}else if(rc == -EIO){
+		rc = move_aside(s->path, &aside);
+		if(rc){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s is unreadable (%s) and cannot "
+					"be moved aside: %s", s->path, why, strerror(-rc));
+		}else{
+			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s is unreadable (%s); moved "
+					"aside to %s, starting a fresh spool", s->path, why, aside);
+			free(why);
+			why = NULL;
+			rc = mkdir_p(s->path);
+			if(rc == 0){
+				rc = spool_load(s, &why);
+			}
+			if(rc){
+				fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: cannot create a fresh spool at "
+						"%s: %s", s->path, why ? why : strerror(-rc));
+			}
+		}
+	}else if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: cannot open spool %s: %s", s->path,
+				why ? why : strerror(-rc));
+	}
+	free(why);
+	free(aside);
+	if(rc){
+		fb_spool_close(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+void fb_spool_close(struct fb_spool *s)
+{
+	rocksdb_flushoptions_t *fo;
+	char *err = NULL;
+	size_t i;
+
+	if(s == NULL){
+		return;
+	}
+	if(s->db){
+		rocksdb_flush_wal(s->db, 1, &err);
+		if(err){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: WAL sync on close failed: %s",
+					s->path, err);
+			rocksdb_free(err);
+			err = NULL;
+		}
+		/* Writing the memtables out makes the next open fast: otherwise it replays the WAL (up
+		 * to max_total_wal_size) into memtables, some 150k records a second. */
+		fo = rocksdb_flushoptions_create();
+		rocksdb_flushoptions_set_wait(fo, 1);
+		for(i = 0; i < s->ncf; i++){
+			rocksdb_flush_cf(s->db, fo, s->cfh[i], &err);
+			if(err){
+				fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: flush on close "
+						"failed (the next start replays the WAL): %s", s->path, err);
+				rocksdb_free(err);
+				err = NULL;
+				break;
+			}
+		}
+		rocksdb_flushoptions_destroy(fo);
+	}
+	db_close(s);
+	queues_reset(s);
+	rocksdb_writeoptions_destroy(s->wo);
+	if(s->dbopts){
+		rocksdb_options_destroy(s->dbopts);
+	}
+	if(s->table){
+		rocksdb_block_based_options_destroy(s->table);
+	}
+	if(s->cache){
+		rocksdb_cache_destroy(s->cache);
+	}
+	pthread_mutex_destroy(&s->lock);
+	free(s->path);
+	free(s);
+}
+
+static bool queue_valid(enum fb_queue q)
+{
+	return q == FB_Q_OUT || q == FB_Q_IN || q == FB_Q_DEAD;
+}
+
+/* drop_oldest: adds deletes of the oldest records of Q to WB until NEED bytes are freed.
+ * Called with the lock held. Returns 0 (with *freed, *ndrop, *last) or -EIO. */
+static int collect_oldest(struct fb_spool *s, struct spool_queue *q, uint64_t need,
+		rocksdb_writebatch_t *wb, uint64_t *freed, uint64_t *ndrop, uint64_t *last)
+{
+	rocksdb_readoptions_t *ro;
+	rocksdb_iterator_t *it;
+	uint8_t from[KEY_LEN], upper[KEY_LEN];
+	const char *key;
+	size_t klen, vlen;
+	char *err = NULL;
+	int rc = 0;
+
+	/* Seek straight to the oldest live record: the tombstones of the records acknowledged or
+	 * dropped before it are never visited. */
+	key_encode(from, q->first);
+	key_encode(upper, q->next_seq);
+	ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
+	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
+	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+			rocksdb_iter_valid(it) && *freed < need; rocksdb_iter_next(it)){
+		key = rocksdb_iter_key(it, &klen);
+		rocksdb_iter_value(it, &vlen);
+		if(klen != KEY_LEN){
+			continue;
+		}
+		rocksdb_writebatch_delete_cf(wb, q->cf, key, klen);
+		*freed += klen + vlen;
+		(*ndrop)++;
+		*last = key_decode(key);
+	}
+	rocksdb_iter_get_error(it, &err);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: reading the oldest records to "
+				"drop failed: %s", s->path, err);
+		rocksdb_free(err);
+		rc = -EIO;
+	}
+	rocksdb_iter_destroy(it);
+	rocksdb_readoptions_destroy(ro);
+	return rc;
+}
+
+static int spool_fsync(struct fb_spool *s)
+{
+	char *err = NULL;
+
+	rocksdb_flush_wal(s->db, 1, &err);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: WAL sync failed: %s", s->path, err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return 0;
+}
+
+int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len,
+		uint64_t *seq, uint64_t *dropped)
+{
+	struct spool_queue *q;
+	rocksdb_writebatch_t *wb = NULL;
+	uint8_t key[KEY_LEN];
+	uint64_t reclen = KEY_LEN + (uint64_t)len, freed = 0, ndrop = 0, last = 0, n;
+	char *err = NULL;
+	int rc = 0;
+
+	if(s == NULL || !queue_valid(qi) || (val == NULL && len > 0)){
+		return -EINVAL;
+	}
+	q = &s->q[qi];
+
+	pthread_mutex_lock(&s->lock);
+	if(qi == FB_Q_OUT && s->max_size > 0 && q->bytes + reclen > s->max_size){
+		if(reclen > s->max_size){
+			rc = -E2BIG;
+		}else if(s->on_full != FB_ON_FULL_DROP_OLDEST){
+			rc = -ENOSPC;
+		}else{
+			wb = rocksdb_writebatch_create();
+			rc = collect_oldest(s, q, q->bytes + reclen - s->max_size, wb, &freed, &ndrop, &last);
+		}
+		if(rc){
+			goto unlock;
+		}
+	}
+	rc = seqset_reserve(&q->live, q->next_seq);
+	if(rc){
+		goto unlock;
+	}
+
+	key_encode(key, q->next_seq);
+	if(wb){
+		rocksdb_writebatch_put_cf(wb, q->cf, (const char *)key, sizeof(key), val, len);
+		rocksdb_write(s->db, s->wo, wb, &err);
+	}else{
+		rocksdb_put_cf(s->db, s->wo, q->cf, (const char *)key, sizeof(key), val, len, &err);
+	}
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: append to \"%s\" failed: %s",
+				s->path, queue_name(qi), err);
+		rocksdb_free(err);
+		rc = -EIO;
+		goto unlock;
+	}
+
+	if(ndrop){
+		/* The batch deleted every live record from q->first to LAST: exactly NDROP of them. */
+		for(n = seqset_next(&q->live, q->first); n != 0 && n <= last;
+				n = seqset_next(&q->live, n + 1)){
+			seqset_del(&q->live, n);
+		}
+		q->count -= ndrop;
+		q->bytes = q->bytes > freed ? q->bytes - freed : 0;
+		q->first = seqset_next(&q->live, last + 1);
+		if(q->count == 0){
+			q->bytes = 0;
+			seqset_reset(&q->live);
+			/* seqset_add() below starts the set again; the reservation is still there. */
+		}
+	}
+	queue_remember(q, q->next_seq, reclen);
+	*seq = q->next_seq++;
+
+unlock:
+	pthread_mutex_unlock(&s->lock);
+	if(wb){
+		rocksdb_writebatch_destroy(wb);
+	}
+	if(rc == 0 && dropped){
+		*dropped += ndrop;
+	}
+	if(rc == 0 && s->sync == FB_SYNC_ALWAYS){
+		/* On failure the record stays in the spool (and may be sent), but is not known to be on
+		 * disk: the caller refuses the message, the publisher may send it again. */
+		rc = spool_fsync(s);
+	}
+	return rc;
+}
+
+int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t max,
+		fb_spool_visit_fn fn, void *ud)
+{
+	struct spool_queue *q;
+	rocksdb_readoptions_t *ro;
+	rocksdb_iterator_t *it;
+	uint8_t from[KEY_LEN], upper[KEY_LEN];
+	const char *key, *val;
+	size_t klen, vlen;
+	uint64_t next, first;
+	char *err = NULL;
+	int n = 0;
+
+	if(s == NULL || !queue_valid(qi) || fn == NULL){
+		return -EINVAL;
+	}
+	q = &s->q[qi];
+	pthread_mutex_lock(&s->lock);
+	next = q->next_seq;
+	first = q->first;
+	pthread_mutex_unlock(&s->lock);
+	if(max == 0 || first == 0 || after >= next - 1){
+		return 0;
+	}
+	if(max > INT32_MAX){
+		max = INT32_MAX; /* the count is returned as an int */
+	}
+
+	/* Seek to the first live record after AFTER instead of to the first key: the tombstones of
+	 * the records deleted before it are never visited. The upper bound ends the scan at the newest
+	 * record (records appended during the read are left for the next one) without looking at
+	 * tombstones behind it. */
+	key_encode(from, after + 1 > first ? after + 1 : first);
+	key_encode(upper, next);
+	ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
+	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
+	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+			rocksdb_iter_valid(it) && (size_t)n < max; rocksdb_iter_next(it)){
+		key = rocksdb_iter_key(it, &klen);
+		if(klen != KEY_LEN){
+			continue;
+		}
+		val = rocksdb_iter_value(it, &vlen);
+		n++;
+		if(fn(ud, key_decode(key), val, vlen) != 0){
+			break;
+		}
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: reading \"%s\" failed: %s",
+				s->path, queue_name(qi), err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return n;
+}
+
+int fb_spool_delete(struct fb_spool *s, enum fb_queue qi, uint64_t seq, size_t len)
+{
+	struct spool_queue *q;
+	uint8_t key[KEY_LEN];
+	char *err = NULL;
+	int rc = 0;
+
+	if(s == NULL || !queue_valid(qi)){
+		return -EINVAL;
+	}
+	q = &s->q[qi];
+	key_encode(key, seq);
+
+	pthread_mutex_lock(&s->lock);
+	if(!seqset_has(&q->live, seq)){
+		/* Dropped by drop_oldest, moved to dead, or deleted before: nothing to do. */
+		goto unlock;
+	}
+	rocksdb_delete_cf(s->db, s->wo, q->cf, (const char *)key, sizeof(key), &err);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: delete from \"%s\" failed: %s",
+				s->path, queue_name(qi), err);
+		rocksdb_free(err);
+		rc = -EIO;
+		goto unlock;
+	}
+	queue_forget(q, seq, KEY_LEN + (uint64_t)len);
+unlock:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len)
+{
+	struct spool_queue *out, *dead;
+	rocksdb_writebatch_t *wb;
+	uint8_t okey[KEY_LEN], dkey[KEY_LEN];
+	char *err = NULL;
+	int rc = 0;
+
+	if(s == NULL || (val == NULL && len > 0)){
+		return -EINVAL;
+	}
+	out = &s->q[FB_Q_OUT];
+	dead = &s->q[FB_Q_DEAD];
+	key_encode(okey, seq);
+	wb = rocksdb_writebatch_create();
+
+	pthread_mutex_lock(&s->lock);
+	if(!seqset_has(&out->live, seq)){
+		/* drop_oldest got there first (and counted it): nothing to move. */
+		goto unlock;
+	}
+	rc = seqset_reserve(&dead->live, dead->next_seq);
+	if(rc){
+		goto unlock;
+	}
+	key_encode(dkey, dead->next_seq);
+	rocksdb_writebatch_put_cf(wb, dead->cf, (const char *)dkey, sizeof(dkey), val, len);
+	rocksdb_writebatch_delete_cf(wb, out->cf, (const char *)okey, sizeof(okey));
+	rocksdb_write(s->db, s->wo, wb, &err);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: moving record %llu to dead "
+				"letters failed: %s", s->path, (unsigned long long)seq, err);
+		rocksdb_free(err);
+		rc = -EIO;
+		goto unlock;
+	}
+	queue_forget(out, seq, KEY_LEN + (uint64_t)len);
+	queue_remember(dead, dead->next_seq++, KEY_LEN + (uint64_t)len);
+unlock:
+	pthread_mutex_unlock(&s->lock);
+	rocksdb_writebatch_destroy(wb);
+	return rc;
+}
+
+int fb_spool_sync(struct fb_spool *s)
+{
+	if(s == NULL){
+		return -EINVAL;
+	}
+	return spool_fsync(s);
+}
+
+void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if(s == NULL){
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	st->messages = s->q[FB_Q_OUT].count;
+	st->bytes = s->q[FB_Q_OUT].bytes;
+	st->first_seq = s->q[FB_Q_OUT].first;
+	st->dead = s->q[FB_Q_DEAD].count;
+	st->in = s->q[FB_Q_IN].count;
+	pthread_mutex_unlock(&s->lock);
+}

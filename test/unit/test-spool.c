@@ -1,0 +1,1171 @@
+/* Unit tests of plugin/spool.c: the RocksDB spool. Each test works in its own mkdtemp() folder. */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <glob.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "spool.h"
+
+/* ---- fixture: a temporary folder and a log capture ---- */
+
+static char tmpdir[256];
+static char spool_path[512];
+
+struct capture {
+	pthread_mutex_t lock;
+	char text[16384];
+	int errors;
+};
+static struct capture cap = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void capture_fn(void *ud, int level, const char *line)
+{
+	struct capture *c = ud;
+	size_t len;
+
+	pthread_mutex_lock(&c->lock);
+	len = strlen(c->text);
+	snprintf(c->text + len, sizeof(c->text) - len, "%s\n", line);
+	if(level == MOSQ_LOG_ERR){
+		c->errors++;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+static const struct fb_logger lg = { capture_fn, &cap };
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "%s/test-spool-XXXXXX",
+			getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(spool_path, sizeof(spool_path), "%s/spool", tmpdir);
+	cap.text[0] = '\0';
+	cap.errors = 0;
+}
+
+static void teardown(void)
+{
+	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct fb_spool *open_spool(uint64_t max_size, enum fb_on_full on_full, enum fb_sync sync)
+{
+	struct fb_spool_opts o = {
+		.path = spool_path,
+		.max_size = max_size,
+		.on_full = on_full,
+		.sync = sync,
+		.lg = &lg,
+	};
+	struct fb_spool *s = NULL;
+
+	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
+	ck_assert_ptr_nonnull(s);
+	return s;
+}
+
+static struct fb_spool *open_default(void)
+{
+	return open_spool(0, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+}
+
+/* Record I's value: "rec-I" padded with a pattern to LEN bytes. */
+static size_t make_value(uint8_t *buf, uint64_t i, size_t len)
+{
+	size_t n, k;
+	char head[32];
+
+	n = (size_t)snprintf(head, sizeof(head), "rec-%llu;", (unsigned long long)i);
+	for(k = 0; k < len; k++){
+		buf[k] = k < n ? (uint8_t)head[k] : (uint8_t)(i + k);
+	}
+	return len;
+}
+
+static uint64_t append_n(struct fb_spool *s, enum fb_queue q, uint64_t from, uint64_t count,
+		size_t len, uint64_t *dropped)
+{
+	uint8_t buf[4096];
+	uint64_t i, seq = 0;
+
+	for(i = from; i < from + count; i++){
+		make_value(buf, i, len);
+		ck_assert_int_eq(fb_spool_append(s, q, buf, len, &seq, dropped), 0);
+	}
+	return seq;
+}
+
+/* Everything a read visits. */
+struct seen {
+	uint64_t n;
+	uint64_t seqs[4096];
+	size_t lens[4096];
+	uint64_t bytes;     /* keys + values */
+	uint64_t last_seq;
+	int ordered;        /* every seq larger than the previous */
+	size_t stop_after;  /* return non-zero from the visitor after this many; 0: never */
+	int check_values;   /* values must be make_value(seq, len) (when seq == i) */
+};
+
+static int visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct seen *sn = ud;
+	uint8_t expect[4096];
+
+	if(sn->n == 0){
+		sn->ordered = 1;
+	}else if(seq <= sn->last_seq){
+		sn->ordered = 0;
+	}
+	if(sn->n < 4096){
+		sn->seqs[sn->n] = seq;
+		sn->lens[sn->n] = len;
+	}
+	if(sn->check_values){
+		ck_assert_uint_le(len, sizeof(expect));
+		make_value(expect, seq, len);
+		ck_assert_mem_eq(val, expect, len);
+	}
+	sn->n++;
+	sn->bytes += 8 + len;
+	sn->last_seq = seq;
+	return sn->stop_after && sn->n >= sn->stop_after;
+}
+
+static struct seen *read_all(struct fb_spool *s, enum fb_queue q, uint64_t after)
+{
+	struct seen *sn = calloc(1, sizeof(*sn));
+	int n;
+
+	sn->check_values = 1;
+	n = fb_spool_read(s, q, after, SIZE_MAX, visit, sn);
+	ck_assert_int_ge(n, 0);
+	ck_assert_uint_eq((uint64_t)n, sn->n);
+	if(sn->n){
+		ck_assert(sn->ordered);
+	}
+	return sn;
+}
+
+/* The stats must match what the database holds. */
+static void assert_stats_match_db(struct fb_spool *s)
+{
+	struct fb_spool_stats st;
+	struct seen *sn = calloc(1, sizeof(*sn));
+
+	ck_assert_int_ge(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, visit, sn), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, sn->n);
+	ck_assert_uint_eq(st.bytes, sn->bytes);
+	ck_assert_uint_eq(st.first_seq, sn->n ? sn->seqs[0] : 0);
+	free(sn);
+}
+
+static int count_corrupt_dirs(void)
+{
+	char pattern[600];
+	glob_t g;
+	int n;
+
+	snprintf(pattern, sizeof(pattern), "%s.corrupt-*", spool_path);
+	if(glob(pattern, 0, NULL, &g) != 0){
+		return 0;
+	}
+	n = (int)g.gl_pathc;
+	globfree(&g);
+	return n;
+}
+
+/* ---- basic ---- */
+
+START_TEST(append_then_read_returns_records_in_order_with_exact_bytes)
+{
+	struct fb_spool *s = open_default();
+	struct seen *sn;
+	uint64_t i, seq;
+	uint8_t buf[512];
+	size_t len;
+	int n;
+
+	for(i = 1; i <= 50; i++){
+		len = (i * 37) % 300; /* 37 to 296 bytes, in no particular order */
+		make_value(buf, i, len);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, len, &seq, NULL), 0);
+		ck_assert_uint_eq(seq, i);
+	}
+	ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, NULL, 0, &seq, NULL), 0); /* empty value */
+	ck_assert_uint_eq(seq, 51);
+
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 51);
+	for(i = 0; i < 50; i++){
+		ck_assert_uint_eq(sn->seqs[i], i + 1);
+		ck_assert_uint_eq(sn->lens[i], ((i + 1) * 37) % 300);
+	}
+	ck_assert_uint_eq(sn->lens[50], 0);
+	free(sn);
+
+	/* After a seq, at most MAX records. */
+	sn = calloc(1, sizeof(*sn));
+	sn->check_values = 1;
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 10, 5, visit, sn), 5);
+	ck_assert_uint_eq(sn->seqs[0], 11);
+	ck_assert_uint_eq(sn->seqs[4], 15);
+	free(sn);
+
+	/* The visitor stops the read; that record counts as visited. */
+	sn = calloc(1, sizeof(*sn));
+	sn->stop_after = 3;
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, 100, visit, sn), 3);
+	free(sn);
+
+	/* Past the end, or MAX 0: nothing. */
+	sn = calloc(1, sizeof(*sn));
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 51, 100, visit, sn), 0);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, UINT64_MAX, 100, visit, sn), 0);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, 0, visit, sn), 0);
+	ck_assert_uint_eq(sn->n, 0);
+	free(sn);
+
+	sn = calloc(1, sizeof(*sn));
+	n = fb_spool_read(s, FB_Q_IN, 0, 100, visit, sn);
+	ck_assert_int_eq(n, 0); /* the in queue is empty */
+	free(sn);
+	assert_stats_match_db(s);
+	fb_spool_close(s);
+	ck_assert_int_eq(cap.errors, 0);
+}
+END_TEST
+
+START_TEST(seq_continues_after_reopen)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	uint64_t seq;
+
+	ck_assert_uint_eq(append_n(s, FB_Q_OUT, 1, 10, 20, NULL), 10);
+	ck_assert_uint_eq(append_n(s, FB_Q_IN, 1, 3, 20, NULL), 3);
+	ck_assert_uint_eq(append_n(s, FB_Q_DEAD, 1, 2, 20, NULL), 2);
+	fb_spool_close(s);
+
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.bytes, 10 * 28);
+	ck_assert_uint_eq(st.first_seq, 1);
+	ck_assert_uint_eq(st.in, 3);
+	ck_assert_uint_eq(st.dead, 2);
+	seq = append_n(s, FB_Q_OUT, 11, 1, 20, NULL);
+	ck_assert_uint_eq(seq, 11);
+	ck_assert_uint_eq(append_n(s, FB_Q_IN, 4, 1, 20, NULL), 4);
+	ck_assert_uint_eq(append_n(s, FB_Q_DEAD, 3, 1, 20, NULL), 3);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(delete_keeps_stats_exact)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	uint64_t i, bytes = 0;
+
+	for(i = 1; i <= 10; i++){
+		append_n(s, FB_Q_OUT, i, 1, 10 * i, NULL);
+		bytes += 8 + 10 * i;
+	}
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.bytes, bytes);
+	ck_assert_uint_eq(st.first_seq, 1);
+
+	/* Out of order: a middle one, then the head, then the one after it. */
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 5, 50), 0);
+	bytes -= 58;
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 9);
+	ck_assert_uint_eq(st.bytes, bytes);
+	ck_assert_uint_eq(st.first_seq, 1);
+
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 1, 10), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 2, 20), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 3, 30), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 4, 40), 0);
+	bytes -= 18 + 28 + 38 + 48;
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 5);
+	ck_assert_uint_eq(st.bytes, bytes);
+	ck_assert_uint_eq(st.first_seq, 6); /* 5 was deleted before */
+
+	/* Twice, never appended, in another queue: no-ops. */
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 5, 50), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 1, 10), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 999, 10), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 0, 10), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 6, 60), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 5);
+	ck_assert_uint_eq(st.bytes, bytes);
+	assert_stats_match_db(s);
+
+	/* Empty again, then a new record. */
+	for(i = 6; i <= 10; i++){
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, i, 10 * i), 0);
+	}
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 0);
+	ck_assert_uint_eq(st.bytes, 0);
+	ck_assert_uint_eq(st.first_seq, 0);
+	ck_assert_uint_eq(append_n(s, FB_Q_OUT, 11, 1, 7, NULL), 11);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 1);
+	ck_assert_uint_eq(st.bytes, 15);
+	ck_assert_uint_eq(st.first_seq, 11);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(reopen_resumes_from_first_unacknowledged)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct seen *sn;
+	uint64_t i;
+
+	append_n(s, FB_Q_OUT, 1, 100, 64, NULL);
+	for(i = 1; i <= 40; i++){
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, i, 64), 0);
+	}
+	fb_spool_close(s);
+
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 60);
+	ck_assert_uint_eq(st.bytes, 60 * 72);
+	ck_assert_uint_eq(st.first_seq, 41);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 60);
+	for(i = 0; i < 60; i++){
+		ck_assert_uint_eq(sn->seqs[i], 41 + i);
+	}
+	free(sn);
+	fb_spool_close(s);
+}
+END_TEST
+
+/* ---- max_size ---- */
+
+START_TEST(drop_oldest_keeps_newest_and_counts_drops)
+{
+	/* Records of 92 bytes take 100 with their key: room for 10. */
+	struct fb_spool *s = open_spool(1000, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	struct fb_spool_stats st;
+	struct seen *sn;
+	uint64_t dropped = 0, i;
+
+	append_n(s, FB_Q_OUT, 1, 10, 92, &dropped);
+	ck_assert_uint_eq(dropped, 0);
+	append_n(s, FB_Q_OUT, 11, 15, 92, &dropped);
+	ck_assert_uint_eq(dropped, 15);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.bytes, 1000);
+	ck_assert_uint_eq(st.first_seq, 16);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 10);
+	for(i = 0; i < 10; i++){
+		ck_assert_uint_eq(sn->seqs[i], 16 + i);
+	}
+	free(sn);
+
+	/* One of 300 bytes with its key needs three slots. */
+	dropped = 0;
+	ck_assert_uint_eq(append_n(s, FB_Q_OUT, 26, 1, 292, &dropped), 26);
+	ck_assert_uint_eq(dropped, 3);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 8);
+	ck_assert_uint_eq(st.bytes, 1000);
+	ck_assert_uint_eq(st.first_seq, 19);
+
+	/* A small one after it: the oldest 100-byte record goes (the 300 one is newer). */
+	dropped = 0;
+	append_n(s, FB_Q_OUT, 27, 1, 2, &dropped);
+	ck_assert_uint_eq(dropped, 1);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 8);
+	ck_assert_uint_eq(st.bytes, 1000 - 100 + 10);
+	ck_assert_uint_eq(st.first_seq, 20);
+	assert_stats_match_db(s);
+
+	/* A record of exactly max_size replaces everything. */
+	dropped = 0;
+	append_n(s, FB_Q_OUT, 28, 1, 992, &dropped);
+	ck_assert_uint_eq(dropped, 8);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 1);
+	ck_assert_uint_eq(st.bytes, 1000);
+	ck_assert_uint_eq(st.first_seq, 28);
+	assert_stats_match_db(s);
+
+	/* The limit holds across a reopen. */
+	fb_spool_close(s);
+	s = open_spool(1000, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	dropped = 0;
+	append_n(s, FB_Q_OUT, 29, 1, 92, &dropped);
+	ck_assert_uint_eq(dropped, 1);
+	assert_stats_match_db(s);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(drop_new_and_reject_refuse_and_keep_old_content)
+{
+	enum fb_on_full modes[] = { FB_ON_FULL_DROP_NEW, FB_ON_FULL_REJECT };
+	struct fb_spool_stats st;
+	struct seen *sn;
+	uint8_t buf[128];
+	uint64_t dropped, seq;
+	size_t m;
+
+	for(m = 0; m < 2; m++){
+		struct fb_spool *s = open_spool(1000, modes[m], FB_SYNC_INTERVAL);
+
+		dropped = 0;
+		append_n(s, FB_Q_OUT, 1, 10, 92, &dropped);
+		make_value(buf, 11, sizeof(buf));
+		seq = 777;
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, 1, &seq, &dropped), -ENOSPC);
+		ck_assert_uint_eq(seq, 777);
+		ck_assert_uint_eq(dropped, 0);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, 1, &seq, NULL), -ENOSPC);
+		fb_spool_stats(s, &st);
+		ck_assert_uint_eq(st.messages, 10);
+		ck_assert_uint_eq(st.bytes, 1000);
+		sn = read_all(s, FB_Q_OUT, 0);
+		ck_assert_uint_eq(sn->n, 10);
+		ck_assert_uint_eq(sn->seqs[0], 1);
+		ck_assert_uint_eq(sn->seqs[9], 10);
+		free(sn);
+
+		/* The limit is for "out" only. */
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_IN, buf, 100, &seq, NULL), 0);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_DEAD, buf, 100, &seq, NULL), 0);
+
+		/* Room again after an acknowledgement; the refused appends used no seq. */
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 1, 92), 0);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, 92, &seq, &dropped), 0);
+		ck_assert_uint_eq(seq, 11);
+		ck_assert_uint_eq(dropped, 0);
+		assert_stats_match_db(s);
+		fb_spool_close(s);
+		teardown();
+		setup();
+	}
+}
+END_TEST
+
+START_TEST(record_larger_than_max_size_is_e2big)
+{
+	enum fb_on_full modes[] = { FB_ON_FULL_DROP_OLDEST, FB_ON_FULL_DROP_NEW, FB_ON_FULL_REJECT };
+	static uint8_t buf[1000];
+	struct fb_spool_stats st;
+	uint64_t seq, dropped;
+	size_t m;
+
+	for(m = 0; m < 3; m++){
+		struct fb_spool *s = open_spool(1000, modes[m], FB_SYNC_INTERVAL);
+
+		dropped = 0;
+		append_n(s, FB_Q_OUT, 1, 2, 10, NULL);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, 993, &seq, &dropped), -E2BIG);
+		ck_assert_uint_eq(dropped, 0);
+		fb_spool_stats(s, &st);
+		ck_assert_uint_eq(st.messages, 2);
+		ck_assert_uint_eq(st.bytes, 36);
+		fb_spool_close(s);
+		teardown();
+		setup();
+	}
+}
+END_TEST
+
+START_TEST(delete_after_drop_oldest_is_a_noop)
+{
+	struct fb_spool *s = open_spool(1000, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	struct fb_spool_stats st;
+	uint64_t dropped = 0;
+
+	append_n(s, FB_Q_OUT, 1, 10, 92, &dropped);
+	/* The worker has 1..3 in flight; three more appends drop them. */
+	append_n(s, FB_Q_OUT, 11, 3, 92, &dropped);
+	ck_assert_uint_eq(dropped, 3);
+	/* Their PUBACKs arrive. */
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 1, 92), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 2, 92), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 3, 92), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.bytes, 1000);
+	ck_assert_uint_eq(st.first_seq, 4);
+	/* A live one still counts. */
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 4, 92), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 9);
+	ck_assert_uint_eq(st.bytes, 900);
+	ck_assert_uint_eq(st.first_seq, 5);
+
+	/* A hole in the middle, then drops across it: the hole is not counted as a drop. */
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 6, 92), 0);
+	dropped = 0;
+	append_n(s, FB_Q_OUT, 14, 4, 92, &dropped); /* 8 + 4 = 12 records: two must go (5 and 7) */
+	ck_assert_uint_eq(dropped, 2);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.first_seq, 8);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 7, 92), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 6, 92), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.bytes, 1000);
+	assert_stats_match_db(s);
+	fb_spool_close(s);
+}
+END_TEST
+
+/* ---- dead letters, in ---- */
+
+START_TEST(move_dead_moves_one_record_atomically)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct seen *sn;
+	uint8_t buf[64];
+
+	append_n(s, FB_Q_OUT, 1, 5, 40, NULL);
+	make_value(buf, 2, 40);
+	ck_assert_int_eq(fb_spool_move_dead(s, 2, buf, 40), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 4);
+	ck_assert_uint_eq(st.bytes, 4 * 48);
+	ck_assert_uint_eq(st.dead, 1);
+	ck_assert_uint_eq(st.first_seq, 1);
+
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 4);
+	ck_assert_uint_eq(sn->seqs[0], 1);
+	ck_assert_uint_eq(sn->seqs[1], 3);
+	free(sn);
+
+	/* The dead letter has its own seq (1) and the same bytes. */
+	sn = calloc(1, sizeof(*sn));
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_DEAD, 0, 10, visit, sn), 1);
+	ck_assert_uint_eq(sn->seqs[0], 1);
+	ck_assert_uint_eq(sn->lens[0], 40);
+	free(sn);
+
+	/* Moving a record that is gone: nothing happens. */
+	ck_assert_int_eq(fb_spool_move_dead(s, 2, buf, 40), 0);
+	ck_assert_int_eq(fb_spool_move_dead(s, 99, buf, 40), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 4);
+	ck_assert_uint_eq(st.dead, 1);
+
+	/* The head. */
+	make_value(buf, 1, 40);
+	ck_assert_int_eq(fb_spool_move_dead(s, 1, buf, 40), 0);
+	fb_spool_close(s);
+
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 3);
+	ck_assert_uint_eq(st.bytes, 3 * 48);
+	ck_assert_uint_eq(st.dead, 2);
+	ck_assert_uint_eq(st.first_seq, 3);
+	sn = calloc(1, sizeof(*sn));
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_DEAD, 0, 10, visit, sn), 2);
+	ck_assert_uint_eq(sn->seqs[1], 2);
+	free(sn);
+	/* Deleting a dead letter. */
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_DEAD, 1, 40), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.dead, 1);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(in_queue_is_independent_of_out)
+{
+	struct fb_spool *s = open_spool(1000, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	struct fb_spool_stats st;
+	struct seen *sn;
+
+	ck_assert_uint_eq(append_n(s, FB_Q_OUT, 1, 3, 10, NULL), 3);
+	ck_assert_uint_eq(append_n(s, FB_Q_IN, 1, 5, 500, NULL), 5); /* over max_size: no limit */
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 3);
+	ck_assert_uint_eq(st.bytes, 3 * 18);
+	ck_assert_uint_eq(st.in, 5);
+
+	sn = read_all(s, FB_Q_IN, 2);
+	ck_assert_uint_eq(sn->n, 3);
+	ck_assert_uint_eq(sn->seqs[0], 3);
+	ck_assert_uint_eq(sn->lens[0], 500);
+	free(sn);
+
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, 500), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, 500), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.in, 4);
+	ck_assert_uint_eq(st.messages, 3);
+	ck_assert_uint_eq(st.bytes, 3 * 18);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 3);
+	ck_assert_uint_eq(sn->seqs[0], 1);
+	free(sn);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(sync_works_in_every_mode)
+{
+	enum fb_sync modes[] = { FB_SYNC_INTERVAL, FB_SYNC_ALWAYS, FB_SYNC_NEVER };
+	struct fb_spool_stats st;
+	struct seen *sn;
+	size_t m;
+
+	for(m = 0; m < 3; m++){
+		struct fb_spool *s = open_spool(0, FB_ON_FULL_DROP_OLDEST, modes[m]);
+
+		append_n(s, FB_Q_OUT, 1, 20, 100, NULL);
+		append_n(s, FB_Q_IN, 1, 2, 100, NULL);
+		ck_assert_int_eq(fb_spool_sync(s), 0);
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 1, 100), 0);
+		ck_assert_int_eq(fb_spool_sync(s), 0);
+		fb_spool_close(s);
+
+		s = open_spool(0, FB_ON_FULL_DROP_OLDEST, modes[m]);
+		fb_spool_stats(s, &st);
+		ck_assert_uint_eq(st.messages, 19);
+		ck_assert_uint_eq(st.in, 2);
+		sn = read_all(s, FB_Q_OUT, 0);
+		ck_assert_uint_eq(sn->seqs[0], 2);
+		free(sn);
+		fb_spool_close(s);
+		teardown();
+		setup();
+	}
+	ck_assert_int_eq(fb_spool_sync(NULL), -EINVAL);
+}
+END_TEST
+
+/* ---- opening ---- */
+
+static void overwrite_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* The spool at spool_path was just moved aside: check the log line and the fresh spool. */
+static void assert_moved_aside_and_fresh(struct fb_spool *s)
+{
+	struct fb_spool_stats st;
+	char expect[700];
+	struct seen *sn;
+
+	snprintf(expect, sizeof(expect), "flowmq-bridge: spool %s is unreadable (", spool_path);
+	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
+	snprintf(expect, sizeof(expect), "); moved aside to %s.corrupt-", spool_path);
+	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
+	ck_assert(strstr(cap.text, ", starting a fresh spool\n") != NULL);
+	ck_assert_int_eq(cap.errors, 1);
+	ck_assert_int_eq(count_corrupt_dirs(), 1);
+
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 0);
+	ck_assert_uint_eq(append_n(s, FB_Q_OUT, 1, 3, 10, NULL), 3);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 3);
+	free(sn);
+}
+
+START_TEST(garbage_current_is_moved_aside_and_a_fresh_spool_opens)
+{
+	struct fb_spool *s = open_default();
+	char path[700];
+
+	append_n(s, FB_Q_OUT, 1, 10, 10, NULL);
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	overwrite_file(path, "garbage garbage garbage");
+
+	s = open_default();
+	assert_moved_aside_and_fresh(s);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(garbage_manifest_is_moved_aside)
+{
+	struct fb_spool *s = open_default();
+	char pattern[700];
+	glob_t g;
+	size_t i;
+
+	append_n(s, FB_Q_OUT, 1, 10, 10, NULL);
+	fb_spool_close(s);
+	snprintf(pattern, sizeof(pattern), "%s/MANIFEST-*", spool_path);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+	for(i = 0; i < g.gl_pathc; i++){
+		overwrite_file(g.gl_pathv[i], "\x01\x02not a manifest at all, really not\xff\xfe");
+	}
+	globfree(&g);
+
+	s = open_default();
+	assert_moved_aside_and_fresh(s);
+	fb_spool_close(s);
+}
+END_TEST
+
+/* Damage in a table file shows only when it is read: the scan on open finds it. */
+START_TEST(corrupt_table_file_found_by_the_first_scan_is_moved_aside)
+{
+	struct fb_spool *s = open_default();
+	char pattern[700];
+	uint8_t junk[512];
+	struct stat sb;
+	glob_t g;
+	size_t i;
+	int fd;
+
+	append_n(s, FB_Q_OUT, 1, 2000, 200, NULL);
+	fb_spool_close(s); /* writes the memtables to table files */
+	snprintf(pattern, sizeof(pattern), "%s/*.sst", spool_path);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+	memset(junk, 0x5A, sizeof(junk));
+	for(i = 0; i < g.gl_pathc; i++){
+		/* The data blocks are at the start; the footer and index at the end stay intact. */
+		fd = open(g.gl_pathv[i], O_WRONLY);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(fstat(fd, &sb), 0);
+		if(sb.st_size > 8192){
+			ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 1024), (ssize_t)sizeof(junk));
+		}
+		close(fd);
+	}
+	globfree(&g);
+
+	s = open_default();
+	assert_moved_aside_and_fresh(s);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(folder_with_only_a_garbage_current_is_moved_aside)
+{
+	struct fb_spool *s;
+	char path[700];
+
+	ck_assert_int_eq(mkdir(spool_path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	overwrite_file(path, "MANIFEST-000042\n");
+
+	s = open_default();
+	assert_moved_aside_and_fresh(s);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(moving_aside_never_replaces_an_earlier_copy)
+{
+	struct fb_spool *s;
+	char path[700], pattern[700];
+	long long now = (long long)time(NULL), t;
+	glob_t g;
+
+	/* Earlier copies for this second and the next two: the new one gets a counter suffix. */
+	for(t = now; t <= now + 2; t++){
+		snprintf(path, sizeof(path), "%s.corrupt-%lld", spool_path, t);
+		ck_assert_int_eq(mkdir(path, 0700), 0);
+	}
+	ck_assert_int_eq(mkdir(spool_path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	overwrite_file(path, "nonsense");
+	s = open_default();
+	fb_spool_close(s);
+
+	snprintf(pattern, sizeof(pattern), "%s.corrupt-*.1", spool_path);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+	ck_assert_uint_eq(g.gl_pathc, 1);
+	snprintf(path, sizeof(path), "%s/CURRENT", g.gl_pathv[0]);
+	ck_assert_int_eq(access(path, F_OK), 0); /* the garbage went there */
+	ck_assert_msg(strstr(cap.text, g.gl_pathv[0]) != NULL, "log: %s", cap.text);
+	globfree(&g);
+	ck_assert_int_eq(count_corrupt_dirs(), 4);
+	ck_assert_int_eq(cap.errors, 1);
+}
+END_TEST
+
+START_TEST(second_open_is_ebusy_and_leaves_the_spool_alone)
+{
+	struct fb_spool_opts o = { .path = spool_path, .lg = &lg };
+	struct fb_spool *a = open_default(), *b = (struct fb_spool *)1;
+	struct fb_spool_stats st;
+	char expect[700];
+
+	append_n(a, FB_Q_OUT, 1, 5, 10, NULL);
+	ck_assert_int_eq(fb_spool_open(&o, &b), -EBUSY);
+	ck_assert_ptr_null(b);
+	snprintf(expect, sizeof(expect), "flowmq-bridge: spool %s is in use by another broker or "
+			"plugin instance (", spool_path);
+	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
+	ck_assert_int_eq(count_corrupt_dirs(), 0);
+
+	/* The first one is untouched. */
+	append_n(a, FB_Q_OUT, 6, 1, 10, NULL);
+	fb_spool_stats(a, &st);
+	ck_assert_uint_eq(st.messages, 6);
+	fb_spool_close(a);
+	a = open_default();
+	fb_spool_stats(a, &st);
+	ck_assert_uint_eq(st.messages, 6);
+	fb_spool_close(a);
+}
+END_TEST
+
+START_TEST(open_creates_missing_parent_folders)
+{
+	struct fb_spool *s;
+	struct stat st;
+
+	snprintf(spool_path, sizeof(spool_path), "%s/a/b/c/spool/", tmpdir); /* trailing slash too */
+	s = open_default();
+	append_n(s, FB_Q_OUT, 1, 1, 10, NULL);
+	fb_spool_close(s);
+	ck_assert_int_eq(stat(spool_path, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	ck_assert_uint_eq(st.st_mode & 0777, 0700);
+}
+END_TEST
+
+START_TEST(open_fails_cleanly_where_no_folder_can_be)
+{
+	struct fb_spool_opts o = { .path = spool_path, .lg = &lg };
+	struct fb_spool *s = (struct fb_spool *)1;
+
+	overwrite_file(spool_path, "a file, not a folder");
+	ck_assert_int_lt(fb_spool_open(&o, &s), 0);
+	ck_assert_ptr_null(s);
+	ck_assert_int_eq(count_corrupt_dirs(), 0);
+	ck_assert_int_eq(cap.errors, 1);
+
+	o.path = NULL;
+	ck_assert_int_eq(fb_spool_open(&o, &s), -EINVAL);
+	fb_spool_close(NULL);
+}
+END_TEST
+
+/* ---- concurrency and volume ---- */
+
+#define PER_THREAD 10000
+
+struct worker {
+	struct fb_spool *s;
+	int id;
+	uint64_t dropped;
+	volatile int *appenders_left;
+	uint64_t deleted;
+	uint64_t deleted_bytes;
+};
+
+static void *appender(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t buf[256];
+	uint64_t seq;
+	int i, len, rc;
+
+	for(i = 0; i < PER_THREAD; i++){
+		len = snprintf((char *)buf, sizeof(buf), "t%d-%06d|", w->id, i);
+		memset(buf + len, 'x', (size_t)(i % 97));
+		rc = fb_spool_append(w->s, FB_Q_OUT, buf, (size_t)len + (size_t)(i % 97), &seq, &w->dropped);
+		ck_assert_int_eq(rc, 0);
+	}
+	__atomic_sub_fetch(w->appenders_left, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+struct del_ctx {
+	uint64_t seqs[64];
+	size_t lens[64];
+	size_t n;
+};
+
+static int collect(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct del_ctx *c = ud;
+
+	c->seqs[c->n] = seq;
+	c->lens[c->n] = len;
+	c->n++;
+	return 0;
+}
+
+/* Acknowledges every other record it reads, like a worker getting PUBACKs. */
+static void *deleter(void *arg)
+{
+	struct worker *w = arg;
+	struct del_ctx c;
+	uint64_t after = 0;
+	size_t i;
+	int done;
+
+	for(;;){
+		done = __atomic_load_n(w->appenders_left, __ATOMIC_SEQ_CST) == 0;
+		c.n = 0;
+		ck_assert_int_ge(fb_spool_read(w->s, FB_Q_OUT, after, 64, collect, &c), 0);
+		for(i = 0; i < c.n; i++){
+			if(c.seqs[i] % 2 == 0){
+				ck_assert_int_eq(fb_spool_delete(w->s, FB_Q_OUT, c.seqs[i], c.lens[i]), 0);
+				w->deleted++;
+				w->deleted_bytes += 8 + c.lens[i];
+			}
+			after = c.seqs[i];
+		}
+		if(c.n == 0 && done){
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* Per appender, its records must be in its own order. */
+struct order {
+	int next[2];
+	int ok;
+};
+
+static int check_order(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct order *o = ud;
+	char text[32];
+	int t, i;
+
+	snprintf(text, sizeof(text), "%.*s", (int)(len < 31 ? len : 31), (const char *)val);
+	if(sscanf(text, "t%d-%06d|", &t, &i) != 2 || t < 0 || t > 1 || i < o->next[t]){
+		o->ok = 0;
+		return 1;
+	}
+	o->next[t] = i + 1;
+	return 0;
+}
+
+static void run_concurrent(uint64_t max_size)
+{
+	struct fb_spool *s = open_spool(max_size, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	volatile int left = 2;
+	struct worker w[3] = {
+		{ .s = s, .id = 0, .appenders_left = &left },
+		{ .s = s, .id = 1, .appenders_left = &left },
+		{ .s = s, .id = 2, .appenders_left = &left },
+	};
+	pthread_t th[3];
+	struct fb_spool_stats st;
+	struct order o = { .ok = 1 };
+	int i;
+
+	ck_assert_int_eq(pthread_create(&th[0], NULL, appender, &w[0]), 0);
+	ck_assert_int_eq(pthread_create(&th[1], NULL, appender, &w[1]), 0);
+	ck_assert_int_eq(pthread_create(&th[2], NULL, deleter, &w[2]), 0);
+	for(i = 0; i < 3; i++){
+		pthread_join(th[i], NULL);
+	}
+
+	fb_spool_stats(s, &st);
+	if(max_size == 0){
+		ck_assert_uint_eq(w[0].dropped + w[1].dropped, 0);
+		ck_assert_uint_eq(w[2].deleted, PER_THREAD); /* every even seq of 1..20000 */
+		ck_assert_uint_eq(st.messages, PER_THREAD);
+	}else{
+		/* The deleter may acknowledge a record that was dropped after it read it (a no-op
+		 * in the spool, counted twice here). */
+		ck_assert_uint_gt(w[0].dropped + w[1].dropped, 0);
+		ck_assert_uint_le(st.messages + w[0].dropped + w[1].dropped, 2 * PER_THREAD);
+		ck_assert_uint_ge(st.messages + w[0].dropped + w[1].dropped + w[2].deleted, 2 * PER_THREAD);
+		ck_assert_uint_le(st.bytes, max_size);
+	}
+	assert_stats_match_db(s);
+	ck_assert_int_ge(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, check_order, &o), 0);
+	ck_assert(o.ok);
+
+	/* And the same after a reopen, which counts from the database. */
+	fb_spool_close(s);
+	s = open_spool(max_size, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	{
+		struct fb_spool_stats st2;
+
+		fb_spool_stats(s, &st2);
+		ck_assert_uint_eq(st2.messages, st.messages);
+		ck_assert_uint_eq(st2.bytes, st.bytes);
+		ck_assert_uint_eq(st2.first_seq, st.first_seq);
+	}
+	fb_spool_close(s);
+	ck_assert_int_eq(cap.errors, 0);
+}
+
+START_TEST(two_appenders_and_a_deleter_keep_stats_exact)
+{
+	run_concurrent(0);
+}
+END_TEST
+
+START_TEST(two_appenders_and_a_deleter_with_drop_oldest_keep_stats_exact)
+{
+	run_concurrent(64 * 1024);
+}
+END_TEST
+
+struct bulk {
+	uint64_t next;
+	int ok;
+};
+
+static int check_bulk(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct bulk *b = ud;
+	uint8_t expect[64];
+
+	make_value(expect, seq, 64);
+	if(seq != b->next || len != 64 || memcmp(val, expect, 64) != 0){
+		b->ok = 0;
+		return 1;
+	}
+	b->next++;
+	return 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+START_TEST(hundred_thousand_appends_read_back_in_order)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct bulk b = { .next = 1, .ok = 1 };
+	const uint64_t n = 100000;
+	double t0, t1, t2, t3;
+	uint64_t i;
+	int got;
+
+	t0 = now_s();
+	append_n(s, FB_Q_OUT, 1, n, 64, NULL);
+	t1 = now_s();
+	got = fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, check_bulk, &b);
+	t2 = now_s();
+	ck_assert_int_eq(got, (int)n);
+	ck_assert(b.ok);
+	ck_assert_uint_eq(b.next, n + 1);
+
+	/* Acknowledge the first half, reopen: the second half is what is left. */
+	for(i = 1; i <= n / 2; i++){
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, i, 64), 0);
+	}
+	fb_spool_close(s);
+	t3 = now_s();
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, n / 2);
+	ck_assert_uint_eq(st.bytes, n / 2 * 72);
+	ck_assert_uint_eq(st.first_seq, n / 2 + 1);
+	b.next = n / 2 + 1;
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, check_bulk, &b), (int)(n / 2));
+	ck_assert(b.ok);
+	printf("spool: %llu appends of 64 bytes in %.3f s (%.0f/s), read back in %.3f s, "
+			"reopen with %llu records in %.3f s\n", (unsigned long long)n, t1 - t0,
+			(double)n / (t1 - t0), t2 - t1, (unsigned long long)(n / 2), now_s() - t3);
+	fb_spool_close(s);
+}
+END_TEST
+
+static Suite *spool_suite(void)
+{
+	Suite *s = suite_create("spool");
+	TCase *tc;
+
+	tc = tcase_create("basic");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, append_then_read_returns_records_in_order_with_exact_bytes);
+	tcase_add_test(tc, seq_continues_after_reopen);
+	tcase_add_test(tc, delete_keeps_stats_exact);
+	tcase_add_test(tc, reopen_resumes_from_first_unacknowledged);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("max_size");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, drop_oldest_keeps_newest_and_counts_drops);
+	tcase_add_test(tc, drop_new_and_reject_refuse_and_keep_old_content);
+	tcase_add_test(tc, record_larger_than_max_size_is_e2big);
+	tcase_add_test(tc, delete_after_drop_oldest_is_a_noop);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("queues");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, move_dead_moves_one_record_atomically);
+	tcase_add_test(tc, in_queue_is_independent_of_out);
+	tcase_add_test(tc, sync_works_in_every_mode);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("open");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, garbage_current_is_moved_aside_and_a_fresh_spool_opens);
+	tcase_add_test(tc, garbage_manifest_is_moved_aside);
+	tcase_add_test(tc, corrupt_table_file_found_by_the_first_scan_is_moved_aside);
+	tcase_add_test(tc, folder_with_only_a_garbage_current_is_moved_aside);
+	tcase_add_test(tc, moving_aside_never_replaces_an_earlier_copy);
+	tcase_add_test(tc, second_open_is_ebusy_and_leaves_the_spool_alone);
+	tcase_add_test(tc, open_creates_missing_parent_folders);
+	tcase_add_test(tc, open_fails_cleanly_where_no_folder_can_be);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("load");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300); /* valgrind */
+	tcase_add_test(tc, two_appenders_and_a_deleter_keep_stats_exact);
+	tcase_add_test(tc, two_appenders_and_a_deleter_with_drop_oldest_keep_stats_exact);
+	tcase_add_test(tc, hundred_thousand_appends_read_back_in_order);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(spool_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
