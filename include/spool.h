@@ -48,7 +48,10 @@ struct fb_spool_stats {
 /* Opens or creates the spool. A database that cannot be opened (corruption, unreadable files) is
  * renamed to PATH.corrupt-<unix time> with an error logged, and a fresh one is created: the broker
  * never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
- * spool cannot be created). Caller closes with fb_spool_close(). */
+ * spool cannot be created, -EBUSY when another process holds it, or -ENOSPC/-EACCES/-EMFILE/-ENOMEM
+ * when the environment, not the spool, is at fault: an intact spool is never moved aside for
+ * those). Sequences restart at 1 in a queue that is empty at open. Caller closes with
+ * fb_spool_close(). */
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out);
 
 /* Flushes and closes. Accepts NULL. No other thread may use the spool then. */
@@ -64,8 +67,8 @@ int fb_spool_append(struct fb_spool *s, enum fb_queue q, const void *val, size_t
 		uint64_t *seq, uint64_t *dropped);
 
 /* Calls FN for each record of Q with seq > AFTER, in order, stopping after MAX records or when FN
- * returns non-zero. VAL is valid only during the call. Returns the number of records visited or a
- * negative errno. Any thread. */
+ * returns non-zero. VAL is valid only during the call. Returns the number of records visited
+ * (including the one for which FN returned non-zero) or a negative errno. Any thread. */
 typedef int (*fb_spool_visit_fn)(void *ud, uint64_t seq, const void *val, size_t len);
 int fb_spool_read(struct fb_spool *s, enum fb_queue q, uint64_t after, size_t max,
 		fb_spool_visit_fn fn, void *ud);
@@ -74,7 +77,8 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue q, uint64_t after, size_t ma
  * drop_oldest already removed is a no-op. Returns 0 or a negative errno. Any thread. */
 int fb_spool_delete(struct fb_spool *s, enum fb_queue q, uint64_t seq, size_t len);
 
-/* Moves record SEQ from FB_Q_OUT to FB_Q_DEAD in one write batch. Returns 0 or a negative errno. */
+/* Moves record SEQ from FB_Q_OUT to FB_Q_DEAD in one write batch; a no-op returning 0 when SEQ is
+ * no longer live. Returns 0 or a negative errno. */
 int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len);
 
 /* fsyncs the WAL. Returns 0 or a negative errno. Any thread. */

@@ -39,6 +39,7 @@ struct fb_bridge {
 	struct fb_counters ctr;
 	uint8_t *buf;             /* capture buffer, broker thread */
 	size_t buf_size;
+	struct fb_inmsg *injected; /* handed to the broker at the last tick, still in spool "in" */
 	time_t next_status;
 };
 
@@ -202,6 +203,13 @@ void fb_bridge_stop(struct fb_bridge *b)
 		return;
 	}
 	fb_link_stop(b->link);
+	/* The broker never took the last tick's messages when it stops right after it: they stay in
+	 * spool "in" and are injected again at the next start. */
+	while(b->injected){
+		struct fb_inmsg *next = b->injected->next;
+		fb_inmsg_free(b->injected);
+		b->injected = next;
+	}
 	if(b->handoff_ready){
 		/* Messages not injected yet stay in spool "in" and are injected at the next start. */
 		fb_handoff_cleanup(&b->handoff);
@@ -297,9 +305,26 @@ out:
 	return rc;
 }
 
+/* mosquitto_broker_publish() only queues a message; the broker takes it into its own structures
+ * at the start of its next loop iteration, before the next tick. So a message leaves spool "in"
+ * one tick after it was handed over: a crash in between injects it again rather than lose it. */
+static void release_injected(struct fb_bridge *b)
+{
+	struct fb_inmsg *m = b->injected;
+
+	b->injected = NULL;
+	while(m){
+		struct fb_inmsg *next = m->next;
+		fb_spool_delete(b->spool, FB_Q_IN, m->seq, m->reclen);
+		fb_inmsg_free(m);
+		m = next;
+	}
+}
+
 static void inject(struct fb_bridge *b)
 {
 	struct fb_inmsg *m = fb_handoff_take(&b->handoff);
+	struct fb_inmsg **done = &b->injected;
 	uint64_t now = 0;
 
 	while(m){
@@ -327,8 +352,9 @@ static void inject(struct fb_bridge *b)
 			atomic_fetch_add_explicit(&b->ctr.c2e_dropped, 1, memory_order_relaxed);
 		}
 done:
-		fb_spool_delete(b->spool, FB_Q_IN, m->seq, m->reclen);
-		fb_inmsg_free(m);
+		m->next = NULL;
+		*done = m;
+		done = &m->next;
 		m = next;
 	}
 }
@@ -338,6 +364,7 @@ void fb_bridge_tick(struct fb_bridge *b)
 	const struct fb_config *cfg = b->gen->cfg;
 	time_t now;
 
+	release_injected(b);
 	inject(b);
 	now = time(NULL);
 	if(now >= b->next_status){

@@ -280,9 +280,15 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
  * verification failure, the error libmosquitto logged, the socket error, or RC. */
 static void lost_with_rc(struct fb_link *l, int rc, int sock_err)
 {
+	const struct fb_config *cfg = l->d.cfg;
 	const char *verify = fb_tls_verify_error(l->ctx);
 
-	if(verify[0]){
+	if(!verify[0] && !l->connected && l->tcp_up && l->ctx && cfg->cloud.tls.cert_file == NULL){
+		/* A cloud that requires a client certificate closes the connection right after the
+		 * TLS 1.3 handshake; the alert saying so is often lost to the reset. */
+		connection_lost(l, "%s; no client certificate is configured (tls.cert_file), and the cloud may require one",
+				l->lib_error[0] ? l->lib_error : sock_err ? strerror(sock_err) : mosquitto_strerror(rc));
+	}else if(verify[0]){
 		connection_lost(l, "TLS: %s", verify);
 	}else if(l->lib_error[0]){
 		connection_lost(l, "%s", l->lib_error);
