@@ -78,7 +78,9 @@ static int on_reload(int event, void *event_data, void *userdata)
 	(void)event; (void)event_data;
 
 	fb_bridge_reload(p->bridge);
-	return MOSQ_ERR_SUCCESS;
+	/* 2.0.11 stops calling reload callbacks (and initialising older plugins) at the first one
+	 * that returns anything but MOSQ_ERR_PLUGIN_DEFER: let the others run too. */
+	return MOSQ_ERR_PLUGIN_DEFER;
 }
 
 static const char *option(struct mosquitto_opt *opts, int count, const char *key)

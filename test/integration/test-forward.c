@@ -580,6 +580,61 @@ START_TEST(test_missing_client_certificate_refused)
 }
 END_TEST
 
+START_TEST(test_sighup_applies_new_rules_and_keeps_them_on_a_bad_file)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub;
+	char *yaml;
+	const char *v2 = FBH_YAML_BASE
+		"edge_to_cloud:\n"
+		"  - local: local/telemetry/#\n"
+		"    cloud: edge/${site_id}/v2/#\n";
+	const char *broken = FBH_YAML_BASE
+		"edge_to_cloud:\n"
+		"  - local: local/telemetry/+/#\n"
+		"    cloud: edge/${site_id}/v3/#\n";
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/#", 1);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/a", "p", 1, 1, NULL, 10000), 1);
+	ck_assert(wait_exactly(sub, 1, 10000, 0));
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->topic, "edge/site-A/telemetry/a");
+
+	/* New rules, then SIGHUP: they apply to the next message. */
+	yaml = fbh_edge_yaml(&edge, cloud.port, v2);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGHUP), 0);
+	ck_assert(fbh_wait_log(&edge, "flowmq-bridge: reloaded", 10000));
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/a", "p", 1, 1, NULL, 10000), 1);
+	ck_assert(wait_exactly(sub, 2, 10000, 0));
+	ck_assert_str_eq(fbh_sub_msg(sub, 1)->topic, "edge/site-A/v2/a");
+	free(yaml);
+
+	/* A broken file is reported with its line and refused; the running rules stay. */
+	yaml = fbh_edge_yaml(&edge, cloud.port, broken);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGHUP), 0);
+	ck_assert(fbh_wait_log(&edge, "the running configuration stays", 10000));
+	{
+		char *text = fbh_read_file(yaml);
+		char *want = fbh_strdupf("flowmq-bridge.yaml:%u: edge_to_cloud[0].cloud: ",
+				fbh_line_of(text, "cloud: edge/${site_id}/v3/#"));
+		ck_assert(fbh_broker_log_contains(&edge, want));
+		free(want);
+		free(text);
+	}
+	ck_assert(fbh_broker_running(&edge));
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/a", "p", 1, 1, NULL, 10000), 1);
+	ck_assert(wait_exactly(sub, 3, 10000, 300));
+	ck_assert_str_eq(fbh_sub_msg(sub, 2)->topic, "edge/site-A/v2/a");
+	free(yaml);
+	fbh_sub_stop(sub);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("forward");
@@ -598,6 +653,7 @@ int main(void)
 	tcase_add_test(tc, test_tls_wrong_hostname_refused);
 	tcase_add_test(tc, test_tls12_only_cloud_refused);
 	tcase_add_test(tc, test_missing_client_certificate_refused);
+	tcase_add_test(tc, test_sighup_applies_new_rules_and_keeps_them_on_a_bad_file);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
