@@ -498,6 +498,13 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 
 static void fill(struct fb_link *l)
 {
+	/* Refill in batches of at least a quarter window: one spool iterator per batch, not per
+	 * PUBACK. */
+	size_t batch = l->ring_cap / 4 ? l->ring_cap / 4 : 1;
+
+	if(l->ring_used > 0 && l->ring_cap - l->ring_used < batch){
+		return;
+	}
 	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
 		size_t want = l->ring_cap - l->ring_used;
 		int n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);

@@ -541,10 +541,31 @@ void fbh_setup(void)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
+static void ports_release_mine(void)
+{
+	char path[64], buf[32];
+
+	for (size_t i = 0; i < H.nports; i++) {
+		int fd;
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/tmp/fbh-ports/%d", H.ports[i]);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = '\0';
+		if (strtol(buf, NULL, 10) == (long)getpid())
+			unlink(path);
+	}
+}
+
 void fbh_teardown(void)
 {
 	clients_free_mine();
 	procs_kill_mine();
+	ports_release_mine();
 	if (H.tmp[0] && H.tmp_owner == getpid()) {
 		if (keep_tmp())
 			fprintf(stderr, "fbh: FB_KEEP_TMP: kept %s\n", H.tmp);
@@ -583,6 +604,44 @@ static bool port_taken_by_us(int port)
 	for (size_t i = 0; i < H.nports; i++)
 		if (H.ports[i] == port)
 			return true;
+	return false;
+}
+
+/* Test programs run in parallel and pick ports at random: a port is ours only once we hold its
+ * reservation file, /tmp/fbh-ports/PORT holding our pid. A reservation whose process is gone is
+ * taken over. */
+static bool port_reserve(int port)
+{
+	const char *dir = "/tmp/fbh-ports";
+	char path[64], buf[32];
+
+	mkdir(dir, 01777);
+	chmod(dir, 01777);
+	snprintf(path, sizeof(path), "%s/%d", dir, port);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+
+		if (fd >= 0) {
+			int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+			bool ok = write(fd, buf, (size_t)n) == n;
+			close(fd);
+			return ok;
+		}
+		if (errno != EEXIST)
+			return false;
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			ssize_t n = read(fd, buf, sizeof(buf) - 1);
+			long pid;
+
+			close(fd);
+			buf[n > 0 ? n : 0] = '\0';
+			pid = strtol(buf, NULL, 10);
+			if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+				return false; /* held by a live process */
+		}
+		unlink(path); /* stale: its process is gone */
+	}
 	return false;
 }
 
@@ -627,7 +686,7 @@ int fbh_free_port(void)
 		for (int tries = 0; tries < 500 && !port; tries++) {
 			int p = lo + (int)(random() % (hi - lo + 1));
 
-			if (!port_taken_by_us(p) && port_bindable(p))
+			if (!port_taken_by_us(p) && port_bindable(p) && port_reserve(p))
 				port = p;
 		}
 	}
@@ -641,7 +700,7 @@ int fbh_free_port(void)
 		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
 				&& getsockname(fd, (struct sockaddr *)&sa, &len) == 0
-				&& !port_taken_by_us(ntohs(sa.sin_port)))
+				&& !port_taken_by_us(ntohs(sa.sin_port)) && port_reserve(ntohs(sa.sin_port)))
 			port = ntohs(sa.sin_port);
 		close(fd);
 	}
