@@ -105,3 +105,29 @@ struct fbh_client_opts persistent_sub(const char *id)
 	o.session_expiry = 3600;
 	return o;
 }
+
+void start_cloud(struct fbh_broker *cloud, const struct fbh_cloud_opts *opts)
+{
+	char *conf = fbh_cloud_conf(cloud, opts);
+	int rc = fbh_broker_start(cloud, conf);
+
+	if(rc != 0){
+		fbh_broker_dump_log(cloud);
+	}
+	ck_assert_int_eq(rc, 0);
+	free(conf);
+}
+
+void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl, const char *extra)
+{
+	char *yaml = fbh_edge_yaml(edge, cloud_port, yaml_tmpl);
+	char *conf = fbh_edge_conf(edge, yaml, extra);
+	int rc = fbh_broker_start(edge, conf);
+
+	if(rc != 0){
+		fbh_broker_dump_log(edge);
+	}
+	ck_assert_int_eq(rc, 0);
+	free(conf);
+	free(yaml);
+}

@@ -38,4 +38,11 @@ char *cloud_persistent_extra(struct fbh_broker *b);
 /* Options of a persistent cloud subscriber called ID. */
 struct fbh_client_opts persistent_sub(const char *id);
 
+/* Starts the cloud stand-in (OPTS may be NULL); the test fails, with the log, if it does not. */
+void start_cloud(struct fbh_broker *cloud, const struct fbh_cloud_opts *opts);
+
+/* Writes the plugin configuration from YAML_TMPL and starts the edge with it (EXTRA: more
+ * mosquitto.conf lines, may be NULL); the test fails, with the log, if it does not start. */
+void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl, const char *extra);
+
 #endif

@@ -9,33 +9,8 @@
 
 #include "common.h"
 
-static void start_cloud(struct fbh_broker *cloud)
-{
-	/* The bridge's session may be offline while a batch arrives: queue without limit. */
-	static const struct fbh_cloud_opts co = { .extra = "max_queued_messages 0\n" };
-	char *conf = fbh_cloud_conf(cloud, &co);
-	int rc = fbh_broker_start(cloud, conf);
-
-	if(rc != 0){
-		fbh_broker_dump_log(cloud);
-	}
-	ck_assert_int_eq(rc, 0);
-	free(conf);
-}
-
-static void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl, const char *extra)
-{
-	char *yaml = fbh_edge_yaml(edge, cloud_port, yaml_tmpl);
-	char *conf = fbh_edge_conf(edge, yaml, extra);
-	int rc = fbh_broker_start(edge, conf);
-
-	if(rc != 0){
-		fbh_broker_dump_log(edge);
-	}
-	ck_assert_int_eq(rc, 0);
-	free(conf);
-	free(yaml);
-}
+/* The bridge's session may be offline while a batch arrives: the cloud queues without limit. */
+static const struct fbh_cloud_opts unlimited_queue = { .extra = "max_queued_messages 0\n" };
 
 START_TEST(test_command_reaches_local_subscriber_with_properties)
 {
@@ -48,7 +23,7 @@ START_TEST(test_command_reaches_local_subscriber_with_properties)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud);
+	start_cloud(&cloud, &unlimited_queue);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
 	ck_assert_ptr_nonnull(local);
@@ -91,7 +66,7 @@ START_TEST(test_500_commands_sent_while_edge_down_arrive_in_order)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud);
+	start_cloud(&cloud, &unlimited_queue);
 	/* The edge keeps its local sessions across its restart, so the device's session catches
 	 * what is injected before it reconnects. */
 	extra = fbh_strdupf("persistence true\npersistence_location %s/\nautosave_interval 0\nmax_queued_messages 0\n", edge.dir);
@@ -130,7 +105,7 @@ START_TEST(test_sigkill_after_delivery_every_command_is_injected)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud);
+	start_cloud(&cloud, &unlimited_queue);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	ck_assert(fbh_wait_log(&edge, "connected to", 10000));
 	/* QoS 0 and no acknowledgements to read: whatever the edge broker wrote to this subscriber
@@ -216,7 +191,7 @@ START_TEST(test_injection_latency_on_idle_broker)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud);
+	start_cloud(&cloud, &unlimited_queue);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	ck_assert(fbh_wait_log(&edge, "connected to", 10000));
 	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
@@ -257,7 +232,7 @@ START_TEST(test_unmapped_oversize_and_echo_are_dropped_and_counted)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud);
+	start_cloud(&cloud, &unlimited_queue);
 	/* The bridge's persistent session holds a subscription no rule maps any more. */
 	old = fbh_sub_start(cloud.port2, &stale, "edge/site-A/unmapped/#", 1);
 	ck_assert_ptr_nonnull(old);
@@ -312,7 +287,7 @@ START_TEST(test_retained_cloud_message_stays_retained_locally)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud);
+	start_cloud(&cloud, &unlimited_queue);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	sys = sys_watch(&edge);
 	ck_assert(sys_wait(sys, "state", "connected", 10000));

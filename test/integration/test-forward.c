@@ -14,32 +14,6 @@
 
 #define CLOUD_TOPIC "edge/site-A/telemetry/#"
 
-static void start_cloud(struct fbh_broker *cloud, const struct fbh_cloud_opts *o)
-{
-	char *conf = fbh_cloud_conf(cloud, o);
-	int rc = fbh_broker_start(cloud, conf);
-
-	if(rc != 0){
-		fbh_broker_dump_log(cloud);
-	}
-	ck_assert_int_eq(rc, 0);
-	free(conf);
-}
-
-static void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl)
-{
-	char *yaml = fbh_edge_yaml(edge, cloud_port, yaml_tmpl);
-	char *conf = fbh_edge_conf(edge, yaml, NULL);
-	int rc = fbh_broker_start(edge, conf);
-
-	if(rc != 0){
-		fbh_broker_dump_log(edge);
-	}
-	ck_assert_int_eq(rc, 0);
-	free(conf);
-	free(yaml);
-}
-
 /* Checks that S received exactly the messages PREFIX<first>..PREFIX<first+n-1>, in order. */
 static void assert_sequence(struct fbh_sub *s, const char *prefix, long first, size_t n)
 {
@@ -66,7 +40,7 @@ START_TEST(test_10000_messages_arrive_rewritten_with_headers_in_order)
 	start_cloud(&cloud, NULL);
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
 	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	sys = sys_watch(&edge);
 	ck_assert_ptr_nonnull(sys);
 
@@ -139,7 +113,7 @@ START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
 
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	sys = sys_watch(&edge);
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/t", "o", n, 1, NULL, 120000), (long)n);
 	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
@@ -221,7 +195,7 @@ START_TEST(test_sigkill_edge_loses_no_acknowledged_message)
 	start_cloud(&cloud, NULL);
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
 	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 
 	st->port = edge.port;
 	pthread_create(&t, NULL, stream, st);
@@ -234,7 +208,7 @@ START_TEST(test_sigkill_edge_loses_no_acknowledged_message)
 	acked = atomic_load(&st->acked_count);
 	ck_assert_int_ge(acked, 5000);
 
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	/* Every acknowledged message arrives: wait for the highest acknowledged index. */
 	seen = calloc((size_t)st->sent + 1, 1);
 	for(int tries = 0; tries < 600; tries++){
@@ -292,7 +266,7 @@ START_TEST(test_frozen_cloud_is_detected_and_nothing_is_lost)
 	start_cloud(&cloud, NULL);
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
 	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	ck_assert(fbh_wait_log(&edge, "connected to", 10000));
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/f", "f", 100, 1, NULL, 30000), 100);
 	ck_assert(wait_exactly(sub, 100, 30000, 0));
@@ -366,7 +340,7 @@ START_TEST(test_spool_limit_drop_oldest_keeps_the_newest)
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
 
-	start_edge(&edge, cloud.port, spool_limit_yaml("drop_oldest"));
+	start_edge(&edge, cloud.port, spool_limit_yaml("drop_oldest"), NULL);
 	sys = sys_watch(&edge);
 	/* Every publish is accepted: the oldest spooled messages make room. */
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/x", "d", n, 1, NULL, 60000), (long)n);
@@ -399,7 +373,7 @@ START_TEST(test_spool_limit_reject_answers_0x87)
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
 	/* The cloud is not running: everything stays in the spool. */
-	start_edge(&edge, cloud.port, spool_limit_yaml("reject"));
+	start_edge(&edge, cloud.port, spool_limit_yaml("reject"), NULL);
 	sys = sys_watch(&edge);
 	pub = fbh_pub_connect(edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
@@ -438,7 +412,7 @@ START_TEST(test_message_refused_by_cloud_acl_goes_to_dead_letters)
 			"  - local: local/secret/#\n"
 			"    cloud: forbidden/${site_id}/#\n"
 			"  - local: local/telemetry/#\n"
-			"    cloud: edge/${site_id}/telemetry/#\n");
+			"    cloud: edge/${site_id}/telemetry/#\n", NULL);
 	sys = sys_watch(&edge);
 	ck_assert(sys_wait(sys, "state", "connected", 10000));
 	pub = fbh_pub_connect(edge.port, NULL);
@@ -494,7 +468,7 @@ START_TEST(test_failover_to_second_endpoint)
 		const char *p = strstr(base, marker) + strlen(marker);
 		yaml = fbh_strdupf("%.*s%s%s", (int)(p - base), base, first, p);
 	}
-	start_edge(&edge, cloud.port, yaml);
+	start_edge(&edge, cloud.port, yaml, NULL);
 	sys = sys_watch(&edge);
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/fo", "x", 50, 1, NULL, 30000), 50);
 	ck_assert(wait_exactly(sub, 50, 30000, 300));
@@ -520,7 +494,7 @@ static void assert_tls_refused(const struct fbh_cloud_opts *co, const char *yaml
 	start_cloud(&cloud, co);
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, "#", 1);
 	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, yaml);
+	start_edge(&edge, cloud.port, yaml, NULL);
 	sys = sys_watch(&edge);
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/t", "t", 5, 1, NULL, 10000), 5);
 	if(!fbh_wait_log(&edge, log_text, 15000)){
@@ -598,7 +572,7 @@ START_TEST(test_sighup_applies_new_rules_and_keeps_them_on_a_bad_file)
 	fbh_broker_init(&edge, "edge");
 	start_cloud(&cloud, NULL);
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/#", 1);
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/a", "p", 1, 1, NULL, 10000), 1);
 	ck_assert(wait_exactly(sub, 1, 10000, 0));
 	ck_assert_str_eq(fbh_sub_msg(sub, 0)->topic, "edge/site-A/telemetry/a");
