@@ -1,0 +1,541 @@
+/* loadgen: the load generator of scripts/bench, built on libmosquitto (MQTT v5).
+ *
+ *   loadgen pub [options]   publish N messages, paced or as fast as the window allows
+ *   loadgen sub [options]   receive until N distinct messages, a timeout or an idle gap
+ *
+ * Both print one line of key=value results on stdout. Every published payload (at least 16 bytes)
+ * starts with a header: send time (CLOCK_REALTIME, ns), sequence number within its connection,
+ * connection index and a magic number. The subscriber uses it for latency percentiles, duplicates
+ * and order violations; payloads without the header are only counted.
+ *
+ * Each connection runs its own poll loop (mosquitto_socket + ppoll + loop_read/write/misc) in its
+ * own thread: no libmosquitto background thread, no sleeps, sub-millisecond pacing.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+
+#define HDR_LEN 16
+#define MAGIC 0xF10Bu
+#define MAX_CONNS 256
+#define MAX_FILTERS 8
+
+struct hdr {
+	int64_t sent_ns;
+	uint32_t seq;
+	uint16_t conn;
+	uint16_t magic;
+};
+
+struct opts {
+	const char *host, *user, *pass, *id, *topic, *filters[MAX_FILTERS], *ready_file, *lat_file;
+	int port, qos, size, topics, conns, window, nfilters, persist;
+	long count;
+	double rate, timeout, idle;
+};
+
+static int64_t now_ns(clockid_t clk)
+{
+	struct timespec ts;
+	clock_gettime(clk, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void die(const char *what, int rc)
+{
+	fprintf(stderr, "loadgen: %s: %s\n", what, rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+	exit(2);
+}
+
+static struct mosquitto *client_new(const struct opts *o, const char *id, bool clean, void *ud)
+{
+	struct mosquitto *m = mosquitto_new(id, clean, ud);
+
+	if(m == NULL){
+		die("mosquitto_new", MOSQ_ERR_NOMEM);
+	}
+	mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_int_option(m, MOSQ_OPT_RECEIVE_MAXIMUM, o->window);
+	mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, o->window);
+	if(o->user && mosquitto_username_pw_set(m, o->user, o->pass)){
+		die("username", MOSQ_ERR_INVAL);
+	}
+	return m;
+}
+
+static int client_connect(const struct opts *o, struct mosquitto *m)
+{
+	mosquitto_property *props = NULL;
+	int rc;
+
+	if(o->persist){
+		mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 3600);
+	}
+	rc = mosquitto_connect_bind_v5(m, o->host, o->port, 30, NULL, props);
+	mosquitto_property_free_all(&props);
+	return rc;
+}
+
+/* One turn of a client's own event loop: waits for the socket (or timeout_ns) and services it.
+ * Returns a MOSQ_ERR_* of the connection. */
+static int client_step(struct mosquitto *m, int64_t timeout_ns)
+{
+	struct pollfd pfd = { .fd = mosquitto_socket(m), .events = POLLIN };
+	struct timespec ts = { timeout_ns / 1000000000, timeout_ns % 1000000000 };
+	int rc = MOSQ_ERR_SUCCESS;
+
+	if(pfd.fd < 0){
+		return MOSQ_ERR_NO_CONN;
+	}
+	if(mosquitto_want_write(m)){
+		pfd.events |= POLLOUT;
+	}
+	if(ppoll(&pfd, 1, &ts, NULL) < 0 && errno != EINTR){
+		return MOSQ_ERR_ERRNO;
+	}
+	if(pfd.revents & (POLLIN | POLLERR | POLLHUP)){
+		/* loop_read handles one packet when nothing is queued: go on while bytes are waiting. */
+		int avail;
+		do{
+			rc = mosquitto_loop_read(m, 1);
+		}while(rc == MOSQ_ERR_SUCCESS && ioctl(pfd.fd, FIONREAD, &avail) == 0 && avail > 0);
+	}
+	if(rc == MOSQ_ERR_SUCCESS && (pfd.revents & POLLOUT)){
+		rc = mosquitto_loop_write(m, 1);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_loop_misc(m);
+	}
+	return rc;
+}
+
+/* ---------------------------------------------------------------- pub */
+
+struct pub {
+	const struct opts *o;
+	int index;
+	long count;            /* this connection's share */
+	double rate;           /* this connection's share, msgs/s; 0 = unlimited */
+	long sent, done, refused;
+	bool connected, failed;
+	pthread_t thread;
+};
+
+static void pub_on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *p)
+{
+	struct pub *c = ud;
+	if(rc){
+		fprintf(stderr, "loadgen pub: connection refused: %s\n", mosquitto_reason_string(rc));
+		c->failed = true;
+	}else{
+		c->connected = true;
+	}
+}
+
+static void pub_on_publish(struct mosquitto *m, void *ud, int mid, int reason, const mosquitto_property *p)
+{
+	struct pub *c = ud;
+	c->done++;
+	if(reason >= 0x80){
+		c->refused++;
+	}
+}
+
+static void *pub_run(void *arg)
+{
+	struct pub *c = arg;
+	const struct opts *o = c->o;
+	char id[128], topic[512];
+	unsigned char *payload = calloc(1, (size_t)o->size + 1);
+	struct mosquitto *m;
+	int64_t start, deadline, interval = c->rate > 0 ? (int64_t)(1e9 / c->rate) : 0;
+	int rc;
+
+	snprintf(id, sizeof(id), "%s-%d", o->id, c->index);
+	m = client_new(o, id, true, c);
+	mosquitto_connect_v5_callback_set(m, pub_on_connect);
+	mosquitto_publish_v5_callback_set(m, pub_on_publish);
+	for(int i = HDR_LEN; i < o->size; i++){
+		payload[i] = (unsigned char)('a' + i % 26);
+	}
+	if((rc = client_connect(o, m)) != MOSQ_ERR_SUCCESS){
+		die("connect", rc);
+	}
+	deadline = now_ns(CLOCK_MONOTONIC) + (int64_t)(o->timeout * 1e9);
+	while(!c->connected && !c->failed && now_ns(CLOCK_MONOTONIC) < deadline){
+		if(client_step(m, 100000000) != MOSQ_ERR_SUCCESS){
+			c->failed = true;
+		}
+	}
+	start = now_ns(CLOCK_MONOTONIC);
+	while(!c->failed && c->done < c->count){
+		int64_t now = now_ns(CLOCK_MONOTONIC), wait = 1000000000;
+
+		if(now > deadline){
+			fprintf(stderr, "loadgen pub: timeout with %ld of %ld done\n", c->done, c->count);
+			c->failed = true;
+			break;
+		}
+		while(c->sent < c->count && c->sent - c->done < o->window){
+			int64_t due = start + c->sent * interval;
+			if(interval && now < due){
+				wait = due - now;
+				break;
+			}
+			if(o->size >= HDR_LEN){
+				struct hdr h = { now_ns(CLOCK_REALTIME), (uint32_t)c->sent, (uint16_t)c->index, MAGIC };
+				memcpy(payload, &h, sizeof(h));
+			}
+			snprintf(topic, sizeof(topic), o->topic, (int)((c->sent * o->conns + c->index) % o->topics));
+			rc = mosquitto_publish_v5(m, NULL, topic, o->size, payload, o->qos, false, NULL);
+			if(rc != MOSQ_ERR_SUCCESS){
+				die("publish", rc);
+			}
+			c->sent++;
+			if(interval){
+				now = now_ns(CLOCK_MONOTONIC);
+			}
+		}
+		if(c->done >= c->count){
+			break;
+		}
+		if(client_step(m, wait) != MOSQ_ERR_SUCCESS){
+			fprintf(stderr, "loadgen pub: connection lost with %ld of %ld done\n", c->done, c->count);
+			c->failed = true;
+		}
+	}
+	mosquitto_disconnect(m);
+	mosquitto_destroy(m);
+	free(payload);
+	return NULL;
+}
+
+static int run_pub(const struct opts *o)
+{
+	static struct pub conns[MAX_CONNS];
+	long sent = 0, done = 0, refused = 0;
+	int64_t t0, t1;
+	bool failed = false;
+
+	t0 = now_ns(CLOCK_MONOTONIC);
+	for(int i = 0; i < o->conns; i++){
+		conns[i] = (struct pub){ .o = o, .index = i, .rate = o->rate / o->conns,
+			.count = o->count / o->conns + (i < o->count % o->conns) };
+		pthread_create(&conns[i].thread, NULL, pub_run, &conns[i]);
+	}
+	for(int i = 0; i < o->conns; i++){
+		pthread_join(conns[i].thread, NULL);
+		sent += conns[i].sent;
+		done += conns[i].done;
+		refused += conns[i].refused;
+		failed |= conns[i].failed;
+	}
+	t1 = now_ns(CLOCK_MONOTONIC);
+	printf("sent=%ld acked=%ld refused=%ld secs=%.3f rate=%.0f cpu_s=%.3f\n", sent, done, refused,
+			(t1 - t0) / 1e9, done / ((t1 - t0) / 1e9), cpu_seconds());
+	return failed ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------- sub */
+
+struct stream {
+	uint64_t *seen;        /* bitmap of seq numbers */
+	size_t words;
+	int64_t last;          /* highest seq so far, -1 before the first */
+};
+
+struct sub {
+	const struct opts *o;
+	struct stream streams[MAX_CONNS];
+	long received, unique, dups, reorder, foreign;
+	int64_t first_ns, last_ns;
+	int64_t *lat;          /* latency of each first arrival, ns */
+	size_t nlat, caplat;
+	bool subscribed, connected, refused;
+};
+
+static void sub_on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *p)
+{
+	struct sub *s = ud;
+	if(rc){
+		fprintf(stderr, "loadgen sub: connection refused: %s\n", mosquitto_reason_string(rc));
+		s->refused = true;
+		return;
+	}
+	s->connected = true;
+	for(int i = 0; i < s->o->nfilters; i++){
+		mosquitto_subscribe_v5(m, NULL, s->o->filters[i], s->o->qos, 0, NULL);
+	}
+}
+
+static void sub_on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted)
+{
+	struct sub *s = ud;
+	FILE *f;
+
+	if(s->subscribed || s->o->ready_file == NULL){
+		s->subscribed = true;
+		return;
+	}
+	s->subscribed = true;
+	if((f = fopen(s->o->ready_file, "w")) != NULL){
+		fclose(f);
+	}
+}
+
+static void sub_on_disconnect(struct mosquitto *m, void *ud, int rc)
+{
+	((struct sub *)ud)->connected = false;
+}
+
+static bool mark_seen(struct stream *st, uint32_t seq)
+{
+	size_t w = seq / 64;
+	uint64_t bit = 1ull << (seq % 64);
+
+	if(w >= st->words){
+		size_t n = st->words ? st->words : 1024;
+		while(n <= w){
+			n *= 2;
+		}
+		st->seen = realloc(st->seen, n * sizeof(*st->seen));
+		memset(st->seen + st->words, 0, (n - st->words) * sizeof(*st->seen));
+		st->words = n;
+	}
+	if(st->seen[w] & bit){
+		return false;
+	}
+	st->seen[w] |= bit;
+	return true;
+}
+
+static void sub_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg)
+{
+	struct sub *s = ud;
+	int64_t t = now_ns(CLOCK_REALTIME);
+	struct hdr h;
+	struct stream *st;
+
+	s->received++;
+	if(s->first_ns == 0){
+		s->first_ns = t;
+	}
+	s->last_ns = t;
+	if(msg->payloadlen < HDR_LEN){
+		s->foreign++;
+		return;
+	}
+	memcpy(&h, msg->payload, sizeof(h));
+	if(h.magic != MAGIC || h.conn >= MAX_CONNS){
+		s->foreign++;
+		return;
+	}
+	st = &s->streams[h.conn];
+	if(st->words == 0){
+		st->last = -1;
+	}
+	if(!mark_seen(st, h.seq)){
+		s->dups++;
+		return;
+	}
+	if((int64_t)h.seq < st->last){
+		s->reorder++;
+	}else{
+		st->last = h.seq;
+	}
+	s->unique++;
+	if(s->nlat == s->caplat){
+		s->caplat = s->caplat ? s->caplat * 2 : 65536;
+		s->lat = realloc(s->lat, s->caplat * sizeof(*s->lat));
+	}
+	s->lat[s->nlat++] = t - h.sent_ns;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+static double pct_ms(const int64_t *v, size_t n, double p)
+{
+	size_t i;
+	if(n == 0){
+		return 0;
+	}
+	i = (size_t)(p / 100 * (double)(n - 1) + 0.5);
+	return v[i] / 1e6;
+}
+
+static int run_sub(const struct opts *o)
+{
+	static struct sub s;
+	struct mosquitto *m;
+	int64_t start = now_ns(CLOCK_MONOTONIC), deadline = start + (int64_t)(o->timeout * 1e9);
+	int64_t down_since = 0;
+	double secs;
+	int rc;
+
+	s.o = o;
+	m = client_new(o, o->id, !o->persist, &s);
+	mosquitto_connect_v5_callback_set(m, sub_on_connect);
+	mosquitto_subscribe_callback_set(m, sub_on_subscribe);
+	mosquitto_disconnect_callback_set(m, sub_on_disconnect);
+	mosquitto_message_callback_set(m, sub_on_message);
+	if((rc = client_connect(o, m)) != MOSQ_ERR_SUCCESS){
+		die("connect", rc);
+	}
+	while(!s.refused && (o->count <= 0 || s.unique < o->count)){
+		int64_t now = now_ns(CLOCK_MONOTONIC);
+
+		if(now > deadline){
+			break;
+		}
+		if(o->idle > 0 && s.first_ns && now_ns(CLOCK_REALTIME) - s.last_ns > (int64_t)(o->idle * 1e9)){
+			break;
+		}
+		if(client_step(m, 50000000) == MOSQ_ERR_SUCCESS){
+			down_since = 0;
+			continue;
+		}
+		/* Connection lost (the cloud restarts in the outage scenario): reconnect every 100 ms. */
+		s.connected = false;
+		if(down_since == 0){
+			down_since = now;
+		}
+		usleep(100000);
+		client_connect(o, m);
+	}
+	if(o->persist){
+		/* End the persistent session with the connection: nothing queues up for it afterwards. */
+		mosquitto_property *props = NULL;
+		mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 0);
+		mosquitto_disconnect_v5(m, 0, props);
+		mosquitto_property_free_all(&props);
+	}else{
+		mosquitto_disconnect(m);
+	}
+	mosquitto_destroy(m);
+
+	if(o->lat_file && s.nlat){
+		FILE *f = fopen(o->lat_file, "w");
+		for(size_t i = 0; f && i < s.nlat; i++){
+			fprintf(f, "%.3f\n", s.lat[i] / 1e3);
+		}
+		if(f){
+			fclose(f);
+		}
+	}
+	qsort(s.lat, s.nlat, sizeof(*s.lat), cmp_i64);
+	secs = s.received > 1 ? (s.last_ns - s.first_ns) / 1e9 : 0;
+	printf("received=%ld unique=%ld dups=%ld reorder=%ld foreign=%ld secs=%.3f rate=%.0f "
+			"p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f first_ns=%lld last_ns=%lld cpu_s=%.3f\n",
+			s.received, s.unique, s.dups, s.reorder, s.foreign, secs,
+			secs > 0 ? (s.received - 1) / secs : 0,
+			pct_ms(s.lat, s.nlat, 50), pct_ms(s.lat, s.nlat, 90), pct_ms(s.lat, s.nlat, 99),
+			pct_ms(s.lat, s.nlat, 100), (long long)s.first_ns, (long long)s.last_ns, cpu_seconds());
+	return s.refused || (o->count > 0 && s.unique < o->count) ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(void)
+{
+	fputs("usage: loadgen pub|sub [options]\n"
+		"  -h HOST -p PORT -u USER -P PASS -i CLIENT_ID   connection (default 127.0.0.1:1883)\n"
+		"  -q QOS             0, 1 or 2 (default 1)\n"
+		"  -n COUNT           pub: messages to send; sub: distinct messages to wait for (0: until timeout)\n"
+		"  -W SECONDS         give up after this long (default 600)\n"
+		"  -m WINDOW          max messages in flight per connection / receive maximum (default 100)\n"
+		"pub:\n"
+		"  -t TOPIC           topic, may hold one %d for the topic number\n"
+		"  -T TOPICS          topic count for %d (default 1)\n"
+		"  -s BYTES           payload size (default 100; >= 16 carries timestamp and sequence)\n"
+		"  -r RATE            messages/s over all connections (default 0: unlimited)\n"
+		"  -c CONNECTIONS     parallel connections, one thread each (default 1)\n"
+		"sub:\n"
+		"  -t FILTER          subscription (repeatable)\n"
+		"  -I SECONDS         stop when nothing arrived for this long after the first message\n"
+		"  -S                 persistent session (clean start off, expiry 1 h), reconnects\n"
+		"  -R FILE            create FILE once the subscription is acknowledged\n"
+		"  -L FILE            write each latency (us) to FILE\n", stderr);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { .host = "127.0.0.1", .port = 1883, .qos = 1, .size = 100, .topics = 1,
+		.conns = 1, .window = 100, .count = 1000, .timeout = 600, .topic = "loadgen/test" };
+	static char id[64];
+	bool pub;
+	int c;
+
+	if(argc < 2 || (strcmp(argv[1], "pub") && strcmp(argv[1], "sub"))){
+		usage();
+	}
+	pub = !strcmp(argv[1], "pub");
+	snprintf(id, sizeof(id), "loadgen-%s-%d", argv[1], (int)getpid());
+	o.id = id;
+	optind = 2;
+	while((c = getopt(argc, argv, "h:p:u:P:i:q:n:W:m:t:T:s:r:c:I:SR:L:")) != -1){
+		switch(c){
+			case 'h': o.host = optarg; break;
+			case 'p': o.port = atoi(optarg); break;
+			case 'u': o.user = optarg; break;
+			case 'P': o.pass = optarg; break;
+			case 'i': o.id = optarg; break;
+			case 'q': o.qos = atoi(optarg); break;
+			case 'n': o.count = atol(optarg); break;
+			case 'W': o.timeout = atof(optarg); break;
+			case 'm': o.window = atoi(optarg); break;
+			case 't':
+				if(o.nfilters == MAX_FILTERS){
+					usage();
+				}
+				o.filters[o.nfilters++] = o.topic = optarg;
+				break;
+			case 'T': o.topics = atoi(optarg); break;
+			case 's': o.size = atoi(optarg); break;
+			case 'r': o.rate = atof(optarg); break;
+			case 'c': o.conns = atoi(optarg); break;
+			case 'I': o.idle = atof(optarg); break;
+			case 'S': o.persist = 1; break;
+			case 'R': o.ready_file = optarg; break;
+			case 'L': o.lat_file = optarg; break;
+			default: usage();
+		}
+	}
+	if(o.qos < 0 || o.qos > 2 || o.conns < 1 || o.conns > MAX_CONNS || o.topics < 1 || o.window < 1
+			|| o.size < 0 || (!pub && o.nfilters == 0)){
+		usage();
+	}
+	if(pub && strchr(o.topic, '%') && (strchr(o.topic, '%') != strstr(o.topic, "%d")
+				|| strchr(strchr(o.topic, '%') + 1, '%'))){
+		fputs("loadgen: the topic may only hold %d\n", stderr);
+		return 2;
+	}
+	mosquitto_lib_init();
+	c = pub ? run_pub(&o) : run_sub(&o);
+	mosquitto_lib_cleanup();
+	return c;
+}

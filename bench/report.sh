@@ -1,0 +1,356 @@
+# Sourced by scripts/bench once every scenario has run: turns $raw (scenario, system, repetition,
+# metric, value; one line per measurement) into $out (BENCHMARKS.md) and the charts and raw data
+# in $results.
+
+# stat SCENARIO SYSTEM METRIC: "median min max" over the repetitions (nothing if never measured).
+stat() {
+	awk -F'\t' -v s="$1" -v y="$2" -v k="$3" '$1 == s && $2 == y && $4 == k && $5 != "" { print $5 }' "$raw" \
+		| sort -g | awk '{ v[NR] = $1 } END { if(NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR] }'
+}
+# ratio SCENARIO METRIC SYSTEM_A SYSTEM_B: A/B within each repetition, then "median min max".
+ratio() {
+	awk -F'\t' -v s="$1" -v k="$2" -v a="$3" -v b="$4" '$1 == s && $4 == k && $5 != "" {
+			if($2 == a) A[$3] = $5; if($2 == b) B[$3] = $5 }
+		END { for(r in A) if((r in B) && B[r] > 0) print A[r] / B[r] }' "$raw" \
+		| sort -g | awk '{ v[NR] = $1 } END { if(NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[1], v[NR] }'
+}
+# Formatting of "median min max" as "median (min–max)" with $2 decimals.
+fmt3() { [ -n "$1" ] && awk -v d="$2" '{ printf "%.*f (%.*f–%.*f)", d, $1, d, $2, d, $3 }' <<<"$1" || echo "–"; }
+fstat() { fmt3 "$(stat "$1" "$2" "$3")" "${4:-0}"; }
+fratio() { fmt3 "$(ratio "$@")" 2; }
+med() { cut -d' ' -f1 <<<"$1"; }
+# verdict "median min max" OP TARGET: whether the median meets the target.
+verdict() {
+	[ -z "$1" ] && { echo "not run"; return; }
+	awk -v m="$(med "$1")" -v op="$2" -v t="$3" 'BEGIN { ok = op == ">=" ? m >= t : m <= t; print ok ? "**met**" : "**missed**" }'
+}
+systems() { awk -F'\t' -v s="$1" '$1 == s && !seen[$2]++ { print $2 }' "$raw"; }
+metrics() { awk -F'\t' -v s="$1" '$1 == s && !seen[$4]++ { print $4 }' "$raw"; }
+has() { grep -q "^$1	" "$raw"; }
+
+# A table of every metric of a scenario: one row per metric, one column per system.
+detail_table() {
+	local s=$1 y k line
+	mapfile -t sys < <(systems "$s")
+	line="| metric |"; for y in "${sys[@]}"; do line+=" $y |"; done; echo "$line"
+	line="|---|"; for y in "${sys[@]}"; do line+="---|"; done; echo "$line"
+	while read -r k; do
+		line="| $k |"
+		for y in "${sys[@]}"; do
+			case $k in *_ms|*_s|rss*|spool*|delivered_pct) line+=" $(fstat "$s" "$y" "$k" 2) |" ;;
+				*) line+=" $(fstat "$s" "$y" "$k" 0) |" ;; esac
+		done
+		echo "$line"
+	done < <(metrics "$s")
+}
+
+cp "$raw" "$results/raw.tsv"
+
+# ------------------------------------------------------------------ charts
+r_s1=$(ratio s1 rate plugin native)
+r_s3u=$(ratio s3 rate plugin-unmatched vanilla)
+r_s3m=$(ratio s3 rate plugin-matched vanilla)
+r_s2=$(ratio s2 drain_rate plugin native)
+r_s8=$(ratio s8 drain_rate plugin native)
+{
+	if [ -n "$r_s1" ]; then echo "\"1. online QoS 1\\nthroughput vs native\" $r_s1 1.0"; fi
+	if [ -n "$r_s2" ]; then echo "\"2. backlog drain rate\\nvs native (unlimited)\" $r_s2 NaN"; fi
+	if [ -n "$r_s3u" ]; then echo "\"3. local, unmatched\\nvs vanilla\" $r_s3u 0.97"; fi
+	if [ -n "$r_s3m" ]; then echo "\"3. local, matched+spooled\\nvs vanilla\" $r_s3m 0.85"; fi
+	if [ -n "$r_s8" ]; then echo "\"8. drain while publishing\\nvs native\" $r_s8 NaN"; fi
+} >"$work/ratios.dat"
+lat_row() { # lat_row LABEL SCENARIO METRIC
+	local p n
+	p=$(stat "$2" plugin "$3") n=$(stat "$2" native "$3")
+	if [ -n "$p" ] && [ -n "$n" ]; then echo "\"$1\" $p $n"; fi
+}
+{
+	lat_row "4. edge→cloud p50" s4 p50_ms
+	lat_row "4. edge→cloud p99" s4 p99_ms
+	lat_row "5. cloud→edge p50" s5 p50_ms
+	lat_row "5. cloud→edge p99" s5 p99_ms
+} >"$work/latency.dat"
+charts=()
+if [ -s "$work/ratios.dat" ]; then
+	gnuplot <<EOF
+set terminal pngcairo size 960,480 font "sans,10"
+set output "$results/ratios.png"
+set title "flowmq-bridge plugin relative to the reference (median of $reps repetitions, bars: min–max)"
+set style fill solid 0.5 border -1
+set boxwidth 0.55
+set bmargin 4
+set xrange [-0.5:$(($(wc -l <"$work/ratios.dat") - 1)).5]
+set yrange [0:$(awk '{ m = $(NF - 1) > m ? $(NF - 1) : m; if($NF != "NaN" && $NF > m) m = $NF } END { print m * 1.15 }' "$work/ratios.dat")]
+set grid ytics
+set key top center horizontal
+set ylabel "plugin / reference (higher is better)"
+plot "$work/ratios.dat" using 0:2:xtic(1) with boxes lc rgb "#4a7ebb" title "ratio", \
+	"" using 0:2:3:4 with yerrorbars lc rgb "black" pt 0 title "min–max", \
+	"" using 0:5 with points pt 9 ps 2 lc rgb "#c0392b" title "target", \
+	1 with lines dt 2 lc rgb "gray" notitle
+EOF
+	charts+=("bench/results/ratios.png")
+fi
+if [ -s "$work/latency.dat" ]; then
+	gnuplot <<EOF
+set terminal pngcairo size 960,480 font "sans,10"
+set output "$results/latency.png"
+set title "Latency, ms (median of $reps repetitions, bars: min–max)"
+set style data histograms
+set style histogram errorbars gap 1 lw 1
+set style fill solid 0.5 border -1
+set bmargin 3
+set yrange [0:*]
+set grid ytics
+set ylabel "ms (lower is better)"
+plot "$work/latency.dat" using 2:3:4:xtic(1) lc rgb "#4a7ebb" title "plugin", \
+	"" using 5:6:7 lc rgb "#e67e22" title "native bridge"
+EOF
+	charts+=("bench/results/latency.png")
+fi
+
+# ------------------------------------------------------------------ the report
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$root" status --porcelain 2>/dev/null | wc -l)
+mosq_version=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/^mosquitto version \([^ ]*\).*/\1/p' | head -1)
+pkg() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+row() { # row SCENARIO METRIC PLUGIN REFERENCE RATIO TARGET VERDICT
+	local a line="|"
+	for a; do line+=" $a |"; done
+	echo "$line"
+}
+
+{
+	cat <<EOF
+# Benchmarks: flowmq-bridge vs Mosquitto's built-in bridge
+
+Generated by \`scripts/bench$( [ "$mode" = quick ] && echo " --quick")\` on $started ($mode run: $reps repetitions
+of every scenario, $elapsed s of measurement after installing and building). Commit $commit$( [ "$dirty" -gt 0 ] && echo " with $dirty uncommitted changes in the work tree").
+Every number is the **median over the repetitions, with the spread (min–max) in brackets**. Ratios are
+computed within each repetition (the systems run one after the other inside a repetition, so both
+see the same machine state) and then summarised the same way. On a shared 2-core machine absolute
+numbers move from run to run; the ratios are the result.
+
+## Summary
+
+| scenario | metric | plugin | reference | ratio plugin/reference | target | |
+|---|---|---|---|---|---|---|
+EOF
+	if has s1; then
+		row "1. online, QoS 1, 100 B, edge → cloud" "msg/s at the cloud subscriber" "$(fstat s1 plugin rate)" \
+			"native: $(fstat s1 native rate)" "$(fratio s1 rate plugin native)" "≥ 1.0" "$(verdict "$r_s1" ">=" 1.0)"
+	fi
+	if has s2; then
+		row "2. outage backlog, $n_backlog msgs" "delivered %" "$(fstat s2 plugin delivered_pct 1)" \
+			"native defaults: $(fstat s2 native-default delivered_pct 1); max_queued_messages 0: $(fstat s2 native delivered_pct 1)" \
+			"" "plugin 100 %" "$(verdict "$(stat s2 plugin delivered_pct)" ">=" 100)"
+		row "" "drain rate, msg/s (first to last message)" "$(fstat s2 plugin drain_rate)" \
+			"native, max_queued_messages 0: $(fstat s2 native drain_rate)" "$(fratio s2 drain_rate plugin native)" "" ""
+		row "" "cloud back → last message, s" "$(fstat s2 plugin up_to_last_s 2)" \
+			"native, max_queued_messages 0: $(fstat s2 native up_to_last_s 2)" "$(fratio s2 up_to_last_s plugin native)" "" ""
+		row "" "peak RSS of the edge broker, MiB" "$(fstat s2 plugin rss 1)" \
+			"native defaults: $(fstat s2 native-default rss 1); max_queued_messages 0: $(fstat s2 native rss 1)" \
+			"$(fratio s2 rss plugin native)" "" ""
+		row "6. spool cost" "bytes on disk per spooled 100-byte message" "$(fstat s2 plugin spool_bytes_per_msg 1)" \
+			"" "" "" ""
+	fi
+	if has s3; then
+		row "3. local pub/sub, unmatched topics, QoS 1" "msg/s" "$(fstat s3 plugin-unmatched rate)" \
+			"vanilla: $(fstat s3 vanilla rate)" "$(fratio s3 rate plugin-unmatched vanilla)" "≥ 0.97" "$(verdict "$r_s3u" ">=" 0.97)"
+		row "3. local pub/sub, matched and spooled" "msg/s" "$(fstat s3 plugin-matched rate)" \
+			"vanilla: $(fstat s3 vanilla rate)" "$(fratio s3 rate plugin-matched vanilla)" "≥ 0.85" "$(verdict "$r_s3m" ">=" 0.85)"
+	fi
+	if has s4; then
+		row "4. edge → cloud at 1,000 msg/s" "p50 ms" "$(fstat s4 plugin p50_ms 3)" "native: $(fstat s4 native p50_ms 3)" \
+			"$(fratio s4 p50_ms plugin native)" "" ""
+		row "" "p99 ms" "$(fstat s4 plugin p99_ms 3)" "native: $(fstat s4 native p99_ms 3)" \
+			"$(fratio s4 p99_ms plugin native)" "" ""
+	fi
+	if has s5; then
+		row "5. cloud → edge, idle edge, 20 msg/s" "p50 ms" "$(fstat s5 plugin p50_ms 3)" "native: $(fstat s5 native p50_ms 3)" \
+			"$(fratio s5 p50_ms plugin native)" "" ""
+		row "" "p99 ms" "$(fstat s5 plugin p99_ms 3)" "native: $(fstat s5 native p99_ms 3)" \
+			"$(fratio s5 p99_ms plugin native)" "≤ 5 ms" "$(verdict "$(stat s5 plugin p99_ms)" "<=" 5)"
+	fi
+	if has s8; then
+		row "8. drain $n_drain msgs while 1,000 msg/s keep coming" "backlog drain rate, msg/s" "$(fstat s8 plugin drain_rate)" \
+			"native: $(fstat s8 native drain_rate)" "$(fratio s8 drain_rate plugin native)" "" ""
+		row "" "live messages p99 ms during the drain" "$(fstat s8 plugin live_p99_ms 1)" \
+			"native: $(fstat s8 native live_p99_ms 1)" "$(fratio s8 live_p99_ms plugin native)" "" ""
+	fi
+	if has s7; then
+		row "7. callgrind, whole edge process" "instructions per forwarded message" "$(fstat s7 plugin-forward "instructions per message")" \
+			"native: $(fstat s7 native-forward "instructions per message")" \
+			"$(fratio s7 "instructions per message" plugin-forward native-forward)" "" ""
+		row "" "instructions per unmatched local message" "$(fstat s7 plugin-unmatched "instructions per message")" \
+			"vanilla: $(fstat s7 vanilla-unmatched "instructions per message")" \
+			"$(fratio s7 "instructions per message" plugin-unmatched vanilla-unmatched)" "" ""
+	fi
+	echo
+	if has s7; then
+		pf=$(med "$(stat s7 plugin-forward "instructions per message")")
+		nf=$(med "$(stat s7 native-forward "instructions per message")")
+		top=$(awk -F'\t' '$1 == "s7" && $2 == "plugin-forward" && $4 ~ /^… inclusive in / && $4 !~ /worker|on_message|on_publish/ {
+				f = $4; sub(/^… inclusive in /, "", f); printf "%s%s %s", sep, f, $5; sep = ", " }' "$raw")
+		cat <<EOF
+Where the time goes (scenario 7, callgrind): the edge process executes $pf instructions per forwarded
+message with the plugin against $nf with the native bridge; RocksDB alone accounts for
+$(med "$(stat s7 plugin-forward "… in librocksdb")") of them and libc (malloc/free, formatting) for
+$(med "$(stat s7 plugin-forward "… in libc")"). Inclusive cost per message of the plugin's heaviest
+functions: $top. An unmatched local message costs $(med "$(stat s7 plugin-unmatched "instructions per message")")
+instructions with the plugin loaded against $(med "$(stat s7 vanilla-unmatched "instructions per message")") in vanilla Mosquitto.
+
+EOF
+	fi
+	for c in "${charts[@]}"; do echo "![${c##*/}]($c)"; echo; done
+
+	if has s0; then
+		cat <<EOF
+## The load generator is not the bottleneck
+
+\`bench/loadgen\` (C, libmosquitto 2.0.11, one thread and one hand-driven poll loop per connection)
+against vanilla Mosquitto, next to \`mosquitto_pub --repeat N\` / \`mosquitto_sub -C N\` doing the same
+job. Rate = messages / wall time from the publisher's start to the subscriber's last message
+($n_s0q1 messages at QoS 1, $n_s0q0 at QoS 0, 100 bytes). CPU = the load generator's own CPU time
+over its run time (100 % = one core): well below one core, so it waits for the broker.
+
+| tool | QoS 1 msg/s | QoS 0 msg/s |
+|---|---|---|
+| mosquitto_pub + mosquitto_sub | $(fstat s0 "mosquitto_pub+sub q1" rate) | $(fstat s0 "mosquitto_pub+sub q0" rate) |
+| loadgen pub + loadgen sub | $(fstat s0 "loadgen q1" rate) | $(fstat s0 "loadgen q0" rate) |
+| loadgen / mosquitto tools | $(fratio s0 rate "loadgen q1" "mosquitto_pub+sub q1") | $(fratio s0 rate "loadgen q0" "mosquitto_pub+sub q0") |
+| loadgen pub CPU % | $(fstat s0 "loadgen q1" pub_cpu) | $(fstat s0 "loadgen q0" pub_cpu) |
+| loadgen sub CPU % | $(fstat s0 "loadgen q1" sub_cpu) | $(fstat s0 "loadgen q0" sub_cpu) |
+
+In the bridged runs the load generator reaches far less than it does against vanilla Mosquitto, and
+its CPU share stays low (scenario 1: publisher $(fstat s1 plugin pub_cpu) % / $(fstat s1 native pub_cpu) %,
+cloud subscriber $(fstat s1 plugin sub_cpu) % / $(fstat s1 native sub_cpu) % of a core, plugin / native).
+
+EOF
+	fi
+
+	cat <<EOF
+## Scenarios in detail
+
+Systems: **plugin** = edge Mosquitto with flowmq_bridge.so; **native** = edge Mosquitto with a
+\`connection\` bridge doing the same job (MQTT v5, TLS 1.3, same certificates, credentials, client id,
+topic mapping, QoS 1, \`cleansession false\`) and \`max_queued_messages 0\`; **native-default** = the
+same with Mosquitto's default \`max_queued_messages\` (1000); **vanilla** = edge Mosquitto without a
+bridge. Every edge except native-default has \`max_queued_messages 0\`, so that a slow local or bridge
+consumer is never cut short by the queue limit. A fresh edge broker (and an empty spool) is started for
+every run and checked with a probe message that must reach the cloud; the cloud stand-in is the same
+throughout (restarted only by the outage scenarios). Payloads are 100 bytes, topics spread over 10
+subtopics; the load generator keeps up to 100 QoS 1 messages in flight.
+
+EOF
+	for s in s1 s2 s3 s4 s5 s7 s8; do
+		has $s || continue
+		case $s in
+			s1) echo "### 1. Online throughput (QoS 1, $n_tp messages, edge publisher → cloud subscriber)" ;;
+			s2) echo "### 2 and 6. Outage backlog ($n_backlog messages published while the cloud is down)"
+				echo
+				echo "The cloud application holds a persistent session on the cloud stand-in (which has persistence"
+				echo "on and max_queued_messages 0), so whatever the edge delivers after the cloud restart is counted."
+				echo "drain_s / drain_rate: first to last message at the cloud; up_to_last_s: cloud restart to last"
+				echo "message (includes the reconnect delay: plugin backoff 200 ms–2 s, native restart_timeout 1 2)."
+				echo "rss_offline: peak RSS after the publish, rss: after the drain. spool_bytes_per_msg: growth of the"
+				echo "spool folder (du -sb: WAL and SST files) during the publish, per message." ;;
+			s3) echo "### 3. Local pub/sub throughput on the edge (QoS 1, $n_local messages)"
+				echo
+				echo "plugin-unmatched publishes to plant/line1/…, which no rule matches; plugin-matched publishes to"
+				echo "local/telemetry/local/…, which the plugin spools and forwards to the connected cloud, while a local"
+				echo "subscriber receives it. Both compare with vanilla Mosquitto." ;;
+			s4) echo "### 4. Edge → cloud latency at 1,000 msg/s ($n_lat messages, QoS 1)" ;;
+			s5) echo "### 5. Cloud → edge latency, idle edge ($n_c2e messages at 20 msg/s, QoS 1)" ;;
+			s7) echo "### 7. Instructions per message (callgrind, $n_cg QoS 1 messages, first repetition only)"
+				echo
+				cat <<'TXT'
+The edge broker runs under `valgrind --tool=callgrind`; its counters are zeroed after the start-up
+(`callgrind_control -z`) and dumped after the last message and its PUBACK from the cloud
+(`callgrind_control -d`), so the count covers every thread of the process (broker thread and plugin
+worker) for the messages alone, divided by their number. *-forward: published to local/telemetry/cg
+and forwarded to the cloud; *-unmatched: published to plant/cg, which nothing matches and nobody
+subscribes to. "… in X": instructions spent in shared object X itself; "… inclusive in f()": in the
+plugin's function f and everything it calls. Time in the kernel (system calls) is not counted.
+TXT
+				;;
+			s8) echo "### 8. Drain while publishing ($n_drain-message backlog; 1,000 msg/s of new messages from the cloud's return)" ;;
+		esac
+		echo
+		detail_table $s
+		echo
+	done
+	cat <<EOF
+Latencies are from the publisher's send time (CLOCK_REALTIME, embedded in the payload) to the
+subscriber's receive callback, both on this machine. rate = (received − 1) / (last − first arrival).
+dups / reorder: duplicates and order violations per publisher connection, seen by the subscriber.
+
+## Machine
+
+| | |
+|---|---|
+| CPU | $cpu, $(nproc) cores online |
+| memory | $mem |
+| OS | $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r) |
+| Mosquitto / libmosquitto | ${mosq_version:-?} / $(pkg libmosquitto1) |
+| RocksDB / OpenSSL | $(pkg librocksdb7.8) / $(pkg libssl3) |
+| plugin build | meson $build_type (build-bench, -Dtests=false), $(cc --version | head -1) |
+| date | $started |
+
+The machine is shared with other work: load from outside the benchmark adds noise, which the spread
+shows.
+
+## How it was run
+
+\`\`\`
+scripts/bench$( [ "$mode" = quick ] && echo " --quick")
+\`\`\`
+
+It installs the Debian packages it needs (scripts/lib.sh plus gnuplot-nox), builds the plugin and
+\`bench/loadgen\` into build-bench (\`meson setup build-bench -Dtests=false && meson compile -C build-bench\`),
+makes a CA, a server and an edge client certificate with openssl, and starts every broker on 127.0.0.1
+at ports picked free at run time (\$CLOUD_TLS_PORT, \$CLOUD_APP_PORT, \$EDGE_PORT below; \$WORK is its
+temporary folder). Raw measurements: [bench/results/raw.tsv](bench/results/raw.tsv).
+
+Cloud stand-in (\`mosquitto -c cloud.conf\`):
+
+\`\`\`
+$(sed -e "s#$work#\$WORK#g" -e "s/\\b$cloud_tls\\b/\$CLOUD_TLS_PORT/g" -e "s/\\b$cloud_app\\b/\$CLOUD_APP_PORT/g" "$work/cloud.conf")
+\`\`\`
+
+Edge with the plugin: \`mosquitto -c edge.conf\` with \`plugin $build/plugin/flowmq_bridge.so\` and
+\`plugin_opt_config_file \$WORK/flowmq-bridge.yaml\`:
+
+\`\`\`yaml
+$(sed -e "s#$work#\$WORK#g" -e "s/\\b$cloud_tls\\b/\$CLOUD_TLS_PORT/g" "$work/flowmq-bridge.yaml")
+\`\`\`
+
+Edge with the native bridge: the same edge.conf with, instead of the plugin lines:
+
+\`\`\`
+$(sed -e "s#$work#\$WORK#g" -e "s/\\b$cloud_tls\\b/\$CLOUD_TLS_PORT/g" -e "s/^remote_password .*/remote_password (the edge's secret)/" "$work/native-bridge.conf")
+\`\`\`
+
+Common edge.conf lines: \`per_listener_settings false\`, \`allow_anonymous true\`, \`persistence false\`,
+\`listener \$EDGE_PORT 127.0.0.1\`, \`max_queued_messages 0\` (not for native-default).
+
+Load generator command lines (each run; client ids, ready files and ports replaced by names):
+
+\`\`\`
+$(awk '!seen[$0]++' "$work/commands.txt" | sed "s/-P $app_secret/-P \$APP_SECRET/")
+\`\`\`
+EOF
+	if has s0; then cat <<EOF
+
+Load generator check with Mosquitto's own tools:
+
+\`\`\`
+mosquitto_sub -V 5 -p \$EDGE_PORT -q Q -t 'tool/#' -C N -W 60 >/dev/null &
+mosquitto_pub -V 5 -p \$EDGE_PORT -q Q -t tool/x --repeat N -m <100 bytes>
+\`\`\`
+EOF
+	fi
+} >"$(case $out in /*) echo "$out" ;; *) echo "$root/$out" ;; esac)"
+echo "wrote $out and ${charts[*]}"
