@@ -18,6 +18,7 @@
 #include "log.h"
 #include "route.h"
 #include "spool.h"
+#include "tail.h"
 
 struct fb_link;
 
@@ -39,6 +40,7 @@ struct fb_link_deps {
 	struct fb_spool *spool;
 	struct fb_counters *ctr;
 	struct fb_handoff *handoff;
+	struct fb_tail *tail;           /* recent spool "out" records, to skip reading them back */
 	const struct fb_host *host;     /* only host->wake is used, from the worker thread */
 	const struct fb_logger *lg;
 };

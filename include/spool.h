@@ -43,6 +43,7 @@ struct fb_spool_stats {
 	uint64_t dead;       /* records in FB_Q_DEAD */
 	uint64_t in;         /* records in FB_Q_IN */
 	uint64_t first_seq;  /* oldest live FB_Q_OUT seq, 0 when empty */
+	uint64_t last_seq;   /* newest FB_Q_OUT seq appended (live or not), 0 when none */
 };
 
 /* Opens or creates the spool. A database that cannot be opened (corruption, unreadable files) is
@@ -76,6 +77,20 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue q, uint64_t after, size_t ma
 /* Deletes record SEQ of Q; LEN is its value length (for the accounting). Deleting a record that
  * drop_oldest already removed is a no-op. Returns 0 or a negative errno. Any thread. */
 int fb_spool_delete(struct fb_spool *s, enum fb_queue q, uint64_t seq, size_t len);
+
+/* Deletes several records of Q in one write batch (one WAL write); like fb_spool_delete() for
+ * each. Returns 0 or a negative errno (then nothing was deleted). Any thread. */
+struct fb_spool_del {
+	uint64_t seq;
+	size_t len;
+};
+int fb_spool_delete_many(struct fb_spool *s, enum fb_queue q, const struct fb_spool_del *items, size_t n);
+
+/* True while record SEQ of Q exists (not deleted, dropped or moved). Any thread. */
+bool fb_spool_live(struct fb_spool *s, enum fb_queue q, uint64_t seq);
+
+/* Turns RocksDB's per-thread performance counting off for the calling thread. */
+void fb_spool_thread_init(void);
 
 /* Moves record SEQ from FB_Q_OUT to FB_Q_DEAD in one write batch; a no-op returning 0 when SEQ is
  * no longer live. Returns 0 or a negative errno. */

@@ -12,6 +12,10 @@
 #include "record.h"
 #include "route.h"
 #include "spool.h"
+#include "tail.h"
+
+/* Bytes of recent records kept in memory for the worker (see tail.h). */
+#define TAIL_BUDGET (8u << 20)
 
 #define ORIGIN_PROPERTY "flowmq-bridge-origin"
 
@@ -35,6 +39,7 @@ struct fb_bridge {
 	struct fb_spool *spool;
 	struct fb_handoff handoff;
 	bool handoff_ready;
+	struct fb_tail tail;
 	struct fb_link *link;
 	struct fb_counters ctr;
 	uint8_t *buf;             /* capture buffer, broker thread */
@@ -161,12 +166,18 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		.sync = cfg->spool.sync,
 		.lg = &b->lg,
 	};
+	fb_spool_thread_init();
 	rc = fb_spool_open(&so, &b->spool);
 	if(rc < 0){
 		fb_log(lg, MOSQ_LOG_ERR, "cannot open the spool %s: %s", cfg->spool.path, strerror(-rc));
 		goto fail;
 	}
 	fb_handoff_init(&b->handoff);
+	{
+		struct fb_spool_stats st;
+		fb_spool_stats(b->spool, &st);
+		fb_tail_init(&b->tail, TAIL_BUDGET, st.last_seq);
+	}
 	b->handoff_ready = true;
 	rc = fb_spool_read(b->spool, FB_Q_IN, 0, SIZE_MAX, recover_visit, b);
 	if(rc < 0){
@@ -179,6 +190,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		.spool = b->spool,
 		.ctr = &b->ctr,
 		.handoff = &b->handoff,
+		.tail = &b->tail,
 		.host = &b->host,
 		.lg = &b->lg,
 	};
@@ -213,6 +225,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	if(b->handoff_ready){
 		/* Messages not injected yet stay in spool "in" and are injected at the next start. */
 		fb_handoff_cleanup(&b->handoff);
+		fb_tail_cleanup(&b->tail);
 	}
 	fb_spool_close(b->spool);
 	generation_free(b->gen);
@@ -298,6 +311,7 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot spool a message on %s: %s", topic, strerror(-rc));
 		goto out;
 	}
+	fb_tail_push(&b->tail, seq, b->buf, len);
 	fb_link_notify(b->link);
 out:
 	free(eprops);

@@ -21,8 +21,13 @@
 #define ORIGIN_PROPERTY "flowmq-bridge-origin"
 #define MAX_POLL_MS 1000
 
+/* A slot of the in-flight window. A record keeps its slot until its spool delete is written, so
+ * that what a crash can send twice never exceeds max_inflight records. */
+#define SLOT_FREE 0
+#define SLOT_ACKED (-1)  /* acknowledged (or QoS 0 and sent), delete not written yet */
+
 struct inflight {
-	int mid;       /* 0: acknowledged, waiting for older entries to leave the ring */
+	int mid;       /* > 0: waiting for the cloud's acknowledgement of this packet id */
 	uint64_t seq;
 	size_t len;
 };
@@ -59,6 +64,13 @@ struct fb_link {
 	uint64_t cursor;         /* last seq handed to libmosquitto */
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
+	size_t sending;             /* slots waiting for an acknowledgement */
+	size_t acked_count;         /* SLOT_ACKED slots */
+	uint64_t acked_since_ms;    /* when the oldest of them was acknowledged */
+	struct fb_spool_del *batch; /* ring_cap entries, for the deletes */
+	uint8_t *props_key;         /* encoded properties of the last record sent ... */
+	uint32_t props_key_len;
+	mosquitto_property *props_list; /* ... and their decoded list, reused while they repeat */
 	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
 	unsigned jitter_seed;
 };
@@ -129,15 +141,39 @@ static void ring_clear(struct fb_link *l)
 {
 	l->ring_head = 0;
 	l->ring_used = 0;
+	l->sending = 0;
+	l->acked_count = 0;
 }
 
+static void ring_pop_free(struct fb_link *l)
+{
+	while(l->ring_used > 0 && ring_at(l, 0)->mid == SLOT_FREE){
+		l->ring_head = (l->ring_head + 1) % l->ring_cap;
+		l->ring_used--;
+	}
+}
+
+static void slot_acked(struct fb_link *l, struct inflight *e)
+{
+	if(l->acked_count++ == 0){
+		l->acked_since_ms = now_ms();
+	}
+	e->mid = SLOT_ACKED;
+}
+
+/* MID > 0: a packet waiting for its acknowledgement; 0: sent at QoS 0, nothing to wait for. */
 static void ring_push(struct fb_link *l, int mid, uint64_t seq, size_t len)
 {
 	struct inflight *e = ring_at(l, l->ring_used++);
 
-	e->mid = mid;
 	e->seq = seq;
 	e->len = len;
+	if(mid > 0){
+		e->mid = mid;
+		l->sending++;
+	}else{
+		slot_acked(l, e);
+	}
 }
 
 /* Acknowledgements nearly always arrive in order, so the search from the head is short. */
@@ -152,12 +188,37 @@ static struct inflight *ring_find(struct fb_link *l, int mid)
 	return NULL;
 }
 
-static void ring_release(struct fb_link *l, struct inflight *e)
+/* Deletes every acknowledged record in one spool write and frees their slots. Until then they
+ * count as in flight: a crash in between sends them again. */
+#define ACK_FLUSH_MS 5
+
+static void flush_acked(struct fb_link *l)
 {
-	e->mid = 0;
-	while(l->ring_used > 0 && ring_at(l, 0)->mid == 0){
-		l->ring_head = (l->ring_head + 1) % l->ring_cap;
-		l->ring_used--;
+	size_t n = 0;
+
+	if(l->acked_count == 0){
+		return;
+	}
+	for(size_t i = 0; i < l->ring_used; i++){
+		struct inflight *e = ring_at(l, i);
+		if(e->mid == SLOT_ACKED){
+			l->batch[n++] = (struct fb_spool_del){ e->seq, e->len };
+			e->mid = SLOT_FREE;
+		}
+	}
+	fb_spool_delete_many(l->d.spool, FB_Q_OUT, l->batch, n);
+	atomic_fetch_add_explicit(&l->d.ctr->forwarded, n, memory_order_relaxed);
+	l->acked_count = 0;
+	ring_pop_free(l);
+}
+
+/* Batches deletes while messages flow: flushes at half a window, after ACK_FLUSH_MS, or when
+ * nothing waits for an acknowledgement any more. */
+static void maybe_flush_acked(struct fb_link *l, uint64_t now)
+{
+	if(l->acked_count && (l->acked_count >= l->ring_cap / 2 || l->sending == 0
+				|| now >= l->acked_since_ms + ACK_FLUSH_MS)){
+		flush_acked(l);
 	}
 }
 
@@ -195,6 +256,7 @@ static void teardown(struct fb_link *l)
 	SSL_CTX_free(l->ctx);
 	l->ctx = NULL;
 	/* Records in flight stay in the spool: the next connection sends them again, oldest first. */
+	flush_acked(l);
 	ring_clear(l);
 
 	if(l->connected){
@@ -268,6 +330,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 		atomic_fetch_add_explicit(&l->d.ctr->reconnects, 1, memory_order_relaxed);
 	}
 	l->ever_connected = true;
+	/* libmosquitto formats a debug line for every packet while a log callback is set; it is
+	 * only needed to explain a failed connect. */
+	mosquitto_log_callback_set(mosq, NULL);
 	set_status(l, FB_LINK_CONNECTED, NULL);
 	fb_log(l->d.lg, MOSQ_LOG_NOTICE, "connected to %s as %s", cfg->cloud.endpoints[l->ep].url, cfg->cloud.client_id);
 	subscribe_all(l);
@@ -421,15 +486,34 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 	if(e == NULL){
 		return; /* the status message, or QoS 0 */
 	}
+	l->sending--;
 	if(reason >= 0x80){
 		fb_log(l->d.lg, MOSQ_LOG_WARNING, "the cloud rejected spool record %llu: %s (0x%02x); moved to dead letters",
 				(unsigned long long)e->seq, mosquitto_reason_string(reason), reason);
 		move_dead(l, e->seq);
+		e->mid = SLOT_FREE;
+		ring_pop_free(l);
 	}else{
-		fb_spool_delete(l->d.spool, FB_Q_OUT, e->seq, e->len);
-		count(&l->d.ctr->forwarded);
+		slot_acked(l, e);
 	}
-	ring_release(l, e);
+}
+
+/* Keeps LIST (taking ownership) as the decoded form of the encoded properties KEY. */
+static void remember_props(struct fb_link *l, const uint8_t *key, uint32_t len, mosquitto_property *list)
+{
+	uint8_t *copy = malloc(len ? len : 1);
+
+	mosquitto_property_free_all(&l->props_list);
+	free(l->props_key);
+	l->props_key = copy;
+	l->props_key_len = len;
+	l->props_list = list;
+	if(copy){
+		memcpy(copy, key, len);
+	}else{
+		l->props_key_len = 0;
+		l->props_key = NULL;
+	}
 }
 
 /* Sends one spool record. Returns 0 to go on, 1 to stop filling. */
@@ -454,21 +538,28 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		count(&l->d.ctr->dropped_expired);
 		return 0;
 	}
-	if(fb_props_decode(r.props, r.props_len, &props) < 0){
+	if(r.expiry_ms == 0 && l->props_key && r.props_len == l->props_key_len
+			&& !memcmp(r.props, l->props_key, r.props_len)){
+		props = l->props_list; /* same properties as the previous record: decoded already */
+	}else if(fb_props_decode(r.props, r.props_len, &props) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu has unreadable properties; moved to dead letters", (unsigned long long)seq);
 		fb_spool_move_dead(l->d.spool, seq, val, len);
 		count(&l->d.ctr->dropped_rejected);
 		return 0;
-	}
-	if(r.expiry_ms){
+	}else if(r.expiry_ms){
 		mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
 				(uint32_t)((r.expiry_ms - now + 999) / 1000));
+	}else{
+		remember_props(l, r.props, r.props_len, props);
 	}
 	memcpy(l->topic_buf, r.topic, r.topic_len);
 	l->topic_buf[r.topic_len] = '\0';
 
+	/* libmosquitto copies the properties it keeps. */
 	rc = mosquitto_publish_v5(l->mosq, &mid, l->topic_buf, (int)r.payload_len, r.payload, r.qos, r.retain, props);
-	mosquitto_property_free_all(&props);
+	if(props != l->props_list){
+		mosquitto_property_free_all(&props);
+	}
 	switch(rc){
 		case MOSQ_ERR_SUCCESS:
 			break;
@@ -487,12 +578,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 			connection_lost(l, "publish failed: %s", mosquitto_strerror(rc));
 			return 1;
 	}
-	if(r.qos == 0){
-		fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len); /* best effort: sent once */
-		count(&l->d.ctr->forwarded);
-	}else{
-		ring_push(l, mid, seq, len);
-	}
+	ring_push(l, r.qos ? mid : 0, seq, len); /* QoS 0: best effort, sent once */
 	return 0;
 }
 
@@ -507,7 +593,24 @@ static void fill(struct fb_link *l)
 	}
 	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
 		size_t want = l->ring_cap - l->ring_used;
-		int n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);
+		struct fb_tail_rec *r = fb_tail_take_next(l->d.tail, l->cursor);
+		int n;
+
+		if(r){
+			/* The next record, straight from memory, unless drop_oldest removed it meanwhile. */
+			if(fb_spool_live(l->d.spool, FB_Q_OUT, r->seq)){
+				send_visit(l, r->seq, r->val, r->len);
+			}else{
+				l->cursor = r->seq;
+			}
+			free(r);
+			continue;
+		}
+		if(l->cursor >= fb_tail_last(l->d.tail)){
+			l->maybe_more = false; /* caught up with the newest append */
+			break;
+		}
+		n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);
 
 		if(n < 0){
 			fb_log(l->d.lg, MOSQ_LOG_ERR, "cannot read the spool: %s", strerror(-n));
@@ -629,6 +732,9 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	if(fb_handoff_pending(l->d.handoff)){
 		EARLIER(l->last_wake_ms + FB_HANDOFF_REWAKE_MS);
 	}
+	if(l->acked_count){
+		EARLIER(l->acked_since_ms + ACK_FLUSH_MS);
+	}
 #undef EARLIER
 	return until <= now ? 0 : (int)(until - now);
 }
@@ -663,6 +769,7 @@ static void *worker(void *arg)
 	struct fb_link *l = arg;
 	struct pollfd pfd[2];
 
+	fb_spool_thread_init();
 	while(!atomic_load(&l->stopping)){
 		uint64_t now = now_ms();
 		int n, sock;
@@ -741,6 +848,7 @@ static void *worker(void *arg)
 				lost_with_rc(l, rc, 0);
 			}
 		}
+		maybe_flush_acked(l, now_ms());
 		housekeeping(l, now);
 	}
 
@@ -756,6 +864,7 @@ static void *worker(void *arg)
 		SSL_CTX_free(l->ctx);
 		l->ctx = NULL;
 	}
+	flush_acked(l);
 	fb_spool_sync(l->d.spool);
 	return NULL;
 }
@@ -775,9 +884,10 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	pthread_mutex_init(&l->status_lock, NULL);
 	l->ring_cap = d->cfg->cloud.max_inflight;
 	l->ring = calloc(l->ring_cap, sizeof(*l->ring));
+	l->batch = calloc(l->ring_cap, sizeof(*l->batch));
 	l->topic_buf = malloc(65536);
 	l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if(l->ring == NULL || l->topic_buf == NULL || l->efd < 0){
+	if(l->ring == NULL || l->batch == NULL || l->topic_buf == NULL || l->efd < 0){
 		rc = l->efd < 0 ? -errno : -ENOMEM;
 		goto fail;
 	}
@@ -798,6 +908,7 @@ fail:
 		close(l->efd);
 	}
 	free(l->ring);
+	free(l->batch);
 	free(l->topic_buf);
 	pthread_mutex_destroy(&l->status_lock);
 	free(l);
@@ -818,7 +929,10 @@ void fb_link_stop(struct fb_link *l)
 	pthread_join(l->thread, NULL);
 	close(l->efd);
 	free(l->ring);
+	free(l->batch);
 	free(l->topic_buf);
+	free(l->props_key);
+	mosquitto_property_free_all(&l->props_list);
 	pthread_mutex_destroy(&l->status_lock);
 	free(l);
 }

@@ -931,6 +931,70 @@ unlock:
 	return rc;
 }
 
+int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_spool_del *items, size_t n)
+{
+	struct spool_queue *q;
+	rocksdb_writebatch_t *wb;
+	uint8_t key[KEY_LEN];
+	char *err = NULL;
+	size_t live = 0;
+	int rc = 0;
+
+	if(s == NULL || !queue_valid(qi) || (items == NULL && n > 0)){
+		return -EINVAL;
+	}
+	q = &s->q[qi];
+	wb = rocksdb_writebatch_create();
+
+	pthread_mutex_lock(&s->lock);
+	for(size_t i = 0; i < n; i++){
+		if(seqset_has(&q->live, items[i].seq)){
+			key_encode(key, items[i].seq);
+			rocksdb_writebatch_delete_cf(wb, q->cf, (const char *)key, sizeof(key));
+			live++;
+		}
+	}
+	if(live == 0){
+		goto unlock;
+	}
+	rocksdb_write(s->db, s->wo, wb, &err);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: delete of %zu records from \"%s\" failed: %s",
+				s->path, live, queue_name(qi), err);
+		rocksdb_free(err);
+		rc = -EIO;
+		goto unlock;
+	}
+	for(size_t i = 0; i < n; i++){
+		if(seqset_has(&q->live, items[i].seq)){
+			queue_forget(q, items[i].seq, KEY_LEN + (uint64_t)items[i].len);
+		}
+	}
+unlock:
+	pthread_mutex_unlock(&s->lock);
+	rocksdb_writebatch_destroy(wb);
+	return rc;
+}
+
+bool fb_spool_live(struct fb_spool *s, enum fb_queue qi, uint64_t seq)
+{
+	bool live;
+
+	if(s == NULL || !queue_valid(qi)){
+		return false;
+	}
+	pthread_mutex_lock(&s->lock);
+	live = seqset_has(&s->q[qi].live, seq);
+	pthread_mutex_unlock(&s->lock);
+	return live;
+}
+
+void fb_spool_thread_init(void)
+{
+	/* RocksDB counts per-operation statistics in thread-local storage unless told not to. */
+	rocksdb_set_perf_level(rocksdb_disable);
+}
+
 int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len)
 {
 	struct spool_queue *out, *dead;
@@ -993,6 +1057,7 @@ void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)
 	st->messages = s->q[FB_Q_OUT].count;
 	st->bytes = s->q[FB_Q_OUT].bytes;
 	st->first_seq = s->q[FB_Q_OUT].first;
+	st->last_seq = s->q[FB_Q_OUT].next_seq - 1;
 	st->dead = s->q[FB_Q_DEAD].count;
 	st->in = s->q[FB_Q_IN].count;
 	pthread_mutex_unlock(&s->lock);

@@ -92,8 +92,7 @@ bool wait_exactly(struct fbh_sub *s, size_t n, int timeout_ms, int settle_ms)
 
 char *cloud_persistent_extra(struct fbh_broker *b)
 {
-	return fbh_strdupf("persistence true\npersistence_location %s/\nautosave_interval 0\n"
-			"max_queued_messages 0\nmax_queued_bytes 0\n", b->dir);
+	return fbh_strdupf("persistence true\npersistence_location %s/\nautosave_interval 0\n", b->dir);
 }
 
 struct fbh_client_opts persistent_sub(const char *id)

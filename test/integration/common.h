@@ -31,8 +31,8 @@ long payload_index(const struct fbh_msg *m, const char *prefix);
 /* Waits until S has received exactly N messages and nothing more arrives for SETTLE_MS. */
 bool wait_exactly(struct fbh_sub *s, size_t n, int timeout_ms, int settle_ms);
 
-/* Cloud configuration extra that keeps sessions across a restart (persistence in B->dir) and
- * queues without limit for offline persistent subscribers. */
+/* Cloud configuration extra that keeps sessions across a restart (persistence in B->dir); the
+ * cloud queues without limit for offline persistent subscribers (fbh_cloud_conf). */
 char *cloud_persistent_extra(struct fbh_broker *b);
 
 /* Options of a persistent cloud subscriber called ID. */

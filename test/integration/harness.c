@@ -1188,6 +1188,9 @@ char *fbh_cloud_conf(struct fbh_broker *b, const struct fbh_cloud_opts *opts)
 			"password_file %s\n"
 			"acl_file %s\n"
 			"persistence false\n"
+			/* A test subscriber that falls behind must not lose messages in the cloud: the
+			 * tests count every message. */
+			"max_queued_messages 0\n"
 			"\n"
 			"listener %d 127.0.0.1\n"
 			"cafile %s\n"

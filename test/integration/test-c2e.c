@@ -9,9 +9,6 @@
 
 #include "common.h"
 
-/* The bridge's session may be offline while a batch arrives: the cloud queues without limit. */
-static const struct fbh_cloud_opts unlimited_queue = { .extra = "max_queued_messages 0\n" };
-
 START_TEST(test_command_reaches_local_subscriber_with_properties)
 {
 	struct fbh_broker cloud, edge;
@@ -23,7 +20,7 @@ START_TEST(test_command_reaches_local_subscriber_with_properties)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, &unlimited_queue);
+	start_cloud(&cloud, NULL);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
 	ck_assert_ptr_nonnull(local);
@@ -66,7 +63,7 @@ START_TEST(test_500_commands_sent_while_edge_down_arrive_in_order)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, &unlimited_queue);
+	start_cloud(&cloud, NULL);
 	/* The edge keeps its local sessions across its restart, so the device's session catches
 	 * what is injected before it reconnects. */
 	extra = fbh_strdupf("persistence true\npersistence_location %s/\nautosave_interval 0\nmax_queued_messages 0\n", edge.dir);
@@ -105,7 +102,7 @@ START_TEST(test_sigkill_after_delivery_every_command_is_injected)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, &unlimited_queue);
+	start_cloud(&cloud, NULL);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	ck_assert(fbh_wait_log(&edge, "connected to", 10000));
 	/* QoS 0 and no acknowledgements to read: whatever the edge broker wrote to this subscriber
@@ -191,7 +188,7 @@ START_TEST(test_injection_latency_on_idle_broker)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, &unlimited_queue);
+	start_cloud(&cloud, NULL);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	ck_assert(fbh_wait_log(&edge, "connected to", 10000));
 	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
@@ -232,7 +229,7 @@ START_TEST(test_unmapped_oversize_and_echo_are_dropped_and_counted)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, &unlimited_queue);
+	start_cloud(&cloud, NULL);
 	/* The bridge's persistent session holds a subscription no rule maps any more. */
 	old = fbh_sub_start(cloud.port2, &stale, "edge/site-A/unmapped/#", 1);
 	ck_assert_ptr_nonnull(old);
@@ -287,7 +284,7 @@ START_TEST(test_retained_cloud_message_stays_retained_locally)
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, &unlimited_queue);
+	start_cloud(&cloud, NULL);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
 	sys = sys_watch(&edge);
 	ck_assert(sys_wait(sys, "state", "connected", 10000));
