@@ -76,7 +76,7 @@ void fb_handoff_push(struct fb_handoff *h, struct fb_inmsg *m)
 	pthread_mutex_lock(&h->lock);
 	*h->tail = m;
 	h->tail = &m->next;
-	h->count++;
+	__atomic_store_n(&h->count, h->count + 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -84,11 +84,16 @@ struct fb_inmsg *fb_handoff_take(struct fb_handoff *h)
 {
 	struct fb_inmsg *m;
 
+	/* Every broker loop turn asks: no lock while the queue is empty. A push racing with this
+	 * check is taken at the next turn (the worker wakes the broker until it is). */
+	if(__atomic_load_n(&h->count, __ATOMIC_ACQUIRE) == 0){
+		return NULL;
+	}
 	pthread_mutex_lock(&h->lock);
 	m = h->head;
 	h->head = NULL;
 	h->tail = &h->head;
-	h->count = 0;
+	__atomic_store_n(&h->count, 0, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&h->lock);
 	return m;
 }

@@ -67,6 +67,10 @@ struct tree {
 	uint32_t node_cap;
 	struct rule_ref *rules;
 	size_t rule_count;
+	/* When no filter starts with a wildcard, a topic can only match if its first byte starts one
+	 * of the root's levels: most unmatched topics are refused on their first byte. */
+	bool first_byte_only;
+	uint64_t first_bytes[4]; /* bit set per first byte of a root level */
 };
 
 struct fb_routes {
@@ -481,6 +485,12 @@ static int tree_lookup(const struct tree *tr, const char *topic)
 	if(tr->node_count == 0){
 		return NO_RULE;
 	}
+	if(tr->first_byte_only){
+		unsigned char b = (unsigned char)topic[0];
+		if(!(tr->first_bytes[b >> 6] & (UINT64_C(1) << (b & 63)))){
+			return NO_RULE;
+		}
+	}
 	for(;;){
 		/* Enter N. */
 		const struct node *nd = &nodes[n];
@@ -544,6 +554,15 @@ static int tree_build(struct tree *t, struct rule_ref *rules, size_t count)
 		if(rc < 0){
 			return rc;
 		}
+	}
+	/* The quick refusal holds when the root has only literal children: no '+' level and no '#'
+	 * rule there (a root level may be empty: a filter "/a" starts with byte '/'). */
+	const struct node *root = &t->nodes[ROOT];
+	t->first_byte_only = root->plus == NO_NODE && root->hash_rule == NO_RULE && root->end_rule == NO_RULE;
+	for(uint32_t i = 0; i < root->child_count; i++){
+		const struct node *c = &t->nodes[root->child[i]];
+		unsigned char b = c->key_len ? (unsigned char)c->key[0] : (unsigned char)'/';
+		t->first_bytes[b >> 6] |= UINT64_C(1) << (b & 63);
 	}
 	return 0;
 }
