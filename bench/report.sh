@@ -156,6 +156,12 @@ EOF
 		row "6. spool cost" "bytes on disk per spooled 100-byte message" "$(fstat s2 plugin spool_bytes_per_msg 1)" \
 			"" "" "" ""
 	fi
+	if has s6; then
+		row "6. capture path (broker thread)" "ns per matched 100-byte message, p50" "$(fstat s6 plugin capture_matched_p50_ns)" \
+			"" "" "" ""
+		row "" "ns per matched message, p99" "$(fstat s6 plugin capture_matched_p99_ns)" "" "" "" ""
+		row "" "ns per unmatched message, p50" "$(fstat s6 plugin capture_unmatched_p50_ns)" "" "" "" ""
+	fi
 	if has s3; then
 		row "3. local pub/sub, unmatched topics, QoS 1" "msg/s" "$(fstat s3 plugin-unmatched rate)" \
 			"vanilla: $(fstat s3 vanilla rate)" "$(fratio s3 rate plugin-unmatched vanilla)" "≥ 0.97" "$(verdict "$r_s3u" ">=" 0.97)"
