@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +51,7 @@ struct fb_link {
 	size_t ep;               /* endpoint of the current or next attempt */
 	size_t round_failures;   /* endpoints that failed since the last success */
 	bool tcp_up;             /* the socket has been writable once (TCP connect done) */
+	int nodelay;             /* TCP_NODELAY as last set: -1 unknown */
 	bool connected;          /* CONNACK with success */
 	bool ever_connected;
 	bool lost;               /* the connection ended: tear it down after this iteration */
@@ -392,6 +395,7 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 	l->attempt_ms = now;
 	l->last_rx_ms = now;
 	l->tcp_up = false;
+	l->nodelay = -1;
 	l->mosq = mosquitto_new(cfg->cloud.client_id, false, l);
 	if(l->mosq == NULL){
 		connection_lost(l, "out of memory");
@@ -401,7 +405,6 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 	/* Threaded mode: a QoS 1 PUBACK for a cloud message waits in the out-queue until our next
 	 * write, which comes after on_message() has made the message durable in spool "in". */
 	mosquitto_threaded_set(l->mosq, true);
-	mosquitto_int_option(l->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	mosquitto_int_option(l->mosq, MOSQ_OPT_SEND_MAXIMUM, (int)cfg->cloud.max_inflight);
 	mosquitto_log_callback_set(l->mosq, on_log);
 	mosquitto_connect_v5_callback_set(l->mosq, on_connect);
@@ -764,6 +767,19 @@ static void housekeeping(struct fb_link *l, uint64_t now)
 	}
 }
 
+/* Live traffic goes out at once (TCP_NODELAY); while a backlog drains, the kernel may coalesce
+ * the small packets (Nagle), which raises the drain rate by about a third. Setting TCP_NODELAY
+ * again also pushes out whatever is pending. */
+static void set_nodelay(struct fb_link *l, bool on)
+{
+	int v = on ? 1 : 0;
+	int sock = mosquitto_socket(l->mosq);
+
+	if(v != l->nodelay && sock >= 0 && setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) == 0){
+		l->nodelay = v;
+	}
+}
+
 static void *worker(void *arg)
 {
 	struct fb_link *l = arg;
@@ -841,6 +857,9 @@ static void *worker(void *arg)
 		}
 		if(l->connected && !l->lost){
 			fill(l);
+		}
+		if(l->connected && !l->lost){
+			set_nodelay(l, !l->maybe_more);
 		}
 		if(l->mosq && !l->lost && mosquitto_want_write(l->mosq)){
 			int rc = mosquitto_loop_write(l->mosq, 1);
