@@ -185,6 +185,9 @@ EOF
 			"native: $(fstat s8 native drain_rate)" "$(fratio s8 drain_rate plugin native)" "" ""
 		row "" "live messages p99 ms during the drain" "$(fstat s8 plugin live_p99_ms 1)" \
 			"native: $(fstat s8 native live_p99_ms 1)" "$(fratio s8 live_p99_ms plugin native)" "" ""
+		row "" "local pub/sub msg/s during the drain (unmatched topic)" "$(fstat s8 plugin local_drain_rate)" \
+			"same edge before the outage: $(fstat s8 plugin local_idle_rate)" "$(fstat s8 plugin local_drain_vs_idle 2)" \
+			"≥ 0.9" "$(verdict "$(stat s8 plugin local_drain_vs_idle)" ">=" 0.9)"
 	fi
 	if has s7; then
 		row "7. callgrind, whole edge process" "instructions per forwarded message" "$(fstat s7 plugin-forward "instructions per message")" \
