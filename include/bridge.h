@@ -65,6 +65,4 @@ void fb_bridge_tick(struct fb_bridge *b);
  * (the old routes stay). Broker thread. */
 int fb_bridge_reload(struct fb_bridge *b);
 
-const struct fb_counters *fb_bridge_counters(const struct fb_bridge *b);
-
 #endif

@@ -406,8 +406,3 @@ int fb_bridge_reload(struct fb_bridge *b)
 			"and cloud_to_edge take effect at the next restart", b->config_file, g->cfg->e2c_count);
 	return 0;
 }
-
-const struct fb_counters *fb_bridge_counters(const struct fb_bridge *b)
-{
-	return &b->ctr;
-}
