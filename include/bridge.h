@@ -43,6 +43,12 @@ struct fb_counters {
 	atomic_uint_fast64_t reconnects;
 };
 
+/* Adds N to counter C. Any thread. */
+static inline void fb_count(atomic_uint_fast64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
 /* Loads CONFIG_FILE, opens the spool, starts the worker. Init is a straight line; any failure
  * unwinds through fb_bridge_stop(). Returns 0 or a negative errno (the reason has been logged).
  * Broker thread. */

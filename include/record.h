@@ -21,6 +21,12 @@
 
 #define FB_RECORD_VERSION 1
 
+/* The user property that marks a message forwarded by this bridge: value = site_id. */
+#define FB_ORIGIN_PROPERTY "flowmq-bridge-origin"
+
+/* Wall-clock milliseconds since the epoch, the clock of enqueue and expiry times. Any thread. */
+uint64_t fb_wall_ms(void);
+
 struct fb_record {
 	uint8_t qos;
 	bool retain;

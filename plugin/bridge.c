@@ -17,8 +17,6 @@
 /* Bytes of recent records kept in memory for the worker (see tail.h). */
 #define TAIL_BUDGET (8u << 20)
 
-#define ORIGIN_PROPERTY "flowmq-bridge-origin"
-
 /* One loaded configuration with its compiled routes. A reload makes a new generation; older ones
  * stay alive until stop, because the worker keeps using the first one (cloud settings and
  * cloud_to_edge rules change only with a restart). */
@@ -102,7 +100,7 @@ static int generation_load(const char *file, const struct fb_logger *lg, struct 
 			x[2 * h] = rule->headers[h].name;
 			x[2 * h + 1] = rule->headers[h].value;
 		}
-		x[2 * rule->header_count] = ORIGIN_PROPERTY;
+		x[2 * rule->header_count] = FB_ORIGIN_PROPERTY;
 		x[2 * rule->header_count + 1] = g->cfg->site_id;
 		g->extra[i] = x;
 		g->extra_count[i] = rule->header_count + 1;
@@ -126,7 +124,7 @@ static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}else{
 		fb_log(&b->lg, MOSQ_LOG_ERR, "spool \"in\" record %llu is unreadable; dropped", (unsigned long long)seq);
 		fb_spool_delete(b->spool, FB_Q_IN, seq, len);
-		atomic_fetch_add_explicit(&b->ctr.c2e_dropped, 1, memory_order_relaxed);
+		fb_count(&b->ctr.c2e_dropped, 1);
 	}
 	return 0;
 }
@@ -257,7 +255,7 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 		 * 65535 bytes): nothing can be sent, so it counts as filtered. */
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "%s: edge_to_cloud[%d] makes an invalid cloud topic of it; not forwarded",
 				topic, res.rule);
-		atomic_fetch_add_explicit(&b->ctr.dropped_filtered, 1, memory_order_relaxed);
+		fb_count(&b->ctr.dropped_filtered, 1);
 		return 0;
 	}
 	if(rc < 0){
@@ -265,7 +263,7 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	}
 	rule = &g->cfg->e2c[res.rule];
 	if(res.drop){
-		atomic_fetch_add_explicit(&b->ctr.dropped_filtered, 1, memory_order_relaxed);
+		fb_count(&b->ctr.dropped_filtered, 1);
 		return 0;
 	}
 	rc = fb_props_encode(props, g->extra[res.rule], g->extra_count[res.rule], &eprops, &eprops_len);
@@ -275,7 +273,7 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	r = (struct fb_record){
 		.qos = (uint8_t)rule->qos,
 		.retain = retain && !rule->retain_clear,
-		.enqueue_ms = (uint64_t)time(NULL) * 1000u,
+		.enqueue_ms = fb_wall_ms(),
 		/* Mosquitto 2.0.11 keeps the publisher's message expiry from plugins: only spool.ttl
 		 * applies to captured messages. */
 		.expiry_ms = 0,
@@ -299,10 +297,10 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	fb_record_encode(&r, b->buf);
 	rc = fb_spool_append(b->spool, FB_Q_OUT, b->buf, len, &seq, &dropped);
 	if(dropped){
-		atomic_fetch_add_explicit(&b->ctr.dropped_full, dropped, memory_order_relaxed);
+		fb_count(&b->ctr.dropped_full, dropped);
 	}
 	if(rc == -ENOSPC || rc == -E2BIG){
-		atomic_fetch_add_explicit(&b->ctr.dropped_full, 1, memory_order_relaxed);
+		fb_count(&b->ctr.dropped_full, 1);
 		/* drop_new accepts and drops; reject refuses, so the publisher sees 0x87. */
 		rc = g->cfg->spool.on_full == FB_ON_FULL_REJECT ? -ENOSPC : 0;
 		goto out;
@@ -346,12 +344,10 @@ static void inject(struct fb_bridge *b)
 
 		if(m->expiry_ms){
 			if(now == 0){
-				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
-				now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+				now = fb_wall_ms();
 			}
 			if(now >= m->expiry_ms){
-				atomic_fetch_add_explicit(&b->ctr.c2e_dropped, 1, memory_order_relaxed);
+				fb_count(&b->ctr.c2e_dropped, 1);
 				goto done;
 			}
 			mosquitto_property_add_int32(&m->props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
@@ -360,10 +356,10 @@ static void inject(struct fb_bridge *b)
 		if(b->host.publish(b->host.ud, m->topic, m->payloadlen, m->payload, m->qos, m->retain, m->props) == 0){
 			m->payload = NULL; /* the broker owns them now */
 			m->props = NULL;
-			atomic_fetch_add_explicit(&b->ctr.injected, 1, memory_order_relaxed);
+			fb_count(&b->ctr.injected, 1);
 		}else{
 			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot inject a cloud message on %s", m->topic);
-			atomic_fetch_add_explicit(&b->ctr.c2e_dropped, 1, memory_order_relaxed);
+			fb_count(&b->ctr.c2e_dropped, 1);
 		}
 done:
 		m->next = NULL;

@@ -30,6 +30,7 @@
 #include <yaml.h>
 
 #include "config.h"
+#include "record.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define CONFIG_MAX_KEYS 10000 /* bounds the walk of a document full of aliases */
@@ -1230,7 +1231,7 @@ static void headers_at(struct loader *ld, size_t rule, struct fb_e2c_rule *r)
 				name && name->type == YAML_SCALAR_NODE ? (char *)name->data.scalar.value : "?");
 		if(name == NULL || name->type != YAML_SCALAR_NODE || name->data.scalar.length == 0){
 			cfg_err(ld, path, "header names must be non-empty strings");
-		}else if(strcmp((char *)name->data.scalar.value, "flowmq-bridge-origin") == 0){
+		}else if(strcmp((char *)name->data.scalar.value, FB_ORIGIN_PROPERTY) == 0){
 			cfg_err(ld, hpath, "reserved header name (the bridge sets it)");
 		}else if(value == NULL || value->type != YAML_SCALAR_NODE){
 			cfg_err(ld, hpath, "header value must be a string");

@@ -20,7 +20,6 @@
 #include "record.h"
 #include "tls.h"
 
-#define ORIGIN_PROPERTY "flowmq-bridge-origin"
 #define MAX_POLL_MS 1000
 
 /* A slot of the in-flight window. A record keeps its slot until its spool delete is written, so
@@ -83,14 +82,6 @@ static uint64_t now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
@@ -210,7 +201,7 @@ static void flush_acked(struct fb_link *l)
 		}
 	}
 	fb_spool_delete_many(l->d.spool, FB_Q_OUT, l->batch, n);
-	atomic_fetch_add_explicit(&l->d.ctr->forwarded, n, memory_order_relaxed);
+	fb_count(&l->d.ctr->forwarded, n);
 	l->acked_count = 0;
 	ring_pop_free(l);
 }
@@ -330,7 +321,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	l->cursor = 0;
 	l->maybe_more = true;
 	if(l->ever_connected){
-		atomic_fetch_add_explicit(&l->d.ctr->reconnects, 1, memory_order_relaxed);
+		fb_count(&l->d.ctr->reconnects, 1);
 	}
 	l->ever_connected = true;
 	/* libmosquitto formats a debug line for every packet while a log callback is set; it is
@@ -452,11 +443,6 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 
 /* ---- edge to cloud --------------------------------------------------------------------------- */
 
-static void count(atomic_uint_fast64_t *c)
-{
-	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-}
-
 struct dead_ctx {
 	struct fb_link *l;
 	uint64_t seq;
@@ -477,7 +463,7 @@ static void move_dead(struct fb_link *l, uint64_t seq)
 	struct dead_ctx dc = { l, seq };
 
 	fb_spool_read(l->d.spool, FB_Q_OUT, seq - 1, 1, move_dead_visit, &dc);
-	count(&l->d.ctr->dropped_rejected);
+	fb_count(&l->d.ctr->dropped_rejected, 1);
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
@@ -526,19 +512,19 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	const struct fb_config *cfg = l->d.cfg;
 	struct fb_record r;
 	mosquitto_property *props = NULL;
-	uint64_t now = wall_ms();
+	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
 
 	l->cursor = seq;
 	if(fb_record_decode(val, len, &r) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu is unreadable; moved to dead letters", (unsigned long long)seq);
 		fb_spool_move_dead(l->d.spool, seq, val, len);
-		count(&l->d.ctr->dropped_rejected);
+		fb_count(&l->d.ctr->dropped_rejected, 1);
 		return 0;
 	}
 	if((r.expiry_ms && now >= r.expiry_ms) || (cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
 		fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len);
-		count(&l->d.ctr->dropped_expired);
+		fb_count(&l->d.ctr->dropped_expired, 1);
 		return 0;
 	}
 	if(r.expiry_ms == 0 && l->props_key && r.props_len == l->props_key_len
@@ -547,7 +533,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}else if(fb_props_decode(r.props, r.props_len, &props) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu has unreadable properties; moved to dead letters", (unsigned long long)seq);
 		fb_spool_move_dead(l->d.spool, seq, val, len);
-		count(&l->d.ctr->dropped_rejected);
+		fb_count(&l->d.ctr->dropped_rejected, 1);
 		return 0;
 	}else if(r.expiry_ms){
 		mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
@@ -629,7 +615,7 @@ static void fill(struct fb_link *l)
 
 static void c2e_drop(struct fb_link *l, const char *topic, const char *why)
 {
-	count(&l->d.ctr->c2e_dropped);
+	fb_count(&l->d.ctr->c2e_dropped, 1);
 	fb_log(l->d.lg, MOSQ_LOG_WARNING, "cloud message on %s dropped: %s", topic, why);
 }
 
@@ -670,7 +656,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 		c2e_drop(l, msg->topic, "unreadable properties");
 		goto out;
 	}
-	origin = fb_props_find_user(eprops, eprops_len, ORIGIN_PROPERTY, &vlen);
+	origin = fb_props_find_user(eprops, eprops_len, FB_ORIGIN_PROPERTY, &vlen);
 	if(origin && vlen == strlen(cfg->site_id) && !memcmp(origin, cfg->site_id, vlen)){
 		c2e_drop(l, msg->topic, "it carries this site's own origin marker (echo)");
 		goto out;
@@ -679,7 +665,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 
 	r.qos = (uint8_t)rule->qos;
 	r.retain = msg->retain && !rule->retain_clear;
-	r.enqueue_ms = wall_ms();
+	r.enqueue_ms = fb_wall_ms();
 	r.expiry_ms = expiry_s ? r.enqueue_ms + (uint64_t)expiry_s * 1000u : 0;
 	r.topic = res.topic;
 	r.topic_len = (uint16_t)strlen(res.topic);
@@ -911,7 +897,7 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 		goto fail;
 	}
 	l->backoff_ms = d->cfg->cloud.reconnect_min_ms;
-	l->jitter_seed = (unsigned)wall_ms() ^ (unsigned)getpid();
+	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
 	l->last_sync_ms = now_ms();
 	l->maybe_more = true;
 	set_status(l, FB_LINK_DISCONNECTED, NULL);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mqtt_protocol.h>
 
@@ -615,4 +616,12 @@ const char *fb_props_find_user(const uint8_t *buf, uint32_t len, const char *nam
 		}
 	}
 	return NULL;
+}
+
+uint64_t fb_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
