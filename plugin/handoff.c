@@ -100,12 +100,7 @@ struct fb_inmsg *fb_handoff_take(struct fb_handoff *h)
 
 size_t fb_handoff_pending(struct fb_handoff *h)
 {
-	size_t n;
-
-	pthread_mutex_lock(&h->lock);
-	n = h->count;
-	pthread_mutex_unlock(&h->lock);
-	return n;
+	return __atomic_load_n(&h->count, __ATOMIC_ACQUIRE); /* published under the lock */
 }
 
 static void on_wake_signal(int signo)
