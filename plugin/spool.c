@@ -1,9 +1,19 @@
 /* flowmq-bridge: the durable spool on RocksDB (see spool.h). The only file that includes rocksdb/c.h.
  *
  * Layout: one database, column families "default" (RocksDB requires it, unused), "out", "in",
- * "dead" and "meta" (reserved). Keys are 8-byte big-endian sequence numbers, so RocksDB's bytewise
- * order is insertion order. Sequences continue after the last key found on open (starting at 1): a
- * queue that was empty when the spool was opened starts again at 1.
+ * "dead" and "meta". Keys are 8-byte big-endian sequence numbers, so RocksDB's bytewise order is
+ * insertion order. Sequences continue after the last key found on open (starting at 1): a queue
+ * that was empty when the spool was opened starts again at 1.
+ *
+ * Deletes. A queue is consumed from its head, so a delete does not write a tombstone per record:
+ * each queue has a floor in "meta" (key "floor/<queue>", an 8-byte big-endian seq) below which
+ * every record counts as deleted, and a batch of deletes that advances the oldest live record
+ * writes the new floor once. Only a record deleted while an older one is still live (out of order:
+ * a dead letter, a PUBACK overtaking another) gets a tombstone of its own. The records below the
+ * floor are removed with one range tombstone every FLOOR_RANGE_STEP records, so compactions drop
+ * them. Point tombstones in a queue that also takes appends would make RocksDB's memtable search
+ * its skiplist from the top for every insert (the appends go to the end, the deletes to the
+ * front); with the floor, the "out" memtable sees appends only and inserts at its end.
  *
  * Accounting. Every change to a queue happens under s->lock and reaches RocksDB before the lock is
  * released, so the set of live keys in the database and the in-memory state below never disagree.
@@ -33,6 +43,11 @@
 #include "spool.h"
 
 #define KEY_LEN 8
+
+/* Records below a queue's floor are removed with a range tombstone once the floor has moved this
+ * far past the last one: few range tombstones (each iterator works through the memtable's), and
+ * at most this many deleted records (some 1.5 MiB of 100-byte messages) wait for theirs. */
+#define FLOOR_RANGE_STEP 8192
 
 /* RocksDB's InfoLogLevel: its LOG file only gets warnings and errors. */
 #define ROCKSDB_LOG_WARN 2
@@ -136,8 +151,16 @@ static void seqset_del(struct seqset *ss, uint64_t seq)
 	ss->w[k] &= ~((uint64_t)1 << ((seq - ss->base) % 64));
 }
 
-/* The smallest member >= FROM, or 0. Also drops the zero words below it. */
-static uint64_t seqset_next(struct seqset *ss, uint64_t from)
+/* Sets SEQ again after seqset_del() (the words it lives in are still there). */
+static void seqset_restore(struct seqset *ss, uint64_t seq)
+{
+	uint64_t k = (seq - ss->base) / 64;
+
+	ss->w[k] |= (uint64_t)1 << ((seq - ss->base) % 64);
+}
+
+/* The smallest member >= FROM, or 0; with DROP, also drops the zero words below it. */
+static uint64_t seqset_find(struct seqset *ss, uint64_t from, bool drop)
 {
 	uint64_t k, bit, word;
 
@@ -152,11 +175,18 @@ static uint64_t seqset_next(struct seqset *ss, uint64_t from)
 	for(; k < ss->n; k++, bit = 0){
 		word = ss->w[k] >> bit;
 		if(word){
-			ss->off = (size_t)k;
+			if(drop){
+				ss->off = (size_t)k;
+			}
 			return ss->base + 64 * k + bit + (uint64_t)__builtin_ctzll(word);
 		}
 	}
 	return 0;
+}
+
+static uint64_t seqset_next(struct seqset *ss, uint64_t from)
+{
+	return seqset_find(ss, from, true);
 }
 
 /* ---- the spool ---- */
@@ -167,6 +197,8 @@ struct spool_queue {
 	uint64_t count;    /* live records */
 	uint64_t bytes;    /* their keys + values */
 	uint64_t first;    /* oldest live seq, 0 when empty */
+	uint64_t floor;    /* every record below it is deleted (persisted in "meta") */
+	uint64_t ranged;   /* the range tombstone written last ends here */
 	struct seqset live;
 };
 
@@ -187,7 +219,12 @@ struct fb_spool {
 
 	pthread_mutex_t lock;
 	struct spool_queue q[3]; /* by enum fb_queue */
+	rocksdb_writebatch_t *wb; /* reused under the lock */
+	uint8_t *mark;            /* fb_spool_delete_many(): which items were live */
+	size_t markcap;
 };
+
+static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" };
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -244,6 +281,48 @@ static void queue_remember(struct spool_queue *q, uint64_t seq, uint64_t bytes)
 		q->first = seq;
 	}
 	q->bytes += bytes;
+}
+
+/* Adds to S->wb what moves the floor of queue QI to NF (> its floor): the new floor, and a range
+ * tombstone for the records below it once they are FLOOR_RANGE_STEP past the last one. Called
+ * with the lock held; floor_commit() after the batch is written. */
+static void floor_stage(struct fb_spool *s, enum fb_queue qi, uint64_t nf)
+{
+	struct spool_queue *q = &s->q[qi];
+	uint8_t from[KEY_LEN], to[KEY_LEN];
+
+	key_encode(to, nf);
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], floor_keys[qi], strlen(floor_keys[qi]),
+			(const char *)to, sizeof(to));
+	if(nf - q->ranged >= FLOOR_RANGE_STEP){
+		key_encode(from, q->ranged);
+		rocksdb_writebatch_delete_range_cf(s->wb, q->cf, (const char *)from, sizeof(from),
+				(const char *)to, sizeof(to));
+	}
+}
+
+static void floor_commit(struct spool_queue *q, uint64_t nf)
+{
+	if(nf - q->ranged >= FLOOR_RANGE_STEP){
+		q->ranged = nf;
+	}
+	q->floor = nf;
+}
+
+/* Writes S->wb (and clears it). Returns 0 or -EIO with the error logged as "WHAT failed". */
+static int batch_write(struct fb_spool *s, const char *what, enum fb_queue qi)
+{
+	char *err = NULL;
+
+	rocksdb_write(s->db, s->wo, s->wb, &err);
+	rocksdb_writebatch_clear(s->wb);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: %s \"%s\" failed: %s", s->path,
+				what, queue_name(qi), err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return 0;
 }
 
 static rocksdb_options_t *make_options(struct fb_spool *s)
@@ -482,23 +561,58 @@ out:
 	return rc;
 }
 
-/* Reads all of Q once: count, bytes, live set, next seq. Returns 0, -ENOMEM, or an error of
- * classify_error() with *why. */
+/* Reads the floor of queue QI from "meta" into q->floor (0 when there is none). Returns 0 or an
+ * error of classify_error() with *why. */
+static int read_floor(struct fb_spool *s, enum fb_queue qi, char **why)
+{
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	char *err = NULL, *val;
+	size_t vlen = 0;
+	int rc = 0;
+
+	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], floor_keys[qi], strlen(floor_keys[qi]),
+			&vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		return *why ? rc : -ENOMEM;
+	}
+	s->q[qi].floor = val && vlen == KEY_LEN ? key_decode(val) : 0;
+	if(val && vlen != KEY_LEN){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: ignoring a malformed floor "
+				"of \"%s\"", s->path, queue_name(qi));
+	}
+	rocksdb_free(val);
+	return 0;
+}
+
+/* Reads all of Q once, from its floor on: count, bytes, live set, next seq. A queue found empty
+ * starts again at 1: the records below its floor are removed with a range tombstone in the same
+ * write as the floor itself. Returns 0, -ENOMEM, or an error of classify_error() with *why. */
 static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 {
 	struct spool_queue *q = &s->q[qi];
 	rocksdb_readoptions_t *ro;
 	rocksdb_iterator_t *it;
+	uint8_t from[KEY_LEN], to[KEY_LEN];
 	const char *key;
 	size_t klen, vlen, bad = 0;
 	uint64_t seq, last = 0;
 	char *err = NULL;
-	int rc = 0;
+	int rc;
 
+	rc = read_floor(s, qi, why);
+	if(rc){
+		return rc;
+	}
+	key_encode(from, q->floor);
 	ro = rocksdb_readoptions_create();
 	rocksdb_readoptions_set_fill_cache(ro, 0); /* a one-off scan: keep the cache for the head */
 	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
-	for(rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)){
+	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from)); rocksdb_iter_valid(it);
+			rocksdb_iter_next(it)){
 		key = rocksdb_iter_key(it, &klen);
 		rocksdb_iter_value(it, &vlen);
 		seq = klen == KEY_LEN ? key_decode(key) : 0;
@@ -530,6 +644,24 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: ignoring %zu records with a "
 				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
 	}
+	if(rc == 0 && q->count == 0 && q->floor > 0){
+		key_encode(from, 0);
+		key_encode(to, q->floor);
+		rocksdb_writebatch_delete_range_cf(s->wb, q->cf, (const char *)from, sizeof(from),
+				(const char *)to, sizeof(to));
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[qi],
+				strlen(floor_keys[qi]));
+		rocksdb_write(s->db, s->wo, s->wb, &err);
+		rocksdb_writebatch_clear(s->wb);
+		if(err){
+			rc = classify_error(err);
+			*why = strdup(err);
+			rocksdb_free(err);
+			return *why ? rc : -ENOMEM;
+		}
+		q->floor = 0;
+	}
+	q->ranged = 0;
 	return rc;
 }
 
@@ -596,6 +728,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	s->dbopts = make_options(s);
 	s->wo = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(s->wo, 0); /* FB_SYNC_ALWAYS: fsync after the write, unlocked */
+	s->wb = rocksdb_writebatch_create();
 
 	/* RocksDB creates the last level of the path only. */
 	rc = mkdir_p(s->path);
@@ -679,6 +812,10 @@ void fb_spool_close(struct fb_spool *s)
 	db_close(s);
 	queues_reset(s);
 	rocksdb_writeoptions_destroy(s->wo);
+	if(s->wb){
+		rocksdb_writebatch_destroy(s->wb);
+	}
+	free(s->mark);
 	if(s->dbopts){
 		rocksdb_options_destroy(s->dbopts);
 	}
@@ -698,10 +835,10 @@ static bool queue_valid(enum fb_queue q)
 	return q == FB_Q_OUT || q == FB_Q_IN || q == FB_Q_DEAD;
 }
 
-/* drop_oldest: adds deletes of the oldest records of Q to WB until NEED bytes are freed.
- * Called with the lock held. Returns 0 (with *freed, *ndrop, *last) or -EIO. */
+/* drop_oldest: finds the oldest records of Q that free NEED bytes (they are all live from q->first
+ * to *LAST). Called with the lock held. Returns 0 (with *freed, *ndrop, *last) or -EIO. */
 static int collect_oldest(struct fb_spool *s, struct spool_queue *q, uint64_t need,
-		rocksdb_writebatch_t *wb, uint64_t *freed, uint64_t *ndrop, uint64_t *last)
+		uint64_t *freed, uint64_t *ndrop, uint64_t *last)
 {
 	rocksdb_readoptions_t *ro;
 	rocksdb_iterator_t *it;
@@ -711,8 +848,7 @@ static int collect_oldest(struct fb_spool *s, struct spool_queue *q, uint64_t ne
 	char *err = NULL;
 	int rc = 0;
 
-	/* Seek straight to the oldest live record: the tombstones of the records acknowledged or
-	 * dropped before it are never visited. */
+	/* Seek straight to the oldest live record: what was deleted before it is never visited. */
 	key_encode(from, q->first);
 	key_encode(upper, q->next_seq);
 	ro = rocksdb_readoptions_create();
@@ -725,7 +861,6 @@ static int collect_oldest(struct fb_spool *s, struct spool_queue *q, uint64_t ne
 		if(klen != KEY_LEN){
 			continue;
 		}
-		rocksdb_writebatch_delete_cf(wb, q->cf, key, klen);
 		*freed += klen + vlen;
 		(*ndrop)++;
 		*last = key_decode(key);
@@ -759,9 +894,8 @@ int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_
 		uint64_t *seq, uint64_t *dropped)
 {
 	struct spool_queue *q;
-	rocksdb_writebatch_t *wb = NULL;
 	uint8_t key[KEY_LEN];
-	uint64_t reclen = KEY_LEN + (uint64_t)len, freed = 0, ndrop = 0, last = 0, n;
+	uint64_t reclen = KEY_LEN + (uint64_t)len, freed = 0, ndrop = 0, last = 0, nf = 0, n;
 	char *err = NULL;
 	int rc = 0;
 
@@ -777,8 +911,7 @@ int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_
 		}else if(s->on_full != FB_ON_FULL_DROP_OLDEST){
 			rc = -ENOSPC;
 		}else{
-			wb = rocksdb_writebatch_create();
-			rc = collect_oldest(s, q, q->bytes + reclen - s->max_size, wb, &freed, &ndrop, &last);
+			rc = collect_oldest(s, q, q->bytes + reclen - s->max_size, &freed, &ndrop, &last);
 		}
 		if(rc){
 			goto unlock;
@@ -790,22 +923,29 @@ int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_
 	}
 
 	key_encode(key, q->next_seq);
-	if(wb){
-		rocksdb_writebatch_put_cf(wb, q->cf, (const char *)key, sizeof(key), val, len);
-		rocksdb_write(s->db, s->wo, wb, &err);
+	if(ndrop){
+		/* The records up to LAST go below the floor, in the same write as the new record. */
+		nf = seqset_find(&q->live, last + 1, false);
+		floor_stage(s, qi, nf ? nf : q->next_seq);
+		rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
+		rc = batch_write(s, "append to", qi);
+		if(rc){
+			goto unlock;
+		}
 	}else{
 		rocksdb_put_cf(s->db, s->wo, q->cf, (const char *)key, sizeof(key), val, len, &err);
-	}
-	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: append to \"%s\" failed: %s",
-				s->path, queue_name(qi), err);
-		rocksdb_free(err);
-		rc = -EIO;
-		goto unlock;
+		if(err){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: append to \"%s\" failed: %s",
+					s->path, queue_name(qi), err);
+			rocksdb_free(err);
+			rc = -EIO;
+			goto unlock;
+		}
 	}
 
 	if(ndrop){
 		/* The batch deleted every live record from q->first to LAST: exactly NDROP of them. */
+		floor_commit(q, nf ? nf : q->next_seq);
 		for(n = seqset_next(&q->live, q->first); n != 0 && n <= last;
 				n = seqset_next(&q->live, n + 1)){
 			seqset_del(&q->live, n);
@@ -824,9 +964,6 @@ int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_
 
 unlock:
 	pthread_mutex_unlock(&s->lock);
-	if(wb){
-		rocksdb_writebatch_destroy(wb);
-	}
 	if(rc == 0 && dropped){
 		*dropped += ndrop;
 	}
@@ -901,78 +1038,79 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 
 int fb_spool_delete(struct fb_spool *s, enum fb_queue qi, uint64_t seq, size_t len)
 {
-	struct spool_queue *q;
-	uint8_t key[KEY_LEN];
-	char *err = NULL;
-	int rc = 0;
+	struct fb_spool_del d = { .seq = seq, .len = len };
 
-	if(s == NULL || !queue_valid(qi)){
-		return -EINVAL;
-	}
-	q = &s->q[qi];
-	key_encode(key, seq);
-
-	pthread_mutex_lock(&s->lock);
-	if(!seqset_has(&q->live, seq)){
-		/* Dropped by drop_oldest, moved to dead, or deleted before: nothing to do. */
-		goto unlock;
-	}
-	rocksdb_delete_cf(s->db, s->wo, q->cf, (const char *)key, sizeof(key), &err);
-	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: delete from \"%s\" failed: %s",
-				s->path, queue_name(qi), err);
-		rocksdb_free(err);
-		rc = -EIO;
-		goto unlock;
-	}
-	queue_forget(q, seq, KEY_LEN + (uint64_t)len);
-unlock:
-	pthread_mutex_unlock(&s->lock);
-	return rc;
+	return fb_spool_delete_many(s, qi, &d, 1);
 }
 
+/* The records of ITEMS that are live leave the live set (their mark set) before anything is
+ * written, so that the oldest record left is known: the batch writes the floor up to it, and a
+ * tombstone only for deleted records above it. If the write fails, they are put back. */
 int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_spool_del *items, size_t n)
 {
 	struct spool_queue *q;
-	rocksdb_writebatch_t *wb;
-	uint8_t key[KEY_LEN];
-	char *err = NULL;
-	size_t live = 0;
+	uint8_t key[KEY_LEN], *mark;
+	uint64_t nf;
+	size_t live = 0, i;
 	int rc = 0;
 
 	if(s == NULL || !queue_valid(qi) || (items == NULL && n > 0)){
 		return -EINVAL;
 	}
 	q = &s->q[qi];
-	wb = rocksdb_writebatch_create();
 
 	pthread_mutex_lock(&s->lock);
-	for(size_t i = 0; i < n; i++){
-		if(seqset_has(&q->live, items[i].seq)){
-			key_encode(key, items[i].seq);
-			rocksdb_writebatch_delete_cf(wb, q->cf, (const char *)key, sizeof(key));
+	if(n > s->markcap){
+		mark = realloc(s->mark, n);
+		if(mark == NULL){
+			rc = -ENOMEM;
+			goto unlock;
+		}
+		s->mark = mark;
+		s->markcap = n;
+	}
+	for(i = 0; i < n; i++){
+		s->mark[i] = seqset_has(&q->live, items[i].seq);
+		if(s->mark[i]){
+			seqset_del(&q->live, items[i].seq);
 			live++;
 		}
 	}
 	if(live == 0){
 		goto unlock;
 	}
-	rocksdb_write(s->db, s->wo, wb, &err);
-	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: delete of %zu records from \"%s\" failed: %s",
-				s->path, live, queue_name(qi), err);
-		rocksdb_free(err);
-		rc = -EIO;
+	nf = seqset_find(&q->live, q->first, false);
+	if(nf == 0){
+		nf = q->next_seq;
+	}
+	for(i = 0; i < n; i++){
+		if(s->mark[i] && items[i].seq >= nf){
+			key_encode(key, items[i].seq);
+			rocksdb_writebatch_delete_cf(s->wb, q->cf, (const char *)key, sizeof(key));
+		}
+	}
+	if(nf > q->floor){
+		floor_stage(s, qi, nf);
+	}
+	rc = batch_write(s, "delete from", qi);
+	if(rc){
+		for(i = 0; i < n; i++){
+			if(s->mark[i]){
+				seqset_restore(&q->live, items[i].seq);
+			}
+		}
 		goto unlock;
 	}
-	for(size_t i = 0; i < n; i++){
-		if(seqset_has(&q->live, items[i].seq)){
+	if(nf > q->floor){
+		floor_commit(q, nf);
+	}
+	for(i = 0; i < n; i++){
+		if(s->mark[i]){
 			queue_forget(q, items[i].seq, KEY_LEN + (uint64_t)items[i].len);
 		}
 	}
 unlock:
 	pthread_mutex_unlock(&s->lock);
-	rocksdb_writebatch_destroy(wb);
 	return rc;
 }
 
@@ -998,9 +1136,7 @@ void fb_spool_thread_init(void)
 int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len)
 {
 	struct spool_queue *out, *dead;
-	rocksdb_writebatch_t *wb;
 	uint8_t okey[KEY_LEN], dkey[KEY_LEN];
-	char *err = NULL;
 	int rc = 0;
 
 	if(s == NULL || (val == NULL && len > 0)){
@@ -1009,7 +1145,6 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 	out = &s->q[FB_Q_OUT];
 	dead = &s->q[FB_Q_DEAD];
 	key_encode(okey, seq);
-	wb = rocksdb_writebatch_create();
 
 	pthread_mutex_lock(&s->lock);
 	if(!seqset_has(&out->live, seq)){
@@ -1021,21 +1156,16 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 		goto unlock;
 	}
 	key_encode(dkey, dead->next_seq);
-	rocksdb_writebatch_put_cf(wb, dead->cf, (const char *)dkey, sizeof(dkey), val, len);
-	rocksdb_writebatch_delete_cf(wb, out->cf, (const char *)okey, sizeof(okey));
-	rocksdb_write(s->db, s->wo, wb, &err);
-	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: moving record %llu to dead "
-				"letters failed: %s", s->path, (unsigned long long)seq, err);
-		rocksdb_free(err);
-		rc = -EIO;
+	rocksdb_writebatch_put_cf(s->wb, dead->cf, (const char *)dkey, sizeof(dkey), val, len);
+	rocksdb_writebatch_delete_cf(s->wb, out->cf, (const char *)okey, sizeof(okey));
+	rc = batch_write(s, "moving a record to dead letters from", FB_Q_OUT);
+	if(rc){
 		goto unlock;
 	}
 	queue_forget(out, seq, KEY_LEN + (uint64_t)len);
 	queue_remember(dead, dead->next_seq++, KEY_LEN + (uint64_t)len);
 unlock:
 	pthread_mutex_unlock(&s->lock);
-	rocksdb_writebatch_destroy(wb);
 	return rc;
 }
 
