@@ -6,6 +6,8 @@
  *
  * Appends go through the WAL without fsync (unless sync is FB_SYNC_ALWAYS); fb_spool_sync()
  * fsyncs the WAL and is called every sync_interval_ms by the worker with FB_SYNC_INTERVAL.
+ * Appends to FB_Q_OUT are staged first (stage.h): in the page cache when the append returns, as
+ * a WAL write would be, and in RocksDB after the next fb_spool_settle().
  * max_size bounds the bytes of live "out" records (key + value) with on_full.
  *
  * Thread safety: every function may be called from any thread; an internal mutex protects the
@@ -96,7 +98,15 @@ void fb_spool_thread_init(void);
  * no longer live. Returns 0 or a negative errno. */
 int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len);
 
-/* fsyncs the WAL. Returns 0 or a negative errno. Any thread. */
+/* Moves the records staged by appends to FB_Q_OUT into RocksDB (one write batch; see spool.c).
+ * Everything that needs them there settles by itself; the worker calls this to keep the staging
+ * file short while nothing else does. Returns 0 or a negative errno. Any thread. */
+int fb_spool_settle(struct fb_spool *s);
+
+/* Records staged and not settled yet (a hint: read without the lock). Any thread. */
+size_t fb_spool_staged(struct fb_spool *s);
+
+/* Settles, then fsyncs the WAL. Returns 0 or a negative errno. Any thread. */
 int fb_spool_sync(struct fb_spool *s);
 
 void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st);

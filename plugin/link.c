@@ -69,6 +69,7 @@ struct fb_link {
 	size_t sending;             /* slots waiting for an acknowledgement */
 	size_t acked_count;         /* SLOT_ACKED slots */
 	uint64_t acked_since_ms;    /* when the oldest of them was acknowledged */
+	uint64_t staged_since_ms;   /* when the worker first saw staged records; 0: none seen */
 	struct fb_spool_del *batch; /* ring_cap entries, for the deletes */
 	uint8_t *props_key;         /* encoded properties of the last record sent ... */
 	uint32_t props_key_len;
@@ -204,6 +205,29 @@ static void flush_acked(struct fb_link *l)
 	fb_count(&l->d.ctr->forwarded, n);
 	l->acked_count = 0;
 	ring_pop_free(l);
+}
+
+/* Records the broker thread staged go into RocksDB with the next delete (which leaves out those
+ * acknowledged by then); while none comes (cloud unreachable, QoS 0), the worker settles them
+ * once SETTLE_COUNT are staged or the oldest has waited SETTLE_MS. */
+#define SETTLE_COUNT 512
+#define SETTLE_MS 20
+
+static void maybe_settle(struct fb_link *l, uint64_t now)
+{
+	size_t n = fb_spool_staged(l->d.spool);
+
+	if(n == 0){
+		l->staged_since_ms = 0;
+		return;
+	}
+	if(l->staged_since_ms == 0){
+		l->staged_since_ms = now;
+	}
+	if(n >= SETTLE_COUNT || now >= l->staged_since_ms + SETTLE_MS){
+		fb_spool_settle(l->d.spool);
+		l->staged_since_ms = 0;
+	}
 }
 
 /* Batches deletes while messages flow: flushes at half a window, after ACK_FLUSH_MS, or when
@@ -724,6 +748,9 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	if(l->acked_count){
 		EARLIER(l->acked_since_ms + ACK_FLUSH_MS);
 	}
+	if(l->staged_since_ms){
+		EARLIER(l->staged_since_ms + SETTLE_MS);
+	}
 #undef EARLIER
 	return until <= now ? 0 : (int)(until - now);
 }
@@ -854,6 +881,7 @@ static void *worker(void *arg)
 			}
 		}
 		maybe_flush_acked(l, now_ms());
+		maybe_settle(l, now_ms());
 		housekeeping(l, now);
 	}
 

@@ -22,6 +22,17 @@
  * drop_oldest, moved to dead, or deleted twice) is therefore recognised without touching the disk
  * and changes nothing, and first_seq is exact even when acknowledgements arrive out of order.
  *
+ * Staging. Appends to "out" (unless sync is "always") are copied into the staging file (stage.h)
+ * instead of being put one by one: the record is in the page cache when the append returns, as a
+ * WAL write would have it, for a memcpy instead of a write(2) and a memtable insert. Settling moves
+ * the staged records that are still live into RocksDB in one write batch: every function that
+ * reads, deletes, moves or syncs "out" settles first (a delete in the same batch as its own
+ * writes), and the worker settles when records have been staged for a while (fb_spool_settle()).
+ * A record acknowledged before it was settled never reaches RocksDB at all. Invariant: every
+ * staged record has a higher seq than every key of "out" in RocksDB (a record that cannot be
+ * staged settles the others first). On open, staged records above the floor and above the last
+ * key found are put into RocksDB. Everything happens under the one lock.
+ *
  * Durability. Every write goes through the WAL without fsync while the lock is held. With
  * FB_SYNC_ALWAYS an append then fsyncs the WAL after releasing the lock (spool.h: the lock is never
  * held across an fsync): the append returns only once its record is on disk, and appends from
@@ -41,6 +52,11 @@
 #include <rocksdb/c.h>
 
 #include "spool.h"
+#include "stage.h"
+
+/* Each of the two staging regions: some 13,000 records of 100-byte messages. */
+#define STAGE_REGION (2u << 20)
+#define STAGE_FILE "flowmq-stage"
 
 #define KEY_LEN 8
 
@@ -219,12 +235,16 @@ struct fb_spool {
 
 	pthread_mutex_t lock;
 	struct spool_queue q[3]; /* by enum fb_queue */
+	struct fb_stage *stage;  /* NULL: "out" appends go straight to RocksDB */
+	size_t staged;           /* records in it (read without the lock by fb_spool_staged()) */
 	rocksdb_writebatch_t *wb; /* reused under the lock */
 	uint8_t *mark;            /* fb_spool_delete_many(): which items were live */
 	size_t markcap;
 };
 
 static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" };
+
+static int settle(struct fb_spool *s);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -588,6 +608,104 @@ static int read_floor(struct fb_spool *s, enum fb_queue qi, char **why)
 	return 0;
 }
 
+/* Writes S->wb while the spool loads. Returns 0 or an error of classify_error() with *why. */
+static int load_write(struct fb_spool *s, char **why)
+{
+	char *err = NULL;
+	int rc;
+
+	rocksdb_write(s->db, s->wo, s->wb, &err);
+	rocksdb_writebatch_clear(s->wb);
+	if(err == NULL){
+		return 0;
+	}
+	rc = classify_error(err);
+	*why = strdup(err);
+	rocksdb_free(err);
+	return *why ? rc : -ENOMEM;
+}
+
+/* Recovery of staged records: those above the floor and above the last key found go into S->wb. */
+struct recover_ctx {
+	struct fb_spool *s;
+	struct spool_queue *q;
+	uint64_t from; /* lowest seq to take */
+	uint64_t n;
+	int rc;
+};
+
+static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct recover_ctx *c = ud;
+	uint8_t key[KEY_LEN];
+
+	if(seq < c->from){
+		return 0; /* in RocksDB already (settled), or below the floor */
+	}
+	if(seqset_reserve(&c->q->live, seq) != 0){
+		c->rc = -ENOMEM;
+		return 1;
+	}
+	key_encode(key, seq);
+	rocksdb_writebatch_put_cf(c->s->wb, c->q->cf, (const char *)key, sizeof(key), val, len);
+	queue_remember(c->q, seq, KEY_LEN + (uint64_t)len);
+	c->from = seq + 1;
+	c->n++;
+	return 0;
+}
+
+/* Puts the records staged before the last stop into "out" and empties the staging file. Returns 0
+ * or an error of classify_error() with *why. */
+static int recover_staged(struct fb_spool *s, struct spool_queue *q, char **why)
+{
+	struct recover_ctx c = { .s = s, .q = q, .from = q->next_seq > q->floor ? q->next_seq : q->floor };
+	int rc;
+
+	if(s->stage == NULL){
+		return 0;
+	}
+	fb_stage_recover(s->stage, recover_visit, &c);
+	if(c.rc){
+		rocksdb_writebatch_clear(s->wb);
+		return c.rc;
+	}
+	if(c.n){
+		rc = load_write(s, why);
+		if(rc){
+			return rc;
+		}
+		q->next_seq = c.from;
+		fb_log(&s->lg, MOSQ_LOG_NOTICE, "flowmq-bridge: spool %s: %llu staged records taken "
+				"into \"out\"", s->path, (unsigned long long)c.n);
+	}
+	rc = fb_stage_reset(s->stage);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: cannot reset the staging "
+				"file (%s); appends go straight to RocksDB", s->path, strerror(-rc));
+		fb_stage_close(s->stage);
+		s->stage = NULL;
+	}
+	return 0;
+}
+
+/* Opens the staging file (spool.c's header). Without it, appends go straight to RocksDB. */
+static void stage_open(struct fb_spool *s)
+{
+	char *path;
+	int rc;
+
+	if(asprintf(&path, "%s/%s", s->path, STAGE_FILE) < 0){
+		return;
+	}
+	rc = fb_stage_open(path, STAGE_REGION, &s->stage);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: cannot open %s (%s); appends "
+				"go straight to RocksDB", s->path, path, strerror(-rc));
+		s->stage = NULL;
+	}
+	free(path);
+}
+
 /* Reads all of Q once, from its floor on: count, bytes, live set, next seq. A queue found empty
  * starts again at 1: the records below its floor are removed with a range tombstone in the same
  * write as the floor itself. Returns 0, -ENOMEM, or an error of classify_error() with *why. */
@@ -644,6 +762,9 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: ignoring %zu records with a "
 				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
 	}
+	if(rc == 0 && qi == FB_Q_OUT){
+		rc = recover_staged(s, q, why);
+	}
 	if(rc == 0 && q->count == 0 && q->floor > 0){
 		key_encode(from, 0);
 		key_encode(to, q->floor);
@@ -651,13 +772,9 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 				(const char *)to, sizeof(to));
 		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[qi],
 				strlen(floor_keys[qi]));
-		rocksdb_write(s->db, s->wo, s->wb, &err);
-		rocksdb_writebatch_clear(s->wb);
-		if(err){
-			rc = classify_error(err);
-			*why = strdup(err);
-			rocksdb_free(err);
-			return *why ? rc : -ENOMEM;
+		rc = load_write(s, why);
+		if(rc){
+			return rc;
 		}
 		q->floor = 0;
 	}
@@ -682,8 +799,16 @@ static int spool_load(struct fb_spool *s, char **why)
 	int rc, i;
 
 	rc = db_open(s, why);
+	if(rc == 0){
+		stage_open(s);
+	}
 	for(i = 0; rc == 0 && i < 3; i++){
 		rc = scan_queue(s, (enum fb_queue)i, why);
+	}
+	if(rc || s->sync == FB_SYNC_ALWAYS){
+		/* With sync "always" every append is fsynced on its own: the file only served recovery. */
+		fb_stage_close(s->stage);
+		s->stage = NULL;
 	}
 	if(rc && s->db){
 		db_close(s);
@@ -786,6 +911,9 @@ void fb_spool_close(struct fb_spool *s)
 		return;
 	}
 	if(s->db){
+		settle(s);
+		fb_stage_close(s->stage);
+		s->stage = NULL;
 		rocksdb_flush_wal(s->db, 1, &err);
 		if(err){
 			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: WAL sync on close failed: %s",
@@ -825,6 +953,7 @@ void fb_spool_close(struct fb_spool *s)
 	if(s->cache){
 		rocksdb_cache_destroy(s->cache);
 	}
+	fb_stage_close(s->stage);
 	pthread_mutex_destroy(&s->lock);
 	free(s->path);
 	free(s);
@@ -890,21 +1019,109 @@ static int spool_fsync(struct fb_spool *s)
 	return 0;
 }
 
-int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len,
+/* Adds staged record SEQ to S->wb unless it is no longer live (acknowledged, or moved to dead
+ * letters, before it was settled: it never reaches RocksDB). */
+static int settle_put(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_spool *s = ud;
+	uint8_t key[KEY_LEN];
+
+	if(seqset_has(&s->q[FB_Q_OUT].live, seq)){
+		key_encode(key, seq);
+		rocksdb_writebatch_put_cf(s->wb, s->q[FB_Q_OUT].cf, (const char *)key, sizeof(key), val, len);
+	}
+	return 0;
+}
+
+/* Moves the staged records into RocksDB. With the lock held. Returns 0 or -EIO. */
+static int settle_locked(struct fb_spool *s)
+{
+	int rc;
+
+	if(s->stage == NULL || fb_stage_count(s->stage) == 0){
+		return 0;
+	}
+	fb_stage_each(s->stage, settle_put, s);
+	rc = batch_write(s, "moving staged records into", FB_Q_OUT);
+	if(rc == 0){
+		fb_stage_clear(s->stage);
+		__atomic_store_n(&s->staged, 0, __ATOMIC_RELAXED);
+	}
+	return rc;
+}
+
+static int settle(struct fb_spool *s)
+{
+	int rc;
+
+	if(s->stage == NULL){
+		return 0;
+	}
+	pthread_mutex_lock(&s->lock);
+	rc = settle_locked(s);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+int fb_spool_settle(struct fb_spool *s)
+{
+	if(s == NULL){
+		return -EINVAL;
+	}
+	return settle(s);
+}
+
+size_t fb_spool_staged(struct fb_spool *s)
+{
+	return s ? __atomic_load_n(&s->staged, __ATOMIC_RELAXED) : 0;
+}
+
+/* An append to "out" through the staging file, with the lock held. Returns 0 (*seq set), a
+ * negative errno, or 1 when the record has to go straight to RocksDB (drop_oldest must drop). */
+static int stage_append(struct fb_spool *s, const void *val, size_t len, uint64_t *seq)
+{
+	struct spool_queue *q = &s->q[FB_Q_OUT];
+	uint64_t reclen = KEY_LEN + (uint64_t)len;
+	int rc;
+
+	if(s->max_size > 0 && q->bytes + reclen > s->max_size){
+		return reclen > s->max_size ? -E2BIG : s->on_full != FB_ON_FULL_DROP_OLDEST ? -ENOSPC : 1;
+	}
+	rc = seqset_reserve(&q->live, q->next_seq);
+	if(rc){
+		return rc;
+	}
+	rc = fb_stage_append(s->stage, q->next_seq, val, len);
+	if(rc == -ENOSPC){
+		/* Full: everything staged goes into RocksDB now, on this thread. */
+		rc = settle_locked(s);
+		if(rc == 0){
+			rc = fb_stage_append(s->stage, q->next_seq, val, len);
+		}
+	}
+	if(rc){
+		return rc;
+	}
+	__atomic_store_n(&s->staged, fb_stage_count(s->stage), __ATOMIC_RELAXED);
+	queue_remember(q, q->next_seq, reclen);
+	*seq = q->next_seq++;
+	return 0;
+}
+
+/* An append straight to RocksDB, with the lock held. For "out", the staged records are settled
+ * first (the invariant in the header). */
+static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len,
 		uint64_t *seq, uint64_t *dropped)
 {
-	struct spool_queue *q;
+	struct spool_queue *q = &s->q[qi];
 	uint8_t key[KEY_LEN];
 	uint64_t reclen = KEY_LEN + (uint64_t)len, freed = 0, ndrop = 0, last = 0, nf = 0, n;
 	char *err = NULL;
 	int rc = 0;
 
-	if(s == NULL || !queue_valid(qi) || (val == NULL && len > 0)){
-		return -EINVAL;
+	if(qi == FB_Q_OUT && (rc = settle_locked(s)) != 0){
+		goto unlock;
 	}
-	q = &s->q[qi];
-
-	pthread_mutex_lock(&s->lock);
 	if(qi == FB_Q_OUT && s->max_size > 0 && q->bytes + reclen > s->max_size){
 		if(reclen > s->max_size){
 			rc = -E2BIG;
@@ -963,10 +1180,28 @@ int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_
 	*seq = q->next_seq++;
 
 unlock:
-	pthread_mutex_unlock(&s->lock);
 	if(rc == 0 && dropped){
 		*dropped += ndrop;
 	}
+	return rc;
+}
+
+int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len,
+		uint64_t *seq, uint64_t *dropped)
+{
+	int rc = 1;
+
+	if(s == NULL || !queue_valid(qi) || (val == NULL && len > 0)){
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->lock);
+	if(qi == FB_Q_OUT && s->stage && len <= fb_stage_max_value(s->stage)){
+		rc = stage_append(s, val, len, seq);
+	}
+	if(rc > 0){
+		rc = direct_append(s, qi, val, len, seq, dropped);
+	}
+	pthread_mutex_unlock(&s->lock);
 	if(rc == 0 && s->sync == FB_SYNC_ALWAYS){
 		/* On failure the record stays in the spool (and may be sent), but is not known to be on
 		 * disk: the caller refuses the message, the publisher may send it again. */
@@ -986,7 +1221,7 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	size_t klen, vlen;
 	uint64_t next, first;
 	char *err = NULL;
-	int n = 0;
+	int n = 0, rc;
 
 	if(s == NULL || !queue_valid(qi) || fn == NULL){
 		return -EINVAL;
@@ -995,7 +1230,12 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	pthread_mutex_lock(&s->lock);
 	next = q->next_seq;
 	first = q->first;
+	/* Every record below NEXT is in RocksDB after this. */
+	rc = qi == FB_Q_OUT ? settle_locked(s) : 0;
 	pthread_mutex_unlock(&s->lock);
+	if(rc){
+		return rc;
+	}
 	if(max == 0 || first == 0 || after >= next - 1){
 		return 0;
 	}
@@ -1050,7 +1290,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 {
 	struct spool_queue *q;
 	uint8_t key[KEY_LEN], *mark;
-	uint64_t nf;
+	uint64_t nf, staged_from;
 	size_t live = 0, i;
 	int rc = 0;
 
@@ -1083,8 +1323,15 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	if(nf == 0){
 		nf = q->next_seq;
 	}
+	/* The staged records go into RocksDB in this batch too, but only those still live: the ones
+	 * deleted here never get there. Staged ones need no tombstone either. */
+	staged_from = 0;
+	if(qi == FB_Q_OUT && s->stage && fb_stage_count(s->stage) > 0){
+		staged_from = fb_stage_first(s->stage);
+		fb_stage_each(s->stage, settle_put, s);
+	}
 	for(i = 0; i < n; i++){
-		if(s->mark[i] && items[i].seq >= nf){
+		if(s->mark[i] && items[i].seq >= nf && (staged_from == 0 || items[i].seq < staged_from)){
 			key_encode(key, items[i].seq);
 			rocksdb_writebatch_delete_cf(s->wb, q->cf, (const char *)key, sizeof(key));
 		}
@@ -1100,6 +1347,10 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 			}
 		}
 		goto unlock;
+	}
+	if(staged_from){
+		fb_stage_clear(s->stage);
+		__atomic_store_n(&s->staged, 0, __ATOMIC_RELAXED);
 	}
 	if(nf > q->floor){
 		floor_commit(q, nf);
@@ -1145,6 +1396,10 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 	out = &s->q[FB_Q_OUT];
 	dead = &s->q[FB_Q_DEAD];
 	key_encode(okey, seq);
+	rc = settle(s);
+	if(rc){
+		return rc;
+	}
 
 	pthread_mutex_lock(&s->lock);
 	if(!seqset_has(&out->live, seq)){
@@ -1171,10 +1426,13 @@ unlock:
 
 int fb_spool_sync(struct fb_spool *s)
 {
+	int rc;
+
 	if(s == NULL){
 		return -EINVAL;
 	}
-	return spool_fsync(s);
+	rc = settle(s);
+	return rc ? rc : spool_fsync(s);
 }
 
 void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)

@@ -1,0 +1,70 @@
+/* flowmq-bridge: the staging area in front of the spool's "out" queue.
+ *
+ * A capture on the broker thread must be on its way to disk before the broker acknowledges the
+ * message, and must survive kill -9. A RocksDB put does that with one WAL write(2) per message and
+ * some 12,000 instructions. The staging area does the same with a memcpy: it is a file mapped
+ * MAP_SHARED, so what is copied into it is in the kernel's page cache at once and outlives the
+ * process. The spool moves staged records into RocksDB in batches from the worker thread (one WAL
+ * write for many records) and before anything reads, deletes or syncs the queue, so RocksDB stays
+ * the single source of truth for everything but the newest few records.
+ *
+ * Layout: records one after the other from the start of the file:
+ *   u32 length, u32 CRC-32C (of seq, length and value), u64 seq, value, zero padding to 8 bytes,
+ * all little endian, with consecutive seqs. The file is read from its start up to the first record
+ * that is invalid or whose seq does not follow the previous one's; fb_stage_clear() zeroes the
+ * first record, which empties the file for recovery even though old bytes stay behind it.
+ *
+ * Power loss: the page cache reaches the disk when the kernel writes it back or the spool syncs;
+ * a torn record fails its CRC and ends the file there.
+ *
+ * Thread safety: none; the spool serialises every call (see spool.c).
+ */
+#ifndef FB_STAGE_H
+#define FB_STAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct fb_stage;
+
+/* Maps (creating it if needed) the staging file PATH of SIZE bytes (a multiple of 8, at least
+ * 4096). An existing file of another size is recovered as it is and resized by fb_stage_reset().
+ * Returns 0 or a negative errno. Caller closes with fb_stage_close(). */
+int fb_stage_open(const char *path, size_t size, struct fb_stage **out);
+
+/* Unmaps and closes. Accepts NULL. Records still staged stay in the file for the next open. */
+void fb_stage_close(struct fb_stage *st);
+
+/* The largest value fb_stage_append() can ever take. */
+size_t fb_stage_max_value(const struct fb_stage *st);
+
+/* Calls FN for every valid record found in the file, in order; stops when FN returns non-zero
+ * and returns that, else 0. For recovery after open. */
+typedef int (*fb_stage_visit_fn)(void *ud, uint64_t seq, const void *val, size_t len);
+int fb_stage_recover(struct fb_stage *st, fb_stage_visit_fn fn, void *ud);
+
+/* Empties the file (all of it, and gives it its configured size). Returns 0 or a negative errno. */
+int fb_stage_reset(struct fb_stage *st);
+
+/* Copies one record in. Returns 0, -ENOSPC when the file is full (settle, clear, try again), or
+ * -E2BIG when LEN exceeds fb_stage_max_value(). */
+int fb_stage_append(struct fb_stage *st, uint64_t seq, const void *val, size_t len);
+
+/* Records appended since the last clear. */
+size_t fb_stage_count(const struct fb_stage *st);
+
+/* Seq of the oldest record appended since the last clear; 0 when there is none. */
+uint64_t fb_stage_first(const struct fb_stage *st);
+
+/* Calls FN for each record appended since the last clear, in order; returns like
+ * fb_stage_recover(). */
+int fb_stage_each(struct fb_stage *st, fb_stage_visit_fn fn, void *ud);
+
+/* The records are in RocksDB (or gone): empties the file. */
+void fb_stage_clear(struct fb_stage *st);
+
+/* CRC-32C (Castagnoli) of BUF, continuing from CRC (0 to start). Exposed for the tests. */
+uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t len);
+
+#endif

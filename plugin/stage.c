@@ -1,0 +1,320 @@
+/* flowmq-bridge: the staging area in front of the spool's "out" queue (see stage.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stage.h"
+
+#define REC_HEAD 16u
+#define ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
+
+struct fb_stage {
+	int fd;
+	uint8_t *map;
+	size_t size;      /* as mapped */
+	size_t want;      /* as configured */
+	size_t used;      /* bytes of records from the start */
+	size_t count;     /* records in them */
+	uint64_t first;   /* seq of the first one */
+};
+
+/* ---- CRC-32C ---- */
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+static bool crc_hw;
+
+static void crc_init(void)
+{
+	uint32_t c;
+	int i, k;
+
+	for(i = 0; i < 256; i++){
+		c = (uint32_t)i;
+		for(k = 0; k < 8; k++){
+			c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+		}
+		crc_table[i] = c;
+	}
+	__builtin_cpu_init();
+	crc_hw = __builtin_cpu_supports("sse4.2");
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t crc_sse42(uint32_t crc, const uint8_t *p, size_t len)
+{
+	uint64_t c = crc;
+	uint64_t v;
+
+	while(len >= 8){
+		memcpy(&v, p, 8);
+		c = __builtin_ia32_crc32di(c, v);
+		p += 8;
+		len -= 8;
+	}
+	while(len--){
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	}
+	return (uint32_t)c;
+}
+#endif
+
+uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	pthread_once(&crc_once, crc_init);
+	crc = ~crc;
+#if defined(__x86_64__)
+	if(crc_hw){
+		return ~crc_sse42(crc, p, len);
+	}
+#endif
+	while(len--){
+		crc = crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+	}
+	return ~crc;
+}
+
+/* ---- records ---- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for(int i = 0; i < 4; i++){
+		p[i] = (uint8_t)(v >> (8 * i));
+	}
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for(int i = 0; i < 8; i++){
+		p[i] = (uint8_t)(v >> (8 * i));
+	}
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* The CRC of a record: over its seq and length (as stored) and its value. */
+static uint32_t rec_crc(const uint8_t *head, const void *val, size_t len)
+{
+	uint8_t meta[12];
+
+	memcpy(meta, head + 8, 8);
+	memcpy(meta + 8, head, 4);
+	return fb_crc32c(fb_crc32c(0, meta, sizeof(meta)), val, len);
+}
+
+/* Walks the file from its start, calling FN for each valid record. Returns FN's non-zero value. */
+static int walk(const struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
+{
+	const uint8_t *base = st->map;
+	size_t off = 0, len, need;
+	uint64_t seq, expect = 0;
+	int rc;
+
+	while(st->size - off >= REC_HEAD){
+		len = get32(base + off);
+		seq = get64(base + off + 8);
+		if(seq == 0 || (expect && seq != expect) || len > st->size - off - REC_HEAD){
+			break;
+		}
+		need = REC_HEAD + ALIGN8(len);
+		if(need > st->size - off
+				|| get32(base + off + 4) != rec_crc(base + off, base + off + REC_HEAD, len)){
+			break;
+		}
+		if((rc = fn(ud, seq, base + off + REC_HEAD, len)) != 0){
+			return rc;
+		}
+		expect = seq + 1;
+		off += need;
+	}
+	return 0;
+}
+
+/* ---- the file ---- */
+
+static int map_file(struct fb_stage *st, size_t size)
+{
+	st->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, st->fd, 0);
+	if(st->map == MAP_FAILED){
+		st->map = NULL;
+		return -errno;
+	}
+	st->size = size;
+	st->used = 0;
+	st->count = 0;
+	st->first = 0;
+	return 0;
+}
+
+int fb_stage_open(const char *path, size_t size, struct fb_stage **out)
+{
+	struct fb_stage *st;
+	struct stat sb;
+	size_t have;
+	int rc;
+
+	*out = NULL;
+	if(size < 4096 || size % 8 || size > SIZE_MAX / 2){
+		return -EINVAL;
+	}
+	st = calloc(1, sizeof(*st));
+	if(st == NULL){
+		return -ENOMEM;
+	}
+	st->want = size;
+	st->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if(st->fd < 0){
+		rc = -errno;
+		free(st);
+		return rc;
+	}
+	if(fstat(st->fd, &sb) != 0){
+		rc = -errno;
+		goto fail;
+	}
+	have = (size_t)sb.st_size & ~(size_t)7;
+	if(have < 4096){
+		/* New (or too short to hold anything): the configured size, zero-filled. */
+		if(ftruncate(st->fd, (off_t)size) != 0){
+			rc = -errno;
+			goto fail;
+		}
+		have = size;
+	}
+	rc = map_file(st, have);
+	if(rc){
+		goto fail;
+	}
+	*out = st;
+	return 0;
+fail:
+	close(st->fd);
+	free(st);
+	return rc;
+}
+
+void fb_stage_close(struct fb_stage *st)
+{
+	if(st == NULL){
+		return;
+	}
+	if(st->map){
+		munmap(st->map, st->size);
+	}
+	close(st->fd);
+	free(st);
+}
+
+size_t fb_stage_max_value(const struct fb_stage *st)
+{
+	return st->size - REC_HEAD;
+}
+
+int fb_stage_recover(struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
+{
+	return walk(st, fn, ud);
+}
+
+int fb_stage_reset(struct fb_stage *st)
+{
+	int rc;
+
+	if(st->size != st->want){
+		munmap(st->map, st->size);
+		st->map = NULL;
+		if(ftruncate(st->fd, 0) != 0 || ftruncate(st->fd, (off_t)st->want) != 0){
+			return -errno;
+		}
+		rc = map_file(st, st->want);
+		if(rc){
+			return rc;
+		}
+	}
+	/* All of it, not only the first record: after a restart sequences may begin again at 1, and
+	 * an old record that happens to follow a new one with the next seq must not come back. */
+	memset(st->map, 0, st->size);
+	st->used = 0;
+	st->count = 0;
+	st->first = 0;
+	return 0;
+}
+
+int fb_stage_append(struct fb_stage *st, uint64_t seq, const void *val, size_t len)
+{
+	size_t need;
+	uint8_t *p;
+
+	if(len > fb_stage_max_value(st)){
+		return -E2BIG;
+	}
+	need = REC_HEAD + ALIGN8(len);
+	if(need > st->size - st->used){
+		return -ENOSPC;
+	}
+	p = st->map + st->used;
+	put32(p, (uint32_t)len);
+	put64(p + 8, seq);
+	if(len){
+		memcpy(p + REC_HEAD, val, len);
+	}
+	put32(p + 4, rec_crc(p, p + REC_HEAD, len));
+	st->used += need;
+	if(st->count++ == 0){
+		st->first = seq;
+	}
+	return 0;
+}
+
+size_t fb_stage_count(const struct fb_stage *st)
+{
+	return st->count;
+}
+
+uint64_t fb_stage_first(const struct fb_stage *st)
+{
+	return st->first;
+}
+
+int fb_stage_each(struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
+{
+	const uint8_t *p;
+	size_t off = 0, len;
+	int rc;
+
+	while(off < st->used){
+		p = st->map + off;
+		len = get32(p);
+		rc = fn(ud, get64(p + 8), p + REC_HEAD, len);
+		if(rc){
+			return rc;
+		}
+		off += REC_HEAD + ALIGN8(len);
+	}
+	return 0;
+}
+
+void fb_stage_clear(struct fb_stage *st)
+{
+	if(st->used){
+		memset(st->map, 0, REC_HEAD);
+	}
+	st->used = 0;
+	st->count = 0;
+	st->first = 0;
+}
