@@ -54,8 +54,9 @@
 #include "spool.h"
 #include "stage.h"
 
-/* Each of the two staging regions: some 13,000 records of 100-byte messages. */
-#define STAGE_REGION (2u << 20)
+/* The staging file: some 6,500 records of 100-byte messages. The worker settles long before it is
+ * full; when it is, the broker thread settles it all at once. */
+#define STAGE_SIZE (1u << 20)
 #define STAGE_FILE "flowmq-stage"
 
 #define KEY_LEN 8
@@ -697,7 +698,7 @@ static void stage_open(struct fb_spool *s)
 	if(asprintf(&path, "%s/%s", s->path, STAGE_FILE) < 0){
 		return;
 	}
-	rc = fb_stage_open(path, STAGE_REGION, &s->stage);
+	rc = fb_stage_open(path, STAGE_SIZE, &s->stage);
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: cannot open %s (%s); appends "
 				"go straight to RocksDB", s->path, path, strerror(-rc));
@@ -1292,6 +1293,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	uint8_t key[KEY_LEN], *mark;
 	uint64_t nf, staged_from;
 	size_t live = 0, i;
+	bool settle_now;
 	int rc = 0;
 
 	if(s == NULL || !queue_valid(qi) || (items == NULL && n > 0)){
@@ -1323,18 +1325,25 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	if(nf == 0){
 		nf = q->next_seq;
 	}
-	/* The staged records go into RocksDB in this batch too, but only those still live: the ones
-	 * deleted here never get there. Staged ones need no tombstone either. */
-	staged_from = 0;
-	if(qi == FB_Q_OUT && s->stage && fb_stage_count(s->stage) > 0){
-		staged_from = fb_stage_first(s->stage);
-		fb_stage_each(s->stage, settle_put, s);
-	}
+	/* Staged records below the new floor are gone with it, and the live ones may stay staged.
+	 * Only a staged record deleted above the floor (out of order) would come back from the staging
+	 * file after a crash: then the live ones are settled in this batch and the file cleared. A
+	 * record in RocksDB deleted above the floor gets a tombstone. */
+	staged_from = qi == FB_Q_OUT && s->stage && fb_stage_count(s->stage) ? fb_stage_first(s->stage) : 0;
+	settle_now = false;
 	for(i = 0; i < n; i++){
-		if(s->mark[i] && items[i].seq >= nf && (staged_from == 0 || items[i].seq < staged_from)){
+		if(!s->mark[i] || items[i].seq < nf){
+			continue;
+		}
+		if(staged_from && items[i].seq >= staged_from){
+			settle_now = true;
+		}else{
 			key_encode(key, items[i].seq);
 			rocksdb_writebatch_delete_cf(s->wb, q->cf, (const char *)key, sizeof(key));
 		}
+	}
+	if(settle_now){
+		fb_stage_each(s->stage, settle_put, s);
 	}
 	if(nf > q->floor){
 		floor_stage(s, qi, nf);
@@ -1348,7 +1357,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 		}
 		goto unlock;
 	}
-	if(staged_from){
+	if(settle_now){
 		fb_stage_clear(s->stage);
 		__atomic_store_n(&s->staged, 0, __ATOMIC_RELAXED);
 	}

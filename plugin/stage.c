@@ -235,20 +235,19 @@ int fb_stage_reset(struct fb_stage *st)
 {
 	int rc;
 
-	if(st->size != st->want){
-		munmap(st->map, st->size);
-		st->map = NULL;
-		if(ftruncate(st->fd, 0) != 0 || ftruncate(st->fd, (off_t)st->want) != 0){
-			return -errno;
-		}
-		rc = map_file(st, st->want);
-		if(rc){
-			return rc;
-		}
-	}
 	/* All of it, not only the first record: after a restart sequences may begin again at 1, and
-	 * an old record that happens to follow a new one with the next seq must not come back. */
-	memset(st->map, 0, st->size);
+	 * an old record that happens to follow a new one with the next seq must not come back.
+	 * Truncating to nothing and back zeroes it without writing: the file is sparse again until
+	 * records fill it. */
+	munmap(st->map, st->size);
+	st->map = NULL;
+	if(ftruncate(st->fd, 0) != 0 || ftruncate(st->fd, (off_t)st->want) != 0){
+		return -errno;
+	}
+	rc = map_file(st, st->want);
+	if(rc){
+		return rc;
+	}
 	st->used = 0;
 	st->count = 0;
 	st->first = 0;

@@ -498,6 +498,52 @@ static void work_mixed(struct fb_spool *s)
 	}
 }
 
+static void work_in_order(struct fb_spool *s)
+{
+	struct fb_spool_del del[300];
+	uint8_t buf[200];
+	uint64_t seq;
+
+	/* 1..1000 staged, 1..300 acknowledged in order (only the floor moves: nothing settles),
+	 * 1001..1200 staged after that. */
+	for(uint64_t i = 1; i <= 1200; i++){
+		if(i == 1001){
+			for(uint64_t k = 0; k < 300; k++){
+				del[k] = (struct fb_spool_del){ .seq = k + 1, .len = 100 };
+			}
+			if(fb_spool_delete_many(s, FB_Q_OUT, del, 300) != 0){
+				_exit(6);
+			}
+		}
+		make_value(buf, i, 100);
+		if(fb_spool_append(s, FB_Q_OUT, buf, 100, &seq, NULL) != 0 || seq != i){
+			_exit(5);
+		}
+	}
+}
+
+START_TEST(kill_9_after_deletes_in_order_keeps_exactly_the_live_records)
+{
+	struct fb_spool *s;
+	struct fb_spool_stats st;
+	struct seen *sn;
+
+	crash_after(work_in_order);
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 900);
+	ck_assert_uint_eq(st.first_seq, 301);
+	ck_assert_uint_eq(st.last_seq, 1200);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 900);
+	for(uint64_t i = 0; i < 900; i++){
+		ck_assert_uint_eq(sn->seqs[i], 301 + i);
+	}
+	free(sn);
+	fb_spool_close(s);
+}
+END_TEST
+
 START_TEST(staged_appends_survive_kill_9)
 {
 	struct fb_spool *s;
@@ -1310,6 +1356,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, reopen_resumes_from_first_unacknowledged);
 	tcase_add_test(tc, deleted_records_stay_deleted_across_reopens);
 	tcase_add_test(tc, staged_appends_survive_kill_9);
+	tcase_add_test(tc, kill_9_after_deletes_in_order_keeps_exactly_the_live_records);
 	tcase_add_test(tc, kill_9_after_deletes_and_more_appends_keeps_exactly_the_live_records);
 	suite_add_tcase(s, tc);
 
