@@ -56,6 +56,13 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r);
 int fb_props_encode(const mosquitto_property *props, const char *const *extra, size_t extra_count,
 		uint8_t **out, uint32_t *len);
 
+/* Like fb_props_encode(), for the capture path: the forwardable properties of PROPS, then SUFFIX
+ * (SUFFIX_LEN bytes encoded by fb_props_encode() beforehand), into *BUF of *CAP bytes, which it
+ * grows with realloc() as needed (the caller keeps and frees it; NULL to start). *LEN is the
+ * encoded length. Returns 0 or a negative errno (*BUF stays the caller's either way). */
+int fb_props_encode_into(const mosquitto_property *props, const uint8_t *suffix, uint32_t suffix_len,
+		uint8_t **buf, size_t *cap, uint32_t *len);
+
 /* Decodes properties into a new mosquitto property list (caller frees with
  * mosquitto_property_free_all()). Returns 0 or -EINVAL/-ENOMEM. */
 int fb_props_decode(const uint8_t *buf, uint32_t len, mosquitto_property **out);

@@ -23,8 +23,8 @@
 struct generation {
 	struct fb_config *cfg;
 	struct fb_routes *routes;
-	const char ***extra;    /* per edge_to_cloud rule: header name/value pairs, then the origin */
-	size_t *extra_count;    /* pairs per rule */
+	uint8_t **extra;        /* per edge_to_cloud rule: its headers, then the origin, encoded */
+	uint32_t *extra_len;
 	struct generation *older;
 };
 
@@ -40,8 +40,10 @@ struct fb_bridge {
 	struct fb_tail tail;
 	struct fb_link *link;
 	struct fb_counters ctr;
-	uint8_t *buf;             /* capture buffer, broker thread */
+	uint8_t *buf;             /* capture buffers, broker thread: the record */
 	size_t buf_size;
+	uint8_t *pbuf;            /* its properties */
+	size_t pbuf_size;
 	struct fb_inmsg *injected; /* handed to the broker at the last tick, still in spool "in" */
 	time_t next_status;
 };
@@ -57,7 +59,7 @@ static void generation_free(struct generation *g)
 			}
 		}
 		free(g->extra);
-		free(g->extra_count);
+		free(g->extra_len);
 		fb_routes_free(g->routes);
 		fb_config_free(g->cfg);
 		free(g);
@@ -85,15 +87,17 @@ static int generation_load(const char *file, const struct fb_logger *lg, struct 
 	}
 	rc = -ENOMEM;
 	g->extra = calloc(g->cfg->e2c_count + 1, sizeof(*g->extra));
-	g->extra_count = calloc(g->cfg->e2c_count + 1, sizeof(*g->extra_count));
-	if(g->extra == NULL || g->extra_count == NULL){
+	g->extra_len = calloc(g->cfg->e2c_count + 1, sizeof(*g->extra_len));
+	if(g->extra == NULL || g->extra_len == NULL){
 		goto fail;
 	}
+	/* Encoded once here, appended to every captured message's properties. */
 	for(size_t i = 0; i < g->cfg->e2c_count; i++){
 		const struct fb_e2c_rule *rule = &g->cfg->e2c[i];
 		const char **x = calloc(2 * (rule->header_count + 1), sizeof(*x));
 
 		if(x == NULL){
+			rc = -ENOMEM;
 			goto fail;
 		}
 		for(size_t h = 0; h < rule->header_count; h++){
@@ -102,8 +106,13 @@ static int generation_load(const char *file, const struct fb_logger *lg, struct 
 		}
 		x[2 * rule->header_count] = FB_ORIGIN_PROPERTY;
 		x[2 * rule->header_count + 1] = g->cfg->site_id;
-		g->extra[i] = x;
-		g->extra_count[i] = rule->header_count + 1;
+		rc = fb_props_encode(NULL, x, rule->header_count + 1, &g->extra[i], &g->extra_len[i]);
+		free(x);
+		if(rc < 0){
+			fb_log(lg, MOSQ_LOG_ERR, "%s: edge_to_cloud[%zu]: cannot encode its headers: %s", file,
+					i, strerror(-rc));
+			goto fail;
+		}
 	}
 	*out = g;
 	return 0;
@@ -228,6 +237,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	fb_spool_close(b->spool);
 	generation_free(b->gen);
 	free(b->buf);
+	free(b->pbuf);
 	free(b->config_file);
 	free(b);
 }
@@ -239,7 +249,6 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	const struct fb_e2c_rule *rule;
 	struct fb_route_result res;
 	struct fb_record r;
-	uint8_t *eprops = NULL;
 	uint32_t eprops_len = 0;
 	uint64_t seq, dropped = 0;
 	size_t len;
@@ -266,7 +275,8 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 		fb_count(&b->ctr.dropped_filtered, 1);
 		return 0;
 	}
-	rc = fb_props_encode(props, g->extra[res.rule], g->extra_count[res.rule], &eprops, &eprops_len);
+	rc = fb_props_encode_into(props, g->extra[res.rule], g->extra_len[res.rule], &b->pbuf,
+			&b->pbuf_size, &eprops_len);
 	if(rc < 0){
 		goto out;
 	}
@@ -279,7 +289,7 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 		.expiry_ms = 0,
 		.topic = res.topic,
 		.topic_len = (uint16_t)strlen(res.topic),
-		.props = eprops,
+		.props = b->pbuf,
 		.props_len = eprops_len,
 		.payload = payload,
 		.payload_len = payloadlen,
@@ -312,7 +322,6 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	fb_tail_push(&b->tail, seq, b->buf, len);
 	fb_link_notify(b->link);
 out:
-	free(eprops);
 	free(res.topic);
 	return rc;
 }

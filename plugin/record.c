@@ -445,27 +445,33 @@ out:
 	free(bin);
 }
 
-int fb_props_encode(const mosquitto_property *props, const char *const *extra, size_t extra_count,
-		uint8_t **out, uint32_t *len)
+/* The forwardable properties of PROPS into O. */
+static void encode_forwarded(struct obuf *o, const mosquitto_property *props)
 {
-	struct obuf o = { 0 };
 	const mosquitto_property *p;
 	const struct prop_info *info;
-	size_t i, nlen, vlen;
 	int id;
 
-	*out = NULL;
-	*len = 0;
-
-	for(p = props; p != NULL && !o.err; p = mosquitto_property_next(p)){
+	for(p = props; p != NULL && !o->err; p = mosquitto_property_next(p)){
 		id = mosquitto_property_identifier(p);
 		info = id > 0 ? prop_lookup((uint32_t)id) : NULL;
 		if(info == NULL || info->use != PROP_FORWARD){
 			continue;
 		}
-		encode_one(&o, p, id, info);
+		encode_one(o, p, id, info);
 	}
+}
 
+int fb_props_encode(const mosquitto_property *props, const char *const *extra, size_t extra_count,
+		uint8_t **out, uint32_t *len)
+{
+	struct obuf o = { 0 };
+	size_t i, nlen, vlen;
+
+	*out = NULL;
+	*len = 0;
+
+	encode_forwarded(&o, props);
 	for(i = 0; i < extra_count && !o.err; i++){
 		const char *name = extra[2 * i], *value = extra[2 * i + 1];
 
@@ -498,6 +504,29 @@ int fb_props_encode(const mosquitto_property *props, const char *const *extra, s
 		return 0;
 	}
 	*out = o.p;
+	*len = (uint32_t)o.len;
+	return 0;
+}
+
+int fb_props_encode_into(const mosquitto_property *props, const uint8_t *suffix, uint32_t suffix_len,
+		uint8_t **buf, size_t *cap, uint32_t *len)
+{
+	struct obuf o = { .p = *buf, .cap = *buf ? *cap : 0 };
+	uint8_t *p;
+
+	*len = 0;
+	encode_forwarded(&o, props);
+	if(suffix_len && (p = obuf_reserve(&o, suffix_len)) != NULL){
+		memcpy(p, suffix, suffix_len);
+	}
+	if(!o.err && o.len > VARINT_MAX){
+		o.err = -E2BIG; /* would not fit into a PUBLISH */
+	}
+	*buf = o.p;
+	*cap = o.cap;
+	if(o.err){
+		return o.err;
+	}
 	*len = (uint32_t)o.len;
 	return 0;
 }

@@ -396,6 +396,48 @@ START_TEST(props_extra_headers_follow_publisher_properties)
 }
 END_TEST
 
+/* The capture path's variant: pre-encoded headers after the publisher's properties, in a buffer
+ * that is reused from call to call; the bytes are those of fb_props_encode(). */
+START_TEST(props_encode_into_reuses_its_buffer_and_matches_props_encode)
+{
+	mosquitto_property *p = publisher_props();
+	static const char *const extra[] = {
+		"edge-site-id", "site-A",
+		"flowmq-bridge-origin", "site-A",
+	};
+	uint8_t *suffix = NULL, *whole = NULL, *buf = NULL, *first;
+	uint32_t suffix_len = 0, whole_len = 0, len = 0;
+	size_t cap = 0;
+
+	ck_assert_int_eq(fb_props_encode(NULL, extra, 2, &suffix, &suffix_len), 0);
+	ck_assert_int_eq(fb_props_encode(p, extra, 2, &whole, &whole_len), 0);
+
+	ck_assert_int_eq(fb_props_encode_into(p, suffix, suffix_len, &buf, &cap, &len), 0);
+	ck_assert_uint_eq(len, whole_len);
+	ck_assert_mem_eq(buf, whole, whole_len);
+	ck_assert_uint_ge(cap, len);
+	first = buf;
+
+	/* Again, and with no publisher properties: same buffer, only the suffix. */
+	ck_assert_int_eq(fb_props_encode_into(p, suffix, suffix_len, &buf, &cap, &len), 0);
+	ck_assert_ptr_eq(buf, first);
+	ck_assert_uint_eq(len, whole_len);
+	ck_assert_mem_eq(buf, whole, whole_len);
+	ck_assert_int_eq(fb_props_encode_into(NULL, suffix, suffix_len, &buf, &cap, &len), 0);
+	ck_assert_ptr_eq(buf, first);
+	ck_assert_uint_eq(len, suffix_len);
+	ck_assert_mem_eq(buf, suffix, suffix_len);
+
+	/* Nothing at all. */
+	ck_assert_int_eq(fb_props_encode_into(NULL, NULL, 0, &buf, &cap, &len), 0);
+	ck_assert_uint_eq(len, 0);
+	free(buf);
+	free(whole);
+	free(suffix);
+	mosquitto_property_free_all(&p);
+}
+END_TEST
+
 START_TEST(props_encode_rejects_bad_extra_headers)
 {
 	static const char *const bad_utf8[] = { "k", "\xC0\x80" };
@@ -565,6 +607,7 @@ static Suite *record_suite(void)
 	tcase_add_test(tc, props_round_trip_in_order);
 	tcase_add_test(tc, props_skip_alias_subscription_id_and_expiry);
 	tcase_add_test(tc, props_extra_headers_follow_publisher_properties);
+	tcase_add_test(tc, props_encode_into_reuses_its_buffer_and_matches_props_encode);
 	tcase_add_test(tc, props_encode_rejects_bad_extra_headers);
 	tcase_add_test(tc, props_empty_encode_and_decode);
 	tcase_add_test(tc, props_decode_rejects_every_truncation);
