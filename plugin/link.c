@@ -793,6 +793,29 @@ static void set_nodelay(struct fb_link *l, bool on)
 	}
 }
 
+/* Reads what the cloud sent. The TLS context reads ahead (tls.c): one read(2) brings all the TLS
+ * records that have arrived, and those OpenSSL holds no longer show on the socket. So this goes
+ * on while OpenSSL holds a whole record: SSL_peek() decrypts the next one if it is complete (and
+ * tries the socket once if it is not). mosquitto_loop_read() on its own may stop after a single
+ * packet (libmosquitto leaves EAGAIN in errno from a write to its internal socket pair). */
+static int read_all(struct fb_link *l)
+{
+	SSL *ssl;
+	char peek;
+	int rc;
+
+	for(;;){
+		rc = mosquitto_loop_read(l->mosq, 1);
+		ssl = l->mosq ? mosquitto_ssl_get(l->mosq) : NULL;
+		if(rc != MOSQ_ERR_SUCCESS || ssl == NULL || !SSL_is_init_finished(ssl) || !SSL_has_pending(ssl)){
+			return rc;
+		}
+		if(SSL_pending(ssl) == 0 && SSL_peek(ssl, &peek, 1) <= 0){
+			return rc; /* only part of a record: the socket wakes the worker for the rest */
+		}
+	}
+}
+
 static void *worker(void *arg)
 {
 	struct fb_link *l = arg;
@@ -859,7 +882,7 @@ static void *worker(void *arg)
 			}else{
 				/* mosquitto_loop_read() also drives the TLS handshake; a failed handshake
 				 * returns an error without calling on_disconnect. */
-				int rc = mosquitto_loop_read(l->mosq, 1);
+				int rc = read_all(l);
 				if(rc != MOSQ_ERR_SUCCESS){
 					lost_with_rc(l, rc, 0);
 				}

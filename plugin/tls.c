@@ -103,7 +103,10 @@ SSL_CTX *fb_tls_ctx_new(const struct fb_config *cfg, const struct fb_endpoint *e
 		goto fail;
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* One connection that is busy when it matters: keep the record buffers instead of freeing
+	 * and allocating 16 KiB at every record, and read every record that has arrived at once
+	 * (link.c's read_all() processes them). */
+	SSL_CTX_set_read_ahead(ctx, 1);
 
 	if(cfg->cloud.tls.ca_file){
 		if(SSL_CTX_load_verify_locations(ctx, cfg->cloud.tls.ca_file, NULL) != 1){
