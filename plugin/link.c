@@ -185,7 +185,7 @@ static struct inflight *ring_find(struct fb_link *l, int mid)
 
 /* Deletes every acknowledged record in one spool write and frees their slots. Until then they
  * count as in flight: a crash in between sends them again. */
-#define ACK_FLUSH_MS 5
+#define ACK_FLUSH_MS 20
 
 static void flush_acked(struct fb_link *l)
 {
@@ -210,8 +210,8 @@ static void flush_acked(struct fb_link *l)
 /* Records the broker thread staged go into RocksDB with the next delete (which leaves out those
  * acknowledged by then); while none comes (cloud unreachable, QoS 0), the worker settles them
  * once SETTLE_COUNT are staged or the oldest has waited SETTLE_MS. */
-#define SETTLE_COUNT 512
-#define SETTLE_MS 20
+#define SETTLE_COUNT 2048
+#define SETTLE_MS 100
 
 static void maybe_settle(struct fb_link *l, uint64_t now)
 {

@@ -185,7 +185,7 @@ static bool has_wildcard(const char *s)
 /* Rewrites TOPIC matched by FILTER into TMPL. Returns 1 with *out (free()), 0 when FILTER does not
  * match TOPIC or TMPL's wildcards do not correspond to FILTER's, or -ENOMEM. Allocates only the
  * result, and only on a match. A TMPL without wildcards is a fixed topic, returned as is. */
-static int rewrite(const char *filter, const char *tmpl, const char *topic, char **out)
+static int rewrite(const char *filter, const char *tmpl, const char *topic, bool matched, char **out)
 {
 	struct cursor c;
 	const char *cap;
@@ -195,12 +195,14 @@ static int rewrite(const char *filter, const char *tmpl, const char *topic, char
 
 	*out = NULL;
 
-	/* First pass: does FILTER match at all? */
-	cursor_init(&c, filter, topic);
-	while((rc = cursor_next(&c, &cap, &cap_len, &hash)) == 1){
-	}
-	if(rc < 0){
-		return 0;
+	/* First pass, unless the tree found the match: does FILTER match at all? */
+	if(!matched){
+		cursor_init(&c, filter, topic);
+		while((rc = cursor_next(&c, &cap, &cap_len, &hash)) == 1){
+		}
+		if(rc < 0){
+			return 0;
+		}
 	}
 
 	size_t tmpl_len = strlen(tmpl);
@@ -261,7 +263,7 @@ char *fb_route_rewrite(const char *filter, const char *tmpl, const char *topic)
 	if(filter == NULL || tmpl == NULL || topic == NULL){
 		return NULL;
 	}
-	return rewrite(filter, tmpl, topic, &out) == 1 ? out : NULL;
+	return rewrite(filter, tmpl, topic, false, &out) == 1 ? out : NULL;
 }
 
 /* ---- checks ---------------------------------------------------------------------------------- */
@@ -646,7 +648,7 @@ int fb_route_match(const struct fb_routes *r, enum fb_route_dir dir, const char 
 	}
 
 	char *s;
-	int rc = rewrite(t->rules[rule].filter, t->rules[rule].tmpl, topic, &s);
+	int rc = rewrite(t->rules[rule].filter, t->rules[rule].tmpl, topic, true, &s);
 	if(rc < 0){
 		return rc;
 	}

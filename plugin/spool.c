@@ -54,8 +54,8 @@
 #include "spool.h"
 #include "stage.h"
 
-/* The staging file: some 6,500 records of 100-byte messages. The worker settles long before it is
- * full; when it is, the broker thread settles it all at once. */
+/* The staging file: some 6,500 records of 100-byte messages. The worker settles at 2,048 (link.c),
+ * long before it is full; when it is full, the broker thread settles it all at once. */
 #define STAGE_SIZE (1u << 20)
 #define STAGE_FILE "flowmq-stage"
 
