@@ -13,17 +13,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A record in the ring, as fb_tail_take_next() shows it. */
 struct fb_tail_rec {
-	struct fb_tail_rec *next;
 	uint64_t seq;
-	size_t len;
+	uint32_t len;  /* UINT32_MAX: not a record, the ring goes on at its start */
+	uint32_t pad;
 	uint8_t val[]; /* the record as stored in the spool */
 };
 
+/* The records live in one ring of BUDGET bytes (allocated at the first push): no allocation per
+ * record. The worker takes one record at a time and releases it when done. */
 struct fb_tail {
 	pthread_mutex_t lock;
-	struct fb_tail_rec *head, **tail;
-	size_t bytes, budget;
+	uint8_t *ring;
+	size_t budget;
+	size_t head;       /* offset of the oldest record */
+	size_t tail;       /* offset of the next push */
+	size_t used;       /* bytes from head to tail, a skipped end of the ring included */
+	size_t taken;      /* bytes of the record taken and not released yet */
 	uint64_t last_seq; /* newest record offered to fb_tail_push(), queued or not */
 };
 
@@ -31,13 +38,17 @@ struct fb_tail {
 void fb_tail_init(struct fb_tail *t, size_t budget, uint64_t last_seq);
 void fb_tail_cleanup(struct fb_tail *t);
 
-/* Queues a copy of record SEQ; skipped (returns -ENOBUFS) when the budget is used up or memory
- * is short. Broker thread. */
+/* Queues a copy of record SEQ; skipped (returns -ENOBUFS) when the ring has no room for it or
+ * memory is short. Broker thread. */
 int fb_tail_push(struct fb_tail *t, uint64_t seq, const void *val, size_t len);
 
-/* Drops every record with seq <= UPTO, then takes the head if its seq is UPTO + 1 (caller frees
- * it with free()); NULL otherwise: the caller reads the spool. Worker thread. */
+/* Drops every record with seq <= UPTO, then takes the oldest if its seq is UPTO + 1; NULL
+ * otherwise (the caller reads the spool). A taken record stays valid until fb_tail_release(),
+ * which must come before the next take. Worker thread. */
 struct fb_tail_rec *fb_tail_take_next(struct fb_tail *t, uint64_t upto);
+
+/* Frees the room of the record taken last. Worker thread. */
+void fb_tail_release(struct fb_tail *t);
 
 /* The newest seq offered so far: a worker whose cursor has reached it has nothing left to read
  * in the spool until the next fb_tail_push(). Worker thread. */

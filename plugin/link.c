@@ -616,7 +616,7 @@ static void fill(struct fb_link *l)
 			}else{
 				l->cursor = r->seq;
 			}
-			free(r);
+			fb_tail_release(l->d.tail);
 			continue;
 		}
 		if(l->cursor >= fb_tail_last(l->d.tail)){
