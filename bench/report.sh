@@ -17,7 +17,7 @@ ratio() {
 # Formatting of "median min max" as "median (min–max)" with $2 decimals.
 fmt3() { [ -n "$1" ] && awk -v d="$2" '{ printf "%.*f (%.*f–%.*f)", d, $1, d, $2, d, $3 }' <<<"$1" || echo "–"; }
 fstat() { fmt3 "$(stat "$1" "$2" "$3")" "${4:-0}"; }
-fratio() { fmt3 "$(ratio "$@")" 2; }
+fratio() { fmt3 "$(ratio "$@")" 3; }
 med() { cut -d' ' -f1 <<<"$1"; }
 # verdict "median min max" OP TARGET: whether the median meets the target.
 verdict() {
@@ -196,10 +196,12 @@ EOF
 	if has s7; then
 		row "7. callgrind, whole edge process" "instructions per forwarded message" "$(fstat s7 plugin-forward "instructions per message")" \
 			"native: $(fstat s7 native-forward "instructions per message")" \
-			"$(fratio s7 "instructions per message" plugin-forward native-forward)" "" ""
+			"$(fratio s7 "instructions per message" plugin-forward native-forward)" "≤ 1.25" \
+			"$(verdict "$(ratio s7 "instructions per message" plugin-forward native-forward)" "<=" 1.25)"
 		row "" "instructions per unmatched local message" "$(fstat s7 plugin-unmatched "instructions per message")" \
 			"vanilla: $(fstat s7 vanilla-unmatched "instructions per message")" \
-			"$(fratio s7 "instructions per message" plugin-unmatched vanilla-unmatched)" "" ""
+			"$(fratio s7 "instructions per message" plugin-unmatched vanilla-unmatched)" "≤ 1.03" \
+			"$(verdict "$(ratio s7 "instructions per message" plugin-unmatched vanilla-unmatched)" "<=" 1.03)"
 	fi
 	echo
 	if has s7; then
