@@ -162,6 +162,20 @@ static int map_file(struct fb_stage *st, size_t size)
 	return 0;
 }
 
+/* Gives the file SIZE zero bytes, with its disk blocks allocated: a store through the mapping
+ * into a hole would need a block, and a full disk would then kill the broker with SIGBUS. The
+ * blocks are allocated as unwritten extents where the filesystem can: nothing is written. */
+static int size_file(int fd, size_t size)
+{
+	int rc;
+
+	if(ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)size) != 0){
+		return -errno;
+	}
+	rc = posix_fallocate(fd, 0, (off_t)size);
+	return rc ? -rc : 0;
+}
+
 int fb_stage_open(const char *path, size_t size, struct fb_stage **out)
 {
 	struct fb_stage *st;
@@ -191,11 +205,14 @@ int fb_stage_open(const char *path, size_t size, struct fb_stage **out)
 	have = (size_t)sb.st_size & ~(size_t)7;
 	if(have < 4096){
 		/* New (or too short to hold anything): the configured size, zero-filled. */
-		if(ftruncate(st->fd, (off_t)size) != 0){
-			rc = -errno;
+		rc = size_file(st->fd, size);
+		if(rc){
 			goto fail;
 		}
 		have = size;
+	}else if((rc = posix_fallocate(st->fd, 0, (off_t)have)) != 0){
+		rc = -rc;
+		goto fail;
 	}
 	rc = map_file(st, have);
 	if(rc){
@@ -237,12 +254,12 @@ int fb_stage_reset(struct fb_stage *st)
 
 	/* All of it, not only the first record: after a restart sequences may begin again at 1, and
 	 * an old record that happens to follow a new one with the next seq must not come back.
-	 * Truncating to nothing and back zeroes it without writing: the file is sparse again until
-	 * records fill it. */
+	 * Truncating to nothing and back zeroes it without writing. */
 	munmap(st->map, st->size);
 	st->map = NULL;
-	if(ftruncate(st->fd, 0) != 0 || ftruncate(st->fd, (off_t)st->want) != 0){
-		return -errno;
+	rc = size_file(st->fd, st->want);
+	if(rc){
+		return rc;
 	}
 	rc = map_file(st, st->want);
 	if(rc){

@@ -93,6 +93,12 @@ START_TEST(appended_records_come_back_in_order_with_exact_bytes)
 {
 	struct fb_stage *st = open_stage();
 	struct seen sn = { .values_ok = 1 };
+	struct stat sb;
+
+	/* The whole file has its disk blocks: no store through the mapping can hit a full disk. */
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_int_eq(sb.st_size, SIZE);
+	ck_assert_int_ge((long long)sb.st_blocks * 512, SIZE);
 
 	ck_assert_uint_eq(fb_stage_count(st), 0);
 	ck_assert_uint_eq(fb_stage_first(st), 0);
