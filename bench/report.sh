@@ -112,8 +112,6 @@ fi
 # ------------------------------------------------------------------ the report
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$root" status --porcelain 2>/dev/null | wc -l)
 mosq_version=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/^mosquitto version \([^ ]*\).*/\1/p' | head -1)
 pkg() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 row() { # row SCENARIO METRIC PLUGIN REFERENCE RATIO TARGET VERDICT
