@@ -1034,6 +1034,13 @@ static int settle_put(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
+/* The batch with the staged records is written: empties the staging file. With the lock held. */
+static void stage_settled(struct fb_spool *s)
+{
+	fb_stage_clear(s->stage);
+	__atomic_store_n(&s->staged, 0, __ATOMIC_RELAXED);
+}
+
 /* Moves the staged records into RocksDB. With the lock held. Returns 0 or -EIO. */
 static int settle_locked(struct fb_spool *s)
 {
@@ -1045,8 +1052,7 @@ static int settle_locked(struct fb_spool *s)
 	fb_stage_each(s->stage, settle_put, s);
 	rc = batch_write(s, "moving staged records into", FB_Q_OUT);
 	if(rc == 0){
-		fb_stage_clear(s->stage);
-		__atomic_store_n(&s->staged, 0, __ATOMIC_RELAXED);
+		stage_settled(s);
 	}
 	return rc;
 }
@@ -1077,6 +1083,19 @@ size_t fb_spool_staged(struct fb_spool *s)
 	return s ? __atomic_load_n(&s->staged, __ATOMIC_RELAXED) : 0;
 }
 
+/* Whether a record of RECLEN bytes (key + value) fits into "out" under max_size: 0, 1 when
+ * drop_oldest has to make room first, or -E2BIG / -ENOSPC. With the lock held. */
+static int out_room(const struct fb_spool *s, uint64_t reclen)
+{
+	if(s->max_size == 0 || s->q[FB_Q_OUT].bytes + reclen <= s->max_size){
+		return 0;
+	}
+	if(reclen > s->max_size){
+		return -E2BIG;
+	}
+	return s->on_full == FB_ON_FULL_DROP_OLDEST ? 1 : -ENOSPC;
+}
+
 /* An append to "out" through the staging file, with the lock held. Returns 0 (*seq set), a
  * negative errno, or 1 when the record has to go straight to RocksDB (drop_oldest must drop). */
 static int stage_append(struct fb_spool *s, const void *val, size_t len, uint64_t *seq)
@@ -1085,8 +1104,9 @@ static int stage_append(struct fb_spool *s, const void *val, size_t len, uint64_
 	uint64_t reclen = KEY_LEN + (uint64_t)len;
 	int rc;
 
-	if(s->max_size > 0 && q->bytes + reclen > s->max_size){
-		return reclen > s->max_size ? -E2BIG : s->on_full != FB_ON_FULL_DROP_OLDEST ? -ENOSPC : 1;
+	rc = out_room(s, reclen);
+	if(rc){
+		return rc;
 	}
 	rc = seqset_reserve(&q->live, q->next_seq);
 	if(rc){
@@ -1117,48 +1137,32 @@ static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, 
 	struct spool_queue *q = &s->q[qi];
 	uint8_t key[KEY_LEN];
 	uint64_t reclen = KEY_LEN + (uint64_t)len, freed = 0, ndrop = 0, last = 0, nf = 0, n;
-	char *err = NULL;
 	int rc = 0;
 
-	if(qi == FB_Q_OUT && (rc = settle_locked(s)) != 0){
-		goto unlock;
-	}
-	if(qi == FB_Q_OUT && s->max_size > 0 && q->bytes + reclen > s->max_size){
-		if(reclen > s->max_size){
-			rc = -E2BIG;
-		}else if(s->on_full != FB_ON_FULL_DROP_OLDEST){
-			rc = -ENOSPC;
-		}else{
+	if(qi == FB_Q_OUT){
+		rc = settle_locked(s);
+		if(rc == 0 && (rc = out_room(s, reclen)) == 1){
 			rc = collect_oldest(s, q, q->bytes + reclen - s->max_size, &freed, &ndrop, &last);
 		}
 		if(rc){
-			goto unlock;
+			return rc;
 		}
 	}
 	rc = seqset_reserve(&q->live, q->next_seq);
 	if(rc){
-		goto unlock;
+		return rc;
 	}
 
-	key_encode(key, q->next_seq);
 	if(ndrop){
 		/* The records up to LAST go below the floor, in the same write as the new record. */
 		nf = seqset_find(&q->live, last + 1, false);
 		floor_stage(s, qi, nf ? nf : q->next_seq);
-		rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
-		rc = batch_write(s, "append to", qi);
-		if(rc){
-			goto unlock;
-		}
-	}else{
-		rocksdb_put_cf(s->db, s->wo, q->cf, (const char *)key, sizeof(key), val, len, &err);
-		if(err){
-			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: append to \"%s\" failed: %s",
-					s->path, queue_name(qi), err);
-			rocksdb_free(err);
-			rc = -EIO;
-			goto unlock;
-		}
+	}
+	key_encode(key, q->next_seq);
+	rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
+	rc = batch_write(s, "append to", qi);
+	if(rc){
+		return rc;
 	}
 
 	if(ndrop){
@@ -1179,12 +1183,10 @@ static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, 
 	}
 	queue_remember(q, q->next_seq, reclen);
 	*seq = q->next_seq++;
-
-unlock:
-	if(rc == 0 && dropped){
+	if(dropped){
 		*dropped += ndrop;
 	}
-	return rc;
+	return 0;
 }
 
 int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len,
@@ -1358,8 +1360,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 		goto unlock;
 	}
 	if(settle_now){
-		fb_stage_clear(s->stage);
-		__atomic_store_n(&s->staged, 0, __ATOMIC_RELAXED);
+		stage_settled(s);
 	}
 	if(nf > q->floor){
 		floor_commit(q, nf);
