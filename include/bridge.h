@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <mosquitto.h>
 
@@ -64,8 +65,9 @@ void fb_bridge_stop(struct fb_bridge *b);
 int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
 		const mosquitto_property *props, int qos, bool retain);
 
-/* MOSQ_EVT_TICK: injects cloud messages handed over by the worker, publishes status. Broker thread. */
-void fb_bridge_tick(struct fb_bridge *b);
+/* MOSQ_EVT_TICK: injects cloud messages handed over by the worker, publishes status when NOW
+ * (wall clock, seconds) has reached the next status time. Broker thread. */
+void fb_bridge_tick(struct fb_bridge *b, time_t now);
 
 /* MOSQ_EVT_RELOAD: re-reads the configuration and swaps the routes. Returns 0 or a negative errno
  * (the old routes stay). Broker thread. */

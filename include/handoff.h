@@ -57,8 +57,12 @@ void fb_handoff_cleanup(struct fb_handoff *h);
 void fb_handoff_push(struct fb_handoff *h, struct fb_inmsg *m);
 /* Detaches the whole queue, oldest first (caller frees each with fb_inmsg_free()). Any thread. */
 struct fb_inmsg *fb_handoff_take(struct fb_handoff *h);
-/* Messages waiting. Any thread. */
-size_t fb_handoff_pending(struct fb_handoff *h);
+/* Messages waiting (published under the lock). Any thread; inline, because the broker thread
+ * asks at every loop turn. */
+static inline size_t fb_handoff_pending(struct fb_handoff *h)
+{
+	return __atomic_load_n(&h->count, __ATOMIC_ACQUIRE);
+}
 
 struct fb_waker {
 	pthread_t thread;

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -42,6 +43,11 @@ void fb_routes_free(struct fb_routes *r);
  * 65535 bytes), -ENOMEM. Any thread. */
 int fb_route_match(const struct fb_routes *r, enum fb_route_dir dir, const char *topic,
 		struct fb_route_result *res);
+
+/* Whether every topic that DIR's rules can match starts with a byte set in FIRST (bit b of
+ * FIRST[b / 64] for byte b): true and FIRST filled when no rule starts with a wildcard (or an
+ * empty level); false otherwise. Lets a caller refuse most topics before a lookup. Any thread. */
+bool fb_route_first_bytes(const struct fb_routes *r, enum fb_route_dir dir, uint64_t first[4]);
 
 /* Fills TEMPLATE's wildcards from the levels of TOPIC matched by FILTER, as the rules do:
  * '+' takes one matched level, a trailing '#' the rest (possibly empty, dropping the '/' before

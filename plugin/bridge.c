@@ -25,6 +25,8 @@ struct generation {
 	struct fb_routes *routes;
 	uint8_t **extra;        /* per edge_to_cloud rule: its headers, then the origin, encoded */
 	uint32_t *extra_len;
+	bool first_byte_only;     /* fb_route_first_bytes() of the edge_to_cloud rules */
+	uint64_t first_bytes[4];
 	struct generation *older;
 };
 
@@ -85,6 +87,7 @@ static int generation_load(const char *file, const struct fb_logger *lg, struct 
 		fb_log(lg, MOSQ_LOG_ERR, "%s: cannot compile the routes: %s", file, strerror(-rc));
 		goto fail;
 	}
+	g->first_byte_only = fb_route_first_bytes(g->routes, FB_ROUTE_E2C, g->first_bytes);
 	rc = -ENOMEM;
 	g->extra = calloc(g->cfg->e2c_count + 1, sizeof(*g->extra));
 	g->extra_len = calloc(g->cfg->e2c_count + 1, sizeof(*g->extra_len));
@@ -242,23 +245,19 @@ void fb_bridge_stop(struct fb_bridge *b)
 	free(b);
 }
 
-int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
-		const mosquitto_property *props, int qos, bool retain)
+/* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
+ * Kept out of line, so that a topic no rule matches costs only the lookup. */
+static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc, struct fb_route_result res,
+		const char *topic, const void *payload, uint32_t payloadlen, const mosquitto_property *props,
+		bool retain)
 {
 	struct generation *g = b->gen;
 	const struct fb_e2c_rule *rule;
-	struct fb_route_result res;
 	struct fb_record r;
 	uint32_t eprops_len = 0;
 	uint64_t seq, dropped = 0;
 	size_t len;
-	int rc;
-	(void)qos;
 
-	rc = fb_route_match(g->routes, FB_ROUTE_E2C, topic, &res);
-	if(rc == 0){
-		return 0;
-	}
 	if(rc == -EINVAL){
 		/* The rule matched but the rewritten topic is not a valid topic (empty, or longer than
 		 * 65535 bytes): nothing can be sent, so it counts as filtered. */
@@ -326,10 +325,32 @@ out:
 	return rc;
 }
 
+static __attribute__((noinline)) int capture_lookup(struct fb_bridge *b, const char *topic,
+		const void *payload, uint32_t payloadlen, const mosquitto_property *props, bool retain)
+{
+	struct fb_route_result res;
+	int rc = fb_route_match(b->gen->routes, FB_ROUTE_E2C, topic, &res);
+
+	return rc == 0 ? 0 : capture_matched(b, rc, res, topic, payload, payloadlen, props, retain);
+}
+
+int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
+		const mosquitto_property *props, int qos, bool retain)
+{
+	const struct generation *g = b->gen;
+	const unsigned char c = (unsigned char)topic[0];
+	(void)qos;
+
+	if(g->first_byte_only && !(g->first_bytes[c >> 6] & (UINT64_C(1) << (c & 63)))){
+		return 0; /* no rule can match: the common case for local traffic, without a call */
+	}
+	return capture_lookup(b, topic, payload, payloadlen, props, retain);
+}
+
 /* mosquitto_broker_publish() only queues a message; the broker takes it into its own structures
  * at the start of its next loop iteration, before the next tick. So a message leaves spool "in"
  * one tick after it was handed over: a crash in between injects it again rather than lose it. */
-static void release_injected(struct fb_bridge *b)
+static __attribute__((noinline)) void release_injected(struct fb_bridge *b)
 {
 	struct fb_inmsg *m = b->injected;
 
@@ -342,7 +363,7 @@ static void release_injected(struct fb_bridge *b)
 	}
 }
 
-static void inject(struct fb_bridge *b)
+static __attribute__((noinline)) void inject(struct fb_bridge *b)
 {
 	struct fb_inmsg *m = fb_handoff_take(&b->handoff);
 	struct fb_inmsg **done = &b->injected;
@@ -378,20 +399,27 @@ done:
 	}
 }
 
-void fb_bridge_tick(struct fb_bridge *b)
+static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t now)
 {
-	const struct fb_config *cfg = b->gen->cfg;
-	time_t now;
+	struct fb_metrics m;
 
-	release_injected(b);
-	inject(b);
-	now = time(NULL);
+	fb_metrics_collect(&m, &b->ctr, b->link, b->spool);
+	fb_metrics_publish(&b->host, &m);
+	b->next_status = now + (time_t)((b->gen->cfg->status_interval_ms + 999) / 1000);
+}
+
+void fb_bridge_tick(struct fb_bridge *b, time_t now)
+{
+	/* Every broker loop turn comes here: with nothing to do, three loads and compares (the work
+	 * is out of line, so that the compiler need not set up a frame for it). */
+	if(b->injected){
+		release_injected(b);
+	}
+	if(fb_handoff_pending(&b->handoff)){
+		inject(b);
+	}
 	if(now >= b->next_status){
-		struct fb_metrics m;
-
-		fb_metrics_collect(&m, &b->ctr, b->link, b->spool);
-		fb_metrics_publish(&b->host, &m);
-		b->next_status = now + (time_t)((cfg->status_interval_ms + 999) / 1000);
+		publish_status(b, now);
 	}
 }
 

@@ -98,11 +98,6 @@ struct fb_inmsg *fb_handoff_take(struct fb_handoff *h)
 	return m;
 }
 
-size_t fb_handoff_pending(struct fb_handoff *h)
-{
-	return __atomic_load_n(&h->count, __ATOMIC_ACQUIRE); /* published under the lock */
-}
-
 static void on_wake_signal(int signo)
 {
 	(void)signo; /* interrupting epoll_wait is all it takes */

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -66,9 +67,11 @@ static int on_message(int event, void *event_data, void *userdata)
 static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct fb_plugin *p = userdata;
-	(void)event; (void)event_data;
+	const struct mosquitto_evt_tick *ev = event_data;
+	(void)event;
 
-	fb_bridge_tick(p->bridge);
+	/* Mosquitto 2.0.11 leaves now_s zero (later versions fill it in). */
+	fb_bridge_tick(p->bridge, ev->now_s ? ev->now_s : time(NULL));
 	return MOSQ_ERR_SUCCESS;
 }
 

@@ -487,12 +487,6 @@ static int tree_lookup(const struct tree *tr, const char *topic)
 	if(tr->node_count == 0){
 		return NO_RULE;
 	}
-	if(tr->first_byte_only){
-		unsigned char b = (unsigned char)topic[0];
-		if(!(tr->first_bytes[b >> 6] & (UINT64_C(1) << (b & 63)))){
-			return NO_RULE;
-		}
-	}
 	for(;;){
 		/* Enter N. */
 		const struct node *nd = &nodes[n];
@@ -629,6 +623,14 @@ void fb_routes_free(struct fb_routes *r)
 /* On a match whose rewritten topic is not a valid topic (empty, as with template "#" for a '#'
  * that matched zero levels, or longer than 65535 bytes), returns -EINVAL with RES filled except
  * for the topic (NULL): the message cannot be forwarded under that rule. */
+bool fb_route_first_bytes(const struct fb_routes *r, enum fb_route_dir dir, uint64_t first[4])
+{
+	const struct tree *t = &r->dir[dir];
+
+	memcpy(first, t->first_bytes, sizeof(t->first_bytes));
+	return t->first_byte_only;
+}
+
 int fb_route_match(const struct fb_routes *r, enum fb_route_dir dir, const char *topic,
 		struct fb_route_result *res)
 {
@@ -636,6 +638,13 @@ int fb_route_match(const struct fb_routes *r, enum fb_route_dir dir, const char 
 		return -EINVAL;
 	}
 	const struct tree *t = &r->dir[dir];
+	if(t->first_byte_only){
+		/* Most topics no rule can match end here, before anything else is looked at. */
+		unsigned char b = (unsigned char)topic[0];
+		if(!(t->first_bytes[b >> 6] & (UINT64_C(1) << (b & 63)))){
+			return 0;
+		}
+	}
 	int rule = tree_lookup(t, topic);
 	if(rule == NO_RULE){
 		return 0;

@@ -799,6 +799,67 @@ START_TEST(test_tree_agrees_with_linear_scan)
 }
 END_TEST
 
+static bool first_byte_set(const uint64_t first[4], unsigned char b)
+{
+	return (first[b >> 6] >> (b & 63)) & 1;
+}
+
+/* fb_route_first_bytes(): exactly the first bytes of the root levels, and only when no filter
+ * starts with a wildcard; every topic a rule matches starts with one of them. */
+START_TEST(test_first_bytes)
+{
+	struct rules *r = rules_new();
+	uint64_t first[4];
+
+	e2c_add(r, "local/telemetry/#", "edge/telemetry/#", false);
+	e2c_add(r, "local/debug/#", NULL, true);
+	e2c_add(r, "plant/+/x", "p/+/x", false);
+	e2c_add(r, "/lead", "lead", false);
+	e2c_add(r, "$SYS/x", "sys/x", false);
+	c2e_add(r, "+/cmd", "local/cmd");
+	struct fb_routes *routes = build(r);
+
+	ck_assert(fb_route_first_bytes(routes, FB_ROUTE_E2C, first));
+	for(int b = 0; b < 256; b++){
+		ck_assert_msg(first_byte_set(first, (unsigned char)b) == (b == 'l' || b == 'p' || b == '/' || b == '$'),
+				"byte %d", b);
+	}
+	uint64_t c2e_first[4];
+	ck_assert(!fb_route_first_bytes(routes, FB_ROUTE_C2E, c2e_first));
+	/* Every topic a rule matches passes the filter; the others are refused by it or the lookup. */
+	static const char *const topics[] = { "local/telemetry", "local/telemetry/a/b", "local/debug/x",
+			"plant/1/x", "plant//x", "/lead", "$SYS/x", "locale", "plant/1/y", "lead", "", "/",
+			"x/local/telemetry/a" };
+	for(size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++){
+		struct fb_route_result res = { .rule = -1 };
+		int rc = fb_route_match(routes, FB_ROUTE_E2C, topics[i], &res);
+		if(rc != 0){
+			ck_assert_msg(first_byte_set(first, (unsigned char)topics[i][0]), "%s", topics[i]);
+		}
+		free(res.topic);
+	}
+	fb_routes_free(routes);
+	free(r);
+
+	r = rules_new();
+	e2c_add(r, "a/b", "a/b", false);
+	e2c_add(r, "#", "all/#", false);
+	routes = build(r);
+	ck_assert(!fb_route_first_bytes(routes, FB_ROUTE_E2C, first));
+	fb_routes_free(routes);
+	free(r);
+
+	r = rules_new(); /* no rules: nothing can match, so no byte is set */
+	routes = build(r);
+	ck_assert(fb_route_first_bytes(routes, FB_ROUTE_E2C, first));
+	for(int b = 0; b < 256; b++){
+		ck_assert(!first_byte_set(first, (unsigned char)b));
+	}
+	fb_routes_free(routes);
+	free(r);
+}
+END_TEST
+
 static Suite *route_suite(void)
 {
 	Suite *s = suite_create("route");
@@ -826,6 +887,7 @@ static Suite *route_suite(void)
 	tcase_add_test(tc, test_cloud_to_edge_direction);
 	tcase_add_test(tc, test_empty_tables_match_nothing);
 	tcase_add_test(tc, test_match_rejects_bad_arguments);
+	tcase_add_test(tc, test_first_bytes);
 	tcase_add_test(tc, test_build_rejects_bad_rules);
 	suite_add_tcase(s, tc);
 
