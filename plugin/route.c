@@ -59,12 +59,16 @@ struct rule_ref {
 	const char *filter;
 	const char *tmpl;  /* NULL for drop rules */
 	bool drop;
+	/* A rule "F/#" -> "T/#" with no other wildcard (the most common shape) rewrites by swapping
+	 * the prefix: F's and T's lengths, both > 0, or 0 for any other rule. */
+	size_t prefix_from, prefix_to;
 };
 
 struct tree {
 	struct node *nodes;
 	uint32_t node_count;
 	uint32_t node_cap;
+	bool has_plus;     /* some filter has a '+' level: a lookup may have to try other branches */
 	struct rule_ref *rules;
 	size_t rule_count;
 	/* When no filter starts with a wildcard, a topic can only match if its first byte starts one
@@ -428,6 +432,7 @@ static uint32_t plus_get(struct tree *t, uint32_t p)
 	if(t->nodes[p].plus != NO_NODE){
 		return t->nodes[p].plus;
 	}
+	t->has_plus = true;
 	uint32_t c = node_new(t, p, NULL, 0);
 	if(c == NO_NODE){
 		return NO_NODE;
@@ -513,7 +518,11 @@ static int tree_lookup(const struct tree *tr, const char *topic)
 				}
 			}
 		}
-		/* Leave N: try its '+' sibling if we came from the literal one, else climb. */
+		/* Leave N: try its '+' sibling if we came from the literal one, else climb. Without any
+		 * '+' the path just taken was the only one. */
+		if(!tr->has_plus){
+			return best;
+		}
 		for(;;){
 			if(n == ROOT){
 				return best;
@@ -527,6 +536,28 @@ static int tree_lookup(const struct tree *tr, const char *topic)
 			t = level_prev(topic, t);
 		}
 	}
+}
+
+/* Length of S without its trailing "/#" when that is its only wildcard and something is left;
+ * else 0. */
+static size_t hash_prefix(const char *s)
+{
+	size_t len = strlen(s);
+
+	if(len < 3 || strcmp(s + len - 2, "/#") != 0 || strpbrk(s, "+#") != s + len - 1){
+		return 0;
+	}
+	return len - 2;
+}
+
+/* Sets R's prefix_from and prefix_to (struct rule_ref). */
+static void prefix_rule(struct rule_ref *r)
+{
+	size_t from = r->drop ? 0 : hash_prefix(r->filter);
+	size_t to = from ? hash_prefix(r->tmpl) : 0;
+
+	r->prefix_from = to ? from : 0;
+	r->prefix_to = to;
 }
 
 /* Compiles RULES (COUNT of them, filled in; T takes ownership of the array). */
@@ -550,6 +581,7 @@ static int tree_build(struct tree *t, struct rule_ref *rules, size_t count)
 		if(rc < 0){
 			return rc;
 		}
+		prefix_rule(&rules[i]);
 	}
 	/* The quick refusal holds when the root has only literal children: no '+' level and no '#'
 	 * rule there (a root level may be empty: a filter "/a" starts with byte '/'). */
@@ -656,15 +688,29 @@ int fb_route_match(const struct fb_routes *r, enum fb_route_dir dir, const char 
 		return 1;
 	}
 
+	const struct rule_ref *rr = &t->rules[rule];
 	char *s;
-	int rc = rewrite(t->rules[rule].filter, t->rules[rule].tmpl, topic, true, &s);
-	if(rc < 0){
-		return rc;
+	size_t len;
+	if(rr->prefix_from){
+		/* "F/#" -> "T/#": TOPIC is F, or F/rest (the tree matched it): T, or T/rest. */
+		size_t tlen = strlen(topic);
+		len = rr->prefix_to + (tlen - rr->prefix_from);
+		s = malloc(len + 1);
+		if(s == NULL){
+			return -ENOMEM;
+		}
+		memcpy(s, rr->tmpl, rr->prefix_to);
+		memcpy(s + rr->prefix_to, topic + rr->prefix_from, tlen - rr->prefix_from + 1);
+	}else{
+		int rc = rewrite(rr->filter, rr->tmpl, topic, true, &s);
+		if(rc < 0){
+			return rc;
+		}
+		if(rc == 0){
+			return -EINVAL; /* cannot happen: the tree and rewrite() disagree */
+		}
+		len = strlen(s);
 	}
-	if(rc == 0){
-		return -EINVAL; /* cannot happen: the tree and rewrite() disagree */
-	}
-	size_t len = strlen(s);
 	if(len == 0 || len > TOPIC_MAX){
 		free(s);
 		return -EINVAL;
