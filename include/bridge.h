@@ -1,8 +1,18 @@
 /* flowmq-bridge: the running bridge, one per loaded plugin instance.
  *
- * All plugin state lives in struct fb_bridge: configuration, compiled routes, spool, the worker
- * that owns the cloud connection, the cloud-to-edge hand-off queue and the counters. plugin.c only
- * translates between Mosquitto's callbacks and these functions; the tests drive them directly.
+ * The plugin runs in two processes. The broker process keeps only what its callbacks need: the
+ * configuration and compiled routes, the writing end of the staging channel (chan.h) and the
+ * cloud-to-edge ring; it never starts a thread, so the broker stays a single-threaded process
+ * (glibc then skips its locking in malloc and in every system call wrapper, some 340
+ * instructions per message). fb_bridge_start() forks the link process, which opens the spool
+ * (RocksDB and its threads), runs the worker that owns the cloud connection, and collects the
+ * status values. They share one anonymous MAP_SHARED region (counters, channel state, the ring,
+ * the status snapshot) and an eventfd. The link process dies with the broker (PR_SET_PDEATHSIG),
+ * ignores the broker's signals, stops when fb_bridge_stop() asks, and is restarted by the tick
+ * when it ends otherwise: what it had not sent is in the staging files or the spool.
+ *
+ * plugin.c only translates between Mosquitto's callbacks and these functions; the tests and the
+ * capture microbenchmark drive them directly.
  */
 #ifndef FB_BRIDGE_H
 #define FB_BRIDGE_H
@@ -27,12 +37,13 @@ struct fb_host {
 	 * like mosquitto_broker_publish(). Returns 0 or a negative errno. */
 	int (*publish)(void *ud, const char *topic, int payloadlen, void *payload, int qos, bool retain,
 			mosquitto_property *props);
-	/* Asks the broker thread to run fb_bridge_tick() soon. Called from the worker thread. */
+	/* Asks the broker thread to run fb_bridge_tick() soon. Called from the link process. */
 	void (*wake)(void *ud);
 	void *ud;
 };
 
-/* Counters (DESIGN.md "Status and metrics"). Written with relaxed atomics from any thread. */
+/* Counters (DESIGN.md "Status and metrics"). Written with relaxed atomics from any thread of
+ * either process (they live in shared memory). */
 struct fb_counters {
 	atomic_uint_fast64_t forwarded;
 	atomic_uint_fast64_t dropped_full;

@@ -1,4 +1,5 @@
-/* flowmq-bridge: the cloud link, a worker thread that owns one libmosquitto client.
+/* flowmq-bridge: the cloud link, a worker thread of the link process that owns one libmosquitto
+ * client.
  *
  * The worker runs its own poll loop over the client's socket and an eventfd (new spool data,
  * shutdown). It reads spool "out" in order, keeps up to max_inflight messages in flight, deletes a
@@ -10,11 +11,11 @@
 #ifndef FB_LINK_H
 #define FB_LINK_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "bridge.h"
 #include "config.h"
-#include "handoff.h"
 #include "log.h"
 #include "route.h"
 #include "spool.h"
@@ -37,21 +38,30 @@ struct fb_link_status {
 struct fb_link_deps {
 	const struct fb_config *cfg;
 	const struct fb_routes *routes; /* cloud_to_edge lookups */
-	struct fb_spool *spool;
+	struct fb_spool *spool;         /* its staging channel's writer is the broker thread */
 	struct fb_counters *ctr;
-	struct fb_handoff *handoff;
 	struct fb_tail *tail;           /* recent spool "out" records, to skip reading them back */
 	const struct fb_host *host;     /* only host->wake is used, from the worker thread */
 	const struct fb_logger *lg;
+	/* Wake-ups from the channel's writer: an eventfd and the flag that says a write to it is
+	 * pending (fb_link_notify_fd()). */
+	int efd;
+	atomic_bool *notified;
+	/* Cloud to edge: C2E_PUSH hands record SEQ of spool "in" to the broker (0), or leaves it for
+	 * later (-ENOBUFS); C2E_PENDING hands over what waits, deletes what the broker has injected,
+	 * and returns how many messages the broker has not taken yet. Worker thread. */
+	int (*c2e_push)(void *ud, uint64_t seq, const void *rec, size_t len);
+	size_t (*c2e_pending)(void *ud);
+	void *c2e_ud;
 };
 
 /* Starts the worker. D and everything it points to must outlive the link. Returns 0 or -errno.
  * Broker thread. */
 int fb_link_start(const struct fb_link_deps *d, struct fb_link **out);
 
-/* Tells the worker that spool "out" has new records. Cheap: one eventfd write at most per
- * worker wake-up. Any thread. */
-void fb_link_notify(struct fb_link *l);
+/* Tells a worker waiting on EFD that the staging channel has new records. Cheap: one eventfd
+ * write at most per worker wake-up. Any thread, any process sharing NOTIFIED. */
+void fb_link_notify_fd(int efd, atomic_bool *notified);
 
 /* Stops the worker (orderly MQTT disconnect, nothing in the spool is lost) and frees the link.
  * Accepts NULL. Broker thread. */

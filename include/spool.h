@@ -1,4 +1,4 @@
-/* flowmq-bridge: the durable spool (RocksDB). Only spool.c includes rocksdb/c.h.
+/* flowmq-bridge: the durable spool (RocksDB), in the link process. Only spool.c includes rocksdb/c.h.
  *
  * One RocksDB database at spool.path with the column families "out" (edge to cloud), "in" (cloud
  * to edge), "dead" (dead letters) and "meta". Keys are 8-byte big-endian sequence numbers, so
@@ -6,8 +6,10 @@
  *
  * Appends go through the WAL without fsync (unless sync is FB_SYNC_ALWAYS); fb_spool_sync()
  * fsyncs the WAL and is called every sync_interval_ms by the worker with FB_SYNC_INTERVAL.
- * Appends to FB_Q_OUT are staged first (stage.h): in the page cache when the append returns, as
- * a WAL write would be, and in RocksDB after the next fb_spool_settle().
+ * Records of FB_Q_OUT come through the staging channel (chan.h), whose writer is the broker
+ * thread (or, without opts.chan, fb_spool_append() in this process): in the page cache when the
+ * append returns, as a WAL write would be; taken into the queue by fb_spool_ingest(), and in
+ * RocksDB after the next fb_spool_settle().
  * max_size bounds the bytes of live "out" records (key + value) with on_full.
  *
  * Thread safety: every function may be called from any thread; an internal mutex protects the
@@ -20,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chan.h"
 #include "config.h"
 #include "log.h"
 
@@ -37,6 +40,10 @@ struct fb_spool_opts {
 	enum fb_on_full on_full;
 	enum fb_sync sync;
 	const struct fb_logger *lg;
+	/* The staging channel (chan.h) whose reader this spool is, in memory shared with its writer;
+	 * NULL: the spool has its own and fb_spool_append() to FB_Q_OUT writes to it. */
+	struct fb_chan_shared *chan;
+	bool chan_running;       /* CHAN's writer runs already: its records are taken, not reset */
 };
 
 struct fb_spool_stats {
@@ -97,6 +104,11 @@ void fb_spool_thread_init(void);
 /* Moves record SEQ from FB_Q_OUT to FB_Q_DEAD in one write batch; a no-op returning 0 when SEQ is
  * no longer live. Returns 0 or a negative errno. */
 int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len);
+
+/* Takes the records the channel's writer staged since the last call into FB_Q_OUT, calling FN
+ * (may be NULL) for each with its value, then, with drop_oldest, drops the oldest records while
+ * the queue is over max_size (adding their count to *DROPPED). Returns 0 or a negative errno. */
+int fb_spool_ingest(struct fb_spool *s, fb_spool_visit_fn fn, void *ud, uint64_t *dropped);
 
 /* Moves the records staged by appends to FB_Q_OUT into RocksDB (one write batch; see spool.c).
  * Everything that needs them there settles by itself; the worker calls this to keep the staging

@@ -1,10 +1,11 @@
-/* flowmq-bridge: the staging area in front of the spool's "out" queue.
+/* flowmq-bridge: a staging file in front of the spool's "out" queue (two of them make the staging
+ * channel, chan.h).
  *
  * A capture on the broker thread must be on its way to disk before the broker acknowledges the
  * message, and must survive kill -9. A RocksDB put does that with one WAL write(2) per message and
  * some 12,000 instructions. The staging area does the same with a memcpy: it is a file mapped
  * MAP_SHARED, so what is copied into it is in the kernel's page cache at once and outlives the
- * process. The spool moves staged records into RocksDB in batches from the worker thread (one WAL
+ * process. The spool moves staged records into RocksDB in batches in the link process (one WAL
  * write for many records) and before anything reads, deletes or syncs the queue, so RocksDB stays
  * the single source of truth for everything but the newest few records.
  *
@@ -17,7 +18,8 @@
  * Power loss: the page cache reaches the disk when the kernel writes it back or the spool syncs;
  * a torn record fails its CRC and ends the file there.
  *
- * Thread safety: none; the spool serialises every call (see spool.c).
+ * Thread safety: none; each process has its own mapping (the writer's, the reader's) and its
+ * user serialises the calls on it (see chan.c, spool.c).
  */
 #ifndef FB_STAGE_H
 #define FB_STAGE_H
@@ -63,6 +65,22 @@ int fb_stage_each(struct fb_stage *st, fb_stage_visit_fn fn, void *ud);
 
 /* The records are in RocksDB (or gone): empties the file. */
 void fb_stage_clear(struct fb_stage *st);
+
+/* For a second mapping of a file another process appends to: takes the records after those this
+ * one knows, until it knows COUNT (the writer's fb_stage_count(), published after the copy),
+ * calling FN (may be NULL) for each new one. Returns 0, FN's non-zero value, or -EIO when the
+ * file does not hold COUNT records. */
+int fb_stage_follow(struct fb_stage *st, size_t count, fb_stage_visit_fn fn, void *ud);
+
+/* Writes the file's dirty pages to the disk (fdatasync). Returns 0 or a negative errno. */
+int fb_stage_sync(struct fb_stage *st);
+
+/* Bytes of the records this mapping knows (appended or followed), and the file's size. */
+size_t fb_stage_used(const struct fb_stage *st);
+size_t fb_stage_size(const struct fb_stage *st);
+
+/* Like fb_stage_each(), from byte offset OFF (a record boundary at or below fb_stage_used()). */
+int fb_stage_each_from(struct fb_stage *st, size_t off, fb_stage_visit_fn fn, void *ud);
 
 /* CRC-32C (Castagnoli) of BUF, continuing from CRC (0 to start). Exposed for the tests. */
 uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t len);

@@ -1,11 +1,24 @@
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <mqtt_protocol.h>
 
 #include "bridge.h"
+#include "chan.h"
 #include "handoff.h"
 #include "link.h"
 #include "metrics.h"
@@ -18,7 +31,7 @@
 #define TAIL_BUDGET (8u << 20)
 
 /* One loaded configuration with its compiled routes. A reload makes a new generation; older ones
- * stay alive until stop, because the worker keeps using the first one (cloud settings and
+ * stay alive until stop, because the link process keeps using the first one (cloud settings and
  * cloud_to_edge rules change only with a restart). */
 struct generation {
 	struct fb_config *cfg;
@@ -30,24 +43,72 @@ struct generation {
 	struct generation *older;
 };
 
+/* Cloud-to-edge ring in shared memory: the link process writes records of spool "in" (u64 seq,
+ * u32 length, u32 flags, the record, padding to 8 bytes) at c2e_tail, the broker thread reads
+ * them at c2e_head (byte counts, never wrapped; the position is the count modulo the size). A
+ * record that does not fit at the end of the ring starts again at its beginning; one larger than
+ * half the ring is written to a file of its own and the ring carries its name (C2E_FILE). */
+#define C2E_RING (8u << 20)
+#define C2E_HEAD 16u
+#define C2E_WRAP UINT32_MAX
+#define C2E_FILE 1u
+#define C2E_FILE_NAME "flowmq-c2e-"
+
+/* Status values are collected in the link process this often, for the broker to publish. */
+#define SNAPSHOT_MS 500
+/* How long the broker waits for a link process to start, or for it to empty a staging file. */
+#define START_WAIT_MS 60000
+#define STAGE_WAIT_MS 10000
+/* How long an orderly stop of the link process may take before it is killed. */
+#define STOP_WAIT_MS 15000
+
+/* The state both processes share (MAP_SHARED, anonymous: created before the fork). */
+struct fb_shared {
+	struct fb_chan_shared chan;
+	struct fb_counters ctr;
+	atomic_bool notified;            /* an eventfd write to the link process is pending */
+	atomic_bool stop;                /* broker: the link process is to stop */
+	atomic_int child_state;          /* link process: 1 running, < 0 -errno of a failed start */
+	atomic_uint mgen;                /* link process: sequence lock over METRICS */
+	struct fb_metrics metrics;
+	atomic_uint_fast64_t c2e_head;   /* broker */
+	atomic_uint_fast64_t c2e_tail;   /* link process */
+	atomic_uint_fast64_t c2e_pushed; /* link process: newest "in" seq in the ring */
+	atomic_uint_fast64_t in_released;/* broker: newest "in" seq injected and taken by the broker */
+	uint8_t c2e[C2E_RING];
+};
+
 struct fb_bridge {
 	char *config_file;
 	struct fb_logger lg;
 	struct fb_host host;
 	struct generation *gen;   /* newest; broker thread only */
-	struct generation *first; /* the one the worker uses */
-	struct fb_spool *spool;
-	struct fb_handoff handoff;
-	bool handoff_ready;
-	struct fb_tail tail;
-	struct fb_link *link;
-	struct fb_counters ctr;
+	struct generation *first; /* the one the link process uses */
+	struct fb_shared *sh;
+	int efd;                  /* wakes the link process's worker */
+	pid_t broker;             /* this process */
+	pid_t child;              /* the link process, 0: none */
+	struct fb_chan_writer *w;
+	struct fb_counters *ctr;  /* &sh->ctr */
 	uint8_t *buf;             /* capture buffers, broker thread: the record */
 	size_t buf_size;
 	uint8_t *pbuf;            /* its properties */
 	size_t pbuf_size;
-	struct fb_inmsg *injected; /* handed to the broker at the last tick, still in spool "in" */
+	uint64_t c2e_head;        /* broker: where the next ring record starts */
+	uint64_t injected;        /* newest "in" seq handed to the broker at the last tick */
+	uint64_t released;        /* ... and the newest published as in_released */
 	time_t next_status;
+	time_t next_check;        /* when to look after the link process next */
+
+	/* In the link process only. */
+	struct fb_spool *spool;
+	struct fb_tail tail;
+	struct fb_link *link;
+	bool in_more;             /* spool "in" may hold records not in the ring yet */
+	bool pump_full;           /* the last pump stopped at a full ring */
+	uint64_t in_deleted;      /* newest "in" seq released and deleted */
+	struct fb_spool_del *dels;
+	size_t dels_n, dels_cap;
 };
 
 static void generation_free(struct generation *g)
@@ -125,29 +186,441 @@ fail:
 	return rc;
 }
 
-/* Queues whatever a crash left in spool "in": it is injected at the first tick. */
-static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
+/* ---- shared state ---------------------------------------------------------------------------- */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while(nanosleep(&ts, &ts) != 0 && errno == EINTR){
+	}
+}
+
+static void c2e_file_path(const struct fb_bridge *b, uint64_t seq, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/%s%" PRIu64, b->first->cfg->spool.path, C2E_FILE_NAME, seq);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+/* ---- the link process ------------------------------------------------------------------------ */
+
+/* Writes record SEQ of spool "in" into the ring. Returns 0, or -ENOBUFS when it has no room now. */
+static int ring_put(struct fb_bridge *b, uint64_t seq, const void *rec, size_t len)
+{
+	struct fb_shared *sh = b->sh;
+	uint64_t head = atomic_load_explicit(&sh->c2e_head, memory_order_acquire);
+	uint64_t tail = atomic_load_explicit(&sh->c2e_tail, memory_order_relaxed);
+	uint32_t flags = 0;
+	char path[4096];
+	size_t off, skip = 0, need;
+
+	if(len > C2E_RING / 2){
+		/* Too large for the ring: in a file of its own, the ring carries its seq. */
+		int fd;
+		const uint8_t *p = rec;
+		size_t left = len;
+
+		c2e_file_path(b, seq, path, sizeof(path));
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if(fd < 0){
+			return -ENOBUFS;
+		}
+		while(left > 0){
+			ssize_t n = write(fd, p, left);
+			if(n <= 0){
+				if(n < 0 && errno == EINTR){
+					continue;
+				}
+				close(fd);
+				unlink(path);
+				return -ENOBUFS;
+			}
+			p += n;
+			left -= (size_t)n;
+		}
+		close(fd);
+		flags = C2E_FILE;
+		rec = NULL;
+		len = 0;
+	}
+	need = C2E_HEAD + ((len + 7) & ~(size_t)7);
+	off = (size_t)(tail % C2E_RING);
+	if(C2E_RING - off < need){
+		skip = C2E_RING - off;
+	}
+	if(tail + skip + need - head > C2E_RING){
+		if(flags == C2E_FILE){
+			unlink(path);
+		}
+		return -ENOBUFS;
+	}
+	if(skip){
+		if(skip >= C2E_HEAD){
+			put_u32(sh->c2e + off + 8, C2E_WRAP);
+		}
+		tail += skip;
+		off = 0;
+	}
+	put_u64(sh->c2e + off, seq);
+	put_u32(sh->c2e + off + 8, (uint32_t)len);
+	put_u32(sh->c2e + off + 12, flags);
+	if(len){
+		memcpy(sh->c2e + off + C2E_HEAD, rec, len);
+	}
+	atomic_store_explicit(&sh->c2e_tail, tail + need, memory_order_release);
+	atomic_store_explicit(&sh->c2e_pushed, seq, memory_order_relaxed);
+	return 0;
+}
+
+/* fb_link_deps.c2e_push: straight into the ring unless older records wait in the spool. */
+static int c2e_push(void *ud, uint64_t seq, const void *rec, size_t len)
 {
 	struct fb_bridge *b = ud;
-	struct fb_inmsg *m = fb_inmsg_from_record(seq, val, len);
 
-	if(m){
-		fb_handoff_push(&b->handoff, m);
-	}else{
-		fb_log(&b->lg, MOSQ_LOG_ERR, "spool \"in\" record %llu is unreadable; dropped", (unsigned long long)seq);
-		fb_spool_delete(b->spool, FB_Q_IN, seq, len);
-		fb_count(&b->ctr.c2e_dropped, 1);
+	if(b->in_more || atomic_load_explicit(&b->sh->c2e_pushed, memory_order_relaxed) + 1 != seq
+			|| ring_put(b, seq, rec, len) != 0){
+		b->in_more = true;
+		return -ENOBUFS;
 	}
 	return 0;
+}
+
+static int pump_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_bridge *b = ud;
+
+	if(ring_put(b, seq, val, len) != 0){
+		b->pump_full = true;
+		return 1; /* full: the rest waits */
+	}
+	return 0;
+}
+
+static int release_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_bridge *b = ud;
+	(void)val;
+
+	if(seq > atomic_load_explicit(&b->sh->in_released, memory_order_acquire)){
+		return 1;
+	}
+	if(b->dels_n == b->dels_cap){
+		size_t cap = b->dels_cap ? 2 * b->dels_cap : 64;
+		struct fb_spool_del *d = realloc(b->dels, cap * sizeof(*d));
+		if(d == NULL){
+			return 1;
+		}
+		b->dels = d;
+		b->dels_cap = cap;
+	}
+	b->dels[b->dels_n++] = (struct fb_spool_del){ seq, len };
+	return 0;
+}
+
+/* fb_link_deps.c2e_pending: deletes from spool "in" what the broker has injected, hands over what
+ * waits, and says whether the broker has anything left to take. */
+static size_t c2e_pending(void *ud)
+{
+	struct fb_bridge *b = ud;
+	struct fb_shared *sh = b->sh;
+	uint64_t released = atomic_load_explicit(&sh->in_released, memory_order_acquire);
+
+	if(released > b->in_deleted){
+		b->dels_n = 0;
+		fb_spool_read(b->spool, FB_Q_IN, b->in_deleted, SIZE_MAX, release_visit, b);
+		if(b->dels_n && fb_spool_delete_many(b->spool, FB_Q_IN, b->dels, b->dels_n) == 0){
+			b->in_deleted = b->dels[b->dels_n - 1].seq;
+		}
+		if(b->dels_n == 0){
+			b->in_deleted = released;
+		}
+	}
+	if(b->in_more){
+		int n;
+
+		b->pump_full = false;
+		n = fb_spool_read(b->spool, FB_Q_IN, atomic_load_explicit(&sh->c2e_pushed, memory_order_relaxed),
+				256, pump_visit, b);
+		if(n >= 0 && n < 256 && !b->pump_full){
+			b->in_more = false; /* everything in spool "in" is in the ring */
+		}
+	}
+	return atomic_load_explicit(&sh->c2e_tail, memory_order_acquire)
+		!= atomic_load_explicit(&sh->c2e_head, memory_order_acquire) || b->in_more;
+}
+
+static void snapshot(struct fb_bridge *b)
+{
+	struct fb_shared *sh = b->sh;
+	struct fb_metrics m;
+
+	fb_metrics_collect(&m, b->ctr, b->link, b->spool);
+	atomic_fetch_add_explicit(&sh->mgen, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	memcpy(&sh->metrics, &m, sizeof(m));
+	atomic_fetch_add_explicit(&sh->mgen, 1, memory_order_release);
+}
+
+/* Waits until no other process holds the spool's RocksDB lock: the link process of a broker that
+ * was just killed may take a moment to die. */
+static void wait_for_lock(const char *path)
+{
+	char lock[4096];
+	uint64_t until = mono_ms() + 10000;
+	int fd;
+
+	snprintf(lock, sizeof(lock), "%s/LOCK", path);
+	fd = open(lock, O_RDWR | O_CLOEXEC);
+	if(fd < 0){
+		return;
+	}
+	while(mono_ms() < until){
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		if(fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type == F_UNLCK){
+			break;
+		}
+		sleep_ms(20);
+	}
+	close(fd);
+}
+
+/* Closes the broker's network sockets (listeners, client connections) in the link process: a
+ * connection the broker closes must not stay open in here. Log files and the syslog socket stay. */
+static void close_broker_sockets(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int self = d ? dirfd(d) : -1;
+
+	if(d == NULL){
+		return;
+	}
+	while((e = readdir(d)) != NULL){
+		int fd = atoi(e->d_name), domain = 0;
+		socklen_t len = sizeof(domain);
+		struct stat sb;
+
+		if(fd <= 2 || fd == self || fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode)){
+			continue;
+		}
+		if(getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0
+				&& (domain == AF_INET || domain == AF_INET6)){
+			close(fd);
+		}
+	}
+	closedir(d);
+}
+
+/* The link process: opens the spool (the reader of the staging channel), runs the cloud link and
+ * collects the status, until the broker says stop or dies. Never returns. */
+static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool running)
+{
+	struct fb_shared *sh = b->sh;
+	const struct fb_config *cfg = b->first->cfg;
+	struct fb_spool_opts so;
+	struct fb_link_deps ld;
+	struct fb_spool_stats st;
+	static const int quiet[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE };
+	int rc;
+
+	/* Dies with the broker; the broker's signals are its own (it stops this process itself). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if(getppid() != b->broker){
+		_exit(1);
+	}
+	for(size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++){
+		signal(quiet[i], SIG_IGN);
+	}
+	prctl(PR_SET_NAME, "flowmq-link");
+	close_broker_sockets();
+
+	so = (struct fb_spool_opts){
+		.path = cfg->spool.path,
+		.max_size = cfg->spool.max_size,
+		.on_full = cfg->spool.on_full,
+		.sync = cfg->spool.sync,
+		.lg = &b->lg,
+		.chan = &sh->chan,
+		.chan_running = running,
+	};
+	fb_spool_thread_init();
+	wait_for_lock(cfg->spool.path);
+	rc = fb_spool_open(&so, &b->spool);
+	if(rc < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot open the spool %s: %s", cfg->spool.path, strerror(-rc));
+		atomic_store(&sh->child_state, rc);
+		_exit(1);
+	}
+	fb_spool_stats(b->spool, &st);
+	fb_tail_init(&b->tail, TAIL_BUDGET, st.last_seq);
+	/* Cloud messages a crash left in spool "in" go to the broker first. */
+	b->in_more = st.in > 0;
+	atomic_store(&sh->c2e_pushed, 0);
+	if(!running){
+		atomic_store(&sh->in_released, 0);
+	}
+	b->in_deleted = 0;
+
+	ld = (struct fb_link_deps){
+		.cfg = cfg,
+		.routes = b->first->routes,
+		.spool = b->spool,
+		.ctr = b->ctr,
+		.tail = &b->tail,
+		.host = &b->host,
+		.lg = &b->lg,
+		.efd = b->efd,
+		.notified = &sh->notified,
+		.c2e_push = c2e_push,
+		.c2e_pending = c2e_pending,
+		.c2e_ud = b,
+	};
+	rc = fb_link_start(&ld, &b->link);
+	if(rc < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the worker thread: %s", strerror(-rc));
+		atomic_store(&sh->child_state, rc);
+		fb_spool_close(b->spool);
+		_exit(1);
+	}
+	snapshot(b);
+	atomic_store_explicit(&sh->child_state, 1, memory_order_release);
+	while(!atomic_load(&sh->stop) && getppid() == b->broker){
+		sleep_ms(SNAPSHOT_MS);
+		snapshot(b);
+	}
+	fb_link_stop(b->link);
+	fb_tail_cleanup(&b->tail);
+	fb_spool_close(b->spool);
+	_exit(0);
+}
+
+/* Starts a link process. RUNNING: the broker stages already (a restart after a crash). */
+static int spawn(struct fb_bridge *b, bool running)
+{
+	pid_t pid;
+
+	atomic_store(&b->sh->child_state, 0);
+	pid = fork();
+	if(pid < 0){
+		return -errno;
+	}
+	if(pid == 0){
+		child_main(b, running);
+	}
+	b->child = pid;
+	return 0;
+}
+
+/* True while the link process runs; reaps it (and logs why) once it has ended. */
+static bool child_alive(struct fb_bridge *b)
+{
+	int status;
+	pid_t r;
+
+	if(b->child <= 0){
+		return false;
+	}
+	r = waitpid(b->child, &status, WNOHANG);
+	if(r == 0){
+		return true;
+	}
+	if(r == b->child && !(atomic_load(&b->sh->stop) && WIFEXITED(status) && WEXITSTATUS(status) == 0)){
+		if(WIFSIGNALED(status)){
+			fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) was killed by signal %d",
+					(int)b->child, WTERMSIG(status));
+		}else{
+			fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) exited with status %d",
+					(int)b->child, WEXITSTATUS(status));
+		}
+	}
+	b->child = 0;
+	return false;
+}
+
+/* Restarts the link process if it has ended. Broker thread. */
+static void supervise(struct fb_bridge *b)
+{
+	if(!child_alive(b) && !atomic_load(&b->sh->stop)){
+		fb_log(&b->lg, MOSQ_LOG_NOTICE, "restarting the link process; what it had not sent stays in the spool");
+		if(spawn(b, true) < 0){
+			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(errno));
+		}
+	}
+}
+
+static void notify(struct fb_bridge *b)
+{
+	fb_link_notify_fd(b->efd, &b->sh->notified);
+}
+
+/* ---- the broker side ------------------------------------------------------------------------- */
+
+static void stop_child(struct fb_bridge *b)
+{
+	uint64_t until;
+	uint64_t one = 1;
+
+	if(b->child <= 0){
+		return;
+	}
+	atomic_store(&b->sh->stop, true);
+	if(write(b->efd, &one, sizeof(one)) < 0){
+		/* the worker also wakes within its poll timeout */
+	}
+	until = mono_ms() + STOP_WAIT_MS;
+	while(child_alive(b) && mono_ms() < until){
+		sleep_ms(5);
+	}
+	if(b->child > 0){
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "the link process did not stop within %d s; killing it",
+				STOP_WAIT_MS / 1000);
+		kill(b->child, SIGKILL);
+		waitpid(b->child, NULL, 0);
+		b->child = 0;
+	}
 }
 
 int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const struct fb_host *host,
 		struct fb_bridge **out)
 {
 	struct fb_bridge *b;
-	struct fb_spool_opts so;
-	struct fb_link_deps ld;
+	struct fb_chan_limits lim;
 	const struct fb_config *cfg;
+	uint64_t until;
+	void *mem;
 	int rc;
 
 	*out = NULL;
@@ -155,8 +628,10 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	if(b == NULL){
 		return -ENOMEM;
 	}
+	b->efd = -1;
 	b->lg = *lg;
 	b->host = *host;
+	b->broker = getpid();
 	b->config_file = strdup(config_file);
 	if(b->config_file == NULL){
 		rc = -ENOMEM;
@@ -169,44 +644,48 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	b->first = b->gen;
 	cfg = b->gen->cfg;
 
-	so = (struct fb_spool_opts){
-		.path = cfg->spool.path,
+	mem = mmap(NULL, sizeof(struct fb_shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if(mem == MAP_FAILED){
+		rc = -errno;
+		fb_log(lg, MOSQ_LOG_ERR, "cannot map memory shared with the link process: %s", strerror(-rc));
+		goto fail;
+	}
+	b->sh = mem;
+	b->ctr = &b->sh->ctr;
+	b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if(b->efd < 0){
+		rc = -errno;
+		fb_log(lg, MOSQ_LOG_ERR, "cannot create an eventfd: %s", strerror(-rc));
+		goto fail;
+	}
+	rc = spawn(b, false);
+	if(rc < 0){
+		fb_log(lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(-rc));
+		goto fail;
+	}
+	/* The link process opens the spool and the staging files: wait for it. */
+	until = mono_ms() + START_WAIT_MS;
+	while(atomic_load_explicit(&b->sh->child_state, memory_order_acquire) == 0){
+		if(!child_alive(b) || mono_ms() >= until){
+			rc = atomic_load(&b->sh->child_state);
+			rc = rc < 0 ? rc : -EIO;
+			fb_log(lg, MOSQ_LOG_ERR, "the link process did not start");
+			goto fail;
+		}
+		sleep_ms(1);
+	}
+	rc = atomic_load(&b->sh->child_state);
+	if(rc < 0){
+		goto fail;
+	}
+	lim = (struct fb_chan_limits){
 		.max_size = cfg->spool.max_size,
 		.on_full = cfg->spool.on_full,
-		.sync = cfg->spool.sync,
-		.lg = &b->lg,
+		.sync = cfg->spool.sync == FB_SYNC_ALWAYS,
 	};
-	fb_spool_thread_init();
-	rc = fb_spool_open(&so, &b->spool);
+	rc = fb_chan_writer_open(cfg->spool.path, &b->sh->chan, &lim, &b->w);
 	if(rc < 0){
-		fb_log(lg, MOSQ_LOG_ERR, "cannot open the spool %s: %s", cfg->spool.path, strerror(-rc));
-		goto fail;
-	}
-	fb_handoff_init(&b->handoff);
-	{
-		struct fb_spool_stats st;
-		fb_spool_stats(b->spool, &st);
-		fb_tail_init(&b->tail, TAIL_BUDGET, st.last_seq);
-	}
-	b->handoff_ready = true;
-	rc = fb_spool_read(b->spool, FB_Q_IN, 0, SIZE_MAX, recover_visit, b);
-	if(rc < 0){
-		goto fail;
-	}
-
-	ld = (struct fb_link_deps){
-		.cfg = cfg,
-		.routes = b->first->routes,
-		.spool = b->spool,
-		.ctr = &b->ctr,
-		.handoff = &b->handoff,
-		.tail = &b->tail,
-		.host = &b->host,
-		.lg = &b->lg,
-	};
-	rc = fb_link_start(&ld, &b->link);
-	if(rc < 0){
-		fb_log(lg, MOSQ_LOG_ERR, "cannot start the worker thread: %s", strerror(-rc));
+		fb_log(lg, MOSQ_LOG_ERR, "cannot open the staging files in %s: %s", cfg->spool.path, strerror(-rc));
 		goto fail;
 	}
 	fb_log(lg, MOSQ_LOG_NOTICE, "started: site %s, %zu edge_to_cloud and %zu cloud_to_edge rules, spool %s, cloud %s",
@@ -224,25 +703,203 @@ void fb_bridge_stop(struct fb_bridge *b)
 	if(b == NULL){
 		return;
 	}
-	fb_link_stop(b->link);
-	/* The broker never took the last tick's messages when it stops right after it: they stay in
-	 * spool "in" and are injected again at the next start. */
-	while(b->injected){
-		struct fb_inmsg *next = b->injected->next;
-		fb_inmsg_free(b->injected);
-		b->injected = next;
+	/* Messages injected at the last tick stay in spool "in" when the broker stops right after it:
+	 * they are injected again at the next start. */
+	if(b->sh){
+		stop_child(b);
 	}
-	if(b->handoff_ready){
-		/* Messages not injected yet stay in spool "in" and are injected at the next start. */
-		fb_handoff_cleanup(&b->handoff);
-		fb_tail_cleanup(&b->tail);
+	fb_chan_writer_close(b->w);
+	if(b->efd >= 0){
+		close(b->efd);
 	}
-	fb_spool_close(b->spool);
+	if(b->sh){
+		munmap(b->sh, sizeof(*b->sh));
+	}
 	generation_free(b->gen);
 	free(b->buf);
 	free(b->pbuf);
+	free(b->dels);
 	free(b->config_file);
 	free(b);
+}
+
+/* Stages record BUF (LEN bytes) for the link process. Both staging files are full only when the
+ * link process has fallen far behind or died: then this waits (restarting it if need be). */
+static int stage(struct fb_bridge *b, size_t len, uint64_t *seq)
+{
+	uint64_t until = 0;
+	int rc;
+
+	while((rc = fb_chan_append(b->w, b->buf, len, seq)) == -EBUSY){
+		uint64_t now = mono_ms();
+
+		if(until == 0){
+			until = now + STAGE_WAIT_MS;
+		}else if(now >= until){
+			return -EAGAIN;
+		}
+		notify(b);
+		supervise(b);
+		sleep_ms(1);
+	}
+	if(rc == 0){
+		notify(b);
+	}
+	return rc;
+}
+
+/* ---- cloud to edge, broker side ------------------------------------------------------------- */
+
+/* Reads a record the link process wrote to a file of its own, and removes the file. */
+static uint8_t *read_c2e_file(struct fb_bridge *b, uint64_t seq, size_t *len)
+{
+	char path[4096];
+	struct stat sb;
+	uint8_t *buf = NULL;
+	size_t got = 0;
+	int fd;
+
+	c2e_file_path(b, seq, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if(fd < 0){
+		return NULL;
+	}
+	if(fstat(fd, &sb) == 0 && (buf = malloc((size_t)sb.st_size + 1)) != NULL){
+		while(got < (size_t)sb.st_size){
+			ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
+			if(n <= 0){
+				if(n < 0 && errno == EINTR){
+					continue;
+				}
+				break;
+			}
+			got += (size_t)n;
+		}
+		if(got < (size_t)sb.st_size){
+			free(buf);
+			buf = NULL;
+		}
+	}
+	close(fd);
+	unlink(path);
+	*len = got;
+	return buf;
+}
+
+static void inject_one(struct fb_bridge *b, struct fb_inmsg *m)
+{
+	if(m->expiry_ms){
+		uint64_t now = fb_wall_ms();
+
+		if(now >= m->expiry_ms){
+			fb_count(&b->ctr->c2e_dropped, 1);
+			return;
+		}
+		mosquitto_property_add_int32(&m->props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
+				(uint32_t)((m->expiry_ms - now + 999) / 1000));
+	}
+	if(b->host.publish(b->host.ud, m->topic, m->payloadlen, m->payload, m->qos, m->retain, m->props) == 0){
+		m->payload = NULL; /* the broker owns them now */
+		m->props = NULL;
+		fb_count(&b->ctr->injected, 1);
+	}else{
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot inject a cloud message on %s", m->topic);
+		fb_count(&b->ctr->c2e_dropped, 1);
+	}
+}
+
+/* Injects every message in the ring. mosquitto_broker_publish() only queues a message; the broker
+ * takes it into its own structures at the start of its next loop iteration, before the next tick.
+ * So a message is released (and leaves spool "in") one tick after it was injected: a crash in
+ * between injects it again rather than lose it. */
+static __attribute__((noinline)) void inject(struct fb_bridge *b)
+{
+	struct fb_shared *sh = b->sh;
+	uint64_t tail = atomic_load_explicit(&sh->c2e_tail, memory_order_acquire);
+
+	while(b->c2e_head != tail){
+		size_t off = (size_t)(b->c2e_head % C2E_RING), len, need;
+		const uint8_t *p = sh->c2e + off;
+		uint8_t *file = NULL;
+		struct fb_inmsg *m;
+		uint64_t seq;
+
+		if(C2E_RING - off < C2E_HEAD || get_u32(p + 8) == C2E_WRAP){
+			b->c2e_head += C2E_RING - off;
+			continue;
+		}
+		seq = get_u64(p);
+		len = get_u32(p + 8);
+		need = C2E_HEAD + ((len + 7) & ~(size_t)7);
+		if(get_u32(p + 12) & C2E_FILE){
+			file = read_c2e_file(b, seq, &len);
+		}
+		m = file ? fb_inmsg_from_record(seq, file, len)
+			: (get_u32(p + 12) & C2E_FILE) ? NULL : fb_inmsg_from_record(seq, p + C2E_HEAD, len);
+		if(m){
+			inject_one(b, m);
+			fb_inmsg_free(m);
+		}else{
+			fb_log(&b->lg, MOSQ_LOG_ERR, "spool \"in\" record %" PRIu64 " is unreadable; dropped", seq);
+			fb_count(&b->ctr->c2e_dropped, 1);
+		}
+		free(file);
+		b->injected = seq;
+		b->c2e_head += need;
+		atomic_store_explicit(&sh->c2e_head, b->c2e_head, memory_order_release);
+	}
+}
+
+static __attribute__((noinline)) void release_injected(struct fb_bridge *b)
+{
+	atomic_store_explicit(&b->sh->in_released, b->injected, memory_order_release);
+	b->released = b->injected;
+}
+
+static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t now)
+{
+	struct fb_shared *sh = b->sh;
+	struct fb_metrics m;
+	unsigned g;
+
+	if(now >= b->next_check){
+		supervise(b);
+		b->next_check = now + 1;
+	}
+	if(now < b->next_status){
+		return;
+	}
+	do{
+		g = atomic_load_explicit(&sh->mgen, memory_order_acquire);
+		memcpy(&m, &sh->metrics, sizeof(m));
+		atomic_thread_fence(memory_order_acquire);
+	}while((g & 1) || g != atomic_load_explicit(&sh->mgen, memory_order_relaxed));
+	/* The counters as they are now, the rest as the link process last saw it. */
+	m.forwarded = atomic_load_explicit(&b->ctr->forwarded, memory_order_relaxed);
+	m.dropped_full = atomic_load_explicit(&b->ctr->dropped_full, memory_order_relaxed);
+	m.dropped_filtered = atomic_load_explicit(&b->ctr->dropped_filtered, memory_order_relaxed);
+	m.injected = atomic_load_explicit(&b->ctr->injected, memory_order_relaxed);
+	m.c2e_dropped = atomic_load_explicit(&b->ctr->c2e_dropped, memory_order_relaxed);
+	if(!child_alive(b) && m.link.state == FB_LINK_CONNECTED){
+		m.link.state = FB_LINK_DISCONNECTED;
+	}
+	fb_metrics_publish(&b->host, &m);
+	b->next_status = now + (time_t)((b->gen->cfg->status_interval_ms + 999) / 1000);
+}
+
+void fb_bridge_tick(struct fb_bridge *b, time_t now)
+{
+	/* Every broker loop turn comes here: with nothing to do, three loads and compares (the work
+	 * is out of line, so that the compiler need not set up a frame for it). */
+	if(b->injected != b->released){
+		release_injected(b);
+	}
+	if(atomic_load_explicit(&b->sh->c2e_tail, memory_order_relaxed) != b->c2e_head){
+		inject(b);
+	}
+	if(now >= b->next_check){
+		publish_status(b, now);
+	}
 }
 
 /* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
@@ -255,7 +912,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	const struct fb_e2c_rule *rule;
 	struct fb_record r;
 	uint32_t eprops_len = 0;
-	uint64_t seq, dropped = 0;
+	uint64_t seq;
 	size_t len;
 
 	if(rc == -EINVAL){
@@ -263,7 +920,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		 * 65535 bytes): nothing can be sent, so it counts as filtered. */
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "%s: edge_to_cloud[%d] makes an invalid cloud topic of it; not forwarded",
 				topic, res.rule);
-		fb_count(&b->ctr.dropped_filtered, 1);
+		fb_count(&b->ctr->dropped_filtered, 1);
 		return 0;
 	}
 	if(rc < 0){
@@ -271,7 +928,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	}
 	rule = &g->cfg->e2c[res.rule];
 	if(res.drop){
-		fb_count(&b->ctr.dropped_filtered, 1);
+		fb_count(&b->ctr->dropped_filtered, 1);
 		return 0;
 	}
 	rc = fb_props_encode_into(props, g->extra[res.rule], g->extra_len[res.rule], &b->pbuf,
@@ -304,12 +961,9 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		b->buf_size = len;
 	}
 	fb_record_encode(&r, b->buf);
-	rc = fb_spool_append(b->spool, FB_Q_OUT, b->buf, len, &seq, &dropped);
-	if(dropped){
-		fb_count(&b->ctr.dropped_full, dropped);
-	}
+	rc = stage(b, len, &seq);
 	if(rc == -ENOSPC || rc == -E2BIG){
-		fb_count(&b->ctr.dropped_full, 1);
+		fb_count(&b->ctr->dropped_full, 1);
 		/* drop_new accepts and drops; reject refuses, so the publisher sees 0x87. */
 		rc = g->cfg->spool.on_full == FB_ON_FULL_REJECT ? -ENOSPC : 0;
 		goto out;
@@ -318,8 +972,6 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot spool a message on %s: %s", topic, strerror(-rc));
 		goto out;
 	}
-	fb_tail_push(&b->tail, seq, b->buf, len);
-	fb_link_notify(b->link);
 out:
 	free(res.topic);
 	return rc;
@@ -345,82 +997,6 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 		return 0; /* no rule can match: the common case for local traffic, without a call */
 	}
 	return capture_lookup(b, topic, payload, payloadlen, props, retain);
-}
-
-/* mosquitto_broker_publish() only queues a message; the broker takes it into its own structures
- * at the start of its next loop iteration, before the next tick. So a message leaves spool "in"
- * one tick after it was handed over: a crash in between injects it again rather than lose it. */
-static __attribute__((noinline)) void release_injected(struct fb_bridge *b)
-{
-	struct fb_inmsg *m = b->injected;
-
-	b->injected = NULL;
-	while(m){
-		struct fb_inmsg *next = m->next;
-		fb_spool_delete(b->spool, FB_Q_IN, m->seq, m->reclen);
-		fb_inmsg_free(m);
-		m = next;
-	}
-}
-
-static __attribute__((noinline)) void inject(struct fb_bridge *b)
-{
-	struct fb_inmsg *m = fb_handoff_take(&b->handoff);
-	struct fb_inmsg **done = &b->injected;
-	uint64_t now = 0;
-
-	while(m){
-		struct fb_inmsg *next = m->next;
-
-		if(m->expiry_ms){
-			if(now == 0){
-				now = fb_wall_ms();
-			}
-			if(now >= m->expiry_ms){
-				fb_count(&b->ctr.c2e_dropped, 1);
-				goto done;
-			}
-			mosquitto_property_add_int32(&m->props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
-					(uint32_t)((m->expiry_ms - now + 999) / 1000));
-		}
-		if(b->host.publish(b->host.ud, m->topic, m->payloadlen, m->payload, m->qos, m->retain, m->props) == 0){
-			m->payload = NULL; /* the broker owns them now */
-			m->props = NULL;
-			fb_count(&b->ctr.injected, 1);
-		}else{
-			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot inject a cloud message on %s", m->topic);
-			fb_count(&b->ctr.c2e_dropped, 1);
-		}
-done:
-		m->next = NULL;
-		*done = m;
-		done = &m->next;
-		m = next;
-	}
-}
-
-static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t now)
-{
-	struct fb_metrics m;
-
-	fb_metrics_collect(&m, &b->ctr, b->link, b->spool);
-	fb_metrics_publish(&b->host, &m);
-	b->next_status = now + (time_t)((b->gen->cfg->status_interval_ms + 999) / 1000);
-}
-
-void fb_bridge_tick(struct fb_bridge *b, time_t now)
-{
-	/* Every broker loop turn comes here: with nothing to do, three loads and compares (the work
-	 * is out of line, so that the compiler need not set up a frame for it). */
-	if(b->injected){
-		release_injected(b);
-	}
-	if(fb_handoff_pending(&b->handoff)){
-		inject(b);
-	}
-	if(now >= b->next_status){
-		publish_status(b, now);
-	}
 }
 
 int fb_bridge_reload(struct fb_bridge *b)

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "handoff.h"
 #include "record.h"
@@ -50,54 +51,6 @@ void fb_inmsg_free(struct fb_inmsg *m)
 	free(m);
 }
 
-void fb_handoff_init(struct fb_handoff *h)
-{
-	pthread_mutex_init(&h->lock, NULL);
-	h->head = NULL;
-	h->tail = &h->head;
-	h->count = 0;
-}
-
-void fb_handoff_cleanup(struct fb_handoff *h)
-{
-	struct fb_inmsg *m = fb_handoff_take(h);
-
-	while(m){
-		struct fb_inmsg *next = m->next;
-		fb_inmsg_free(m);
-		m = next;
-	}
-	pthread_mutex_destroy(&h->lock);
-}
-
-void fb_handoff_push(struct fb_handoff *h, struct fb_inmsg *m)
-{
-	m->next = NULL;
-	pthread_mutex_lock(&h->lock);
-	*h->tail = m;
-	h->tail = &m->next;
-	__atomic_store_n(&h->count, h->count + 1, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&h->lock);
-}
-
-struct fb_inmsg *fb_handoff_take(struct fb_handoff *h)
-{
-	struct fb_inmsg *m;
-
-	/* Every broker loop turn asks: no lock while the queue is empty. A push racing with this
-	 * check is taken at the next turn (the worker wakes the broker until it is). */
-	if(__atomic_load_n(&h->count, __ATOMIC_ACQUIRE) == 0){
-		return NULL;
-	}
-	pthread_mutex_lock(&h->lock);
-	m = h->head;
-	h->head = NULL;
-	h->tail = &h->head;
-	__atomic_store_n(&h->count, 0, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&h->lock);
-	return m;
-}
-
 static void on_wake_signal(int signo)
 {
 	(void)signo; /* interrupting epoll_wait is all it takes */
@@ -125,6 +78,7 @@ int fb_waker_init(struct fb_waker *w)
 
 	memset(w, 0, sizeof(*w));
 	w->thread = pthread_self();
+	w->pid = getpid();
 	w->signo = pick_signal();
 	if(w->signo < 0){
 		return -EBUSY;
@@ -143,7 +97,11 @@ int fb_waker_init(struct fb_waker *w)
 void fb_waker_wake(struct fb_waker *w)
 {
 	if(w->armed){
-		pthread_kill(w->thread, w->signo);
+		if(getpid() == w->pid){
+			pthread_kill(w->thread, w->signo);
+		}else{
+			kill(w->pid, w->signo); /* from the link process: the broker is single-threaded */
+		}
 	}
 }
 

@@ -16,6 +16,7 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include "handoff.h"
 #include "link.h"
 #include "record.h"
 #include "tls.h"
@@ -36,9 +37,8 @@ struct inflight {
 struct fb_link {
 	struct fb_link_deps d;
 	pthread_t thread;
-	int efd;
+	int efd;              /* d.efd: the channel's writer and fb_link_stop() write to it */
 	atomic_bool stopping;
-	atomic_bool notified; /* an eventfd write is pending */
 	atomic_bool dirty;    /* appended since the last WAL fsync */
 
 	pthread_mutex_t status_lock;
@@ -62,6 +62,7 @@ struct fb_link {
 	uint64_t last_rx_ms;
 	uint64_t last_sync_ms;
 	uint64_t last_wake_ms;
+	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
 	bool maybe_more;         /* spool "out" may hold records after cursor */
 	uint64_t cursor;         /* last seq handed to libmosquitto */
 	struct inflight *ring;
@@ -113,15 +114,34 @@ void fb_link_status(struct fb_link *l, struct fb_link_status *st)
 	pthread_mutex_unlock(&l->status_lock);
 }
 
-void fb_link_notify(struct fb_link *l)
+void fb_link_notify_fd(int efd, atomic_bool *notified)
 {
 	uint64_t one = 1;
 
-	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
-	if(!atomic_exchange(&l->notified, true)){
-		if(write(l->efd, &one, sizeof(one)) < 0){
+	if(!atomic_exchange(notified, true)){
+		if(write(efd, &one, sizeof(one)) < 0){
 			/* the counter cannot overflow with one write per wake-up */
 		}
+	}
+}
+
+/* Takes the records the broker thread staged into spool "out" and the tail. */
+static int tail_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_link *l = ud;
+
+	fb_tail_push(l->d.tail, seq, val, len);
+	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
+	return 0;
+}
+
+static void ingest(struct fb_link *l)
+{
+	uint64_t dropped = 0;
+
+	fb_spool_ingest(l->d.spool, tail_visit, l, &dropped);
+	if(dropped){
+		fb_count(&l->d.ctr->dropped_full, dropped);
 	}
 }
 
@@ -210,12 +230,15 @@ static void flush_acked(struct fb_link *l)
 /* Records the broker thread staged go into RocksDB with the next delete (which leaves out those
  * acknowledged by then); while none comes (cloud unreachable, QoS 0), the worker settles them
  * once SETTLE_COUNT are staged or the oldest has waited SETTLE_MS. */
-#define SETTLE_COUNT 2048
-#define SETTLE_MS 100
+#define SETTLE_COUNT 8192
+#define SETTLE_MS 500
 
 static void maybe_settle(struct fb_link *l, uint64_t now)
 {
-	size_t n = fb_spool_staged(l->d.spool);
+	size_t n;
+
+	ingest(l);
+	n = fb_spool_staged(l->d.spool);
 
 	if(n == 0){
 		l->staged_since_ms = 0;
@@ -604,6 +627,7 @@ static void fill(struct fb_link *l)
 	if(l->ring_used > 0 && l->ring_cap - l->ring_used < batch){
 		return;
 	}
+	ingest(l);
 	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
 		size_t want = l->ring_cap - l->ring_used;
 		struct fb_tail_rec *r = fb_tail_take_next(l->d.tail, l->cursor);
@@ -655,7 +679,6 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	uint32_t eprops_len = 0, expiry_s = 0;
 	uint16_t vlen;
 	const char *origin;
-	struct fb_inmsg *m = NULL;
 	uint64_t seq;
 	size_t len;
 	int rc;
@@ -712,12 +735,9 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 		goto out;
 	}
 	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
-	m = fb_inmsg_from_record(seq, buf, len);
-	if(m){
-		fb_handoff_push(l->d.handoff, m);
-		l->d.host->wake(l->d.host->ud);
-		l->last_wake_ms = now_ms();
-	}
+	l->d.c2e_push(l->d.c2e_ud, seq, buf, len); /* or later, from the spool */
+	l->d.host->wake(l->d.host->ud);
+	l->last_wake_ms = now_ms();
 out:
 	free(buf);
 	free(eprops);
@@ -742,7 +762,7 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	if(cfg->spool.sync == FB_SYNC_INTERVAL && atomic_load_explicit(&l->dirty, memory_order_relaxed)){
 		EARLIER(l->last_sync_ms + cfg->spool.sync_interval_ms);
 	}
-	if(fb_handoff_pending(l->d.handoff)){
+	if(l->c2e_waiting){
 		EARLIER(l->last_wake_ms + FB_HANDOFF_REWAKE_MS);
 	}
 	if(l->acked_count){
@@ -767,7 +787,8 @@ static void housekeeping(struct fb_link *l, uint64_t now)
 	}
 	/* The broker may have been busy when the last wake-up signal arrived: repeat it until the
 	 * broker thread has taken the queue. */
-	if(fb_handoff_pending(l->d.handoff) && now >= l->last_wake_ms + FB_HANDOFF_REWAKE_MS){
+	l->c2e_waiting = l->d.c2e_pending(l->d.c2e_ud) > 0;
+	if(l->c2e_waiting && now >= l->last_wake_ms + FB_HANDOFF_REWAKE_MS){
 		l->d.host->wake(l->d.host->ud);
 		l->last_wake_ms = now;
 	}
@@ -855,7 +876,7 @@ static void *worker(void *arg)
 		now = now_ms();
 		if(pfd[0].revents & POLLIN){
 			uint64_t v;
-			atomic_store(&l->notified, false);
+			atomic_store(l->d.notified, false);
 			if(read(l->efd, &v, sizeof(v)) < 0){
 				/* EAGAIN: another wake-up consumed it */
 			}
@@ -936,15 +957,14 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 		return -ENOMEM;
 	}
 	l->d = *d;
-	l->efd = -1;
 	pthread_mutex_init(&l->status_lock, NULL);
 	l->ring_cap = d->cfg->cloud.max_inflight;
 	l->ring = calloc(l->ring_cap, sizeof(*l->ring));
 	l->batch = calloc(l->ring_cap, sizeof(*l->batch));
 	l->topic_buf = malloc(65536);
-	l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if(l->ring == NULL || l->batch == NULL || l->topic_buf == NULL || l->efd < 0){
-		rc = l->efd < 0 ? -errno : -ENOMEM;
+	l->efd = d->efd;
+	if(l->ring == NULL || l->batch == NULL || l->topic_buf == NULL){
+		rc = -ENOMEM;
 		goto fail;
 	}
 	l->backoff_ms = d->cfg->cloud.reconnect_min_ms;
@@ -960,9 +980,6 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	return 0;
 
 fail:
-	if(l->efd >= 0){
-		close(l->efd);
-	}
 	free(l->ring);
 	free(l->batch);
 	free(l->topic_buf);
@@ -983,7 +1000,6 @@ void fb_link_stop(struct fb_link *l)
 		/* the worker also wakes within MAX_POLL_MS */
 	}
 	pthread_join(l->thread, NULL);
-	close(l->efd);
 	free(l->ring);
 	free(l->batch);
 	free(l->topic_buf);

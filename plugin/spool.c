@@ -52,12 +52,14 @@
 #include <rocksdb/c.h>
 
 #include "spool.h"
+#include "chan.h"
 #include "stage.h"
 
-/* The staging file: some 6,500 records of 100-byte messages. The worker settles at 2,048 (link.c),
- * long before it is full; when it is full, the broker thread settles it all at once. */
-#define STAGE_SIZE (1u << 20)
-#define STAGE_FILE "flowmq-stage"
+/* Memtables smaller than this are not written out on close (fb_spool_close()). */
+#define CLOSE_FLUSH_MIN (8u << 20)
+
+/* Meta key of the newest seq settled from the staging channel (8 bytes big endian). */
+#define SETTLED_KEY "stage/settled"
 
 #define KEY_LEN 8
 
@@ -236,8 +238,13 @@ struct fb_spool {
 
 	pthread_mutex_t lock;
 	struct spool_queue q[3]; /* by enum fb_queue */
-	struct fb_stage *stage;  /* NULL: "out" appends go straight to RocksDB */
-	size_t staged;           /* records in it (read without the lock by fb_spool_staged()) */
+	struct fb_chan_shared *sh;   /* the staging channel's shared state */
+	bool own_sh;                 /* allocated here (appends from this process) */
+	bool chan_running;           /* its writer runs already (a link process restarted) */
+	struct fb_chan_reader *chan;
+	struct fb_chan_writer *w;    /* fb_spool_append() to "out"; NULL in the link process */
+	uint64_t settled;            /* newest seq settled from the channel ("stage/settled") */
+	size_t staged;               /* records taken and not settled (read without the lock) */
 	rocksdb_writebatch_t *wb; /* reused under the lock */
 	uint8_t *mark;            /* fb_spool_delete_many(): which items were live */
 	size_t markcap;
@@ -626,7 +633,8 @@ static int load_write(struct fb_spool *s, char **why)
 	return *why ? rc : -ENOMEM;
 }
 
-/* Recovery of staged records: those above the floor and above the last key found go into S->wb. */
+/* Recovery of staged records: those above the floor, the last key found and the settled mark go
+ * into S->wb. */
 struct recover_ctx {
 	struct fb_spool *s;
 	struct spool_queue *q;
@@ -655,56 +663,90 @@ static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
-/* Puts the records staged before the last stop into "out" and empties the staging file. Returns 0
- * or an error of classify_error() with *why. */
-static int recover_staged(struct fb_spool *s, struct spool_queue *q, char **why)
+/* Reads the settled mark into s->settled. Returns 0 or an error of classify_error() with *why. */
+static int read_settled(struct fb_spool *s, char **why)
 {
-	struct recover_ctx c = { .s = s, .q = q, .from = q->next_seq > q->floor ? q->next_seq : q->floor };
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	char *err = NULL, *val;
+	size_t vlen = 0;
+
+	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY), &vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		int rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		return *why ? rc : -ENOMEM;
+	}
+	s->settled = val && vlen == KEY_LEN ? key_decode(val) : 0;
+	rocksdb_free(val);
+	return 0;
+}
+
+/* Adds the settled mark SEQ to S->wb. */
+static void settled_stage(struct fb_spool *s, uint64_t seq)
+{
+	uint8_t v[KEY_LEN];
+
+	key_encode(v, seq);
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY), (const char *)v, sizeof(v));
+}
+
+/* Opens the staging channel. A fresh one (no writer yet): the records staged before the last stop
+ * go into "out" here, and the files are emptied when the queue is loaded (chan_reset()). Returns
+ * 0 or an error of classify_error() with *why. */
+static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
+{
+	struct recover_ctx c = { .s = s, .q = q };
 	int rc;
 
-	if(s->stage == NULL){
-		return 0;
+	rc = read_settled(s, why);
+	if(rc){
+		return rc;
 	}
-	fb_stage_recover(s->stage, recover_visit, &c);
-	if(c.rc){
+	rc = fb_chan_reader_open(s->path, s->sh, !s->chan_running, &s->chan);
+	if(rc){
+		*why = strdup(strerror(-rc));
+		return *why ? rc : -ENOMEM;
+	}
+	if(s->chan_running){
+		return 0; /* its records are taken like new ones (fb_spool_ingest()) */
+	}
+	c.from = q->next_seq > q->floor ? q->next_seq : q->floor;
+	if(c.from < s->settled + 1){
+		c.from = s->settled + 1;
+	}
+	rc = fb_chan_recover(s->chan, recover_visit, &c);
+	if(c.rc || rc < 0){
 		rocksdb_writebatch_clear(s->wb);
-		return c.rc;
+		*why = strdup(strerror(c.rc ? -c.rc : -rc));
+		return *why ? (c.rc ? c.rc : rc) : -ENOMEM;
 	}
 	if(c.n){
+		settled_stage(s, c.from - 1);
 		rc = load_write(s, why);
 		if(rc){
 			return rc;
 		}
+		s->settled = c.from - 1;
 		q->next_seq = c.from;
 		fb_log(&s->lg, MOSQ_LOG_NOTICE, "flowmq-bridge: spool %s: %llu staged records taken "
 				"into \"out\"", s->path, (unsigned long long)c.n);
 	}
-	rc = fb_stage_reset(s->stage);
-	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: cannot reset the staging "
-				"file (%s); appends go straight to RocksDB", s->path, strerror(-rc));
-		fb_stage_close(s->stage);
-		s->stage = NULL;
-	}
 	return 0;
 }
 
-/* Opens the staging file (spool.c's header). Without it, appends go straight to RocksDB. */
-static void stage_open(struct fb_spool *s)
+/* A fresh channel starts empty, its writer at the queue's next seq. */
+static int chan_reset(struct fb_spool *s, char **why)
 {
-	char *path;
-	int rc;
+	int rc = fb_chan_reset(s->chan, s->q[FB_Q_OUT].next_seq);
 
-	if(asprintf(&path, "%s/%s", s->path, STAGE_FILE) < 0){
-		return;
-	}
-	rc = fb_stage_open(path, STAGE_SIZE, &s->stage);
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: cannot open %s (%s); appends "
-				"go straight to RocksDB", s->path, path, strerror(-rc));
-		s->stage = NULL;
+		*why = strdup(strerror(-rc));
+		return *why ? rc : -ENOMEM;
 	}
-	free(path);
+	fb_chan_account(s->chan, 0, s->q[FB_Q_OUT].bytes);
+	return 0;
 }
 
 /* Reads all of Q once, from its floor on: count, bytes, live set, next seq. A queue found empty
@@ -764,20 +806,34 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
 	}
 	if(rc == 0 && qi == FB_Q_OUT){
-		rc = recover_staged(s, q, why);
+		rc = chan_open(s, q, why);
 	}
-	if(rc == 0 && q->count == 0 && q->floor > 0){
+	/* A queue found empty starts again at 1, unless a running writer stages into it already. */
+	if(rc == 0 && q->count == 0 && (q->floor > 0 || (qi == FB_Q_OUT && s->settled))
+			&& !(qi == FB_Q_OUT && s->chan_running)){
 		key_encode(from, 0);
 		key_encode(to, q->floor);
-		rocksdb_writebatch_delete_range_cf(s->wb, q->cf, (const char *)from, sizeof(from),
-				(const char *)to, sizeof(to));
+		if(q->floor > 0){
+			rocksdb_writebatch_delete_range_cf(s->wb, q->cf, (const char *)from, sizeof(from),
+					(const char *)to, sizeof(to));
+		}
 		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[qi],
 				strlen(floor_keys[qi]));
+		if(qi == FB_Q_OUT){
+			rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY));
+		}
 		rc = load_write(s, why);
 		if(rc){
 			return rc;
 		}
 		q->floor = 0;
+		q->next_seq = 1;
+		if(qi == FB_Q_OUT){
+			s->settled = 0;
+		}
+	}
+	if(rc == 0 && qi == FB_Q_OUT && !s->chan_running){
+		rc = chan_reset(s, why);
 	}
 	q->ranged = 0;
 	return rc;
@@ -800,16 +856,12 @@ static int spool_load(struct fb_spool *s, char **why)
 	int rc, i;
 
 	rc = db_open(s, why);
-	if(rc == 0){
-		stage_open(s);
-	}
 	for(i = 0; rc == 0 && i < 3; i++){
 		rc = scan_queue(s, (enum fb_queue)i, why);
 	}
-	if(rc || s->sync == FB_SYNC_ALWAYS){
-		/* With sync "always" every append is fsynced on its own: the file only served recovery. */
-		fb_stage_close(s->stage);
-		s->stage = NULL;
+	if(rc){
+		fb_chan_reader_close(s->chan);
+		s->chan = NULL;
 	}
 	if(rc && s->db){
 		db_close(s);
@@ -850,6 +902,16 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	s->on_full = opts->on_full;
 	s->sync = opts->sync;
 	pthread_mutex_init(&s->lock, NULL);
+	s->sh = opts->chan;
+	s->chan_running = opts->chan && opts->chan_running;
+	if(s->sh == NULL){
+		s->sh = calloc(1, sizeof(*s->sh));
+		s->own_sh = true;
+		if(s->sh == NULL){
+			fb_spool_close(s);
+			return -ENOMEM;
+		}
+	}
 
 	s->dbopts = make_options(s);
 	s->wo = rocksdb_writeoptions_create();
@@ -894,6 +956,15 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}
 	free(why);
 	free(aside);
+	if(rc == 0 && s->own_sh){
+		struct fb_chan_limits lim = { .max_size = s->max_size, .on_full = s->on_full,
+			.sync = s->sync == FB_SYNC_ALWAYS };
+		rc = fb_chan_writer_open(s->path, s->sh, &lim, &s->w);
+		if(rc){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: cannot open the staging files: %s",
+					s->path, strerror(-rc));
+		}
+	}
 	if(rc){
 		fb_spool_close(s);
 		return rc;
@@ -913,8 +984,6 @@ void fb_spool_close(struct fb_spool *s)
 	}
 	if(s->db){
 		settle(s);
-		fb_stage_close(s->stage);
-		s->stage = NULL;
 		rocksdb_flush_wal(s->db, 1, &err);
 		if(err){
 			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: WAL sync on close failed: %s",
@@ -922,11 +991,19 @@ void fb_spool_close(struct fb_spool *s)
 			rocksdb_free(err);
 			err = NULL;
 		}
-		/* Writing the memtables out makes the next open fast: otherwise it replays the WAL (up
-		 * to max_total_wal_size) into memtables, some 150k records a second. */
+		/* Writing large memtables out makes the next open fast: otherwise it replays the WAL (up
+		 * to max_total_wal_size) into memtables, some 150k records a second. Small ones cost less
+		 * to replay than to write out as tables. */
 		fo = rocksdb_flushoptions_create();
 		rocksdb_flushoptions_set_wait(fo, 1);
+		uint64_t mem = 0, v;
 		for(i = 0; i < s->ncf; i++){
+			if(rocksdb_property_int_cf(s->db, s->cfh[i], "rocksdb.cur-size-all-mem-tables", &v) != 0){
+				v = UINT64_MAX / 8;
+			}
+			mem += v;
+		}
+		for(i = 0; mem >= CLOSE_FLUSH_MIN && i < s->ncf; i++){
 			rocksdb_flush_cf(s->db, fo, s->cfh[i], &err);
 			if(err){
 				fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: flush on close "
@@ -954,7 +1031,11 @@ void fb_spool_close(struct fb_spool *s)
 	if(s->cache){
 		rocksdb_cache_destroy(s->cache);
 	}
-	fb_stage_close(s->stage);
+	fb_chan_writer_close(s->w);
+	fb_chan_reader_close(s->chan);
+	if(s->own_sh){
+		free(s->sh);
+	}
 	pthread_mutex_destroy(&s->lock);
 	free(s->path);
 	free(s);
@@ -1021,24 +1102,48 @@ static int spool_fsync(struct fb_spool *s)
 }
 
 /* Adds staged record SEQ to S->wb unless it is no longer live (acknowledged, or moved to dead
- * letters, before it was settled: it never reaches RocksDB). */
+ * letters, before it was settled: it never reaches RocksDB) or in RocksDB already. */
 static int settle_put(void *ud, uint64_t seq, const void *val, size_t len)
 {
 	struct fb_spool *s = ud;
 	uint8_t key[KEY_LEN];
 
-	if(seqset_has(&s->q[FB_Q_OUT].live, seq)){
+	if(seq > s->settled && seqset_has(&s->q[FB_Q_OUT].live, seq)){
 		key_encode(key, seq);
 		rocksdb_writebatch_put_cf(s->wb, s->q[FB_Q_OUT].cf, (const char *)key, sizeof(key), val, len);
 	}
 	return 0;
 }
 
-/* The batch with the staged records is written: empties the staging file. With the lock held. */
-static void stage_settled(struct fb_spool *s)
+/* Adds the staged records still live, and the settled mark, to S->wb. With the lock held. */
+static int settle_stage(struct fb_spool *s)
 {
-	fb_stage_clear(s->stage);
+	int rc = fb_chan_each_unsettled(s->chan, settle_put, s);
+
+	if(rc < 0){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: cannot read the staging files: %s",
+				s->path, strerror(-rc));
+		rocksdb_writebatch_clear(s->wb);
+		return -EIO;
+	}
+	settled_stage(s, s->q[FB_Q_OUT].next_seq - 1);
+	return 0;
+}
+
+/* The batch with the staged records is written: with sync "always" it is fsynced before the
+ * staging files may forget them. With the lock held. */
+static int stage_settled(struct fb_spool *s)
+{
+	if(s->sync == FB_SYNC_ALWAYS){
+		int rc = spool_fsync(s);
+		if(rc){
+			return rc;
+		}
+	}
+	s->settled = s->q[FB_Q_OUT].next_seq - 1;
+	fb_chan_settled(s->chan);
 	__atomic_store_n(&s->staged, 0, __ATOMIC_RELAXED);
+	return 0;
 }
 
 /* Moves the staged records into RocksDB. With the lock held. Returns 0 or -EIO. */
@@ -1046,22 +1151,25 @@ static int settle_locked(struct fb_spool *s)
 {
 	int rc;
 
-	if(s->stage == NULL || fb_stage_count(s->stage) == 0){
+	if(s->chan == NULL){
 		return 0;
 	}
-	fb_stage_each(s->stage, settle_put, s);
-	rc = batch_write(s, "moving staged records into", FB_Q_OUT);
-	if(rc == 0){
-		stage_settled(s);
+	if(fb_chan_unsettled(s->chan) == 0){
+		fb_chan_settled(s->chan); /* empties a sealed file all taken and settled */
+		return 0;
 	}
-	return rc;
+	rc = settle_stage(s);
+	if(rc == 0){
+		rc = batch_write(s, "moving staged records into", FB_Q_OUT);
+	}
+	return rc ? rc : stage_settled(s);
 }
 
 static int settle(struct fb_spool *s)
 {
 	int rc;
 
-	if(s->stage == NULL){
+	if(s->chan == NULL){
 		return 0;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -1083,80 +1191,132 @@ size_t fb_spool_staged(struct fb_spool *s)
 	return s ? __atomic_load_n(&s->staged, __ATOMIC_RELAXED) : 0;
 }
 
-/* Whether a record of RECLEN bytes (key + value) fits into "out" under max_size: 0, 1 when
- * drop_oldest has to make room first, or -E2BIG / -ENOSPC. With the lock held. */
-static int out_room(const struct fb_spool *s, uint64_t reclen)
+/* Tells the channel's writer how many bytes "out" holds now (its max_size check). With the lock
+ * held. */
+static void account(struct fb_spool *s)
 {
-	if(s->max_size == 0 || s->q[FB_Q_OUT].bytes + reclen <= s->max_size){
-		return 0;
+	if(s->chan){
+		fb_chan_account(s->chan, fb_chan_seen(s->chan), s->q[FB_Q_OUT].bytes);
 	}
-	if(reclen > s->max_size){
-		return -E2BIG;
-	}
-	return s->on_full == FB_ON_FULL_DROP_OLDEST ? 1 : -ENOSPC;
 }
 
-/* An append to "out" through the staging file, with the lock held. Returns 0 (*seq set), a
- * negative errno, or 1 when the record has to go straight to RocksDB (drop_oldest must drop). */
-static int stage_append(struct fb_spool *s, const void *val, size_t len, uint64_t *seq)
+/* drop_oldest: deletes the oldest records of "out" until the queue fits into max_size again.
+ * With the lock held. Returns 0 (adds the count to *dropped) or a negative errno. */
+static int trim(struct fb_spool *s, uint64_t *dropped)
 {
 	struct spool_queue *q = &s->q[FB_Q_OUT];
-	uint64_t reclen = KEY_LEN + (uint64_t)len;
+	uint64_t freed = 0, ndrop = 0, last = 0, nf, n;
 	int rc;
 
-	rc = out_room(s, reclen);
+	if(s->max_size == 0 || q->bytes <= s->max_size || s->on_full != FB_ON_FULL_DROP_OLDEST){
+		return 0;
+	}
+	rc = settle_locked(s); /* the oldest are read from RocksDB */
+	if(rc == 0){
+		rc = collect_oldest(s, q, q->bytes - s->max_size, &freed, &ndrop, &last);
+	}
+	if(rc || ndrop == 0){
+		return rc;
+	}
+	/* The records up to LAST go below the floor. */
+	nf = seqset_find(&q->live, last + 1, false);
+	if(nf == 0){
+		nf = q->next_seq;
+	}
+	floor_stage(s, FB_Q_OUT, nf);
+	rc = batch_write(s, "dropping the oldest records of", FB_Q_OUT);
 	if(rc){
 		return rc;
 	}
-	rc = seqset_reserve(&q->live, q->next_seq);
-	if(rc){
-		return rc;
+	/* The batch deleted every live record from q->first to LAST: exactly NDROP of them. */
+	floor_commit(q, nf);
+	for(n = seqset_next(&q->live, q->first); n != 0 && n <= last; n = seqset_next(&q->live, n + 1)){
+		seqset_del(&q->live, n);
 	}
-	rc = fb_stage_append(s->stage, q->next_seq, val, len);
-	if(rc == -ENOSPC){
-		/* Full: everything staged goes into RocksDB now, on this thread. */
-		rc = settle_locked(s);
-		if(rc == 0){
-			rc = fb_stage_append(s->stage, q->next_seq, val, len);
-		}
+	q->count -= ndrop;
+	q->bytes = q->bytes > freed ? q->bytes - freed : 0;
+	q->first = seqset_next(&q->live, last + 1);
+	if(q->count == 0){
+		q->bytes = 0;
+		seqset_reset(&q->live);
 	}
-	if(rc){
-		return rc;
+	if(dropped){
+		*dropped += ndrop;
 	}
-	__atomic_store_n(&s->staged, fb_stage_count(s->stage), __ATOMIC_RELAXED);
-	queue_remember(q, q->next_seq, reclen);
-	*seq = q->next_seq++;
 	return 0;
 }
 
-/* An append straight to RocksDB, with the lock held. For "out", the staged records are settled
- * first (the invariant in the header). */
-static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len,
-		uint64_t *seq, uint64_t *dropped)
+/* Takes what the channel's writer staged since the last time into "out". */
+struct ingest_ctx {
+	struct fb_spool *s;
+	fb_spool_visit_fn fn;
+	void *ud;
+	int rc;
+};
+
+static int ingest_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct ingest_ctx *c = ud;
+	struct fb_spool *s = c->s;
+	struct spool_queue *q = &s->q[FB_Q_OUT];
+
+	if(seq < q->next_seq || seq <= s->settled || seq < q->floor){
+		return 0; /* known already: a restarted link process takes the files from their start */
+	}
+	if(seqset_reserve(&q->live, seq) != 0){
+		c->rc = -ENOMEM;
+		return 1;
+	}
+	queue_remember(q, seq, KEY_LEN + (uint64_t)len);
+	q->next_seq = seq + 1;
+	if(c->fn){
+		c->fn(c->ud, seq, val, len);
+	}
+	return 0;
+}
+
+/* With the lock held. */
+static int ingest_locked(struct fb_spool *s, fb_spool_visit_fn fn, void *ud, uint64_t *dropped)
+{
+	struct ingest_ctx c = { .s = s, .fn = fn, .ud = ud };
+	int rc;
+
+	rc = fb_chan_take(s->chan, ingest_visit, &c);
+	__atomic_store_n(&s->staged, fb_chan_unsettled(s->chan), __ATOMIC_RELAXED);
+	if(c.rc || rc < 0){
+		rc = c.rc ? c.rc : rc;
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: cannot take staged records: %s",
+				s->path, strerror(-rc));
+		return rc;
+	}
+	rc = trim(s, dropped);
+	account(s);
+	return rc;
+}
+
+int fb_spool_ingest(struct fb_spool *s, fb_spool_visit_fn fn, void *ud, uint64_t *dropped)
+{
+	int rc;
+
+	if(s == NULL || s->chan == NULL){
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->lock);
+	rc = ingest_locked(s, fn, ud, dropped);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* An append to "in" or "dead", straight to RocksDB, with the lock held. */
+static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len, uint64_t *seq)
 {
 	struct spool_queue *q = &s->q[qi];
 	uint8_t key[KEY_LEN];
-	uint64_t reclen = KEY_LEN + (uint64_t)len, freed = 0, ndrop = 0, last = 0, nf = 0, n;
-	int rc = 0;
+	int rc;
 
-	if(qi == FB_Q_OUT){
-		rc = settle_locked(s);
-		if(rc == 0 && (rc = out_room(s, reclen)) == 1){
-			rc = collect_oldest(s, q, q->bytes + reclen - s->max_size, &freed, &ndrop, &last);
-		}
-		if(rc){
-			return rc;
-		}
-	}
 	rc = seqset_reserve(&q->live, q->next_seq);
 	if(rc){
 		return rc;
-	}
-
-	if(ndrop){
-		/* The records up to LAST go below the floor, in the same write as the new record. */
-		nf = seqset_find(&q->live, last + 1, false);
-		floor_stage(s, qi, nf ? nf : q->next_seq);
 	}
 	key_encode(key, q->next_seq);
 	rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
@@ -1164,50 +1324,40 @@ static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, 
 	if(rc){
 		return rc;
 	}
-
-	if(ndrop){
-		/* The batch deleted every live record from q->first to LAST: exactly NDROP of them. */
-		floor_commit(q, nf ? nf : q->next_seq);
-		for(n = seqset_next(&q->live, q->first); n != 0 && n <= last;
-				n = seqset_next(&q->live, n + 1)){
-			seqset_del(&q->live, n);
-		}
-		q->count -= ndrop;
-		q->bytes = q->bytes > freed ? q->bytes - freed : 0;
-		q->first = seqset_next(&q->live, last + 1);
-		if(q->count == 0){
-			q->bytes = 0;
-			seqset_reset(&q->live);
-			/* seqset_add() below starts the set again; the reservation is still there. */
-		}
-	}
-	queue_remember(q, q->next_seq, reclen);
+	queue_remember(q, q->next_seq, KEY_LEN + (uint64_t)len);
 	*seq = q->next_seq++;
-	if(dropped){
-		*dropped += ndrop;
-	}
 	return 0;
+}
+
+/* An append to "out" through this process's own channel writer. With the lock held. */
+static int out_append(struct fb_spool *s, const void *val, size_t len, uint64_t *seq, uint64_t *dropped)
+{
+	int rc = fb_chan_append(s->w, val, len, seq);
+
+	if(rc == -EBUSY){
+		/* Both staging files in use: settle, which empties the older one, and again. */
+		rc = settle_locked(s);
+		if(rc == 0){
+			rc = fb_chan_append(s->w, val, len, seq);
+		}
+	}
+	return rc ? rc : ingest_locked(s, NULL, NULL, dropped);
 }
 
 int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_t len,
 		uint64_t *seq, uint64_t *dropped)
 {
-	int rc = 1;
+	int rc;
 
-	if(s == NULL || !queue_valid(qi) || (val == NULL && len > 0)){
+	if(s == NULL || !queue_valid(qi) || (val == NULL && len > 0) || (qi == FB_Q_OUT && s->w == NULL)){
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&s->lock);
-	if(qi == FB_Q_OUT && s->stage && len <= fb_stage_max_value(s->stage)){
-		rc = stage_append(s, val, len, seq);
-	}
-	if(rc > 0){
-		rc = direct_append(s, qi, val, len, seq, dropped);
-	}
+	rc = qi == FB_Q_OUT ? out_append(s, val, len, seq, dropped) : direct_append(s, qi, val, len, seq);
 	pthread_mutex_unlock(&s->lock);
-	if(rc == 0 && s->sync == FB_SYNC_ALWAYS){
-		/* On failure the record stays in the spool (and may be sent), but is not known to be on
-		 * disk: the caller refuses the message, the publisher may send it again. */
+	if(rc == 0 && qi != FB_Q_OUT && s->sync == FB_SYNC_ALWAYS){
+		/* On failure the record stays in the spool, but is not known to be on disk: the caller
+		 * refuses it. ("out" is synced in the staging file by its writer.) */
 		rc = spool_fsync(s);
 	}
 	return rc;
@@ -1331,7 +1481,13 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	 * Only a staged record deleted above the floor (out of order) would come back from the staging
 	 * file after a crash: then the live ones are settled in this batch and the file cleared. A
 	 * record in RocksDB deleted above the floor gets a tombstone. */
-	staged_from = qi == FB_Q_OUT && s->stage && fb_stage_count(s->stage) ? fb_stage_first(s->stage) : 0;
+	staged_from = 0;
+	if(qi == FB_Q_OUT && s->chan && fb_chan_unsettled(s->chan)){
+		staged_from = fb_chan_first_unsettled(s->chan);
+		if(staged_from <= s->settled){
+			staged_from = s->settled + 1; /* those are in RocksDB: a tombstone each */
+		}
+	}
 	settle_now = false;
 	for(i = 0; i < n; i++){
 		if(!s->mark[i] || items[i].seq < nf){
@@ -1344,13 +1500,13 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 			rocksdb_writebatch_delete_cf(s->wb, q->cf, (const char *)key, sizeof(key));
 		}
 	}
-	if(settle_now){
-		fb_stage_each(s->stage, settle_put, s);
+	rc = settle_now ? settle_stage(s) : 0;
+	if(rc == 0){
+		if(nf > q->floor){
+			floor_stage(s, qi, nf);
+		}
+		rc = batch_write(s, "delete from", qi);
 	}
-	if(nf > q->floor){
-		floor_stage(s, qi, nf);
-	}
-	rc = batch_write(s, "delete from", qi);
 	if(rc){
 		for(i = 0; i < n; i++){
 			if(s->mark[i]){
@@ -1360,7 +1516,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 		goto unlock;
 	}
 	if(settle_now){
-		stage_settled(s);
+		stage_settled(s); /* a failed fsync (sync "always") leaves them staged as well */
 	}
 	if(nf > q->floor){
 		floor_commit(q, nf);
@@ -1369,6 +1525,9 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 		if(s->mark[i]){
 			queue_forget(q, items[i].seq, KEY_LEN + (uint64_t)items[i].len);
 		}
+	}
+	if(qi == FB_Q_OUT){
+		account(s);
 	}
 unlock:
 	pthread_mutex_unlock(&s->lock);
@@ -1429,6 +1588,7 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 	}
 	queue_forget(out, seq, KEY_LEN + (uint64_t)len);
 	queue_remember(dead, dead->next_seq++, KEY_LEN + (uint64_t)len);
+	account(s);
 unlock:
 	pthread_mutex_unlock(&s->lock);
 	return rc;

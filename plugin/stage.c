@@ -309,8 +309,67 @@ uint64_t fb_stage_first(const struct fb_stage *st)
 
 int fb_stage_each(struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
 {
+	return fb_stage_each_from(st, 0, fn, ud);
+}
+
+void fb_stage_clear(struct fb_stage *st)
+{
+	if(st->used){
+		memset(st->map, 0, REC_HEAD);
+	}
+	st->used = 0;
+	st->count = 0;
+	st->first = 0;
+}
+
+int fb_stage_follow(struct fb_stage *st, size_t count, fb_stage_visit_fn fn, void *ud)
+{
 	const uint8_t *p;
-	size_t off = 0, len;
+	size_t len, need;
+	uint64_t seq;
+	int rc;
+
+	while(st->count < count){
+		if(st->size - st->used < REC_HEAD){
+			return -EIO;
+		}
+		p = st->map + st->used;
+		len = get32(p);
+		seq = get64(p + 8);
+		need = REC_HEAD + ALIGN8(len);
+		if(len > st->size - st->used - REC_HEAD || need > st->size - st->used || seq == 0){
+			return -EIO; /* the writer published a record it did not write: cannot happen */
+		}
+		st->used += need;
+		if(st->count++ == 0){
+			st->first = seq;
+		}
+		if(fn && (rc = fn(ud, seq, p + REC_HEAD, len)) != 0){
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int fb_stage_sync(struct fb_stage *st)
+{
+	return fdatasync(st->fd) == 0 ? 0 : -errno;
+}
+
+size_t fb_stage_used(const struct fb_stage *st)
+{
+	return st->used;
+}
+
+size_t fb_stage_size(const struct fb_stage *st)
+{
+	return st->size;
+}
+
+int fb_stage_each_from(struct fb_stage *st, size_t off, fb_stage_visit_fn fn, void *ud)
+{
+	const uint8_t *p;
+	size_t len;
 	int rc;
 
 	while(off < st->used){
@@ -323,14 +382,4 @@ int fb_stage_each(struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
 		off += REC_HEAD + ALIGN8(len);
 	}
 	return 0;
-}
-
-void fb_stage_clear(struct fb_stage *st)
-{
-	if(st->used){
-		memset(st->map, 0, REC_HEAD);
-	}
-	st->used = 0;
-	st->count = 0;
-	st->first = 0;
 }

@@ -1,6 +1,7 @@
 /* Edge to cloud: durable forwarding over TLS 1.3 through outages, crashes, limits and failures.
  * Real brokers: the cloud stand-in is a mosquitto with a TLS 1.3 listener, client certificates,
  * a password file and an ACL; the edge is a mosquitto with the plugin. */
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -181,14 +182,70 @@ static void *stream(void *arg)
 	return NULL;
 }
 
+/* Waits (up to 60 s) until each of the ACKED messages the streamer saw acknowledged has reached
+ * SUB, and asserts that all did. */
+static void acked_arrive(struct fbh_sub *sub, const struct streamer *st, long acked)
+{
+	char *seen = calloc((size_t)st->sent + 1, 1);
+	long missing = 1;
+
+	ck_assert_ptr_nonnull(seen);
+	for(int tries = 0; tries < 600 && missing; tries++){
+		size_t cnt = fbh_sub_count(sub);
+		memset(seen, 0, (size_t)st->sent + 1);
+		for(size_t i = 0; i < cnt; i++){
+			long k = payload_index(fbh_sub_msg(sub, i), "k");
+			if(k >= 0 && k <= st->sent){
+				seen[k] = 1;
+			}
+		}
+		missing = 0;
+		for(long i = 0; i < acked; i++){
+			missing += !seen[st->acked[i]];
+		}
+		if(missing){
+			usleep(100000);
+		}
+	}
+	for(long i = 0; i < acked; i++){
+		ck_assert_msg(seen[st->acked[i]], "acknowledged message k%ld never reached the cloud", st->acked[i]);
+	}
+	free(seen);
+}
+
+/* Order: the first arrival of each message is in publish order; repeats only within the in-flight
+ * window (max_inflight 64) of the moment of the crash. Returns the repeats. */
+static long first_arrivals_in_order(struct fbh_sub *sub, long sent)
+{
+	char *seen = calloc((size_t)sent + 1, 1);
+	long dups = 0, last = -1;
+
+	ck_assert_ptr_nonnull(seen);
+	usleep(500000);
+	for(size_t i = 0; i < fbh_sub_count(sub); i++){
+		long k = payload_index(fbh_sub_msg(sub, i), "k");
+		ck_assert_int_ge(k, 0);
+		ck_assert_int_le(k, sent);
+		if(seen[k]){
+			dups++;
+			continue;
+		}
+		seen[k] = 1;
+		ck_assert_msg(k > last, "k%ld arrived after k%ld", k, last);
+		last = k;
+	}
+	ck_assert_int_le(dups, 64);
+	free(seen);
+	return dups;
+}
+
 START_TEST(test_sigkill_edge_loses_no_acknowledged_message)
 {
 	struct fbh_broker cloud, edge;
 	struct fbh_sub *sub;
 	struct streamer *st = calloc(1, sizeof(*st));
 	pthread_t t;
-	char *seen;
-	long dups = 0, last = -1, acked;
+	long dups, acked;
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
@@ -209,50 +266,134 @@ START_TEST(test_sigkill_edge_loses_no_acknowledged_message)
 	ck_assert_int_ge(acked, 5000);
 
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
-	/* Every acknowledged message arrives: wait for the highest acknowledged index. */
-	seen = calloc((size_t)st->sent + 1, 1);
-	for(int tries = 0; tries < 600; tries++){
-		long missing = 0;
-		size_t cnt = fbh_sub_count(sub);
-		memset(seen, 0, (size_t)st->sent + 1);
-		for(size_t i = 0; i < cnt; i++){
-			long k = payload_index(fbh_sub_msg(sub, i), "k");
-			if(k >= 0 && k <= st->sent){
-				seen[k] = 1;
-			}
-		}
-		for(long i = 0; i < acked; i++){
-			missing += !seen[st->acked[i]];
-		}
-		if(missing == 0){
-			break;
-		}
-		usleep(100000);
-	}
-	for(long i = 0; i < acked; i++){
-		ck_assert_msg(seen[st->acked[i]], "acknowledged message k%ld never reached the cloud", st->acked[i]);
-	}
-	/* Order: the first arrival of each message is in publish order; repeats only within the
-	 * in-flight window (max_inflight 64) of the moment of the crash. */
-	usleep(500000);
-	memset(seen, 0, (size_t)st->sent + 1);
-	for(size_t i = 0; i < fbh_sub_count(sub); i++){
-		long k = payload_index(fbh_sub_msg(sub, i), "k");
-		ck_assert_int_ge(k, 0);
-		if(seen[k]){
-			dups++;
-			continue;
-		}
-		seen[k] = 1;
-		ck_assert_msg(k > last, "k%ld arrived after k%ld", k, last);
-		last = k;
-	}
-	ck_assert_int_le(dups, 64);
+	acked_arrive(sub, st, acked);
+	dups = first_arrivals_in_order(sub, st->sent);
 	fprintf(stderr, "sigkill: %ld sent, %ld acknowledged, %zu received, %ld repeated\n",
 			st->sent, acked, fbh_sub_count(sub), dups);
-	free(seen);
 	free(st);
 	fbh_sub_stop(sub);
+}
+END_TEST
+
+/* The plugin's processes: the broker itself has one thread (the link process runs the rest);
+ * returns the link process's pid. */
+static pid_t link_process(pid_t broker)
+{
+	char path[128], *text, *name;
+	long child;
+	int tasks = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)broker);
+	d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	for(struct dirent *e; (e = readdir(d)) != NULL; ){
+		tasks += e->d_name[0] != '.';
+	}
+	closedir(d);
+	ck_assert_int_eq(tasks, 1);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)broker, (int)broker);
+	text = fbh_read_file(path);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_int_eq(sscanf(text, "%ld %n", &child, &tasks), 1);
+	ck_assert_str_eq(text + tasks, ""); /* exactly one child */
+	free(text);
+	snprintf(path, sizeof(path), "/proc/%ld/comm", child);
+	name = fbh_read_file(path);
+	ck_assert_ptr_nonnull(name);
+	ck_assert_str_eq(name, "flowmq-link\n");
+	free(name);
+	return (pid_t)child;
+}
+
+/* Whether process PID holds the socket listening on 127.0.0.1:PORT. */
+static bool holds_listener(pid_t pid, int port)
+{
+	char *tcp = fbh_read_file("/proc/net/tcp"), want[64], path[128], link[128];
+	unsigned long inode = 0;
+	bool found = false;
+	DIR *d;
+
+	ck_assert_ptr_nonnull(tcp);
+	for(char *line = strtok(tcp, "\n"); line; line = strtok(NULL, "\n")){
+		char local[64], remote[64], st[8];
+		unsigned long ino;
+		if(sscanf(line, " %*d: %63s %63s %7s %*s %*s %*s %*s %*s %lu", local, remote, st, &ino) == 4
+				&& strcmp(st, "0A") == 0 && strtol(strchr(local, ':') + 1, NULL, 16) == port){
+			inode = ino;
+		}
+	}
+	free(tcp);
+	ck_assert_uint_ne(inode, 0);
+	snprintf(want, sizeof(want), "socket:[%lu]", inode);
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	ck_assert_ptr_nonnull(d);
+	for(struct dirent *e; (e = readdir(d)) != NULL; ){
+		char fdpath[512];
+		ssize_t n;
+		snprintf(fdpath, sizeof(fdpath), "%s/%s", path, e->d_name);
+		n = readlink(fdpath, link, sizeof(link) - 1);
+		if(n > 0){
+			link[n] = '\0';
+			found |= strcmp(link, want) == 0;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* The link process killed while the publisher streams: the broker keeps accepting, starts a new
+ * link process, and every message reaches the cloud, first arrivals in order. */
+START_TEST(test_killed_link_process_is_restarted_and_nothing_is_lost)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub;
+	struct streamer *st = calloc(1, sizeof(*st));
+	pthread_t t;
+	pid_t first, second = 0;
+	long dups, acked;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	first = link_process(edge.pid);
+
+	st->port = edge.port;
+	pthread_create(&t, NULL, stream, st);
+	while(atomic_load(&st->acked_count) < 3000){
+		usleep(1000);
+	}
+	ck_assert_int_eq(kill(first, SIGKILL), 0);
+	while(atomic_load(&st->acked_count) < 8000){
+		usleep(1000);
+	}
+	atomic_store(&st->stop, true);
+	pthread_join(t, NULL);
+	ck_assert(fbh_wait_log(&edge, "restarting the link process", 5000));
+	ck_assert(fbh_broker_log_contains(&edge, "was killed by signal 9"));
+	for(int i = 0; i < 100 && second == 0; i++){
+		second = link_process(edge.pid);
+		usleep(10000);
+	}
+	ck_assert_int_ne(second, first);
+	/* Started while the broker listens: it closed what it inherited of the broker's sockets. */
+	ck_assert(holds_listener(edge.pid, edge.port));
+	ck_assert(!holds_listener(second, edge.port));
+	/* Every acknowledged publish arrives (the streamer stopped with some in flight). */
+	acked = atomic_load(&st->acked_count);
+	ck_assert_int_ge(acked, 8000);
+	ck_assert_int_ge(acked, st->sent - 40);
+	acked_arrive(sub, st, acked);
+	dups = first_arrivals_in_order(sub, st->sent);
+	fprintf(stderr, "killed link process: %ld sent, %ld acknowledged, %zu received, %ld repeated\n",
+			st->sent, acked, fbh_sub_count(sub), dups);
+	free(st);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
 }
 END_TEST
 
@@ -618,6 +759,7 @@ int main(void)
 	tcase_add_test(tc, test_10000_messages_arrive_rewritten_with_headers_in_order);
 	tcase_add_test(tc, test_20000_messages_spooled_while_cloud_down_arrive_in_order);
 	tcase_add_test(tc, test_sigkill_edge_loses_no_acknowledged_message);
+	tcase_add_test(tc, test_killed_link_process_is_restarted_and_nothing_is_lost);
 	tcase_add_test(tc, test_frozen_cloud_is_detected_and_nothing_is_lost);
 	tcase_add_test(tc, test_spool_limit_drop_oldest_keeps_the_newest);
 	tcase_add_test(tc, test_spool_limit_reject_answers_0x87);

@@ -990,7 +990,8 @@ START_TEST(corrupt_table_file_found_by_the_first_scan_is_moved_aside)
 	int fd;
 
 	append_n(s, FB_Q_OUT, 1, 2000, 200, NULL);
-	fb_spool_close(s); /* writes the memtables to table files */
+	append_n(s, FB_Q_OUT, 2001, 3000, 4000, NULL); /* 12 MB: close writes the memtables out */
+	fb_spool_close(s);
 	snprintf(pattern, sizeof(pattern), "%s/*.sst", spool_path);
 	ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
 	memset(junk, 0x5A, sizeof(junk));

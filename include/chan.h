@@ -1,0 +1,131 @@
+/* flowmq-bridge: the staging channel, from the broker thread to the spool in the link process.
+ *
+ * The broker thread (the writer) copies every captured record into one of two staging files
+ * (stage.h) in the spool folder; the spool (the reader, in the link process) takes the records
+ * from there, settles the ones still unacknowledged into RocksDB in batches and empties the file.
+ * Both map the same files MAP_SHARED, so a record is in the page cache, and survives kill -9 of
+ * either process, as soon as the writer's copy ends. The state of the two files is kept in struct
+ * fb_chan_shared, in memory both processes share:
+ *
+ *   FREE     empty; the writer may switch to it
+ *   WRITING  the writer appends to it (exactly one file is WRITING)
+ *   SEALED   the writer has switched away from it; the reader empties it once every record in it
+ *            is settled or acknowledged, and marks it FREE
+ *
+ * The writer switches when its file is full, or early (past half of it) when the other one is
+ * FREE. When both are in use it returns -EBUSY and the caller waits for the reader.
+ *
+ * A record too large for a staging file goes into a file of its own (flowmq-big-<seq>), written
+ * before a small pointer record is staged in its place; the reader reads it back and removes it
+ * once the record is settled or gone.
+ *
+ * Writer and reader publish their positions with a sequence lock each (one writer per lock), so
+ * the other side always reads a consistent snapshot. The writer's limit check (max_size) uses the
+ * bytes the reader holds live plus those appended since the reader's last take.
+ */
+#ifndef FB_CHAN_H
+#define FB_CHAN_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "stage.h"
+
+enum fb_chan_state {
+	FB_CHAN_FREE = 0,
+	FB_CHAN_WRITING = 1,
+	FB_CHAN_SEALED = 2,
+};
+
+/* Bytes a record counts in the spool's accounting beyond its value (the RocksDB key). */
+#define FB_CHAN_KEY_LEN 8
+
+/* In memory shared by writer and reader (MAP_SHARED), zeroed before either opens. */
+struct fb_chan_shared {
+	/* Writer side: under wgen. */
+	atomic_uint wgen;
+	atomic_uint active;
+	atomic_uint state[2];
+	atomic_uint_fast64_t count[2];  /* records published in each file */
+	atomic_uint_fast64_t appended;  /* key + value bytes of every record appended, ever */
+	/* Reader side: under rgen. */
+	atomic_uint rgen;
+	atomic_uint_fast64_t seen;      /* the writer's "appended" as of the reader's last take */
+	atomic_uint_fast64_t live;      /* key + value bytes of the live records the reader holds */
+	/* Set by the reader once the files are ready; the writer starts at next_seq. */
+	atomic_uint ready;
+	atomic_uint_fast64_t next_seq;
+};
+
+/* ---- writer ---------------------------------------------------------------------------------- */
+
+struct fb_chan_writer;
+
+struct fb_chan_limits {
+	uint64_t max_size;       /* 0: unbounded */
+	enum fb_on_full on_full;
+	bool sync;               /* fdatasync every append (spool.sync: always) */
+};
+
+/* Maps the staging files of spool folder DIR for appending. SH must be ready (a reader has
+ * opened the channel). Returns 0 or a negative errno. */
+int fb_chan_writer_open(const char *dir, struct fb_chan_shared *sh, const struct fb_chan_limits *lim,
+		struct fb_chan_writer **out);
+
+/* Accepts NULL. */
+void fb_chan_writer_close(struct fb_chan_writer *w);
+
+/* Appends one record. Returns 0 with *SEQ; -ENOSPC when it does not fit into max_size with
+ * drop_new or reject (with drop_oldest it is accepted and the reader drops the oldest); -E2BIG
+ * when it is larger than max_size on its own; -EBUSY when both files are in use (the reader must
+ * empty one: try again); another negative errno when a file cannot be written. */
+int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64_t *seq);
+
+/* ---- reader ---------------------------------------------------------------------------------- */
+
+struct fb_chan_reader;
+
+/* Maps (creating them if needed) the staging files of spool folder DIR. With FRESH the writer has
+ * not started: SH is initialised by fb_chan_reset(); else (a new reader for a running writer) the
+ * reader follows SH from the oldest file in use. Returns 0 or a negative errno. */
+int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, struct fb_chan_reader **out);
+
+/* Accepts NULL. The files keep their records for the next open. */
+void fb_chan_reader_close(struct fb_chan_reader *r);
+
+/* FRESH only: visits every valid record left in the files, oldest file first (a record too large
+ * for them is read back from its own file). */
+int fb_chan_recover(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud);
+
+/* FRESH only, after fb_chan_recover(): empties both files and removes the large-record files;
+ * the writer starts at NEXT_SEQ. Returns 0 or a negative errno. */
+int fb_chan_reset(struct fb_chan_reader *r, uint64_t next_seq);
+
+/* Visits the records published since the last take, in order. Returns 0, FN's non-zero value or
+ * a negative errno. */
+int fb_chan_take(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud);
+
+/* The writer's "appended" as of the last take (for fb_chan_account()). */
+uint64_t fb_chan_seen(const struct fb_chan_reader *r);
+
+/* Visits the records taken and not yet marked settled, in order. */
+int fb_chan_each_unsettled(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud);
+
+/* Records taken and not yet marked settled. */
+size_t fb_chan_unsettled(const struct fb_chan_reader *r);
+
+/* Seq of the oldest of them, 0 when there is none. */
+uint64_t fb_chan_first_unsettled(const struct fb_chan_reader *r);
+
+/* Every record taken is in RocksDB or gone: empties a sealed file that holds nothing else, marks it
+ * FREE, and removes the large-record files of the records settled. */
+void fb_chan_settled(struct fb_chan_reader *r);
+
+/* Publishes the reader's accounting for the writer's limit check: SEEN from fb_chan_seen(), LIVE
+ * the bytes of the live records now. */
+void fb_chan_account(struct fb_chan_reader *r, uint64_t seen, uint64_t live);
+
+#endif

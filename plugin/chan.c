@@ -1,0 +1,587 @@
+/* flowmq-bridge: the staging channel (see chan.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chan.h"
+
+/* Each staging file: some 16,000 records of 100-byte messages. */
+#define CHAN_FILE_SIZE (4u << 20)
+#define CHAN_FILE "flowmq-stage"
+#define BIG_FILE "flowmq-big-"
+
+/* A record staged in place of a large one: the magic, then the large record's length. */
+#define PTR_LEN 16
+static const uint8_t ptr_magic[8] = { 0, 'F', 'B', 'B', 'I', 'G', 0, 0 };
+
+static int open_files(const char *dir, struct fb_stage *st[2])
+{
+	char path[4096];
+	int rc;
+
+	for(int i = 0; i < 2; i++){
+		if(snprintf(path, sizeof(path), "%s/%s.%d", dir, CHAN_FILE, i) >= (int)sizeof(path)){
+			return -ENAMETOOLONG;
+		}
+		rc = fb_stage_open(path, CHAN_FILE_SIZE, &st[i]);
+		if(rc){
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static int big_path(char *buf, size_t cap, const char *dir, uint64_t seq)
+{
+	return snprintf(buf, cap, "%s/%s%" PRIu64, dir, BIG_FILE, seq) < (int)cap ? 0 : -ENAMETOOLONG;
+}
+
+static bool is_ptr(const void *val, size_t len)
+{
+	return len == PTR_LEN && memcmp(val, ptr_magic, sizeof(ptr_magic)) == 0;
+}
+
+static uint64_t ptr_len(const uint8_t *val)
+{
+	uint64_t v = 0;
+
+	for(int i = 7; i >= 0; i--){
+		v = v << 8 | val[8 + i];
+	}
+	return v;
+}
+
+/* ---- writer ---------------------------------------------------------------------------------- */
+
+struct fb_chan_writer {
+	struct fb_chan_shared *sh;
+	char *dir;
+	struct fb_stage *st[2];
+	uint64_t next_seq;
+	struct fb_chan_limits lim;
+};
+
+int fb_chan_writer_open(const char *dir, struct fb_chan_shared *sh, const struct fb_chan_limits *lim,
+		struct fb_chan_writer **out)
+{
+	struct fb_chan_writer *w;
+	int rc;
+
+	*out = NULL;
+	if(!atomic_load_explicit(&sh->ready, memory_order_acquire)){
+		return -EAGAIN;
+	}
+	w = calloc(1, sizeof(*w));
+	if(w == NULL || (w->dir = strdup(dir)) == NULL){
+		free(w);
+		return -ENOMEM;
+	}
+	w->sh = sh;
+	w->lim = *lim;
+	w->next_seq = atomic_load_explicit(&sh->next_seq, memory_order_relaxed);
+	rc = open_files(dir, w->st);
+	if(rc){
+		fb_chan_writer_close(w);
+		return rc;
+	}
+	/* The reader emptied the files, or a writer before this one left them: follow what it
+	 * published (a new writer only ever starts on files a reader has just reset). */
+	for(int i = 0; i < 2; i++){
+		rc = fb_stage_follow(w->st[i], atomic_load(&sh->count[i]), NULL, NULL);
+		if(rc){
+			fb_chan_writer_close(w);
+			return rc;
+		}
+	}
+	*out = w;
+	return 0;
+}
+
+void fb_chan_writer_close(struct fb_chan_writer *w)
+{
+	if(w == NULL){
+		return;
+	}
+	fb_stage_close(w->st[0]);
+	fb_stage_close(w->st[1]);
+	free(w->dir);
+	free(w);
+}
+
+static void wpublish_begin(struct fb_chan_shared *sh)
+{
+	atomic_fetch_add_explicit(&sh->wgen, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
+
+static void wpublish_end(struct fb_chan_shared *sh)
+{
+	atomic_fetch_add_explicit(&sh->wgen, 1, memory_order_release);
+}
+
+/* Seals file A and makes the other one (FREE) the one being written. */
+static unsigned writer_switch(struct fb_chan_writer *w, unsigned a)
+{
+	struct fb_chan_shared *sh = w->sh;
+	unsigned o = 1 - a;
+
+	fb_stage_clear(w->st[o]); /* the reader emptied it; this mapping forgets it too */
+	wpublish_begin(sh);
+	atomic_store_explicit(&sh->count[o], 0, memory_order_relaxed);
+	atomic_store_explicit(&sh->state[a], FB_CHAN_SEALED, memory_order_relaxed);
+	atomic_store_explicit(&sh->state[o], FB_CHAN_WRITING, memory_order_relaxed);
+	atomic_store_explicit(&sh->active, o, memory_order_relaxed);
+	wpublish_end(sh);
+	return o;
+}
+
+static int write_big(struct fb_chan_writer *w, uint64_t seq, const void *val, size_t len)
+{
+	char path[4096];
+	const uint8_t *p = val;
+	int fd, rc = 0;
+
+	rc = big_path(path, sizeof(path), w->dir, seq);
+	if(rc){
+		return rc;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if(fd < 0){
+		return -errno;
+	}
+	while(len > 0){
+		ssize_t n = write(fd, p, len);
+		if(n < 0){
+			if(errno == EINTR){
+				continue;
+			}
+			rc = -errno;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if(rc == 0 && w->lim.sync && fdatasync(fd) != 0){
+		rc = -errno;
+	}
+	close(fd);
+	if(rc){
+		unlink(path);
+	}
+	return rc;
+}
+
+int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64_t *seq)
+{
+	struct fb_chan_shared *sh = w->sh;
+	uint64_t need = FB_CHAN_KEY_LEN + (uint64_t)len;
+	uint8_t ptr[PTR_LEN];
+	unsigned a = atomic_load_explicit(&sh->active, memory_order_relaxed);
+	size_t room;
+	int rc;
+
+	if(w->lim.max_size){
+		uint64_t seen, live;
+		unsigned g;
+
+		if(need > w->lim.max_size){
+			return -E2BIG;
+		}
+		do{
+			g = atomic_load_explicit(&sh->rgen, memory_order_acquire);
+			seen = atomic_load_explicit(&sh->seen, memory_order_relaxed);
+			live = atomic_load_explicit(&sh->live, memory_order_relaxed);
+			atomic_thread_fence(memory_order_acquire);
+		}while((g & 1) || g != atomic_load_explicit(&sh->rgen, memory_order_relaxed));
+		if(live + (atomic_load_explicit(&sh->appended, memory_order_relaxed) - seen) + need > w->lim.max_size
+				&& w->lim.on_full != FB_ON_FULL_DROP_OLDEST){
+			return -ENOSPC;
+		}
+	}
+	/* Past half of the file, switch while the other one is free: the reader then empties this
+	 * one long before the writer could need it again. */
+	room = len > fb_stage_max_value(w->st[a]) ? PTR_LEN : len;
+	room = 16 + ((room + 7) & ~(size_t)7);
+	if(fb_stage_used(w->st[a]) + room > fb_stage_size(w->st[a])
+			|| fb_stage_used(w->st[a]) >= fb_stage_size(w->st[a]) / 2){
+		if(atomic_load_explicit(&sh->state[1 - a], memory_order_acquire) == FB_CHAN_FREE){
+			a = writer_switch(w, a);
+		}else if(fb_stage_used(w->st[a]) + room > fb_stage_size(w->st[a])){
+			return -EBUSY;
+		}
+	}
+	if(len > fb_stage_max_value(w->st[a])){
+		rc = write_big(w, w->next_seq, val, len);
+		if(rc){
+			return rc;
+		}
+		memcpy(ptr, ptr_magic, sizeof(ptr_magic));
+		for(int i = 0; i < 8; i++){
+			ptr[8 + i] = (uint8_t)((uint64_t)len >> (8 * i));
+		}
+		val = ptr;
+		len = PTR_LEN;
+	}
+	rc = fb_stage_append(w->st[a], w->next_seq, val, len);
+	if(rc){
+		return rc;
+	}
+	wpublish_begin(sh);
+	atomic_store_explicit(&sh->count[a], fb_stage_count(w->st[a]), memory_order_relaxed);
+	atomic_store_explicit(&sh->appended, atomic_load_explicit(&sh->appended, memory_order_relaxed) + need,
+			memory_order_relaxed);
+	wpublish_end(sh);
+	if(w->lim.sync){
+		rc = fb_stage_sync(w->st[a]);
+		if(rc){
+			/* Published but not known to be on disk: the caller refuses the message, which the
+			 * publisher may send again; the copy staged here is forwarded too. */
+			w->next_seq++;
+			return rc;
+		}
+	}
+	*seq = w->next_seq++;
+	return 0;
+}
+
+/* ---- reader ---------------------------------------------------------------------------------- */
+
+struct fb_chan_reader {
+	struct fb_chan_shared *sh;
+	char *dir;
+	struct fb_stage *st[2];
+	unsigned cur;            /* the file being taken from */
+	size_t settled_off[2];   /* byte offset up to which each file's records are settled */
+	size_t unsettled;
+	uint64_t first_unsettled;
+	size_t bigs;             /* large records among the unsettled */
+	uint64_t seen;
+	uint8_t *big;            /* a large record read back */
+	size_t big_cap;
+	/* the caller's visitor, while a walk resolves pointer records */
+	fb_stage_visit_fn fn;
+	void *ud;
+	int err;
+};
+
+int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, struct fb_chan_reader **out)
+{
+	struct fb_chan_reader *r;
+	int rc;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if(r == NULL || (r->dir = strdup(dir)) == NULL){
+		free(r);
+		return -ENOMEM;
+	}
+	r->sh = sh;
+	rc = open_files(dir, r->st);
+	if(rc){
+		fb_chan_reader_close(r);
+		return rc;
+	}
+	if(!fresh){
+		/* Follow the running writer from the oldest file in use: the sealed one if any. */
+		unsigned a = atomic_load_explicit(&sh->active, memory_order_acquire);
+		r->cur = atomic_load_explicit(&sh->state[1 - a], memory_order_acquire) == FB_CHAN_SEALED ? 1 - a : a;
+	}
+	*out = r;
+	return 0;
+}
+
+void fb_chan_reader_close(struct fb_chan_reader *r)
+{
+	if(r == NULL){
+		return;
+	}
+	fb_stage_close(r->st[0]);
+	fb_stage_close(r->st[1]);
+	free(r->big);
+	free(r->dir);
+	free(r);
+}
+
+/* Reads large record SEQ of LEN bytes back into r->big. */
+static int read_big(struct fb_chan_reader *r, uint64_t seq, uint64_t len)
+{
+	char path[4096];
+	size_t got = 0;
+	int fd, rc;
+
+	rc = big_path(path, sizeof(path), r->dir, seq);
+	if(rc){
+		return rc;
+	}
+	if(len > r->big_cap){
+		uint8_t *nb = realloc(r->big, len);
+		if(nb == NULL){
+			return -ENOMEM;
+		}
+		r->big = nb;
+		r->big_cap = len;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if(fd < 0){
+		return -errno;
+	}
+	while(got < len){
+		ssize_t n = read(fd, r->big + got, len - got);
+		if(n <= 0){
+			if(n < 0 && errno == EINTR){
+				continue;
+			}
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	return rc;
+}
+
+/* Calls the caller's visitor with the record itself for a pointer record. */
+static int resolve_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_chan_reader *r = ud;
+	int rc;
+
+	if(is_ptr(val, len)){
+		uint64_t blen = ptr_len(val);
+		rc = read_big(r, seq, blen);
+		if(rc){
+			r->err = rc;
+			return 1;
+		}
+		return r->fn(r->ud, seq, r->big, (size_t)blen);
+	}
+	return r->fn(r->ud, seq, val, len);
+}
+
+static int walk_resolved(struct fb_chan_reader *r, int (*walk)(struct fb_stage *, size_t, fb_stage_visit_fn, void *),
+		struct fb_stage *st, size_t arg, fb_stage_visit_fn fn, void *ud)
+{
+	int rc;
+
+	r->fn = fn;
+	r->ud = ud;
+	r->err = 0;
+	rc = walk(st, arg, resolve_visit, r);
+	return r->err ? r->err : rc;
+}
+
+static int recover_walk(struct fb_stage *st, size_t arg, fb_stage_visit_fn fn, void *ud)
+{
+	(void)arg;
+	return fb_stage_recover(st, fn, ud);
+}
+
+static int first_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	(void)val; (void)len;
+	*(uint64_t *)ud = seq;
+	return 1;
+}
+
+int fb_chan_recover(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud)
+{
+	uint64_t first[2] = { 0, 0 };
+	int order[2] = { 0, 1 }, rc;
+
+	fb_stage_recover(r->st[0], first_visit, &first[0]);
+	fb_stage_recover(r->st[1], first_visit, &first[1]);
+	if(first[1] && (first[0] == 0 || first[1] < first[0])){
+		order[0] = 1;
+		order[1] = 0;
+	}
+	for(int i = 0; i < 2; i++){
+		rc = walk_resolved(r, recover_walk, r->st[order[i]], 0, fn, ud);
+		if(rc){
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void remove_bigs(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[4096];
+
+	if(d == NULL){
+		return;
+	}
+	while((e = readdir(d)) != NULL){
+		if(strncmp(e->d_name, BIG_FILE, strlen(BIG_FILE)) == 0
+				&& snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) < (int)sizeof(path)){
+			unlink(path);
+		}
+	}
+	closedir(d);
+}
+
+int fb_chan_reset(struct fb_chan_reader *r, uint64_t next_seq)
+{
+	struct fb_chan_shared *sh = r->sh;
+	int rc;
+
+	for(int i = 0; i < 2; i++){
+		rc = fb_stage_reset(r->st[i]);
+		if(rc){
+			return rc;
+		}
+		r->settled_off[i] = 0;
+	}
+	remove_bigs(r->dir);
+	r->cur = 0;
+	r->unsettled = 0;
+	r->first_unsettled = 0;
+	r->bigs = 0;
+	r->seen = 0;
+	atomic_store(&sh->active, 0);
+	atomic_store(&sh->state[0], FB_CHAN_WRITING);
+	atomic_store(&sh->state[1], FB_CHAN_FREE);
+	atomic_store(&sh->count[0], 0);
+	atomic_store(&sh->count[1], 0);
+	atomic_store(&sh->appended, 0);
+	atomic_store(&sh->seen, 0);
+	atomic_store(&sh->next_seq, next_seq);
+	atomic_store_explicit(&sh->ready, 1, memory_order_release);
+	return 0;
+}
+
+static int take_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_chan_reader *r = ud;
+
+	if(r->unsettled++ == 0){
+		r->first_unsettled = seq;
+	}
+	if(is_ptr(val, len)){
+		r->bigs++;
+	}
+	return resolve_visit(r, seq, val, len);
+}
+
+int fb_chan_take(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud)
+{
+	struct fb_chan_shared *sh = r->sh;
+	uint64_t count[2], appended;
+	unsigned state[2], g;
+	int rc;
+
+	do{
+		g = atomic_load_explicit(&sh->wgen, memory_order_acquire);
+		for(int i = 0; i < 2; i++){
+			count[i] = atomic_load_explicit(&sh->count[i], memory_order_relaxed);
+			state[i] = atomic_load_explicit(&sh->state[i], memory_order_relaxed);
+		}
+		appended = atomic_load_explicit(&sh->appended, memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+	}while((g & 1) || g != atomic_load_explicit(&sh->wgen, memory_order_relaxed));
+
+	r->fn = fn;
+	r->ud = ud;
+	for(;;){
+		unsigned f = r->cur;
+
+		r->err = 0;
+		rc = fb_stage_follow(r->st[f], count[f], take_visit, r);
+		if(r->err){
+			return r->err;
+		}
+		if(rc){
+			return rc;
+		}
+		if(state[f] == FB_CHAN_SEALED && state[1 - f] == FB_CHAN_WRITING){
+			r->cur = 1 - f; /* everything of the sealed file is taken: on to the newer one */
+			continue;
+		}
+		break;
+	}
+	r->seen = appended;
+	return 0;
+}
+
+uint64_t fb_chan_seen(const struct fb_chan_reader *r)
+{
+	return r->seen;
+}
+
+int fb_chan_each_unsettled(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud)
+{
+	unsigned older = 1 - r->cur;
+	int rc;
+
+	if(r->unsettled == 0){
+		return 0;
+	}
+	if(r->settled_off[older] < fb_stage_used(r->st[older])){
+		rc = walk_resolved(r, fb_stage_each_from, r->st[older], r->settled_off[older], fn, ud);
+		if(rc){
+			return rc;
+		}
+	}
+	return walk_resolved(r, fb_stage_each_from, r->st[r->cur], r->settled_off[r->cur], fn, ud);
+}
+
+size_t fb_chan_unsettled(const struct fb_chan_reader *r)
+{
+	return r->unsettled;
+}
+
+uint64_t fb_chan_first_unsettled(const struct fb_chan_reader *r)
+{
+	return r->unsettled ? r->first_unsettled : 0;
+}
+
+static int unlink_big_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_chan_reader *r = ud;
+	char path[4096];
+
+	if(is_ptr(val, len) && big_path(path, sizeof(path), r->dir, seq) == 0){
+		unlink(path);
+	}
+	return 0;
+}
+
+void fb_chan_settled(struct fb_chan_reader *r)
+{
+	struct fb_chan_shared *sh = r->sh;
+	unsigned older = 1 - r->cur;
+
+	if(r->bigs){
+		for(int i = 0; i < 2; i++){
+			fb_stage_each_from(r->st[i], r->settled_off[i], unlink_big_visit, r);
+		}
+		r->bigs = 0;
+	}
+	r->settled_off[0] = fb_stage_used(r->st[0]);
+	r->settled_off[1] = fb_stage_used(r->st[1]);
+	r->unsettled = 0;
+	r->first_unsettled = 0;
+	if(atomic_load_explicit(&sh->state[older], memory_order_acquire) == FB_CHAN_SEALED){
+		/* Everything in it was taken (take() moved on) and is settled now: empty it. */
+		fb_stage_clear(r->st[older]);
+		r->settled_off[older] = 0;
+		atomic_store_explicit(&sh->state[older], FB_CHAN_FREE, memory_order_release);
+	}
+}
+
+void fb_chan_account(struct fb_chan_reader *r, uint64_t seen, uint64_t live)
+{
+	struct fb_chan_shared *sh = r->sh;
+
+	atomic_fetch_add_explicit(&sh->rgen, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	atomic_store_explicit(&sh->seen, seen, memory_order_relaxed);
+	atomic_store_explicit(&sh->live, live, memory_order_relaxed);
+	atomic_fetch_add_explicit(&sh->rgen, 1, memory_order_release);
+}

@@ -1,0 +1,413 @@
+/* Unit tests of plugin/chan.c: the staging channel from the broker thread to the link process. */
+#include <check.h>
+#include <errno.h>
+#include <glob.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "chan.h"
+
+static char dir[256];
+static struct fb_chan_shared *sh;
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "%s/test-chan-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(sh, MAP_FAILED);
+}
+
+static void teardown(void)
+{
+	char cmd[512];
+
+	munmap(sh, sizeof(*sh));
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static void value_of(uint8_t *buf, uint64_t seq, size_t len)
+{
+	for(size_t i = 0; i < len; i++){
+		buf[i] = (uint8_t)(seq * 131 + i * 7);
+	}
+}
+
+/* Checks every record visited: the next seq in order, the length LEN_OF(seq), exact bytes. */
+struct order {
+	uint64_t next;
+	size_t (*len_of)(uint64_t seq);
+	uint64_t n;
+};
+
+static int order_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct order *o = ud;
+	static uint8_t expect[6 << 20];
+
+	ck_assert_uint_eq(seq, o->next);
+	ck_assert_uint_eq(len, o->len_of(seq));
+	value_of(expect, seq, len);
+	ck_assert_msg(memcmp(expect, val, len) == 0, "record %llu: bytes differ", (unsigned long long)seq);
+	o->next++;
+	o->n++;
+	return 0;
+}
+
+static size_t len_300(uint64_t seq)
+{
+	(void)seq;
+	return 300;
+}
+
+static size_t len_varied(uint64_t seq)
+{
+	return (size_t)(seq * 37 % 900);
+}
+
+static struct fb_chan_reader *fresh_reader(uint64_t next_seq)
+{
+	struct fb_chan_reader *r;
+
+	ck_assert_int_eq(fb_chan_reader_open(dir, sh, true, &r), 0);
+	ck_assert_int_eq(fb_chan_reset(r, next_seq), 0);
+	return r;
+}
+
+static struct fb_chan_writer *writer(uint64_t max_size, enum fb_on_full on_full)
+{
+	struct fb_chan_limits lim = { .max_size = max_size, .on_full = on_full };
+	struct fb_chan_writer *w;
+
+	ck_assert_int_eq(fb_chan_writer_open(dir, sh, &lim, &w), 0);
+	return w;
+}
+
+static int append(struct fb_chan_writer *w, uint64_t expect_seq, size_t len)
+{
+	static uint8_t buf[6 << 20];
+	uint64_t seq = 0;
+	int rc;
+
+	value_of(buf, expect_seq, len);
+	rc = fb_chan_append(w, buf, len, &seq);
+	if(rc == 0){
+		ck_assert_uint_eq(seq, expect_seq);
+	}
+	return rc;
+}
+
+/* 40,000 records of varied sizes go through both files several times, the reader taking and
+ * settling every 1,000: all of them come out once, in order, with their exact bytes. */
+START_TEST(records_come_out_in_order_across_file_switches)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_varied };
+
+	for(uint64_t seq = 1; seq <= 40000; seq++){
+		ck_assert_int_eq(append(w, seq, len_varied(seq)), 0);
+		if(seq % 1000 == 0){
+			ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+			ck_assert_uint_eq(o.next, seq + 1);
+			ck_assert_uint_eq(fb_chan_unsettled(r), 1000);
+			ck_assert_uint_eq(fb_chan_first_unsettled(r), seq - 999);
+			fb_chan_settled(r);
+			ck_assert_uint_eq(fb_chan_unsettled(r), 0);
+		}
+	}
+	ck_assert_uint_eq(o.n, 40000);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+/* Without a reader emptying them, both files fill up: -EBUSY, and nothing is lost. Once the
+ * reader has settled the sealed one, appends go on. */
+START_TEST(both_files_full_is_ebusy_until_the_reader_settles)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_300 };
+	uint64_t seq = 1, unsettled_before;
+
+	while(append(w, seq, 300) == 0){
+		seq++;
+	}
+	ck_assert_int_eq(append(w, seq, 300), -EBUSY);
+	/* 320 bytes a record (16 of header, the value padded to 8): half a file before the switch,
+	 * then all of the second one. */
+	ck_assert_uint_eq(seq - 1, (2u << 20) / 320 + 1 + (4u << 20) / 320);
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.n, seq - 1);
+	/* Still busy: taken, but not settled. */
+	ck_assert_int_eq(append(w, seq, 300), -EBUSY);
+	unsettled_before = fb_chan_unsettled(r);
+	ck_assert_uint_eq(unsettled_before, seq - 1);
+	fb_chan_settled(r);
+	ck_assert_int_eq(append(w, seq, 300), 0);
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.next, seq + 1);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+/* max_size: the reader's live bytes plus what was appended since its last take. */
+START_TEST(max_size_counts_live_and_untaken_bytes)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(10000, FB_ON_FULL_REJECT);
+
+	for(uint64_t seq = 1; seq <= 100; seq++){
+		ck_assert_int_eq(append(w, seq, 92), 0); /* 100 bytes with the key */
+	}
+	ck_assert_int_eq(append(w, 101, 92), -ENOSPC);
+	ck_assert_int_eq(append(w, 101, 1), -ENOSPC);
+	ck_assert_int_eq(append(w, 101, 9993), -E2BIG);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+
+	/* drop_oldest accepts: the reader drops. */
+	r = fresh_reader(1);
+	w = writer(1000, FB_ON_FULL_DROP_OLDEST);
+	for(uint64_t seq = 1; seq <= 50; seq++){
+		ck_assert_int_eq(append(w, seq, 92), 0);
+	}
+	ck_assert_int_eq(append(w, 51, 993), -E2BIG);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+static int count_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	(void)seq; (void)val; (void)len;
+	(*(uint64_t *)ud)++;
+	return 0;
+}
+
+START_TEST(live_bytes_published_by_the_reader_make_room)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(10000, FB_ON_FULL_DROP_NEW);
+	uint64_t n = 0;
+
+	for(uint64_t seq = 1; seq <= 100; seq++){
+		ck_assert_int_eq(append(w, seq, 92), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, count_visit, &n), 0);
+	ck_assert_uint_eq(n, 100);
+	fb_chan_account(r, fb_chan_seen(r), 10000);
+	ck_assert_int_eq(append(w, 101, 92), -ENOSPC);
+	fb_chan_account(r, fb_chan_seen(r), 9900); /* one acknowledged */
+	ck_assert_int_eq(append(w, 101, 92), 0);
+	ck_assert_int_eq(append(w, 102, 92), -ENOSPC);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+static size_t big_files(void)
+{
+	char pattern[512];
+	glob_t g;
+	size_t n;
+
+	snprintf(pattern, sizeof(pattern), "%s/flowmq-big-*", dir);
+	if(glob(pattern, 0, NULL, &g) != 0){
+		return 0;
+	}
+	n = g.gl_pathc;
+	globfree(&g);
+	return n;
+}
+
+static size_t len_big_every_third(uint64_t seq)
+{
+	return seq % 3 == 0 ? (5u << 20) + (size_t)seq : 200;
+}
+
+/* A record larger than a staging file travels in a file of its own, comes out with its exact
+ * bytes in order, and its file is removed once it is settled. */
+START_TEST(large_records_travel_in_their_own_files)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_big_every_third };
+	struct order u = { .next = 1, .len_of = len_big_every_third };
+
+	for(uint64_t seq = 1; seq <= 6; seq++){
+		ck_assert_int_eq(append(w, seq, len_big_every_third(seq)), 0);
+	}
+	ck_assert_uint_eq(big_files(), 2);
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.n, 6);
+	ck_assert_int_eq(fb_chan_each_unsettled(r, order_visit, &u), 0);
+	ck_assert_uint_eq(u.n, 6);
+	ck_assert_uint_eq(big_files(), 2);
+	fb_chan_settled(r);
+	ck_assert_uint_eq(big_files(), 0);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+/* After a stop, a fresh reader recovers what the files hold, the older file first, even when the
+ * writer came back to file 0 for the newest records; reset empties both. */
+START_TEST(recovery_visits_the_older_file_first_then_reset_empties)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_300 };
+	uint64_t seq = 1, n = 0, first_kept;
+
+	/* File 0 to past half, then file 1: file 0 is sealed. */
+	while(atomic_load(&sh->active) == 0){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	fb_chan_settled(r); /* file 0 is FREE again */
+	first_kept = seq - 1; /* the first record of file 1 */
+	while(atomic_load(&sh->active) == 1){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	/* Now file 0 holds the newest records, file 1 the older ones. */
+	ck_assert_int_eq(append(w, seq++, 300), 0);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+
+	memset(sh, 0, sizeof(*sh));
+	ck_assert_int_eq(fb_chan_reader_open(dir, sh, true, &r), 0);
+	o = (struct order){ .next = first_kept, .len_of = len_300 };
+	ck_assert_int_eq(fb_chan_recover(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.next, seq);
+	ck_assert_int_eq(fb_chan_reset(r, seq), 0);
+	fb_chan_reader_close(r);
+
+	ck_assert_int_eq(fb_chan_reader_open(dir, sh, true, &r), 0);
+	ck_assert_int_eq(fb_chan_recover(r, count_visit, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+/* A reader opened for a running writer (the link process restarted) takes everything from the
+ * oldest file in use, the sealed one. */
+START_TEST(a_new_reader_follows_a_running_writer_from_the_sealed_file)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_300 };
+	uint64_t seq = 1;
+
+	while(atomic_load(&sh->active) == 0){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	for(int i = 0; i < 10; i++){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0); /* taken, never settled: it dies */
+	fb_chan_reader_close(r);
+
+	ck_assert_int_eq(fb_chan_reader_open(dir, sh, false, &r), 0);
+	o = (struct order){ .next = 1, .len_of = len_300 };
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.next, seq);
+	fb_chan_settled(r);
+	ck_assert_int_eq(append(w, seq, 300), 0);
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.next, seq + 1);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+/* The writer in another process, appending as fast as it can while this one takes and settles:
+ * 200,000 records, each once, in order, with exact bytes. */
+START_TEST(a_writer_process_and_a_reader_process_agree)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct order o = { .next = 1, .len_of = len_varied };
+	const uint64_t total = 200000;
+	pid_t pid;
+	int status;
+
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if(pid == 0){
+		struct fb_chan_limits lim = { 0 };
+		struct fb_chan_writer *w;
+		int rc;
+
+		if(fb_chan_writer_open(dir, sh, &lim, &w) != 0){
+			_exit(2);
+		}
+		for(uint64_t seq = 1; seq <= total; seq++){
+			static uint8_t buf[1024];
+			uint64_t got;
+
+			value_of(buf, seq, len_varied(seq));
+			while((rc = fb_chan_append(w, buf, len_varied(seq), &got)) == -EBUSY){
+				usleep(50);
+			}
+			if(rc != 0 || got != seq){
+				_exit(3);
+			}
+		}
+		fb_chan_writer_close(w);
+		_exit(0);
+	}
+	while(o.next <= total){
+		ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+		if(fb_chan_unsettled(r) >= 5000 || o.next > total){
+			fb_chan_settled(r);
+		}
+		if(waitpid(pid, &status, WNOHANG) == pid){
+			ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+			pid = 0;
+			ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+			break;
+		}
+	}
+	ck_assert_uint_eq(o.n, total);
+	if(pid > 0){
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("chan");
+	TCase *tc = tcase_create("basic");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, records_come_out_in_order_across_file_switches);
+	tcase_add_test(tc, both_files_full_is_ebusy_until_the_reader_settles);
+	tcase_add_test(tc, max_size_counts_live_and_untaken_bytes);
+	tcase_add_test(tc, live_bytes_published_by_the_reader_make_room);
+	tcase_add_test(tc, large_records_travel_in_their_own_files);
+	tcase_add_test(tc, recovery_visits_the_older_file_first_then_reset_empties);
+	tcase_add_test(tc, a_new_reader_follows_a_running_writer_from_the_sealed_file);
+	tcase_add_test(tc, a_writer_process_and_a_reader_process_agree);
+	suite_add_tcase(s, tc);
+
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
