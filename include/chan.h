@@ -120,6 +120,13 @@ size_t fb_chan_unsettled(const struct fb_chan_reader *r);
 /* Seq of the oldest of them, 0 when there is none. */
 uint64_t fb_chan_first_unsettled(const struct fb_chan_reader *r);
 
+/* True when the writer has sealed a file and every record of it is taken: once they are settled,
+ * fb_chan_settled() gives the file back to the writer. */
+bool fb_chan_sealed(const struct fb_chan_reader *r);
+
+/* Writes both files' dirty pages to the disk. Returns 0 or a negative errno. */
+int fb_chan_sync(struct fb_chan_reader *r);
+
 /* Every record taken is in RocksDB or gone: empties a sealed file that holds nothing else, marks it
  * FREE, and removes the large-record files of the records settled. */
 void fb_chan_settled(struct fb_chan_reader *r);

@@ -13,7 +13,8 @@
  * max_size bounds the bytes of live "out" records (key + value) with on_full.
  *
  * Thread safety: every function may be called from any thread; an internal mutex protects the
- * sequence counters and the size accounting and is never held across an fsync.
+ * sequence counters and the size accounting. It is held across a WAL fsync only before a staging
+ * file is emptied (and for every settle with sync "always"): the broker thread never takes it.
  */
 #ifndef FB_SPOOL_H
 #define FB_SPOOL_H
@@ -115,10 +116,20 @@ int fb_spool_ingest(struct fb_spool *s, fb_spool_visit_fn fn, void *ud, uint64_t
  * file short while nothing else does. Returns 0 or a negative errno. Any thread. */
 int fb_spool_settle(struct fb_spool *s);
 
+/* True when settling now would give the channel's writer a staging file back (it has moved on to
+ * the other one). Any thread. */
+bool fb_spool_settle_wanted(struct fb_spool *s);
+
+/* Calls FN with the oldest live record of FB_Q_OUT, from RocksDB or, when it is still staged,
+ * from the staging file (without settling). Returns 1, 0 when the queue is empty, or a negative
+ * errno. Any thread. */
+int fb_spool_oldest(struct fb_spool *s, fb_spool_visit_fn fn, void *ud);
+
 /* Records staged and not settled yet (a hint: read without the lock). Any thread. */
 size_t fb_spool_staged(struct fb_spool *s);
 
-/* Settles, then fsyncs the WAL. Returns 0 or a negative errno. Any thread. */
+/* Syncs the staging files (where the staged records are), then fsyncs the WAL. Returns 0 or a
+ * negative errno. Any thread. */
 int fb_spool_sync(struct fb_spool *s);
 
 void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st);

@@ -552,6 +552,18 @@ static int unlink_big_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
+bool fb_chan_sealed(const struct fb_chan_reader *r)
+{
+	return atomic_load_explicit(&r->sh->state[1 - r->cur], memory_order_acquire) == FB_CHAN_SEALED;
+}
+
+int fb_chan_sync(struct fb_chan_reader *r)
+{
+	int rc = fb_stage_sync(r->st[0]);
+
+	return rc ? rc : fb_stage_sync(r->st[1]);
+}
+
 void fb_chan_settled(struct fb_chan_reader *r)
 {
 	struct fb_chan_shared *sh = r->sh;

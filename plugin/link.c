@@ -70,7 +70,6 @@ struct fb_link {
 	size_t sending;             /* slots waiting for an acknowledgement */
 	size_t acked_count;         /* SLOT_ACKED slots */
 	uint64_t acked_since_ms;    /* when the oldest of them was acknowledged */
-	uint64_t staged_since_ms;   /* when the worker first saw staged records; 0: none seen */
 	struct fb_spool_del *batch; /* ring_cap entries, for the deletes */
 	uint8_t *props_key;         /* encoded properties of the last record sent ... */
 	uint32_t props_key_len;
@@ -227,29 +226,15 @@ static void flush_acked(struct fb_link *l)
 	ring_pop_free(l);
 }
 
-/* Records the broker thread staged go into RocksDB with the next delete (which leaves out those
- * acknowledged by then); while none comes (cloud unreachable, QoS 0), the worker settles them
- * once SETTLE_COUNT are staged or the oldest has waited SETTLE_MS. */
-#define SETTLE_COUNT 8192
-#define SETTLE_MS 500
-
-static void maybe_settle(struct fb_link *l, uint64_t now)
+/* Records the broker thread staged stay in their staging file, as durable there as in RocksDB's
+ * WAL (fb_spool_sync() syncs both), until the broker has moved on to the other file and will need
+ * this one back: then the ones still unacknowledged go into RocksDB in one batch and the file is
+ * emptied. A record acknowledged before that never reaches RocksDB. */
+static void maybe_settle(struct fb_link *l)
 {
-	size_t n;
-
 	ingest(l);
-	n = fb_spool_staged(l->d.spool);
-
-	if(n == 0){
-		l->staged_since_ms = 0;
-		return;
-	}
-	if(l->staged_since_ms == 0){
-		l->staged_since_ms = now;
-	}
-	if(n >= SETTLE_COUNT || now >= l->staged_since_ms + SETTLE_MS){
+	if(fb_spool_settle_wanted(l->d.spool)){
 		fb_spool_settle(l->d.spool);
-		l->staged_since_ms = 0;
 	}
 }
 
@@ -768,9 +753,6 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	if(l->acked_count){
 		EARLIER(l->acked_since_ms + ACK_FLUSH_MS);
 	}
-	if(l->staged_since_ms){
-		EARLIER(l->staged_since_ms + SETTLE_MS);
-	}
 #undef EARLIER
 	return until <= now ? 0 : (int)(until - now);
 }
@@ -925,7 +907,7 @@ static void *worker(void *arg)
 			}
 		}
 		maybe_flush_acked(l, now_ms());
-		maybe_settle(l, now_ms());
+		maybe_settle(l);
 		housekeeping(l, now);
 	}
 

@@ -31,7 +31,7 @@ void fb_metrics_collect(struct fb_metrics *m, const struct fb_counters *c, struc
 	memset(m, 0, sizeof(*m));
 	fb_link_status(link, &m->link);
 	fb_spool_stats(spool, &m->spool);
-	if(m->spool.messages && fb_spool_read(spool, FB_Q_OUT, 0, 1, oldest_visit, &enqueued) > 0 && enqueued){
+	if(m->spool.messages && fb_spool_oldest(spool, oldest_visit, &enqueued) > 0 && enqueued){
 		uint64_t now = fb_wall_ms();
 		m->oldest_age_s = now > enqueued ? (now - enqueued) / 1000u : 0;
 	}

@@ -22,22 +22,25 @@
  * drop_oldest, moved to dead, or deleted twice) is therefore recognised without touching the disk
  * and changes nothing, and first_seq is exact even when acknowledgements arrive out of order.
  *
- * Staging. Appends to "out" (unless sync is "always") are copied into the staging file (stage.h)
- * instead of being put one by one: the record is in the page cache when the append returns, as a
- * WAL write would have it, for a memcpy instead of a write(2) and a memtable insert. Settling moves
- * the staged records that are still live into RocksDB in one write batch: every function that
- * reads, deletes, moves or syncs "out" settles first (a delete in the same batch as its own
- * writes), and the worker settles when records have been staged for a while (fb_spool_settle()).
- * A record acknowledged before it was settled never reaches RocksDB at all. Invariant: every
- * staged record has a higher seq than every key of "out" in RocksDB (a record that cannot be
- * staged settles the others first). On open, staged records above the floor and above the last
- * key found are put into RocksDB. Everything happens under the one lock.
+ * Staging. Records of "out" are copied by the broker thread into the staging channel (chan.h)
+ * instead of being put one by one: a record is in the page cache when the copy returns, as a WAL
+ * write would have it. fb_spool_ingest() takes them into the queue's accounting (they are live
+ * from then on, RocksDB does not hold them yet). Settling puts the taken records that are still
+ * live into RocksDB in one write batch together with the settled mark ("stage/settled" in "meta":
+ * the newest seq settled); it happens when the writer needs a staging file back, before every
+ * read or move of "out", for a delete out of order (in the same batch), and on close. A record
+ * acknowledged before it was settled never reaches RocksDB at all. Invariant: every staged record
+ * above the settled mark has a higher seq than every key of "out" in RocksDB. On open, staged
+ * records above the floor, the last key found and the settled mark are put into RocksDB (unless
+ * the channel's writer runs already: then they are taken like new ones). Everything happens under
+ * the one lock.
  *
- * Durability. Every write goes through the WAL without fsync while the lock is held. With
- * FB_SYNC_ALWAYS an append then fsyncs the WAL after releasing the lock (spool.h: the lock is never
- * held across an fsync): the append returns only once its record is on disk, and appends from
- * several threads share fsyncs. Deletes and moves to dead are never fsynced: losing one to a power
- * cut means a message is sent again, which at-least-once allows.
+ * Durability. Every write goes through the WAL without fsync. With FB_SYNC_ALWAYS an append to
+ * "in" or "dead" fsyncs the WAL after releasing the lock, the channel's writer fdatasyncs the
+ * staging file after each record, and every settle fsyncs the WAL before the staging file may
+ * forget what it settled. fb_spool_sync() (FB_SYNC_INTERVAL) syncs the staging files and the
+ * WAL. Deletes and moves to dead are never fsynced: losing one to a power cut means a message is
+ * sent again, which at-least-once allows.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1130,11 +1133,12 @@ static int settle_stage(struct fb_spool *s)
 	return 0;
 }
 
-/* The batch with the staged records is written: with sync "always" it is fsynced before the
- * staging files may forget them. With the lock held. */
+/* The batch with the staged records is written. A staging file about to be emptied (and written
+ * over) must not be the only copy on disk of what it held: unless sync is "never", the WAL is
+ * fsynced first (with "always", every time). With the lock held. */
 static int stage_settled(struct fb_spool *s)
 {
-	if(s->sync == FB_SYNC_ALWAYS){
+	if(s->sync == FB_SYNC_ALWAYS || (s->sync != FB_SYNC_NEVER && fb_chan_sealed(s->chan))){
 		int rc = spool_fsync(s);
 		if(rc){
 			return rc;
@@ -1155,7 +1159,11 @@ static int settle_locked(struct fb_spool *s)
 		return 0;
 	}
 	if(fb_chan_unsettled(s->chan) == 0){
-		fb_chan_settled(s->chan); /* empties a sealed file all taken and settled */
+		/* Empties a sealed file all taken and settled (by earlier batches, not fsynced yet). */
+		if(s->sync != FB_SYNC_NEVER && fb_chan_sealed(s->chan) && (rc = spool_fsync(s)) != 0){
+			return rc;
+		}
+		fb_chan_settled(s->chan);
 		return 0;
 	}
 	rc = settle_stage(s);
@@ -1189,6 +1197,57 @@ int fb_spool_settle(struct fb_spool *s)
 size_t fb_spool_staged(struct fb_spool *s)
 {
 	return s ? __atomic_load_n(&s->staged, __ATOMIC_RELAXED) : 0;
+}
+
+bool fb_spool_settle_wanted(struct fb_spool *s)
+{
+	bool wanted;
+
+	pthread_mutex_lock(&s->lock);
+	wanted = s->chan && fb_chan_sealed(s->chan);
+	pthread_mutex_unlock(&s->lock);
+	return wanted;
+}
+
+/* fb_spool_oldest(): the visitor for the record being looked for among the staged ones. */
+struct find_ctx {
+	uint64_t seq;
+	fb_spool_visit_fn fn;
+	void *ud;
+	int found;
+};
+
+static int find_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct find_ctx *c = ud;
+
+	if(seq != c->seq){
+		return 0;
+	}
+	c->found = 1;
+	c->fn(c->ud, seq, val, len);
+	return 1;
+}
+
+int fb_spool_oldest(struct fb_spool *s, fb_spool_visit_fn fn, void *ud)
+{
+	struct find_ctx c = { .fn = fn, .ud = ud };
+	uint64_t first;
+
+	if(s == NULL || fn == NULL){
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->lock);
+	first = s->q[FB_Q_OUT].first;
+	if(first > s->settled && s->chan){
+		/* Staged: read it there rather than settle for it. */
+		c.seq = first;
+		fb_chan_each_unsettled(s->chan, find_visit, &c);
+		pthread_mutex_unlock(&s->lock);
+		return c.found;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return first ? fb_spool_read(s, FB_Q_OUT, first - 1, 1, fn, ud) : 0;
 }
 
 /* Tells the channel's writer how many bytes "out" holds now (its max_size check). With the lock
@@ -1596,13 +1655,24 @@ unlock:
 
 int fb_spool_sync(struct fb_spool *s)
 {
-	int rc;
+	int rc = 0;
 
 	if(s == NULL){
 		return -EINVAL;
 	}
-	rc = settle(s);
-	return rc ? rc : spool_fsync(s);
+	/* Staged records are synced where they are: settling them would put them into RocksDB
+	 * just before most are acknowledged. */
+	pthread_mutex_lock(&s->lock);
+	if(s->chan){
+		rc = fb_chan_sync(s->chan);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: syncing the staging files failed: %s",
+				s->path, strerror(-rc));
+		return rc;
+	}
+	return spool_fsync(s);
 }
 
 void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)

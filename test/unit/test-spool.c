@@ -906,6 +906,49 @@ START_TEST(sync_works_in_every_mode)
 }
 END_TEST
 
+/* A sync leaves staged records staged (the staging files are synced where they are); the oldest
+ * record is read from the staging file while staged, from RocksDB once settled. */
+static int oldest_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	uint8_t expect[4096];
+
+	ck_assert_uint_le(len, sizeof(expect));
+	make_value(expect, seq, len);
+	ck_assert_msg(memcmp(expect, val, len) == 0, "record %llu: bytes differ", (unsigned long long)seq);
+	*(uint64_t *)ud = seq;
+	return 0;
+}
+
+START_TEST(sync_keeps_records_staged_and_the_oldest_is_found_either_way)
+{
+	struct fb_spool *s = open_spool(0, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	uint64_t oldest = 0;
+
+	ck_assert_int_eq(fb_spool_oldest(s, oldest_visit, &oldest), 0);
+	append_n(s, FB_Q_OUT, 1, 5, 100, NULL);
+	ck_assert_int_eq(fb_spool_sync(s), 0);
+	ck_assert_uint_eq(fb_spool_staged(s), 5);
+	ck_assert_int_eq(fb_spool_oldest(s, oldest_visit, &oldest), 1);
+	ck_assert_uint_eq(oldest, 1);
+	ck_assert_uint_eq(fb_spool_staged(s), 5); /* found in the staging file, not settled for it */
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 1, 100), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 2, 100), 0);
+	ck_assert_int_eq(fb_spool_oldest(s, oldest_visit, &oldest), 1);
+	ck_assert_uint_eq(oldest, 3);
+	ck_assert_int_eq(fb_spool_settle(s), 0);
+	ck_assert_uint_eq(fb_spool_staged(s), 0);
+	oldest = 0;
+	ck_assert_int_eq(fb_spool_oldest(s, oldest_visit, &oldest), 1);
+	ck_assert_uint_eq(oldest, 3);
+	for(uint64_t seq = 3; seq <= 5; seq++){
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, seq, 100), 0);
+	}
+	ck_assert_int_eq(fb_spool_oldest(s, oldest_visit, &oldest), 0);
+	ck_assert(!fb_spool_settle_wanted(s));
+	fb_spool_close(s);
+}
+END_TEST
+
 /* ---- opening ---- */
 
 static void overwrite_file(const char *path, const char *text)
@@ -1374,6 +1417,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, move_dead_moves_one_record_atomically);
 	tcase_add_test(tc, in_queue_is_independent_of_out);
 	tcase_add_test(tc, sync_works_in_every_mode);
+	tcase_add_test(tc, sync_keeps_records_staged_and_the_oldest_is_found_either_way);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("open");
