@@ -37,7 +37,7 @@ detail_table() {
 	while read -r k; do
 		line="| $k |"
 		for y in "${sys[@]}"; do
-			case $k in *_ms|*_s|rss*|spool*|delivered_pct) line+=" $(fstat "$s" "$y" "$k" 2) |" ;;
+			case $k in *_ms|*_s|rss*|pss*|spool*|delivered_pct) line+=" $(fstat "$s" "$y" "$k" 2) |" ;;
 				*) line+=" $(fstat "$s" "$y" "$k" 0) |" ;; esac
 		done
 		echo "$line"
@@ -148,7 +148,10 @@ EOF
 			"native, max_queued_messages 0: $(fstat s2 native drain_rate)" "$(fratio s2 drain_rate plugin native)" "" ""
 		row "" "cloud back → last message, s" "$(fstat s2 plugin up_to_last_s 2)" \
 			"native, max_queued_messages 0: $(fstat s2 native up_to_last_s 2)" "$(fratio s2 up_to_last_s plugin native)" "" ""
-		row "" "peak RSS of the edge broker, MiB" "$(fstat s2 plugin rss 1)" \
+		row "" "memory growth of the edge during the outage (PSS, all its processes), MiB" "$(fstat s2 plugin pss_growth 1)" \
+			"native defaults: $(fstat s2 native-default pss_growth 1); max_queued_messages 0: $(fstat s2 native pss_growth 1)" \
+			"" "≤ 64" "$(verdict "$(stat s2 plugin pss_growth)" "<=" 64)"
+		row "" "peak RSS of the edge broker, MiB (processes added up)" "$(fstat s2 plugin rss 1)" \
 			"native defaults: $(fstat s2 native-default rss 1); max_queued_messages 0: $(fstat s2 native rss 1)" \
 			"$(fratio s2 rss plugin native)" "" ""
 		row "6. spool cost" "bytes on disk per spooled 100-byte message" "$(fstat s2 plugin spool_bytes_per_msg 1)" \
@@ -268,6 +271,7 @@ EOF
 				echo "on and max_queued_messages 0), so whatever the edge delivers after the cloud restart is counted."
 				echo "drain_s / drain_rate: first to last message at the cloud; up_to_last_s: cloud restart to last"
 				echo "message (includes the reconnect delay: plugin backoff 200 ms–2 s, native restart_timeout 1 2)."
+				echo "pss_idle: the edge's proportional set size (all its processes) before the outage; pss_peak: the largest sampled every 0.2 s while the outage's messages are published; pss_growth: their difference (target: at most 64 MiB)."
 				echo "rss_offline: peak RSS after the publish, rss: after the drain. spool_bytes_per_msg: growth of the"
 				echo "spool folder (du -sb: WAL and SST files) during the publish, per message." ;;
 			s3) echo "### 3. Local pub/sub throughput on the edge (QoS 1, $n_local messages)"
