@@ -40,6 +40,9 @@ enum fb_chan_state {
 	FB_CHAN_SEALED = 2,
 };
 
+/* How often a side re-reads the other side's sequence lock before it takes what it read. */
+#define FB_CHAN_SPINS 100000
+
 /* Bytes a record counts in the spool's accounting beyond its value (the RocksDB key). */
 #define FB_CHAN_KEY_LEN 8
 

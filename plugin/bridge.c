@@ -466,6 +466,9 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 	}
 	prctl(PR_SET_NAME, "flowmq-link");
 	close_broker_sockets();
+	if(atomic_load(&sh->mgen) & 1){
+		atomic_fetch_add(&sh->mgen, 1); /* the previous link process died inside an update */
+	}
 
 	so = (struct fb_spool_opts){
 		.path = cfg->spool.path,
@@ -860,7 +863,7 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 {
 	struct fb_shared *sh = b->sh;
 	struct fb_metrics m;
-	unsigned g;
+	unsigned g, tries = 0;
 
 	if(now >= b->next_check){
 		supervise(b);
@@ -873,6 +876,9 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 		g = atomic_load_explicit(&sh->mgen, memory_order_acquire);
 		memcpy(&m, &sh->metrics, sizeof(m));
 		atomic_thread_fence(memory_order_acquire);
+		if(++tries == FB_CHAN_SPINS){
+			return; /* a link process killed inside its update: the next one evens the lock */
+		}
 	}while((g & 1) || g != atomic_load_explicit(&sh->mgen, memory_order_relaxed));
 	/* The counters as they are now, the rest as the link process last saw it. */
 	m.forwarded = atomic_load_explicit(&b->ctr->forwarded, memory_order_relaxed);

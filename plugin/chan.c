@@ -187,17 +187,19 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 
 	if(w->lim.max_size){
 		uint64_t seen, live;
-		unsigned g;
+		unsigned g, tries = 0;
 
 		if(need > w->lim.max_size){
 			return -E2BIG;
 		}
+		/* A reader killed inside its update leaves the lock odd for good (a new reader evens it):
+		 * after a while the values are taken as they are, an estimate either way. */
 		do{
 			g = atomic_load_explicit(&sh->rgen, memory_order_acquire);
 			seen = atomic_load_explicit(&sh->seen, memory_order_relaxed);
 			live = atomic_load_explicit(&sh->live, memory_order_relaxed);
 			atomic_thread_fence(memory_order_acquire);
-		}while((g & 1) || g != atomic_load_explicit(&sh->rgen, memory_order_relaxed));
+		}while(((g & 1) || g != atomic_load_explicit(&sh->rgen, memory_order_relaxed)) && ++tries < FB_CHAN_SPINS);
 		if(live + (atomic_load_explicit(&sh->appended, memory_order_relaxed) - seen) + need > w->lim.max_size
 				&& w->lim.on_full != FB_ON_FULL_DROP_OLDEST){
 			return -ENOSPC;
@@ -281,6 +283,9 @@ int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, 
 		return -ENOMEM;
 	}
 	r->sh = sh;
+	if(atomic_load(&sh->rgen) & 1){
+		atomic_fetch_add(&sh->rgen, 1); /* its previous reader died inside an update */
+	}
 	rc = open_files(dir, r->st);
 	if(rc){
 		fb_chan_reader_close(r);

@@ -215,6 +215,26 @@ START_TEST(live_bytes_published_by_the_reader_make_room)
 }
 END_TEST
 
+/* A reader killed between the two halves of its accounting update leaves the sequence lock odd:
+ * the writer's limit check must not spin forever on it, and the next reader evens it. */
+START_TEST(a_reader_killed_inside_an_update_does_not_stall_the_writer)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(10000, FB_ON_FULL_REJECT);
+
+	fb_chan_account(r, 0, 0);
+	atomic_fetch_add(&sh->rgen, 1); /* killed after the first increment */
+	ck_assert_int_eq(append(w, 1, 92), 0);
+	fb_chan_reader_close(r);
+	ck_assert_int_eq(fb_chan_reader_open(dir, sh, false, &r), 0);
+	ck_assert_uint_eq(atomic_load(&sh->rgen) % 2, 0);
+	fb_chan_account(r, 0, 9900);
+	ck_assert_int_eq(append(w, 2, 1), -ENOSPC); /* the new reader's values count again */
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
 static size_t big_files(void)
 {
 	char pattern[512];
@@ -399,6 +419,7 @@ int main(void)
 	tcase_add_test(tc, both_files_full_is_ebusy_until_the_reader_settles);
 	tcase_add_test(tc, max_size_counts_live_and_untaken_bytes);
 	tcase_add_test(tc, live_bytes_published_by_the_reader_make_room);
+	tcase_add_test(tc, a_reader_killed_inside_an_update_does_not_stall_the_writer);
 	tcase_add_test(tc, large_records_travel_in_their_own_files);
 	tcase_add_test(tc, recovery_visits_the_older_file_first_then_reset_empties);
 	tcase_add_test(tc, a_new_reader_follows_a_running_writer_from_the_sealed_file);
