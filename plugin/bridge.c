@@ -59,6 +59,10 @@ struct generation {
 /* How long the broker waits for a link process to start, or for it to empty a staging file. */
 #define START_WAIT_MS 60000
 #define STAGE_WAIT_MS 10000
+/* A link process that ends within RESTART_QUICK_MS of its start is restarted after a growing
+ * pause, at most RESTART_MAX_MS. */
+#define RESTART_QUICK_MS 10000
+#define RESTART_MAX_MS 16000
 /* How long an orderly stop of the link process may take before it is killed. */
 #define STOP_WAIT_MS 15000
 
@@ -99,6 +103,9 @@ struct fb_bridge {
 	uint64_t released;        /* ... and the newest published as in_released */
 	time_t next_status;
 	time_t next_check;        /* when to look after the link process next */
+	uint64_t started_ms;      /* when the link process was started (monotonic) */
+	uint64_t restart_ms;      /* when to start the next one; 0: not decided */
+	unsigned quick_fails;     /* link processes in a row that ended soon after their start */
 
 	/* In the link process only. */
 	struct fb_spool *spool;
@@ -544,6 +551,7 @@ static int spawn(struct fb_bridge *b, bool running)
 		child_main(b, running);
 	}
 	b->child = pid;
+	b->started_ms = mono_ms();
 	return 0;
 }
 
@@ -576,11 +584,30 @@ static bool child_alive(struct fb_bridge *b)
 /* Restarts the link process if it has ended. Broker thread. */
 static void supervise(struct fb_bridge *b)
 {
-	if(!child_alive(b) && !atomic_load(&b->sh->stop)){
-		fb_log(&b->lg, MOSQ_LOG_NOTICE, "restarting the link process; what it had not sent stays in the spool");
-		if(spawn(b, true) < 0){
-			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(errno));
+	uint64_t now;
+
+	if((b->child > 0 && child_alive(b)) || atomic_load(&b->sh->stop)){
+		return;
+	}
+	now = mono_ms();
+	if(b->restart_ms == 0){
+		/* Just ended. One that ended soon after its start (a spool it cannot open, say) is
+		 * started again after 1 s, 2 s, 4 s ... up to RESTART_MAX_MS, not in a tight loop. */
+		b->quick_fails = now - b->started_ms < RESTART_QUICK_MS ? b->quick_fails + 1 : 0;
+		b->restart_ms = now;
+		if(b->quick_fails){
+			uint64_t wait = (uint64_t)1000 << (b->quick_fails < 6 ? b->quick_fails - 1 : 5);
+			b->restart_ms += wait < RESTART_MAX_MS ? wait : RESTART_MAX_MS;
 		}
+	}
+	if(now < b->restart_ms){
+		return;
+	}
+	b->restart_ms = 0;
+	b->started_ms = now; /* also when the fork fails: that counts as a quick end */
+	fb_log(&b->lg, MOSQ_LOG_NOTICE, "restarting the link process; what it had not sent stays in the spool");
+	if(spawn(b, true) < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(errno));
 	}
 }
 

@@ -397,6 +397,62 @@ START_TEST(test_killed_link_process_is_restarted_and_nothing_is_lost)
 }
 END_TEST
 
+/* Occurrences of NEEDLE in the edge's log. */
+static int log_count(struct fbh_broker *b, const char *needle)
+{
+	char *text = fbh_read_file(b->log);
+	int n = 0;
+
+	ck_assert_ptr_nonnull(text);
+	for(const char *p = strstr(text, needle); p; p = strstr(p + 1, needle)){
+		n++;
+	}
+	free(text);
+	return n;
+}
+
+/* A link process that cannot start (here: its spool folder has become a file) is restarted after
+ * 1 s, 2 s, 4 s ..., not in a tight loop; once the spool is back, the next one runs and forwards
+ * what the broker staged meanwhile. */
+START_TEST(test_failing_link_process_is_restarted_with_growing_pauses)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub;
+	char *spool, *moved;
+	int restarts;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	spool = fbh_strdupf("%s/spool", edge.dir);
+	moved = fbh_strdupf("%s/spool.moved", edge.dir);
+
+	ck_assert_int_eq(rename(spool, moved), 0);
+	fbh_write_file(spool, "not a folder\n", 0600);
+	ck_assert_int_eq(kill(link_process(edge.pid), SIGKILL), 0);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/while-down", "d", 1, 1, NULL, 10000), 1);
+	sleep(8);
+	restarts = log_count(&edge, "restarting the link process");
+	/* Without pauses: about one a second (8); with them: at 1, 2, 4 s and 8 s at the latest. */
+	ck_assert_int_ge(restarts, 2);
+	ck_assert_int_le(restarts, 4);
+	ck_assert_int_ge(log_count(&edge, "exited with status 1"), restarts - 1);
+
+	ck_assert_int_eq(unlink(spool), 0);
+	ck_assert_int_eq(rename(moved, spool), 0);
+	ck_assert_uint_eq(fbh_sub_wait_count(sub, 1, 30000), 1);
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->topic, "edge/site-A/telemetry/while-down");
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->payload, "d0");
+	free(spool);
+	free(moved);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+}
+END_TEST
+
 START_TEST(test_frozen_cloud_is_detected_and_nothing_is_lost)
 {
 	struct fbh_broker cloud, edge;
@@ -760,6 +816,7 @@ int main(void)
 	tcase_add_test(tc, test_20000_messages_spooled_while_cloud_down_arrive_in_order);
 	tcase_add_test(tc, test_sigkill_edge_loses_no_acknowledged_message);
 	tcase_add_test(tc, test_killed_link_process_is_restarted_and_nothing_is_lost);
+	tcase_add_test(tc, test_failing_link_process_is_restarted_with_growing_pauses);
 	tcase_add_test(tc, test_frozen_cloud_is_detected_and_nothing_is_lost);
 	tcase_add_test(tc, test_spool_limit_drop_oldest_keeps_the_newest);
 	tcase_add_test(tc, test_spool_limit_reject_answers_0x87);
