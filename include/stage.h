@@ -56,13 +56,6 @@ int fb_stage_append(struct fb_stage *st, uint64_t seq, const void *val, size_t l
 /* Records appended since the last clear. */
 size_t fb_stage_count(const struct fb_stage *st);
 
-/* Seq of the oldest record appended since the last clear; 0 when there is none. */
-uint64_t fb_stage_first(const struct fb_stage *st);
-
-/* Calls FN for each record appended since the last clear, in order; returns like
- * fb_stage_recover(). */
-int fb_stage_each(struct fb_stage *st, fb_stage_visit_fn fn, void *ud);
-
 /* The records are in RocksDB (or gone): empties the file. */
 void fb_stage_clear(struct fb_stage *st);
 
@@ -79,7 +72,9 @@ int fb_stage_sync(struct fb_stage *st);
 size_t fb_stage_used(const struct fb_stage *st);
 size_t fb_stage_size(const struct fb_stage *st);
 
-/* Like fb_stage_each(), from byte offset OFF (a record boundary at or below fb_stage_used()). */
+/* Calls FN for each record this mapping knows (appended or followed since the last clear) from
+ * byte offset OFF on (0, or a record boundary at or below fb_stage_used()), in order; returns like
+ * fb_stage_recover(). */
 int fb_stage_each_from(struct fb_stage *st, size_t off, fb_stage_visit_fn fn, void *ud);
 
 /* CRC-32C (Castagnoli) of BUF, continuing from CRC (0 to start). Exposed for the tests. */

@@ -20,7 +20,6 @@ struct fb_stage {
 	size_t want;      /* as configured */
 	size_t used;      /* bytes of records from the start */
 	size_t count;     /* records in them */
-	uint64_t first;   /* seq of the first one */
 };
 
 /* ---- CRC-32C ---- */
@@ -158,7 +157,6 @@ static int map_file(struct fb_stage *st, size_t size)
 	st->size = size;
 	st->used = 0;
 	st->count = 0;
-	st->first = 0;
 	return 0;
 }
 
@@ -267,7 +265,6 @@ int fb_stage_reset(struct fb_stage *st)
 	}
 	st->used = 0;
 	st->count = 0;
-	st->first = 0;
 	return 0;
 }
 
@@ -291,25 +288,13 @@ int fb_stage_append(struct fb_stage *st, uint64_t seq, const void *val, size_t l
 	}
 	put32(p + 4, rec_crc(p, p + REC_HEAD, len));
 	st->used += need;
-	if(st->count++ == 0){
-		st->first = seq;
-	}
+	st->count++;
 	return 0;
 }
 
 size_t fb_stage_count(const struct fb_stage *st)
 {
 	return st->count;
-}
-
-uint64_t fb_stage_first(const struct fb_stage *st)
-{
-	return st->first;
-}
-
-int fb_stage_each(struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
-{
-	return fb_stage_each_from(st, 0, fn, ud);
 }
 
 void fb_stage_clear(struct fb_stage *st)
@@ -319,7 +304,6 @@ void fb_stage_clear(struct fb_stage *st)
 	}
 	st->used = 0;
 	st->count = 0;
-	st->first = 0;
 }
 
 int fb_stage_follow(struct fb_stage *st, size_t count, fb_stage_visit_fn fn, void *ud)
@@ -341,9 +325,7 @@ int fb_stage_follow(struct fb_stage *st, size_t count, fb_stage_visit_fn fn, voi
 			return -EIO; /* the writer published a record it did not write: cannot happen */
 		}
 		st->used += need;
-		if(st->count++ == 0){
-			st->first = seq;
-		}
+		st->count++;
 		if(fn && (rc = fn(ud, seq, p + REC_HEAD, len)) != 0){
 			return rc;
 		}

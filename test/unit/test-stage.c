@@ -101,13 +101,12 @@ START_TEST(appended_records_come_back_in_order_with_exact_bytes)
 	ck_assert_int_ge((long long)sb.st_blocks * 512, SIZE);
 
 	ck_assert_uint_eq(fb_stage_count(st), 0);
-	ck_assert_uint_eq(fb_stage_first(st), 0);
 	append(st, 41, 100);
 	append(st, 42, 0);
+	size_t after42 = fb_stage_used(st);
 	append(st, 43, 7);
 	ck_assert_uint_eq(fb_stage_count(st), 3);
-	ck_assert_uint_eq(fb_stage_first(st), 41);
-	ck_assert_int_eq(fb_stage_each(st, visit, &sn), 0);
+	ck_assert_int_eq(fb_stage_each_from(st, 0, visit, &sn), 0);
 	ck_assert_uint_eq(sn.n, 3);
 	ck_assert_uint_eq(sn.seqs[0], 41);
 	ck_assert_uint_eq(sn.seqs[2], 43);
@@ -116,20 +115,30 @@ START_TEST(appended_records_come_back_in_order_with_exact_bytes)
 	ck_assert_uint_eq(sn.lens[2], 7);
 	ck_assert(sn.values_ok);
 
+	/* From a record's offset on: that record and the ones after it. */
+	memset(&sn, 0, sizeof(sn));
+	ck_assert_uint_eq(after42, 16 + 104 + 16);
+	ck_assert_int_eq(fb_stage_each_from(st, after42, visit, &sn), 0);
+	ck_assert_uint_eq(sn.n, 1);
+	ck_assert_uint_eq(sn.seqs[0], 43);
+
 	/* The visitor's non-zero value stops the walk and comes back. */
 	memset(&sn, 0, sizeof(sn));
 	sn.stop_at = 2;
-	ck_assert_int_eq(fb_stage_each(st, visit, &sn), 7);
+	ck_assert_int_eq(fb_stage_each_from(st, 0, visit, &sn), 7);
 	ck_assert_uint_eq(sn.n, 2);
 
 	/* Cleared: nothing to visit, and the next record starts over at the beginning. */
 	fb_stage_clear(st);
 	ck_assert_uint_eq(fb_stage_count(st), 0);
 	memset(&sn, 0, sizeof(sn));
-	ck_assert_int_eq(fb_stage_each(st, visit, &sn), 0);
+	ck_assert_int_eq(fb_stage_each_from(st, 0, visit, &sn), 0);
 	ck_assert_uint_eq(sn.n, 0);
 	append(st, 44, 10);
-	ck_assert_uint_eq(fb_stage_first(st), 44);
+	ck_assert_uint_eq(fb_stage_used(st), 16 + 16);
+	ck_assert_int_eq(fb_stage_each_from(st, 0, visit, &sn), 0);
+	ck_assert_uint_eq(sn.n, 1);
+	ck_assert_uint_eq(sn.seqs[0], 44);
 	fb_stage_close(st);
 }
 END_TEST
