@@ -99,6 +99,8 @@ struct fb_bridge {
 	uint8_t *pbuf;            /* its properties */
 	size_t pbuf_size;
 	uint64_t c2e_head;        /* broker: where the next ring record starts */
+	uint8_t *c2e_file;        /* broker: a record read from a file of its own */
+	size_t c2e_file_cap;
 	uint64_t injected;        /* newest "in" seq handed to the broker at the last tick */
 	uint64_t released;        /* ... and the newest published as in_released */
 	time_t next_status;
@@ -256,29 +258,10 @@ static int ring_put(struct fb_bridge *b, uint64_t seq, const void *rec, size_t l
 
 	if(len > C2E_RING / 2){
 		/* Too large for the ring: in a file of its own, the ring carries its seq. */
-		int fd;
-		const uint8_t *p = rec;
-		size_t left = len;
-
 		c2e_file_path(b, seq, path, sizeof(path));
-		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if(fd < 0){
+		if(fb_file_write(path, rec, len, false) != 0){
 			return -ENOBUFS;
 		}
-		while(left > 0){
-			ssize_t n = write(fd, p, left);
-			if(n <= 0){
-				if(n < 0 && errno == EINTR){
-					continue;
-				}
-				close(fd);
-				unlink(path);
-				return -ENOBUFS;
-			}
-			p += n;
-			left -= (size_t)n;
-		}
-		close(fd);
 		flags = C2E_FILE;
 		rec = NULL;
 		len = 0;
@@ -748,6 +731,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	generation_free(b->gen);
 	free(b->buf);
 	free(b->pbuf);
+	free(b->c2e_file);
 	free(b->dels);
 	free(b->config_file);
 	free(b);
@@ -780,40 +764,17 @@ static int stage(struct fb_bridge *b, size_t len, uint64_t *seq)
 
 /* ---- cloud to edge, broker side ------------------------------------------------------------- */
 
-/* Reads a record the link process wrote to a file of its own, and removes the file. */
-static uint8_t *read_c2e_file(struct fb_bridge *b, uint64_t seq, size_t *len)
+/* Reads record SEQ, which the link process wrote to a file of its own, into *BUF (*CAP bytes) and
+ * removes the file. Returns 0 or a negative errno. */
+static int read_c2e_file(struct fb_bridge *b, uint64_t seq, uint8_t **buf, size_t *cap, size_t *len)
 {
 	char path[4096];
-	struct stat sb;
-	uint8_t *buf = NULL;
-	size_t got = 0;
-	int fd;
+	int rc;
 
 	c2e_file_path(b, seq, path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if(fd < 0){
-		return NULL;
-	}
-	if(fstat(fd, &sb) == 0 && (buf = malloc((size_t)sb.st_size + 1)) != NULL){
-		while(got < (size_t)sb.st_size){
-			ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
-			if(n <= 0){
-				if(n < 0 && errno == EINTR){
-					continue;
-				}
-				break;
-			}
-			got += (size_t)n;
-		}
-		if(got < (size_t)sb.st_size){
-			free(buf);
-			buf = NULL;
-		}
-	}
-	close(fd);
+	rc = fb_file_read(path, buf, cap, len);
 	unlink(path);
-	*len = got;
-	return buf;
+	return rc;
 }
 
 static void inject_one(struct fb_bridge *b, struct fb_inmsg *m)
@@ -849,9 +810,8 @@ static __attribute__((noinline)) void inject(struct fb_bridge *b)
 
 	while(b->c2e_head != tail){
 		size_t off = (size_t)(b->c2e_head % C2E_RING), len, need;
-		const uint8_t *p = sh->c2e + off;
-		uint8_t *file = NULL;
-		struct fb_inmsg *m;
+		const uint8_t *p = sh->c2e + off, *rec = p + C2E_HEAD;
+		struct fb_inmsg *m = NULL;
 		uint64_t seq;
 
 		if(C2E_RING - off < C2E_HEAD || get_u32(p + 8) == C2E_WRAP){
@@ -862,10 +822,11 @@ static __attribute__((noinline)) void inject(struct fb_bridge *b)
 		len = get_u32(p + 8);
 		need = C2E_HEAD + ((len + 7) & ~(size_t)7);
 		if(get_u32(p + 12) & C2E_FILE){
-			file = read_c2e_file(b, seq, &len);
+			rec = read_c2e_file(b, seq, &b->c2e_file, &b->c2e_file_cap, &len) == 0 ? b->c2e_file : NULL;
 		}
-		m = file ? fb_inmsg_from_record(seq, file, len)
-			: (get_u32(p + 12) & C2E_FILE) ? NULL : fb_inmsg_from_record(seq, p + C2E_HEAD, len);
+		if(rec){
+			m = fb_inmsg_from_record(seq, rec, len);
+		}
 		if(m){
 			inject_one(b, m);
 			fb_inmsg_free(m);
@@ -873,7 +834,6 @@ static __attribute__((noinline)) void inject(struct fb_bridge *b)
 			fb_log(&b->lg, MOSQ_LOG_ERR, "spool \"in\" record %" PRIu64 " is unreadable; dropped", seq);
 			fb_count(&b->ctr->c2e_dropped, 1);
 		}
-		free(file);
 		b->injected = seq;
 		b->c2e_head += need;
 		atomic_store_explicit(&sh->c2e_head, b->c2e_head, memory_order_release);

@@ -143,37 +143,9 @@ static unsigned writer_switch(struct fb_chan_writer *w, unsigned a)
 static int write_big(struct fb_chan_writer *w, uint64_t seq, const void *val, size_t len)
 {
 	char path[4096];
-	const uint8_t *p = val;
-	int fd, rc = 0;
+	int rc = big_path(path, sizeof(path), w->dir, seq);
 
-	rc = big_path(path, sizeof(path), w->dir, seq);
-	if(rc){
-		return rc;
-	}
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if(fd < 0){
-		return -errno;
-	}
-	while(len > 0){
-		ssize_t n = write(fd, p, len);
-		if(n < 0){
-			if(errno == EINTR){
-				continue;
-			}
-			rc = -errno;
-			break;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if(rc == 0 && w->lim.sync && fdatasync(fd) != 0){
-		rc = -errno;
-	}
-	close(fd);
-	if(rc){
-		unlink(path);
-	}
-	return rc;
+	return rc ? rc : fb_file_write(path, val, len, w->lim.sync);
 }
 
 int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64_t *seq)
@@ -317,37 +289,12 @@ static int read_big(struct fb_chan_reader *r, uint64_t seq, uint64_t len)
 {
 	char path[4096];
 	size_t got = 0;
-	int fd, rc;
+	int rc = big_path(path, sizeof(path), r->dir, seq);
 
-	rc = big_path(path, sizeof(path), r->dir, seq);
-	if(rc){
-		return rc;
+	if(rc == 0){
+		rc = fb_file_read(path, &r->big, &r->big_cap, &got);
 	}
-	if(len > r->big_cap){
-		uint8_t *nb = realloc(r->big, len);
-		if(nb == NULL){
-			return -ENOMEM;
-		}
-		r->big = nb;
-		r->big_cap = len;
-	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if(fd < 0){
-		return -errno;
-	}
-	while(got < len){
-		ssize_t n = read(fd, r->big + got, len - got);
-		if(n <= 0){
-			if(n < 0 && errno == EINTR){
-				continue;
-			}
-			rc = n < 0 ? -errno : -EIO;
-			break;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	return rc;
+	return rc ? rc : got == len ? 0 : -EIO;
 }
 
 /* Calls the caller's visitor with the record itself for a pointer record. */

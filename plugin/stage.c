@@ -365,3 +365,74 @@ int fb_stage_each_from(struct fb_stage *st, size_t off, fb_stage_visit_fn fn, vo
 	}
 	return 0;
 }
+
+int fb_file_write(const char *path, const void *buf, size_t len, bool sync)
+{
+	const uint8_t *p = buf;
+	int fd, rc = 0;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if(fd < 0){
+		return -errno;
+	}
+	while(len > 0){
+		ssize_t n = write(fd, p, len);
+		if(n < 0){
+			if(errno == EINTR){
+				continue;
+			}
+			rc = -errno;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if(rc == 0 && sync && fdatasync(fd) != 0){
+		rc = -errno;
+	}
+	close(fd);
+	if(rc){
+		unlink(path);
+	}
+	return rc;
+}
+
+int fb_file_read(const char *path, uint8_t **buf, size_t *cap, size_t *len)
+{
+	struct stat sb;
+	size_t got = 0;
+	int fd, rc = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if(fd < 0){
+		return -errno;
+	}
+	if(fstat(fd, &sb) != 0){
+		rc = -errno;
+		goto out;
+	}
+	if((size_t)sb.st_size > *cap || *buf == NULL){
+		uint8_t *nb = realloc(*buf, (size_t)sb.st_size + 1);
+		if(nb == NULL){
+			rc = -ENOMEM;
+			goto out;
+		}
+		*buf = nb;
+		*cap = (size_t)sb.st_size + 1;
+	}
+	while(got < (size_t)sb.st_size){
+		ssize_t n = read(fd, *buf + got, (size_t)sb.st_size - got);
+		if(n <= 0){
+			if(n < 0 && errno == EINTR){
+				continue;
+			}
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		got += (size_t)n;
+	}
+	*len = got;
+out:
+	close(fd);
+	return rc;
+}

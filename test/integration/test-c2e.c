@@ -1,4 +1,5 @@
 /* Cloud to edge: persistent cloud subscriptions, durable receipt, injection, loop prevention. */
+#include <glob.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,57 @@ START_TEST(test_injection_latency_on_idle_broker)
 }
 END_TEST
 
+/* A command larger than half the hand-over ring (8 MiB) travels through a file of its own: it
+ * arrives with its exact bytes, in order with the small one after it, and the file is gone. */
+START_TEST(test_command_larger_than_the_ring_arrives_whole)
+{
+	const size_t big_len = 6u << 20;
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *local, *sys;
+	struct fbh_pub *pub;
+	uint8_t *big = malloc(big_len);
+	char *pattern;
+	glob_t g;
+
+	ck_assert_ptr_nonnull(big);
+	for(size_t i = 0; i < big_len; i++){
+		big[i] = (uint8_t)(i * 7 + i / 4096);
+	}
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	start_edge(&edge, cloud.port, FBH_YAML_BASE FBH_YAML_E2C_RULES
+			"cloud_to_edge:\n"
+			"  - cloud: cloud/commands/${site_id}/#\n"
+			"    local: local/commands/#\n"
+			"    max_payload: 16MiB\n", NULL);
+	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
+	ck_assert_ptr_nonnull(local);
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+
+	pub = fbh_pub_connect(cloud.port2, &cloud_tester);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_ge(fbh_pub_send(pub, "cloud/commands/site-A/firmware", big, (int)big_len, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "cloud/commands/site-A/after", "a", 1, 1, false, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	fbh_pub_close(pub);
+
+	ck_assert(wait_exactly(local, 2, 30000, 300));
+	ck_assert_str_eq(fbh_sub_msg(local, 0)->topic, "local/commands/firmware");
+	ck_assert_int_eq(fbh_sub_msg(local, 0)->payloadlen, (int)big_len);
+	ck_assert(memcmp(fbh_sub_msg(local, 0)->payload, big, big_len) == 0);
+	ck_assert_str_eq(fbh_sub_msg(local, 1)->topic, "local/commands/after");
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 2, 5000));
+	pattern = fbh_strdupf("%s/spool/flowmq-c2e-*", edge.dir);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), GLOB_NOMATCH);
+	free(pattern);
+	free(big);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(local);
+}
+END_TEST
+
 START_TEST(test_unmapped_oversize_and_echo_are_dropped_and_counted)
 {
 	struct fbh_broker cloud, edge;
@@ -312,6 +364,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 180);
 	tcase_add_test(tc, test_command_reaches_local_subscriber_with_properties);
+	tcase_add_test(tc, test_command_larger_than_the_ring_arrives_whole);
 	tcase_add_test(tc, test_500_commands_sent_while_edge_down_arrive_in_order);
 	tcase_add_test(tc, test_sigkill_after_delivery_every_command_is_injected);
 	tcase_add_test(tc, test_injection_latency_on_idle_broker);
