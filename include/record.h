@@ -26,6 +26,8 @@
 
 /* Wall-clock milliseconds since the epoch, the clock of enqueue and expiry times. Any thread. */
 uint64_t fb_wall_ms(void);
+/* Milliseconds of the monotonic clock, for timeouts and intervals. Any thread. */
+uint64_t fb_mono_ms(void);
 
 struct fb_record {
 	uint8_t qos;

@@ -197,14 +197,6 @@ fail:
 
 /* ---- shared state ---------------------------------------------------------------------------- */
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void sleep_ms(unsigned ms)
 {
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
@@ -389,7 +381,7 @@ static void snapshot(struct fb_bridge *b)
 static void wait_for_lock(const char *path)
 {
 	char lock[4096];
-	uint64_t until = mono_ms() + 10000;
+	uint64_t until = fb_mono_ms() + 10000;
 	int fd;
 
 	snprintf(lock, sizeof(lock), "%s/LOCK", path);
@@ -397,7 +389,7 @@ static void wait_for_lock(const char *path)
 	if(fd < 0){
 		return;
 	}
-	while(mono_ms() < until){
+	while(fb_mono_ms() < until){
 		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
 		if(fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type == F_UNLCK){
 			break;
@@ -534,7 +526,7 @@ static int spawn(struct fb_bridge *b, bool running)
 		child_main(b, running);
 	}
 	b->child = pid;
-	b->started_ms = mono_ms();
+	b->started_ms = fb_mono_ms();
 	return 0;
 }
 
@@ -572,7 +564,7 @@ static void supervise(struct fb_bridge *b)
 	if((b->child > 0 && child_alive(b)) || atomic_load(&b->sh->stop)){
 		return;
 	}
-	now = mono_ms();
+	now = fb_mono_ms();
 	if(b->restart_ms == 0){
 		/* Just ended. One that ended soon after its start (a spool it cannot open, say) is
 		 * started again after 1 s, 2 s, 4 s ... up to RESTART_MAX_MS, not in a tight loop. */
@@ -613,8 +605,8 @@ static void stop_child(struct fb_bridge *b)
 	if(write(b->efd, &one, sizeof(one)) < 0){
 		/* the worker also wakes within its poll timeout */
 	}
-	until = mono_ms() + STOP_WAIT_MS;
-	while(child_alive(b) && mono_ms() < until){
+	until = fb_mono_ms() + STOP_WAIT_MS;
+	while(child_alive(b) && fb_mono_ms() < until){
 		sleep_ms(5);
 	}
 	if(b->child > 0){
@@ -677,9 +669,9 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		goto fail;
 	}
 	/* The link process opens the spool and the staging files: wait for it. */
-	until = mono_ms() + START_WAIT_MS;
+	until = fb_mono_ms() + START_WAIT_MS;
 	while(atomic_load_explicit(&b->sh->child_state, memory_order_acquire) == 0){
-		if(!child_alive(b) || mono_ms() >= until){
+		if(!child_alive(b) || fb_mono_ms() >= until){
 			rc = atomic_load(&b->sh->child_state);
 			rc = rc < 0 ? rc : -EIO;
 			fb_log(lg, MOSQ_LOG_ERR, "the link process did not start");
@@ -745,7 +737,7 @@ static int stage(struct fb_bridge *b, size_t len, uint64_t *seq)
 	int rc;
 
 	while((rc = fb_chan_append(b->w, b->buf, len, seq)) == -EBUSY){
-		uint64_t now = mono_ms();
+		uint64_t now = fb_mono_ms();
 
 		if(until == 0){
 			until = now + STAGE_WAIT_MS;

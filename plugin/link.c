@@ -78,14 +78,6 @@ struct fb_link {
 	unsigned jitter_seed;
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 const char *fb_link_state_name(enum fb_link_state s)
 {
 	switch(s){
@@ -170,7 +162,7 @@ static void ring_pop_free(struct fb_link *l)
 static void slot_acked(struct fb_link *l, struct inflight *e)
 {
 	if(l->acked_count++ == 0){
-		l->acked_since_ms = now_ms();
+		l->acked_since_ms = fb_mono_ms();
 	}
 	e->mid = SLOT_ACKED;
 }
@@ -300,7 +292,7 @@ static void teardown(struct fb_link *l)
 		delay = l->backoff_ms / 2 + (uint32_t)rand_r(&l->jitter_seed) % (l->backoff_ms / 2 + 1);
 		l->backoff_ms = l->backoff_ms * 2 > cfg->cloud.reconnect_max_ms ? cfg->cloud.reconnect_max_ms : l->backoff_ms * 2;
 	}
-	l->next_attempt_ms = now_ms() + delay;
+	l->next_attempt_ms = fb_mono_ms() + delay;
 	l->connected = false;
 	l->lost = false;
 	l->lost_reason[0] = '\0';
@@ -722,7 +714,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
 	l->d.c2e_push(l->d.c2e_ud, seq, buf, len); /* or later, from the spool */
 	l->d.host->wake(l->d.host->ud);
-	l->last_wake_ms = now_ms();
+	l->last_wake_ms = fb_mono_ms();
 out:
 	free(buf);
 	free(eprops);
@@ -826,7 +818,7 @@ static void *worker(void *arg)
 
 	fb_spool_thread_init();
 	while(!atomic_load(&l->stopping)){
-		uint64_t now = now_ms();
+		uint64_t now = fb_mono_ms();
 		int n, sock;
 
 		if(l->mosq == NULL && now >= l->next_attempt_ms){
@@ -855,7 +847,7 @@ static void *worker(void *arg)
 			usleep(100000);
 			continue;
 		}
-		now = now_ms();
+		now = fb_mono_ms();
 		if(pfd[0].revents & POLLIN){
 			uint64_t v;
 			atomic_store(l->d.notified, false);
@@ -906,7 +898,7 @@ static void *worker(void *arg)
 				lost_with_rc(l, rc, 0);
 			}
 		}
-		maybe_flush_acked(l, now_ms());
+		maybe_flush_acked(l, fb_mono_ms());
 		maybe_settle(l);
 		housekeeping(l, now);
 	}
@@ -951,7 +943,7 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	}
 	l->backoff_ms = d->cfg->cloud.reconnect_min_ms;
 	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
-	l->last_sync_ms = now_ms();
+	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
 	set_status(l, FB_LINK_DISCONNECTED, NULL);
 	rc = -pthread_create(&l->thread, NULL, worker, l);

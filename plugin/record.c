@@ -647,10 +647,20 @@ const char *fb_props_find_user(const uint8_t *buf, uint32_t len, const char *nam
 	return NULL;
 }
 
-uint64_t fb_wall_ms(void)
+static uint64_t clock_ms(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clock, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t fb_wall_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}
+
+uint64_t fb_mono_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
 }
