@@ -40,6 +40,39 @@ enum fb_chan_state {
 	FB_CHAN_SEALED = 2,
 };
 
+/* A sequence lock over values in shared memory: one writer, odd while it writes; a reader copies
+ * the values between fb_seq_read_begin() and fb_seq_read_again() and copies again while the
+ * latter says so. A writer killed inside an update leaves the lock odd: its successor calls
+ * fb_seq_writer_reset() before it writes. */
+static inline void fb_seq_write_begin(atomic_uint *g)
+{
+	atomic_fetch_add_explicit(g, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
+
+static inline void fb_seq_write_end(atomic_uint *g)
+{
+	atomic_fetch_add_explicit(g, 1, memory_order_release);
+}
+
+static inline unsigned fb_seq_read_begin(atomic_uint *g)
+{
+	return atomic_load_explicit(g, memory_order_acquire);
+}
+
+static inline bool fb_seq_read_again(atomic_uint *g, unsigned start)
+{
+	atomic_thread_fence(memory_order_acquire);
+	return (start & 1) || start != atomic_load_explicit(g, memory_order_relaxed);
+}
+
+static inline void fb_seq_writer_reset(atomic_uint *g)
+{
+	if(atomic_load(g) & 1){
+		atomic_fetch_add(g, 1);
+	}
+}
+
 /* How often a side re-reads the other side's sequence lock before it takes what it read. */
 #define FB_CHAN_SPINS 100000
 

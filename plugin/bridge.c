@@ -370,10 +370,9 @@ static void snapshot(struct fb_bridge *b)
 	struct fb_metrics m;
 
 	fb_metrics_collect(&m, b->ctr, b->link, b->spool);
-	atomic_fetch_add_explicit(&sh->mgen, 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
+	fb_seq_write_begin(&sh->mgen);
 	memcpy(&sh->metrics, &m, sizeof(m));
-	atomic_fetch_add_explicit(&sh->mgen, 1, memory_order_release);
+	fb_seq_write_end(&sh->mgen);
 }
 
 /* Waits until no other process holds the spool's RocksDB lock: the link process of a broker that
@@ -448,9 +447,7 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 	}
 	prctl(PR_SET_NAME, "flowmq-link");
 	close_broker_sockets();
-	if(atomic_load(&sh->mgen) & 1){
-		atomic_fetch_add(&sh->mgen, 1); /* the previous link process died inside an update */
-	}
+	fb_seq_writer_reset(&sh->mgen); /* the previous link process may have died inside an update */
 
 	so = (struct fb_spool_opts){
 		.path = cfg->spool.path,
@@ -852,13 +849,12 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 		return;
 	}
 	do{
-		g = atomic_load_explicit(&sh->mgen, memory_order_acquire);
+		g = fb_seq_read_begin(&sh->mgen);
 		memcpy(&m, &sh->metrics, sizeof(m));
-		atomic_thread_fence(memory_order_acquire);
 		if(++tries == FB_CHAN_SPINS){
 			return; /* a link process killed inside its update: the next one evens the lock */
 		}
-	}while((g & 1) || g != atomic_load_explicit(&sh->mgen, memory_order_relaxed));
+	}while(fb_seq_read_again(&sh->mgen, g));
 	/* The counters as they are now, the rest as the link process last saw it. */
 	m.forwarded = atomic_load_explicit(&b->ctr->forwarded, memory_order_relaxed);
 	m.dropped_full = atomic_load_explicit(&b->ctr->dropped_full, memory_order_relaxed);

@@ -113,17 +113,6 @@ void fb_chan_writer_close(struct fb_chan_writer *w)
 	free(w);
 }
 
-static void wpublish_begin(struct fb_chan_shared *sh)
-{
-	atomic_fetch_add_explicit(&sh->wgen, 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
-}
-
-static void wpublish_end(struct fb_chan_shared *sh)
-{
-	atomic_fetch_add_explicit(&sh->wgen, 1, memory_order_release);
-}
-
 /* Seals file A and makes the other one (FREE) the one being written. */
 static unsigned writer_switch(struct fb_chan_writer *w, unsigned a)
 {
@@ -131,12 +120,12 @@ static unsigned writer_switch(struct fb_chan_writer *w, unsigned a)
 	unsigned o = 1 - a;
 
 	fb_stage_clear(w->st[o]); /* the reader emptied it; this mapping forgets it too */
-	wpublish_begin(sh);
+	fb_seq_write_begin(&sh->wgen);
 	atomic_store_explicit(&sh->count[o], 0, memory_order_relaxed);
 	atomic_store_explicit(&sh->state[a], FB_CHAN_SEALED, memory_order_relaxed);
 	atomic_store_explicit(&sh->state[o], FB_CHAN_WRITING, memory_order_relaxed);
 	atomic_store_explicit(&sh->active, o, memory_order_relaxed);
-	wpublish_end(sh);
+	fb_seq_write_end(&sh->wgen);
 	return o;
 }
 
@@ -167,11 +156,10 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 		/* A reader killed inside its update leaves the lock odd for good (a new reader evens it):
 		 * after a while the values are taken as they are, an estimate either way. */
 		do{
-			g = atomic_load_explicit(&sh->rgen, memory_order_acquire);
+			g = fb_seq_read_begin(&sh->rgen);
 			seen = atomic_load_explicit(&sh->seen, memory_order_relaxed);
 			live = atomic_load_explicit(&sh->live, memory_order_relaxed);
-			atomic_thread_fence(memory_order_acquire);
-		}while(((g & 1) || g != atomic_load_explicit(&sh->rgen, memory_order_relaxed)) && ++tries < FB_CHAN_SPINS);
+		}while(fb_seq_read_again(&sh->rgen, g) && ++tries < FB_CHAN_SPINS);
 		if(live + (atomic_load_explicit(&sh->appended, memory_order_relaxed) - seen) + need > w->lim.max_size
 				&& w->lim.on_full != FB_ON_FULL_DROP_OLDEST){
 			return -ENOSPC;
@@ -205,11 +193,11 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 	if(rc){
 		return rc;
 	}
-	wpublish_begin(sh);
+	fb_seq_write_begin(&sh->wgen);
 	atomic_store_explicit(&sh->count[a], fb_stage_count(w->st[a]), memory_order_relaxed);
 	atomic_store_explicit(&sh->appended, atomic_load_explicit(&sh->appended, memory_order_relaxed) + need,
 			memory_order_relaxed);
-	wpublish_end(sh);
+	fb_seq_write_end(&sh->wgen);
 	if(w->lim.sync){
 		rc = fb_stage_sync(w->st[a]);
 		if(rc){
@@ -255,9 +243,7 @@ int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, 
 		return -ENOMEM;
 	}
 	r->sh = sh;
-	if(atomic_load(&sh->rgen) & 1){
-		atomic_fetch_add(&sh->rgen, 1); /* its previous reader died inside an update */
-	}
+	fb_seq_writer_reset(&sh->rgen); /* its previous reader may have died inside an update */
 	rc = open_files(dir, r->st);
 	if(rc){
 		fb_chan_reader_close(r);
@@ -429,14 +415,13 @@ int fb_chan_take(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud)
 	int rc;
 
 	do{
-		g = atomic_load_explicit(&sh->wgen, memory_order_acquire);
+		g = fb_seq_read_begin(&sh->wgen);
 		for(int i = 0; i < 2; i++){
 			count[i] = atomic_load_explicit(&sh->count[i], memory_order_relaxed);
 			state[i] = atomic_load_explicit(&sh->state[i], memory_order_relaxed);
 		}
 		appended = atomic_load_explicit(&sh->appended, memory_order_relaxed);
-		atomic_thread_fence(memory_order_acquire);
-	}while((g & 1) || g != atomic_load_explicit(&sh->wgen, memory_order_relaxed));
+	}while(fb_seq_read_again(&sh->wgen, g));
 
 	r->fn = fn;
 	r->ud = ud;
@@ -543,9 +528,8 @@ void fb_chan_account(struct fb_chan_reader *r, uint64_t seen, uint64_t live)
 {
 	struct fb_chan_shared *sh = r->sh;
 
-	atomic_fetch_add_explicit(&sh->rgen, 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
+	fb_seq_write_begin(&sh->rgen);
 	atomic_store_explicit(&sh->seen, seen, memory_order_relaxed);
 	atomic_store_explicit(&sh->live, live, memory_order_relaxed);
-	atomic_fetch_add_explicit(&sh->rgen, 1, memory_order_release);
+	fb_seq_write_end(&sh->rgen);
 }
