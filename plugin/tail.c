@@ -16,7 +16,6 @@ static size_t rec_size(size_t len)
 void fb_tail_init(struct fb_tail *t, size_t budget, uint64_t last_seq)
 {
 	memset(t, 0, sizeof(*t));
-	pthread_mutex_init(&t->lock, NULL);
 	t->budget = budget & ~(size_t)7;
 	t->last_seq = last_seq;
 }
@@ -25,11 +24,10 @@ void fb_tail_cleanup(struct fb_tail *t)
 {
 	free(t->ring);
 	t->ring = NULL;
-	pthread_mutex_destroy(&t->lock);
 }
 
 /* Room for NEED contiguous bytes at t->tail, wrapping to the start if that is where they are.
- * Returns the offset or -1. With the lock held. */
+ * Returns the offset or -1. */
 static long reserve(struct fb_tail *t, size_t need)
 {
 	size_t end;
@@ -63,22 +61,17 @@ int fb_tail_push(struct fb_tail *t, uint64_t seq, const void *val, size_t len)
 	struct fb_tail_rec *r;
 	size_t need = rec_size(len);
 	long off;
-	int rc = 0;
 
-	/* Published after the spool append: a worker that sees it finds the record in the spool. */
-	__atomic_store_n(&t->last_seq, seq, __ATOMIC_RELEASE);
+	t->last_seq = seq; /* in the spool already, queued here or not */
 	if(len >= WRAP || need > t->budget / 2){
 		return -ENOBUFS;
 	}
-	pthread_mutex_lock(&t->lock);
 	if(t->ring == NULL && (t->ring = malloc(t->budget)) == NULL){
-		rc = -ENOBUFS;
-		goto out;
+		return -ENOBUFS;
 	}
 	off = reserve(t, need);
 	if(off < 0){
-		rc = -ENOBUFS;
-		goto out;
+		return -ENOBUFS;
 	}
 	r = (struct fb_tail_rec *)(t->ring + off);
 	r->seq = seq;
@@ -89,12 +82,10 @@ int fb_tail_push(struct fb_tail *t, uint64_t seq, const void *val, size_t len)
 		t->tail = 0;
 	}
 	t->used += need;
-out:
-	pthread_mutex_unlock(&t->lock);
-	return rc;
+	return 0;
 }
 
-/* Moves t->head past a skipped end of the ring. With the lock held and t->used > 0. */
+/* Moves t->head past a skipped end of the ring. With t->used > 0. */
 static void skip_end(struct fb_tail *t)
 {
 	size_t end = t->budget - t->head;
@@ -118,7 +109,6 @@ struct fb_tail_rec *fb_tail_take_next(struct fb_tail *t, uint64_t upto)
 {
 	struct fb_tail_rec *r = NULL;
 
-	pthread_mutex_lock(&t->lock);
 	while(t->used > 0 && t->taken == 0){
 		skip_end(t);
 		if(t->used == 0){
@@ -136,21 +126,18 @@ struct fb_tail_rec *fb_tail_take_next(struct fb_tail *t, uint64_t upto)
 		drop_head(t, rec_size(r->len)); /* sent already, from the spool */
 		r = NULL;
 	}
-	pthread_mutex_unlock(&t->lock);
 	return r;
 }
 
 void fb_tail_release(struct fb_tail *t)
 {
-	pthread_mutex_lock(&t->lock);
 	if(t->taken){
 		drop_head(t, t->taken);
 		t->taken = 0;
 	}
-	pthread_mutex_unlock(&t->lock);
 }
 
 uint64_t fb_tail_last(struct fb_tail *t)
 {
-	return __atomic_load_n(&t->last_seq, __ATOMIC_ACQUIRE);
+	return t->last_seq;
 }
