@@ -41,7 +41,7 @@ struct hdr {
 };
 
 struct opts {
-	const char *host, *user, *pass, *id, *topic, *filters[MAX_FILTERS], *ready_file, *lat_file;
+	const char *host, *user, *pass, *id, *topic, *filters[MAX_FILTERS], *ready_file, *first_file, *lat_file;
 	int port, qos, size, topics, conns, window, nfilters, persist;
 	long count;
 	double rate, timeout, idle;
@@ -339,6 +339,12 @@ static void sub_on_message(struct mosquitto *m, void *ud, const struct mosquitto
 	s->received++;
 	if(s->first_ns == 0){
 		s->first_ns = t;
+		if(s->o->first_file){
+			FILE *f = fopen(s->o->first_file, "w");
+			if(f){
+				fclose(f);
+			}
+		}
 	}
 	s->last_ns = t;
 	if(msg->payloadlen < HDR_LEN){
@@ -478,6 +484,7 @@ static void usage(void)
 		"  -I SECONDS         stop when nothing arrived for this long after the first message\n"
 		"  -S                 persistent session (clean start off, expiry 1 h), reconnects\n"
 		"  -R FILE            create FILE once the subscription is acknowledged\n"
+		"  -F FILE            create FILE when the first message arrives\n"
 		"  -L FILE            write each latency (us) to FILE\n", stderr);
 	exit(2);
 }
@@ -497,7 +504,7 @@ int main(int argc, char **argv)
 	snprintf(id, sizeof(id), "loadgen-%s-%d", argv[1], (int)getpid());
 	o.id = id;
 	optind = 2;
-	while((c = getopt(argc, argv, "h:p:u:P:i:q:n:W:m:t:T:s:r:c:I:SR:L:")) != -1){
+	while((c = getopt(argc, argv, "h:p:u:P:i:q:n:W:m:t:T:s:r:c:I:SR:F:L:")) != -1){
 		switch(c){
 			case 'h': o.host = optarg; break;
 			case 'p': o.port = atoi(optarg); break;
@@ -521,6 +528,7 @@ int main(int argc, char **argv)
 			case 'I': o.idle = atof(optarg); break;
 			case 'S': o.persist = 1; break;
 			case 'R': o.ready_file = optarg; break;
+			case 'F': o.first_file = optarg; break;
 			case 'L': o.lat_file = optarg; break;
 			default: usage();
 		}
