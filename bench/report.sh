@@ -287,8 +287,10 @@ EOF
 				echo
 				echo "plugin-unmatched publishes to plant/line1/…, which no rule matches; plugin-matched publishes to"
 				echo "local/telemetry/local/…, which the plugin spools and forwards to the connected cloud, while a local"
-				echo "subscriber receives it. Both compare with vanilla Mosquitto; native-matched is the same matched"
-				echo "traffic through Mosquitto's own bridge to the same cloud (what forwarding costs the edge at all)." ;;
+				echo "subscriber receives it; plugin-spooled is the same with the cloud stopped, so the plugin matches and"
+				echo "spools every message and the cloud takes no CPU on this machine. All compare with vanilla"
+				echo "Mosquitto; native-matched is the same matched traffic through Mosquitto's own bridge to the same"
+				echo "cloud (what forwarding costs the edge at all)." ;;
 			s4) echo "### 4. Edge → cloud latency at 1,000 msg/s ($n_lat messages, QoS 1)" ;;
 			s5) echo "### 5. Cloud → edge latency, idle edge ($n_c2e messages at 20 msg/s, QoS 1)" ;;
 			s7) echo "### 7. Instructions per message (callgrind, $n_cg QoS 1 messages, first repetition only)"
