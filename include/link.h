@@ -13,6 +13,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "bridge.h"
 #include "config.h"
@@ -53,6 +54,9 @@ struct fb_link_deps {
 	int (*c2e_push)(void *ud, uint64_t seq, const void *rec, size_t len);
 	size_t (*c2e_pending)(void *ud);
 	void *c2e_ud;
+	/* The broker thread (a single-threaded broker's pid) that a backlog gives way to while it
+	 * waits for a CPU (yield.h); 0: none. */
+	pid_t broker_pid;
 };
 
 /* Starts the worker. D and everything it points to must outlive the link. Returns 0 or -errno.

@@ -489,6 +489,7 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 		.c2e_push = c2e_push,
 		.c2e_pending = c2e_pending,
 		.c2e_ud = b,
+		.broker_pid = b->broker,
 	};
 	rc = fb_link_start(&ld, &b->link);
 	if(rc < 0){

@@ -20,6 +20,7 @@
 #include "link.h"
 #include "record.h"
 #include "tls.h"
+#include "yield.h"
 
 #define MAX_POLL_MS 1000
 
@@ -75,6 +76,7 @@ struct fb_link {
 	uint32_t props_key_len;
 	mosquitto_property *props_list; /* ... and their decoded list, reused while they repeat */
 	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
+	struct fb_yield yield;   /* how many records may go out while the broker thread is starved */
 	unsigned jitter_seed;
 };
 
@@ -122,6 +124,7 @@ static int tail_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	struct fb_link *l = ud;
 
 	fb_tail_push(l->d.tail, seq, val, len);
+	l->yield.in++;
 	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
 	return 0;
 }
@@ -592,6 +595,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 			return 1;
 	}
 	ring_push(l, r.qos ? mid : 0, seq, len); /* QoS 0: best effort, sent once */
+	l->yield.sent++;
 	return 0;
 }
 
@@ -607,8 +611,17 @@ static void fill(struct fb_link *l)
 	ingest(l);
 	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
 		size_t want = l->ring_cap - l->ring_used;
-		struct fb_tail_rec *r = fb_tail_take_next(l->d.tail, l->cursor);
+		uint64_t allowed = fb_yield_allowed(&l->yield);
+		struct fb_tail_rec *r;
 		int n;
+
+		if(allowed == 0){
+			break; /* the broker thread comes first: more in the next period */
+		}
+		if(want > allowed){
+			want = (size_t)allowed;
+		}
+		r = fb_tail_take_next(l->d.tail, l->cursor);
 
 		if(r){
 			/* The next record, straight from memory, unless drop_oldest removed it meanwhile. */
@@ -744,6 +757,9 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	}
 	if(l->acked_count){
 		EARLIER(l->acked_since_ms + ACK_FLUSH_MS);
+	}
+	if(l->yield.active){
+		EARLIER(fb_yield_next_ms(&l->yield));
 	}
 #undef EARLIER
 	return until <= now ? 0 : (int)(until - now);
@@ -886,6 +902,7 @@ static void *worker(void *arg)
 		if(l->mosq && !l->lost){
 			mosquitto_loop_misc(l->mosq);
 		}
+		fb_yield_tick(&l->yield, now);
 		if(l->connected && !l->lost){
 			fill(l);
 		}
@@ -945,6 +962,10 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
 	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
+	if(fb_yield_init(&l->yield, d->broker_pid, l->last_sync_ms)){
+		fb_log(d->lg, MOSQ_LOG_INFO, "a backlog gives way to the broker (pid %d) while it waits for a CPU",
+				(int)d->broker_pid);
+	}
 	set_status(l, FB_LINK_DISCONNECTED, NULL);
 	rc = -pthread_create(&l->thread, NULL, worker, l);
 	if(rc < 0){
@@ -954,6 +975,7 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	return 0;
 
 fail:
+	fb_yield_cleanup(&l->yield);
 	free(l->ring);
 	free(l->batch);
 	free(l->topic_buf);
@@ -974,6 +996,7 @@ void fb_link_stop(struct fb_link *l)
 		/* the worker also wakes within MAX_POLL_MS */
 	}
 	pthread_join(l->thread, NULL);
+	fb_yield_cleanup(&l->yield);
 	free(l->ring);
 	free(l->batch);
 	free(l->topic_buf);
