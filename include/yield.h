@@ -41,8 +41,9 @@ void fb_yield_cleanup(struct fb_yield *y);
 
 /* The decision at the end of a period of PERIOD_NS in which the broker thread ran RUN_NS and
  * waited WAIT_NS for a CPU, the machine spent CPU_IDLE of CPU_TOTAL ticks idle (0 of 0: unknown),
- * and IN records arrived. When the broker thread was busy for at least half the period and either
- * waited for a twentieth of it or the machine was idle less than a quarter of its CPU time, the
+ * and IN records arrived. When the broker thread was busy (running or waiting for a CPU) for at
+ * least half the period and either waited for a twentieth of it or the machine was idle less than
+ * a quarter of its CPU time, the
  * budget becomes FB_YIELD_FLOOR + 1.25 IN. Otherwise an active budget grows by FB_YIELD_FLOOR, and
  * giving way ends at FB_YIELD_CAP. */
 void fb_yield_decide(struct fb_yield *y, uint64_t period_ns, uint64_t run_ns, uint64_t wait_ns,

@@ -77,7 +77,7 @@ void fb_yield_cleanup(struct fb_yield *y)
 void fb_yield_decide(struct fb_yield *y, uint64_t period_ns, uint64_t run_ns, uint64_t wait_ns,
 		uint64_t cpu_total, uint64_t cpu_idle, uint64_t in)
 {
-	bool busy = run_ns >= period_ns / 2;
+	bool busy = run_ns + wait_ns >= period_ns / 2; /* it ran or wanted to, half the time */
 	bool no_cpu = wait_ns >= period_ns / 20 || (cpu_total > 0 && cpu_idle * 4 < cpu_total);
 
 	if(busy && no_cpu){

@@ -7,6 +7,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <mqtt_protocol.h>
@@ -127,6 +130,173 @@ START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
 	assert_sequence(sub, "o", 0, n);
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 5000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	free(extra);
+}
+END_TEST
+
+/* A busy loop at the lowest priority on every CPU: the machine is never idle, yet every other
+ * process gets the CPU it asks for. Returns how many were started into PIDS. */
+static int start_idle_hogs(pid_t *pids, int max)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int n = 0;
+
+	for(long i = 0; i < cpus && n < max; i++){
+		pid_t p = fork();
+		if(p == 0){
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			setpriority(PRIO_PROCESS, 0, 19);
+			for(volatile unsigned long spin = 0; ; spin++){
+			}
+		}
+		ck_assert_int_gt(p, 0);
+		pids[n++] = p;
+	}
+	return n;
+}
+
+static void stop_pids(const pid_t *pids, int n)
+{
+	for(int i = 0; i < n; i++){
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], NULL, 0);
+	}
+}
+
+/* A local publisher on a topic no rule matches, as fast as 100 messages in flight allow. */
+struct flood {
+	int port;
+	atomic_bool stop;
+	atomic_long acked;
+	long sent;
+};
+
+static void on_flood_ack(struct mosquitto *m, void *ud, int mid, int rc, const mosquitto_property *p)
+{
+	atomic_fetch_add(&((struct flood *)ud)->acked, 1);
+}
+
+static void *flood(void *arg)
+{
+	struct flood *f = arg;
+	struct mosquitto *m = mosquitto_new(NULL, true, f);
+	char payload[100];
+
+	memset(payload, 'f', sizeof(payload));
+	mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, 100);
+	mosquitto_publish_v5_callback_set(m, on_flood_ack);
+	if(mosquitto_connect(m, "127.0.0.1", f->port, 30) != MOSQ_ERR_SUCCESS){
+		mosquitto_destroy(m);
+		return NULL;
+	}
+	mosquitto_loop_start(m);
+	while(!atomic_load(&f->stop)){
+		if(f->sent - atomic_load(&f->acked) >= 100){
+			usleep(50);
+			continue;
+		}
+		if(mosquitto_publish_v5(m, NULL, "plant/flood", sizeof(payload), payload, 1, false, NULL) != MOSQ_ERR_SUCCESS){
+			break;
+		}
+		f->sent++;
+	}
+	mosquitto_loop_stop(m, true);
+	mosquitto_destroy(m);
+	return NULL;
+}
+
+/* CPU time and run-queue wait of thread PID so far, ns. */
+static void schedstat(pid_t pid, uint64_t *run, uint64_t *wait)
+{
+	char path[64], *text;
+
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+	text = fbh_read_file(path);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_int_eq(sscanf(text, "%lu %lu", run, wait), 2);
+	free(text);
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+START_TEST(test_backlog_gives_way_to_a_busy_broker)
+{
+	const size_t n = 20000;
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-yield");
+	struct fbh_sub *sub, *sys;
+	struct flood fl[3] = { 0 };
+	pthread_t t[3];
+	pid_t hogs[64];
+	int nhogs;
+	uint64_t run0, wait0, run1, wait1, t0, t1;
+	size_t got;
+	double busy;
+	char *extra;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	extra = cloud_persistent_extra(&cloud);
+	co.extra = extra;
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+
+	/* A backlog while the cloud is down. */
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/t", "y", n, 1, NULL, 120000), (long)n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
+
+	/* Local traffic keeps the broker thread busy and the machine has no idle CPU. */
+	nhogs = start_idle_hogs(hogs, 64);
+	for(int i = 0; i < 3; i++){
+		fl[i].port = edge.port;
+		pthread_create(&t[i], NULL, flood, &fl[i]);
+	}
+	usleep(1500000); /* the link process decides at its next wake-up: a reconnect attempt, <= 1 s */
+	schedstat(edge.pid, &run0, &wait0);
+	t0 = mono_ns();
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert_uint_ge(fbh_sub_wait_count(sub, 1, 10000), 1);
+	usleep(2000000);
+	got = fbh_sub_count(sub);
+	schedstat(edge.pid, &run1, &wait1);
+	t1 = mono_ns();
+	for(int i = 0; i < 3; i++){
+		atomic_store(&fl[i].stop, true);
+		pthread_join(t[i], NULL);
+	}
+	stop_pids(hogs, nhogs);
+	busy = (double)(run1 - run0 + wait1 - wait0) / (double)(t1 - t0);
+	fprintf(stderr, "give way: %zu of %zu backlog messages in the 2 s after the first; the broker thread "
+			"ran %.0f %% and waited %.0f %% of the time; %ld local messages\n", got, n,
+			100.0 * (double)(run1 - run0) / (double)(t1 - t0), 100.0 * (double)(wait1 - wait0) / (double)(t1 - t0),
+			atomic_load(&fl[0].acked) + atomic_load(&fl[1].acked) + atomic_load(&fl[2].acked));
+	ck_assert_msg(busy >= 0.5, "the local publishers kept the broker thread busy only %.0f %% of the time", 100 * busy);
+	/* 100 per 100 ms (nothing new arrives for the cloud), a little more in periods with CPU to
+	 * spare; without giving way, all 20,000 go out within the 2 s. */
+	ck_assert_uint_ge(got, 1000);
+	ck_assert_uint_le(got, 4000);
+
+	/* Local traffic over: the rest follows at full speed, in order. */
+	ck_assert(wait_exactly(sub, n, 60000, 500));
+	assert_sequence(sub, "y", 0, n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
 	free(extra);
@@ -827,6 +997,7 @@ int main(void)
 	tcase_add_test(tc, test_tls12_only_cloud_refused);
 	tcase_add_test(tc, test_missing_client_certificate_refused);
 	tcase_add_test(tc, test_sighup_applies_new_rules_and_keeps_them_on_a_bad_file);
+	tcase_add_test(tc, test_backlog_gives_way_to_a_busy_broker);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }

@@ -43,16 +43,19 @@ START_TEST(both_thresholds_must_be_reached)
 {
 	struct fb_yield y = fresh();
 
-	fb_yield_decide(&y, PERIOD, 50 * MS - 1, 50 * MS, 0, 0, 0);    /* not busy enough */
+	fb_yield_decide(&y, PERIOD, 30 * MS, 20 * MS - 1, 0, 0, 0);    /* not busy enough */
 	ck_assert(!y.active);
+	fb_yield_decide(&y, PERIOD, 10 * MS, 40 * MS, 0, 0, 0);        /* waiting counts as busy */
+	ck_assert(y.active);
+	y = fresh();
 	fb_yield_decide(&y, PERIOD, 100 * MS, 5 * MS - 1, 0, 0, 0);    /* barely waited */
 	ck_assert(!y.active);
-	fb_yield_decide(&y, PERIOD, 50 * MS, 5 * MS, 0, 0, 0);         /* exactly both */
+	fb_yield_decide(&y, PERIOD, 45 * MS, 5 * MS, 0, 0, 0);         /* exactly both */
 	ck_assert(y.active);
 	ck_assert_uint_eq(y.budget, FB_YIELD_FLOOR);
 	/* The thresholds scale with the period's length. */
 	y = fresh();
-	fb_yield_decide(&y, 3 * PERIOD, 100 * MS, 30 * MS, 0, 0, 0);   /* busy a third of 300 ms */
+	fb_yield_decide(&y, 3 * PERIOD, 100 * MS, 30 * MS, 0, 0, 0);   /* busy 130 of 300 ms */
 	ck_assert(!y.active);
 	fb_yield_decide(&y, 3 * PERIOD, 150 * MS, 15 * MS - 1, 0, 0, 0);
 	ck_assert(!y.active);
