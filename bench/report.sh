@@ -55,13 +55,13 @@ r_s2=$(ratio s2 drain_rate plugin native)
 r_s8=$(ratio s8 drain_rate plugin native)
 r_s8l=$(stat s8 plugin local_drain_vs_idle)
 {
-	if [ -n "$r_s1" ]; then echo "\"1. online QoS 1\\nthroughput vs native\" $r_s1 1.0"; fi
-	if [ -n "$r_s2" ]; then echo "\"2. backlog drain rate\\nvs native (unlimited)\" $r_s2 NaN"; fi
-	if [ -n "$r_s3u" ]; then echo "\"3. local, unmatched\\nvs vanilla\" $r_s3u 0.97"; fi
-	if [ -n "$r_s3s" ]; then echo "\"3. local, matched+spooled\\nvs vanilla\" $r_s3s 0.85"; fi
-	if [ -n "$r_s3m" ]; then echo "\"3. local, matched+forwarded\\nvs vanilla\" $r_s3m 0.85"; fi
-	if [ -n "$r_s8" ]; then echo "\"8. drain while publishing\\nvs native\" $r_s8 NaN"; fi
-	if [ -n "$r_s8l" ]; then echo "\"8. local during the drain\\nvs no backlog\" $r_s8l 0.9"; fi
+	if [ -n "$r_s1" ]; then echo "\"1. online QoS 1\\nthroughput\\nvs native\" $r_s1 1.0"; fi
+	if [ -n "$r_s2" ]; then echo "\"2. backlog\\ndrain rate\\nvs native\" $r_s2 NaN"; fi
+	if [ -n "$r_s3u" ]; then echo "\"3. local,\\nunmatched\\nvs vanilla\" $r_s3u 0.97"; fi
+	if [ -n "$r_s3s" ]; then echo "\"3. local, matched,\\nspooled\\nvs vanilla\" $r_s3s 0.85"; fi
+	if [ -n "$r_s3m" ]; then echo "\"3. local, matched,\\nforwarded\\nvs vanilla\" $r_s3m 0.85"; fi
+	if [ -n "$r_s8" ]; then echo "\"8. drain rate\\nwhile publishing\\nvs native\" $r_s8 NaN"; fi
+	if [ -n "$r_s8l" ]; then echo "\"8. local during\\nthe drain vs\\nno backlog\" $r_s8l 0.9"; fi
 } >"$work/ratios.dat"
 lat_row() { # lat_row LABEL SCENARIO METRIC
 	local p n
@@ -77,12 +77,12 @@ lat_row() { # lat_row LABEL SCENARIO METRIC
 charts=()
 if [ -s "$work/ratios.dat" ]; then
 	gnuplot <<EOF
-set terminal pngcairo size 960,480 font "sans,10"
+set terminal pngcairo size 1100,520 font "sans,10"
 set output "$results/ratios.png"
 set title "flowmq-bridge plugin relative to the reference (median of $reps repetitions, bars: min–max)"
 set style fill solid 0.5 border -1
 set boxwidth 0.55
-set bmargin 4
+set bmargin 5
 set xrange [-0.5:$(($(wc -l <"$work/ratios.dat") - 1)).5]
 set yrange [0:$(awk '{ m = $(NF - 1) > m ? $(NF - 1) : m; if($NF != "NaN" && $NF > m) m = $NF } END { print m * 1.15 }' "$work/ratios.dat")]
 set grid ytics
