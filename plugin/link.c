@@ -948,6 +948,7 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 		return -ENOMEM;
 	}
 	l->d = *d;
+	l->yield.fd = l->yield.cpu_fd = -1; /* fb_yield_init() comes later: nothing to close yet */
 	pthread_mutex_init(&l->status_lock, NULL);
 	l->ring_cap = d->cfg->cloud.max_inflight;
 	l->ring = calloc(l->ring_cap, sizeof(*l->ring));

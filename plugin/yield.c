@@ -54,11 +54,11 @@ bool fb_yield_init(struct fb_yield *y, pid_t pid, uint64_t now_ms)
 	}
 	snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
 	y->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if(y->fd >= 0 && !read_stat(y->fd, &y->run_ns, &y->wait_ns)){
-		close(y->fd);
-		y->fd = -1;
+	if(y->fd < 0 || !read_stat(y->fd, &y->run_ns, &y->wait_ns)){
+		fb_yield_cleanup(y); /* without the broker thread's figures there is nothing to decide */
+		return false;
 	}
-	return y->fd >= 0;
+	return true;
 }
 
 void fb_yield_cleanup(struct fb_yield *y)

@@ -171,6 +171,8 @@ START_TEST(no_broker_pid_or_no_such_process_turns_it_off)
 	ck_assert(!y.active);
 	ck_assert_uint_eq(fb_yield_allowed(&y), UINT64_MAX);
 	ck_assert(!fb_yield_init(&y, 0x3fffffff, 5));
+	ck_assert_int_eq(y.fd, -1);
+	ck_assert_int_eq(y.cpu_fd, -1); /* closed again: nothing stays open */
 	ck_assert_uint_eq(fb_yield_next_ms(&y), UINT64_MAX);
 }
 END_TEST
