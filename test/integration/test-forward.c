@@ -97,6 +97,35 @@ START_TEST(test_10000_messages_arrive_rewritten_with_headers_in_order)
 }
 END_TEST
 
+/* A cloud whose configuration keeps sessions across a restart (CO->extra, which the caller frees),
+ * where SO has registered a persistent session on CLOUD_TOPIC, stopped again: what the edge
+ * captures from now on waits in its spool, and reaches SO once the cloud is back. */
+static void cloud_down_with_session(struct fbh_broker *cloud, struct fbh_cloud_opts *co,
+		const struct fbh_client_opts *so)
+{
+	struct fbh_sub *sub;
+
+	co->extra = cloud_persistent_extra(cloud);
+	start_cloud(cloud, co);
+	sub = fbh_sub_start(cloud->port2, so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(cloud), 0);
+}
+
+/* Starts EDGE (standard rules) and stages N messages "<PREFIX>i" on local/telemetry/t while its
+ * cloud is down; returns the edge's status watcher. */
+static struct fbh_sub *edge_with_backlog(struct fbh_broker *edge, int cloud_port, const char *prefix, size_t n)
+{
+	struct fbh_sub *sys;
+
+	start_edge(edge, cloud_port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(edge);
+	ck_assert_int_eq(fbh_publish(edge->port, NULL, "local/telemetry/t", prefix, n, 1, NULL, 120000), (long)n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
+	return sys;
+}
+
 START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
 {
 	const size_t n = 20000;
@@ -104,23 +133,11 @@ START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
 	struct fbh_cloud_opts co = { 0 };
 	struct fbh_client_opts so = persistent_sub("cloud-sub-outage");
 	struct fbh_sub *sub, *sys;
-	char *extra;
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	extra = cloud_persistent_extra(&cloud);
-	co.extra = extra;
-	start_cloud(&cloud, &co);
-	/* A persistent subscriber session, kept by the cloud across its restart. */
-	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
-	ck_assert_ptr_nonnull(sub);
-	fbh_sub_stop(sub);
-	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
-
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
-	sys = sys_watch(&edge);
-	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/t", "o", n, 1, NULL, 120000), (long)n);
-	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
+	cloud_down_with_session(&cloud, &co, &so);
+	sys = edge_with_backlog(&edge, cloud.port, "o", n);
 	ck_assert(sys_value(sys, "state") && strcmp(sys_value(sys, "state"), "connected"));
 
 	start_cloud(&cloud, &co);
@@ -132,7 +149,7 @@ START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 5000));
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
-	free(extra);
+	free((char *)co.extra);
 }
 END_TEST
 
@@ -242,23 +259,11 @@ START_TEST(test_backlog_gives_way_to_a_busy_broker)
 	uint64_t run0, wait0, run1, wait1, t0, t1;
 	size_t got;
 	double busy;
-	char *extra;
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	extra = cloud_persistent_extra(&cloud);
-	co.extra = extra;
-	start_cloud(&cloud, &co);
-	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
-	ck_assert_ptr_nonnull(sub);
-	fbh_sub_stop(sub);
-	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
-
-	/* A backlog while the cloud is down. */
-	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
-	sys = sys_watch(&edge);
-	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/t", "y", n, 1, NULL, 120000), (long)n);
-	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
+	cloud_down_with_session(&cloud, &co, &so);
+	sys = edge_with_backlog(&edge, cloud.port, "y", n);
 
 	/* Local traffic keeps the broker thread busy and the machine has no idle CPU. */
 	nhogs = start_idle_hogs(hogs, 64);
@@ -299,7 +304,7 @@ START_TEST(test_backlog_gives_way_to_a_busy_broker)
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
-	free(extra);
+	free((char *)co.extra);
 }
 END_TEST
 
@@ -694,18 +699,12 @@ START_TEST(test_spool_limit_drop_oldest_keeps_the_newest)
 	struct fbh_cloud_opts co = { 0 };
 	struct fbh_client_opts so = persistent_sub("cloud-sub-limit");
 	struct fbh_sub *sub, *sys;
-	char *extra;
 	size_t got;
 	char want[24];
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
-	extra = cloud_persistent_extra(&cloud);
-	co.extra = extra;
-	start_cloud(&cloud, &co);
-	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
-	fbh_sub_stop(sub);
-	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	cloud_down_with_session(&cloud, &co, &so);
 
 	start_edge(&edge, cloud.port, spool_limit_yaml("drop_oldest"), NULL);
 	sys = sys_watch(&edge);
@@ -724,7 +723,7 @@ START_TEST(test_spool_limit_drop_oldest_keeps_the_newest)
 	ck_assert(sys_wait(sys, "edge_to_cloud/dropped/full", want, 5000));
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
-	free(extra);
+	free((char *)co.extra);
 }
 END_TEST
 
