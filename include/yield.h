@@ -43,9 +43,8 @@ void fb_yield_cleanup(struct fb_yield *y);
  * waited WAIT_NS for a CPU, the machine spent CPU_IDLE of CPU_TOTAL ticks idle (0 of 0: unknown),
  * and IN records arrived. When the broker thread was busy (running or waiting for a CPU) for at
  * least half the period and either waited for a twentieth of it or the machine was idle less than
- * a quarter of its CPU time, the
- * budget becomes FB_YIELD_FLOOR + 1.25 IN. Otherwise an active budget grows by FB_YIELD_FLOOR, and
- * giving way ends at FB_YIELD_CAP. */
+ * a quarter of its CPU time, the budget becomes FB_YIELD_FLOOR + 1.25 IN. Otherwise an active
+ * budget grows by FB_YIELD_FLOOR, and giving way ends at FB_YIELD_CAP. */
 void fb_yield_decide(struct fb_yield *y, uint64_t period_ns, uint64_t run_ns, uint64_t wait_ns,
 		uint64_t cpu_total, uint64_t cpu_idle, uint64_t in);
 

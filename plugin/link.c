@@ -948,7 +948,10 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 		return -ENOMEM;
 	}
 	l->d = *d;
-	l->yield.fd = l->yield.cpu_fd = -1; /* fb_yield_init() comes later: nothing to close yet */
+	if(fb_yield_init(&l->yield, d->broker_pid, fb_mono_ms())){
+		fb_log(d->lg, MOSQ_LOG_INFO, "a backlog gives way to the broker (pid %d) while it waits for a CPU",
+				(int)d->broker_pid);
+	}
 	pthread_mutex_init(&l->status_lock, NULL);
 	l->ring_cap = d->cfg->cloud.max_inflight;
 	l->ring = calloc(l->ring_cap, sizeof(*l->ring));
@@ -963,10 +966,6 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
 	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
-	if(fb_yield_init(&l->yield, d->broker_pid, l->last_sync_ms)){
-		fb_log(d->lg, MOSQ_LOG_INFO, "a backlog gives way to the broker (pid %d) while it waits for a CPU",
-				(int)d->broker_pid);
-	}
 	set_status(l, FB_LINK_DISCONNECTED, NULL);
 	rc = -pthread_create(&l->thread, NULL, worker, l);
 	if(rc < 0){

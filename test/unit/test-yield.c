@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "record.h"
 #include "yield.h"
 
 #define MS 1000000u
@@ -118,18 +119,10 @@ static uint64_t thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 START_TEST(the_tick_reads_the_threads_cpu_time_once_a_period)
 {
 	struct fb_yield y;
-	uint64_t t0 = mono_ms(), run0, cpu0, cpu;
+	uint64_t t0 = fb_mono_ms(), run0, cpu0, cpu;
 	volatile uint64_t spin = 0;
 
 	if(!fb_yield_init(&y, getpid(), t0)){
@@ -147,7 +140,7 @@ START_TEST(the_tick_reads_the_threads_cpu_time_once_a_period)
 	fb_yield_tick(&y, t0 + FB_YIELD_PERIOD_MS - 1);     /* the period has not ended */
 	ck_assert_uint_eq(y.run_ns, run0);
 	ck_assert_uint_eq(y.in, 7);
-	fb_yield_tick(&y, mono_ms());
+	fb_yield_tick(&y, fb_mono_ms());
 	ck_assert_uint_ge(y.run_ns - run0, cpu - cpu / 100);
 	ck_assert_uint_le(y.run_ns - run0, cpu + 100 * MS);
 	ck_assert_uint_eq(y.in, 0);
