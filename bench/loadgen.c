@@ -272,6 +272,7 @@ struct sub {
 	int64_t *lat;          /* latency of each first arrival, ns */
 	size_t nlat, caplat;
 	bool subscribed, connected, refused;
+	bool arrived;          /* a message arrived since the last connection */
 };
 
 static void sub_on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *p)
@@ -283,6 +284,7 @@ static void sub_on_connect(struct mosquitto *m, void *ud, int rc, int flags, con
 		return;
 	}
 	s->connected = true;
+	s->arrived = false;
 	for(int i = 0; i < s->o->nfilters; i++){
 		mosquitto_subscribe_v5(m, NULL, s->o->filters[i], s->o->qos, 0, NULL);
 	}
@@ -339,10 +341,18 @@ static void sub_on_message(struct mosquitto *m, void *ud, const struct mosquitto
 	s->received++;
 	if(s->first_ns == 0){
 		s->first_ns = t;
+	}
+	if(!s->arrived){
+		/* The first message since connecting, with what arrived before it: where a drain resumes. */
+		s->arrived = true;
 		if(s->o->first_file){
-			FILE *f = fopen(s->o->first_file, "w");
-			if(f){
+			char tmp[4096];
+			FILE *f;
+			snprintf(tmp, sizeof(tmp), "%s.tmp", s->o->first_file);
+			if((f = fopen(tmp, "w")) != NULL){  /* renamed when complete: a reader never sees half */
+				fprintf(f, "unique=%ld ns=%lld\n", s->unique, (long long)t);
 				fclose(f);
+				rename(tmp, s->o->first_file);
 			}
 		}
 	}
@@ -484,7 +494,8 @@ static void usage(void)
 		"  -I SECONDS         stop when nothing arrived for this long after the first message\n"
 		"  -S                 persistent session (clean start off, expiry 1 h), reconnects\n"
 		"  -R FILE            create FILE once the subscription is acknowledged\n"
-		"  -F FILE            create FILE when the first message arrives\n"
+		"  -F FILE            on the first message after each connection, write FILE:\n"
+		"                     unique=<messages before it> ns=<its arrival, realtime>\n"
 		"  -L FILE            write each latency (us) to FILE\n", stderr);
 	exit(2);
 }
