@@ -15,8 +15,8 @@
 #include <sys/types.h>
 
 #define FB_YIELD_PERIOD_MS 100
-/* Records per period the link may always send while it gives way: 1,000 msg/s. */
-#define FB_YIELD_FLOOR 100
+/* Records per period the link may always send while it gives way: 500 msg/s. */
+#define FB_YIELD_FLOOR 50
 /* A budget this large is no limit: giving way ends. */
 #define FB_YIELD_CAP (40 * FB_YIELD_FLOOR)
 
