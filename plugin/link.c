@@ -65,6 +65,7 @@ struct fb_link {
 	uint64_t last_wake_ms;
 	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
 	bool maybe_more;         /* spool "out" may hold records after cursor */
+	uint64_t read_retry_ms;  /* after a spool read error: no new attempt before this */
 	uint64_t cursor;         /* last seq handed to libmosquitto */
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
@@ -599,13 +600,19 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
-static void fill(struct fb_link *l)
+/* Whether fill() would send: records may be waiting, and the window has room for a batch of at
+ * least a quarter of it (one spool iterator per batch, not per PUBACK). */
+static bool can_fill(const struct fb_link *l, uint64_t now)
 {
-	/* Refill in batches of at least a quarter window: one spool iterator per batch, not per
-	 * PUBACK. */
 	size_t batch = l->ring_cap / 4 ? l->ring_cap / 4 : 1;
 
-	if(l->ring_used > 0 && l->ring_cap - l->ring_used < batch){
+	return l->connected && !l->lost && l->maybe_more && now >= l->read_retry_ms
+		&& (l->ring_used == 0 || l->ring_cap - l->ring_used >= batch);
+}
+
+static void fill(struct fb_link *l)
+{
+	if(!can_fill(l, fb_mono_ms())){
 		return;
 	}
 	ingest(l);
@@ -641,6 +648,7 @@ static void fill(struct fb_link *l)
 
 		if(n < 0){
 			fb_log(l->d.lg, MOSQ_LOG_ERR, "cannot read the spool: %s", strerror(-n));
+			l->read_retry_ms = fb_mono_ms() + MAX_POLL_MS;
 			return;
 		}
 		if((size_t)n < want){
@@ -760,6 +768,14 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	}
 	if(l->yield.active){
 		EARLIER(fb_yield_next_ms(&l->yield));
+	}
+	if(l->maybe_more && l->read_retry_ms > now){
+		EARLIER(l->read_retry_ms);
+	}
+	if(can_fill(l, now) && fb_yield_allowed(&l->yield) > 0){
+		/* Deleting acknowledged records freed the window after fill() ran: when that was
+		 * everything in flight, no PUBACK is coming to wake the worker. */
+		EARLIER(now);
 	}
 #undef EARLIER
 	return until <= now ? 0 : (int)(until - now);

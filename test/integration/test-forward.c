@@ -114,13 +114,15 @@ static void cloud_down_with_session(struct fbh_broker *cloud, struct fbh_cloud_o
 	ck_assert_int_eq(fbh_broker_stop(cloud), 0);
 }
 
-/* Starts EDGE (standard rules) and stages N messages "<PREFIX>i" on local/telemetry/t while its
- * cloud is down; returns the edge's status watcher. */
-static struct fbh_sub *edge_with_backlog(struct fbh_broker *edge, int cloud_port, const char *prefix, size_t n)
+/* Starts EDGE with plugin configuration YAML (a template for fbh_edge_yaml()) and stages N
+ * messages "<PREFIX>i" on local/telemetry/t while its cloud is down; returns the edge's status
+ * watcher. */
+static struct fbh_sub *edge_with_backlog(struct fbh_broker *edge, int cloud_port, const char *yaml,
+		const char *prefix, size_t n)
 {
 	struct fbh_sub *sys;
 
-	start_edge(edge, cloud_port, FBH_YAML_STANDARD, NULL);
+	start_edge(edge, cloud_port, yaml, NULL);
 	sys = sys_watch(edge);
 	ck_assert_int_eq(fbh_publish(edge->port, NULL, "local/telemetry/t", prefix, n, 1, NULL, 120000), (long)n);
 	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
@@ -138,7 +140,7 @@ START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
 	cloud_down_with_session(&cloud, &co, &so);
-	sys = edge_with_backlog(&edge, cloud.port, "o", n);
+	sys = edge_with_backlog(&edge, cloud.port, FBH_YAML_STANDARD, "o", n);
 	ck_assert(sys_value(sys, "state") && strcmp(sys_value(sys, "state"), "connected"));
 
 	start_cloud(&cloud, &co);
@@ -151,6 +153,46 @@ START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
 	free((char *)co.extra);
+}
+END_TEST
+
+/* With a window of 20 (the cloud's own receive maximum), all PUBACKs of a window can arrive
+ * before the worker looks: deleting them empties the window, and nothing in flight is left to wake
+ * the worker for the next one. It must send on at once, not after its 1 s poll timeout (then 20
+ * messages a second: 600 of the 3,000 in 30 s). */
+START_TEST(test_backlog_drains_through_a_window_of_20)
+{
+	const size_t n = 3000;
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-window");
+	struct fbh_sub *sub, *sys;
+	const char *yaml = FBH_YAML_STANDARD;
+	char *window, *path, *text;
+
+	/* cloud.max_inflight: 20, after the "cloud:" line of the standard configuration */
+	ck_assert_int_gt(asprintf(&window, "%.*s  max_inflight: 20\n%s", (int)(strstr(yaml, "cloud:\n") + 7 - yaml),
+			yaml, strstr(yaml, "cloud:\n") + 7), 0);
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	cloud_down_with_session(&cloud, &co, &so);
+	sys = edge_with_backlog(&edge, cloud.port, window, "w", n);
+	path = fbh_strdupf("%s/flowmq-bridge.yaml", edge.dir);
+	text = fbh_read_file(path);
+	ck_assert_uint_eq(fbh_line_of(text, "  max_inflight: 20"), fbh_line_of(text, "cloud:") + 1);
+	free(text);
+	free(path);
+
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert_msg(wait_exactly(sub, n, 30000, 500), "%zu of %zu arrived in 30 s", fbh_sub_count(sub), n);
+	assert_sequence(sub, "w", 0, n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	free((char *)co.extra);
+	free(window);
 }
 END_TEST
 
@@ -264,7 +306,7 @@ START_TEST(test_backlog_gives_way_to_a_busy_broker)
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
 	cloud_down_with_session(&cloud, &co, &so);
-	sys = edge_with_backlog(&edge, cloud.port, "y", n);
+	sys = edge_with_backlog(&edge, cloud.port, FBH_YAML_STANDARD, "y", n);
 
 	/* Local traffic keeps the broker thread busy and the machine has no idle CPU. */
 	nhogs = start_idle_hogs(hogs, 64);
@@ -984,6 +1026,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_10000_messages_arrive_rewritten_with_headers_in_order);
 	tcase_add_test(tc, test_20000_messages_spooled_while_cloud_down_arrive_in_order);
+	tcase_add_test(tc, test_backlog_drains_through_a_window_of_20);
 	tcase_add_test(tc, test_sigkill_edge_loses_no_acknowledged_message);
 	tcase_add_test(tc, test_killed_link_process_is_restarted_and_nothing_is_lost);
 	tcase_add_test(tc, test_failing_link_process_is_restarted_with_growing_pauses);
