@@ -129,30 +129,37 @@ static struct fbh_sub *edge_with_backlog(struct fbh_broker *edge, int cloud_port
 	return sys;
 }
 
-START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
+/* Stages N messages "<PREFIX>i" at an edge configured with YAML while its cloud is down, brings
+ * the cloud back and asserts that all arrive within TIMEOUT_MS, in order, and leave the spool. */
+static void backlog_drains(const char *yaml, const char *sub_id, const char *prefix, size_t n, int timeout_ms)
 {
-	const size_t n = 20000;
 	struct fbh_broker cloud, edge;
 	struct fbh_cloud_opts co = { 0 };
-	struct fbh_client_opts so = persistent_sub("cloud-sub-outage");
+	struct fbh_client_opts so = persistent_sub(sub_id);
 	struct fbh_sub *sub, *sys;
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
 	cloud_down_with_session(&cloud, &co, &so);
-	sys = edge_with_backlog(&edge, cloud.port, FBH_YAML_STANDARD, "o", n);
+	sys = edge_with_backlog(&edge, cloud.port, yaml, prefix, n);
 	ck_assert(sys_value(sys, "state") && strcmp(sys_value(sys, "state"), "connected"));
 
 	start_cloud(&cloud, &co);
 	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
 	ck_assert_ptr_nonnull(sub);
-	ck_assert(wait_exactly(sub, n, 120000, 500));
-	assert_sequence(sub, "o", 0, n);
+	ck_assert_msg(wait_exactly(sub, n, timeout_ms, 500), "%zu of %zu arrived in %d ms", fbh_sub_count(sub),
+			n, timeout_ms);
+	assert_sequence(sub, prefix, 0, n);
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 5000));
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
 	free((char *)co.extra);
+}
+
+START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
+{
+	backlog_drains(FBH_YAML_STANDARD, "cloud-sub-outage", "o", 20000, 120000);
 }
 END_TEST
 
@@ -162,36 +169,12 @@ END_TEST
  * messages a second: 600 of the 3,000 in 30 s). */
 START_TEST(test_backlog_drains_through_a_window_of_20)
 {
-	const size_t n = 3000;
-	struct fbh_broker cloud, edge;
-	struct fbh_cloud_opts co = { 0 };
-	struct fbh_client_opts so = persistent_sub("cloud-sub-window");
-	struct fbh_sub *sub, *sys;
-	const char *yaml = FBH_YAML_STANDARD;
-	char *window, *path, *text;
+	const char *yaml = FBH_YAML_STANDARD, *cloud = strstr(yaml, "cloud:\n") + strlen("cloud:\n");
+	char *window;
 
-	/* cloud.max_inflight: 20, after the "cloud:" line of the standard configuration */
-	ck_assert_int_gt(asprintf(&window, "%.*s  max_inflight: 20\n%s", (int)(strstr(yaml, "cloud:\n") + 7 - yaml),
-			yaml, strstr(yaml, "cloud:\n") + 7), 0);
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	cloud_down_with_session(&cloud, &co, &so);
-	sys = edge_with_backlog(&edge, cloud.port, window, "w", n);
-	path = fbh_strdupf("%s/flowmq-bridge.yaml", edge.dir);
-	text = fbh_read_file(path);
-	ck_assert_uint_eq(fbh_line_of(text, "  max_inflight: 20"), fbh_line_of(text, "cloud:") + 1);
-	free(text);
-	free(path);
-
-	start_cloud(&cloud, &co);
-	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
-	ck_assert_ptr_nonnull(sub);
-	ck_assert_msg(wait_exactly(sub, n, 30000, 500), "%zu of %zu arrived in 30 s", fbh_sub_count(sub), n);
-	assert_sequence(sub, "w", 0, n);
-	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
-	fbh_sub_stop(sys);
-	fbh_sub_stop(sub);
-	free((char *)co.extra);
+	/* cloud.max_inflight: 20, right after the "cloud:" line of the standard configuration */
+	ck_assert_int_gt(asprintf(&window, "%.*s  max_inflight: 20\n%s", (int)(cloud - yaml), yaml, cloud), 0);
+	backlog_drains(window, "cloud-sub-window", "w", 3000, 30000);
 	free(window);
 }
 END_TEST
