@@ -288,8 +288,9 @@ EOF
 				echo "spool folder (du -sb: WAL and SST files) during the publish, per message." ;;
 			s3) echo "### 3. Local pub/sub throughput on the edge (QoS 1, $n_local messages)"
 				echo
-				echo "plugin-unmatched publishes to plant/line1/…, which no rule matches; plugin-matched publishes to"
-				echo "local/telemetry/local/…, which the plugin spools and forwards to the connected cloud, while a local"
+				echo "vanilla and plugin-unmatched publish to plant/telemetry/press/…, which no rule matches; plugin-matched"
+				echo "publishes to local/telemetry/local/… (the same length and depth, so the packets have the same size),"
+				echo "which the plugin spools and forwards to the connected cloud, while a local"
 				echo "subscriber receives it; plugin-spooled is the same with the cloud stopped, so the plugin matches and"
 				echo "spools every message and the cloud takes no CPU on this machine. All compare with vanilla"
 				echo "Mosquitto; native-matched is the same matched traffic through Mosquitto's own bridge to the same"
