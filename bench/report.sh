@@ -37,7 +37,7 @@ detail_table() {
 	while read -r k; do
 		line="| $k |"
 		for y in "${sys[@]}"; do
-			case $k in *_vs_*) line+=" $(fstat "$s" "$y" "$k" 3) |" ;;
+			case $k in *_vs_*|*_segs_per_msg) line+=" $(fstat "$s" "$y" "$k" 3) |" ;;
 				*_ms|*_s|rss*|pss*|spool*|delivered_pct) line+=" $(fstat "$s" "$y" "$k" 2) |" ;;
 				*) line+=" $(fstat "$s" "$y" "$k" 0) |" ;; esac
 		done
@@ -285,7 +285,9 @@ EOF
 				echo "message (includes the reconnect delay: plugin backoff 200 ms–2 s, native restart_timeout 1 2)."
 				echo "pss_idle: the edge's proportional set size (all its processes) before the outage; pss_peak: the largest sampled every 0.2 s while the outage's messages are published; pss_growth: their difference (target: at most 64 MiB)."
 				echo "rss_offline: peak RSS after the publish, rss: after the drain. spool_bytes_per_msg: growth of the"
-				echo "spool folder (du -sb: WAL and SST files) during the publish, per message." ;;
+				echo "spool folder (du -sb: WAL and SST files) during the publish, per message. drain_segs_per_msg: TCP"
+				echo "segments carrying data that the cloud received on the bridge's connection (ss -ti), per message;"
+				echo "every segment is one more pass through the cloud's TCP stack." ;;
 			s3) echo "### 3. Local pub/sub throughput on the edge (QoS 1, $n_local messages)"
 				echo
 				echo "vanilla and plugin-unmatched publish to plant/telemetry/press/…, which no rule matches; plugin-matched"
