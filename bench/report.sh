@@ -314,7 +314,7 @@ subscribes to. "… in X": instructions spent in shared object X itself; "… in
 plugin's function f and everything it calls. Time in the kernel (system calls) is not counted.
 TXT
 				;;
-			s8) echo "### 8. Drain while publishing ($n_drain-message backlog, $s8_pairs pairs of local windows)"
+			s8) echo "### 8. Drain while publishing ($n_drain-message backlog, $s8_pairs pair$([ "$s8_pairs" = 1 ] || echo s) of local windows)"
 				cat <<'TXT'
 
 With the backlog in place, each pair measures local pub/sub on an unmatched topic twice: with the
