@@ -53,6 +53,12 @@ struct fb_counters {
 	atomic_uint_fast64_t injected;
 	atomic_uint_fast64_t c2e_dropped;
 	atomic_uint_fast64_t reconnects;
+	atomic_uint_fast64_t dropped_corrupt;  /* lost to damage the bridge detected (sequence gaps) */
+	atomic_uint_fast64_t stalls;           /* live connections replaced for lack of PUBACK progress */
+	atomic_uint_fast64_t link_restarts;    /* link processes killed as hung, or restarted after an end */
+	atomic_uint_fast64_t wills;            /* Will messages captured */
+	atomic_uint disk_full;                 /* 1 while the spool cannot write for lack of space */
+	atomic_uint link_stalled;              /* 1 while the broker sees the link process as hung */
 };
 
 /* Adds N to counter C. Any thread. */

@@ -28,6 +28,7 @@ enum fb_link_state {
 	FB_LINK_DISCONNECTED = 0,
 	FB_LINK_CONNECTING,
 	FB_LINK_CONNECTED,
+	FB_LINK_STALLED,      /* the broker sees the link process as hung (published by the broker) */
 };
 
 struct fb_link_status {

@@ -17,6 +17,8 @@ struct fb_metrics {
 	uint64_t oldest_age_s;
 	uint64_t forwarded, dropped_full, dropped_expired, dropped_rejected, dropped_filtered;
 	uint64_t injected, c2e_dropped, reconnects;
+	uint64_t dropped_corrupt, stalls, link_restarts, wills;
+	unsigned disk_full, link_stalled;
 };
 
 /* Fills M from the counters, the link and the spool. Any thread. */

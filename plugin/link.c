@@ -86,6 +86,7 @@ const char *fb_link_state_name(enum fb_link_state s)
 	switch(s){
 		case FB_LINK_CONNECTED: return "connected";
 		case FB_LINK_CONNECTING: return "connecting";
+		case FB_LINK_STALLED: return "stalled";
 		default: return "disconnected";
 	}
 }

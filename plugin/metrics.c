@@ -43,6 +43,12 @@ void fb_metrics_collect(struct fb_metrics *m, const struct fb_counters *c, struc
 	m->injected = load(&c->injected);
 	m->c2e_dropped = load(&c->c2e_dropped);
 	m->reconnects = load(&c->reconnects);
+	m->dropped_corrupt = load(&c->dropped_corrupt);
+	m->stalls = load(&c->stalls);
+	m->link_restarts = load(&c->link_restarts);
+	m->wills = load(&c->wills);
+	m->disk_full = atomic_load_explicit(&c->disk_full, memory_order_relaxed);
+	m->link_stalled = atomic_load_explicit(&c->link_stalled, memory_order_relaxed);
 }
 
 static void put(const struct fb_host *host, const char *key, const char *value)
@@ -71,7 +77,7 @@ static void put_u64(const struct fb_host *host, const char *key, uint64_t v)
 
 void fb_metrics_publish(const struct fb_host *host, const struct fb_metrics *m)
 {
-	put(host, "state", fb_link_state_name(m->link.state));
+	put(host, "state", fb_link_state_name(m->link_stalled ? FB_LINK_STALLED : m->link.state));
 	put(host, "endpoint", m->link.endpoint);
 	put_u64(host, "spool/messages", m->spool.messages);
 	put_u64(host, "spool/bytes", m->spool.bytes);
@@ -81,6 +87,12 @@ void fb_metrics_publish(const struct fb_host *host, const struct fb_metrics *m)
 	put_u64(host, "edge_to_cloud/dropped/expired", m->dropped_expired);
 	put_u64(host, "edge_to_cloud/dropped/rejected", m->dropped_rejected);
 	put_u64(host, "edge_to_cloud/dropped/filtered", m->dropped_filtered);
+	put_u64(host, "edge_to_cloud/dropped/corrupt", m->dropped_corrupt);
+	put_u64(host, "edge_to_cloud/wills", m->wills);
+	put_u64(host, "spool/dead", m->spool.dead);
+	put_u64(host, "spool/disk_full", m->disk_full);
+	put_u64(host, "stalls", m->stalls);
+	put_u64(host, "link_restarts", m->link_restarts);
 	put_u64(host, "cloud_to_edge/injected", m->injected);
 	put_u64(host, "cloud_to_edge/dropped", m->c2e_dropped);
 	put_u64(host, "reconnects", m->reconnects);
