@@ -446,6 +446,10 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 		}
 	}
 	if(cfg->cloud.username){
+		if(!ep->tls){
+			fb_log(l->d.lg, MOSQ_LOG_WARNING, "%s is not encrypted: the username%s go%s to it in clear", ep->url,
+					cfg->cloud.password ? " and password" : "", cfg->cloud.password ? "" : "es");
+		}
 		mosquitto_username_pw_set(l->mosq, cfg->cloud.username, cfg->cloud.password);
 	}
 	if(cfg->cloud.status_topic){
