@@ -462,7 +462,7 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 	wait_for_lock(cfg->spool.path);
 	rc = fb_spool_open(&so, &b->spool);
 	if(rc < 0){
-		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot open the spool %s: %s", cfg->spool.path, strerror(-rc));
+		/* fb_spool_open() has logged why. */
 		atomic_store(&sh->child_state, rc);
 		_exit(1);
 	}

@@ -652,7 +652,7 @@ static void fill(struct fb_link *l)
 		n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);
 
 		if(n < 0){
-			fb_log(l->d.lg, MOSQ_LOG_ERR, "cannot read the spool: %s", strerror(-n));
+			/* fb_spool_read() has logged why. */
 			l->read_retry_ms = fb_mono_ms() + MAX_POLL_MS;
 			return;
 		}
