@@ -40,8 +40,7 @@ static int cmd_spool(const char *path)
 	int rc = fb_spool_open(&o, &s);
 
 	if(rc < 0){
-		fprintf(stderr, "error: cannot open spool %s: %s\n", path, strerror(-rc));
-		return 1;
+		return 1; /* fb_spool_open() has said why */
 	}
 	fb_spool_stats(s, &st);
 	printf("out: %llu messages, %llu bytes, oldest seq %llu\nin: %llu messages\ndead letters: %llu\n",

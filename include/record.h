@@ -54,14 +54,18 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r);
 /* Encodes a mosquitto property list, followed by EXTRA user properties (name/value pairs,
  * EXTRA_COUNT of them) into a new buffer (caller frees with free()). Properties that make no sense
  * on a forwarded PUBLISH (topic alias, subscription identifier, message expiry interval) are
- * skipped. Returns 0 or a negative errno. Empty result: *out = NULL, *len = 0. */
+ * skipped, and so are the list's user properties named like one of EXTRA's (EXTRA replaces them).
+ * Returns 0 or a negative errno. Empty result: *out = NULL, *len = 0. Any thread. */
 int fb_props_encode(const mosquitto_property *props, const char *const *extra, size_t extra_count,
 		uint8_t **out, uint32_t *len);
 
 /* Like fb_props_encode(), for the capture path: the forwardable properties of PROPS, then SUFFIX
  * (SUFFIX_LEN bytes encoded by fb_props_encode() beforehand), into *BUF of *CAP bytes, which it
- * grows with realloc() as needed (the caller keeps and frees it; NULL to start). *LEN is the
- * encoded length. Returns 0 or a negative errno (*BUF stays the caller's either way). */
+ * grows with realloc() as needed (the caller keeps and frees it; NULL to start). A publisher's user
+ * properties named FB_ORIGIN_PROPERTY or like one of SUFFIX's user properties are dropped: the
+ * bridge's values replace them (the check runs only for user properties the publisher sent).
+ * *LEN is the encoded length. Returns 0 or a negative errno (*BUF stays the caller's either way).
+ * Any thread. */
 int fb_props_encode_into(const mosquitto_property *props, const uint8_t *suffix, uint32_t suffix_len,
 		uint8_t **buf, size_t *cap, uint32_t *len);
 

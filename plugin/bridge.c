@@ -30,9 +30,9 @@
 /* Bytes of recent records kept in memory for the worker (see tail.h). */
 #define TAIL_BUDGET (8u << 20)
 
-/* One loaded configuration with its compiled routes. A reload makes a new generation; older ones
- * stay alive until stop, because the link process keeps using the first one (cloud settings and
- * cloud_to_edge rules change only with a restart). */
+/* One loaded configuration with its compiled routes. A reload makes a new generation and frees
+ * the one it replaces, except the first: the link process keeps using that one (cloud settings
+ * and cloud_to_edge rules change only with a restart). So at most two are alive. */
 struct generation {
 	struct fb_config *cfg;
 	struct fb_routes *routes;
@@ -462,7 +462,7 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 	wait_for_lock(cfg->spool.path);
 	rc = fb_spool_open(&so, &b->spool);
 	if(rc < 0){
-		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot open the spool %s: %s", cfg->spool.path, strerror(-rc));
+		/* fb_spool_open() has logged why. */
 		atomic_store(&sh->child_state, rc);
 		_exit(1);
 	}
@@ -991,7 +991,13 @@ int fb_bridge_reload(struct fb_bridge *b)
 		fb_log(&b->lg, MOSQ_LOG_ERR, "reload of %s failed; the running configuration stays", b->config_file);
 		return rc;
 	}
-	g->older = b->gen;
+	/* Only the broker thread used the one replaced here, unless it is the first (the link
+	 * process's): keep the first and the newest, free the rest. */
+	if(b->gen != b->first){
+		b->gen->older = NULL;
+		generation_free(b->gen);
+	}
+	g->older = b->first;
 	b->gen = g;
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reloaded %s: %zu edge_to_cloud rules now apply; changes to cloud, spool "
 			"and cloud_to_edge take effect at the next restart", b->config_file, g->cfg->e2c_count);

@@ -341,8 +341,81 @@ static void index_node(struct loader *ld, yaml_node_t *node, const char *path, u
 	}
 }
 
+/* What the document API drops without a word: a second document (libyaml and libcyaml read only
+ * the first) and explicit tags (resolved or ignored, so "!!int", "!secret" change nothing). One
+ * pass over the events finds the first of either; a syntax error ends the pass quietly (the
+ * document load reports it). */
+struct yaml_extras {
+	bool second_doc;
+	yaml_mark_t second_doc_mark;
+	bool tag;
+	yaml_mark_t tag_mark;
+	char tag_text[64];
+};
+
+static int scan_events(const char *buf, size_t len, struct yaml_extras *x)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	unsigned docs = 0;
+	bool done = false;
+
+	if(!yaml_parser_initialize(&parser)){
+		return -ENOMEM;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+	while(!done && yaml_parser_parse(&parser, &ev)){
+		const yaml_char_t *tag = NULL;
+
+		switch(ev.type){
+			case YAML_DOCUMENT_START_EVENT:
+				if(++docs == 2){
+					x->second_doc = true;
+					x->second_doc_mark = ev.start_mark;
+					done = true;
+				}
+				break;
+			case YAML_SCALAR_EVENT:
+				tag = ev.data.scalar.tag;
+				break;
+			case YAML_SEQUENCE_START_EVENT:
+				tag = ev.data.sequence_start.tag;
+				break;
+			case YAML_MAPPING_START_EVENT:
+				tag = ev.data.mapping_start.tag;
+				break;
+			case YAML_STREAM_END_EVENT:
+				done = true;
+				break;
+			default:
+				break;
+		}
+		if(tag && !x->tag){
+			x->tag = true;
+			x->tag_mark = ev.start_mark;
+			snprintf(x->tag_text, sizeof(x->tag_text), "%s", (const char *)tag);
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return 0;
+}
+
+/* The key path of the node that starts at MARK, or "(document)". */
+static const char *path_at(const struct loader *ld, yaml_mark_t mark)
+{
+	for(size_t i = 0; i < ld->key_count; i++){
+		if(ld->keys[i].node && ld->keys[i].node->start_mark.index == mark.index){
+			return ld->keys[i].path;
+		}
+	}
+	return "(document)";
+}
+
 static int parse_document(struct loader *ld, const char *buf, size_t len)
 {
+	struct yaml_extras x = { .second_doc = false };
+
 	yaml_parser_t parser;
 	int rc = 0;
 
@@ -369,6 +442,19 @@ static int parse_document(struct loader *ld, const char *buf, size_t len)
 			rc = -ENOMEM;
 		}else if(ld->key_count > CONFIG_MAX_KEYS){
 			fb_log(ld->lg, MOSQ_LOG_ERR, "%s:1: (document): more than %d keys", ld->name, CONFIG_MAX_KEYS);
+			rc = -EINVAL;
+		}
+	}
+	if(rc == 0 && (rc = scan_events(buf, len, &x)) == 0){
+		/* Both are reported: each is a reason to refuse the file. */
+		if(x.tag){
+			fb_log(ld->lg, MOSQ_LOG_ERR, "%s:%u: %s: YAML tags are not supported ('%s')", ld->name,
+					(unsigned)x.tag_mark.line + 1, path_at(ld, x.tag_mark), x.tag_text);
+			rc = -EINVAL;
+		}
+		if(x.second_doc){
+			fb_log(ld->lg, MOSQ_LOG_ERR, "%s:%u: (document): a second YAML document is not supported "
+					"(one configuration per file)", ld->name, (unsigned)x.second_doc_mark.line + 1);
 			rc = -EINVAL;
 		}
 	}
@@ -937,23 +1023,61 @@ static bool filters_overlap(const char *a, const char *b)
 	}
 }
 
-/* Checks that FILE can be opened for reading and is a regular file. */
-static bool file_at(struct loader *ld, const char *path, const char *file)
+/* What a file that is not a regular file is, for messages. */
+static const char *file_kind(mode_t mode)
 {
-	struct stat st;
+	if(S_ISDIR(mode)){
+		return "a directory";
+	}else if(S_ISFIFO(mode)){
+		return "a FIFO";
+	}else if(S_ISSOCK(mode)){
+		return "a socket";
+	}else if(S_ISCHR(mode) || S_ISBLK(mode)){
+		return "a device";
+	}
+	return "not a regular file";
+}
+
+/* Opens FILE for reading without ever blocking: O_NONBLOCK, so that a FIFO (or a device) named
+ * by mistake or by malice cannot hang the load, then fstat() of the descriptor itself (no window
+ * between the check and the use). Returns the descriptor of a regular file with *ST filled in, or
+ * -1 after logging the error at PATH. */
+static int open_regular(struct loader *ld, const char *path, const char *file, struct stat *st)
+{
 	char e[128];
 	int fd;
 
-	if((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0){
+	if((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0){
 		cfg_err(ld, path, "cannot read '%s': %s", file, strerror_r(errno, e, sizeof(e)));
-		return false;
+		return -1;
 	}
-	if(fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)){
-		cfg_err(ld, path, "'%s' is not a regular file", file);
+	if(fstat(fd, st) < 0){
+		cfg_err(ld, path, "cannot read '%s': %s", file, strerror_r(errno, e, sizeof(e)));
 		close(fd);
+		return -1;
+	}
+	if(!S_ISREG(st->st_mode)){
+		cfg_err(ld, path, "'%s' is not a regular file (%s)", file, file_kind(st->st_mode));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Checks that FILE can be opened for reading and is a regular file. SECRET: a private key, which
+ * gets a warning when others may read it. */
+static bool file_at(struct loader *ld, const char *path, const char *file, bool secret)
+{
+	struct stat st;
+	int fd;
+
+	if((fd = open_regular(ld, path, file, &st)) < 0){
 		return false;
 	}
 	close(fd);
+	if(secret && (st.st_mode & (S_IROTH | S_IWOTH))){
+		cfg_warn(ld, path, "private key '%s' is readable by others; chmod 600", file);
+	}
 	return true;
 }
 
@@ -961,19 +1085,16 @@ static bool file_at(struct loader *ld, const char *path, const char *file)
  * after logging. The file must not be accessible to group or others. */
 static char *secret_at(struct loader *ld, const char *path, const char *file)
 {
-	char e[128], *buf = NULL;
+	char *buf = NULL;
 	struct stat st;
 	size_t len = 0;
 	ssize_t r;
 	int fd;
 
-	if((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0){
-		cfg_err(ld, path, "cannot read '%s': %s", file, strerror_r(errno, e, sizeof(e)));
+	if((fd = open_regular(ld, path, file, &st)) < 0){
 		return NULL;
 	}
-	if(fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)){
-		cfg_err(ld, path, "'%s' is not a regular file", file);
-	}else if(st.st_mode & 077){
+	if(st.st_mode & 077){
 		cfg_err(ld, path, "file is readable by others; chmod 600");
 	}else if(st.st_size > SECRET_MAX_BYTES + 2){
 		cfg_err(ld, path, "'%s' is larger than %d bytes", file, SECRET_MAX_BYTES);
@@ -1072,15 +1193,15 @@ static void validate_tls(struct loader *ld, const struct raw_cloud *c, struct fb
 	char path[64];
 	int i;
 
-	if(t->ca_file && file_at(ld, "cloud.tls.ca_file", t->ca_file)){
+	if(t->ca_file && file_at(ld, "cloud.tls.ca_file", t->ca_file, false)){
 		cfg->cloud.tls.ca_file = copy(ld, t->ca_file);
 	}
 	if(t->cert_file && !t->key_file){
 		cfg_err(ld, "cloud.tls.cert_file", "cert_file needs key_file");
 	}else if(t->key_file && !t->cert_file){
 		cfg_err(ld, "cloud.tls.key_file", "key_file needs cert_file");
-	}else if(t->cert_file && file_at(ld, "cloud.tls.cert_file", t->cert_file)
-			&& file_at(ld, "cloud.tls.key_file", t->key_file)){
+	}else if(t->cert_file && file_at(ld, "cloud.tls.cert_file", t->cert_file, false)
+			&& file_at(ld, "cloud.tls.key_file", t->key_file, true)){
 		cfg->cloud.tls.cert_file = copy(ld, t->cert_file);
 		cfg->cloud.tls.key_file = copy(ld, t->key_file);
 	}
@@ -1096,14 +1217,23 @@ static void validate_tls(struct loader *ld, const struct raw_cloud *c, struct fb
 	}else{
 		cfg->cloud.tls.alpn = copy(ld, t->alpn);
 	}
-	if(bool_at(ld, "cloud.tls.allow_plaintext", t->allow_plaintext, &cfg->cloud.tls.allow_plaintext)
-			&& !cfg->cloud.tls.allow_plaintext){
-		for(unsigned e = 0; e < c->endpoints_count; e++){
-			if(strncmp(c->endpoints[e], "mqtt://", 7) == 0){
-				snprintf(path, sizeof(path), "cloud.endpoints[%u]", e);
-				cfg_err(ld, path, "'%s' is not encrypted: use mqtts:// or set cloud.tls.allow_plaintext: true",
-						c->endpoints[e]);
-			}
+	if(!bool_at(ld, "cloud.tls.allow_plaintext", t->allow_plaintext, &cfg->cloud.tls.allow_plaintext)){
+		return;
+	}
+	for(unsigned e = 0; e < c->endpoints_count; e++){
+		if(strncmp(c->endpoints[e], "mqtt://", 7) != 0){
+			continue;
+		}
+		snprintf(path, sizeof(path), "cloud.endpoints[%u]", e);
+		if(!cfg->cloud.tls.allow_plaintext){
+			cfg_err(ld, path, "'%s' is not encrypted: use mqtts:// or set cloud.tls.allow_plaintext: true",
+					c->endpoints[e]);
+		}else if(c->auth->username){
+			/* Once per load; link.c repeats it at every plaintext connect. */
+			cfg_warn(ld, path, "'%s' is not encrypted: the username%s of cloud.auth go%s to it in clear",
+					c->endpoints[e], c->auth->password_file ? " and password" : "",
+					c->auth->password_file ? "" : "es");
+			break;
 		}
 	}
 }
@@ -1377,14 +1507,24 @@ static int read_file(const char *path, const struct fb_logger *lg, char **out, s
 	ssize_t r;
 	int fd, err;
 
-	if((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0){
+	/* O_NONBLOCK: a FIFO must not hang the broker or `check` (see open_regular()). */
+	if((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0){
 		err = errno;
 		fb_log(lg, MOSQ_LOG_ERR, "%s: cannot open: %s", path, strerror_r(err, e, sizeof(e)));
 		return -err;
 	}
-	if(fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX_BYTES){
-		fb_log(lg, MOSQ_LOG_ERR, "%s: cannot open: not a regular file of at most %d bytes", path,
-				CONFIG_MAX_BYTES);
+	if(fstat(fd, &st) < 0){
+		err = errno;
+		fb_log(lg, MOSQ_LOG_ERR, "%s: cannot open: %s", path, strerror_r(err, e, sizeof(e)));
+		close(fd);
+		return -err;
+	}
+	if(!S_ISREG(st.st_mode) || st.st_size > CONFIG_MAX_BYTES){
+		if(S_ISREG(st.st_mode)){
+			fb_log(lg, MOSQ_LOG_ERR, "%s: cannot open: larger than %d bytes", path, CONFIG_MAX_BYTES);
+		}else{
+			fb_log(lg, MOSQ_LOG_ERR, "%s: cannot open: not a regular file (%s)", path, file_kind(st.st_mode));
+		}
 		close(fd);
 		return -EINVAL;
 	}

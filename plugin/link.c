@@ -446,6 +446,10 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 		}
 	}
 	if(cfg->cloud.username){
+		if(!ep->tls){
+			fb_log(l->d.lg, MOSQ_LOG_WARNING, "%s is not encrypted: the username%s go%s to it in clear", ep->url,
+					cfg->cloud.password ? " and password" : "", cfg->cloud.password ? "" : "es");
+		}
 		mosquitto_username_pw_set(l->mosq, cfg->cloud.username, cfg->cloud.password);
 	}
 	if(cfg->cloud.status_topic){
@@ -648,7 +652,7 @@ static void fill(struct fb_link *l)
 		n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);
 
 		if(n < 0){
-			fb_log(l->d.lg, MOSQ_LOG_ERR, "cannot read the spool: %s", strerror(-n));
+			/* fb_spool_read() has logged why. */
 			l->read_retry_ms = fb_mono_ms() + MAX_POLL_MS;
 			return;
 		}

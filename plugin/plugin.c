@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -16,6 +17,8 @@
 
 #include "bridge.h"
 #include "handoff.h"
+#include "log.h"
+#include "record.h" /* fb_wall_ms() */
 
 #define FB_EXPORT __attribute__((visibility("default")))
 
@@ -23,15 +26,38 @@ struct fb_plugin {
 	mosquitto_plugin_id_t *id;
 	struct fb_bridge *bridge;
 	struct fb_waker waker;
+	struct fb_logq *logq;   /* the link process's log lines (see log.h) */
+	pid_t pid;              /* the broker's */
+	struct fb_logger lg;    /* log_to_broker(), with this struct */
 };
 
-static void log_to_broker(void *ud, int level, const char *line)
+static void log_now(void *ud, int level, const char *line)
 {
 	(void)ud;
 	mosquitto_log_printf(level, "flowmq-bridge: %s", line);
 }
 
-static const struct fb_logger broker_logger = { log_to_broker, NULL };
+static const struct fb_logger direct_logger = { log_now, NULL };
+
+/* Broker thread: logs what the link process queued. */
+static void drain_log(struct fb_plugin *p)
+{
+	fb_logq_drain(p->logq, &direct_logger, fb_wall_ms());
+}
+
+/* The logger of every module. In the link process (a fork of the broker) the line goes into the
+ * queue; in the broker, after what the link process queued before it. */
+static void log_to_broker(void *ud, int level, const char *line)
+{
+	struct fb_plugin *p = ud;
+
+	if(getpid() != p->pid){
+		fb_logq_push(p->logq, level, line);
+		return;
+	}
+	drain_log(p);
+	log_now(NULL, level, line);
+}
 
 static int host_publish(void *ud, const char *topic, int payloadlen, void *payload, int qos,
 		bool retain, mosquitto_property *props)
@@ -70,6 +96,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	const struct mosquitto_evt_tick *ev = event_data;
 	(void)event;
 
+	drain_log(p);
 	/* Mosquitto 2.0.11 leaves now_s zero (later versions fill it in). */
 	fb_bridge_tick(p->bridge, ev->now_s ? ev->now_s : time(NULL));
 	return MOSQ_ERR_SUCCESS;
@@ -139,14 +166,21 @@ FB_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata,
 		return MOSQ_ERR_NOMEM;
 	}
 	p->id = id;
+	p->pid = getpid();
+	p->lg = (struct fb_logger){ log_to_broker, p };
 	*userdata = p;
+
+	if(fb_logq_new(&p->logq) < 0){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: cannot map memory for the link process's log");
+		goto fail;
+	}
 
 	if(fb_waker_init(&p->waker) < 0){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: cannot set up the broker wake-up signal");
 		goto fail;
 	}
 	host = (struct fb_host){ .publish = host_publish, .wake = host_wake, .ud = &p->waker };
-	if(fb_bridge_start(file, &broker_logger, &host, &p->bridge) < 0){
+	if(fb_bridge_start(file, &p->lg, &host, &p->bridge) < 0){
 		goto fail;
 	}
 	if(mosquitto_callback_register(id, MOSQ_EVT_MESSAGE, on_message, NULL, p)
@@ -177,6 +211,8 @@ FB_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opt
 		mosquitto_callback_unregister(p->id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	}
 	fb_bridge_stop(p->bridge);
+	drain_log(p); /* what the link process said while it stopped */
+	fb_logq_free(p->logq);
 	fb_waker_cleanup(&p->waker);
 	free(p);
 	return MOSQ_ERR_SUCCESS;

@@ -378,9 +378,45 @@ static void obuf_lenstr(struct obuf *o, const void *s, size_t n)
 	}
 }
 
-/* Appends the current property P (identifier ID, described by INFO) to O. */
+/* User properties that the bridge sets itself (a rule's headers, the origin marker): a publisher's
+ * own property of the same name is dropped, so that the cloud sees only the bridge's value. */
+struct replaced {
+	const uint8_t *suffix;      /* encoded user properties (fb_props_encode_into()), or NULL */
+	uint32_t suffix_len;
+	const char *const *extra;   /* name/value pairs (fb_props_encode()), or NULL */
+	size_t extra_count;
+	bool origin;                /* FB_ORIGIN_PROPERTY too */
+};
+
+static bool is_replaced(const struct replaced *r, const char *name)
+{
+	size_t nlen = strlen(name);
+	struct prop_view v;
+	uint32_t pos = 0;
+
+	if(r->origin && strcmp(name, FB_ORIGIN_PROPERTY) == 0){
+		return true;
+	}
+	for(size_t i = 0; i < r->extra_count; i++){
+		if(r->extra[2 * i] && strcmp(name, r->extra[2 * i]) == 0){
+			return true;
+		}
+	}
+	while(pos < r->suffix_len){
+		if(prop_parse(r->suffix, r->suffix_len, &pos, &v) != 0){
+			break;
+		}
+		if(v.id == MQTT_PROP_USER_PROPERTY && v.alen == nlen && memcmp(v.a, name, nlen) == 0){
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Appends the current property P (identifier ID, described by INFO) to O, unless it is a user
+ * property that R replaces. */
 static void encode_one(struct obuf *o, const mosquitto_property *p, int id,
-		const struct prop_info *info)
+		const struct prop_info *info, const struct replaced *r)
 {
 	uint8_t v8 = 0;
 	uint16_t v16 = 0, blen = 0;
@@ -422,6 +458,9 @@ static void encode_one(struct obuf *o, const mosquitto_property *p, int id,
 		}
 		goto out;
 	}
+	if(info->type == MQTT_PROP_TYPE_STRING_PAIR && is_replaced(r, name)){
+		goto out;
+	}
 
 	obuf_varint(o, (uint32_t)id);
 	switch(info->type){
@@ -445,8 +484,8 @@ out:
 	free(bin);
 }
 
-/* The forwardable properties of PROPS into O. */
-static void encode_forwarded(struct obuf *o, const mosquitto_property *props)
+/* The forwardable properties of PROPS into O, without the user properties that R replaces. */
+static void encode_forwarded(struct obuf *o, const mosquitto_property *props, const struct replaced *r)
 {
 	const mosquitto_property *p;
 	const struct prop_info *info;
@@ -458,7 +497,7 @@ static void encode_forwarded(struct obuf *o, const mosquitto_property *props)
 		if(info == NULL || info->use != PROP_FORWARD){
 			continue;
 		}
-		encode_one(o, p, id, info);
+		encode_one(o, p, id, info, r);
 	}
 }
 
@@ -466,12 +505,13 @@ int fb_props_encode(const mosquitto_property *props, const char *const *extra, s
 		uint8_t **out, uint32_t *len)
 {
 	struct obuf o = { 0 };
+	const struct replaced r = { .extra = extra, .extra_count = extra_count };
 	size_t i, nlen, vlen;
 
 	*out = NULL;
 	*len = 0;
 
-	encode_forwarded(&o, props);
+	encode_forwarded(&o, props, &r);
 	for(i = 0; i < extra_count && !o.err; i++){
 		const char *name = extra[2 * i], *value = extra[2 * i + 1];
 
@@ -512,10 +552,11 @@ int fb_props_encode_into(const mosquitto_property *props, const uint8_t *suffix,
 		uint8_t **buf, size_t *cap, uint32_t *len)
 {
 	struct obuf o = { .p = *buf, .cap = *buf ? *cap : 0 };
+	const struct replaced r = { .suffix = suffix, .suffix_len = suffix_len, .origin = true };
 	uint8_t *p;
 
 	*len = 0;
-	encode_forwarded(&o, props);
+	encode_forwarded(&o, props, &r);
 	if(suffix_len && (p = obuf_reserve(&o, suffix_len)) != NULL){
 		memcpy(p, suffix, suffix_len);
 	}

@@ -348,7 +348,7 @@ static int batch_write(struct fb_spool *s, const char *what, enum fb_queue qi)
 	rocksdb_write(s->db, s->wo, s->wb, &err);
 	rocksdb_writebatch_clear(s->wb);
 	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: %s \"%s\" failed: %s", s->path,
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: %s \"%s\" failed: %s", s->path,
 				what, queue_name(qi), err);
 		rocksdb_free(err);
 		return -EIO;
@@ -612,7 +612,7 @@ static int read_floor(struct fb_spool *s, enum fb_queue qi, char **why)
 	}
 	s->q[qi].floor = val && vlen == KEY_LEN ? key_decode(val) : 0;
 	if(val && vlen != KEY_LEN){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: ignoring a malformed floor "
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: ignoring a malformed floor "
 				"of \"%s\"", s->path, queue_name(qi));
 	}
 	rocksdb_free(val);
@@ -733,7 +733,7 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 		}
 		s->settled = c.from - 1;
 		q->next_seq = c.from;
-		fb_log(&s->lg, MOSQ_LOG_NOTICE, "flowmq-bridge: spool %s: %llu staged records taken "
+		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %llu staged records taken "
 				"into \"out\"", s->path, (unsigned long long)c.n);
 	}
 	return 0;
@@ -805,7 +805,7 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 
 	q->next_seq = last + 1;
 	if(rc == 0 && bad){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: ignoring %zu records with a "
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: ignoring %zu records with a "
 				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
 	}
 	if(rc == 0 && qi == FB_Q_OUT){
@@ -924,7 +924,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	/* RocksDB creates the last level of the path only. */
 	rc = mkdir_p(s->path);
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: cannot create spool folder %s: %s", s->path,
+		fb_log(&s->lg, MOSQ_LOG_ERR, "cannot create spool folder %s: %s", s->path,
 				strerror(-rc));
 		fb_spool_close(s);
 		return rc;
@@ -932,15 +932,15 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 
 	rc = spool_load(s, &why);
 	if(rc == -EBUSY){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s is in use by another broker or "
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is in use by another broker or "
 				"plugin instance (%s)", s->path, why);
 	}else if(rc == -EIO){
 		rc = move_aside(s->path, &aside);
 		if(rc){
-			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s is unreadable (%s) and cannot "
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is unreadable (%s) and cannot "
 					"be moved aside: %s", s->path, why, strerror(-rc));
 		}else{
-			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s is unreadable (%s); moved "
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is unreadable (%s); moved "
 					"aside to %s, starting a fresh spool", s->path, why, aside);
 			free(why);
 			why = NULL;
@@ -949,12 +949,12 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 				rc = spool_load(s, &why);
 			}
 			if(rc){
-				fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: cannot create a fresh spool at "
+				fb_log(&s->lg, MOSQ_LOG_ERR, "cannot create a fresh spool at "
 						"%s: %s", s->path, why ? why : strerror(-rc));
 			}
 		}
 	}else if(rc){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: cannot open spool %s: %s", s->path,
+		fb_log(&s->lg, MOSQ_LOG_ERR, "cannot open spool %s: %s", s->path,
 				why ? why : strerror(-rc));
 	}
 	free(why);
@@ -964,7 +964,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 			.sync = s->sync == FB_SYNC_ALWAYS };
 		rc = fb_chan_writer_open(s->path, s->sh, &lim, &s->w);
 		if(rc){
-			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: cannot open the staging files: %s",
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot open the staging files: %s",
 					s->path, strerror(-rc));
 		}
 	}
@@ -989,7 +989,7 @@ void fb_spool_close(struct fb_spool *s)
 		settle(s);
 		rocksdb_flush_wal(s->db, 1, &err);
 		if(err){
-			fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: WAL sync on close failed: %s",
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: WAL sync on close failed: %s",
 					s->path, err);
 			rocksdb_free(err);
 			err = NULL;
@@ -1009,7 +1009,7 @@ void fb_spool_close(struct fb_spool *s)
 		for(i = 0; mem >= CLOSE_FLUSH_MIN && i < s->ncf; i++){
 			rocksdb_flush_cf(s->db, fo, s->cfh[i], &err);
 			if(err){
-				fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: flush on close "
+				fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: flush on close "
 						"failed (the next start replays the WAL): %s", s->path, err);
 				rocksdb_free(err);
 				err = NULL;
@@ -1081,7 +1081,7 @@ static int collect_oldest(struct fb_spool *s, struct spool_queue *q, uint64_t ne
 	}
 	rocksdb_iter_get_error(it, &err);
 	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: reading the oldest records to "
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: reading the oldest records to "
 				"drop failed: %s", s->path, err);
 		rocksdb_free(err);
 		rc = -EIO;
@@ -1097,7 +1097,7 @@ static int spool_fsync(struct fb_spool *s)
 
 	rocksdb_flush_wal(s->db, 1, &err);
 	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: WAL sync failed: %s", s->path, err);
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: WAL sync failed: %s", s->path, err);
 		rocksdb_free(err);
 		return -EIO;
 	}
@@ -1124,7 +1124,7 @@ static int settle_stage(struct fb_spool *s)
 	int rc = fb_chan_each_unsettled(s->chan, settle_put, s);
 
 	if(rc < 0){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: cannot read the staging files: %s",
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot read the staging files: %s",
 				s->path, strerror(-rc));
 		rocksdb_writebatch_clear(s->wb);
 		return -EIO;
@@ -1344,7 +1344,7 @@ static int ingest_locked(struct fb_spool *s, fb_spool_visit_fn fn, void *ud, uin
 	__atomic_store_n(&s->staged, fb_chan_unsettled(s->chan), __ATOMIC_RELAXED);
 	if(c.rc || rc < 0){
 		rc = c.rc ? c.rc : rc;
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: cannot take staged records: %s",
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot take staged records: %s",
 				s->path, strerror(-rc));
 		return rc;
 	}
@@ -1480,7 +1480,7 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	rocksdb_iter_destroy(it);
 	rocksdb_readoptions_destroy(ro);
 	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: reading \"%s\" failed: %s",
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: reading \"%s\" failed: %s",
 				s->path, queue_name(qi), err);
 		rocksdb_free(err);
 		return -EIO;
@@ -1668,7 +1668,7 @@ int fb_spool_sync(struct fb_spool *s)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s: syncing the staging files failed: %s",
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: syncing the staging files failed: %s",
 				s->path, strerror(-rc));
 		return rc;
 	}

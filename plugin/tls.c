@@ -1,9 +1,19 @@
+/* flowmq-bridge: the cloud connection's TLS context (link process, worker thread); see tls.h. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
+
+/* Certificate and key files larger than this are refused. */
+#define TLS_FILE_MAX (4u << 20)
 
 #include "tls.h"
 
@@ -76,6 +86,164 @@ static void set_err(char *err, size_t errlen, const char *what, const char *file
 	snprintf(err, errlen, "%s%s%s%s%s", what, file ? " " : "", file ? file : "", e ? ": " : "", reason);
 }
 
+/* Reads FILE into a memory BIO (caller frees with BIO_free()), or returns NULL with the reason in
+ * ERR. The files are read here, not by OpenSSL: opened with O_NONBLOCK and checked with fstat() on
+ * the descriptor itself, so that a FIFO (or a device) put in a file's place after the configuration
+ * was checked is refused at once instead of hanging the worker. */
+static BIO *read_regular(const char *what, const char *file, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t r;
+	BIO *bio = NULL;
+	int fd;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if(fd < 0){
+		snprintf(err, errlen, "cannot load %s %s: %s", what, file, strerror(errno));
+		return NULL;
+	}
+	if(fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)){
+		snprintf(err, errlen, "cannot load %s %s: not a regular file", what, file);
+		goto out;
+	}
+	if(st.st_size > TLS_FILE_MAX){
+		snprintf(err, errlen, "cannot load %s %s: larger than %u bytes", what, file, TLS_FILE_MAX);
+		goto out;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if(buf == NULL){
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	while(len < (size_t)st.st_size && (r = read(fd, buf + len, (size_t)st.st_size - len)) != 0){
+		if(r < 0){
+			if(errno == EINTR){
+				continue;
+			}
+			snprintf(err, errlen, "cannot load %s %s: %s", what, file, strerror(errno));
+			goto out;
+		}
+		len += (size_t)r;
+	}
+	bio = BIO_new(BIO_s_mem());
+	if(bio == NULL || (len && BIO_write(bio, buf, (int)len) != (int)len)){
+		BIO_free(bio);
+		bio = NULL;
+		set_err(err, errlen, "cannot load", file);
+	}
+out:
+	free(buf);
+	close(fd);
+	return bio;
+}
+
+/* No passphrase prompt: an encrypted key fails to load instead of reading a terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf; (void)size; (void)rwflag; (void)u;
+	return 0;
+}
+
+/* Every certificate (and CRL) of the PEM file FILE into CTX's trust store. Returns 0 or -1 with
+ * the reason in ERR. */
+static int load_ca(SSL_CTX *ctx, const char *file, char *err, size_t errlen)
+{
+	BIO *bio = read_regular("tls.ca_file", file, err, errlen);
+	STACK_OF(X509_INFO) *infos;
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	int n = 0, rc = 0;
+
+	if(bio == NULL){
+		return -1;
+	}
+	infos = PEM_X509_INFO_read_bio(bio, NULL, no_passphrase, NULL);
+	BIO_free(bio);
+	if(infos == NULL){
+		set_err(err, errlen, "cannot load tls.ca_file", file);
+		return -1;
+	}
+	for(int i = 0; i < sk_X509_INFO_num(infos) && rc == 0; i++){
+		X509_INFO *xi = sk_X509_INFO_value(infos, i);
+
+		if(xi->x509){
+			rc = X509_STORE_add_cert(store, xi->x509) == 1 ? 0 : -1;
+			n++;
+		}
+		if(rc == 0 && xi->crl){
+			rc = X509_STORE_add_crl(store, xi->crl) == 1 ? 0 : -1;
+			n++;
+		}
+	}
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	if(rc == 0 && n == 0){
+		snprintf(err, errlen, "cannot load tls.ca_file %s: no certificate in it", file);
+		return -1;
+	}
+	if(rc != 0){
+		set_err(err, errlen, "cannot load tls.ca_file", file);
+	}
+	return rc;
+}
+
+/* The client certificate (the first in FILE) and its chain (the rest), as
+ * SSL_CTX_use_certificate_chain_file() would. Returns 0 or -1 with the reason in ERR. */
+static int load_cert_chain(SSL_CTX *ctx, const char *file, char *err, size_t errlen)
+{
+	BIO *bio = read_regular("tls.cert_file", file, err, errlen);
+	X509 *x;
+	unsigned long e;
+	int rc = -1;
+
+	if(bio == NULL){
+		return -1;
+	}
+	x = PEM_read_bio_X509_AUX(bio, NULL, no_passphrase, NULL);
+	if(x == NULL || SSL_CTX_use_certificate(ctx, x) != 1 || SSL_CTX_clear_chain_certs(ctx) != 1){
+		goto out;
+	}
+	for(X509 *ca; (ca = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL)) != NULL;){
+		if(SSL_CTX_add0_chain_cert(ctx, ca) != 1){
+			X509_free(ca);
+			goto out;
+		}
+	}
+	/* The loop ends at the end of the file ("no start line") or at damage. */
+	e = ERR_peek_last_error();
+	if(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE){
+		ERR_clear_error();
+		rc = 0;
+	}
+out:
+	if(rc != 0){
+		set_err(err, errlen, "cannot load tls.cert_file", file);
+	}
+	X509_free(x);
+	BIO_free(bio);
+	return rc;
+}
+
+static int load_key(SSL_CTX *ctx, const char *file, char *err, size_t errlen)
+{
+	BIO *bio = read_regular("tls.key_file", file, err, errlen);
+	EVP_PKEY *key;
+	int rc = -1;
+
+	if(bio == NULL){
+		return -1;
+	}
+	key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+	if(key && SSL_CTX_use_PrivateKey(ctx, key) == 1){
+		rc = 0;
+	}else{
+		set_err(err, errlen, "cannot load tls.key_file", file);
+	}
+	EVP_PKEY_free(key);
+	BIO_free(bio);
+	return rc;
+}
+
 SSL_CTX *fb_tls_ctx_new(const struct fb_config *cfg, const struct fb_endpoint *ep, char *err, size_t errlen)
 {
 	const char *name = cfg->cloud.tls.server_name ? cfg->cloud.tls.server_name : ep->host;
@@ -109,8 +277,7 @@ SSL_CTX *fb_tls_ctx_new(const struct fb_config *cfg, const struct fb_endpoint *e
 	SSL_CTX_set_read_ahead(ctx, 1);
 
 	if(cfg->cloud.tls.ca_file){
-		if(SSL_CTX_load_verify_locations(ctx, cfg->cloud.tls.ca_file, NULL) != 1){
-			set_err(err, errlen, "cannot load tls.ca_file", cfg->cloud.tls.ca_file);
+		if(load_ca(ctx, cfg->cloud.tls.ca_file, err, errlen) != 0){
 			goto fail;
 		}
 	}else if(SSL_CTX_set_default_verify_paths(ctx) != 1){
@@ -118,12 +285,8 @@ SSL_CTX *fb_tls_ctx_new(const struct fb_config *cfg, const struct fb_endpoint *e
 		goto fail;
 	}
 	if(cfg->cloud.tls.cert_file){
-		if(SSL_CTX_use_certificate_chain_file(ctx, cfg->cloud.tls.cert_file) != 1){
-			set_err(err, errlen, "cannot load tls.cert_file", cfg->cloud.tls.cert_file);
-			goto fail;
-		}
-		if(SSL_CTX_use_PrivateKey_file(ctx, cfg->cloud.tls.key_file, SSL_FILETYPE_PEM) != 1){
-			set_err(err, errlen, "cannot load tls.key_file", cfg->cloud.tls.key_file);
+		if(load_cert_chain(ctx, cfg->cloud.tls.cert_file, err, errlen) != 0
+				|| load_key(ctx, cfg->cloud.tls.key_file, err, errlen) != 0){
 			goto fail;
 		}
 		if(SSL_CTX_check_private_key(ctx) != 1){

@@ -282,7 +282,11 @@ START_TEST(test_every_key_set_is_converted)
 		"    retain: clear\n"
 		"    max_payload: 1\n");
 
-	ck_assert_uint_eq(logs.count, 0);
+	/* The username and password go to the mqtt:// endpoints in clear: one warning. */
+	ck_assert_msg(logs.count == 1, "%s", logs_dump());
+	ck_assert_int_eq(logs.level[0], MOSQ_LOG_WARNING);
+	ck_assert_str_eq(logs.text[0], "cfg.yaml:6: cloud.endpoints[2]: 'mqtt://10.0.0.1' is not encrypted: the "
+			"username and password of cloud.auth go to it in clear");
 	ck_assert_str_eq(cfg->site_id, "S_1.x-2");
 	ck_assert_uint_eq(cfg->cloud.endpoint_count, 4);
 	ck_assert_str_eq(cfg->cloud.endpoints[1].url, "mqtts://[::1]:8884");
@@ -623,6 +627,17 @@ static const struct {
 	{ "- a\n", "cfg.yaml:1: (document): expected a mapping, got a list" },
 	{ "site_id: &x site-A\nstatus_interval: *x\n", "status_interval: YAML anchors and aliases are not supported" },
 	{ "site_id: site-A\ncloud:\n  endpoints: [\n", "cfg.yaml:4: yaml: did not find expected node content" },
+	/* what libyaml's document API and libcyaml would drop without a word */
+	{ MINIMAL "---\nsite_id: site-B\n",
+	  "cfg.yaml:9: (document): a second YAML document is not supported (one configuration per file)" },
+	{ "---\n" MINIMAL "...\n--- {}\n",
+	  "cfg.yaml:11: (document): a second YAML document is not supported (one configuration per file)" },
+	{ HEAD "status_interval: !!str 10s\n" RULE,
+	  "cfg.yaml:6: status_interval: YAML tags are not supported ('tag:yaml.org,2002:str')" },
+	{ HEAD "edge_to_cloud:\n  - local: a/#\n    cloud: !secret b/#\n",
+	  "cfg.yaml:8: edge_to_cloud[0].cloud: YAML tags are not supported ('!secret')" },
+	{ HEAD "edge_to_cloud: !!seq\n  - local: a/#\n    cloud: b/#\n",
+	  "cfg.yaml:6: edge_to_cloud: YAML tags are not supported ('tag:yaml.org,2002:seq')" },
 	/* site_id */
 	{ "cloud:\n  endpoints: [mqtts://cloud.example]\nspool:\n  path: /tmp/spool\n" RULE,
 	  "cfg.yaml:1: site_id: missing required value" },
@@ -922,6 +937,140 @@ START_TEST(test_echo_loop_warning_text)
 }
 END_TEST
 
+/* A FIFO named as the configuration or as any file it names is refused at once: opening one for
+ * reading would wait for a writer (the broker's start, or `check`, would hang for ever). */
+static const struct {
+	const char *yaml; /* NULL: the configuration itself is the FIFO */
+	const char *error;
+} fifos[] = {
+	{ NULL, NULL },
+	{ "site_id: site-A\ncloud:\n  auth:\n    password_file: @DIR@/fifo\n",
+	  "cfg.yaml:4: cloud.auth.password_file: '@DIR@/fifo' is not a regular file (a FIFO)" },
+	{ "site_id: site-A\ncloud:\n  tls:\n    ca_file: @DIR@/fifo\n",
+	  "cfg.yaml:4: cloud.tls.ca_file: '@DIR@/fifo' is not a regular file (a FIFO)" },
+	{ "site_id: site-A\ncloud:\n  tls:\n    cert_file: @DIR@/fifo\n    key_file: @DIR@/edge.key\n",
+	  "cfg.yaml:4: cloud.tls.cert_file: '@DIR@/fifo' is not a regular file (a FIFO)" },
+	{ "site_id: site-A\ncloud:\n  tls:\n    cert_file: @DIR@/edge.crt\n    key_file: @DIR@/fifo\n",
+	  "cfg.yaml:5: cloud.tls.key_file: '@DIR@/fifo' is not a regular file (a FIFO)" },
+};
+
+/* TEXT with "@DIR@" replaced by the temporary folder, in a static buffer. */
+static const char *with_dir(const char *text)
+{
+	static char buf[1024];
+	const char *at = strstr(text, "@DIR@");
+
+	if(at == NULL){
+		snprintf(buf, sizeof(buf), "%s", text);
+	}else{
+		snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(at - text), text, dir, at + 5);
+	}
+	return buf;
+}
+
+START_TEST(test_fifo_is_refused)
+{
+	struct fb_config *cfg = (struct fb_config *)&cfg;
+	char expected[1024];
+	int rc;
+
+	ck_assert_int_eq(mkfifo(in_dir("fifo"), 0600), 0);
+	write_file("edge.crt", "crt", 0644);
+	write_file("edge.key", "key", 0600);
+	if(fifos[_i].yaml == NULL){
+		rc = fb_config_load(in_dir("fifo"), &lg, &cfg);
+		snprintf(expected, sizeof(expected), "%s: cannot open: not a regular file (a FIFO)", in_dir("fifo"));
+	}else{
+		rc = load_yaml(fifos[_i].yaml, &cfg);
+		snprintf(expected, sizeof(expected), "%s", with_dir(fifos[_i].error));
+	}
+	ck_assert_int_eq(rc, -EINVAL);
+	ck_assert_ptr_null(cfg);
+	ck_assert_msg(logged(MOSQ_LOG_ERR, expected), "no error line \"%s\":%s", expected, logs_dump());
+}
+END_TEST
+
+/* A private key that others may read is accepted with a warning (a group may read it: Debian's
+ * ssl-cert group is the usual way to share keys with a service). */
+START_TEST(test_key_readable_by_others_warns)
+{
+	static const mode_t modes[] = { 0600, 0640, 0644, 0604 };
+	char expected[512];
+
+	write_file("ca.pem", "ca", 0644);
+	write_file("edge.crt", "crt", 0644);
+	for(size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++){
+		struct fb_config *cfg;
+		bool warned = (modes[i] & 0004) != 0;
+
+		logs_clear();
+		write_file("edge.key", "key", modes[i]);
+		cfg = load_ok("site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  tls:\n"
+				"    cert_file: @DIR@/edge.crt\n    key_file: @DIR@/edge.key\nspool:\n  path: /tmp/spool\n" RULE);
+		ck_assert_str_eq(cfg->cloud.tls.key_file, in_dir("edge.key"));
+		ck_assert_msg(logs.count == (warned ? 1 : 0), "mode %o:%s", (unsigned)modes[i], logs_dump());
+		if(warned){
+			snprintf(expected, sizeof(expected), "cfg.yaml:6: cloud.tls.key_file: private key '%s' is readable "
+					"by others; chmod 600", in_dir("edge.key"));
+			ck_assert_int_eq(logs.level[0], MOSQ_LOG_WARNING);
+			ck_assert_str_eq(logs.text[0], expected);
+		}
+		fb_config_free(cfg);
+	}
+}
+END_TEST
+
+/* allow_plaintext with credentials warns once per load, naming the first plaintext endpoint;
+ * without credentials, or over TLS only, it does not. */
+START_TEST(test_plaintext_credentials_warn)
+{
+	static const struct {
+		const char *endpoints;
+		const char *auth;
+		const char *warning; /* NULL: none */
+	} cases[] = {
+		{ "[mqtts://a.example, mqtt://b.example, mqtt://c.example]", "{ username: u, password_file: @DIR@/token }",
+		  "cfg.yaml:3: cloud.endpoints[1]: 'mqtt://b.example' is not encrypted: the username and password of "
+		  "cloud.auth go to it in clear" },
+		{ "[mqtt://b.example]", "{ username: u }",
+		  "cfg.yaml:3: cloud.endpoints[0]: 'mqtt://b.example' is not encrypted: the username of cloud.auth goes "
+		  "to it in clear" },
+		{ "[mqtt://b.example]", "{}", NULL },
+		{ "[mqtts://a.example]", "{ username: u, password_file: @DIR@/token }", NULL },
+	};
+	char yaml[1024];
+
+	write_file("token", "t0ken\n", 0600);
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		struct fb_config *cfg;
+
+		logs_clear();
+		snprintf(yaml, sizeof(yaml), "site_id: site-A\ncloud:\n  endpoints: %s\n  auth: %s\n"
+				"  tls: { allow_plaintext: true }\nspool:\n  path: /tmp/spool\n" RULE, cases[i].endpoints,
+				cases[i].auth);
+		cfg = load_ok(yaml);
+		ck_assert(cfg->cloud.tls.allow_plaintext);
+		ck_assert_msg(logs.count == (cases[i].warning ? 1 : 0), "case %zu:%s", i, logs_dump());
+		if(cases[i].warning){
+			ck_assert_int_eq(logs.level[0], MOSQ_LOG_WARNING);
+			ck_assert_str_eq(logs.text[0], cases[i].warning);
+		}
+		fb_config_free(cfg);
+	}
+}
+END_TEST
+
+/* An explicit document start and end around the one document are fine. */
+START_TEST(test_one_document_with_markers_loads)
+{
+	struct fb_config *cfg = load_ok("---\n" MINIMAL "...\n");
+
+	ck_assert_uint_eq(logs.count, 0);
+	ck_assert_str_eq(cfg->site_id, "site-A");
+	fb_config_free(cfg);
+}
+END_TEST
+
 /* ---- runner -------------------------------------------------------------------------------------- */
 
 static Suite *config_suite(void)
@@ -953,6 +1102,8 @@ static Suite *config_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, test_refused, 0, sizeof(refused) / sizeof(refused[0]));
 	tcase_add_test(tc, test_every_error_is_reported);
+	tcase_add_loop_test(tc, test_fifo_is_refused, 0, sizeof(fifos) / sizeof(fifos[0]));
+	tcase_add_test(tc, test_one_document_with_markers_loads);
 	tcase_add_test(tc, test_message_names_basename_line_and_key);
 	suite_add_tcase(s, tc);
 
@@ -961,6 +1112,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_verify_false_warns);
 	tcase_add_loop_test(tc, test_echo_loop_warning, 0, sizeof(echo) / sizeof(echo[0]));
 	tcase_add_test(tc, test_echo_loop_warning_text);
+	tcase_add_test(tc, test_key_readable_by_others_warns);
+	tcase_add_test(tc, test_plaintext_credentials_warn);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -438,6 +438,85 @@ START_TEST(props_encode_into_reuses_its_buffer_and_matches_props_encode)
 }
 END_TEST
 
+/* A publisher cannot spoof what the bridge sets: its own origin marker is dropped, and so is each
+ * user property that a rule's headers set (the rule's value replaces it). Names compare exactly
+ * (MQTT user property names are case-sensitive); everything else keeps its order. */
+START_TEST(props_publisher_cannot_spoof_origin_or_headers)
+{
+	static const char *const extra[] = {
+		"edge-site-id", "site-A",
+		"flowmq-bridge-origin", "site-A",
+	};
+	static const char *const origin_only[] = { "flowmq-bridge-origin", "site-A" };
+	static const uint8_t kept[] = {
+		0x03, 0x00, 0x01, 't',                                   /* content type "t" */
+		0x26, 0x00, 0x01, 'k', 0x00, 0x01, 'v',                  /* k: v */
+		0x26, 0x00, 0x0c, 'E', 'd', 'g', 'e', '-', 'S', 'i', 't', 'e', '-', 'I', 'd', 0x00, 0x01, 'x',
+	};
+	static const uint8_t spoofed_site[] = {
+		0x26, 0x00, 0x0c, 'e', 'd', 'g', 'e', '-', 's', 'i', 't', 'e', '-', 'i', 'd', 0x00, 0x05,
+		's', 'p', 'o', 'o', 'f',
+	};
+	static const uint8_t origin[] = {
+		0x26, 0x00, 0x14, 'f', 'l', 'o', 'w', 'm', 'q', '-', 'b', 'r', 'i', 'd', 'g', 'e', '-', 'o', 'r',
+		'i', 'g', 'i', 'n', 0x00, 0x06, 's', 'i', 't', 'e', '-', 'A',
+	};
+	static const uint8_t site[] = {
+		0x26, 0x00, 0x0c, 'e', 'd', 'g', 'e', '-', 's', 'i', 't', 'e', '-', 'i', 'd', 0x00, 0x06,
+		's', 'i', 't', 'e', '-', 'A',
+	};
+	mosquitto_property *p = NULL;
+	uint8_t *suffix = NULL, *buf = NULL, *whole = NULL, expect[256];
+	uint32_t suffix_len = 0, len = 0, whole_len = 0;
+	size_t cap = 0, n;
+
+	ck_assert_int_eq(mosquitto_property_add_string_pair(&p, MQTT_PROP_USER_PROPERTY, "flowmq-bridge-origin", "evil"), 0);
+	ck_assert_int_eq(mosquitto_property_add_string(&p, MQTT_PROP_CONTENT_TYPE, "t"), 0);
+	ck_assert_int_eq(mosquitto_property_add_string_pair(&p, MQTT_PROP_USER_PROPERTY, "edge-site-id", "spoof"), 0);
+	ck_assert_int_eq(mosquitto_property_add_string_pair(&p, MQTT_PROP_USER_PROPERTY, "k", "v"), 0);
+	ck_assert_int_eq(mosquitto_property_add_string_pair(&p, MQTT_PROP_USER_PROPERTY, "flowmq-bridge-origin", "evil2"), 0);
+	ck_assert_int_eq(mosquitto_property_add_string_pair(&p, MQTT_PROP_USER_PROPERTY, "Edge-Site-Id", "x"), 0);
+
+	/* The capture path: the rule's headers and the origin, pre-encoded. */
+	ck_assert_int_eq(fb_props_encode(NULL, extra, 2, &suffix, &suffix_len), 0);
+	ck_assert_uint_eq(suffix_len, sizeof(site) + sizeof(origin));
+	ck_assert_int_eq(fb_props_encode_into(p, suffix, suffix_len, &buf, &cap, &len), 0);
+	n = 0;
+	memcpy(expect + n, kept, sizeof(kept)); n += sizeof(kept);
+	memcpy(expect + n, site, sizeof(site)); n += sizeof(site);
+	memcpy(expect + n, origin, sizeof(origin)); n += sizeof(origin);
+	ck_assert_uint_eq(len, n);
+	ck_assert_mem_eq(buf, expect, n);
+
+	/* fb_props_encode() with the same extras gives the same bytes. */
+	ck_assert_int_eq(fb_props_encode(p, extra, 2, &whole, &whole_len), 0);
+	ck_assert_uint_eq(whole_len, n);
+	ck_assert_mem_eq(whole, expect, n);
+	free(whole);
+	free(suffix);
+
+	/* A rule without headers: only the origin is replaced; the publisher's edge-site-id stays. */
+	ck_assert_int_eq(fb_props_encode(NULL, origin_only, 1, &suffix, &suffix_len), 0);
+	ck_assert_int_eq(fb_props_encode_into(p, suffix, suffix_len, &buf, &cap, &len), 0);
+	n = 0;
+	memcpy(expect + n, kept, 4); n += 4;
+	memcpy(expect + n, spoofed_site, sizeof(spoofed_site)); n += sizeof(spoofed_site);
+	memcpy(expect + n, kept + 4, sizeof(kept) - 4); n += sizeof(kept) - 4;
+	memcpy(expect + n, origin, sizeof(origin)); n += sizeof(origin);
+	ck_assert_uint_eq(len, n);
+	ck_assert_mem_eq(buf, expect, n);
+
+	/* Without extras (the cloud-to-edge path), nothing is dropped: the origin stays readable. */
+	ck_assert_int_eq(fb_props_encode(p, NULL, 0, &whole, &whole_len), 0);
+	ck_assert_ptr_nonnull(fb_props_find_user(whole, whole_len, "flowmq-bridge-origin", NULL));
+	ck_assert_uint_eq(whole_len, sizeof(kept) + sizeof(spoofed_site) + 2 * (1 + 2 + 20 + 2) + 4 + 5);
+	free(whole);
+	free(suffix);
+	free(buf);
+	mosquitto_property_free_all(&p);
+}
+END_TEST
+
 START_TEST(props_encode_rejects_bad_extra_headers)
 {
 	static const char *const bad_utf8[] = { "k", "\xC0\x80" };
@@ -608,6 +687,7 @@ static Suite *record_suite(void)
 	tcase_add_test(tc, props_skip_alias_subscription_id_and_expiry);
 	tcase_add_test(tc, props_extra_headers_follow_publisher_properties);
 	tcase_add_test(tc, props_encode_into_reuses_its_buffer_and_matches_props_encode);
+	tcase_add_test(tc, props_publisher_cannot_spoof_origin_or_headers);
 	tcase_add_test(tc, props_encode_rejects_bad_extra_headers);
 	tcase_add_test(tc, props_empty_encode_and_decode);
 	tcase_add_test(tc, props_decode_rejects_every_truncation);

@@ -967,7 +967,7 @@ static void assert_moved_aside_and_fresh(struct fb_spool *s)
 	char expect[700];
 	struct seen *sn;
 
-	snprintf(expect, sizeof(expect), "flowmq-bridge: spool %s is unreadable (", spool_path);
+	snprintf(expect, sizeof(expect), "spool %s is unreadable (", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	snprintf(expect, sizeof(expect), "); moved aside to %s.corrupt-", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
@@ -1111,7 +1111,7 @@ START_TEST(second_open_is_ebusy_and_leaves_the_spool_alone)
 	append_n(a, FB_Q_OUT, 1, 5, 10, NULL);
 	ck_assert_int_eq(fb_spool_open(&o, &b), -EBUSY);
 	ck_assert_ptr_null(b);
-	snprintf(expect, sizeof(expect), "flowmq-bridge: spool %s is in use by another broker or "
+	snprintf(expect, sizeof(expect), "spool %s is in use by another broker or "
 			"plugin instance (", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	ck_assert_int_eq(count_corrupt_dirs(), 0);
