@@ -61,6 +61,8 @@ struct fb_link {
 	uint64_t next_attempt_ms;
 	uint32_t backoff_ms;
 	uint64_t last_rx_ms;
+	uint64_t progress_ms;    /* last acknowledgement, connect, or moment nothing was pending */
+	uint64_t pending_check_ms; /* when the spool was last asked whether anything is pending */
 	uint64_t last_sync_ms;
 	uint64_t last_wake_ms;
 	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
@@ -126,6 +128,7 @@ static int tail_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	struct fb_link *l = ud;
 
 	fb_tail_push(l->d.tail, seq, val, len);
+	l->maybe_more = true; /* whatever woke the worker, or nothing did: there is more to send */
 	l->yield.in++;
 	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
 	return 0;
@@ -345,6 +348,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 		return;
 	}
 	l->connected = true;
+	l->progress_ms = fb_mono_ms();
 	l->round_failures = 0;
 	l->backoff_ms = cfg->cloud.reconnect_min_ms;
 	l->cursor = 0;
@@ -505,6 +509,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 		return; /* the status message, or QoS 0 */
 	}
 	l->sending--;
+	l->progress_ms = fb_mono_ms();
 	if(reason >= 0x80){
 		fb_log(l->d.lg, MOSQ_LOG_WARNING, "the cloud rejected spool record %llu: %s (0x%02x); moved to dead letters",
 				(unsigned long long)e->seq, mosquitto_reason_string(reason), reason);
@@ -782,6 +787,44 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	return until <= now ? 0 : (int)(until - now);
 }
 
+/* The guard that bounds any bug (or cloud) that keeps records waiting on a live connection:
+ * records pending, connected, and no acknowledgement for STALL_KEEPALIVES keepalive periods mean
+ * a fresh connection, logged and counted (stalls). What is in flight is sent again on the next
+ * connection: repeats stay within max_inflight. The clock starts at the last acknowledgement, the
+ * connect, or the last moment nothing was pending (sampled every PENDING_CHECK_MS at most, or a
+ * quarter keepalive, from the spool's own count rather than the worker's view of it). */
+#define STALL_KEEPALIVES 2
+#define PENDING_CHECK_MS 1000
+
+static void stall_guard(struct fb_link *l, uint64_t now)
+{
+	uint64_t ka_ms = (uint64_t)l->d.cfg->cloud.keepalive_s * 1000u;
+	uint64_t every = ka_ms / 4 < PENDING_CHECK_MS ? ka_ms / 4 : PENDING_CHECK_MS;
+	struct fb_spool_stats st;
+
+	if(!l->connected || l->lost){
+		return;
+	}
+	if(now < l->pending_check_ms + every && now < l->progress_ms + STALL_KEEPALIVES * ka_ms){
+		return;
+	}
+	l->pending_check_ms = now;
+	fb_spool_stats(l->d.spool, &st);
+	if(st.messages == 0 && l->sending == 0){
+		l->progress_ms = now; /* nothing waits: nothing can stall */
+		return;
+	}
+	if(now < l->progress_ms + STALL_KEEPALIVES * ka_ms){
+		return;
+	}
+	/* One line, from teardown(): "connection to ... lost: forwarding stalled ...". */
+	fb_count(&l->d.ctr->stalls, 1);
+	connection_lost(l, "forwarding stalled: %llu records pending, %zu in flight, and no acknowledgement for "
+			"%llu ms (%d x keepalive); a fresh connection sends them again",
+			(unsigned long long)st.messages, l->sending, (unsigned long long)(now - l->progress_ms),
+			STALL_KEEPALIVES);
+}
+
 static void housekeeping(struct fb_link *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
@@ -806,6 +849,7 @@ static void housekeeping(struct fb_link *l, uint64_t now)
 		connection_lost(l, "nothing received for %u ms (1.5 x keepalive): connection is dead",
 				cfg->cloud.keepalive_s * 1500u);
 	}
+	stall_guard(l, now);
 }
 
 /* Live traffic goes out at once (TCP_NODELAY); while a backlog drains, the kernel may coalesce
@@ -883,10 +927,16 @@ static void *worker(void *arg)
 		now = fb_mono_ms();
 		if(pfd[0].revents & POLLIN){
 			uint64_t v;
-			atomic_store(l->d.notified, false);
+			/* Drain first, then clear the flag: a writer that finds the flag still set
+			 * (and writes nothing) staged its record before the exchange below, so the
+			 * ingest after it takes the record; a writer that finds it clear writes after
+			 * the drain, and the eventfd stays readable. Clearing first would let that
+			 * write be drained here with the flag left set: no writer would write again,
+			 * and the worker would never wake for new records (issue 13, point 0). */
 			if(read(l->efd, &v, sizeof(v)) < 0){
 				/* EAGAIN: another wake-up consumed it */
 			}
+			atomic_exchange(l->d.notified, false);
 			l->maybe_more = true;
 		}
 		if(n == 2 && pfd[1].revents){
