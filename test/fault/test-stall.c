@@ -4,9 +4,19 @@
  * fast as one client with a window of 50 can, while busy loops keep both CPUs loaded. Each run
  * starts a fresh cloud and edge and asserts that every message arrives, exactly once and in order
  * per topic, within the deadline, with no reconnect and no stall detected (a stall guard that had
- * to step in would hide the bug it guards against). Runs: FB_STALL_RUNS (default 20). */
+ * to step in would hide the bug it guards against). Runs: FB_STALL_RUNS (default 20).
+ *
+ * The guard itself is tested against a cloud that keeps the connection alive (CONNACK, PINGRESP)
+ * but never acknowledges a message on its first connection: a minimal MQTT v5 server in plaintext
+ * on loopback, run by this test. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -156,6 +166,313 @@ static int64_t one_run(int run, int per_cpu)
 	return t1 - t0;
 }
 
+
+/* ---- the stall guard, against a cloud that never acknowledges ------------------------------ */
+
+#define GUARD_MSGS 100
+
+/* A minimal MQTT v5 server: CONNACK, SUBACK, PINGRESP; PUBLISH payloads are recorded per
+ * connection; PUBACKs only from connection ACK_FROM on. */
+struct fake_cloud {
+	int lfd;
+	int port;
+	int ack_from;           /* first connection (1-based) whose PUBLISHes are acknowledged */
+	atomic_bool stop;
+	pthread_mutex_t lock;
+	int conns;              /* connections accepted */
+	int64_t conn_ms[8];     /* when each came in */
+	char *got[8][GUARD_MSGS * 2]; /* payloads received, per connection (first 8) */
+	size_t ngot[8];
+	pthread_t thread;
+};
+
+static int read_full(int fd, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+
+	while(got < len){
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+		if(poll(&p, 1, 100) <= 0){
+			continue;
+		}
+		n = read(fd, buf + got, len - got);
+		if(n <= 0){
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads one packet: its first byte and its body (malloc'd into *BODY, LEN bytes). */
+static int read_packet(struct fake_cloud *fc, int fd, uint8_t *type, uint8_t **body, size_t *len)
+{
+	uint8_t b;
+	size_t rl = 0, mult = 1;
+
+	for(;;){
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int n = poll(&p, 1, 100);
+		if(atomic_load(&fc->stop)){
+			return -1;
+		}
+		if(n > 0){
+			break;
+		}
+	}
+	if(read_full(fd, type, 1) < 0){
+		return -1;
+	}
+	do{
+		if(read_full(fd, &b, 1) < 0){
+			return -1;
+		}
+		rl += (b & 127) * mult;
+		mult *= 128;
+	}while(b & 128);
+	*body = malloc(rl + 1);
+	*len = rl;
+	return read_full(fd, *body, rl);
+}
+
+static void serve(struct fake_cloud *fc, int fd, int conn)
+{
+	for(;;){
+		uint8_t type, *body = NULL;
+		size_t len;
+
+		if(read_packet(fc, fd, &type, &body, &len) < 0){
+			free(body);
+			break;
+		}
+		switch(type >> 4){
+			case 1: { /* CONNECT */
+				static const uint8_t connack[] = { 0x20, 0x03, 0x00, 0x00, 0x00 };
+				if(write(fd, connack, sizeof(connack)) != sizeof(connack)){
+					free(body);
+					return;
+				}
+				break;
+			}
+			case 3: { /* PUBLISH */
+				size_t tl = ((size_t)body[0] << 8) | body[1], pos = 2 + tl, plen;
+				int qos = (type >> 1) & 3;
+				uint8_t mid[2] = { 0, 0 };
+				size_t proplen = 0, mult = 1;
+				if(qos){
+					mid[0] = body[pos];
+					mid[1] = body[pos + 1];
+					pos += 2;
+				}
+				do{
+					proplen += (body[pos] & 127) * mult;
+					mult *= 128;
+				}while(body[pos++] & 128);
+				pos += proplen;
+				plen = len - pos;
+				pthread_mutex_lock(&fc->lock);
+				if(conn < 8 && fc->ngot[conn] < GUARD_MSGS * 2){
+					char *c = malloc(plen + 1);
+					memcpy(c, body + pos, plen);
+					c[plen] = '\0';
+					fc->got[conn][fc->ngot[conn]++] = c;
+				}
+				pthread_mutex_unlock(&fc->lock);
+				if(qos == 1 && conn + 1 >= fc->ack_from){
+					uint8_t puback[] = { 0x40, 0x02, mid[0], mid[1] };
+					if(write(fd, puback, sizeof(puback)) != sizeof(puback)){
+						free(body);
+						return;
+					}
+				}
+				break;
+			}
+			case 8: { /* SUBSCRIBE: grant QoS 1 to each filter */
+				uint8_t suback[64] = { 0x90, 0, body[0], body[1], 0x00 };
+				size_t n = 5, pos = 2, proplen = 0, mult = 1;
+				do{
+					proplen += (body[pos] & 127) * mult;
+					mult *= 128;
+				}while(body[pos++] & 128);
+				pos += proplen;
+				while(pos + 2 <= len && n < sizeof(suback)){
+					pos += 2 + (((size_t)body[pos] << 8) | body[pos + 1]) + 1;
+					suback[n++] = 0x01;
+				}
+				suback[1] = (uint8_t)(n - 2);
+				if(write(fd, suback, n) != (ssize_t)n){
+					free(body);
+					return;
+				}
+				break;
+			}
+			case 12: { /* PINGREQ */
+				static const uint8_t pingresp[] = { 0xd0, 0x00 };
+				if(write(fd, pingresp, sizeof(pingresp)) != sizeof(pingresp)){
+					free(body);
+					return;
+				}
+				break;
+			}
+			case 14: /* DISCONNECT */
+				free(body);
+				return;
+			default:
+				break;
+		}
+		free(body);
+	}
+}
+
+static void *fake_cloud_main(void *arg)
+{
+	struct fake_cloud *fc = arg;
+
+	while(!atomic_load(&fc->stop)){
+		struct pollfd p = { .fd = fc->lfd, .events = POLLIN };
+		if(poll(&p, 1, 100) > 0){
+			int fd = accept(fc->lfd, NULL, NULL);
+			int conn;
+			if(fd < 0){
+				continue;
+			}
+			pthread_mutex_lock(&fc->lock);
+			conn = fc->conns++;
+			if(conn < 8){
+				fc->conn_ms[conn] = now_ms();
+			}
+			pthread_mutex_unlock(&fc->lock);
+			serve(fc, fd, conn); /* one connection at a time, as the edge makes them */
+			close(fd);
+		}
+	}
+	return NULL;
+}
+
+static void fake_cloud_start(struct fake_cloud *fc, int ack_from)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	int one = 1;
+
+	memset(fc, 0, sizeof(*fc));
+	pthread_mutex_init(&fc->lock, NULL);
+	fc->ack_from = ack_from;
+	fc->port = fbh_free_port();
+	sa.sin_port = htons((uint16_t)fc->port);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	fc->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fc->lfd, 0);
+	setsockopt(fc->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ck_assert_int_eq(bind(fc->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(fc->lfd, 4), 0);
+	ck_assert_int_eq(pthread_create(&fc->thread, NULL, fake_cloud_main, fc), 0);
+}
+
+static void fake_cloud_stop(struct fake_cloud *fc)
+{
+	atomic_store(&fc->stop, true);
+	pthread_join(fc->thread, NULL);
+	close(fc->lfd);
+	for(int c = 0; c < 8; c++){
+		for(size_t i = 0; i < fc->ngot[c]; i++){
+			free(fc->got[c][i]);
+		}
+	}
+	pthread_mutex_destroy(&fc->lock);
+}
+
+static size_t fake_count(struct fake_cloud *fc, int conn)
+{
+	size_t n;
+
+	pthread_mutex_lock(&fc->lock);
+	n = fc->ngot[conn];
+	pthread_mutex_unlock(&fc->lock);
+	return n;
+}
+
+/* Plaintext to the fake cloud, keepalive 5 s (the minimum): the guard steps in after 10 s without a
+ * PUBACK. */
+#define GUARD_YAML \
+	"site_id: " FBH_SITE_ID "\n" \
+	"cloud:\n" \
+	"  endpoints:\n" \
+	"    - mqtt://127.0.0.1:@CLOUD_PORT@\n" \
+	"  keepalive: 5s\n" \
+	"  connect_timeout: 5s\n" \
+	"  reconnect:\n" \
+	"    min: 100ms\n" \
+	"    max: 1s\n" \
+	"  tls:\n" \
+	"    allow_plaintext: true\n" \
+	"spool:\n" \
+	"  path: @SPOOL_PATH@\n" \
+	"status_interval: 1s\n" \
+	FBH_YAML_E2C_RULES
+
+START_TEST(test_guard_replaces_a_live_connection_without_acknowledgements)
+{
+	struct fake_cloud fc;
+	struct fbh_broker edge;
+	struct fbh_sub *sys;
+	int64_t gap;
+	size_t first;
+
+	fake_cloud_start(&fc, 2);
+	fbh_broker_init(&edge, "edge");
+	start_edge(&edge, fc.port, GUARD_YAML, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/g", "g", GUARD_MSGS, 1, NULL, 30000), GUARD_MSGS);
+
+	/* The first connection takes a window's worth and acknowledges nothing, yet stays alive
+	 * (PINGRESP): after 2 keepalive periods the guard replaces it; the second acknowledges. */
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", GUARD_MSGS, 30000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "stalls", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", 1, 5000));
+	ck_assert(sys_wait(sys, "state", "connected", 5000));
+	pthread_mutex_lock(&fc.lock);
+	ck_assert_int_eq(fc.conns, 2);
+	gap = fc.conn_ms[1] - fc.conn_ms[0];
+	pthread_mutex_unlock(&fc.lock);
+	first = fake_count(&fc, 0);
+	fprintf(stderr, "guard: %zu messages on the silent connection, the next one %lld ms after it\n", first,
+			(long long)gap);
+	/* Repeats are bounded by the window: what the first connection got was max_inflight (64). */
+	ck_assert_uint_eq(first, 64);
+	ck_assert_int_ge(gap, 10000);
+	for(size_t i = 0; i < first; i++){
+		char want[16];
+		snprintf(want, sizeof(want), "g%zu", i);
+		ck_assert_str_eq(fc.got[0][i], want);
+	}
+	/* Everything again on the second connection, in order, exactly once. */
+	ck_assert_uint_eq(fake_count(&fc, 1), GUARD_MSGS);
+	for(size_t i = 0; i < GUARD_MSGS; i++){
+		char want[16];
+		snprintf(want, sizeof(want), "g%zu", i);
+		ck_assert_str_eq(fc.got[1][i], want);
+	}
+	/* One log line for the stall. */
+	ck_assert(fbh_broker_log_contains(&edge, "forwarding stalled: 100 records pending, 64 in flight"));
+	{
+		char *log = fbh_read_file(edge.log);
+		int n = 0;
+		for(char *p = log; (p = strstr(p, "forwarding stalled")) != NULL; p++){
+			n++;
+		}
+		free(log);
+		ck_assert_int_eq(n, 1);
+	}
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	fake_cloud_stop(&fc);
+}
+END_TEST
+
 START_TEST(test_forwarding_under_cpu_load_never_stalls)
 {
 	int runs = env_int("FB_STALL_RUNS", 20), per_cpu = env_int("FB_STALL_BURNERS_PER_CPU", 1);
@@ -177,9 +494,12 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("stall");
+
+	signal(SIGPIPE, SIG_IGN);
 	TCase *tc = fbh_tcase("stall");
 
 	tcase_set_timeout(tc, 900);
+	tcase_add_test(tc, test_guard_replaces_a_live_connection_without_acknowledgements);
 	tcase_add_test(tc, test_forwarding_under_cpu_load_never_stalls);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
