@@ -1181,6 +1181,9 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
 	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
+	/* A link process killed between draining the eventfd and clearing the flag left it set: the
+	 * channel's writer would never write the eventfd again. */
+	atomic_store(d->notified, false);
 	set_status(l, FB_LINK_DISCONNECTED, NULL);
 	rc = -pthread_create(&l->thread, NULL, worker, l);
 	if(rc < 0){
