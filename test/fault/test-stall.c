@@ -4,7 +4,9 @@
  * fast as one client with a window of 50 can, while busy loops keep both CPUs loaded. Each run
  * starts a fresh cloud and edge and asserts that every message arrives, exactly once and in order
  * per topic, within the deadline, with no reconnect and no stall detected (a stall guard that had
- * to step in would hide the bug it guards against). Runs: FB_STALL_RUNS (default 20).
+ * to step in would hide the bug it guards against). Knobs for reproducing by hand: FB_STALL_RUNS
+ * (default 20), FB_STALL_BURNERS_PER_CPU (default 1), FB_STALL_EARLY=1 (publish before the link
+ * has connected).
  *
  * The guard itself is tested against a cloud that keeps the connection alive (CONNACK, PINGRESP)
  * but never acknowledges a message on its first connection: a minimal MQTT v5 server in plaintext
