@@ -489,7 +489,7 @@ START_TEST(test_forwarding_under_cpu_load_never_stalls)
 		}
 	}
 	fprintf(stderr, "%d runs: every message delivered; mean %lld ms, worst %lld ms\n", runs,
-			(long long)(total / runs), (long long)worst);
+			(long long)(runs > 0 ? total / runs : 0), (long long)worst);
 }
 END_TEST
 
