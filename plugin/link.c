@@ -61,6 +61,13 @@ struct fb_link {
 	uint64_t next_attempt_ms;
 	uint32_t backoff_ms;
 	uint64_t last_rx_ms;
+	uint64_t progress_ms;    /* last acknowledgement, connect, or moment nothing was pending */
+	uint32_t max_packet;     /* the cloud's Maximum Packet Size from CONNACK, 0: no limit */
+	bool acked;              /* an acknowledgement arrived on this connection */
+	int disconnect_reason;   /* reason code of the cloud's DISCONNECT on this connection, 0: none */
+	uint64_t suspect_seq;    /* the record in flight at the head when the last connections broke */
+	unsigned suspect_breaks; /* ... how many in a row, without an acknowledgement */
+	uint64_t pending_check_ms; /* when the spool was last asked whether anything is pending */
 	uint64_t last_sync_ms;
 	uint64_t last_wake_ms;
 	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
@@ -126,6 +133,7 @@ static int tail_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	struct fb_link *l = ud;
 
 	fb_tail_push(l->d.tail, seq, val, len);
+	l->maybe_more = true; /* whatever woke the worker, or nothing did: there is more to send */
 	l->yield.in++;
 	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
 	return 0;
@@ -261,11 +269,47 @@ static void connection_lost(struct fb_link *l, const char *fmt, ...)
 	va_end(ap);
 }
 
+static void move_dead(struct fb_link *l, uint64_t seq, int reason, const char *why);
+
+/* A connection broke with records in flight and no acknowledgement at all: the oldest of them
+ * (the head of the queue) may be what breaks it. After FB_LINK_POISON_BREAKS such breaks in a row
+ * with the same head, it goes to dead letters with the reason, and the queue moves on. Worker
+ * thread, from teardown() before the window is cleared. */
+static void suspect_head(struct fb_link *l)
+{
+	struct inflight *head = NULL;
+	char why[400];
+
+	for(size_t i = 0; i < l->ring_used && head == NULL; i++){
+		if(ring_at(l, i)->mid > 0){
+			head = ring_at(l, i);
+		}
+	}
+	if(head == NULL){
+		return;
+	}
+	if(head->seq != l->suspect_seq){
+		l->suspect_seq = head->seq;
+		l->suspect_breaks = 0;
+	}
+	if(++l->suspect_breaks < FB_LINK_POISON_BREAKS){
+		return;
+	}
+	snprintf(why, sizeof(why), "%s (the connection broke %u times in a row while it was in flight, "
+			"without an acknowledgement; last: %s)",
+			mosquitto_reason_string(l->disconnect_reason ? l->disconnect_reason : MQTT_RC_UNSPECIFIED),
+			l->suspect_breaks, l->lost_reason);
+	move_dead(l, head->seq, l->disconnect_reason ? l->disconnect_reason : MQTT_RC_UNSPECIFIED, why);
+	l->suspect_breaks = 0;
+	l->suspect_seq = 0;
+}
+
 static void teardown(struct fb_link *l)
 {
 	const struct fb_config *cfg = l->d.cfg;
 	const char *url = cfg->cloud.endpoints[l->ep].url;
 	uint32_t delay;
+	bool carried;
 
 	if(l->connected){
 		fb_log(l->d.lg, MOSQ_LOG_WARNING, "connection to %s lost: %s", url, l->lost_reason);
@@ -278,15 +322,24 @@ static void teardown(struct fb_link *l)
 	l->mosq = NULL;
 	SSL_CTX_free(l->ctx);
 	l->ctx = NULL;
+	carried = l->acked || l->sending == 0;
+	if(l->connected && !l->acked){
+		suspect_head(l);
+	}
 	/* Records in flight stay in the spool: the next connection sends them again, oldest first. */
 	flush_acked(l);
 	ring_clear(l);
 
-	if(l->connected){
+	if(l->connected && carried){
 		/* A working endpoint that dropped: try it again first, after the minimum delay. */
 		l->round_failures = 0;
 		l->backoff_ms = cfg->cloud.reconnect_min_ms;
 		delay = cfg->cloud.reconnect_min_ms;
+	}else if(l->connected){
+		/* Connected, sent, and not one acknowledgement: a failed attempt, on the same endpoint
+		 * (the cloud took the connection; it is what we send that it will not take). */
+		delay = l->backoff_ms / 2 + (uint32_t)rand_r(&l->jitter_seed) % (l->backoff_ms / 2 + 1);
+		l->backoff_ms = l->backoff_ms * 2 > cfg->cloud.reconnect_max_ms ? cfg->cloud.reconnect_max_ms : l->backoff_ms * 2;
 	}else if(++l->round_failures < cfg->cloud.endpoint_count){
 		l->ep = (l->ep + 1) % cfg->cloud.endpoint_count; /* fail over at once */
 		delay = 0;
@@ -338,15 +391,20 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 {
 	struct fb_link *l = obj;
 	const struct fb_config *cfg = l->d.cfg;
-	(void)flags; (void)props;
+	(void)flags;
 
 	if(rc != 0){
 		connection_lost(l, "the cloud refused the connection: %s", mosquitto_reason_string(rc));
 		return;
 	}
 	l->connected = true;
+	l->progress_ms = fb_mono_ms();
+	l->acked = false;
+	l->disconnect_reason = 0;
+	l->max_packet = 0;
+	mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &l->max_packet, false);
 	l->round_failures = 0;
-	l->backoff_ms = cfg->cloud.reconnect_min_ms;
+	/* The back-off starts over once this connection has carried something (teardown()). */
 	l->cursor = 0;
 	l->maybe_more = true;
 	if(l->ever_connected){
@@ -395,8 +453,13 @@ static void lost_with_rc(struct fb_link *l, int rc, int sock_err)
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
 {
+	struct fb_link *l = obj;
 	(void)mosq; (void)props;
-	lost_with_rc(obj, rc, 0);
+
+	if(rc >= 0x80 && rc <= 0xff){
+		l->disconnect_reason = rc; /* the cloud's DISCONNECT */
+	}
+	lost_with_rc(l, rc, 0);
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props);
@@ -476,27 +539,85 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 
 /* ---- edge to cloud --------------------------------------------------------------------------- */
 
+/* Moves spool record SEQ (VAL, LEN as stored) to dead letters because of REASON (an MQTT reason
+ * code >= 0x80) and WHY: one log line with its topic, counted as rejected. The dead letter is the
+ * record with the user property FB_DEAD_REASON_PROPERTY "0x95 <why>" added, so the reason stays
+ * with it. Written as an append to "dead" followed by the delete from "out": a crash in between
+ * leaves it in both (sent again, dead-lettered again), never in neither. A record that is no
+ * longer live (drop_oldest took it, and counted it) is left alone. */
+static void dead_letter(struct fb_link *l, uint64_t seq, const void *val, size_t len, int reason, const char *why)
+{
+	char value[420];
+	const char *extra[2] = { FB_DEAD_REASON_PROPERTY, value };
+	struct fb_record r;
+	uint8_t *add = NULL, *props = NULL, *buf = NULL;
+	uint32_t add_len = 0;
+	uint64_t dseq;
+	size_t size;
+	int rc = -EINVAL;
+
+	if(!fb_spool_live(l->d.spool, FB_Q_OUT, seq)){
+		return;
+	}
+	snprintf(value, sizeof(value), "0x%02x %s", reason & 0xff, why);
+	if(fb_record_decode(val, len, &r) < 0){
+		fb_log(l->d.lg, MOSQ_LOG_WARNING, "spool record %llu moved to dead letters: %s",
+				(unsigned long long)seq, value);
+		fb_spool_move_dead(l->d.spool, seq, val, len);
+		fb_count(&l->d.ctr->dropped_rejected, 1);
+		return;
+	}
+	fb_log(l->d.lg, MOSQ_LOG_WARNING, "spool record %llu on %.*s (%u bytes) moved to dead letters: %s",
+			(unsigned long long)seq, (int)r.topic_len, r.topic, r.payload_len, value);
+	if(fb_props_encode(NULL, extra, 1, &add, &add_len) == 0
+			&& (props = malloc((size_t)r.props_len + add_len + 1)) != NULL){
+		if(r.props_len){
+			memcpy(props, r.props, r.props_len);
+		}
+		memcpy(props + r.props_len, add, add_len);
+		r.props = props;
+		r.props_len += add_len;
+		size = fb_record_size(&r);
+		if((buf = malloc(size)) != NULL){
+			fb_record_encode(&r, buf);
+			rc = fb_spool_append(l->d.spool, FB_Q_DEAD, buf, size, &dseq, NULL);
+			if(rc == 0){
+				rc = fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len);
+			}
+		}
+	}
+	if(rc < 0){
+		fb_spool_move_dead(l->d.spool, seq, val, len); /* at least out of the way, as it is */
+	}
+	free(buf);
+	free(props);
+	free(add);
+	fb_count(&l->d.ctr->dropped_rejected, 1);
+}
+
 struct dead_ctx {
 	struct fb_link *l;
 	uint64_t seq;
+	int reason;
+	const char *why;
 };
 
-static int move_dead_visit(void *ud, uint64_t seq, const void *val, size_t len)
+static int dead_visit(void *ud, uint64_t seq, const void *val, size_t len)
 {
 	struct dead_ctx *dc = ud;
 
 	if(seq == dc->seq){
-		fb_spool_move_dead(dc->l->d.spool, seq, val, len);
+		dead_letter(dc->l, seq, val, len, dc->reason, dc->why);
 	}
 	return 1;
 }
 
-static void move_dead(struct fb_link *l, uint64_t seq)
+/* dead_letter() for record SEQ, read back from the spool. */
+static void move_dead(struct fb_link *l, uint64_t seq, int reason, const char *why)
 {
-	struct dead_ctx dc = { l, seq };
+	struct dead_ctx dc = { l, seq, reason, why };
 
-	fb_spool_read(l->d.spool, FB_Q_OUT, seq - 1, 1, move_dead_visit, &dc);
-	fb_count(&l->d.ctr->dropped_rejected, 1);
+	fb_spool_read(l->d.spool, FB_Q_OUT, seq - 1, 1, dead_visit, &dc);
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
@@ -509,10 +630,14 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 		return; /* the status message, or QoS 0 */
 	}
 	l->sending--;
+	l->progress_ms = fb_mono_ms();
+	l->acked = true;
+	l->suspect_breaks = 0;
 	if(reason >= 0x80){
-		fb_log(l->d.lg, MOSQ_LOG_WARNING, "the cloud rejected spool record %llu: %s (0x%02x); moved to dead letters",
-				(unsigned long long)e->seq, mosquitto_reason_string(reason), reason);
-		move_dead(l, e->seq);
+		char why[160];
+
+		snprintf(why, sizeof(why), "%s (the cloud's PUBACK)", mosquitto_reason_string(reason));
+		move_dead(l, e->seq, reason, why);
 		e->mid = SLOT_FREE;
 		ring_pop_free(l);
 	}else{
@@ -536,6 +661,22 @@ static void remember_props(struct fb_link *l, const uint8_t *key, uint32_t len, 
 		l->props_key_len = 0;
 		l->props_key = NULL;
 	}
+}
+
+static size_t varint_size(size_t v)
+{
+	return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
+}
+
+/* Size of the PUBLISH packet that sends R (no topic alias), as the cloud's Maximum Packet Size
+ * counts it: fixed header, remaining length, topic, packet id, properties (plus the Message
+ * Expiry Interval that send_visit() adds), payload. */
+static size_t publish_size(const struct fb_record *r)
+{
+	size_t props = r->props_len + (r->expiry_ms ? 5 : 0);
+	size_t rest = 2 + (size_t)r->topic_len + (r->qos ? 2 : 0) + varint_size(props) + props + r->payload_len;
+
+	return 1 + varint_size(rest) + rest;
 }
 
 /* Sends one spool record. Returns 0 to go on, 1 to stop filling. */
@@ -576,6 +717,17 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	memcpy(l->topic_buf, r.topic, r.topic_len);
 	l->topic_buf[r.topic_len] = '\0';
+	if(l->max_packet && publish_size(&r) > l->max_packet){
+		char why[160];
+
+		if(props != l->props_list){
+			mosquitto_property_free_all(&props);
+		}
+		snprintf(why, sizeof(why), "%s (%zu bytes; the cloud's Maximum Packet Size is %u)",
+				mosquitto_reason_string(MQTT_RC_PACKET_TOO_LARGE), publish_size(&r), l->max_packet);
+		dead_letter(l, seq, val, len, MQTT_RC_PACKET_TOO_LARGE, why);
+		return 0;
+	}
 
 	/* libmosquitto copies the properties it keeps. */
 	rc = mosquitto_publish_v5(l->mosq, &mid, l->topic_buf, (int)r.payload_len, r.payload, r.qos, r.retain, props);
@@ -591,9 +743,10 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		case MOSQ_ERR_MALFORMED_UTF8:
 		case MOSQ_ERR_INVAL:
 			/* The cloud can never take this record: dead letters, the queue goes on. */
-			fb_log(l->d.lg, MOSQ_LOG_WARNING, "cannot send spool record %llu to %s: %s; moved to dead letters",
-					(unsigned long long)seq, l->topic_buf, mosquitto_strerror(rc));
-			move_dead(l, seq);
+			dead_letter(l, seq, val, len, rc == MOSQ_ERR_OVERSIZE_PACKET ? MQTT_RC_PACKET_TOO_LARGE
+					: rc == MOSQ_ERR_QOS_NOT_SUPPORTED ? MQTT_RC_QOS_NOT_SUPPORTED
+					: rc == MOSQ_ERR_RETAIN_NOT_SUPPORTED ? MQTT_RC_RETAIN_NOT_SUPPORTED
+					: MQTT_RC_TOPIC_NAME_INVALID, mosquitto_strerror(rc));
 			return 0;
 		default:
 			l->cursor = seq - 1;
@@ -786,6 +939,44 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 	return until <= now ? 0 : (int)(until - now);
 }
 
+/* The guard that bounds any bug (or cloud) that keeps records waiting on a live connection:
+ * records pending, connected, and no acknowledgement for STALL_KEEPALIVES keepalive periods mean
+ * a fresh connection, logged and counted (stalls). What is in flight is sent again on the next
+ * connection: repeats stay within max_inflight. The clock starts at the last acknowledgement, the
+ * connect, or the last moment nothing was pending (sampled every PENDING_CHECK_MS at most, or a
+ * quarter keepalive, from the spool's own count rather than the worker's view of it). */
+#define STALL_KEEPALIVES 2
+#define PENDING_CHECK_MS 1000
+
+static void stall_guard(struct fb_link *l, uint64_t now)
+{
+	uint64_t ka_ms = (uint64_t)l->d.cfg->cloud.keepalive_s * 1000u;
+	uint64_t every = ka_ms / 4 < PENDING_CHECK_MS ? ka_ms / 4 : PENDING_CHECK_MS;
+	struct fb_spool_stats st;
+
+	if(!l->connected || l->lost){
+		return;
+	}
+	if(now < l->pending_check_ms + every && now < l->progress_ms + STALL_KEEPALIVES * ka_ms){
+		return;
+	}
+	l->pending_check_ms = now;
+	fb_spool_stats(l->d.spool, &st);
+	if(st.messages == 0 && l->sending == 0){
+		l->progress_ms = now; /* nothing waits: nothing can stall */
+		return;
+	}
+	if(now < l->progress_ms + STALL_KEEPALIVES * ka_ms){
+		return;
+	}
+	/* One line, from teardown(): "connection to ... lost: forwarding stalled ...". */
+	fb_count(&l->d.ctr->stalls, 1);
+	connection_lost(l, "forwarding stalled: %llu records pending, %zu in flight, and no acknowledgement for "
+			"%llu ms (%d x keepalive); a fresh connection sends them again",
+			(unsigned long long)st.messages, l->sending, (unsigned long long)(now - l->progress_ms),
+			STALL_KEEPALIVES);
+}
+
 static void housekeeping(struct fb_link *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
@@ -810,6 +1001,7 @@ static void housekeeping(struct fb_link *l, uint64_t now)
 		connection_lost(l, "nothing received for %u ms (1.5 x keepalive): connection is dead",
 				cfg->cloud.keepalive_s * 1500u);
 	}
+	stall_guard(l, now);
 }
 
 /* Live traffic goes out at once (TCP_NODELAY); while a backlog drains, the kernel may coalesce
@@ -887,10 +1079,16 @@ static void *worker(void *arg)
 		now = fb_mono_ms();
 		if(pfd[0].revents & POLLIN){
 			uint64_t v;
-			atomic_store(l->d.notified, false);
+			/* Drain first, then clear the flag: a writer that finds the flag still set
+			 * (and writes nothing) staged its record before the exchange below, so the
+			 * ingest after it takes the record; a writer that finds it clear writes after
+			 * the drain, and the eventfd stays readable. Clearing first would let that
+			 * write be drained here with the flag left set: no writer would write again,
+			 * and the worker would never wake for new records (issue 13, point 0). */
 			if(read(l->efd, &v, sizeof(v)) < 0){
 				/* EAGAIN: another wake-up consumed it */
 			}
+			atomic_exchange(l->d.notified, false);
 			l->maybe_more = true;
 		}
 		if(n == 2 && pfd[1].revents){
@@ -987,6 +1185,9 @@ int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
 	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
 	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
+	/* A link process killed between draining the eventfd and clearing the flag left it set: the
+	 * channel's writer would never write the eventfd again. */
+	atomic_store(d->notified, false);
 	set_status(l, FB_LINK_DISCONNECTED, NULL);
 	rc = -pthread_create(&l->thread, NULL, worker, l);
 	if(rc < 0){

@@ -1,0 +1,436 @@
+/* Fault suite: one message never jams the queue.
+ *
+ * Messages the cloud will not take wait in the spool during an outage, ahead of ordinary ones:
+ * one on a topic the cloud's ACL denies (PUBACK 0x87, then Mosquitto 2.0.11 closes the connection)
+ * and one of 5 MB, larger than the cloud's
+ * Maximum Packet Size (max_packet_size, announced in CONNACK: never sent, 0x95). When the cloud
+ * returns, the queue moves on at once: both go to dead letters with their reasons, the others
+ * arrive in order, and every count is exact. A second case uses a cloud that simply breaks the
+ * connection while the large message is on the wire (a TCP relay that cuts every connection once
+ * 1 MiB went through it): after FB_LINK_POISON_BREAKS breaks in a row it goes to dead letters, and
+ * the reconnect back-off grows in between (a CONNACK alone does not reset it). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mqtt_protocol.h>
+
+#include "common.h"
+#include "link.h"
+#include "record.h"
+#include "spool.h"
+
+#define BIG (5 * 1024 * 1024)
+#define N_SMALL 10
+#define CLOUD_FILTER "#"
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Count of lines in B's log (since its mark) that contain both S1 and S2. */
+static int log_lines_with(struct fbh_broker *b, const char *s1, const char *s2)
+{
+	char *text = fbh_read_file(b->log);
+	int n = 0;
+
+	ck_assert_ptr_nonnull(text);
+	for(char *line = text + (b->log_mark < (long)strlen(text) ? b->log_mark : 0), *end; *line; line = end + 1){
+		end = strchr(line, '\n');
+		if(end == NULL){
+			end = line + strlen(line) - 1;
+		}
+		*end = '\0';
+		if(strstr(line, s1) && strstr(line, s2)){
+			n++;
+		}
+		if(end[1] == '\0'){
+			break;
+		}
+	}
+	free(text);
+	return n;
+}
+
+/* The dead letters of the spool at PATH (the edge stopped): topic, payload size and reason. */
+struct dead {
+	char topic[128];
+	size_t payload_len;
+	char reason[512];
+};
+
+struct dead_list {
+	struct dead d[8];
+	size_t n;
+};
+
+static int dead_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct dead_list *dl = ud;
+	struct fb_record r;
+	const char *v;
+	uint16_t vlen = 0;
+	(void)seq;
+
+	ck_assert_uint_lt(dl->n, 8);
+	ck_assert_int_eq(fb_record_decode(val, len, &r), 0);
+	snprintf(dl->d[dl->n].topic, sizeof(dl->d[dl->n].topic), "%.*s", (int)r.topic_len, r.topic);
+	dl->d[dl->n].payload_len = r.payload_len;
+	v = fb_props_find_user(r.props, r.props_len, FB_DEAD_REASON_PROPERTY, &vlen);
+	snprintf(dl->d[dl->n].reason, sizeof(dl->d[dl->n].reason), "%.*s", v ? (int)vlen : 6, v ? v : "(none)");
+	dl->n++;
+	return 0;
+}
+
+static void read_dead(struct fbh_broker *edge, struct dead_list *dl)
+{
+	char *path = fbh_strdupf("%s/spool", edge->dir);
+	struct fb_spool_opts o = { .path = path };
+	struct fb_spool_stats st;
+	struct fb_spool *s;
+
+	memset(dl, 0, sizeof(*dl));
+	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
+	ck_assert_int_ge(fb_spool_read(s, FB_Q_DEAD, 0, 8, dead_visit, dl), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 0);
+	ck_assert_uint_eq(st.dead, dl->n);
+	fb_spool_close(s);
+	free(path);
+}
+
+#define POISON_RULES \
+	"edge_to_cloud:\n" \
+	"  - local: local/secret/#\n" \
+	"    cloud: forbidden/${site_id}/#\n" \
+	"  - local: local/telemetry/#\n" \
+	"    cloud: edge/${site_id}/telemetry/#\n"
+
+/* Publishes, at the edge, the poison and the small messages "s0".."s9" on local/telemetry/a,
+ * with DENIED first when asked, then the 5 MB message, then the small ones. All are PUBACKed
+ * with success (they wait in the spool). */
+static void publish_poison(struct fbh_broker *edge, bool denied)
+{
+	struct fbh_pub *pub = fbh_pub_connect(edge->port, NULL);
+	char *big = malloc(BIG);
+
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'B', BIG);
+	if(denied){
+		ck_assert_int_ge(fbh_pub_send(pub, "local/secret/x", "denied", 6, 1, false, NULL), 0);
+	}
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/big", big, BIG, 1, false, NULL), 0);
+	ck_assert_int_eq(fbh_pub_send_n(pub, "local/telemetry/a", "s", N_SMALL, 1, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 60000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	ck_assert_uint_eq(fbh_pub_acked(pub), N_SMALL + 1 + denied);
+	fbh_pub_close(pub);
+	free(big);
+}
+
+START_TEST(test_denied_and_oversize_messages_go_to_dead_letters_and_the_rest_arrive)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-poison");
+	struct fbh_sub *sub, *sys;
+	struct dead_list dl;
+	unsigned long reconnects;
+	char *extra;
+	int64_t t0;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	/* The cloud keeps sessions across its restart and announces a Maximum Packet Size of 1 MiB. */
+	extra = cloud_persistent_extra(&cloud);
+	co.extra = fbh_strdupf("%smax_packet_size 1048576\n", extra);
+	free(extra);
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_FILTER, 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+
+	/* The outage: everything waits in the edge's spool, the poison at the head. */
+	start_edge(&edge, cloud.port, FBH_YAML_BASE POISON_RULES, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	publish_poison(&edge, true);
+	ck_assert(sys_wait_u64(sys, "spool/messages", N_SMALL + 2, 10000));
+
+	/* The cloud returns: the queue moves on within 30 s. */
+	t0 = now_ms();
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_FILTER, 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert_msg(wait_exactly(sub, N_SMALL, 30000, 500), "%zu of %d small messages arrived within 30 s",
+			fbh_sub_count(sub), N_SMALL);
+	fprintf(stderr, "the queue moved on: %d messages delivered %lld ms after the cloud's return\n", N_SMALL,
+			(long long)(now_ms() - t0));
+	for(size_t i = 0; i < N_SMALL; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/a");
+		ck_assert_int_eq(payload_index(m, "s"), (long)i);
+	}
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/dead", 2, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 2, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", N_SMALL, 5000));
+	ck_assert(sys_wait_u64(sys, "stalls", 0, 5000));
+	/* Mosquitto 2.0.11 answers a denied PUBLISH with PUBACK 0x87 and then closes the connection
+	 * (the PUBACK itself can be lost to the reset): the denied message costs one connection per
+	 * attempt, at most FB_LINK_POISON_BREAKS of them. The oversize one is never sent. */
+	reconnects = strtoul(sys_value(sys, "reconnects"), NULL, 10);
+	fprintf(stderr, "connections replaced: %lu\n", reconnects);
+	ck_assert_uint_le(reconnects, FB_LINK_POISON_BREAKS);
+	/* Logged once each, with topic and reason. */
+	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", "forbidden/site-A/x"), 1);
+	ck_assert_int_eq(log_lines_with(&edge, "forbidden/site-A/x", "0x87 Not authorized")
+			+ log_lines_with(&edge, "forbidden/site-A/x", "0x80 Unspecified error (the connection broke 3 times"), 1);
+	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", "edge/site-A/telemetry/big"), 1);
+	ck_assert_int_eq(log_lines_with(&edge, "edge/site-A/telemetry/big", "0x95 Packet too large"), 1);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+
+	/* The dead letters keep the messages and say why. */
+	read_dead(&edge, &dl);
+	ck_assert_uint_eq(dl.n, 2);
+	{
+		/* In the order they were moved: the oversize one at once, the denied one after its
+		 * PUBACK (or the breaks). */
+		const struct dead *denied = !strcmp(dl.d[0].topic, "forbidden/site-A/x") ? &dl.d[0] : &dl.d[1];
+		const struct dead *big = denied == &dl.d[0] ? &dl.d[1] : &dl.d[0];
+
+		ck_assert_str_eq(denied->topic, "forbidden/site-A/x");
+		ck_assert_uint_eq(denied->payload_len, 6);
+		/* The cloud's reason when its PUBACK arrived before the reset, else the breaks. */
+		ck_assert_msg(!strncmp(denied->reason, "0x87 Not authorized", 19)
+				|| !strncmp(denied->reason, "0x80 Unspecified error (the connection broke 3 times", 51),
+				"reason '%s'", denied->reason);
+		ck_assert_str_eq(big->topic, "edge/site-A/telemetry/big");
+		ck_assert_uint_eq(big->payload_len, BIG);
+		ck_assert_msg(!strncmp(big->reason, "0x95 Packet too large", 21), "reason '%s'", big->reason);
+	}
+	free((char *)co.extra);
+}
+END_TEST
+
+/* A TCP relay from a port of its own to the cloud that cuts each connection (both sides) once
+ * more than LIMIT bytes went from the edge to the cloud through it: a cloud that breaks the
+ * connection while a large message is in flight, without a word. */
+struct relay {
+	int lfd;
+	int port;
+	int cloud_port;
+	size_t limit;
+	atomic_bool stop;
+	atomic_int cuts;
+	int accepts;
+	int64_t accept_ms[16];   /* when each connection came in */
+	int64_t cut_ms[16];      /* when each cut was made */
+	pthread_t thread;
+};
+
+static void relay_pair(struct relay *r, int a)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)r->cloud_port) };
+	int b = socket(AF_INET, SOCK_STREAM, 0);
+	size_t up = 0;
+	char buf[65536];
+
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	if(b < 0 || connect(b, (struct sockaddr *)&sa, sizeof(sa)) < 0){
+		if(b >= 0){
+			close(b);
+		}
+		close(a);
+		return;
+	}
+	while(!atomic_load(&r->stop)){
+		struct pollfd p[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+		ssize_t n;
+
+		if(poll(p, 2, 100) <= 0){
+			continue;
+		}
+		if(p[0].revents){
+			n = read(a, buf, sizeof(buf));
+			if(n <= 0 || write(b, buf, (size_t)n) != n){
+				break;
+			}
+			up += (size_t)n;
+			if(up > r->limit){
+				int c = atomic_load(&r->cuts);
+				if(c < 16){
+					r->cut_ms[c] = now_ms();
+				}
+				atomic_fetch_add(&r->cuts, 1);
+				break;
+			}
+		}
+		if(p[1].revents){
+			n = read(b, buf, sizeof(buf));
+			if(n <= 0 || write(a, buf, (size_t)n) != n){
+				break;
+			}
+		}
+	}
+	close(a);
+	close(b);
+}
+
+static void *relay_main(void *arg)
+{
+	struct relay *r = arg;
+
+	while(!atomic_load(&r->stop)){
+		struct pollfd p = { .fd = r->lfd, .events = POLLIN };
+		if(poll(&p, 1, 100) > 0){
+			int a = accept(r->lfd, NULL, NULL);
+			if(a >= 0){
+				if(r->accepts < 16){
+					r->accept_ms[r->accepts] = now_ms();
+				}
+				r->accepts++;
+				relay_pair(r, a); /* one connection at a time, as the edge makes them */
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Starts relaying on PORT (nothing listens there before: connections are refused). */
+static void relay_start(struct relay *r, int port, int cloud_port, size_t limit)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	int one = 1;
+
+	memset(r, 0, sizeof(*r));
+	r->cloud_port = cloud_port;
+	r->limit = limit;
+	r->port = port;
+	sa.sin_port = htons((uint16_t)r->port);
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	r->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(r->lfd, 0);
+	setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ck_assert_int_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(r->lfd, 4), 0);
+	ck_assert_int_eq(pthread_create(&r->thread, NULL, relay_main, r), 0);
+}
+
+static void relay_stop(struct relay *r)
+{
+	atomic_store(&r->stop, true);
+	pthread_join(r->thread, NULL);
+	close(r->lfd);
+}
+
+START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_three_breaks)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct relay relay;
+	struct dead_list dl;
+	char seen[N_SMALL] = { 0 };
+	long last = -1;
+	int connects, relay_port;
+	int64_t t0;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL); /* no size limit: only the relay objects */
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_FILTER, 1);
+	ck_assert_ptr_nonnull(sub);
+	relay_port = fbh_free_port();
+	relay_start(&relay, relay_port, cloud.port, 1024 * 1024);
+
+	/* The edge reaches the cloud through the relay; the 5 MB message, then the small ones, go out
+	 * on a live connection, and the 5 MB one breaks every connection that carries it. */
+	start_edge(&edge, relay_port, FBH_YAML_BASE POISON_RULES, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	t0 = now_ms();
+	publish_poison(&edge, false);
+	ck_assert_msg(fbh_sub_wait_count(sub, N_SMALL, 30000) >= N_SMALL, "%zu of %d small messages arrived within 30 s",
+			fbh_sub_count(sub), N_SMALL);
+	fprintf(stderr, "the queue moved on: %d messages delivered %lld ms after the publish, %d connections cut\n",
+			N_SMALL, (long long)(now_ms() - t0), atomic_load(&relay.cuts));
+	usleep(500000);
+	/* In order; a message can repeat only if it was in flight at a cut. */
+	for(size_t i = 0; i < fbh_sub_count(sub); i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		long k = payload_index(m, "s");
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/a");
+		ck_assert(k >= 0 && k < N_SMALL);
+		if(!seen[k]){
+			ck_assert_int_eq(k, last + 1);
+			seen[k] = 1;
+			last = k;
+		}
+	}
+	ck_assert_int_eq(last, N_SMALL - 1);
+	ck_assert_int_eq(atomic_load(&relay.cuts), FB_LINK_POISON_BREAKS);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/dead", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", N_SMALL, 5000));
+	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", "edge/site-A/telemetry/big"), 1);
+	/* A connection that broke before any acknowledgement is a failed attempt: the pauses before
+	 * the 2nd and 3rd connects grow (reconnect min 100 ms: about 50-100, then 100-200 ms). */
+	connects = log_lines_with(&edge, "connected to", "as edge-site-A");
+	ck_assert_int_eq(connects, FB_LINK_POISON_BREAKS + 1);
+	ck_assert_int_eq(log_lines_with(&edge, "connection to", "lost"), FB_LINK_POISON_BREAKS);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	relay_stop(&relay);
+	ck_assert_int_eq(relay.accepts, FB_LINK_POISON_BREAKS + 1);
+	for(int i = 0; i < FB_LINK_POISON_BREAKS; i++){
+		fprintf(stderr, "cut %d: next connection %lld ms later\n", i + 1,
+				(long long)(relay.accept_ms[i + 1] - relay.cut_ms[i]));
+	}
+	/* Jitter keeps each pause within [back-off / 2, back-off]: starting from the 100 ms minimum
+	 * (the first connection succeeded), a connection that broke before any acknowledgement
+	 * doubles it to 200, then 400 ms; load can only lengthen a pause. Without the growth every
+	 * pause would stay within 50-100 ms (plus the time to notice the cut and connect). */
+	ck_assert_int_ge(relay.accept_ms[1] - relay.cut_ms[0], 50);
+	ck_assert_int_ge(relay.accept_ms[2] - relay.cut_ms[1], 100);
+	ck_assert_int_ge(relay.accept_ms[3] - relay.cut_ms[2], 200);
+
+	read_dead(&edge, &dl);
+	ck_assert_uint_eq(dl.n, 1);
+	ck_assert_str_eq(dl.d[0].topic, "edge/site-A/telemetry/big");
+	ck_assert_uint_eq(dl.d[0].payload_len, BIG);
+	ck_assert_msg(!strncmp(dl.d[0].reason, "0x80 ", 5) && strstr(dl.d[0].reason, "broke 3 times"),
+			"reason '%s'", dl.d[0].reason);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("poison");
+	TCase *tc = fbh_tcase("poison");
+
+	signal(SIGPIPE, SIG_IGN);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_denied_and_oversize_messages_go_to_dead_letters_and_the_rest_arrive);
+	tcase_add_test(tc, test_message_that_breaks_the_connection_goes_to_dead_letters_after_three_breaks);
+	suite_add_tcase(s, tc);
+	return fbh_run(s);
+}
