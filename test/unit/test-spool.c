@@ -65,11 +65,26 @@ static void teardown(void)
 	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The spool.max_size whose part left for records (fb_spool_layout()) is LIVE bytes: below the
+ * fixed part (staging files and reserve, 1 MiB at least) the records get half of max_size. */
+static uint64_t budget_for(uint64_t live)
+{
+	struct fb_spool_layout lay;
+
+	if(live == 0){
+		return 0;
+	}
+	fb_spool_layout(2 * live, &lay);
+	ck_assert_uint_eq(lay.live, live);
+	return 2 * live;
+}
+
+/* Opens the spool with MAX_SIZE bytes for live records (0: unbounded). */
 static struct fb_spool *open_spool(uint64_t max_size, enum fb_on_full on_full, enum fb_sync sync)
 {
 	struct fb_spool_opts o = {
 		.path = spool_path,
-		.max_size = max_size,
+		.max_size = budget_for(max_size),
 		.on_full = on_full,
 		.sync = sync,
 		.lg = &lg,
