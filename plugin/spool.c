@@ -88,8 +88,11 @@
  * be opened for lack of space, made again when space returns. */
 #define RESERVE_FILE "flowmq-reserve"
 
-/* After a failed write, how often the spool looks for space again. */
+/* After a failed write, how often the spool looks for space again, and how much it wants free
+ * (besides its reserve) before it writes again. */
 #define RETRY_MS 1000
+#define LOW_FREE(s) ((1u << 20) + (s)->lay.write_buffer)
+#define RESUME_FREE(s) (LOW_FREE(s) + (1u << 20))
 
 /* max_size when it is 0 (unbounded), for the sizes derived from it. */
 #define LAYOUT_DEFAULT (1ull << 30)
@@ -373,9 +376,22 @@ static void floor_stage(struct fb_spool *s, enum fb_queue qi, uint64_t nf)
 
 static void floor_commit(struct fb_spool *s, struct spool_queue *q, uint64_t nf)
 {
+	uint8_t from[KEY_LEN], to[KEY_LEN];
+	char *err = NULL;
+
 	if(range_due(s, q, nf)){
 		q->ranged = nf;
 		q->unranged = 0;
+		/* SST files that hold nothing but records below the floor go at once, without waiting
+		 * for a compaction to drop what the range tombstone covers (RocksDB leaves level 0
+		 * files to compactions, which start at two of them). */
+		key_encode(from, 0);
+		key_encode(to, nf - 1);
+		rocksdb_delete_file_in_range_cf(s->db, q->cf, (const char *)from, sizeof(from),
+				(const char *)to, sizeof(to), &err);
+		if(err){
+			rocksdb_free(err); /* a compaction does it later */
+		}
 	}
 	q->floor = nf;
 }
@@ -430,7 +446,7 @@ static int db_open(struct fb_spool *s, char **why);
 static void db_close(struct fb_spool *s);
 
 /* 0 when the database may be written; while the spool has failed, -ENOSPC or -EIO, except that
- * once a second it looks for space (a memtable more than the reserve), makes the reserve again
+ * once a second it looks for space (its reserve, and RESUME_FREE besides), makes the reserve again
  * and reopens the database: RocksDB 7.8.3's C API has no rocksdb_resume(), and a reopened
  * database starts on a fresh WAL. A failed write batch has not reached the database (RocksDB
  * applies a batch after its WAL append), so the queues' state holds as it is. With the lock held. */
@@ -448,7 +464,7 @@ static int space_returned(struct fb_spool *s)
 		return failed;
 	}
 	s->retry_ms = now + RETRY_MS;
-	if(free_space(s->path) < s->lay.reserve + s->lay.write_buffer || reserve_make(s) != 0){
+	if(reserve_make(s) != 0 || free_space(s->path) < RESUME_FREE(s)){
 		return failed;
 	}
 	pthread_rwlock_wrlock(&s->dblock);
@@ -471,10 +487,24 @@ static int space_returned(struct fb_spool *s)
 static int batch_write(struct fb_spool *s, const char *what, enum fb_queue qi)
 {
 	char *err = NULL, *ctx = NULL;
+	size_t need = 0;
 	int rc = space_returned(s);
 
 	if(rc){
 		rocksdb_writebatch_clear(s->wb);
+		return rc;
+	}
+	/* A WAL append that fails for lack of space leaves RocksDB's WAL writer broken: its own
+	 * recovery from that error, or a sync, aborts the process (7.8.3). So the disk counts as
+	 * full a little early: when the batch and a memtable's flush would not fit. */
+	rocksdb_writebatch_data(s->wb, &need);
+	if(free_space(s->path) < need + LOW_FREE(s)){
+		rocksdb_writebatch_clear(s->wb);
+		if(asprintf(&ctx, "%s \"%s\"", what, queue_name(qi)) < 0){
+			ctx = NULL;
+		}
+		rc = spool_fail(s, ctx ? ctx : what, "No space left on device (less free than the batch and a memtable)");
+		free(ctx);
 		return rc;
 	}
 	rocksdb_write(s->db, s->wo, s->wb, &err);
@@ -507,24 +537,26 @@ void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay)
 	/* The reserve: what an open on a full disk writes at most (the staged records taken into
 	 * RocksDB, a fresh WAL, MANIFEST, OPTIONS and LOG). */
 	lay->reserve = 2 * lay->stage_file + (512u << 10);
-	/* Memtables of 1/16 of the budget (256 KiB to 16 MiB). */
-	lay->write_buffer = m / 16;
+	/* Memtables of 1/32 of the budget (256 KiB to 2 MiB): RocksDB's files beyond the records
+	 * grow with them (the overhead below). */
+	lay->write_buffer = m / 32;
 	if(lay->write_buffer < (256u << 10)){
 		lay->write_buffer = 256u << 10;
 	}
-	if(lay->write_buffer > (16u << 20)){
-		lay->write_buffer = 16u << 20;
+	if(lay->write_buffer > (2u << 20)){
+		lay->write_buffer = 2u << 20;
 	}
-	/* The staging files and the reserve come out of the budget, but leave at least half of it
-	 * to the records. */
-	fixed = 2 * lay->stage_file + lay->reserve;
+	/* The staging files, the reserve and four memtables (what RocksDB's files hold beyond the
+	 * records while compactions catch up) come out of the budget, but leave at least half of
+	 * it to the records. */
+	fixed = 2 * lay->stage_file + lay->reserve + 4 * lay->write_buffer;
 	lay->live = max_size == 0 ? 0 : m - fixed >= m / 2 && m > fixed ? m - fixed : m / 2;
 	/* RocksDB's own: the WAL (two memtables), the memtables flushed and not compacted yet
 	 * (compaction starts at four), a compaction's output written before its inputs go (a
 	 * memtable's worth and the files it rewrites: about as much again), LOG, MANIFEST and
 	 * OPTIONS (1.6 MiB at most). With a budget below 2 * fixed the records' half pushes the
 	 * fixed part over as well. */
-	lay->overhead = 8 * lay->write_buffer + (2u << 20);
+	lay->overhead = 6 * lay->write_buffer + (2u << 20);
 	if(m / 2 < fixed){
 		lay->overhead += fixed - m / 2;
 	}
@@ -553,6 +585,7 @@ static rocksdb_options_t *make_options(struct fb_spool *s)
 	rocksdb_options_set_db_write_buffer_size(o, (size_t)(4 * wb));
 	rocksdb_options_set_target_file_size_base(o, wb);
 	rocksdb_options_set_max_bytes_for_level_base(o, 4 * wb);
+	rocksdb_options_set_level0_file_num_compaction_trigger(o, 2);
 	rocksdb_options_set_max_background_jobs(o, 2);
 	rocksdb_options_set_max_open_files(o, 256);
 	rocksdb_options_set_bytes_per_sync(o, 1 << 20);
