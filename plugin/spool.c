@@ -467,7 +467,11 @@ static int space_returned(struct fb_spool *s)
 	if(reserve_make(s) != 0 || free_space(s->path) < RESUME_FREE(s)){
 		return failed;
 	}
-	pthread_rwlock_wrlock(&s->dblock);
+	/* Not while a read uses the database: its visitor may be waiting for s->lock (a delete of an
+	 * expired record), which this thread holds. The next attempt comes a second later. */
+	if(pthread_rwlock_trywrlock(&s->dblock) != 0){
+		return failed;
+	}
 	db_close(s);
 	rc = db_open(s, &why);
 	pthread_rwlock_unlock(&s->dblock);
@@ -633,7 +637,10 @@ static rocksdb_options_t *make_options(struct fb_spool *s)
 	return tuned;
 }
 
-/* mkdir -p: the parents with 0755, the spool itself with 0700 (it holds message payloads). */
+static int marker_write(const char *path);
+
+/* mkdir -p: the parents with 0755, the spool itself with 0700 (it holds message payloads), with
+ * its marker file when it is made here. */
 static int mkdir_p(const char *path)
 {
 	char *p, *c;
@@ -655,7 +662,9 @@ static int mkdir_p(const char *path)
 		}
 		*c = '/';
 	}
-	if(rc == 0 && mkdir(p, 0700) != 0 && errno != EEXIST){
+	if(rc == 0 && mkdir(p, 0700) == 0){
+		rc = marker_write(p); /* a folder made here is a spool from the start */
+	}else if(rc == 0 && errno != EEXIST){
 		rc = -errno;
 	}
 	if(rc == 0 && (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))){
