@@ -550,10 +550,10 @@ void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay)
 	if(lay->write_buffer > (2u << 20)){
 		lay->write_buffer = 2u << 20;
 	}
-	/* The staging files, the reserve and four memtables (what RocksDB's files hold beyond the
-	 * records while compactions catch up) come out of the budget, but leave at least half of
-	 * it to the records. */
-	fixed = 2 * lay->stage_file + lay->reserve + 4 * lay->write_buffer;
+	/* The staging files, the reserve and eight memtables (what RocksDB's files hold beyond the
+	 * records while flushes and compactions catch up: the WAL, level 0, files that straddle the
+	 * floor) come out of the budget, but leave at least half of it to the records. */
+	fixed = 2 * lay->stage_file + lay->reserve + 8 * lay->write_buffer;
 	lay->live = max_size == 0 ? 0 : m - fixed >= m / 2 && m > fixed ? m - fixed : m / 2;
 	/* RocksDB's own: the WAL (two memtables), the memtables flushed and not compacted yet
 	 * (compaction starts at four), a compaction's output written before its inputs go (a
@@ -585,7 +585,7 @@ static rocksdb_options_t *make_options(struct fb_spool *s)
 	 * at most 64 MiB over all column families), two background threads, a bounded number of open
 	 * files. SST files of a memtable's size, so that a compaction rewrites little at a time. */
 	rocksdb_options_set_write_buffer_size(o, (size_t)wb);
-	rocksdb_options_set_max_write_buffer_number(o, 3);
+	rocksdb_options_set_max_write_buffer_number(o, 2);
 	rocksdb_options_set_db_write_buffer_size(o, (size_t)(4 * wb));
 	rocksdb_options_set_target_file_size_base(o, wb);
 	rocksdb_options_set_max_bytes_for_level_base(o, 4 * wb);
