@@ -66,6 +66,15 @@ static char *checksums(const char *dir)
 	return out;
 }
 
+/* Writes TEXT to EDGE->dir/spool/NAME. */
+static void put(struct fbh_broker *edge, const char *name, const char *text, mode_t mode)
+{
+	char *path = fbh_strdupf("%s/spool/%s", edge->dir, name);
+
+	fbh_write_file(path, text, mode);
+	free(path);
+}
+
 /* Starts an edge whose spool.path is EDGE->dir/spool, as the files there are, and asserts that
  * the broker refuses to start, names the folder in its log, and leaves the folder byte-identical. */
 static void refused_untouched(struct fbh_broker *edge, const char *why)
@@ -74,7 +83,6 @@ static void refused_untouched(struct fbh_broker *edge, const char *why)
 	char *before = checksums(spool), *after;
 	char *yaml = fbh_edge_yaml(edge, fbh_free_port(), FBH_YAML_STANDARD);
 	char *conf = fbh_edge_conf(edge, yaml, NULL);
-	char *moved = fbh_strdupf("%s/spool.corrupt-", edge->dir);
 	DIR *d;
 	struct dirent *e;
 
@@ -95,7 +103,6 @@ static void refused_untouched(struct fbh_broker *edge, const char *why)
 	free(after);
 	free(yaml);
 	free(conf);
-	free(moved);
 	free(spool);
 }
 
@@ -109,13 +116,13 @@ START_TEST(test_folder_with_a_current_file_is_refused_and_left_byte_identical)
 	ck_assert_int_eq(mkdir(p, 0755), 0);
 	free(p);
 	/* Someone's project: a file called CURRENT, a LOG, a sub-folder, some data. */
-	fbh_write_file(fbh_strdupf("%s/spool/CURRENT", edge.dir), "release-2024\n", 0644);
-	fbh_write_file(fbh_strdupf("%s/spool/LOG", edge.dir), "2024-05-01 deployed\n", 0644);
-	fbh_write_file(fbh_strdupf("%s/spool/notes.txt", edge.dir), "do not delete\n", 0600);
+	put(&edge, "CURRENT", "release-2024\n", 0644);
+	put(&edge, "LOG", "2024-05-01 deployed\n", 0644);
+	put(&edge, "notes.txt", "do not delete\n", 0600);
 	p = fbh_strdupf("%s/spool/sub", edge.dir);
 	ck_assert_int_eq(mkdir(p, 0700), 0);
 	free(p);
-	fbh_write_file(fbh_strdupf("%s/spool/sub/data.bin", edge.dir), "\x01\x02\x03", 0644);
+	put(&edge, "sub/data.bin", "\x01\x02\x03", 0644);
 	refused_untouched(&edge, "is not a flowmq-bridge spool");
 	ck_assert(fbh_broker_log_contains(&edge, "notes.txt") || fbh_broker_log_contains(&edge, "sub"));
 }
@@ -130,7 +137,7 @@ START_TEST(test_folder_of_other_files_is_refused_and_left_byte_identical)
 	p = fbh_strdupf("%s/spool", edge.dir);
 	ck_assert_int_eq(mkdir(p, 0755), 0);
 	free(p);
-	fbh_write_file(fbh_strdupf("%s/spool/photo.jpg", edge.dir), "\xff\xd8\xff\xe0 not really", 0644);
+	put(&edge, "photo.jpg", "\xff\xd8\xff\xe0 not really", 0644);
 	refused_untouched(&edge, "is not a flowmq-bridge spool");
 	ck_assert(fbh_broker_log_contains(&edge, "photo.jpg"));
 }
@@ -145,8 +152,8 @@ START_TEST(test_spool_of_a_newer_format_is_refused_and_left_byte_identical)
 	p = fbh_strdupf("%s/spool", edge.dir);
 	ck_assert_int_eq(mkdir(p, 0700), 0);
 	free(p);
-	fbh_write_file(fbh_strdupf("%s/spool/FLOWMQ-SPOOL", edge.dir), "flowmq-bridge spool\nformat 7\n", 0600);
-	fbh_write_file(fbh_strdupf("%s/spool/CURRENT", edge.dir), "MANIFEST-000001\n", 0644);
+	put(&edge, "FLOWMQ-SPOOL", "flowmq-bridge spool\nformat 7\n", 0600);
+	put(&edge, "CURRENT", "MANIFEST-000001\n", 0644);
 	refused_untouched(&edge, "format 7");
 }
 END_TEST
