@@ -94,7 +94,15 @@ struct fb_chan_shared {
 	/* Set by the reader once the files are ready; the writer starts at next_seq. */
 	atomic_uint ready;
 	atomic_uint_fast64_t next_seq;
+	/* Set by the reader before it opens the files (the spool sizes them from spool.max_size):
+	 * the size of each staging file (0: FB_CHAN_FILE_SIZE) and the bytes of live records the
+	 * writer's limit check allows (0: the writer's lim.max_size). */
+	atomic_uint_fast64_t file_size;
+	atomic_uint_fast64_t max_live;
 };
+
+/* Size of each staging file when fb_chan_shared.file_size is 0. */
+#define FB_CHAN_FILE_SIZE (4u << 20)
 
 /* ---- writer ---------------------------------------------------------------------------------- */
 

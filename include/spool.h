@@ -10,7 +10,16 @@
  * thread (or, without opts.chan, fb_spool_append() in this process): in the page cache when the
  * append returns, as a WAL write would be; taken into the queue by fb_spool_ingest(), and in
  * RocksDB after the next fb_spool_settle().
- * max_size bounds the bytes of live "out" records (key + value) with on_full.
+ * max_size bounds the spool folder (fb_spool_layout()): the staging files and a reserve for
+ * restarts on a full disk take a fixed part of it, RocksDB's memtables, WAL and compactions are
+ * sized from it, and the rest bounds the bytes of live "out" records (key + value) with on_full.
+ * The folder is marked as a spool (a file FLOWMQ-SPOOL); a folder that is not one is refused.
+ *
+ * A full disk (or any failed write) is a state, not an error of each call: nothing more is
+ * written to RocksDB, the staged records stay in the staging files (settling stops; when they are
+ * full, the broker applies on_full), reads of "out" and writes fail with -ENOSPC (-EIO), and every
+ * second the spool looks for space and reopens the database once there is. One line is logged
+ * when it begins and one when it ends; fb_spool_stats() reports disk_full meanwhile.
  *
  * Thread safety: every function may be called from any thread; an internal mutex protects the
  * sequence counters and the size accounting. It is held across a WAL fsync only before a staging
@@ -47,6 +56,16 @@ struct fb_spool_opts {
 	bool chan_running;       /* CHAN's writer runs already: its records are taken, not reset */
 };
 
+/* How spool.max_size (MAX_SIZE, 0: unbounded) is shared out; see README.md "Spool". */
+struct fb_spool_layout {
+	uint64_t stage_file;   /* each of the two staging files */
+	uint64_t reserve;      /* the reserve file kept for restarts on a full disk */
+	uint64_t live;         /* bytes of live "out" records (key + value); 0: unbounded */
+	uint64_t write_buffer; /* one RocksDB memtable; the WAL holds at most two of them */
+	uint64_t overhead;     /* what the folder may hold beyond MAX_SIZE (RocksDB's own files) */
+};
+void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay);
+
 struct fb_spool_stats {
 	uint64_t messages;   /* live records in FB_Q_OUT */
 	uint64_t bytes;      /* their keys + values */
@@ -54,14 +73,18 @@ struct fb_spool_stats {
 	uint64_t in;         /* records in FB_Q_IN */
 	uint64_t first_seq;  /* oldest live FB_Q_OUT seq, 0 when empty */
 	uint64_t last_seq;   /* newest FB_Q_OUT seq appended (live or not), 0 when none */
+	unsigned disk_full;  /* 1 while nothing can be written for lack of space */
 };
 
-/* Opens or creates the spool. A database that cannot be opened (corruption, unreadable files) is
+/* Opens or creates the spool. The folder must be empty (or new), or hold the marker file of a
+ * spool of a format version this code reads, or exactly the files of a spool made before the
+ * marker existed (it is then marked): anything else is refused with -ENOTEMPTY (-EPROTO for a
+ * newer format), the reason logged with the path, and nothing in the folder touched. A database that cannot be opened (corruption, unreadable files) is
  * renamed to PATH.corrupt-<unix time> with an error logged, and a fresh one is created: the broker
  * never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
  * spool cannot be created, -EBUSY when another process holds it, or -ENOSPC/-EACCES/-EMFILE/-ENOMEM
  * when the environment, not the spool, is at fault: an intact spool is never moved aside for
- * those). Sequences restart at 1 in a queue that is empty at open. Caller closes with
+ * those; -ENOSPC only when even the reserve does not make room to open it). Sequences restart at 1 in a queue that is empty at open. Caller closes with
  * fb_spool_close(). */
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out);
 

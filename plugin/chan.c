@@ -10,8 +10,6 @@
 
 #include "chan.h"
 
-/* Each staging file: some 16,000 records of 100-byte messages. */
-#define CHAN_FILE_SIZE (4u << 20)
 #define CHAN_FILE "flowmq-stage"
 #define BIG_FILE "flowmq-big-"
 
@@ -19,16 +17,23 @@
 #define PTR_LEN 16
 static const uint8_t ptr_magic[8] = { 0, 'F', 'B', 'B', 'I', 'G', 0, 0 };
 
-static int open_files(const char *dir, struct fb_stage *st[2])
+/* Each staging file has the size the reader published (the spool sizes them from max_size), by
+ * default FB_CHAN_FILE_SIZE: some 16,000 records of 100-byte messages. */
+static int open_files(const char *dir, const struct fb_chan_shared *sh, struct fb_stage *st[2])
 {
+	uint64_t size = atomic_load_explicit(&sh->file_size, memory_order_acquire);
 	char path[4096];
 	int rc;
+
+	if(size == 0){
+		size = FB_CHAN_FILE_SIZE;
+	}
 
 	for(int i = 0; i < 2; i++){
 		if(snprintf(path, sizeof(path), "%s/%s.%d", dir, CHAN_FILE, i) >= (int)sizeof(path)){
 			return -ENAMETOOLONG;
 		}
-		rc = fb_stage_open(path, CHAN_FILE_SIZE, &st[i]);
+		rc = fb_stage_open(path, (size_t)size, &st[i]);
 		if(rc){
 			return rc;
 		}
@@ -84,7 +89,7 @@ int fb_chan_writer_open(const char *dir, struct fb_chan_shared *sh, const struct
 	w->sh = sh;
 	w->lim = *lim;
 	w->next_seq = atomic_load_explicit(&sh->next_seq, memory_order_relaxed);
-	rc = open_files(dir, w->st);
+	rc = open_files(dir, sh, w->st);
 	if(rc){
 		fb_chan_writer_close(w);
 		return rc;
@@ -147,10 +152,14 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 	int rc;
 
 	if(w->lim.max_size){
-		uint64_t seen, live;
+		uint64_t seen, live, max = w->lim.max_size;
+		uint64_t budget = atomic_load_explicit(&sh->max_live, memory_order_relaxed);
 		unsigned g, tries = 0;
 
-		if(need > w->lim.max_size){
+		if(budget && budget < max){
+			max = budget; /* the part of max_size left for records (the spool's layout) */
+		}
+		if(need > max){
 			return -E2BIG;
 		}
 		/* A reader killed inside its update leaves the lock odd for good (a new reader evens it):
@@ -160,7 +169,7 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 			seen = atomic_load_explicit(&sh->seen, memory_order_relaxed);
 			live = atomic_load_explicit(&sh->live, memory_order_relaxed);
 		}while(fb_seq_read_again(&sh->rgen, g) && ++tries < FB_CHAN_SPINS);
-		if(live + (atomic_load_explicit(&sh->appended, memory_order_relaxed) - seen) + need > w->lim.max_size
+		if(live + (atomic_load_explicit(&sh->appended, memory_order_relaxed) - seen) + need > max
 				&& w->lim.on_full != FB_ON_FULL_DROP_OLDEST){
 			return -ENOSPC;
 		}
@@ -244,7 +253,7 @@ int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, 
 	}
 	r->sh = sh;
 	fb_seq_writer_reset(&sh->rgen); /* its previous reader may have died inside an update */
-	rc = open_files(dir, r->st);
+	rc = open_files(dir, sh, r->st);
 	if(rc){
 		fb_chan_reader_close(r);
 		return rc;

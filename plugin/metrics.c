@@ -47,7 +47,8 @@ void fb_metrics_collect(struct fb_metrics *m, const struct fb_counters *c, struc
 	m->stalls = load(&c->stalls);
 	m->link_restarts = load(&c->link_restarts);
 	m->wills = load(&c->wills);
-	m->disk_full = atomic_load_explicit(&c->disk_full, memory_order_relaxed);
+	/* The spool's own state (the link process), or a writer that saw the disk full. */
+	m->disk_full = atomic_load_explicit(&c->disk_full, memory_order_relaxed) || m->spool.disk_full;
 	m->link_stalled = atomic_load_explicit(&c->link_stalled, memory_order_relaxed);
 }
 

@@ -42,13 +42,16 @@
  * WAL. Deletes and moves to dead are never fsynced: losing one to a power cut means a message is
  * sent again, which at-least-once allows.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,6 +76,26 @@
 
 /* RocksDB's InfoLogLevel: its LOG file only gets warnings and errors. */
 #define ROCKSDB_LOG_WARN 2
+
+/* The marker file that makes a folder a spool (see fb_spool_open()): its first line names the
+ * format, the second its version. A folder without it is used only when it is empty or holds
+ * exactly the files of a spool made before the marker existed. */
+#define MARKER_FILE "FLOWMQ-SPOOL"
+#define MARKER_MAGIC "flowmq-bridge spool"
+#define MARKER_VERSION 1
+
+/* Space kept free for a restart on a full disk (fb_spool_layout()): deleted when the spool cannot
+ * be opened for lack of space, made again when space returns. */
+#define RESERVE_FILE "flowmq-reserve"
+
+/* After a failed write, how often the spool looks for space again, and how much it wants free
+ * (besides its reserve) before it writes again. */
+#define RETRY_MS 1000
+#define LOW_FREE(s) ((1u << 20) + (s)->lay.write_buffer)
+#define RESUME_FREE(s) (LOW_FREE(s) + (1u << 20))
+
+/* max_size when it is 0 (unbounded), for the sizes derived from it. */
+#define LAYOUT_DEFAULT (1ull << 30)
 
 static const char *const cf_names[] = { "default", "out", "in", "dead", "meta" };
 enum { CF_DEFAULT, CF_OUT, CF_IN, CF_DEAD, CF_META, CF_REQUIRED };
@@ -221,15 +244,27 @@ struct spool_queue {
 	uint64_t first;    /* oldest live seq, 0 when empty */
 	uint64_t floor;    /* every record below it is deleted (persisted in "meta") */
 	uint64_t ranged;   /* the range tombstone written last ends here */
+	uint64_t unranged; /* bytes deleted below the floor since then */
 	struct seqset live;
 };
 
 struct fb_spool {
 	char *path;
 	struct fb_logger lg;
-	uint64_t max_size;
+	uint64_t max_size;       /* bytes of live "out" records: the budget's part left for them */
 	enum fb_on_full on_full;
 	enum fb_sync sync;
+	struct fb_spool_layout lay;
+
+	/* After a failed write nothing is written (RocksDB aborts on a WAL sync after a failed WAL
+	 * append) until space_returned() has reopened the database: 0, -ENOSPC or -EIO. Read
+	 * without the lock by fb_spool_stats(); changed with the lock held. */
+	atomic_int failed;
+	uint64_t retry_ms;           /* no new attempt before this (monotonic ms) */
+	uint64_t failed_ms;          /* when the episode began */
+	/* Readers hold it shared while they use s->db without s->lock (fb_spool_read(),
+	 * spool_fsync()); space_returned() holds it exclusively to reopen the database. */
+	pthread_rwlock_t dblock;
 
 	rocksdb_t *db;
 	rocksdb_options_t *dbopts;
@@ -314,6 +349,13 @@ static void queue_remember(struct spool_queue *q, uint64_t seq, uint64_t bytes)
 	q->bytes += bytes;
 }
 
+/* Records below the floor wait for their range tombstone until FLOOR_RANGE_STEP of them, or a
+ * memtable's worth of bytes (large records on a small budget), are there. */
+static bool range_due(const struct fb_spool *s, const struct spool_queue *q, uint64_t nf)
+{
+	return nf - q->ranged >= FLOOR_RANGE_STEP || q->unranged >= s->lay.write_buffer;
+}
+
 /* Adds to S->wb what moves the floor of queue QI to NF (> its floor): the new floor, and a range
  * tombstone for the records below it once they are FLOOR_RANGE_STEP past the last one. Called
  * with the lock held; floor_commit() after the batch is written. */
@@ -325,62 +367,240 @@ static void floor_stage(struct fb_spool *s, enum fb_queue qi, uint64_t nf)
 	key_encode(to, nf);
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], floor_keys[qi], strlen(floor_keys[qi]),
 			(const char *)to, sizeof(to));
-	if(nf - q->ranged >= FLOOR_RANGE_STEP){
+	if(range_due(s, q, nf)){
 		key_encode(from, q->ranged);
 		rocksdb_writebatch_delete_range_cf(s->wb, q->cf, (const char *)from, sizeof(from),
 				(const char *)to, sizeof(to));
 	}
 }
 
-static void floor_commit(struct spool_queue *q, uint64_t nf)
+static void floor_commit(struct fb_spool *s, struct spool_queue *q, uint64_t nf)
 {
-	if(nf - q->ranged >= FLOOR_RANGE_STEP){
+	uint8_t from[KEY_LEN], to[KEY_LEN];
+	char *err = NULL;
+
+	if(range_due(s, q, nf)){
 		q->ranged = nf;
+		q->unranged = 0;
+		/* SST files that hold nothing but records below the floor go at once, without waiting
+		 * for a compaction to drop what the range tombstone covers (RocksDB leaves level 0
+		 * files to compactions, which start at two of them). */
+		key_encode(from, 0);
+		key_encode(to, nf - 1);
+		rocksdb_delete_file_in_range_cf(s->db, q->cf, (const char *)from, sizeof(from),
+				(const char *)to, sizeof(to), &err);
+		if(err){
+			rocksdb_free(err); /* a compaction does it later */
+		}
 	}
 	q->floor = nf;
 }
 
-/* Writes S->wb (and clears it). Returns 0 or -EIO with the error logged as "WHAT failed". */
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A write or a WAL sync failed with RocksDB's message ERR: the spool stops writing until
+ * space_returned() has reopened the database. The episode is logged once, here. With the lock
+ * held, or from spool_fsync() without it. */
+static int spool_fail(struct fb_spool *s, const char *what, const char *err)
+{
+	int why = strstr(err, "No space left on device") ? -ENOSPC : -EIO;
+	int none = 0;
+
+	if(atomic_compare_exchange_strong(&s->failed, &none, why)){
+		s->failed_ms = mono_ms();
+		s->retry_ms = s->failed_ms + RETRY_MS;
+		if(why == -ENOSPC){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: disk full (%s: %s); "
+					"the spool stops writing until space returns: new messages stay in the "
+					"staging files, and spool.on_full applies once those are full", s->path,
+					what, err);
+		}else{
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: %s failed (%s); the spool "
+					"stops writing and reopens itself every %d s: new messages stay in the "
+					"staging files, and spool.on_full applies once those are full", s->path,
+					what, err, RETRY_MS / 1000);
+		}
+	}
+	return atomic_load(&s->failed);
+}
+
+/* Bytes free for this process in the file system of PATH (0 when unknown). */
+static uint64_t free_space(const char *path)
+{
+	struct statvfs sv;
+
+	if(statvfs(path, &sv) != 0){
+		return 0;
+	}
+	return (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+}
+
+static int reserve_make(struct fb_spool *s);
+static int db_open(struct fb_spool *s, char **why);
+static void db_close(struct fb_spool *s);
+
+/* 0 when the database may be written; while the spool has failed, -ENOSPC or -EIO, except that
+ * once a second it looks for space (its reserve, and RESUME_FREE besides), makes the reserve again
+ * and reopens the database: RocksDB 7.8.3's C API has no rocksdb_resume(), and a reopened
+ * database starts on a fresh WAL. A failed write batch has not reached the database (RocksDB
+ * applies a batch after its WAL append), so the queues' state holds as it is. With the lock held. */
+static int space_returned(struct fb_spool *s)
+{
+	int failed = atomic_load(&s->failed), rc;
+	char *why = NULL;
+	uint64_t now;
+
+	if(failed == 0){
+		return 0;
+	}
+	now = mono_ms();
+	if(now < s->retry_ms){
+		return failed;
+	}
+	s->retry_ms = now + RETRY_MS;
+	if(reserve_make(s) != 0 || free_space(s->path) < RESUME_FREE(s)){
+		return failed;
+	}
+	/* Not while a read uses the database: its visitor may be waiting for s->lock (a delete of an
+	 * expired record), which this thread holds. The next attempt comes a second later. */
+	if(pthread_rwlock_trywrlock(&s->dblock) != 0){
+		return failed;
+	}
+	db_close(s);
+	rc = db_open(s, &why);
+	pthread_rwlock_unlock(&s->dblock);
+	free(why);
+	if(rc){
+		return failed; /* tried again in a second; s->db is NULL meanwhile */
+	}
+	atomic_store(&s->failed, 0);
+	fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %s over after %llu s; the spool "
+			"writes again", s->path, failed == -ENOSPC ? "disk full" : "write failure",
+			(unsigned long long)((now - s->failed_ms) / 1000u));
+	return 0;
+}
+
+/* Writes S->wb (and clears it). Returns 0, or -ENOSPC/-EIO when the spool has failed (this write
+ * may have begun the episode: see spool_fail()). */
 static int batch_write(struct fb_spool *s, const char *what, enum fb_queue qi)
 {
-	char *err = NULL;
+	char *err = NULL, *ctx = NULL;
+	size_t need = 0;
+	int rc = space_returned(s);
 
+	if(rc){
+		rocksdb_writebatch_clear(s->wb);
+		return rc;
+	}
+	/* A WAL append that fails for lack of space leaves RocksDB's WAL writer broken: its own
+	 * recovery from that error, or a sync, aborts the process (7.8.3). So the disk counts as
+	 * full a little early: when the batch and a memtable's flush would not fit. */
+	rocksdb_writebatch_data(s->wb, &need);
+	if(free_space(s->path) < need + LOW_FREE(s)){
+		rocksdb_writebatch_clear(s->wb);
+		if(asprintf(&ctx, "%s \"%s\"", what, queue_name(qi)) < 0){
+			ctx = NULL;
+		}
+		rc = spool_fail(s, ctx ? ctx : what, "No space left on device (less free than the batch and a memtable)");
+		free(ctx);
+		return rc;
+	}
 	rocksdb_write(s->db, s->wo, s->wb, &err);
 	rocksdb_writebatch_clear(s->wb);
 	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: %s \"%s\" failed: %s", s->path,
-				what, queue_name(qi), err);
+		if(asprintf(&ctx, "%s \"%s\"", what, queue_name(qi)) < 0){
+			ctx = NULL;
+		}
+		rc = spool_fail(s, ctx ? ctx : what, err);
+		free(ctx);
 		rocksdb_free(err);
-		return -EIO;
+		return rc;
 	}
 	return 0;
 }
 
+void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay)
+{
+	uint64_t m = max_size ? max_size : LAYOUT_DEFAULT, fixed;
+
+	/* Staging files of 1/16 of the budget (128 KiB to 4 MiB, whole pages). */
+	lay->stage_file = m / 16;
+	if(lay->stage_file < (128u << 10)){
+		lay->stage_file = 128u << 10;
+	}
+	if(lay->stage_file > (4u << 20)){
+		lay->stage_file = 4u << 20;
+	}
+	lay->stage_file &= ~(uint64_t)4095;
+	/* The reserve: what an open on a full disk writes at most (the staged records taken into
+	 * RocksDB, a fresh WAL, MANIFEST, OPTIONS and LOG). */
+	lay->reserve = 2 * lay->stage_file + (512u << 10);
+	/* Memtables of 1/32 of the budget (256 KiB to 2 MiB): RocksDB's files beyond the records
+	 * grow with them (the overhead below). */
+	lay->write_buffer = m / 32;
+	if(lay->write_buffer < (256u << 10)){
+		lay->write_buffer = 256u << 10;
+	}
+	if(lay->write_buffer > (2u << 20)){
+		lay->write_buffer = 2u << 20;
+	}
+	/* The staging files, the reserve and eight memtables (what RocksDB's files hold beyond the
+	 * records while flushes and compactions catch up: the WAL, level 0, files that straddle the
+	 * floor) come out of the budget, but leave at least half of it to the records. */
+	fixed = 2 * lay->stage_file + lay->reserve + 8 * lay->write_buffer;
+	lay->live = max_size == 0 ? 0 : m - fixed >= m / 2 && m > fixed ? m - fixed : m / 2;
+	/* RocksDB's own: the WAL (two memtables), the memtables flushed and not compacted yet
+	 * (compaction starts at four), a compaction's output written before its inputs go (a
+	 * memtable's worth and the files it rewrites: about as much again), LOG, MANIFEST and
+	 * OPTIONS (1.6 MiB at most). With a budget below 2 * fixed the records' half pushes the
+	 * fixed part over as well. */
+	lay->overhead = 6 * lay->write_buffer + (2u << 20);
+	if(m / 2 < fixed){
+		lay->overhead += fixed - m / 2;
+	}
+}
+
 static rocksdb_options_t *make_options(struct fb_spool *s)
 {
-	rocksdb_options_t *o = rocksdb_options_create();
+	rocksdb_options_t *o = rocksdb_options_create(), *tuned;
+	uint64_t wb = s->lay.write_buffer;
+	char *err = NULL;
 
 	rocksdb_options_set_create_if_missing(o, 1);
 	rocksdb_options_set_create_missing_column_families(o, 1);
 
-	/* Its own LOG file: warnings only, at most two files of 1 MiB, no periodic stats dumps. */
+	/* Its own LOG file: warnings only, at most two files of 256 KiB, no periodic stats dumps. */
 	rocksdb_options_set_info_log_level(o, ROCKSDB_LOG_WARN);
 	rocksdb_options_set_keep_log_file_num(o, 2);
-	rocksdb_options_set_max_log_file_size(o, 1 << 20);
+	rocksdb_options_set_max_log_file_size(o, 256 << 10);
 	rocksdb_options_set_stats_dump_period_sec(o, 0);
 
-	/* A write-heavy FIFO on a small edge box: modest memtables (at most 64 MiB over all column
-	 * families), two background threads, a bounded number of open files. */
-	rocksdb_options_set_write_buffer_size(o, 16 << 20);
-	rocksdb_options_set_max_write_buffer_number(o, 3);
-	rocksdb_options_set_db_write_buffer_size(o, 64 << 20);
+	/* A write-heavy FIFO on a small edge box: memtables sized from max_size (fb_spool_layout(),
+	 * at most 64 MiB over all column families), two background threads, a bounded number of open
+	 * files. SST files of a memtable's size, so that a compaction rewrites little at a time. */
+	rocksdb_options_set_write_buffer_size(o, (size_t)wb);
+	rocksdb_options_set_max_write_buffer_number(o, 2);
+	rocksdb_options_set_db_write_buffer_size(o, (size_t)(4 * wb));
+	rocksdb_options_set_target_file_size_base(o, wb);
+	rocksdb_options_set_max_bytes_for_level_base(o, 4 * wb);
+	rocksdb_options_set_level0_file_num_compaction_trigger(o, 2);
 	rocksdb_options_set_max_background_jobs(o, 2);
 	rocksdb_options_set_max_open_files(o, 256);
 	rocksdb_options_set_bytes_per_sync(o, 1 << 20);
 
 	/* A column family that is written rarely ("dead", "in") pins the WAL files that hold its
-	 * unflushed writes; this bound makes RocksDB flush it instead of keeping WAL files forever. */
-	rocksdb_options_set_max_total_wal_size(o, 32 << 20);
+	 * unflushed writes; this bound (two memtables) makes RocksDB flush it instead of keeping WAL
+	 * files around. */
+	rocksdb_options_set_max_total_wal_size(o, 2 * wb);
+	/* The MANIFEST is preallocated 4 MiB by default, and grows to 1 GiB before it is rewritten. */
+	rocksdb_options_set_manifest_preallocation_size(o, 64 << 10);
+	rocksdb_options_set_max_manifest_file_size(o, 1 << 20);
 
 	/* A torn WAL tail after a power cut is cut off, not reported as corruption. (The default.) */
 	rocksdb_options_set_wal_recovery_mode(o, rocksdb_point_in_time_recovery);
@@ -398,10 +618,29 @@ static rocksdb_options_t *make_options(struct fb_spool *s)
 	rocksdb_block_based_options_set_block_cache(s->table, s->cache);
 	rocksdb_block_based_options_set_block_size(s->table, 16 << 10);
 	rocksdb_options_set_block_based_table_factory(o, s->table);
-	return o;
+
+	/* Two options the C API of 7.8.3 does not have: no WAL preallocation (1.1 memtables per WAL
+	 * file, on disk as soon as the file is made), and no flush while an open replays the WAL
+	 * (it would need free space that a full disk does not have; the memtables are flushed later
+	 * as usual). */
+	tuned = rocksdb_options_create();
+	rocksdb_get_options_from_string(o, "allow_fallocate=false;avoid_flush_during_recovery=true",
+			tuned, &err);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB options not taken (%s)",
+				s->path, err);
+		rocksdb_free(err);
+		rocksdb_options_destroy(tuned);
+		return o;
+	}
+	rocksdb_options_destroy(o);
+	return tuned;
 }
 
-/* mkdir -p: the parents with 0755, the spool itself with 0700 (it holds message payloads). */
+static int marker_write(const char *path);
+
+/* mkdir -p: the parents with 0755, the spool itself with 0700 (it holds message payloads), with
+ * its marker file when it is made here. */
 static int mkdir_p(const char *path)
 {
 	char *p, *c;
@@ -423,7 +662,9 @@ static int mkdir_p(const char *path)
 		}
 		*c = '/';
 	}
-	if(rc == 0 && mkdir(p, 0700) != 0 && errno != EEXIST){
+	if(rc == 0 && mkdir(p, 0700) == 0){
+		rc = marker_write(p); /* a folder made here is a spool from the start */
+	}else if(rc == 0 && errno != EEXIST){
 		rc = -errno;
 	}
 	if(rc == 0 && (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))){
@@ -873,6 +1114,219 @@ static int spool_load(struct fb_spool *s, char **why)
 	return rc;
 }
 
+/* ---- the marker file and the reserve ---- */
+
+static const char marker_text[] = MARKER_MAGIC "\nformat 1\n";
+
+/* Whether NAME is a file that a spool folder of an older version (without the marker) holds:
+ * RocksDB's (CURRENT, IDENTITY, LOCK, LOG, LOG.old.*, MANIFEST-*, OPTIONS-*, <number>.log,
+ * <number>.sst, <number>.dbtmp) and ours (flowmq-stage.*, flowmq-big-*, flowmq-c2e-*). */
+static bool legacy_name(const char *n)
+{
+	static const char *const exact[] = { "CURRENT", "IDENTITY", "LOCK", "LOG" };
+	static const char *const prefix[] = { "LOG.old.", "MANIFEST-", "OPTIONS-", "flowmq-stage.",
+		"flowmq-big-", "flowmq-c2e-" };
+	static const char *const suffix[] = { ".log", ".sst", ".dbtmp" };
+	size_t i, d;
+
+	for(i = 0; i < sizeof(exact) / sizeof(exact[0]); i++){
+		if(strcmp(n, exact[i]) == 0){
+			return true;
+		}
+	}
+	for(i = 0; i < sizeof(prefix) / sizeof(prefix[0]); i++){
+		if(strncmp(n, prefix[i], strlen(prefix[i])) == 0){
+			return true;
+		}
+	}
+	d = strspn(n, "0123456789");
+	for(i = 0; d > 0 && i < sizeof(suffix) / sizeof(suffix[0]); i++){
+		if(strcmp(n + d, suffix[i]) == 0){
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Writes the marker into the folder (a new file, synced with its folder). Returns 0 or -errno. */
+static int marker_write(const char *path)
+{
+	char *file;
+	int fd, dfd, rc = 0;
+	size_t len = strlen(marker_text);
+
+	if(asprintf(&file, "%s/" MARKER_FILE, path) < 0){
+		return -ENOMEM;
+	}
+	fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if(fd < 0 || write(fd, marker_text, len) != (ssize_t)len || fsync(fd) != 0){
+		rc = errno ? -errno : -EIO;
+	}
+	if(fd >= 0){
+		close(fd);
+	}
+	if(rc){
+		unlink(file);
+	}else if((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0){
+		fsync(dfd);
+		close(dfd);
+	}
+	free(file);
+	return rc;
+}
+
+/* Reads the marker: 1 when it is ours (and readable by this version), 0 when there is none,
+ * -EPROTO for a newer format, -ENOTEMPTY for a file of that name that is no marker of ours, or
+ * another negative errno. A marker torn by a crash while it was written (a prefix of ours) is
+ * written again. */
+static int marker_read(struct fb_spool *s)
+{
+	char *file, buf[256];
+	unsigned long ver = 0;
+	ssize_t n;
+	int fd, rc;
+
+	if(asprintf(&file, "%s/" MARKER_FILE, s->path) < 0){
+		return -ENOMEM;
+	}
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(file);
+	if(fd < 0){
+		return errno == ENOENT ? 0 : -errno;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	rc = n < 0 ? -errno : 0;
+	close(fd);
+	if(n < 0){
+		return rc;
+	}
+	buf[n] = '\0';
+	if((size_t)n < strlen(marker_text) && strncmp(buf, marker_text, (size_t)n) == 0){
+		rc = marker_write(s->path);
+		return rc ? rc : 1;
+	}
+	if(strncmp(buf, MARKER_MAGIC "\nformat ", strlen(MARKER_MAGIC "\nformat ")) != 0){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool.path %s: its file " MARKER_FILE " is "
+				"not a flowmq-bridge spool marker; refusing to use the folder", s->path);
+		return -ENOTEMPTY;
+	}
+	ver = strtoul(buf + strlen(MARKER_MAGIC "\nformat "), NULL, 10);
+	if(ver == 0 || ver > MARKER_VERSION){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool.path %s: the spool has format %lu, "
+				"this version reads format %d only; refusing to use it", s->path, ver,
+				MARKER_VERSION);
+		return -EPROTO;
+	}
+	return 1;
+}
+
+/* Makes sure the folder is a spool of ours before anything is written into it: one with the
+ * marker, a new or empty folder (marked here), or a spool of an older version, recognised by its
+ * file set (exactly the files legacy_name() accepts, all regular files, CURRENT among them:
+ * marked here, "adopted"). Anything else is refused, naming the path and a file that does not
+ * belong, and left as it is. Returns 0 or a negative errno (logged). */
+static int marker_check(struct fb_spool *s)
+{
+	DIR *d;
+	struct dirent *e;
+	struct stat st;
+	char stranger[256] = "";
+	bool any = false, current = false;
+	int rc = marker_read(s);
+
+	if(rc != 0){
+		return rc < 0 ? rc : 0;
+	}
+	d = opendir(s->path);
+	if(d == NULL){
+		rc = -errno;
+		fb_log(&s->lg, MOSQ_LOG_ERR, "cannot read spool folder %s: %s", s->path,
+				strerror(-rc));
+		return rc;
+	}
+	while((e = readdir(d)) != NULL){
+		if(strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0){
+			continue;
+		}
+		any = true;
+		if(fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)
+				|| !legacy_name(e->d_name)){
+			if(stranger[0] == '\0'){
+				snprintf(stranger, sizeof(stranger), "%s", e->d_name);
+			}
+		}else if(strcmp(e->d_name, "CURRENT") == 0){
+			current = true;
+		}
+	}
+	closedir(d);
+	if(any && (stranger[0] || !current)){
+		if(stranger[0]){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool.path %s is not empty and is not "
+					"a flowmq-bridge spool (no " MARKER_FILE " file; \"%s\" is no spool file): "
+					"refusing to use it; give spool.path a new or empty folder", s->path, stranger);
+		}else{
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool.path %s is not empty and is not "
+					"a flowmq-bridge spool (no " MARKER_FILE " file, no RocksDB CURRENT file): "
+					"refusing to use it; give spool.path a new or empty folder", s->path);
+		}
+		return -ENOTEMPTY;
+	}
+	rc = marker_write(s->path);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot write " MARKER_FILE ": %s",
+				s->path, strerror(-rc));
+		return rc;
+	}
+	if(any){
+		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: a spool of an earlier version, "
+				"marked as ours (" MARKER_FILE ")", s->path);
+	}
+	return 0;
+}
+
+/* Makes the reserve file (s->lay.reserve bytes of allocated blocks) unless it is there. Returns 0
+ * or a negative errno (nothing is left behind then). */
+static int reserve_make(struct fb_spool *s)
+{
+	char *file;
+	struct stat st;
+	int fd, rc = 0;
+
+	if(asprintf(&file, "%s/" RESERVE_FILE, s->path) < 0){
+		return -ENOMEM;
+	}
+	fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if(fd < 0){
+		rc = -errno;
+	}else if(fstat(fd, &st) == 0 && (uint64_t)st.st_blocks * 512u >= s->lay.reserve){
+		rc = 0;
+	}else{
+		rc = -posix_fallocate(fd, 0, (off_t)s->lay.reserve);
+	}
+	if(fd >= 0){
+		close(fd);
+	}
+	if(rc && fd >= 0){
+		unlink(file);
+	}
+	free(file);
+	return rc;
+}
+
+/* Deletes the reserve file. Returns true when there was one. */
+static bool reserve_drop(struct fb_spool *s)
+{
+	char *file;
+	bool gone;
+
+	if(asprintf(&file, "%s/" RESERVE_FILE, s->path) < 0){
+		return false;
+	}
+	gone = unlink(file) == 0;
+	free(file);
+	return gone;
+}
+
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 {
 	struct fb_spool *s;
@@ -901,10 +1355,12 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	if(opts->lg){
 		s->lg = *opts->lg;
 	}
-	s->max_size = opts->max_size;
+	fb_spool_layout(opts->max_size, &s->lay);
+	s->max_size = s->lay.live;
 	s->on_full = opts->on_full;
 	s->sync = opts->sync;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_rwlock_init(&s->dblock, NULL);
 	s->sh = opts->chan;
 	s->chan_running = opts->chan && opts->chan_running;
 	if(s->sh == NULL){
@@ -915,6 +1371,12 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 			return -ENOMEM;
 		}
 	}
+	/* The staging files' size and the records' part of max_size, for reader and writer. A running
+	 * writer keeps the files it has. */
+	if(!s->chan_running){
+		atomic_store(&s->sh->file_size, s->lay.stage_file);
+	}
+	atomic_store(&s->sh->max_live, s->lay.live);
 
 	s->dbopts = make_options(s);
 	s->wo = rocksdb_writeoptions_create();
@@ -929,8 +1391,25 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 		fb_spool_close(s);
 		return rc;
 	}
+	rc = marker_check(s);
+	if(rc){
+		fb_spool_close(s);
+		return rc;
+	}
 
 	rc = spool_load(s, &why);
+	if(rc == -ENOSPC && reserve_drop(s)){
+		/* A full disk: the reserve makes room to open; nothing more is written until space
+		 * returns. */
+		free(why);
+		why = NULL;
+		rc = spool_load(s, &why);
+		if(rc == 0){
+			spool_fail(s, "opening", "No space left on device (the reserve was used to open)");
+		}
+	}else if(rc == 0 && reserve_make(s) == -ENOSPC){
+		spool_fail(s, "making the reserve", "No space left on device");
+	}
 	if(rc == -EBUSY){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is in use by another broker or "
 				"plugin instance (%s)", s->path, why);
@@ -985,8 +1464,10 @@ void fb_spool_close(struct fb_spool *s)
 	if(s == NULL){
 		return;
 	}
-	if(s->db){
+	if(s->db && atomic_load(&s->failed) == 0){
 		settle(s);
+	}
+	if(s->db && atomic_load(&s->failed) == 0){
 		rocksdb_flush_wal(s->db, 1, &err);
 		if(err){
 			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: WAL sync on close failed: %s",
@@ -1040,6 +1521,7 @@ void fb_spool_close(struct fb_spool *s)
 		free(s->sh);
 	}
 	pthread_mutex_destroy(&s->lock);
+	pthread_rwlock_destroy(&s->dblock);
 	free(s->path);
 	free(s);
 }
@@ -1091,17 +1573,27 @@ static int collect_oldest(struct fb_spool *s, struct spool_queue *q, uint64_t ne
 	return rc;
 }
 
+/* Never after a failed write: RocksDB 7.8.3 aborts the process on a WAL sync that follows a
+ * failed WAL append (an assertion in WritableFileWriter). With the lock held or not. */
 static int spool_fsync(struct fb_spool *s)
 {
 	char *err = NULL;
+	int rc;
 
-	rocksdb_flush_wal(s->db, 1, &err);
-	if(err){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: WAL sync failed: %s", s->path, err);
-		rocksdb_free(err);
-		return -EIO;
+	pthread_rwlock_rdlock(&s->dblock);
+	rc = atomic_load(&s->failed);
+	if(rc == 0 && s->db == NULL){
+		rc = -EIO;
 	}
-	return 0;
+	if(rc == 0){
+		rocksdb_flush_wal(s->db, 1, &err);
+		if(err){
+			rc = spool_fail(s, "WAL sync", err);
+			rocksdb_free(err);
+		}
+	}
+	pthread_rwlock_unlock(&s->dblock);
+	return rc;
 }
 
 /* Adds staged record SEQ to S->wb unless it is no longer live (acknowledged, or moved to dead
@@ -1150,11 +1642,15 @@ static int stage_settled(struct fb_spool *s)
 	return 0;
 }
 
-/* Moves the staged records into RocksDB. With the lock held. Returns 0 or -EIO. */
+/* Moves the staged records into RocksDB. With the lock held. Returns 0, -EIO, or -ENOSPC while
+ * the disk is full (the records stay staged). */
 static int settle_locked(struct fb_spool *s)
 {
-	int rc;
+	int rc = space_returned(s);
 
+	if(rc){
+		return rc;
+	}
 	if(s->chan == NULL){
 		return 0;
 	}
@@ -1278,6 +1774,7 @@ static int trim(struct fb_spool *s, uint64_t *dropped)
 		return rc;
 	}
 	/* The records up to LAST go below the floor. */
+	q->unranged += freed;
 	nf = seqset_find(&q->live, last + 1, false);
 	if(nf == 0){
 		nf = q->next_seq;
@@ -1288,7 +1785,7 @@ static int trim(struct fb_spool *s, uint64_t *dropped)
 		return rc;
 	}
 	/* The batch deleted every live record from q->first to LAST: exactly NDROP of them. */
-	floor_commit(q, nf);
+	floor_commit(s, q, nf);
 	for(n = seqset_next(&q->live, q->first); n != 0 && n <= last; n = seqset_next(&q->live, n + 1)){
 		seqset_del(&q->live, n);
 	}
@@ -1444,11 +1941,18 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	first = q->first;
 	/* Every record below NEXT is in RocksDB after this. */
 	rc = qi == FB_Q_OUT ? settle_locked(s) : 0;
+	if(rc == 0){
+		rc = space_returned(s);
+	}
+	if(rc == 0){
+		pthread_rwlock_rdlock(&s->dblock); /* the database stays open until the read ends */
+	}
 	pthread_mutex_unlock(&s->lock);
 	if(rc){
 		return rc;
 	}
 	if(max == 0 || first == 0 || after >= next - 1){
+		pthread_rwlock_unlock(&s->dblock);
 		return 0;
 	}
 	if(max > INT32_MAX){
@@ -1479,6 +1983,7 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	rocksdb_iter_get_error(it, &err);
 	rocksdb_iter_destroy(it);
 	rocksdb_readoptions_destroy(ro);
+	pthread_rwlock_unlock(&s->dblock);
 	if(err){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: reading \"%s\" failed: %s",
 				s->path, queue_name(qi), err);
@@ -1561,6 +2066,11 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	}
 	rc = settle_now ? settle_stage(s) : 0;
 	if(rc == 0){
+		for(i = 0; i < n; i++){
+			if(s->mark[i] && items[i].seq < nf){
+				q->unranged += KEY_LEN + (uint64_t)items[i].len;
+			}
+		}
 		if(nf > q->floor){
 			floor_stage(s, qi, nf);
 		}
@@ -1578,7 +2088,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 		stage_settled(s); /* a failed fsync (sync "always") leaves them staged as well */
 	}
 	if(nf > q->floor){
-		floor_commit(q, nf);
+		floor_commit(s, q, nf);
 	}
 	for(i = 0; i < n; i++){
 		if(s->mark[i]){
@@ -1688,5 +2198,6 @@ void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)
 	st->last_seq = s->q[FB_Q_OUT].next_seq - 1;
 	st->dead = s->q[FB_Q_DEAD].count;
 	st->in = s->q[FB_Q_IN].count;
+	st->disk_full = atomic_load(&s->failed) == -ENOSPC;
 	pthread_mutex_unlock(&s->lock);
 }

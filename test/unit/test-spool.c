@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -65,11 +66,26 @@ static void teardown(void)
 	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The spool.max_size whose part left for records (fb_spool_layout()) is LIVE bytes: below the
+ * fixed part (staging files and reserve, 1 MiB at least) the records get half of max_size. */
+static uint64_t budget_for(uint64_t live)
+{
+	struct fb_spool_layout lay;
+
+	if(live == 0){
+		return 0;
+	}
+	fb_spool_layout(2 * live, &lay);
+	ck_assert_uint_eq(lay.live, live);
+	return 2 * live;
+}
+
+/* Opens the spool with MAX_SIZE bytes for live records (0: unbounded). */
 static struct fb_spool *open_spool(uint64_t max_size, enum fb_on_full on_full, enum fb_sync sync)
 {
 	struct fb_spool_opts o = {
 		.path = spool_path,
-		.max_size = max_size,
+		.max_size = budget_for(max_size),
 		.on_full = on_full,
 		.sync = sync,
 		.lg = &lg,
@@ -1387,6 +1403,251 @@ START_TEST(hundred_thousand_appends_read_back_in_order)
 }
 END_TEST
 
+/* ---- a failed write ---- */
+
+static int count_lines_with(const char *needle)
+{
+	int n = 0;
+	const char *p;
+
+	pthread_mutex_lock(&cap.lock);
+	for(p = cap.text; (p = strstr(p, needle)) != NULL; p++){
+		n++;
+	}
+	pthread_mutex_unlock(&cap.lock);
+	return n;
+}
+
+/* A write that fails (here the WAL reaches the process's file size limit: RocksDB's WAL writer is
+ * then as broken as after a failed append on a full disk) stops every write and sync at once,
+ * without the abort RocksDB 7.8.3 meets when it syncs a WAL after a failed append; once writes
+ * can succeed again, the spool reopens within a second and goes on, nothing lost. */
+START_TEST(failed_write_stops_writing_until_the_spool_reopens)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct rlimit old, lim;
+	struct seen *sn;
+	uint8_t buf[1000];
+	uint64_t seq = 0, i, ok = 0;
+	int rc = 0;
+
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 256u << 10;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for(i = 1; i <= 2000 && rc == 0; i++){
+		make_value(buf, i, sizeof(buf));
+		rc = fb_spool_append(s, FB_Q_IN, buf, sizeof(buf), &seq, NULL);
+		ok += rc == 0;
+	}
+	ck_assert_int_eq(rc, -EIO);
+	ck_assert_uint_gt(ok, 10);
+	ck_assert_int_eq(count_lines_with("stops writing"), 1);
+	/* Nothing more is written or synced, and that is not logged again. */
+	for(i = 0; i < 10; i++){
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_IN, buf, 10, &seq, NULL), -EIO);
+		ck_assert_int_eq(fb_spool_sync(s), -EIO);
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf)), -EIO);
+	}
+	ck_assert_int_eq(count_lines_with("stops writing"), 1);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.in, ok);
+	ck_assert_uint_eq(st.disk_full, 0); /* a failure, not a full disk */
+
+	/* Writes can succeed again: within a second or two the spool reopens and takes them. */
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	for(i = 0; i < 50; i++){
+		usleep(100000);
+		if(fb_spool_append(s, FB_Q_IN, buf, sizeof(buf), &seq, NULL) == 0){
+			break;
+		}
+	}
+	ck_assert_uint_eq(seq, ok + 1);
+	ck_assert_int_eq(count_lines_with("write failure over"), 1);
+	ck_assert_int_eq(fb_spool_sync(s), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf)), 0);
+	sn = read_all(s, FB_Q_IN, 0);
+	ck_assert_uint_eq(sn->n, ok);
+	ck_assert_uint_eq(sn->seqs[0], 2);
+	ck_assert(sn->ordered);
+	free(sn);
+	fb_spool_close(s);
+
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.in, ok);
+	fb_spool_close(s);
+}
+END_TEST
+
+/* ---- the budget's layout and the marker ---- */
+
+START_TEST(layout_matches_the_documented_budget)
+{
+	struct fb_spool_layout l;
+	uint64_t m;
+
+	/* README.md "What max_size bounds". */
+	fb_spool_layout(2u << 20, &l);
+	ck_assert_uint_eq(l.stage_file, 128u << 10);
+	ck_assert_uint_eq(l.reserve, 768u << 10);
+	ck_assert_uint_eq(l.write_buffer, 256u << 10);
+	ck_assert_uint_eq(l.live, 1u << 20);
+	ck_assert_uint_eq(l.overhead, (11u << 20) / 2);
+	fb_spool_layout(64u << 20, &l);
+	ck_assert_uint_eq(l.stage_file, 4u << 20);
+	ck_assert_uint_eq(l.reserve, (17u << 20) / 2);
+	ck_assert_uint_eq(l.write_buffer, 2u << 20);
+	ck_assert_uint_eq(l.live, 32u << 20); /* the fixed parts take 32.5 MiB: half is left */
+	ck_assert_uint_eq(l.overhead, (29u << 20) / 2);
+	fb_spool_layout(1u << 30, &l);
+	ck_assert_uint_eq(l.live, (1u << 30) - (8u << 20) - ((17u << 20) / 2) - (16u << 20));
+	ck_assert_uint_eq(l.overhead, 14u << 20);
+	fb_spool_layout(0, &l);
+	ck_assert_uint_eq(l.live, 0); /* unbounded */
+	ck_assert_uint_eq(l.stage_file, 4u << 20);
+	/* For every budget: the parts fit, at least half is left for messages, the overhead is at
+	 * most 16 MiB. */
+	for(m = 64u << 10; m <= (1ull << 40); m = m * 3 / 2){
+		fb_spool_layout(m, &l);
+		ck_assert_uint_ge(l.live, m / 2);
+		ck_assert_uint_le(l.live, m);
+		ck_assert_uint_le(l.overhead, 16u << 20);
+		ck_assert_uint_eq(l.stage_file % 4096, 0);
+		if(m >= (128u << 20)){
+			ck_assert_uint_le(l.live + 2 * l.stage_file + l.reserve + 8 * l.write_buffer, m);
+		}
+	}
+}
+END_TEST
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	static char buf[256];
+	size_t n;
+
+	if(f == NULL){
+		return NULL;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+START_TEST(new_spool_is_marked_with_its_format)
+{
+	struct fb_spool *s = open_default();
+	char path[700];
+
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/FLOWMQ-SPOOL", spool_path);
+	ck_assert_str_eq(slurp(path), "flowmq-bridge spool\nformat 1\n");
+	/* A marker torn by a crash while it was written is written again. */
+	overwrite_file(path, "flowmq-bri");
+	s = open_default();
+	fb_spool_close(s);
+	ck_assert_str_eq(slurp(path), "flowmq-bridge spool\nformat 1\n");
+}
+END_TEST
+
+/* A listing of the spool folder: names, sizes and contents (small files). */
+static void listing(char *out, size_t cap)
+{
+	DIR *d = opendir(spool_path);
+	struct dirent *e;
+	size_t len = 0;
+	char path[1200];
+
+	ck_assert_ptr_nonnull(d);
+	out[0] = '\0';
+	while((e = readdir(d)) != NULL){
+		char *text;
+		snprintf(path, sizeof(path), "%s/%s", spool_path, e->d_name);
+		text = e->d_type == DT_REG ? slurp(path) : NULL;
+		len += (size_t)snprintf(out + len, cap - len, "%s=%s;", e->d_name, text ? text : "-");
+		ck_assert_uint_lt(len, cap);
+	}
+	closedir(d);
+}
+
+static void assert_refused_untouched(int want, const char *log_has)
+{
+	struct fb_spool_opts o = { .path = spool_path, .lg = &lg };
+	struct fb_spool *s = NULL;
+	char before[4096], after[4096];
+
+	listing(before, sizeof(before));
+	ck_assert_int_eq(fb_spool_open(&o, &s), want);
+	ck_assert_ptr_null(s);
+	listing(after, sizeof(after));
+	ck_assert_str_eq(after, before);
+	ck_assert_int_eq(count_corrupt_dirs(), 0);
+	ck_assert_msg(strstr(cap.text, spool_path) && strstr(cap.text, log_has), "log: %s", cap.text);
+}
+
+START_TEST(foreign_folder_is_refused_and_left_alone)
+{
+	char path[700];
+
+	ck_assert_int_eq(mkdir(spool_path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	overwrite_file(path, "not RocksDB's\n");
+	snprintf(path, sizeof(path), "%s/thesis.tex", spool_path);
+	overwrite_file(path, "\\documentclass{article}\n");
+	assert_refused_untouched(-ENOTEMPTY, "thesis.tex");
+}
+END_TEST
+
+START_TEST(folder_of_spool_names_without_current_is_refused)
+{
+	char path[700];
+
+	ck_assert_int_eq(mkdir(spool_path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/000001.log", spool_path);
+	overwrite_file(path, "x");
+	assert_refused_untouched(-ENOTEMPTY, "no RocksDB CURRENT file");
+}
+END_TEST
+
+START_TEST(newer_format_is_refused)
+{
+	char path[700];
+	struct fb_spool *s = open_default();
+
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/FLOWMQ-SPOOL", spool_path);
+	overwrite_file(path, "flowmq-bridge spool\nformat 2\n");
+	assert_refused_untouched(-EPROTO, "format 2");
+}
+END_TEST
+
+START_TEST(spool_of_an_earlier_version_is_adopted_with_its_records)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	char path[700];
+
+	append_n(s, FB_Q_OUT, 1, 30, 50, NULL);
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/FLOWMQ-SPOOL", spool_path);
+	ck_assert_int_eq(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/flowmq-reserve", spool_path);
+	ck_assert_int_eq(unlink(path), 0);
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 30);
+	ck_assert_uint_eq(st.first_seq, 1);
+	ck_assert_ptr_nonnull(strstr(cap.text, "marked as ours"));
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/FLOWMQ-SPOOL", spool_path);
+	ck_assert_str_eq(slurp(path), "flowmq-bridge spool\nformat 1\n");
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
 	Suite *s = suite_create("spool");
@@ -1430,6 +1691,21 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, second_open_is_ebusy_and_leaves_the_spool_alone);
 	tcase_add_test(tc, open_creates_missing_parent_folders);
 	tcase_add_test(tc, open_fails_cleanly_where_no_folder_can_be);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("failure");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, failed_write_stops_writing_until_the_spool_reopens);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("marker");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, layout_matches_the_documented_budget);
+	tcase_add_test(tc, new_spool_is_marked_with_its_format);
+	tcase_add_test(tc, foreign_folder_is_refused_and_left_alone);
+	tcase_add_test(tc, folder_of_spool_names_without_current_is_refused);
+	tcase_add_test(tc, newer_format_is_refused);
+	tcase_add_test(tc, spool_of_an_earlier_version_is_adopted_with_its_records);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("load");

@@ -1,0 +1,456 @@
+/* Fault test (test process, a load thread): the spool's disk fills up, for real.
+ *
+ * The edge's spool lives on a small tmpfs that this test mounts (it needs root: otherwise the
+ * test is skipped with 77 and the reason), with a filler file leaving about 1 MiB free. The cloud
+ * is down. A load thread publishes 1 KiB QoS 1 messages at 500/s on a matched topic until RocksDB
+ * runs out of space and then some; meanwhile a probe client publishes QoS 1 on an unmatched topic
+ * ten times a second and times each PUBACK. Asserted: the probe's p99 stays below 50 ms; the link
+ * process neither aborts nor is replaced (same pid, no "killed by signal" in the log);
+ * spool/disk_full goes to 1. A link process killed then is replaced by one that starts on the
+ * full disk and stays up; so does the broker, stopped and started again on the full disk (the
+ * staged messages go into RocksDB in the space of the spool's reserve file). Then the filler is deleted and the cloud comes back: spool/disk_full
+ * goes back to 0 and every message the edge PUBACKed reaches the cloud, or is counted as
+ * dropped/full, exactly.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#define CLOUD_TOPIC "edge/site-A/telemetry/#"
+#define PAYLOAD_LEN 1024
+#define RATE 500
+/* Ten seconds of load fill the disk and most of the staging files; FB_DISKFULL_SECONDS makes it
+ * longer, so that the staging files fill up and spool.on_full applies. */
+static unsigned load_seconds = 10;
+#define N_LOAD ((size_t)RATE * load_seconds)
+#define TMPFS_SIZE "32m"
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- the load: its own libmosquitto client and thread ---- */
+
+struct load {
+	int port;
+	pthread_t th;
+	struct mosquitto *mosq;
+	atomic_int connected;
+	atomic_size_t acked_ok, acked_failed;
+	int mid_index[65536];       /* mid -> message index */
+	atomic_uchar *ok;           /* ok[i]: message i was PUBACKed with success */
+	size_t sent;
+};
+
+static void load_on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *p)
+{
+	struct load *l = ud;
+	(void)m; (void)flags; (void)p;
+	atomic_store(&l->connected, rc == 0 ? 1 : -1);
+}
+
+static void load_on_publish(struct mosquitto *m, void *ud, int mid, int reason, const mosquitto_property *p)
+{
+	struct load *l = ud;
+	int i = l->mid_index[mid & 0xffff];
+	(void)m; (void)p;
+
+	if(reason < 0x80){
+		atomic_store(&l->ok[i], 1);
+		atomic_fetch_add(&l->acked_ok, 1);
+	}else{
+		atomic_fetch_add(&l->acked_failed, 1);
+	}
+}
+
+static void make_payload(uint8_t *buf, size_t i, uint64_t *rng)
+{
+	int n = snprintf((char *)buf, PAYLOAD_LEN, "d%zu:", i);
+
+	for(size_t k = (size_t)n; k < PAYLOAD_LEN; k++){
+		*rng ^= *rng << 13;
+		*rng ^= *rng >> 7;
+		*rng ^= *rng << 17;
+		buf[k] = (uint8_t)*rng;
+	}
+}
+
+static void *load_main(void *ud)
+{
+	struct load *l = ud;
+	uint8_t payload[PAYLOAD_LEN];
+	uint64_t rng = 0x2545f4914f6cdd1dull, t0 = mono_ms();
+	int mid;
+
+	for(size_t i = 0; i < N_LOAD; i++){
+		uint64_t due = t0 + i * 1000u / RATE;
+		while(mono_ms() < due){
+			usleep(500);
+		}
+		make_payload(payload, i, &rng);
+		/* mid_index is written before the message can be acknowledged: libmosquitto's mids
+		 * are sequential, so the next one is known. */
+		l->mid_index[(l->sent + 1) & 0xffff] = (int)i;
+		if(mosquitto_publish_v5(l->mosq, &mid, "local/telemetry/full", PAYLOAD_LEN, payload, 1, false, NULL)
+				!= MOSQ_ERR_SUCCESS){
+			break;
+		}
+		l->mid_index[mid & 0xffff] = (int)i;
+		l->sent++;
+	}
+	return NULL;
+}
+
+static void load_start(struct load *l, int port)
+{
+	memset(l, 0, sizeof(*l));
+	l->port = port;
+	l->ok = calloc(N_LOAD, sizeof(*l->ok));
+	ck_assert_ptr_nonnull(l->ok);
+	l->mosq = mosquitto_new("diskfull-load", true, l);
+	ck_assert_ptr_nonnull(l->mosq);
+	mosquitto_int_option(l->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	mosquitto_int_option(l->mosq, MOSQ_OPT_SEND_MAXIMUM, 100);
+	mosquitto_connect_v5_callback_set(l->mosq, load_on_connect);
+	mosquitto_publish_v5_callback_set(l->mosq, load_on_publish);
+	ck_assert_int_eq(mosquitto_connect_bind_v5(l->mosq, "127.0.0.1", port, 30, NULL, NULL), MOSQ_ERR_SUCCESS);
+	ck_assert_int_eq(mosquitto_loop_start(l->mosq), MOSQ_ERR_SUCCESS);
+	for(int t = 0; t < 500 && atomic_load(&l->connected) == 0; t++){
+		usleep(10000);
+	}
+	ck_assert_int_eq(atomic_load(&l->connected), 1);
+	ck_assert_int_eq(pthread_create(&l->th, NULL, load_main, l), 0);
+}
+
+static void load_finish(struct load *l)
+{
+	pthread_join(l->th, NULL);
+	ck_assert_uint_eq(l->sent, N_LOAD);
+	/* Every publish completes: acknowledged, or refused with a reason code. */
+	for(int t = 0; t < 1200 && atomic_load(&l->acked_ok) + atomic_load(&l->acked_failed) < l->sent; t++){
+		usleep(100000);
+	}
+	ck_assert_uint_eq(atomic_load(&l->acked_ok) + atomic_load(&l->acked_failed), l->sent);
+	mosquitto_disconnect_v5(l->mosq, 0, NULL);
+	mosquitto_loop_stop(l->mosq, false);
+	mosquitto_destroy(l->mosq);
+}
+
+/* ---- helpers ---- */
+
+/* The pid of the edge broker's link process (its child called flowmq-link), or 0. */
+static pid_t link_pid(pid_t broker)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	pid_t found = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while(found == 0 && (e = readdir(d)) != NULL){
+		char path[300], buf[512], comm[64];
+		int pid, ppid;
+		FILE *f;
+
+		if(e->d_name[0] < '1' || e->d_name[0] > '9'){
+			continue;
+		}
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		f = fopen(path, "r");
+		if(f == NULL){
+			continue;
+		}
+		if(fgets(buf, sizeof(buf), f) && sscanf(buf, "%d (%63[^)]) %*c %d", &pid, comm, &ppid) == 3
+				&& ppid == broker && strcmp(comm, "flowmq-link") == 0){
+			found = pid;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Writes a file of zeros at PATH until only about LEAVE bytes are free in its file system. */
+static void fill_up(const char *path, uint64_t leave)
+{
+	struct statvfs sv;
+	uint64_t avail, want;
+	static char zeros[1 << 16];
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(statvfs(path, &sv), 0);
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	want = avail > leave ? avail - leave : 0;
+	while(want > 0){
+		size_t n = want < sizeof(zeros) ? (size_t)want : sizeof(zeros);
+		ssize_t w = write(fd, zeros, n);
+		if(w <= 0){
+			break;
+		}
+		want -= (uint64_t)w;
+	}
+	ck_assert_int_eq(fsync(fd), 0);
+	close(fd);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t sys_u64(struct fbh_sub *sys, const char *key)
+{
+	const char *v = sys_value(sys, key);
+	return v ? strtoull(v, NULL, 10) : 0;
+}
+
+static char mnt[PATH_MAX + 16];
+
+static void unmount_tmpfs(void)
+{
+	if(mnt[0]){
+		umount2(mnt, MNT_DETACH);
+		rmdir(mnt);
+		mnt[0] = '\0';
+	}
+}
+
+START_TEST(test_full_disk_is_a_state_and_nothing_acknowledged_is_lost)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-diskfull");
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *probe;
+	struct load *l = calloc(1, sizeof(*l));
+	uint64_t *lat = calloc(load_seconds * 20 + 100, sizeof(*lat)), p99, worst = 0;
+	size_t nlat = 0, delivered = 0, dropped, dropped_before;
+	unsigned char *seen;
+	char *yaml, *filler;
+	pid_t link0, link1;
+	bool full_seen = false;
+
+	ck_assert_ptr_nonnull(l);
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	ck_assert(mnt[0] != '\0'); /* mounted by main() */
+
+	/* A persistent cloud session, then the cloud goes down. */
+	co.extra = cloud_persistent_extra(&cloud);
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+
+	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
+	{
+		/* The spool on the tmpfs. */
+		char *p = strstr(yaml, "@SPOOL_PATH@");
+		char *y2;
+		ck_assert_ptr_nonnull(p);
+		*p = '\0';
+		y2 = fbh_strdupf("%s%s/spool%s", yaml, mnt, p + strlen("@SPOOL_PATH@"));
+		free(yaml);
+		yaml = y2;
+	}
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait_u64(sys, "spool/disk_full", 0, 10000));
+	link0 = link_pid(edge.pid);
+	ck_assert_int_gt(link0, 0);
+
+	filler = fbh_strdupf("%s/filler", mnt);
+	fill_up(filler, 1u << 20);
+
+	probe = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(probe);
+	load_start(l, edge.port);
+	/* The probe, ten times a second while the load runs. */
+	ck_assert_ptr_nonnull(lat);
+	for(uint64_t end = mono_ms() + load_seconds * 1000u + 2000u; mono_ms() < end;){
+		uint64_t t0 = mono_ms();
+		ck_assert_int_ge(fbh_pub_send(probe, "other/probe", "p", 1, 1, false, NULL), 0);
+		ck_assert(fbh_pub_wait_all(probe, 60000));
+		lat[nlat] = mono_ms() - t0;
+		if(lat[nlat] >= 50){
+			fprintf(stderr, "diskfull: probe %zu took %" PRIu64 " ms\n", nlat, lat[nlat]);
+		}
+		nlat++;
+		if(!full_seen && sys_u64(sys, "spool/disk_full") == 1){
+			full_seen = true;
+		}
+		usleep(100000);
+	}
+	load_finish(l);
+	fbh_pub_close(probe);
+	for(size_t i = 0; i < nlat; i++){
+		worst = lat[i] > worst ? lat[i] : worst;
+	}
+	qsort(lat, nlat, sizeof(lat[0]), cmp_u64);
+	p99 = lat[(nlat * 99) / 100 < nlat ? (nlat * 99) / 100 : nlat - 1];
+	fprintf(stderr, "diskfull: %zu load messages, %zu acknowledged, %zu refused; probe p99 %" PRIu64
+			" ms, max %" PRIu64 " ms over %zu probes\n", l->sent, atomic_load(&l->acked_ok),
+			atomic_load(&l->acked_failed), p99, worst, nlat);
+
+	/* The disk was full, and said so; the link process lives on. */
+	ck_assert(full_seen || sys_wait_u64(sys, "spool/disk_full", 1, 5000));
+	ck_assert(fbh_broker_log_contains(&edge, "disk full"));
+	ck_assert(!fbh_broker_log_contains(&edge, "killed by signal"));
+	ck_assert(!fbh_broker_log_contains(&edge, "link process (pid"));
+	link1 = link_pid(edge.pid);
+	ck_assert_int_eq(link1, link0);
+
+	/* A link process started on the full disk opens the spool (with its reserve) and runs. */
+	ck_assert_int_eq(kill(link0, SIGKILL), 0);
+	link1 = 0;
+	for(int t = 0; t < 300 && (link1 == 0 || link1 == link0); t++){
+		usleep(100000);
+		link1 = link_pid(edge.pid);
+	}
+	ck_assert_int_gt(link1, 0);
+	ck_assert_int_ne(link1, link0);
+	sleep(3);
+	ck_assert_int_eq(link_pid(edge.pid), link1);
+	ck_assert(!fbh_broker_log_contains(&edge, "killed by signal 6"));
+	ck_assert(!fbh_broker_log_contains(&edge, "exited with status"));
+	ck_assert(sys_wait_u64(sys, "spool/disk_full", 1, 10000));
+
+	/* So does a broker started on the full disk: the staged messages go into RocksDB at
+	 * the start, in the space of the reserve file. */
+	sleep(2); /* the counters are published every second */
+	dropped_before = (size_t)sys_u64(sys, "edge_to_cloud/dropped/full");
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(fbh_wait_log(&edge, "the reserve was used to open", 10000));
+	ck_assert(sys_wait_u64(sys, "spool/disk_full", 1, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", atomic_load(&l->acked_ok) - dropped_before, 10000));
+	ck_assert(!fbh_broker_log_contains(&edge, "killed by signal"));
+	ck_assert(!fbh_broker_log_contains(&edge, "exited with status"));
+
+	/* Space returns, then the cloud. */
+	ck_assert_int_eq(unlink(filler), 0);
+	ck_assert(sys_wait_u64(sys, "spool/disk_full", 0, 30000));
+	ck_assert(fbh_wait_log(&edge, "disk full over", 5000));
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 120000));
+	usleep(1000000);
+	/* The counters start again with the broker: the drops before its restart count too. */
+	dropped = dropped_before + (size_t)sys_u64(sys, "edge_to_cloud/dropped/full");
+
+	/* Every acknowledged message arrived (duplicates counted once), or was counted dropped. */
+	seen = calloc(N_LOAD, 1);
+	ck_assert_ptr_nonnull(seen);
+	for(size_t i = 0; i < fbh_sub_count(sub); i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		long idx;
+		char *end;
+
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/full");
+		ck_assert_int_eq(m->payloadlen, PAYLOAD_LEN);
+		ck_assert_int_eq(((const char *)m->payload)[0], 'd');
+		idx = strtol((const char *)m->payload + 1, &end, 10);
+		ck_assert_int_eq(*end, ':');
+		ck_assert(idx >= 0 && idx < (long)N_LOAD);
+		if(!seen[idx]){
+			seen[idx] = 1;
+			delivered++;
+		}
+	}
+	for(size_t i = 0; i < N_LOAD; i++){
+		if(atomic_load(&l->ok[i]) && !seen[i]){
+			ck_assert_msg(dropped > 0, "acknowledged message %zu never arrived, none dropped", i);
+		}
+	}
+	fprintf(stderr, "diskfull: %zu delivered, %zu dropped/full, %zu acknowledged\n", delivered,
+			dropped, atomic_load(&l->acked_ok));
+	ck_assert_uint_eq(delivered + dropped, atomic_load(&l->acked_ok));
+	/* Refused publishes (on_full) never reach the cloud. */
+	ck_assert_uint_le(delivered, atomic_load(&l->acked_ok));
+
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	/* Last, so that a loaded machine's slow probe does not hide the other results. */
+	ck_assert_msg(p99 < 50, "probe PUBACK p99 %" PRIu64 " ms", p99);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	free(seen);
+	free(lat);
+	free(l->ok);
+	free(l);
+	free(filler);
+	free(yaml);
+	free((char *)co.extra);
+}
+END_TEST
+
+/* Mounts the test's tmpfs on a new folder (mnt), here in the parent process so that it is
+ * unmounted however the forked test ends. Returns 0, or prints why and returns 77. */
+static int mount_tmpfs(void)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(mnt, sizeof(mnt), "%s/fb-diskfull-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	if(mkdtemp(mnt) == NULL){
+		fprintf(stderr, "SKIP: cannot make a temporary folder: %s\n", strerror(errno));
+		mnt[0] = '\0';
+		return FBH_SKIP;
+	}
+	if(mount("tmpfs", mnt, "tmpfs", 0, "size=" TMPFS_SIZE ",mode=0700") != 0){
+		fprintf(stderr, "SKIP: this test mounts a small tmpfs, which needs root (CAP_SYS_ADMIN): "
+				"mount: %s\n", strerror(errno));
+		rmdir(mnt);
+		mnt[0] = '\0';
+		return FBH_SKIP;
+	}
+	return 0;
+}
+
+int main(void)
+{
+	Suite *s;
+	TCase *tc;
+	const char *secs = getenv("FB_DISKFULL_SECONDS");
+	int rc;
+
+	if(secs && atoi(secs) > 0){
+		load_seconds = (unsigned)atoi(secs);
+	}
+	rc = mount_tmpfs();
+	if(rc){
+		return rc;
+	}
+	s = suite_create("diskfull");
+	tc = fbh_tcase("diskfull");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_full_disk_is_a_state_and_nothing_acknowledged_is_lost);
+	suite_add_tcase(s, tc);
+	rc = fbh_run(s);
+	unmount_tmpfs();
+	return rc;
+}
