@@ -42,6 +42,7 @@
  * WAL. Deletes and moves to dead are never fsynced: losing one to a power cut means a message is
  * sent again, which at-least-once allows.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -251,11 +252,15 @@ struct fb_spool {
 	rocksdb_writebatch_t *wb; /* reused under the lock */
 	uint8_t *mark;            /* fb_spool_delete_many(): which items were live */
 	size_t markcap;
+	atomic_uint_fast64_t *corrupt; /* opts.corrupt */
+	bool wal_skipped;         /* opened skipping damaged WAL records: count the gaps of "out" */
+	char *kept;               /* where a copy of the spool as it was before that is kept */
 };
 
 static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" };
 
 static int settle(struct fb_spool *s);
+static int classify_error(const char *err);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -382,8 +387,11 @@ static rocksdb_options_t *make_options(struct fb_spool *s)
 	 * unflushed writes; this bound makes RocksDB flush it instead of keeping WAL files forever. */
 	rocksdb_options_set_max_total_wal_size(o, 32 << 20);
 
-	/* A torn WAL tail after a power cut is cut off, not reported as corruption. (The default.) */
-	rocksdb_options_set_wal_recovery_mode(o, rocksdb_point_in_time_recovery);
+	/* A torn WAL tail after a power cut is cut off; damage before the tail fails the open, which
+	 * db_open() then retries skipping only the damaged records (point-in-time recovery, the
+	 * default, would drop everything after them without a word). Damaged files fail the open. */
+	rocksdb_options_set_wal_recovery_mode(o, rocksdb_tolerate_corrupted_tail_records_recovery);
+	rocksdb_options_set_paranoid_checks(o, 1);
 
 	rocksdb_options_set_compaction_style(o, rocksdb_level_compaction);
 	rocksdb_options_set_level_compaction_dynamic_level_bytes(o, 1);
@@ -470,6 +478,217 @@ static int move_aside(const char *path, char **dest)
 	return -EEXIST;
 }
 
+/* ---- damage: copies kept for the operator, losses counted ---- */
+
+/* Copies the regular files of folder SRC (flat, as a spool is) into the new folder DST, which
+ * must not exist. Returns 0 or a negative errno (then DST may hold part of the copy). */
+static int copy_tree(const char *src, const char *dst)
+{
+	DIR *d;
+	struct dirent *e;
+	struct stat st;
+	char *from = NULL, *to = NULL;
+	static char buf[1 << 16];
+	int rc = 0, in = -1, out = -1;
+	ssize_t n;
+
+	if(mkdir(dst, 0700) != 0){
+		return -errno;
+	}
+	d = opendir(src);
+	if(d == NULL){
+		return -errno;
+	}
+	while(rc == 0 && (e = readdir(d)) != NULL){
+		if(strcmp(e->d_name, "LOCK") == 0){
+			continue; /* a lock file another open would see as held: never copied */
+		}
+		if(asprintf(&from, "%s/%s", src, e->d_name) < 0 || asprintf(&to, "%s/%s", dst, e->d_name) < 0){
+			from = to = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+		if(lstat(from, &st) == 0 && S_ISREG(st.st_mode)){
+			in = open(from, O_RDONLY | O_CLOEXEC);
+			out = in < 0 ? -1 : open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			if(in < 0 || out < 0){
+				rc = -errno;
+			}
+			while(rc == 0 && (n = read(in, buf, sizeof(buf))) != 0){
+				if(n < 0){
+					rc = errno == EINTR ? 0 : -errno;
+					continue;
+				}
+				for(ssize_t w = 0, k; rc == 0 && w < n; w += k){
+					k = write(out, buf + w, (size_t)(n - w));
+					if(k < 0){
+						rc = errno == EINTR ? (k = 0) : -errno;
+					}
+				}
+			}
+			if(rc == 0 && fsync(out) != 0){
+				rc = -errno;
+			}
+			if(in >= 0){
+				close(in);
+			}
+			if(out >= 0){
+				close(out);
+			}
+			in = out = -1;
+		}
+		free(from);
+		free(to);
+		from = to = NULL;
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Removes folder PATH and everything in it (RocksDB's repair adds a folder "lost"). */
+static void rm_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	struct stat st;
+	char *p;
+
+	if(d == NULL){
+		return;
+	}
+	while((e = readdir(d)) != NULL){
+		if(strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0
+				|| asprintf(&p, "%s/%s", path, e->d_name) < 0){
+			continue;
+		}
+		if(lstat(p, &st) == 0 && S_ISDIR(st.st_mode)){
+			rm_tree(p);
+		}else{
+			unlink(p);
+		}
+		free(p);
+	}
+	closedir(d);
+	rmdir(path);
+}
+
+/* Copies PATH to PATH.corrupt-<unix time>[.N] for the operator. Returns 0 and *dest (caller frees)
+ * or a negative errno. */
+static int keep_copy(const char *path, char **dest)
+{
+	long long now = (long long)time(NULL);
+	char *d;
+	int rc = -EEXIST;
+
+	for(int n = 0; n < 1000 && rc == -EEXIST; n++){
+		if((n == 0 ? asprintf(&d, "%s.corrupt-%lld", path, now)
+				: asprintf(&d, "%s.corrupt-%lld.%d", path, now, n)) < 0){
+			return -ENOMEM;
+		}
+		rc = copy_tree(path, d);
+		if(rc == 0){
+			*dest = d;
+			return 0;
+		}
+		if(rc != -EEXIST){
+			rm_tree(d);
+		}
+		free(d);
+	}
+	return rc;
+}
+
+/* Counts N records lost to damage (seqs FIRST..LAST) and logs it once, naming WHERE. */
+static void loss_report(struct fb_spool *s, uint64_t n, uint64_t first, uint64_t last, const char *where)
+{
+	if(n == 0){
+		return;
+	}
+	if(s->corrupt){
+		atomic_fetch_add_explicit(s->corrupt, n, memory_order_relaxed);
+	}
+	fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: %llu records (seq %llu..%llu) lost to damage in %s; "
+			"counted in edge_to_cloud/dropped/corrupt", s->path, (unsigned long long)n,
+			(unsigned long long)first, (unsigned long long)last, where);
+}
+
+/* Sequence gaps in a queue read in order: a record SEQ arrives after EXPECT. */
+struct gaps {
+	uint64_t expect; /* the next seq expected; 0: take the first one as it comes */
+	uint64_t lost, first, last;
+};
+
+static void gaps_see(struct gaps *g, uint64_t seq)
+{
+	if(g->expect && seq > g->expect){
+		if(g->lost == 0){
+			g->first = g->expect;
+		}
+		g->lost += seq - g->expect;
+		g->last = seq - 1;
+	}
+	if(seq >= g->expect){
+		g->expect = seq + 1;
+	}
+}
+
+/* Classifies the spool folder before RocksDB opens it, so that a damaged one is moved aside
+ * untouched instead of being "repaired" by the open: RocksDB's files without CURRENT would make
+ * it create a new database among them; a MANIFEST cut short opens as an older, smaller version of
+ * the database (and its newer table files are then deleted as obsolete). Returns 0 or -EIO with
+ * *why (caller frees). */
+static int db_precheck(struct fb_spool *s, char **why)
+{
+	DIR *d = opendir(s->path);
+	struct dirent *e;
+	bool current = false, files = false, out = false;
+	char **cfs, *err = NULL;
+	size_t ncf = 0, len;
+
+	if(d == NULL){
+		return 0; /* the open reports it */
+	}
+	while((e = readdir(d)) != NULL){
+		len = strlen(e->d_name);
+		if(strcmp(e->d_name, "CURRENT") == 0){
+			current = true;
+		}else if(strncmp(e->d_name, "MANIFEST-", 9) == 0
+				|| (len > 4 && (strcmp(e->d_name + len - 4, ".sst") == 0
+					|| strcmp(e->d_name + len - 4, ".log") == 0))){
+			files = true;
+		}
+	}
+	closedir(d);
+	if(!current){
+		if(files){
+			*why = strdup("its CURRENT file is missing");
+			return *why ? -EIO : -ENOMEM;
+		}
+		return 0;
+	}
+	cfs = rocksdb_list_column_families(s->dbopts, s->path, &ncf, &err);
+	if(err){
+		int rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		if(cfs){
+			rocksdb_list_column_families_destroy(cfs, ncf);
+		}
+		return *why ? rc : -ENOMEM;
+	}
+	for(size_t i = 0; i < ncf; i++){
+		out = out || strcmp(cfs[i], cf_names[CF_OUT]) == 0;
+	}
+	if(cfs){
+		rocksdb_list_column_families_destroy(cfs, ncf);
+	}
+	if(!out){
+		*why = strdup("its MANIFEST does not list the column family \"out\" (damaged or cut short)");
+		return *why ? -EIO : -ENOMEM;
+	}
+	return 0;
+}
+
 /* Maps an error of RocksDB's open or of the first scan to what fb_spool_open() does about it:
  * -EBUSY: the LOCK file is held. RocksDB reports it like this (env/fs_posix.cc): by this process,
  *   "IO error: lock hold by current process, ...: PATH/LOCK: No locks available", by another one,
@@ -519,7 +738,7 @@ static void db_close(struct fb_spool *s)
 /* Opens the database with the required column families plus any others it holds (a newer
  * version may have added some: RocksDB refuses to open a database without all of them).
  * Returns 0, or an error of classify_error() with *why set to RocksDB's message (caller frees). */
-static int db_open(struct fb_spool *s, char **why)
+static int db_open_once(struct fb_spool *s, char **why)
 {
 	char *err = NULL;
 	char **existing;
@@ -590,6 +809,53 @@ out:
 	free(names);
 	free(cfopts);
 	return rc;
+}
+
+/* db_open_once() after db_precheck(); damaged WAL records (the open fails with "Corruption") are
+ * skipped on a second try, after a copy of the spool as it was is kept for the operator; the gaps
+ * they leave in "out" are counted by scan_queue(). Returns like db_open_once(). */
+static int db_open(struct fb_spool *s, char **why)
+{
+	char *first = NULL;
+	int rc;
+
+	s->wal_skipped = false;
+	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_tolerate_corrupted_tail_records_recovery);
+	rc = db_precheck(s, why);
+	if(rc == 0){
+		rc = db_open_once(s, why);
+	}
+	if(rc != -EIO || *why == NULL || strstr(*why, "Corruption") == NULL || s->chan_running){
+		return rc;
+	}
+	first = *why;
+	*why = NULL;
+	free(s->kept);
+	s->kept = NULL;
+	rc = keep_copy(s->path, &s->kept);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged spool: %s",
+				s->path, strerror(-rc));
+		*why = first;
+		return -EIO;
+	}
+	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_skip_any_corrupted_records_recovery);
+	rc = db_open_once(s, why);
+	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_tolerate_corrupted_tail_records_recovery);
+	if(rc){
+		/* Not (only) the WAL: the whole spool is moved aside as it is; the copy is not needed. */
+		rm_tree(s->kept);
+		free(s->kept);
+		s->kept = NULL;
+		free(*why);
+		*why = first;
+		return rc;
+	}
+	fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: damaged (%s); opened skipping the damaged WAL records, "
+			"the spool as it was is kept at %s", s->path, first, s->kept);
+	free(first);
+	s->wal_skipped = true;
+	return 0;
 }
 
 /* Reads the floor of queue QI from "meta" into q->floor (0 when there is none). Returns 0 or an
@@ -695,12 +961,45 @@ static void settled_stage(struct fb_spool *s, uint64_t seq)
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY), (const char *)v, sizeof(v));
 }
 
+/* Counts and logs what recovering the staging files of folder DIR found lost. */
+static void chan_loss_report(struct fb_spool *s, const char *dir, const struct fb_chan_loss *loss)
+{
+	char where[8192], name[4096];
+	size_t n = 0;
+
+	if(loss->lost == 0){
+		return;
+	}
+	n += (size_t)snprintf(where + n, sizeof(where) - n, "staging file");
+	for(unsigned i = 0; i < 2; i++){
+		if(!((loss->damaged ? loss->damaged : loss->files) & (1u << i))
+				|| fb_chan_file_name(dir, i, name, sizeof(name)) != 0){
+			continue;
+		}
+		if(loss->damaged & (1u << i)){
+			n += (size_t)snprintf(where + n, sizeof(where) - n, " %s (damaged bytes from offset %zu)",
+					name, loss->damaged_off[i]);
+		}else{
+			n += (size_t)snprintf(where + n, sizeof(where) - n, " %s", name);
+		}
+		if(n >= sizeof(where)){
+			break;
+		}
+	}
+	if(loss->big_lost && n < sizeof(where)){
+		snprintf(where + n, sizeof(where) - n, " (%llu of them large records whose own file is "
+				"missing)", (unsigned long long)loss->big_lost);
+	}
+	loss_report(s, loss->lost, loss->first_seq, loss->last_seq, where);
+}
+
 /* Opens the staging channel. A fresh one (no writer yet): the records staged before the last stop
  * go into "out" here, and the files are emptied when the queue is loaded (chan_reset()). Returns
  * 0 or an error of classify_error() with *why. */
 static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 {
 	struct recover_ctx c = { .s = s, .q = q };
+	struct fb_chan_loss loss;
 	int rc;
 
 	rc = read_settled(s, why);
@@ -719,7 +1018,7 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 	if(c.from < s->settled + 1){
 		c.from = s->settled + 1;
 	}
-	rc = fb_chan_recover(s->chan, recover_visit, &c);
+	rc = fb_chan_recover(s->chan, c.from, recover_visit, &c, &loss);
 	if(c.rc || rc < 0){
 		rocksdb_writebatch_clear(s->wb);
 		*why = strdup(strerror(c.rc ? -c.rc : -rc));
@@ -736,6 +1035,7 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 		fb_log(&s->lg, MOSQ_LOG_NOTICE, "flowmq-bridge: spool %s: %llu staged records taken "
 				"into \"out\"", s->path, (unsigned long long)c.n);
 	}
+	chan_loss_report(s, s->path, &loss);
 	return 0;
 }
 
@@ -765,12 +1065,15 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	size_t klen, vlen, bad = 0;
 	uint64_t seq, last = 0;
 	char *err = NULL;
+	struct gaps g = { 0 };
+	bool count_gaps = qi == FB_Q_OUT && s->wal_skipped;
 	int rc;
 
 	rc = read_floor(s, qi, why);
 	if(rc){
 		return rc;
 	}
+	g.expect = q->floor ? q->floor : 1;
 	key_encode(from, q->floor);
 	ro = rocksdb_readoptions_create();
 	rocksdb_readoptions_set_fill_cache(ro, 0); /* a one-off scan: keep the cache for the head */
@@ -789,6 +1092,7 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 			break;
 		}
 		queue_remember(q, seq, klen + vlen);
+		gaps_see(&g, seq);
 		last = seq;
 	}
 	rocksdb_iter_get_error(it, &err);
@@ -804,6 +1108,21 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	rocksdb_readoptions_destroy(ro);
 
 	q->next_seq = last + 1;
+	if(rc == 0 && count_gaps){
+		/* Damaged WAL records were skipped: what is missing between the floor and the newest seq
+		 * settled is lost. (Records deleted out of order, behind an older live one, count too.) */
+		rc = read_settled(s, why);
+		if(rc == 0 && s->settled >= g.expect){
+			gaps_see(&g, s->settled + 1);
+			g.expect = s->settled + 1;
+		}
+		if(rc == 0){
+			char where[4096];
+
+			snprintf(where, sizeof(where), "the WAL (the spool as it was is kept at %s)", s->kept);
+			loss_report(s, g.lost, g.first, g.last, where);
+		}
+	}
 	if(rc == 0 && bad){
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "flowmq-bridge: spool %s: ignoring %zu records with a "
 				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
@@ -873,6 +1192,363 @@ static int spool_load(struct fb_spool *s, char **why)
 	return rc;
 }
 
+/* ---- salvage: what can be read from a spool moved aside is queued again ---- */
+
+struct salvage {
+	struct fb_spool *s;
+	rocksdb_t *db;
+	rocksdb_column_family_handle_t **cfh;
+	char **names;
+	size_t ncf;
+	int qcf[3];          /* index in cfh of each queue's column family, -1: none */
+	int meta;
+	uint64_t put[3];     /* records queued again, by queue */
+	uint64_t unreadable; /* unreadable stretches skipped */
+	struct gaps g;
+	enum fb_queue qi;
+	int rc;
+	char *why;
+};
+
+/* Appends a salvaged record to queue QI of the fresh spool (written in batches of some 1,000). */
+static int salvage_put(struct salvage *v, enum fb_queue qi, const void *val, size_t len)
+{
+	struct fb_spool *s = v->s;
+	struct spool_queue *q = &s->q[qi];
+	uint8_t key[KEY_LEN];
+
+	if(seqset_reserve(&q->live, q->next_seq) != 0){
+		return -ENOMEM;
+	}
+	key_encode(key, q->next_seq);
+	rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
+	queue_remember(q, q->next_seq++, KEY_LEN + (uint64_t)len);
+	v->put[qi]++;
+	if(rocksdb_writebatch_count(s->wb) >= 1000){
+		return load_write(s, &v->why);
+	}
+	return 0;
+}
+
+static int salvage_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct salvage *v = ud;
+
+	if(v->qi == FB_Q_OUT){
+		gaps_see(&v->g, seq);
+	}
+	v->rc = salvage_put(v, v->qi, val, len);
+	return v->rc ? 1 : 0;
+}
+
+/* Seeks a new iterator of CF to FROM: 1 when that works (a record or the end), 0 when it meets
+ * unreadable data; *IT is the iterator either way (caller destroys). */
+static int salvage_seek(struct salvage *v, rocksdb_column_family_handle_t *cf, rocksdb_readoptions_t *ro,
+		uint64_t from, rocksdb_iterator_t **it)
+{
+	uint8_t key[KEY_LEN];
+	char *err = NULL;
+
+	*it = rocksdb_create_iterator_cf(v->db, ro, cf);
+	key_encode(key, from);
+	rocksdb_iter_seek(*it, (const char *)key, sizeof(key));
+	if(rocksdb_iter_valid(*it)){
+		return 1;
+	}
+	rocksdb_iter_get_error(*it, &err);
+	if(err){
+		rocksdb_free(err);
+		return 0;
+	}
+	return 1;
+}
+
+/* Visits every readable record of CF from seq FROM on, in order. Past unreadable data (a damaged
+ * block of a table file) it looks for the first seq from which a seek works again: doubling the
+ * step, then halving the interval. */
+static int salvage_cf(struct salvage *v, rocksdb_column_family_handle_t *cf, uint64_t from)
+{
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	rocksdb_iterator_t *it = NULL;
+	const char *key, *val;
+	size_t klen, vlen;
+	uint64_t pos = from, lo, hi, step;
+	char *err = NULL;
+	int rc = 0;
+
+	rocksdb_readoptions_set_fill_cache(ro, 0);
+	for(;;){
+		if(!salvage_seek(v, cf, ro, pos, &it)){
+			goto skip;
+		}
+		for(; rocksdb_iter_valid(it); rocksdb_iter_next(it)){
+			key = rocksdb_iter_key(it, &klen);
+			val = rocksdb_iter_value(it, &vlen);
+			if(klen != KEY_LEN || key_decode(key) < pos){
+				continue;
+			}
+			pos = key_decode(key) + 1;
+			if(salvage_visit(v, pos - 1, val, vlen)){
+				rc = v->rc;
+				goto out;
+			}
+		}
+		rocksdb_iter_get_error(it, &err);
+		if(err == NULL){
+			break; /* the end */
+		}
+		rocksdb_free(err);
+		err = NULL;
+skip:
+		rocksdb_iter_destroy(it);
+		it = NULL;
+		v->unreadable++;
+		/* seek(pos) fails: find the smallest seq above it from which a seek works. */
+		for(step = 1, lo = pos; ; step *= 2){
+			hi = pos + step;
+			if(hi < pos || step > ((uint64_t)1 << 62)){
+				goto out; /* nothing readable after it */
+			}
+			if(salvage_seek(v, cf, ro, hi, &it)){
+				rocksdb_iter_destroy(it);
+				it = NULL;
+				break;
+			}
+			rocksdb_iter_destroy(it);
+			it = NULL;
+			lo = hi;
+		}
+		while(hi - lo > 1){
+			uint64_t mid = lo + (hi - lo) / 2;
+			int ok = salvage_seek(v, cf, ro, mid, &it);
+
+			rocksdb_iter_destroy(it);
+			it = NULL;
+			if(ok){
+				hi = mid;
+			}else{
+				lo = mid;
+			}
+		}
+		pos = hi;
+	}
+out:
+	if(it){
+		rocksdb_iter_destroy(it);
+	}
+	rocksdb_readoptions_destroy(ro);
+	return rc;
+}
+
+/* Reads meta KEY of the salvaged database as a seq: 1 found, 0 not. */
+static int salvage_meta(struct salvage *v, const char *key, uint64_t *seq)
+{
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	char *err = NULL, *val;
+	size_t vlen = 0;
+	int found = 0;
+
+	*seq = 0;
+	if(v->meta < 0){
+		rocksdb_readoptions_destroy(ro);
+		return 0;
+	}
+	val = rocksdb_get_cf(v->db, ro, v->cfh[v->meta], key, strlen(key), &vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rocksdb_free(err);
+	}else if(val && vlen == KEY_LEN){
+		*seq = key_decode(val);
+		found = 1;
+	}
+	rocksdb_free(val);
+	return found;
+}
+
+/* Opens the database at DIR read only, skipping damaged WAL records. Returns 0 or -EIO (*err set). */
+static int salvage_open(struct salvage *v, rocksdb_options_t *o, const char *dir, char **err)
+{
+	const rocksdb_options_t **cfo;
+
+	v->names = rocksdb_list_column_families(o, dir, &v->ncf, err);
+	if(*err){
+		return -EIO;
+	}
+	cfo = calloc(v->ncf, sizeof(*cfo));
+	v->cfh = calloc(v->ncf, sizeof(*v->cfh));
+	if(cfo == NULL || v->cfh == NULL){
+		free(cfo);
+		return -ENOMEM;
+	}
+	for(size_t i = 0; i < v->ncf; i++){
+		cfo[i] = o;
+	}
+	v->db = rocksdb_open_for_read_only_column_families(o, dir, (int)v->ncf, (const char *const *)v->names,
+			cfo, v->cfh, 0, err);
+	free(cfo);
+	if(*err){
+		v->db = NULL;
+		return -EIO;
+	}
+	for(int q = 0; q < 3; q++){
+		v->qcf[q] = -1;
+	}
+	v->meta = -1;
+	for(size_t i = 0; i < v->ncf; i++){
+		for(int j = CF_OUT; j < CF_REQUIRED; j++){
+			if(strcmp(v->names[i], cf_names[j]) == 0){
+				if(j == CF_META){
+					v->meta = (int)i;
+				}else{
+					v->qcf[j - CF_OUT] = (int)i;
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+static void salvage_close(struct salvage *v)
+{
+	for(size_t i = 0; v->cfh && i < v->ncf; i++){
+		if(v->cfh[i]){
+			rocksdb_column_family_handle_destroy(v->cfh[i]);
+		}
+	}
+	free(v->cfh);
+	v->cfh = NULL;
+	if(v->db){
+		rocksdb_close(v->db);
+		v->db = NULL;
+	}
+	if(v->names){
+		rocksdb_list_column_families_destroy(v->names, v->ncf);
+		v->names = NULL;
+	}
+	v->ncf = 0;
+}
+
+/* The fresh spool S (just created, its channel fresh) takes every record that can be read from
+ * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
+ * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
+ * records its staging files held), "in" and "dead" are queued again in order; the seqs missing
+ * in "out" are counted as lost. */
+static void salvage(struct fb_spool *s, const char *aside)
+{
+	struct salvage v = { .s = s };
+	struct fb_chan_shared *sh = NULL;
+	struct fb_chan_reader *r = NULL;
+	struct fb_chan_loss loss;
+	rocksdb_options_t *o;
+	char *copy = NULL, *err = NULL, where[8192];
+	uint64_t floor = 0, settled = 0, from;
+	bool have_floor, have_settled, repaired = false;
+	int rc;
+
+	if(asprintf(&copy, "%s.salvage", aside) < 0){
+		return;
+	}
+	rm_tree(copy); /* left by a salvage that was cut short */
+	rc = copy_tree(aside, copy);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
+				aside, strerror(-rc));
+		goto out;
+	}
+	o = rocksdb_options_create();
+	rocksdb_options_set_wal_recovery_mode(o, rocksdb_skip_any_corrupted_records_recovery);
+	rocksdb_options_set_paranoid_checks(o, 0);
+	rocksdb_options_set_info_log_level(o, ROCKSDB_LOG_WARN);
+	rc = salvage_open(&v, o, copy, &err);
+	if(rc){
+		rocksdb_free(err);
+		err = NULL;
+		salvage_close(&v);
+		rocksdb_repair_db(o, copy, &err);
+		if(err){
+			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s: %s",
+					s->path, aside, err);
+			rocksdb_free(err);
+			err = NULL;
+		}
+		repaired = true;
+		rc = salvage_open(&v, o, copy, &err);
+	}
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from %s: %s", s->path, aside,
+				err ? err : strerror(-rc));
+		rocksdb_free(err);
+		salvage_close(&v);
+		rocksdb_options_destroy(o);
+		from = 0;
+		have_floor = have_settled = false;
+	}else{
+		have_floor = salvage_meta(&v, floor_keys[FB_Q_OUT], &floor);
+		have_settled = salvage_meta(&v, SETTLED_KEY, &settled);
+		/* The first seq expected: the floor; without one, 1 if the queue was never consumed. */
+		v.g.expect = have_floor ? floor : have_settled ? 1 : 0;
+		for(int q = 0; q < 3 && v.rc == 0; q++){
+			v.qi = (enum fb_queue)q;
+			if(v.qcf[q] >= 0){
+				uint64_t qfloor = floor;
+
+				if(q != FB_Q_OUT){
+					salvage_meta(&v, floor_keys[q], &qfloor);
+				}
+				salvage_cf(&v, v.cfh[v.qcf[q]], qfloor);
+			}
+			if(q == FB_Q_OUT && v.rc == 0){
+				/* Up to the newest seq settled, then the staging files go on. */
+				if(settled + 1 > v.g.expect && v.g.expect){
+					gaps_see(&v.g, settled + 1);
+					v.g.expect = settled + 1;
+				}
+				from = v.g.expect > settled + 1 ? v.g.expect : settled + 1;
+				if(from < floor){
+					from = floor;
+				}
+				/* Its staging files hold what was not settled yet (salvage_visit() counts their
+				 * gaps too). */
+				sh = calloc(1, sizeof(*sh));
+				if(sh && fb_chan_reader_open(copy, sh, true, &r) == 0){
+					fb_chan_recover(r, from, salvage_visit, &v, &loss);
+				}
+				fb_chan_reader_close(r);
+				free(sh);
+			}
+		}
+		salvage_close(&v);
+		rocksdb_options_destroy(o);
+	}
+	if(v.rc == 0 && rocksdb_writebatch_count(s->wb) > 0){
+		v.rc = load_write(s, &v.why);
+	}
+	rocksdb_writebatch_clear(s->wb);
+	if(v.rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: queuing the records salvaged from %s failed: %s",
+				s->path, aside, v.why ? v.why : strerror(-v.rc));
+	}
+	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: salvaged from %s%s: %llu records queued again "
+			"into \"out\", %llu into \"in\", %llu into \"dead\"%s", s->path, aside,
+			repaired ? " (a repaired copy)" : "", (unsigned long long)v.put[FB_Q_OUT],
+			(unsigned long long)v.put[FB_Q_IN], (unsigned long long)v.put[FB_Q_DEAD],
+			v.unreadable ? "; unreadable stretches skipped" : "");
+	snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
+	loss_report(s, v.g.lost, v.g.first, v.g.last, where);
+	/* The fresh channel's writer starts after what was queued again. */
+	rc = fb_chan_reset(s->chan, s->q[FB_Q_OUT].next_seq);
+	if(rc == 0){
+		fb_chan_account(s->chan, 0, s->q[FB_Q_OUT].bytes);
+	}else{
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot reset the staging files: %s", s->path,
+				strerror(-rc));
+	}
+out:
+	free(v.why);
+	rm_tree(copy);
+	free(copy);
+}
+
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 {
 	struct fb_spool *s;
@@ -902,6 +1578,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 		s->lg = *opts->lg;
 	}
 	s->max_size = opts->max_size;
+	s->corrupt = opts->corrupt;
 	s->on_full = opts->on_full;
 	s->sync = opts->sync;
 	pthread_mutex_init(&s->lock, NULL);
@@ -947,6 +1624,9 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 			rc = mkdir_p(s->path);
 			if(rc == 0){
 				rc = spool_load(s, &why);
+			}
+			if(rc == 0 && !s->chan_running){
+				salvage(s, aside);
 			}
 			if(rc){
 				fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: cannot create a fresh spool at "
@@ -1040,6 +1720,7 @@ void fb_spool_close(struct fb_spool *s)
 		free(s->sh);
 	}
 	pthread_mutex_destroy(&s->lock);
+	free(s->kept);
 	free(s->path);
 	free(s);
 }

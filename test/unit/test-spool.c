@@ -1,5 +1,6 @@
 /* Unit tests of plugin/spool.c: the RocksDB spool. Each test works in its own mkdtemp() folder. */
 #include <check.h>
+#include <stdatomic.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@ struct capture {
 	int errors;
 };
 static struct capture cap = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static atomic_uint_fast64_t corrupt; /* opts.corrupt of every spool opened */
 
 static void capture_fn(void *ud, int level, const char *line)
 {
@@ -58,6 +60,7 @@ static void setup(void)
 	snprintf(spool_path, sizeof(spool_path), "%s/spool", tmpdir);
 	cap.text[0] = '\0';
 	cap.errors = 0;
+	atomic_store(&corrupt, 0);
 }
 
 static void teardown(void)
@@ -73,6 +76,7 @@ static struct fb_spool *open_spool(uint64_t max_size, enum fb_on_full on_full, e
 		.on_full = on_full,
 		.sync = sync,
 		.lg = &lg,
+		.corrupt = &corrupt,
 	};
 	struct fb_spool *s = NULL;
 
@@ -960,25 +964,55 @@ static void overwrite_file(const char *path, const char *text)
 	fclose(f);
 }
 
-/* The spool at spool_path was just moved aside: check the log line and the fresh spool. */
-static void assert_moved_aside_and_fresh(struct fb_spool *s)
+/* Checks that the values of "out" are make_value(i) of increasing I (their seqs may differ):
+ * SN[0] counts them, SN[1] is the last I. */
+static int salvaged_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	uint64_t *sn = ud;
+	unsigned long long i;
+	uint8_t expect[4096];
+
+	(void)seq;
+	ck_assert_int_eq(sscanf(val, "rec-%llu;", &i), 1);
+	ck_assert_uint_gt(i, sn[1]);
+	ck_assert_uint_le(len, sizeof(expect));
+	make_value(expect, i, len);
+	ck_assert_mem_eq(val, expect, len);
+	sn[0]++;
+	sn[1] = i;
+	return 0;
+}
+
+/* The spool at spool_path was just moved aside: check the log lines and the fresh spool, which
+ * holds what was salvaged of TOTAL records of "out" (in order, with their bytes) while the rest
+ * is counted as lost. */
+static void assert_moved_aside_and_fresh(struct fb_spool *s, uint64_t total)
 {
 	struct fb_spool_stats st;
 	char expect[700];
 	struct seen *sn;
+	uint64_t salv[2] = { 0, 0 };
+	uint64_t lost = atomic_load(&corrupt);
 
 	snprintf(expect, sizeof(expect), "flowmq-bridge: spool %s is unreadable (", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	snprintf(expect, sizeof(expect), "); moved aside to %s.corrupt-", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	ck_assert(strstr(cap.text, ", starting a fresh spool\n") != NULL);
-	ck_assert_int_eq(cap.errors, 1);
+	ck_assert_int_eq(cap.errors, lost ? 2 : 1);
 	ck_assert_int_eq(count_corrupt_dirs(), 1);
+	if(lost){
+		snprintf(expect, sizeof(expect), " lost to damage in the spool moved aside to %s.corrupt-",
+				spool_path);
+		ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
+	}
 
 	fb_spool_stats(s, &st);
-	ck_assert_uint_eq(st.messages, 0);
-	ck_assert_uint_eq(append_n(s, FB_Q_OUT, 1, 3, 10, NULL), 3);
-	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(st.messages + lost, total);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), (int)st.messages);
+	ck_assert_uint_eq(salv[0], st.messages);
+	ck_assert_uint_eq(append_n(s, FB_Q_OUT, st.messages + 1, 3, 10, NULL), st.messages + 3);
+	sn = read_all(s, FB_Q_OUT, st.messages);
 	ck_assert_uint_eq(sn->n, 3);
 	free(sn);
 }
@@ -994,7 +1028,8 @@ START_TEST(garbage_current_is_moved_aside_and_a_fresh_spool_opens)
 	overwrite_file(path, "garbage garbage garbage");
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 10);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0); /* everything salvaged */
 	fb_spool_close(s);
 }
 END_TEST
@@ -1016,7 +1051,8 @@ START_TEST(garbage_manifest_is_moved_aside)
 	globfree(&g);
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 10);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0); /* everything salvaged */
 	fb_spool_close(s);
 }
 END_TEST
@@ -1051,7 +1087,7 @@ START_TEST(corrupt_table_file_found_by_the_first_scan_is_moved_aside)
 	globfree(&g);
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 5000);
 	fb_spool_close(s);
 }
 END_TEST
@@ -1066,7 +1102,8 @@ START_TEST(folder_with_only_a_garbage_current_is_moved_aside)
 	overwrite_file(path, "MANIFEST-000042\n");
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 0);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0); /* everything salvaged */
 	fb_spool_close(s);
 }
 END_TEST
