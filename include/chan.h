@@ -152,6 +152,9 @@ struct fb_chan_loss {
 int fb_chan_recover(struct fb_chan_reader *r, uint64_t from, fb_stage_visit_fn fn, void *ud,
 		struct fb_chan_loss *loss);
 
+/* The staging files of a spool folder are FB_CHAN_FILE.0 and FB_CHAN_FILE.1. */
+#define FB_CHAN_FILE "flowmq-stage"
+
 /* The path of staging file I (0 or 1) of spool folder DIR into BUF. Returns 0 or -ENAMETOOLONG. */
 int fb_chan_file_name(const char *dir, unsigned i, char *buf, size_t cap);
 

@@ -12,7 +12,7 @@
 
 /* Each staging file: some 16,000 records of 100-byte messages. */
 #define CHAN_FILE_SIZE (4u << 20)
-#define CHAN_FILE "flowmq-stage"
+#define CHAN_FILE FB_CHAN_FILE
 #define BIG_FILE "flowmq-big-"
 
 /* A record staged in place of a large one: the magic, then the large record's length. */

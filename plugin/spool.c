@@ -480,9 +480,9 @@ static int move_aside(const char *path, char **dest)
 
 /* ---- damage: copies kept for the operator, losses counted ---- */
 
-/* Copies the regular files of folder SRC (flat, as a spool is) into the new folder DST, which
- * must not exist. Returns 0 or a negative errno (then DST may hold part of the copy). */
-static int copy_tree(const char *src, const char *dst)
+/* Copies the regular files of folder SRC (flat, as a spool is; with ONLY, those whose name starts
+ * with it) into the new folder DST, which must not exist. Returns 0 or a negative errno (then DST may hold part of the copy). */
+static int copy_tree(const char *src, const char *dst, const char *only)
 {
 	DIR *d;
 	struct dirent *e;
@@ -500,7 +500,7 @@ static int copy_tree(const char *src, const char *dst)
 		return -errno;
 	}
 	while(rc == 0 && (e = readdir(d)) != NULL){
-		if(strcmp(e->d_name, "LOCK") == 0){
+		if(strcmp(e->d_name, "LOCK") == 0 || (only && strncmp(e->d_name, only, strlen(only)) != 0)){
 			continue; /* a lock file another open would see as held: never copied */
 		}
 		if(asprintf(&from, "%s/%s", src, e->d_name) < 0 || asprintf(&to, "%s/%s", dst, e->d_name) < 0){
@@ -572,9 +572,10 @@ static void rm_tree(const char *path)
 	rmdir(path);
 }
 
-/* Copies PATH to PATH.corrupt-<unix time>[.N] for the operator. Returns 0 and *dest (caller frees)
+/* Copies PATH (with ONLY, its files whose name starts with it) to PATH.corrupt-<unix time>[.N] for
+ * the operator. Returns 0 and *dest (caller frees)
  * or a negative errno. */
-static int keep_copy(const char *path, char **dest)
+static int keep_copy(const char *path, const char *only, char **dest)
 {
 	long long now = (long long)time(NULL);
 	char *d;
@@ -585,7 +586,7 @@ static int keep_copy(const char *path, char **dest)
 				: asprintf(&d, "%s.corrupt-%lld.%d", path, now, n)) < 0){
 			return -ENOMEM;
 		}
-		rc = copy_tree(path, d);
+		rc = copy_tree(path, d, only);
 		if(rc == 0){
 			*dest = d;
 			return 0;
@@ -832,7 +833,7 @@ static int db_open(struct fb_spool *s, char **why)
 	*why = NULL;
 	free(s->kept);
 	s->kept = NULL;
-	rc = keep_copy(s->path, &s->kept);
+	rc = keep_copy(s->path, NULL, &s->kept);
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged spool: %s",
 				s->path, strerror(-rc));
@@ -910,6 +911,7 @@ struct recover_ctx {
 	uint64_t from; /* lowest seq to take */
 	uint64_t n;
 	int rc;
+	char **why;
 };
 
 static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
@@ -961,8 +963,10 @@ static void settled_stage(struct fb_spool *s, uint64_t seq)
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY), (const char *)v, sizeof(v));
 }
 
-/* Counts and logs what recovering the staging files of folder DIR found lost. */
-static void chan_loss_report(struct fb_spool *s, const char *dir, const struct fb_chan_loss *loss)
+/* Counts and logs what recovering the staging files of folder DIR found lost (KEPT: where a copy
+ * of them is, may be NULL). */
+static void chan_loss_report(struct fb_spool *s, const char *dir, const struct fb_chan_loss *loss,
+		const char *kept)
 {
 	char where[8192], name[4096];
 	size_t n = 0;
@@ -987,10 +991,60 @@ static void chan_loss_report(struct fb_spool *s, const char *dir, const struct f
 		}
 	}
 	if(loss->big_lost && n < sizeof(where)){
-		snprintf(where + n, sizeof(where) - n, " (%llu of them large records whose own file is "
-				"missing)", (unsigned long long)loss->big_lost);
+		n += (size_t)snprintf(where + n, sizeof(where) - n, " (%llu of them large records whose "
+				"own file is missing)", (unsigned long long)loss->big_lost);
+	}
+	if(kept && n < sizeof(where)){
+		snprintf(where + n, sizeof(where) - n, "; the staging files as they were are kept at %s", kept);
 	}
 	loss_report(s, loss->lost, loss->first_seq, loss->last_seq, where);
+}
+
+static int refill_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct recover_ctx *c = ud;
+	uint8_t key[KEY_LEN];
+
+	key_encode(key, seq);
+	rocksdb_writebatch_put_cf(c->s->wb, c->q->cf, (const char *)key, sizeof(key), val, len);
+	c->n++;
+	if(rocksdb_writebatch_count(c->s->wb) >= 1000){
+		c->rc = load_write(c->s, c->why);
+	}
+	return c->rc ? 1 : 0;
+}
+
+/* After damaged WAL records were skipped, before "out" is scanned: the staging files may still
+ * hold records that were settled in them (a file is emptied only once the writer has moved on),
+ * so every one from the floor on goes into RocksDB again. One that is there already is written
+ * over with the same bytes; one that was deleted out of order comes back (sent again, which
+ * at-least-once allows). Returns 0 or an error of classify_error() with *why. */
+static int wal_refill(struct fb_spool *s, struct spool_queue *q, char **why)
+{
+	struct recover_ctx c = { .s = s, .q = q, .why = why };
+	int rc;
+
+	rc = fb_chan_reader_open(s->path, s->sh, true, &s->chan);
+	if(rc){
+		*why = strdup(strerror(-rc));
+		return *why ? rc : -ENOMEM;
+	}
+	rc = fb_chan_recover(s->chan, q->floor ? q->floor : 1, refill_visit, &c, NULL);
+	if(c.rc){
+		rocksdb_writebatch_clear(s->wb);
+		return c.rc;
+	}
+	if(rc < 0){
+		rocksdb_writebatch_clear(s->wb);
+		*why = strdup(strerror(-rc));
+		return *why ? rc : -ENOMEM;
+	}
+	rc = rocksdb_writebatch_count(s->wb) ? load_write(s, why) : 0;
+	if(rc == 0 && c.n){
+		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %llu records of the staging files written into "
+				"\"out\" again", s->path, (unsigned long long)c.n);
+	}
+	return rc;
 }
 
 /* Opens the staging channel. A fresh one (no writer yet): the records staged before the last stop
@@ -1006,7 +1060,9 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 	if(rc){
 		return rc;
 	}
-	rc = fb_chan_reader_open(s->path, s->sh, !s->chan_running, &s->chan);
+	if(s->chan == NULL){
+		rc = fb_chan_reader_open(s->path, s->sh, !s->chan_running, &s->chan);
+	}
 	if(rc){
 		*why = strdup(strerror(-rc));
 		return *why ? rc : -ENOMEM;
@@ -1035,7 +1091,18 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 		fb_log(&s->lg, MOSQ_LOG_NOTICE, "flowmq-bridge: spool %s: %llu staged records taken "
 				"into \"out\"", s->path, (unsigned long long)c.n);
 	}
-	chan_loss_report(s, s->path, &loss);
+	if(loss.lost){
+		char *kept = NULL;
+
+		/* They are emptied next: the operator gets them as they were. */
+		rc = keep_copy(s->path, FB_CHAN_FILE ".", &kept);
+		if(rc){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged staging "
+					"files: %s", s->path, strerror(-rc));
+		}
+		chan_loss_report(s, s->path, &loss, kept);
+		free(kept);
+	}
 	return 0;
 }
 
@@ -1074,6 +1141,12 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 		return rc;
 	}
 	g.expect = q->floor ? q->floor : 1;
+	if(count_gaps){
+		rc = wal_refill(s, q, why);
+		if(rc){
+			return rc;
+		}
+	}
 	key_encode(from, q->floor);
 	ro = rocksdb_readoptions_create();
 	rocksdb_readoptions_set_fill_cache(ro, 0); /* a one-off scan: keep the cache for the head */
@@ -1365,8 +1438,9 @@ static int salvage_meta(struct salvage *v, const char *key, uint64_t *seq)
 	return found;
 }
 
-/* Opens the database at DIR read only, skipping damaged WAL records. Returns 0 or -EIO (*err set). */
-static int salvage_open(struct salvage *v, rocksdb_options_t *o, const char *dir, char **err)
+/* Opens the database at DIR read only, skipping damaged WAL records; with NEED_OUT, a database
+ * without "out" fails. Returns 0 or -EIO (*err set). */
+static int salvage_open(struct salvage *v, rocksdb_options_t *o, const char *dir, bool need_out, char **err)
 {
 	const rocksdb_options_t **cfo;
 
@@ -1405,6 +1479,11 @@ static int salvage_open(struct salvage *v, rocksdb_options_t *o, const char *dir
 			}
 		}
 	}
+	if(v->qcf[FB_Q_OUT] < 0 && need_out){
+		/* A MANIFEST cut short opens as a database without it: repair finds it in the tables. */
+		*err = strdup("no column family \"out\"");
+		return -EIO;
+	}
 	return 0;
 }
 
@@ -1428,6 +1507,54 @@ static void salvage_close(struct salvage *v)
 	v->ncf = 0;
 }
 
+/* Points CURRENT in folder DIR (a copy) at its newest MANIFEST when CURRENT is missing or does
+ * not name an existing one. Returns true when it wrote it. */
+static bool point_current(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	unsigned long long n, best = 0;
+	char *path, *cur, name[64], line[128];
+	FILE *f;
+	bool ok = false;
+
+	if(d == NULL){
+		return false;
+	}
+	while((e = readdir(d)) != NULL){
+		if(sscanf(e->d_name, "MANIFEST-%llu", &n) == 1 && n > best){
+			best = n;
+		}
+	}
+	closedir(d);
+	if(best == 0 || asprintf(&cur, "%s/CURRENT", dir) < 0){
+		return false;
+	}
+	snprintf(name, sizeof(name), "MANIFEST-%06llu", best);
+	f = fopen(cur, "r");
+	if(f){
+		if(fgets(line, sizeof(line), f)){
+			line[strcspn(line, "\n")] = '\0';
+			if(asprintf(&path, "%s/%s", dir, line) >= 0){
+				ok = strncmp(line, "MANIFEST-", 9) == 0 && access(path, F_OK) == 0;
+				free(path);
+			}
+		}
+		fclose(f);
+	}
+	if(!ok){
+		f = fopen(cur, "w");
+		ok = f && fprintf(f, "%s\n", name) > 0;
+		if(f && fclose(f) != 0){
+			ok = false;
+		}
+	}else{
+		ok = false; /* it was fine: nothing to try */
+	}
+	free(cur);
+	return ok;
+}
+
 /* The fresh spool S (just created, its channel fresh) takes every record that can be read from
  * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
  * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
@@ -1442,14 +1569,14 @@ static void salvage(struct fb_spool *s, const char *aside)
 	rocksdb_options_t *o;
 	char *copy = NULL, *err = NULL, where[8192];
 	uint64_t floor = 0, settled = 0, from;
-	bool have_floor, have_settled, repaired = false;
+	bool have_floor = false, have_settled = false, repaired = false;
 	int rc;
 
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
 		return;
 	}
 	rm_tree(copy); /* left by a salvage that was cut short */
-	rc = copy_tree(aside, copy);
+	rc = copy_tree(aside, copy, NULL);
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
@@ -1459,7 +1586,14 @@ static void salvage(struct fb_spool *s, const char *aside)
 	rocksdb_options_set_wal_recovery_mode(o, rocksdb_skip_any_corrupted_records_recovery);
 	rocksdb_options_set_paranoid_checks(o, 0);
 	rocksdb_options_set_info_log_level(o, ROCKSDB_LOG_WARN);
-	rc = salvage_open(&v, o, copy, &err);
+	rc = salvage_open(&v, o, copy, true, &err);
+	if(rc && point_current(copy)){
+		/* CURRENT missing or garbage: the newest MANIFEST, with the WAL, is worth a try first. */
+		rocksdb_free(err);
+		err = NULL;
+		salvage_close(&v);
+		rc = salvage_open(&v, o, copy, true, &err);
+	}
 	if(rc){
 		rocksdb_free(err);
 		err = NULL;
@@ -1472,16 +1606,13 @@ static void salvage(struct fb_spool *s, const char *aside)
 			err = NULL;
 		}
 		repaired = true;
-		rc = salvage_open(&v, o, copy, &err);
+		rc = salvage_open(&v, o, copy, false, &err);
 	}
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from %s: %s", s->path, aside,
-				err ? err : strerror(-rc));
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from the database in %s: %s",
+				s->path, aside, err ? err : strerror(-rc));
 		rocksdb_free(err);
 		salvage_close(&v);
-		rocksdb_options_destroy(o);
-		from = 0;
-		have_floor = have_settled = false;
 	}else{
 		have_floor = salvage_meta(&v, floor_keys[FB_Q_OUT], &floor);
 		have_settled = salvage_meta(&v, SETTLED_KEY, &settled);
@@ -1497,28 +1628,28 @@ static void salvage(struct fb_spool *s, const char *aside)
 				}
 				salvage_cf(&v, v.cfh[v.qcf[q]], qfloor);
 			}
-			if(q == FB_Q_OUT && v.rc == 0){
-				/* Up to the newest seq settled, then the staging files go on. */
-				if(settled + 1 > v.g.expect && v.g.expect){
-					gaps_see(&v.g, settled + 1);
-					v.g.expect = settled + 1;
-				}
-				from = v.g.expect > settled + 1 ? v.g.expect : settled + 1;
-				if(from < floor){
-					from = floor;
-				}
-				/* Its staging files hold what was not settled yet (salvage_visit() counts their
-				 * gaps too). */
-				sh = calloc(1, sizeof(*sh));
-				if(sh && fb_chan_reader_open(copy, sh, true, &r) == 0){
-					fb_chan_recover(r, from, salvage_visit, &v, &loss);
-				}
-				fb_chan_reader_close(r);
-				free(sh);
-			}
 		}
 		salvage_close(&v);
-		rocksdb_options_destroy(o);
+	}
+	rocksdb_options_destroy(o);
+	if(v.rc == 0){
+		/* Up to the newest seq settled, then the staging files go on: they hold what was not
+		 * settled yet (salvage_visit() counts their gaps too). */
+		v.qi = FB_Q_OUT;
+		if(settled + 1 > v.g.expect && v.g.expect){
+			gaps_see(&v.g, settled + 1);
+			v.g.expect = settled + 1;
+		}
+		from = v.g.expect > settled + 1 ? v.g.expect : settled + 1;
+		if(from < floor){
+			from = floor;
+		}
+		sh = calloc(1, sizeof(*sh));
+		if(sh && fb_chan_reader_open(copy, sh, true, &r) == 0){
+			fb_chan_recover(r, from, salvage_visit, &v, &loss);
+		}
+		fb_chan_reader_close(r);
+		free(sh);
 	}
 	if(v.rc == 0 && rocksdb_writebatch_count(s->wb) > 0){
 		v.rc = load_write(s, &v.why);

@@ -1092,6 +1092,95 @@ START_TEST(corrupt_table_file_found_by_the_first_scan_is_moved_aside)
 }
 END_TEST
 
+/* Damaged WAL records: RocksDB skips them (and only them), the staging files give back what they
+ * still hold, and what is missing from "out" after that is counted and logged once. */
+static void damage_wal(void)
+{
+	char pattern[700], best[700] = "";
+	uint8_t junk[4096];
+	struct stat sb;
+	off_t size = 0;
+	glob_t g;
+	int fd;
+
+	snprintf(pattern, sizeof(pattern), "%s/*.log", spool_path);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+	for(size_t i = 0; i < g.gl_pathc; i++){
+		if(stat(g.gl_pathv[i], &sb) == 0 && sb.st_size > size){
+			size = sb.st_size;
+			snprintf(best, sizeof(best), "%s", g.gl_pathv[i]);
+		}
+	}
+	globfree(&g);
+	ck_assert_int_gt(size, 3 * (off_t)sizeof(junk));
+	for(size_t i = 0; i < sizeof(junk); i++){
+		junk[i] = (uint8_t)(i * 7919 + 13);
+	}
+	fd = open(best, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), size / 2), (ssize_t)sizeof(junk));
+	close(fd);
+}
+
+static void wal_damage_case(bool zero_staging)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	uint64_t salv[2] = { 0, 0 }, lost;
+	char path[700];
+
+	for(uint64_t i = 1; i <= 3000; i += 100){
+		append_n(s, FB_Q_OUT, i, 100, 100, NULL);
+		ck_assert_int_eq(fb_spool_settle(s), 0); /* 30 write batches in the WAL */
+	}
+	fb_spool_close(s);
+	damage_wal();
+	if(zero_staging){
+		for(int i = 0; i < 2; i++){
+			snprintf(path, sizeof(path), "%s/flowmq-stage.%d", spool_path, i);
+			ck_assert_int_eq(truncate(path, 0), 0);
+		}
+	}
+
+	s = open_default();
+	lost = atomic_load(&corrupt);
+	fb_spool_stats(s, &st);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), (int)st.messages);
+	ck_assert_uint_eq(st.messages + lost, 3000);
+	ck_assert_int_eq(count_corrupt_dirs(), 1); /* the spool as it was */
+	ck_assert_msg(strstr(cap.text, "opened skipping the damaged WAL records, the spool as it was is "
+			"kept at ") != NULL, "log: %s", cap.text);
+	if(zero_staging){
+		char expect[200];
+
+		/* Whole write batches of 100 go. */
+		ck_assert_uint_gt(lost, 0);
+		ck_assert_uint_eq(lost % 100, 0);
+		ck_assert_uint_lt(lost, 3000);
+		snprintf(expect, sizeof(expect), ": %llu records (seq ", (unsigned long long)lost);
+		ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
+		ck_assert(strstr(cap.text, ") lost to damage in the WAL (the spool as it was is kept at ") != NULL);
+		ck_assert_int_eq(cap.errors, 2);
+	}else{
+		ck_assert_uint_eq(lost, 0);
+		ck_assert_uint_eq(st.messages, 3000);
+		ck_assert_int_eq(cap.errors, 1);
+	}
+	fb_spool_close(s);
+}
+
+START_TEST(damaged_wal_records_are_skipped_refilled_from_staging_and_counted)
+{
+	wal_damage_case(false);
+}
+END_TEST
+
+START_TEST(damaged_wal_records_not_staged_any_more_are_counted)
+{
+	wal_damage_case(true);
+}
+END_TEST
+
 START_TEST(folder_with_only_a_garbage_current_is_moved_aside)
 {
 	struct fb_spool *s;
@@ -1462,6 +1551,8 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, garbage_current_is_moved_aside_and_a_fresh_spool_opens);
 	tcase_add_test(tc, garbage_manifest_is_moved_aside);
 	tcase_add_test(tc, corrupt_table_file_found_by_the_first_scan_is_moved_aside);
+	tcase_add_test(tc, damaged_wal_records_are_skipped_refilled_from_staging_and_counted);
+	tcase_add_test(tc, damaged_wal_records_not_staged_any_more_are_counted);
 	tcase_add_test(tc, folder_with_only_a_garbage_current_is_moved_aside);
 	tcase_add_test(tc, moving_aside_never_replaces_an_earlier_copy);
 	tcase_add_test(tc, second_open_is_ebusy_and_leaves_the_spool_alone);
