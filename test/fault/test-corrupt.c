@@ -33,10 +33,10 @@ static uint64_t rnd(void)
 
 struct env {
 	struct fbh_broker cloud, edge;
-	char spool[PATH_MAX];
+	char spool[PATH_MAX + 16];
 	size_t n;          /* published */
 	size_t acked;      /* PUBACKed with a reason code < 0x80 */
-	char damaged[PATH_MAX]; /* the damaged file (its name is kept in the copy) */
+	char damaged[PATH_MAX + 64]; /* the damaged file (its name is kept in the copy) */
 	char *bytes;       /* its content after the damage */
 	size_t len;
 };
@@ -93,7 +93,7 @@ static void backlog(struct env *e, size_t n, size_t size, bool stop_link)
 	for(size_t i = 0; i < n; i++){
 		int len = snprintf(payload, size + 32, "c%zu;", i);
 		while((size_t)len < size){
-			payload[len] = (char)('a' + (i + (size_t)len) % 26);
+			payload[len] = (char)('a' + rnd() % 26); /* no compression makes the tables smaller */
 			len++;
 		}
 		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", payload, len, 1, false, NULL), 0);
@@ -289,9 +289,10 @@ START_TEST(test_damaged_wal_loses_only_what_it_hit_and_counts_it)
 	remember(&e, wal);
 
 	lost = deliver(&e, "WAL");
-	ck_assert_uint_gt(lost, 0);
+	/* RocksDB skips the damaged write batches; what the staging files still hold of them comes
+	 * back from there, the rest is counted (and named in the log, checked by deliver()). */
 	ck_assert_uint_lt(lost, e.acked / 2);
-	ck_assert(fbh_broker_log_contains(&e.edge, "lost to damage in the WAL"));
+	ck_assert(fbh_broker_log_contains(&e.edge, "opened skipping the damaged WAL records"));
 	assert_kept(&e);
 	env_free(&e);
 }
@@ -336,7 +337,7 @@ END_TEST
 START_TEST(test_damaged_staging_file_loses_only_what_it_hit_and_counts_it)
 {
 	struct env e = { 0 };
-	char path[PATH_MAX];
+	char path[PATH_MAX + 64];
 	size_t used = 0, best = 0;
 	uint64_t lost;
 	char *text;
@@ -404,7 +405,7 @@ END_TEST
 START_TEST(test_deleted_current_is_moved_aside_and_salvaged)
 {
 	struct env e = { 0 };
-	char manifest[PATH_MAX], path[PATH_MAX + 16], *kept, *gone;
+	char manifest[PATH_MAX], path[PATH_MAX + 64], *kept, *gone;
 
 	rnd_state = 0x13013017ULL;
 	backlog(&e, 10000, 1000, false);
