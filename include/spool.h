@@ -62,7 +62,7 @@ struct fb_spool_stats {
 
 /* Opens or creates the spool. Damage loses only what it hit, and every record lost is counted in
  * opts.corrupt and logged once with the place: a damaged staging record is skipped; damaged WAL
- * records are skipped (a copy of the spool as it was is kept at PATH.corrupt-<unix time>); a
+ * records are skipped (a copy of the WAL as it was is kept at PATH.corrupt-<unix time>); a
  * database that cannot be opened (corruption, missing CURRENT, a damaged MANIFEST, unreadable
  * files) is renamed to PATH.corrupt-<unix time> and never modified, a fresh one is created, and
  * every record that can be read from a copy of the old one (repaired with RocksDB's repair where

@@ -41,6 +41,21 @@
  * forget what it settled. fb_spool_sync() (FB_SYNC_INTERVAL) syncs the staging files and the
  * WAL. Deletes and moves to dead are never fsynced: losing one to a power cut means a message is
  * sent again, which at-least-once allows.
+ *
+ * Damage. Nothing is lost without being counted (opts.corrupt) and logged once with the count
+ * and the place. Staging records are checked one by one (stage.h) and the gaps their damage
+ * leaves are counted from the first seq expected (the settled mark + 1). The WAL is replayed
+ * tolerating only a torn tail; damage before it fails the open, which is then retried skipping
+ * the damaged write batches (RocksDB's kSkipAnyCorruptedRecords) after a copy of the WAL is kept
+ * at PATH.corrupt-<time>; the staging files give back what they still hold of those batches, and
+ * the seqs still missing in "out" between the floor and the settled mark are counted (a record
+ * deleted out of order, behind an older live one, counts too: the only case that overcounts).
+ * A spool RocksDB cannot open or read (a damaged table file, a missing CURRENT, a MANIFEST
+ * without "out") is renamed to PATH.corrupt-<time> before RocksDB changes anything and never
+ * written again; a fresh spool starts, and salvage() queues again, in order, what a copy of the
+ * old one gives: opened read-only as it is, with CURRENT pointed at the newest MANIFEST, or after
+ * RocksDB's repair; past unreadable blocks by seeking beyond them; then its staging files. The
+ * seqs missing between its floor and its last record are counted.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -480,9 +495,13 @@ static int move_aside(const char *path, char **dest)
 
 /* ---- damage: copies kept for the operator, losses counted ---- */
 
-/* Copies the regular files of folder SRC (flat, as a spool is; with ONLY, those whose name starts
- * with it) into the new folder DST, which must not exist. Returns 0 or a negative errno (then DST may hold part of the copy). */
-static int copy_tree(const char *src, const char *dst, const char *only)
+/* Which files of a spool folder a copy takes (NULL: all but LOCK). */
+typedef bool (*copy_filter_fn)(const char *name);
+
+/* Copies the regular files of folder SRC (flat, as a spool is) that FILTER takes into the new
+ * folder DST, which must not exist. Returns 0 or a negative errno (then DST may hold part of the
+ * copy). */
+static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 {
 	DIR *d;
 	struct dirent *e;
@@ -500,7 +519,7 @@ static int copy_tree(const char *src, const char *dst, const char *only)
 		return -errno;
 	}
 	while(rc == 0 && (e = readdir(d)) != NULL){
-		if(strcmp(e->d_name, "LOCK") == 0 || (only && strncmp(e->d_name, only, strlen(only)) != 0)){
+		if(strcmp(e->d_name, "LOCK") == 0 || (filter && !filter(e->d_name))){
 			continue; /* a lock file another open would see as held: never copied */
 		}
 		if(asprintf(&from, "%s/%s", src, e->d_name) < 0 || asprintf(&to, "%s/%s", dst, e->d_name) < 0){
@@ -572,10 +591,9 @@ static void rm_tree(const char *path)
 	rmdir(path);
 }
 
-/* Copies PATH (with ONLY, its files whose name starts with it) to PATH.corrupt-<unix time>[.N] for
- * the operator. Returns 0 and *dest (caller frees)
+/* Copies PATH (the files FILTER takes) to PATH.corrupt-<unix time>[.N] for the operator. Returns 0 and *dest (caller frees)
  * or a negative errno. */
-static int keep_copy(const char *path, const char *only, char **dest)
+static int keep_copy(const char *path, copy_filter_fn filter, char **dest)
 {
 	long long now = (long long)time(NULL);
 	char *d;
@@ -586,7 +604,7 @@ static int keep_copy(const char *path, const char *only, char **dest)
 				: asprintf(&d, "%s.corrupt-%lld.%d", path, now, n)) < 0){
 			return -ENOMEM;
 		}
-		rc = copy_tree(path, d, only);
+		rc = copy_tree(path, d, filter);
 		if(rc == 0){
 			*dest = d;
 			return 0;
@@ -597,6 +615,21 @@ static int keep_copy(const char *path, const char *only, char **dest)
 		free(d);
 	}
 	return rc;
+}
+
+/* The files a damaged WAL is kept with: the WAL files and the small ones that describe them (not
+ * the table files, which the open does not change, nor the staging files). */
+static bool wal_files(const char *name)
+{
+	size_t len = strlen(name);
+
+	return (len > 4 && strcmp(name + len - 4, ".log") == 0) || strcmp(name, "CURRENT") == 0
+			|| strncmp(name, "MANIFEST-", 9) == 0 || strncmp(name, "OPTIONS-", 8) == 0;
+}
+
+static bool staging_files(const char *name)
+{
+	return strncmp(name, FB_CHAN_FILE ".", strlen(FB_CHAN_FILE ".")) == 0;
 }
 
 /* Counts N records lost to damage (seqs FIRST..LAST) and logs it once, naming WHERE. */
@@ -823,9 +856,10 @@ static int db_open(struct fb_spool *s, char **why)
 	s->wal_skipped = false;
 	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_tolerate_corrupted_tail_records_recovery);
 	rc = db_precheck(s, why);
-	if(rc == 0){
-		rc = db_open_once(s, why);
+	if(rc){
+		return rc;
 	}
+	rc = db_open_once(s, why);
 	if(rc != -EIO || *why == NULL || strstr(*why, "Corruption") == NULL || s->chan_running){
 		return rc;
 	}
@@ -833,19 +867,21 @@ static int db_open(struct fb_spool *s, char **why)
 	*why = NULL;
 	free(s->kept);
 	s->kept = NULL;
-	rc = keep_copy(s->path, NULL, &s->kept);
+	rc = keep_copy(s->path, wal_files, &s->kept);
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged spool: %s",
+		/* Skipping the damaged records still loses less than moving the spool aside. */
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged WAL: %s",
 				s->path, strerror(-rc));
-		*why = first;
-		return -EIO;
+		s->kept = strdup("(no copy)");
 	}
 	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_skip_any_corrupted_records_recovery);
 	rc = db_open_once(s, why);
 	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_tolerate_corrupted_tail_records_recovery);
 	if(rc){
 		/* Not (only) the WAL: the whole spool is moved aside as it is; the copy is not needed. */
-		rm_tree(s->kept);
+		if(s->kept[0] == '/'){
+			rm_tree(s->kept);
+		}
 		free(s->kept);
 		s->kept = NULL;
 		free(*why);
@@ -853,7 +889,7 @@ static int db_open(struct fb_spool *s, char **why)
 		return rc;
 	}
 	fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: damaged (%s); opened skipping the damaged WAL records, "
-			"the spool as it was is kept at %s", s->path, first, s->kept);
+			"the WAL as it was is kept at %s", s->path, first, s->kept);
 	free(first);
 	s->wal_skipped = true;
 	return 0;
@@ -1095,7 +1131,7 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 		char *kept = NULL;
 
 		/* They are emptied next: the operator gets them as they were. */
-		rc = keep_copy(s->path, FB_CHAN_FILE ".", &kept);
+		rc = keep_copy(s->path, staging_files, &kept);
 		if(rc){
 			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged staging "
 					"files: %s", s->path, strerror(-rc));
@@ -1192,7 +1228,7 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 		if(rc == 0){
 			char where[4096];
 
-			snprintf(where, sizeof(where), "the WAL (the spool as it was is kept at %s)", s->kept);
+			snprintf(where, sizeof(where), "the WAL (the WAL as it was is kept at %s)", s->kept);
 			loss_report(s, g.lost, g.first, g.last, where);
 		}
 	}

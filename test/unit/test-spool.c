@@ -1147,8 +1147,8 @@ static void wal_damage_case(bool zero_staging)
 	fb_spool_stats(s, &st);
 	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), (int)st.messages);
 	ck_assert_uint_eq(st.messages + lost, 3000);
-	ck_assert_int_eq(count_corrupt_dirs(), 1); /* the spool as it was */
-	ck_assert_msg(strstr(cap.text, "opened skipping the damaged WAL records, the spool as it was is "
+	ck_assert_int_eq(count_corrupt_dirs(), 1); /* the WAL as it was */
+	ck_assert_msg(strstr(cap.text, "opened skipping the damaged WAL records, the WAL as it was is "
 			"kept at ") != NULL, "log: %s", cap.text);
 	if(zero_staging){
 		char expect[200];
@@ -1159,7 +1159,7 @@ static void wal_damage_case(bool zero_staging)
 		ck_assert_uint_lt(lost, 3000);
 		snprintf(expect, sizeof(expect), ": %llu records (seq ", (unsigned long long)lost);
 		ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
-		ck_assert(strstr(cap.text, ") lost to damage in the WAL (the spool as it was is kept at ") != NULL);
+		ck_assert(strstr(cap.text, ") lost to damage in the WAL (the WAL as it was is kept at ") != NULL);
 		ck_assert_int_eq(cap.errors, 2);
 	}else{
 		ck_assert_uint_eq(lost, 0);
