@@ -80,6 +80,9 @@
 /* Meta key of the newest seq settled from the staging channel (8 bytes big endian). */
 #define SETTLED_KEY "stage/settled"
 
+/* Meta key of a salvage under way: the folder it reads (see salvage()). */
+#define SALVAGE_KEY "salvage/from"
+
 #define KEY_LEN 8
 
 /* Records below a queue's floor are removed with a range tombstone once the floor has moved this
@@ -276,6 +279,8 @@ static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" 
 
 static int settle(struct fb_spool *s);
 static int classify_error(const char *err);
+static int spool_fsync(struct fb_spool *s);
+static void salvage(struct fb_spool *s, const char *aside);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -1077,8 +1082,9 @@ static int wal_refill(struct fb_spool *s, struct spool_queue *q, char **why)
 	}
 	rc = rocksdb_writebatch_count(s->wb) ? load_write(s, why) : 0;
 	if(rc == 0 && c.n){
-		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %llu records of the staging files written into "
-				"\"out\" again", s->path, (unsigned long long)c.n);
+		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %llu records the staging files still hold "
+				"written into \"out\" again (over any copy the WAL kept of them)", s->path,
+				(unsigned long long)c.n);
 	}
 	return rc;
 }
@@ -1543,6 +1549,57 @@ static void salvage_close(struct salvage *v)
 	v->ncf = 0;
 }
 
+/* A salvage cut short (SALVAGE_KEY still set): wipes what it queued and runs it again. Only with
+ * a fresh channel, right after spool_load(). Returns 0 or like spool_load(). */
+static int salvage_resume(struct fb_spool *s, char **why)
+{
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	uint8_t lo[KEY_LEN], hi[KEY_LEN];
+	char *err = NULL, *val, *aside;
+	size_t vlen = 0;
+	int rc;
+
+	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), &vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		return *why ? rc : -ENOMEM;
+	}
+	if(val == NULL){
+		return 0;
+	}
+	aside = strndup(val, vlen);
+	rocksdb_free(val);
+	if(aside == NULL){
+		return -ENOMEM;
+	}
+	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
+			s->path, aside);
+	memset(lo, 0, sizeof(lo));
+	memset(hi, 0xFF, sizeof(hi));
+	for(int q = 0; q < 3; q++){
+		rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
+				(const char *)hi, sizeof(hi));
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[q], strlen(floor_keys[q]));
+	}
+	rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY));
+	rc = load_write(s, why);
+	fb_chan_reader_close(s->chan);
+	s->chan = NULL;
+	db_close(s);
+	queues_reset(s);
+	if(rc == 0){
+		rc = spool_load(s, why);
+	}
+	if(rc == 0){
+		salvage(s, aside);
+	}
+	free(aside);
+	return rc;
+}
+
 /* Points CURRENT in folder DIR (a copy) at its newest MANIFEST when CURRENT is missing or does
  * not name an existing one. Returns true when it wrote it. */
 static bool point_current(const char *dir)
@@ -1616,6 +1673,17 @@ static void salvage(struct fb_spool *s, const char *aside)
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
+		if(load_write(s, &v.why) == 0){
+			spool_fsync(s);
+		}
+		goto out;
+	}
+	/* Until the last record is queued, a restart wipes what was queued and starts again. */
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), aside, strlen(aside));
+	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s", s->path, aside,
+				v.why ? v.why : "WAL sync failed");
 		goto out;
 	}
 	o = rocksdb_options_create();
@@ -1692,6 +1760,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 	}
 	rocksdb_writebatch_clear(s->wb);
 	if(v.rc){
+		/* SALVAGE_KEY stays: the next open starts again. */
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: queuing the records salvaged from %s failed: %s",
 				s->path, aside, v.why ? v.why : strerror(-v.rc));
 	}
@@ -1700,8 +1769,16 @@ static void salvage(struct fb_spool *s, const char *aside)
 			repaired ? " (a repaired copy)" : "", (unsigned long long)v.put[FB_Q_OUT],
 			(unsigned long long)v.put[FB_Q_IN], (unsigned long long)v.put[FB_Q_DEAD],
 			v.unreadable ? "; unreadable stretches skipped" : "");
-	snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
-	loss_report(s, v.g.lost, v.g.first, v.g.last, where);
+	if(v.rc == 0){
+		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
+		v.rc = load_write(s, &v.why);
+		if(v.rc == 0){
+			spool_fsync(s);
+			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
+			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
+		}
+	}
 	/* The fresh channel's writer starts after what was queued again. */
 	rc = fb_chan_reset(s->chan, s->q[FB_Q_OUT].next_seq);
 	if(rc == 0){
@@ -1775,6 +1852,9 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}
 
 	rc = spool_load(s, &why);
+	if(rc == 0 && !s->chan_running){
+		rc = salvage_resume(s, &why);
+	}
 	if(rc == -EBUSY){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "flowmq-bridge: spool %s is in use by another broker or "
 				"plugin instance (%s)", s->path, why);

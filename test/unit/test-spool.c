@@ -1181,6 +1181,64 @@ START_TEST(damaged_wal_records_not_staged_any_more_are_counted)
 }
 END_TEST
 
+/* A salvage killed after it queued everything but before it was marked done: the next open wipes
+ * what it queued and salvages again, so every record is there exactly once and counted once. */
+static void kill_at_salvaged(void *ud, int level, const char *line)
+{
+	(void)ud;
+	(void)level;
+	if(strstr(line, ": salvaged from ")){
+		raise(SIGKILL);
+	}
+}
+
+START_TEST(a_salvage_cut_short_starts_again_on_the_next_open)
+{
+	static const struct fb_logger killer = { kill_at_salvaged, NULL };
+	struct fb_spool_opts o = { .lg = &killer };
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	uint64_t salv[2] = { 0, 0 };
+	char path[700];
+	int status;
+	pid_t pid;
+
+	append_n(s, FB_Q_OUT, 1, 10, 10, NULL);
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	overwrite_file(path, "garbage garbage garbage");
+
+	o.path = spool_path;
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if(pid == 0){
+		fb_spool_open(&o, &s);
+		_exit(3); /* not reached */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	ck_assert_int_eq(count_corrupt_dirs(), 2); /* the spool moved aside and the copy being read */
+
+	s = open_default();
+	ck_assert_msg(strstr(cap.text, " was cut short; it starts again") != NULL, "log: %s", cap.text);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), 10);
+	ck_assert_uint_eq(salv[1], 10);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0);
+	ck_assert_int_eq(count_corrupt_dirs(), 1); /* the copy was removed */
+	fb_spool_close(s);
+
+	/* Done now: the next open finds nothing to do. */
+	cap.text[0] = '\0';
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert(strstr(cap.text, "salvage") == NULL);
+	fb_spool_close(s);
+}
+END_TEST
+
 START_TEST(folder_with_only_a_garbage_current_is_moved_aside)
 {
 	struct fb_spool *s;
@@ -1553,6 +1611,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, corrupt_table_file_found_by_the_first_scan_is_moved_aside);
 	tcase_add_test(tc, damaged_wal_records_are_skipped_refilled_from_staging_and_counted);
 	tcase_add_test(tc, damaged_wal_records_not_staged_any_more_are_counted);
+	tcase_add_test(tc, a_salvage_cut_short_starts_again_on_the_next_open);
 	tcase_add_test(tc, folder_with_only_a_garbage_current_is_moved_aside);
 	tcase_add_test(tc, moving_aside_never_replaces_an_earlier_copy);
 	tcase_add_test(tc, second_open_is_ebusy_and_leaves_the_spool_alone);
