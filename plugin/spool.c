@@ -855,6 +855,7 @@ out:
  * they leave in "out" are counted by scan_queue(). Returns like db_open_once(). */
 static int db_open(struct fb_spool *s, char **why)
 {
+	const char *how;
 	char *first = NULL;
 	int rc;
 
@@ -881,10 +882,21 @@ static int db_open(struct fb_spool *s, char **why)
 	}
 	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_skip_any_corrupted_records_recovery);
 	rc = db_open_once(s, why);
+	how = "skipping the damaged WAL records";
+	if(rc == -EIO && *why && strstr(*why, "Corruption")){
+		/* RocksDB 7.8 skips a damaged record but fails on a damaged batch that passed the record
+		 * checks ("Write batch content corrupted"): then the WAL is taken up to the damage, and
+		 * the staging files give back what they still hold of the rest. */
+		free(*why);
+		*why = NULL;
+		rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_point_in_time_recovery);
+		rc = db_open_once(s, why);
+		how = "with the WAL up to its first damaged record";
+	}
 	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_tolerate_corrupted_tail_records_recovery);
 	if(rc){
 		/* Not (only) the WAL: the whole spool is moved aside as it is; the copy is not needed. */
-		if(s->kept[0] == '/'){
+		if(s->kept && s->kept[0] == '/'){
 			rm_tree(s->kept);
 		}
 		free(s->kept);
@@ -893,8 +905,8 @@ static int db_open(struct fb_spool *s, char **why)
 		*why = first;
 		return rc;
 	}
-	fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: damaged (%s); opened skipping the damaged WAL records, "
-			"the WAL as it was is kept at %s", s->path, first, s->kept);
+	fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: damaged (%s); opened %s, the WAL as it was is kept at %s",
+			s->path, first, how, s->kept ? s->kept : "(no copy)");
 	free(first);
 	s->wal_skipped = true;
 	return 0;
@@ -1234,7 +1246,8 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 		if(rc == 0){
 			char where[4096];
 
-			snprintf(where, sizeof(where), "the WAL (the WAL as it was is kept at %s)", s->kept);
+			snprintf(where, sizeof(where), "the WAL (the WAL as it was is kept at %s)",
+					s->kept ? s->kept : "(no copy)");
 			loss_report(s, g.lost, g.first, g.last, where);
 		}
 	}
