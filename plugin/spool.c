@@ -80,6 +80,9 @@
 /* Meta key of the newest seq settled from the staging channel (8 bytes big endian). */
 #define SETTLED_KEY "stage/settled"
 
+/* Bytes copy_tree() reads and writes at a time. */
+#define COPY_BUF (1u << 16)
+
 /* Meta key of a salvage under way: the folder it reads (see salvage()). */
 #define SALVAGE_KEY "salvage/from"
 
@@ -511,8 +514,7 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 	DIR *d;
 	struct dirent *e;
 	struct stat st;
-	char *from = NULL, *to = NULL;
-	static char buf[1 << 16];
+	char *from = NULL, *to = NULL, *buf;
 	int rc = 0, in = -1, out = -1;
 	ssize_t n;
 
@@ -520,8 +522,14 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 		return -errno;
 	}
 	d = opendir(src);
-	if(d == NULL){
-		return -errno;
+	buf = malloc(COPY_BUF);
+	if(d == NULL || buf == NULL){
+		rc = d == NULL ? -errno : -ENOMEM;
+		if(d){
+			closedir(d);
+		}
+		free(buf);
+		return rc;
 	}
 	while(rc == 0 && (e = readdir(d)) != NULL){
 		if(strcmp(e->d_name, "LOCK") == 0 || (filter && !filter(e->d_name))){
@@ -538,7 +546,7 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 			if(in < 0 || out < 0){
 				rc = -errno;
 			}
-			while(rc == 0 && (n = read(in, buf, sizeof(buf))) != 0){
+			while(rc == 0 && (n = read(in, buf, COPY_BUF)) != 0){
 				if(n < 0){
 					rc = errno == EINTR ? 0 : -errno;
 					continue;
@@ -566,6 +574,7 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 		from = to = NULL;
 	}
 	closedir(d);
+	free(buf);
 	return rc;
 }
 
