@@ -140,9 +140,31 @@ int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, 
 /* Accepts NULL. The files keep their records for the next open. */
 void fb_chan_reader_close(struct fb_chan_reader *r);
 
-/* FRESH only: visits every valid record left in the files, oldest file first (a record too large
- * for them is read back from its own file). */
-int fb_chan_recover(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud);
+/* What fb_chan_recover() found lost: seqs missing between FROM and the records found, or between
+ * two of them, and large records whose own file is gone. */
+struct fb_chan_loss {
+	uint64_t lost;          /* records */
+	uint64_t first_seq;     /* the first and the last of them */
+	uint64_t last_seq;
+	uint64_t big_lost;      /* of them: large records whose own file is missing or short */
+	unsigned files;         /* bit i: a gap shows in staging file i */
+	unsigned damaged;       /* bit i: staging file i holds damaged bytes between valid records */
+	size_t damaged_off[2];  /* where the first damage of each starts */
+};
+
+/* FRESH only: visits every valid record left in the files with a seq of at least FROM (the first
+ * seq not settled yet, so the first one expected), in seq order across both files (a record too
+ * large for them is read back from its own file). Damaged records are skipped and the records
+ * after them still visited; every seq missing from FROM on up to the last record found is counted
+ * in LOSS (may be NULL). Returns 0, FN's non-zero value or a negative errno. */
+int fb_chan_recover(struct fb_chan_reader *r, uint64_t from, fb_stage_visit_fn fn, void *ud,
+		struct fb_chan_loss *loss);
+
+/* The staging files of a spool folder are FB_CHAN_FILE.0 and FB_CHAN_FILE.1. */
+#define FB_CHAN_FILE "flowmq-stage"
+
+/* The path of staging file I (0 or 1) of spool folder DIR into BUF. Returns 0 or -ENAMETOOLONG. */
+int fb_chan_file_name(const char *dir, unsigned i, char *buf, size_t cap);
 
 /* FRESH only, after fb_chan_recover(): empties both files and removes the large-record files;
  * the writer starts at NEXT_SEQ. Returns 0 or a negative errno. */

@@ -54,6 +54,10 @@ struct fb_spool_opts {
 	 * NULL: the spool has its own and fb_spool_append() to FB_Q_OUT writes to it. */
 	struct fb_chan_shared *chan;
 	bool chan_running;       /* CHAN's writer runs already: its records are taken, not reset */
+	/* Records lost to damage found on open (sequence gaps in the staging files, in "out" after
+	 * RocksDB skipped damaged WAL records, in what was salvaged from a spool moved aside) are
+	 * added here (edge_to_cloud/dropped/corrupt); may be NULL. */
+	atomic_uint_fast64_t *corrupt;
 };
 
 /* How spool.max_size (MAX_SIZE, 0: unbounded) is shared out; see README.md "Spool". */
@@ -79,9 +83,14 @@ struct fb_spool_stats {
 /* Opens or creates the spool. The folder must be empty (or new), or hold the marker file of a
  * spool of a format version this code reads, or exactly the files of a spool made before the
  * marker existed (it is then marked): anything else is refused with -ENOTEMPTY (-EPROTO for a
- * newer format), the reason logged with the path, and nothing in the folder touched. A database that cannot be opened (corruption, unreadable files) is
- * renamed to PATH.corrupt-<unix time> with an error logged, and a fresh one is created: the broker
- * never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
+ * newer format), the reason logged with the path, and nothing in the folder touched.
+ * Damage loses only what it hit, and every record lost is counted in opts.corrupt and logged once
+ * with the place: a damaged staging record is skipped; damaged WAL records are skipped (a copy of
+ * the WAL as it was is kept at PATH.corrupt-<unix time>); a database that cannot be opened
+ * (corruption, missing CURRENT, a damaged MANIFEST, unreadable files) is renamed to
+ * PATH.corrupt-<unix time> and never modified, a fresh one is created, and every record that can
+ * be read from a copy of the old one (repaired with RocksDB's repair where needed) is queued again
+ * in order: the broker never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
  * spool cannot be created, -EBUSY when another process holds it, or -ENOSPC/-EACCES/-EMFILE/-ENOMEM
  * when the environment, not the spool, is at fault: an intact spool is never moved aside for
  * those; -ENOSPC only when even the reserve does not make room to open it). Sequences restart at 1 in a queue that is empty at open. Caller closes with

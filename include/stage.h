@@ -11,12 +11,15 @@
  *
  * Layout: records one after the other from the start of the file:
  *   u32 length, u32 CRC-32C (of seq, length and value), u64 seq, value, zero padding to 8 bytes,
- * all little endian, with consecutive seqs. The file is read from its start up to the first record
- * that is invalid or whose seq does not follow the previous one's; fb_stage_clear() zeroes the
- * first record, which empties the file for recovery even though old bytes stay behind it.
+ * all little endian, with consecutive seqs. Recovery checks every record on its own (length,
+ * CRC) and walks all of the file: past a damaged record it looks for the next valid one at each
+ * 8-byte boundary, so damage loses only the records it hit. fb_stage_clear() zeroes the first
+ * record only; the old records behind it are told apart by their seqs, which are never above
+ * those of a newer fill (recovery takes only seqs above the previous record's and at least the
+ * caller's lower bound, the first seq not yet settled).
  *
  * Power loss: the page cache reaches the disk when the kernel writes it back or the spool syncs;
- * a torn record fails its CRC and ends the file there.
+ * a torn record fails its CRC and is skipped.
  *
  * Thread safety: none; each process has its own mapping (the writer's, the reader's) and its
  * user serialises the calls on it (see chan.c, spool.c).
@@ -41,10 +44,19 @@ void fb_stage_close(struct fb_stage *st);
 /* The largest value fb_stage_append() can ever take. */
 size_t fb_stage_max_value(const struct fb_stage *st);
 
-/* Calls FN for every valid record found in the file, in order; stops when FN returns non-zero
- * and returns that, else 0. For recovery after open. */
+/* What fb_stage_recover() skipped between two records it took: damage. */
+struct fb_stage_damage {
+	size_t regions;    /* runs of bytes that are no valid record, each followed by one */
+	size_t first_off;  /* byte offset where the first of them starts */
+	size_t bytes;      /* their bytes */
+};
+
+/* Calls FN for every valid record found in the file whose seq is at least LO and above the
+ * previous one's, in order, skipping damaged and older records; stops when FN returns non-zero
+ * and returns that, else 0. Fills DMG (may be NULL). For recovery after open. */
 typedef int (*fb_stage_visit_fn)(void *ud, uint64_t seq, const void *val, size_t len);
-int fb_stage_recover(struct fb_stage *st, fb_stage_visit_fn fn, void *ud);
+int fb_stage_recover(struct fb_stage *st, uint64_t lo, fb_stage_visit_fn fn, void *ud,
+		struct fb_stage_damage *dmg);
 
 /* Empties the file (all of it, and gives it its configured size). Returns 0 or a negative errno. */
 int fb_stage_reset(struct fb_stage *st);

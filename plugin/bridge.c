@@ -457,6 +457,7 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 		.lg = &b->lg,
 		.chan = &sh->chan,
 		.chan_running = running,
+		.corrupt = &b->ctr->dropped_corrupt,
 	};
 	fb_spool_thread_init();
 	wait_for_lock(cfg->spool.path);

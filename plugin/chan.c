@@ -10,7 +10,7 @@
 
 #include "chan.h"
 
-#define CHAN_FILE "flowmq-stage"
+#define CHAN_FILE FB_CHAN_FILE
 #define BIG_FILE "flowmq-big-"
 
 /* A record staged in place of a large one: the magic, then the large record's length. */
@@ -327,12 +327,6 @@ static int walk_resolved(struct fb_chan_reader *r, int (*walk)(struct fb_stage *
 	return r->err ? r->err : rc;
 }
 
-static int recover_walk(struct fb_stage *st, size_t arg, fb_stage_visit_fn fn, void *ud)
-{
-	(void)arg;
-	return fb_stage_recover(st, fn, ud);
-}
-
 static int first_visit(void *ud, uint64_t seq, const void *val, size_t len)
 {
 	(void)val; (void)len;
@@ -340,24 +334,99 @@ static int first_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 1;
 }
 
-int fb_chan_recover(struct fb_chan_reader *r, fb_stage_visit_fn fn, void *ud)
+/* Recovery: the records in order across both files, with the sequence gaps counted. */
+struct recover_ctx {
+	struct fb_chan_reader *r;
+	struct fb_chan_loss *loss;
+	unsigned file;
+	uint64_t expect;
+	fb_stage_visit_fn fn;
+	void *ud;
+};
+
+static void loss_add(struct fb_chan_loss *loss, uint64_t first, uint64_t n, unsigned file)
 {
+	if(loss->lost == 0){
+		loss->first_seq = first;
+	}
+	loss->last_seq = first + n - 1;
+	loss->lost += n;
+	loss->files |= 1u << file;
+}
+
+static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct recover_ctx *c = ud;
+	struct fb_chan_reader *r = c->r;
+	int rc;
+
+	if(seq < c->expect){
+		return 0; /* settled already: an older record the other file holds */
+	}
+	if(seq > c->expect){
+		loss_add(c->loss, c->expect, seq - c->expect, c->file);
+	}
+	c->expect = seq + 1;
+	if(is_ptr(val, len)){
+		uint64_t blen = ptr_len(val);
+
+		rc = read_big(r, seq, blen);
+		if(rc == -ENOENT || rc == -EIO){
+			/* Its own file is gone or short: the record is lost, the rest is not. */
+			c->loss->big_lost++;
+			loss_add(c->loss, seq, 1, c->file);
+			return 0;
+		}
+		if(rc){
+			r->err = rc;
+			return 1;
+		}
+		return c->fn(c->ud, seq, r->big, (size_t)blen);
+	}
+	return c->fn(c->ud, seq, val, len);
+}
+
+int fb_chan_recover(struct fb_chan_reader *r, uint64_t from, fb_stage_visit_fn fn, void *ud,
+		struct fb_chan_loss *loss)
+{
+	struct fb_chan_loss none;
+	struct recover_ctx c = { .r = r, .expect = from, .fn = fn, .ud = ud };
+	struct fb_stage_damage dmg;
 	uint64_t first[2] = { 0, 0 };
 	int order[2] = { 0, 1 }, rc;
 
-	fb_stage_recover(r->st[0], first_visit, &first[0]);
-	fb_stage_recover(r->st[1], first_visit, &first[1]);
+	c.loss = loss ? loss : &none;
+	memset(c.loss, 0, sizeof(*c.loss));
+	if(c.expect == 0){
+		c.expect = 1;
+	}
+	fb_stage_recover(r->st[0], c.expect, first_visit, &first[0], NULL);
+	fb_stage_recover(r->st[1], c.expect, first_visit, &first[1], NULL);
 	if(first[1] && (first[0] == 0 || first[1] < first[0])){
 		order[0] = 1;
 		order[1] = 0;
 	}
 	for(int i = 0; i < 2; i++){
-		rc = walk_resolved(r, recover_walk, r->st[order[i]], 0, fn, ud);
+		c.file = (unsigned)order[i];
+		r->err = 0;
+		rc = fb_stage_recover(r->st[order[i]], c.expect, recover_visit, &c, &dmg);
+		if(r->err){
+			return r->err;
+		}
 		if(rc){
 			return rc;
 		}
+		if(dmg.regions){
+			c.loss->damaged |= 1u << order[i];
+			c.loss->damaged_off[order[i]] = dmg.first_off;
+		}
 	}
 	return 0;
+}
+
+int fb_chan_file_name(const char *dir, unsigned i, char *buf, size_t cap)
+{
+	return snprintf(buf, cap, "%s/%s.%u", dir, CHAN_FILE, i) < (int)cap ? 0 : -ENAMETOOLONG;
 }
 
 static void remove_bigs(const char *dir)

@@ -41,6 +41,21 @@
  * forget what it settled. fb_spool_sync() (FB_SYNC_INTERVAL) syncs the staging files and the
  * WAL. Deletes and moves to dead are never fsynced: losing one to a power cut means a message is
  * sent again, which at-least-once allows.
+ *
+ * Damage. Nothing is lost without being counted (opts.corrupt) and logged once with the count
+ * and the place. Staging records are checked one by one (stage.h) and the gaps their damage
+ * leaves are counted from the first seq expected (the settled mark + 1). The WAL is replayed
+ * tolerating only a torn tail; damage before it fails the open, which is then retried skipping
+ * the damaged write batches (RocksDB's kSkipAnyCorruptedRecords) after a copy of the WAL is kept
+ * at PATH.corrupt-<time>; the staging files give back what they still hold of those batches, and
+ * the seqs still missing in "out" between the floor and the settled mark are counted (a record
+ * deleted out of order, behind an older live one, counts too: the only case that overcounts).
+ * A spool RocksDB cannot open or read (a damaged table file, a missing CURRENT, a MANIFEST
+ * without "out") is renamed to PATH.corrupt-<time> before RocksDB changes anything and never
+ * written again; a fresh spool starts, and salvage() queues again, in order, what a copy of the
+ * old one gives: opened read-only as it is, with CURRENT pointed at the newest MANIFEST, or after
+ * RocksDB's repair; past unreadable blocks by seeking beyond them; then its staging files. The
+ * seqs missing between its floor and its last record are counted.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -66,6 +81,12 @@
 
 /* Meta key of the newest seq settled from the staging channel (8 bytes big endian). */
 #define SETTLED_KEY "stage/settled"
+
+/* Bytes copy_tree() reads and writes at a time. */
+#define COPY_BUF (1u << 16)
+
+/* Meta key of a salvage under way: the folder it reads (see salvage()). */
+#define SALVAGE_KEY "salvage/from"
 
 #define KEY_LEN 8
 
@@ -286,11 +307,17 @@ struct fb_spool {
 	rocksdb_writebatch_t *wb; /* reused under the lock */
 	uint8_t *mark;            /* fb_spool_delete_many(): which items were live */
 	size_t markcap;
+	atomic_uint_fast64_t *corrupt; /* opts.corrupt */
+	bool wal_skipped;         /* opened skipping damaged WAL records: count the gaps of "out" */
+	char *kept;               /* where a copy of the spool as it was before that is kept */
 };
 
 static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" };
 
 static int settle(struct fb_spool *s);
+static int classify_error(const char *err);
+static int spool_fsync(struct fb_spool *s);
+static void salvage(struct fb_spool *s, const char *aside);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -602,8 +629,11 @@ static rocksdb_options_t *make_options(struct fb_spool *s)
 	rocksdb_options_set_manifest_preallocation_size(o, 64 << 10);
 	rocksdb_options_set_max_manifest_file_size(o, 1 << 20);
 
-	/* A torn WAL tail after a power cut is cut off, not reported as corruption. (The default.) */
-	rocksdb_options_set_wal_recovery_mode(o, rocksdb_point_in_time_recovery);
+	/* A torn WAL tail after a power cut is cut off; damage before the tail fails the open, which
+	 * db_open() then retries skipping only the damaged records (point-in-time recovery, the
+	 * default, would drop everything after them without a word). Damaged files fail the open. */
+	rocksdb_options_set_wal_recovery_mode(o, rocksdb_tolerate_corrupted_tail_records_recovery);
+	rocksdb_options_set_paranoid_checks(o, 1);
 
 	rocksdb_options_set_compaction_style(o, rocksdb_level_compaction);
 	rocksdb_options_set_level_compaction_dynamic_level_bytes(o, 1);
@@ -711,6 +741,242 @@ static int move_aside(const char *path, char **dest)
 	return -EEXIST;
 }
 
+/* ---- damage: copies kept for the operator, losses counted ---- */
+
+/* Which files of a spool folder a copy takes (NULL: all but LOCK). */
+typedef bool (*copy_filter_fn)(const char *name);
+
+/* Copies the regular files of folder SRC (flat, as a spool is) that FILTER takes into the new
+ * folder DST, which must not exist. Returns 0 or a negative errno (then DST may hold part of the
+ * copy). */
+static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
+{
+	DIR *d;
+	struct dirent *e;
+	struct stat st;
+	char *from = NULL, *to = NULL, *buf;
+	int rc = 0, in = -1, out = -1;
+	ssize_t n;
+
+	if(mkdir(dst, 0700) != 0){
+		return -errno;
+	}
+	d = opendir(src);
+	buf = malloc(COPY_BUF);
+	if(d == NULL || buf == NULL){
+		rc = d == NULL ? -errno : -ENOMEM;
+		if(d){
+			closedir(d);
+		}
+		free(buf);
+		return rc;
+	}
+	while(rc == 0 && (e = readdir(d)) != NULL){
+		if(strcmp(e->d_name, "LOCK") == 0 || (filter && !filter(e->d_name))){
+			continue; /* a lock file another open would see as held: never copied */
+		}
+		if(asprintf(&from, "%s/%s", src, e->d_name) < 0 || asprintf(&to, "%s/%s", dst, e->d_name) < 0){
+			from = to = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+		if(lstat(from, &st) == 0 && S_ISREG(st.st_mode)){
+			in = open(from, O_RDONLY | O_CLOEXEC);
+			out = in < 0 ? -1 : open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+			if(in < 0 || out < 0){
+				rc = -errno;
+			}
+			while(rc == 0 && (n = read(in, buf, COPY_BUF)) != 0){
+				if(n < 0){
+					rc = errno == EINTR ? 0 : -errno;
+					continue;
+				}
+				for(ssize_t w = 0, k; rc == 0 && w < n; w += k){
+					k = write(out, buf + w, (size_t)(n - w));
+					if(k < 0){
+						rc = errno == EINTR ? (k = 0) : -errno;
+					}
+				}
+			}
+			if(rc == 0 && fsync(out) != 0){
+				rc = -errno;
+			}
+			if(in >= 0){
+				close(in);
+			}
+			if(out >= 0){
+				close(out);
+			}
+			in = out = -1;
+		}
+		free(from);
+		free(to);
+		from = to = NULL;
+	}
+	closedir(d);
+	free(buf);
+	return rc;
+}
+
+/* Removes folder PATH and everything in it (RocksDB's repair adds a folder "lost"). */
+static void rm_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	struct stat st;
+	char *p;
+
+	if(d == NULL){
+		return;
+	}
+	while((e = readdir(d)) != NULL){
+		if(strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0
+				|| asprintf(&p, "%s/%s", path, e->d_name) < 0){
+			continue;
+		}
+		if(lstat(p, &st) == 0 && S_ISDIR(st.st_mode)){
+			rm_tree(p);
+		}else{
+			unlink(p);
+		}
+		free(p);
+	}
+	closedir(d);
+	rmdir(path);
+}
+
+/* Copies PATH (the files FILTER takes) to PATH.corrupt-<unix time>[.N] for the operator. Returns 0 and *dest (caller frees)
+ * or a negative errno. */
+static int keep_copy(const char *path, copy_filter_fn filter, char **dest)
+{
+	long long now = (long long)time(NULL);
+	char *d;
+	int rc = -EEXIST;
+
+	for(int n = 0; n < 1000 && rc == -EEXIST; n++){
+		if((n == 0 ? asprintf(&d, "%s.corrupt-%lld", path, now)
+				: asprintf(&d, "%s.corrupt-%lld.%d", path, now, n)) < 0){
+			return -ENOMEM;
+		}
+		rc = copy_tree(path, d, filter);
+		if(rc == 0){
+			*dest = d;
+			return 0;
+		}
+		if(rc != -EEXIST){
+			rm_tree(d);
+		}
+		free(d);
+	}
+	return rc;
+}
+
+/* The files a damaged WAL is kept with: the WAL files and the small ones that describe them (not
+ * the table files, which the open does not change, nor the staging files). */
+static bool wal_files(const char *name)
+{
+	size_t len = strlen(name);
+
+	return (len > 4 && strcmp(name + len - 4, ".log") == 0) || strcmp(name, "CURRENT") == 0
+			|| strncmp(name, "MANIFEST-", 9) == 0 || strncmp(name, "OPTIONS-", 8) == 0;
+}
+
+static bool staging_files(const char *name)
+{
+	return strncmp(name, FB_CHAN_FILE ".", strlen(FB_CHAN_FILE ".")) == 0;
+}
+
+/* Counts N records lost to damage (seqs FIRST..LAST) and logs it once, naming WHERE. */
+static void loss_report(struct fb_spool *s, uint64_t n, uint64_t first, uint64_t last, const char *where)
+{
+	if(n == 0){
+		return;
+	}
+	if(s->corrupt){
+		atomic_fetch_add_explicit(s->corrupt, n, memory_order_relaxed);
+	}
+	fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: %llu records (seq %llu..%llu) lost to damage in %s; "
+			"counted in edge_to_cloud/dropped/corrupt", s->path, (unsigned long long)n,
+			(unsigned long long)first, (unsigned long long)last, where);
+}
+
+/* Sequence gaps in a queue read in order: a record SEQ arrives after EXPECT. */
+struct gaps {
+	uint64_t expect; /* the next seq expected; 0: take the first one as it comes */
+	uint64_t lost, first, last;
+};
+
+static void gaps_see(struct gaps *g, uint64_t seq)
+{
+	if(g->expect && seq > g->expect){
+		if(g->lost == 0){
+			g->first = g->expect;
+		}
+		g->lost += seq - g->expect;
+		g->last = seq - 1;
+	}
+	if(seq >= g->expect){
+		g->expect = seq + 1;
+	}
+}
+
+/* Classifies the spool folder before RocksDB opens it, so that a damaged one is moved aside
+ * untouched instead of being "repaired" by the open: RocksDB's files without CURRENT would make
+ * it create a new database among them; a MANIFEST cut short opens as an older, smaller version of
+ * the database (and its newer table files are then deleted as obsolete). Returns 0 or -EIO with
+ * *why (caller frees). */
+static int db_precheck(struct fb_spool *s, char **why)
+{
+	DIR *d = opendir(s->path);
+	struct dirent *e;
+	bool current = false, files = false, out = false;
+	char **cfs, *err = NULL;
+	size_t ncf = 0, len;
+
+	if(d == NULL){
+		return 0; /* the open reports it */
+	}
+	while((e = readdir(d)) != NULL){
+		len = strlen(e->d_name);
+		if(strcmp(e->d_name, "CURRENT") == 0){
+			current = true;
+		}else if(strncmp(e->d_name, "MANIFEST-", 9) == 0
+				|| (len > 4 && (strcmp(e->d_name + len - 4, ".sst") == 0
+					|| strcmp(e->d_name + len - 4, ".log") == 0))){
+			files = true;
+		}
+	}
+	closedir(d);
+	if(!current){
+		if(files){
+			*why = strdup("its CURRENT file is missing");
+			return *why ? -EIO : -ENOMEM;
+		}
+		return 0;
+	}
+	cfs = rocksdb_list_column_families(s->dbopts, s->path, &ncf, &err);
+	if(err){
+		int rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		if(cfs){
+			rocksdb_list_column_families_destroy(cfs, ncf);
+		}
+		return *why ? rc : -ENOMEM;
+	}
+	for(size_t i = 0; i < ncf; i++){
+		out = out || strcmp(cfs[i], cf_names[CF_OUT]) == 0;
+	}
+	if(cfs){
+		rocksdb_list_column_families_destroy(cfs, ncf);
+	}
+	if(!out){
+		*why = strdup("its MANIFEST does not list the column family \"out\" (damaged or cut short)");
+		return *why ? -EIO : -ENOMEM;
+	}
+	return 0;
+}
+
 /* Maps an error of RocksDB's open or of the first scan to what fb_spool_open() does about it:
  * -EBUSY: the LOCK file is held. RocksDB reports it like this (env/fs_posix.cc): by this process,
  *   "IO error: lock hold by current process, ...: PATH/LOCK: No locks available", by another one,
@@ -760,7 +1026,7 @@ static void db_close(struct fb_spool *s)
 /* Opens the database with the required column families plus any others it holds (a newer
  * version may have added some: RocksDB refuses to open a database without all of them).
  * Returns 0, or an error of classify_error() with *why set to RocksDB's message (caller frees). */
-static int db_open(struct fb_spool *s, char **why)
+static int db_open_once(struct fb_spool *s, char **why)
 {
 	char *err = NULL;
 	char **existing;
@@ -833,6 +1099,68 @@ out:
 	return rc;
 }
 
+/* db_open_once() after db_precheck(); damaged WAL records (the open fails with "Corruption") are
+ * skipped on a second try, after a copy of the spool as it was is kept for the operator; the gaps
+ * they leave in "out" are counted by scan_queue(). Returns like db_open_once(). */
+static int db_open(struct fb_spool *s, char **why)
+{
+	const char *how;
+	char *first = NULL;
+	int rc;
+
+	s->wal_skipped = false;
+	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_tolerate_corrupted_tail_records_recovery);
+	rc = db_precheck(s, why);
+	if(rc){
+		return rc;
+	}
+	rc = db_open_once(s, why);
+	if(rc != -EIO || *why == NULL || strstr(*why, "Corruption") == NULL || s->chan_running){
+		return rc;
+	}
+	first = *why;
+	*why = NULL;
+	free(s->kept);
+	s->kept = NULL;
+	rc = keep_copy(s->path, wal_files, &s->kept);
+	if(rc){
+		/* Skipping the damaged records still loses less than moving the spool aside. */
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged WAL: %s",
+				s->path, strerror(-rc));
+		s->kept = strdup("(no copy)");
+	}
+	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_skip_any_corrupted_records_recovery);
+	rc = db_open_once(s, why);
+	how = "skipping the damaged WAL records";
+	if(rc == -EIO && *why && strstr(*why, "Corruption")){
+		/* RocksDB 7.8 skips a damaged record but fails on a damaged batch that passed the record
+		 * checks ("Write batch content corrupted"): then the WAL is taken up to the damage, and
+		 * the staging files give back what they still hold of the rest. */
+		free(*why);
+		*why = NULL;
+		rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_point_in_time_recovery);
+		rc = db_open_once(s, why);
+		how = "with the WAL up to its first damaged record";
+	}
+	rocksdb_options_set_wal_recovery_mode(s->dbopts, rocksdb_tolerate_corrupted_tail_records_recovery);
+	if(rc){
+		/* Not (only) the WAL: the whole spool is moved aside as it is; the copy is not needed. */
+		if(s->kept && s->kept[0] == '/'){
+			rm_tree(s->kept);
+		}
+		free(s->kept);
+		s->kept = NULL;
+		free(*why);
+		*why = first;
+		return rc;
+	}
+	fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: damaged (%s); opened %s, the WAL as it was is kept at %s",
+			s->path, first, how, s->kept ? s->kept : "(no copy)");
+	free(first);
+	s->wal_skipped = true;
+	return 0;
+}
+
 /* Reads the floor of queue QI from "meta" into q->floor (0 when there is none). Returns 0 or an
  * error of classify_error() with *why. */
 static int read_floor(struct fb_spool *s, enum fb_queue qi, char **why)
@@ -885,6 +1213,7 @@ struct recover_ctx {
 	uint64_t from; /* lowest seq to take */
 	uint64_t n;
 	int rc;
+	char **why;
 };
 
 static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
@@ -936,19 +1265,107 @@ static void settled_stage(struct fb_spool *s, uint64_t seq)
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY), (const char *)v, sizeof(v));
 }
 
+/* Counts and logs what recovering the staging files of folder DIR found lost (KEPT: where a copy
+ * of them is, may be NULL). */
+static void chan_loss_report(struct fb_spool *s, const char *dir, const struct fb_chan_loss *loss,
+		const char *kept)
+{
+	char where[8192], name[4096];
+	size_t n = 0;
+
+	if(loss->lost == 0){
+		return;
+	}
+	n += (size_t)snprintf(where + n, sizeof(where) - n, "staging file");
+	for(unsigned i = 0; i < 2; i++){
+		if(!((loss->damaged ? loss->damaged : loss->files) & (1u << i))
+				|| fb_chan_file_name(dir, i, name, sizeof(name)) != 0){
+			continue;
+		}
+		if(loss->damaged & (1u << i)){
+			n += (size_t)snprintf(where + n, sizeof(where) - n, " %s (damaged bytes from offset %zu)",
+					name, loss->damaged_off[i]);
+		}else{
+			n += (size_t)snprintf(where + n, sizeof(where) - n, " %s", name);
+		}
+		if(n >= sizeof(where)){
+			break;
+		}
+	}
+	if(loss->big_lost && n < sizeof(where)){
+		n += (size_t)snprintf(where + n, sizeof(where) - n, " (%llu of them large records whose "
+				"own file is missing)", (unsigned long long)loss->big_lost);
+	}
+	if(kept && n < sizeof(where)){
+		snprintf(where + n, sizeof(where) - n, "; the staging files as they were are kept at %s", kept);
+	}
+	loss_report(s, loss->lost, loss->first_seq, loss->last_seq, where);
+}
+
+static int refill_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct recover_ctx *c = ud;
+	uint8_t key[KEY_LEN];
+
+	key_encode(key, seq);
+	rocksdb_writebatch_put_cf(c->s->wb, c->q->cf, (const char *)key, sizeof(key), val, len);
+	c->n++;
+	if(rocksdb_writebatch_count(c->s->wb) >= 1000){
+		c->rc = load_write(c->s, c->why);
+	}
+	return c->rc ? 1 : 0;
+}
+
+/* After damaged WAL records were skipped, before "out" is scanned: the staging files may still
+ * hold records that were settled in them (a file is emptied only once the writer has moved on),
+ * so every one from the floor on goes into RocksDB again. One that is there already is written
+ * over with the same bytes; one that was deleted out of order comes back (sent again, which
+ * at-least-once allows). Returns 0 or an error of classify_error() with *why. */
+static int wal_refill(struct fb_spool *s, struct spool_queue *q, char **why)
+{
+	struct recover_ctx c = { .s = s, .q = q, .why = why };
+	int rc;
+
+	rc = fb_chan_reader_open(s->path, s->sh, true, &s->chan);
+	if(rc){
+		*why = strdup(strerror(-rc));
+		return *why ? rc : -ENOMEM;
+	}
+	rc = fb_chan_recover(s->chan, q->floor ? q->floor : 1, refill_visit, &c, NULL);
+	if(c.rc){
+		rocksdb_writebatch_clear(s->wb);
+		return c.rc;
+	}
+	if(rc < 0){
+		rocksdb_writebatch_clear(s->wb);
+		*why = strdup(strerror(-rc));
+		return *why ? rc : -ENOMEM;
+	}
+	rc = rocksdb_writebatch_count(s->wb) ? load_write(s, why) : 0;
+	if(rc == 0 && c.n){
+		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %llu records the staging files still hold "
+				"written into \"out\" again (over any copy the WAL kept of them)", s->path,
+				(unsigned long long)c.n);
+	}
+	return rc;
+}
+
 /* Opens the staging channel. A fresh one (no writer yet): the records staged before the last stop
  * go into "out" here, and the files are emptied when the queue is loaded (chan_reset()). Returns
  * 0 or an error of classify_error() with *why. */
 static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 {
 	struct recover_ctx c = { .s = s, .q = q };
+	struct fb_chan_loss loss;
 	int rc;
 
 	rc = read_settled(s, why);
 	if(rc){
 		return rc;
 	}
-	rc = fb_chan_reader_open(s->path, s->sh, !s->chan_running, &s->chan);
+	if(s->chan == NULL){
+		rc = fb_chan_reader_open(s->path, s->sh, !s->chan_running, &s->chan);
+	}
 	if(rc){
 		*why = strdup(strerror(-rc));
 		return *why ? rc : -ENOMEM;
@@ -960,7 +1377,7 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 	if(c.from < s->settled + 1){
 		c.from = s->settled + 1;
 	}
-	rc = fb_chan_recover(s->chan, recover_visit, &c);
+	rc = fb_chan_recover(s->chan, c.from, recover_visit, &c, &loss);
 	if(c.rc || rc < 0){
 		rocksdb_writebatch_clear(s->wb);
 		*why = strdup(strerror(c.rc ? -c.rc : -rc));
@@ -976,6 +1393,18 @@ static int chan_open(struct fb_spool *s, struct spool_queue *q, char **why)
 		q->next_seq = c.from;
 		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %llu staged records taken "
 				"into \"out\"", s->path, (unsigned long long)c.n);
+	}
+	if(loss.lost){
+		char *kept = NULL;
+
+		/* They are emptied next: the operator gets them as they were. */
+		rc = keep_copy(s->path, staging_files, &kept);
+		if(rc){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot keep a copy of the damaged staging "
+					"files: %s", s->path, strerror(-rc));
+		}
+		chan_loss_report(s, s->path, &loss, kept);
+		free(kept);
 	}
 	return 0;
 }
@@ -1006,11 +1435,20 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	size_t klen, vlen, bad = 0;
 	uint64_t seq, last = 0;
 	char *err = NULL;
+	struct gaps g = { 0 };
+	bool count_gaps = qi == FB_Q_OUT && s->wal_skipped;
 	int rc;
 
 	rc = read_floor(s, qi, why);
 	if(rc){
 		return rc;
+	}
+	g.expect = q->floor ? q->floor : 1;
+	if(count_gaps){
+		rc = wal_refill(s, q, why);
+		if(rc){
+			return rc;
+		}
 	}
 	key_encode(from, q->floor);
 	ro = rocksdb_readoptions_create();
@@ -1030,6 +1468,7 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 			break;
 		}
 		queue_remember(q, seq, klen + vlen);
+		gaps_see(&g, seq);
 		last = seq;
 	}
 	rocksdb_iter_get_error(it, &err);
@@ -1045,6 +1484,22 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	rocksdb_readoptions_destroy(ro);
 
 	q->next_seq = last + 1;
+	if(rc == 0 && count_gaps){
+		/* Damaged WAL records were skipped: what is missing between the floor and the newest seq
+		 * settled is lost. (Records deleted out of order, behind an older live one, count too.) */
+		rc = read_settled(s, why);
+		if(rc == 0 && s->settled >= g.expect){
+			gaps_see(&g, s->settled + 1);
+			g.expect = s->settled + 1;
+		}
+		if(rc == 0){
+			char where[4096];
+
+			snprintf(where, sizeof(where), "the WAL (the WAL as it was is kept at %s)",
+					s->kept ? s->kept : "(no copy)");
+			loss_report(s, g.lost, g.first, g.last, where);
+		}
+	}
 	if(rc == 0 && bad){
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: ignoring %zu records with a "
 				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
@@ -1284,6 +1739,44 @@ static int marker_check(struct fb_spool *s)
 	return 0;
 }
 
+/* ---- salvage: what can be read from a spool moved aside is queued again ---- */
+
+struct salvage {
+	struct fb_spool *s;
+	rocksdb_t *db;
+	rocksdb_column_family_handle_t **cfh;
+	char **names;
+	size_t ncf;
+	int qcf[3];          /* index in cfh of each queue's column family, -1: none */
+	int meta;
+	uint64_t put[3];     /* records queued again, by queue */
+	uint64_t unreadable; /* unreadable stretches skipped */
+	struct gaps g;
+	enum fb_queue qi;
+	int rc;
+	char *why;
+};
+
+/* Appends a salvaged record to queue QI of the fresh spool (written in batches of some 1,000). */
+static int salvage_put(struct salvage *v, enum fb_queue qi, const void *val, size_t len)
+{
+	struct fb_spool *s = v->s;
+	struct spool_queue *q = &s->q[qi];
+	uint8_t key[KEY_LEN];
+
+	if(seqset_reserve(&q->live, q->next_seq) != 0){
+		return -ENOMEM;
+	}
+	key_encode(key, q->next_seq);
+	rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
+	queue_remember(q, q->next_seq++, KEY_LEN + (uint64_t)len);
+	v->put[qi]++;
+	if(rocksdb_writebatch_count(s->wb) >= 1000){
+		return load_write(s, &v->why);
+	}
+	return 0;
+}
+
 /* Makes the reserve file (s->lay.reserve bytes of allocated blocks) unless it is there. Returns 0
  * or a negative errno (nothing is left behind then). */
 static int reserve_make(struct fb_spool *s)
@@ -1327,6 +1820,454 @@ static bool reserve_drop(struct fb_spool *s)
 	return gone;
 }
 
+static int salvage_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct salvage *v = ud;
+
+	if(v->qi == FB_Q_OUT){
+		gaps_see(&v->g, seq);
+	}
+	v->rc = salvage_put(v, v->qi, val, len);
+	return v->rc ? 1 : 0;
+}
+
+/* Seeks a new iterator of CF to FROM: 1 when that works (a record or the end), 0 when it meets
+ * unreadable data; *IT is the iterator either way (caller destroys). */
+static int salvage_seek(struct salvage *v, rocksdb_column_family_handle_t *cf, rocksdb_readoptions_t *ro,
+		uint64_t from, rocksdb_iterator_t **it)
+{
+	uint8_t key[KEY_LEN];
+	char *err = NULL;
+
+	*it = rocksdb_create_iterator_cf(v->db, ro, cf);
+	key_encode(key, from);
+	rocksdb_iter_seek(*it, (const char *)key, sizeof(key));
+	if(rocksdb_iter_valid(*it)){
+		return 1;
+	}
+	rocksdb_iter_get_error(*it, &err);
+	if(err){
+		rocksdb_free(err);
+		return 0;
+	}
+	return 1;
+}
+
+/* Visits every readable record of CF from seq FROM on, in order. Past unreadable data (a damaged
+ * block of a table file) it looks for the first seq from which a seek works again: doubling the
+ * step, then halving the interval. */
+static int salvage_cf(struct salvage *v, rocksdb_column_family_handle_t *cf, uint64_t from)
+{
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	rocksdb_iterator_t *it = NULL;
+	const char *key, *val;
+	size_t klen, vlen;
+	uint64_t pos = from, lo, hi, step;
+	char *err = NULL;
+	int rc = 0;
+
+	rocksdb_readoptions_set_fill_cache(ro, 0);
+	for(;;){
+		if(!salvage_seek(v, cf, ro, pos, &it)){
+			goto skip;
+		}
+		for(; rocksdb_iter_valid(it); rocksdb_iter_next(it)){
+			key = rocksdb_iter_key(it, &klen);
+			val = rocksdb_iter_value(it, &vlen);
+			if(klen != KEY_LEN || key_decode(key) < pos){
+				continue;
+			}
+			pos = key_decode(key) + 1;
+			if(salvage_visit(v, pos - 1, val, vlen)){
+				rc = v->rc;
+				goto out;
+			}
+		}
+		rocksdb_iter_get_error(it, &err);
+		if(err == NULL){
+			break; /* the end */
+		}
+		rocksdb_free(err);
+		err = NULL;
+skip:
+		rocksdb_iter_destroy(it);
+		it = NULL;
+		v->unreadable++;
+		/* seek(pos) fails: find the smallest seq above it from which a seek works. */
+		for(step = 1, lo = pos; ; step *= 2){
+			hi = pos + step;
+			if(hi < pos || step > ((uint64_t)1 << 62)){
+				goto out; /* nothing readable after it */
+			}
+			if(salvage_seek(v, cf, ro, hi, &it)){
+				rocksdb_iter_destroy(it);
+				it = NULL;
+				break;
+			}
+			rocksdb_iter_destroy(it);
+			it = NULL;
+			lo = hi;
+		}
+		while(hi - lo > 1){
+			uint64_t mid = lo + (hi - lo) / 2;
+			int ok = salvage_seek(v, cf, ro, mid, &it);
+
+			rocksdb_iter_destroy(it);
+			it = NULL;
+			if(ok){
+				hi = mid;
+			}else{
+				lo = mid;
+			}
+		}
+		pos = hi;
+	}
+out:
+	if(it){
+		rocksdb_iter_destroy(it);
+	}
+	rocksdb_readoptions_destroy(ro);
+	return rc;
+}
+
+/* Reads meta KEY of the salvaged database as a seq: 1 found, 0 not. */
+static int salvage_meta(struct salvage *v, const char *key, uint64_t *seq)
+{
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	char *err = NULL, *val;
+	size_t vlen = 0;
+	int found = 0;
+
+	*seq = 0;
+	if(v->meta < 0){
+		rocksdb_readoptions_destroy(ro);
+		return 0;
+	}
+	val = rocksdb_get_cf(v->db, ro, v->cfh[v->meta], key, strlen(key), &vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rocksdb_free(err);
+	}else if(val && vlen == KEY_LEN){
+		*seq = key_decode(val);
+		found = 1;
+	}
+	rocksdb_free(val);
+	return found;
+}
+
+/* Opens the database at DIR read only, skipping damaged WAL records; with NEED_OUT, a database
+ * without "out" fails. Returns 0 or -EIO (*err set). */
+static int salvage_open(struct salvage *v, rocksdb_options_t *o, const char *dir, bool need_out, char **err)
+{
+	const rocksdb_options_t **cfo;
+
+	v->names = rocksdb_list_column_families(o, dir, &v->ncf, err);
+	if(*err){
+		return -EIO;
+	}
+	cfo = calloc(v->ncf, sizeof(*cfo));
+	v->cfh = calloc(v->ncf, sizeof(*v->cfh));
+	if(cfo == NULL || v->cfh == NULL){
+		free(cfo);
+		return -ENOMEM;
+	}
+	for(size_t i = 0; i < v->ncf; i++){
+		cfo[i] = o;
+	}
+	v->db = rocksdb_open_for_read_only_column_families(o, dir, (int)v->ncf, (const char *const *)v->names,
+			cfo, v->cfh, 0, err);
+	free(cfo);
+	if(*err){
+		v->db = NULL;
+		return -EIO;
+	}
+	for(int q = 0; q < 3; q++){
+		v->qcf[q] = -1;
+	}
+	v->meta = -1;
+	for(size_t i = 0; i < v->ncf; i++){
+		for(int j = CF_OUT; j < CF_REQUIRED; j++){
+			if(strcmp(v->names[i], cf_names[j]) == 0){
+				if(j == CF_META){
+					v->meta = (int)i;
+				}else{
+					v->qcf[j - CF_OUT] = (int)i;
+				}
+			}
+		}
+	}
+	if(v->qcf[FB_Q_OUT] < 0 && need_out){
+		/* A MANIFEST cut short opens as a database without it: repair finds it in the tables. */
+		*err = strdup("no column family \"out\"");
+		return -EIO;
+	}
+	return 0;
+}
+
+static void salvage_close(struct salvage *v)
+{
+	for(size_t i = 0; v->cfh && i < v->ncf; i++){
+		if(v->cfh[i]){
+			rocksdb_column_family_handle_destroy(v->cfh[i]);
+		}
+	}
+	free(v->cfh);
+	v->cfh = NULL;
+	if(v->db){
+		rocksdb_close(v->db);
+		v->db = NULL;
+	}
+	if(v->names){
+		rocksdb_list_column_families_destroy(v->names, v->ncf);
+		v->names = NULL;
+	}
+	v->ncf = 0;
+}
+
+/* A salvage cut short (SALVAGE_KEY still set): wipes what it queued and runs it again. Only with
+ * a fresh channel, right after spool_load(). Returns 0 or like spool_load(). */
+static int salvage_resume(struct fb_spool *s, char **why)
+{
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	uint8_t lo[KEY_LEN], hi[KEY_LEN];
+	char *err = NULL, *val, *aside;
+	size_t vlen = 0;
+	int rc;
+
+	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), &vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		return *why ? rc : -ENOMEM;
+	}
+	if(val == NULL){
+		return 0;
+	}
+	aside = strndup(val, vlen);
+	rocksdb_free(val);
+	if(aside == NULL){
+		return -ENOMEM;
+	}
+	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
+			s->path, aside);
+	memset(lo, 0, sizeof(lo));
+	memset(hi, 0xFF, sizeof(hi));
+	for(int q = 0; q < 3; q++){
+		rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
+				(const char *)hi, sizeof(hi));
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[q], strlen(floor_keys[q]));
+	}
+	rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY));
+	rc = load_write(s, why);
+	fb_chan_reader_close(s->chan);
+	s->chan = NULL;
+	db_close(s);
+	queues_reset(s);
+	if(rc == 0){
+		rc = spool_load(s, why);
+	}
+	if(rc == 0){
+		salvage(s, aside);
+	}
+	free(aside);
+	return rc;
+}
+
+/* Points CURRENT in folder DIR (a copy) at its newest MANIFEST when CURRENT is missing or does
+ * not name an existing one. Returns true when it wrote it. */
+static bool point_current(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	unsigned long long n, best = 0;
+	char *path, *cur, name[64], line[128];
+	FILE *f;
+	bool ok = false;
+
+	if(d == NULL){
+		return false;
+	}
+	while((e = readdir(d)) != NULL){
+		if(sscanf(e->d_name, "MANIFEST-%llu", &n) == 1 && n > best){
+			best = n;
+		}
+	}
+	closedir(d);
+	if(best == 0 || asprintf(&cur, "%s/CURRENT", dir) < 0){
+		return false;
+	}
+	snprintf(name, sizeof(name), "MANIFEST-%06llu", best);
+	f = fopen(cur, "r");
+	if(f){
+		if(fgets(line, sizeof(line), f)){
+			line[strcspn(line, "\n")] = '\0';
+			if(asprintf(&path, "%s/%s", dir, line) >= 0){
+				ok = strncmp(line, "MANIFEST-", 9) == 0 && access(path, F_OK) == 0;
+				free(path);
+			}
+		}
+		fclose(f);
+	}
+	if(!ok){
+		f = fopen(cur, "w");
+		ok = f && fprintf(f, "%s\n", name) > 0;
+		if(f && fclose(f) != 0){
+			ok = false;
+		}
+	}else{
+		ok = false; /* it was fine: nothing to try */
+	}
+	free(cur);
+	return ok;
+}
+
+/* The fresh spool S (just created, its channel fresh) takes every record that can be read from
+ * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
+ * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
+ * records its staging files held), "in" and "dead" are queued again in order; the seqs missing
+ * in "out" are counted as lost. */
+static void salvage(struct fb_spool *s, const char *aside)
+{
+	struct salvage v = { .s = s };
+	struct fb_chan_shared *sh = NULL;
+	struct fb_chan_reader *r = NULL;
+	struct fb_chan_loss loss;
+	rocksdb_options_t *o;
+	char *copy = NULL, *err = NULL, where[8192];
+	uint64_t floor = 0, settled = 0, from;
+	bool have_floor = false, have_settled = false, repaired = false;
+	int rc;
+
+	if(asprintf(&copy, "%s.salvage", aside) < 0){
+		return;
+	}
+	rm_tree(copy); /* left by a salvage that was cut short */
+	rc = copy_tree(aside, copy, NULL);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
+				aside, strerror(-rc));
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
+		if(load_write(s, &v.why) == 0){
+			spool_fsync(s);
+		}
+		goto out;
+	}
+	/* Until the last record is queued, a restart wipes what was queued and starts again. */
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), aside, strlen(aside));
+	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s", s->path, aside,
+				v.why ? v.why : "WAL sync failed");
+		goto out;
+	}
+	o = rocksdb_options_create();
+	rocksdb_options_set_wal_recovery_mode(o, rocksdb_skip_any_corrupted_records_recovery);
+	rocksdb_options_set_paranoid_checks(o, 0);
+	rocksdb_options_set_info_log_level(o, ROCKSDB_LOG_WARN);
+	rc = salvage_open(&v, o, copy, true, &err);
+	if(rc && point_current(copy)){
+		/* CURRENT missing or garbage: the newest MANIFEST, with the WAL, is worth a try first. */
+		rocksdb_free(err);
+		err = NULL;
+		salvage_close(&v);
+		rc = salvage_open(&v, o, copy, true, &err);
+	}
+	if(rc){
+		rocksdb_free(err);
+		err = NULL;
+		salvage_close(&v);
+		rocksdb_repair_db(o, copy, &err);
+		if(err){
+			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s: %s",
+					s->path, aside, err);
+			rocksdb_free(err);
+			err = NULL;
+		}
+		repaired = true;
+		rc = salvage_open(&v, o, copy, false, &err);
+	}
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from the database in %s: %s",
+				s->path, aside, err ? err : strerror(-rc));
+		rocksdb_free(err);
+		salvage_close(&v);
+	}else{
+		have_floor = salvage_meta(&v, floor_keys[FB_Q_OUT], &floor);
+		have_settled = salvage_meta(&v, SETTLED_KEY, &settled);
+		/* The first seq expected: the floor; without one, 1 if the queue was never consumed. */
+		v.g.expect = have_floor ? floor : have_settled ? 1 : 0;
+		for(int q = 0; q < 3 && v.rc == 0; q++){
+			v.qi = (enum fb_queue)q;
+			if(v.qcf[q] >= 0){
+				uint64_t qfloor = floor;
+
+				if(q != FB_Q_OUT){
+					salvage_meta(&v, floor_keys[q], &qfloor);
+				}
+				salvage_cf(&v, v.cfh[v.qcf[q]], qfloor);
+			}
+		}
+		salvage_close(&v);
+	}
+	rocksdb_options_destroy(o);
+	if(v.rc == 0){
+		/* Up to the newest seq settled, then the staging files go on: they hold what was not
+		 * settled yet (salvage_visit() counts their gaps too). */
+		v.qi = FB_Q_OUT;
+		if(settled + 1 > v.g.expect && v.g.expect){
+			gaps_see(&v.g, settled + 1);
+			v.g.expect = settled + 1;
+		}
+		from = v.g.expect > settled + 1 ? v.g.expect : settled + 1;
+		if(from < floor){
+			from = floor;
+		}
+		sh = calloc(1, sizeof(*sh));
+		if(sh && fb_chan_reader_open(copy, sh, true, &r) == 0){
+			fb_chan_recover(r, from, salvage_visit, &v, &loss);
+		}
+		fb_chan_reader_close(r);
+		free(sh);
+	}
+	if(v.rc == 0 && rocksdb_writebatch_count(s->wb) > 0){
+		v.rc = load_write(s, &v.why);
+	}
+	rocksdb_writebatch_clear(s->wb);
+	if(v.rc){
+		/* SALVAGE_KEY stays: the next open starts again. */
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: queuing the records salvaged from %s failed: %s",
+				s->path, aside, v.why ? v.why : strerror(-v.rc));
+	}
+	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: salvaged from %s%s: %llu records queued again "
+			"into \"out\", %llu into \"in\", %llu into \"dead\"%s", s->path, aside,
+			repaired ? " (a repaired copy)" : "", (unsigned long long)v.put[FB_Q_OUT],
+			(unsigned long long)v.put[FB_Q_IN], (unsigned long long)v.put[FB_Q_DEAD],
+			v.unreadable ? "; unreadable stretches skipped" : "");
+	if(v.rc == 0){
+		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
+		v.rc = load_write(s, &v.why);
+		if(v.rc == 0){
+			spool_fsync(s);
+			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
+			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
+		}
+	}
+	/* The fresh channel's writer starts after what was queued again. */
+	rc = fb_chan_reset(s->chan, s->q[FB_Q_OUT].next_seq);
+	if(rc == 0){
+		fb_chan_account(s->chan, 0, s->q[FB_Q_OUT].bytes);
+	}else{
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot reset the staging files: %s", s->path,
+				strerror(-rc));
+	}
+out:
+	free(v.why);
+	rm_tree(copy);
+	free(copy);
+}
+
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 {
 	struct fb_spool *s;
@@ -1357,6 +2298,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}
 	fb_spool_layout(opts->max_size, &s->lay);
 	s->max_size = s->lay.live;
+	s->corrupt = opts->corrupt;
 	s->on_full = opts->on_full;
 	s->sync = opts->sync;
 	pthread_mutex_init(&s->lock, NULL);
@@ -1410,6 +2352,9 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}else if(rc == 0 && reserve_make(s) == -ENOSPC){
 		spool_fail(s, "making the reserve", "No space left on device");
 	}
+	if(rc == 0 && !s->chan_running && atomic_load(&s->failed) == 0){
+		rc = salvage_resume(s, &why);
+	}
 	if(rc == -EBUSY){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is in use by another broker or "
 				"plugin instance (%s)", s->path, why);
@@ -1426,6 +2371,9 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 			rc = mkdir_p(s->path);
 			if(rc == 0){
 				rc = spool_load(s, &why);
+			}
+			if(rc == 0 && !s->chan_running){
+				salvage(s, aside);
 			}
 			if(rc){
 				fb_log(&s->lg, MOSQ_LOG_ERR, "cannot create a fresh spool at "
@@ -1522,6 +2470,7 @@ void fb_spool_close(struct fb_spool *s)
 	}
 	pthread_mutex_destroy(&s->lock);
 	pthread_rwlock_destroy(&s->dblock);
+	free(s->kept);
 	free(s->path);
 	free(s);
 }

@@ -117,29 +117,71 @@ static uint32_t rec_crc(const uint8_t *head, const void *val, size_t len)
 	return fb_crc32c(fb_crc32c(0, meta, sizeof(meta)), val, len);
 }
 
-/* Walks the file from its start, calling FN for each valid record. Returns FN's non-zero value. */
-static int walk(const struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
+/* The record at OFF: its size in the file (header, value, padding) when its header is plausible
+ * and its CRC matches, else 0. */
+static size_t rec_valid(const struct fb_stage *st, size_t off, uint64_t *seq, size_t *len)
+{
+	const uint8_t *p = st->map + off;
+	size_t need;
+
+	*len = get32(p);
+	*seq = get64(p + 8);
+	if(*seq == 0 || *len > st->size - off - REC_HEAD){
+		return 0;
+	}
+	need = REC_HEAD + ALIGN8(*len);
+	if(need > st->size - off || get32(p + 4) != rec_crc(p, p + REC_HEAD, *len)){
+		return 0;
+	}
+	return need;
+}
+
+/* Walks the whole file, calling FN for each valid record with a seq of at least LO and above the
+ * previous one's. Records are 8-byte aligned from offset 0, so past anything that is not such a
+ * record (damage, a cleared first record, the torn or older records behind the current fill) the
+ * walk goes on 8 bytes further. Bytes skipped between two records taken are damage (DMG). Returns
+ * FN's non-zero value, else 0. */
+static int walk(const struct fb_stage *st, uint64_t lo, fb_stage_visit_fn fn, void *ud,
+		struct fb_stage_damage *dmg)
 {
 	const uint8_t *base = st->map;
-	size_t off = 0, len, need;
-	uint64_t seq, expect = 0;
+	size_t off = 0, len, need, skip_from = 0;
+	uint64_t seq, last = 0;
+	bool taken = false, skipping = false;
 	int rc;
 
 	while(st->size - off >= REC_HEAD){
-		len = get32(base + off);
-		seq = get64(base + off + 8);
-		if(seq == 0 || (expect && seq != expect) || len > st->size - off - REC_HEAD){
-			break;
+		need = rec_valid(st, off, &seq, &len);
+		if(need == 0){
+			if(!skipping){
+				skipping = true;
+				skip_from = off;
+			}
+			off += 8;
+			continue;
 		}
-		need = REC_HEAD + ALIGN8(len);
-		if(need > st->size - off
-				|| get32(base + off + 4) != rec_crc(base + off, base + off + REC_HEAD, len)){
-			break;
+		if(seq <= last || seq < lo){
+			/* An older record (behind a cleared first record or the current fill): not damage,
+			 * and nothing to take. */
+			if(!skipping){
+				skipping = true;
+				skip_from = off;
+			}
+			off += need;
+			continue;
 		}
+		if(skipping && taken && dmg){
+			if(dmg->regions++ == 0){
+				dmg->first_off = skip_from;
+			}
+			dmg->bytes += off - skip_from;
+		}
+		skipping = false;
 		if((rc = fn(ud, seq, base + off + REC_HEAD, len)) != 0){
 			return rc;
 		}
-		expect = seq + 1;
+		taken = true;
+		last = seq;
 		off += need;
 	}
 	return 0;
@@ -241,9 +283,13 @@ size_t fb_stage_max_value(const struct fb_stage *st)
 	return st->size - REC_HEAD;
 }
 
-int fb_stage_recover(struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
+int fb_stage_recover(struct fb_stage *st, uint64_t lo, fb_stage_visit_fn fn, void *ud,
+		struct fb_stage_damage *dmg)
 {
-	return walk(st, fn, ud);
+	if(dmg){
+		memset(dmg, 0, sizeof(*dmg));
+	}
+	return walk(st, lo, fn, ud, dmg);
 }
 
 int fb_stage_reset(struct fb_stage *st)

@@ -1,6 +1,7 @@
 /* Unit tests of plugin/chan.c: the staging channel from the broker thread to the link process. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +59,23 @@ static int order_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	ck_assert_msg(memcmp(expect, val, len) == 0, "record %llu: bytes differ", (unsigned long long)seq);
 	o->next++;
 	o->n++;
+	return 0;
+}
+
+/* SEEN[0]: records, SEEN[1]: the last seq, SEEN[2]: seqs not above the one before. */
+static int count_seen(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	uint64_t *seen = ud;
+	uint8_t expect[300];
+
+	ck_assert_uint_eq(len, 300);
+	value_of(expect, seq, len);
+	ck_assert_msg(memcmp(expect, val, len) == 0, "record %llu: bytes differ", (unsigned long long)seq);
+	if(seq <= seen[1]){
+		seen[2]++;
+	}
+	seen[0]++;
+	seen[1] = seq;
 	return 0;
 }
 
@@ -280,6 +298,65 @@ START_TEST(large_records_travel_in_their_own_files)
 }
 END_TEST
 
+/* Damage in a staging file loses only the records it hit; recovery counts them by seq gap, in
+ * seq order across both files, from the first seq expected on. */
+START_TEST(recovery_skips_damage_and_counts_the_gap)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct fb_chan_loss loss;
+	uint64_t seq = 1, seen[3] = { 0, 0, 0 };
+	uint8_t junk[64];
+	char path[512];
+	int fd;
+
+	while(atomic_load(&sh->active) == 0){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	for(int i = 0; i < 50; i++){
+		ck_assert_int_eq(append(w, seq++, 300), 0); /* into file 1 */
+	}
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+
+	/* 64 bytes from byte 20 of record 101 (each takes 16 + 304 bytes): only that record. */
+	memset(junk, 0xA5, sizeof(junk));
+	ck_assert_int_eq(fb_chan_file_name(dir, 0, path, sizeof(path)), 0);
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 100 * 320 + 20), (ssize_t)sizeof(junk));
+	close(fd);
+	/* And the first record of file 1 (the length field of its header). */
+	ck_assert_int_eq(fb_chan_file_name(dir, 1, path, sizeof(path)), 0);
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, 4, 0), 4);
+	close(fd);
+
+	memset(sh, 0, sizeof(*sh));
+	ck_assert_int_eq(fb_chan_reader_open(dir, sh, true, &r), 0);
+	ck_assert_int_eq(fb_chan_recover(r, 1, count_seen, seen, &loss), 0);
+	/* Every record but 101 and the first of file 1, in order. */
+	ck_assert_uint_eq(seen[0], seq - 1 - 2);
+	ck_assert_uint_eq(seen[1], seq - 1);
+	ck_assert_uint_eq(seen[2], 0);
+	ck_assert_uint_eq(loss.lost, 2);
+	ck_assert_uint_eq(loss.first_seq, 101);
+	ck_assert_uint_eq(loss.last_seq, seq - 1 - 50);
+	ck_assert_uint_eq(loss.files, 3);
+	ck_assert_uint_eq(loss.damaged, 1); /* file 1's damage comes before any record of it */
+	ck_assert_uint_eq(loss.damaged_off[0], 100 * 320);
+
+	/* From a higher first seq: the records before it are not visited, nor counted. */
+	memset(seen, 0, sizeof(seen));
+	ck_assert_int_eq(fb_chan_recover(r, 200, count_seen, seen, &loss), 0);
+	ck_assert_uint_eq(seen[0], seq - 200 - 1);
+	ck_assert_uint_eq(loss.lost, 1);
+	ck_assert_uint_eq(loss.files, 2);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
 /* After a stop, a fresh reader recovers what the files hold, the older file first, even when the
  * writer came back to file 0 for the newest records; reset empties both. */
 START_TEST(recovery_visits_the_older_file_first_then_reset_empties)
@@ -288,6 +365,7 @@ START_TEST(recovery_visits_the_older_file_first_then_reset_empties)
 	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
 	struct order o = { .next = 1, .len_of = len_300 };
 	uint64_t seq = 1, n = 0, first_kept;
+	struct fb_chan_loss loss;
 
 	/* File 0 to past half, then file 1: file 0 is sealed. */
 	while(atomic_load(&sh->active) == 0){
@@ -307,13 +385,14 @@ START_TEST(recovery_visits_the_older_file_first_then_reset_empties)
 	memset(sh, 0, sizeof(*sh));
 	ck_assert_int_eq(fb_chan_reader_open(dir, sh, true, &r), 0);
 	o = (struct order){ .next = first_kept, .len_of = len_300 };
-	ck_assert_int_eq(fb_chan_recover(r, order_visit, &o), 0);
+	ck_assert_int_eq(fb_chan_recover(r, first_kept, order_visit, &o, &loss), 0);
 	ck_assert_uint_eq(o.next, seq);
+	ck_assert_uint_eq(loss.lost, 0);
 	ck_assert_int_eq(fb_chan_reset(r, seq), 0);
 	fb_chan_reader_close(r);
 
 	ck_assert_int_eq(fb_chan_reader_open(dir, sh, true, &r), 0);
-	ck_assert_int_eq(fb_chan_recover(r, count_visit, &n), 0);
+	ck_assert_int_eq(fb_chan_recover(r, 1, count_visit, &n, NULL), 0);
 	ck_assert_uint_eq(n, 0);
 	fb_chan_reader_close(r);
 }
@@ -422,6 +501,7 @@ int main(void)
 	tcase_add_test(tc, a_reader_killed_inside_an_update_does_not_stall_the_writer);
 	tcase_add_test(tc, large_records_travel_in_their_own_files);
 	tcase_add_test(tc, recovery_visits_the_older_file_first_then_reset_empties);
+	tcase_add_test(tc, recovery_skips_damage_and_counts_the_gap);
 	tcase_add_test(tc, a_new_reader_follows_a_running_writer_from_the_sealed_file);
 	tcase_add_test(tc, a_writer_process_and_a_reader_process_agree);
 	suite_add_tcase(s, tc);

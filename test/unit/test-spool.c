@@ -1,5 +1,6 @@
 /* Unit tests of plugin/spool.c: the RocksDB spool. Each test works in its own mkdtemp() folder. */
 #include <check.h>
+#include <stdatomic.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@ struct capture {
 	int errors;
 };
 static struct capture cap = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static atomic_uint_fast64_t corrupt; /* opts.corrupt of every spool opened */
 
 static void capture_fn(void *ud, int level, const char *line)
 {
@@ -59,6 +61,7 @@ static void setup(void)
 	snprintf(spool_path, sizeof(spool_path), "%s/spool", tmpdir);
 	cap.text[0] = '\0';
 	cap.errors = 0;
+	atomic_store(&corrupt, 0);
 }
 
 static void teardown(void)
@@ -89,6 +92,7 @@ static struct fb_spool *open_spool(uint64_t max_size, enum fb_on_full on_full, e
 		.on_full = on_full,
 		.sync = sync,
 		.lg = &lg,
+		.corrupt = &corrupt,
 	};
 	struct fb_spool *s = NULL;
 
@@ -976,25 +980,55 @@ static void overwrite_file(const char *path, const char *text)
 	fclose(f);
 }
 
-/* The spool at spool_path was just moved aside: check the log line and the fresh spool. */
-static void assert_moved_aside_and_fresh(struct fb_spool *s)
+/* Checks that the values of "out" are make_value(i) of increasing I (their seqs may differ):
+ * SN[0] counts them, SN[1] is the last I. */
+static int salvaged_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	uint64_t *sn = ud;
+	unsigned long long i;
+	uint8_t expect[4096];
+
+	(void)seq;
+	ck_assert_int_eq(sscanf(val, "rec-%llu;", &i), 1);
+	ck_assert_uint_gt(i, sn[1]);
+	ck_assert_uint_le(len, sizeof(expect));
+	make_value(expect, i, len);
+	ck_assert_mem_eq(val, expect, len);
+	sn[0]++;
+	sn[1] = i;
+	return 0;
+}
+
+/* The spool at spool_path was just moved aside: check the log lines and the fresh spool, which
+ * holds what was salvaged of TOTAL records of "out" (in order, with their bytes) while the rest
+ * is counted as lost. */
+static void assert_moved_aside_and_fresh(struct fb_spool *s, uint64_t total)
 {
 	struct fb_spool_stats st;
 	char expect[700];
 	struct seen *sn;
+	uint64_t salv[2] = { 0, 0 };
+	uint64_t lost = atomic_load(&corrupt);
 
 	snprintf(expect, sizeof(expect), "spool %s is unreadable (", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	snprintf(expect, sizeof(expect), "); moved aside to %s.corrupt-", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	ck_assert(strstr(cap.text, ", starting a fresh spool\n") != NULL);
-	ck_assert_int_eq(cap.errors, 1);
+	ck_assert_int_eq(cap.errors, lost ? 2 : 1);
 	ck_assert_int_eq(count_corrupt_dirs(), 1);
+	if(lost){
+		snprintf(expect, sizeof(expect), " lost to damage in the spool moved aside to %s.corrupt-",
+				spool_path);
+		ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
+	}
 
 	fb_spool_stats(s, &st);
-	ck_assert_uint_eq(st.messages, 0);
-	ck_assert_uint_eq(append_n(s, FB_Q_OUT, 1, 3, 10, NULL), 3);
-	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(st.messages + lost, total);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), (int)st.messages);
+	ck_assert_uint_eq(salv[0], st.messages);
+	ck_assert_uint_eq(append_n(s, FB_Q_OUT, st.messages + 1, 3, 10, NULL), st.messages + 3);
+	sn = read_all(s, FB_Q_OUT, st.messages);
 	ck_assert_uint_eq(sn->n, 3);
 	free(sn);
 }
@@ -1010,7 +1044,8 @@ START_TEST(garbage_current_is_moved_aside_and_a_fresh_spool_opens)
 	overwrite_file(path, "garbage garbage garbage");
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 10);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0); /* everything salvaged */
 	fb_spool_close(s);
 }
 END_TEST
@@ -1032,7 +1067,8 @@ START_TEST(garbage_manifest_is_moved_aside)
 	globfree(&g);
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 10);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0); /* everything salvaged */
 	fb_spool_close(s);
 }
 END_TEST
@@ -1067,7 +1103,154 @@ START_TEST(corrupt_table_file_found_by_the_first_scan_is_moved_aside)
 	globfree(&g);
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 5000);
+	fb_spool_close(s);
+}
+END_TEST
+
+/* Damaged WAL records: RocksDB skips them (and only them), the staging files give back what they
+ * still hold, and what is missing from "out" after that is counted and logged once. */
+static void damage_wal(void)
+{
+	char pattern[700], best[700] = "";
+	uint8_t junk[4096];
+	struct stat sb;
+	off_t size = 0;
+	glob_t g;
+	int fd;
+
+	snprintf(pattern, sizeof(pattern), "%s/*.log", spool_path);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+	for(size_t i = 0; i < g.gl_pathc; i++){
+		if(stat(g.gl_pathv[i], &sb) == 0 && sb.st_size > size){
+			size = sb.st_size;
+			snprintf(best, sizeof(best), "%s", g.gl_pathv[i]);
+		}
+	}
+	globfree(&g);
+	ck_assert_int_gt(size, 3 * (off_t)sizeof(junk));
+	for(size_t i = 0; i < sizeof(junk); i++){
+		junk[i] = (uint8_t)(i * 7919 + 13);
+	}
+	fd = open(best, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), size / 2), (ssize_t)sizeof(junk));
+	close(fd);
+}
+
+static void wal_damage_case(bool zero_staging)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	uint64_t salv[2] = { 0, 0 }, lost;
+	char path[700];
+
+	for(uint64_t i = 1; i <= 3000; i += 100){
+		append_n(s, FB_Q_OUT, i, 100, 100, NULL);
+		ck_assert_int_eq(fb_spool_settle(s), 0); /* 30 write batches in the WAL */
+	}
+	fb_spool_close(s);
+	damage_wal();
+	if(zero_staging){
+		for(int i = 0; i < 2; i++){
+			snprintf(path, sizeof(path), "%s/flowmq-stage.%d", spool_path, i);
+			ck_assert_int_eq(truncate(path, 0), 0);
+		}
+	}
+
+	s = open_default();
+	lost = atomic_load(&corrupt);
+	fb_spool_stats(s, &st);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), (int)st.messages);
+	ck_assert_uint_eq(st.messages + lost, 3000);
+	ck_assert_int_eq(count_corrupt_dirs(), 1); /* the WAL as it was */
+	ck_assert_msg(strstr(cap.text, "opened skipping the damaged WAL records, the WAL as it was is "
+			"kept at ") != NULL, "log: %s", cap.text);
+	if(zero_staging){
+		char expect[200];
+
+		/* Whole write batches of 100 go. */
+		ck_assert_uint_gt(lost, 0);
+		ck_assert_uint_eq(lost % 100, 0);
+		ck_assert_uint_lt(lost, 3000);
+		snprintf(expect, sizeof(expect), ": %llu records (seq ", (unsigned long long)lost);
+		ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
+		ck_assert(strstr(cap.text, ") lost to damage in the WAL (the WAL as it was is kept at ") != NULL);
+		ck_assert_int_eq(cap.errors, 2);
+	}else{
+		ck_assert_uint_eq(lost, 0);
+		ck_assert_uint_eq(st.messages, 3000);
+		ck_assert_int_eq(cap.errors, 1);
+	}
+	fb_spool_close(s);
+}
+
+START_TEST(damaged_wal_records_are_skipped_refilled_from_staging_and_counted)
+{
+	wal_damage_case(false);
+}
+END_TEST
+
+START_TEST(damaged_wal_records_not_staged_any_more_are_counted)
+{
+	wal_damage_case(true);
+}
+END_TEST
+
+/* A salvage killed after it queued everything but before it was marked done: the next open wipes
+ * what it queued and salvages again, so every record is there exactly once and counted once. */
+static void kill_at_salvaged(void *ud, int level, const char *line)
+{
+	(void)ud;
+	(void)level;
+	if(strstr(line, ": salvaged from ")){
+		raise(SIGKILL);
+	}
+}
+
+START_TEST(a_salvage_cut_short_starts_again_on_the_next_open)
+{
+	static const struct fb_logger killer = { kill_at_salvaged, NULL };
+	struct fb_spool_opts o = { .lg = &killer };
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	uint64_t salv[2] = { 0, 0 };
+	char path[700];
+	int status;
+	pid_t pid;
+
+	append_n(s, FB_Q_OUT, 1, 10, 10, NULL);
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	overwrite_file(path, "garbage garbage garbage");
+
+	o.path = spool_path;
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if(pid == 0){
+		fb_spool_open(&o, &s);
+		_exit(3); /* not reached */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	ck_assert_int_eq(count_corrupt_dirs(), 2); /* the spool moved aside and the copy being read */
+
+	s = open_default();
+	ck_assert_msg(strstr(cap.text, " was cut short; it starts again") != NULL, "log: %s", cap.text);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), 10);
+	ck_assert_uint_eq(salv[1], 10);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0);
+	ck_assert_int_eq(count_corrupt_dirs(), 1); /* the copy was removed */
+	fb_spool_close(s);
+
+	/* Done now: the next open finds nothing to do. */
+	cap.text[0] = '\0';
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert(strstr(cap.text, "salvage") == NULL);
 	fb_spool_close(s);
 }
 END_TEST
@@ -1082,7 +1265,8 @@ START_TEST(folder_with_only_a_garbage_current_is_moved_aside)
 	overwrite_file(path, "MANIFEST-000042\n");
 
 	s = open_default();
-	assert_moved_aside_and_fresh(s);
+	assert_moved_aside_and_fresh(s, 0);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0); /* everything salvaged */
 	fb_spool_close(s);
 }
 END_TEST
@@ -1686,6 +1870,9 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, garbage_current_is_moved_aside_and_a_fresh_spool_opens);
 	tcase_add_test(tc, garbage_manifest_is_moved_aside);
 	tcase_add_test(tc, corrupt_table_file_found_by_the_first_scan_is_moved_aside);
+	tcase_add_test(tc, damaged_wal_records_are_skipped_refilled_from_staging_and_counted);
+	tcase_add_test(tc, damaged_wal_records_not_staged_any_more_are_counted);
+	tcase_add_test(tc, a_salvage_cut_short_starts_again_on_the_next_open);
 	tcase_add_test(tc, folder_with_only_a_garbage_current_is_moved_aside);
 	tcase_add_test(tc, moving_aside_never_replaces_an_earlier_copy);
 	tcase_add_test(tc, second_open_is_ebusy_and_leaves_the_spool_alone);
