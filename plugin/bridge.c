@@ -57,6 +57,10 @@ struct generation {
 /* Status values are collected in the link process this often, for the broker to publish; each
  * turn also advances the heartbeat. */
 #define SNAPSHOT_MS 500
+/* How often the broker re-reads a snapshot that the link process is updating (an update is a copy
+ * of a few hundred bytes) before it publishes the previous one: a link process stopped inside
+ * its update costs the broker thread this little. */
+#define METRICS_SPINS 1000
 /* How long fb_bridge_start() waits for the first link process to open the spool (its failure in
  * that time fails the start); after it, the broker runs on and the tick opens the staging channel
  * once the link process has it ready, while captures follow spool.on_full. */
@@ -1032,7 +1036,7 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 			b->last = m;
 			break;
 		}
-		if(++tries == FB_CHAN_SPINS){
+		if(++tries == METRICS_SPINS){
 			/* A link process stopped or killed inside its update (the next one evens the lock):
 			 * the status is published all the same, from the last whole snapshot. */
 			m = b->last;
