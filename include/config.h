@@ -99,6 +99,7 @@ struct fb_config {
 	} spool;
 
 	uint32_t status_interval_ms; /* default 10000 */
+	uint32_t link_timeout_ms;    /* a link process without progress this long is replaced; default 10000 */
 
 	struct fb_e2c_rule *e2c;
 	size_t e2c_count;

@@ -54,17 +54,27 @@ struct generation {
 #define C2E_FILE 1u
 #define C2E_FILE_NAME "flowmq-c2e-"
 
-/* Status values are collected in the link process this often, for the broker to publish. */
+/* Status values are collected in the link process this often, for the broker to publish; each
+ * turn also advances the heartbeat. */
 #define SNAPSHOT_MS 500
-/* How long the broker waits for a link process to start, or for it to empty a staging file. */
-#define START_WAIT_MS 60000
-#define STAGE_WAIT_MS 10000
+/* How often the broker re-reads a snapshot that the link process is updating (an update is a copy
+ * of a few hundred bytes) before it publishes the previous one: a link process stopped inside
+ * its update costs the broker thread this little. */
+#define METRICS_SPINS 1000
+/* How long fb_bridge_start() waits for the first link process to open the spool (its failure in
+ * that time fails the start); after it, the broker runs on and the tick opens the staging channel
+ * once the link process has it ready, while captures follow spool.on_full. */
+#define START_WAIT_MS 5000
+/* A link process that has not opened the spool this long after its start is taken for hung. */
+#define START_HANG_MS 60000
 /* A link process that ends within RESTART_QUICK_MS of its start is restarted after a growing
  * pause, at most RESTART_MAX_MS. */
 #define RESTART_QUICK_MS 10000
 #define RESTART_MAX_MS 16000
-/* How long an orderly stop of the link process may take before it is killed. */
-#define STOP_WAIT_MS 15000
+/* How long an orderly stop of the link process may take before it is killed, and how long the
+ * broker then waits for the kernel to end it. */
+#define STOP_WAIT_MS 5000
+#define KILL_WAIT_MS 1000
 
 /* The state both processes share (MAP_SHARED, anonymous: created before the fork). */
 struct fb_shared {
@@ -79,6 +89,7 @@ struct fb_shared {
 	atomic_uint_fast64_t c2e_tail;   /* link process */
 	atomic_uint_fast64_t c2e_pushed; /* link process: newest "in" seq in the ring */
 	atomic_uint_fast64_t in_released;/* broker: newest "in" seq injected and taken by the broker */
+	atomic_uint_fast64_t beat;       /* link process: advanced at every turn of its snapshot loop */
 	uint8_t c2e[C2E_RING];
 };
 
@@ -108,6 +119,19 @@ struct fb_bridge {
 	uint64_t started_ms;      /* when the link process was started (monotonic) */
 	uint64_t restart_ms;      /* when to start the next one; 0: not decided */
 	unsigned quick_fails;     /* link processes in a row that ended soon after their start */
+	/* The watchdog (broker thread): the link process's progress as last seen, and since when. */
+	bool child_running;       /* the current link process has reported its spool open */
+	bool killed;              /* ... has been sent SIGKILL as hung, not reaped yet */
+	uint64_t beat;            /* sh->beat as last seen */
+	uint64_t beat_ms;         /* when it last moved (or when nothing was pending) */
+	uint64_t seen;            /* the reader's sh->chan.seen and file states as last seen */
+	unsigned states;
+	uint64_t progress_ms;     /* when they last moved (or when nothing was pending) */
+	bool chan_full;           /* an append found both staging files in use (since the last progress) */
+	bool full_logged;         /* the current full episode has been logged */
+	bool writer_logged;       /* a failure to open the staging channel has been logged */
+	uint64_t full_refused;    /* captures turned away in the current episode */
+	struct fb_metrics last;   /* the last status snapshot read whole */
 
 	/* In the link process only. */
 	struct fb_spool *spool;
@@ -500,10 +524,14 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 		_exit(1);
 	}
 	snapshot(b);
+	atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	atomic_store_explicit(&sh->child_state, 1, memory_order_release);
 	while(!atomic_load(&sh->stop) && getppid() == b->broker){
 		sleep_ms(SNAPSHOT_MS);
+		/* The heartbeat: snapshot() takes the spool's lock, so a worker stuck while holding it
+		 * (inside a settle, say) stops the beat too. A stopped process (SIGSTOP) beats no more. */
 		snapshot(b);
+		atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	}
 	fb_link_stop(b->link);
 	fb_tail_cleanup(&b->tail);
@@ -511,9 +539,12 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 	_exit(0);
 }
 
-/* Starts a link process. RUNNING: the broker stages already (a restart after a crash). */
-static int spawn(struct fb_bridge *b, bool running)
+/* Starts a link process. Once a link process has made the staging channel ready (reset it), the
+ * next one follows it as it is (the broker may have staged records meanwhile); before that a new
+ * one recovers and resets it again. */
+static int spawn(struct fb_bridge *b)
 {
+	bool running = atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire) != 0;
 	pid_t pid;
 
 	atomic_store(&b->sh->child_state, 0);
@@ -526,6 +557,8 @@ static int spawn(struct fb_bridge *b, bool running)
 	}
 	b->child = pid;
 	b->started_ms = fb_mono_ms();
+	b->child_running = false;
+	b->killed = false;
 	return 0;
 }
 
@@ -542,7 +575,8 @@ static bool child_alive(struct fb_bridge *b)
 	if(r == 0){
 		return true;
 	}
-	if(r == b->child && !(atomic_load(&b->sh->stop) && WIFEXITED(status) && WEXITSTATUS(status) == 0)){
+	if(r == b->child && !b->killed
+			&& !(atomic_load(&b->sh->stop) && WIFEXITED(status) && WEXITSTATUS(status) == 0)){
 		if(WIFSIGNALED(status)){
 			fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) was killed by signal %d",
 					(int)b->child, WTERMSIG(status));
@@ -552,6 +586,8 @@ static bool child_alive(struct fb_bridge *b)
 		}
 	}
 	b->child = 0;
+	b->killed = false;
+	b->child_running = false;
 	return false;
 }
 
@@ -580,9 +616,117 @@ static void supervise(struct fb_bridge *b)
 	b->restart_ms = 0;
 	b->started_ms = now; /* also when the fork fails: that counts as a quick end */
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "restarting the link process; what it had not sent stays in the spool");
-	if(spawn(b, true) < 0){
+	fb_count(&b->ctr->link_restarts, 1);
+	if(spawn(b) < 0){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(errno));
 	}
+}
+
+/* Kills a hung link process. It is reaped by a later tick (child_alive(), never waiting): the
+ * kernel ends even a stopped process on SIGKILL, but not necessarily at once. */
+static void kill_hung(struct fb_bridge *b, const char *why)
+{
+	fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) %s; killing it and starting a new one "
+			"(what it had not sent is in the staging files and the spool)", (int)b->child, why);
+	atomic_store_explicit(&b->ctr->link_stalled, 1, memory_order_relaxed);
+	kill(b->child, SIGKILL);
+	b->killed = true;
+}
+
+/* The watchdog, every second in the tick: a link process that makes no progress for link_timeout
+ * while work is pending is hung, and replaced. Progress is the heartbeat (its snapshot loop turns,
+ * which a stopped process, or one whose worker holds the spool's lock, does not do) and the
+ * reader side of the staging channel (its "seen" mark moves as the worker takes records, a file
+ * state moves as it settles and empties a file). Pending work is a record staged and not taken,
+ * or an append that found both staging files in use. While the spool reports a full disk, a
+ * channel that does not drain is that state, not a hang: then the heartbeat alone counts. */
+static void watchdog(struct fb_bridge *b)
+{
+	struct fb_shared *sh = b->sh;
+	uint64_t now = fb_mono_ms(), beat, seen, appended, timeout;
+	unsigned states;
+	bool pending;
+
+	if(b->child <= 0 || b->killed){
+		return;
+	}
+	if(!b->child_running){
+		if(atomic_load_explicit(&sh->child_state, memory_order_acquire) != 1){
+			if(now - b->started_ms >= START_HANG_MS){
+				kill_hung(b, "has not opened the spool within 60 s");
+			}
+			return;
+		}
+		b->child_running = true;
+		b->beat = atomic_load_explicit(&sh->beat, memory_order_acquire);
+		b->beat_ms = b->progress_ms = now;
+	}
+	timeout = b->first->cfg->link_timeout_ms;
+	beat = atomic_load_explicit(&sh->beat, memory_order_acquire);
+	if(beat != b->beat){
+		b->beat = beat;
+		b->beat_ms = now;
+		/* A new link process that beats is no longer the hung one. */
+		atomic_store_explicit(&b->ctr->link_stalled, 0, memory_order_relaxed);
+	}
+	seen = atomic_load_explicit(&sh->chan.seen, memory_order_relaxed);
+	states = atomic_load_explicit(&sh->chan.state[0], memory_order_relaxed)
+		| atomic_load_explicit(&sh->chan.state[1], memory_order_relaxed) << 4;
+	appended = atomic_load_explicit(&sh->chan.appended, memory_order_relaxed);
+	if(seen != b->seen || states != b->states){
+		b->seen = seen;
+		b->states = states;
+		b->progress_ms = now;
+		b->chan_full = false;
+	}
+	pending = b->w && (appended != seen || b->chan_full);
+	if(!pending){
+		b->beat_ms = b->progress_ms = now;
+		return;
+	}
+	if(now - b->beat_ms >= timeout){
+		kill_hung(b, "shows no heartbeat while records wait for it");
+	}else if(now - b->progress_ms >= timeout
+			&& !atomic_load_explicit(&b->ctr->disk_full, memory_order_relaxed)){
+		kill_hung(b, "takes no staged records");
+	}
+}
+
+/* Opens the writing end of the staging channel once a link process has made it ready. Returns
+ * true when it is open. Broker thread; bounded (maps two files). */
+static bool writer_ready(struct fb_bridge *b)
+{
+	const struct fb_config *cfg = b->first->cfg;
+	struct fb_chan_limits lim;
+	int rc;
+
+	if(b->w){
+		return true;
+	}
+	if(!atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire)){
+		return false;
+	}
+	lim = (struct fb_chan_limits){
+		.max_size = cfg->spool.max_size,
+		.on_full = cfg->spool.on_full,
+		.sync = cfg->spool.sync == FB_SYNC_ALWAYS,
+	};
+	rc = fb_chan_writer_open(cfg->spool.path, &b->sh->chan, &lim, &b->w);
+	if(rc < 0){
+		if(!b->writer_logged){
+			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot open the staging files in %s: %s; matched messages "
+					"follow spool.on_full until they open", cfg->spool.path, strerror(-rc));
+			b->writer_logged = true;
+		}
+		return false;
+	}
+	if(b->writer_logged || b->full_logged){
+		fb_log(&b->lg, MOSQ_LOG_NOTICE, "the staging files in %s are open; matched messages are spooled "
+				"again (%" PRIu64 " turned away per spool.on_full meanwhile)", cfg->spool.path, b->full_refused);
+	}
+	b->writer_logged = b->full_logged = false;
+	b->full_refused = 0;
+	return true;
 }
 
 static void notify(struct fb_bridge *b)
@@ -592,6 +736,10 @@ static void notify(struct fb_bridge *b)
 
 /* ---- the broker side ------------------------------------------------------------------------- */
 
+/* Stops the link process: an orderly stop (it disconnects from the cloud and closes the spool)
+ * for at most STOP_WAIT_MS, at once SIGKILL when it is known to be hung. Nothing is lost either
+ * way: what it had not settled is in the staging files. Waits at most KILL_WAIT_MS more for the
+ * kernel to end it; one that does not end even then (stuck in the kernel) is left to init. */
 static void stop_child(struct fb_bridge *b)
 {
 	uint64_t until;
@@ -601,18 +749,33 @@ static void stop_child(struct fb_bridge *b)
 		return;
 	}
 	atomic_store(&b->sh->stop, true);
-	if(write(b->efd, &one, sizeof(one)) < 0){
-		/* the worker also wakes within its poll timeout */
+	if(!b->killed && atomic_load_explicit(&b->ctr->link_stalled, memory_order_relaxed)){
+		kill(b->child, SIGKILL);
+		b->killed = true;
 	}
-	until = fb_mono_ms() + STOP_WAIT_MS;
+	if(!b->killed){
+		if(write(b->efd, &one, sizeof(one)) < 0){
+			/* the worker also wakes within its poll timeout */
+		}
+		until = fb_mono_ms() + STOP_WAIT_MS;
+		while(child_alive(b) && fb_mono_ms() < until){
+			sleep_ms(5);
+		}
+		if(b->child <= 0){
+			return;
+		}
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "the link process did not stop within %d s; killing it",
+				STOP_WAIT_MS / 1000);
+		kill(b->child, SIGKILL);
+		b->killed = true;
+	}
+	until = fb_mono_ms() + KILL_WAIT_MS;
 	while(child_alive(b) && fb_mono_ms() < until){
 		sleep_ms(5);
 	}
 	if(b->child > 0){
-		fb_log(&b->lg, MOSQ_LOG_WARNING, "the link process did not stop within %d s; killing it",
-				STOP_WAIT_MS / 1000);
-		kill(b->child, SIGKILL);
-		waitpid(b->child, NULL, 0);
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "the link process (pid %d) has not ended after SIGKILL; "
+				"not waiting for it", (int)b->child);
 		b->child = 0;
 	}
 }
@@ -621,7 +784,6 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		struct fb_bridge **out)
 {
 	struct fb_bridge *b;
-	struct fb_chan_limits lim;
 	const struct fb_config *cfg;
 	uint64_t until;
 	void *mem;
@@ -662,15 +824,18 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		fb_log(lg, MOSQ_LOG_ERR, "cannot create an eventfd: %s", strerror(-rc));
 		goto fail;
 	}
-	rc = spawn(b, false);
+	rc = spawn(b);
 	if(rc < 0){
 		fb_log(lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(-rc));
 		goto fail;
 	}
-	/* The link process opens the spool and the staging files: wait for it. */
+	/* The link process opens the spool and makes the staging files ready. A failure it reports
+	 * within START_WAIT_MS fails the start with its reason; a slow open (a long WAL to replay, a
+	 * loaded disk) does not hold the broker longer: the tick opens the staging files when they are
+	 * ready, and until then matched messages follow spool.on_full. */
 	until = fb_mono_ms() + START_WAIT_MS;
-	while(atomic_load_explicit(&b->sh->child_state, memory_order_acquire) == 0){
-		if(!child_alive(b) || fb_mono_ms() >= until){
+	while(atomic_load_explicit(&b->sh->child_state, memory_order_acquire) == 0 && fb_mono_ms() < until){
+		if(!child_alive(b)){
 			rc = atomic_load(&b->sh->child_state);
 			rc = rc < 0 ? rc : -EIO;
 			fb_log(lg, MOSQ_LOG_ERR, "the link process did not start");
@@ -682,14 +847,12 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	if(rc < 0){
 		goto fail;
 	}
-	lim = (struct fb_chan_limits){
-		.max_size = cfg->spool.max_size,
-		.on_full = cfg->spool.on_full,
-		.sync = cfg->spool.sync == FB_SYNC_ALWAYS,
-	};
-	rc = fb_chan_writer_open(cfg->spool.path, &b->sh->chan, &lim, &b->w);
-	if(rc < 0){
-		fb_log(lg, MOSQ_LOG_ERR, "cannot open the staging files in %s: %s", cfg->spool.path, strerror(-rc));
+	if(rc == 0){
+		fb_log(lg, MOSQ_LOG_WARNING, "the link process is still opening the spool %s after %d s; until "
+				"it is ready, matched messages follow spool.on_full", cfg->spool.path, START_WAIT_MS / 1000);
+		b->writer_logged = true;
+	}else if(!writer_ready(b)){
+		rc = -EIO;
 		goto fail;
 	}
 	fb_log(lg, MOSQ_LOG_NOTICE, "started: site %s, %zu edge_to_cloud and %zu cloud_to_edge rules, spool %s, cloud %s",
@@ -728,27 +891,42 @@ void fb_bridge_stop(struct fb_bridge *b)
 	free(b);
 }
 
-/* Stages record BUF (LEN bytes) for the link process. Both staging files are full only when the
- * link process has fallen far behind or died: then this waits (restarting it if need be). */
+/* Stages record BUF (LEN bytes) for the link process: one bounded copy, never a wait. Returns 0,
+ * or -ENOSPC when the channel cannot take it now (both staging files in use because the link
+ * process has fallen behind, is hung or has not opened the spool yet, or max_size reached): the
+ * caller applies spool.on_full. One log line per such episode. */
 static int stage(struct fb_bridge *b, size_t len, uint64_t *seq)
 {
-	uint64_t until = 0;
+	const char *why = NULL;
 	int rc;
 
-	while((rc = fb_chan_append(b->w, b->buf, len, seq)) == -EBUSY){
-		uint64_t now = fb_mono_ms();
-
-		if(until == 0){
-			until = now + STAGE_WAIT_MS;
-		}else if(now >= until){
-			return -EAGAIN;
+	if(!writer_ready(b)){
+		rc = -ENOSPC;
+	}else{
+		rc = fb_chan_append(b->w, b->buf, len, seq);
+		if(rc == 0){
+			if(b->full_logged){
+				fb_log(&b->lg, MOSQ_LOG_NOTICE, "the staging channel takes messages again (%" PRIu64
+						" turned away per spool.on_full meanwhile)", b->full_refused);
+				b->full_logged = false;
+				b->full_refused = 0;
+			}
+			notify(b);
+			return 0;
 		}
-		notify(b);
-		supervise(b);
-		sleep_ms(1);
+		if(rc == -EBUSY){
+			b->chan_full = true;
+			why = "both staging files are in use (the link process is behind)";
+			rc = -ENOSPC;
+			notify(b);
+		}
 	}
-	if(rc == 0){
-		notify(b);
+	if(rc == -ENOSPC){
+		b->full_refused += why || b->w == NULL;
+		if(why && !b->full_logged){
+			fb_log(&b->lg, MOSQ_LOG_WARNING, "%s: matched messages follow spool.on_full until it drains", why);
+			b->full_logged = true;
+		}
 	}
 	return rc;
 }
@@ -845,25 +1023,44 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 
 	if(now >= b->next_check){
 		supervise(b);
+		watchdog(b);
+		writer_ready(b);
 		b->next_check = now + 1;
 	}
 	if(now < b->next_status){
 		return;
 	}
-	do{
+	for(;;){
 		g = fb_seq_read_begin(&sh->mgen);
 		memcpy(&m, &sh->metrics, sizeof(m));
-		if(++tries == FB_CHAN_SPINS){
-			return; /* a link process killed inside its update: the next one evens the lock */
+		if(!fb_seq_read_again(&sh->mgen, g)){
+			b->last = m;
+			break;
 		}
-	}while(fb_seq_read_again(&sh->mgen, g));
-	/* The counters as they are now, the rest as the link process last saw it. */
+		if(++tries == METRICS_SPINS){
+			/* A link process stopped or killed inside its update (the next one evens the lock):
+			 * the status is published all the same, from the last whole snapshot. */
+			m = b->last;
+			break;
+		}
+	}
+	/* The counters as they are now (they live in shared memory), the rest as the link process
+	 * last saw it. */
 	m.forwarded = atomic_load_explicit(&b->ctr->forwarded, memory_order_relaxed);
 	m.dropped_full = atomic_load_explicit(&b->ctr->dropped_full, memory_order_relaxed);
+	m.dropped_expired = atomic_load_explicit(&b->ctr->dropped_expired, memory_order_relaxed);
+	m.dropped_rejected = atomic_load_explicit(&b->ctr->dropped_rejected, memory_order_relaxed);
 	m.dropped_filtered = atomic_load_explicit(&b->ctr->dropped_filtered, memory_order_relaxed);
 	m.injected = atomic_load_explicit(&b->ctr->injected, memory_order_relaxed);
 	m.c2e_dropped = atomic_load_explicit(&b->ctr->c2e_dropped, memory_order_relaxed);
-	if(!child_alive(b) && m.link.state == FB_LINK_CONNECTED){
+	m.reconnects = atomic_load_explicit(&b->ctr->reconnects, memory_order_relaxed);
+	m.dropped_corrupt = atomic_load_explicit(&b->ctr->dropped_corrupt, memory_order_relaxed);
+	m.stalls = atomic_load_explicit(&b->ctr->stalls, memory_order_relaxed);
+	m.link_restarts = atomic_load_explicit(&b->ctr->link_restarts, memory_order_relaxed);
+	m.wills = atomic_load_explicit(&b->ctr->wills, memory_order_relaxed);
+	m.disk_full = atomic_load_explicit(&b->ctr->disk_full, memory_order_relaxed);
+	m.link_stalled = atomic_load_explicit(&b->ctr->link_stalled, memory_order_relaxed);
+	if((!child_alive(b) || !b->child_running) && m.link.state == FB_LINK_CONNECTED){
 		m.link.state = FB_LINK_DISCONNECTED;
 	}
 	fb_metrics_publish(&b->host, &m);

@@ -107,6 +107,7 @@ struct raw_config {
 	struct raw_cloud *cloud;
 	struct raw_spool *spool;
 	char *status_interval;
+	char *link_timeout;
 	struct raw_e2c *edge_to_cloud;
 	unsigned edge_to_cloud_count;
 	struct raw_c2e *cloud_to_edge;
@@ -203,6 +204,7 @@ static const cyaml_schema_field_t top_fields[] = {
 	MAP(raw_config, cloud, cloud_fields),
 	MAP(raw_config, spool, spool_fields),
 	STR(raw_config, status_interval),
+	STR(raw_config, link_timeout),
 	SEQ(raw_config, edge_to_cloud, &e2c_entry),
 	SEQ(raw_config, cloud_to_edge, &c2e_entry),
 	CYAML_FIELD_END
@@ -1494,6 +1496,10 @@ static void config_validate(struct loader *ld, const struct raw_config *raw, str
 	validate_spool(ld, raw->spool, cfg);
 	if(duration_at(ld, "status_interval", raw->status_interval, 100, DAY_MS, false, &v)){
 		cfg->status_interval_ms = (uint32_t)v;
+	}
+	cfg->link_timeout_ms = 10000;
+	if(raw->link_timeout && duration_at(ld, "link_timeout", raw->link_timeout, 1000, DAY_MS, false, &v)){
+		cfg->link_timeout_ms = (uint32_t)v;
 	}
 	validate_rules(ld, raw, cfg);
 	warn_echo_loops(ld, cfg);

@@ -198,6 +198,7 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert_uint_eq(cfg->spool.sync_interval_ms, 100);
 	ck_assert_uint_eq(cfg->spool.ttl_ms, 0);
 	ck_assert_uint_eq(cfg->status_interval_ms, 10000);
+	ck_assert_uint_eq(cfg->link_timeout_ms, 10000);
 	ck_assert_uint_eq(cfg->e2c_count, 1);
 	ck_assert_str_eq(cfg->e2c[0].local, "a/#");
 	ck_assert_str_eq(cfg->e2c[0].cloud, "b/#");
@@ -280,7 +281,8 @@ START_TEST(test_every_key_set_is_converted)
 		"    local: y\n"
 		"    qos: 2\n"
 		"    retain: clear\n"
-		"    max_payload: 1\n");
+		"    max_payload: 1\n"
+		"link_timeout: 3s\n");
 
 	/* The username and password go to the mqtt:// endpoints in clear: one warning. */
 	ck_assert_msg(logs.count == 1, "%s", logs_dump());
@@ -323,6 +325,7 @@ START_TEST(test_every_key_set_is_converted)
 	ck_assert_int_eq(cfg->spool.sync, FB_SYNC_ALWAYS);
 	ck_assert_uint_eq(cfg->spool.ttl_ms, 2 * 3600 * 1000);
 	ck_assert_uint_eq(cfg->status_interval_ms, 100);
+	ck_assert_uint_eq(cfg->link_timeout_ms, 3000);
 	ck_assert_uint_eq(cfg->e2c_count, 2);
 	ck_assert_str_eq(cfg->e2c[0].local, "a/+/#");
 	ck_assert_str_eq(cfg->e2c[0].cloud, "b/+/c/#");
@@ -417,6 +420,7 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_uint_eq(cfg->spool.sync_interval_ms, 100);
 	ck_assert_uint_eq(cfg->spool.ttl_ms, 7ull * 86400 * 1000);
 	ck_assert_uint_eq(cfg->status_interval_ms, 10000);
+	ck_assert_uint_eq(cfg->link_timeout_ms, 10000);
 	ck_assert_uint_eq(cfg->e2c_count, 2);
 	ck_assert_str_eq(cfg->e2c[0].local, "local/telemetry/#");
 	ck_assert_str_eq(cfg->e2c[0].cloud, "edge/site-A/telemetry/#");
@@ -613,7 +617,7 @@ static const struct {
 } refused[] = {
 	/* structure: libcyaml */
 	{ MINIMAL "bogus: 1\n",
-	  "cfg.yaml:9: bogus: unknown key (expected one of: site_id, cloud, spool, status_interval, "
+	  "cfg.yaml:9: bogus: unknown key (expected one of: site_id, cloud, spool, status_interval, link_timeout, "
 	  "edge_to_cloud, cloud_to_edge)" },
 	{ "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  keepalve: 30s\n",
 	  "cfg.yaml:4: cloud.keepalve: unknown key (expected one of: endpoints, client_id, keepalive," },
@@ -663,6 +667,7 @@ static const struct {
 	  "cfg.yaml:3: cloud.endpoints[0]: invalid endpoint 'mqtts://[::1' (expected mqtts://host[:port])" },
 	{ "site_id: site-A\ncloud:\n  endpoints: ['mqtts://h/path']\n", "invalid endpoint 'mqtts://h/path'" },
 	/* durations, integers, sizes */
+	{ HEAD "link_timeout: 500ms\n", "cfg.yaml:6: link_timeout: '500ms' must be between 1s and " },
 	{ HEAD "status_interval: 10\n",
 	  "cfg.yaml:6: status_interval: duration '10' needs a unit: ms, s, m, h or d (e.g. 10s)" },
 	{ "site_id: site-A\ncloud:\n  connect_timeout: 10 s\n",
