@@ -75,6 +75,9 @@ static inline void fb_seq_writer_reset(atomic_uint *g)
 
 /* How often a side re-reads the other side's sequence lock before it takes what it read. */
 #define FB_CHAN_SPINS 100000
+/* ... and the broker thread, before each capture's limit check: a reader stopped (SIGSTOP) inside
+ * its update must not cost every capture a long spin. An update is a few stores. */
+#define FB_CHAN_WRITER_SPINS 1000
 
 /* Bytes a record counts in the spool's accounting beyond its value (the RocksDB key). */
 #define FB_CHAN_KEY_LEN 8

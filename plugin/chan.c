@@ -162,13 +162,14 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 		if(need > max){
 			return -E2BIG;
 		}
-		/* A reader killed inside its update leaves the lock odd for good (a new reader evens it):
-		 * after a while the values are taken as they are, an estimate either way. */
+		/* A reader killed or stopped inside its update leaves the lock odd (a new reader evens
+		 * it): after FB_CHAN_WRITER_SPINS tries the values are taken as they are, an estimate
+		 * either way. Few tries, because every matched capture pays them while it lasts. */
 		do{
 			g = fb_seq_read_begin(&sh->rgen);
 			seen = atomic_load_explicit(&sh->seen, memory_order_relaxed);
 			live = atomic_load_explicit(&sh->live, memory_order_relaxed);
-		}while(fb_seq_read_again(&sh->rgen, g) && ++tries < FB_CHAN_SPINS);
+		}while(fb_seq_read_again(&sh->rgen, g) && ++tries < FB_CHAN_WRITER_SPINS);
 		if(live + (atomic_load_explicit(&sh->appended, memory_order_relaxed) - seen) + need > max
 				&& w->lim.on_full != FB_ON_FULL_DROP_OLDEST){
 			return -ENOSPC;
