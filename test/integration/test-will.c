@@ -342,6 +342,117 @@ START_TEST(test_will_denied_by_the_edge_acl_is_neither_delivered_nor_forwarded)
 }
 END_TEST
 
+START_TEST(test_loopback_at_another_broker_forwards_nothing_from_it)
+{
+	struct fbh_broker cloud, edge, other;
+	struct fbh_sub *sub;
+	struct raw *k;
+	char *conf, *extra;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	fbh_broker_init(&other, "other");
+	conf = fbh_strdupf("listener %d 127.0.0.1\nallow_anonymous true\n", other.port);
+	ck_assert_int_eq(fbh_broker_start(&other, conf), 0);
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_FILTER, 1);
+	ck_assert_ptr_nonnull(sub);
+	extra = fbh_strdupf("plugin_opt_loopback_address 127.0.0.1:%d\n", other.port);
+	start_edge(&edge, cloud.port, WILL_YAML, extra);
+
+	/* The other broker accepts the loopback and its subscriptions, but never echoes the probe. */
+	ck_assert(fbh_wait_log(&other, "flowmq-bridge-loopback-site-A", 20000));
+	k = raw_connect(other.port, "dev-k", NULL, 30, 0, "local/telemetry/dev-k/status", "offline-k", 0);
+	ck_assert_int_eq(fbh_publish(other.port, NULL, "local/telemetry/dev-k/status", "o", 5, 1, NULL, 10000), 5);
+	raw_kill(k);
+	if(!fbh_wait_log(&edge, "its probe did not come back: is that address a listener of this broker?", 30000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("no warning about the foreign loopback");
+	}
+	ck_assert(!fbh_broker_log_contains(&edge, READY_LINE));
+	ck_assert(wait_exactly(sub, 0, 1000, 2000));
+
+	free(conf);
+	free(extra);
+	fbh_sub_stop(sub);
+}
+END_TEST
+
+START_TEST(test_bad_loopback_options_stop_the_broker_with_one_clear_line)
+{
+	static const struct {
+		const char *extra;
+		const char *line;
+	} cases[] = {
+		{ "plugin_opt_loopback maybe\n", "plugin_opt_loopback: 'maybe' is neither true nor false" },
+		{ "plugin_opt_loopback_address localhost:1883\n", "plugin_opt_loopback_address: 'localhost:1883' is not ADDRESS:PORT" },
+		{ "plugin_opt_loopback_address 127.0.0.1:0\n", "plugin_opt_loopback_address: '127.0.0.1:0' is not ADDRESS:PORT" },
+		{ "plugin_opt_loopback_address 127.0.0.1\n", "plugin_opt_loopback_address: '127.0.0.1' is not ADDRESS:PORT" },
+	};
+	struct fbh_broker cloud;
+
+	fbh_broker_init(&cloud, "cloud");
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		struct fbh_broker edge;
+		char name[32], *yaml, *conf;
+
+		snprintf(name, sizeof(name), "edge%zu", i);
+		fbh_broker_init(&edge, name);
+		yaml = fbh_edge_yaml(&edge, cloud.port, WILL_YAML);
+		conf = fbh_edge_conf(&edge, yaml, cases[i].extra);
+		ck_assert_int_eq(fbh_broker_start(&edge, conf), -1);
+		ck_assert_msg(fbh_broker_log_contains(&edge, cases[i].line), "case %zu: no '%s'", i, cases[i].line);
+		free(yaml);
+		free(conf);
+	}
+	{
+		/* A password file others may read is refused too. */
+		struct fbh_broker edge;
+		char *yaml, *conf, *pw, *extra;
+
+		fbh_broker_init(&edge, "edge-pw");
+		pw = fbh_strdupf("%s/loopback-password", edge.dir);
+		fbh_write_file(pw, "secret\n", 0644);
+		extra = fbh_strdupf("plugin_opt_loopback_password_file %s\n", pw);
+		yaml = fbh_edge_yaml(&edge, cloud.port, WILL_YAML);
+		conf = fbh_edge_conf(&edge, yaml, extra);
+		ck_assert_int_eq(fbh_broker_start(&edge, conf), -1);
+		ck_assert(fbh_broker_log_line_has(&edge, pw, "may be read or written by others (mode 644)"));
+		free(yaml);
+		free(conf);
+		free(extra);
+		free(pw);
+	}
+}
+END_TEST
+
+START_TEST(test_loopback_false_forwards_no_will_and_says_so)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *local;
+	struct raw *k;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_FILTER, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, WILL_YAML, "plugin_opt_loopback false\n");
+	ck_assert(fbh_broker_log_contains(&edge, "plugin_opt_loopback false: Will messages are not forwarded to the cloud"));
+	local = fbh_sub_start(edge.port, NULL, "local/#", 1);
+	ck_assert_ptr_nonnull(local);
+
+	k = raw_connect(edge.port, "dev-k", NULL, 30, 0, "local/telemetry/dev-k/status", "offline-k", 0);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/dev-k/status", "k", 3, 1, NULL, 10000), 3);
+	raw_kill(k);
+	ck_assert(wait_exactly(local, 4, 10000, 500));
+	ck_assert(wait_exactly(sub, 3, 30000, 2000));
+	ck_assert_uint_eq(count_payload(sub, "edge/site-A/telemetry/dev-k/status", "offline-k"), 0);
+	fbh_sub_stop(local);
+	fbh_sub_stop(sub);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("will");
@@ -350,6 +461,9 @@ int main(void)
 	tcase_add_test(tc, test_wills_of_killed_and_timed_out_clients_arrive_once_clean_disconnect_sends_none);
 	tcase_add_test(tc, test_delayed_will_and_session_takeover_arrive_resumed_session_sends_none);
 	tcase_add_test(tc, test_will_denied_by_the_edge_acl_is_neither_delivered_nor_forwarded);
+	tcase_add_test(tc, test_loopback_at_another_broker_forwards_nothing_from_it);
+	tcase_add_test(tc, test_bad_loopback_options_stop_the_broker_with_one_clear_line);
+	tcase_add_test(tc, test_loopback_false_forwards_no_will_and_says_so);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
