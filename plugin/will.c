@@ -30,17 +30,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
 #include "config.h"
+#include "notes.h"
 #include "record.h"
 #include "will.h"
 
 /* Notes remembered at most, and for how long. */
 #define NOTE_CAP (1u << 16)
-#define NOTE_SLOTS (NOTE_CAP * 2u)
 #define NOTE_TTL_MS 10000
 /* Keepalive of the loopback connection. */
 #define KEEPALIVE_S 60
@@ -49,8 +51,11 @@
 #define RETRY_MAX_MS 30000
 /* How long the probe may take to come back. */
 #define PROBE_TIMEOUT_MS 10000
-/* Packets read per tick at most, so that one tick stays short; the rest waits in the socket. */
+/* Packets read per pass at most, so that one tick stays short; the rest waits in the socket. */
 #define READ_BUDGET 4096
+/* A pass runs at most this often (coarse clock, 1 to 4 ms steps), so that a busy broker's loop
+ * turns do not each pay for a read that finds nothing; Wills wait that much longer. */
+#define READ_EVERY_MS 5
 /* The probe's topic: only this plugin publishes there (clients cannot subscribe to it with '#'). */
 #define PROBE_TOPIC "$flowmq-bridge/loopback"
 
@@ -60,17 +65,6 @@ enum state {
 	W_SUBSCRIBING, /* waiting for SUBACKs */
 	W_PROBING,     /* probe published, waiting for it to come back */
 	W_READY,       /* forwarding */
-};
-
-struct note_slot {
-	uint64_t h;          /* 0: free */
-	uint32_t unconsumed; /* notes of this hash in the ring whose copy has not come yet */
-	uint32_t in_ring;    /* notes of this hash in the ring */
-};
-
-struct note {
-	uint64_t h;
-	uint64_t t_ms;
 };
 
 struct fb_will {
@@ -96,165 +90,32 @@ struct fb_will {
 	uint64_t deadline_ms; /* of the CONNACK, the SUBACKs or the probe */
 	uint64_t retry_ms;
 	uint32_t backoff_ms;
+	uint64_t pass_ms;    /* coarse clock at the last pass of fb_will_tick() */
+	uint64_t misc_ms;    /* coarse clock of the next mosquitto_loop_misc() */
 	bool warned;         /* a failure was logged since the last success */
+	bool spool_warned;   /* a Will the spool refused was logged since the last one it took */
 
-	struct note_slot *slots;
-	struct note *ring;
-	uint32_t head;       /* oldest note */
-	uint32_t count;
+	struct fb_notes *notes;
 };
 
 /* ---- notes ------------------------------------------------------------------------------- */
 
-static inline uint64_t mix(uint64_t h, uint64_t v)
+/* Milliseconds of a monotonic clock in steps of 1 to 4 ms: cheaper than CLOCK_MONOTONIC, and
+ * plenty for notes that live for seconds. */
+static uint64_t coarse_ms(void)
 {
-	h ^= v;
-	h *= UINT64_C(0x9E3779B97F4A7C15);
-	return h ^ (h >> 29);
-}
+	struct timespec t;
 
-static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
-{
-	const uint8_t *p = data;
-	uint64_t v;
-
-	while(n >= 8){
-		memcpy(&v, p, 8);
-		h = mix(h, v);
-		p += 8;
-		n -= 8;
-	}
-	v = 0;
-	if(n){
-		memcpy(&v, p, n);
-	}
-	return mix(h, v ^ ((uint64_t)n << 56));
-}
-
-static uint64_t message_hash(const char *topic, const void *payload, uint32_t payloadlen)
-{
-	size_t tlen = strlen(topic);
-	uint64_t h = hash_bytes(UINT64_C(0x6A09E667F3BCC909), topic, tlen);
-
-	h = mix(h, ((uint64_t)tlen << 32) | payloadlen);
-	h = hash_bytes(h, payload, payloadlen);
-	return h ? h : 1;
-}
-
-static struct note_slot *slot_find(struct fb_will *w, uint64_t h)
-{
-	for(uint32_t i = (uint32_t)h & (NOTE_SLOTS - 1);; i = (i + 1) & (NOTE_SLOTS - 1)){
-		if(w->slots[i].h == h){
-			return &w->slots[i];
-		}
-		if(w->slots[i].h == 0){
-			return NULL;
-		}
-	}
-}
-
-/* The slot for H, made when missing (there are never more hashes than notes, so at most half of
- * the slots are in use). */
-static struct note_slot *slot_get(struct fb_will *w, uint64_t h)
-{
-	uint32_t i;
-
-	for(i = (uint32_t)h & (NOTE_SLOTS - 1); w->slots[i].h != 0 && w->slots[i].h != h;
-			i = (i + 1) & (NOTE_SLOTS - 1)){
-	}
-	w->slots[i].h = h;
-	return &w->slots[i];
-}
-
-/* Removes slot S, moving later entries of its probe sequence back (no tombstones). */
-static void slot_remove(struct fb_will *w, struct note_slot *s)
-{
-	uint32_t i = (uint32_t)(s - w->slots), j = i, home;
-
-	for(;;){
-		w->slots[i].h = 0;
-		for(;;){
-			j = (j + 1) & (NOTE_SLOTS - 1);
-			if(w->slots[j].h == 0){
-				return;
-			}
-			home = (uint32_t)w->slots[j].h & (NOTE_SLOTS - 1);
-			/* Entry j may move to i unless its home lies cyclically in (i, j]. */
-			if(i <= j ? (i < home && home <= j) : (i < home || home <= j)){
-				continue;
-			}
-			break;
-		}
-		w->slots[i] = w->slots[j];
-		i = j;
-	}
-}
-
-/* Forgets the oldest note. Copies consume the oldest notes of their hash first, so the note that
- * leaves was consumed when the ring holds more notes of the hash than are unconsumed. */
-static void note_pop(struct fb_will *w)
-{
-	struct note_slot *s = slot_find(w, w->ring[w->head].h);
-
-	if(s){
-		if(s->in_ring == s->unconsumed && s->unconsumed > 0){
-			s->unconsumed--;
-		}
-		if(--s->in_ring == 0){
-			slot_remove(w, s);
-		}
-	}
-	w->head = (w->head + 1) & (NOTE_CAP - 1);
-	w->count--;
-}
-
-static void notes_expire(struct fb_will *w, uint64_t now)
-{
-	while(w->count && now - w->ring[w->head].t_ms > NOTE_TTL_MS){
-		note_pop(w);
-	}
-}
-
-static void notes_clear(struct fb_will *w)
-{
-	memset(w->slots, 0, NOTE_SLOTS * sizeof(*w->slots));
-	w->head = 0;
-	w->count = 0;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
 }
 
 void fb_will_note(struct fb_will *w, const char *topic, const void *payload, uint32_t payloadlen)
 {
-	struct note_slot *s;
-	uint64_t h, now;
-
 	if(w == NULL || w->state < W_SUBSCRIBING || topic[0] == '$'){
 		return;
 	}
-	h = message_hash(topic, payload, payloadlen);
-	now = fb_mono_ms();
-	notes_expire(w, now);
-	if(w->count == NOTE_CAP){
-		note_pop(w);
-	}
-	w->ring[(w->head + w->count) & (NOTE_CAP - 1)] = (struct note){ .h = h, .t_ms = now };
-	w->count++;
-	s = slot_get(w, h);
-	s->in_ring++;
-	s->unconsumed++;
-}
-
-/* True when a note of this message was waiting (and consumes it). */
-static bool note_consume(struct fb_will *w, const char *topic, const void *payload, uint32_t payloadlen)
-{
-	struct note_slot *s;
-
-	notes_expire(w, fb_mono_ms());
-	s = slot_find(w, message_hash(topic, payload, payloadlen));
-	if(s == NULL || s->unconsumed == 0){
-		return false;
-	}
-	s->unconsumed--;
-	return true;
+	fb_notes_add(w->notes, topic, payload, payloadlen, coarse_ms());
 }
 
 /* ---- filters ----------------------------------------------------------------------------- */
@@ -371,7 +232,7 @@ static void drop_connection(struct fb_will *w)
 		/* The socket is closed once the DISCONNECT is written, or at the next connect. */
 		mosquitto_loop_write(w->mosq, 1);
 	}
-	notes_clear(w);
+	fb_notes_clear(w->notes);
 }
 
 static void fail(struct fb_will *w, const char *what)
@@ -489,7 +350,7 @@ static void forward(struct fb_will *w, const struct mosquitto_message *msg, cons
 			}
 		}
 	}
-	if(note_consume(w, msg->topic, msg->payload, (uint32_t)msg->payloadlen)){
+	if(fb_notes_take(w->notes, msg->topic, msg->payload, (uint32_t)msg->payloadlen, coarse_ms())){
 		return; /* the capture had it */
 	}
 	if(w->state != W_READY){
@@ -499,8 +360,11 @@ static void forward(struct fb_will *w, const struct mosquitto_message *msg, cons
 			msg->retain);
 	if(rc == FB_BRIDGE_MATCHED){
 		fb_count(&fb_bridge_counters(w->b)->wills, 1);
-	}else if(rc < 0){
+		w->spool_warned = false;
+	}else if(rc < 0 && !w->spool_warned){
+		/* Counted by the capture (dropped/full); logged once until one goes through again. */
 		fb_log(&w->lg, MOSQ_LOG_WARNING, "a Will on %s could not be spooled: %s", msg->topic, strerror(-rc));
+		w->spool_warned = true;
 	}
 }
 
@@ -587,6 +451,11 @@ void fb_will_tick(struct fb_will *w)
 	if(w == NULL || w->mosq == NULL){
 		return;
 	}
+	now = coarse_ms();
+	if(now - w->pass_ms < READ_EVERY_MS){
+		return;
+	}
+	w->pass_ms = now;
 	if(w->state == W_IDLE){
 		if(fb_mono_ms() >= w->retry_ms){
 			connect_start(w);
@@ -599,6 +468,15 @@ void fb_will_tick(struct fb_will *w)
 		drop_connection(w);
 		w->retry_ms = 0;
 		return;
+	}
+	if(w->state == W_READY && now < w->misc_ms && !mosquitto_want_write(w->mosq)){
+		/* The common case, nothing arrived: one cheap system call, without libmosquitto. */
+		char c;
+
+		if(recv(mosquitto_socket(w->mosq), &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0
+				&& (errno == EAGAIN || errno == EWOULDBLOCK)){
+			return;
+		}
 	}
 	if(mosquitto_want_write(w->mosq)){
 		rc = mosquitto_loop_write(w->mosq, 1);
@@ -617,7 +495,9 @@ void fb_will_tick(struct fb_will *w)
 	if(rc == MOSQ_ERR_SUCCESS && mosquitto_want_write(w->mosq)){
 		rc = mosquitto_loop_write(w->mosq, 1);
 	}
-	if(rc == MOSQ_ERR_SUCCESS){
+	if(rc == MOSQ_ERR_SUCCESS && now >= w->misc_ms){
+		/* Keepalive (60 s): once a second is plenty. */
+		w->misc_ms = now + 1000;
 		rc = mosquitto_loop_misc(w->mosq);
 	}
 	if(w->state == W_IDLE){
@@ -630,10 +510,9 @@ void fb_will_tick(struct fb_will *w)
 		fail(w, what);
 		return;
 	}
-	now = fb_mono_ms();
-	if(w->state != W_READY && now > w->deadline_ms){
-		fail(w, w->state == W_PROBING ? "its probe did not come back: is that address a listener of this broker?"
-				: "no answer from the broker");
+	if(w->state != W_READY && fb_mono_ms() > w->deadline_ms){
+		fail(w, w->state == W_PROBING ? "its probe did not come back: is that address a listener of this broker, "
+				"and may the loopback read $flowmq-bridge/#?" : "no answer from the broker");
 	}
 }
 
@@ -689,11 +568,14 @@ int fb_will_start(const struct fb_will_opts *o, struct fb_bridge *b, const struc
 	w->b = b;
 	w->port = o->port;
 	w->backoff_ms = RETRY_MIN_MS;
-	w->slots = calloc(NOTE_SLOTS, sizeof(*w->slots));
-	w->ring = calloc(NOTE_CAP, sizeof(*w->ring));
+	rc = fb_notes_new(NOTE_CAP, NOTE_TTL_MS, &w->notes);
+	if(rc < 0){
+		goto fail;
+	}
+	rc = -ENOMEM;
 	w->addr = strdup(o->host);
 	w->client_id = malloc(strlen(cfg->site_id) + sizeof("flowmq-bridge-loopback-"));
-	if(w->slots == NULL || w->ring == NULL || w->addr == NULL || w->client_id == NULL
+	if(w->addr == NULL || w->client_id == NULL
 			|| (o->username && (w->username = strdup(o->username)) == NULL)
 			|| (o->password && (w->password = strdup(o->password)) == NULL)){
 		goto fail;
@@ -742,8 +624,7 @@ void fb_will_stop(struct fb_will *w)
 		mosquitto_destroy(w->mosq);
 	}
 	filters_free(w);
-	free(w->slots);
-	free(w->ring);
+	fb_notes_free(w->notes);
 	free(w->addr);
 	free(w->username);
 	free(w->password);
