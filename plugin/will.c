@@ -52,7 +52,7 @@
 /* How long the probe may take to come back. */
 #define PROBE_TIMEOUT_MS 10000
 /* Packets read per pass at most, so that one tick stays short; the rest waits in the socket. */
-#define READ_BUDGET 4096
+#define READ_BUDGET 1024
 /* A pass runs at most this often (coarse clock, 1 to 4 ms steps), so that a busy broker's loop
  * turns do not each pay for a read that finds nothing; Wills wait that much longer. */
 #define READ_EVERY_MS 5
