@@ -32,6 +32,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
@@ -56,7 +60,8 @@
 /* A pass runs at most this often (coarse clock, 1 to 4 ms steps), so that a busy broker's loop
  * turns do not each pay for a read that finds nothing; Wills wait that much longer. */
 #define READ_EVERY_MS 5
-/* The probe's topic: only this plugin publishes there (clients cannot subscribe to it with '#'). */
+/* The probe's topic ('$': clients' '#' subscriptions do not see it); its random payload is what
+ * proves that the loopback reached this broker. */
 #define PROBE_TOPIC "$flowmq-bridge/loopback"
 
 enum state {
@@ -76,9 +81,17 @@ struct fb_will {
 	char *username;
 	char *password;
 	char *client_id;
-	struct mosquitto *mosq;
-	bool ever_connected; /* connected at least once (connect, not reconnect, the first time) */
 	enum state state;
+	int fd;              /* the loopback connection, -1: none */
+	uint8_t *in;         /* received bytes not handled yet */
+	size_t in_len, in_cap;
+	uint8_t *out;        /* bytes to send, from out_off */
+	size_t out_off, out_len, out_cap;
+	char *topic;         /* the current PUBLISH's topic, NUL-terminated */
+	size_t topic_cap;
+	uint16_t mid;        /* last packet identifier */
+	uint64_t last_out_ms; /* coarse clock of the last write */
+	uint64_t ping_ms;    /* coarse clock of the PINGREQ waiting for its PINGRESP, 0: none */
 
 	char **filters;      /* local filters of the edge_to_cloud rules, '$' ones left out */
 	size_t nfilters;
@@ -91,7 +104,6 @@ struct fb_will {
 	uint64_t retry_ms;
 	uint32_t backoff_ms;
 	uint64_t pass_ms;    /* coarse clock at the last pass of fb_will_tick() */
-	uint64_t misc_ms;    /* coarse clock of the next mosquitto_loop_misc() */
 	bool warned;         /* a failure was logged since the last success */
 	bool spool_warned;   /* a Will the spool refused was logged since the last one it took */
 
@@ -219,18 +231,180 @@ nomem:
 	return -ENOMEM;
 }
 
-/* ---- the connection ---------------------------------------------------------------------- */
+/* ---- the wire --------------------------------------------------------------------------------
+ *
+ * A minimal MQTT v5 client of our own rather than libmosquitto's: the loopback receives a copy
+ * of every matched message, and libmosquitto reads each packet with three or more recv() calls
+ * and a malloc() of the message; here one recv() takes what arrived and copies are checked where
+ * they lie. It speaks only what the loopback needs: CONNECT (clean start, no session), SUBSCRIBE
+ * at QoS 0 (so that every PUBLISH comes at QoS 0 and needs no answer), PINGREQ, DISCONNECT. */
+
+#define IN_MIN (64u << 10)
+
+static int out_reserve(struct fb_will *w, size_t n)
+{
+	if(w->out_len + n > w->out_cap){
+		size_t cap = w->out_cap ? w->out_cap : 4096;
+		uint8_t *p;
+
+		while(cap < w->out_len + n){
+			cap *= 2;
+		}
+		p = realloc(w->out, cap);
+		if(p == NULL){
+			return -ENOMEM;
+		}
+		w->out = p;
+		w->out_cap = cap;
+	}
+	return 0;
+}
+
+static void out_byte(struct fb_will *w, uint8_t b)
+{
+	w->out[w->out_len++] = b;
+}
+
+static void out_u16(struct fb_will *w, uint16_t v)
+{
+	out_byte(w, (uint8_t)(v >> 8));
+	out_byte(w, (uint8_t)v);
+}
+
+static void out_varint(struct fb_will *w, uint32_t v)
+{
+	do{
+		uint8_t b = v & 0x7f;
+
+		v >>= 7;
+		out_byte(w, v ? b | 0x80 : b);
+	}while(v);
+}
+
+static void out_str(struct fb_will *w, const char *s, size_t n)
+{
+	out_u16(w, (uint16_t)n);
+	memcpy(w->out + w->out_len, s, n);
+	w->out_len += n;
+}
+
+static size_t varint_size(uint32_t v)
+{
+	return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
+}
+
+/* Queues CONNECT: MQTT v5, clean start, no session expiry, KEEPALIVE_S. */
+static int send_connect(struct fb_will *w)
+{
+	size_t idn = strlen(w->client_id), un = w->username ? strlen(w->username) : 0,
+			pn = w->password ? strlen(w->password) : 0;
+	size_t rl = 10 + 1 + 2 + idn + (w->username ? 2 + un : 0) + (w->password ? 2 + pn : 0);
+	uint8_t flags = 0x02;
+
+	if(idn > UINT16_MAX || un > UINT16_MAX || pn > UINT16_MAX){
+		return -EINVAL;
+	}
+	if(out_reserve(w, 1 + 4 + rl) < 0){
+		return -ENOMEM;
+	}
+	flags |= w->username ? 0x80 : 0;
+	flags |= w->password ? 0x40 : 0;
+	out_byte(w, 0x10);
+	out_varint(w, (uint32_t)rl);
+	out_str(w, "MQTT", 4);
+	out_byte(w, 5);
+	out_byte(w, flags);
+	out_u16(w, KEEPALIVE_S);
+	out_varint(w, 0); /* no properties */
+	out_str(w, w->client_id, idn);
+	if(w->username){
+		out_str(w, w->username, un);
+	}
+	if(w->password){
+		out_str(w, w->password, pn);
+	}
+	return 0;
+}
+
+/* Queues SUBSCRIBE of FILTER at QoS 0, retain as published, no retained messages, with
+ * subscription identifier ID (0: none). */
+static int send_subscribe(struct fb_will *w, const char *filter, uint32_t id)
+{
+	size_t fn = strlen(filter), pl = id ? 1 + varint_size(id) : 0;
+	size_t rl = 2 + varint_size((uint32_t)pl) + pl + 2 + fn + 1;
+
+	if(out_reserve(w, 1 + 4 + rl) < 0){
+		return -ENOMEM;
+	}
+	out_byte(w, 0x82);
+	out_varint(w, (uint32_t)rl);
+	w->mid = (uint16_t)(w->mid == UINT16_MAX ? 1 : w->mid + 1);
+	out_u16(w, w->mid);
+	out_varint(w, (uint32_t)pl);
+	if(id){
+		out_byte(w, MQTT_PROP_SUBSCRIPTION_IDENTIFIER);
+		out_varint(w, id);
+	}
+	out_str(w, filter, fn);
+	out_byte(w, MQTT_SUB_OPT_RETAIN_AS_PUBLISHED | MQTT_SUB_OPT_SEND_RETAIN_NEVER);
+	return 0;
+}
+
+static int send_short(struct fb_will *w, uint8_t cmd)
+{
+	if(out_reserve(w, 2) < 0){
+		return -ENOMEM;
+	}
+	out_byte(w, cmd);
+	out_byte(w, 0);
+	return 0;
+}
+
+/* Writes what is queued, without waiting. Returns 0 (all written, or the socket is full) or a
+ * negative errno. */
+static int flush(struct fb_will *w)
+{
+	while(w->out_off < w->out_len){
+		ssize_t n = send(w->fd, w->out + w->out_off, w->out_len - w->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if(n < 0){
+			if(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR){
+				return 0;
+			}
+			return -errno;
+		}
+		w->out_off += (size_t)n;
+		w->last_out_ms = coarse_ms();
+	}
+	w->out_off = w->out_len = 0;
+	return 0;
+}
 
 /* Ends the connection (if any) and forgets the notes; the next attempt at RETRY_MS. */
 static void drop_connection(struct fb_will *w)
 {
-	enum state was = w->state;
+	if(w->fd >= 0){
+		if(w->state >= W_SUBSCRIBING){
+			/* DISCONNECT, normal: best effort, the socket closes right after. */
+			w->out_off = w->out_len = 0;
+			if(send_short(w, 0xe0) == 0){
+				(void)flush(w);
+			}
+		}
+		close(w->fd);
+		w->fd = -1;
+	}
+	w->state = W_IDLE;
+	w->in_len = 0;
+	w->out_off = w->out_len = 0;
+	w->ping_ms = 0;
+	if(w->in_cap > IN_MIN){
+		uint8_t *p = realloc(w->in, IN_MIN);
 
-	w->state = W_IDLE; /* first: mosquitto_disconnect() calls on_disconnect() */
-	if(was != W_IDLE){
-		mosquitto_disconnect(w->mosq);
-		/* The socket is closed once the DISCONNECT is written, or at the next connect. */
-		mosquitto_loop_write(w->mosq, 1);
+		if(p){
+			w->in = p;
+			w->in_cap = IN_MIN;
+		}
 	}
 	fb_notes_clear(w->notes);
 }
@@ -245,47 +419,6 @@ static void fail(struct fb_will *w, const char *what)
 	drop_connection(w);
 	w->retry_ms = fb_mono_ms() + w->backoff_ms;
 	w->backoff_ms = w->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : w->backoff_ms * 2;
-}
-
-static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
-{
-	struct fb_will *w = ud;
-	mosquitto_property *sp = NULL;
-	char what[96];
-	(void)flags; (void)props;
-
-	if(w->state != W_CONNECTING){
-		return;
-	}
-	if(rc != 0){
-		snprintf(what, sizeof(what), "CONNACK %s", mosquitto_reason_string(rc));
-		fail(w, what);
-		return;
-	}
-	w->state = W_SUBSCRIBING;
-	w->subacks = 0;
-	w->deadline_ms = fb_mono_ms() + PROBE_TIMEOUT_MS;
-	/* One SUBSCRIBE per rule, its identifier the rule's place + 1: a message that matches
-	 * overlapping filters comes once per filter, and only the first filter's copy counts. */
-	for(size_t i = 0; i <= w->nfilters; i++){
-		const char *f = i < w->nfilters ? w->filters[i] : PROBE_TOPIC;
-
-		sp = NULL;
-		if(i < w->nfilters && mosquitto_property_add_varint(&sp, MQTT_PROP_SUBSCRIPTION_IDENTIFIER,
-					(uint32_t)i + 1) != MOSQ_ERR_SUCCESS){
-			fail(w, "out of memory");
-			return;
-		}
-		rc = mosquitto_subscribe_v5(m, NULL, f, 0,
-				MQTT_SUB_OPT_RETAIN_AS_PUBLISHED | MQTT_SUB_OPT_SEND_RETAIN_NEVER, sp);
-		mosquitto_property_free_all(&sp);
-		if(rc != MOSQ_ERR_SUCCESS){
-			snprintf(what, sizeof(what), "subscribe: %s", mosquitto_strerror(rc));
-			fail(w, what);
-			return;
-		}
-		w->subacks++;
-	}
 }
 
 static void send_probe(struct fb_will *w)
@@ -307,76 +440,173 @@ static void send_probe(struct fb_will *w)
 	w->state = W_PROBING;
 }
 
-static void on_subscribe(struct mosquitto *m, void *ud, int mid, int count, const int *granted,
-		const mosquitto_property *props)
+/* Reads a variable byte integer at *POS of P[0..N). Returns 0, or -1 when malformed or short. */
+static int get_varint(const uint8_t *p, size_t n, size_t *pos, uint32_t *v)
 {
-	struct fb_will *w = ud;
-	(void)m; (void)mid; (void)props;
+	uint32_t x = 0;
 
-	if(w->state != W_SUBSCRIBING){
-		return;
-	}
-	for(int i = 0; i < count; i++){
-		if(granted[i] >= 0x80){
-			/* Mosquitto answers SUBACKs in order; the filter is not named in the SUBACK. */
-			fb_log(&w->lg, MOSQ_LOG_WARNING, "the loopback subscriber at %s:%d was refused a subscription "
-					"(reason 0x%02x; check the broker's ACL for it): Wills on some rules' topics are not forwarded",
-					w->addr, w->port, granted[i]);
+	for(int i = 0; i < 4; i++){
+		if(*pos >= n){
+			return -1;
+		}
+		x |= (uint32_t)(p[*pos] & 0x7f) << (7 * i);
+		if(!(p[(*pos)++] & 0x80)){
+			*v = x;
+			return 0;
 		}
 	}
-	if(--w->subacks == 0){
-		send_probe(w);
-	}
+	return -1;
 }
 
-static void forward(struct fb_will *w, const struct mosquitto_message *msg, const mosquitto_property *props)
+static int get_u16(const uint8_t *p, size_t n, size_t *pos, uint16_t *v)
 {
-	uint32_t id = 0;
-	size_t idx;
+	if(n - *pos < 2 || *pos > n){
+		return -1;
+	}
+	*v = (uint16_t)(p[*pos] << 8 | p[*pos + 1]);
+	*pos += 2;
+	return 0;
+}
+
+/* A length-prefixed string or binary at *POS: its bytes and length. */
+static int get_bin(const uint8_t *p, size_t n, size_t *pos, const uint8_t **s, uint16_t *len)
+{
+	if(get_u16(p, n, pos, len) < 0 || n - *pos < *len){
+		return -1;
+	}
+	*s = p + *pos;
+	*pos += *len;
+	return 0;
+}
+
+static char *dup_n(const uint8_t *s, size_t n)
+{
+	char *c = malloc(n + 1);
+
+	if(c){
+		memcpy(c, s, n);
+		c[n] = '\0';
+	}
+	return c;
+}
+
+/* Walks the properties of a PUBLISH (P[0..N)): the subscription identifier into *SUB_ID, and,
+ * when LIST is not NULL, every property a forwarded message keeps into a new *LIST (caller frees
+ * with mosquitto_property_free_all()). Returns 0 or -1 (malformed, or out of memory). */
+static int publish_props(const uint8_t *p, size_t n, uint32_t *sub_id, mosquitto_property **list)
+{
+	size_t pos = 0;
+	int rc = 0;
+
+	while(pos < n && rc == 0){
+		const uint8_t *a, *b;
+		uint16_t alen, blen, u16;
+		uint32_t id, v;
+		char *sa = NULL, *sb = NULL;
+
+		if(get_varint(p, n, &pos, &id) < 0){
+			return -1;
+		}
+		switch(id){
+			case MQTT_PROP_PAYLOAD_FORMAT_INDICATOR:
+				if(pos >= n){
+					return -1;
+				}
+				if(list){
+					rc = mosquitto_property_add_byte(list, (int)id, p[pos]);
+				}
+				pos++;
+				break;
+			case MQTT_PROP_MESSAGE_EXPIRY_INTERVAL:
+				if(n - pos < 4){
+					return -1;
+				}
+				if(list){
+					v = (uint32_t)p[pos] << 24 | (uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 | p[pos + 3];
+					rc = mosquitto_property_add_int32(list, (int)id, v);
+				}
+				pos += 4;
+				break;
+			case MQTT_PROP_CONTENT_TYPE:
+			case MQTT_PROP_RESPONSE_TOPIC:
+				if(get_bin(p, n, &pos, &a, &alen) < 0){
+					return -1;
+				}
+				if(list){
+					rc = (sa = dup_n(a, alen)) ? mosquitto_property_add_string(list, (int)id, sa) : MOSQ_ERR_NOMEM;
+				}
+				break;
+			case MQTT_PROP_CORRELATION_DATA:
+				if(get_bin(p, n, &pos, &a, &alen) < 0){
+					return -1;
+				}
+				if(list){
+					rc = mosquitto_property_add_binary(list, (int)id, a, alen);
+				}
+				break;
+			case MQTT_PROP_SUBSCRIPTION_IDENTIFIER:
+				if(get_varint(p, n, &pos, &v) < 0){
+					return -1;
+				}
+				*sub_id = v;
+				break;
+			case MQTT_PROP_TOPIC_ALIAS:
+				if(get_u16(p, n, &pos, &u16) < 0){
+					return -1;
+				}
+				break;
+			case MQTT_PROP_USER_PROPERTY:
+				if(get_bin(p, n, &pos, &a, &alen) < 0 || get_bin(p, n, &pos, &b, &blen) < 0){
+					return -1;
+				}
+				if(list){
+					sa = dup_n(a, alen);
+					sb = dup_n(b, blen);
+					rc = sa && sb ? mosquitto_property_add_string_pair(list, (int)id, sa, sb) : MOSQ_ERR_NOMEM;
+				}
+				break;
+			default:
+				return -1; /* not a PUBLISH property */
+		}
+		free(sa);
+		free(sb);
+	}
+	return rc == 0 ? 0 : -1;
+}
+
+/* A PUBLISH (flags F, the rest of the packet P[0..N)) that the broker delivered to the loopback. */
+static void on_publish(struct fb_will *w, uint8_t f, const uint8_t *p, size_t n)
+{
+	const uint8_t *t, *props, *payload;
+	uint16_t tlen;
+	uint32_t plen, sub_id = 0, payloadlen;
+	size_t pos = 0, idx;
+	mosquitto_property *list = NULL;
+	bool retain = f & 1;
 	int rc;
 
-	if(mosquitto_property_read_varint(props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &id, false) == NULL
-			|| id == 0 || id > w->nfilters){
-		return;
+	if(((f >> 1) & 3) != 0 || get_bin(p, n, &pos, &t, &tlen) < 0 || get_varint(p, n, &pos, &plen) < 0
+			|| n - pos < plen){
+		return; /* only QoS 0 is subscribed; anything else is not ours to read */
 	}
-	idx = id - 1;
-	if(w->overlaps[idx]){
-		for(size_t k = 0; k < idx; k++){
-			bool match = false;
+	props = p + pos;
+	pos += plen;
+	payload = p + pos;
+	payloadlen = (uint32_t)(n - pos);
+	if(tlen + 1u > w->topic_cap){
+		char *nt = realloc(w->topic, tlen + 1u);
 
-			if(w->overlaps[k] && mosquitto_topic_matches_sub(w->filters[k], msg->topic, &match)
-					== MOSQ_ERR_SUCCESS && match){
-				return; /* the copy of filter k counts */
-			}
+		if(nt == NULL){
+			return;
 		}
+		w->topic = nt;
+		w->topic_cap = tlen + 1u;
 	}
-	if(fb_notes_take(w->notes, msg->topic, msg->payload, (uint32_t)msg->payloadlen, coarse_ms())){
-		return; /* the capture had it */
-	}
-	if(w->state != W_READY){
-		return; /* not known yet to be this broker */
-	}
-	rc = fb_bridge_capture(w->b, msg->topic, msg->payload, (uint32_t)msg->payloadlen, props, msg->qos,
-			msg->retain);
-	if(rc == FB_BRIDGE_MATCHED){
-		fb_count(&fb_bridge_counters(w->b)->wills, 1);
-		w->spool_warned = false;
-	}else if(rc < 0 && !w->spool_warned){
-		/* Counted by the capture (dropped/full); logged once until one goes through again. */
-		fb_log(&w->lg, MOSQ_LOG_WARNING, "a Will on %s could not be spooled: %s", msg->topic, strerror(-rc));
-		w->spool_warned = true;
-	}
-}
+	memcpy(w->topic, t, tlen);
+	w->topic[tlen] = '\0';
 
-static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg,
-		const mosquitto_property *props)
-{
-	struct fb_will *w = ud;
-	(void)m;
-
-	if(!strcmp(msg->topic, PROBE_TOPIC)){
-		if(w->state == W_PROBING && msg->payloadlen == (int)strlen(w->nonce)
-				&& !memcmp(msg->payload, w->nonce, (size_t)msg->payloadlen)){
+	if(!strcmp(w->topic, PROBE_TOPIC)){
+		if(w->state == W_PROBING && payloadlen == strlen(w->nonce) && !memcmp(payload, w->nonce, payloadlen)){
 			w->state = W_READY;
 			w->backoff_ms = RETRY_MIN_MS;
 			w->warned = false;
@@ -385,28 +615,169 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
 		}
 		return;
 	}
-	if(w->state >= W_SUBSCRIBING){
-		forward(w, msg, props);
+	if(w->state < W_SUBSCRIBING || publish_props(props, plen, &sub_id, NULL) < 0
+			|| sub_id == 0 || sub_id > w->nfilters){
+		return;
+	}
+	idx = sub_id - 1;
+	if(w->overlaps[idx]){
+		for(size_t k = 0; k < idx; k++){
+			bool match = false;
+
+			if(w->overlaps[k] && mosquitto_topic_matches_sub(w->filters[k], w->topic, &match)
+					== MOSQ_ERR_SUCCESS && match){
+				return; /* the copy of filter k counts */
+			}
+		}
+	}
+	if(fb_notes_take(w->notes, w->topic, payload, payloadlen, coarse_ms())){
+		return; /* the capture had it */
+	}
+	if(w->state != W_READY){
+		return; /* not known yet to be this broker */
+	}
+	if(publish_props(props, plen, &sub_id, &list) < 0){
+		mosquitto_property_free_all(&list);
+		fb_log(&w->lg, MOSQ_LOG_WARNING, "a Will on %s has properties that cannot be read; not forwarded", w->topic);
+		return;
+	}
+	rc = fb_bridge_capture(w->b, w->topic, payload, payloadlen, list, 0, retain);
+	mosquitto_property_free_all(&list);
+	if(rc == FB_BRIDGE_MATCHED){
+		fb_count(&fb_bridge_counters(w->b)->wills, 1);
+		w->spool_warned = false;
+	}else if(rc < 0 && !w->spool_warned){
+		/* Counted by the capture (dropped/full); logged once until one goes through again. */
+		fb_log(&w->lg, MOSQ_LOG_WARNING, "a Will on %s could not be spooled: %s", w->topic, strerror(-rc));
+		w->spool_warned = true;
 	}
 }
 
-static void on_disconnect(struct mosquitto *m, void *ud, int rc, const mosquitto_property *props)
+static void on_connack(struct fb_will *w, const uint8_t *p, size_t n)
 {
-	struct fb_will *w = ud;
 	char what[96];
-	(void)m; (void)props;
 
-	if(w->state != W_IDLE){
-		snprintf(what, sizeof(what), "connection lost: %s", mosquitto_reason_string(rc));
-		fail(w, what);
+	if(w->state != W_CONNECTING){
+		return;
 	}
+	if(n < 2 || p[1] != 0){
+		snprintf(what, sizeof(what), "CONNACK %s", n < 2 ? "malformed" : mosquitto_reason_string(p[1]));
+		fail(w, what);
+		return;
+	}
+	w->state = W_SUBSCRIBING;
+	w->subacks = 0;
+	w->deadline_ms = fb_mono_ms() + PROBE_TIMEOUT_MS;
+	/* One SUBSCRIBE per rule, its identifier the rule's place + 1: a message that matches
+	 * overlapping filters comes once per filter, and only the first filter's copy counts. */
+	for(size_t i = 0; i <= w->nfilters; i++){
+		if(send_subscribe(w, i < w->nfilters ? w->filters[i] : PROBE_TOPIC,
+					i < w->nfilters ? (uint32_t)i + 1 : 0) < 0){
+			fail(w, "out of memory");
+			return;
+		}
+		w->subacks++;
+	}
+}
+
+static void on_suback(struct fb_will *w, const uint8_t *p, size_t n)
+{
+	size_t pos = 2;
+	uint32_t plen;
+
+	if(w->state != W_SUBSCRIBING || n < 2 || get_varint(p, n, &pos, &plen) < 0 || n - pos < plen){
+		return;
+	}
+	for(pos += plen; pos < n; pos++){
+		if(p[pos] >= 0x80){
+			fb_log(&w->lg, MOSQ_LOG_WARNING, "the loopback subscriber at %s:%d was refused a subscription "
+					"(reason 0x%02x; check the broker's ACL for it): Wills on some rules' topics are not forwarded",
+					w->addr, w->port, p[pos]);
+		}
+	}
+	if(--w->subacks == 0){
+		send_probe(w);
+	}
+}
+
+/* Handles the complete packets in the input buffer, at most BUDGET of them. Returns how many. */
+static int handle_input(struct fb_will *w, int budget)
+{
+	size_t pos = 0;
+	int done = 0;
+
+	while(done < budget && w->state != W_IDLE){
+		size_t hdr = pos + 1;
+		uint32_t rl;
+		uint8_t cmd;
+
+		if(w->in_len - pos < 2 || get_varint(w->in, w->in_len, &hdr, &rl) < 0){
+			if(w->in_len - pos >= 5){
+				fail(w, "malformed packet");
+				return done;
+			}
+			break; /* the length is not complete yet */
+		}
+		if(w->in_len - hdr < rl){
+			if(hdr + rl > w->in_cap){
+				/* A packet larger than the buffer: make room for it. */
+				size_t need = hdr - pos + rl;
+				uint8_t *np;
+
+				memmove(w->in, w->in + pos, w->in_len - pos);
+				w->in_len -= pos;
+				pos = 0;
+				if(need > w->in_cap && (np = realloc(w->in, need)) != NULL){
+					w->in = np;
+					w->in_cap = need;
+				}else if(need > w->in_cap){
+					fail(w, "out of memory");
+					return done;
+				}
+			}
+			break;
+		}
+		cmd = w->in[pos];
+		switch(cmd >> 4){
+			case 3:
+				on_publish(w, cmd & 0x0f, w->in + hdr, rl);
+				break;
+			case 2:
+				on_connack(w, w->in + hdr, rl);
+				break;
+			case 9:
+				on_suback(w, w->in + hdr, rl);
+				break;
+			case 13:
+				w->ping_ms = 0;
+				break;
+			case 14:
+				fail(w, rl ? mosquitto_reason_string(w->in[hdr]) : "DISCONNECT from the broker");
+				return done;
+			default:
+				break;
+		}
+		if(w->state == W_IDLE){
+			return done; /* failed: the buffer is gone */
+		}
+		pos = hdr + rl;
+		done++;
+	}
+	if(pos){
+		memmove(w->in, w->in + pos, w->in_len - pos);
+		w->in_len -= pos;
+	}
+	return done;
 }
 
 static void connect_start(struct fb_will *w)
 {
+	struct sockaddr_storage ss;
+	socklen_t sl;
 	unsigned char r[16];
 	FILE *f;
-	int rc, sock;
+	char what[96];
+	int fd, one = 1;
 
 	w->reconnect = false;
 	f = fopen("/dev/urandom", "re");
@@ -421,34 +792,49 @@ static void connect_start(struct fb_will *w)
 	for(size_t i = 0; i < sizeof(r); i++){
 		snprintf(w->nonce + 2 * i, 3, "%02x", r[i]);
 	}
-	/* Asynchronous: connect() on a non-blocking socket, CONNECT written when the socket is
-	 * ready. The broker thread never waits for its own listener. */
-	rc = w->ever_connected ? mosquitto_reconnect_async(w->mosq)
-			: mosquitto_connect_bind_async(w->mosq, w->addr, w->port, KEEPALIVE_S, NULL);
-	if(rc != MOSQ_ERR_SUCCESS){
-		char what[96];
-
-		snprintf(what, sizeof(what), "connect: %s", rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-		w->state = W_IDLE;
+	memset(&ss, 0, sizeof(ss));
+	if(inet_pton(AF_INET, w->addr, &((struct sockaddr_in *)&ss)->sin_addr) == 1){
+		((struct sockaddr_in *)&ss)->sin_family = AF_INET;
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)w->port);
+		sl = sizeof(struct sockaddr_in);
+	}else{
+		inet_pton(AF_INET6, w->addr, &((struct sockaddr_in6 *)&ss)->sin6_addr);
+		((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)w->port);
+		sl = sizeof(struct sockaddr_in6);
+	}
+	/* Non-blocking connect: the broker thread never waits for its own listener. CLOEXEC: not for
+	 * programs the broker starts. */
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if(fd < 0){
+		snprintf(what, sizeof(what), "socket: %s", strerror(errno));
 		fail(w, what);
 		return;
 	}
-	w->ever_connected = true;
-	sock = mosquitto_socket(w->mosq);
-	if(sock >= 0){
-		/* Not for the link process's program when it is exec'd. */
-		(void)fcntl(sock, F_SETFD, FD_CLOEXEC);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if(connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS){
+		snprintf(what, sizeof(what), "connect: %s", strerror(errno));
+		close(fd);
+		fail(w, what);
+		return;
 	}
+	w->fd = fd;
 	w->state = W_CONNECTING;
 	w->deadline_ms = fb_mono_ms() + PROBE_TIMEOUT_MS;
+	w->last_out_ms = coarse_ms();
+	if(send_connect(w) < 0){
+		fail(w, "cannot build CONNECT");
+	}
 }
 
 void fb_will_tick(struct fb_will *w)
 {
 	uint64_t now;
-	int rc = MOSQ_ERR_SUCCESS;
+	ssize_t n = 0;
+	int rc, budget = READ_BUDGET;
+	char what[96];
 
-	if(w == NULL || w->mosq == NULL){
+	if(w == NULL){
 		return;
 	}
 	now = coarse_ms();
@@ -457,9 +843,10 @@ void fb_will_tick(struct fb_will *w)
 	}
 	w->pass_ms = now;
 	if(w->state == W_IDLE){
-		if(fb_mono_ms() >= w->retry_ms){
-			connect_start(w);
+		if(fb_mono_ms() < w->retry_ms){
+			return;
 		}
+		connect_start(w);
 		if(w->state == W_IDLE){
 			return;
 		}
@@ -469,44 +856,54 @@ void fb_will_tick(struct fb_will *w)
 		w->retry_ms = 0;
 		return;
 	}
-	if(w->state == W_READY && now < w->misc_ms && !mosquitto_want_write(w->mosq)){
-		/* The common case, nothing arrived: one cheap system call, without libmosquitto. */
-		char c;
+	/* Packets left from the last pass first, then what arrived, until the socket is empty or
+	 * the budget is spent. */
+	budget -= handle_input(w, budget);
+	while(w->state != W_IDLE && budget > 0){
+		if(w->in_cap - w->in_len < 4096){
+			size_t cap = w->in_cap < IN_MIN ? IN_MIN : w->in_cap * 2;
+			uint8_t *p = realloc(w->in, cap);
 
-		if(recv(mosquitto_socket(w->mosq), &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0
-				&& (errno == EAGAIN || errno == EWOULDBLOCK)){
-			return;
+			if(p == NULL){
+				fail(w, "out of memory");
+				return;
+			}
+			w->in = p;
+			w->in_cap = cap;
 		}
-	}
-	if(mosquitto_want_write(w->mosq)){
-		rc = mosquitto_loop_write(w->mosq, 1);
-	}
-	/* mosquitto_loop_read() reads about one packet per call: read until the socket is empty. */
-	for(int i = 0; rc == MOSQ_ERR_SUCCESS && w->state != W_IDLE && i < READ_BUDGET; i++){
-		errno = 0;
-		rc = mosquitto_loop_read(w->mosq, 1);
-		if(errno == EAGAIN || errno == EWOULDBLOCK){
+		n = recv(w->fd, w->in + w->in_len, w->in_cap - w->in_len, MSG_DONTWAIT);
+		if(n <= 0){
 			break;
 		}
-	}
-	if(w->state == W_IDLE){
-		return; /* on_disconnect() or fail() ran */
-	}
-	if(rc == MOSQ_ERR_SUCCESS && mosquitto_want_write(w->mosq)){
-		rc = mosquitto_loop_write(w->mosq, 1);
-	}
-	if(rc == MOSQ_ERR_SUCCESS && now >= w->misc_ms){
-		/* Keepalive (60 s): once a second is plenty. */
-		w->misc_ms = now + 1000;
-		rc = mosquitto_loop_misc(w->mosq);
+		w->in_len += (size_t)n;
+		budget -= handle_input(w, budget);
 	}
 	if(w->state == W_IDLE){
 		return;
 	}
-	if(rc != MOSQ_ERR_SUCCESS){
-		char what[96];
-
-		snprintf(what, sizeof(what), "%s", rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+	if(n == 0){
+		fail(w, "the broker closed the connection");
+		return;
+	}
+	if(n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR){
+		snprintf(what, sizeof(what), "%s", strerror(errno));
+		fail(w, what);
+		return;
+	}
+	/* Keepalive: a PINGREQ after half the keepalive without sending; no PINGRESP within the
+	 * other half ends the connection. */
+	if(w->state >= W_SUBSCRIBING){
+		if(w->ping_ms && now - w->ping_ms > KEEPALIVE_S * 500u){
+			fail(w, "no PINGRESP");
+			return;
+		}
+		if(!w->ping_ms && now - w->last_out_ms >= KEEPALIVE_S * 500u && send_short(w, 0xc0) == 0){
+			w->ping_ms = now;
+		}
+	}
+	rc = flush(w);
+	if(rc < 0){
+		snprintf(what, sizeof(what), "%s", strerror(-rc));
 		fail(w, what);
 		return;
 	}
@@ -563,6 +960,7 @@ int fb_will_start(const struct fb_will_opts *o, struct fb_bridge *b, const struc
 	if(w == NULL){
 		return -ENOMEM;
 	}
+	w->fd = -1;
 	w->lg = *lg;
 	w->host = *host;
 	w->b = b;
@@ -584,22 +982,6 @@ int fb_will_start(const struct fb_will_opts *o, struct fb_bridge *b, const struc
 	if(filters_load(w) < 0){
 		goto fail;
 	}
-	/* No mosquitto_lib_init(): the broker has set up OpenSSL and the sockets layer already, and
-	 * mosquitto_lib_cleanup() would tear down what the broker uses. */
-	w->mosq = mosquitto_new(w->client_id, true, w);
-	if(w->mosq == NULL){
-		goto fail;
-	}
-	if(mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5) != MOSQ_ERR_SUCCESS
-			|| (w->username && mosquitto_username_pw_set(w->mosq, w->username, w->password)
-				!= MOSQ_ERR_SUCCESS)){
-		rc = -EINVAL;
-		goto fail;
-	}
-	mosquitto_connect_v5_callback_set(w->mosq, on_connect);
-	mosquitto_subscribe_v5_callback_set(w->mosq, on_subscribe);
-	mosquitto_message_v5_callback_set(w->mosq, on_message);
-	mosquitto_disconnect_v5_callback_set(w->mosq, on_disconnect);
 	w->state = W_IDLE;
 	*out = w;
 	return 0;
@@ -615,15 +997,13 @@ void fb_will_stop(struct fb_will *w)
 	if(w == NULL){
 		return;
 	}
-	if(w->mosq){
-		if(w->state != W_IDLE){
-			w->state = W_IDLE;
-			mosquitto_disconnect(w->mosq);
-			mosquitto_loop_write(w->mosq, 1);
-		}
-		mosquitto_destroy(w->mosq);
+	if(w->notes){
+		drop_connection(w);
 	}
 	filters_free(w);
+	free(w->in);
+	free(w->out);
+	free(w->topic);
 	fb_notes_free(w->notes);
 	free(w->addr);
 	free(w->username);
