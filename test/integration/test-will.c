@@ -5,6 +5,7 @@
  * subscriber connects to the edge's own listener. */
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -342,6 +343,105 @@ START_TEST(test_will_denied_by_the_edge_acl_is_neither_delivered_nor_forwarded)
 }
 END_TEST
 
+/* A large payload: the loopback's read buffer (64 KiB) grows for the 300 KiB publishes' copies. */
+static char *big_payload(const char *tag, size_t len)
+{
+	char *p = malloc(len + 1);
+
+	ck_assert_ptr_nonnull(p);
+	for(size_t i = 0; i < len; i++){
+		p[i] = (char)('a' + (i * 7 + strlen(tag)) % 26);
+	}
+	memcpy(p, tag, strlen(tag));
+	p[len] = '\0';
+	return p;
+}
+
+START_TEST(test_large_will_and_large_publishes_arrive_once)
+{
+	const size_t len = 300 * 1024;
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub;
+	struct fbh_pub *pub;
+	struct raw *k;
+	/* A Will payload has a 16-bit length in CONNECT: 65,000 bytes, the largest round size. */
+	char *will = big_payload("will-", 65000);
+
+	sub = start_pair(&cloud, &edge, NULL);
+	k = raw_connect(edge.port, "dev-big", NULL, 30, 0, "local/telemetry/big", will, 0);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(int i = 0; i < 5; i++){
+		char tag[16], *p;
+
+		snprintf(tag, sizeof(tag), "pub%d-", i);
+		p = big_payload(tag, len);
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/big", p, (int)len, 1, false, NULL), 0);
+		free(p);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 20000));
+	fbh_pub_close(pub);
+	raw_kill(k);
+
+	ck_assert(wait_exactly(sub, 6, 30000, 3000));
+	ck_assert_uint_eq(count_payload(sub, "edge/site-A/telemetry/big", will), 1);
+	for(int i = 0; i < 5; i++){
+		char tag[16], *p;
+
+		snprintf(tag, sizeof(tag), "pub%d-", i);
+		p = big_payload(tag, len);
+		ck_assert_msg(count_payload(sub, "edge/site-A/telemetry/big", p) == 1, "publish %d", i);
+		free(p);
+	}
+	assert_will(sub, "edge/site-A/telemetry/big", will, true);
+	free(will);
+	fbh_sub_stop(sub);
+}
+END_TEST
+
+/* The loopback loses its connection (a client takes over its client id): it comes back and
+ * forwards Wills again. A reload that adds a rule: Wills on the new rule's topics are forwarded. */
+START_TEST(test_loopback_recovers_from_a_takeover_and_follows_a_reload)
+{
+	static const char *more = WILL_YAML
+		"  - local: site/+/state\n"
+		"    cloud: edge/${site_id}/state/+\n";
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub;
+	struct raw *intruder, *k, *s;
+	char *yaml;
+
+	sub = start_pair(&cloud, &edge, NULL);
+	fbh_broker_log_mark(&edge);
+	intruder = raw_connect(edge.port, "flowmq-bridge-loopback-site-A", NULL, 30, 0, NULL, NULL, 0);
+	ck_assert(fbh_wait_log(&edge, "Wills are not forwarded while the loopback subscriber", 10000));
+	raw_disconnect(intruder);
+	if(!fbh_wait_log(&edge, READY_LINE, 30000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("the loopback did not come back");
+	}
+	k = raw_connect(edge.port, "dev-k", NULL, 30, 0, "local/telemetry/after-kick", "offline-k", 0);
+	raw_kill(k);
+	ck_assert(wait_exactly(sub, 1, 30000, 1000));
+	assert_will(sub, "edge/site-A/telemetry/after-kick", "offline-k", true);
+
+	yaml = fbh_edge_yaml(&edge, cloud.port, more);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGHUP), 0);
+	ck_assert(fbh_wait_log(&edge, "flowmq-bridge: reloaded", 10000));
+	if(!fbh_wait_log(&edge, "Wills on 4 rules' topics are forwarded", 30000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("the loopback did not follow the reload");
+	}
+	s = raw_connect(edge.port, "dev-s", NULL, 30, 0, "site/press-1/state", "offline-s", 0);
+	raw_kill(s);
+	ck_assert(wait_exactly(sub, 2, 30000, 2000));
+	assert_will(sub, "edge/site-A/state/press-1", "offline-s", false);
+	free(yaml);
+	fbh_sub_stop(sub);
+}
+END_TEST
+
 START_TEST(test_loopback_at_another_broker_forwards_nothing_from_it)
 {
 	struct fbh_broker cloud, edge, other;
@@ -461,6 +561,8 @@ int main(void)
 	tcase_add_test(tc, test_wills_of_killed_and_timed_out_clients_arrive_once_clean_disconnect_sends_none);
 	tcase_add_test(tc, test_delayed_will_and_session_takeover_arrive_resumed_session_sends_none);
 	tcase_add_test(tc, test_will_denied_by_the_edge_acl_is_neither_delivered_nor_forwarded);
+	tcase_add_test(tc, test_large_will_and_large_publishes_arrive_once);
+	tcase_add_test(tc, test_loopback_recovers_from_a_takeover_and_follows_a_reload);
 	tcase_add_test(tc, test_loopback_at_another_broker_forwards_nothing_from_it);
 	tcase_add_test(tc, test_bad_loopback_options_stop_the_broker_with_one_clear_line);
 	tcase_add_test(tc, test_loopback_false_forwards_no_will_and_says_so);
