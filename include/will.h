@@ -9,9 +9,9 @@
  * So the broker thread runs one MQTT v5 client of its own broker ("loopback"): it connects to a
  * listener of this broker (plugin_opt_loopback_address, default 127.0.0.1:1883), subscribes to the
  * local filter of every edge_to_cloud rule (QoS 0, retain as published, no retained messages at
- * subscribe, one subscription identifier per rule) and proves that it reached this very broker:
- * the plugin publishes a random nonce into its own broker and waits for it to come back over the
- * connection (no other broker can know it). Everything it then receives is a message
+ * subscribe, a subscription identifier on filters that overlap) and proves that it reached this
+ * very broker: the plugin publishes a random nonce into its own broker and waits for it to come
+ * back over the connection (no other broker can know it). Everything it then receives is a message
  * the broker delivered on a rule's filter. Messages that the capture saw (fb_will_note() from the
  * MOSQ_EVT_MESSAGE callback) or that the bridge injected itself are remembered briefly by their
  * topic and payload and skipped when they come back; what is left - Wills, and messages other

@@ -28,11 +28,21 @@ struct fb_notes {
 	size_t pending;      /* sum of unconsumed */
 };
 
+/* One word into the running hash: a bijection of H for a given V (xor, odd multiplier,
+ * rotation), so two inputs that differ in one word never collide; finish() spreads the bits. */
 static inline uint64_t mix(uint64_t h, uint64_t v)
 {
-	h ^= v;
-	h *= UINT64_C(0x9E3779B97F4A7C15);
-	return h ^ (h >> 29);
+	h = (h ^ v) * UINT64_C(0x9E3779B97F4A7C15);
+	return h << 27 | h >> 37;
+}
+
+static inline uint64_t finish(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= UINT64_C(0xFF51AFD7ED558CCD);
+	h ^= h >> 33;
+	h *= UINT64_C(0xC4CEB9FE1A85EC53);
+	return h ^ (h >> 33);
 }
 
 static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
@@ -70,6 +80,7 @@ static uint64_t message_hash(const char *topic, const void *payload, uint32_t pa
 		h = hash_bytes(h, payload, HASH_EDGE);
 		h = hash_bytes(h, (const uint8_t *)payload + payloadlen - HASH_EDGE, HASH_EDGE);
 	}
+	h = finish(h);
 	return h ? h : 1;
 }
 

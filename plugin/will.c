@@ -104,6 +104,8 @@ struct fb_will {
 	uint64_t retry_ms;
 	uint32_t backoff_ms;
 	uint64_t pass_ms;    /* coarse clock at the last pass of fb_will_tick() */
+	uint64_t now_ms;     /* coarse clock at the last tick: the notes' time (one loop turn late at
+	                        most, nothing for notes that live for seconds) */
 	bool warned;         /* a failure was logged since the last success */
 	bool spool_warned;   /* a Will the spool refused was logged since the last one it took */
 
@@ -127,7 +129,7 @@ void fb_will_note(struct fb_will *w, const char *topic, const void *payload, uin
 	if(w == NULL || w->state < W_SUBSCRIBING || topic[0] == '$'){
 		return;
 	}
-	fb_notes_add(w->notes, topic, payload, payloadlen, coarse_ms());
+	fb_notes_add(w->notes, topic, payload, payloadlen, w->now_ms);
 }
 
 /* ---- filters ----------------------------------------------------------------------------- */
@@ -605,7 +607,7 @@ static void on_publish(struct fb_will *w, uint8_t f, const uint8_t *p, size_t n)
 	memcpy(w->topic, t, tlen);
 	w->topic[tlen] = '\0';
 
-	if(!strcmp(w->topic, PROBE_TOPIC)){
+	if(w->topic[0] == '$' && !strcmp(w->topic, PROBE_TOPIC)){
 		if(w->state == W_PROBING && payloadlen == strlen(w->nonce) && !memcmp(payload, w->nonce, payloadlen)){
 			w->state = W_READY;
 			w->backoff_ms = RETRY_MIN_MS;
@@ -615,12 +617,12 @@ static void on_publish(struct fb_will *w, uint8_t f, const uint8_t *p, size_t n)
 		}
 		return;
 	}
-	if(w->state < W_SUBSCRIBING || publish_props(props, plen, &sub_id, NULL) < 0
-			|| sub_id == 0 || sub_id > w->nfilters){
+	if(w->state < W_SUBSCRIBING || publish_props(props, plen, &sub_id, NULL) < 0 || sub_id > w->nfilters){
 		return;
 	}
+	/* No identifier: the filter overlaps no other, so this is the topic's only copy. */
 	idx = sub_id - 1;
-	if(w->overlaps[idx]){
+	if(sub_id && w->overlaps[idx]){
 		for(size_t k = 0; k < idx; k++){
 			bool match = false;
 
@@ -630,7 +632,7 @@ static void on_publish(struct fb_will *w, uint8_t f, const uint8_t *p, size_t n)
 			}
 		}
 	}
-	if(fb_notes_take(w->notes, w->topic, payload, payloadlen, coarse_ms())){
+	if(fb_notes_take(w->notes, w->topic, payload, payloadlen, w->now_ms)){
 		return; /* the capture had it */
 	}
 	if(w->state != W_READY){
@@ -668,11 +670,13 @@ static void on_connack(struct fb_will *w, const uint8_t *p, size_t n)
 	w->state = W_SUBSCRIBING;
 	w->subacks = 0;
 	w->deadline_ms = fb_mono_ms() + PROBE_TIMEOUT_MS;
-	/* One SUBSCRIBE per rule, its identifier the rule's place + 1: a message that matches
-	 * overlapping filters comes once per filter, and only the first filter's copy counts. */
+	/* One SUBSCRIBE per rule. A message that matches overlapping filters comes once per filter:
+	 * those filters carry a subscription identifier, the rule's place + 1, and only the first
+	 * filter's copy counts. The others go without (an identifier costs the broker a property
+	 * allocated, encoded and freed for every copy). */
 	for(size_t i = 0; i <= w->nfilters; i++){
 		if(send_subscribe(w, i < w->nfilters ? w->filters[i] : PROBE_TOPIC,
-					i < w->nfilters ? (uint32_t)i + 1 : 0) < 0){
+					i < w->nfilters && w->overlaps[i] ? (uint32_t)i + 1 : 0) < 0){
 			fail(w, "out of memory");
 			return;
 		}
@@ -838,6 +842,7 @@ void fb_will_tick(struct fb_will *w)
 		return;
 	}
 	now = coarse_ms();
+	w->now_ms = now;
 	if(now - w->pass_ms < READ_EVERY_MS){
 		return;
 	}
