@@ -9,7 +9,8 @@
  * is registered after every plugin), stops at the first answer that is not MOSQ_ERR_PLUGIN_DEFER,
  * and turns "everyone deferred" into a denial, whereas no callback at all means "allowed". So
  *   - with no other access control, deferring denies every publish, subscription and delivery;
- *   - with an acl_file or a plugin after us, answering MOSQ_ERR_SUCCESS bypasses it;
+ *   - with an acl_file or a plugin after us, answering MOSQ_ERR_SUCCESS bypasses it (and the
+ *     older auth plugins, versions 2 to 4, which are asked only after every callback deferred);
  *   - a plugin before us that answers hides the Will from us;
  *   - our callback runs before the acl_file's, so it cannot know whether the Will is allowed;
  *   - the event carries no properties (2.0.11 passes NULL), so user properties, content type and
