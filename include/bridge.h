@@ -76,9 +76,13 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 /* Stops the worker, closes the connection and the spool. Accepts NULL. Broker thread. */
 void fb_bridge_stop(struct fb_bridge *b);
 
-/* The MOSQ_EVT_MESSAGE hot path: route TOPIC and spool it. Returns 0 (spooled, dropped by a rule,
- * or not matched) or -ENOSPC when the spool refuses it with on_full: reject (the publisher must
- * see 0x87). Broker thread. */
+/* fb_bridge_capture() found a rule for the topic (the message was spooled, or dropped by the rule
+ * or by on_full). */
+#define FB_BRIDGE_MATCHED 1
+
+/* The MOSQ_EVT_MESSAGE hot path: route TOPIC and spool it. Returns 0 (no rule matched),
+ * FB_BRIDGE_MATCHED (spooled, or dropped by a rule or by on_full: drop_new) or -ENOSPC when the
+ * spool refuses it with on_full: reject (the publisher must see 0x87). Broker thread. */
 int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
 		const mosquitto_property *props, int qos, bool retain);
 
@@ -89,5 +93,12 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now);
 /* MOSQ_EVT_RELOAD: re-reads the configuration and swaps the routes. Returns 0 or a negative errno
  * (the old routes stay). Broker thread. */
 int fb_bridge_reload(struct fb_bridge *b);
+
+/* The configuration the captures use now (it changes at a reload; valid until the next
+ * fb_bridge_reload() or fb_bridge_stop()). Broker thread. */
+const struct fb_config *fb_bridge_config(const struct fb_bridge *b);
+
+/* The counters in shared memory, valid until fb_bridge_stop(). Any thread of the broker process. */
+struct fb_counters *fb_bridge_counters(struct fb_bridge *b);
 
 #endif

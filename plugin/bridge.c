@@ -1163,7 +1163,11 @@ static __attribute__((noinline)) int capture_lookup(struct fb_bridge *b, const c
 	struct fb_route_result res;
 	int rc = fb_route_match(b->gen->routes, FB_ROUTE_E2C, topic, &res);
 
-	return rc == 0 ? 0 : capture_matched(b, rc, res, topic, payload, payloadlen, props, retain);
+	if(rc == 0){
+		return 0;
+	}
+	rc = capture_matched(b, rc, res, topic, payload, payloadlen, props, retain);
+	return rc < 0 ? rc : FB_BRIDGE_MATCHED;
 }
 
 int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
@@ -1200,4 +1204,14 @@ int fb_bridge_reload(struct fb_bridge *b)
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reloaded %s: %zu edge_to_cloud rules now apply; changes to cloud, spool "
 			"and cloud_to_edge take effect at the next restart", b->config_file, g->cfg->e2c_count);
 	return 0;
+}
+
+const struct fb_config *fb_bridge_config(const struct fb_bridge *b)
+{
+	return b->gen->cfg;
+}
+
+struct fb_counters *fb_bridge_counters(struct fb_bridge *b)
+{
+	return b->ctr;
 }

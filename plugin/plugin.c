@@ -4,10 +4,12 @@
  * all state and is handed to every callback as userdata, so the plugin can be loaded twice.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,12 +21,14 @@
 #include "handoff.h"
 #include "log.h"
 #include "record.h" /* fb_wall_ms() */
+#include "will.h"
 
 #define FB_EXPORT __attribute__((visibility("default")))
 
 struct fb_plugin {
 	mosquitto_plugin_id_t *id;
 	struct fb_bridge *bridge;
+	struct fb_will *will;     /* NULL with plugin_opt_loopback false */
 	struct fb_waker waker;
 	struct fb_logq *logq;   /* the link process's log lines (see log.h) */
 	pid_t pid;              /* the broker's */
@@ -62,7 +66,10 @@ static void log_to_broker(void *ud, int level, const char *line)
 static int host_publish(void *ud, const char *topic, int payloadlen, void *payload, int qos,
 		bool retain, mosquitto_property *props)
 {
-	(void)ud;
+	struct fb_plugin *p = ud;
+
+	/* An injected message is never forwarded back: the loopback subscriber skips its copy. */
+	fb_will_note(p->will, topic, payload, (uint32_t)payloadlen);
 	switch(mosquitto_broker_publish(NULL, topic, payloadlen, payload, qos, retain, props)){
 		case MOSQ_ERR_SUCCESS: return 0;
 		case MOSQ_ERR_NOMEM: return -ENOMEM;
@@ -72,7 +79,9 @@ static int host_publish(void *ud, const char *topic, int payloadlen, void *paylo
 
 static void host_wake(void *ud)
 {
-	fb_waker_wake(ud);
+	struct fb_plugin *p = ud;
+
+	fb_waker_wake(&p->waker);
 }
 
 static int on_message(int event, void *event_data, void *userdata)
@@ -81,11 +90,17 @@ static int on_message(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_message *ev = event_data;
 	(void)event;
 
-	if(fb_bridge_capture(p->bridge, ev->topic, ev->payload, ev->payloadlen, ev->properties,
-				ev->qos, ev->retain) < 0){
+	int rc = fb_bridge_capture(p->bridge, ev->topic, ev->payload, ev->payloadlen, ev->properties,
+			ev->qos, ev->retain);
+
+	if(rc < 0){
 		/* Not spooled (on_full: reject, or a spool failure): refuse, so the publisher sees 0x87
 		 * and keeps the message rather than lose it. */
 		return MOSQ_ERR_ACL_DENIED;
+	}
+	if(rc == FB_BRIDGE_MATCHED){
+		/* The broker delivers it to the loopback subscriber next, which must skip it. */
+		fb_will_note(p->will, ev->topic, ev->payload, ev->payloadlen);
 	}
 	return MOSQ_ERR_SUCCESS;
 }
@@ -99,6 +114,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	drain_log(p);
 	/* Mosquitto 2.0.11 leaves now_s zero (later versions fill it in). */
 	fb_bridge_tick(p->bridge, ev->now_s ? ev->now_s : time(NULL));
+	fb_will_tick(p->will);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -107,7 +123,9 @@ static int on_reload(int event, void *event_data, void *userdata)
 	struct fb_plugin *p = userdata;
 	(void)event; (void)event_data;
 
-	fb_bridge_reload(p->bridge);
+	if(fb_bridge_reload(p->bridge) == 0){
+		fb_will_reload(p->will);
+	}
 	/* 2.0.11 stops calling reload callbacks (and initialising older plugins) at the first one
 	 * that returns anything but MOSQ_ERR_PLUGIN_DEFER: let the others run too. */
 	return MOSQ_ERR_PLUGIN_DEFER;
@@ -129,6 +147,93 @@ static const char *option(struct mosquitto_opt *opts, int count, const char *key
 static bool per_listener_settings(mosquitto_plugin_id_t *id)
 {
 	return *(void *const *)id != NULL;
+}
+
+/* Reads the first line of a password file for the loopback subscriber into BUF (SIZE bytes).
+ * Refuses what is not a regular file and files that others may read. */
+static int read_password_file(const char *path, char *buf, size_t size)
+{
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if(fd < 0){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback_password_file: cannot open %s: %s",
+				path, strerror(errno));
+		return -1;
+	}
+	if(fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback_password_file: %s is not a regular file",
+				path);
+		close(fd);
+		return -1;
+	}
+	if(st.st_mode & (S_IROTH | S_IWOTH)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback_password_file: %s may be read or "
+				"written by others (mode %03o); chmod o-rw it", path, (unsigned)(st.st_mode & 0777));
+		close(fd);
+		return -1;
+	}
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if(n < 0){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback_password_file: cannot read %s: %s",
+				path, strerror(errno));
+		return -1;
+	}
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return 0;
+}
+
+/* Starts the loopback subscriber that forwards Wills (will.h), from the plugin_opt_loopback*
+ * options. Returns 0 (also when disabled) or -1 (logged). */
+static int start_loopback(struct fb_plugin *p, struct mosquitto_opt *opts, int count,
+		const struct fb_host *host)
+{
+	const char *on = option(opts, count, "loopback");
+	const char *addr = option(opts, count, "loopback_address");
+	const char *pwfile = option(opts, count, "loopback_password_file");
+	struct fb_will_opts wo = { 0 };
+	char password[1024];
+	char *buf;
+	int rc;
+
+	if(on && strcmp(on, "true") && strcmp(on, "false")){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback: '%s' is neither true nor false", on);
+		return -1;
+	}
+	if(on && !strcmp(on, "false")){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "flowmq-bridge: plugin_opt_loopback false: Will messages are not "
+				"forwarded to the cloud");
+		return 0;
+	}
+	if(addr == NULL){
+		addr = "127.0.0.1:1883";
+	}
+	buf = strdup(addr);
+	if(buf == NULL){
+		return -1;
+	}
+	if(fb_will_parse_address(addr, buf, &wo) < 0){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback_address: '%s' is not "
+				"ADDRESS:PORT with a numeric address of a plain MQTT listener of this broker", addr);
+		free(buf);
+		return -1;
+	}
+	wo.username = option(opts, count, "loopback_username");
+	if(pwfile){
+		if(read_password_file(pwfile, password, sizeof(password)) < 0){
+			free(buf);
+			return -1;
+		}
+		wo.password = password;
+	}
+	rc = fb_will_start(&wo, p->bridge, host, &p->lg, &p->will);
+	explicit_bzero(password, sizeof(password));
+	free(buf);
+	return rc < 0 ? -1 : 0;
 }
 
 FB_EXPORT int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
@@ -179,8 +284,11 @@ FB_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata,
 		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: cannot set up the broker wake-up signal");
 		goto fail;
 	}
-	host = (struct fb_host){ .publish = host_publish, .wake = host_wake, .ud = &p->waker };
+	host = (struct fb_host){ .publish = host_publish, .wake = host_wake, .ud = p };
 	if(fb_bridge_start(file, &p->lg, &host, &p->bridge) < 0){
+		goto fail;
+	}
+	if(start_loopback(p, opts, opt_count, &host) < 0){
 		goto fail;
 	}
 	if(mosquitto_callback_register(id, MOSQ_EVT_MESSAGE, on_message, NULL, p)
@@ -210,6 +318,7 @@ FB_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opt
 		mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, on_tick, NULL);
 		mosquitto_callback_unregister(p->id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	}
+	fb_will_stop(p->will);
 	fb_bridge_stop(p->bridge);
 	drain_log(p); /* what the link process said while it stopped */
 	fb_logq_free(p->logq);
