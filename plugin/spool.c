@@ -2123,6 +2123,129 @@ static bool point_current(const char *dir)
 	return ok;
 }
 
+/* What a copy to salvage from takes: all but the reserve file (not part of the database). */
+static bool salvage_files(const char *name)
+{
+	return strcmp(name, RESERVE_FILE) != 0;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The numbers of the WAL files ("<digits>.log") in folder DIR, oldest first, into *NUMS (caller
+ * frees). Returns how many (0 on any failure). */
+static size_t wal_numbers(const char *dir, uint64_t **nums)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	uint64_t *v = NULL, *nv;
+	size_t n = 0, len;
+
+	*nums = NULL;
+	if(d == NULL){
+		return 0;
+	}
+	while((e = readdir(d)) != NULL){
+		len = strlen(e->d_name);
+		if(len < 5 || strcmp(e->d_name + len - 4, ".log") != 0
+				|| strspn(e->d_name, "0123456789") != len - 4){
+			continue;
+		}
+		nv = realloc(v, (n + 1) * sizeof(*v));
+		if(nv == NULL){
+			free(v);
+			closedir(d);
+			return 0;
+		}
+		v = nv;
+		v[n++] = strtoull(e->d_name, NULL, 10);
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), u64_cmp);
+	*nums = v;
+	return n;
+}
+
+/* Makes COPY a fresh copy of the spool moved aside to ASIDE without the SKIP oldest WAL files
+ * (NUMS: all of them, oldest first) and runs RocksDB's repair on it. Returns 0 when the repair
+ * succeeded, -EIO with *err (RocksDB's message, caller frees with rocksdb_free()) when it did
+ * not, or another negative errno when the copy could not be made. */
+static int repair_copy(rocksdb_options_t *o, const char *aside, const char *copy, const uint64_t *nums,
+		size_t skip, char **err)
+{
+	char *wal;
+	int rc;
+
+	rm_tree(copy);
+	rc = copy_tree(aside, copy, salvage_files);
+	if(rc){
+		return rc;
+	}
+	for(size_t i = 0; i < skip; i++){
+		if(asprintf(&wal, "%s/%06llu.log", copy, (unsigned long long)nums[i]) < 0){
+			return -ENOMEM;
+		}
+		unlink(wal);
+		free(wal);
+	}
+	rocksdb_repair_db(o, copy, err);
+	return *err ? -EIO : 0;
+}
+
+/* RocksDB's repair of a copy (COPY) of the spool moved aside to ASIDE, with options O. A WAL file
+ * that still holds records a table file has too (a column family flushed while another one kept
+ * the file alive; with small memtables the normal case) makes the repair fail: the table it makes
+ * of the file has the seqs of that table file ("force_consistency_checks ... L0 file #N with seqno
+ * A B vs. file #M with seqno A B"), and the copy then holds no record of "out" at all. So the
+ * repair runs again without the oldest WAL file, then the two oldest, and so on until it
+ * succeeds: what a file left out held beyond the table files comes back from the staging files,
+ * or is counted as lost. */
+static void salvage_repair(struct fb_spool *s, rocksdb_options_t *o, const char *aside, const char *copy)
+{
+	uint64_t *nums = NULL;
+	size_t n = wal_numbers(aside, &nums), skip;
+	char *err = NULL, *first = NULL;
+	int rc = 0;
+
+	for(skip = 0; skip <= n; skip++){
+		rc = repair_copy(o, aside, copy, nums, skip, &err);
+		if(rc != -EIO){
+			break;
+		}
+		if(first == NULL){
+			first = strdup(err);
+		}
+		rocksdb_free(err);
+		err = NULL;
+	}
+	if(rc == 0 && skip > 0){
+		char files[64];
+
+		if(skip == 1){
+			snprintf(files, sizeof(files), "%06llu.log", (unsigned long long)nums[0]);
+		}else{
+			snprintf(files, sizeof(files), "%06llu.log to %06llu.log", (unsigned long long)nums[0],
+					(unsigned long long)nums[skip - 1]);
+		}
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s failed (%s); "
+				"repaired without its %zu oldest WAL file%s (%s): what only %s held is taken from "
+				"the staging files or counted as lost", s->path, aside, first ? first : "?", skip,
+				skip > 1 ? "s" : "", files, skip > 1 ? "they" : "it");
+	}else if(rc == -EIO){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s: %s "
+				"(also without its WAL files)", s->path, aside, first ? first : "?");
+	}else if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to repair it: %s", s->path,
+				aside, strerror(-rc));
+	}
+	free(first);
+	free(nums);
+}
+
 /* The fresh spool S (just created, its channel fresh) takes every record that can be read from
  * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
  * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
@@ -2144,7 +2267,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 		return;
 	}
 	rm_tree(copy); /* left by a salvage that was cut short */
-	rc = copy_tree(aside, copy, NULL);
+	rc = copy_tree(aside, copy, salvage_files);
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
@@ -2177,13 +2300,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 		rocksdb_free(err);
 		err = NULL;
 		salvage_close(&v);
-		rocksdb_repair_db(o, copy, &err);
-		if(err){
-			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s: %s",
-					s->path, aside, err);
-			rocksdb_free(err);
-			err = NULL;
-		}
+		salvage_repair(s, o, aside, copy);
 		repaired = true;
 		rc = salvage_open(&v, o, copy, false, &err);
 	}
