@@ -67,9 +67,12 @@ static pid_t link_process(pid_t broker)
 	return 0;
 }
 
+/* Messages published before the backlog waits for the spool to take them (1 MB of 1000 bytes). */
+#define BACKLOG_STEP 1000
+
 /* Starts the edge (its cloud is down) and publishes N messages "c<i>;" padded to SIZE bytes on
  * local/telemetry/t. STOP_LINK: the link process is stopped first, so they stay in the staging
- * files; else they are waited for in the spool. */
+ * files; else they are waited for in the spool, BACKLOG_STEP at a time. */
 static void backlog(struct env *e, size_t n, size_t size, bool stop_link)
 {
 	struct fbh_sub *sys;
@@ -97,6 +100,12 @@ static void backlog(struct env *e, size_t n, size_t size, bool stop_link)
 			len++;
 		}
 		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", payload, len, 1, false, NULL), 0);
+		if(!stop_link && (i + 1) % BACKLOG_STEP == 0){
+			/* Paced: a burst larger than the staging files (max_size / 16 each) would be turned
+			 * away per spool.on_full while the link process settles them. */
+			ck_assert(fbh_pub_wait_all(pub, 120000));
+			ck_assert(sys_wait_u64(sys, "spool/messages", i + 1, 60000));
+		}
 	}
 	ck_assert(fbh_pub_wait_all(pub, 120000));
 	e->n = n;
@@ -105,6 +114,7 @@ static void backlog(struct env *e, size_t n, size_t size, bool stop_link)
 	fbh_pub_close(pub);
 	if(!stop_link){
 		ck_assert(sys_wait_u64(sys, "spool/messages", n, 30000));
+		ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/full", 0, 10000));
 	}
 	fbh_sub_stop(sys);
 	free(payload);
@@ -307,6 +317,7 @@ START_TEST(test_truncated_manifest_is_moved_aside_and_salvaged)
 	struct env e = { 0 };
 	char manifest[PATH_MAX], sst[PATH_MAX], *kept, *path;
 	size_t sst_size;
+	uint64_t lost;
 
 	rnd_state = 0x13013014ULL;
 	backlog(&e, 10000, 1000, false);
@@ -316,7 +327,11 @@ START_TEST(test_truncated_manifest_is_moved_aside_and_salvaged)
 	ck_assert_int_eq(truncate(manifest, 100), 0);
 	remember(&e, manifest);
 
-	deliver(&e, "MANIFEST");
+	lost = deliver(&e, "MANIFEST");
+	/* Only the MANIFEST is damaged: the table files, the WAL and the staging files give back
+	 * (nearly) everything. Merged with small memtables, a repair that failed on a WAL file whose
+	 * records a table file holds too lost all 10,000 here. */
+	ck_assert_uint_lt(lost, e.acked / 10);
 	ck_assert(fbh_broker_log_contains(&e.edge, "moved aside to"));
 	ck_assert(fbh_broker_log_contains(&e.edge, "salvaged from"));
 	assert_kept(&e);
