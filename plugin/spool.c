@@ -54,8 +54,10 @@
  * without "out") is renamed to PATH.corrupt-<time> before RocksDB changes anything and never
  * written again; a fresh spool starts, and salvage() queues again, in order, what a copy of the
  * old one gives: opened read-only as it is, with CURRENT pointed at the newest MANIFEST, or after
- * RocksDB's repair; past unreadable blocks by seeking beyond them; then its staging files. The
- * seqs missing between its floor and its last record are counted.
+ * RocksDB's repair (again without the oldest WAL files while a WAL file that a table file repeats
+ * fails it; the WAL files replayed into an empty database when no table file holds "out"); past
+ * unreadable blocks by seeking beyond them; then its staging files. The seqs missing between its
+ * floor and its last record are counted.
  */
 #include <dirent.h>
 #include <errno.h>
