@@ -394,6 +394,12 @@ static void snapshot(struct fb_bridge *b)
 	struct fb_metrics m;
 
 	fb_metrics_collect(&m, b->ctr, b->link, b->spool);
+	/* The spool's disk-full state, for the broker thread: its status and its watchdog (a link
+	 * process that takes no staged records while the disk is full is not hung) read the counter. */
+	if(b->spool){
+		atomic_store_explicit(&b->ctr->disk_full, m.spool.disk_full ? 1u : 0u, memory_order_relaxed);
+		m.disk_full = m.spool.disk_full;
+	}
 	fb_seq_write_begin(&sh->mgen);
 	memcpy(&sh->metrics, &m, sizeof(m));
 	fb_seq_write_end(&sh->mgen);

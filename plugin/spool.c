@@ -54,8 +54,10 @@
  * without "out") is renamed to PATH.corrupt-<time> before RocksDB changes anything and never
  * written again; a fresh spool starts, and salvage() queues again, in order, what a copy of the
  * old one gives: opened read-only as it is, with CURRENT pointed at the newest MANIFEST, or after
- * RocksDB's repair; past unreadable blocks by seeking beyond them; then its staging files. The
- * seqs missing between its floor and its last record are counted.
+ * RocksDB's repair (again without the oldest WAL files while a WAL file that a table file repeats
+ * fails it; the WAL files replayed into an empty database when no table file holds "out"); past
+ * unreadable blocks by seeking beyond them; then its staging files. The seqs missing between its
+ * floor and its last record are counted.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -746,6 +748,42 @@ static int move_aside(const char *path, char **dest)
 /* Which files of a spool folder a copy takes (NULL: all but LOCK). */
 typedef bool (*copy_filter_fn)(const char *name);
 
+/* Copies file FROM to the new file TO (synced) through BUF (COPY_BUF bytes). Returns 0 or a
+ * negative errno. */
+static int copy_data(const char *from, const char *to, char *buf)
+{
+	int rc = 0, in, out = -1;
+	ssize_t n;
+
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	out = in < 0 ? -1 : open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if(in < 0 || out < 0){
+		rc = -errno;
+	}
+	while(rc == 0 && (n = read(in, buf, COPY_BUF)) != 0){
+		if(n < 0){
+			rc = errno == EINTR ? 0 : -errno;
+			continue;
+		}
+		for(ssize_t w = 0, k; rc == 0 && w < n; w += k){
+			k = write(out, buf + w, (size_t)(n - w));
+			if(k < 0){
+				rc = errno == EINTR ? (k = 0) : -errno;
+			}
+		}
+	}
+	if(rc == 0 && fsync(out) != 0){
+		rc = -errno;
+	}
+	if(in >= 0){
+		close(in);
+	}
+	if(out >= 0){
+		close(out);
+	}
+	return rc;
+}
+
 /* Copies the regular files of folder SRC (flat, as a spool is) that FILTER takes into the new
  * folder DST, which must not exist. Returns 0 or a negative errno (then DST may hold part of the
  * copy). */
@@ -755,8 +793,7 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 	struct dirent *e;
 	struct stat st;
 	char *from = NULL, *to = NULL, *buf;
-	int rc = 0, in = -1, out = -1;
-	ssize_t n;
+	int rc = 0;
 
 	if(mkdir(dst, 0700) != 0){
 		return -errno;
@@ -781,39 +818,27 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 			break;
 		}
 		if(lstat(from, &st) == 0 && S_ISREG(st.st_mode)){
-			in = open(from, O_RDONLY | O_CLOEXEC);
-			out = in < 0 ? -1 : open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-			if(in < 0 || out < 0){
-				rc = -errno;
-			}
-			while(rc == 0 && (n = read(in, buf, COPY_BUF)) != 0){
-				if(n < 0){
-					rc = errno == EINTR ? 0 : -errno;
-					continue;
-				}
-				for(ssize_t w = 0, k; rc == 0 && w < n; w += k){
-					k = write(out, buf + w, (size_t)(n - w));
-					if(k < 0){
-						rc = errno == EINTR ? (k = 0) : -errno;
-					}
-				}
-			}
-			if(rc == 0 && fsync(out) != 0){
-				rc = -errno;
-			}
-			if(in >= 0){
-				close(in);
-			}
-			if(out >= 0){
-				close(out);
-			}
-			in = out = -1;
+			rc = copy_data(from, to, buf);
 		}
 		free(from);
 		free(to);
 		from = to = NULL;
 	}
 	closedir(d);
+	free(buf);
+	return rc;
+}
+
+/* Copies file FROM to the new file TO. Returns 0 or a negative errno. */
+static int copy_file(const char *from, const char *to)
+{
+	char *buf = malloc(COPY_BUF);
+	int rc;
+
+	if(buf == NULL){
+		return -ENOMEM;
+	}
+	rc = copy_data(from, to, buf);
 	free(buf);
 	return rc;
 }
@@ -2123,6 +2148,187 @@ static bool point_current(const char *dir)
 	return ok;
 }
 
+/* What a copy to salvage from takes: all but the reserve file (not part of the database). */
+static bool salvage_files(const char *name)
+{
+	return strcmp(name, RESERVE_FILE) != 0;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The numbers of the WAL files ("<digits>.log") in folder DIR, oldest first, into *NUMS (caller
+ * frees). Returns how many (0 on any failure). */
+static size_t wal_numbers(const char *dir, uint64_t **nums)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	uint64_t *v = NULL, *nv;
+	size_t n = 0, len;
+
+	*nums = NULL;
+	if(d == NULL){
+		return 0;
+	}
+	while((e = readdir(d)) != NULL){
+		len = strlen(e->d_name);
+		if(len < 5 || strcmp(e->d_name + len - 4, ".log") != 0
+				|| strspn(e->d_name, "0123456789") != len - 4){
+			continue;
+		}
+		nv = realloc(v, (n + 1) * sizeof(*v));
+		if(nv == NULL){
+			free(v);
+			closedir(d);
+			return 0;
+		}
+		v = nv;
+		v[n++] = strtoull(e->d_name, NULL, 10);
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), u64_cmp);
+	*nums = v;
+	return n;
+}
+
+/* Makes COPY a fresh copy of the spool moved aside to ASIDE without the SKIP oldest WAL files
+ * (NUMS: all of them, oldest first) and runs RocksDB's repair on it. Returns 0 when the repair
+ * succeeded, -EIO with *err (RocksDB's message, caller frees with rocksdb_free()) when it did
+ * not, or another negative errno when the copy could not be made. */
+static int repair_copy(rocksdb_options_t *o, const char *aside, const char *copy, const uint64_t *nums,
+		size_t skip, char **err)
+{
+	char *wal;
+	int rc;
+
+	rm_tree(copy);
+	rc = copy_tree(aside, copy, salvage_files);
+	if(rc){
+		return rc;
+	}
+	for(size_t i = 0; i < skip; i++){
+		if(asprintf(&wal, "%s/%06llu.log", copy, (unsigned long long)nums[i]) < 0){
+			return -ENOMEM;
+		}
+		unlink(wal);
+		free(wal);
+	}
+	rocksdb_repair_db(o, copy, err);
+	return *err ? -EIO : 0;
+}
+
+/* RocksDB's repair of a copy (COPY) of the spool moved aside to ASIDE, with options O. A WAL file
+ * that still holds records a table file has too (a column family flushed while another one kept
+ * the file alive; with small memtables the normal case) makes the repair fail: the table it makes
+ * of the file has the seqs of that table file ("force_consistency_checks ... L0 file #N with seqno
+ * A B vs. file #M with seqno A B"), and the copy then holds no record of "out" at all. So the
+ * repair runs again without the oldest WAL file, then the two oldest, and so on until it
+ * succeeds: what a file left out held beyond the table files comes back from the staging files,
+ * or is counted as lost. */
+static void salvage_repair(struct fb_spool *s, rocksdb_options_t *o, const char *aside, const char *copy)
+{
+	uint64_t *nums = NULL;
+	size_t n = wal_numbers(aside, &nums), skip;
+	char *err = NULL, *first = NULL;
+	int rc = 0;
+
+	for(skip = 0; skip <= n; skip++){
+		rc = repair_copy(o, aside, copy, nums, skip, &err);
+		if(rc != -EIO){
+			break;
+		}
+		if(first == NULL){
+			first = strdup(err);
+		}
+		rocksdb_free(err);
+		err = NULL;
+	}
+	if(rc == 0 && skip > 0){
+		char files[64];
+
+		if(skip == 1){
+			snprintf(files, sizeof(files), "%06llu.log", (unsigned long long)nums[0]);
+		}else{
+			snprintf(files, sizeof(files), "%06llu.log to %06llu.log", (unsigned long long)nums[0],
+					(unsigned long long)nums[skip - 1]);
+		}
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s failed (%s); "
+				"repaired without its %zu oldest WAL file%s (%s): what only %s held is taken from "
+				"the staging files or counted as lost", s->path, aside, first ? first : "?", skip,
+				skip > 1 ? "s" : "", files, skip > 1 ? "they" : "it");
+	}else if(rc == -EIO){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s: %s "
+				"(also without its WAL files)", s->path, aside, first ? first : "?");
+	}else if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to repair it: %s", s->path,
+				aside, strerror(-rc));
+	}
+	free(first);
+	free(nums);
+}
+
+/* Makes folder DIR a database with the column families of a spool (created in the order of
+ * cf_names, as every spool creates them, so that they get the same ids) and no record, and copies
+ * the WAL files of the spool moved aside to ASIDE into it, numbered after its own: an open then
+ * replays them. RocksDB's repair cannot do that for a column family without a table file (it
+ * learns the column families from the tables and drops WAL records of any other). Returns 0 or a
+ * negative errno (*err set to RocksDB's message when it failed, caller frees with
+ * rocksdb_free()). */
+static int salvage_replay(const char *aside, const char *dir, char **err)
+{
+	rocksdb_options_t *o = rocksdb_options_create();
+	const rocksdb_options_t *cfo[CF_REQUIRED];
+	rocksdb_column_family_handle_t *cfh[CF_REQUIRED];
+	uint64_t *nums = NULL;
+	size_t n;
+	char *from, *to;
+	rocksdb_t *db;
+	int rc = 0;
+
+	rm_tree(dir);
+	if(mkdir(dir, 0700) != 0){
+		rocksdb_options_destroy(o);
+		return -errno;
+	}
+	rocksdb_options_set_create_if_missing(o, 1);
+	rocksdb_options_set_create_missing_column_families(o, 1);
+	rocksdb_options_set_info_log_level(o, ROCKSDB_LOG_WARN);
+	for(int i = 0; i < CF_REQUIRED; i++){
+		cfo[i] = o;
+	}
+	db = rocksdb_open_column_families(o, dir, CF_REQUIRED, cf_names, cfo, cfh, err);
+	rocksdb_options_destroy(o);
+	if(*err){
+		return -EIO;
+	}
+	for(int i = 0; i < CF_REQUIRED; i++){
+		rocksdb_column_family_handle_destroy(cfh[i]);
+	}
+	rocksdb_close(db);
+	n = wal_numbers(aside, &nums);
+	for(size_t i = 0; rc == 0 && i < n; i++){
+		/* Above any number of the new database's files, in their order. */
+		if(asprintf(&from, "%s/%06llu.log", aside, (unsigned long long)nums[i]) < 0){
+			rc = -ENOMEM;
+			break;
+		}
+		if(asprintf(&to, "%s/%06llu.log", dir, 1000000ull + (unsigned long long)nums[i]) < 0){
+			free(from);
+			rc = -ENOMEM;
+			break;
+		}
+		rc = copy_file(from, to);
+		free(from);
+		free(to);
+	}
+	free(nums);
+	return rc;
+}
+
 /* The fresh spool S (just created, its channel fresh) takes every record that can be read from
  * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
  * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
@@ -2144,7 +2350,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 		return;
 	}
 	rm_tree(copy); /* left by a salvage that was cut short */
-	rc = copy_tree(aside, copy, NULL);
+	rc = copy_tree(aside, copy, salvage_files);
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
@@ -2177,15 +2383,25 @@ static void salvage(struct fb_spool *s, const char *aside)
 		rocksdb_free(err);
 		err = NULL;
 		salvage_close(&v);
-		rocksdb_repair_db(o, copy, &err);
-		if(err){
-			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: RocksDB's repair of a copy of %s: %s",
-					s->path, aside, err);
-			rocksdb_free(err);
-			err = NULL;
-		}
+		salvage_repair(s, o, aside, copy);
 		repaired = true;
 		rc = salvage_open(&v, o, copy, false, &err);
+		if(rc == 0 && v.qcf[FB_Q_OUT] < 0){
+			/* No table file of "out": its records are all in the WAL, which the repair dropped.
+			 * The marks of "meta" the tables hold count until the replay has newer ones. */
+			have_floor = salvage_meta(&v, floor_keys[FB_Q_OUT], &floor);
+			have_settled = salvage_meta(&v, SETTLED_KEY, &settled);
+			salvage_close(&v);
+			rc = salvage_replay(aside, copy, &err);
+			if(rc == 0){
+				rc = salvage_open(&v, o, copy, true, &err);
+			}
+			if(rc == 0){
+				fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no table file of %s holds records of "
+						"\"out\": its WAL files are replayed into an empty database instead",
+						s->path, aside);
+			}
+		}
 	}
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from the database in %s: %s",
@@ -2193,8 +2409,16 @@ static void salvage(struct fb_spool *s, const char *aside)
 		rocksdb_free(err);
 		salvage_close(&v);
 	}else{
-		have_floor = salvage_meta(&v, floor_keys[FB_Q_OUT], &floor);
-		have_settled = salvage_meta(&v, SETTLED_KEY, &settled);
+		uint64_t m;
+
+		if(salvage_meta(&v, floor_keys[FB_Q_OUT], &m) && (!have_floor || m > floor)){
+			floor = m;
+			have_floor = true;
+		}
+		if(salvage_meta(&v, SETTLED_KEY, &m) && (!have_settled || m > settled)){
+			settled = m;
+			have_settled = true;
+		}
 		/* The first seq expected: the floor; without one, 1 if the queue was never consumed. */
 		v.g.expect = have_floor ? floor : have_settled ? 1 : 0;
 		for(int q = 0; q < 3 && v.rc == 0; q++){
