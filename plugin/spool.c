@@ -2819,6 +2819,12 @@ static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, 
 	uint8_t key[KEY_LEN];
 	int rc;
 
+	/* While the spool has failed, a reopen that failed too left no database: its column family
+	 * handles are gone, so nothing may go into a batch (batch_write() would refuse it anyway). */
+	rc = space_returned(s);
+	if(rc){
+		return rc;
+	}
 	rc = seqset_reserve(&q->live, q->next_seq);
 	if(rc){
 		return rc;
@@ -2967,6 +2973,11 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	q = &s->q[qi];
 
 	pthread_mutex_lock(&s->lock);
+	/* As in direct_append(): no batch while the spool has failed (maybe without a database). */
+	rc = space_returned(s);
+	if(rc){
+		goto unlock;
+	}
 	if(n > s->markcap){
 		mark = realloc(s->mark, n);
 		if(mark == NULL){
@@ -3089,6 +3100,10 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 	}
 
 	pthread_mutex_lock(&s->lock);
+	rc = space_returned(s); /* the lock was let go after settle(): fail again meanwhile? */
+	if(rc){
+		goto unlock;
+	}
 	if(!seqset_has(&out->live, seq)){
 		/* drop_oldest got there first (and counted it): nothing to move. */
 		goto unlock;
