@@ -394,6 +394,10 @@ static void snapshot(struct fb_bridge *b)
 	struct fb_metrics m;
 
 	fb_metrics_collect(&m, b->ctr, b->link, b->spool);
+	/* The spool's disk-full state, for the broker (its watchdog and its status, which take
+	 * the shared value as it is now): the spool's own, as of this turn. */
+	atomic_store_explicit(&b->ctr->disk_full, m.spool.disk_full, memory_order_relaxed);
+	m.disk_full = m.spool.disk_full;
 	fb_seq_write_begin(&sh->mgen);
 	memcpy(&sh->metrics, &m, sizeof(m));
 	fb_seq_write_end(&sh->mgen);
