@@ -2358,6 +2358,16 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	if(rc == -EBUSY){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is in use by another broker or "
 				"plugin instance (%s)", s->path, why);
+	}else if(rc == -EIO && s->chan_running){
+		/* The broker's writer has this folder's staging files open: moved aside now, the folder
+		 * would take them along, the writer would go on appending there and this process would
+		 * read fresh, empty ones (and salvage nothing: a fresh channel cannot start under a
+		 * running writer). Hand the channel back instead: the broker closes its writer and the
+		 * next link process starts on a fresh channel, moves the folder aside and salvages it,
+		 * the records staged meanwhile included. */
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is unreadable (%s); the next link process moves it "
+				"aside and salvages it", s->path, why);
+		atomic_store_explicit(&s->sh->ready, 0, memory_order_release);
 	}else if(rc == -EIO){
 		rc = move_aside(s->path, &aside);
 		if(rc){
