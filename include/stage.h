@@ -71,6 +71,10 @@ size_t fb_stage_count(const struct fb_stage *st);
 /* The records are in RocksDB (or gone): empties the file. */
 void fb_stage_clear(struct fb_stage *st);
 
+/* True when the file's first record header is zeroed, as fb_stage_clear() leaves it (through any
+ * mapping of the file). */
+bool fb_stage_cleared(const struct fb_stage *st);
+
 /* For a second mapping of a file another process appends to: takes the records after those this
  * one knows, until it knows COUNT (the writer's fb_stage_count(), published after the copy),
  * calling FN (may be NULL) for each new one. Returns 0, FN's non-zero value, or -EIO when the

@@ -553,6 +553,18 @@ static int spawn(struct fb_bridge *b)
 	bool running = atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire) != 0;
 	pid_t pid;
 
+	if(!running && b->w){
+		/* The last link process handed the channel back (its spool has to be moved aside and
+		 * salvaged, which only a fresh channel allows): the next one recovers the staging files
+		 * as this writer leaves them, so it writes no more; the tick opens them again once they
+		 * are ready. */
+		fb_chan_writer_close(b->w);
+		b->w = NULL;
+		b->writer_logged = true;
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging files are started afresh; until they are "
+				"ready, matched messages follow spool.on_full");
+	}
+
 	atomic_store(&b->sh->child_state, 0);
 	pid = fork();
 	if(pid < 0){

@@ -263,6 +263,13 @@ int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, 
 		/* Follow the running writer from the oldest file in use: the sealed one if any. */
 		unsigned a = atomic_load_explicit(&sh->active, memory_order_acquire);
 		r->cur = atomic_load_explicit(&sh->state[1 - a], memory_order_acquire) == FB_CHAN_SEALED ? 1 - a : a;
+		if(r->cur != a && fb_stage_cleared(r->st[r->cur])){
+			/* The previous reader was killed inside fb_chan_settled(), after it emptied the
+			 * sealed file and before it marked it FREE: everything in it is settled, and
+			 * following its published count would fail for ever. Finish what it began. */
+			atomic_store_explicit(&sh->state[r->cur], FB_CHAN_FREE, memory_order_release);
+			r->cur = a;
+		}
 	}
 	*out = r;
 	return 0;

@@ -2582,6 +2582,16 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	if(rc == -EBUSY){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is in use by another broker or "
 				"plugin instance (%s)", s->path, why);
+	}else if(rc == -EIO && s->chan_running){
+		/* The broker's writer has this folder's staging files open: moved aside now, the folder
+		 * would take them along, the writer would go on appending there and this process would
+		 * read fresh, empty ones (and salvage nothing: a fresh channel cannot start under a
+		 * running writer). Hand the channel back instead: the broker closes its writer and the
+		 * next link process starts on a fresh channel, moves the folder aside and salvages it,
+		 * the records staged meanwhile included. */
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is unreadable (%s); the next link process moves it "
+				"aside and salvages it", s->path, why);
+		atomic_store_explicit(&s->sh->ready, 0, memory_order_release);
 	}else if(rc == -EIO){
 		rc = move_aside(s->path, &aside);
 		if(rc){
@@ -3043,6 +3053,12 @@ static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, 
 	uint8_t key[KEY_LEN];
 	int rc;
 
+	/* While the spool has failed, a reopen that failed too left no database: its column family
+	 * handles are gone, so nothing may go into a batch (batch_write() would refuse it anyway). */
+	rc = space_returned(s);
+	if(rc){
+		return rc;
+	}
 	rc = seqset_reserve(&q->live, q->next_seq);
 	if(rc){
 		return rc;
@@ -3191,6 +3207,11 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	q = &s->q[qi];
 
 	pthread_mutex_lock(&s->lock);
+	/* As in direct_append(): no batch while the spool has failed (maybe without a database). */
+	rc = space_returned(s);
+	if(rc){
+		goto unlock;
+	}
 	if(n > s->markcap){
 		mark = realloc(s->mark, n);
 		if(mark == NULL){
@@ -3313,6 +3334,10 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 	}
 
 	pthread_mutex_lock(&s->lock);
+	rc = space_returned(s); /* the lock was let go after settle(): fail again meanwhile? */
+	if(rc){
+		goto unlock;
+	}
 	if(!seqset_has(&out->live, seq)){
 		/* drop_oldest got there first (and counted it): nothing to move. */
 		goto unlock;

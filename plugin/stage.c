@@ -352,6 +352,13 @@ void fb_stage_clear(struct fb_stage *st)
 	st->count = 0;
 }
 
+bool fb_stage_cleared(const struct fb_stage *st)
+{
+	static const uint8_t zero[REC_HEAD];
+
+	return st->size >= REC_HEAD && memcmp(st->map, zero, REC_HEAD) == 0;
+}
+
 int fb_stage_follow(struct fb_stage *st, size_t count, fb_stage_visit_fn fn, void *ud)
 {
 	const uint8_t *p;

@@ -582,6 +582,54 @@ START_TEST(test_deleted_current_is_moved_aside_and_salvaged)
 }
 END_TEST
 
+/* CURRENT deleted under a running edge, then its link process killed: the one that replaces it
+ * finds the spool unreadable while the broker's writer has the folder's staging files open. The
+ * next link process starts on a fresh channel, moves the folder aside and salvages it, and what
+ * is published afterwards is spooled as usual. Before: the folder was moved aside with the
+ * staging files in use (the writer went on appending there, the new link process read fresh,
+ * empty ones and failed every take, and was killed as hung every 13 s), nothing was salvaged,
+ * nothing counted: every message lost, those published afterwards too. */
+START_TEST(test_damage_found_by_a_restarted_link_process_is_salvaged)
+{
+	struct env e = { 0 };
+	struct fbh_pub *pub;
+	char current[sizeof(((struct env *)0)->spool) + 16], payload[1100];
+	size_t more = 200;
+
+	rnd_state = 0x13013017ULL;
+	backlog(&e, 3000, 1000, false);
+	snprintf(current, sizeof(current), "%s/CURRENT", e.spool);
+	ck_assert_int_eq(unlink(current), 0);
+	ck_assert_int_eq(kill(link_process(e.edge.pid), SIGKILL), 0);
+	if(!fbh_wait_log(&e.edge, "matched messages are spooled again", 120000)){
+		fbh_broker_dump_log(&e.edge);
+		ck_abort_msg("the staging files were not opened again");
+	}
+	ck_assert(fbh_broker_log_contains(&e.edge, "the next link process moves it aside and salvages it"));
+	ck_assert(fbh_broker_log_contains(&e.edge, "salvaged from"));
+	pub = fbh_pub_connect(e.edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(size_t i = e.n; i < e.n + more; i++){
+		int len = snprintf(payload, sizeof(payload), "c%zu;", i);
+
+		while(len < 1000){
+			payload[len++] = (char)('a' + rnd() % 26);
+		}
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", payload, len, 1, false, NULL), 0);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 120000));
+	ck_assert_uint_eq(fbh_pub_acked(pub) - fbh_pub_count_failed(pub), more);
+	fbh_pub_close(pub);
+	e.n += more;
+	e.acked += more;
+	ck_assert_int_eq(fbh_broker_stop(&e.edge), 0);
+
+	ck_assert_uint_eq(deliver(&e, "CURRENT under a running edge"), 0);
+	free(kept_folder(&e)); /* exactly one folder moved aside */
+	env_free(&e);
+}
+END_TEST
+
 int main(void)
 {
 	const struct {
@@ -593,6 +641,7 @@ int main(void)
 		{ "staging", test_damaged_staging_file_loses_only_what_it_hit_and_counts_it },
 		{ "table", test_damaged_table_file_is_moved_aside_and_the_rest_salvaged },
 		{ "current", test_deleted_current_is_moved_aside_and_salvaged },
+		{ "running", test_damage_found_by_a_restarted_link_process_is_salvaged },
 	};
 	Suite *s = suite_create("corrupt");
 

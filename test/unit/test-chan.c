@@ -429,6 +429,55 @@ START_TEST(a_new_reader_follows_a_running_writer_from_the_sealed_file)
 }
 END_TEST
 
+/* A reader killed inside fb_chan_settled(), after it emptied the sealed file (its first record's
+ * header zeroed) and before it marked the file FREE: the next reader must not stop at the emptied
+ * file (every take failing with -EIO, for ever), but take the newer file and give the emptied one
+ * back to the writer. */
+START_TEST(a_reader_killed_between_emptying_and_freeing_a_file_does_not_jam_the_next)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_300 };
+	uint8_t zero[16] = { 0 };
+	char path[512];
+	uint64_t seq = 1, first1;
+	int fd;
+
+	while(atomic_load(&sh->active) == 0){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	first1 = seq - 1; /* the append that switched went into file 1 */
+	for(int i = 0; i < 10; i++){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.next, seq);
+	fb_chan_reader_close(r);
+	/* What fb_chan_settled() does to the sealed file before it marks it FREE. */
+	ck_assert_int_eq(fb_chan_file_name(dir, 0, path, sizeof(path)), 0);
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
+	close(fd);
+	ck_assert_uint_eq(atomic_load(&sh->state[0]), FB_CHAN_SEALED);
+
+	ck_assert_int_eq(fb_chan_reader_open(dir, sh, false, &r), 0);
+	o = (struct order){ .next = first1, .len_of = len_300 };
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.next, seq);
+	ck_assert_uint_eq(atomic_load(&sh->state[0]), FB_CHAN_FREE);
+	fb_chan_settled(r);
+	/* The writer can switch back to file 0 and the reader follows. */
+	while(atomic_load(&sh->active) == 1){
+		ck_assert_int_eq(append(w, seq++, 300), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.next, seq);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
 /* The writer in another process, appending as fast as it can while this one takes and settles:
  * 200,000 records, each once, in order, with exact bytes. */
 START_TEST(a_writer_process_and_a_reader_process_agree)
@@ -503,6 +552,7 @@ int main(void)
 	tcase_add_test(tc, recovery_visits_the_older_file_first_then_reset_empties);
 	tcase_add_test(tc, recovery_skips_damage_and_counts_the_gap);
 	tcase_add_test(tc, a_new_reader_follows_a_running_writer_from_the_sealed_file);
+	tcase_add_test(tc, a_reader_killed_between_emptying_and_freeing_a_file_does_not_jam_the_next);
 	tcase_add_test(tc, a_writer_process_and_a_reader_process_agree);
 	suite_add_tcase(s, tc);
 

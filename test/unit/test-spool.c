@@ -1760,6 +1760,52 @@ START_TEST(failed_write_stops_writing_until_the_spool_reopens)
 }
 END_TEST
 
+/* A reopen that fails too (here its CURRENT file is out of the way while the spool tries again)
+ * leaves the spool without a database: deletes (acknowledgements) and appends to "in" (cloud
+ * messages) that come meanwhile are refused like any write, without touching the closed
+ * database's handles; once it can open again, it does, nothing lost. */
+START_TEST(writes_after_a_failed_reopen_are_refused)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct rlimit old, lim;
+	char current[600], aside[600];
+	uint8_t buf[1000];
+	uint64_t seq = 0, i, ok = 0;
+	int rc = 0;
+
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 256u << 10;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for(i = 1; i <= 2000 && rc == 0; i++){
+		make_value(buf, i, sizeof(buf));
+		rc = fb_spool_append(s, FB_Q_IN, buf, sizeof(buf), &seq, NULL);
+		ok += rc == 0;
+	}
+	ck_assert_int_eq(rc, -EIO);
+	ck_assert_uint_gt(ok, 10);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	snprintf(current, sizeof(current), "%s/CURRENT", spool_path);
+	snprintf(aside, sizeof(aside), "%s/CURRENT.aside", spool_path);
+	ck_assert_int_eq(rename(current, aside), 0);
+	for(i = 0; i < 3; i++){
+		usleep(1100000); /* past the retry pause: the write below makes the spool try to reopen */
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_IN, buf, 10, &seq, NULL), -EIO);
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf)), -EIO);
+	}
+	ck_assert_int_eq(rename(aside, current), 0);
+	for(i = 0; i < 50 && (rc = fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf))) != 0; i++){
+		usleep(100000);
+	}
+	ck_assert_int_eq(rc, 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.in, ok - 1);
+	fb_spool_close(s);
+}
+END_TEST
+
 /* ---- the budget's layout and the marker ---- */
 
 START_TEST(layout_matches_the_documented_budget)
@@ -1979,6 +2025,7 @@ static Suite *spool_suite(void)
 	tc = tcase_create("failure");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, failed_write_stops_writing_until_the_spool_reopens);
+	tcase_add_test(tc, writes_after_a_failed_reopen_are_refused);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("marker");
