@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +66,9 @@ struct generation {
  * that time fails the start); after it, the broker runs on and the tick opens the staging channel
  * once the link process has it ready, while captures follow spool.on_full. */
 #define START_WAIT_MS 5000
-/* A link process that has not opened the spool this long after its start is taken for hung. */
+/* A link process that has not opened the spool, and has read or written nothing, this long is
+ * taken for hung: opening a damaged spool (copying it, RocksDB's repair, re-queueing every record)
+ * may take far longer on a slow card, but it keeps reading and writing (see open_watch()). */
 #define START_HANG_MS 60000
 /* A link process that ends within RESTART_QUICK_MS of its start is restarted after a growing
  * pause, at most RESTART_MAX_MS. */
@@ -455,6 +458,51 @@ static void close_broker_sockets(void)
 	closedir(d);
 }
 
+/* The link process while it opens the spool: a thread that advances the heartbeat every 500 ms
+ * in which the process read or wrote something (/proc/self/io), so that the broker's watchdog
+ * tells a long open that makes progress (a salvage, a long WAL) from one that is stuck. */
+struct open_watch {
+	atomic_uint_fast64_t *beat;
+	atomic_bool done;
+	pthread_t thread;
+};
+
+static uint64_t io_bytes(void)
+{
+	FILE *f = fopen("/proc/self/io", "re");
+	char line[128];
+	unsigned long long v, sum = 0;
+
+	if(f == NULL){
+		return 0;
+	}
+	while(fgets(line, sizeof(line), f)){
+		if(sscanf(line, "rchar: %llu", &v) == 1 || sscanf(line, "wchar: %llu", &v) == 1){
+			sum += v;
+		}
+	}
+	fclose(f);
+	return sum;
+}
+
+static void *open_watch_run(void *arg)
+{
+	struct open_watch *w = arg;
+	uint64_t last = io_bytes();
+
+	while(!atomic_load(&w->done)){
+		uint64_t now;
+
+		sleep_ms(SNAPSHOT_MS);
+		now = io_bytes();
+		if(now != last){
+			last = now;
+			atomic_fetch_add_explicit(w->beat, 1, memory_order_release);
+		}
+	}
+	return NULL;
+}
+
 /* The link process: opens the spool (the reader of the staging channel), runs the cloud link and
  * collects the status, until the broker says stop or dies. Never returns. */
 static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool running)
@@ -465,6 +513,8 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 	struct fb_link_deps ld;
 	struct fb_spool_stats st;
 	static const int quiet[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE };
+	struct open_watch watch;
+	bool watching;
 	int rc;
 
 	/* Dies with the broker; the broker's signals are its own (it stops this process itself). */
@@ -490,8 +540,14 @@ static void __attribute__((noreturn)) child_main(struct fb_bridge *b, bool runni
 		.corrupt = &b->ctr->dropped_corrupt,
 	};
 	fb_spool_thread_init();
+	watch = (struct open_watch){ .beat = &sh->beat };
+	watching = pthread_create(&watch.thread, NULL, open_watch_run, &watch) == 0;
 	wait_for_lock(cfg->spool.path);
 	rc = fb_spool_open(&so, &b->spool);
+	if(watching){
+		atomic_store(&watch.done, true);
+		pthread_join(watch.thread, NULL);
+	}
 	if(rc < 0){
 		/* fb_spool_open() has logged why. */
 		atomic_store(&sh->child_state, rc);
@@ -577,6 +633,8 @@ static int spawn(struct fb_bridge *b)
 	b->started_ms = fb_mono_ms();
 	b->child_running = false;
 	b->killed = false;
+	b->beat = atomic_load_explicit(&b->sh->beat, memory_order_acquire);
+	b->beat_ms = b->started_ms;
 	return 0;
 }
 
@@ -670,8 +728,13 @@ static void watchdog(struct fb_bridge *b)
 	}
 	if(!b->child_running){
 		if(atomic_load_explicit(&sh->child_state, memory_order_acquire) != 1){
-			if(now - b->started_ms >= START_HANG_MS){
-				kill_hung(b, "has not opened the spool within 60 s");
+			beat = atomic_load_explicit(&sh->beat, memory_order_acquire);
+			if(beat != b->beat){
+				b->beat = beat;
+				b->beat_ms = now; /* it reads or writes: a long open, not a hang */
+			}
+			if(now - b->beat_ms >= START_HANG_MS){
+				kill_hung(b, "has been opening the spool for 60 s without reading or writing");
 			}
 			return;
 		}
