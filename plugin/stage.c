@@ -128,7 +128,7 @@ static int walk(const struct fb_stage *st, fb_stage_visit_fn fn, void *ud)
 	while(st->size - off >= REC_HEAD){
 		len = get32(base + off);
 		seq = get64(base + off + 8);
-		if(seq == 0 || (expect && seq != expect) || len > st->size - off - REC_HEAD){
+		if(seq == 0 || (off && seq != expect) || len > st->size - off - REC_HEAD){
 			break;
 		}
 		need = REC_HEAD + ALIGN8(len);
