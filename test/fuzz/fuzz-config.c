@@ -32,6 +32,15 @@ static void logline(void *ud, int level, const char *line)
 
 static const struct fb_logger lg = { logline, NULL };
 
+static char dir_path[64];
+
+/* Leaves nothing behind in /tmp. */
+static void cleanup(void)
+{
+	unlink(path);
+	rmdir(dir_path);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char dir[] = "/tmp/fb-fuzz-config-XXXXXX";
@@ -43,6 +52,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	snprintf(path, sizeof(path), "%s/cfg.yaml", dir);
+	snprintf(dir_path, sizeof(dir_path), "%s", dir);
+	atexit(cleanup);
 	if(chdir(dir) != 0){
 		perror("chdir");
 		abort();

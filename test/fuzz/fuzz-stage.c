@@ -136,6 +136,15 @@ static void fix_crcs(uint8_t *buf, size_t size)
 	}
 }
 
+static char dir_path[64];
+
+/* Leaves nothing behind in /tmp. */
+static void cleanup(void)
+{
+	unlink(path);
+	rmdir(dir_path);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char dir[] = "/tmp/fb-fuzz-stage-XXXXXX";
@@ -145,6 +154,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	snprintf(path, sizeof(path), "%s/stage", dir);
+	snprintf(dir_path, sizeof(dir_path), "%s", dir);
+	atexit(cleanup);
 	return 0;
 }
 
