@@ -4,6 +4,7 @@
  * The first byte chooses what the rest is: even, a spool record (fb_record_decode()); odd, an
  * encoded property list (fb_props_decode()). Checks, besides no crash, leak or out-of-bounds read:
  * - a record that decodes re-encodes to the same bytes, and its fields lie inside the input;
+ * - fb_props_decode() answers the same whatever follows the buffer;
  * - a property list that decodes re-encodes (fb_props_encode(), fb_props_encode_into()) to bytes
  *   that decode again and re-encode identically; the re-encoding holds the user properties in
  *   order, as fb_props_find_user() and libmosquitto's list agree on the first one of a name.
@@ -88,12 +89,32 @@ static void props_roundtrip(const mosquitto_property *list)
 
 static void props(const uint8_t *buf, uint32_t len)
 {
-	mosquitto_property *list = (mosquitto_property *)1;
+	mosquitto_property *list = (mosquitto_property *)1, *padded_list = NULL;
+	uint8_t *padded;
 	uint16_t vlen;
-	int rc;
+	int rc, padded_rc;
 
 	(void)fb_props_find_user(buf, len, FB_ORIGIN_PROPERTY, &vlen);
+	/* The answer must not depend on the bytes after the buffer (ASan sees reads past it in our
+	 * code, not in libmosquitto's): the same bytes followed by UTF-8 continuation bytes, which a
+	 * decoder reading past the end would take for the rest of a truncated character. */
+	padded = malloc((size_t)len + 4);
+	if(padded == NULL){
+		abort();
+	}
+	if(len){
+		memcpy(padded, buf, len);
+	}
+	memset(padded + len, 0x80, 4);
+	padded_rc = fb_props_decode(padded, len, &padded_list);
+	mosquitto_property_free_all(&padded_list);
+	free(padded);
 	rc = fb_props_decode(buf, len, &list);
+	if(rc != padded_rc){
+		fprintf(stderr, "fb_props_decode: %d, with continuation bytes after the buffer: %d\n", rc,
+				padded_rc);
+		fail("fb_props_decode() reads past the end of its buffer");
+	}
 	if(rc != 0){
 		if(list != NULL || (rc != -EINVAL && rc != -ENOMEM)){
 			fail("fb_props_decode() failed but returned a list or an unexpected error");

@@ -38,7 +38,7 @@ rc=0
 # A guard in case the target stops answering altogether (libFuzzer's -timeout covers one input).
 timeout -k 10 $((secs + 120)) "$target" "${args[@]}" "$work" "$seeds" >"$log" 2>&1 || rc=$?
 # libFuzzer's own report: the final statistics, and any finding in full.
-grep -E '^(stat::|#[0-9]+ *DONE|INFO: (Loaded|seed corpus))' "$log" || true
+grep -E '^(stat::|#[0-9]+[[:space:]]+DONE|INFO: seed corpus)' "$log" || true
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 echo "fuzz: $name: ${execs:-?} executions, corpus $(find "$work" -type f | wc -l) files"
 if [ "$rc" -eq 0 ]; then
