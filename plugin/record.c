@@ -577,10 +577,6 @@ static char *dup_utf8(const uint8_t *s, uint16_t n, int *err)
 {
 	char *c;
 
-	if(mosquitto_validate_utf8((const char *)s, n) != MOSQ_ERR_SUCCESS){
-		*err = -EINVAL;
-		return NULL;
-	}
 	c = malloc((size_t)n + 1);
 	if(c == NULL){
 		*err = -ENOMEM;
@@ -590,6 +586,14 @@ static char *dup_utf8(const uint8_t *s, uint16_t n, int *err)
 		memcpy(c, s, n);
 	}
 	c[n] = '\0';
+	/* The terminated copy, not S: libmosquitto 2.0.11's check reads up to 3 bytes past N when the
+	 * string ends inside a multi-byte character, and takes what follows for its rest; the NUL
+	 * stops it there. */
+	if(mosquitto_validate_utf8(c, n) != MOSQ_ERR_SUCCESS){
+		free(c);
+		*err = -EINVAL;
+		return NULL;
+	}
 	return c;
 }
 

@@ -2,7 +2,7 @@
 
 FB_DEBIAN_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev librocksdb-dev
 	libcyaml-dev libyaml-dev libssl-dev check meson ninja-build pkg-config openssl gcc
-	valgrind binutils)
+	valgrind binutils clang libclang-rt-14-dev)
 
 # Installs the Debian packages that are missing (apt-get update first, non-interactive).
 fb_install_deps() {
@@ -22,13 +22,15 @@ fb_install_deps() {
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# Configures (or reconfigures) and builds the meson build folder $1.
+# Configures (or reconfigures) and builds the meson build folder $1; the other arguments are
+# options of `meson setup` (e.g. -Db_sanitize=address,undefined).
 fb_build() {
 	local dir=$1
+	shift
 	if [ -d "$dir" ]; then
-		meson setup --reconfigure "$dir" || meson setup --wipe "$dir"
+		meson setup --reconfigure "$dir" "$@" || meson setup --wipe "$dir" "$@"
 	else
-		meson setup "$dir"
+		meson setup "$dir" "$@"
 	fi
 	meson compile -C "$dir"
 }

@@ -907,24 +907,58 @@ static bool log_says_up(struct fbh_broker *b)
 	return running && listening;
 }
 
-/* Builds the child's environment: ours plus OPENSSL_CONF when B asks for it. */
+/* Builds the child's environment: ours plus OPENSSL_CONF when B asks for it. In a sanitizer build
+ * (see meson.build) also LD_PRELOAD=FB_BROKER_PRELOAD, the ASan runtime, which must be the first
+ * library of the un-instrumented broker that loads the instrumented plugin, and
+ * ASAN_OPTIONS=FB_BROKER_ASAN_OPTIONS, when these are set; only brokers get them, so the other
+ * tools a test runs stay as they are. */
 static char **broker_env(const struct fbh_broker *b)
 {
-	size_t n = 0, j = 0;
+	static const char *const vars[][2] = {
+		{ "FB_BROKER_PRELOAD", "LD_PRELOAD=" },
+		{ "FB_BROKER_ASAN_OPTIONS", "ASAN_OPTIONS=" },
+	};
+	const char *set[2];
+	size_t n = 0, j = 0, k;
 	char **env;
 
+	for (k = 0; k < 2; k++) {
+		set[k] = getenv(vars[k][0]);
+		if (set[k] && !set[k][0])
+			set[k] = NULL;
+	}
 	while (environ[n])
 		n++;
-	env = xcalloc(n + 2, sizeof(char *));
+	env = xcalloc(n + 4, sizeof(char *));
 	for (size_t i = 0; i < n; i++) {
-		if (b->openssl_conf[0] && strncmp(environ[i], "OPENSSL_CONF=", 13) == 0)
-			continue;
-		env[j++] = environ[i];
+		bool replaced = b->openssl_conf[0] && strncmp(environ[i], "OPENSSL_CONF=", 13) == 0;
+		for (k = 0; k < 2; k++)
+			if (set[k] && strncmp(environ[i], vars[k][1], strlen(vars[k][1])) == 0)
+				replaced = true;
+		if (!replaced)
+			env[j++] = environ[i];
 	}
 	if (b->openssl_conf[0])
 		env[j++] = fbh_strdupf("OPENSSL_CONF=%s", b->openssl_conf);
+	for (k = 0; k < 2; k++)
+		if (set[k])
+			env[j++] = fbh_strdupf("%s%s", vars[k][1], set[k]);
 	env[j] = NULL;
 	return env;
+}
+
+/* Frees ENV and the entries broker_env() made (those not taken from environ). */
+static void broker_env_free(char **env)
+{
+	for (size_t i = 0; env[i]; i++) {
+		bool ours = true;
+		for (size_t k = 0; environ[k] && ours; k++)
+			if (environ[k] == env[i])
+				ours = false;
+		if (ours)
+			free(env[i]);
+	}
+	free(env);
 }
 
 static void broker_reaped(struct fbh_broker *b, int status)
@@ -960,12 +994,7 @@ int fbh_broker_start(struct fbh_broker *b, const char *conf_body)
 	b->wait_status = 0;
 	env = broker_env(b);
 	pid = spawn(MOSQUITTO_BIN, argv, env, b->log);
-	if (b->openssl_conf[0]) {
-		for (size_t i = 0; env[i]; i++)
-			if (strncmp(env[i], "OPENSSL_CONF=", 13) == 0)
-				free(env[i]);
-	}
-	free(env);
+	broker_env_free(env);
 	if (pid < 0)
 		die("cannot start %s: %s", MOSQUITTO_BIN, strerror(errno));
 	proc_register(pid);

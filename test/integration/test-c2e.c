@@ -10,6 +10,15 @@
 
 #include "common.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FB_HAS_ASAN 1
+#endif
+#endif
+#ifndef FB_HAS_ASAN
+#define FB_HAS_ASAN 0
+#endif
+
 START_TEST(test_command_reaches_local_subscriber_with_properties)
 {
 	struct fbh_broker cloud, edge;
@@ -125,6 +134,11 @@ START_TEST(test_sigkill_after_delivery_every_command_is_injected)
 		ck_assert_int_ge(fbh_pub_send(pub, topic, payload, len, 1, true, NULL), 0);
 		if(edge.pid > 0 && i % 50 == 49){
 			usleep(5000);
+			/* From the middle of the stream on, give a slow edge (a sanitizer build, a loaded
+			 * machine) time to deliver its first 300, so that the kill still comes mid-stream. */
+			if(i >= n / 2){
+				fbh_sub_wait_count(before, 300, 30000);
+			}
 			if(fbh_sub_count(before) >= 300){
 				fbh_broker_kill(&edge);
 			}
@@ -367,7 +381,15 @@ int main(void)
 	tcase_add_test(tc, test_command_larger_than_the_ring_arrives_whole);
 	tcase_add_test(tc, test_500_commands_sent_while_edge_down_arrive_in_order);
 	tcase_add_test(tc, test_sigkill_after_delivery_every_command_is_injected);
+#if defined(__SANITIZE_ADDRESS__) || FB_HAS_ASAN
+	/* A latency bound measured with ASan's allocator and the broker's slow unwinder (see
+	 * meson.build) tells nothing about the shipped plugin. */
+	printf("SKIP: test_injection_latency_on_idle_broker: a latency bound is meaningless in a "
+			"sanitizer build\n");
+	(void)test_injection_latency_on_idle_broker;
+#else
 	tcase_add_test(tc, test_injection_latency_on_idle_broker);
+#endif
 	tcase_add_test(tc, test_unmapped_oversize_and_echo_are_dropped_and_counted);
 	tcase_add_test(tc, test_retained_cloud_message_stays_retained_locally);
 	suite_add_tcase(s, tc);

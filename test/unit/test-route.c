@@ -1,8 +1,8 @@
 /* Unit tests of plugin/route.c: MQTT matching semantics, template rewriting, first-rule-wins,
- * drop rules, both directions, topic checks, and that an unmatched lookup allocates nothing. */
+ * drop rules, both directions and topic checks. That an unmatched lookup allocates nothing is
+ * test-route-alloc.c (it replaces malloc, which sanitizer builds cannot). */
 #include <check.h>
 #include <errno.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,42 +10,6 @@
 #include <mosquitto.h>
 
 #include "route.h"
-
-/* ---- allocation counter ---------------------------------------------------------------------- */
-
-/* glibc lets a program replace malloc (glibc manual, "Replacing malloc"): these forward to glibc's
- * own allocator and count the calls made while alloc_counting is set. glibc's internal callers
- * (strdup, ...) reach them too. Not compatible with sanitizer builds, which replace malloc. */
-extern void *__libc_malloc(size_t size);
-extern void *__libc_calloc(size_t n, size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void __libc_free(void *p);
-
-static bool alloc_counting;
-static unsigned long alloc_count;
-
-void *malloc(size_t size)
-{
-	alloc_count += alloc_counting;
-	return __libc_malloc(size);
-}
-
-void *calloc(size_t n, size_t size)
-{
-	alloc_count += alloc_counting;
-	return __libc_calloc(n, size);
-}
-
-void *realloc(void *p, size_t size)
-{
-	alloc_count += alloc_counting;
-	return __libc_realloc(p, size);
-}
-
-void free(void *p)
-{
-	__libc_free(p);
-}
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
@@ -651,70 +615,6 @@ START_TEST(test_500_rules_every_lookup_correct)
 }
 END_TEST
 
-/* ---- no allocation --------------------------------------------------------------------------- */
-
-START_TEST(test_unmatched_lookup_allocates_nothing)
-{
-	enum { N = 300 };
-	static char local[N][40];
-	struct rules *r = rules_new();
-
-	for(int i = 0; i < N; i++){
-		snprintf(local[i], sizeof(local[i]), "site/%d/+/+/temp/#", i);
-		e2c_add(r, local[i], NULL, true);
-	}
-	e2c_add(r, "+/+/+/+/+/x", "y", false);
-	e2c_add(r, "$SYS/+/never", "y", false);
-	struct fb_routes *routes = build(r);
-	const char *miss[] = { "site/1/a/b/hum", "site/x/a/b/temp", "site/1/a", "other/1/2/3/4/5",
-		"a/b/c/d/e/f/x", "$SYS/a/b/c/d/x", "$SYS/1/x", "", "/", "site" };
-	struct fb_route_result res;
-
-	/* warm up anything lazily allocated (there should be nothing) */
-	for(size_t j = 0; j < sizeof(miss) / sizeof(*miss); j++){
-		ck_assert_int_eq(fb_route_match(routes, FB_ROUTE_E2C, miss[j], &res), 0);
-	}
-	/* the counter works: a rewrite allocates its result */
-	alloc_count = 0;
-	alloc_counting = true;
-	int rc = fb_route_match(routes, FB_ROUTE_E2C, "a/b/c/d/e/x", &res);
-	alloc_counting = false;
-	ck_assert_int_eq(rc, 1);
-	ck_assert_str_eq(res.topic, "y");
-	free(res.topic);
-	/* valgrind replaces malloc, ours included: there only mallinfo2() below and memcheck judge */
-	const char *preload = getenv("LD_PRELOAD");
-	bool valgrind = preload && strstr(preload, "vgpreload");
-	if(!valgrind){
-		ck_assert_uint_eq(alloc_count, 1);
-	}
-
-	struct mallinfo2 before = mallinfo2();
-	alloc_count = 0;
-	alloc_counting = true;
-	for(int i = 0; i < 5000; i++){
-		for(size_t j = 0; j < sizeof(miss) / sizeof(*miss); j++){
-			if(fb_route_match(routes, FB_ROUTE_E2C, miss[j], &res) != 0){
-				ck_abort_msg("'%s' matched", miss[j]);
-			}
-		}
-		/* drop rules match without allocating either */
-		if(fb_route_match(routes, FB_ROUTE_E2C, "site/7/a/b/temp", &res) != 1 || res.topic){
-			ck_abort_msg("drop rule not matched");
-		}
-	}
-	alloc_counting = false;
-	struct mallinfo2 after = mallinfo2();
-	if(!valgrind){
-		ck_assert_uint_eq(alloc_count, 0);
-	}
-	ck_assert_uint_eq(after.uordblks, before.uordblks);
-	ck_assert_uint_eq(after.hblkhd, before.hblkhd);
-	fb_routes_free(routes);
-	free(r);
-}
-END_TEST
-
 /* ---- randomized cross-check ------------------------------------------------------------------ */
 
 static uint32_t rng_state;
@@ -902,7 +802,6 @@ static Suite *route_suite(void)
 
 	tc = tcase_create("scale");
 	tcase_add_test(tc, test_500_rules_every_lookup_correct);
-	tcase_add_test(tc, test_unmatched_lookup_allocates_nothing);
 	tcase_add_test(tc, test_tree_agrees_with_linear_scan);
 	suite_add_tcase(s, tc);
 
