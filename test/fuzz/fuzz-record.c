@@ -72,15 +72,38 @@ static void props_roundtrip(const mosquitto_property *list)
 	if(rc != 0 || l2 != l1 || (l1 && memcmp(e1, e2, l1) != 0)){
 		fail("re-encoding a decoded encoding changed it");
 	}
-	/* into a buffer, with a suffix: the same bytes followed by the suffix */
-	rc = fb_props_encode_into(again, e1, l1, &into, &cap, &linto);
+	/* into a buffer, with a suffix: the list without the publisher's origin and without user
+	 * properties of a name the suffix sets (a publisher cannot spoof them), then the suffix.
+	 * The expected prefix is fb_props_encode() with both names as extras, less the extras' own
+	 * encoding at its end. */
+	static const char *const sfx_pair[] = { "flowmq-fuzz-suffix", "1" };
+	static const char *const both[] = { FB_ORIGIN_PROPERTY, "o", "flowmq-fuzz-suffix", "1" };
+	uint8_t *sfx = NULL, *tail = NULL, *pre = NULL;
+	uint32_t lsfx = 0, ltail = 0, lpre = 0;
+
+	if(fb_props_encode(NULL, sfx_pair, 1, &sfx, &lsfx) != 0 || fb_props_encode(NULL, both, 2, &tail, &ltail) != 0){
+		fail("encoding fixed user properties failed");
+	}
+	rc = fb_props_encode(again, both, 2, &pre, &lpre);
 	if(rc == 0){
-		if(linto != 2 * l1 || memcmp(into, e1, l1) != 0 || memcmp(into + l1, e1, l1) != 0){
-			fail("fb_props_encode_into() differs from fb_props_encode()");
+		if(lpre < ltail || memcmp(pre + lpre - ltail, tail, ltail) != 0){
+			fail("fb_props_encode() does not end with its extras");
+		}
+		lpre -= ltail;
+		rc = fb_props_encode_into(again, sfx, lsfx, &into, &cap, &linto);
+		if(rc == 0){
+			if(linto != lpre + lsfx || memcmp(into, pre, lpre) != 0 || memcmp(into + lpre, sfx, lsfx) != 0){
+				fail("fb_props_encode_into() differs from fb_props_encode()");
+			}
+		}else if(rc != -E2BIG){
+			fail("fb_props_encode_into() failed");
 		}
 	}else if(rc != -E2BIG){
-		fail("fb_props_encode_into() failed");
+		fail("fb_props_encode() with two extras failed");
 	}
+	free(sfx);
+	free(tail);
+	free(pre);
 	free(into);
 	free(e1);
 	free(e2);
