@@ -2070,7 +2070,11 @@ static int salvage_resume(struct fb_spool *s, char **why)
 	if(val == NULL){
 		return 0;
 	}
-	aside = strndup(val, vlen);
+	aside = malloc(vlen + 1); /* VAL holds no NUL: copied, not read as a string */
+	if(aside){
+		memcpy(aside, val, vlen);
+		aside[vlen] = '\0';
+	}
 	rocksdb_free(val);
 	if(aside == NULL){
 		return -ENOMEM;
@@ -2190,7 +2194,9 @@ static size_t wal_numbers(const char *dir, uint64_t **nums)
 		v[n++] = strtoull(e->d_name, NULL, 10);
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), u64_cmp);
+	if(n){
+		qsort(v, n, sizeof(*v), u64_cmp);
+	}
 	*nums = v;
 	return n;
 }

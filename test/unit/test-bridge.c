@@ -12,6 +12,15 @@
 
 #include "bridge.h"
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FB_HAS_ASAN 1
+#endif
+#endif
+#ifndef FB_HAS_ASAN
+#define FB_HAS_ASAN 0
+#endif
+
 static char dir[64];
 static unsigned reloads_logged;
 
@@ -97,6 +106,17 @@ START_TEST(test_reload_keeps_only_first_and_newest_configuration)
 	}
 	after12 = mallinfo2().uordblks;
 	ck_assert_uint_eq(reloads_logged, 12);
+#if defined(__SANITIZE_ADDRESS__) || FB_HAS_ASAN
+	/* ASan's allocator keeps its own books: mallinfo2() does not see its heap. The leak check at
+	 * exit still catches configurations that are never freed. */
+	fputs("SKIP the heap figures of test_reload_keeps_only_first_and_newest_configuration: ASan "
+			"build (mallinfo2() does not see ASan's heap)\n", stderr);
+	(void)one;
+	(void)after2;
+	(void)after12;
+	fb_bridge_stop(b);
+	return;
+#endif
 	ck_assert_msg(one > 100000, "a configuration of 1000 rules takes only %zu bytes?", one);
 	ck_assert_msg(after12 < after2 + one / 4, "10 reloads grew the heap by %zd bytes (one configuration: %zu)",
 			(ssize_t)(after12 - after2), one);
