@@ -443,8 +443,12 @@ START_TEST(test_guard_replaces_a_live_connection_without_acknowledgements)
 	first = fake_count(&fc, 0);
 	fprintf(stderr, "guard: %zu messages on the silent connection, the next one %lld ms after it\n", first,
 			(long long)gap);
-	/* Repeats are bounded by the window: what the first connection got was max_inflight (64). */
-	ck_assert_uint_eq(first, 64);
+	/* Repeats are bounded by the window: the first connection got at most max_inflight (64).
+	 * The window refills in quarters (16), so a silent connection holds more than three
+	 * quarters of it: 64 when nothing holds sending back, at least the giving-way floor of 50
+	 * when the broker thread is busy and CPU short (as in the sanitizer build). */
+	ck_assert_uint_le(first, 64);
+	ck_assert_uint_gt(first, 64 - 64 / 4);
 	ck_assert_int_ge(gap, 10000);
 	for(size_t i = 0; i < first; i++){
 		char want[16];
