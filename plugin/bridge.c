@@ -1,3 +1,5 @@
+/* flowmq-bridge: the running bridge (see bridge.h). Both processes: the broker thread (capture, tick,
+ * injection, supervision) and, after the fork, the link process (child_main: spool, worker, status). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

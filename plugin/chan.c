@@ -1,4 +1,4 @@
-/* flowmq-bridge: the staging channel (see chan.h). */
+/* flowmq-bridge: the staging channel (see chan.h). Writer: the broker thread; reader: the link process. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

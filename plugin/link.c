@@ -1,3 +1,5 @@
+/* flowmq-bridge: the cloud session (see link.h). Link process only: its worker thread; never calls the
+ * broker API. */
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>

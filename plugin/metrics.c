@@ -1,3 +1,5 @@
+/* flowmq-bridge: status values (see metrics.h). Collected in the link process, published by the broker
+ * thread. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

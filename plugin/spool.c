@@ -1,4 +1,4 @@
-/* flowmq-bridge: the durable spool on RocksDB (see spool.h). The only file that includes rocksdb/c.h.
+/* flowmq-bridge: the durable spool on RocksDB (see spool.h); the link process (and the CLI, broker stopped). The only file that includes rocksdb/c.h.
  *
  * Layout: one database, column families "default" (RocksDB requires it, unused), "out", "in",
  * "dead" and "meta". Keys are 8-byte big-endian sequence numbers, so RocksDB's bytewise order is

@@ -1,4 +1,5 @@
-/* flowmq-bridge: the staging area in front of the spool's "out" queue (see stage.h). */
+/* flowmq-bridge: the staging files in front of the spool's "out" queue (see stage.h). Written by the broker
+ * thread, read by the link process. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
