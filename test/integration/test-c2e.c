@@ -9,15 +9,7 @@
 #include <mqtt_protocol.h>
 
 #include "common.h"
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FB_HAS_ASAN 1
-#endif
-#endif
-#ifndef FB_HAS_ASAN
-#define FB_HAS_ASAN 0
-#endif
+#include "../sanitizer/asan.h"
 
 START_TEST(test_command_reaches_local_subscriber_with_properties)
 {
@@ -381,7 +373,7 @@ int main(void)
 	tcase_add_test(tc, test_command_larger_than_the_ring_arrives_whole);
 	tcase_add_test(tc, test_500_commands_sent_while_edge_down_arrive_in_order);
 	tcase_add_test(tc, test_sigkill_after_delivery_every_command_is_injected);
-#if defined(__SANITIZE_ADDRESS__) || FB_HAS_ASAN
+#if FB_ASAN
 	/* A latency bound measured with ASan's allocator and the broker's slow unwinder (see
 	 * meson.build) tells nothing about the shipped plugin. */
 	printf("SKIP: test_injection_latency_on_idle_broker: a latency bound is meaningless in a "

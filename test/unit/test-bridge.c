@@ -11,15 +11,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FB_HAS_ASAN 1
-#endif
-#endif
-#ifndef FB_HAS_ASAN
-#define FB_HAS_ASAN 0
-#endif
+#include "../sanitizer/asan.h"
 
 static char dir[64];
 static unsigned reloads_logged;
@@ -106,7 +98,7 @@ START_TEST(test_reload_keeps_only_first_and_newest_configuration)
 	}
 	after12 = mallinfo2().uordblks;
 	ck_assert_uint_eq(reloads_logged, 12);
-#if defined(__SANITIZE_ADDRESS__) || FB_HAS_ASAN
+#if FB_ASAN
 	/* ASan's allocator keeps its own books: mallinfo2() does not see its heap. The leak check at
 	 * exit still catches configurations that are never freed. */
 	fputs("SKIP the heap figures of test_reload_keeps_only_first_and_newest_configuration: ASan "

@@ -12,15 +12,9 @@
 
 #include "route.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define FB_UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FB_UNDER_ASAN 1
-#endif
-#endif
+#include "../sanitizer/asan.h"
 
-#ifndef FB_UNDER_ASAN
+#if !FB_ASAN
 
 /* ---- allocation counter ---------------------------------------------------------------------- */
 
