@@ -59,6 +59,10 @@ struct fb_c2e_rule {
 	unsigned line;
 };
 
+/* The largest cloud.poison_after: beyond it a record that breaks every connection would hold the
+ * queue (and its reconnect back-off) for hours. */
+#define FB_CONFIG_POISON_AFTER_MAX 100
+
 struct fb_config {
 	char *file;    /* path it was loaded from */
 	char *site_id;
@@ -87,6 +91,10 @@ struct fb_config {
 			char *alpn;        /* NULL when not set */
 			bool allow_plaintext; /* default false */
 		} tls;
+		/* A record in flight at the head of the queue when the connection broke this many
+		 * times in a row, without any acknowledgement, goes to dead letters; default 3, 1 to
+		 * FB_CONFIG_POISON_AFTER_MAX. */
+		uint32_t poison_after;
 	} cloud;
 
 	struct {

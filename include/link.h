@@ -6,7 +6,7 @@
  * record on PUBACK/PUBCOMP, and after any reconnect resends from the oldest record still in the
  * spool. Nothing jams the queue: a record goes to dead letters (with its reason) on a reason code
  * >= 0x80, when it is larger than the cloud's Maximum Packet Size (0x95, never sent), or when the
- * connection broke FB_LINK_POISON_BREAKS times in a row while it was in flight at the head,
+ * connection broke cloud.poison_after times (default 3) in a row while it was in flight at the head,
  * without any acknowledgement. Such a connection also counts as a failed attempt for the
  * reconnect back-off. Records pending on a live connection without any acknowledgement for two
  * keepalive periods mean a fresh connection (counted in stalls). Cloud messages on the
@@ -32,10 +32,6 @@ struct fb_link;
 /* The user property a dead letter carries: "0x95 <why>", the MQTT reason code (>= 0x80) and the
  * reason in words. Added to the record's properties when it moves to spool "dead". */
 #define FB_DEAD_REASON_PROPERTY "flowmq-dead-reason"
-
-/* A record in flight at the head of the queue when the connection broke this many times in a
- * row, without any acknowledgement, goes to dead letters. */
-#define FB_LINK_POISON_BREAKS 3
 
 enum fb_link_state {
 	FB_LINK_DISCONNECTED = 0,

@@ -75,6 +75,7 @@ struct raw_cloud {
 	char *status_topic;
 	struct raw_auth *auth;
 	struct raw_tls *tls;
+	char *poison_after;
 };
 
 struct raw_spool {
@@ -160,6 +161,7 @@ static const cyaml_schema_field_t cloud_fields[] = {
 	STR(raw_cloud, status_topic),
 	MAP(raw_cloud, auth, auth_fields),
 	MAP(raw_cloud, tls, tls_fields),
+	STR(raw_cloud, poison_after),
 	CYAML_FIELD_END
 };
 
@@ -641,7 +643,7 @@ static int alloc_if_null(void **p, size_t size)
 static int config_apply_defaults(struct raw_config *raw)
 {
 	static const char *const cloud_defaults[] = { "flowmq-bridge-${site_id}", "30s", "1d", "10s", "64",
-		"500ms", "60s", "1.3", "true", "false", "1GiB", "drop_oldest", "100ms", "10s" };
+		"500ms", "60s", "1.3", "true", "false", "1GiB", "drop_oldest", "100ms", "10s", "3" };
 	static const char *const e2c_defaults[] = { "1", "keep", "false" };
 	static const char *const c2e_defaults[] = { "1", "keep", "256KiB" };
 	struct raw_cloud *c;
@@ -657,7 +659,7 @@ static int config_apply_defaults(struct raw_config *raw)
 	char **const cloud_keys[] = { &c->client_id, &c->keepalive, &c->session_expiry, &c->connect_timeout,
 		&c->max_inflight, &c->reconnect->min, &c->reconnect->max, &c->tls->min_version, &c->tls->verify,
 		&c->tls->allow_plaintext, &raw->spool->max_size, &raw->spool->on_full, &raw->spool->sync,
-		&raw->status_interval };
+		&raw->status_interval, &c->poison_after };
 	if(SET_DEFAULTS(cloud_keys, cloud_defaults) < 0){
 		return -ENOMEM;
 	}
@@ -1272,6 +1274,9 @@ static void validate_cloud(struct loader *ld, const struct raw_cloud *c, struct 
 	}
 	if(uint_at(ld, "cloud.max_inflight", c->max_inflight, 1, 65535, &v)){
 		cfg->cloud.max_inflight = (uint32_t)v;
+	}
+	if(uint_at(ld, "cloud.poison_after", c->poison_after, 1, FB_CONFIG_POISON_AFTER_MAX, &v)){
+		cfg->cloud.poison_after = (uint32_t)v;
 	}
 	if(duration_at(ld, "cloud.reconnect.min", c->reconnect->min, 1, DAY_MS, false, &v)){
 		cfg->cloud.reconnect_min_ms = (uint32_t)v;

@@ -274,7 +274,7 @@ static void connection_lost(struct fb_link *l, const char *fmt, ...)
 static void move_dead(struct fb_link *l, uint64_t seq, int reason, const char *why);
 
 /* A connection broke with records in flight and no acknowledgement at all: the oldest of them
- * (the head of the queue) may be what breaks it. After FB_LINK_POISON_BREAKS such breaks in a row
+ * (the head of the queue) may be what breaks it. After cloud.poison_after such breaks in a row
  * with the same head, it goes to dead letters with the reason, and the queue moves on. Worker
  * thread, from teardown() before the window is cleared. */
 static void suspect_head(struct fb_link *l)
@@ -294,7 +294,7 @@ static void suspect_head(struct fb_link *l)
 		l->suspect_seq = head->seq;
 		l->suspect_breaks = 0;
 	}
-	if(++l->suspect_breaks < FB_LINK_POISON_BREAKS){
+	if(++l->suspect_breaks < l->d.cfg->cloud.poison_after){
 		return;
 	}
 	snprintf(why, sizeof(why), "%s (the connection broke %u times in a row while it was in flight, "

@@ -7,8 +7,9 @@
  * returns, the queue moves on at once: both go to dead letters with their reasons, the others
  * arrive in order, and every count is exact. A second case uses a cloud that simply breaks the
  * connection while the large message is on the wire (a TCP relay that cuts every connection once
- * 1 MiB went through it): after FB_LINK_POISON_BREAKS breaks in a row it goes to dead letters, and
- * the reconnect back-off grows in between (a CONNACK alone does not reset it). */
+ * 1 MiB went through it): after cloud.poison_after breaks in a row (3 by default, and 5 when set)
+ * it goes to dead letters, and the reconnect back-off grows in between (a CONNACK alone does not
+ * reset it). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -31,6 +32,8 @@
 #define BIG (5 * 1024 * 1024)
 #define N_SMALL 10
 #define CLOUD_FILTER "#"
+/* cloud.poison_after when the configuration does not set it (README). */
+#define POISON_DEFAULT 3
 
 static int64_t now_ms(void)
 {
@@ -192,10 +195,10 @@ START_TEST(test_denied_and_oversize_messages_go_to_dead_letters_and_the_rest_arr
 	ck_assert(sys_wait_u64(sys, "stalls", 0, 5000));
 	/* Mosquitto 2.0.11 answers a denied PUBLISH with PUBACK 0x87 and then closes the connection
 	 * (the PUBACK itself can be lost to the reset): the denied message costs one connection per
-	 * attempt, at most FB_LINK_POISON_BREAKS of them. The oversize one is never sent. */
+	 * attempt, at most POISON_DEFAULT of them. The oversize one is never sent. */
 	reconnects = strtoul(sys_value(sys, "reconnects"), NULL, 10);
 	fprintf(stderr, "connections replaced: %lu\n", reconnects);
-	ck_assert_uint_le(reconnects, FB_LINK_POISON_BREAKS);
+	ck_assert_uint_le(reconnects, POISON_DEFAULT);
 	/* Logged once each, with topic and reason. */
 	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", "forbidden/site-A/x"), 1);
 	ck_assert_int_eq(log_lines_with(&edge, "forbidden/site-A/x", "0x87 Not authorized")
@@ -340,7 +343,25 @@ static void relay_stop(struct relay *r)
 	close(r->lfd);
 }
 
-START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_three_breaks)
+/* The edge's configuration: FBH_YAML_BASE with POISON_RULES, and cloud.poison_after: BREAKS unless
+ * BREAKS is 0 (the default then applies). The caller frees. */
+static char *poison_yaml(int breaks)
+{
+	const char *base = FBH_YAML_BASE POISON_RULES;
+	const char *cloud = strstr(base, "cloud:\n");
+
+	ck_assert_ptr_nonnull(cloud);
+	cloud += strlen("cloud:\n");
+	if(breaks == 0){
+		return fbh_strdupf("%s", base);
+	}
+	return fbh_strdupf("%.*s  poison_after: %d\n%s", (int)(cloud - base), base, breaks, cloud);
+}
+
+/* The 5 MB message breaks every connection that carries it: it goes to dead letters after exactly
+ * BREAKS cut connections (cloud.poison_after, or the default when SET is false), and the queue
+ * moves on. */
+static void check_breaks(int breaks, bool set)
 {
 	struct fbh_broker cloud, edge;
 	struct fbh_sub *sub, *sys;
@@ -350,6 +371,10 @@ START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_th
 	long last = -1;
 	int connects, relay_port;
 	int64_t t0;
+	char *yaml = poison_yaml(set ? breaks : 0);
+	char why[64];
+
+	ck_assert_int_le(breaks, 15); /* the relay records 16 connections */
 
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
@@ -361,7 +386,7 @@ START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_th
 
 	/* The edge reaches the cloud through the relay; the 5 MB message, then the small ones, go out
 	 * on a live connection, and the 5 MB one breaks every connection that carries it. */
-	start_edge(&edge, relay_port, FBH_YAML_BASE POISON_RULES, NULL);
+	start_edge(&edge, relay_port, yaml, NULL);
 	sys = sys_watch(&edge);
 	ck_assert_ptr_nonnull(sys);
 	ck_assert(sys_wait(sys, "state", "connected", 10000));
@@ -385,40 +410,58 @@ START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_th
 		}
 	}
 	ck_assert_int_eq(last, N_SMALL - 1);
-	ck_assert_int_eq(atomic_load(&relay.cuts), FB_LINK_POISON_BREAKS);
+	ck_assert_int_eq(atomic_load(&relay.cuts), breaks);
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	ck_assert(sys_wait_u64(sys, "spool/dead", 1, 5000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 1, 5000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", N_SMALL, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", (uint64_t)breaks, 5000));
 	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", "edge/site-A/telemetry/big"), 1);
 	/* A connection that broke before any acknowledgement is a failed attempt: the pauses before
-	 * the 2nd and 3rd connects grow (reconnect min 100 ms: about 50-100, then 100-200 ms). */
+	 * the later connects grow (reconnect min 100 ms: about 50-100, then 100-200 ms, ...). */
 	connects = log_lines_with(&edge, "connected to", "as edge-site-A");
-	ck_assert_int_eq(connects, FB_LINK_POISON_BREAKS + 1);
-	ck_assert_int_eq(log_lines_with(&edge, "connection to", "lost"), FB_LINK_POISON_BREAKS);
+	ck_assert_int_eq(connects, breaks + 1);
+	ck_assert_int_eq(log_lines_with(&edge, "connection to", "lost"), breaks);
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
 	relay_stop(&relay);
-	ck_assert_int_eq(relay.accepts, FB_LINK_POISON_BREAKS + 1);
-	for(int i = 0; i < FB_LINK_POISON_BREAKS; i++){
+	ck_assert_int_eq(relay.accepts, breaks + 1);
+	for(int i = 0; i < breaks; i++){
 		fprintf(stderr, "cut %d: next connection %lld ms later\n", i + 1,
 				(long long)(relay.accept_ms[i + 1] - relay.cut_ms[i]));
 	}
 	/* Jitter keeps each pause within [back-off / 2, back-off]: starting from the 100 ms minimum
 	 * (the first connection succeeded), a connection that broke before any acknowledgement
-	 * doubles it to 200, then 400 ms; load can only lengthen a pause. Without the growth every
-	 * pause would stay within 50-100 ms (plus the time to notice the cut and connect). */
-	ck_assert_int_ge(relay.accept_ms[1] - relay.cut_ms[0], 50);
-	ck_assert_int_ge(relay.accept_ms[2] - relay.cut_ms[1], 100);
-	ck_assert_int_ge(relay.accept_ms[3] - relay.cut_ms[2], 200);
+	 * doubles it to 200, then 400 ms, up to the 1 s maximum; load can only lengthen a pause.
+	 * Without the growth every pause would stay within 50-100 ms (plus the time to notice the cut
+	 * and connect). */
+	for(int i = 0; i < breaks; i++){
+		int64_t backoff = 100 << i;
+
+		ck_assert_int_ge(relay.accept_ms[i + 1] - relay.cut_ms[i], (backoff < 1000 ? backoff : 1000) / 2);
+	}
 
 	read_dead(&edge, &dl);
 	ck_assert_uint_eq(dl.n, 1);
 	ck_assert_str_eq(dl.d[0].topic, "edge/site-A/telemetry/big");
 	ck_assert_uint_eq(dl.d[0].payload_len, BIG);
-	ck_assert_msg(!strncmp(dl.d[0].reason, "0x80 ", 5) && strstr(dl.d[0].reason, "broke 3 times"),
+	snprintf(why, sizeof(why), "broke %d times in a row", breaks);
+	ck_assert_msg(!strncmp(dl.d[0].reason, "0x80 ", 5) && strstr(dl.d[0].reason, why),
 			"reason '%s'", dl.d[0].reason);
+	ck_assert_int_eq(log_lines_with(&edge, "edge/site-A/telemetry/big", why), 1);
+	free(yaml);
+}
+
+START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_three_breaks)
+{
+	check_breaks(POISON_DEFAULT, false);
+}
+END_TEST
+
+START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_poison_after_breaks)
+{
+	check_breaks(5, true);
 }
 END_TEST
 
@@ -431,6 +474,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_denied_and_oversize_messages_go_to_dead_letters_and_the_rest_arrive);
 	tcase_add_test(tc, test_message_that_breaks_the_connection_goes_to_dead_letters_after_three_breaks);
+	tcase_add_test(tc, test_message_that_breaks_the_connection_goes_to_dead_letters_after_poison_after_breaks);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }

@@ -179,6 +179,7 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert_uint_eq(cfg->cloud.max_inflight, 64);
 	ck_assert_uint_eq(cfg->cloud.reconnect_min_ms, 500);
 	ck_assert_uint_eq(cfg->cloud.reconnect_max_ms, 60000);
+	ck_assert_uint_eq(cfg->cloud.poison_after, 3);
 	ck_assert_ptr_null(cfg->cloud.status_topic);
 	ck_assert_ptr_null(cfg->cloud.username);
 	ck_assert_ptr_null(cfg->cloud.password_file);
@@ -370,6 +371,31 @@ START_TEST(test_sync_modes)
 }
 END_TEST
 
+START_TEST(test_poison_after_takes_1_to_100)
+{
+	static const struct {
+		const char *text;
+		uint32_t breaks;
+	} cases[] = {
+		{ "1", 1 },
+		{ "3", 3 },
+		{ "5", 5 },
+		{ "100", 100 },
+		{ "~", 3 },   /* null: the default */
+	};
+	char yaml[512];
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		snprintf(yaml, sizeof(yaml), "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n"
+				"  poison_after: %s\nspool:\n  path: /tmp/spool\n" RULE, cases[i].text);
+		struct fb_config *cfg = load_ok(yaml);
+		ck_assert_msg(logs.count == 0, "poison_after: %s logged:%s", cases[i].text, logs_dump());
+		ck_assert_uint_eq(cfg->cloud.poison_after, cases[i].breaks);
+		fb_config_free(cfg);
+	}
+}
+END_TEST
+
 START_TEST(test_password_file_loses_one_trailing_newline)
 {
 	static const struct {
@@ -411,6 +437,7 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_uint_eq(cfg->cloud.session_expiry_s, 86400);
 	ck_assert_uint_eq(cfg->cloud.reconnect_min_ms, 500);
 	ck_assert_uint_eq(cfg->cloud.reconnect_max_ms, 60000);
+	ck_assert_uint_eq(cfg->cloud.poison_after, 3);
 	ck_assert_str_eq(cfg->cloud.status_topic, "flowmq/edge/site-A/status");
 	ck_assert_str_eq(cfg->cloud.username, "edge-site-A");
 	ck_assert_int_eq(cfg->cloud.tls.min_version, 0x0304);
@@ -680,6 +707,18 @@ static const struct {
 	{ "site_id: site-A\ncloud:\n  max_inflight: 0\n",
 	  "cfg.yaml:3: cloud.max_inflight: invalid value '0' (expected an integer from 1 to 65535)" },
 	{ "site_id: site-A\ncloud:\n  max_inflight: 64k\n", "cloud.max_inflight: invalid value '64k'" },
+	{ "site_id: site-A\ncloud:\n  poison_after: 0\n",
+	  "cfg.yaml:3: cloud.poison_after: invalid value '0' (expected an integer from 1 to 100)" },
+	{ "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  poison_after: 101\n",
+	  "cfg.yaml:4: cloud.poison_after: invalid value '101' (expected an integer from 1 to 100)" },
+	{ "site_id: site-A\ncloud:\n  poison_after: -1\n",
+	  "cfg.yaml:3: cloud.poison_after: invalid value '-1' (expected an integer from 1 to 100)" },
+	{ "site_id: site-A\ncloud:\n  poison_after: 3 times\n",
+	  "cfg.yaml:3: cloud.poison_after: invalid value '3 times' (expected an integer from 1 to 100)" },
+	{ "site_id: site-A\ncloud:\n  poison_after: 18446744073709551619\n",
+	  "cfg.yaml:3: cloud.poison_after: invalid value '18446744073709551619' (expected an integer from 1 to 100)" },
+	{ "site_id: site-A\ncloud:\n  poison_after: [3]\n",
+	  "cfg.yaml:3: cloud.poison_after: expected a scalar value, got a list" },
 	{ "site_id: site-A\ncloud:\n  reconnect: { min: 2m, max: 60s }\n",
 	  "cfg.yaml:3: cloud.reconnect: min (2m) is greater than max (60s)" },
 	{ "site_id: site-A\ncloud:\n  reconnect:\n    max: 0s\n", "cfg.yaml:4: cloud.reconnect.max: '0s' must be between 1ms and 1d" },
@@ -1089,6 +1128,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_cloud_to_edge_rule_defaults);
 	tcase_add_test(tc, test_every_key_set_is_converted);
 	tcase_add_test(tc, test_sync_modes);
+	tcase_add_test(tc, test_poison_after_takes_1_to_100);
 	tcase_add_test(tc, test_password_file_loses_one_trailing_newline);
 	tcase_add_test(tc, test_shipped_example_loads);
 	tcase_add_test(tc, test_shipped_example_optional_keys_load);
