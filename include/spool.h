@@ -89,7 +89,8 @@ struct fb_spool_stats {
  * the WAL as it was is kept at PATH.corrupt-<unix time>); a database that cannot be opened
  * (corruption, missing CURRENT, a damaged MANIFEST, unreadable files) is renamed to
  * PATH.corrupt-<unix time> and never modified, a fresh one is created, and every record that can
- * be read from a copy of the old one (repaired with RocksDB's repair where needed) is queued again
+ * be read from a copy of the old one (repaired with RocksDB's repair where needed; without room
+ * for a copy, read in place through hard links, read only and unrepaired) is queued again
  * in order: the broker never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
  * spool cannot be created, -EBUSY when another process holds it, or -ENOSPC/-EACCES/-EMFILE/-ENOMEM
  * when the environment, not the spool, is at fault: an intact spool is never moved aside for

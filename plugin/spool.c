@@ -57,7 +57,9 @@
  * RocksDB's repair (again without the oldest WAL files while a WAL file that a table file repeats
  * fails it; the WAL files replayed into an empty database when no table file holds "out"); past
  * unreadable blocks by seeking beyond them; then its staging files. The seqs missing between its
- * floor and its last record are counted.
+ * floor and its last record are counted. Without room for a copy, the copy is a folder of hard
+ * links (CURRENT copied) that is only opened read only, never repaired: the spool kept stays
+ * byte-identical, and a database that needs the repair is reported, not salvaged.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -826,6 +828,51 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 	}
 	closedir(d);
 	free(buf);
+	return rc;
+}
+
+static int copy_file(const char *from, const char *to);
+
+/* Makes the new folder DST a view of the regular files of folder SRC that FILTER takes, as hard
+ * links (no data is written: for a salvage when the disk has no room for a copy). CURRENT, which a
+ * salvage may have to write, is copied instead (a few bytes), so that nothing written in DST can
+ * reach a file of SRC. Returns 0 or a negative errno (then DST may hold part of it). */
+static int link_tree(const char *src, const char *dst, copy_filter_fn filter)
+{
+	DIR *d;
+	struct dirent *e;
+	struct stat st;
+	char *from = NULL, *to = NULL;
+	int rc = 0;
+
+	if(mkdir(dst, 0700) != 0){
+		return -errno;
+	}
+	d = opendir(src);
+	if(d == NULL){
+		return -errno;
+	}
+	while(rc == 0 && (e = readdir(d)) != NULL){
+		if(strcmp(e->d_name, "LOCK") == 0 || (filter && !filter(e->d_name))){
+			continue;
+		}
+		if(asprintf(&from, "%s/%s", src, e->d_name) < 0 || asprintf(&to, "%s/%s", dst, e->d_name) < 0){
+			from = to = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+		if(lstat(from, &st) == 0 && S_ISREG(st.st_mode)){
+			if(strcmp(e->d_name, "CURRENT") == 0){
+				rc = copy_file(from, to);
+			}else if(link(from, to) != 0){
+				rc = -errno;
+			}
+		}
+		free(from);
+		free(to);
+		from = to = NULL;
+	}
+	closedir(d);
 	return rc;
 }
 
@@ -2140,6 +2187,7 @@ static bool point_current(const char *dir)
 		fclose(f);
 	}
 	if(!ok){
+		unlink(cur); /* a new file: never written through a link to a file of the kept spool */
 		f = fopen(cur, "w");
 		ok = f && fprintf(f, "%s\n", name) > 0;
 		if(f && fclose(f) != 0){
@@ -2349,7 +2397,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 	rocksdb_options_t *o;
 	char *copy = NULL, *err = NULL, where[8192];
 	uint64_t floor = 0, settled = 0, from;
-	bool have_floor = false, have_settled = false, repaired = false;
+	bool have_floor = false, have_settled = false, repaired = false, linked = false;
 	int rc;
 
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
@@ -2357,6 +2405,22 @@ static void salvage(struct fb_spool *s, const char *aside)
 	}
 	rm_tree(copy); /* left by a salvage that was cut short */
 	rc = copy_tree(aside, copy, salvage_files);
+	if(rc){
+		/* No room for a copy (a full disk, where damage is most likely): read it through hard
+		 * links instead. Read-only opens never write to a file they did not make, so the kept
+		 * spool stays byte-identical; RocksDB's repair and the WAL replay, which write, are left
+		 * out, and what only they would have given back is counted as lost like any other gap. */
+		int crc = rc;
+
+		rm_tree(copy);
+		rc = link_tree(aside, copy, salvage_files);
+		if(rc == 0){
+			linked = true;
+			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: cannot copy %s to salvage its records (%s); "
+					"reading it in place instead (read only, without RocksDB's repair)", s->path,
+					aside, strerror(-crc));
+		}
+	}
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
@@ -2385,7 +2449,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 		salvage_close(&v);
 		rc = salvage_open(&v, o, copy, true, &err);
 	}
-	if(rc){
+	if(rc && !linked){
 		rocksdb_free(err);
 		err = NULL;
 		salvage_close(&v);
@@ -2410,8 +2474,10 @@ static void salvage(struct fb_spool *s, const char *aside)
 		}
 	}
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from the database in %s: %s",
-				s->path, aside, err ? err : strerror(-rc));
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from the database in %s: %s%s",
+				s->path, aside, err ? err : strerror(-rc), linked ? " (without room for a copy it "
+				"cannot be repaired: what its database held is neither queued again nor counted; "
+				"it stays there, untouched)" : "");
 		rocksdb_free(err);
 		salvage_close(&v);
 	}else{

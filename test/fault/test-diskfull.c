@@ -225,8 +225,15 @@ static uint64_t sys_u64(struct fbh_sub *sys, const char *key)
 
 static char mnt[PATH_MAX + 16];
 
+static char mnt2[PATH_MAX + 16];
+
 static void unmount_tmpfs(void)
 {
+	if(mnt2[0]){
+		umount2(mnt2, MNT_DETACH);
+		rmdir(mnt2);
+		mnt2[0] = '\0';
+	}
 	if(mnt[0]){
 		umount2(mnt, MNT_DETACH);
 		rmdir(mnt);
@@ -409,6 +416,253 @@ START_TEST(test_full_disk_is_a_state_and_nothing_acknowledged_is_lost)
 }
 END_TEST
 
+/* ---- a damaged spool salvaged on a disk without room for a copy ---- */
+
+#define TMPFS2_SIZE "48m"
+#define SALVAGE_N 1000
+
+/* The regular files of folder DIR (name and content), to compare a kept folder with. */
+struct snap {
+	size_t n;
+	char *name[64];
+	uint8_t *data[64];
+	size_t len[64];
+};
+
+static void snap_take(struct snap *sn, const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	ck_assert_ptr_nonnull(d);
+	memset(sn, 0, sizeof(*sn));
+	while((e = readdir(d)) != NULL){
+		char *path;
+		struct stat st;
+		FILE *f;
+
+		if(e->d_name[0] == '.'){
+			continue;
+		}
+		path = fbh_strdupf("%s/%s", dir, e->d_name);
+		ck_assert_int_eq(lstat(path, &st), 0);
+		ck_assert(S_ISREG(st.st_mode));
+		ck_assert_uint_lt(sn->n, 64);
+		sn->name[sn->n] = strdup(e->d_name);
+		sn->len[sn->n] = (size_t)st.st_size;
+		sn->data[sn->n] = malloc(sn->len[sn->n] + 1);
+		ck_assert_ptr_nonnull(sn->data[sn->n]);
+		f = fopen(path, "rb");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(fread(sn->data[sn->n], 1, sn->len[sn->n], f), sn->len[sn->n]);
+		fclose(f);
+		free(path);
+		sn->n++;
+	}
+	closedir(d);
+}
+
+static void snap_free(struct snap *sn)
+{
+	for(size_t i = 0; i < sn->n; i++){
+		free(sn->name[i]);
+		free(sn->data[i]);
+	}
+	sn->n = 0;
+}
+
+/* Bytes a copy of the spool folder takes (all files but the reserve and LOCK). */
+static uint64_t copy_need(const struct snap *sn)
+{
+	uint64_t n = 0;
+
+	for(size_t i = 0; i < sn->n; i++){
+		if(strcmp(sn->name[i], "flowmq-reserve") != 0 && strcmp(sn->name[i], "LOCK") != 0){
+			n += (sn->len[i] + 4095) & ~(uint64_t)4095;
+		}
+	}
+	return n;
+}
+
+/* CURRENT deleted in a stopped edge's spool, on a tmpfs left with room for the fresh spool and the
+ * records queued again, but not for a copy of the damaged spool. Before: "cannot copy ... to
+ * salvage its records: No space left on device", nothing queued again, nothing counted: all
+ * 1,000 PUBACKed messages lost. Now the spool moved aside is read in place through hard links
+ * (read only): every record is queued again, delivered + counted as corrupt == PUBACKed, the log
+ * says so with the count, and the folder kept is byte-identical to the damaged spool. */
+START_TEST(test_salvage_without_room_for_a_copy_reads_in_place)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	struct snap before, after;
+	char *yaml, *p, *spool, *path, *filler, *kept = NULL, payload[1100], line[160];
+	size_t acked, distinct = 0;
+	uint64_t corrupt, free_now, leave;
+	unsigned char *seen;
+	long last = -1;
+	DIR *d;
+	struct dirent *e;
+
+	ck_assert(mnt2[0] != '\0');
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	spool = fbh_strdupf("%s/spool", mnt2);
+	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
+	p = strstr(yaml, "@SPOOL_PATH@");
+	ck_assert_ptr_nonnull(p);
+	*p = '\0';
+	{
+		char *y2 = fbh_strdupf("%s%s%s", yaml, spool, p + strlen("@SPOOL_PATH@"));
+		free(yaml);
+		yaml = y2;
+	}
+
+	/* A backlog while the cloud is down. */
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(size_t i = 0; i < SALVAGE_N; i++){
+		int len = snprintf(payload, sizeof(payload), "c%zu;", i);
+		while(len < 1000){
+			payload[len] = (char)('a' + (i * 7 + (size_t)len) % 26);
+			len++;
+		}
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", payload, len, 1, false, NULL), 0);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 120000));
+	acked = fbh_pub_acked(pub) - fbh_pub_count_failed(pub);
+	ck_assert_uint_eq(acked, SALVAGE_N);
+	fbh_pub_close(pub);
+	ck_assert(sys_wait_u64(sys, "spool/messages", SALVAGE_N, 60000));
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+
+	/* The damage, then the disk fills: room for the fresh spool's staging files (2 x 4 MiB)
+	 * and half a copy of the damaged spool, which is more than the records queued again take. */
+	path = fbh_strdupf("%s/CURRENT", spool);
+	ck_assert_int_eq(unlink(path), 0);
+	free(path);
+	snap_take(&before, spool);
+	leave = (8u << 20) + copy_need(&before) / 2;
+	filler = fbh_strdupf("%s/filler", mnt2);
+	fill_up(filler, leave);
+	{
+		struct statvfs sv;
+		ck_assert_int_eq(statvfs(mnt2, &sv), 0);
+		free_now = (uint64_t)sv.f_bavail * sv.f_frsize;
+	}
+	fprintf(stderr, "salvage: a copy needs %" PRIu64 " KiB, %" PRIu64 " KiB free\n",
+			copy_need(&before) >> 10, free_now >> 10);
+	ck_assert_uint_lt(free_now, (8u << 20) + copy_need(&before));
+
+	/* The edge starts on it (the cloud still down): moved aside, salvaged in place. */
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	if(!fbh_wait_log(&edge, "salvaged from", 60000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("no salvage");
+	}
+	ck_assert(fbh_broker_log_contains(&edge, "its CURRENT file is missing"));
+	ck_assert(fbh_broker_log_line_has(&edge, "cannot copy", "reading it in place instead"));
+	snprintf(line, sizeof(line), ": %u records queued again into \"out\"", SALVAGE_N);
+	ck_assert_msg(fbh_broker_log_contains(&edge, line), "the log does not say %s", line);
+	ck_assert(sys_wait_u64(sys, "spool/messages", SALVAGE_N, 30000));
+	d = opendir(mnt2);
+	ck_assert_ptr_nonnull(d);
+	while((e = readdir(d)) != NULL){
+		if(strncmp(e->d_name, "spool.corrupt-", 14) == 0 && strchr(e->d_name + 14, '.') == NULL){
+			ck_assert_ptr_null(kept);
+			kept = fbh_strdupf("%s/%s", mnt2, e->d_name);
+		}
+		ck_assert_msg(strstr(e->d_name, ".salvage") == NULL, "%s left behind", e->d_name);
+	}
+	closedir(d);
+	ck_assert_ptr_nonnull(kept);
+	ck_assert(fbh_broker_log_line_has(&edge, "moved aside to", kept));
+
+	/* Space returns, then the cloud (the edge restarted: no wait for its back-off). */
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(unlink(filler), 0);
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	if(!sys_wait_u64(sys, "spool/messages", 0, 120000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("the spool did not drain");
+	}
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	fbh_sub_wait_count(sub, SALVAGE_N, 60000);
+	usleep(1000 * 1000);
+	/* The counter starts again with the broker: the salvage's count is in the first one's log. */
+	corrupt = 0;
+	for(uint64_t n = 1; n <= SALVAGE_N; n++){
+		snprintf(line, sizeof(line), ": %" PRIu64 " records (seq ", n);
+		if(fbh_broker_log_line_has(&edge, line, " lost to damage in the spool moved aside to")){
+			corrupt = n;
+			break;
+		}
+	}
+	seen = calloc(SALVAGE_N, 1);
+	ck_assert_ptr_nonnull(seen);
+	for(size_t i = 0; i < fbh_sub_count(sub); i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		char *end;
+		long k;
+
+		ck_assert_uint_ge((size_t)m->payloadlen, 3);
+		ck_assert_int_eq(((const char *)m->payload)[0], 'c');
+		k = strtol((const char *)m->payload + 1, &end, 10);
+		ck_assert_int_eq(*end, ';');
+		ck_assert(k >= 0 && k < SALVAGE_N);
+		if(!seen[k]){
+			seen[k] = 1;
+			distinct++;
+			ck_assert_msg(k > last, "message %ld arrived after %ld", k, last);
+			last = k;
+		}
+	}
+	fprintf(stderr, "salvage: %zu PUBACKed, %zu delivered, %" PRIu64 " counted as corrupt (%zu received)\n",
+			acked, distinct, corrupt, fbh_sub_count(sub));
+	ck_assert_uint_eq(distinct + corrupt, acked);
+	/* Nothing was lost to a deleted CURRENT: the WAL holds every record. */
+	ck_assert_uint_eq(corrupt, 0);
+	/* Repeats only for what was in flight when a connection broke (max_inflight 64). */
+	ck_assert_uint_le(fbh_sub_count(sub), SALVAGE_N + 64);
+
+	/* The spool moved aside is the damaged one, byte for byte, and nothing more. */
+	snap_take(&after, kept);
+	ck_assert_uint_eq(after.n, before.n);
+	for(size_t i = 0; i < before.n; i++){
+		size_t j;
+		for(j = 0; j < after.n && strcmp(after.name[j], before.name[i]) != 0; j++){
+		}
+		ck_assert_msg(j < after.n, "%s is not kept", before.name[i]);
+		ck_assert_uint_eq(after.len[j], before.len[i]);
+		ck_assert_msg(memcmp(after.data[j], before.data[i], before.len[i]) == 0, "%s differs", before.name[i]);
+	}
+
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	snap_free(&before);
+	snap_free(&after);
+	free(seen);
+	free(kept);
+	free(filler);
+	free(spool);
+	free(yaml);
+}
+END_TEST
+
 /* Mounts the test's tmpfs on a new folder (mnt), here in the parent process so that it is
  * unmounted however the forked test ends. Returns 0, or prints why and returns 77. */
 static int mount_tmpfs(void)
@@ -424,6 +678,18 @@ static int mount_tmpfs(void)
 	if(mount("tmpfs", mnt, "tmpfs", 0, "size=" TMPFS_SIZE ",mode=0700") != 0){
 		fprintf(stderr, "SKIP: this test mounts a small tmpfs, which needs root (CAP_SYS_ADMIN): "
 				"mount: %s\n", strerror(errno));
+		rmdir(mnt);
+		mnt[0] = '\0';
+		return FBH_SKIP;
+	}
+	snprintf(mnt2, sizeof(mnt2), "%s/fb-salvage-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	if(mkdtemp(mnt2) == NULL || mount("tmpfs", mnt2, "tmpfs", 0, "size=" TMPFS2_SIZE ",mode=0700") != 0){
+		fprintf(stderr, "SKIP: cannot mount a second tmpfs: %s\n", strerror(errno));
+		if(mnt2[0]){
+			rmdir(mnt2);
+		}
+		mnt2[0] = '\0';
+		umount2(mnt, MNT_DETACH);
 		rmdir(mnt);
 		mnt[0] = '\0';
 		return FBH_SKIP;
@@ -449,6 +715,10 @@ int main(void)
 	tc = fbh_tcase("diskfull");
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, test_full_disk_is_a_state_and_nothing_acknowledged_is_lost);
+	suite_add_tcase(s, tc);
+	tc = fbh_tcase("salvage");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_salvage_without_room_for_a_copy_reads_in_place);
 	suite_add_tcase(s, tc);
 	rc = fbh_run(s);
 	unmount_tmpfs();
