@@ -3507,7 +3507,9 @@ static int deferred_delete(struct fb_spool *s, enum fb_queue qi, const struct fb
 }
 
 /* Writes the deletes deferred_delete() kept (one batch for every queue). With the lock held,
- * right after space_returned() reopened the database. Returns 0 or like batch_write(). */
+ * right after space_returned() reopened the database; S->wb is empty then (every writer calls
+ * space_returned() before it fills the batch, and batch_write()'s own call finds the spool
+ * writing already). Returns 0 or like batch_write(). */
 static int deferred_flush(struct fb_spool *s)
 {
 	uint8_t key[KEY_LEN];
