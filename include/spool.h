@@ -17,9 +17,11 @@
  *
  * A full disk (or any failed write) is a state, not an error of each call: nothing more is
  * written to RocksDB, the staged records stay in the staging files (settling stops; when they are
- * full, the broker applies on_full), reads of "out" and writes fail with -ENOSPC (-EIO), and every
- * second the spool looks for space and reopens the database once there is. One line is logged
- * when it begins and one when it ends; fb_spool_stats() reports disk_full meanwhile.
+ * full, the broker applies on_full), appends fail with -ENOSPC (-EIO), and every second (at a
+ * use, fb_spool_stats() included) the spool looks for space and reopens the database once there
+ * is. Reads go on meanwhile (from RocksDB and the staging files), and deletes are kept in memory
+ * and written when space returns (see deferred_delete() in spool.c). One line is logged when it
+ * begins and one when it ends; fb_spool_stats() reports disk_full meanwhile.
  *
  * Thread safety: every function may be called from any thread; an internal mutex protects the
  * sequence counters and the size accounting. It is held across a WAL fsync only before a staging
@@ -89,7 +91,8 @@ struct fb_spool_stats {
  * the WAL as it was is kept at PATH.corrupt-<unix time>); a database that cannot be opened
  * (corruption, missing CURRENT, a damaged MANIFEST, unreadable files) is renamed to
  * PATH.corrupt-<unix time> and never modified, a fresh one is created, and every record that can
- * be read from a copy of the old one (repaired with RocksDB's repair where needed) is queued again
+ * be read from a copy of the old one (repaired with RocksDB's repair where needed; without room
+ * for a copy, read in place through hard links, read only and unrepaired) is queued again
  * in order: the broker never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
  * spool cannot be created, -EBUSY when another process holds it, or -ENOSPC/-EACCES/-EMFILE/-ENOMEM
  * when the environment, not the spool, is at fault: an intact spool is never moved aside for
@@ -117,7 +120,9 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue q, uint64_t after, size_t ma
 		fb_spool_visit_fn fn, void *ud);
 
 /* Deletes record SEQ of Q; LEN is its value length (for the accounting). Deleting a record that
- * drop_oldest already removed is a no-op. Returns 0 or a negative errno. Any thread. */
+ * drop_oldest already removed is a no-op. While the spool has failed (a full disk) the delete is
+ * kept in memory and written when space returns (lost to a crash before that: the record is then
+ * sent again). Returns 0 or a negative errno. Any thread. */
 int fb_spool_delete(struct fb_spool *s, enum fb_queue q, uint64_t seq, size_t len);
 
 /* Deletes several records of Q in one write batch (one WAL write); like fb_spool_delete() for

@@ -57,7 +57,9 @@
  * RocksDB's repair (again without the oldest WAL files while a WAL file that a table file repeats
  * fails it; the WAL files replayed into an empty database when no table file holds "out"); past
  * unreadable blocks by seeking beyond them; then its staging files. The seqs missing between its
- * floor and its last record are counted.
+ * floor and its last record are counted. Without room for a copy, the copy is a folder of hard
+ * links (CURRENT copied) that is only opened read only, never repaired: the spool kept stays
+ * byte-identical, and a database that needs the repair is reported, not salvaged.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -116,6 +118,10 @@
 #define RETRY_MS 1000
 #define LOW_FREE(s) ((1u << 20) + (s)->lay.write_buffer)
 #define RESUME_FREE(s) (LOW_FREE(s) + (1u << 20))
+
+/* Deletes out of order (a tombstone each) that the spool keeps in memory while it has failed, per
+ * queue (8 bytes each); beyond them a delete fails as a write does (the record is sent again). */
+#define DEFERRED_TOMB_MAX 65536
 
 /* max_size when it is 0 (unbounded), for the sizes derived from it. */
 #define LAYOUT_DEFAULT (1ull << 30)
@@ -312,6 +318,12 @@ struct fb_spool {
 	atomic_uint_fast64_t *corrupt; /* opts.corrupt */
 	bool wal_skipped;         /* opened skipping damaged WAL records: count the gaps of "out" */
 	char *kept;               /* where a copy of the spool as it was before that is kept */
+	/* Deletes acknowledged while the spool has failed (see deferred_delete()): each queue's
+	 * floor is behind its first live record, and these records above it still need their
+	 * tombstone. With the lock held. */
+	bool deferred[3];
+	uint64_t *tomb[3];
+	size_t ntomb[3], tombcap[3];
 };
 
 static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" };
@@ -474,6 +486,8 @@ static int reserve_make(struct fb_spool *s);
 static int db_open(struct fb_spool *s, char **why);
 static void db_close(struct fb_spool *s);
 
+static int deferred_flush(struct fb_spool *s);
+
 /* 0 when the database may be written; while the spool has failed, -ENOSPC or -EIO, except that
  * once a second it looks for space (its reserve, and RESUME_FREE besides), makes the reserve again
  * and reopens the database: RocksDB 7.8.3's C API has no rocksdb_resume(), and a reopened
@@ -512,7 +526,7 @@ static int space_returned(struct fb_spool *s)
 	fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: %s over after %llu s; the spool "
 			"writes again", s->path, failed == -ENOSPC ? "disk full" : "write failure",
 			(unsigned long long)((now - s->failed_ms) / 1000u));
-	return 0;
+	return deferred_flush(s);
 }
 
 /* Writes S->wb (and clears it). Returns 0, or -ENOSPC/-EIO when the spool has failed (this write
@@ -826,6 +840,51 @@ static int copy_tree(const char *src, const char *dst, copy_filter_fn filter)
 	}
 	closedir(d);
 	free(buf);
+	return rc;
+}
+
+static int copy_file(const char *from, const char *to);
+
+/* Makes the new folder DST a view of the regular files of folder SRC that FILTER takes, as hard
+ * links (no data is written: for a salvage when the disk has no room for a copy). CURRENT, which a
+ * salvage may have to write, is copied instead (a few bytes), so that nothing written in DST can
+ * reach a file of SRC. Returns 0 or a negative errno (then DST may hold part of it). */
+static int link_tree(const char *src, const char *dst, copy_filter_fn filter)
+{
+	DIR *d;
+	struct dirent *e;
+	struct stat st;
+	char *from = NULL, *to = NULL;
+	int rc = 0;
+
+	if(mkdir(dst, 0700) != 0){
+		return -errno;
+	}
+	d = opendir(src);
+	if(d == NULL){
+		return -errno;
+	}
+	while(rc == 0 && (e = readdir(d)) != NULL){
+		if(strcmp(e->d_name, "LOCK") == 0 || (filter && !filter(e->d_name))){
+			continue;
+		}
+		if(asprintf(&from, "%s/%s", src, e->d_name) < 0 || asprintf(&to, "%s/%s", dst, e->d_name) < 0){
+			from = to = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+		if(lstat(from, &st) == 0 && S_ISREG(st.st_mode)){
+			if(strcmp(e->d_name, "CURRENT") == 0){
+				rc = copy_file(from, to);
+			}else if(link(from, to) != 0){
+				rc = -errno;
+			}
+		}
+		free(from);
+		free(to);
+		from = to = NULL;
+	}
+	closedir(d);
 	return rc;
 }
 
@@ -2140,6 +2199,7 @@ static bool point_current(const char *dir)
 		fclose(f);
 	}
 	if(!ok){
+		unlink(cur); /* a new file: never written through a link to a file of the kept spool */
 		f = fopen(cur, "w");
 		ok = f && fprintf(f, "%s\n", name) > 0;
 		if(f && fclose(f) != 0){
@@ -2349,7 +2409,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 	rocksdb_options_t *o;
 	char *copy = NULL, *err = NULL, where[8192];
 	uint64_t floor = 0, settled = 0, from;
-	bool have_floor = false, have_settled = false, repaired = false;
+	bool have_floor = false, have_settled = false, repaired = false, linked = false;
 	int rc;
 
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
@@ -2357,6 +2417,22 @@ static void salvage(struct fb_spool *s, const char *aside)
 	}
 	rm_tree(copy); /* left by a salvage that was cut short */
 	rc = copy_tree(aside, copy, salvage_files);
+	if(rc){
+		/* No room for a copy (a full disk, where damage is most likely): read it through hard
+		 * links instead. Read-only opens never write to a file they did not make, so the kept
+		 * spool stays byte-identical; RocksDB's repair and the WAL replay, which write, are left
+		 * out, and what only they would have given back is counted as lost like any other gap. */
+		int crc = rc;
+
+		rm_tree(copy);
+		rc = link_tree(aside, copy, salvage_files);
+		if(rc == 0){
+			linked = true;
+			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: cannot copy %s to salvage its records (%s); "
+					"reading it in place instead (read only, without RocksDB's repair)", s->path,
+					aside, strerror(-crc));
+		}
+	}
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
@@ -2385,7 +2461,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 		salvage_close(&v);
 		rc = salvage_open(&v, o, copy, true, &err);
 	}
-	if(rc){
+	if(rc && !linked){
 		rocksdb_free(err);
 		err = NULL;
 		salvage_close(&v);
@@ -2410,8 +2486,10 @@ static void salvage(struct fb_spool *s, const char *aside)
 		}
 	}
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from the database in %s: %s",
-				s->path, aside, err ? err : strerror(-rc));
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: no record can be read from the database in %s: %s%s",
+				s->path, aside, err ? err : strerror(-rc), linked ? " (without room for a copy it "
+				"cannot be repaired: what its database held is neither queued again nor counted; "
+				"it stays there, untouched)" : "");
 		rocksdb_free(err);
 		salvage_close(&v);
 	}else{
@@ -2694,6 +2772,9 @@ void fb_spool_close(struct fb_spool *s)
 		rocksdb_writebatch_destroy(s->wb);
 	}
 	free(s->mark);
+	for(int qi = 0; qi < 3; qi++){
+		free(s->tomb[qi]);
+	}
 	if(s->dbopts){
 		rocksdb_options_destroy(s->dbopts);
 	}
@@ -3114,6 +3195,147 @@ int fb_spool_append(struct fb_spool *s, enum fb_queue qi, const void *val, size_
 	return rc;
 }
 
+/* Staged records copied out under the lock (read_degraded()), to be visited without it. */
+struct staged_copy {
+	struct fb_spool *s;
+	uint64_t after;
+	size_t max, n, slots;
+	uint64_t *seq;
+	size_t *off, *len;
+	uint8_t *buf;
+	size_t used, cap;
+	int rc;
+};
+
+static int staged_copy_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct staged_copy *c = ud;
+	uint8_t *b;
+
+	if(seq <= c->after || seq <= c->s->settled || !seqset_has(&c->s->q[FB_Q_OUT].live, seq)){
+		return 0;
+	}
+	if(c->n == c->slots){
+		size_t slots = c->slots ? 2 * c->slots : 256;
+		uint64_t *ns = realloc(c->seq, slots * sizeof(*ns));
+		size_t *no = ns ? realloc(c->off, slots * sizeof(*no)) : NULL;
+		size_t *nl = no ? realloc(c->len, slots * sizeof(*nl)) : NULL;
+
+		if(ns){
+			c->seq = ns;
+		}
+		if(no){
+			c->off = no;
+		}
+		if(nl == NULL){
+			c->rc = -ENOMEM;
+			return 1;
+		}
+		c->len = nl;
+		c->slots = slots;
+	}
+	if(c->used + len > c->cap){
+		size_t cap = c->cap ? c->cap : 1u << 16;
+		while(cap < c->used + len){
+			cap *= 2;
+		}
+		b = realloc(c->buf, cap);
+		if(b == NULL){
+			c->rc = -ENOMEM;
+			return 1;
+		}
+		c->buf = b;
+		c->cap = cap;
+	}
+	memcpy(c->buf + c->used, val, len);
+	c->seq[c->n] = seq;
+	c->off[c->n] = c->used;
+	c->len[c->n] = len;
+	c->used += len;
+	return ++c->n >= c->max;
+}
+
+/* fb_spool_read() while the spool has failed (called with s->dblock held for reading, which it
+ * releases): the records of RocksDB that are still live (the lock is taken for each check, never
+ * while FN runs: it may delete), then, for "out", the staged records above the settled mark,
+ * copied under the lock (at most MAX, the staging files' size at most) and visited after it. */
+static int read_degraded(struct fb_spool *s, enum fb_queue qi, uint64_t after, uint64_t first,
+		uint64_t next, size_t max, fb_spool_visit_fn fn, void *ud)
+{
+	struct spool_queue *q = &s->q[qi];
+	struct staged_copy c = { .s = s, .after = after };
+	rocksdb_readoptions_t *ro;
+	rocksdb_iterator_t *it;
+	uint8_t from[KEY_LEN], upper[KEY_LEN];
+	const char *key, *val;
+	size_t klen, vlen;
+	uint64_t seq, top, last = after;
+	char *err = NULL;
+	bool live, stop = false;
+	int n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	top = qi == FB_Q_OUT && s->settled + 1 < next ? s->settled + 1 : next;
+	pthread_mutex_unlock(&s->lock);
+	key_encode(from, after + 1 > first ? after + 1 : first);
+	key_encode(upper, top);
+	ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
+	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
+	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+			rocksdb_iter_valid(it) && (size_t)n < max; rocksdb_iter_next(it)){
+		key = rocksdb_iter_key(it, &klen);
+		if(klen != KEY_LEN){
+			continue;
+		}
+		seq = key_decode(key);
+		pthread_mutex_lock(&s->lock);
+		live = seqset_has(&q->live, seq);
+		pthread_mutex_unlock(&s->lock);
+		if(!live){
+			continue;
+		}
+		val = rocksdb_iter_value(it, &vlen);
+		n++;
+		last = seq;
+		if(fn(ud, seq, val, vlen) != 0){
+			stop = true;
+			break;
+		}
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	rocksdb_readoptions_destroy(ro);
+	pthread_rwlock_unlock(&s->dblock);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: reading \"%s\" failed: %s",
+				s->path, queue_name(qi), err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	if(stop || (size_t)n >= max || qi != FB_Q_OUT){
+		return n;
+	}
+	c.after = last;
+	c.max = max - (size_t)n;
+	pthread_mutex_lock(&s->lock);
+	if(s->chan){
+		fb_chan_each_unsettled(s->chan, staged_copy_visit, &c);
+	}
+	pthread_mutex_unlock(&s->lock);
+	for(size_t i = 0; c.rc == 0 && i < c.n; i++){
+		n++;
+		if(fn(ud, c.seq[i], c.buf + c.off[i], c.len[i]) != 0){
+			break;
+		}
+	}
+	free(c.seq);
+	free(c.off);
+	free(c.len);
+	free(c.buf);
+	return c.rc ? c.rc : n;
+}
+
 int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t max,
 		fb_spool_visit_fn fn, void *ud)
 {
@@ -3125,6 +3347,7 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	size_t klen, vlen;
 	uint64_t next, first;
 	char *err = NULL;
+	bool degraded = false;
 	int n = 0, rc;
 
 	if(s == NULL || !queue_valid(qi) || fn == NULL){
@@ -3139,6 +3362,13 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	if(rc == 0){
 		rc = space_returned(s);
 	}
+	if(rc && s->db){
+		/* The spool has failed (a full disk) but its database is open: a read does not write,
+		 * so it goes on, from RocksDB up to the settled mark and from the staging files above
+		 * it, skipping what was deleted in memory meanwhile (deferred_delete()). */
+		degraded = true;
+		rc = 0;
+	}
 	if(rc == 0){
 		pthread_rwlock_rdlock(&s->dblock); /* the database stays open until the read ends */
 	}
@@ -3152,6 +3382,9 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	}
 	if(max > INT32_MAX){
 		max = INT32_MAX; /* the count is returned as an int */
+	}
+	if(degraded){
+		return read_degraded(s, qi, after, first, next, max, fn, ud);
 	}
 
 	/* Seek to the first live record after AFTER instead of to the first key: the tombstones of
@@ -3188,6 +3421,139 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	return n;
 }
 
+/* Deletes while the spool has failed (a full disk). Acknowledgements must not be lost to a full
+ * disk (their records would be sent again once it has room), and a delete cannot be written then.
+ * Of the two ways to keep them -- the reserve file given up for the delete batches, or the deletes
+ * kept in memory until space returns -- the spool keeps them in memory: the reserve exists for a
+ * restart on a full disk, and after a failed WAL append RocksDB takes no write until it is
+ * reopened anyway. The records leave the live set at once (reads, fb_spool_live() and the stats
+ * no longer see them); the database keeps them until deferred_flush(), run by space_returned()
+ * right after the reopen, writes in one batch each queue's floor (up to its oldest live record)
+ * and a tombstone for each record deleted above it that RocksDB holds. The memory this takes is
+ * bounded: the floors cost nothing, a tombstone 8 bytes, at most DEFERRED_TOMB_MAX per queue; a
+ * staged record deleted out of order needs none (settling skips records no longer live). A crash
+ * before the flush loses the deletes: those records are sent again, as at-least-once allows.
+ * With the lock held. Returns 0, or FAILED (nothing changed) when the tombstones would not fit. */
+static int deferred_delete(struct fb_spool *s, enum fb_queue qi, const struct fb_spool_del *items,
+		size_t n, int failed)
+{
+	struct spool_queue *q = &s->q[qi];
+	uint64_t nf, *t;
+	size_t live = 0, need = 0, i, cap;
+
+	for(i = 0; i < n; i++){
+		s->mark[i] = seqset_has(&q->live, items[i].seq);
+		if(s->mark[i]){
+			seqset_del(&q->live, items[i].seq);
+			live++;
+		}
+	}
+	if(live == 0){
+		return 0;
+	}
+	nf = seqset_find(&q->live, q->first, false);
+	if(nf == 0){
+		nf = q->next_seq;
+	}
+	for(i = 0; i < n; i++){
+		if(s->mark[i] && items[i].seq >= nf && (qi != FB_Q_OUT || items[i].seq <= s->settled)){
+			need++;
+		}
+	}
+	if(s->ntomb[qi] + need > DEFERRED_TOMB_MAX){
+		for(i = 0; i < n; i++){
+			if(s->mark[i]){
+				seqset_restore(&q->live, items[i].seq);
+			}
+		}
+		return failed;
+	}
+	if(s->ntomb[qi] + need > s->tombcap[qi]){
+		cap = s->tombcap[qi] ? s->tombcap[qi] : 256;
+		while(cap < s->ntomb[qi] + need){
+			cap *= 2;
+		}
+		t = realloc(s->tomb[qi], cap * sizeof(*t));
+		if(t == NULL){
+			for(i = 0; i < n; i++){
+				if(s->mark[i]){
+					seqset_restore(&q->live, items[i].seq);
+				}
+			}
+			return -ENOMEM;
+		}
+		s->tomb[qi] = t;
+		s->tombcap[qi] = cap;
+	}
+	for(i = 0; i < n; i++){
+		if(!s->mark[i]){
+			continue;
+		}
+		if(items[i].seq >= nf){
+			if(qi != FB_Q_OUT || items[i].seq <= s->settled){
+				s->tomb[qi][s->ntomb[qi]++] = items[i].seq;
+			}
+		}else{
+			q->unranged += KEY_LEN + (uint64_t)items[i].len;
+		}
+		seqset_restore(&q->live, items[i].seq); /* queue_forget() takes it out again */
+		queue_forget(q, items[i].seq, KEY_LEN + (uint64_t)items[i].len);
+	}
+	s->deferred[qi] = true;
+	if(qi == FB_Q_OUT){
+		account(s);
+	}
+	return 0;
+}
+
+/* Writes the deletes deferred_delete() kept (one batch for every queue). With the lock held,
+ * right after space_returned() reopened the database; S->wb is empty then (every writer calls
+ * space_returned() before it fills the batch, and batch_write()'s own call finds the spool
+ * writing already). Returns 0 or like batch_write(). */
+static int deferred_flush(struct fb_spool *s)
+{
+	uint8_t key[KEY_LEN];
+	uint64_t nf[3] = { 0, 0, 0 }, deletes = 0;
+	bool any = false;
+	int rc;
+
+	for(int qi = 0; qi < 3; qi++){
+		struct spool_queue *q = &s->q[qi];
+
+		if(!s->deferred[qi]){
+			continue;
+		}
+		any = true;
+		nf[qi] = q->first ? q->first : q->next_seq;
+		for(size_t i = 0; i < s->ntomb[qi]; i++){
+			if(s->tomb[qi][i] >= nf[qi] && !seqset_has(&q->live, s->tomb[qi][i])){
+				key_encode(key, s->tomb[qi][i]);
+				rocksdb_writebatch_delete_cf(s->wb, q->cf, (const char *)key, sizeof(key));
+				deletes++;
+			}
+		}
+		if(nf[qi] > q->floor){
+			floor_stage(s, (enum fb_queue)qi, nf[qi]);
+		}
+	}
+	if(!any){
+		return 0;
+	}
+	rc = batch_write(s, "writing the deletes kept while the disk was full to", FB_Q_OUT);
+	if(rc){
+		return rc; /* kept: tried again when space returns again */
+	}
+	for(int qi = 0; qi < 3; qi++){
+		if(s->deferred[qi] && nf[qi] > s->q[qi].floor){
+			floor_commit(s, &s->q[qi], nf[qi]);
+		}
+		s->deferred[qi] = false;
+		s->ntomb[qi] = 0;
+	}
+	(void)deletes;
+	return 0;
+}
+
 int fb_spool_delete(struct fb_spool *s, enum fb_queue qi, uint64_t seq, size_t len)
 {
 	struct fb_spool_del d = { .seq = seq, .len = len };
@@ -3213,11 +3579,9 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	q = &s->q[qi];
 
 	pthread_mutex_lock(&s->lock);
-	/* As in direct_append(): no batch while the spool has failed (maybe without a database). */
+	/* As in direct_append(): no batch while the spool has failed (maybe without a database):
+	 * the deletes are kept in memory instead. */
 	rc = space_returned(s);
-	if(rc){
-		goto unlock;
-	}
 	if(n > s->markcap){
 		mark = realloc(s->mark, n);
 		if(mark == NULL){
@@ -3226,6 +3590,10 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 		}
 		s->mark = mark;
 		s->markcap = n;
+	}
+	if(rc){
+		rc = deferred_delete(s, qi, items, n, rc);
+		goto unlock;
 	}
 	for(i = 0; i < n; i++){
 		s->mark[i] = seqset_has(&q->live, items[i].seq);
@@ -3396,6 +3764,12 @@ void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)
 		return;
 	}
 	pthread_mutex_lock(&s->lock);
+	/* A failed spool looks for space when it is used; one that nothing else uses (the queue
+	 * drained on a full disk, deletes kept in memory) does it here, as the link process asks for
+	 * its stats every second. */
+	if(atomic_load(&s->failed)){
+		space_returned(s);
+	}
 	st->messages = s->q[FB_Q_OUT].count;
 	st->bytes = s->q[FB_Q_OUT].bytes;
 	st->first_seq = s->q[FB_Q_OUT].first;

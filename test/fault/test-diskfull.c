@@ -225,8 +225,20 @@ static uint64_t sys_u64(struct fbh_sub *sys, const char *key)
 
 static char mnt[PATH_MAX + 16];
 
+static char mnt2[PATH_MAX + 16], mnt3[PATH_MAX + 16];
+
 static void unmount_tmpfs(void)
 {
+	if(mnt3[0]){
+		umount2(mnt3, MNT_DETACH);
+		rmdir(mnt3);
+		mnt3[0] = '\0';
+	}
+	if(mnt2[0]){
+		umount2(mnt2, MNT_DETACH);
+		rmdir(mnt2);
+		mnt2[0] = '\0';
+	}
 	if(mnt[0]){
 		umount2(mnt, MNT_DETACH);
 		rmdir(mnt);
@@ -409,6 +421,440 @@ START_TEST(test_full_disk_is_a_state_and_nothing_acknowledged_is_lost)
 }
 END_TEST
 
+/* ---- a damaged spool salvaged on a disk without room for a copy ---- */
+
+#define TMPFS2_SIZE "48m"
+#define SALVAGE_N 1000
+
+/* The regular files of folder DIR (name and content), to compare a kept folder with. */
+struct snap {
+	size_t n;
+	char *name[64];
+	uint8_t *data[64];
+	size_t len[64];
+};
+
+static void snap_take(struct snap *sn, const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	ck_assert_ptr_nonnull(d);
+	memset(sn, 0, sizeof(*sn));
+	while((e = readdir(d)) != NULL){
+		char *path;
+		struct stat st;
+		FILE *f;
+
+		if(e->d_name[0] == '.'){
+			continue;
+		}
+		path = fbh_strdupf("%s/%s", dir, e->d_name);
+		ck_assert_int_eq(lstat(path, &st), 0);
+		ck_assert(S_ISREG(st.st_mode));
+		ck_assert_uint_lt(sn->n, 64);
+		sn->name[sn->n] = strdup(e->d_name);
+		sn->len[sn->n] = (size_t)st.st_size;
+		sn->data[sn->n] = malloc(sn->len[sn->n] + 1);
+		ck_assert_ptr_nonnull(sn->data[sn->n]);
+		f = fopen(path, "rb");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(fread(sn->data[sn->n], 1, sn->len[sn->n], f), sn->len[sn->n]);
+		fclose(f);
+		free(path);
+		sn->n++;
+	}
+	closedir(d);
+}
+
+static void snap_free(struct snap *sn)
+{
+	for(size_t i = 0; i < sn->n; i++){
+		free(sn->name[i]);
+		free(sn->data[i]);
+	}
+	sn->n = 0;
+}
+
+/* Bytes a copy of the spool folder takes (all files but the reserve and LOCK). */
+static uint64_t copy_need(const struct snap *sn)
+{
+	uint64_t n = 0;
+
+	for(size_t i = 0; i < sn->n; i++){
+		if(strcmp(sn->name[i], "flowmq-reserve") != 0 && strcmp(sn->name[i], "LOCK") != 0){
+			n += (sn->len[i] + 4095) & ~(uint64_t)4095;
+		}
+	}
+	return n;
+}
+
+/* CURRENT deleted in a stopped edge's spool, on a tmpfs left with room for the fresh spool and the
+ * records queued again, but not for a copy of the damaged spool. Before: "cannot copy ... to
+ * salvage its records: No space left on device", nothing queued again, nothing counted: all
+ * 1,000 PUBACKed messages lost. Now the spool moved aside is read in place through hard links
+ * (read only): every record is queued again, delivered + counted as corrupt == PUBACKed, the log
+ * says so with the count, and the folder kept is byte-identical to the damaged spool. */
+START_TEST(test_salvage_without_room_for_a_copy_reads_in_place)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	struct snap before, after;
+	char *yaml, *p, *spool, *path, *filler, *kept = NULL, payload[1100], line[160];
+	size_t acked, distinct = 0;
+	uint64_t corrupt, free_now, leave;
+	unsigned char *seen;
+	long last = -1;
+	DIR *d;
+	struct dirent *e;
+
+	ck_assert(mnt2[0] != '\0');
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	spool = fbh_strdupf("%s/spool", mnt2);
+	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
+	p = strstr(yaml, "@SPOOL_PATH@");
+	ck_assert_ptr_nonnull(p);
+	*p = '\0';
+	{
+		char *y2 = fbh_strdupf("%s%s%s", yaml, spool, p + strlen("@SPOOL_PATH@"));
+		free(yaml);
+		yaml = y2;
+	}
+
+	/* A backlog while the cloud is down. */
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(size_t i = 0; i < SALVAGE_N; i++){
+		int len = snprintf(payload, sizeof(payload), "c%zu;", i);
+		while(len < 1000){
+			payload[len] = (char)('a' + (i * 7 + (size_t)len) % 26);
+			len++;
+		}
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", payload, len, 1, false, NULL), 0);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 120000));
+	acked = fbh_pub_acked(pub) - fbh_pub_count_failed(pub);
+	ck_assert_uint_eq(acked, SALVAGE_N);
+	fbh_pub_close(pub);
+	ck_assert(sys_wait_u64(sys, "spool/messages", SALVAGE_N, 60000));
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+
+	/* The damage, then the disk fills: room for the fresh spool's staging files (2 x 4 MiB)
+	 * and half a copy of the damaged spool, which is more than the records queued again take. */
+	path = fbh_strdupf("%s/CURRENT", spool);
+	ck_assert_int_eq(unlink(path), 0);
+	free(path);
+	snap_take(&before, spool);
+	leave = (8u << 20) + copy_need(&before) / 2;
+	filler = fbh_strdupf("%s/filler", mnt2);
+	fill_up(filler, leave);
+	{
+		struct statvfs sv;
+		ck_assert_int_eq(statvfs(mnt2, &sv), 0);
+		free_now = (uint64_t)sv.f_bavail * sv.f_frsize;
+	}
+	fprintf(stderr, "salvage: a copy needs %" PRIu64 " KiB, %" PRIu64 " KiB free\n",
+			copy_need(&before) >> 10, free_now >> 10);
+	ck_assert_uint_lt(free_now, (8u << 20) + copy_need(&before));
+
+	/* The edge starts on it (the cloud still down): moved aside, salvaged in place. */
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	if(!fbh_wait_log(&edge, "salvaged from", 60000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("no salvage");
+	}
+	ck_assert(fbh_broker_log_contains(&edge, "its CURRENT file is missing"));
+	ck_assert(fbh_broker_log_line_has(&edge, "cannot copy", "reading it in place instead"));
+	snprintf(line, sizeof(line), ": %u records queued again into \"out\"", SALVAGE_N);
+	ck_assert_msg(fbh_broker_log_contains(&edge, line), "the log does not say %s", line);
+	ck_assert(sys_wait_u64(sys, "spool/messages", SALVAGE_N, 30000));
+	d = opendir(mnt2);
+	ck_assert_ptr_nonnull(d);
+	while((e = readdir(d)) != NULL){
+		if(strncmp(e->d_name, "spool.corrupt-", 14) == 0 && strchr(e->d_name + 14, '.') == NULL){
+			ck_assert_ptr_null(kept);
+			kept = fbh_strdupf("%s/%s", mnt2, e->d_name);
+		}
+		ck_assert_msg(strstr(e->d_name, ".salvage") == NULL, "%s left behind", e->d_name);
+	}
+	closedir(d);
+	ck_assert_ptr_nonnull(kept);
+	ck_assert(fbh_broker_log_line_has(&edge, "moved aside to", kept));
+
+	/* Space returns, then the cloud (the edge restarted: no wait for its back-off). */
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(unlink(filler), 0);
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	if(!sys_wait_u64(sys, "spool/messages", 0, 120000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("the spool did not drain");
+	}
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	fbh_sub_wait_count(sub, SALVAGE_N, 60000);
+	usleep(1000 * 1000);
+	/* The counter starts again with the broker: the salvage's count is in the first one's log. */
+	corrupt = 0;
+	for(uint64_t n = 1; n <= SALVAGE_N; n++){
+		snprintf(line, sizeof(line), ": %" PRIu64 " records (seq ", n);
+		if(fbh_broker_log_line_has(&edge, line, " lost to damage in the spool moved aside to")){
+			corrupt = n;
+			break;
+		}
+	}
+	seen = calloc(SALVAGE_N, 1);
+	ck_assert_ptr_nonnull(seen);
+	for(size_t i = 0; i < fbh_sub_count(sub); i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		char *end;
+		long k;
+
+		ck_assert_uint_ge((size_t)m->payloadlen, 3);
+		ck_assert_int_eq(((const char *)m->payload)[0], 'c');
+		k = strtol((const char *)m->payload + 1, &end, 10);
+		ck_assert_int_eq(*end, ';');
+		ck_assert(k >= 0 && k < SALVAGE_N);
+		if(!seen[k]){
+			seen[k] = 1;
+			distinct++;
+			ck_assert_msg(k > last, "message %ld arrived after %ld", k, last);
+			last = k;
+		}
+	}
+	fprintf(stderr, "salvage: %zu PUBACKed, %zu delivered, %" PRIu64 " counted as corrupt (%zu received)\n",
+			acked, distinct, corrupt, fbh_sub_count(sub));
+	ck_assert_uint_eq(distinct + corrupt, acked);
+	/* Nothing was lost to a deleted CURRENT: the WAL holds every record. */
+	ck_assert_uint_eq(corrupt, 0);
+	/* Repeats only for what was in flight when a connection broke (max_inflight 64). */
+	ck_assert_uint_le(fbh_sub_count(sub), SALVAGE_N + 64);
+
+	/* The spool moved aside is the damaged one, byte for byte, and nothing more. */
+	snap_take(&after, kept);
+	ck_assert_uint_eq(after.n, before.n);
+	for(size_t i = 0; i < before.n; i++){
+		size_t j;
+		for(j = 0; j < after.n && strcmp(after.name[j], before.name[i]) != 0; j++){
+		}
+		ck_assert_msg(j < after.n, "%s is not kept", before.name[i]);
+		ck_assert_uint_eq(after.len[j], before.len[i]);
+		ck_assert_msg(memcmp(after.data[j], before.data[i], before.len[i]) == 0, "%s differs", before.name[i]);
+	}
+
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	snap_free(&before);
+	snap_free(&after);
+	free(seen);
+	free(kept);
+	free(filler);
+	free(spool);
+	free(yaml);
+}
+END_TEST
+
+/* ---- the disk fills while the cloud is connected and traffic flows ---- */
+
+#define BACKLOG_N 6000
+#define TRAFFIC_N 1000
+
+/* Lines of the broker's log (since the mark) that contain S. */
+static size_t log_lines_with(struct fbh_broker *b, const char *s)
+{
+	char *text = fbh_read_file(b->log), *p;
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(text);
+	for(p = text + (b->log_mark > 0 && (size_t)b->log_mark <= strlen(text) ? (size_t)b->log_mark : 0);
+			(p = strstr(p, s)) != NULL; p += strlen(s)){
+		n++;
+	}
+	free(text);
+	return n;
+}
+
+/* A backlog of 6,000 1 KiB messages spooled while the cloud was down (in RocksDB and the staging
+ * files); the cloud comes back and the edge connects; as soon as the first message arrives, the
+ * cloud broker is paused for half a second while the disk fills (1 MiB left on the tmpfs), and
+ * 1,000 more messages are published (100/s) from then on. Asserted: spool/disk_full goes to 1 and the spool
+ * still drains to 0 meanwhile (reads do not fail on a full disk, acknowledgements are kept); the
+ * log has exactly one "disk full" line for the episode and no failed read; every PUBACKed
+ * message arrives (or is counted in dropped/full), in order; duplicates are at most max_inflight
+ * (64) per connection that broke (reconnects), since only what was in flight is sent again;
+ * after space returns and the edge restarts, nothing is sent again (the deletes kept in memory
+ * were written). Before: reads failed with ENOSPC while the disk was full, so nothing already
+ * spooled was forwarded until space returned, and the acknowledgements were not written. */
+START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-connected");
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	char *yaml, *p, *y2, *filler, payload[1100];
+	size_t acked, received, distinct = 0, dups, dropped, n_pub = BACKLOG_N + TRAFFIC_N;
+	uint64_t at_fill, reconnects, full_lines;
+	unsigned char *seen;
+	long last = -1;
+	bool drained_while_full;
+
+	ck_assert(mnt3[0] != '\0');
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	co.extra = cloud_persistent_extra(&cloud);
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+
+	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
+	p = strstr(yaml, "@SPOOL_PATH@");
+	ck_assert_ptr_nonnull(p);
+	*p = '\0';
+	y2 = fbh_strdupf("%s%s/spool%s", yaml, mnt3, p + strlen("@SPOOL_PATH@"));
+	free(yaml);
+	yaml = y2;
+
+	/* The backlog, paced so that the staging files never turn anything away. */
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(size_t i = 0; i < BACKLOG_N; i++){
+		int len = snprintf(payload, sizeof(payload), "c%zu;", i);
+		while(len < 1024){
+			payload[len] = (char)('a' + (i * 13 + (size_t)len) % 26);
+			len++;
+		}
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/c", payload, len, 1, false, NULL), 0);
+		if((i + 1) % 500 == 0){
+			ck_assert(fbh_pub_wait_all(pub, 120000));
+			ck_assert(sys_wait_u64(sys, "spool/messages", i + 1, 60000));
+		}
+	}
+	ck_assert(fbh_pub_wait_all(pub, 120000));
+	ck_assert(sys_wait_u64(sys, "spool/disk_full", 0, 10000));
+
+	/* The cloud returns and the backlog starts to drain; as soon as it does, the cloud broker
+	 * is paused (SIGSTOP, well within the keepalive: the connection stays up), the disk fills,
+	 * traffic starts, and the cloud goes on. */
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert(fbh_sub_wait_count(sub, 1, 30000) >= 1);
+	ck_assert_int_eq(kill(cloud.pid, SIGSTOP), 0);
+	ck_assert(sys_wait(sys, "state", "connected", 3000));
+	filler = fbh_strdupf("%s/filler", mnt3);
+	fbh_broker_log_mark(&edge);
+	fill_up(filler, 1u << 20);
+	at_fill = fbh_sub_count(sub);
+	for(size_t i = BACKLOG_N; i < n_pub; i++){
+		int len = snprintf(payload, sizeof(payload), "c%zu;", i);
+		while(len < 1024){
+			payload[len] = (char)('a' + (i * 13 + (size_t)len) % 26);
+			len++;
+		}
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/c", payload, len, 1, false, NULL), 0);
+		if(i == BACKLOG_N + 50){
+			ck_assert_int_eq(kill(cloud.pid, SIGCONT), 0);
+		}
+		usleep(10000);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 120000));
+	acked = fbh_pub_acked(pub) - fbh_pub_count_failed(pub);
+	fbh_pub_close(pub);
+	ck_assert(sys_wait_u64(sys, "spool/disk_full", 1, 10000));
+	fprintf(stderr, "connected: %" PRIu64 " received when the disk filled, %zu now\n", at_fill,
+			fbh_sub_count(sub));
+	ck_assert_uint_lt(at_fill, BACKLOG_N);
+
+	/* Everything spooled drains while the disk is still full. */
+	if(!sys_wait_u64(sys, "spool/messages", 0, 120000)){
+		fbh_broker_dump_log(&edge);
+		ck_abort_msg("the spool did not drain on the full disk");
+	}
+	drained_while_full = sys_u64(sys, "spool/disk_full") == 1;
+	ck_assert_msg(drained_while_full, "space returned before the spool drained");
+	sleep(2);
+	reconnects = sys_u64(sys, "reconnects");
+	dropped = (size_t)sys_u64(sys, "edge_to_cloud/dropped/full");
+	full_lines = log_lines_with(&edge, "disk full (");
+	ck_assert_uint_eq(full_lines, 1);
+	ck_assert_uint_eq(log_lines_with(&edge, "reading \"out\" failed"), 0);
+	ck_assert_uint_eq(log_lines_with(&edge, "No space left on device"), 1); /* the one line */
+
+	/* Space returns: the deletes kept in memory are written. */
+	ck_assert_int_eq(unlink(filler), 0);
+	ck_assert(sys_wait_u64(sys, "spool/disk_full", 0, 30000));
+	ck_assert(fbh_wait_log(&edge, "disk full over", 5000));
+	ck_assert_uint_eq(log_lines_with(&edge, "disk full over"), 1);
+	received = fbh_sub_count(sub);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+
+	/* A restart sends nothing again: every acknowledgement reached the disk. */
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 30000));
+	sleep(3);
+	ck_assert_uint_eq(sys_u64(sys, "spool/messages"), 0);
+	ck_assert_uint_eq(sys_u64(sys, "edge_to_cloud/forwarded"), 0);
+	ck_assert_uint_eq(fbh_sub_count(sub), received);
+
+	seen = calloc(n_pub, 1);
+	ck_assert_ptr_nonnull(seen);
+	for(size_t i = 0; i < received; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		char *end;
+		long k;
+
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/c");
+		ck_assert_int_eq(m->payloadlen, 1024);
+		k = strtol((const char *)m->payload + 1, &end, 10);
+		ck_assert_int_eq(*end, ';');
+		ck_assert(k >= 0 && (size_t)k < n_pub);
+		if(!seen[k]){
+			seen[k] = 1;
+			distinct++;
+			ck_assert_msg(k > last, "message %ld arrived after %ld", k, last);
+			last = k;
+		}
+	}
+	dups = received - distinct;
+	fprintf(stderr, "connected: %zu PUBACKed, %zu delivered, %zu dropped/full, %zu duplicates, "
+			"%" PRIu64 " reconnects\n", acked, distinct, dropped, dups, reconnects);
+	ck_assert_uint_eq(distinct + dropped, acked);
+	ck_assert_uint_le(dups, 64 * reconnects);
+
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	free(seen);
+	free(filler);
+	free(yaml);
+	free((char *)co.extra);
+}
+END_TEST
+
 /* Mounts the test's tmpfs on a new folder (mnt), here in the parent process so that it is
  * unmounted however the forked test ends. Returns 0, or prints why and returns 77. */
 static int mount_tmpfs(void)
@@ -426,6 +872,28 @@ static int mount_tmpfs(void)
 				"mount: %s\n", strerror(errno));
 		rmdir(mnt);
 		mnt[0] = '\0';
+		return FBH_SKIP;
+	}
+	snprintf(mnt2, sizeof(mnt2), "%s/fb-salvage-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	if(mkdtemp(mnt2) == NULL || mount("tmpfs", mnt2, "tmpfs", 0, "size=" TMPFS2_SIZE ",mode=0700") != 0){
+		fprintf(stderr, "SKIP: cannot mount a second tmpfs: %s\n", strerror(errno));
+		if(mnt2[0]){
+			rmdir(mnt2);
+		}
+		mnt2[0] = '\0';
+		umount2(mnt, MNT_DETACH);
+		rmdir(mnt);
+		mnt[0] = '\0';
+		return FBH_SKIP;
+	}
+	snprintf(mnt3, sizeof(mnt3), "%s/fb-connected-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	if(mkdtemp(mnt3) == NULL || mount("tmpfs", mnt3, "tmpfs", 0, "size=" TMPFS_SIZE ",mode=0700") != 0){
+		fprintf(stderr, "SKIP: cannot mount a third tmpfs: %s\n", strerror(errno));
+		if(mnt3[0]){
+			rmdir(mnt3);
+		}
+		mnt3[0] = '\0';
+		unmount_tmpfs();
 		return FBH_SKIP;
 	}
 	return 0;
@@ -449,6 +917,14 @@ int main(void)
 	tc = fbh_tcase("diskfull");
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, test_full_disk_is_a_state_and_nothing_acknowledged_is_lost);
+	suite_add_tcase(s, tc);
+	tc = fbh_tcase("connected");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_full_disk_while_connected_keeps_forwarding_and_acknowledging);
+	suite_add_tcase(s, tc);
+	tc = fbh_tcase("salvage");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, test_salvage_without_room_for_a_copy_reads_in_place);
 	suite_add_tcase(s, tc);
 	rc = fbh_run(s);
 	unmount_tmpfs();

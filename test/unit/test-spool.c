@@ -1723,16 +1723,21 @@ START_TEST(failed_write_stops_writing_until_the_spool_reopens)
 	ck_assert_int_eq(rc, -EIO);
 	ck_assert_uint_gt(ok, 10);
 	ck_assert_int_eq(count_lines_with("stops writing"), 1);
-	/* Nothing more is written or synced, and that is not logged again. */
+	/* Nothing more is written or synced, and that is not logged again; a delete is kept in
+	 * memory (written once the spool reopens), and reads go on without the deleted record. */
 	for(i = 0; i < 10; i++){
 		ck_assert_int_eq(fb_spool_append(s, FB_Q_IN, buf, 10, &seq, NULL), -EIO);
 		ck_assert_int_eq(fb_spool_sync(s), -EIO);
-		ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf)), -EIO);
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf)), 0);
 	}
 	ck_assert_int_eq(count_lines_with("stops writing"), 1);
 	fb_spool_stats(s, &st);
-	ck_assert_uint_eq(st.in, ok);
+	ck_assert_uint_eq(st.in, ok - 1);
 	ck_assert_uint_eq(st.disk_full, 0); /* a failure, not a full disk */
+	sn = read_all(s, FB_Q_IN, 0);
+	ck_assert_uint_eq(sn->n, ok - 1);
+	ck_assert_uint_eq(sn->seqs[0], 2);
+	free(sn);
 
 	/* Writes can succeed again: within a second or two the spool reopens and takes them. */
 	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
@@ -1793,17 +1798,107 @@ START_TEST(writes_after_a_failed_reopen_are_refused)
 	for(i = 0; i < 3; i++){
 		usleep(1100000); /* past the retry pause: the write below makes the spool try to reopen */
 		ck_assert_int_eq(fb_spool_append(s, FB_Q_IN, buf, 10, &seq, NULL), -EIO);
-		ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf)), -EIO);
+		/* Kept in memory, without the closed database's handles. */
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf)), 0);
 	}
 	ck_assert_int_eq(rename(aside, current), 0);
-	for(i = 0; i < 50 && (rc = fb_spool_delete(s, FB_Q_IN, 1, sizeof(buf))) != 0; i++){
+	for(i = 0; i < 50 && (rc = fb_spool_append(s, FB_Q_IN, buf, 10, &seq, NULL)) != 0; i++){
 		usleep(100000);
 	}
 	ck_assert_int_eq(rc, 0);
 	fb_spool_stats(s, &st);
-	ck_assert_uint_eq(st.in, ok - 1);
+	ck_assert_uint_eq(st.in, ok);
+	fb_spool_close(s);
+	/* The delete was written when the spool reopened. */
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.in, ok);
+	ck_assert(!fb_spool_live(s, FB_Q_IN, 1));
 	fb_spool_close(s);
 }
+
+/* While the spool has failed (a full disk), "out" is still read -- from RocksDB and from the
+ * staging files -- and acknowledgements (deletes, in order and out of order) are kept in memory:
+ * reads skip them at once, and they are written when the spool reopens, so that nothing
+ * acknowledged comes back after a restart. */
+START_TEST(reads_and_deletes_go_on_while_the_spool_has_failed)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct fb_spool_del dels[101];
+	struct rlimit old, lim;
+	struct seen *sn;
+	uint8_t buf[1000];
+	uint64_t seq = 0, i;
+	int rc = 0;
+
+	for(i = 1; i <= 300; i++){
+		make_value(buf, i, sizeof(buf));
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, sizeof(buf), &seq, NULL), 0);
+		ck_assert_uint_eq(seq, i);
+	}
+	ck_assert_int_eq(fb_spool_settle(s), 0); /* 1..300 in RocksDB */
+	for(i = 301; i <= 320; i++){
+		make_value(buf, i, sizeof(buf));
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, sizeof(buf), &seq, NULL), 0);
+	}
+	/* 301..320 staged. Now a write fails. */
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 256u << 10;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for(i = 1; i <= 2000 && rc == 0; i++){
+		make_value(buf, i, sizeof(buf));
+		rc = fb_spool_append(s, FB_Q_IN, buf, sizeof(buf), &seq, NULL);
+	}
+	ck_assert_int_eq(rc, -EIO);
+
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 320);
+	ck_assert_uint_eq(sn->seqs[0], 1);
+	ck_assert_uint_eq(sn->seqs[319], 320);
+	free(sn);
+	/* 1..100 in order, 150 and 310 (staged) out of order. */
+	for(i = 0; i < 100; i++){
+		dels[i] = (struct fb_spool_del){ i + 1, sizeof(buf) };
+	}
+	dels[100] = (struct fb_spool_del){ 150, sizeof(buf) };
+	ck_assert_int_eq(fb_spool_delete_many(s, FB_Q_OUT, dels, 101), 0);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, 310, sizeof(buf)), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 218);
+	ck_assert_uint_eq(st.first_seq, 101);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 218);
+	ck_assert_uint_eq(sn->seqs[0], 101);
+	ck_assert_uint_eq(sn->seqs[49], 151);
+	ck_assert_uint_eq(sn->seqs[207], 309);
+	ck_assert_uint_eq(sn->seqs[208], 311);
+	free(sn);
+	sn = read_all(s, FB_Q_OUT, 305);
+	ck_assert_uint_eq(sn->n, 14);
+	free(sn);
+
+	/* Writes work again: the spool reopens and writes the deletes. */
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+	for(i = 0; i < 50 && (rc = fb_spool_append(s, FB_Q_IN, buf, 10, &seq, NULL)) != 0; i++){
+		usleep(100000);
+	}
+	ck_assert_int_eq(rc, 0);
+	fb_spool_close(s);
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 218);
+	ck_assert_uint_eq(st.first_seq, 101);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 218);
+	ck_assert_uint_eq(sn->seqs[49], 151);
+	ck_assert_uint_eq(sn->seqs[208], 311);
+	free(sn);
+	fb_spool_close(s);
+}
+END_TEST
 END_TEST
 
 /* ---- the budget's layout and the marker ---- */
@@ -2026,6 +2121,7 @@ static Suite *spool_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, failed_write_stops_writing_until_the_spool_reopens);
 	tcase_add_test(tc, writes_after_a_failed_reopen_are_refused);
+	tcase_add_test(tc, reads_and_deletes_go_on_while_the_spool_has_failed);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("marker");
