@@ -1149,12 +1149,17 @@ START_TEST(salvage_repairs_again_without_a_wal_file_a_table_holds_too)
 {
 	struct fb_spool *s = open_spool(2u << 20, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
 
+	off_t manifest = largest_file("MANIFEST-*");
+
 	append_settled(s, 300, 1000);
-	/* The flush of the full memtable runs in the background (its table compresses well). */
-	for(int i = 0; i < 3000 && largest_file("*.sst") < 8192; i++){
+	/* The flush of the full memtable runs in the background (its table compresses well). It is
+	 * done once the MANIFEST names its table: a table file still being written is removed again
+	 * when the close cancels the flush, and then no table holds the records. */
+	for(int i = 0; i < 3000 && (largest_file("*.sst") < 8192 || largest_file("MANIFEST-*") <= manifest); i++){
 		usleep(10000);
 	}
 	ck_assert_int_ge(largest_file("*.sst"), 8192);
+	ck_assert_int_gt(largest_file("MANIFEST-*"), manifest);
 	fb_spool_close(s);
 	garble_manifests();
 
