@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -21,6 +23,7 @@
 #include "handoff.h"
 #include "link.h"
 #include "record.h"
+#include "resolve.h"
 #include "tls.h"
 #include "yield.h"
 
@@ -88,6 +91,7 @@ struct fb_link {
 	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
 	struct fb_yield yield;   /* how many records may go out while the broker thread is starved */
 	unsigned jitter_seed;
+	struct fb_resolve *rq;   /* the endpoint's name lookup while it runs (l->mosq exists, no socket) */
 };
 
 const char *fb_link_state_name(enum fb_link_state s)
@@ -320,6 +324,8 @@ static void teardown(struct fb_link *l)
 	}
 	set_status(l, FB_LINK_DISCONNECTED, l->lost_reason);
 
+	fb_resolve_free(l->rq);
+	l->rq = NULL;
 	mosquitto_destroy(l->mosq);
 	l->mosq = NULL;
 	SSL_CTX_free(l->ctx);
@@ -468,6 +474,43 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
 		const mosquitto_property *props);
 
+/* A lookup slower than this is worth a log line. */
+#define RESOLVE_SLOW_MS 1000
+
+/* Connects libmosquitto to the first address of RES (numeric, so that it looks nothing up) that
+ * does not fail at once, as libmosquitto would with the name: a non-blocking connect that fails
+ * later is a failed attempt, not a reason to try the next address. */
+static void connect_addresses(struct fb_link *l, const struct addrinfo *res)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	const struct fb_endpoint *ep = &cfg->cloud.endpoints[l->ep];
+	int rc = MOSQ_ERR_EAI, err = 0;
+
+	for(const struct addrinfo *a = res; a; a = a->ai_next){
+		char ip[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+
+		if(getnameinfo(a->ai_addr, a->ai_addrlen, ip, sizeof(ip), NULL, 0, NI_NUMERICHOST) != 0){
+			continue;
+		}
+		l->lib_error[0] = '\0';
+		rc = mosquitto_connect_bind_async(l->mosq, ip, ep->port, (int)cfg->cloud.keepalive_s, NULL);
+		if(rc == MOSQ_ERR_SUCCESS || rc == MOSQ_ERR_CONN_PENDING){
+			return;
+		}
+		if(rc != MOSQ_ERR_ERRNO){
+			break;
+		}
+		err = errno;
+	}
+	if(rc == MOSQ_ERR_ERRNO){
+		connection_lost(l, "%s", strerror(err));
+	}else if(rc == MOSQ_ERR_EAI){
+		connection_lost(l, "%s has no usable address", ep->host);
+	}else{
+		connection_lost(l, "%s", l->lib_error[0] ? l->lib_error : mosquitto_strerror(rc));
+	}
+}
+
 static void start_attempt(struct fb_link *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
@@ -529,14 +572,47 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 	mosquitto_connect_bind_v5(l->mosq, NULL, ep->port, (int)cfg->cloud.keepalive_s, NULL, cprops);
 	mosquitto_property_free_all(&cprops);
 
-	rc = mosquitto_connect_bind_async(l->mosq, ep->host, ep->port, (int)cfg->cloud.keepalive_s, NULL);
-	if(rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_PENDING){
-		if(rc == MOSQ_ERR_ERRNO){
-			connection_lost(l, "%s", strerror(errno));
-		}else{
-			connection_lost(l, "%s", l->lib_error[0] ? l->lib_error : mosquitto_strerror(rc));
+	/* libmosquitto looks the host up with getaddrinfo() on the calling thread, which may take as
+	 * long as the resolver's timeouts: the worker would stop taking staged records meanwhile, and
+	 * the broker would replace the link process. A name is looked up on a thread of its own
+	 * (resolve.c) and libmosquitto gets the numeric address; the TLS context checks the
+	 * certificate against, and sends as SNI, the configured name (tls.c). */
+	{
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
+		struct addrinfo *res = NULL;
+
+		if(getaddrinfo(ep->host, NULL, &hints, &res) == 0){
+			connect_addresses(l, res);
+			freeaddrinfo(res);
+			return;
 		}
 	}
+	rc = fb_resolve_start(ep->host, &l->rq);
+	if(rc == -EAGAIN){
+		connection_lost(l, "cannot look up %s: %d earlier lookups are still running", ep->host, FB_RESOLVE_MAX_RUNNING);
+	}else if(rc < 0){
+		connection_lost(l, "cannot look up %s: %s", ep->host, strerror(-rc));
+	}
+}
+
+/* The endpoint's name lookup is done: connect, or fail the attempt naming the host. */
+static void resolved(struct fb_link *l, uint64_t now)
+{
+	const struct fb_endpoint *ep = &l->d.cfg->cloud.endpoints[l->ep];
+	const struct addrinfo *res;
+	int rc = fb_resolve_result(l->rq, &res);
+
+	if(now - l->attempt_ms >= RESOLVE_SLOW_MS){
+		fb_log(l->d.lg, MOSQ_LOG_WARNING, "looking up %s took %llu ms", ep->host,
+				(unsigned long long)(now - l->attempt_ms));
+	}
+	if(rc != 0){
+		connection_lost(l, "cannot resolve %s: %s", ep->host, fb_resolve_error(l->rq));
+	}else{
+		connect_addresses(l, res);
+	}
+	fb_resolve_free(l->rq);
+	l->rq = NULL;
 }
 
 /* ---- edge to cloud --------------------------------------------------------------------------- */
@@ -996,6 +1072,11 @@ static void housekeeping(struct fb_link *l, uint64_t now)
 		l->d.host->wake(l->d.host->ud);
 		l->last_wake_ms = now;
 	}
+	if(l->rq && now >= l->attempt_ms + cfg->cloud.connect_timeout_ms){
+		/* The thread goes on until getaddrinfo() returns; nobody waits for it. */
+		connection_lost(l, "looking up %s took longer than connect_timeout (%u ms): abandoned",
+				cfg->cloud.endpoints[l->ep].host, cfg->cloud.connect_timeout_ms);
+	}
 	if(l->mosq && !l->connected && now >= l->attempt_ms + cfg->cloud.connect_timeout_ms){
 		connection_lost(l, "no CONNACK within connect_timeout (%u ms)", cfg->cloud.connect_timeout_ms);
 	}
@@ -1072,6 +1153,10 @@ static void *worker(void *arg)
 			}
 			pfd[1] = (struct pollfd){ .fd = sock, .events = ev };
 			n = 2;
+		}else if(l->rq){
+			/* The name lookup is a part of the attempt: its thread wakes the worker. */
+			pfd[1] = (struct pollfd){ .fd = fb_resolve_fd(l->rq), .events = POLLIN };
+			n = 2;
 		}
 		if(poll(pfd, (nfds_t)n, poll_timeout(l, now)) < 0 && errno != EINTR){
 			fb_log(l->d.lg, MOSQ_LOG_ERR, "poll failed: %s", strerror(errno));
@@ -1093,7 +1178,11 @@ static void *worker(void *arg)
 			atomic_exchange(l->d.notified, false);
 			l->maybe_more = true;
 		}
-		if(n == 2 && pfd[1].revents){
+		if(l->rq){
+			if(fb_resolve_done(l->rq)){
+				resolved(l, now);
+			}
+		}else if(n == 2 && pfd[1].revents){
 			if(pfd[1].revents & (POLLIN | POLLERR | POLLHUP)){
 				l->last_rx_ms = now;
 			}
@@ -1143,6 +1232,9 @@ static void *worker(void *arg)
 
 	/* Orderly stop: disconnect with the Will, so the cloud sees the status "offline"; records in
 	 * flight stay in the spool and are sent again after the next start. */
+	/* A lookup still running is left to its thread. */
+	fb_resolve_free(l->rq);
+	l->rq = NULL;
 	if(l->mosq){
 		if(l->connected){
 			mosquitto_disconnect_v5(l->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);

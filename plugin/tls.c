@@ -55,7 +55,8 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
 	return ok;
 }
 
-/* libmosquitto sets SNI to the host it connects to; tls.server_name overrides it just before the
+/* libmosquitto sets SNI to the host it connects to, which is the numeric address link.c looked
+ * up: the configured name (tls.server_name, else the endpoint's host) replaces it just before the
  * ClientHello is written. */
 static void info_cb(const SSL *ssl, int where, int ret)
 {
@@ -264,7 +265,7 @@ SSL_CTX *fb_tls_ctx_new(const struct fb_config *cfg, const struct fb_endpoint *e
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	snprintf(st->server_name, sizeof(st->server_name), "%s", cfg->cloud.tls.server_name ? cfg->cloud.tls.server_name : "");
+	snprintf(st->server_name, sizeof(st->server_name), "%s", name);
 
 	if(!SSL_CTX_set_min_proto_version(ctx, cfg->cloud.tls.min_version)){
 		set_err(err, errlen, "cannot set the minimum TLS version", NULL);
