@@ -1,4 +1,4 @@
-/* Unit tests of plugin/bridge.c that need no broker: fb_bridge_start() with hooks of the test's
+/* Unit tests of plugin/broker/bridge.c that need no broker: fb_bridge_start() with hooks of the test's
  * own (a link process is forked as in the broker; its cloud endpoint refuses connections). */
 #include <check.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/chan.c: the staging channel from the broker thread to the link process. */
+/* Unit tests of plugin/ipc/chan.c: the staging channel from the broker thread to the link process. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/config.c: every default, the shipped example, the duration and size parsers,
+/* Unit tests of plugin/common/config.c: every default, the shipped example, the duration and size parsers,
  * ${site_id} expansion, and refused configurations with their exact "FILE:LINE: KEY: what" line.
  * Each test writes its YAML into a fresh mkdtemp folder. */
 #include <check.h>

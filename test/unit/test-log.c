@@ -1,4 +1,4 @@
-/* Unit tests of plugin/log.c: fb_log() and the link process's log queue (fb_logq), including a
+/* Unit tests of plugin/common/log.c: fb_log() and the link process's log queue (fb_logq), including a
  * writer in another process as in the plugin. */
 #include <check.h>
 #include <stdio.h>

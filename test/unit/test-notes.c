@@ -1,4 +1,4 @@
-/* Unit tests of plugin/notes.c: the loopback subscriber's memory of captured messages. */
+/* Unit tests of plugin/broker/notes.c: the loopback subscriber's memory of captured messages. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/record.c: the spool record format and the MQTT v5 property encoding. */
+/* Unit tests of plugin/common/record.c: the spool record format and the MQTT v5 property encoding. */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Unit test of plugin/route.c: an unmatched lookup (and a drop rule) allocates nothing.
+/* Unit test of plugin/common/route.c: an unmatched lookup (and a drop rule) allocates nothing.
  *
  * It counts allocations by replacing malloc, which a sanitizer build cannot do (ASan owns malloc;
  * our replacement would hand ASan's memory to glibc's free): there the program exits 77 and says

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/route.c: MQTT matching semantics, template rewriting, first-rule-wins,
+/* Unit tests of plugin/common/route.c: MQTT matching semantics, template rewriting, first-rule-wins,
  * drop rules, both directions and topic checks. That an unmatched lookup allocates nothing is
  * test-route-alloc.c (it replaces malloc, which sanitizer builds cannot). */
 #include <check.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/spool.c: the RocksDB spool. Each test works in its own mkdtemp() folder. */
+/* Unit tests of plugin/link/spool.c: the RocksDB spool. Each test works in its own mkdtemp() folder. */
 #include <check.h>
 #include <stdatomic.h>
 #include <dirent.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/stage.c: the staging file in front of the spool's "out" queue. */
+/* Unit tests of plugin/ipc/stage.c: the staging file in front of the spool's "out" queue. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

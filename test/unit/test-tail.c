@@ -1,4 +1,4 @@
-/* Unit tests of plugin/tail.c: the in-memory ring of the newest spool records. */
+/* Unit tests of plugin/link/tail.c: the in-memory ring of the newest spool records. */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/tls.c: the TLS context loads the CA, the client certificate chain and the
+/* Unit tests of plugin/link/tls.c: the TLS context loads the CA, the client certificate chain and the
  * key from regular files, and refuses at once (never blocks on) a FIFO put in a file's place after
  * the configuration was checked. Certificates are made here with OpenSSL. */
 #include <check.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/yield.c: the link process gives way to a starved broker thread. */
+/* Unit tests of plugin/link/yield.c: the link process gives way to a starved broker thread. */
 #include <check.h>
 #include <stdlib.h>
 #include <time.h>
