@@ -36,11 +36,6 @@ static int drop_publish(void *ud, const char *topic, int payloadlen, void *paylo
 	return 0;
 }
 
-static void no_wake(void *ud)
-{
-	(void)ud;
-}
-
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st; (void)flag; (void)ftw;
@@ -82,7 +77,7 @@ static const char *write_config(unsigned rules)
  * than one configuration. Before, each reload kept ~1.2 MB (3,000 rules) until stop. */
 START_TEST(test_reload_keeps_only_first_and_newest_configuration)
 {
-	struct fb_host host = { drop_publish, no_wake, NULL };
+	struct fb_host host = { .publish = drop_publish };
 	const char *cfg = write_config(1000);
 	struct fb_bridge *b = NULL;
 	size_t before, one, after2, after12;
