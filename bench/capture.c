@@ -65,7 +65,8 @@ static int run(struct fb_bridge *b, const char *topic, size_t n, long *ns)
 int main(int argc, char **argv)
 {
 	struct fb_logger lg = { log_stderr, NULL };
-	struct fb_host host = { .publish = no_publish };
+	struct fb_host host = { .publish = no_publish, .link_program = getenv("FB_LINK_PROGRAM") ?
+		getenv("FB_LINK_PROGRAM") : FB_LINK_PROGRAM_BUILD };
 	struct fb_bridge *b;
 	size_t n;
 	long *matched, *unmatched;

@@ -1,6 +1,5 @@
 /* flowmq-bridge: the running bridge (see bridge.h): capture, tick, reload and the supervision of
  * the link process. Broker process, broker thread. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -11,7 +10,6 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,9 +24,6 @@
 #include "route.h"
 #include "shared.h"
 #include "waker.h"
-/* TEMPORARY (until flowmq-link is a program of its own): the forked link process runs the link's
- * main in this process image, so the broker's library reaches into link/ here and only here. */
-#include "main.h"
 
 /* One loaded configuration with its compiled routes. A reload makes a new generation and frees
  * the one it replaces, except the first: the link process keeps using that one (cloud settings
@@ -93,6 +88,7 @@ struct fb_bridge {
 	/* The watchdog (broker thread): the link process's progress as last seen, and since when. */
 	bool child_running;       /* the current link process has reported its spool open */
 	bool killed;              /* ... has been sent SIGKILL as hung, not reaped yet */
+	bool refused;             /* flowmq-link is of another IPC version: not started again */
 	uint64_t beat;            /* sh->beat as last seen */
 	uint64_t beat_ms;         /* when it last moved (or when nothing was pending) */
 	uint64_t seen;            /* the reader's sh->chan.seen and file states as last seen */
@@ -201,6 +197,26 @@ static void bridge_log(void *ud, int level, const char *line)
 	}
 }
 
+/* Returns 0 when PATH is an executable regular file, else a negative errno. */
+static int check_program(const char *path)
+{
+	struct stat st;
+
+	if(path == NULL || path[0] == '\0'){
+		return -ENOENT;
+	}
+	if(stat(path, &st) < 0){
+		return -errno;
+	}
+	if(!S_ISREG(st.st_mode)){
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EACCES;
+	}
+	if(access(path, X_OK) < 0){
+		return -errno;
+	}
+	return 0;
+}
+
 /* Copies the configuration file the broker loaded first into a memfd, for the link process:
  * cloud settings and cloud_to_edge rules change only with a restart, so every link process the
  * broker starts reads these bytes, whatever the file holds by then. Returns the descriptor or a
@@ -253,39 +269,33 @@ static void sleep_ms(unsigned ms)
 	}
 }
 
-/* Closes the broker's network sockets (listeners, client connections) in the link process: a
- * connection the broker closes must not stay open in here. Log files and the syslog socket stay. */
-static void close_broker_sockets(void)
+/* Moves FD to descriptor TO in a child about to exec (async-signal-safe calls only). */
+static int child_fd(int fd, int to)
 {
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int self = d ? dirfd(d) : -1;
+	return dup2(fd, to) == to ? 0 : -1;
+}
 
-	if(d == NULL){
-		return;
-	}
-	while((e = readdir(d)) != NULL){
-		int fd = atoi(e->d_name), domain = 0;
-		socklen_t len = sizeof(domain);
-		struct stat sb;
-
-		if(fd <= 2 || fd == self || fstat(fd, &sb) != 0 || !S_ISSOCK(sb.st_mode)){
-			continue;
-		}
-		if(getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0
-				&& (domain == AF_INET || domain == AF_INET6)){
+/* Closes every descriptor from FIRST on (async-signal-safe). */
+static void child_close_from(int first)
+{
+	if(close_range((unsigned)first, ~0U, 0) != 0){
+		for(int fd = first; fd < 65536; fd++){
 			close(fd);
 		}
 	}
-	closedir(d);
 }
 
-/* Starts a link process. Once a link process has made the staging channel ready (reset it), the
- * next one follows it as it is (the broker may have staged records meanwhile); before that a new
- * one recovers and resets it again. */
+/* Starts a link process: fork, then exec of flowmq-link with the descriptors of shared.h and
+ * nothing else (the broker's sockets, log files and the rest are closed). Once a link process has
+ * made the staging channel ready (reset it), the next one follows it as it is (the broker may
+ * have staged records meanwhile); before that a new one recovers and resets it again. */
 static int spawn(struct fb_bridge *b)
 {
 	bool running = atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire) != 0;
+	char pid_s[24], sig_s[24];
+	char *argv[] = { (char *)b->host.link_program, "--broker-pid", pid_s, "--wake-signal", sig_s,
+		"--running", running ? "1" : "0", "--config-name", b->config_file, NULL };
+	int fds[3] = { b->shfd, b->efd, b->cfgfd };
 	pid_t pid;
 
 	if(!running && b->w){
@@ -299,6 +309,8 @@ static int spawn(struct fb_bridge *b)
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging files are started afresh; until they are "
 				"ready, matched messages follow spool.on_full");
 	}
+	snprintf(pid_s, sizeof(pid_s), "%d", (int)b->broker);
+	snprintf(sig_s, sizeof(sig_s), "%d", b->host.wake_signo);
 
 	atomic_store(&b->sh->child_state, 0);
 	pid = fork();
@@ -306,27 +318,26 @@ static int spawn(struct fb_bridge *b)
 		return -errno;
 	}
 	if(pid == 0){
-		/* The link process: dies with the broker; the broker's signals are its own (it stops
-		 * this process itself). */
-		char cfgpath[64];
-		struct fb_main_args a;
-
+		/* Dies with the broker (kept across the exec); flowmq-link checks getppid() itself. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if(getppid() != b->broker){
 			_exit(1);
 		}
-		close_broker_sockets();
-		snprintf(cfgpath, sizeof(cfgpath), "/proc/self/fd/%d", b->cfgfd);
-		a = (struct fb_main_args){
-			.sh = b->sh,
-			.efd = b->efd,
-			.broker = b->broker,
-			.wake_signo = b->host.wake_signo,
-			.running = running,
-			.config_path = cfgpath,
-			.config_name = b->config_file,
-		};
-		fb_main_run(&a);
+		/* Out of the way of 3..5 first, then into place (dup2 clears close-on-exec). */
+		for(int i = 0; i < 3; i++){
+			fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
+			if(fds[i] < 0){
+				_exit(127);
+			}
+		}
+		if(child_fd(fds[0], FB_LINK_FD_SHARED) < 0 || child_fd(fds[1], FB_LINK_FD_EVENT) < 0
+				|| child_fd(fds[2], FB_LINK_FD_CONFIG) < 0){
+			_exit(127);
+		}
+		child_close_from(FB_LINK_FD_CONFIG + 1);
+		execv(b->host.link_program, argv);
+		atomic_store(&b->sh->child_state, -errno);
+		_exit(127);
 	}
 	b->child = pid;
 	b->started_ms = fb_mono_ms();
@@ -350,7 +361,17 @@ static bool child_alive(struct fb_bridge *b)
 	if(r == 0){
 		return true;
 	}
-	if(r == b->child && !b->killed
+	if(r == b->child && WIFEXITED(status) && WEXITSTATUS(status) == FB_IPC_EXIT_VERSION){
+		/* Not restarted: another one would say the same. */
+		fb_log(&b->lg, MOSQ_LOG_ERR, "flowmq-link at %s speaks IPC version %u, this plugin version %u; "
+				"refusing it (install the flowmq-link of this plugin, or set plugin_opt_link_program)",
+				b->host.link_program, (unsigned)b->sh->hdr.link_version, (unsigned)FB_IPC_VERSION);
+		b->refused = true;
+	}else if(r == b->child && WIFEXITED(status) && WEXITSTATUS(status) == 127
+			&& atomic_load(&b->sh->child_state) < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot run flowmq-link at %s: %s", b->host.link_program,
+				strerror(-atomic_load(&b->sh->child_state)));
+	}else if(r == b->child && !b->killed
 			&& !(atomic_load(&b->sh->stop) && WIFEXITED(status) && WEXITSTATUS(status) == 0)){
 		if(WIFSIGNALED(status)){
 			fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) was killed by signal %d",
@@ -371,7 +392,7 @@ static void supervise(struct fb_bridge *b)
 {
 	uint64_t now;
 
-	if((b->child > 0 && child_alive(b)) || atomic_load(&b->sh->stop)){
+	if((b->child > 0 && child_alive(b)) || atomic_load(&b->sh->stop) || b->refused){
 		return;
 	}
 	now = fb_mono_ms();
@@ -589,6 +610,13 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	}
 	b->first = b->gen;
 	cfg = b->gen->cfg;
+	rc = check_program(b->host.link_program);
+	if(rc < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot run flowmq-link at %s: %s; set plugin_opt_link_program to "
+				"the flowmq-link installed with this plugin", b->host.link_program ? b->host.link_program : "(none)",
+				strerror(-rc));
+		goto fail;
+	}
 	b->cfgfd = config_memfd(config_file);
 	if(b->cfgfd < 0){
 		rc = b->cfgfd;
@@ -630,8 +658,12 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	while(atomic_load_explicit(&b->sh->child_state, memory_order_acquire) == 0 && fb_mono_ms() < until){
 		if(!child_alive(b)){
 			rc = atomic_load(&b->sh->child_state);
-			rc = rc < 0 ? rc : -EIO;
-			fb_log(&b->lg, MOSQ_LOG_ERR, "the link process did not start");
+			if(b->refused){
+				rc = -EPROTO; /* logged */
+			}else{
+				rc = rc < 0 ? rc : -EIO;
+				fb_log(&b->lg, MOSQ_LOG_ERR, "the link process did not start");
+			}
 			goto fail;
 		}
 		sleep_ms(1);

@@ -5,7 +5,7 @@
  * the writing end of the staging channel (ipc/chan.h) and the reading end of the cloud-to-edge
  * ring (inject.h); it never starts a thread, so the broker stays a single-threaded process (glibc
  * then skips its locking in malloc and in every system call wrapper, some 340 instructions per
- * message). fb_bridge_start() starts the link process (link/), which opens the spool (RocksDB and
+ * message). fb_bridge_start() starts the link process (the flowmq-link program, link/), which opens the spool (RocksDB and
  * its threads), runs the worker that owns the cloud connection, and fills the status snapshot.
  * They share one region (ipc/shared.h: the contract) and an eventfd. The link process dies with
  * the broker (PR_SET_PDEATHSIG), ignores the broker's signals, stops when fb_bridge_stop() asks,
@@ -43,6 +43,8 @@ struct fb_host {
 	/* The signal the link process sends to this process to wake the broker thread (ipc/waker.h);
 	 * 0: none. */
 	int wake_signo;
+	/* The flowmq-link program to start (must outlive the bridge). */
+	const char *link_program;
 };
 
 /* Loads CONFIG_FILE and starts the link process, which opens the spool and connects to the cloud.

@@ -24,12 +24,19 @@
 
 #define FB_EXPORT __attribute__((visibility("default")))
 
+/* Where meson installs flowmq-link (LIBEXECDIR/flowmq-bridge/flowmq-link); plugin_opt_link_program
+ * overrides it. */
+#ifndef FB_LINK_PROGRAM
+#define FB_LINK_PROGRAM "/usr/libexec/flowmq-bridge/flowmq-link"
+#endif
+
 struct fb_plugin {
 	mosquitto_plugin_id_t *id;
 	struct fb_bridge *bridge;
 	struct fb_will *will;     /* NULL with plugin_opt_loopback false */
 	struct fb_waker waker;  /* the signal the link process wakes the broker thread with */
 	struct fb_logger lg;    /* log_now() */
+	char *link_program;     /* plugin_opt_link_program, or FB_LINK_PROGRAM */
 };
 
 static void log_now(void *ud, int level, const char *line)
@@ -219,7 +226,7 @@ FB_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata,
 		struct mosquitto_opt *opts, int opt_count)
 {
 	struct fb_plugin *p;
-	const char *file;
+	const char *file, *link_program;
 	struct fb_host host;
 
 	if(per_listener_settings(id)){
@@ -245,7 +252,13 @@ FB_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata,
 		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: cannot set up the broker wake-up signal");
 		goto fail;
 	}
-	host = (struct fb_host){ .publish = host_publish, .ud = p, .wake_signo = p->waker.signo };
+	link_program = option(opts, opt_count, "link_program");
+	p->link_program = strdup(link_program && link_program[0] ? link_program : FB_LINK_PROGRAM);
+	if(p->link_program == NULL){
+		goto fail;
+	}
+	host = (struct fb_host){ .publish = host_publish, .ud = p, .wake_signo = p->waker.signo,
+		.link_program = p->link_program };
 	if(fb_bridge_start(file, &p->lg, &host, &p->bridge) < 0){
 		goto fail;
 	}
@@ -282,6 +295,7 @@ FB_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opt
 	fb_will_stop(p->will);
 	fb_bridge_stop(p->bridge); /* logs what the link process said while it stopped */
 	fb_waker_cleanup(&p->waker);
+	free(p->link_program);
 	free(p);
 	return MOSQ_ERR_SUCCESS;
 }

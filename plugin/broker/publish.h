@@ -1,4 +1,4 @@
-/* flowmq-bridge: status values published under $SYS/broker/flowmq-bridge/ (DESIGN.md "Status and
+/* flowmq-bridge: status values published under $SYS/broker/flowmq-bridge/ (README.md, "Status and
  * metrics"), retained, every status_interval (broker process, broker thread). */
 #ifndef FB_PUBLISH_H
 #define FB_PUBLISH_H

@@ -38,7 +38,7 @@ int fb_shared_create(struct fb_shared **out, int *out_fd)
 	return 0;
 }
 
-int fb_shared_attach(int fd, struct fb_shared **out)
+int fb_shared_attach(int fd, uint32_t version, struct fb_shared **out)
 {
 	struct fb_shared_header *hdr;
 	struct stat st;
@@ -56,8 +56,8 @@ int fb_shared_attach(int fd, struct fb_shared **out)
 		return -errno;
 	}
 	hdr = mem;
-	hdr->link_version = FB_IPC_VERSION;
-	if(hdr->magic != FB_IPC_MAGIC || hdr->version != FB_IPC_VERSION || hdr->size != sizeof(struct fb_shared)
+	hdr->link_version = version;
+	if(hdr->magic != FB_IPC_MAGIC || hdr->version != version || hdr->size != sizeof(struct fb_shared)
 			|| (size_t)st.st_size != sizeof(struct fb_shared)){
 		munmap(mem, (size_t)st.st_size);
 		return -EPROTO;

@@ -55,6 +55,14 @@
 /* flowmq-link's exit status when the region is not of its version. */
 #define FB_IPC_EXIT_VERSION 86
 
+/* The descriptors flowmq-link is started with (every other one is closed): the region, the
+ * eventfd the broker wakes its worker with, and a memfd with the bytes of the configuration the
+ * broker loaded first (read as /proc/self/fd/FB_LINK_FD_CONFIG). Its arguments:
+ *   flowmq-link --broker-pid PID --wake-signal SIGNO --running 0|1 --config-name FILE */
+#define FB_LINK_FD_SHARED 3
+#define FB_LINK_FD_EVENT 4
+#define FB_LINK_FD_CONFIG 5
+
 struct fb_shared_header {
 	uint64_t magic;           /* FB_IPC_MAGIC */
 	uint32_t version;         /* broker: its FB_IPC_VERSION */
@@ -81,10 +89,10 @@ struct fb_shared {
  * negative errno. Broker thread. */
 int fb_shared_create(struct fb_shared **sh, int *fd);
 
-/* Maps the region of FD and checks its header against this program's FB_IPC_VERSION, after
- * writing that version into hdr.link_version. Returns 0 with *SH, -EPROTO when the region is of
+/* Maps the region of FD and checks its header against VERSION (the caller's FB_IPC_VERSION),
+ * after writing VERSION into hdr.link_version. Returns 0 with *SH, -EPROTO when the region is of
  * another version (or not a region at all), or another negative errno. Link process. */
-int fb_shared_attach(int fd, struct fb_shared **sh);
+int fb_shared_attach(int fd, uint32_t version, struct fb_shared **sh);
 
 /* Unmaps. Accepts NULL. Either process. */
 void fb_shared_unmap(struct fb_shared *sh);

@@ -1,7 +1,17 @@
-/* flowmq-bridge: the link process's main (see main.h): its main thread; the cloud session's worker
- * (link.c) calls the cloud-to-edge hooks here. */
+/* flowmq-bridge: flowmq-link, the link process's program: its main thread; the cloud session's
+ * worker (link.c) calls the cloud-to-edge hooks here.
+ *
+ * The plugin starts it (fork + exec, PR_SET_PDEATHSIG set before the exec) with the descriptors of
+ * ipc/shared.h and nothing else. It attaches the shared region (refusing one of another IPC
+ * version with exit status FB_IPC_EXIT_VERSION), loads the configuration the broker loaded first
+ * (cloud settings and cloud_to_edge rules change only with a restart), opens the spool (the reader
+ * of the staging channel), runs the cloud session (link.c) and, every 500 ms, copies the status
+ * into the shared region and advances the heartbeat, until the broker says stop or dies. It never
+ * calls the broker API: its log lines go through the log queue in the region.
+ */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,7 +24,7 @@
 #include "config.h"
 #include "link.h"
 #include "logq.h"
-#include "main.h"
+#include "shared.h"
 #include "record.h"
 #include "route.h"
 #include "spool.h"
@@ -26,6 +36,16 @@
 /* Status values are copied into the shared region this often; each turn also advances the
  * heartbeat. */
 #define SNAPSHOT_MS 500
+
+struct fb_main_args {
+	struct fb_shared *sh;      /* attached */
+	int efd;                   /* the eventfd the broker writes to */
+	pid_t broker;              /* the broker process (the parent) */
+	int wake_signo;            /* the signal that wakes the broker thread (0: none) */
+	bool running;              /* the staging channel's writer runs already (a restart) */
+	const char *config_path;   /* the bytes of the configuration the broker loaded first */
+	const char *config_name;   /* the file they came from, for log lines */
+};
 
 struct link_main {
 	const struct fb_main_args *a;
@@ -278,7 +298,9 @@ static void __attribute__((noreturn)) fail(struct link_main *m, int rc)
 	_exit(1);
 }
 
-void fb_main_run(const struct fb_main_args *a)
+/* Runs the link process until the broker says stop or dies; never returns. The exit status is 0
+ * after an orderly stop, 1 otherwise (child_state in the region says why). */
+static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 {
 	struct link_main m = { .a = a, .sh = a->sh };
 	struct fb_shared *sh = a->sh;
@@ -381,4 +403,66 @@ void fb_main_run(const struct fb_main_args *a)
 	fb_tail_cleanup(&m.tail);
 	fb_spool_close(m.spool);
 	_exit(0);
+}
+
+static void __attribute__((noreturn)) usage(void)
+{
+	fprintf(stderr, "flowmq-link is started by the flowmq-bridge plugin, with the descriptors %d, %d and %d:\n"
+			"  flowmq-link --broker-pid PID --wake-signal SIGNO --running 0|1 --config-name FILE\n",
+			FB_LINK_FD_SHARED, FB_LINK_FD_EVENT, FB_LINK_FD_CONFIG);
+	exit(2);
+}
+
+static long number(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if(errno || end == s || *end || v < 0){
+		usage();
+	}
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "broker-pid", required_argument, NULL, 'p' },
+		{ "wake-signal", required_argument, NULL, 's' },
+		{ "running", required_argument, NULL, 'r' },
+		{ "config-name", required_argument, NULL, 'c' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static char config_path[64];
+	struct fb_main_args a = { .efd = FB_LINK_FD_EVENT, .config_path = config_path };
+	int c, rc;
+
+	while((c = getopt_long(argc, argv, "", opts, NULL)) != -1){
+		switch(c){
+			case 'p': a.broker = (pid_t)number(optarg); break;
+			case 's': a.wake_signo = (int)number(optarg); break;
+			case 'r': a.running = number(optarg) != 0; break;
+			case 'c': a.config_name = optarg; break;
+			default: usage();
+		}
+	}
+	if(optind != argc || a.broker <= 0 || a.config_name == NULL){
+		usage();
+	}
+	/* PR_SET_PDEATHSIG was set before the exec: a broker that died before it is noticed here. */
+	if(getppid() != a.broker){
+		return 1;
+	}
+	rc = fb_shared_attach(FB_LINK_FD_SHARED, FB_IPC_VERSION, &a.sh);
+	if(rc == -EPROTO){
+		return FB_IPC_EXIT_VERSION; /* the plugin logs it, with both versions */
+	}
+	if(rc < 0){
+		fprintf(stderr, "flowmq-link: cannot map the region shared with the broker: %s\n", strerror(-rc));
+		return 1;
+	}
+	snprintf(config_path, sizeof(config_path), "/proc/self/fd/%d", FB_LINK_FD_CONFIG);
+	run(&a);
 }

@@ -1,5 +1,6 @@
 /* Unit tests of plugin/broker/bridge.c that need no broker: fb_bridge_start() with hooks of the test's
- * own (a link process is forked as in the broker; its cloud endpoint refuses connections). */
+ * own (the build tree's flowmq-link is started as in the broker; its cloud endpoint refuses
+ * connections). */
 #include <check.h>
 #include <errno.h>
 #include <ftw.h>
@@ -77,7 +78,7 @@ static const char *write_config(unsigned rules)
  * than one configuration. Before, each reload kept ~1.2 MB (3,000 rules) until stop. */
 START_TEST(test_reload_keeps_only_first_and_newest_configuration)
 {
-	struct fb_host host = { .publish = drop_publish };
+	struct fb_host host = { .publish = drop_publish, .link_program = FB_LINK_PROGRAM_BUILD };
 	const char *cfg = write_config(1000);
 	struct fb_bridge *b = NULL;
 	size_t before, one, after2, after12;
