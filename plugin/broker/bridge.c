@@ -1,17 +1,14 @@
-/* flowmq-bridge: the running bridge (see bridge.h): capture, tick, reload and the supervision of
- * the link process. Broker process, broker thread. */
+/* flowmq-bridge: the running bridge (see bridge.h): start and stop, capture, tick, reload; the link
+ * process is looked after by supervise.c. Broker process, broker thread. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +20,7 @@
 #include "record.h"
 #include "route.h"
 #include "shared.h"
+#include "supervise.h"
 #include "waker.h"
 
 /* One loaded configuration with its compiled routes. A reload makes a new generation and frees
@@ -46,18 +44,6 @@ struct generation {
  * that time fails the start); after it, the broker runs on and the tick opens the staging channel
  * once the link process has it ready, while captures follow spool.on_full. */
 #define START_WAIT_MS 5000
-/* A link process that has not opened the spool, and has read or written nothing, this long is
- * taken for hung: opening a damaged spool (copying it, RocksDB's repair, re-queueing every record)
- * may take far longer on a slow card, but it keeps reading and writing (see open_watch()). */
-#define START_HANG_MS 60000
-/* A link process that ends within RESTART_QUICK_MS of its start is restarted after a growing
- * pause, at most RESTART_MAX_MS. */
-#define RESTART_QUICK_MS 10000
-#define RESTART_MAX_MS 16000
-/* How long an orderly stop of the link process may take before it is killed, and how long the
- * broker then waits for the kernel to end it. */
-#define STOP_WAIT_MS 5000
-#define KILL_WAIT_MS 1000
 
 struct fb_bridge {
 	char *config_file;
@@ -72,7 +58,7 @@ struct fb_bridge {
 	struct fb_logq logq;      /* reader of the link process's log lines */
 	int efd;                  /* wakes the link process's worker */
 	pid_t broker;             /* this process */
-	pid_t child;              /* the link process, 0: none */
+	struct fb_supervise sv;   /* the link process */
 	struct fb_chan_writer *w;
 	struct fb_counters *ctr;  /* &sh->ctr */
 	uint8_t *buf;             /* capture buffers, broker thread: the record */
@@ -82,19 +68,6 @@ struct fb_bridge {
 	struct fb_inject inj;     /* the cloud-to-edge ring's reader */
 	time_t next_status;
 	time_t next_check;        /* when to look after the link process next */
-	uint64_t started_ms;      /* when the link process was started (monotonic) */
-	uint64_t restart_ms;      /* when to start the next one; 0: not decided */
-	unsigned quick_fails;     /* link processes in a row that ended soon after their start */
-	/* The watchdog (broker thread): the link process's progress as last seen, and since when. */
-	bool child_running;       /* the current link process has reported its spool open */
-	bool killed;              /* ... has been sent SIGKILL as hung, not reaped yet */
-	bool refused;             /* flowmq-link is of another IPC version: not started again */
-	uint64_t beat;            /* sh->beat as last seen */
-	uint64_t beat_ms;         /* when it last moved (or when nothing was pending) */
-	uint64_t seen;            /* the reader's sh->chan.seen and file states as last seen */
-	unsigned states;
-	uint64_t progress_ms;     /* when they last moved (or when nothing was pending) */
-	bool chan_full;           /* an append found both staging files in use (since the last progress) */
 	bool full_logged;         /* the current full episode has been logged */
 	bool writer_logged;       /* a failure to open the staging channel has been logged */
 	uint64_t full_refused;    /* captures turned away in the current episode */
@@ -197,26 +170,6 @@ static void bridge_log(void *ud, int level, const char *line)
 	}
 }
 
-/* Returns 0 when PATH is an executable regular file, else a negative errno. */
-static int check_program(const char *path)
-{
-	struct stat st;
-
-	if(path == NULL || path[0] == '\0'){
-		return -ENOENT;
-	}
-	if(stat(path, &st) < 0){
-		return -errno;
-	}
-	if(!S_ISREG(st.st_mode)){
-		return S_ISDIR(st.st_mode) ? -EISDIR : -EACCES;
-	}
-	if(access(path, X_OK) < 0){
-		return -errno;
-	}
-	return 0;
-}
-
 /* Copies the configuration file the broker loaded first into a memfd, for the link process:
  * cloud settings and cloud_to_edge rules change only with a restart, so every link process the
  * broker starts reads these bytes, whatever the file holds by then. Returns the descriptor or a
@@ -269,230 +222,6 @@ static void sleep_ms(unsigned ms)
 	}
 }
 
-/* Moves FD to descriptor TO in a child about to exec (async-signal-safe calls only). */
-static int child_fd(int fd, int to)
-{
-	return dup2(fd, to) == to ? 0 : -1;
-}
-
-/* Closes every descriptor from FIRST on (async-signal-safe). */
-static void child_close_from(int first)
-{
-	if(close_range((unsigned)first, ~0U, 0) != 0){
-		for(int fd = first; fd < 65536; fd++){
-			close(fd);
-		}
-	}
-}
-
-/* Starts a link process: fork, then exec of flowmq-link with the descriptors of shared.h and
- * nothing else (the broker's sockets, log files and the rest are closed). Once a link process has
- * made the staging channel ready (reset it), the next one follows it as it is (the broker may
- * have staged records meanwhile); before that a new one recovers and resets it again. */
-static int spawn(struct fb_bridge *b)
-{
-	bool running = atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire) != 0;
-	char pid_s[24], sig_s[24];
-	char *argv[] = { (char *)b->host.link_program, "--broker-pid", pid_s, "--wake-signal", sig_s,
-		"--running", running ? "1" : "0", "--config-name", b->config_file, NULL };
-	int fds[3] = { b->shfd, b->efd, b->cfgfd };
-	pid_t pid;
-
-	if(!running && b->w){
-		/* The last link process handed the channel back (its spool has to be moved aside and
-		 * salvaged, which only a fresh channel allows): the next one recovers the staging files
-		 * as this writer leaves them, so it writes no more; the tick opens them again once they
-		 * are ready. */
-		fb_chan_writer_close(b->w);
-		b->w = NULL;
-		b->writer_logged = true;
-		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging files are started afresh; until they are "
-				"ready, matched messages follow spool.on_full");
-	}
-	snprintf(pid_s, sizeof(pid_s), "%d", (int)b->broker);
-	snprintf(sig_s, sizeof(sig_s), "%d", b->host.wake_signo);
-
-	atomic_store(&b->sh->child_state, 0);
-	pid = fork();
-	if(pid < 0){
-		return -errno;
-	}
-	if(pid == 0){
-		/* Dies with the broker (kept across the exec); flowmq-link checks getppid() itself. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if(getppid() != b->broker){
-			_exit(1);
-		}
-		/* Out of the way of 3..5 first, then into place (dup2 clears close-on-exec). */
-		for(int i = 0; i < 3; i++){
-			fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
-			if(fds[i] < 0){
-				_exit(127);
-			}
-		}
-		if(child_fd(fds[0], FB_LINK_FD_SHARED) < 0 || child_fd(fds[1], FB_LINK_FD_EVENT) < 0
-				|| child_fd(fds[2], FB_LINK_FD_CONFIG) < 0){
-			_exit(127);
-		}
-		child_close_from(FB_LINK_FD_CONFIG + 1);
-		execv(b->host.link_program, argv);
-		atomic_store(&b->sh->child_state, -errno);
-		_exit(127);
-	}
-	b->child = pid;
-	b->started_ms = fb_mono_ms();
-	b->child_running = false;
-	b->killed = false;
-	b->beat = atomic_load_explicit(&b->sh->beat, memory_order_acquire);
-	b->beat_ms = b->started_ms;
-	return 0;
-}
-
-/* True while the link process runs; reaps it (and logs why) once it has ended. */
-static bool child_alive(struct fb_bridge *b)
-{
-	int status;
-	pid_t r;
-
-	if(b->child <= 0){
-		return false;
-	}
-	r = waitpid(b->child, &status, WNOHANG);
-	if(r == 0){
-		return true;
-	}
-	if(r == b->child && WIFEXITED(status) && WEXITSTATUS(status) == FB_IPC_EXIT_VERSION){
-		/* Not restarted: another one would say the same. */
-		fb_log(&b->lg, MOSQ_LOG_ERR, "flowmq-link at %s speaks IPC version %u, this plugin version %u; "
-				"refusing it (install the flowmq-link of this plugin, or set plugin_opt_link_program)",
-				b->host.link_program, (unsigned)b->sh->hdr.link_version, (unsigned)FB_IPC_VERSION);
-		b->refused = true;
-	}else if(r == b->child && WIFEXITED(status) && WEXITSTATUS(status) == 127
-			&& atomic_load(&b->sh->child_state) < 0){
-		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot run flowmq-link at %s: %s", b->host.link_program,
-				strerror(-atomic_load(&b->sh->child_state)));
-	}else if(r == b->child && !b->killed
-			&& !(atomic_load(&b->sh->stop) && WIFEXITED(status) && WEXITSTATUS(status) == 0)){
-		if(WIFSIGNALED(status)){
-			fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) was killed by signal %d",
-					(int)b->child, WTERMSIG(status));
-		}else{
-			fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) exited with status %d",
-					(int)b->child, WEXITSTATUS(status));
-		}
-	}
-	b->child = 0;
-	b->killed = false;
-	b->child_running = false;
-	return false;
-}
-
-/* Restarts the link process if it has ended. Broker thread. */
-static void supervise(struct fb_bridge *b)
-{
-	uint64_t now;
-
-	if((b->child > 0 && child_alive(b)) || atomic_load(&b->sh->stop) || b->refused){
-		return;
-	}
-	now = fb_mono_ms();
-	if(b->restart_ms == 0){
-		/* Just ended. One that ended soon after its start (a spool it cannot open, say) is
-		 * started again after 1 s, 2 s, 4 s ... up to RESTART_MAX_MS, not in a tight loop. */
-		b->quick_fails = now - b->started_ms < RESTART_QUICK_MS ? b->quick_fails + 1 : 0;
-		b->restart_ms = now;
-		if(b->quick_fails){
-			uint64_t wait = (uint64_t)1000 << (b->quick_fails < 6 ? b->quick_fails - 1 : 5);
-			b->restart_ms += wait < RESTART_MAX_MS ? wait : RESTART_MAX_MS;
-		}
-	}
-	if(now < b->restart_ms){
-		return;
-	}
-	b->restart_ms = 0;
-	b->started_ms = now; /* also when the fork fails: that counts as a quick end */
-	fb_log(&b->lg, MOSQ_LOG_NOTICE, "restarting the link process; what it had not sent stays in the spool");
-	fb_count(&b->ctr->link_restarts, 1);
-	if(spawn(b) < 0){
-		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(errno));
-	}
-}
-
-/* Kills a hung link process. It is reaped by a later tick (child_alive(), never waiting): the
- * kernel ends even a stopped process on SIGKILL, but not necessarily at once. */
-static void kill_hung(struct fb_bridge *b, const char *why)
-{
-	fb_log(&b->lg, MOSQ_LOG_ERR, "the link process (pid %d) %s; killing it and starting a new one "
-			"(what it had not sent is in the staging files and the spool)", (int)b->child, why);
-	atomic_store_explicit(&b->ctr->link_stalled, 1, memory_order_relaxed);
-	kill(b->child, SIGKILL);
-	b->killed = true;
-}
-
-/* The watchdog, every second in the tick: a link process that makes no progress for link_timeout
- * while work is pending is hung, and replaced. Progress is the heartbeat (its snapshot loop turns,
- * which a stopped process, or one whose worker holds the spool's lock, does not do) and the
- * reader side of the staging channel (its "seen" mark moves as the worker takes records, a file
- * state moves as it settles and empties a file). Pending work is a record staged and not taken,
- * or an append that found both staging files in use. While the spool reports a full disk, a
- * channel that does not drain is that state, not a hang: then the heartbeat alone counts. */
-static void watchdog(struct fb_bridge *b)
-{
-	struct fb_shared *sh = b->sh;
-	uint64_t now = fb_mono_ms(), beat, seen, appended, timeout;
-	unsigned states;
-	bool pending;
-
-	if(b->child <= 0 || b->killed){
-		return;
-	}
-	if(!b->child_running){
-		if(atomic_load_explicit(&sh->child_state, memory_order_acquire) != 1){
-			beat = atomic_load_explicit(&sh->beat, memory_order_acquire);
-			if(beat != b->beat){
-				b->beat = beat;
-				b->beat_ms = now; /* it reads or writes: a long open, not a hang */
-			}
-			if(now - b->beat_ms >= START_HANG_MS){
-				kill_hung(b, "has been opening the spool for 60 s without reading or writing");
-			}
-			return;
-		}
-		b->child_running = true;
-		b->beat = atomic_load_explicit(&sh->beat, memory_order_acquire);
-		b->beat_ms = b->progress_ms = now;
-	}
-	timeout = b->first->cfg->link_timeout_ms;
-	beat = atomic_load_explicit(&sh->beat, memory_order_acquire);
-	if(beat != b->beat){
-		b->beat = beat;
-		b->beat_ms = now;
-		/* A new link process that beats is no longer the hung one. */
-		atomic_store_explicit(&b->ctr->link_stalled, 0, memory_order_relaxed);
-	}
-	seen = atomic_load_explicit(&sh->chan.seen, memory_order_relaxed);
-	states = atomic_load_explicit(&sh->chan.state[0], memory_order_relaxed)
-		| atomic_load_explicit(&sh->chan.state[1], memory_order_relaxed) << 4;
-	appended = atomic_load_explicit(&sh->chan.appended, memory_order_relaxed);
-	if(seen != b->seen || states != b->states){
-		b->seen = seen;
-		b->states = states;
-		b->progress_ms = now;
-		b->chan_full = false;
-	}
-	pending = b->w && (appended != seen || b->chan_full);
-	if(!pending){
-		b->beat_ms = b->progress_ms = now;
-		return;
-	}
-	if(now - b->beat_ms >= timeout){
-		kill_hung(b, "shows no heartbeat while records wait for it");
-	}else if(now - b->progress_ms >= timeout
-			&& !atomic_load_explicit(&b->ctr->disk_full, memory_order_relaxed)){
-		kill_hung(b, "takes no staged records");
-	}
-}
-
 /* Opens the writing end of the staging channel once a link process has made it ready. Returns
  * true when it is open. Broker thread; bounded (maps two files). */
 static bool writer_ready(struct fb_bridge *b)
@@ -530,56 +259,29 @@ static bool writer_ready(struct fb_bridge *b)
 	return true;
 }
 
+/* fb_supervise.fresh: the last link process handed the channel back (its spool has to be moved
+ * aside and salvaged, which only a fresh channel allows): the next one recovers the staging files
+ * as this writer leaves them, so it writes no more; the tick opens them again once they are
+ * ready. */
+static void fresh_channel(void *ud)
+{
+	struct fb_bridge *b = ud;
+
+	if(b->w){
+		fb_chan_writer_close(b->w);
+		b->w = NULL;
+		b->writer_logged = true;
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging files are started afresh; until they are "
+				"ready, matched messages follow spool.on_full");
+	}
+}
+
 static void notify(struct fb_bridge *b)
 {
 	fb_waker_notify(b->efd, &b->sh->notified);
 }
 
 /* ---- the broker side ------------------------------------------------------------------------- */
-
-/* Stops the link process: an orderly stop (it disconnects from the cloud and closes the spool)
- * for at most STOP_WAIT_MS, at once SIGKILL when it is known to be hung. Nothing is lost either
- * way: what it had not settled is in the staging files. Waits at most KILL_WAIT_MS more for the
- * kernel to end it; one that does not end even then (stuck in the kernel) is left to init. */
-static void stop_child(struct fb_bridge *b)
-{
-	uint64_t until;
-	uint64_t one = 1;
-
-	if(b->child <= 0){
-		return;
-	}
-	atomic_store(&b->sh->stop, true);
-	if(!b->killed && atomic_load_explicit(&b->ctr->link_stalled, memory_order_relaxed)){
-		kill(b->child, SIGKILL);
-		b->killed = true;
-	}
-	if(!b->killed){
-		if(write(b->efd, &one, sizeof(one)) < 0){
-			/* the worker also wakes within its poll timeout */
-		}
-		until = fb_mono_ms() + STOP_WAIT_MS;
-		while(child_alive(b) && fb_mono_ms() < until){
-			sleep_ms(5);
-		}
-		if(b->child <= 0){
-			return;
-		}
-		fb_log(&b->lg, MOSQ_LOG_WARNING, "the link process did not stop within %d s; killing it",
-				STOP_WAIT_MS / 1000);
-		kill(b->child, SIGKILL);
-		b->killed = true;
-	}
-	until = fb_mono_ms() + KILL_WAIT_MS;
-	while(child_alive(b) && fb_mono_ms() < until){
-		sleep_ms(5);
-	}
-	if(b->child > 0){
-		fb_log(&b->lg, MOSQ_LOG_WARNING, "the link process (pid %d) has not ended after SIGKILL; "
-				"not waiting for it", (int)b->child);
-		b->child = 0;
-	}
-}
 
 int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const struct fb_host *host,
 		struct fb_bridge **out)
@@ -610,7 +312,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	}
 	b->first = b->gen;
 	cfg = b->gen->cfg;
-	rc = check_program(b->host.link_program);
+	rc = fb_supervise_check_program(b->host.link_program);
 	if(rc < 0){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot run flowmq-link at %s: %s; set plugin_opt_link_program to "
 				"the flowmq-link installed with this plugin", b->host.link_program ? b->host.link_program : "(none)",
@@ -645,7 +347,21 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot create an eventfd: %s", strerror(-rc));
 		goto fail;
 	}
-	rc = spawn(b);
+	b->sv = (struct fb_supervise){
+		.sh = b->sh,
+		.shfd = b->shfd,
+		.efd = b->efd,
+		.cfgfd = b->cfgfd,
+		.broker = b->broker,
+		.wake_signo = b->host.wake_signo,
+		.program = b->host.link_program,
+		.config_name = b->config_file,
+		.lg = &b->lg,
+		.link_timeout_ms = cfg->link_timeout_ms,
+		.fresh = fresh_channel,
+		.ud = b,
+	};
+	rc = fb_supervise_spawn(&b->sv);
 	if(rc < 0){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(-rc));
 		goto fail;
@@ -656,9 +372,9 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	 * ready, and until then matched messages follow spool.on_full. */
 	until = fb_mono_ms() + START_WAIT_MS;
 	while(atomic_load_explicit(&b->sh->child_state, memory_order_acquire) == 0 && fb_mono_ms() < until){
-		if(!child_alive(b)){
+		if(!fb_supervise_alive(&b->sv)){
 			rc = atomic_load(&b->sh->child_state);
-			if(b->refused){
+			if(b->sv.refused){
 				rc = -EPROTO; /* logged */
 			}else{
 				rc = rc < 0 ? rc : -EIO;
@@ -698,7 +414,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	/* Messages injected at the last tick stay in spool "in" when the broker stops right after it:
 	 * they are injected again at the next start. */
 	if(b->sh){
-		stop_child(b);
+		fb_supervise_stop(&b->sv);
 	}
 	fb_chan_writer_close(b->w);
 	if(b->efd >= 0){
@@ -748,7 +464,7 @@ static int stage(struct fb_bridge *b, size_t len, uint64_t *seq)
 			return 0;
 		}
 		if(rc == -EBUSY){
-			b->chan_full = true;
+			b->sv.chan_full = true;
 			why = "both staging files are in use (the link process is behind)";
 			rc = -ENOSPC;
 			notify(b);
@@ -772,8 +488,8 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 	unsigned g, tries = 0;
 
 	if(now >= b->next_check){
-		supervise(b);
-		watchdog(b);
+		fb_supervise_restart(&b->sv);
+		fb_supervise_watch(&b->sv, b->w != NULL);
 		writer_ready(b);
 		b->next_check = now + 1;
 	}
@@ -798,7 +514,7 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 	/* The counters as they are now (they live in shared memory), the rest as the link process
 	 * last saw it. */
 	state = atomic_load_explicit(&b->ctr->link_stalled, memory_order_relaxed) ? FB_LINK_STALLED : m.link.state;
-	if((!child_alive(b) || !b->child_running) && state == FB_LINK_CONNECTED){
+	if((!fb_supervise_alive(&b->sv) || !b->sv.child_running) && state == FB_LINK_CONNECTED){
 		state = FB_LINK_DISCONNECTED;
 	}
 	fb_publish_status(&b->host, &m, state, b->ctr);
