@@ -21,7 +21,7 @@
  * Crashes. Neither side ever waits for the other while holding anything: every structure is a
  * single-writer ring, a counter or a sequence lock, and a writer that dies half-way through an
  * update has not published it. A link process that dies or hangs (no heartbeat while records
- * wait, see bridge.c's watchdog) is killed and started again by the broker; what it had not
+ * wait, see broker/supervise.c) is killed and started again by the broker; what it had not
  * settled is in the staging files (page cache) and what it had settled is in RocksDB, so the new
  * one carries on from there; the region outlives it (sequence locks are evened by the next writer,
  * fb_seq_writer_reset()). The link process dies with the broker (PR_SET_PDEATHSIG, and it checks
