@@ -1,4 +1,4 @@
-# flowmq-bridge: Debian 12 + Mosquitto 2.0.11 + the plugin. The configuration comes from a mounted
+# flowmq-bridge: Debian 12 + Mosquitto 2.0.11 + the plugin and flowmq-link. The configuration comes from a mounted
 # conf.d (listeners, the plugin lines and flowmq-bridge.yaml); the spool lives in a volume.
 #
 #   docker build -t flowmq-bridge .
@@ -23,6 +23,8 @@ RUN apt-get update \
  && mkdir -p /var/lib/mosquitto && chown mosquitto:mosquitto /var/lib/mosquitto
 COPY --from=build /out/usr/lib/x86_64-linux-gnu/mosquitto/flowmq_bridge.so /usr/lib/x86_64-linux-gnu/mosquitto/
 COPY --from=build /out/usr/bin/flowmq-bridge /usr/bin/
+# The link process's program, where the plugin looks for it (meson's prefix/libexecdir).
+COPY --from=build /out/usr/libexec/flowmq-bridge/flowmq-link /usr/libexec/flowmq-bridge/
 COPY --from=build /out/etc/mosquitto/conf.d/ /usr/share/doc/flowmq-bridge/examples/
 COPY docker/mosquitto.conf /etc/mosquitto/mosquitto.conf
 VOLUME /var/lib/mosquitto

@@ -22,11 +22,6 @@ static int no_publish(void *ud, const char *topic, int len, void *payload, int q
 	return -1;
 }
 
-static void no_wake(void *ud)
-{
-	(void)ud;
-}
-
 static void log_stderr(void *ud, int level, const char *line)
 {
 	(void)ud;
@@ -70,7 +65,8 @@ static int run(struct fb_bridge *b, const char *topic, size_t n, long *ns)
 int main(int argc, char **argv)
 {
 	struct fb_logger lg = { log_stderr, NULL };
-	struct fb_host host = { no_publish, no_wake, NULL };
+	struct fb_host host = { .publish = no_publish, .link_program = getenv("FB_LINK_PROGRAM") ?
+		getenv("FB_LINK_PROGRAM") : FB_LINK_PROGRAM_BUILD };
 	struct fb_bridge *b;
 	size_t n;
 	long *matched, *unmatched;

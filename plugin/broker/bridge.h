@@ -1,15 +1,16 @@
-/* flowmq-bridge: the running bridge, one per loaded plugin instance.
+/* flowmq-bridge: the running bridge, one per loaded plugin instance (broker process, broker
+ * thread).
  *
- * The plugin runs in two processes. The broker process keeps only what its callbacks need: the
- * configuration and compiled routes, the writing end of the staging channel (chan.h) and the
- * cloud-to-edge ring; it never starts a thread, so the broker stays a single-threaded process
- * (glibc then skips its locking in malloc and in every system call wrapper, some 340
- * instructions per message). fb_bridge_start() forks the link process, which opens the spool
- * (RocksDB and its threads), runs the worker that owns the cloud connection, and collects the
- * status values. They share one anonymous MAP_SHARED region (counters, channel state, the ring,
- * the status snapshot) and an eventfd. The link process dies with the broker (PR_SET_PDEATHSIG),
- * ignores the broker's signals, stops when fb_bridge_stop() asks, and is restarted by the tick
- * when it ends otherwise: what it had not sent is in the staging files or the spool.
+ * The broker process keeps only what its callbacks need: the configuration and compiled routes,
+ * the writing end of the staging channel (ipc/chan.h) and the reading end of the cloud-to-edge
+ * ring (inject.h); it never starts a thread, so the broker stays a single-threaded process (glibc
+ * then skips its locking in malloc and in every system call wrapper, some 340 instructions per
+ * message). fb_bridge_start() starts the link process (the flowmq-link program, link/), which opens the spool (RocksDB and
+ * its threads), runs the worker that owns the cloud connection, and fills the status snapshot.
+ * They share one region (ipc/shared.h: the contract) and an eventfd. The link process dies with
+ * the broker (PR_SET_PDEATHSIG), ignores the broker's signals, stops when fb_bridge_stop() asks,
+ * and is supervised by the tick: restarted when it ends, killed and restarted when it hangs; what
+ * it had not sent is in the staging files or the spool.
  *
  * plugin.c only translates between Mosquitto's callbacks and these functions; the tests and the
  * capture microbenchmark drive them directly.
@@ -26,50 +27,29 @@
 #include <mosquitto.h>
 
 #include "config.h"
+#include "counters.h"
 #include "log.h"
 
 struct fb_bridge;
 
 /* Hooks into the host broker, so that the bridge can run inside Mosquitto (plugin.c) or in a test
- * without one. Every hook is called in the broker thread. */
+ * without one. */
 struct fb_host {
 	/* Publishes into the local broker; takes ownership of payload (malloc'd) and props on success,
-	 * like mosquitto_broker_publish(). Returns 0 or a negative errno. */
+	 * like mosquitto_broker_publish(). Returns 0 or a negative errno. Broker thread. */
 	int (*publish)(void *ud, const char *topic, int payloadlen, void *payload, int qos, bool retain,
 			mosquitto_property *props);
-	/* Asks the broker thread to run fb_bridge_tick() soon. Called from the link process. */
-	void (*wake)(void *ud);
 	void *ud;
+	/* The signal the link process sends to this process to wake the broker thread (ipc/waker.h);
+	 * 0: none. */
+	int wake_signo;
+	/* The flowmq-link program to start (must outlive the bridge). */
+	const char *link_program;
 };
 
-/* Counters (DESIGN.md "Status and metrics"). Written with relaxed atomics from any thread of
- * either process (they live in shared memory). */
-struct fb_counters {
-	atomic_uint_fast64_t forwarded;
-	atomic_uint_fast64_t dropped_full;
-	atomic_uint_fast64_t dropped_expired;
-	atomic_uint_fast64_t dropped_rejected;
-	atomic_uint_fast64_t dropped_filtered;
-	atomic_uint_fast64_t injected;
-	atomic_uint_fast64_t c2e_dropped;
-	atomic_uint_fast64_t reconnects;
-	atomic_uint_fast64_t dropped_corrupt;  /* lost to damage the bridge detected (sequence gaps) */
-	atomic_uint_fast64_t stalls;           /* live connections replaced for lack of PUBACK progress */
-	atomic_uint_fast64_t link_restarts;    /* link processes killed as hung, or restarted after an end */
-	atomic_uint_fast64_t wills;            /* Will messages captured */
-	atomic_uint disk_full;                 /* 1 while the spool cannot write for lack of space */
-	atomic_uint link_stalled;              /* 1 while the broker sees the link process as hung */
-};
-
-/* Adds N to counter C. Any thread. */
-static inline void fb_count(atomic_uint_fast64_t *c, uint64_t n)
-{
-	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
-}
-
-/* Loads CONFIG_FILE, opens the spool, starts the worker. Init is a straight line; any failure
- * unwinds through fb_bridge_stop(). Returns 0 or a negative errno (the reason has been logged).
- * Broker thread. */
+/* Loads CONFIG_FILE and starts the link process, which opens the spool and connects to the cloud.
+ * Init is a straight line; any failure unwinds through fb_bridge_stop(). Returns 0 or a negative
+ * errno (the reason has been logged). Broker thread. */
 int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const struct fb_host *host,
 		struct fb_bridge **out);
 

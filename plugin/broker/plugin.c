@@ -1,4 +1,4 @@
-/* flowmq-bridge: Mosquitto plugin entry points.
+/* flowmq-bridge: Mosquitto plugin entry points (broker process, broker thread).
  *
  * Only option handling and callback registration live here; struct fb_bridge (bridge.c) holds
  * all state and is handed to every callback as userdata, so the plugin can be loaded twice.
@@ -18,49 +18,31 @@
 #include <mosquitto_plugin.h>
 
 #include "bridge.h"
-#include "handoff.h"
 #include "log.h"
-#include "record.h" /* fb_wall_ms() */
+#include "waker.h"
 #include "will.h"
 
 #define FB_EXPORT __attribute__((visibility("default")))
+
+/* Where meson installs flowmq-link (LIBEXECDIR/flowmq-bridge/flowmq-link); plugin_opt_link_program
+ * overrides it. */
+#ifndef FB_LINK_PROGRAM
+#define FB_LINK_PROGRAM "/usr/libexec/flowmq-bridge/flowmq-link"
+#endif
 
 struct fb_plugin {
 	mosquitto_plugin_id_t *id;
 	struct fb_bridge *bridge;
 	struct fb_will *will;     /* NULL with plugin_opt_loopback false */
-	struct fb_waker waker;
-	struct fb_logq *logq;   /* the link process's log lines (see log.h) */
-	pid_t pid;              /* the broker's */
-	struct fb_logger lg;    /* log_to_broker(), with this struct */
+	struct fb_waker waker;  /* the signal the link process wakes the broker thread with */
+	struct fb_logger lg;    /* log_now() */
+	char *link_program;     /* plugin_opt_link_program, or FB_LINK_PROGRAM */
 };
 
 static void log_now(void *ud, int level, const char *line)
 {
 	(void)ud;
 	mosquitto_log_printf(level, "flowmq-bridge: %s", line);
-}
-
-static const struct fb_logger direct_logger = { log_now, NULL };
-
-/* Broker thread: logs what the link process queued. */
-static void drain_log(struct fb_plugin *p)
-{
-	fb_logq_drain(p->logq, &direct_logger, fb_wall_ms());
-}
-
-/* The logger of every module. In the link process (a fork of the broker) the line goes into the
- * queue; in the broker, after what the link process queued before it. */
-static void log_to_broker(void *ud, int level, const char *line)
-{
-	struct fb_plugin *p = ud;
-
-	if(getpid() != p->pid){
-		fb_logq_push(p->logq, level, line);
-		return;
-	}
-	drain_log(p);
-	log_now(NULL, level, line);
 }
 
 static int host_publish(void *ud, const char *topic, int payloadlen, void *payload, int qos,
@@ -75,13 +57,6 @@ static int host_publish(void *ud, const char *topic, int payloadlen, void *paylo
 		case MOSQ_ERR_NOMEM: return -ENOMEM;
 		default: return -EINVAL;
 	}
-}
-
-static void host_wake(void *ud)
-{
-	struct fb_plugin *p = ud;
-
-	fb_waker_wake(&p->waker);
 }
 
 static int on_message(int event, void *event_data, void *userdata)
@@ -111,7 +86,6 @@ static int on_tick(int event, void *event_data, void *userdata)
 	const struct mosquitto_evt_tick *ev = event_data;
 	(void)event;
 
-	drain_log(p);
 	/* Mosquitto 2.0.11 leaves now_s zero (later versions fill it in). */
 	fb_bridge_tick(p->bridge, ev->now_s ? ev->now_s : time(NULL));
 	fb_will_tick(p->will);
@@ -252,7 +226,7 @@ FB_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata,
 		struct mosquitto_opt *opts, int opt_count)
 {
 	struct fb_plugin *p;
-	const char *file;
+	const char *file, *link_program;
 	struct fb_host host;
 
 	if(per_listener_settings(id)){
@@ -271,20 +245,20 @@ FB_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *id, void **userdata,
 		return MOSQ_ERR_NOMEM;
 	}
 	p->id = id;
-	p->pid = getpid();
-	p->lg = (struct fb_logger){ log_to_broker, p };
+	p->lg = (struct fb_logger){ log_now, p };
 	*userdata = p;
-
-	if(fb_logq_new(&p->logq) < 0){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: cannot map memory for the link process's log");
-		goto fail;
-	}
 
 	if(fb_waker_init(&p->waker) < 0){
 		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: cannot set up the broker wake-up signal");
 		goto fail;
 	}
-	host = (struct fb_host){ .publish = host_publish, .wake = host_wake, .ud = p };
+	link_program = option(opts, opt_count, "link_program");
+	p->link_program = strdup(link_program && link_program[0] ? link_program : FB_LINK_PROGRAM);
+	if(p->link_program == NULL){
+		goto fail;
+	}
+	host = (struct fb_host){ .publish = host_publish, .ud = p, .wake_signo = p->waker.signo,
+		.link_program = p->link_program };
 	if(fb_bridge_start(file, &p->lg, &host, &p->bridge) < 0){
 		goto fail;
 	}
@@ -319,10 +293,9 @@ FB_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opt
 		mosquitto_callback_unregister(p->id, MOSQ_EVT_RELOAD, on_reload, NULL);
 	}
 	fb_will_stop(p->will);
-	fb_bridge_stop(p->bridge);
-	drain_log(p); /* what the link process said while it stopped */
-	fb_logq_free(p->logq);
+	fb_bridge_stop(p->bridge); /* logs what the link process said while it stopped */
 	fb_waker_cleanup(&p->waker);
+	free(p->link_program);
 	free(p);
 	return MOSQ_ERR_SUCCESS;
 }

@@ -20,11 +20,11 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
-#include "handoff.h"
 #include "link.h"
 #include "record.h"
 #include "resolve.h"
 #include "tls.h"
+#include "waker.h"
 #include "yield.h"
 
 #define MAX_POLL_MS 1000
@@ -94,16 +94,6 @@ struct fb_link {
 	struct fb_resolve *rq;   /* the endpoint's name lookup while it runs (l->mosq exists, no socket) */
 };
 
-const char *fb_link_state_name(enum fb_link_state s)
-{
-	switch(s){
-		case FB_LINK_CONNECTED: return "connected";
-		case FB_LINK_CONNECTING: return "connecting";
-		case FB_LINK_STALLED: return "stalled";
-		default: return "disconnected";
-	}
-}
-
 static void set_status(struct fb_link *l, enum fb_link_state state, const char *error)
 {
 	pthread_mutex_lock(&l->status_lock);
@@ -120,17 +110,6 @@ void fb_link_status(struct fb_link *l, struct fb_link_status *st)
 	pthread_mutex_lock(&l->status_lock);
 	*st = l->status;
 	pthread_mutex_unlock(&l->status_lock);
-}
-
-void fb_link_notify_fd(int efd, atomic_bool *notified)
-{
-	uint64_t one = 1;
-
-	if(!atomic_exchange(notified, true)){
-		if(write(efd, &one, sizeof(one)) < 0){
-			/* the counter cannot overflow with one write per wake-up */
-		}
-	}
 }
 
 /* Takes the records the broker thread staged into spool "out" and the tail. */
@@ -970,7 +949,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	}
 	atomic_store_explicit(&l->dirty, true, memory_order_relaxed);
 	l->d.c2e_push(l->d.c2e_ud, seq, buf, len); /* or later, from the spool */
-	l->d.host->wake(l->d.host->ud);
+	l->d.wake(l->d.wake_ud);
 	l->last_wake_ms = fb_mono_ms();
 out:
 	free(buf);
@@ -997,7 +976,7 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 		EARLIER(l->last_sync_ms + cfg->spool.sync_interval_ms);
 	}
 	if(l->c2e_waiting){
-		EARLIER(l->last_wake_ms + FB_HANDOFF_REWAKE_MS);
+		EARLIER(l->last_wake_ms + FB_WAKER_REWAKE_MS);
 	}
 	if(l->acked_count){
 		EARLIER(l->acked_since_ms + ACK_FLUSH_MS);
@@ -1068,8 +1047,8 @@ static void housekeeping(struct fb_link *l, uint64_t now)
 	/* The broker may have been busy when the last wake-up signal arrived: repeat it until the
 	 * broker thread has taken the queue. */
 	l->c2e_waiting = l->d.c2e_pending(l->d.c2e_ud) > 0;
-	if(l->c2e_waiting && now >= l->last_wake_ms + FB_HANDOFF_REWAKE_MS){
-		l->d.host->wake(l->d.host->ud);
+	if(l->c2e_waiting && now >= l->last_wake_ms + FB_WAKER_REWAKE_MS){
+		l->d.wake(l->d.wake_ud);
 		l->last_wake_ms = now;
 	}
 	if(l->rq && now >= l->attempt_ms + cfg->cloud.connect_timeout_ms){

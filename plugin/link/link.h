@@ -11,7 +11,7 @@
  * reconnect back-off. Records pending on a live connection without any acknowledgement for two
  * keepalive periods mean a fresh connection (counted in stalls). Cloud messages on the
  * cloud_to_edge subscriptions are written to spool "in" before they are acknowledged and handed to
- * the broker thread (handoff.h).
+ * the broker thread (ipc/c2e.h).
  */
 #ifndef FB_LINK_H
 #define FB_LINK_H
@@ -20,11 +20,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "bridge.h"
 #include "config.h"
+#include "counters.h"
 #include "log.h"
 #include "route.h"
 #include "spool.h"
+#include "status.h"
 #include "tail.h"
 
 struct fb_link;
@@ -33,18 +34,6 @@ struct fb_link;
  * reason in words. Added to the record's properties when it moves to spool "dead". */
 #define FB_DEAD_REASON_PROPERTY "flowmq-dead-reason"
 
-enum fb_link_state {
-	FB_LINK_DISCONNECTED = 0,
-	FB_LINK_CONNECTING,
-	FB_LINK_CONNECTED,
-	FB_LINK_STALLED,      /* the broker sees the link process as hung (published by the broker) */
-};
-
-struct fb_link_status {
-	enum fb_link_state state;
-	char endpoint[256];
-	char last_error[256];
-};
 
 struct fb_link_deps {
 	const struct fb_config *cfg;
@@ -52,10 +41,12 @@ struct fb_link_deps {
 	struct fb_spool *spool;         /* its staging channel's writer is the broker thread */
 	struct fb_counters *ctr;
 	struct fb_tail *tail;           /* recent spool "out" records, to skip reading them back */
-	const struct fb_host *host;     /* only host->wake is used, from the worker thread */
+	/* Wakes the broker thread (cloud messages to inject); called from the worker thread. */
+	void (*wake)(void *ud);
+	void *wake_ud;
 	const struct fb_logger *lg;
 	/* Wake-ups from the channel's writer: an eventfd and the flag that says a write to it is
-	 * pending (fb_link_notify_fd()). */
+	 * pending (fb_waker_notify()). */
 	int efd;
 	atomic_bool *notified;
 	/* Cloud to edge: C2E_PUSH hands record SEQ of spool "in" to the broker (0), or leaves it for
@@ -70,20 +61,14 @@ struct fb_link_deps {
 };
 
 /* Starts the worker. D and everything it points to must outlive the link. Returns 0 or -errno.
- * Broker thread. */
+ * Link process, its main thread. */
 int fb_link_start(const struct fb_link_deps *d, struct fb_link **out);
 
-/* Tells a worker waiting on EFD that the staging channel has new records. Cheap: one eventfd
- * write at most per worker wake-up. Any thread, any process sharing NOTIFIED. */
-void fb_link_notify_fd(int efd, atomic_bool *notified);
-
 /* Stops the worker (orderly MQTT disconnect, nothing in the spool is lost) and frees the link.
- * Accepts NULL. Broker thread. */
+ * Accepts NULL. Link process, its main thread. */
 void fb_link_stop(struct fb_link *l);
 
 /* Copies the current state. Any thread. */
 void fb_link_status(struct fb_link *l, struct fb_link_status *st);
-
-const char *fb_link_state_name(enum fb_link_state s);
 
 #endif

@@ -37,6 +37,7 @@
 #include "chan.h"
 #include "config.h"
 #include "log.h"
+#include "status.h"
 
 struct fb_spool;
 
@@ -72,15 +73,7 @@ struct fb_spool_layout {
 };
 void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay);
 
-struct fb_spool_stats {
-	uint64_t messages;   /* live records in FB_Q_OUT */
-	uint64_t bytes;      /* their keys + values */
-	uint64_t dead;       /* records in FB_Q_DEAD */
-	uint64_t in;         /* records in FB_Q_IN */
-	uint64_t first_seq;  /* oldest live FB_Q_OUT seq, 0 when empty */
-	uint64_t last_seq;   /* newest FB_Q_OUT seq appended (live or not), 0 when none */
-	unsigned disk_full;  /* 1 while nothing can be written for lack of space */
-};
+/* struct fb_spool_stats: in ipc/status.h (the broker publishes it). */
 
 /* Opens or creates the spool. The folder must be empty (or new), or hold the marker file of a
  * spool of a format version this code reads, or exactly the files of a spool made before the

@@ -24,6 +24,9 @@
 #ifndef FB_PLUGIN_PATH
 #define FB_PLUGIN_PATH ""
 #endif
+#ifndef FB_LINK_PROGRAM
+#define FB_LINK_PROGRAM ""
+#endif
 #ifndef FB_SOURCE_ROOT
 #define FB_SOURCE_ROOT ""
 #endif
@@ -303,6 +306,13 @@ const char *fbh_plugin_path(void)
 	const char *p = getenv("FB_PLUGIN_PATH");
 
 	return p && *p ? p : FB_PLUGIN_PATH;
+}
+
+const char *fbh_link_program(void)
+{
+	const char *p = getenv("FB_LINK_PROGRAM");
+
+	return p && *p ? p : FB_LINK_PROGRAM;
 }
 
 const char *fbh_source_root(void)
@@ -1244,16 +1254,21 @@ char *fbh_cloud_conf(struct fbh_broker *b, const struct fbh_cloud_opts *opts)
 char *fbh_edge_conf(struct fbh_broker *b, const char *yaml_path, const char *extra)
 {
 	char *opt = yaml_path ? fbh_strdupf("plugin_opt_config_file %s\n", yaml_path) : xstrdup("");
+	/* The build tree's flowmq-link, unless EXTRA names one. */
+	char *link = extra && strstr(extra, "plugin_opt_link_program") ? xstrdup("")
+		: fbh_strdupf("plugin_opt_link_program %s\n", fbh_link_program());
 	char *conf = fbh_strdupf(
 			"# edge broker with flowmq-bridge (test harness)\n"
 			"listener %d 127.0.0.1\n"
 			"allow_anonymous true\n"
 			"plugin %s\n"
 			"%s"
+			"%s"
 			"%s",
-			b->port, fbh_plugin_path(), opt, extra ? extra : "");
+			b->port, fbh_plugin_path(), opt, link, extra ? extra : "");
 
 	free(opt);
+	free(link);
 	return conf;
 }
 

@@ -106,6 +106,9 @@ int fbh_free_port(void);
 /* The plugin under test: $FB_PLUGIN_PATH, else the path meson compiled in. */
 const char *fbh_plugin_path(void);
 
+/* The flowmq-link program under test: $FB_LINK_PROGRAM, else the path meson compiled in. */
+const char *fbh_link_program(void);
+
 /* The source tree: $FB_SOURCE_ROOT, else the path meson compiled in. */
 const char *fbh_source_root(void);
 
@@ -242,7 +245,8 @@ struct fbh_cloud_opts {
 char *fbh_cloud_conf(struct fbh_broker *b, const struct fbh_cloud_opts *opts);
 
 /* mosquitto.conf text for the edge: listener B->port 127.0.0.1, allow_anonymous true,
- * plugin fbh_plugin_path(), plugin_opt_config_file YAML_PATH (omitted when NULL), then EXTRA. */
+ * plugin fbh_plugin_path(), plugin_opt_config_file YAML_PATH (omitted when NULL),
+ * plugin_opt_link_program fbh_link_program() (omitted when EXTRA sets it), then EXTRA. */
 char *fbh_edge_conf(struct fbh_broker *b, const char *yaml_path, const char *extra);
 
 /* Writes B->dir/flowmq-bridge.yaml from TMPL with these placeholders replaced, and returns its

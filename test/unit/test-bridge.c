@@ -1,5 +1,6 @@
 /* Unit tests of plugin/broker/bridge.c that need no broker: fb_bridge_start() with hooks of the test's
- * own (a link process is forked as in the broker; its cloud endpoint refuses connections). */
+ * own (the build tree's flowmq-link is started as in the broker; its cloud endpoint refuses
+ * connections). */
 #include <check.h>
 #include <errno.h>
 #include <ftw.h>
@@ -34,11 +35,6 @@ static int drop_publish(void *ud, const char *topic, int payloadlen, void *paylo
 	free(payload);
 	mosquitto_property_free_all(&props);
 	return 0;
-}
-
-static void no_wake(void *ud)
-{
-	(void)ud;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -82,7 +78,7 @@ static const char *write_config(unsigned rules)
  * than one configuration. Before, each reload kept ~1.2 MB (3,000 rules) until stop. */
 START_TEST(test_reload_keeps_only_first_and_newest_configuration)
 {
-	struct fb_host host = { drop_publish, no_wake, NULL };
+	struct fb_host host = { .publish = drop_publish, .link_program = FB_LINK_PROGRAM_BUILD };
 	const char *cfg = write_config(1000);
 	struct fb_bridge *b = NULL;
 	size_t before, one, after2, after12;

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/common/log.c: fb_log() and the link process's log queue (fb_logq), including a
+/* Unit tests of plugin/common/log.c (fb_log) and plugin/ipc/logq.c (the link process's log queue, fb_logq), including a
  * writer in another process as in the plugin. */
 #include <check.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "logq.h"
 
 #define CAP_MAX 4096
 

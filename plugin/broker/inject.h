@@ -1,0 +1,66 @@
+/* flowmq-bridge: injection of cloud messages into the local broker (broker process, broker thread).
+ *
+ * The link process hands cloud messages, once durable in spool "in", over through the
+ * cloud-to-edge ring (ipc/c2e.h). Every tick, fb_inject_run() builds an fb_inmsg from each record
+ * and publishes it with the host's publish hook (mosquitto_broker_publish()). That call only
+ * queues a message; the broker takes it into its own structures at the start of its next loop
+ * iteration, before the next tick. So a message is released (fb_inject_release(): the link process
+ * may delete it from spool "in") one tick after it was injected: a crash in between injects it
+ * again rather than lose it.
+ */
+#ifndef FB_INJECT_H
+#define FB_INJECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mosquitto.h>
+
+#include "bridge.h"
+#include "c2e.h"
+#include "counters.h"
+#include "log.h"
+
+struct fb_inmsg {
+	uint64_t seq;        /* record in spool "in" */
+	size_t reclen;       /* its value length, for the spool accounting */
+	char *topic;         /* local topic (rewritten) */
+	void *payload;       /* malloc'd, may be NULL when payloadlen is 0 */
+	int payloadlen;
+	int qos;
+	bool retain;
+	mosquitto_property *props;
+	uint64_t expiry_ms;  /* wall clock, 0: never */
+};
+
+/* Builds a message from a spool "in" record (record.h), copying what it needs. Returns NULL when
+ * the record is unreadable or memory is short. The caller frees it with fb_inmsg_free(). Any
+ * thread. */
+struct fb_inmsg *fb_inmsg_from_record(uint64_t seq, const void *val, size_t len);
+
+/* Frees a message and everything it still owns. Accepts NULL. */
+void fb_inmsg_free(struct fb_inmsg *m);
+
+/* The injecting side's state. */
+struct fb_inject {
+	struct fb_c2e *ring;
+	struct fb_c2e_reader rd;
+	const char *dir;          /* the spool folder (records too large for the ring) */
+	const struct fb_host *host;
+	struct fb_counters *ctr;
+	const struct fb_logger *lg;
+	uint64_t injected;        /* newest "in" seq injected at the last tick */
+	uint64_t released;        /* ... and the newest published as released */
+};
+
+/* Injects every message in the ring. Broker thread. */
+void fb_inject_run(struct fb_inject *in);
+
+/* Publishes what the last fb_inject_run() injected as released. Broker thread. */
+void fb_inject_release(struct fb_inject *in);
+
+/* Frees what IN holds (not the ring). */
+void fb_inject_cleanup(struct fb_inject *in);
+
+#endif

@@ -1,0 +1,52 @@
+/* flowmq-bridge: status publishing (see publish.h); broker process, broker thread. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "publish.h"
+
+static void put(const struct fb_host *host, const char *key, const char *value)
+{
+	char topic[128];
+	size_t len = strlen(value);
+	char *payload = malloc(len + 1);
+
+	if(payload == NULL){
+		return;
+	}
+	memcpy(payload, value, len + 1);
+	snprintf(topic, sizeof(topic), FB_PUBLISH_PREFIX "%s", key);
+	if(host->publish(host->ud, topic, (int)len, len ? payload : NULL, 0, true, NULL) < 0 || len == 0){
+		free(payload);
+	}
+}
+
+static void put_u64(const struct fb_host *host, const char *key, uint64_t v)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof(buf), "%" PRIu64, v);
+	put(host, key, buf);
+}
+
+void fb_publish_status(const struct fb_host *host, const struct fb_status *st, enum fb_link_state state,
+		const struct fb_counters *c)
+{
+	struct fb_counter_values v;
+	/* The link process copies the spool's disk-full state into the counter at every snapshot. */
+	unsigned disk_full = atomic_load_explicit(&c->disk_full, memory_order_relaxed);
+
+	fb_counters_load(c, &v);
+	put(host, "state", fb_status_state_name(state));
+	put(host, "endpoint", st->link.endpoint);
+	put_u64(host, "spool/messages", st->spool.messages);
+	put_u64(host, "spool/bytes", st->spool.bytes);
+	put_u64(host, "spool/oldest_age_s", st->oldest_age_s);
+#define FB_PUT_COUNTER(name, topic, desc) put_u64(host, topic, v.name);
+	FB_COUNTERS(FB_PUT_COUNTER)
+#undef FB_PUT_COUNTER
+	put_u64(host, "spool/dead", st->spool.dead);
+	put_u64(host, "spool/disk_full", disk_full);
+	put(host, "last_error", st->link.last_error);
+}

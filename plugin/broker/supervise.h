@@ -1,0 +1,75 @@
+/* flowmq-bridge: supervision of flowmq-link, the link process (broker process, broker thread).
+ *
+ * fb_supervise_spawn() starts flowmq-link with fork and exec: PR_SET_PDEATHSIG before the exec
+ * (it dies with the broker), only the descriptors of ipc/shared.h, its arguments (broker pid,
+ * wake signal, whether the staging channel runs, the configuration's name). The tick then looks
+ * after it every second: fb_supervise_restart() starts a new one when it has ended (after a
+ * growing pause when it ends soon after its start), fb_supervise_watch() kills one that makes no
+ * progress for link_timeout while work waits for it (or that opens the spool for 60 s without
+ * reading or writing). A flowmq-link of another IPC version is refused once and never started
+ * again. fb_supervise_stop() asks for an orderly stop and kills what does not stop. Nothing is lost
+ * either way: what the link process had not settled is in the staging files, the rest in the spool.
+ */
+#ifndef FB_SUPERVISE_H
+#define FB_SUPERVISE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "log.h"
+#include "shared.h"
+
+struct fb_supervise {
+	/* Set by the caller before the first fb_supervise_spawn(); they must outlive it. */
+	struct fb_shared *sh;
+	int shfd, efd, cfgfd;      /* the descriptors flowmq-link gets (shared.h) */
+	pid_t broker;              /* this process */
+	int wake_signo;
+	const char *program;       /* flowmq-link */
+	const char *config_name;   /* the configuration file, for its log lines */
+	const struct fb_logger *lg;
+	uint32_t link_timeout_ms;
+	/* Called before a link process is started on a fresh staging channel (the last one handed
+	 * it back): the channel's writer must close, the new one recovers the files as it leaves
+	 * them. */
+	void (*fresh)(void *ud);
+	void *ud;
+	/* Set by the channel's writer: an append found both staging files in use (pending work). */
+	bool chan_full;
+
+	/* Private. */
+	pid_t child;              /* the link process, 0: none */
+	uint64_t started_ms;      /* when the link process was started (monotonic) */
+	uint64_t restart_ms;      /* when to start the next one; 0: not decided */
+	unsigned quick_fails;     /* link processes in a row that ended soon after their start */
+	bool child_running;       /* the current link process has reported its spool open */
+	bool killed;              /* ... has been sent SIGKILL as hung, not reaped yet */
+	bool refused;             /* flowmq-link is of another IPC version: not started again */
+	uint64_t beat;            /* sh->beat as last seen */
+	uint64_t beat_ms;         /* when it last moved (or when nothing was pending) */
+	uint64_t seen;            /* the reader's sh->chan.seen and file states as last seen */
+	unsigned states;
+	uint64_t progress_ms;     /* when they last moved (or when nothing was pending) */
+};
+
+/* Returns 0 when PATH is an executable regular file, else a negative errno. Any thread. */
+int fb_supervise_check_program(const char *path);
+
+/* Starts a link process. Returns 0 or a negative errno (fork failed). */
+int fb_supervise_spawn(struct fb_supervise *s);
+
+/* True while the link process runs; reaps it (and logs why) once it has ended. */
+bool fb_supervise_alive(struct fb_supervise *s);
+
+/* Restarts the link process if it has ended (not before its pause is over). */
+void fb_supervise_restart(struct fb_supervise *s);
+
+/* The watchdog: kills a hung link process (reaped and replaced by later ticks). WRITER_OPEN: the
+ * staging channel's writer is open (only then can records wait for the link process). */
+void fb_supervise_watch(struct fb_supervise *s, bool writer_open);
+
+/* Stops the link process: orderly for at most 5 s, then SIGKILL. */
+void fb_supervise_stop(struct fb_supervise *s);
+
+#endif

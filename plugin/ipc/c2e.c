@@ -1,0 +1,137 @@
+/* flowmq-bridge: the cloud-to-edge ring (see c2e.h): fb_c2e_put in the link process's worker, the
+ * reading side in the broker thread. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "c2e.h"
+#include "stage.h" /* fb_file_write(), fb_file_read() */
+
+#define C2E_HEAD 16u
+#define C2E_WRAP UINT32_MAX
+#define C2E_FILE 1u
+#define C2E_FILE_NAME "flowmq-c2e-"
+
+static void c2e_file_path(const char *dir, uint64_t seq, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/%s%" PRIu64, dir, C2E_FILE_NAME, seq);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec, size_t len)
+{
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+	uint32_t flags = 0;
+	char path[4096];
+	size_t off, skip = 0, need;
+
+	if(len > FB_C2E_RING / 2){
+		/* Too large for the ring: in a file of its own, the ring carries its seq. */
+		c2e_file_path(dir, seq, path, sizeof(path));
+		if(fb_file_write(path, rec, len, false) != 0){
+			return -ENOBUFS;
+		}
+		flags = C2E_FILE;
+		rec = NULL;
+		len = 0;
+	}
+	need = C2E_HEAD + ((len + 7) & ~(size_t)7);
+	off = (size_t)(tail % FB_C2E_RING);
+	if(FB_C2E_RING - off < need){
+		skip = FB_C2E_RING - off;
+	}
+	if(tail + skip + need - head > FB_C2E_RING){
+		if(flags == C2E_FILE){
+			unlink(path);
+		}
+		return -ENOBUFS;
+	}
+	if(skip){
+		if(skip >= C2E_HEAD){
+			put_u32(r->ring + off + 8, C2E_WRAP);
+		}
+		tail += skip;
+		off = 0;
+	}
+	put_u64(r->ring + off, seq);
+	put_u32(r->ring + off + 8, (uint32_t)len);
+	put_u32(r->ring + off + 12, flags);
+	if(len){
+		memcpy(r->ring + off + C2E_HEAD, rec, len);
+	}
+	atomic_store_explicit(&r->tail, tail + need, memory_order_release);
+	atomic_store_explicit(&r->pushed, seq, memory_order_relaxed);
+	return 0;
+}
+
+int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, uint64_t *seq,
+		const uint8_t **rec, size_t *len)
+{
+	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+
+	while(rd->head != tail){
+		size_t off = (size_t)(rd->head % FB_C2E_RING);
+		const uint8_t *p = r->ring + off;
+
+		if(FB_C2E_RING - off < C2E_HEAD || get_u32(p + 8) == C2E_WRAP){
+			rd->head += FB_C2E_RING - off;
+			continue;
+		}
+		*seq = get_u64(p);
+		*len = get_u32(p + 8);
+		*rec = p + C2E_HEAD;
+		rd->next = rd->head + C2E_HEAD + ((*len + 7) & ~(size_t)7);
+		if(get_u32(p + 12) & C2E_FILE){
+			char path[4096];
+
+			c2e_file_path(dir, *seq, path, sizeof(path));
+			*rec = fb_file_read(path, &rd->file, &rd->file_cap, len) == 0 ? rd->file : NULL;
+			unlink(path);
+		}
+		return 1;
+	}
+	atomic_store_explicit(&r->head, rd->head, memory_order_release);
+	return 0;
+}
+
+void fb_c2e_consume(struct fb_c2e *r, struct fb_c2e_reader *rd)
+{
+	rd->head = rd->next;
+	atomic_store_explicit(&r->head, rd->head, memory_order_release);
+}
+
+void fb_c2e_reader_cleanup(struct fb_c2e_reader *rd)
+{
+	free(rd->file);
+	rd->file = NULL;
+	rd->file_cap = 0;
+}

@@ -1,0 +1,63 @@
+/* flowmq-bridge: the cloud-to-edge ring in the shared region (both processes).
+ *
+ * Every mosquitto_broker_* call must run in the broker thread, so the link process's worker
+ * writes each cloud message, once it is durable in spool "in", into this ring (fb_c2e_put()) and
+ * wakes the broker (waker.h); the broker's tick reads the records (fb_c2e_next()/fb_c2e_consume()),
+ * injects them, and one tick later publishes the newest seq it injected as RELEASED, after which
+ * the link process deletes them from spool "in". A crash of either side in between injects a
+ * message again rather than lose it.
+ *
+ * Layout: records of u64 seq, u32 length, u32 flags, the record, padding to 8 bytes, written at
+ * TAIL and read at HEAD (byte counts, never wrapped; the position is the count modulo the size).
+ * A record that does not fit at the end of the ring starts again at its beginning; one larger than
+ * half the ring is written to a file of its own in the spool folder and the ring carries only its
+ * seq (flag FB_C2E_FILE).
+ */
+#ifndef FB_C2E_H
+#define FB_C2E_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FB_C2E_RING (8u << 20)
+
+struct fb_c2e {
+	atomic_uint_fast64_t head;     /* broker thread */
+	atomic_uint_fast64_t tail;     /* link process */
+	atomic_uint_fast64_t pushed;   /* link process: newest "in" seq in the ring */
+	atomic_uint_fast64_t released; /* broker thread: newest "in" seq injected and taken by the broker */
+	uint8_t ring[FB_C2E_RING];
+};
+
+/* Writes record SEQ of spool "in" (REC, LEN bytes) into R; a large one goes to a file in DIR (the
+ * spool folder). Returns 0, or -ENOBUFS when it has no room now. Link process, its worker. */
+int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec, size_t len);
+
+/* True while R holds records the broker has not read. Either process. */
+static inline int fb_c2e_waiting(struct fb_c2e *r)
+{
+	return atomic_load_explicit(&r->tail, memory_order_acquire)
+		!= atomic_load_explicit(&r->head, memory_order_acquire);
+}
+
+/* The reading side's own state (broker thread). */
+struct fb_c2e_reader {
+	uint64_t head;    /* where the next record starts */
+	uint64_t next;    /* ... after the one fb_c2e_next() returned */
+	uint8_t *file;    /* a record read from a file of its own */
+	size_t file_cap;
+};
+
+/* Returns 1 with the next record of R in *SEQ, *REC and *LEN (*REC NULL when its file cannot be
+ * read; REC stays valid until fb_c2e_consume()), or 0 when R is empty. Broker thread. */
+int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, uint64_t *seq,
+		const uint8_t **rec, size_t *len);
+
+/* Gives the room of the record fb_c2e_next() returned back to the writer. Broker thread. */
+void fb_c2e_consume(struct fb_c2e *r, struct fb_c2e_reader *rd);
+
+/* Frees what RD holds. */
+void fb_c2e_reader_cleanup(struct fb_c2e_reader *rd);
+
+#endif

@@ -1,0 +1,468 @@
+/* flowmq-bridge: flowmq-link, the link process's program: its main thread; the cloud session's
+ * worker (link.c) calls the cloud-to-edge hooks here.
+ *
+ * The plugin starts it (fork + exec, PR_SET_PDEATHSIG set before the exec) with the descriptors of
+ * ipc/shared.h and nothing else. It attaches the shared region (refusing one of another IPC
+ * version with exit status FB_IPC_EXIT_VERSION), loads the configuration the broker loaded first
+ * (cloud settings and cloud_to_edge rules change only with a restart), opens the spool (the reader
+ * of the staging channel), runs the cloud session (link.c) and, every 500 ms, copies the status
+ * into the shared region and advances the heartbeat, until the broker says stop or dies. It never
+ * calls the broker API: its log lines go through the log queue in the region.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "link.h"
+#include "logq.h"
+#include "shared.h"
+#include "record.h"
+#include "route.h"
+#include "spool.h"
+#include "tail.h"
+#include "waker.h"
+
+/* Bytes of recent records kept in memory for the worker (see tail.h). */
+#define TAIL_BUDGET (8u << 20)
+/* Status values are copied into the shared region this often; each turn also advances the
+ * heartbeat. */
+#define SNAPSHOT_MS 500
+
+struct fb_main_args {
+	struct fb_shared *sh;      /* attached */
+	int efd;                   /* the eventfd the broker writes to */
+	pid_t broker;              /* the broker process (the parent) */
+	int wake_signo;            /* the signal that wakes the broker thread (0: none) */
+	bool running;              /* the staging channel's writer runs already (a restart) */
+	const char *config_path;   /* the bytes of the configuration the broker loaded first */
+	const char *config_name;   /* the file they came from, for log lines */
+};
+
+struct link_main {
+	const struct fb_main_args *a;
+	struct fb_shared *sh;
+	struct fb_logq logq;
+	struct fb_logger lg;       /* into the log queue */
+	struct fb_config *cfg;
+	struct fb_routes *routes;
+	struct fb_spool *spool;
+	struct fb_tail tail;
+	struct fb_link *link;
+	bool in_more;             /* spool "in" may hold records not in the ring yet */
+	bool pump_full;           /* the last pump stopped at a full ring */
+	uint64_t in_deleted;      /* newest "in" seq released and deleted */
+	struct fb_spool_del *dels;
+	size_t dels_n, dels_cap;
+};
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while(nanosleep(&ts, &ts) != 0 && errno == EINTR){
+	}
+}
+
+/* ---- cloud to edge: the ring's producer ----------------------------------------------------- */
+
+/* fb_link_deps.c2e_push: straight into the ring unless older records wait in the spool. */
+static int c2e_push(void *ud, uint64_t seq, const void *rec, size_t len)
+{
+	struct link_main *m = ud;
+
+	if(m->in_more || atomic_load_explicit(&m->sh->c2e.pushed, memory_order_relaxed) + 1 != seq
+			|| fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, seq, rec, len) != 0){
+		m->in_more = true;
+		return -ENOBUFS;
+	}
+	return 0;
+}
+
+static int pump_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct link_main *m = ud;
+
+	if(fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, seq, val, len) != 0){
+		m->pump_full = true;
+		return 1; /* full: the rest waits */
+	}
+	return 0;
+}
+
+static int release_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct link_main *m = ud;
+	(void)val;
+
+	if(seq > atomic_load_explicit(&m->sh->c2e.released, memory_order_acquire)){
+		return 1;
+	}
+	if(m->dels_n == m->dels_cap){
+		size_t cap = m->dels_cap ? 2 * m->dels_cap : 64;
+		struct fb_spool_del *d = realloc(m->dels, cap * sizeof(*d));
+		if(d == NULL){
+			return 1;
+		}
+		m->dels = d;
+		m->dels_cap = cap;
+	}
+	m->dels[m->dels_n++] = (struct fb_spool_del){ seq, len };
+	return 0;
+}
+
+/* fb_link_deps.c2e_pending: deletes from spool "in" what the broker has injected, hands over what
+ * waits, and says whether the broker has anything left to take. */
+static size_t c2e_pending(void *ud)
+{
+	struct link_main *m = ud;
+	struct fb_shared *sh = m->sh;
+	uint64_t released = atomic_load_explicit(&sh->c2e.released, memory_order_acquire);
+
+	if(released > m->in_deleted){
+		m->dels_n = 0;
+		fb_spool_read(m->spool, FB_Q_IN, m->in_deleted, SIZE_MAX, release_visit, m);
+		if(m->dels_n && fb_spool_delete_many(m->spool, FB_Q_IN, m->dels, m->dels_n) == 0){
+			m->in_deleted = m->dels[m->dels_n - 1].seq;
+		}
+		if(m->dels_n == 0){
+			m->in_deleted = released;
+		}
+	}
+	if(m->in_more){
+		int n;
+
+		m->pump_full = false;
+		n = fb_spool_read(m->spool, FB_Q_IN, atomic_load_explicit(&sh->c2e.pushed, memory_order_relaxed),
+				256, pump_visit, m);
+		if(n >= 0 && n < 256 && !m->pump_full){
+			m->in_more = false; /* everything in spool "in" is in the ring */
+		}
+	}
+	return fb_c2e_waiting(&sh->c2e) || m->in_more;
+}
+
+/* fb_link_deps.wake: the broker thread has cloud messages to inject. */
+static void wake_broker(void *ud)
+{
+	struct link_main *m = ud;
+
+	fb_waker_wake(m->a->broker, m->a->wake_signo);
+}
+
+/* ---- status ---------------------------------------------------------------------------------- */
+
+static int oldest_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_record r;
+	(void)seq;
+
+	if(fb_record_decode(val, len, &r) == 0){
+		*(uint64_t *)ud = r.enqueue_ms;
+	}
+	return 1;
+}
+
+/* Copies the status into the shared region. The spool's disk-full state goes into the counter too,
+ * for the broker thread: its status and its watchdog (a link process that takes no staged records
+ * while the disk is full is not hung) read the counter. */
+static void snapshot(struct link_main *m)
+{
+	struct fb_shared *sh = m->sh;
+	struct fb_status st;
+	uint64_t enqueued = 0;
+
+	memset(&st, 0, sizeof(st));
+	fb_link_status(m->link, &st.link);
+	fb_spool_stats(m->spool, &st.spool);
+	if(st.spool.messages && fb_spool_oldest(m->spool, oldest_visit, &enqueued) > 0 && enqueued){
+		uint64_t now = fb_wall_ms();
+		st.oldest_age_s = now > enqueued ? (now - enqueued) / 1000u : 0;
+	}
+	atomic_store_explicit(&sh->ctr.disk_full, st.spool.disk_full ? 1u : 0u, memory_order_relaxed);
+	fb_seq_write_begin(&sh->sgen);
+	memcpy(&sh->status, &st, sizeof(st));
+	fb_seq_write_end(&sh->sgen);
+}
+
+/* ---- start ----------------------------------------------------------------------------------- */
+
+/* Waits until no other process holds the spool's RocksDB lock: the link process of a broker that
+ * was just killed may take a moment to die. */
+static void wait_for_lock(const char *path)
+{
+	char lock[4096];
+	uint64_t until = fb_mono_ms() + 10000;
+	int fd;
+
+	snprintf(lock, sizeof(lock), "%s/LOCK", path);
+	fd = open(lock, O_RDWR | O_CLOEXEC);
+	if(fd < 0){
+		return;
+	}
+	while(fb_mono_ms() < until){
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		if(fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type == F_UNLCK){
+			break;
+		}
+		sleep_ms(20);
+	}
+	close(fd);
+}
+
+/* While the spool opens: a thread that advances the heartbeat every 500 ms in which the process
+ * read or wrote something (/proc/self/io), so that the broker's watchdog tells a long open that
+ * makes progress (a salvage, a long WAL) from one that is stuck. */
+struct open_watch {
+	atomic_uint_fast64_t *beat;
+	atomic_bool done;
+	pthread_t thread;
+};
+
+static uint64_t io_bytes(void)
+{
+	FILE *f = fopen("/proc/self/io", "re");
+	char line[128];
+	unsigned long long v, sum = 0;
+
+	if(f == NULL){
+		return 0;
+	}
+	while(fgets(line, sizeof(line), f)){
+		if(sscanf(line, "rchar: %llu", &v) == 1 || sscanf(line, "wchar: %llu", &v) == 1){
+			sum += v;
+		}
+	}
+	fclose(f);
+	return sum;
+}
+
+static void *open_watch_run(void *arg)
+{
+	struct open_watch *w = arg;
+	uint64_t last = io_bytes();
+
+	while(!atomic_load(&w->done)){
+		uint64_t now;
+
+		sleep_ms(SNAPSHOT_MS);
+		now = io_bytes();
+		if(now != last){
+			last = now;
+			atomic_fetch_add_explicit(w->beat, 1, memory_order_release);
+		}
+	}
+	return NULL;
+}
+
+/* The configuration's own log lines while it is loaded again in here: its warnings were logged
+ * when the broker loaded the same bytes; an error (a password file that changed since) names the
+ * file they came from, not the descriptor they are read through. */
+struct config_log {
+	const struct fb_main_args *a;
+	const struct fb_logger *to;
+};
+
+static void config_log(void *ud, int level, const char *line)
+{
+	struct config_log *c = ud;
+	const char *path = c->a->config_path, *base = strrchr(path, '/');
+	size_t plen = strlen(path), blen;
+
+	if(level != MOSQ_LOG_ERR){
+		return;
+	}
+	base = base ? base + 1 : path;
+	blen = strlen(base);
+	if(!strncmp(line, path, plen) && line[plen] == ':'){
+		fb_log(c->to, level, "%s%s", c->a->config_name, line + plen);
+	}else if(!strncmp(line, base, blen) && line[blen] == ':'){
+		const char *nb = strrchr(c->a->config_name, '/');
+		fb_log(c->to, level, "%s%s", nb ? nb + 1 : c->a->config_name, line + blen);
+	}else{
+		fb_log(c->to, level, "%s", line);
+	}
+}
+
+static void __attribute__((noreturn)) fail(struct link_main *m, int rc)
+{
+	atomic_store(&m->sh->child_state, rc);
+	_exit(1);
+}
+
+/* Runs the link process until the broker says stop or dies; never returns. The exit status is 0
+ * after an orderly stop, 1 otherwise (child_state in the region says why). */
+static void __attribute__((noreturn)) run(const struct fb_main_args *a)
+{
+	struct link_main m = { .a = a, .sh = a->sh };
+	struct fb_shared *sh = a->sh;
+	struct config_log cl;
+	struct fb_logger clg;
+	struct fb_spool_opts so;
+	struct fb_link_deps ld;
+	struct fb_spool_stats st;
+	static const int quiet[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE };
+	struct open_watch watch;
+	bool watching;
+	int rc;
+
+	for(size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++){
+		signal(quiet[i], SIG_IGN);
+	}
+	prctl(PR_SET_NAME, "flowmq-link");
+	fb_logq_init(&m.logq, &sh->logq);
+	m.lg = (struct fb_logger){ fb_logq_log, &m.logq };
+	fb_seq_writer_reset(&sh->sgen); /* the previous link process may have died inside an update */
+
+	cl = (struct config_log){ a, &m.lg };
+	clg = (struct fb_logger){ config_log, &cl };
+	rc = fb_config_load(a->config_path, &clg, &m.cfg);
+	if(rc == 0){
+		rc = fb_routes_build(m.cfg, &m.routes);
+		if(rc < 0){
+			fb_log(&m.lg, MOSQ_LOG_ERR, "%s: cannot compile the routes: %s", a->config_name, strerror(-rc));
+		}
+	}
+	if(rc < 0){
+		fail(&m, rc);
+	}
+
+	so = (struct fb_spool_opts){
+		.path = m.cfg->spool.path,
+		.max_size = m.cfg->spool.max_size,
+		.on_full = m.cfg->spool.on_full,
+		.sync = m.cfg->spool.sync,
+		.lg = &m.lg,
+		.chan = &sh->chan,
+		.chan_running = a->running,
+		.corrupt = &sh->ctr.dropped_corrupt,
+	};
+	fb_spool_thread_init();
+	watch = (struct open_watch){ .beat = &sh->beat };
+	watching = pthread_create(&watch.thread, NULL, open_watch_run, &watch) == 0;
+	wait_for_lock(m.cfg->spool.path);
+	rc = fb_spool_open(&so, &m.spool);
+	if(watching){
+		atomic_store(&watch.done, true);
+		pthread_join(watch.thread, NULL);
+	}
+	if(rc < 0){
+		fail(&m, rc); /* fb_spool_open() has logged why */
+	}
+	fb_spool_stats(m.spool, &st);
+	fb_tail_init(&m.tail, TAIL_BUDGET, st.last_seq);
+	/* Cloud messages a crash left in spool "in" go to the broker first. */
+	m.in_more = st.in > 0;
+	atomic_store(&sh->c2e.pushed, 0);
+	if(!a->running){
+		atomic_store(&sh->c2e.released, 0);
+	}
+	m.in_deleted = 0;
+
+	ld = (struct fb_link_deps){
+		.cfg = m.cfg,
+		.routes = m.routes,
+		.spool = m.spool,
+		.ctr = &sh->ctr,
+		.tail = &m.tail,
+		.wake = wake_broker,
+		.wake_ud = &m,
+		.lg = &m.lg,
+		.efd = a->efd,
+		.notified = &sh->notified,
+		.c2e_push = c2e_push,
+		.c2e_pending = c2e_pending,
+		.c2e_ud = &m,
+		.broker_pid = a->broker,
+	};
+	rc = fb_link_start(&ld, &m.link);
+	if(rc < 0){
+		fb_log(&m.lg, MOSQ_LOG_ERR, "cannot start the worker thread: %s", strerror(-rc));
+		fb_spool_close(m.spool);
+		fail(&m, rc);
+	}
+	snapshot(&m);
+	atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
+	atomic_store_explicit(&sh->child_state, 1, memory_order_release);
+	while(!atomic_load(&sh->stop) && getppid() == a->broker){
+		sleep_ms(SNAPSHOT_MS);
+		/* The heartbeat: snapshot() takes the spool's lock, so a worker stuck while holding it
+		 * (inside a settle, say) stops the beat too. A stopped process (SIGSTOP) beats no more. */
+		snapshot(&m);
+		atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
+	}
+	fb_link_stop(m.link);
+	fb_tail_cleanup(&m.tail);
+	fb_spool_close(m.spool);
+	_exit(0);
+}
+
+static void __attribute__((noreturn)) usage(void)
+{
+	fprintf(stderr, "flowmq-link is started by the flowmq-bridge plugin, with the descriptors %d, %d and %d:\n"
+			"  flowmq-link --broker-pid PID --wake-signal SIGNO --running 0|1 --config-name FILE\n",
+			FB_LINK_FD_SHARED, FB_LINK_FD_EVENT, FB_LINK_FD_CONFIG);
+	exit(2);
+}
+
+static long number(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if(errno || end == s || *end || v < 0){
+		usage();
+	}
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "broker-pid", required_argument, NULL, 'p' },
+		{ "wake-signal", required_argument, NULL, 's' },
+		{ "running", required_argument, NULL, 'r' },
+		{ "config-name", required_argument, NULL, 'c' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static char config_path[64];
+	struct fb_main_args a = { .efd = FB_LINK_FD_EVENT, .config_path = config_path };
+	int c, rc;
+
+	while((c = getopt_long(argc, argv, "", opts, NULL)) != -1){
+		switch(c){
+			case 'p': a.broker = (pid_t)number(optarg); break;
+			case 's': a.wake_signo = (int)number(optarg); break;
+			case 'r': a.running = number(optarg) != 0; break;
+			case 'c': a.config_name = optarg; break;
+			default: usage();
+		}
+	}
+	if(optind != argc || a.broker <= 0 || a.config_name == NULL){
+		usage();
+	}
+	/* PR_SET_PDEATHSIG was set before the exec: a broker that died before it is noticed here. */
+	if(getppid() != a.broker){
+		return 1;
+	}
+	rc = fb_shared_attach(FB_LINK_FD_SHARED, FB_IPC_VERSION, &a.sh);
+	if(rc == -EPROTO){
+		return FB_IPC_EXIT_VERSION; /* the plugin logs it, with both versions */
+	}
+	if(rc < 0){
+		fprintf(stderr, "flowmq-link: cannot map the region shared with the broker: %s\n", strerror(-rc));
+		return 1;
+	}
+	snprintf(config_path, sizeof(config_path), "/proc/self/fd/%d", FB_LINK_FD_CONFIG);
+	run(&a);
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The broker process never loads RocksDB: the plugin does not depend on librocksdb (nor on
+# OpenSSL directly), flowmq-link does. Both directions are checked, so that the test would see a
+# build that stopped linking RocksDB anywhere.
+# Usage: test-ldd.sh PATH/flowmq_bridge.so PATH/flowmq-link
+set -euo pipefail
+
+so=${1:?usage: test-ldd.sh PLUGIN.so FLOWMQ-LINK}
+link=${2:?usage: test-ldd.sh PLUGIN.so FLOWMQ-LINK}
+
+if ! command -v ldd >/dev/null 2>&1 || ! command -v readelf >/dev/null 2>&1; then
+	echo "SKIP: ldd or readelf is missing"
+	exit 77
+fi
+for f in "$so" "$link"; do
+	[[ -f $f ]] || { echo "FAIL: $f does not exist"; exit 1; }
+done
+
+fail=0
+plugin_libs=$(ldd "$so")
+echo "ldd $so:"
+sed 's/^/  /' <<<"$plugin_libs"
+if grep -q 'librocksdb' <<<"$plugin_libs"; then
+	echo "FAIL: the plugin loads librocksdb into the broker process"
+	fail=1
+fi
+# Direct dependencies (NEEDED): no OpenSSL either (libmosquitto, which the loopback subscriber
+# needs, brings its own).
+needed=$(readelf -d "$so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+echo "NEEDED by $so: $(tr '\n' ' ' <<<"$needed")"
+if grep -Eq '^(librocksdb|libssl|libcrypto)' <<<"$needed"; then
+	echo "FAIL: the plugin itself links RocksDB or OpenSSL"
+	fail=1
+fi
+link_needed=$(readelf -d "$link" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+echo "NEEDED by $link: $(tr '\n' ' ' <<<"$link_needed")"
+for lib in librocksdb libssl libmosquitto; do
+	if ! grep -q "^$lib" <<<"$link_needed"; then
+		echo "FAIL: flowmq-link does not link $lib"
+		fail=1
+	fi
+done
+[[ $fail == 0 ]] && echo "PASS: RocksDB and OpenSSL are linked into flowmq-link only"
+exit $fail

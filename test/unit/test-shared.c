@@ -1,0 +1,216 @@
+/* Unit tests of plugin/ipc/shared.c and plugin/ipc/c2e.c: the region both programs share (its
+ * header and version check, a second mapping sees the first's writes) and the cloud-to-edge ring
+ * in it (order, exact bytes, wrap, a full ring, a record in a file of its own). */
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "c2e.h"
+#include "shared.h"
+
+static char dir[64];
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st; (void)flag; (void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/fb-test-shared-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+START_TEST(test_attach_of_the_same_version_shares_the_region)
+{
+	struct fb_shared *a, *b;
+	int fd;
+
+	ck_assert_int_eq(fb_shared_create(&a, &fd), 0);
+	ck_assert_uint_eq(a->hdr.magic, FB_IPC_MAGIC);
+	ck_assert_uint_eq(a->hdr.version, FB_IPC_VERSION);
+	ck_assert_uint_eq(a->hdr.size, sizeof(struct fb_shared));
+	ck_assert_int_eq(fb_shared_attach(fd, FB_IPC_VERSION, &b), 0);
+	ck_assert_ptr_ne(a, b);
+	ck_assert_uint_eq(a->hdr.link_version, FB_IPC_VERSION);
+	fb_count(&b->ctr.forwarded, 3);
+	atomic_store(&a->beat, 42);
+	ck_assert_uint_eq(atomic_load(&a->ctr.forwarded), 3);
+	ck_assert_uint_eq(atomic_load(&b->beat), 42);
+	fb_shared_unmap(b);
+	fb_shared_unmap(a);
+	fb_shared_unmap(NULL);
+	close(fd);
+}
+END_TEST
+
+START_TEST(test_attach_of_another_version_is_refused_and_leaves_its_version)
+{
+	struct fb_shared *a, *b = (struct fb_shared *)1;
+	int fd;
+
+	ck_assert_int_eq(fb_shared_create(&a, &fd), 0);
+	ck_assert_int_eq(fb_shared_attach(fd, FB_IPC_VERSION + 998, &b), -EPROTO);
+	ck_assert_ptr_null(b);
+	ck_assert_uint_eq(a->hdr.link_version, FB_IPC_VERSION + 998);
+	ck_assert_uint_eq(a->hdr.version, FB_IPC_VERSION);
+	/* Not a region at all: refused the same way. */
+	a->hdr.magic = 0;
+	ck_assert_int_eq(fb_shared_attach(fd, FB_IPC_VERSION, &b), -EPROTO);
+	fb_shared_unmap(a);
+	close(fd);
+}
+END_TEST
+
+static struct fb_c2e *ring(void)
+{
+	struct fb_c2e *r = calloc(1, sizeof(*r));
+
+	ck_assert_ptr_nonnull(r);
+	return r;
+}
+
+static void fill(uint8_t *buf, uint64_t seq, size_t len)
+{
+	for(size_t i = 0; i < len; i++){
+		buf[i] = (uint8_t)(seq * 31 + i);
+	}
+}
+
+/* Reads the next record and checks it is SEQ with LEN bytes from fill(). */
+static void next_ok(struct fb_c2e *r, struct fb_c2e_reader *rd, uint64_t seq, size_t len)
+{
+	static uint8_t expect[FB_C2E_RING];
+	const uint8_t *rec;
+	uint64_t got;
+	size_t n;
+
+	ck_assert_int_eq(fb_c2e_next(r, rd, dir, &got, &rec, &n), 1);
+	ck_assert_uint_eq(got, seq);
+	ck_assert_uint_eq(n, len);
+	ck_assert_ptr_nonnull(rec);
+	fill(expect, seq, len);
+	ck_assert_mem_eq(rec, expect, len);
+	fb_c2e_consume(r, rd);
+}
+
+START_TEST(test_ring_records_come_out_in_order_across_the_wrap)
+{
+	struct fb_c2e *r = ring();
+	struct fb_c2e_reader rd = { 0 };
+	static uint8_t buf[100000];
+	uint64_t seq = 0, read = 0;
+	const uint8_t *rec;
+	size_t n;
+
+	/* 100,000-byte records: 83 fit, the 84th needs the room the reader gives back; 400 of them
+	 * wrap the ring several times. */
+	while(read < 400){
+		while(seq < 400){
+			fill(buf, seq + 1, sizeof(buf));
+			if(fb_c2e_put(r, dir, seq + 1, buf, sizeof(buf)) == -ENOBUFS){
+				break;
+			}
+			seq++;
+			ck_assert_uint_eq(atomic_load(&r->pushed), seq);
+		}
+		ck_assert_uint_gt(seq, read); /* a drained ring always takes one */
+		while(read < seq){
+			next_ok(r, &rd, read + 1, sizeof(buf));
+			read++;
+		}
+	}
+	ck_assert_int_eq(fb_c2e_next(r, &rd, dir, &seq, &rec, &n), 0);
+	ck_assert_int_eq(fb_c2e_waiting(r), 0);
+	fb_c2e_reader_cleanup(&rd);
+	free(r);
+}
+END_TEST
+
+START_TEST(test_full_ring_refuses_until_the_reader_consumes)
+{
+	struct fb_c2e *r = ring();
+	struct fb_c2e_reader rd = { 0 };
+	static uint8_t buf[1 << 20];
+	unsigned put = 0;
+
+	fill(buf, 1, sizeof(buf));
+	/* 1 MiB + 16 bytes each: 7 fit into 8 MiB. */
+	while(fb_c2e_put(r, dir, put + 1, buf, sizeof(buf)) == 0){
+		fill(buf, put + 2, sizeof(buf));
+		put++;
+	}
+	ck_assert_uint_eq(put, 7);
+	ck_assert_int_eq(fb_c2e_waiting(r), 1);
+	next_ok(r, &rd, 1, sizeof(buf));
+	fill(buf, 8, sizeof(buf));
+	ck_assert_int_eq(fb_c2e_put(r, dir, 8, buf, sizeof(buf)), 0);
+	for(uint64_t s = 2; s <= 8; s++){
+		next_ok(r, &rd, s, sizeof(buf));
+	}
+	fb_c2e_reader_cleanup(&rd);
+	free(r);
+}
+END_TEST
+
+START_TEST(test_record_larger_than_half_the_ring_travels_in_a_file)
+{
+	struct fb_c2e *r = ring();
+	struct fb_c2e_reader rd = { 0 };
+	size_t len = FB_C2E_RING / 2 + 1;
+	uint8_t *buf = malloc(len);
+	char path[128];
+
+	ck_assert_ptr_nonnull(buf);
+	fill(buf, 5, len);
+	ck_assert_int_eq(fb_c2e_put(r, dir, 5, buf, len), 0);
+	snprintf(path, sizeof(path), "%s/flowmq-c2e-5", dir);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* The ring carries only its head: 16 bytes. */
+	ck_assert_uint_eq(atomic_load(&r->tail), 16);
+	next_ok(r, &rd, 5, len);
+	ck_assert_int_ne(access(path, F_OK), 0); /* read and removed */
+	fb_c2e_reader_cleanup(&rd);
+	free(buf);
+	free(r);
+}
+END_TEST
+
+static Suite *shared_suite(void)
+{
+	Suite *s = suite_create("shared");
+	TCase *tc = tcase_create("region");
+	TCase *tr = tcase_create("c2e");
+
+	tcase_add_test(tc, test_attach_of_the_same_version_shares_the_region);
+	tcase_add_test(tc, test_attach_of_another_version_is_refused_and_leaves_its_version);
+	suite_add_tcase(s, tc);
+	tcase_add_checked_fixture(tr, setup, teardown);
+	tcase_add_test(tr, test_ring_records_come_out_in_order_across_the_wrap);
+	tcase_add_test(tr, test_full_ring_refuses_until_the_reader_consumes);
+	tcase_add_test(tr, test_record_larger_than_half_the_ring_travels_in_a_file);
+	suite_add_tcase(s, tr);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(shared_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
