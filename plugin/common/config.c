@@ -1233,7 +1233,7 @@ static void validate_tls(struct loader *ld, const struct raw_cloud *c, struct fb
 			cfg_err(ld, path, "'%s' is not encrypted: use mqtts:// or set cloud.tls.allow_plaintext: true",
 					c->endpoints[e]);
 		}else if(c->auth->username){
-			/* Once per load; link.c repeats it at every plaintext connect. */
+			/* Once per load; session.c repeats it at every plaintext connect. */
 			cfg_warn(ld, path, "'%s' is not encrypted: the username%s of cloud.auth go%s to it in clear",
 					c->endpoints[e], c->auth->password_file ? " and password" : "",
 					c->auth->password_file ? "" : "es");

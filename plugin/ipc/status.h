@@ -17,7 +17,7 @@ enum fb_link_state {
 	FB_LINK_STALLED,      /* the broker sees the link process as hung (published by the broker) */
 };
 
-/* The cloud session (link.c). */
+/* The cloud session (session.c). */
 struct fb_link_status {
 	enum fb_link_state state;
 	char endpoint[256];

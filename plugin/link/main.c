@@ -1,11 +1,11 @@
 /* flowmq-bridge: flowmq-link, the link process's program: its main thread; the cloud session's
- * worker (link.c) calls the cloud-to-edge hooks here.
+ * worker (session.c) calls the cloud-to-edge hooks here.
  *
  * The plugin starts it (fork + exec, PR_SET_PDEATHSIG set before the exec) with the descriptors of
  * ipc/shared.h and nothing else. It attaches the shared region (refusing one of another IPC
  * version with exit status FB_IPC_EXIT_VERSION), loads the configuration the broker loaded first
  * (cloud settings and cloud_to_edge rules change only with a restart), opens the spool (the reader
- * of the staging channel), runs the cloud session (link.c) and, every 500 ms, copies the status
+ * of the staging channel), runs the cloud session (session.c) and, every 500 ms, copies the status
  * into the shared region and advances the heartbeat, until the broker says stop or dies. It never
  * calls the broker API: its log lines go through the log queue in the region.
  */
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "link.h"
+#include "session.h"
 #include "logq.h"
 #include "shared.h"
 #include "record.h"
@@ -56,7 +56,7 @@ struct link_main {
 	struct fb_routes *routes;
 	struct fb_spool *spool;
 	struct fb_tail tail;
-	struct fb_link *link;
+	struct fb_session *link;
 	bool in_more;             /* spool "in" may hold records not in the ring yet */
 	bool pump_full;           /* the last pump stopped at a full ring */
 	uint64_t in_deleted;      /* newest "in" seq released and deleted */
@@ -74,7 +74,7 @@ static void sleep_ms(unsigned ms)
 
 /* ---- cloud to edge: the ring's producer ----------------------------------------------------- */
 
-/* fb_link_deps.c2e_push: straight into the ring unless older records wait in the spool. */
+/* fb_session_deps.c2e_push: straight into the ring unless older records wait in the spool. */
 static int c2e_push(void *ud, uint64_t seq, const void *rec, size_t len)
 {
 	struct link_main *m = ud;
@@ -119,7 +119,7 @@ static int release_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
-/* fb_link_deps.c2e_pending: deletes from spool "in" what the broker has injected, hands over what
+/* fb_session_deps.c2e_pending: deletes from spool "in" what the broker has injected, hands over what
  * waits, and says whether the broker has anything left to take. */
 static size_t c2e_pending(void *ud)
 {
@@ -150,7 +150,7 @@ static size_t c2e_pending(void *ud)
 	return fb_c2e_waiting(&sh->c2e) || m->in_more;
 }
 
-/* fb_link_deps.wake: the broker thread has cloud messages to inject. */
+/* fb_session_deps.wake: the broker thread has cloud messages to inject. */
 static void wake_broker(void *ud)
 {
 	struct link_main *m = ud;
@@ -181,7 +181,7 @@ static void snapshot(struct link_main *m)
 	uint64_t enqueued = 0;
 
 	memset(&st, 0, sizeof(st));
-	fb_link_status(m->link, &st.link);
+	fb_session_status(m->link, &st.link);
 	fb_spool_stats(m->spool, &st.spool);
 	if(st.spool.messages && fb_spool_oldest(m->spool, oldest_visit, &enqueued) > 0 && enqueued){
 		uint64_t now = fb_wall_ms();
@@ -307,7 +307,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	struct config_log cl;
 	struct fb_logger clg;
 	struct fb_spool_opts so;
-	struct fb_link_deps ld;
+	struct fb_session_deps ld;
 	struct fb_spool_stats st;
 	static const int quiet[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE };
 	struct open_watch watch;
@@ -367,7 +367,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	}
 	m.in_deleted = 0;
 
-	ld = (struct fb_link_deps){
+	ld = (struct fb_session_deps){
 		.cfg = m.cfg,
 		.routes = m.routes,
 		.spool = m.spool,
@@ -383,7 +383,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		.c2e_ud = &m,
 		.broker_pid = a->broker,
 	};
-	rc = fb_link_start(&ld, &m.link);
+	rc = fb_session_start(&ld, &m.link);
 	if(rc < 0){
 		fb_log(&m.lg, MOSQ_LOG_ERR, "cannot start the worker thread: %s", strerror(-rc));
 		fb_spool_close(m.spool);
@@ -399,7 +399,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		snapshot(&m);
 		atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	}
-	fb_link_stop(m.link);
+	fb_session_stop(m.link);
 	fb_tail_cleanup(&m.tail);
 	fb_spool_close(m.spool);
 	_exit(0);

@@ -55,7 +55,7 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
 	return ok;
 }
 
-/* libmosquitto sets SNI to the host it connects to, which is the numeric address link.c looked
+/* libmosquitto sets SNI to the host it connects to, which is the numeric address session.c looked
  * up: the configured name (tls.server_name, else the endpoint's host) replaces it just before the
  * ClientHello is written. */
 static void info_cb(const SSL *ssl, int where, int ret)
@@ -274,7 +274,7 @@ SSL_CTX *fb_tls_ctx_new(const struct fb_config *cfg, const struct fb_endpoint *e
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	/* One connection that is busy when it matters: keep the record buffers instead of freeing
 	 * and allocating 16 KiB at every record, and read every record that has arrived at once
-	 * (link.c's read_all() processes them). */
+	 * (session.c's read_all() processes them). */
 	SSL_CTX_set_read_ahead(ctx, 1);
 
 	if(cfg->cloud.tls.ca_file){

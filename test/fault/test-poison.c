@@ -25,7 +25,7 @@
 #include <mqtt_protocol.h>
 
 #include "common.h"
-#include "link.h"
+#include "session.h"
 #include "record.h"
 #include "spool.h"
 

@@ -1,4 +1,4 @@
-/* flowmq-bridge: the cloud link, a worker thread of the link process that owns one libmosquitto
+/* flowmq-bridge: the cloud session, a worker thread of the link process that owns one libmosquitto
  * client.
  *
  * The worker runs its own poll loop over the client's socket and an eventfd (new spool data,
@@ -13,8 +13,8 @@
  * cloud_to_edge subscriptions are written to spool "in" before they are acknowledged and handed to
  * the broker thread (ipc/c2e.h).
  */
-#ifndef FB_LINK_H
-#define FB_LINK_H
+#ifndef FB_SESSION_H
+#define FB_SESSION_H
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -28,14 +28,14 @@
 #include "status.h"
 #include "tail.h"
 
-struct fb_link;
+struct fb_session;
 
 /* The user property a dead letter carries: "0x95 <why>", the MQTT reason code (>= 0x80) and the
  * reason in words. Added to the record's properties when it moves to spool "dead". */
 #define FB_DEAD_REASON_PROPERTY "flowmq-dead-reason"
 
 
-struct fb_link_deps {
+struct fb_session_deps {
 	const struct fb_config *cfg;
 	const struct fb_routes *routes; /* cloud_to_edge lookups */
 	struct fb_spool *spool;         /* its staging channel's writer is the broker thread */
@@ -62,13 +62,13 @@ struct fb_link_deps {
 
 /* Starts the worker. D and everything it points to must outlive the link. Returns 0 or -errno.
  * Link process, its main thread. */
-int fb_link_start(const struct fb_link_deps *d, struct fb_link **out);
+int fb_session_start(const struct fb_session_deps *d, struct fb_session **out);
 
 /* Stops the worker (orderly MQTT disconnect, nothing in the spool is lost) and frees the link.
  * Accepts NULL. Link process, its main thread. */
-void fb_link_stop(struct fb_link *l);
+void fb_session_stop(struct fb_session *l);
 
 /* Copies the current state. Any thread. */
-void fb_link_status(struct fb_link *l, struct fb_link_status *st);
+void fb_session_status(struct fb_session *l, struct fb_link_status *st);
 
 #endif

@@ -1,4 +1,4 @@
-/* flowmq-bridge: the cloud session (see link.h). Link process only: its worker thread; never calls the
+/* flowmq-bridge: the cloud session (see session.h). Link process only: its worker thread; never calls the
  * broker API. */
 #include <errno.h>
 #include <poll.h>
@@ -20,7 +20,7 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
-#include "link.h"
+#include "session.h"
 #include "record.h"
 #include "resolve.h"
 #include "tls.h"
@@ -40,10 +40,10 @@ struct inflight {
 	size_t len;
 };
 
-struct fb_link {
-	struct fb_link_deps d;
+struct fb_session {
+	struct fb_session_deps d;
 	pthread_t thread;
-	int efd;              /* d.efd: the channel's writer and fb_link_stop() write to it */
+	int efd;              /* d.efd: the channel's writer and fb_session_stop() write to it */
 	atomic_bool stopping;
 	atomic_bool dirty;    /* appended since the last WAL fsync */
 
@@ -94,7 +94,7 @@ struct fb_link {
 	struct fb_resolve *rq;   /* the endpoint's name lookup while it runs (l->mosq exists, no socket) */
 };
 
-static void set_status(struct fb_link *l, enum fb_link_state state, const char *error)
+static void set_status(struct fb_session *l, enum fb_link_state state, const char *error)
 {
 	pthread_mutex_lock(&l->status_lock);
 	l->status.state = state;
@@ -105,7 +105,7 @@ static void set_status(struct fb_link *l, enum fb_link_state state, const char *
 	pthread_mutex_unlock(&l->status_lock);
 }
 
-void fb_link_status(struct fb_link *l, struct fb_link_status *st)
+void fb_session_status(struct fb_session *l, struct fb_link_status *st)
 {
 	pthread_mutex_lock(&l->status_lock);
 	*st = l->status;
@@ -115,7 +115,7 @@ void fb_link_status(struct fb_link *l, struct fb_link_status *st)
 /* Takes the records the broker thread staged into spool "out" and the tail. */
 static int tail_visit(void *ud, uint64_t seq, const void *val, size_t len)
 {
-	struct fb_link *l = ud;
+	struct fb_session *l = ud;
 
 	fb_tail_push(l->d.tail, seq, val, len);
 	l->maybe_more = true; /* whatever woke the worker, or nothing did: there is more to send */
@@ -124,7 +124,7 @@ static int tail_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
-static void ingest(struct fb_link *l)
+static void ingest(struct fb_session *l)
 {
 	uint64_t dropped = 0;
 
@@ -136,12 +136,12 @@ static void ingest(struct fb_link *l)
 
 /* ---- in-flight window ------------------------------------------------------------------------ */
 
-static struct inflight *ring_at(struct fb_link *l, size_t i)
+static struct inflight *ring_at(struct fb_session *l, size_t i)
 {
 	return &l->ring[(l->ring_head + i) % l->ring_cap];
 }
 
-static void ring_clear(struct fb_link *l)
+static void ring_clear(struct fb_session *l)
 {
 	l->ring_head = 0;
 	l->ring_used = 0;
@@ -149,7 +149,7 @@ static void ring_clear(struct fb_link *l)
 	l->acked_count = 0;
 }
 
-static void ring_pop_free(struct fb_link *l)
+static void ring_pop_free(struct fb_session *l)
 {
 	while(l->ring_used > 0 && ring_at(l, 0)->mid == SLOT_FREE){
 		l->ring_head = (l->ring_head + 1) % l->ring_cap;
@@ -157,7 +157,7 @@ static void ring_pop_free(struct fb_link *l)
 	}
 }
 
-static void slot_acked(struct fb_link *l, struct inflight *e)
+static void slot_acked(struct fb_session *l, struct inflight *e)
 {
 	if(l->acked_count++ == 0){
 		l->acked_since_ms = fb_mono_ms();
@@ -166,7 +166,7 @@ static void slot_acked(struct fb_link *l, struct inflight *e)
 }
 
 /* MID > 0: a packet waiting for its acknowledgement; 0: sent at QoS 0, nothing to wait for. */
-static void ring_push(struct fb_link *l, int mid, uint64_t seq, size_t len)
+static void ring_push(struct fb_session *l, int mid, uint64_t seq, size_t len)
 {
 	struct inflight *e = ring_at(l, l->ring_used++);
 
@@ -181,7 +181,7 @@ static void ring_push(struct fb_link *l, int mid, uint64_t seq, size_t len)
 }
 
 /* Acknowledgements nearly always arrive in order, so the search from the head is short. */
-static struct inflight *ring_find(struct fb_link *l, int mid)
+static struct inflight *ring_find(struct fb_session *l, int mid)
 {
 	for(size_t i = 0; i < l->ring_used; i++){
 		struct inflight *e = ring_at(l, i);
@@ -196,7 +196,7 @@ static struct inflight *ring_find(struct fb_link *l, int mid)
  * count as in flight: a crash in between sends them again. */
 #define ACK_FLUSH_MS 20
 
-static void flush_acked(struct fb_link *l)
+static void flush_acked(struct fb_session *l)
 {
 	size_t n = 0;
 
@@ -220,7 +220,7 @@ static void flush_acked(struct fb_link *l)
  * WAL (fb_spool_sync() syncs both), until the broker has moved on to the other file and will need
  * this one back: then the ones still unacknowledged go into RocksDB in one batch and the file is
  * emptied. A record acknowledged before that never reaches RocksDB. */
-static void maybe_settle(struct fb_link *l)
+static void maybe_settle(struct fb_session *l)
 {
 	ingest(l);
 	if(fb_spool_settle_wanted(l->d.spool)){
@@ -230,7 +230,7 @@ static void maybe_settle(struct fb_link *l)
 
 /* Batches deletes while messages flow: flushes at half a window, after ACK_FLUSH_MS, or when
  * nothing waits for an acknowledgement any more. */
-static void maybe_flush_acked(struct fb_link *l, uint64_t now)
+static void maybe_flush_acked(struct fb_session *l, uint64_t now)
 {
 	if(l->acked_count && (l->acked_count >= l->ring_cap / 2 || l->sending == 0
 				|| now >= l->acked_since_ms + ACK_FLUSH_MS)){
@@ -240,8 +240,8 @@ static void maybe_flush_acked(struct fb_link *l, uint64_t now)
 
 /* ---- connection lifecycle -------------------------------------------------------------------- */
 
-static void connection_lost(struct fb_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void connection_lost(struct fb_link *l, const char *fmt, ...)
+static void connection_lost(struct fb_session *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void connection_lost(struct fb_session *l, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -254,13 +254,13 @@ static void connection_lost(struct fb_link *l, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void move_dead(struct fb_link *l, uint64_t seq, int reason, const char *why);
+static void move_dead(struct fb_session *l, uint64_t seq, int reason, const char *why);
 
 /* A connection broke with records in flight and no acknowledgement at all: the oldest of them
  * (the head of the queue) may be what breaks it. After cloud.poison_after such breaks in a row
  * with the same head, it goes to dead letters with the reason, and the queue moves on. Worker
  * thread, from teardown() before the window is cleared. */
-static void suspect_head(struct fb_link *l)
+static void suspect_head(struct fb_session *l)
 {
 	struct inflight *head = NULL;
 	char why[400];
@@ -289,7 +289,7 @@ static void suspect_head(struct fb_link *l)
 	l->suspect_seq = 0;
 }
 
-static void teardown(struct fb_link *l)
+static void teardown(struct fb_session *l)
 {
 	const struct fb_config *cfg = l->d.cfg;
 	const char *url = cfg->cloud.endpoints[l->ep].url;
@@ -346,7 +346,7 @@ static void teardown(struct fb_link *l)
 
 static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
 {
-	struct fb_link *l = obj;
+	struct fb_session *l = obj;
 	(void)mosq;
 
 	if(level == MOSQ_LOG_ERR && l->lib_error[0] == '\0'){
@@ -354,7 +354,7 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
 	}
 }
 
-static void subscribe_all(struct fb_link *l)
+static void subscribe_all(struct fb_session *l)
 {
 	const struct fb_config *cfg = l->d.cfg;
 
@@ -376,7 +376,7 @@ static void subscribe_all(struct fb_link *l)
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
-	struct fb_link *l = obj;
+	struct fb_session *l = obj;
 	const struct fb_config *cfg = l->d.cfg;
 	(void)flags;
 
@@ -411,7 +411,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 
 /* Records why the connection ended, from the most precise source available: a certificate
  * verification failure, the error libmosquitto logged, the socket error, or RC. */
-static void lost_with_rc(struct fb_link *l, int rc, int sock_err)
+static void lost_with_rc(struct fb_session *l, int rc, int sock_err)
 {
 	const struct fb_config *cfg = l->d.cfg;
 	const char *verify = fb_tls_verify_error(l->ctx);
@@ -440,7 +440,7 @@ static void lost_with_rc(struct fb_link *l, int rc, int sock_err)
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
 {
-	struct fb_link *l = obj;
+	struct fb_session *l = obj;
 	(void)mosq; (void)props;
 
 	if(rc >= 0x80 && rc <= 0xff){
@@ -459,7 +459,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 /* Connects libmosquitto to the first address of RES (numeric, so that it looks nothing up) that
  * does not fail at once, as libmosquitto would with the name: a non-blocking connect that fails
  * later is a failed attempt, not a reason to try the next address. */
-static void connect_addresses(struct fb_link *l, const struct addrinfo *res)
+static void connect_addresses(struct fb_session *l, const struct addrinfo *res)
 {
 	const struct fb_config *cfg = l->d.cfg;
 	const struct fb_endpoint *ep = &cfg->cloud.endpoints[l->ep];
@@ -490,7 +490,7 @@ static void connect_addresses(struct fb_link *l, const struct addrinfo *res)
 	}
 }
 
-static void start_attempt(struct fb_link *l, uint64_t now)
+static void start_attempt(struct fb_session *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
 	const struct fb_endpoint *ep = &cfg->cloud.endpoints[l->ep];
@@ -575,7 +575,7 @@ static void start_attempt(struct fb_link *l, uint64_t now)
 }
 
 /* The endpoint's name lookup is done: connect, or fail the attempt naming the host. */
-static void resolved(struct fb_link *l, uint64_t now)
+static void resolved(struct fb_session *l, uint64_t now)
 {
 	const struct fb_endpoint *ep = &l->d.cfg->cloud.endpoints[l->ep];
 	const struct addrinfo *res;
@@ -602,7 +602,7 @@ static void resolved(struct fb_link *l, uint64_t now)
  * with it. Written as an append to "dead" followed by the delete from "out": a crash in between
  * leaves it in both (sent again, dead-lettered again), never in neither. A record that is no
  * longer live (drop_oldest took it, and counted it) is left alone. */
-static void dead_letter(struct fb_link *l, uint64_t seq, const void *val, size_t len, int reason, const char *why)
+static void dead_letter(struct fb_session *l, uint64_t seq, const void *val, size_t len, int reason, const char *why)
 {
 	char value[420];
 	const char *extra[2] = { FB_DEAD_REASON_PROPERTY, value };
@@ -653,7 +653,7 @@ static void dead_letter(struct fb_link *l, uint64_t seq, const void *val, size_t
 }
 
 struct dead_ctx {
-	struct fb_link *l;
+	struct fb_session *l;
 	uint64_t seq;
 	int reason;
 	const char *why;
@@ -670,7 +670,7 @@ static int dead_visit(void *ud, uint64_t seq, const void *val, size_t len)
 }
 
 /* dead_letter() for record SEQ, read back from the spool. */
-static void move_dead(struct fb_link *l, uint64_t seq, int reason, const char *why)
+static void move_dead(struct fb_session *l, uint64_t seq, int reason, const char *why)
 {
 	struct dead_ctx dc = { l, seq, reason, why };
 
@@ -679,7 +679,7 @@ static void move_dead(struct fb_link *l, uint64_t seq, int reason, const char *w
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
 {
-	struct fb_link *l = obj;
+	struct fb_session *l = obj;
 	struct inflight *e = ring_find(l, mid);
 	(void)mosq; (void)props;
 
@@ -703,7 +703,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 }
 
 /* Keeps LIST (taking ownership) as the decoded form of the encoded properties KEY. */
-static void remember_props(struct fb_link *l, const uint8_t *key, uint32_t len, mosquitto_property *list)
+static void remember_props(struct fb_session *l, const uint8_t *key, uint32_t len, mosquitto_property *list)
 {
 	uint8_t *copy = malloc(len ? len : 1);
 
@@ -739,7 +739,7 @@ static size_t publish_size(const struct fb_record *r)
 /* Sends one spool record. Returns 0 to go on, 1 to stop filling. */
 static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 {
-	struct fb_link *l = ud;
+	struct fb_session *l = ud;
 	const struct fb_config *cfg = l->d.cfg;
 	struct fb_record r;
 	mosquitto_property *props = NULL;
@@ -817,7 +817,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 
 /* Whether fill() would send: records may be waiting, and the window has room for a batch of at
  * least a quarter of it (one spool iterator per batch, not per PUBACK). */
-static bool can_fill(const struct fb_link *l, uint64_t now)
+static bool can_fill(const struct fb_session *l, uint64_t now)
 {
 	size_t batch = l->ring_cap / 4 ? l->ring_cap / 4 : 1;
 
@@ -825,7 +825,7 @@ static bool can_fill(const struct fb_link *l, uint64_t now)
 		&& (l->ring_used == 0 || l->ring_cap - l->ring_used >= batch);
 }
 
-static void fill(struct fb_link *l)
+static void fill(struct fb_session *l)
 {
 	if(!can_fill(l, fb_mono_ms())){
 		return;
@@ -874,7 +874,7 @@ static void fill(struct fb_link *l)
 
 /* ---- cloud to edge --------------------------------------------------------------------------- */
 
-static void c2e_drop(struct fb_link *l, const char *topic, const char *why)
+static void c2e_drop(struct fb_session *l, const char *topic, const char *why)
 {
 	fb_count(&l->d.ctr->c2e_dropped, 1);
 	fb_log(l->d.lg, MOSQ_LOG_WARNING, "cloud message on %s dropped: %s", topic, why);
@@ -883,7 +883,7 @@ static void c2e_drop(struct fb_link *l, const char *topic, const char *why)
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
 		const mosquitto_property *props)
 {
-	struct fb_link *l = obj;
+	struct fb_session *l = obj;
 	const struct fb_config *cfg = l->d.cfg;
 	struct fb_route_result res = { 0 };
 	const struct fb_c2e_rule *rule;
@@ -959,7 +959,7 @@ out:
 
 /* ---- the worker ------------------------------------------------------------------------------ */
 
-static int poll_timeout(struct fb_link *l, uint64_t now)
+static int poll_timeout(struct fb_session *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
 	uint64_t until = now + MAX_POLL_MS;
@@ -1005,7 +1005,7 @@ static int poll_timeout(struct fb_link *l, uint64_t now)
 #define STALL_KEEPALIVES 2
 #define PENDING_CHECK_MS 1000
 
-static void stall_guard(struct fb_link *l, uint64_t now)
+static void stall_guard(struct fb_session *l, uint64_t now)
 {
 	uint64_t ka_ms = (uint64_t)l->d.cfg->cloud.keepalive_s * 1000u;
 	uint64_t every = ka_ms / 4 < PENDING_CHECK_MS ? ka_ms / 4 : PENDING_CHECK_MS;
@@ -1034,7 +1034,7 @@ static void stall_guard(struct fb_link *l, uint64_t now)
 			STALL_KEEPALIVES);
 }
 
-static void housekeeping(struct fb_link *l, uint64_t now)
+static void housekeeping(struct fb_session *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
 
@@ -1069,7 +1069,7 @@ static void housekeeping(struct fb_link *l, uint64_t now)
 /* Live traffic goes out at once (TCP_NODELAY); while a backlog drains, the kernel may coalesce
  * the small packets (Nagle), which raises the drain rate by about a third. Setting TCP_NODELAY
  * again also pushes out whatever is pending. */
-static void set_nodelay(struct fb_link *l, bool on)
+static void set_nodelay(struct fb_session *l, bool on)
 {
 	int v = on ? 1 : 0;
 	int sock = mosquitto_socket(l->mosq);
@@ -1084,7 +1084,7 @@ static void set_nodelay(struct fb_link *l, bool on)
  * on while OpenSSL holds a whole record: SSL_peek() decrypts the next one if it is complete (and
  * tries the socket once if it is not). mosquitto_loop_read() on its own may stop after a single
  * packet (libmosquitto leaves EAGAIN in errno from a write to its internal socket pair). */
-static int read_all(struct fb_link *l)
+static int read_all(struct fb_session *l)
 {
 	SSL *ssl;
 	char peek;
@@ -1104,7 +1104,7 @@ static int read_all(struct fb_link *l)
 
 static void *worker(void *arg)
 {
-	struct fb_link *l = arg;
+	struct fb_session *l = arg;
 	struct pollfd pfd[2];
 
 	fb_spool_thread_init();
@@ -1229,9 +1229,9 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-int fb_link_start(const struct fb_link_deps *d, struct fb_link **out)
+int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 {
-	struct fb_link *l;
+	struct fb_session *l;
 	int rc;
 
 	*out = NULL;
@@ -1279,7 +1279,7 @@ fail:
 	return rc;
 }
 
-void fb_link_stop(struct fb_link *l)
+void fb_session_stop(struct fb_session *l)
 {
 	uint64_t one = 1;
 
