@@ -80,14 +80,18 @@ static void start_cloud_cert(struct fbh_broker *cloud, bool named)
 	fbh_broker_init(cloud, "cloud");
 	conf = fbh_cloud_conf(cloud, NULL);
 	if(named){
-		char *line;
+		char *line, *from;
 
 		named_cert(&cert, &key);
 		line = fbh_strdupf("certfile %s\n", cert);
-		conf = replace(conf, fbh_strdupf("certfile %s\n", c->server_cert), line);
+		from = fbh_strdupf("certfile %s\n", c->server_cert);
+		conf = replace(conf, from, line);
+		free(from);
 		free(line);
 		line = fbh_strdupf("keyfile %s\n", key);
-		conf = replace(conf, fbh_strdupf("keyfile %s\n", c->server_key), line);
+		from = fbh_strdupf("keyfile %s\n", c->server_key);
+		conf = replace(conf, from, line);
+		free(from);
 		free(line);
 		free(cert);
 		free(key);
