@@ -41,6 +41,7 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include "bytes.h"
 #include "config.h"
 #include "notes.h"
 #include "record.h"
@@ -270,8 +271,8 @@ static void out_byte(struct fb_will *w, uint8_t b)
 
 static void out_u16(struct fb_will *w, uint16_t v)
 {
-	out_byte(w, (uint8_t)(v >> 8));
-	out_byte(w, (uint8_t)v);
+	fb_put_be16(w->out + w->out_len, v);
+	w->out_len += 2;
 }
 
 static void out_varint(struct fb_will *w, uint32_t v)
@@ -466,7 +467,7 @@ static int get_u16(const uint8_t *p, size_t n, size_t *pos, uint16_t *v)
 	if(n - *pos < 2 || *pos > n){
 		return -1;
 	}
-	*v = (uint16_t)(p[*pos] << 8 | p[*pos + 1]);
+	*v = fb_get_be16(p + *pos);
 	*pos += 2;
 	return 0;
 }
@@ -525,7 +526,7 @@ static int publish_props(const uint8_t *p, size_t n, uint32_t *sub_id, mosquitto
 					return -1;
 				}
 				if(list){
-					v = (uint32_t)p[pos] << 24 | (uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 | p[pos + 3];
+					v = fb_get_be32(p + pos);
 					rc = mosquitto_property_add_int32(list, (int)id, v);
 				}
 				pos += 4;
