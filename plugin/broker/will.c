@@ -45,6 +45,7 @@
 #include "config.h"
 #include "notes.h"
 #include "record.h"
+#include "route.h"
 #include "will.h"
 
 /* Notes remembered at most, and for how long. */
@@ -136,30 +137,6 @@ void fb_will_note(struct fb_will *w, const char *topic, const void *payload, uin
 
 /* ---- filters ----------------------------------------------------------------------------- */
 
-/* True when some topic matches both filters A and B. */
-static bool filters_overlap(const char *a, const char *b)
-{
-	for(;;){
-		size_t la = strcspn(a, "/"), lb = strcspn(b, "/");
-
-		if((la == 1 && a[0] == '#') || (lb == 1 && b[0] == '#')){
-			return true;
-		}
-		if(!(la == 1 && a[0] == '+') && !(lb == 1 && b[0] == '+')
-				&& (la != lb || memcmp(a, b, la))){
-			return false;
-		}
-		a += la;
-		b += lb;
-		if(*a == '\0' || *b == '\0'){
-			/* Both end: the same topic. One ends: "x/#" also matches "x". */
-			return (*a == '\0' && *b == '\0') || !strcmp(*a ? a : b, "/#");
-		}
-		a++;
-		b++;
-	}
-}
-
 static void filters_free(struct fb_will *w)
 {
 	for(size_t i = 0; i < w->nfilters; i++){
@@ -213,7 +190,7 @@ static int filters_load(struct fb_will *w)
 	}
 	for(size_t i = 0; i < n; i++){
 		for(size_t j = i + 1; j < n; j++){
-			if(filters_overlap(f[i], f[j])){
+			if(fb_route_filters_overlap(f[i], f[j])){
 				ov[i] = ov[j] = true;
 			}
 		}
