@@ -41,9 +41,11 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include "bytes.h"
 #include "config.h"
 #include "notes.h"
 #include "record.h"
+#include "route.h"
 #include "will.h"
 
 /* Notes remembered at most, and for how long. */
@@ -135,30 +137,6 @@ void fb_will_note(struct fb_will *w, const char *topic, const void *payload, uin
 
 /* ---- filters ----------------------------------------------------------------------------- */
 
-/* True when some topic matches both filters A and B. */
-static bool filters_overlap(const char *a, const char *b)
-{
-	for(;;){
-		size_t la = strcspn(a, "/"), lb = strcspn(b, "/");
-
-		if((la == 1 && a[0] == '#') || (lb == 1 && b[0] == '#')){
-			return true;
-		}
-		if(!(la == 1 && a[0] == '+') && !(lb == 1 && b[0] == '+')
-				&& (la != lb || memcmp(a, b, la))){
-			return false;
-		}
-		a += la;
-		b += lb;
-		if(*a == '\0' || *b == '\0'){
-			/* Both end: the same topic. One ends: "x/#" also matches "x". */
-			return (*a == '\0' && *b == '\0') || !strcmp(*a ? a : b, "/#");
-		}
-		a++;
-		b++;
-	}
-}
-
 static void filters_free(struct fb_will *w)
 {
 	for(size_t i = 0; i < w->nfilters; i++){
@@ -212,7 +190,7 @@ static int filters_load(struct fb_will *w)
 	}
 	for(size_t i = 0; i < n; i++){
 		for(size_t j = i + 1; j < n; j++){
-			if(filters_overlap(f[i], f[j])){
+			if(fb_route_filters_overlap(f[i], f[j])){
 				ov[i] = ov[j] = true;
 			}
 		}
@@ -270,8 +248,8 @@ static void out_byte(struct fb_will *w, uint8_t b)
 
 static void out_u16(struct fb_will *w, uint16_t v)
 {
-	out_byte(w, (uint8_t)(v >> 8));
-	out_byte(w, (uint8_t)v);
+	fb_put_be16(w->out + w->out_len, v);
+	w->out_len += 2;
 }
 
 static void out_varint(struct fb_will *w, uint32_t v)
@@ -466,7 +444,7 @@ static int get_u16(const uint8_t *p, size_t n, size_t *pos, uint16_t *v)
 	if(n - *pos < 2 || *pos > n){
 		return -1;
 	}
-	*v = (uint16_t)(p[*pos] << 8 | p[*pos + 1]);
+	*v = fb_get_be16(p + *pos);
 	*pos += 2;
 	return 0;
 }
@@ -525,7 +503,7 @@ static int publish_props(const uint8_t *p, size_t n, uint32_t *sub_id, mosquitto
 					return -1;
 				}
 				if(list){
-					v = (uint32_t)p[pos] << 24 | (uint32_t)p[pos + 1] << 16 | (uint32_t)p[pos + 2] << 8 | p[pos + 3];
+					v = fb_get_be32(p + pos);
 					rc = mosquitto_property_add_int32(list, (int)id, v);
 				}
 				pos += 4;

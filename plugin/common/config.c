@@ -31,6 +31,7 @@
 
 #include "config.h"
 #include "record.h"
+#include "route.h"
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define CONFIG_MAX_KEYS 10000 /* bounds the walk of a document full of aliases */
@@ -924,30 +925,21 @@ static char *expand(struct loader *ld, const char *path, const char *s)
 	return out;
 }
 
-enum topic_kind { TOPIC_FILTER, TOPIC_TEMPLATE, TOPIC_PUBLISH };
-
 /* Returns S expanded and checked as a topic of KIND (caller frees), or NULL after logging. */
-static char *topic_at(struct loader *ld, const char *path, const char *s, enum topic_kind kind)
+static char *topic_at(struct loader *ld, const char *path, const char *s, enum fb_topic_kind kind)
 {
-	static const char *const names[] = { "topic filter", "topic template", "topic" };
-	const char *why = NULL;
+	static const char *const names[] = {
+		[FB_TOPIC_FILTER] = "topic filter",
+		[FB_TOPIC_TEMPLATE] = "topic template",
+		[FB_TOPIC_PUBLISH] = "topic",
+	};
+	const char *why;
 	char *t;
 
 	if(s == NULL || (t = expand(ld, path, s)) == NULL){
 		return NULL;
 	}
-	if(t[0] == '\0'){
-		why = "must not be empty";
-	}else if(strlen(t) > 65535){
-		why = "longer than 65535 bytes";
-	}else if(mosquitto_validate_utf8(t, (int)strlen(t)) != MOSQ_ERR_SUCCESS){
-		why = "not valid UTF-8";
-	}else if(kind == TOPIC_PUBLISH && mosquitto_pub_topic_check(t) != MOSQ_ERR_SUCCESS){
-		why = "wildcards are not allowed here";
-	}else if(kind != TOPIC_PUBLISH && mosquitto_sub_topic_check(t) != MOSQ_ERR_SUCCESS){
-		why = "'+' must be a whole level and '#' the whole last level";
-	}
-	if(why){
+	if(fb_route_check_topic(t, kind, &why) < 0){
 		cfg_err(ld, path, "invalid %s '%s': %s", names[kind], t, why);
 		free(t);
 		return NULL;
@@ -955,76 +947,16 @@ static char *topic_at(struct loader *ld, const char *path, const char *s, enum t
 	return t;
 }
 
-/* Writes the wildcards of a valid filter as "+,#" into BUF and returns how many there are. */
-static size_t wildcards(const char *t, char *buf, size_t len)
-{
-	size_t count = 0, n = 0;
-
-	buf[0] = '\0';
-	for(; *t; t++){
-		if(*t == '+' || *t == '#'){
-			if(n + 3 < len){
-				n += (size_t)snprintf(buf + n, len - n, "%s%c", count ? "," : "", *t);
-			}
-			count++;
-		}
-	}
-	return count;
-}
-
 /* TEMPLATE is filled from FILTER's wildcards, in order; without wildcards it is a fixed topic. */
 static bool template_matches(struct loader *ld, const char *path, const char *template, const char *filter)
 {
-	char tw[64], fw[64];
-	size_t tn = wildcards(template, tw, sizeof(tw)), fn = wildcards(filter, fw, sizeof(fw));
-	const char *t = template, *f = filter;
+	char why[256];
 
-	if(tn == 0){
-		return true;
-	}
-	if(tn != fn){
-		cfg_err(ld, path, "template has %zu wildcard%s, filter has %zu", tn, tn == 1 ? "" : "s", fn);
+	if(fb_route_check_template(filter, template, why, sizeof(why)) < 0){
+		cfg_err(ld, path, "%s", why);
 		return false;
 	}
-	for(;;){
-		t += strcspn(t, "+#");
-		f += strcspn(f, "+#");
-		if(*t == '\0'){
-			return true;
-		}
-		if(*t++ != *f++){
-			cfg_err(ld, path, "template wildcards (%s) do not match filter wildcards (%s)", tw, fw);
-			return false;
-		}
-	}
-}
-
-/* True when some topic matches both filters (MQTT rules: '#' also matches the parent level, and
- * wildcards in the first level never match a topic that starts with '$'). */
-static bool filters_overlap(const char *a, const char *b)
-{
-	size_t la, lb;
-
-	if((a[0] == '$') != (b[0] == '$')){
-		return false;
-	}
-	for(;;){
-		la = strcspn(a, "/");
-		lb = strcspn(b, "/");
-		if((la == 1 && a[0] == '#') || (lb == 1 && b[0] == '#')){
-			return true;
-		}
-		if(!(la == 1 && a[0] == '+') && !(lb == 1 && b[0] == '+') && (la != lb || memcmp(a, b, la) != 0)){
-			return false;
-		}
-		a += la;
-		b += lb;
-		if(*a == '\0' || *b == '\0'){
-			return strcmp(a, b) == 0 || strcmp(a, "/#") == 0 || strcmp(b, "/#") == 0;
-		}
-		a++;
-		b++;
-	}
+	return true;
 }
 
 /* What a file that is not a regular file is, for messages. */
@@ -1289,7 +1221,7 @@ static void validate_cloud(struct loader *ld, const struct raw_cloud *c, struct 
 		cfg_err(ld, "cloud.reconnect", "min (%s) is greater than max (%s)", c->reconnect->min,
 				c->reconnect->max);
 	}
-	cfg->cloud.status_topic = topic_at(ld, "cloud.status_topic", c->status_topic, TOPIC_PUBLISH);
+	cfg->cloud.status_topic = topic_at(ld, "cloud.status_topic", c->status_topic, FB_TOPIC_PUBLISH);
 	if(c->auth->username){
 		cfg->cloud.username = expand(ld, "cloud.auth.username", c->auth->username);
 	}
@@ -1421,7 +1353,7 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 		r->retain_clear = retain_clear_at(ld, E2C("retain"), rr->retain);
 		bool_at(ld, E2C("drop"), rr->drop, &r->drop);
 		if(required(ld, E2C("local"), rr->local)){
-			r->local = topic_at(ld, path, rr->local, TOPIC_FILTER);
+			r->local = topic_at(ld, path, rr->local, FB_TOPIC_FILTER);
 		}
 		if(r->drop){
 			if(rr->cloud){
@@ -1432,7 +1364,7 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 			}
 			continue;
 		}
-		if(required(ld, E2C("cloud"), rr->cloud) && (r->cloud = topic_at(ld, path, rr->cloud, TOPIC_TEMPLATE))
+		if(required(ld, E2C("cloud"), rr->cloud) && (r->cloud = topic_at(ld, path, rr->cloud, FB_TOPIC_TEMPLATE))
 				&& r->local && !template_matches(ld, path, r->cloud, r->local)){
 			free(r->cloud);
 			r->cloud = NULL;
@@ -1454,10 +1386,10 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 			r->max_payload = (uint32_t)v;
 		}
 		if(required(ld, C2E("cloud"), rr->cloud)){
-			r->cloud = topic_at(ld, path, rr->cloud, TOPIC_FILTER);
+			r->cloud = topic_at(ld, path, rr->cloud, FB_TOPIC_FILTER);
 		}
 		if(required(ld, C2E("local"), rr->local)
-				&& (r->local = topic_at(ld, path, rr->local, TOPIC_TEMPLATE))
+				&& (r->local = topic_at(ld, path, rr->local, FB_TOPIC_TEMPLATE))
 				&& r->cloud && !template_matches(ld, path, r->local, r->cloud)){
 			free(r->local);
 			r->local = NULL;
@@ -1475,7 +1407,7 @@ static void warn_echo_loops(struct loader *ld, const struct fb_config *cfg)
 	for(size_t j = 0; j < cfg->c2e_count; j++){
 		for(size_t i = 0; i < cfg->e2c_count; i++){
 			const char *sub = cfg->c2e[j].cloud, *pub = cfg->e2c[i].cloud;
-			if(sub && pub && filters_overlap(sub, pub)){
+			if(sub && pub && fb_route_filters_overlap(sub, pub)){
 				cfg_warn(ld, rule_path(path, sizeof(path), "cloud_to_edge", j, "cloud"),
 						"'%s' overlaps edge_to_cloud[%zu].cloud '%s': forwarded messages come back (echo loop risk)",
 						sub, i, pub);

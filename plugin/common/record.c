@@ -11,51 +11,13 @@
 
 #include <mqtt_protocol.h>
 
+#include "bytes.h"
 #include "record.h"
 
 #define REC_HEADER_LEN (1 + 1 + 8 + 8 + 2) /* up to the topic bytes */
 #define REC_FLAG_QOS   0x03
 #define REC_FLAG_RETAIN 0x04
 #define VARINT_MAX     268435455U /* largest value of a 4-byte variable byte integer */
-
-/* ---- big-endian helpers ---- */
-
-static uint8_t *put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8);
-	p[1] = (uint8_t)v;
-	return p + 2;
-}
-
-static uint8_t *put_u32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-	return p + 4;
-}
-
-static uint8_t *put_u64(uint8_t *p, uint64_t v)
-{
-	p = put_u32(p, (uint32_t)(v >> 32));
-	return put_u32(p, (uint32_t)v);
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-	return (uint16_t)((uint16_t)p[0] << 8 | p[1]);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	return (uint64_t)get_u32(p) << 32 | get_u32(p + 4);
-}
 
 /* ---- records ---- */
 
@@ -70,14 +32,16 @@ size_t fb_record_encode(const struct fb_record *r, uint8_t *buf)
 
 	*p++ = FB_RECORD_VERSION;
 	*p++ = (uint8_t)((r->qos & REC_FLAG_QOS) | (r->retain ? REC_FLAG_RETAIN : 0));
-	p = put_u64(p, r->enqueue_ms);
-	p = put_u64(p, r->expiry_ms);
-	p = put_u16(p, r->topic_len);
+	fb_put_be64(p, r->enqueue_ms);
+	fb_put_be64(p + 8, r->expiry_ms);
+	fb_put_be16(p + 16, r->topic_len);
+	p += 18;
 	if(r->topic_len){
 		memcpy(p, r->topic, r->topic_len);
 		p += r->topic_len;
 	}
-	p = put_u32(p, r->props_len);
+	fb_put_be32(p, r->props_len);
+	p += 4;
 	if(r->props_len){
 		memcpy(p, r->props, r->props_len);
 		p += r->props_len;
@@ -107,9 +71,9 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r)
 	memset(r, 0, sizeof(*r));
 	r->qos = flags & REC_FLAG_QOS;
 	r->retain = (flags & REC_FLAG_RETAIN) != 0;
-	r->enqueue_ms = get_u64(p + 2);
-	r->expiry_ms = get_u64(p + 10);
-	r->topic_len = get_u16(p + 18);
+	r->enqueue_ms = fb_get_be64(p + 2);
+	r->expiry_ms = fb_get_be64(p + 10);
+	r->topic_len = fb_get_be16(p + 18);
 	pos = REC_HEADER_LEN;
 
 	if(len - pos < r->topic_len){
@@ -121,7 +85,7 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r)
 	if(len - pos < 4){
 		return -EINVAL;
 	}
-	r->props_len = get_u32(p + pos);
+	r->props_len = fb_get_be32(p + pos);
 	pos += 4;
 	if(len - pos < r->props_len){
 		return -EINVAL;
@@ -209,7 +173,7 @@ static int read_lenstr(const uint8_t *buf, uint32_t len, uint32_t *pos,
 	if(len - *pos < 2){
 		return -EINVAL;
 	}
-	*slen = get_u16(buf + *pos);
+	*slen = fb_get_be16(buf + *pos);
 	*pos += 2;
 	if(len - *pos < *slen){
 		return -EINVAL;
@@ -241,14 +205,14 @@ static int prop_parse(const uint8_t *buf, uint32_t len, uint32_t *pos, struct pr
 			if(len - *pos < 2){
 				return -EINVAL;
 			}
-			v->num = get_u16(buf + *pos);
+			v->num = fb_get_be16(buf + *pos);
 			*pos += 2;
 			return 0;
 		case MQTT_PROP_TYPE_INT32:
 			if(len - *pos < 4){
 				return -EINVAL;
 			}
-			v->num = get_u32(buf + *pos);
+			v->num = fb_get_be32(buf + *pos);
 			*pos += 4;
 			return 0;
 		case MQTT_PROP_TYPE_VARINT:
@@ -345,12 +309,12 @@ static void obuf_num(struct obuf *o, uint8_t type, uint32_t v)
 			break;
 		case MQTT_PROP_TYPE_INT16:
 			if((p = obuf_reserve(o, 2)) != NULL){
-				put_u16(p, (uint16_t)v);
+				fb_put_be16(p, (uint16_t)v);
 			}
 			break;
 		case MQTT_PROP_TYPE_INT32:
 			if((p = obuf_reserve(o, 4)) != NULL){
-				put_u32(p, v);
+				fb_put_be32(p, v);
 			}
 			break;
 		default:
@@ -371,7 +335,7 @@ static void obuf_lenstr(struct obuf *o, const void *s, size_t n)
 	}
 	p = obuf_reserve(o, 2 + n);
 	if(p){
-		put_u16(p, (uint16_t)n);
+		fb_put_be16(p, (uint16_t)n);
 		if(n){
 			memcpy(p + 2, s, n);
 		}

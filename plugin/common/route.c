@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -274,59 +275,123 @@ char *fb_route_rewrite(const char *filter, const char *tmpl, const char *topic)
 
 /* Wraps libmosquitto's checks, which are the broker's. Note that mosquitto_validate_utf8() also
  * refuses control characters (U+0001..U+001F, U+007F..U+009F) and non-characters: the broker
- * refuses such topics in PUBLISH and SUBSCRIBE packets anyway. */
-static int topic_check(const char *s, bool filter)
+ * refuses such topics in PUBLISH and SUBSCRIBE packets anyway. The reasons are the configuration's
+ * error messages. */
+int fb_route_check_topic(const char *s, enum fb_topic_kind kind, const char **why)
 {
+	const char *reason = NULL;
+	size_t len;
+
 	if(s == NULL || s[0] == '\0'){
-		return -EINVAL;
+		reason = "must not be empty";
+	}else if((len = strlen(s)) > TOPIC_MAX){
+		reason = "longer than 65535 bytes";
+	}else if(mosquitto_validate_utf8(s, (int)len) != MOSQ_ERR_SUCCESS){
+		reason = "not valid UTF-8";
+	}else if(kind == FB_TOPIC_PUBLISH && mosquitto_pub_topic_check(s) != MOSQ_ERR_SUCCESS){
+		reason = "wildcards are not allowed here";
+	}else if(kind != FB_TOPIC_PUBLISH && mosquitto_sub_topic_check(s) != MOSQ_ERR_SUCCESS){
+		reason = "'+' must be a whole level and '#' the whole last level";
 	}
-	size_t len = strlen(s);
-	if(len > TOPIC_MAX || mosquitto_validate_utf8(s, (int)len) != MOSQ_ERR_SUCCESS){
-		return -EINVAL;
+	if(why){
+		*why = reason;
 	}
-	int rc = filter ? mosquitto_sub_topic_check(s) : mosquitto_pub_topic_check(s);
-	return rc == MOSQ_ERR_SUCCESS ? 0 : -EINVAL;
+	return reason ? -EINVAL : 0;
 }
 
 int fb_topic_filter_check(const char *filter)
 {
-	return topic_check(filter, true);
+	return fb_route_check_topic(filter, FB_TOPIC_FILTER, NULL);
 }
 
 int fb_topic_publish_check(const char *topic)
 {
-	return topic_check(topic, false);
+	return fb_route_check_topic(topic, FB_TOPIC_PUBLISH, NULL);
 }
 
-/* 0 when TMPL is a valid template for FILTER: a fixed topic, or a valid filter whose wildcard
- * levels are FILTER's, in the same order. */
-static int template_check(const char *filter, const char *tmpl)
+/* Writes the wildcards of a valid filter as "+,#" into BUF (those that fit) and returns how many
+ * there are. */
+static size_t wildcard_list(const char *t, char *buf, size_t len)
 {
+	size_t count = 0, n = 0;
+
+	buf[0] = '\0';
+	for(; *t; t++){
+		if(*t == '+' || *t == '#'){
+			if(n + 3 < len){
+				n += (size_t)snprintf(buf + n, len - n, "%s%c", count ? "," : "", *t);
+			}
+			count++;
+		}
+	}
+	return count;
+}
+
+int fb_route_check_template(const char *filter, const char *tmpl, char *why, size_t why_len)
+{
+	char tw[64], fw[64];
+	size_t tn, fn;
+	const char *t = tmpl, *f = filter;
+
 	if(fb_topic_filter_check(filter) < 0 || fb_topic_filter_check(tmpl) < 0){
+		if(why && why_len){
+			snprintf(why, why_len, "%s is not a valid topic filter",
+					fb_topic_filter_check(filter) < 0 ? "filter" : "template");
+		}
 		return -EINVAL;
 	}
-	if(!has_wildcard(tmpl)){
-		return 0;
+	/* In a valid filter every '+' and '#' is a whole level: counting characters counts levels. */
+	tn = wildcard_list(tmpl, tw, sizeof(tw));
+	fn = wildcard_list(filter, fw, sizeof(fw));
+	if(tn == 0){
+		return 0; /* a fixed topic */
 	}
-	const char *f = filter;
-	const char *m = tmpl;
+	if(tn != fn){
+		if(why && why_len){
+			snprintf(why, why_len, "template has %zu wildcard%s, filter has %zu", tn, tn == 1 ? "" : "s", fn);
+		}
+		return -EINVAL;
+	}
 	for(;;){
-		size_t flen = 0;
-		size_t mlen = 0;
-		while(f && !level_is(f, flen = level_len(f), '+') && !level_is(f, flen, '#')){
-			f = next_level(f, flen);
+		t += strcspn(t, "+#");
+		f += strcspn(f, "+#");
+		if(*t == '\0'){
+			return 0;
 		}
-		while(m && !level_is(m, mlen = level_len(m), '+') && !level_is(m, mlen, '#')){
-			m = next_level(m, mlen);
-		}
-		if(f == NULL || m == NULL){
-			return f == m ? 0 : -EINVAL;
-		}
-		if(f[0] != m[0]){
+		if(*t++ != *f++){
+			if(why && why_len){
+				snprintf(why, why_len, "template wildcards (%s) do not match filter wildcards (%s)", tw, fw);
+			}
 			return -EINVAL;
 		}
-		f = next_level(f, flen);
-		m = next_level(m, mlen);
+	}
+}
+
+/* True when some topic matches both filters (MQTT rules: '#' also matches the parent level, and
+ * wildcards in the first level never match a topic that starts with '$'). */
+bool fb_route_filters_overlap(const char *a, const char *b)
+{
+	size_t la, lb;
+
+	if((a[0] == '$') != (b[0] == '$')){
+		return false;
+	}
+	for(;;){
+		la = strcspn(a, "/");
+		lb = strcspn(b, "/");
+		if((la == 1 && a[0] == '#') || (lb == 1 && b[0] == '#')){
+			return true;
+		}
+		if(!(la == 1 && a[0] == '+') && !(lb == 1 && b[0] == '+') && (la != lb || memcmp(a, b, la) != 0)){
+			return false;
+		}
+		a += la;
+		b += lb;
+		if(*a == '\0' || *b == '\0'){
+			return strcmp(a, b) == 0 || strcmp(a, "/#") == 0 || strcmp(b, "/#") == 0;
+		}
+		a++;
+		b++;
 	}
 }
 
@@ -574,7 +639,7 @@ static int tree_build(struct tree *t, struct rule_ref *rules, size_t count)
 	for(size_t i = 0; i < count; i++){
 		const struct rule_ref *r = &rules[i];
 		if(r->drop ? fb_topic_filter_check(r->filter) < 0
-				: r->tmpl == NULL || template_check(r->filter, r->tmpl) < 0){
+				: r->tmpl == NULL || fb_route_check_template(r->filter, r->tmpl, NULL, 0) < 0){
 			return -EINVAL;
 		}
 		int rc = tree_add(t, r->filter, (int)i);

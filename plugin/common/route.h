@@ -54,8 +54,32 @@ bool fb_route_first_bytes(const struct fb_routes *r, enum fb_route_dir dir, uint
  * it). Returns a new string (free()) or NULL when FILTER does not match TOPIC. Any thread. */
 char *fb_route_rewrite(const char *filter, const char *tmpl, const char *topic);
 
-/* Validity checks shared with the configuration: 0 or -EINVAL. */
+/* ---- checks: the one place topics, filters and templates are validated (the configuration
+ * reports what these say). Any thread. ---- */
+
+enum fb_topic_kind {
+	FB_TOPIC_FILTER = 0,   /* a subscription filter: '+' a whole level, '#' the whole last level */
+	FB_TOPIC_TEMPLATE = 1, /* a rule's rewrite template: written like a filter */
+	FB_TOPIC_PUBLISH = 2,  /* a topic to publish to: no wildcards */
+};
+
+/* Checks S as a KIND with the broker's rules (not empty, at most 65535 bytes, valid UTF-8 without
+ * control characters, wildcards as KIND allows). Returns 0, or -EINVAL and, when WHY is not NULL,
+ * sets *WHY to the reason (a static string such as "must not be empty"; NULL on success). */
+int fb_route_check_topic(const char *s, enum fb_topic_kind kind, const char **why);
+
+/* fb_route_check_topic() as a filter or as a topic to publish to: 0 or -EINVAL. */
 int fb_topic_filter_check(const char *filter);
 int fb_topic_publish_check(const char *topic);
+
+/* Checks that TMPL is a template for FILTER, both valid filters: a fixed topic (no wildcards), or
+ * FILTER's wildcard levels in the same order. Returns 0, or -EINVAL and, when WHY is not NULL,
+ * writes the reason there (at most WHY_LEN bytes with the NUL), such as "template has 2
+ * wildcards, filter has 1". */
+int fb_route_check_template(const char *filter, const char *tmpl, char *why, size_t why_len);
+
+/* Whether some topic matches both valid filters A and B (MQTT rules: '#' also matches its parent
+ * level; a filter starting with a wildcard never matches a topic starting with '$'). */
+bool fb_route_filters_overlap(const char *a, const char *b);
 
 #endif

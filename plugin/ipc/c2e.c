@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "c2e.h"
 #include "stage.h" /* fb_file_write(), fb_file_read() */
 
@@ -18,32 +19,6 @@
 static void c2e_file_path(const char *dir, uint64_t seq, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s/%s%" PRIu64, dir, C2E_FILE_NAME, seq);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, 8);
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return v;
 }
 
 int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec, size_t len)
@@ -77,14 +52,14 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec,
 	}
 	if(skip){
 		if(skip >= C2E_HEAD){
-			put_u32(r->ring + off + 8, C2E_WRAP);
+			fb_put_le32(r->ring + off + 8, C2E_WRAP);
 		}
 		tail += skip;
 		off = 0;
 	}
-	put_u64(r->ring + off, seq);
-	put_u32(r->ring + off + 8, (uint32_t)len);
-	put_u32(r->ring + off + 12, flags);
+	fb_put_le64(r->ring + off, seq);
+	fb_put_le32(r->ring + off + 8, (uint32_t)len);
+	fb_put_le32(r->ring + off + 12, flags);
 	if(len){
 		memcpy(r->ring + off + C2E_HEAD, rec, len);
 	}
@@ -102,15 +77,15 @@ int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, uin
 		size_t off = (size_t)(rd->head % FB_C2E_RING);
 		const uint8_t *p = r->ring + off;
 
-		if(FB_C2E_RING - off < C2E_HEAD || get_u32(p + 8) == C2E_WRAP){
+		if(FB_C2E_RING - off < C2E_HEAD || fb_get_le32(p + 8) == C2E_WRAP){
 			rd->head += FB_C2E_RING - off;
 			continue;
 		}
-		*seq = get_u64(p);
-		*len = get_u32(p + 8);
+		*seq = fb_get_le64(p);
+		*len = fb_get_le32(p + 8);
 		*rec = p + C2E_HEAD;
 		rd->next = rd->head + C2E_HEAD + ((*len + 7) & ~(size_t)7);
-		if(get_u32(p + 12) & C2E_FILE){
+		if(fb_get_le32(p + 12) & C2E_FILE){
 			char path[4096];
 
 			c2e_file_path(dir, *seq, path, sizeof(path));

@@ -8,12 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "chan.h"
 
 #define CHAN_FILE FB_CHAN_FILE
 #define BIG_FILE "flowmq-big-"
 
-/* A record staged in place of a large one: the magic, then the large record's length. */
+/* A record staged in place of a large one: the magic, then the large record's length (u64, little
+ * endian). */
 #define PTR_LEN 16
 static const uint8_t ptr_magic[8] = { 0, 'F', 'B', 'B', 'I', 'G', 0, 0 };
 
@@ -53,12 +55,7 @@ static bool is_ptr(const void *val, size_t len)
 
 static uint64_t ptr_len(const uint8_t *val)
 {
-	uint64_t v = 0;
-
-	for(int i = 7; i >= 0; i--){
-		v = v << 8 | val[8 + i];
-	}
-	return v;
+	return fb_get_le64(val + 8);
 }
 
 /* ---- writer ---------------------------------------------------------------------------------- */
@@ -193,9 +190,7 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 			return rc;
 		}
 		memcpy(ptr, ptr_magic, sizeof(ptr_magic));
-		for(int i = 0; i < 8; i++){
-			ptr[8 + i] = (uint8_t)((uint64_t)len >> (8 * i));
-		}
+		fb_put_le64(ptr + 8, (uint64_t)len);
 		val = ptr;
 		len = PTR_LEN;
 	}

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "stage.h"
 
 #define REC_HEAD 16u
@@ -84,30 +85,6 @@ uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t len)
 
 /* ---- records ---- */
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	for(int i = 0; i < 4; i++){
-		p[i] = (uint8_t)(v >> (8 * i));
-	}
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for(int i = 0; i < 8; i++){
-		p[i] = (uint8_t)(v >> (8 * i));
-	}
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* The CRC of a record: over its seq and length (as stored) and its value. */
 static uint32_t rec_crc(const uint8_t *head, const void *val, size_t len)
 {
@@ -125,13 +102,13 @@ static size_t rec_valid(const struct fb_stage *st, size_t off, uint64_t *seq, si
 	const uint8_t *p = st->map + off;
 	size_t need;
 
-	*len = get32(p);
-	*seq = get64(p + 8);
+	*len = fb_get_le32(p);
+	*seq = fb_get_le64(p + 8);
 	if(*seq == 0 || *len > st->size - off - REC_HEAD){
 		return 0;
 	}
 	need = REC_HEAD + ALIGN8(*len);
-	if(need > st->size - off || get32(p + 4) != rec_crc(p, p + REC_HEAD, *len)){
+	if(need > st->size - off || fb_get_le32(p + 4) != rec_crc(p, p + REC_HEAD, *len)){
 		return 0;
 	}
 	return need;
@@ -328,12 +305,12 @@ int fb_stage_append(struct fb_stage *st, uint64_t seq, const void *val, size_t l
 		return -ENOSPC;
 	}
 	p = st->map + st->used;
-	put32(p, (uint32_t)len);
-	put64(p + 8, seq);
+	fb_put_le32(p, (uint32_t)len);
+	fb_put_le64(p + 8, seq);
 	if(len){
 		memcpy(p + REC_HEAD, val, len);
 	}
-	put32(p + 4, rec_crc(p, p + REC_HEAD, len));
+	fb_put_le32(p + 4, rec_crc(p, p + REC_HEAD, len));
 	st->used += need;
 	st->count++;
 	return 0;
@@ -372,8 +349,8 @@ int fb_stage_follow(struct fb_stage *st, size_t count, fb_stage_visit_fn fn, voi
 			return -EIO;
 		}
 		p = st->map + st->used;
-		len = get32(p);
-		seq = get64(p + 8);
+		len = fb_get_le32(p);
+		seq = fb_get_le64(p + 8);
 		need = REC_HEAD + ALIGN8(len);
 		if(len > st->size - st->used - REC_HEAD || need > st->size - st->used || seq == 0){
 			return -EIO; /* the writer published a record it did not write: cannot happen */
@@ -410,8 +387,8 @@ int fb_stage_each_from(struct fb_stage *st, size_t off, fb_stage_visit_fn fn, vo
 
 	while(off < st->used){
 		p = st->map + off;
-		len = get32(p);
-		rc = fn(ud, get64(p + 8), p + REC_HEAD, len);
+		len = fb_get_le32(p);
+		rc = fn(ud, fb_get_le64(p + 8), p + REC_HEAD, len);
 		if(rc){
 			return rc;
 		}

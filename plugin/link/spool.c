@@ -77,6 +77,7 @@
 #include <rocksdb/c.h>
 
 #include "spool.h"
+#include "bytes.h"
 #include "chan.h"
 #include "stage.h"
 
@@ -335,24 +336,12 @@ static void salvage(struct fb_spool *s, const char *aside);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
-	int i;
-
-	for(i = KEY_LEN - 1; i >= 0; i--){
-		key[i] = (uint8_t)seq;
-		seq >>= 8;
-	}
+	fb_put_be64(key, seq);
 }
 
 static uint64_t key_decode(const char *key)
 {
-	const uint8_t *k = (const uint8_t *)key;
-	uint64_t seq = 0;
-	int i;
-
-	for(i = 0; i < KEY_LEN; i++){
-		seq = seq << 8 | k[i];
-	}
-	return seq;
+	return fb_get_be64((const uint8_t *)key);
 }
 
 static const char *queue_name(enum fb_queue q)

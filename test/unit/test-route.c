@@ -555,6 +555,150 @@ START_TEST(test_topic_checks)
 }
 END_TEST
 
+/* The reasons a topic is refused: the configuration prints them as they are. */
+START_TEST(test_topic_check_reasons)
+{
+#define NOT_WHOLE "'+' must be a whole level and '#' the whole last level"
+	static const struct {
+		const char *s;
+		enum fb_topic_kind kind;
+		const char *why; /* NULL: valid */
+	} cases[] = {
+		{ "", FB_TOPIC_FILTER, "must not be empty" },
+		{ "", FB_TOPIC_TEMPLATE, "must not be empty" },
+		{ NULL, FB_TOPIC_PUBLISH, "must not be empty" },
+		{ "\xff", FB_TOPIC_TEMPLATE, "not valid UTF-8" },
+		{ "a\x01", FB_TOPIC_FILTER, "not valid UTF-8" },
+		{ "\xc0\x80", FB_TOPIC_PUBLISH, "not valid UTF-8" },
+		{ "a/+", FB_TOPIC_PUBLISH, "wildcards are not allowed here" },
+		{ "#", FB_TOPIC_PUBLISH, "wildcards are not allowed here" },
+		{ "a/#/b", FB_TOPIC_FILTER, NOT_WHOLE },
+		{ "a+", FB_TOPIC_TEMPLATE, NOT_WHOLE },
+		{ "a/+", FB_TOPIC_FILTER, NULL },
+		{ "a/+/#", FB_TOPIC_TEMPLATE, NULL },
+		{ "a/b", FB_TOPIC_PUBLISH, NULL },
+		{ "$SYS/x", FB_TOPIC_PUBLISH, NULL },
+	};
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		const char *want = cases[i].why;
+		const char *why = "unset";
+		int rc = fb_route_check_topic(cases[i].s, cases[i].kind, &why);
+
+		ck_assert_msg(rc == (want ? -EINVAL : 0), "case %zu: rc %d", i, rc);
+		if(want){
+			ck_assert_msg(why && strcmp(why, want) == 0, "case %zu: '%s'", i, why ? why : "(null)");
+		}else{
+			ck_assert_msg(why == NULL, "case %zu: '%s'", i, why);
+		}
+		ck_assert_int_eq(fb_route_check_topic(cases[i].s, cases[i].kind, NULL), rc);
+	}
+
+	char *big = malloc(65537);
+	const char *why = NULL;
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'a', 65536);
+	big[65536] = '\0';
+	ck_assert_int_eq(fb_route_check_topic(big, FB_TOPIC_PUBLISH, &why), -EINVAL);
+	ck_assert_str_eq(why, "longer than 65535 bytes");
+	big[65535] = '\0';
+	ck_assert_int_eq(fb_route_check_topic(big, FB_TOPIC_FILTER, &why), 0);
+	ck_assert_ptr_null(why);
+	free(big);
+#undef NOT_WHOLE
+}
+END_TEST
+
+/* A template is a fixed topic or has its filter's wildcard levels in order; the reasons name the
+ * counts or both lists. */
+START_TEST(test_template_check_reasons)
+{
+	static const struct {
+		const char *filter, *tmpl, *why; /* why NULL: valid */
+	} cases[] = {
+		{ "a/+", "x/+", NULL },
+		{ "a/+", "fixed", NULL },
+		{ "a/+/#", "x/+/y/#", NULL },
+		{ "#", "#", NULL },
+		{ "a/+", "x/+/+", "template has 2 wildcards, filter has 1" },
+		{ "a/+/#", "x/#", "template has 1 wildcard, filter has 2" },
+		{ "a", "x/+", "template has 1 wildcard, filter has 0" },
+		{ "a/+/#", "x/+/+", "template wildcards (+,+) do not match filter wildcards (+,#)" },
+		{ "a/+", "x/#", "template wildcards (#) do not match filter wildcards (+)" },
+		{ "a/#/b", "x", "filter is not a valid topic filter" },
+		{ "", "x", "filter is not a valid topic filter" },
+		{ "a/+", "x+", "template is not a valid topic filter" },
+		{ "a/+", "", "template is not a valid topic filter" },
+	};
+	char why[256];
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		int rc;
+
+		strcpy(why, "unset");
+		rc = fb_route_check_template(cases[i].filter, cases[i].tmpl, why, sizeof(why));
+		ck_assert_msg(rc == (cases[i].why ? -EINVAL : 0), "case %zu: rc %d", i, rc);
+		ck_assert_str_eq(why, cases[i].why ? cases[i].why : "unset");
+		ck_assert_int_eq(fb_route_check_template(cases[i].filter, cases[i].tmpl, NULL, 0), rc);
+	}
+
+	/* The reason is cut to the buffer. */
+	ck_assert_int_eq(fb_route_check_template("a/+", "x/+/+", why, 10), -EINVAL);
+	ck_assert_str_eq(why, "template ");
+
+	/* The wildcard lists stop at 31 entries (61 bytes); the counts stay exact. */
+	char filter[128] = "", tmpl[128] = "", list[64] = "+";
+	for(int i = 0; i < 40; i++){
+		strcat(filter, i ? "/+" : "+");
+		strcat(tmpl, i == 39 ? "/#" : i ? "/+" : "+");
+	}
+	for(int i = 1; i < 31; i++){
+		strcat(list, ",+");
+	}
+	char want[256];
+	snprintf(want, sizeof(want), "template wildcards (%s) do not match filter wildcards (%s)", list, list);
+	ck_assert_int_eq(fb_route_check_template(filter, tmpl, why, sizeof(why)), -EINVAL);
+	ck_assert_str_eq(why, want);
+	ck_assert_int_eq(fb_route_check_template(filter, "x/+", why, sizeof(why)), -EINVAL);
+	ck_assert_str_eq(why, "template has 1 wildcard, filter has 40");
+}
+END_TEST
+
+/* fb_route_filters_overlap(): the MQTT rules, whichever filter comes first. */
+START_TEST(test_filters_overlap)
+{
+	static const struct {
+		const char *a, *b;
+		bool overlap;
+	} cases[] = {
+		{ "a/b", "a/b", true },
+		{ "a/b", "a/c", false },
+		{ "a/+", "a/b", true },
+		{ "a/+", "a", false },
+		{ "a/+", "a/", true },   /* '+' matches the empty level */
+		{ "a/#", "a", true },    /* '#' matches its parent */
+		{ "a/#", "a/b/c", true },
+		{ "a/#", "b/#", false },
+		{ "a", "a/", false },
+		{ "a/+/c", "a/b", false },
+		{ "+", "/", false },     /* "/" has two levels */
+		{ "+/#", "/", true },
+		{ "#", "x", true },
+		{ "#", "$SYS/x", false }, /* a wildcard first level never matches '$' topics */
+		{ "+/x", "$SYS/x", false },
+		{ "$SYS/#", "$SYS/x", true },
+		{ "$SYS/+", "$SYS/x/y", false },
+	};
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		ck_assert_msg(fb_route_filters_overlap(cases[i].a, cases[i].b) == cases[i].overlap,
+				"'%s' '%s'", cases[i].a, cases[i].b);
+		ck_assert_msg(fb_route_filters_overlap(cases[i].b, cases[i].a) == cases[i].overlap,
+				"'%s' '%s'", cases[i].b, cases[i].a);
+	}
+}
+END_TEST
+
 /* ---- scale ----------------------------------------------------------------------------------- */
 
 START_TEST(test_500_rules_every_lookup_correct)
@@ -704,6 +848,61 @@ START_TEST(test_tree_agrees_with_linear_scan)
 }
 END_TEST
 
+/* A topic FILTER matches: each '+' takes level "q", a '#' the levels "q/r". */
+static void topic_for(const char *filter, char *buf)
+{
+	char *o = buf;
+
+	for(const char *f = filter; *f; f++){
+		if((*f == '+' || *f == '#') && (f == filter || f[-1] == '/') && (f[1] == '/' || f[1] == '\0')){
+			o += sprintf(o, "%s", *f == '+' ? "q" : "q/r");
+		}else{
+			*o++ = *f;
+		}
+	}
+	*o = '\0';
+}
+
+/* Random filters and templates: fb_route_check_template() accepts exactly the templates that
+ * fb_route_rewrite() can fill (a one-rule table builds exactly then); two filters that a random
+ * topic both match overlap. */
+START_TEST(test_template_check_agrees_with_rewrite)
+{
+	char filter[64], tmpl[64], other[64], topic[96];
+	size_t accepted = 0, refused = 0, overlaps = 0;
+
+	rng_state = 777;
+	for(int i = 0; i < 20000; i++){
+		random_no_plus = i % 3 == 0;
+		random_topic(filter, true);
+		random_topic(tmpl, true);
+		topic_for(filter, topic);
+		bool ok = fb_route_check_template(filter, tmpl, NULL, 0) == 0;
+		char *s = fb_route_rewrite(filter, tmpl, topic);
+		ck_assert_msg(ok == (s != NULL), "'%s' -> '%s' on '%s': check %d", filter, tmpl, topic, ok);
+		free(s);
+		if(i % 100 == 0){
+			ck_assert_int_eq(build_one_e2c(filter, tmpl, false), ok ? 0 : -EINVAL);
+		}
+		ok ? accepted++ : refused++;
+
+		random_topic(other, true);
+		random_topic(topic, false);
+		bool ma = false, mb = false;
+		ck_assert_int_eq(mosquitto_topic_matches_sub(filter, topic, &ma), 0);
+		ck_assert_int_eq(mosquitto_topic_matches_sub(other, topic, &mb), 0);
+		if(ma && mb){
+			ck_assert_msg(fb_route_filters_overlap(filter, other), "'%s' '%s' both match '%s'", filter, other, topic);
+			overlaps++;
+		}
+	}
+	/* Both outcomes occur often: the comparison is not vacuous. */
+	ck_assert_uint_gt(accepted, 2000);
+	ck_assert_uint_gt(refused, 2000);
+	ck_assert_uint_gt(overlaps, 100);
+}
+END_TEST
+
 static bool first_byte_set(const uint64_t first[4], unsigned char b)
 {
 	return (first[b >> 6] >> (b & 63)) & 1;
@@ -798,11 +997,15 @@ static Suite *route_suite(void)
 
 	tc = tcase_create("checks");
 	tcase_add_test(tc, test_topic_checks);
+	tcase_add_test(tc, test_topic_check_reasons);
+	tcase_add_test(tc, test_template_check_reasons);
+	tcase_add_test(tc, test_filters_overlap);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("scale");
 	tcase_add_test(tc, test_500_rules_every_lookup_correct);
 	tcase_add_test(tc, test_tree_agrees_with_linear_scan);
+	tcase_add_test(tc, test_template_check_agrees_with_rewrite);
 	suite_add_tcase(s, tc);
 
 	return s;
