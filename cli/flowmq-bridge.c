@@ -1,11 +1,13 @@
-/* flowmq-bridge: the command-line companion of the plugin.
+/* flowmq-bridge: the command-line companion of the plugin; its own process, one thread.
  *
  *   flowmq-bridge check CONFIG.yaml     validate a configuration exactly as the plugin does
- *   flowmq-bridge spool PATH            show what a spool holds (stop the broker first)
+ *   flowmq-bridge spool PATH            show what a spool holds; reads it only, never changes
+ *                                       it, also while the broker runs (then: a snapshot)
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "log.h"
@@ -34,19 +36,22 @@ static int cmd_check(const char *file)
 
 static int cmd_spool(const char *path)
 {
-	struct fb_spool_opts o = { .path = path, .lg = &lg };
 	struct fb_spool_stats st;
-	struct fb_spool *s;
-	int rc = fb_spool_open(&o, &s);
+	pid_t holder;
 
-	if(rc < 0){
-		return 1; /* fb_spool_open() has said why */
+	if(fb_spool_inspect(path, &lg, &st, &holder) < 0){
+		return 1; /* fb_spool_inspect() has said why */
 	}
-	fb_spool_stats(s, &st);
 	printf("out: %llu messages, %llu bytes, oldest seq %llu\nin: %llu messages\ndead letters: %llu\n",
 			(unsigned long long)st.messages, (unsigned long long)st.bytes,
 			(unsigned long long)st.first_seq, (unsigned long long)st.in, (unsigned long long)st.dead);
-	fb_spool_close(s);
+	if(holder > 0){
+		printf("snapshot: the spool is in use by a running link process (pid %ld); "
+				"the figures change as it runs\n", (long)holder);
+	}else if(holder < 0){
+		printf("snapshot: the spool is in use by a running link process; "
+				"the figures change as it runs\n");
+	}
 	return 0;
 }
 

@@ -270,6 +270,32 @@ int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, 
 	return 0;
 }
 
+int fb_chan_reader_open_copy(const char *dir, struct fb_chan_reader **out)
+{
+	struct fb_chan_reader *r;
+	char path[4096];
+	int rc = 0;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if(r == NULL || (r->dir = strdup(dir)) == NULL){
+		free(r);
+		return -ENOMEM;
+	}
+	for(unsigned i = 0; rc == 0 && i < 2; i++){
+		rc = fb_chan_file_name(dir, i, path, sizeof(path));
+		if(rc == 0){
+			rc = fb_stage_open_copy(path, &r->st[i]);
+		}
+	}
+	if(rc){
+		fb_chan_reader_close(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
 void fb_chan_reader_close(struct fb_chan_reader *r)
 {
 	if(r == NULL){

@@ -140,6 +140,11 @@ struct fb_chan_reader;
  * reader follows SH from the oldest file in use. Returns 0 or a negative errno. */
 int fb_chan_reader_open(const char *dir, struct fb_chan_shared *sh, bool fresh, struct fb_chan_reader **out);
 
+/* For a look from outside (the CLI): copies what the staging files of spool folder DIR hold now
+ * into memory (fb_stage_open_copy(); a missing file holds nothing), with no shared state, for
+ * fb_chan_recover() only. Nothing in DIR is created or written. Returns 0 or a negative errno. */
+int fb_chan_reader_open_copy(const char *dir, struct fb_chan_reader **out);
+
 /* Accepts NULL. The files keep their records for the next open. */
 void fb_chan_reader_close(struct fb_chan_reader *r);
 
@@ -155,7 +160,7 @@ struct fb_chan_loss {
 	size_t damaged_off[2];  /* where the first damage of each starts */
 };
 
-/* FRESH only: visits every valid record left in the files with a seq of at least FROM (the first
+/* FRESH (or a copy) only: visits every valid record left in the files with a seq of at least FROM (the first
  * seq not settled yet, so the first one expected), in seq order across both files (a record too
  * large for them is read back from its own file). Damaged records are skipped and the records
  * after them still visited; every seq missing from FROM on up to the last record found is counted

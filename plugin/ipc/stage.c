@@ -16,7 +16,7 @@
 #define ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
 
 struct fb_stage {
-	int fd;
+	int fd;           /* -1: a copy in memory (fb_stage_open_copy()) */
 	uint8_t *map;
 	size_t size;      /* as mapped */
 	size_t want;      /* as configured */
@@ -249,11 +249,77 @@ void fb_stage_close(struct fb_stage *st)
 	if(st == NULL){
 		return;
 	}
-	if(st->map){
-		munmap(st->map, st->size);
+	if(st->fd < 0){
+		free(st->map);
+	}else{
+		if(st->map){
+			munmap(st->map, st->size);
+		}
+		close(st->fd);
 	}
-	close(st->fd);
 	free(st);
+}
+
+int fb_stage_open_copy(const char *path, struct fb_stage **out)
+{
+	struct fb_stage *st;
+	struct stat sb;
+	size_t got = 0;
+	ssize_t n;
+	int fd, rc = 0;
+
+	*out = NULL;
+	st = calloc(1, sizeof(*st));
+	if(st == NULL){
+		return -ENOMEM;
+	}
+	st->fd = -1;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if(fd < 0){
+		rc = errno == ENOENT ? 0 : -errno; /* a missing file holds nothing */
+		goto out;
+	}
+	if(fstat(fd, &sb) != 0){
+		rc = -errno;
+		goto out;
+	}
+	if(!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > SIZE_MAX / 2){
+		rc = -EINVAL;
+		goto out;
+	}
+	st->map = malloc((size_t)sb.st_size + 1);
+	if(st->map == NULL){
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* Read, not mapped: a writer that truncates the file meanwhile cannot fault this process,
+	 * and the copy stays as it was read. */
+	while(got < (size_t)sb.st_size){
+		n = pread(fd, st->map + got, (size_t)sb.st_size - got, (off_t)got);
+		if(n < 0 && errno == EINTR){
+			continue;
+		}
+		if(n < 0){
+			rc = -errno;
+			goto out;
+		}
+		if(n == 0){
+			break; /* made shorter meanwhile: what was read */
+		}
+		got += (size_t)n;
+	}
+	st->size = got & ~(size_t)7;
+	st->want = st->size;
+out:
+	if(fd >= 0){
+		close(fd);
+	}
+	if(rc){
+		fb_stage_close(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
 }
 
 size_t fb_stage_max_value(const struct fb_stage *st)

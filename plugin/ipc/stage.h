@@ -38,6 +38,12 @@ struct fb_stage;
  * Returns 0 or a negative errno. Caller closes with fb_stage_close(). */
 int fb_stage_open(const char *path, size_t size, struct fb_stage **out);
 
+/* Reads the staging file PATH as it is now into memory, for fb_stage_recover() (and
+ * fb_stage_close()) only: nothing is created or written, and a writer that goes on appending or
+ * empties the file meanwhile does not change the copy. A missing file reads as an empty one.
+ * Returns 0 or a negative errno. Caller closes with fb_stage_close(). Any thread. */
+int fb_stage_open_copy(const char *path, struct fb_stage **out);
+
 /* Unmaps and closes. Accepts NULL. Records still staged stay in the file for the next open. */
 void fb_stage_close(struct fb_stage *st);
 

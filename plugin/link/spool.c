@@ -1,4 +1,4 @@
-/* flowmq-bridge: the durable spool on RocksDB (see spool.h); the link process (and the CLI, broker stopped). The only file that includes rocksdb/c.h.
+/* flowmq-bridge: the durable spool on RocksDB (see spool.h); the link process (the CLI only reads it: fb_spool_inspect()). The only file that includes rocksdb/c.h.
  *
  * Layout: one database, column families "default" (RocksDB requires it, unused), "out", "in",
  * "dead" and "meta". Keys are 8-byte big-endian sequence numbers, so RocksDB's bytewise order is
@@ -1706,8 +1706,8 @@ static int marker_write(const char *path)
 /* Reads the marker: 1 when it is ours (and readable by this version), 0 when there is none,
  * -EPROTO for a newer format, -ENOTEMPTY for a file of that name that is no marker of ours, or
  * another negative errno. A marker torn by a crash while it was written (a prefix of ours) is
- * written again. */
-static int marker_read(struct fb_spool *s)
+ * ours, and written again with FIX. */
+static int marker_read(struct fb_spool *s, bool fix)
 {
 	char *file, buf[256];
 	unsigned long ver = 0;
@@ -1730,7 +1730,7 @@ static int marker_read(struct fb_spool *s)
 	}
 	buf[n] = '\0';
 	if((size_t)n < strlen(marker_text) && strncmp(buf, marker_text, (size_t)n) == 0){
-		rc = marker_write(s->path);
+		rc = fix ? marker_write(s->path) : 0;
 		return rc ? rc : 1;
 	}
 	if(strncmp(buf, MARKER_MAGIC "\nformat ", strlen(MARKER_MAGIC "\nformat ")) != 0){
@@ -1748,23 +1748,18 @@ static int marker_read(struct fb_spool *s)
 	return 1;
 }
 
-/* Makes sure the folder is a spool of ours before anything is written into it: one with the
- * marker, a new or empty folder (marked here), or a spool of an older version, recognised by its
- * file set (exactly the files legacy_name() accepts, all regular files, CURRENT among them:
- * marked here, "adopted"). Anything else is refused, naming the path and a file that does not
- * belong, and left as it is. Returns 0 or a negative errno (logged). */
-static int marker_check(struct fb_spool *s)
+/* What a folder without the marker holds: *ANY entry at all, *CURRENT among them, and in
+ * STRANGER (256 bytes, "" when none) the first entry that is no file of a spool of an older
+ * version (a regular file that legacy_name() accepts). Returns 0 or a negative errno (logged). */
+static int folder_scan(struct fb_spool *s, char *stranger, bool *any, bool *current)
 {
 	DIR *d;
 	struct dirent *e;
 	struct stat st;
-	char stranger[256] = "";
-	bool any = false, current = false;
-	int rc = marker_read(s);
+	int rc;
 
-	if(rc != 0){
-		return rc < 0 ? rc : 0;
-	}
+	stranger[0] = '\0';
+	*any = *current = false;
 	d = opendir(s->path);
 	if(d == NULL){
 		rc = -errno;
@@ -1776,17 +1771,38 @@ static int marker_check(struct fb_spool *s)
 		if(strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0){
 			continue;
 		}
-		any = true;
+		*any = true;
 		if(fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)
 				|| !legacy_name(e->d_name)){
 			if(stranger[0] == '\0'){
-				snprintf(stranger, sizeof(stranger), "%s", e->d_name);
+				snprintf(stranger, 256, "%s", e->d_name);
 			}
 		}else if(strcmp(e->d_name, "CURRENT") == 0){
-			current = true;
+			*current = true;
 		}
 	}
 	closedir(d);
+	return 0;
+}
+
+/* Makes sure the folder is a spool of ours before anything is written into it: one with the
+ * marker, a new or empty folder (marked here), or a spool of an older version, recognised by its
+ * file set (exactly the files legacy_name() accepts, all regular files, CURRENT among them:
+ * marked here, "adopted"). Anything else is refused, naming the path and a file that does not
+ * belong, and left as it is. Returns 0 or a negative errno (logged). */
+static int marker_check(struct fb_spool *s)
+{
+	char stranger[256];
+	bool any, current;
+	int rc = marker_read(s, true);
+
+	if(rc != 0){
+		return rc < 0 ? rc : 0;
+	}
+	rc = folder_scan(s, stranger, &any, &current);
+	if(rc){
+		return rc;
+	}
 	if(any && (stranger[0] || !current)){
 		if(stranger[0]){
 			fb_log(&s->lg, MOSQ_LOG_ERR, "spool.path %s is not empty and is not "
@@ -2563,6 +2579,386 @@ out:
 	free(v.why);
 	rm_tree(copy);
 	free(copy);
+}
+
+/* ---- inspection: what a spool holds, read from outside without changing anything ---- */
+
+/* The process holding the RocksDB LOCK of spool folder PATH (RocksDB takes it with fcntl(F_SETLK)
+ * and holds it while the database is open): its pid, -1 when its pid is unknown, 0 when nobody
+ * holds it. F_GETLK only asks. Never call this in a process that has this spool open: closing
+ * the descriptor would drop that process's own lock. */
+static pid_t lock_holder(const char *path)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char *file;
+	int fd;
+
+	if(asprintf(&file, "%s/LOCK", path) < 0){
+		return 0;
+	}
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(file);
+	if(fd < 0){
+		return 0;
+	}
+	if(fcntl(fd, F_GETLK, &fl) != 0){
+		fl.l_type = F_UNLCK;
+	}
+	close(fd);
+	if(fl.l_type == F_UNLCK){
+		return 0;
+	}
+	return fl.l_pid > 0 ? fl.l_pid : -1;
+}
+
+/* Options for a read-only look: nothing is created, only a torn WAL tail is tolerated, and every
+ * table file is opened at once (max_open_files -1), so that a compaction of a running link
+ * process that deletes one afterwards does not take it away in the middle of the scan. */
+static rocksdb_options_t *inspect_options(void)
+{
+	rocksdb_options_t *o = rocksdb_options_create();
+
+	rocksdb_options_set_create_if_missing(o, 0);
+	rocksdb_options_set_info_log_level(o, ROCKSDB_LOG_WARN);
+	rocksdb_options_set_wal_recovery_mode(o, rocksdb_tolerate_corrupted_tail_records_recovery);
+	rocksdb_options_set_paranoid_checks(o, 1);
+	rocksdb_options_set_max_open_files(o, -1);
+	return o;
+}
+
+/* What the database of a spool holds, as fb_spool_open() would load it. */
+struct inspect_db {
+	struct spool_queue q[3]; /* count, bytes, first, floor, next_seq (the last key + 1) */
+	uint64_t settled;        /* the settled mark of "out" */
+	char *salvage;           /* a salvage cut short: the folder it read (caller frees) */
+};
+
+/* Reads meta KEY of V's database into *VAL (caller frees; NULL when absent). Returns 0 or an
+ * error of classify_error() with *why. */
+static int inspect_meta(struct salvage *v, const char *key, char **val, size_t *vlen, char **why)
+{
+	rocksdb_readoptions_t *ro;
+	char *err = NULL;
+	int rc;
+
+	*val = NULL;
+	*vlen = 0;
+	if(v->meta < 0){
+		return 0;
+	}
+	ro = rocksdb_readoptions_create();
+	*val = rocksdb_get_cf(v->db, ro, v->cfh[v->meta], key, strlen(key), vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		*val = NULL;
+		return *why ? rc : -ENOMEM;
+	}
+	return 0;
+}
+
+/* Counts queue QI of V's database from its floor on, as scan_queue() does. */
+static int inspect_queue(struct fb_spool *s, struct salvage *v, enum fb_queue qi, struct spool_queue *q,
+		char **why)
+{
+	rocksdb_readoptions_t *ro;
+	rocksdb_iterator_t *it;
+	uint8_t from[KEY_LEN];
+	const char *key;
+	char *err = NULL, *val;
+	size_t klen, vlen, bad = 0;
+	uint64_t seq, last = 0;
+	int rc;
+
+	rc = inspect_meta(v, floor_keys[qi], &val, &vlen, why);
+	if(rc){
+		return rc;
+	}
+	q->floor = val && vlen == KEY_LEN ? key_decode(val) : 0;
+	rocksdb_free(val);
+	q->next_seq = 1;
+	if(v->qcf[qi] < 0){
+		return 0; /* not there yet: empty */
+	}
+	key_encode(from, q->floor);
+	ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_fill_cache(ro, 0);
+	it = rocksdb_create_iterator_cf(v->db, ro, v->cfh[v->qcf[qi]]);
+	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from)); rocksdb_iter_valid(it);
+			rocksdb_iter_next(it)){
+		key = rocksdb_iter_key(it, &klen);
+		rocksdb_iter_value(it, &vlen);
+		seq = klen == KEY_LEN ? key_decode(key) : 0;
+		if(seq == 0){
+			bad++;
+			continue;
+		}
+		if(q->count++ == 0){
+			q->first = seq;
+		}
+		q->bytes += klen + vlen;
+		last = seq;
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rc = classify_error(err);
+		*why = strdup(err);
+		rocksdb_free(err);
+		return *why ? rc : -ENOMEM;
+	}
+	q->next_seq = last + 1;
+	if(bad){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: ignoring %zu records with a "
+				"malformed key in \"%s\"", s->path, bad, queue_name(qi));
+	}
+	return 0;
+}
+
+/* Reads the database of S read-only (rocksdb_open_for_read_only_column_families(): no lock, no
+ * file created or written; the WAL is read into memory, so what a running link process has
+ * written so far is seen). A folder without any RocksDB file holds an empty database. Returns 0
+ * or an error of classify_error() with *why (-EIO: damaged). */
+static int inspect_db(struct fb_spool *s, struct inspect_db *db, char **why)
+{
+	struct salvage v = { .s = s };
+	struct stat st;
+	char *file, *err = NULL, *val;
+	size_t vlen;
+	int rc;
+
+	rc = db_precheck(s, why); /* a missing CURRENT or "out" is damage, as for the open */
+	if(rc){
+		return rc;
+	}
+	if(asprintf(&file, "%s/CURRENT", s->path) < 0){
+		return -ENOMEM;
+	}
+	rc = stat(file, &st);
+	free(file);
+	if(rc != 0){
+		return 0; /* no database yet (db_precheck() found none of its files): empty */
+	}
+	rc = salvage_open(&v, s->dbopts, s->path, true, &err);
+	if(rc && err){
+		rc = classify_error(err);
+		*why = strdup(err);
+		free(err);
+		if(*why == NULL){
+			rc = -ENOMEM;
+		}
+	}
+	if(rc){
+		salvage_close(&v);
+		return rc;
+	}
+	for(int i = 0; rc == 0 && i < 3; i++){
+		rc = inspect_queue(s, &v, (enum fb_queue)i, &db->q[i], why);
+	}
+	if(rc == 0){
+		rc = inspect_meta(&v, SETTLED_KEY, &val, &vlen, why);
+		db->settled = rc == 0 && val && vlen == KEY_LEN ? key_decode(val) : 0;
+		rocksdb_free(val);
+	}
+	if(rc == 0){
+		rc = inspect_meta(&v, SALVAGE_KEY, &val, &vlen, why);
+		if(rc == 0 && val){
+			db->salvage = strndup(val, vlen);
+		}
+		rocksdb_free(val);
+	}
+	salvage_close(&v);
+	return rc;
+}
+
+/* The staged records that fb_spool_open() would take into "out": from seq FROM on. */
+struct inspect_stage {
+	bool live;        /* the writer may run: the copies of the two files are from two moments */
+	uint64_t expect;  /* the next seq */
+	uint64_t n, bytes, first, last;
+};
+
+static int inspect_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct inspect_stage *c = ud;
+
+	(void)val;
+	if(c->live && seq != c->expect){
+		/* Records in between were staged after the copy of the file that would hold them was
+		 * made, this one before the copy of the other file: the later moment is left out. */
+		return 1;
+	}
+	c->expect = seq + 1;
+	if(c->n++ == 0){
+		c->first = seq;
+	}
+	c->bytes += KEY_LEN + (uint64_t)len;
+	c->last = seq;
+	return 0;
+}
+
+/* One look at the spool of S (LIVE: its lock is held). The staging files are copied first, then
+ * the database is read: a record settled in between is in the database with its settled mark
+ * and is therefore not taken from the copies again, and nothing older is missed (a staging file
+ * is emptied only after its records are settled). Returns 0 or a negative errno with *why (may
+ * stay NULL). */
+static int inspect_once(struct fb_spool *s, bool live, struct fb_spool_stats *st, char **why)
+{
+	struct fb_chan_reader *r = NULL;
+	struct inspect_db db;
+	struct inspect_stage c = { .live = live };
+	struct fb_chan_loss loss;
+	struct spool_queue *out = &db.q[FB_Q_OUT];
+	uint64_t from;
+	int rc;
+
+	memset(&db, 0, sizeof(db));
+	rc = fb_chan_reader_open_copy(s->path, &r);
+	if(rc){
+		if(asprintf(why, "cannot read the staging files: %s", strerror(-rc)) < 0){
+			*why = NULL;
+		}
+		return rc;
+	}
+	rc = inspect_db(s, &db, why);
+	if(rc){
+		fb_chan_reader_close(r);
+		free(db.salvage);
+		return rc;
+	}
+	/* As chan_open(): what is above the last key, the floor and the settled mark. */
+	from = out->next_seq > out->floor ? out->next_seq : out->floor;
+	if(from < db.settled + 1){
+		from = db.settled + 1;
+	}
+	c.expect = from;
+	rc = fb_chan_recover(r, from, inspect_visit, &c, &loss);
+	fb_chan_reader_close(r);
+	if(rc < 0){
+		if(asprintf(why, "cannot read the staging files: %s", strerror(-rc)) < 0){
+			*why = NULL;
+		}
+		free(db.salvage);
+		return rc;
+	}
+	if(!live && loss.lost){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %llu staged records (seq %llu..%llu) are "
+				"damaged or missing in the staging files; the link process counts them in "
+				"edge_to_cloud/dropped/corrupt when it opens the spool", s->path,
+				(unsigned long long)loss.lost, (unsigned long long)loss.first_seq,
+				(unsigned long long)loss.last_seq);
+	}
+	if(db.salvage){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; the link "
+				"process starts it again when it opens the spool, so these figures will change",
+				s->path, db.salvage);
+		free(db.salvage);
+	}
+	st->messages = out->count + c.n;
+	st->bytes = out->bytes + c.bytes;
+	st->first_seq = out->count ? out->first : c.first;
+	st->last_seq = c.n ? c.last : out->next_seq - 1;
+	st->in = db.q[FB_Q_IN].count;
+	st->dead = db.q[FB_Q_DEAD].count;
+	return 0;
+}
+
+int fb_spool_inspect(const char *path, const struct fb_logger *lg, struct fb_spool_stats *st,
+		pid_t *holder)
+{
+	struct fb_spool s;
+	struct stat sb;
+	char stranger[256], *why = NULL;
+	bool any, current;
+	size_t len;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	*holder = 0;
+	if(path == NULL || path[0] == '\0'){
+		return -EINVAL;
+	}
+	memset(&s, 0, sizeof(s));
+	if(lg){
+		s.lg = *lg;
+	}
+	s.path = strdup(path);
+	if(s.path == NULL){
+		return -ENOMEM;
+	}
+	len = strlen(s.path);
+	while(len > 1 && s.path[len - 1] == '/'){
+		s.path[--len] = '\0';
+	}
+	if(stat(s.path, &sb) != 0){
+		rc = -errno;
+		if(rc == -ENOENT){
+			fb_log(&s.lg, MOSQ_LOG_ERR, "spool %s: no such folder", s.path);
+		}else{
+			fb_log(&s.lg, MOSQ_LOG_ERR, "spool %s: %s", s.path, strerror(-rc));
+		}
+		goto out;
+	}
+	if(!S_ISDIR(sb.st_mode)){
+		fb_log(&s.lg, MOSQ_LOG_ERR, "spool %s: not a folder", s.path);
+		rc = -ENOTDIR;
+		goto out;
+	}
+	rc = marker_read(&s, false);
+	if(rc < 0 && rc != -ENOTEMPTY && rc != -EPROTO){
+		fb_log(&s.lg, MOSQ_LOG_ERR, "spool %s: cannot read " MARKER_FILE ": %s", s.path,
+				strerror(-rc));
+	}
+	if(rc == 0){
+		rc = folder_scan(&s, stranger, &any, &current);
+		if(rc == 0 && !any){
+			fb_log(&s.lg, MOSQ_LOG_ERR, "spool %s: the folder is empty, no spool there yet", s.path);
+			rc = -ENOENT;
+		}else if(rc == 0 && (stranger[0] || !current)){
+			if(stranger[0]){
+				fb_log(&s.lg, MOSQ_LOG_ERR, "%s is not a flowmq-bridge spool (no " MARKER_FILE
+						" file; \"%s\" is no spool file): nothing read", s.path, stranger);
+			}else{
+				fb_log(&s.lg, MOSQ_LOG_ERR, "%s is not a flowmq-bridge spool (no " MARKER_FILE
+						" file, no RocksDB CURRENT file): nothing read", s.path);
+			}
+			rc = -ENOTEMPTY;
+		}
+	}
+	if(rc < 0){
+		goto out;
+	}
+	s.dbopts = inspect_options();
+	*holder = lock_holder(s.path);
+	for(int tries = 1; ; tries++){
+		rc = inspect_once(&s, *holder != 0, st, &why);
+		/* A running link process can remove a WAL or table file between the moment RocksDB
+		 * lists it and the moment it opens it: look again. */
+		if(rc != -EIO || *holder == 0 || tries == 5){
+			break;
+		}
+		free(why);
+		why = NULL;
+		memset(st, 0, sizeof(*st));
+		usleep(200 * 1000);
+		*holder = lock_holder(s.path);
+	}
+	if(rc == -EIO && *holder == 0){
+		fb_log(&s.lg, MOSQ_LOG_ERR, "spool %s is damaged (%s): nothing read; the link process "
+				"recovers what it can when it opens the spool", s.path, why ? why : "unreadable");
+	}else if(rc){
+		fb_log(&s.lg, MOSQ_LOG_ERR, "cannot read spool %s: %s", s.path, why ? why : strerror(-rc));
+	}
+	free(why);
+out:
+	if(s.dbopts){
+		rocksdb_options_destroy(s.dbopts);
+	}
+	free(s.path);
+	return rc;
 }
 
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)

@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "chan.h"
 #include "config.h"
@@ -92,6 +93,23 @@ void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay);
  * those; -ENOSPC only when even the reserve does not make room to open it). Sequences restart at 1 in a queue that is empty at open. Caller closes with
  * fb_spool_close(). */
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out);
+
+/* What the spool at PATH holds, read from outside (the CLI) without changing anything in its
+ * folder: no file or folder is created, written, renamed or removed, whatever state it is in, and
+ * it works while a link process runs on it. The figures are what fb_spool_open() would find:
+ * the records of "out" in RocksDB (read-only, WAL included) and those staged after them in the
+ * staging files (read as copies), the records of "in" and "dead"; disk_full is 0. *HOLDER is the
+ * pid of the process that has the spool open (its RocksDB lock: a running link process), -1 when
+ * it is held by a process of unknown pid, 0 when the spool is not in use; while it is, the
+ * figures are a snapshot (records acknowledged but not yet settled count as queued).
+ * Returns 0, or a negative errno after one line logged through LG (may be NULL) naming the path
+ * and the problem: -ENOENT (no such folder, or an empty one), -ENOTDIR, -ENOTEMPTY (not a spool:
+ * no marker and not a spool of an earlier version), -EPROTO (a newer format), -EIO (damaged:
+ * what RocksDB or the precheck found; fb_spool_open() would move it aside), or another errno of
+ * the environment. Must not be called in a process that has this spool open (the look at the
+ * lock would drop that process's lock). Any thread. */
+int fb_spool_inspect(const char *path, const struct fb_logger *lg, struct fb_spool_stats *st,
+		pid_t *holder);
 
 /* Flushes and closes. Accepts NULL. No other thread may use the spool then. */
 void fb_spool_close(struct fb_spool *s);

@@ -2072,6 +2072,284 @@ START_TEST(spool_of_an_earlier_version_is_adopted_with_its_records)
 }
 END_TEST
 
+/* ---- fb_spool_inspect(): a look from outside that changes nothing ---- */
+
+/* Everything in the test's folder (the spool and whatever lies beside it): path, type, mode,
+ * size, mtime and an FNV-1a hash of the contents of every file, one line each, sorted by nftw's
+ * walk (the same on an unchanged tree). */
+static char *tree_text;
+static size_t tree_len, tree_cap;
+
+static int tree_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	uint64_t h = 1469598103934665603ull;
+	uint8_t buf[65536];
+	ssize_t n;
+	char line[1400];
+	int fd, len;
+
+	(void)ftw;
+	if(flag == FTW_F){
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		ck_assert_int_ge(fd, 0);
+		while((n = read(fd, buf, sizeof(buf))) > 0){
+			for(ssize_t i = 0; i < n; i++){
+				h = (h ^ buf[i]) * 1099511628211ull;
+			}
+		}
+		close(fd);
+	}
+	len = snprintf(line, sizeof(line), "%s %d %o %lld %lld.%09ld %016llx\n", path, flag,
+			(unsigned)st->st_mode, (long long)st->st_size, (long long)st->st_mtim.tv_sec,
+			st->st_mtim.tv_nsec, (unsigned long long)h);
+	if(tree_len + (size_t)len + 1 > tree_cap){
+		tree_cap = (tree_len + (size_t)len + 1) * 2;
+		tree_text = realloc(tree_text, tree_cap);
+		ck_assert_ptr_nonnull(tree_text);
+	}
+	memcpy(tree_text + tree_len, line, (size_t)len + 1);
+	tree_len += (size_t)len;
+	return 0;
+}
+
+/* The state of the test's folder (caller frees). */
+static char *tree_state(void)
+{
+	char *t;
+
+	tree_text = NULL;
+	tree_len = tree_cap = 0;
+	ck_assert_int_eq(nftw(tmpdir, tree_one, 16, FTW_PHYS), 0);
+	t = tree_text;
+	tree_text = NULL;
+	return t ? t : strdup("");
+}
+
+/* fb_spool_inspect() on spool_path, asserting that nothing in the test's folder changed. */
+static int inspect_untouched(struct fb_spool_stats *st, pid_t *holder)
+{
+	char *before = tree_state(), *after;
+	int rc = fb_spool_inspect(spool_path, &lg, st, holder);
+
+	after = tree_state();
+	ck_assert_str_eq(after, before);
+	free(before);
+	free(after);
+	return rc;
+}
+
+START_TEST(inspect_of_a_crashed_spool_finds_what_open_finds_and_changes_nothing)
+{
+	struct fb_spool_stats ins, st;
+	struct fb_spool *s;
+	pid_t holder = 1;
+
+	/* 1..1200 appended, 1..300 and 500 acknowledged, 1001..1200 only staged. */
+	crash_after(work_mixed);
+	ck_assert_int_eq(inspect_untouched(&ins, &holder), 0);
+	ck_assert_int_eq(holder, 0);
+	ck_assert_uint_eq(ins.messages, 899);
+	ck_assert_uint_eq(ins.bytes, 899 * 108);
+	ck_assert_uint_eq(ins.first_seq, 301);
+	ck_assert_uint_eq(ins.last_seq, 1200);
+	ck_assert_uint_eq(ins.in, 0);
+	ck_assert_uint_eq(ins.dead, 0);
+	ck_assert_int_eq(cap.errors, 0);
+
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, ins.messages);
+	ck_assert_uint_eq(st.bytes, ins.bytes);
+	ck_assert_uint_eq(st.first_seq, ins.first_seq);
+	ck_assert_uint_eq(st.last_seq, ins.last_seq);
+	fb_spool_close(s);
+}
+END_TEST
+
+START_TEST(inspect_of_a_spool_open_in_another_process_sees_the_wal_and_the_staged_records)
+{
+	struct fb_spool_stats ins;
+	pid_t holder = 0, pid;
+	int up[2], down[2], status;
+	char c;
+
+	ck_assert_int_eq(pipe(up), 0);
+	ck_assert_int_eq(pipe(down), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if(pid == 0){
+		/* The link process: 1..600 settled into RocksDB (its WAL and memtables: nothing is
+		 * flushed), 5 moved to dead letters, 601..1000 only staged, 3 records in "in". */
+		struct fb_spool_opts o = { .path = spool_path, .on_full = FB_ON_FULL_DROP_OLDEST,
+				.sync = FB_SYNC_INTERVAL, .lg = &lg };
+		struct fb_spool *s = NULL;
+		uint8_t buf[200];
+		uint64_t seq;
+
+		close(up[0]);
+		close(down[1]);
+		if(fb_spool_open(&o, &s) != 0){
+			_exit(3);
+		}
+		for(uint64_t i = 1; i <= 1000; i++){
+			make_value(buf, i, 100);
+			if(fb_spool_append(s, FB_Q_OUT, buf, 100, &seq, NULL) != 0 || seq != i){
+				_exit(4);
+			}
+			if(i == 600){
+				make_value(buf, 5, 100);
+				if(fb_spool_settle(s) != 0 || fb_spool_move_dead(s, 5, buf, 100) != 0){
+					_exit(5);
+				}
+			}
+		}
+		for(uint64_t i = 1; i <= 3; i++){
+			make_value(buf, i, 10);
+			if(fb_spool_append(s, FB_Q_IN, buf, 10, &seq, NULL) != 0){
+				_exit(6);
+			}
+		}
+		if(write(up[1], "r", 1) != 1 || read(down[0], &c, 1) != 0){
+			_exit(7);
+		}
+		fb_spool_close(s);
+		_exit(0);
+	}
+	close(up[1]);
+	close(down[0]);
+	ck_assert_int_eq(read(up[0], &c, 1), 1);
+
+	ck_assert_int_eq(inspect_untouched(&ins, &holder), 0);
+	ck_assert_int_eq(holder, pid);
+	ck_assert_uint_eq(ins.messages, 999);
+	ck_assert_uint_eq(ins.bytes, 999 * 108);
+	ck_assert_uint_eq(ins.first_seq, 1);
+	ck_assert_uint_eq(ins.last_seq, 1000);
+	ck_assert_uint_eq(ins.in, 3);
+	ck_assert_uint_eq(ins.dead, 1);
+	ck_assert_int_eq(cap.errors, 0);
+
+	close(down[1]);
+	close(up[0]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+
+	/* Closed: the same figures, and nobody holds it. */
+	ck_assert_int_eq(inspect_untouched(&ins, &holder), 0);
+	ck_assert_int_eq(holder, 0);
+	ck_assert_uint_eq(ins.messages, 999);
+	ck_assert_uint_eq(ins.in, 3);
+	ck_assert_uint_eq(ins.dead, 1);
+}
+END_TEST
+
+START_TEST(inspect_counts_a_damaged_staged_record_as_lost_like_open)
+{
+	struct fb_spool_stats ins, st;
+	struct fb_spool *s;
+	char path[700];
+	pid_t holder;
+	FILE *f;
+
+	/* 1..1000 staged in flowmq-stage.0, 120 bytes each (16 of header, 104 of value): record
+	 * 500's value bytes overwritten. */
+	crash_after(work_append_only);
+	snprintf(path, sizeof(path), "%s/flowmq-stage.0", spool_path);
+	f = fopen(path, "r+");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, 499 * 120 + 40, SEEK_SET), 0);
+	fputs("damage", f);
+	fclose(f);
+
+	ck_assert_int_eq(inspect_untouched(&ins, &holder), 0);
+	ck_assert_uint_eq(ins.messages, 999);
+	ck_assert_uint_eq(ins.bytes, 999 * 108);
+	ck_assert_msg(strstr(cap.text, "1 staged records (seq 500..500) are damaged or missing"),
+			"log: %s", cap.text);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0);
+
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, ins.messages);
+	ck_assert_uint_eq(st.bytes, ins.bytes);
+	ck_assert_uint_eq(atomic_load(&corrupt), 1);
+	fb_spool_close(s);
+}
+END_TEST
+
+/* fb_spool_inspect() fails with WANT and one error line holding LOG_HAS, changing nothing. */
+static void assert_inspect_refused(int want, const char *log_has)
+{
+	struct fb_spool_stats st;
+	pid_t holder;
+
+	cap.text[0] = '\0';
+	cap.errors = 0;
+	ck_assert_int_eq(inspect_untouched(&st, &holder), want);
+	ck_assert_int_eq(cap.errors, 1);
+	ck_assert_msg(strstr(cap.text, spool_path) && strstr(cap.text, log_has), "log: %s", cap.text);
+	ck_assert_msg(strchr(cap.text, '\n') == cap.text + strlen(cap.text) - 1, "log: %s", cap.text);
+	ck_assert_int_eq(count_corrupt_dirs(), 0);
+}
+
+START_TEST(inspect_refuses_missing_empty_foreign_newer_and_damaged_folders_untouched)
+{
+	struct fb_spool *s;
+	struct stat sb;
+	char path[700];
+
+	assert_inspect_refused(-ENOENT, "no such folder");
+	ck_assert_int_eq(stat(spool_path, &sb), -1);
+
+	ck_assert_int_eq(mkdir(spool_path, 0700), 0);
+	assert_inspect_refused(-ENOENT, "the folder is empty");
+
+	snprintf(path, sizeof(path), "%s/thesis.tex", spool_path);
+	overwrite_file(path, "\\documentclass{article}\n");
+	assert_inspect_refused(-ENOTEMPTY, "\"thesis.tex\" is no spool file");
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(rmdir(spool_path), 0);
+
+	s = open_default();
+	append_settled(s, 20, 50);
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/FLOWMQ-SPOOL", spool_path);
+	overwrite_file(path, "flowmq-bridge spool\nformat 2\n");
+	assert_inspect_refused(-EPROTO, "format 2");
+	overwrite_file(path, "flowmq-bridge spool\nformat 1\n");
+
+	garble_manifests();
+	assert_inspect_refused(-EIO, "is damaged (");
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	ck_assert_int_eq(unlink(path), 0);
+	assert_inspect_refused(-EIO, "is damaged (its CURRENT file is missing)");
+}
+END_TEST
+
+START_TEST(inspect_reads_a_spool_of_an_earlier_version_without_marking_it)
+{
+	struct fb_spool_stats st;
+	struct fb_spool *s = open_default();
+	struct stat sb;
+	char path[700];
+	pid_t holder;
+
+	append_settled(s, 30, 50);
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/FLOWMQ-SPOOL", spool_path);
+	ck_assert_int_eq(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/flowmq-reserve", spool_path);
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(inspect_untouched(&st, &holder), 0);
+	ck_assert_uint_eq(st.messages, 30);
+	ck_assert_uint_eq(st.bytes, 30 * 58);
+	ck_assert_uint_eq(st.first_seq, 1);
+	snprintf(path, sizeof(path), "%s/FLOWMQ-SPOOL", spool_path);
+	ck_assert_int_eq(stat(path, &sb), -1);
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
 	Suite *s = suite_create("spool");
@@ -2137,6 +2415,15 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, folder_of_spool_names_without_current_is_refused);
 	tcase_add_test(tc, newer_format_is_refused);
 	tcase_add_test(tc, spool_of_an_earlier_version_is_adopted_with_its_records);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("inspect");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, inspect_of_a_crashed_spool_finds_what_open_finds_and_changes_nothing);
+	tcase_add_test(tc, inspect_of_a_spool_open_in_another_process_sees_the_wal_and_the_staged_records);
+	tcase_add_test(tc, inspect_counts_a_damaged_staged_record_as_lost_like_open);
+	tcase_add_test(tc, inspect_refuses_missing_empty_foreign_newer_and_damaged_folders_untouched);
+	tcase_add_test(tc, inspect_reads_a_spool_of_an_earlier_version_without_marking_it);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("load");

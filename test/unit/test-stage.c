@@ -347,6 +347,45 @@ START_TEST(a_file_of_another_size_is_recovered_then_resized)
 }
 END_TEST
 
+START_TEST(a_copy_holds_the_records_as_they_were_and_a_missing_file_nothing)
+{
+	struct fb_stage *st = open_stage(), *copy = NULL;
+	struct seen sn = { .values_ok = 1 };
+	struct stat before, after;
+	char missing[600];
+
+	for(uint64_t seq = 1; seq <= 5; seq++){
+		append(st, seq, 40 + seq);
+	}
+	ck_assert_int_eq(stat(path, &before), 0);
+	ck_assert_int_eq(fb_stage_open_copy(path, &copy), 0);
+	ck_assert_int_eq(stat(path, &after), 0);
+	ck_assert_int_eq(after.st_size, before.st_size);
+	ck_assert_int_eq(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+	ck_assert_int_eq(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+	/* Later appends and an emptied file do not reach the copy. */
+	append(st, 6, 10);
+	fb_stage_clear(st);
+	ck_assert_int_eq(fb_stage_recover(copy, 1, visit, &sn, NULL), 0);
+	ck_assert_uint_eq(sn.n, 5);
+	for(size_t i = 0; i < 5; i++){
+		ck_assert_uint_eq(sn.seqs[i], i + 1);
+		ck_assert_uint_eq(sn.lens[i], 41 + i);
+	}
+	ck_assert(sn.values_ok);
+	fb_stage_close(copy);
+	fb_stage_close(st);
+
+	snprintf(missing, sizeof(missing), "%s/none", tmpdir);
+	ck_assert_int_eq(fb_stage_open_copy(missing, &copy), 0);
+	memset(&sn, 0, sizeof(sn));
+	ck_assert_int_eq(fb_stage_recover(copy, 1, visit, &sn, NULL), 0);
+	ck_assert_uint_eq(sn.n, 0);
+	fb_stage_close(copy);
+	ck_assert_int_eq(access(missing, F_OK), -1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("stage");
@@ -363,6 +402,7 @@ int main(void)
 	tcase_add_test(tc, damaged_lengths_and_first_records_resync);
 	tcase_add_test(tc, a_full_file_refuses_and_too_large_values_are_e2big);
 	tcase_add_test(tc, a_file_of_another_size_is_recovered_then_resized);
+	tcase_add_test(tc, a_copy_holds_the_records_as_they_were_and_a_missing_file_nothing);
 	suite_add_tcase(s, tc);
 
 	sr = srunner_create(s);

@@ -1,0 +1,336 @@
+/* The flowmq-bridge command against real spools: `flowmq-bridge spool PATH` reads a spool, also
+ * the one a running edge's link process has open, and never changes a byte of its folder. The
+ * test process runs the CLI (FB_CLI_PATH) next to an edge broker with the plugin and a cloud
+ * stand-in. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "common.h"
+
+#define CLOUD_TOPIC "edge/site-A/telemetry/#"
+
+/* ---- the state of a folder: every entry's path, type, mode, size, mtime and SHA-256 ---- */
+
+static char *tree_text;
+static size_t tree_len, tree_cap;
+
+static void sha256_file(const char *path, char hex[65])
+{
+	unsigned char buf[65536], md[32];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_ptr_nonnull(ctx);
+	ck_assert_int_eq(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
+	while((n = read(fd, buf, sizeof(buf))) > 0){
+		ck_assert_int_eq(EVP_DigestUpdate(ctx, buf, (size_t)n), 1);
+	}
+	ck_assert_int_eq(n, 0);
+	close(fd);
+	ck_assert_int_eq(EVP_DigestFinal_ex(ctx, md, &mdlen), 1);
+	EVP_MD_CTX_free(ctx);
+	ck_assert_uint_eq(mdlen, 32);
+	for(int i = 0; i < 32; i++){
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	}
+}
+
+static int tree_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	char hex[65] = "-", line[PATH_MAX + 200];
+	int len;
+
+	(void)ftw;
+	if(flag == FTW_F){
+		sha256_file(path, hex);
+	}
+	len = snprintf(line, sizeof(line), "%s type %d mode %o size %lld mtime %lld.%09ld sha256 %s\n",
+			path, flag, (unsigned)st->st_mode, (long long)st->st_size,
+			(long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, hex);
+	ck_assert_int_lt(len, (int)sizeof(line));
+	if(tree_len + (size_t)len + 1 > tree_cap){
+		tree_cap = (tree_len + (size_t)len + 1) * 2;
+		tree_text = realloc(tree_text, tree_cap);
+		ck_assert_ptr_nonnull(tree_text);
+	}
+	memcpy(tree_text + tree_len, line, (size_t)len + 1);
+	tree_len += (size_t)len;
+	return 0;
+}
+
+/* The state of folder DIR (caller frees); "" when it does not exist. */
+static char *tree_state(const char *dir)
+{
+	struct stat sb;
+	char *t;
+
+	if(stat(dir, &sb) != 0){
+		ck_assert_int_eq(errno, ENOENT);
+		return strdup("");
+	}
+	tree_text = NULL;
+	tree_len = tree_cap = 0;
+	ck_assert_int_eq(nftw(dir, tree_one, 16, FTW_PHYS), 0);
+	t = tree_text;
+	tree_text = NULL;
+	return t;
+}
+
+/* Waits until DIR stays the same for 500 ms (a link process that has nothing to do writes
+ * nothing) and returns that state. */
+static char *tree_settled(const char *dir)
+{
+	char *a = tree_state(dir), *b;
+
+	for(int i = 0; i < 60; i++){
+		usleep(500 * 1000);
+		b = tree_state(dir);
+		if(strcmp(a, b) == 0){
+			free(b);
+			return a;
+		}
+		free(a);
+		a = b;
+	}
+	ck_abort_msg("%s keeps changing without the CLI", dir);
+	return NULL;
+}
+
+/* The entries of folder DIR whose names start with PREFIX. */
+static int count_entries(const char *dir, const char *prefix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while((e = readdir(d)) != NULL){
+		n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Runs `flowmq-bridge spool PATH`; returns its exit code and *OUT (stdout and stderr; caller
+ * frees). */
+static int cli_spool(const char *path, char **out)
+{
+	static int runs;
+	char *log = fbh_strdupf("%s/cli-%d.log", fbh_tmpdir(), ++runs);
+	const char *argv[] = { FB_CLI_PATH, "spool", path, NULL };
+	int st = fbh_run_cmd(argv, log);
+
+	*out = fbh_read_file(log);
+	ck_assert_ptr_nonnull(*out);
+	free(log);
+	ck_assert_msg(st != -1 && WIFEXITED(st), "the CLI did not exit normally (status %d): %s", st, *out);
+	return WEXITSTATUS(st);
+}
+
+/* The lines of TEXT. */
+static int line_count(const char *text)
+{
+	int n = 0;
+
+	for(const char *p = text; *p; p++){
+		n += *p == '\n';
+	}
+	return n;
+}
+
+/* The parent pid of process PID, from /proc/PID/stat; -1 when it is gone. */
+static long parent_of(long pid)
+{
+	char path[64], *text, *p;
+	long ppid = -1;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	text = fbh_read_file(path);
+	if(text == NULL){
+		return -1;
+	}
+	p = strrchr(text, ')'); /* after the command name, which may hold anything */
+	if(p == NULL || sscanf(p + 1, " %*c %ld", &ppid) != 1){
+		ppid = -1;
+	}
+	free(text);
+	return ppid;
+}
+
+/* Checks that S received exactly the messages PREFIX0..PREFIX<n-1>, in order. */
+static void assert_sequence(struct fbh_sub *s, const char *prefix, size_t n)
+{
+	ck_assert_uint_eq(fbh_sub_count(s), n);
+	for(size_t i = 0; i < n; i++){
+		const struct fbh_msg *m = fbh_sub_msg(s, i);
+		ck_assert_msg(payload_index(m, prefix) == (long)i, "message %zu is '%s', expected %s%zu",
+				i, (const char *)m->payload, prefix, i);
+	}
+}
+
+START_TEST(test_spool_of_a_running_edge_is_a_snapshot_and_changes_no_byte)
+{
+	const size_t n = 700;
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-cli");
+	struct fbh_sub *sub, *sys;
+	char *spool, *before, *after, *out, *live_first, *p, want[64];
+	long pid;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	spool = fbh_strdupf("%s/spool", edge.dir);
+
+	/* A cloud that keeps a persistent session for SO, then goes down: what the edge captures
+	 * waits in its spool. */
+	co.extra = cloud_persistent_extra(&cloud);
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/cli", "c", n, 1, NULL, 60000), (long)n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
+
+	/* The broker runs, its link process holds the spool. */
+	before = tree_settled(spool);
+	ck_assert_int_eq(cli_spool(spool, &out), 0);
+	after = tree_state(spool);
+	ck_assert_str_eq(after, before);
+	ck_assert_int_eq(count_entries(edge.dir, "spool."), 0); /* nothing moved aside */
+	snprintf(want, sizeof(want), "out: %zu messages, ", n);
+	ck_assert_msg(strncmp(out, want, strlen(want)) == 0, "output: %s", out);
+	ck_assert_msg(strstr(out, ", oldest seq 1\nin: 0 messages\ndead letters: 0\n"), "output: %s", out);
+	p = strstr(out, "\nsnapshot: the spool is in use by a running link process (pid ");
+	ck_assert_msg(p != NULL, "output: %s", out);
+	pid = strtol(p + strlen("\nsnapshot: the spool is in use by a running link process (pid "), NULL, 10);
+	ck_assert_int_eq(parent_of(pid), edge.pid); /* the edge's own link process */
+	ck_assert_int_eq(line_count(out), 4);
+	live_first = strndup(out, (size_t)(strchr(out, '\n') - out));
+	ck_assert(fbh_broker_running(&edge));
+	ck_assert(sys_wait_u64(sys, "spool/messages", n, 5000));
+	free(before);
+	free(after);
+	free(out);
+	fbh_sub_stop(sys);
+
+	/* The broker stopped: the same figures, no snapshot line, still not a byte changed. */
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	before = tree_state(spool);
+	ck_assert_int_eq(cli_spool(spool, &out), 0);
+	after = tree_state(spool);
+	ck_assert_str_eq(after, before);
+	ck_assert_int_eq(count_entries(edge.dir, "spool."), 0);
+	ck_assert_msg(strncmp(out, live_first, strlen(live_first)) == 0 && out[strlen(live_first)] == '\n',
+			"running: %s; stopped: %s", live_first, out);
+	ck_assert_msg(strstr(out, "\nin: 0 messages\ndead letters: 0\n"), "output: %s", out);
+	ck_assert_int_eq(line_count(out), 3);
+	free(before);
+	free(after);
+	free(out);
+
+	/* The spool the CLI looked at twice delivers everything, in order. */
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert(wait_exactly(sub, n, 60000, 500));
+	assert_sequence(sub, "c", n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert_int_eq(cli_spool(spool, &out), 0);
+	ck_assert_msg(strncmp(out, "out: 0 messages, 0 bytes, oldest seq 0\n", 39) == 0, "output: %s", out);
+	free(out);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	free(live_first);
+	free(spool);
+	free((char *)co.extra);
+}
+END_TEST
+
+START_TEST(test_spool_refuses_a_missing_folder_and_creates_nothing)
+{
+	char *dir = fbh_strdupf("%s/place", fbh_tmpdir());
+	char *spool = fbh_strdupf("%s/no-spool-here", dir);
+	char *before, *after, *out;
+
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	before = tree_state(dir);
+	ck_assert_int_eq(cli_spool(spool, &out), 1);
+	after = tree_state(dir);
+	ck_assert_str_eq(after, before);
+	ck_assert_int_eq(line_count(out), 1);
+	ck_assert_msg(strstr(out, "error: spool ") == out && strstr(out, spool) && strstr(out, "no such folder"),
+			"output: %s", out);
+	ck_assert_int_eq(access(spool, F_OK), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	free(before);
+	free(after);
+	free(out);
+	free(spool);
+	free(dir);
+}
+END_TEST
+
+START_TEST(test_spool_refuses_a_foreign_folder_and_leaves_it_byte_identical)
+{
+	char *dir = fbh_strdupf("%s/place", fbh_tmpdir());
+	char *spool = fbh_strdupf("%s/photos", dir);
+	char *path, *before, *after, *out;
+
+	ck_assert_int_eq(mkdir(dir, 0700), 0);
+	ck_assert_int_eq(mkdir(spool, 0700), 0);
+	path = fbh_strdupf("%s/holiday.jpg", spool);
+	fbh_write_file(path, "\xff\xd8\xff\xe0 not much of a picture", 0644);
+	free(path);
+	path = fbh_strdupf("%s/CURRENT", spool);
+	fbh_write_file(path, "MANIFEST-000001\n", 0644);
+	free(path);
+	path = fbh_strdupf("%s/album", spool);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	free(path);
+
+	before = tree_state(dir);
+	ck_assert_int_eq(cli_spool(spool, &out), 1);
+	after = tree_state(dir);
+	ck_assert_str_eq(after, before);
+	ck_assert_int_eq(line_count(out), 1);
+	ck_assert_msg(strstr(out, spool) && strstr(out, "is not a flowmq-bridge spool (no FLOWMQ-SPOOL file;"),
+			"output: %s", out);
+	free(before);
+	free(after);
+	free(out);
+	free(spool);
+	free(dir);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("cli");
+	TCase *tc = fbh_tcase("spool");
+
+	tcase_add_test(tc, test_spool_of_a_running_edge_is_a_snapshot_and_changes_no_byte);
+	tcase_add_test(tc, test_spool_refuses_a_missing_folder_and_creates_nothing);
+	tcase_add_test(tc, test_spool_refuses_a_foreign_folder_and_leaves_it_byte_identical);
+	suite_add_tcase(s, tc);
+	return fbh_run(s);
+}
