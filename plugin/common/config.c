@@ -1,4 +1,5 @@
-/* flowmq-bridge: the YAML configuration (see config.h and DESIGN.md, "Configuration contract").
+/* flowmq-bridge: the YAML configuration (see config.h and README.md, "Configuration reference");
+ * either process (and the CLI), the thread that loads it.
  *
  * Loading runs in four steps:
  * 1. libyaml's document API parses the file once. That catches syntax errors, gives every key path

@@ -1,4 +1,5 @@
-/* flowmq-bridge: the YAML configuration (DESIGN.md, "Configuration contract").
+/* flowmq-bridge: the YAML configuration (README.md, "Configuration reference"); both programs and
+ * the CLI load it.
  *
  * fb_config_load() reads the file with libcyaml, applies the defaults (libcyaml 1.3.1 has none),
  * expands ${site_id}, converts durations and sizes, and validates everything. Every error is

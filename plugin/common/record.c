@@ -1,4 +1,5 @@
-/* flowmq-bridge: the spool record format and the MQTT v5 property encoding (see record.h).
+/* flowmq-bridge: the spool record format and the MQTT v5 property encoding (see record.h); either
+ * process, any thread.
  *
  * Properties are stored in the MQTT v5 wire encoding (spec 2.2.2.2): the identifier as a variable
  * byte integer, then the value in the encoding its type prescribes. Only what fb_props_encode()

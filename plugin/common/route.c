@@ -1,4 +1,5 @@
-/* flowmq-bridge: the route engine (see route.h and DESIGN.md, "Topic templates").
+/* flowmq-bridge: the route engine (see route.h and README.md, "Topic filters and templates");
+ * either process, any thread.
  *
  * Each direction compiles into one topic tree. A node is one filter level; it has
  *   - its literal children, sorted by level text (binary search on lookup),

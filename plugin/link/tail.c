@@ -1,4 +1,5 @@
-/* flowmq-bridge: the in-memory tail of spool "out" (see tail.h), a ring of records. */
+/* flowmq-bridge: the in-memory tail of spool "out" (see tail.h), a ring of records; link process,
+ * worker thread. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

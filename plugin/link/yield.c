@@ -1,3 +1,5 @@
+/* flowmq-bridge: the link process gives way to a busy broker thread (see yield.h); link process,
+ * worker thread. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>

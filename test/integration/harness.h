@@ -260,8 +260,8 @@ char *fbh_edge_conf(struct fbh_broker *b, const char *yaml_path, const char *ext
  * The text after expansion is kept in the file; fbh_line_of(fbh_read_file(path), ...) finds a line. */
 char *fbh_edge_yaml(struct fbh_broker *b, int cloud_port, const char *tmpl);
 
-/* Standard plugin configuration (DESIGN.md), fast reconnects for tests. Concatenate the parts to
- * replace some: FBH_YAML_BASE FBH_YAML_RULES == FBH_YAML_STANDARD. */
+/* Standard plugin configuration (README.md, "Configuration reference"), fast reconnects for
+ * tests. Concatenate the parts to replace some: FBH_YAML_BASE FBH_YAML_RULES == FBH_YAML_STANDARD. */
 #define FBH_YAML_BASE \
 	"site_id: " FBH_SITE_ID "\n" \
 	"cloud:\n" \
