@@ -214,14 +214,6 @@ static int config_memfd(const char *path)
 	return fd;
 }
 
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-
-	while(nanosleep(&ts, &ts) != 0 && errno == EINTR){
-	}
-}
-
 /* Opens the writing end of the staging channel once a link process has made it ready. Returns
  * true when it is open. Broker thread; bounded (maps two files). */
 static bool writer_ready(struct fb_bridge *b)
@@ -382,7 +374,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 			}
 			goto fail;
 		}
-		sleep_ms(1);
+		fb_sleep_ms(1);
 	}
 	rc = atomic_load(&b->sh->child_state);
 	if(rc < 0){

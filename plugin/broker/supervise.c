@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "record.h" /* fb_mono_ms() */
+#include "record.h" /* fb_mono_ms(), fb_sleep_ms() */
 #include "supervise.h"
 
 /* A link process that has not opened the spool, and has read or written nothing, this long is
@@ -28,14 +28,6 @@
  * broker then waits for the kernel to end it. */
 #define STOP_WAIT_MS 5000
 #define KILL_WAIT_MS 1000
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-
-	while(nanosleep(&ts, &ts) != 0 && errno == EINTR){
-	}
-}
 
 /* Returns 0 when PATH is an executable regular file, else a negative errno. */
 int fb_supervise_check_program(const char *path)
@@ -296,7 +288,7 @@ void fb_supervise_stop(struct fb_supervise *s)
 		}
 		until = fb_mono_ms() + STOP_WAIT_MS;
 		while(fb_supervise_alive(s) && fb_mono_ms() < until){
-			sleep_ms(5);
+			fb_sleep_ms(5);
 		}
 		if(s->child <= 0){
 			return;
@@ -308,7 +300,7 @@ void fb_supervise_stop(struct fb_supervise *s)
 	}
 	until = fb_mono_ms() + KILL_WAIT_MS;
 	while(fb_supervise_alive(s) && fb_mono_ms() < until){
-		sleep_ms(5);
+		fb_sleep_ms(5);
 	}
 	if(s->child > 0){
 		fb_log(s->lg, MOSQ_LOG_WARNING, "the link process (pid %d) has not ended after SIGKILL; "

@@ -674,3 +674,11 @@ uint64_t fb_mono_ms(void)
 {
 	return clock_ms(CLOCK_MONOTONIC);
 }
+
+void fb_sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while(nanosleep(&ts, &ts) != 0 && errno == EINTR){
+	}
+}

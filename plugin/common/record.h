@@ -28,6 +28,8 @@
 uint64_t fb_wall_ms(void);
 /* Milliseconds of the monotonic clock, for timeouts and intervals. Any thread. */
 uint64_t fb_mono_ms(void);
+/* Sleeps MS milliseconds, also through signals. Any thread. */
+void fb_sleep_ms(unsigned ms);
 
 struct fb_record {
 	uint8_t qos;

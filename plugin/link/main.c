@@ -64,14 +64,6 @@ struct link_main {
 	size_t dels_n, dels_cap;
 };
 
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-
-	while(nanosleep(&ts, &ts) != 0 && errno == EINTR){
-	}
-}
-
 /* ---- cloud to edge: the ring's producer ----------------------------------------------------- */
 
 /* fb_session_deps.c2e_push: straight into the ring unless older records wait in the spool. */
@@ -213,7 +205,7 @@ static void wait_for_lock(const char *path)
 		if(fcntl(fd, F_GETLK, &fl) != 0 || fl.l_type == F_UNLCK){
 			break;
 		}
-		sleep_ms(20);
+		fb_sleep_ms(20);
 	}
 	close(fd);
 }
@@ -253,7 +245,7 @@ static void *open_watch_run(void *arg)
 	while(!atomic_load(&w->done)){
 		uint64_t now;
 
-		sleep_ms(SNAPSHOT_MS);
+		fb_sleep_ms(SNAPSHOT_MS);
 		now = io_bytes();
 		if(now != last){
 			last = now;
@@ -393,7 +385,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	atomic_store_explicit(&sh->child_state, 1, memory_order_release);
 	while(!atomic_load(&sh->stop) && getppid() == a->broker){
-		sleep_ms(SNAPSHOT_MS);
+		fb_sleep_ms(SNAPSHOT_MS);
 		/* The heartbeat: snapshot() takes the spool's lock, so a worker stuck while holding it
 		 * (inside a settle, say) stops the beat too. A stopped process (SIGSTOP) beats no more. */
 		snapshot(&m);
