@@ -78,7 +78,9 @@ struct fb_session {
 	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
 	bool maybe_more;         /* spool "out" may hold records after cursor */
 	uint64_t read_retry_ms;  /* after a spool read error: no new attempt before this */
-	uint64_t cursor;         /* last seq handed to libmosquitto */
+	uint64_t cursor[FB_LANES]; /* per lane: last seq handed to libmosquitto (or skipped) */
+	unsigned lane;           /* the lane fill() sends from now */
+	uint64_t share_credit;   /* lane_min_share: owed to the lower lanes, in 1/10000 sends */
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
 	size_t sending;             /* slots waiting for an acknowledgement */
@@ -392,7 +394,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &l->max_packet, false);
 	l->round_failures = 0;
 	/* The back-off starts over once this connection has carried something (teardown()). */
-	l->cursor = 0;
+	memset(l->cursor, 0, sizeof(l->cursor));
+	l->share_credit = 0;
 	l->maybe_more = true;
 	if(l->ever_connected){
 		fb_count(&l->d.ctr->reconnects, 1);
@@ -746,7 +749,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
 
-	l->cursor = seq;
+	l->cursor[l->lane] = seq;
 	if(fb_record_decode(val, len, &r) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu is unreadable; moved to dead letters", (unsigned long long)seq);
 		fb_spool_move_dead(l->d.spool, seq, val, len);
@@ -806,7 +809,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 					: MQTT_RC_TOPIC_NAME_INVALID, mosquitto_strerror(rc));
 			return 0;
 		default:
-			l->cursor = seq - 1;
+			l->cursor[l->lane] = seq - 1;
 			connection_lost(l, "publish failed: %s", mosquitto_strerror(rc));
 			return 1;
 	}
@@ -825,6 +828,48 @@ static bool can_fill(const struct fb_session *l, uint64_t now)
 		&& (l->ring_used == 0 || l->ring_cap - l->ring_used >= batch);
 }
 
+/* Lanes: the highest lane with records waiting (bit 0 of PENDING first), except that while lower
+ * lanes wait too, cloud.lane_min_share of the sends go to the highest of them: every send adds
+ * the share (in 1/10000) to a credit, and a credit of one send buys a lower lane one record.
+ * Limits *WANT so that a batch of the top lane does not run past the lower lanes' turn. */
+#define SHARE_UNIT 10000u
+
+static unsigned pick_lane(struct fb_session *l, uint32_t pending, size_t *want)
+{
+	unsigned top = (unsigned)__builtin_ctz(pending);
+	uint32_t lower = pending & ~(1u << top);
+	uint64_t share = l->d.cfg->cloud.lane_min_share_bp, until;
+
+	if(lower == 0 || share == 0){
+		l->share_credit = 0;
+		return top;
+	}
+	if(l->share_credit >= SHARE_UNIT){
+		*want = 1;
+		return (unsigned)__builtin_ctz(lower);
+	}
+	until = (SHARE_UNIT - l->share_credit + share - 1) / share;
+	if(*want > until){
+		*want = (size_t)until;
+	}
+	return top;
+}
+
+/* N records of lane LANE went out while the lanes in PENDING waited. */
+static void lane_sent(struct fb_session *l, uint32_t pending, unsigned lane, size_t n)
+{
+	uint64_t share = l->d.cfg->cloud.lane_min_share_bp;
+	unsigned top = (unsigned)__builtin_ctz(pending);
+
+	if((pending & ~(1u << top)) == 0){
+		return;
+	}
+	l->share_credit += share * n;
+	if(lane != top){
+		l->share_credit = l->share_credit > SHARE_UNIT * n ? l->share_credit - SHARE_UNIT * n : 0;
+	}
+}
+
 static void fill(struct fb_session *l)
 {
 	if(!can_fill(l, fb_mono_ms())){
@@ -834,7 +879,10 @@ static void fill(struct fb_session *l)
 	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
 		size_t want = l->ring_cap - l->ring_used;
 		uint64_t allowed = fb_yield_allowed(&l->yield);
+		uint64_t next[FB_LANES];
+		uint32_t pending;
 		struct fb_tail_rec *r;
+		unsigned lane;
 		int n;
 
 		if(allowed == 0){
@@ -843,32 +891,40 @@ static void fill(struct fb_session *l)
 		if(want > allowed){
 			want = (size_t)allowed;
 		}
-		r = fb_tail_take_next(l->d.tail, l->cursor);
-
-		if(r){
-			/* The next record, straight from memory, unless drop_oldest removed it meanwhile. */
-			if(fb_spool_live(l->d.spool, FB_Q_OUT, r->seq)){
-				send_visit(l, r->seq, r->val, r->len);
-			}else{
-				l->cursor = r->seq;
-			}
-			fb_tail_release(l->d.tail);
-			continue;
-		}
-		if(l->cursor >= fb_tail_last(l->d.tail)){
-			l->maybe_more = false; /* caught up with the newest append */
+		pending = fb_spool_lanes_next(l->d.spool, l->cursor, next);
+		if(pending == 0){
+			l->maybe_more = false; /* every lane sent up to its newest record */
 			break;
 		}
-		n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);
+		lane = pick_lane(l, pending, &want);
+		l->lane = lane;
 
+		/* The tail holds the newest records in the order they came: those sent already (or
+		 * dropped) go; the oldest is taken when it is the next record of the lane chosen. */
+		while((r = fb_tail_peek(l->d.tail)) != NULL){
+			unsigned tl = fb_record_lane(r->val, r->len);
+			if(((pending >> tl) & 1) && r->seq >= next[tl]){
+				break;
+			}
+			fb_tail_drop(l->d.tail);
+		}
+		if(r && r->seq == next[lane]){
+			send_visit(l, r->seq, r->val, r->len);
+			fb_tail_drop(l->d.tail);
+			lane_sent(l, pending, lane, 1);
+			continue;
+		}
+		n = fb_spool_read_lane(l->d.spool, lane, l->cursor[lane], want, send_visit, l);
 		if(n < 0){
-			/* fb_spool_read() has logged why. */
+			/* fb_spool_read_lane() has logged why. */
 			l->read_retry_ms = fb_mono_ms() + MAX_POLL_MS;
 			return;
 		}
-		if((size_t)n < want){
+		if(n == 0){
 			l->maybe_more = false;
+			break;
 		}
+		lane_sent(l, pending, lane, (size_t)n);
 	}
 }
 

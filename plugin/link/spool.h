@@ -38,6 +38,7 @@
 #include "chan.h"
 #include "config.h"
 #include "log.h"
+#include "record.h"
 #include "status.h"
 
 struct fb_spool;
@@ -181,5 +182,26 @@ size_t fb_spool_staged(struct fb_spool *s);
 int fb_spool_sync(struct fb_spool *s);
 
 void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st);
+
+/* Lanes (README.md "Priority lanes"). Each record of FB_Q_OUT belongs to the lane its record
+ * names (fb_record_lane(); FB_LANE_DEFAULT for records of earlier versions): "out" keeps one
+ * sequence and one key space, and the spool keeps in memory which seqs each lane holds, found
+ * again on open. A lane is a queue in the order of its seqs. */
+
+/* For each lane L that holds a live record with seq > AFTER[L]: bit L of the result, and the
+ * oldest such seq in NEXT[L] (NEXT of other lanes untouched). No disk access. Any thread. */
+uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANES], uint64_t next[FB_LANES]);
+
+/* Like fb_spool_read() on FB_Q_OUT, visiting only the records of LANE with seq > AFTER, in
+ * order, at most MAX (and at most 256) of them. Returns the number visited or a negative errno.
+ * Any thread. */
+int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, size_t max,
+		fb_spool_visit_fn fn, void *ud);
+
+/* Like fb_spool_oldest() for LANE. Returns 1, 0 when the lane is empty, or a negative errno. */
+int fb_spool_lane_oldest(struct fb_spool *s, unsigned lane, fb_spool_visit_fn fn, void *ud);
+
+/* Live records (COUNT) and oldest live seq (FIRST, 0 when empty) of every lane. Any thread. */
+void fb_spool_lane_stats(struct fb_spool *s, uint64_t count[FB_LANES], uint64_t first[FB_LANES]);
 
 #endif
