@@ -96,6 +96,7 @@ struct raw_e2c {
 	char *retain;
 	char *drop;
 	char *priority;
+	char *live_first;
 	/* headers: read from the libyaml document */
 };
 
@@ -186,6 +187,7 @@ static const cyaml_schema_field_t e2c_fields[] = {
 	STR(raw_e2c, retain),
 	STR(raw_e2c, drop),
 	STR(raw_e2c, priority),
+	STR(raw_e2c, live_first),
 	CYAML_FIELD_IGNORE("headers", CYAML_FLAG_OPTIONAL),
 	CYAML_FIELD_END
 };
@@ -1399,6 +1401,9 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 		r->priority = FB_LANE_DEFAULT;
 		if(rr->priority && uint_at(ld, E2C("priority"), rr->priority, 0, FB_LANES - 1, &v)){
 			r->priority = (unsigned)v;
+		}
+		if(rr->live_first){
+			bool_at(ld, E2C("live_first"), rr->live_first, &r->live_first);
 		}
 		bool_at(ld, E2C("drop"), rr->drop, &r->drop);
 		if(required(ld, E2C("local"), rr->local)){

@@ -47,6 +47,7 @@ struct fb_e2c_rule {
 	bool retain_clear; /* retain: clear */
 	bool drop;    /* drop: true */
 	unsigned priority; /* the lane, 0 (highest) .. FB_LANES - 1 (record.h); default FB_LANE_DEFAULT */
+	bool live_first;   /* live_first: true: new messages go ahead of the rule's backlog */
 	struct fb_header *headers;
 	size_t header_count;
 	unsigned line; /* line of the rule in the file */

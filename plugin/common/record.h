@@ -4,7 +4,8 @@
  *   u8  version (FB_RECORD_VERSION)
  *   u8  flags: bits 0-1 QoS, bit 2 retain, bits 3-6 the lane + 1, or 0 for FB_LANE_DEFAULT (so
  *       a record of the default lane is byte for byte what it was before lanes existed, and
- *       records staged or spooled by an earlier version belong to the default lane), bit 7 zero
+ *       records staged or spooled by an earlier version belong to the default lane), bit 7
+ *       live_first (the rule's: newer records of the rule go ahead of its backlog)
  *   u64 enqueue time, ms since the epoch (big-endian)
  *   u64 expiry time, ms since the epoch, 0 = never (big-endian)
  *   u16 topic length, topic bytes
@@ -39,6 +40,7 @@ struct fb_record {
 	uint8_t qos;
 	bool retain;
 	uint8_t lane;          /* 0 .. FB_LANES - 1 (set it: 0 is the highest lane) */
+	bool live_first;       /* the rule's live_first */
 	uint64_t enqueue_ms;
 	uint64_t expiry_ms;
 	const char *topic;     /* not NUL-terminated when decoded: use topic_len */
@@ -61,6 +63,9 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r);
 /* The lane of the encoded record VAL (LEN bytes) without decoding the rest: FB_LANE_DEFAULT for
  * a record of a version before lanes and for anything unreadable. Any thread. */
 unsigned fb_record_lane(const void *val, size_t len);
+
+/* Whether the encoded record VAL (LEN bytes) has the live_first flag. Any thread. */
+bool fb_record_live_first(const void *val, size_t len);
 
 /* Encodes a mosquitto property list, followed by EXTRA user properties (name/value pairs,
  * EXTRA_COUNT of them) into a new buffer (caller frees with free()). Properties that make no sense

@@ -78,8 +78,12 @@ struct fb_session {
 	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
 	bool maybe_more;         /* spool "out" may hold records after cursor */
 	uint64_t read_retry_ms;  /* after a spool read error: no new attempt before this */
-	uint64_t cursor[FB_LANES]; /* per lane: last seq handed to libmosquitto (or skipped) */
-	unsigned lane;           /* the lane fill() sends from now */
+	/* Per lane queue (spool.h): last seq handed to libmosquitto (or skipped); for the queue of
+	 * a lane's live_first rules, of its live part (seqs above live_from). */
+	uint64_t cursor[FB_LANE_QUEUES];
+	uint64_t back[FB_LANES]; /* live_first queues: the same for their backlog (up to live_from) */
+	uint64_t live_from;      /* newest seq in "out" when this connection came up */
+	uint64_t *cur;           /* the cursor of what fill() sends now */
 	uint64_t share_credit;   /* lane_min_share: owed to the lower lanes, in 1/10000 sends */
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
@@ -395,6 +399,18 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	l->round_failures = 0;
 	/* The back-off starts over once this connection has carried something (teardown()). */
 	memset(l->cursor, 0, sizeof(l->cursor));
+	memset(l->back, 0, sizeof(l->back));
+	ingest(l);
+	{
+		struct fb_spool_stats st;
+
+		/* live_first: what is in the spool now is the backlog, what comes later is live. */
+		fb_spool_stats(l->d.spool, &st);
+		l->live_from = st.last_seq;
+		for(unsigned q = FB_LANES; q < FB_LANE_QUEUES; q++){
+			l->cursor[q] = st.last_seq;
+		}
+	}
 	l->share_credit = 0;
 	l->maybe_more = true;
 	if(l->ever_connected){
@@ -749,7 +765,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
 
-	l->cursor[l->lane] = seq;
+	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu is unreadable; moved to dead letters", (unsigned long long)seq);
 		fb_spool_move_dead(l->d.spool, seq, val, len);
@@ -809,7 +825,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 					: MQTT_RC_TOPIC_NAME_INVALID, mosquitto_strerror(rc));
 			return 0;
 		default:
-			l->cursor[l->lane] = seq - 1;
+			*l->cur = seq - 1;
 			connection_lost(l, "publish failed: %s", mosquitto_strerror(rc));
 			return 1;
 	}
@@ -870,6 +886,75 @@ static void lane_sent(struct fb_session *l, uint32_t pending, unsigned lane, siz
 	}
 }
 
+/* What fill() sends next: the lanes with records waiting (bit L), and the next record of each
+ * lane queue, of the live part (NEXT, PENDING) and of the backlog part of the live_first queues
+ * (BNEXT, BACKLOG). */
+struct waiting {
+	uint32_t pending, backlog, lanes;
+	uint64_t next[FB_LANE_QUEUES], bnext[FB_LANE_QUEUES];
+};
+
+static void waiting_get(struct fb_session *l, struct waiting *w)
+{
+	uint64_t bafter[FB_LANE_QUEUES];
+
+	w->pending = fb_spool_lanes_next(l->d.spool, l->cursor, w->next);
+	for(unsigned q = 0; q < FB_LANE_QUEUES; q++){
+		bafter[q] = q < FB_LANES ? UINT64_MAX : l->back[q - FB_LANES];
+	}
+	w->backlog = fb_spool_lanes_next(l->d.spool, bafter, w->bnext);
+	for(uint32_t b = w->backlog; b; b &= b - 1){
+		unsigned q = (unsigned)__builtin_ctz(b);
+		if(w->bnext[q] > l->live_from){
+			w->backlog &= ~(1u << q); /* live: in the live part */
+		}
+	}
+	w->lanes = (w->pending | w->pending >> FB_LANES | w->backlog >> FB_LANES) & ((1u << FB_LANES) - 1);
+}
+
+/* Within LANE: the live part of its live_first queue first; then its other queue and the backlog
+ * of the live_first queue in the order of their seqs. Sets l->cur, *Q, *AFTER, *BEFORE, and
+ * returns the seq of the record to send next. */
+static uint64_t choose_queue(struct fb_session *l, const struct waiting *w, unsigned lane, unsigned *q,
+		uint64_t *after, uint64_t *before)
+{
+	unsigned lf = lane + FB_LANES;
+	uint64_t x2, x3;
+
+	if((w->pending >> lf) & 1){
+		*q = lf;
+		l->cur = &l->cursor[lf];
+		*after = l->cursor[lf];
+		*before = 0;
+		return w->next[lf];
+	}
+	x2 = (w->pending >> lane) & 1 ? w->next[lane] : 0;
+	x3 = (w->backlog >> lf) & 1 ? w->bnext[lf] : 0;
+	if(x3 && (x2 == 0 || x3 < x2)){
+		*q = lf;
+		l->cur = &l->back[lane];
+		*after = l->back[lane];
+		*before = x2 ? x2 : l->live_from + 1;
+		return x3;
+	}
+	*q = lane;
+	l->cur = &l->cursor[lane];
+	*after = l->cursor[lane];
+	*before = x3;
+	return x2;
+}
+
+/* Whether tail record R is still to be sent (not sent, dropped or acknowledged yet). */
+static bool tail_waiting(const struct fb_session *l, const struct waiting *w, const struct fb_tail_rec *r)
+{
+	unsigned q = fb_record_lane(r->val, r->len) + (fb_record_live_first(r->val, r->len) ? FB_LANES : 0);
+
+	if(q >= FB_LANES && r->seq <= l->live_from){
+		return ((w->backlog >> q) & 1) && r->seq >= w->bnext[q];
+	}
+	return ((w->pending >> q) & 1) && r->seq >= w->next[q];
+}
+
 static void fill(struct fb_session *l)
 {
 	if(!can_fill(l, fb_mono_ms())){
@@ -879,10 +964,10 @@ static void fill(struct fb_session *l)
 	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
 		size_t want = l->ring_cap - l->ring_used;
 		uint64_t allowed = fb_yield_allowed(&l->yield);
-		uint64_t next[FB_LANES];
-		uint32_t pending;
+		uint64_t seq, after, before;
+		struct waiting w;
 		struct fb_tail_rec *r;
-		unsigned lane;
+		unsigned lane, q;
 		int n;
 
 		if(allowed == 0){
@@ -891,30 +976,26 @@ static void fill(struct fb_session *l)
 		if(want > allowed){
 			want = (size_t)allowed;
 		}
-		pending = fb_spool_lanes_next(l->d.spool, l->cursor, next);
-		if(pending == 0){
+		waiting_get(l, &w);
+		if(w.lanes == 0){
 			l->maybe_more = false; /* every lane sent up to its newest record */
 			break;
 		}
-		lane = pick_lane(l, pending, &want);
-		l->lane = lane;
+		lane = pick_lane(l, w.lanes, &want);
+		seq = choose_queue(l, &w, lane, &q, &after, &before);
 
 		/* The tail holds the newest records in the order they came: those sent already (or
-		 * dropped) go; the oldest is taken when it is the next record of the lane chosen. */
-		while((r = fb_tail_peek(l->d.tail)) != NULL){
-			unsigned tl = fb_record_lane(r->val, r->len);
-			if(((pending >> tl) & 1) && r->seq >= next[tl]){
-				break;
-			}
+		 * dropped) go; the oldest is taken when it is the record to send next. */
+		while((r = fb_tail_peek(l->d.tail)) != NULL && !tail_waiting(l, &w, r)){
 			fb_tail_drop(l->d.tail);
 		}
-		if(r && r->seq == next[lane]){
+		if(r && r->seq == seq){
 			send_visit(l, r->seq, r->val, r->len);
 			fb_tail_drop(l->d.tail);
-			lane_sent(l, pending, lane, 1);
+			lane_sent(l, w.lanes, lane, 1);
 			continue;
 		}
-		n = fb_spool_read_lane(l->d.spool, lane, l->cursor[lane], want, send_visit, l);
+		n = fb_spool_read_lane(l->d.spool, q, after, before, want, send_visit, l);
 		if(n < 0){
 			/* fb_spool_read_lane() has logged why. */
 			l->read_retry_ms = fb_mono_ms() + MAX_POLL_MS;
@@ -924,7 +1005,7 @@ static void fill(struct fb_session *l)
 			l->maybe_more = false;
 			break;
 		}
-		lane_sent(l, pending, lane, (size_t)n);
+		lane_sent(l, w.lanes, lane, (size_t)n);
 	}
 }
 
@@ -1314,6 +1395,7 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
 	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
+	l->cur = &l->cursor[FB_LANE_DEFAULT];
 	/* A link process killed between draining the eventfd and clearing the flag left it set: the
 	 * channel's writer would never write the eventfd again. */
 	atomic_store(d->notified, false);

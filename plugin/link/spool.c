@@ -267,21 +267,21 @@ static uint64_t seqset_next(struct seqset *ss, uint64_t from)
 
 /* ---- lanes: "out" seen per priority (see spool.h) ---- */
 
-/* Which records of "out" belong to which lane, in memory only: the lane rides in each record
- * (record.h), so it is found again by the scan on open and when staged records are taken. One
- * seqset per lane over the one sequence of "out"; NONEMPTY keeps the lanes that hold records, so
- * nothing walks the empty ones. With the spool's lock held. */
+/* Which records of "out" belong to which lane queue (spool.h), in memory only: the lane rides in
+ * each record (record.h), so it is found again by the scan on open and when staged records are
+ * taken. One seqset per queue over the one sequence of "out"; NONEMPTY keeps the queues that hold
+ * records, so nothing walks the empty ones. With the spool's lock held. */
 struct spool_lanes {
-	struct seqset live[FB_LANES];
-	uint64_t count[FB_LANES];
-	uint64_t first[FB_LANES]; /* oldest live seq of the lane, 0 when empty */
-	uint64_t last[FB_LANES];  /* newest seq added to the lane since it was last empty */
-	uint32_t nonempty;        /* bit L: lane L holds records */
+	struct seqset live[FB_LANE_QUEUES];
+	uint64_t count[FB_LANE_QUEUES];
+	uint64_t first[FB_LANE_QUEUES]; /* oldest live seq of the lane, 0 when empty */
+	uint64_t last[FB_LANE_QUEUES];  /* newest seq added to the lane since it was last empty */
+	uint32_t nonempty;        /* bit Q: queue Q holds records */
 };
 
 static void lanes_reset(struct spool_lanes *ln)
 {
-	for(unsigned l = 0; l < FB_LANES; l++){
+	for(unsigned l = 0; l < FB_LANE_QUEUES; l++){
 		seqset_reset(&ln->live[l]);
 		ln->count[l] = 0;
 		ln->first[l] = 0;
@@ -292,7 +292,7 @@ static void lanes_reset(struct spool_lanes *ln)
 
 static void lanes_free(struct spool_lanes *ln)
 {
-	for(unsigned l = 0; l < FB_LANES; l++){
+	for(unsigned l = 0; l < FB_LANE_QUEUES; l++){
 		free(ln->live[l].w);
 		ln->live[l].w = NULL;
 		ln->live[l].cap = 0;
@@ -304,7 +304,7 @@ static void lanes_free(struct spool_lanes *ln)
  * -ENOMEM. */
 static int lanes_add(struct spool_lanes *ln, uint64_t seq, const void *val, size_t len)
 {
-	unsigned l = fb_record_lane(val, len);
+	unsigned l = fb_record_lane(val, len) + (fb_record_live_first(val, len) ? FB_LANES : 0);
 
 	if(seqset_reserve(&ln->live[l], seq) != 0){
 		return -ENOMEM;
@@ -4264,7 +4264,7 @@ void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)
 
 /* ---- lanes ---- */
 
-uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANES], uint64_t next[FB_LANES])
+uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QUEUES], uint64_t next[FB_LANE_QUEUES])
 {
 	struct spool_lanes *ln;
 	uint32_t m = 0;
@@ -4300,8 +4300,10 @@ void fb_spool_lane_stats(struct fb_spool *s, uint64_t count[FB_LANES], uint64_t 
 	}
 	pthread_mutex_lock(&s->lock);
 	for(unsigned l = 0; l < FB_LANES; l++){
-		count[l] = s->lanes.count[l];
-		first[l] = s->lanes.first[l];
+		uint64_t a = s->lanes.first[l], b = s->lanes.first[l + FB_LANES];
+
+		count[l] = s->lanes.count[l] + s->lanes.count[l + FB_LANES];
+		first[l] = a && b ? (a < b ? a : b) : a ? a : b;
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -4330,7 +4332,7 @@ static int exact_visit(void *ud, uint64_t seq, const void *val, size_t len)
 /* Within this many seqs the next record of the lane is reached by stepping, beyond by a seek. */
 #define LANE_STEP_MAX 16
 
-int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, size_t max,
+int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, uint64_t before, size_t max,
 		fb_spool_visit_fn fn, void *ud)
 {
 	struct spool_lanes *ln;
@@ -4344,7 +4346,7 @@ int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, size_t
 	bool degraded = false;
 	int rc, visited = 0;
 
-	if(s == NULL || lane >= FB_LANES || fn == NULL){
+	if(s == NULL || lane >= FB_LANE_QUEUES || fn == NULL){
 		return -EINVAL;
 	}
 	if(max > LANE_READ_MAX){
@@ -4352,14 +4354,14 @@ int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, size_t
 	}
 	ln = &s->lanes;
 	pthread_mutex_lock(&s->lock);
-	if(ln->nonempty == 1u << lane){
+	if(ln->nonempty == 1u << lane && before == 0){
 		/* The only lane with records: "out" is this lane, read it as it is. */
 		pthread_mutex_unlock(&s->lock);
 		return fb_spool_read(s, FB_Q_OUT, after, max, fn, ud);
 	}
 	if(ln->last[lane] > after){
 		seq = after + 1 > ln->first[lane] ? after + 1 : ln->first[lane];
-		for(seq = seqset_find(&ln->live[lane], seq, false); seq && n < max;
+		for(seq = seqset_find(&ln->live[lane], seq, false); seq && n < max && (before == 0 || seq < before);
 				seq = seqset_find(&ln->live[lane], seq + 1, false)){
 			want[n++] = seq;
 		}
@@ -4458,6 +4460,9 @@ int fb_spool_lane_oldest(struct fb_spool *s, unsigned lane, fb_spool_visit_fn fn
 	}
 	pthread_mutex_lock(&s->lock);
 	first = s->lanes.first[lane];
+	if(s->lanes.first[lane + FB_LANES] && (first == 0 || s->lanes.first[lane + FB_LANES] < first)){
+		first = s->lanes.first[lane + FB_LANES];
+	}
 	if(first && first > s->settled && s->chan){
 		/* Staged: read it there rather than settle for it. */
 		f.seq = first;

@@ -209,6 +209,80 @@ START_TEST(test_lower_lane_keeps_default_5_percent_under_a_full_speed_priority0_
 }
 END_TEST
 
+/* live_first: the telemetry rule's backlog of N messages "b<i>" drains when the cloud returns;
+ * N_LIVE messages "l<i>" of the same rule published during the drain go ahead of the rest of the
+ * backlog, which is back-filled behind them: both in order, all of them exactly once. */
+#define LIVE_FIRST_YAML FBH_YAML_BASE \
+	"edge_to_cloud:\n" \
+	"  - local: local/telemetry/#\n" \
+	"    cloud: edge/${site_id}/telemetry/#\n" \
+	"    live_first: true\n"
+
+START_TEST(test_live_first_sends_new_messages_ahead_of_the_rules_backlog)
+{
+	const size_t n = 50000, n_live = 200, total = n + n_live;
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-live");
+	struct fbh_sub *sub, *sys;
+	size_t got_at_live, last_l = 0, last_b = 0, first_l = total, b_after_first_l = 0;
+	long next_l = 0, next_b = 0;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	cloud_down_with_session(&cloud, &co, &so);
+	start_edge(&edge, cloud.port, LIVE_FIRST_YAML, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert_uint_eq(publish_many(&edge, "local/telemetry/t", "b", n), n);
+	ck_assert(sys_wait_u64(sys, "spool/messages", n, 30000));
+
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, CLOUD_ALL, 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert(fbh_sub_wait_count(sub, 2000, 120000) >= 2000);
+	ck_assert_uint_eq(publish_many(&edge, "local/telemetry/t", "l", n_live), n_live);
+	got_at_live = fbh_sub_count(sub);
+	ck_assert_msg(got_at_live < n, "the backlog drained before the live messages were published");
+	ck_assert_msg(wait_exactly(sub, total, 300000, 1000), "%zu of %zu arrived", fbh_sub_count(sub), total);
+	for(size_t i = 0; i < total; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		long idx;
+
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/t");
+		if(((const char *)m->payload)[0] == 'l'){
+			idx = payload_index(m, "l");
+			ck_assert_msg(idx == next_l, "live message %ld at %zu, expected l%ld", idx, i, next_l);
+			next_l++;
+			last_l = i;
+			if(first_l == total){
+				first_l = i;
+			}
+		}else{
+			idx = payload_index(m, "b");
+			ck_assert_msg(idx == next_b, "backlog message %ld at %zu, expected b%ld", idx, i, next_b);
+			next_b++;
+			last_b = i;
+			b_after_first_l += first_l < i;
+		}
+	}
+	ck_assert_int_eq(next_l, (long)n_live);
+	ck_assert_int_eq(next_b, (long)n);
+	fprintf(stderr, "lanes: live_first: live messages at %zu .. %zu of %zu (%zu received when published), "
+			"%zu of the backlog after them\n", first_l, last_l, total, got_at_live, b_after_first_l);
+	/* Ahead of the backlog: the last live message before the backlog's last, and most of the
+	 * backlog still to come after the first (it was published with less than 1/4 drained). */
+	ck_assert_uint_lt(last_l, last_b);
+	ck_assert_uint_gt(b_after_first_l, n / 2);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", total, 10000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	free((char *)co.extra);
+}
+END_TEST
+
 /* Upgrade: test/fixtures/spool-v1.tar.gz is a spool written by the version before lanes
  * (make-spool-v1.sh: 8,000 messages "u0".."u7999", part settled into RocksDB, part staged, left by
  * SIGKILL; staging files of another size than this configuration's). This version opens it, puts
@@ -263,6 +337,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 900);
 	tcase_add_test(tc, test_spool_of_the_version_before_lanes_is_delivered_after_the_upgrade);
+	tcase_add_test(tc, test_live_first_sends_new_messages_ahead_of_the_rules_backlog);
 	tcase_add_test(tc, test_lower_lane_keeps_default_5_percent_under_a_full_speed_priority0_stream);
 	tcase_add_test(tc, test_100_priority0_overtake_a_200000_backlog);
 	suite_add_tcase(s, tc);

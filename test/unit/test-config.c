@@ -210,6 +210,7 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert_uint_eq(cfg->e2c[0].header_count, 0);
 	ck_assert_uint_eq(cfg->e2c[0].line, 7);
 	ck_assert_uint_eq(cfg->e2c[0].priority, 4);
+	ck_assert(!cfg->e2c[0].live_first);
 	ck_assert_uint_eq(cfg->cloud.lane_min_share_bp, 500);
 	ck_assert_uint_eq(cfg->c2e_count, 0);
 	ck_assert_ptr_null(cfg->c2e);
@@ -421,7 +422,14 @@ START_TEST(test_priority_and_lane_min_share)
 		struct fb_config *cfg = load_ok(yaml);
 		ck_assert_msg(logs.count == 0, "case %zu logged:%s", i, logs_dump());
 		ck_assert_uint_eq(cfg->e2c[0].priority, cases[i].lane);
+		ck_assert(!cfg->e2c[0].live_first);
 		ck_assert_uint_eq(cfg->cloud.lane_min_share_bp, cases[i].bp);
+		fb_config_free(cfg);
+	}
+	{
+		struct fb_config *cfg = load_ok(MINIMAL "    live_first: true\n");
+		ck_assert(cfg->e2c[0].live_first);
+		ck_assert_uint_eq(cfg->e2c[0].priority, 4);
 		fb_config_free(cfg);
 	}
 }
@@ -486,6 +494,7 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_str_eq(cfg->e2c[0].headers[0].name, "edge-site-id");
 	ck_assert_str_eq(cfg->e2c[0].headers[0].value, "site-A");
 	ck_assert_uint_eq(cfg->e2c[0].priority, 4);
+	ck_assert(cfg->e2c[0].live_first == false);
 	ck_assert_str_eq(cfg->e2c[1].local, "local/alarm/#");
 	ck_assert_uint_eq(cfg->e2c[1].priority, 0);
 	ck_assert_str_eq(cfg->e2c[2].local, "local/debug/#");
@@ -744,6 +753,8 @@ static const struct {
 	{ "site_id: site-A\ncloud:\n  max_inflight: 64k\n", "cloud.max_inflight: invalid value '64k'" },
 	{ MINIMAL "    priority: 10\n",
 	  "cfg.yaml:9: edge_to_cloud[0].priority: invalid value '10' (expected an integer from 0 to 9)" },
+	{ MINIMAL "    live_first: maybe\n",
+	  "cfg.yaml:9: edge_to_cloud[0].live_first: invalid value 'maybe' (expected true | false)" },
 	{ MINIMAL "    priority: high\n",
 	  "cfg.yaml:9: edge_to_cloud[0].priority: invalid value 'high' (expected an integer from 0 to 9)" },
 	{ "site_id: site-A\ncloud:\n  lane_min_share: 5\n",

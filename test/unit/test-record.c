@@ -94,11 +94,19 @@ START_TEST(record_lane_in_flags_and_old_records_in_default_lane)
 		ck_assert_uint_eq(d.qos, 1);
 		ck_assert(d.retain);
 	}
-	/* Lane codes 11..15 and bit 7 are no lane: refused by the decoder. */
+	/* Lane codes 11..15 are no lane: refused by the decoder. */
 	buf[1] = 0x05 | (11 << 3);
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), -EINVAL);
-	buf[1] = 0x85;
-	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), -EINVAL);
+	/* Bit 7: live_first. */
+	ck_assert(!fb_record_live_first(known_bytes, sizeof(known_bytes)));
+	r.lane = 0;
+	r.live_first = true;
+	ck_assert_uint_eq(fb_record_encode(&r, buf), sizeof(known_bytes));
+	ck_assert_uint_eq(buf[1], 0x85 | (1 << 3));
+	ck_assert(fb_record_live_first(buf, sizeof(known_bytes)));
+	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), 0);
+	ck_assert(d.live_first);
+	ck_assert_uint_eq(d.lane, 0);
 }
 END_TEST
 
@@ -206,8 +214,6 @@ START_TEST(record_rejects_garbage)
 	/* QoS 3 and unknown flag bits. */
 	memcpy(buf, known_bytes, sizeof(buf));
 	buf[1] = 0x03;
-	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);
-	buf[1] = 0x81; /* bit 7 */
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);
 	buf[1] = 0x59; /* lane code 11: no lane */
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);

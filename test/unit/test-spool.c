@@ -2401,7 +2401,7 @@ static int lane_visit(void *ud, uint64_t seq, const void *val, size_t len)
  * the lane's live records from FIRST[lane] on, in order. Checks the lane counts and the sum. */
 static void assert_lanes(struct fb_spool *s, const uint64_t first[FB_LANES], uint64_t last)
 {
-	uint64_t count[FB_LANES], firsts[FB_LANES], next[FB_LANES], after[FB_LANES] = { 0 }, sum = 0;
+	uint64_t count[FB_LANES], firsts[FB_LANES], next[FB_LANE_QUEUES], after[FB_LANE_QUEUES] = { 0 }, sum = 0;
 	struct fb_spool_stats st;
 	uint32_t pending, want = 0;
 
@@ -2414,7 +2414,7 @@ static void assert_lanes(struct fb_spool *s, const uint64_t first[FB_LANES], uin
 
 		ls->lane = l;
 		do{
-			n = fb_spool_read_lane(s, l, ls->n ? ls->seqs[ls->n - 1] : 0, 7, lane_visit, ls);
+			n = fb_spool_read_lane(s, l, ls->n ? ls->seqs[ls->n - 1] : 0, 0, 7, lane_visit, ls);
 			ck_assert_int_ge(n, 0);
 		}while(n > 0);
 		for(uint64_t i = first[l]; first[l] && i <= last; i++){
@@ -2442,7 +2442,7 @@ static void assert_lanes(struct fb_spool *s, const uint64_t first[FB_LANES], uin
 START_TEST(lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest)
 {
 	struct fb_spool *s = open_default();
-	uint64_t first[FB_LANES] = { 0 }, after[FB_LANES] = { 0 }, next[FB_LANES];
+	uint64_t first[FB_LANES] = { 0 }, after[FB_LANE_QUEUES] = { 0 }, next[FB_LANE_QUEUES];
 	struct fb_spool_del del[100];
 	uint64_t dropped = 0;
 	size_t n = 0;
@@ -2498,6 +2498,47 @@ START_TEST(lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest)
 }
 END_TEST
 
+/* Records of live_first rules are a queue of their own within their lane: FB_LANES + lane. */
+START_TEST(live_first_records_have_their_own_queue_within_the_lane)
+{
+	struct fb_spool *s = open_default();
+	uint64_t after[FB_LANE_QUEUES] = { 0 }, next[FB_LANE_QUEUES], count[FB_LANES], first[FB_LANES];
+	struct lane_seen *ls = calloc(1, sizeof(*ls));
+
+	for(uint64_t i = 1; i <= 20; i++){
+		char payload[32];
+		uint8_t buf[128];
+		struct fb_record r = { .qos = 1, .lane = 4, .live_first = i % 2 == 0, .topic = "t", .topic_len = 1 };
+		uint64_t seq;
+
+		r.payload = payload;
+		r.payload_len = (uint32_t)snprintf(payload, sizeof(payload), "p%llu", (unsigned long long)i);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, fb_record_encode(&r, buf), &seq, NULL), 0);
+	}
+	ck_assert_uint_eq(fb_spool_lanes_next(s, after, next), (1u << 4) | (1u << (FB_LANES + 4)));
+	ck_assert_uint_eq(next[4], 1);
+	ck_assert_uint_eq(next[FB_LANES + 4], 2);
+	fb_spool_lane_stats(s, count, first);
+	ck_assert_uint_eq(count[4], 20);
+	ck_assert_uint_eq(first[4], 1);
+	/* The live_first queue from 4 on, below 13: 6, 8, 10, 12. */
+	ls->lane = 4;
+	ck_assert_int_eq(fb_spool_read_lane(s, FB_LANES + 4, 4, 13, 100, lane_visit, ls), 4);
+	ck_assert_uint_eq(ls->n, 4);
+	for(size_t i = 0; i < 4; i++){
+		ck_assert_uint_eq(ls->seqs[i], 6 + 2 * i);
+	}
+	/* And all of the other queue. */
+	ls->n = 0;
+	ck_assert_int_eq(fb_spool_read_lane(s, 4, 0, 0, 100, lane_visit, ls), 10);
+	for(size_t i = 0; i < 10; i++){
+		ck_assert_uint_eq(ls->seqs[i], 1 + 2 * i);
+	}
+	free(ls);
+	fb_spool_close(s);
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
 	Suite *s = suite_create("spool");
@@ -2507,6 +2548,7 @@ static Suite *spool_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, append_then_read_returns_records_in_order_with_exact_bytes);
 	tcase_add_test(tc, lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest);
+	tcase_add_test(tc, live_first_records_have_their_own_queue_within_the_lane);
 	tcase_add_test(tc, seq_continues_after_reopen);
 	tcase_add_test(tc, delete_keeps_stats_exact);
 	tcase_add_test(tc, reopen_resumes_from_first_unacknowledged);
