@@ -897,12 +897,17 @@ struct waiting {
 static void waiting_get(struct fb_session *l, struct waiting *w)
 {
 	uint64_t bafter[FB_LANE_QUEUES];
+	uint32_t nonempty = 0;
 
-	w->pending = fb_spool_lanes_next(l->d.spool, l->cursor, w->next);
-	for(unsigned q = 0; q < FB_LANE_QUEUES; q++){
-		bafter[q] = q < FB_LANES ? UINT64_MAX : l->back[q - FB_LANES];
+	w->pending = fb_spool_lanes_next(l->d.spool, l->cursor, w->next, &nonempty);
+	w->backlog = 0;
+	if(nonempty >> FB_LANES){
+		/* live_first queues hold records: their backlog parts too. */
+		for(unsigned q = 0; q < FB_LANE_QUEUES; q++){
+			bafter[q] = q < FB_LANES ? UINT64_MAX : l->back[q - FB_LANES];
+		}
+		w->backlog = fb_spool_lanes_next(l->d.spool, bafter, w->bnext, NULL);
 	}
-	w->backlog = fb_spool_lanes_next(l->d.spool, bafter, w->bnext);
 	for(uint32_t b = w->backlog; b; b &= b - 1){
 		unsigned q = (unsigned)__builtin_ctz(b);
 		if(w->bnext[q] > l->live_from){

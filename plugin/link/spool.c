@@ -4264,7 +4264,8 @@ void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)
 
 /* ---- lanes ---- */
 
-uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QUEUES], uint64_t next[FB_LANE_QUEUES])
+uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QUEUES], uint64_t next[FB_LANE_QUEUES],
+		uint32_t *nonempty)
 {
 	struct spool_lanes *ln;
 	uint32_t m = 0;
@@ -4274,6 +4275,9 @@ uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QU
 	}
 	ln = &s->lanes;
 	pthread_mutex_lock(&s->lock);
+	if(nonempty){
+		*nonempty = ln->nonempty;
+	}
 	for(uint32_t b = ln->nonempty; b; b &= b - 1){
 		unsigned l = (unsigned)__builtin_ctz(b);
 		uint64_t x;

@@ -191,9 +191,10 @@ void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st);
 #define FB_LANE_QUEUES (2 * FB_LANES)
 
 /* For each queue Q that holds a live record with seq > AFTER[Q]: bit Q of the result, and the
- * oldest such seq in NEXT[Q] (NEXT of other queues untouched). No disk access. Any thread. */
+ * oldest such seq in NEXT[Q] (NEXT of other queues untouched); *NONEMPTY (may be NULL): bit Q for
+ * each queue that holds records at all. No disk access. Any thread. */
 uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QUEUES],
-		uint64_t next[FB_LANE_QUEUES]);
+		uint64_t next[FB_LANE_QUEUES], uint32_t *nonempty);
 
 /* Like fb_spool_read() on FB_Q_OUT, visiting only the records of lane queue QUEUE with
  * AFTER < seq < BEFORE (BEFORE 0: no bound), in order, at most MAX (and at most 256) of them.

@@ -2403,10 +2403,14 @@ static void assert_lanes(struct fb_spool *s, const uint64_t first[FB_LANES], uin
 {
 	uint64_t count[FB_LANES], firsts[FB_LANES], next[FB_LANE_QUEUES], after[FB_LANE_QUEUES] = { 0 }, sum = 0;
 	struct fb_spool_stats st;
-	uint32_t pending, want = 0;
+	uint32_t pending, want = 0, nonempty, want_nonempty = 0;
 
 	fb_spool_lane_stats(s, count, firsts);
-	pending = fb_spool_lanes_next(s, after, next);
+	for(unsigned l = 0; l < FB_LANES; l++){
+		want_nonempty |= count[l] ? 1u << l : 0;
+	}
+	pending = fb_spool_lanes_next(s, after, next, &nonempty);
+	ck_assert_uint_eq(nonempty, want_nonempty);
 	for(unsigned l = 0; l < FB_LANES; l++){
 		struct lane_seen *ls = calloc(1, sizeof(*ls));
 		uint64_t expect = 0;
@@ -2466,7 +2470,7 @@ START_TEST(lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest)
 	after[0] = 300;
 	after[4] = 150;
 	after[9] = 0;
-	ck_assert_uint_eq(fb_spool_lanes_next(s, after, next), (1u << 4) | (1u << 9));
+	ck_assert_uint_eq(fb_spool_lanes_next(s, after, next, NULL), (1u << 4) | (1u << 9));
 	ck_assert_uint_eq(next[4], 151);
 	ck_assert_uint_eq(next[9], 2);
 
@@ -2515,7 +2519,9 @@ START_TEST(live_first_records_have_their_own_queue_within_the_lane)
 		r.payload_len = (uint32_t)snprintf(payload, sizeof(payload), "p%llu", (unsigned long long)i);
 		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, fb_record_encode(&r, buf), &seq, NULL), 0);
 	}
-	ck_assert_uint_eq(fb_spool_lanes_next(s, after, next), (1u << 4) | (1u << (FB_LANES + 4)));
+	uint32_t nonempty = 0;
+	ck_assert_uint_eq(fb_spool_lanes_next(s, after, next, &nonempty), (1u << 4) | (1u << (FB_LANES + 4)));
+	ck_assert_uint_eq(nonempty, (1u << 4) | (1u << (FB_LANES + 4)));
 	ck_assert_uint_eq(next[4], 1);
 	ck_assert_uint_eq(next[FB_LANES + 4], 2);
 	fb_spool_lane_stats(s, count, first);
