@@ -92,7 +92,9 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r)
 	flags = p[1];
 	if((flags & ~(REC_FLAG_QOS | REC_FLAG_RETAIN | REC_FLAG_LANE | REC_FLAG_LIVE_FIRST)) != 0
 			|| (flags & REC_FLAG_QOS) == 3
-			|| ((flags & REC_FLAG_LANE) >> REC_LANE_SHIFT) > FB_LANES){
+			|| ((flags & REC_FLAG_LANE) >> REC_LANE_SHIFT) > FB_LANES
+			|| ((flags & REC_FLAG_LANE) >> REC_LANE_SHIFT) == FB_LANE_DEFAULT + 1){
+		/* (The default lane is written as 0 only: one encoding per record.) */
 		return -EINVAL;
 	}
 	memset(r, 0, sizeof(*r));

@@ -57,7 +57,8 @@ size_t fb_record_size(const struct fb_record *r);
 /* Encodes R into BUF (at least fb_record_size(r) bytes). Returns the bytes written. */
 size_t fb_record_encode(const struct fb_record *r, uint8_t *buf);
 
-/* Decodes BUF into R, pointing into BUF. Returns 0 or -EINVAL (bad version or lengths). */
+/* Decodes BUF into R, pointing into BUF. Returns 0 or -EINVAL (bad version, flags or lengths;
+ * the default lane written other than as 0 is refused, so that a record has one encoding). */
 int fb_record_decode(const void *buf, size_t len, struct fb_record *r);
 
 /* The lane of the encoded record VAL (LEN bytes) without decoding the rest: FB_LANE_DEFAULT for

@@ -94,8 +94,10 @@ START_TEST(record_lane_in_flags_and_old_records_in_default_lane)
 		ck_assert_uint_eq(d.qos, 1);
 		ck_assert(d.retain);
 	}
-	/* Lane codes 11..15 are no lane: refused by the decoder. */
+	/* Lane codes 11..15 are no lane, and the default lane has one encoding (0): refused. */
 	buf[1] = 0x05 | (11 << 3);
+	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), -EINVAL);
+	buf[1] = 0x05 | ((FB_LANE_DEFAULT + 1) << 3);
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), -EINVAL);
 	/* Bit 7: live_first. */
 	ck_assert(!fb_record_live_first(known_bytes, sizeof(known_bytes)));
