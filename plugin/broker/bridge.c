@@ -569,6 +569,8 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	r = (struct fb_record){
 		.qos = (uint8_t)rule->qos,
 		.retain = retain && !rule->retain_clear,
+		.lane = (uint8_t)rule->priority,
+		.live_first = rule->live_first,
 		.enqueue_ms = fb_wall_ms(),
 		/* Mosquitto 2.0.11 keeps the publisher's message expiry from plugins: only spool.ttl
 		 * applies to captured messages. */

@@ -49,4 +49,13 @@ void fb_publish_status(const struct fb_host *host, const struct fb_status *st, e
 	put_u64(host, "spool/dead", st->spool.dead);
 	put_u64(host, "spool/disk_full", disk_full);
 	put(host, "last_error", st->link.last_error);
+	/* Lanes: every one, so that a lane that emptied shows 0. */
+	for(unsigned l = 0; l < FB_STATUS_LANES; l++){
+		char key[48];
+
+		snprintf(key, sizeof(key), "spool/lane/%u/messages", l);
+		put_u64(host, key, st->lane_messages[l]);
+		snprintf(key, sizeof(key), "spool/lane/%u/oldest_age_s", l);
+		put_u64(host, key, st->lane_oldest_age_s[l]);
+	}
 }

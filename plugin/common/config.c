@@ -78,6 +78,7 @@ struct raw_cloud {
 	struct raw_auth *auth;
 	struct raw_tls *tls;
 	char *poison_after;
+	char *lane_min_share;
 };
 
 struct raw_spool {
@@ -94,6 +95,8 @@ struct raw_e2c {
 	char *qos;
 	char *retain;
 	char *drop;
+	char *priority;
+	char *live_first;
 	/* headers: read from the libyaml document */
 };
 
@@ -164,6 +167,7 @@ static const cyaml_schema_field_t cloud_fields[] = {
 	MAP(raw_cloud, auth, auth_fields),
 	MAP(raw_cloud, tls, tls_fields),
 	STR(raw_cloud, poison_after),
+	STR(raw_cloud, lane_min_share),
 	CYAML_FIELD_END
 };
 
@@ -182,6 +186,8 @@ static const cyaml_schema_field_t e2c_fields[] = {
 	STR(raw_e2c, qos),
 	STR(raw_e2c, retain),
 	STR(raw_e2c, drop),
+	STR(raw_e2c, priority),
+	STR(raw_e2c, live_first),
 	CYAML_FIELD_IGNORE("headers", CYAML_FLAG_OPTIONAL),
 	CYAML_FIELD_END
 };
@@ -837,6 +843,45 @@ static bool uint_at(struct loader *ld, const char *path, const char *s, uint64_t
 	return true;
 }
 
+/* A share of the sending capacity: "5%", "2.5%" or "0%" (NULL: FB_LANE_MIN_SHARE_DEFAULT), up to
+ * 50 %, in basis points (1/10000) into *OUT. */
+static bool share_at(struct loader *ld, const char *path, const char *s, uint32_t *out)
+{
+	const char *end, *p;
+	uint64_t whole, frac = 0, scale = 100;
+
+	if(s == NULL){
+		*out = FB_LANE_MIN_SHARE_DEFAULT;
+		return true;
+	}
+	if(parse_u64(s, &whole, &end) < 0 || whole > 50){
+		goto bad;
+	}
+	if(*end == '.'){
+		p = end + 1;
+		if(*p < '0' || *p > '9'){
+			goto bad;
+		}
+		for(; *p >= '0' && *p <= '9'; p++){
+			if(scale > 1){
+				frac += (uint64_t)(*p - '0') * (scale / 10);
+				scale /= 10;
+			}else if(*p != '0'){
+				goto bad; /* finer than a basis point */
+			}
+		}
+		end = p;
+	}
+	if(strcmp(end, "%") != 0 || whole * 100 + frac > 5000){
+		goto bad;
+	}
+	*out = (uint32_t)(whole * 100 + frac);
+	return true;
+bad:
+	cfg_err(ld, path, "invalid value '%s' (expected a percentage from 0%% to 50%%, e.g. 5%%)", s);
+	return false;
+}
+
 /* Returns the index of S in CHOICES (NULL-terminated), or -1 after logging the error. */
 static int choice_at(struct loader *ld, const char *path, const char *s, const char *const *choices)
 {
@@ -1211,6 +1256,7 @@ static void validate_cloud(struct loader *ld, const struct raw_cloud *c, struct 
 	if(uint_at(ld, "cloud.poison_after", c->poison_after, 1, FB_CONFIG_POISON_AFTER_MAX, &v)){
 		cfg->cloud.poison_after = (uint32_t)v;
 	}
+	share_at(ld, "cloud.lane_min_share", c->lane_min_share, &cfg->cloud.lane_min_share_bp);
 	if(duration_at(ld, "cloud.reconnect.min", c->reconnect->min, 1, DAY_MS, false, &v)){
 		cfg->cloud.reconnect_min_ms = (uint32_t)v;
 	}
@@ -1352,6 +1398,13 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 		r->line = key_line(ld, E2C(NULL));
 		r->qos = qos_at(ld, E2C("qos"), rr->qos);
 		r->retain_clear = retain_clear_at(ld, E2C("retain"), rr->retain);
+		r->priority = FB_LANE_DEFAULT;
+		if(rr->priority && uint_at(ld, E2C("priority"), rr->priority, 0, FB_LANES - 1, &v)){
+			r->priority = (unsigned)v;
+		}
+		if(rr->live_first){
+			bool_at(ld, E2C("live_first"), rr->live_first, &r->live_first);
+		}
 		bool_at(ld, E2C("drop"), rr->drop, &r->drop);
 		if(required(ld, E2C("local"), rr->local)){
 			r->local = topic_at(ld, path, rr->local, FB_TOPIC_FILTER);

@@ -46,6 +46,8 @@ struct fb_e2c_rule {
 	int qos;      /* 0, 1 or 2; default 1 */
 	bool retain_clear; /* retain: clear */
 	bool drop;    /* drop: true */
+	unsigned priority; /* the lane, 0 (highest) .. FB_LANES - 1 (record.h); default FB_LANE_DEFAULT */
+	bool live_first;   /* live_first: true: new messages go ahead of the rule's backlog */
 	struct fb_header *headers;
 	size_t header_count;
 	unsigned line; /* line of the rule in the file */
@@ -63,6 +65,9 @@ struct fb_c2e_rule {
 /* The largest cloud.poison_after: beyond it a record that breaks every connection would hold the
  * queue (and its reconnect back-off) for hours. */
 #define FB_CONFIG_POISON_AFTER_MAX 100
+
+/* cloud.lane_min_share when it is not set: 5 %, in basis points. */
+#define FB_LANE_MIN_SHARE_DEFAULT 500
 
 struct fb_config {
 	char *file;    /* path it was loaded from */
@@ -96,6 +101,9 @@ struct fb_config {
 		 * times in a row, without any acknowledgement, goes to dead letters; default 3, 1 to
 		 * FB_CONFIG_POISON_AFTER_MAX. */
 		uint32_t poison_after;
+		/* Share of the sends that lower lanes get while they hold messages, in basis points
+		 * (1/10000); default FB_LANE_MIN_SHARE_DEFAULT (5 %), at most 5000. */
+		uint32_t lane_min_share_bp;
 	} cloud;
 
 	struct {

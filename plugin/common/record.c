@@ -18,6 +18,9 @@
 #define REC_HEADER_LEN (1 + 1 + 8 + 8 + 2) /* up to the topic bytes */
 #define REC_FLAG_QOS   0x03
 #define REC_FLAG_RETAIN 0x04
+#define REC_FLAG_LANE  0x78 /* the lane + 1; 0: written before lanes, FB_LANE_DEFAULT */
+#define REC_LANE_SHIFT 3
+#define REC_FLAG_LIVE_FIRST 0x80 /* the rule has live_first: true */
 #define VARINT_MAX     268435455U /* largest value of a 4-byte variable byte integer */
 
 /* ---- records ---- */
@@ -32,7 +35,9 @@ size_t fb_record_encode(const struct fb_record *r, uint8_t *buf)
 	uint8_t *p = buf;
 
 	*p++ = FB_RECORD_VERSION;
-	*p++ = (uint8_t)((r->qos & REC_FLAG_QOS) | (r->retain ? REC_FLAG_RETAIN : 0));
+	*p++ = (uint8_t)((r->qos & REC_FLAG_QOS) | (r->retain ? REC_FLAG_RETAIN : 0)
+			| (r->lane < FB_LANES && r->lane != FB_LANE_DEFAULT ? ((unsigned)r->lane + 1) << REC_LANE_SHIFT : 0)
+			| (r->live_first ? REC_FLAG_LIVE_FIRST : 0));
 	fb_put_be64(p, r->enqueue_ms);
 	fb_put_be64(p + 8, r->expiry_ms);
 	fb_put_be16(p + 16, r->topic_len);
@@ -56,6 +61,25 @@ size_t fb_record_encode(const struct fb_record *r, uint8_t *buf)
 
 static int props_validate(const uint8_t *buf, uint32_t len);
 
+bool fb_record_live_first(const void *val, size_t len)
+{
+	const uint8_t *p = val;
+
+	return val != NULL && len >= 2 && p[0] == FB_RECORD_VERSION && (p[1] & REC_FLAG_LIVE_FIRST) != 0;
+}
+
+unsigned fb_record_lane(const void *val, size_t len)
+{
+	const uint8_t *p = val;
+	unsigned l;
+
+	if(val == NULL || len < 2 || p[0] != FB_RECORD_VERSION){
+		return FB_LANE_DEFAULT;
+	}
+	l = (p[1] & REC_FLAG_LANE) >> REC_LANE_SHIFT;
+	return l == 0 || l > FB_LANES ? FB_LANE_DEFAULT : l - 1;
+}
+
 int fb_record_decode(const void *buf, size_t len, struct fb_record *r)
 {
 	const uint8_t *p = buf;
@@ -66,12 +90,18 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r)
 		return -EINVAL;
 	}
 	flags = p[1];
-	if((flags & ~(REC_FLAG_QOS | REC_FLAG_RETAIN)) != 0 || (flags & REC_FLAG_QOS) == 3){
+	if((flags & ~(REC_FLAG_QOS | REC_FLAG_RETAIN | REC_FLAG_LANE | REC_FLAG_LIVE_FIRST)) != 0
+			|| (flags & REC_FLAG_QOS) == 3
+			|| ((flags & REC_FLAG_LANE) >> REC_LANE_SHIFT) > FB_LANES
+			|| ((flags & REC_FLAG_LANE) >> REC_LANE_SHIFT) == FB_LANE_DEFAULT + 1){
+		/* (The default lane is written as 0 only: one encoding per record.) */
 		return -EINVAL;
 	}
 	memset(r, 0, sizeof(*r));
 	r->qos = flags & REC_FLAG_QOS;
 	r->retain = (flags & REC_FLAG_RETAIN) != 0;
+	r->live_first = (flags & REC_FLAG_LIVE_FIRST) != 0;
+	r->lane = (flags & REC_FLAG_LANE) ? (uint8_t)(((flags & REC_FLAG_LANE) >> REC_LANE_SHIFT) - 1) : FB_LANE_DEFAULT;
 	r->enqueue_ms = fb_get_be64(p + 2);
 	r->expiry_ms = fb_get_be64(p + 10);
 	r->topic_len = fb_get_be16(p + 18);

@@ -2,7 +2,10 @@
  *
  * A record is what the spool stores for one message:
  *   u8  version (FB_RECORD_VERSION)
- *   u8  flags: bits 0-1 QoS, bit 2 retain
+ *   u8  flags: bits 0-1 QoS, bit 2 retain, bits 3-6 the lane + 1, or 0 for FB_LANE_DEFAULT (so
+ *       a record of the default lane is byte for byte what it was before lanes existed, and
+ *       records staged or spooled by an earlier version belong to the default lane), bit 7
+ *       live_first (the rule's: newer records of the rule go ahead of its backlog)
  *   u64 enqueue time, ms since the epoch (big-endian)
  *   u64 expiry time, ms since the epoch, 0 = never (big-endian)
  *   u16 topic length, topic bytes
@@ -21,6 +24,10 @@
 
 #define FB_RECORD_VERSION 1
 
+/* Lanes: an edge_to_cloud rule's priority, 0 (highest) to FB_LANES - 1; default FB_LANE_DEFAULT. */
+#define FB_LANES 10
+#define FB_LANE_DEFAULT 4
+
 /* The user property that marks a message forwarded by this bridge: value = site_id. */
 #define FB_ORIGIN_PROPERTY "flowmq-bridge-origin"
 
@@ -34,6 +41,8 @@ void fb_sleep_ms(unsigned ms);
 struct fb_record {
 	uint8_t qos;
 	bool retain;
+	uint8_t lane;          /* 0 .. FB_LANES - 1 (set it: 0 is the highest lane) */
+	bool live_first;       /* the rule's live_first */
 	uint64_t enqueue_ms;
 	uint64_t expiry_ms;
 	const char *topic;     /* not NUL-terminated when decoded: use topic_len */
@@ -50,8 +59,16 @@ size_t fb_record_size(const struct fb_record *r);
 /* Encodes R into BUF (at least fb_record_size(r) bytes). Returns the bytes written. */
 size_t fb_record_encode(const struct fb_record *r, uint8_t *buf);
 
-/* Decodes BUF into R, pointing into BUF. Returns 0 or -EINVAL (bad version or lengths). */
+/* Decodes BUF into R, pointing into BUF. Returns 0 or -EINVAL (bad version, flags or lengths;
+ * the default lane written other than as 0 is refused, so that a record has one encoding). */
 int fb_record_decode(const void *buf, size_t len, struct fb_record *r);
+
+/* The lane of the encoded record VAL (LEN bytes) without decoding the rest: FB_LANE_DEFAULT for
+ * a record of a version before lanes and for anything unreadable. Any thread. */
+unsigned fb_record_lane(const void *val, size_t len);
+
+/* Whether the encoded record VAL (LEN bytes) has the live_first flag. Any thread. */
+bool fb_record_live_first(const void *val, size_t len);
 
 /* Encodes a mosquitto property list, followed by EXTRA user properties (name/value pairs,
  * EXTRA_COUNT of them) into a new buffer (caller frees with free()). Properties that make no sense

@@ -35,10 +35,15 @@ struct fb_spool_stats {
 	unsigned disk_full;  /* 1 while nothing can be written for lack of space */
 };
 
+/* Lanes: as many as record.h's FB_LANES (checked there). */
+#define FB_STATUS_LANES 10
+
 struct fb_status {
 	struct fb_link_status link;
 	struct fb_spool_stats spool;
 	uint64_t oldest_age_s;  /* of the oldest live FB_Q_OUT record */
+	uint64_t lane_messages[FB_STATUS_LANES];     /* live FB_Q_OUT records per lane */
+	uint64_t lane_oldest_age_s[FB_STATUS_LANES]; /* age of each lane's oldest, 0 when empty */
 };
 
 /* "connected", "connecting", "stalled" or "disconnected". Any thread. */

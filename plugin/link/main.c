@@ -163,6 +163,24 @@ static int oldest_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 1;
 }
 
+_Static_assert(FB_STATUS_LANES == FB_LANES, "one status entry per lane");
+
+/* Each lane's depth and the age of its oldest record (one read of the spool per lane that holds
+ * records). */
+static void snapshot_lanes(struct link_main *m, struct fb_status *st)
+{
+	uint64_t first[FB_LANES], now = fb_wall_ms();
+
+	fb_spool_lane_stats(m->spool, st->lane_messages, first);
+	for(unsigned l = 0; l < FB_LANES; l++){
+		uint64_t enqueued = 0;
+
+		if(st->lane_messages[l] && fb_spool_lane_oldest(m->spool, l, oldest_visit, &enqueued) > 0 && enqueued){
+			st->lane_oldest_age_s[l] = now > enqueued ? (now - enqueued) / 1000u : 0;
+		}
+	}
+}
+
 /* Copies the status into the shared region. The spool's disk-full state goes into the counter too,
  * for the broker thread: its status and its watchdog (a link process that takes no staged records
  * while the disk is full is not hung) read the counter. */
@@ -179,6 +197,7 @@ static void snapshot(struct link_main *m)
 		uint64_t now = fb_wall_ms();
 		st.oldest_age_s = now > enqueued ? (now - enqueued) / 1000u : 0;
 	}
+	snapshot_lanes(m, &st);
 	atomic_store_explicit(&sh->ctr.disk_full, st.spool.disk_full ? 1u : 0u, memory_order_relaxed);
 	fb_seq_write_begin(&sh->sgen);
 	memcpy(&sh->status, &st, sizeof(st));

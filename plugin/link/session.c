@@ -78,7 +78,13 @@ struct fb_session {
 	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
 	bool maybe_more;         /* spool "out" may hold records after cursor */
 	uint64_t read_retry_ms;  /* after a spool read error: no new attempt before this */
-	uint64_t cursor;         /* last seq handed to libmosquitto */
+	/* Per lane queue (spool.h): last seq handed to libmosquitto (or skipped); for the queue of
+	 * a lane's live_first rules, of its live part (seqs above live_from). */
+	uint64_t cursor[FB_LANE_QUEUES];
+	uint64_t back[FB_LANES]; /* live_first queues: the same for their backlog (up to live_from) */
+	uint64_t live_from;      /* newest seq in "out" when this connection came up */
+	uint64_t *cur;           /* the cursor of what fill() sends now */
+	uint64_t share_credit;   /* lane_min_share: owed to the lower lanes, in 1/10000 sends */
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
 	size_t sending;             /* slots waiting for an acknowledgement */
@@ -392,7 +398,20 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &l->max_packet, false);
 	l->round_failures = 0;
 	/* The back-off starts over once this connection has carried something (teardown()). */
-	l->cursor = 0;
+	memset(l->cursor, 0, sizeof(l->cursor));
+	memset(l->back, 0, sizeof(l->back));
+	ingest(l);
+	{
+		struct fb_spool_stats st;
+
+		/* live_first: what is in the spool now is the backlog, what comes later is live. */
+		fb_spool_stats(l->d.spool, &st);
+		l->live_from = st.last_seq;
+		for(unsigned q = FB_LANES; q < FB_LANE_QUEUES; q++){
+			l->cursor[q] = st.last_seq;
+		}
+	}
+	l->share_credit = 0;
 	l->maybe_more = true;
 	if(l->ever_connected){
 		fb_count(&l->d.ctr->reconnects, 1);
@@ -746,7 +765,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
 
-	l->cursor = seq;
+	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu is unreadable; moved to dead letters", (unsigned long long)seq);
 		fb_spool_move_dead(l->d.spool, seq, val, len);
@@ -806,7 +825,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 					: MQTT_RC_TOPIC_NAME_INVALID, mosquitto_strerror(rc));
 			return 0;
 		default:
-			l->cursor = seq - 1;
+			*l->cur = seq - 1;
 			connection_lost(l, "publish failed: %s", mosquitto_strerror(rc));
 			return 1;
 	}
@@ -825,6 +844,122 @@ static bool can_fill(const struct fb_session *l, uint64_t now)
 		&& (l->ring_used == 0 || l->ring_cap - l->ring_used >= batch);
 }
 
+/* Lanes: the highest lane with records waiting (bit 0 of PENDING first), except that while lower
+ * lanes wait too, cloud.lane_min_share of the sends go to the highest of them: every send adds
+ * the share (in 1/10000) to a credit, and a credit of one send buys a lower lane one record.
+ * Limits *WANT so that a batch of the top lane does not run past the lower lanes' turn. */
+#define SHARE_UNIT 10000u
+
+static unsigned pick_lane(struct fb_session *l, uint32_t pending, size_t *want)
+{
+	unsigned top = (unsigned)__builtin_ctz(pending);
+	uint32_t lower = pending & ~(1u << top);
+	uint64_t share = l->d.cfg->cloud.lane_min_share_bp, until;
+
+	if(lower == 0 || share == 0){
+		l->share_credit = 0;
+		return top;
+	}
+	if(l->share_credit >= SHARE_UNIT){
+		*want = 1;
+		return (unsigned)__builtin_ctz(lower);
+	}
+	until = (SHARE_UNIT - l->share_credit + share - 1) / share;
+	if(*want > until){
+		*want = (size_t)until;
+	}
+	return top;
+}
+
+/* N records of lane LANE went out while the lanes in PENDING waited. */
+static void lane_sent(struct fb_session *l, uint32_t pending, unsigned lane, size_t n)
+{
+	uint64_t share = l->d.cfg->cloud.lane_min_share_bp;
+	unsigned top = (unsigned)__builtin_ctz(pending);
+
+	if((pending & ~(1u << top)) == 0){
+		return;
+	}
+	l->share_credit += share * n;
+	if(lane != top){
+		l->share_credit = l->share_credit > SHARE_UNIT * n ? l->share_credit - SHARE_UNIT * n : 0;
+	}
+}
+
+/* What fill() sends next: the lanes with records waiting (bit L), and the next record of each
+ * lane queue, of the live part (NEXT, PENDING) and of the backlog part of the live_first queues
+ * (BNEXT, BACKLOG). */
+struct waiting {
+	uint32_t pending, backlog, lanes;
+	uint64_t next[FB_LANE_QUEUES], bnext[FB_LANE_QUEUES];
+};
+
+static void waiting_get(struct fb_session *l, struct waiting *w)
+{
+	uint64_t bafter[FB_LANE_QUEUES];
+	uint32_t nonempty = 0;
+
+	w->pending = fb_spool_lanes_next(l->d.spool, l->cursor, w->next, &nonempty);
+	w->backlog = 0;
+	if(nonempty >> FB_LANES){
+		/* live_first queues hold records: their backlog parts too. */
+		for(unsigned q = 0; q < FB_LANE_QUEUES; q++){
+			bafter[q] = q < FB_LANES ? UINT64_MAX : l->back[q - FB_LANES];
+		}
+		w->backlog = fb_spool_lanes_next(l->d.spool, bafter, w->bnext, NULL);
+	}
+	for(uint32_t b = w->backlog; b; b &= b - 1){
+		unsigned q = (unsigned)__builtin_ctz(b);
+		if(w->bnext[q] > l->live_from){
+			w->backlog &= ~(1u << q); /* live: in the live part */
+		}
+	}
+	w->lanes = (w->pending | w->pending >> FB_LANES | w->backlog >> FB_LANES) & ((1u << FB_LANES) - 1);
+}
+
+/* Within LANE: the live part of its live_first queue first; then its other queue and the backlog
+ * of the live_first queue in the order of their seqs. Sets l->cur, *Q, *AFTER, *BEFORE, and
+ * returns the seq of the record to send next. */
+static uint64_t choose_queue(struct fb_session *l, const struct waiting *w, unsigned lane, unsigned *q,
+		uint64_t *after, uint64_t *before)
+{
+	unsigned lf = lane + FB_LANES;
+	uint64_t x2, x3;
+
+	if((w->pending >> lf) & 1){
+		*q = lf;
+		l->cur = &l->cursor[lf];
+		*after = l->cursor[lf];
+		*before = 0;
+		return w->next[lf];
+	}
+	x2 = (w->pending >> lane) & 1 ? w->next[lane] : 0;
+	x3 = (w->backlog >> lf) & 1 ? w->bnext[lf] : 0;
+	if(x3 && (x2 == 0 || x3 < x2)){
+		*q = lf;
+		l->cur = &l->back[lane];
+		*after = l->back[lane];
+		*before = x2 ? x2 : l->live_from + 1;
+		return x3;
+	}
+	*q = lane;
+	l->cur = &l->cursor[lane];
+	*after = l->cursor[lane];
+	*before = x3;
+	return x2;
+}
+
+/* Whether tail record R is still to be sent (not sent, dropped or acknowledged yet). */
+static bool tail_waiting(const struct fb_session *l, const struct waiting *w, const struct fb_tail_rec *r)
+{
+	unsigned q = fb_record_lane(r->val, r->len) + (fb_record_live_first(r->val, r->len) ? FB_LANES : 0);
+
+	if(q >= FB_LANES && r->seq <= l->live_from){
+		return ((w->backlog >> q) & 1) && r->seq >= w->bnext[q];
+	}
+	return ((w->pending >> q) & 1) && r->seq >= w->next[q];
+}
+
 static void fill(struct fb_session *l)
 {
 	if(!can_fill(l, fb_mono_ms())){
@@ -834,7 +969,10 @@ static void fill(struct fb_session *l)
 	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
 		size_t want = l->ring_cap - l->ring_used;
 		uint64_t allowed = fb_yield_allowed(&l->yield);
+		uint64_t seq, after, before;
+		struct waiting w;
 		struct fb_tail_rec *r;
+		unsigned lane, q;
 		int n;
 
 		if(allowed == 0){
@@ -843,32 +981,36 @@ static void fill(struct fb_session *l)
 		if(want > allowed){
 			want = (size_t)allowed;
 		}
-		r = fb_tail_take_next(l->d.tail, l->cursor);
-
-		if(r){
-			/* The next record, straight from memory, unless drop_oldest removed it meanwhile. */
-			if(fb_spool_live(l->d.spool, FB_Q_OUT, r->seq)){
-				send_visit(l, r->seq, r->val, r->len);
-			}else{
-				l->cursor = r->seq;
-			}
-			fb_tail_release(l->d.tail);
-			continue;
-		}
-		if(l->cursor >= fb_tail_last(l->d.tail)){
-			l->maybe_more = false; /* caught up with the newest append */
+		waiting_get(l, &w);
+		if(w.lanes == 0){
+			l->maybe_more = false; /* every lane sent up to its newest record */
 			break;
 		}
-		n = fb_spool_read(l->d.spool, FB_Q_OUT, l->cursor, want, send_visit, l);
+		lane = pick_lane(l, w.lanes, &want);
+		seq = choose_queue(l, &w, lane, &q, &after, &before);
 
+		/* The tail holds the newest records in the order they came: those sent already (or
+		 * dropped) go; the oldest is taken when it is the record to send next. */
+		while((r = fb_tail_peek(l->d.tail)) != NULL && !tail_waiting(l, &w, r)){
+			fb_tail_drop(l->d.tail);
+		}
+		if(r && r->seq == seq){
+			send_visit(l, r->seq, r->val, r->len);
+			fb_tail_drop(l->d.tail);
+			lane_sent(l, w.lanes, lane, 1);
+			continue;
+		}
+		n = fb_spool_read_lane(l->d.spool, q, after, before, want, send_visit, l);
 		if(n < 0){
-			/* fb_spool_read() has logged why. */
+			/* fb_spool_read_lane() has logged why. */
 			l->read_retry_ms = fb_mono_ms() + MAX_POLL_MS;
 			return;
 		}
-		if((size_t)n < want){
+		if(n == 0){
 			l->maybe_more = false;
+			break;
 		}
+		lane_sent(l, w.lanes, lane, (size_t)n);
 	}
 }
 
@@ -1258,6 +1400,7 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 	l->jitter_seed = (unsigned)fb_wall_ms() ^ (unsigned)getpid();
 	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
+	l->cur = &l->cursor[FB_LANE_DEFAULT];
 	/* A link process killed between draining the eventfd and clearing the flag left it set: the
 	 * channel's writer would never write the eventfd again. */
 	atomic_store(d->notified, false);

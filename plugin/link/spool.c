@@ -79,6 +79,7 @@
 #include "spool.h"
 #include "bytes.h"
 #include "chan.h"
+#include "record.h"
 #include "stage.h"
 
 /* Memtables smaller than this are not written out on close (fb_spool_close()). */
@@ -264,6 +265,90 @@ static uint64_t seqset_next(struct seqset *ss, uint64_t from)
 	return seqset_find(ss, from, true);
 }
 
+/* ---- lanes: "out" seen per priority (see spool.h) ---- */
+
+/* Which records of "out" belong to which lane queue (spool.h), in memory only: the lane rides in
+ * each record (record.h), so it is found again by the scan on open and when staged records are
+ * taken. One seqset per queue over the one sequence of "out"; NONEMPTY keeps the queues that hold
+ * records, so nothing walks the empty ones. With the spool's lock held. */
+struct spool_lanes {
+	struct seqset live[FB_LANE_QUEUES];
+	uint64_t count[FB_LANE_QUEUES];
+	uint64_t first[FB_LANE_QUEUES]; /* oldest live seq of the lane, 0 when empty */
+	uint64_t last[FB_LANE_QUEUES];  /* newest seq added to the lane since it was last empty */
+	uint32_t nonempty;        /* bit Q: queue Q holds records */
+};
+
+static void lanes_reset(struct spool_lanes *ln)
+{
+	for(unsigned l = 0; l < FB_LANE_QUEUES; l++){
+		seqset_reset(&ln->live[l]);
+		ln->count[l] = 0;
+		ln->first[l] = 0;
+		ln->last[l] = 0;
+	}
+	ln->nonempty = 0;
+}
+
+static void lanes_free(struct spool_lanes *ln)
+{
+	for(unsigned l = 0; l < FB_LANE_QUEUES; l++){
+		free(ln->live[l].w);
+		ln->live[l].w = NULL;
+		ln->live[l].cap = 0;
+	}
+	lanes_reset(ln);
+}
+
+/* Adds SEQ (newer than every record of "out") to the lane that record VAL names. Returns 0 or
+ * -ENOMEM. */
+static int lanes_add(struct spool_lanes *ln, uint64_t seq, const void *val, size_t len)
+{
+	unsigned l = fb_record_lane(val, len) + (fb_record_live_first(val, len) ? FB_LANES : 0);
+
+	if(seqset_reserve(&ln->live[l], seq) != 0){
+		return -ENOMEM;
+	}
+	seqset_add(&ln->live[l], seq);
+	if(ln->count[l]++ == 0){
+		ln->first[l] = seq;
+	}
+	ln->last[l] = seq;
+	ln->nonempty |= 1u << l;
+	return 0;
+}
+
+/* The lane holding SEQ, or -1. */
+static int lanes_find(const struct spool_lanes *ln, uint64_t seq)
+{
+	for(uint32_t m = ln->nonempty; m; m &= m - 1){
+		unsigned l = (unsigned)__builtin_ctz(m);
+		if(seqset_has(&ln->live[l], seq)){
+			return (int)l;
+		}
+	}
+	return -1;
+}
+
+static void lanes_forget(struct spool_lanes *ln, uint64_t seq)
+{
+	int l = lanes_find(ln, seq);
+
+	if(l < 0){
+		return;
+	}
+	seqset_del(&ln->live[l], seq);
+	if(--ln->count[l] == 0){
+		seqset_reset(&ln->live[l]);
+		ln->first[l] = 0;
+		ln->last[l] = 0;
+		ln->nonempty &= ~(1u << l);
+	}else if(seq == ln->first[l]){
+		/* Drops the words below the new first one: a lane that never empties stays small. */
+		ln->first[l] = seqset_next(&ln->live[l], seq + 1);
+	}
+}
+
 /* ---- the spool ---- */
 
 struct spool_queue {
@@ -276,6 +361,7 @@ struct spool_queue {
 	uint64_t ranged;   /* the range tombstone written last ends here */
 	uint64_t unranged; /* bytes deleted below the floor since then */
 	struct seqset live;
+	struct spool_lanes *lanes; /* "out": its records by lane; NULL for the other queues */
 };
 
 struct fb_spool {
@@ -306,6 +392,7 @@ struct fb_spool {
 
 	pthread_mutex_t lock;
 	struct spool_queue q[3]; /* by enum fb_queue */
+	struct spool_lanes lanes;    /* of q[FB_Q_OUT] */
 	struct fb_chan_shared *sh;   /* the staging channel's shared state */
 	bool own_sh;                 /* allocated here (appends from this process) */
 	bool chan_running;           /* its writer runs already (a link process restarted) */
@@ -356,6 +443,9 @@ static const char *queue_name(enum fb_queue q)
 /* Forgets the live record SEQ of Q, which has been deleted from the database. */
 static void queue_forget(struct spool_queue *q, uint64_t seq, uint64_t bytes)
 {
+	if(q->lanes){
+		lanes_forget(q->lanes, seq);
+	}
 	seqset_del(&q->live, seq);
 	q->count--;
 	q->bytes = q->bytes > bytes ? q->bytes - bytes : 0;
@@ -1297,7 +1387,8 @@ static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	if(seq < c->from){
 		return 0; /* in RocksDB already (settled), or below the floor */
 	}
-	if(seqset_reserve(&c->q->live, seq) != 0){
+	if(seqset_reserve(&c->q->live, seq) != 0
+			|| (c->q->lanes && lanes_add(c->q->lanes, seq, val, len) != 0)){
 		c->rc = -ENOMEM;
 		return 1;
 	}
@@ -1504,7 +1595,7 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	rocksdb_readoptions_t *ro;
 	rocksdb_iterator_t *it;
 	uint8_t from[KEY_LEN], to[KEY_LEN];
-	const char *key;
+	const char *key, *val;
 	size_t klen, vlen, bad = 0;
 	uint64_t seq, last = 0;
 	char *err = NULL;
@@ -1530,13 +1621,13 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from)); rocksdb_iter_valid(it);
 			rocksdb_iter_next(it)){
 		key = rocksdb_iter_key(it, &klen);
-		rocksdb_iter_value(it, &vlen);
+		val = rocksdb_iter_value(it, &vlen);
 		seq = klen == KEY_LEN ? key_decode(key) : 0;
 		if(seq == 0){
 			bad++;
 			continue;
 		}
-		if(seqset_reserve(&q->live, seq) != 0){
+		if(seqset_reserve(&q->live, seq) != 0 || (q->lanes && lanes_add(q->lanes, seq, val, vlen) != 0)){
 			rc = -ENOMEM;
 			break;
 		}
@@ -1619,6 +1710,8 @@ static void queues_reset(struct fb_spool *s)
 		free(s->q[i].live.w);
 		memset(&s->q[i], 0, sizeof(s->q[i]));
 	}
+	lanes_free(&s->lanes);
+	s->q[FB_Q_OUT].lanes = &s->lanes;
 }
 
 /* Opens the database and loads the queues. Returns 0 or a negative errno with
@@ -1853,7 +1946,8 @@ static int salvage_put(struct salvage *v, enum fb_queue qi, const void *val, siz
 	struct spool_queue *q = &s->q[qi];
 	uint8_t key[KEY_LEN];
 
-	if(seqset_reserve(&q->live, q->next_seq) != 0){
+	if(seqset_reserve(&q->live, q->next_seq) != 0
+			|| (q->lanes && lanes_add(q->lanes, q->next_seq, val, len) != 0)){
 		return -ENOMEM;
 	}
 	key_encode(key, q->next_seq);
@@ -2976,6 +3070,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	if(s == NULL){
 		return -ENOMEM;
 	}
+	s->q[FB_Q_OUT].lanes = &s->lanes;
 	s->path = strdup(opts->path);
 	if(s->path == NULL){
 		free(s);
@@ -3442,6 +3537,7 @@ static int trim(struct fb_spool *s, uint64_t *dropped)
 	/* The batch deleted every live record from q->first to LAST: exactly NDROP of them. */
 	floor_commit(s, q, nf);
 	for(n = seqset_next(&q->live, q->first); n != 0 && n <= last; n = seqset_next(&q->live, n + 1)){
+		lanes_forget(&s->lanes, n);
 		seqset_del(&q->live, n);
 	}
 	q->count -= ndrop;
@@ -3450,6 +3546,7 @@ static int trim(struct fb_spool *s, uint64_t *dropped)
 	if(q->count == 0){
 		q->bytes = 0;
 		seqset_reset(&q->live);
+		lanes_reset(&s->lanes);
 	}
 	if(dropped){
 		*dropped += ndrop;
@@ -3474,7 +3571,7 @@ static int ingest_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	if(seq < q->next_seq || seq <= s->settled || seq < q->floor){
 		return 0; /* known already: a restarted link process takes the files from their start */
 	}
-	if(seqset_reserve(&q->live, seq) != 0){
+	if(seqset_reserve(&q->live, seq) != 0 || lanes_add(&s->lanes, seq, val, len) != 0){
 		c->rc = -ENOMEM;
 		return 1;
 	}
@@ -4163,4 +4260,225 @@ void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st)
 	st->in = s->q[FB_Q_IN].count;
 	st->disk_full = atomic_load(&s->failed) == -ENOSPC;
 	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- lanes ---- */
+
+uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QUEUES], uint64_t next[FB_LANE_QUEUES],
+		uint32_t *nonempty)
+{
+	struct spool_lanes *ln;
+	uint32_t m = 0;
+
+	if(s == NULL){
+		return 0;
+	}
+	ln = &s->lanes;
+	pthread_mutex_lock(&s->lock);
+	if(nonempty){
+		*nonempty = ln->nonempty;
+	}
+	for(uint32_t b = ln->nonempty; b; b &= b - 1){
+		unsigned l = (unsigned)__builtin_ctz(b);
+		uint64_t x;
+
+		if(ln->last[l] <= after[l]){
+			continue;
+		}
+		x = seqset_find(&ln->live[l], after[l] + 1 > ln->first[l] ? after[l] + 1 : ln->first[l], false);
+		if(x){
+			next[l] = x;
+			m |= 1u << l;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return m;
+}
+
+void fb_spool_lane_stats(struct fb_spool *s, uint64_t count[FB_LANES], uint64_t first[FB_LANES])
+{
+	memset(count, 0, FB_LANES * sizeof(*count));
+	memset(first, 0, FB_LANES * sizeof(*first));
+	if(s == NULL){
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	for(unsigned l = 0; l < FB_LANES; l++){
+		uint64_t a = s->lanes.first[l], b = s->lanes.first[l + FB_LANES];
+
+		count[l] = s->lanes.count[l] + s->lanes.count[l + FB_LANES];
+		first[l] = a && b ? (a < b ? a : b) : a ? a : b;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* fb_spool_read_lane(): a visitor that takes only record SEQ. */
+struct exact_ctx {
+	uint64_t seq;
+	fb_spool_visit_fn fn;
+	void *ud;
+	int found, ret;
+};
+
+static int exact_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct exact_ctx *c = ud;
+
+	if(seq == c->seq){
+		c->found = 1;
+		c->ret = c->fn(c->ud, seq, val, len);
+	}
+	return 1;
+}
+
+/* Records of a lane read in one go (the caller reads again for more). */
+#define LANE_READ_MAX 256
+/* Within this many seqs the next record of the lane is reached by stepping, beyond by a seek. */
+#define LANE_STEP_MAX 16
+
+int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, uint64_t before, size_t max,
+		fb_spool_visit_fn fn, void *ud)
+{
+	struct spool_lanes *ln;
+	uint64_t want[LANE_READ_MAX], seq;
+	rocksdb_readoptions_t *ro;
+	rocksdb_iterator_t *it;
+	uint8_t from[KEY_LEN], upper[KEY_LEN];
+	const char *key, *val;
+	size_t klen, vlen, n = 0, i = 0;
+	char *err = NULL;
+	bool degraded = false;
+	int rc, visited = 0;
+
+	if(s == NULL || lane >= FB_LANE_QUEUES || fn == NULL){
+		return -EINVAL;
+	}
+	if(max > LANE_READ_MAX){
+		max = LANE_READ_MAX;
+	}
+	ln = &s->lanes;
+	pthread_mutex_lock(&s->lock);
+	if(ln->nonempty == 1u << lane && before == 0){
+		/* The only lane with records: "out" is this lane, read it as it is. */
+		pthread_mutex_unlock(&s->lock);
+		return fb_spool_read(s, FB_Q_OUT, after, max, fn, ud);
+	}
+	if(ln->last[lane] > after){
+		seq = after + 1 > ln->first[lane] ? after + 1 : ln->first[lane];
+		for(seq = seqset_find(&ln->live[lane], seq, false); seq && n < max && (before == 0 || seq < before);
+				seq = seqset_find(&ln->live[lane], seq + 1, false)){
+			want[n++] = seq;
+		}
+	}
+	if(n == 0){
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	rc = settle_locked(s); /* every record wanted is in RocksDB after this */
+	if(rc == 0){
+		rc = space_returned(s);
+	}
+	if(rc && s->db){
+		degraded = true; /* as in fb_spool_read() */
+		rc = 0;
+	}
+	if(rc == 0 && !degraded){
+		pthread_rwlock_rdlock(&s->dblock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if(rc){
+		return rc;
+	}
+	if(degraded){
+		/* A full disk: one record at a time through fb_spool_read(), which finds staged ones. */
+		for(i = 0; i < n; i++){
+			struct exact_ctx c = { .seq = want[i], .fn = fn, .ud = ud };
+
+			rc = fb_spool_read(s, FB_Q_OUT, want[i] - 1, 1, exact_visit, &c);
+			if(rc < 0){
+				return rc;
+			}
+			visited += c.found;
+			if(c.found && c.ret){
+				break;
+			}
+		}
+		return visited;
+	}
+
+	key_encode(from, want[0]);
+	key_encode(upper, want[n - 1] + 1);
+	ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
+	it = rocksdb_create_iterator_cf(s->db, ro, s->q[FB_Q_OUT].cf);
+	rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+	while(i < n && rocksdb_iter_valid(it)){
+		key = rocksdb_iter_key(it, &klen);
+		if(klen != KEY_LEN){
+			rocksdb_iter_next(it);
+			continue;
+		}
+		seq = key_decode(key);
+		if(seq < want[i]){
+			if(want[i] - seq > LANE_STEP_MAX){
+				key_encode(from, want[i]);
+				rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+			}else{
+				rocksdb_iter_next(it);
+			}
+			continue;
+		}
+		if(seq > want[i]){
+			i++; /* deleted meanwhile */
+			continue;
+		}
+		val = rocksdb_iter_value(it, &vlen);
+		visited++;
+		i++;
+		if(fn(ud, seq, val, vlen) != 0){
+			break;
+		}
+		rocksdb_iter_next(it);
+	}
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	rocksdb_readoptions_destroy(ro);
+	pthread_rwlock_unlock(&s->dblock);
+	if(err){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: reading \"out\" failed: %s", s->path, err);
+		rocksdb_free(err);
+		return -EIO;
+	}
+	return visited;
+}
+
+int fb_spool_lane_oldest(struct fb_spool *s, unsigned lane, fb_spool_visit_fn fn, void *ud)
+{
+	struct exact_ctx c = { .fn = fn, .ud = ud };
+	struct find_ctx f = { .fn = fn, .ud = ud };
+	uint64_t first;
+	int rc;
+
+	if(s == NULL || lane >= FB_LANES || fn == NULL){
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&s->lock);
+	first = s->lanes.first[lane];
+	if(s->lanes.first[lane + FB_LANES] && (first == 0 || s->lanes.first[lane + FB_LANES] < first)){
+		first = s->lanes.first[lane + FB_LANES];
+	}
+	if(first && first > s->settled && s->chan){
+		/* Staged: read it there rather than settle for it. */
+		f.seq = first;
+		fb_chan_each_unsettled(s->chan, find_visit, &f);
+		pthread_mutex_unlock(&s->lock);
+		return f.found;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if(first == 0){
+		return 0;
+	}
+	c.seq = first;
+	rc = fb_spool_read(s, FB_Q_OUT, first - 1, 1, exact_visit, &c);
+	return rc < 0 ? rc : c.found;
 }

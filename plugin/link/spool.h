@@ -38,6 +38,7 @@
 #include "chan.h"
 #include "config.h"
 #include "log.h"
+#include "record.h"
 #include "status.h"
 
 struct fb_spool;
@@ -181,5 +182,32 @@ size_t fb_spool_staged(struct fb_spool *s);
 int fb_spool_sync(struct fb_spool *s);
 
 void fb_spool_stats(struct fb_spool *s, struct fb_spool_stats *st);
+
+/* Lanes (README.md "Priority lanes"). Each record of FB_Q_OUT belongs to the lane its record
+ * names (fb_record_lane(); FB_LANE_DEFAULT for records of earlier versions), and within it to one
+ * of two lane queues: queue LANE, or queue FB_LANES + LANE for the records of live_first rules
+ * (fb_record_live_first()). "out" keeps one sequence and one key space; the spool keeps in memory
+ * which seqs each queue holds, found again on open. A queue is in the order of its seqs. */
+#define FB_LANE_QUEUES (2 * FB_LANES)
+
+/* For each queue Q that holds a live record with seq > AFTER[Q]: bit Q of the result, and the
+ * oldest such seq in NEXT[Q] (NEXT of other queues untouched); *NONEMPTY (may be NULL): bit Q for
+ * each queue that holds records at all. No disk access. Any thread. */
+uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QUEUES],
+		uint64_t next[FB_LANE_QUEUES], uint32_t *nonempty);
+
+/* Like fb_spool_read() on FB_Q_OUT, visiting only the records of lane queue QUEUE with
+ * AFTER < seq < BEFORE (BEFORE 0: no bound), in order, at most MAX (and at most 256) of them.
+ * Returns the number visited or a negative errno. Any thread. */
+int fb_spool_read_lane(struct fb_spool *s, unsigned queue, uint64_t after, uint64_t before, size_t max,
+		fb_spool_visit_fn fn, void *ud);
+
+/* Like fb_spool_oldest() for LANE (both of its queues). Returns 1, 0 when the lane is empty, or a
+ * negative errno. */
+int fb_spool_lane_oldest(struct fb_spool *s, unsigned lane, fb_spool_visit_fn fn, void *ud);
+
+/* Live records (COUNT) and oldest live seq (FIRST, 0 when empty) of every lane (both of its
+ * queues). Any thread. */
+void fb_spool_lane_stats(struct fb_spool *s, uint64_t count[FB_LANES], uint64_t first[FB_LANES]);
 
 #endif

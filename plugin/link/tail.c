@@ -130,6 +130,27 @@ struct fb_tail_rec *fb_tail_take_next(struct fb_tail *t, uint64_t upto)
 	return r;
 }
 
+struct fb_tail_rec *fb_tail_peek(struct fb_tail *t)
+{
+	if(t->used == 0 || t->taken){
+		return NULL;
+	}
+	skip_end(t);
+	if(t->used == 0){
+		return NULL;
+	}
+	return (struct fb_tail_rec *)(t->ring + t->head);
+}
+
+void fb_tail_drop(struct fb_tail *t)
+{
+	struct fb_tail_rec *r = fb_tail_peek(t);
+
+	if(r){
+		drop_head(t, rec_size(r->len));
+	}
+}
+
 void fb_tail_release(struct fb_tail *t)
 {
 	if(t->taken){

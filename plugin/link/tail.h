@@ -48,6 +48,14 @@ int fb_tail_push(struct fb_tail *t, uint64_t seq, const void *val, size_t len);
  * which must come before the next take. */
 struct fb_tail_rec *fb_tail_take_next(struct fb_tail *t, uint64_t upto);
 
+/* The oldest record queued, without taking it (valid until the next call on T); NULL when there
+ * is none or one is taken. For a worker that sends by lane, which drops it with fb_tail_drop()
+ * once it is sent or known to be sent. */
+struct fb_tail_rec *fb_tail_peek(struct fb_tail *t);
+
+/* Drops the oldest record (nothing when a record is taken). */
+void fb_tail_drop(struct fb_tail *t);
+
 /* Frees the room of the record taken last. */
 void fb_tail_release(struct fb_tail *t);
 

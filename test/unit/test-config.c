@@ -209,6 +209,9 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert_ptr_null(cfg->e2c[0].headers);
 	ck_assert_uint_eq(cfg->e2c[0].header_count, 0);
 	ck_assert_uint_eq(cfg->e2c[0].line, 7);
+	ck_assert_uint_eq(cfg->e2c[0].priority, 4);
+	ck_assert(!cfg->e2c[0].live_first);
+	ck_assert_uint_eq(cfg->cloud.lane_min_share_bp, 500);
 	ck_assert_uint_eq(cfg->c2e_count, 0);
 	ck_assert_ptr_null(cfg->c2e);
 	fb_config_free(cfg);
@@ -396,6 +399,42 @@ START_TEST(test_poison_after_takes_1_to_100)
 }
 END_TEST
 
+START_TEST(test_priority_and_lane_min_share)
+{
+	static const struct {
+		const char *prio, *share;
+		unsigned lane;
+		uint32_t bp;
+	} cases[] = {
+		{ "0", "0%", 0, 0 },
+		{ "9", "50%", 9, 5000 },
+		{ "4", "5%", 4, 500 },
+		{ "2", "2.5%", 2, 250 },
+		{ "7", "12.34%", 7, 1234 },
+		{ "~", "~", 4, 500 },   /* null: the defaults */
+	};
+	char yaml[512];
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		snprintf(yaml, sizeof(yaml), "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n"
+				"  lane_min_share: %s\nspool:\n  path: /tmp/spool\n" RULE "    priority: %s\n",
+				cases[i].share, cases[i].prio);
+		struct fb_config *cfg = load_ok(yaml);
+		ck_assert_msg(logs.count == 0, "case %zu logged:%s", i, logs_dump());
+		ck_assert_uint_eq(cfg->e2c[0].priority, cases[i].lane);
+		ck_assert(!cfg->e2c[0].live_first);
+		ck_assert_uint_eq(cfg->cloud.lane_min_share_bp, cases[i].bp);
+		fb_config_free(cfg);
+	}
+	{
+		struct fb_config *cfg = load_ok(MINIMAL "    live_first: true\n");
+		ck_assert(cfg->e2c[0].live_first);
+		ck_assert_uint_eq(cfg->e2c[0].priority, 4);
+		fb_config_free(cfg);
+	}
+}
+END_TEST
+
 START_TEST(test_password_file_loses_one_trailing_newline)
 {
 	static const struct {
@@ -448,14 +487,19 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_uint_eq(cfg->spool.ttl_ms, 7ull * 86400 * 1000);
 	ck_assert_uint_eq(cfg->status_interval_ms, 10000);
 	ck_assert_uint_eq(cfg->link_timeout_ms, 10000);
-	ck_assert_uint_eq(cfg->e2c_count, 2);
+	ck_assert_uint_eq(cfg->e2c_count, 3);
 	ck_assert_str_eq(cfg->e2c[0].local, "local/telemetry/#");
 	ck_assert_str_eq(cfg->e2c[0].cloud, "edge/site-A/telemetry/#");
 	ck_assert_uint_eq(cfg->e2c[0].header_count, 1);
 	ck_assert_str_eq(cfg->e2c[0].headers[0].name, "edge-site-id");
 	ck_assert_str_eq(cfg->e2c[0].headers[0].value, "site-A");
-	ck_assert_str_eq(cfg->e2c[1].local, "local/debug/#");
-	ck_assert(cfg->e2c[1].drop);
+	ck_assert_uint_eq(cfg->e2c[0].priority, 4);
+	ck_assert(cfg->e2c[0].live_first == false);
+	ck_assert_str_eq(cfg->e2c[1].local, "local/alarm/#");
+	ck_assert_uint_eq(cfg->e2c[1].priority, 0);
+	ck_assert_str_eq(cfg->e2c[2].local, "local/debug/#");
+	ck_assert(cfg->e2c[2].drop);
+	ck_assert_uint_eq(cfg->cloud.lane_min_share_bp, 500);
 	ck_assert_uint_eq(cfg->c2e_count, 1);
 	ck_assert_str_eq(cfg->c2e[0].cloud, "cloud/commands/site-A/#");
 	ck_assert_str_eq(cfg->c2e[0].local, "local/commands/#");
@@ -707,6 +751,19 @@ static const struct {
 	{ "site_id: site-A\ncloud:\n  max_inflight: 0\n",
 	  "cfg.yaml:3: cloud.max_inflight: invalid value '0' (expected an integer from 1 to 65535)" },
 	{ "site_id: site-A\ncloud:\n  max_inflight: 64k\n", "cloud.max_inflight: invalid value '64k'" },
+	{ MINIMAL "    priority: 10\n",
+	  "cfg.yaml:9: edge_to_cloud[0].priority: invalid value '10' (expected an integer from 0 to 9)" },
+	{ MINIMAL "    live_first: maybe\n",
+	  "cfg.yaml:9: edge_to_cloud[0].live_first: invalid value 'maybe' (expected true | false)" },
+	{ MINIMAL "    priority: high\n",
+	  "cfg.yaml:9: edge_to_cloud[0].priority: invalid value 'high' (expected an integer from 0 to 9)" },
+	{ "site_id: site-A\ncloud:\n  lane_min_share: 5\n",
+	  "cfg.yaml:3: cloud.lane_min_share: invalid value '5' (expected a percentage from 0% to 50%, e.g. 5%)" },
+	{ "site_id: site-A\ncloud:\n  lane_min_share: 51%\n",
+	  "cfg.yaml:3: cloud.lane_min_share: invalid value '51%' (expected a percentage from 0% to 50%, e.g. 5%)" },
+	{ "site_id: site-A\ncloud:\n  lane_min_share: 50.01%\n", "cloud.lane_min_share: invalid value '50.01%'" },
+	{ "site_id: site-A\ncloud:\n  lane_min_share: 0.001%\n", "cloud.lane_min_share: invalid value '0.001%'" },
+	{ "site_id: site-A\ncloud:\n  lane_min_share: 5.%\n", "cloud.lane_min_share: invalid value '5.%'" },
 	{ "site_id: site-A\ncloud:\n  poison_after: 0\n",
 	  "cfg.yaml:3: cloud.poison_after: invalid value '0' (expected an integer from 1 to 100)" },
 	{ "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  poison_after: 101\n",
@@ -1129,6 +1186,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_every_key_set_is_converted);
 	tcase_add_test(tc, test_sync_modes);
 	tcase_add_test(tc, test_poison_after_takes_1_to_100);
+	tcase_add_test(tc, test_priority_and_lane_min_share);
 	tcase_add_test(tc, test_password_file_loses_one_trailing_newline);
 	tcase_add_test(tc, test_shipped_example_loads);
 	tcase_add_test(tc, test_shipped_example_optional_keys_load);

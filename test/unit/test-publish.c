@@ -74,10 +74,29 @@ START_TEST(test_every_value_is_published_in_order)
 	st.spool.bytes = 12;
 	st.oldest_age_s = 13;
 	st.spool.dead = 14;
+	for(unsigned l = 0; l < FB_STATUS_LANES; l++){
+		st.lane_messages[l] = 100 + l;
+		st.lane_oldest_age_s[l] = l == 3 ? 0 : 200 + l;
+	}
 	n_seen = 0;
 	fb_publish_status(&host, &st, FB_LINK_CONNECTING, &c);
-	ck_assert_uint_eq(n_seen, sizeof(expected) / sizeof(expected[0]));
-	for(size_t i = 0; i < n_seen; i++){
+	ck_assert_uint_eq(n_seen, sizeof(expected) / sizeof(expected[0]) + 2 * FB_STATUS_LANES);
+	for(unsigned l = 0; l < FB_STATUS_LANES; l++){
+		/* After the rest: each lane's depth and oldest age. */
+		size_t i = sizeof(expected) / sizeof(expected[0]) + 2 * l;
+		char topic[128], value[24];
+
+		snprintf(topic, sizeof(topic), "$SYS/broker/flowmq-bridge/spool/lane/%u/messages", l);
+		snprintf(value, sizeof(value), "%u", 100 + l);
+		ck_assert_str_eq(seen[i].topic, topic);
+		ck_assert_str_eq(seen[i].value, value);
+		snprintf(topic, sizeof(topic), "$SYS/broker/flowmq-bridge/spool/lane/%u/oldest_age_s", l);
+		snprintf(value, sizeof(value), "%u", l == 3 ? 0 : 200 + l);
+		ck_assert_str_eq(seen[i + 1].topic, topic);
+		ck_assert_str_eq(seen[i + 1].value, value);
+		ck_assert(seen[i].retain && seen[i + 1].retain);
+	}
+	for(size_t i = 0; i < sizeof(expected) / sizeof(expected[0]); i++){
 		char topic[128];
 
 		snprintf(topic, sizeof(topic), "$SYS/broker/flowmq-bridge/%s", expected[i][0]);

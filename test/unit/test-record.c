@@ -26,6 +26,7 @@ static struct fb_record known_record(void)
 	struct fb_record r = {
 		.qos = 1,
 		.retain = true,
+		.lane = FB_LANE_DEFAULT,
 		.enqueue_ms = 0x0102030405060708ULL,
 		.expiry_ms = 0x1112131415161718ULL,
 		.topic = "a/b",
@@ -67,6 +68,47 @@ START_TEST(record_decodes_known_bytes_to_every_field)
 	ck_assert_mem_eq(r.props, props_pfi, 2);
 	ck_assert_uint_eq(r.payload_len, 2);
 	ck_assert_mem_eq(r.payload, "hi", 2);
+}
+END_TEST
+
+/* The lane rides in flags bits 3-6 as lane + 1; the default lane encodes as 0, so a record of the
+ * default lane is the bytes of a record written before lanes, and such a record (staged or spooled
+ * by an earlier version) reads back in the default lane. */
+START_TEST(record_lane_in_flags_and_old_records_in_default_lane)
+{
+	struct fb_record r = known_record(), d;
+	uint8_t buf[64];
+	unsigned lane;
+
+	ck_assert_int_eq(fb_record_decode(known_bytes, sizeof(known_bytes), &d), 0);
+	ck_assert_uint_eq(d.lane, FB_LANE_DEFAULT);
+	ck_assert_uint_eq(fb_record_lane(known_bytes, sizeof(known_bytes)), FB_LANE_DEFAULT);
+	for(lane = 0; lane < FB_LANES; lane++){
+		r.lane = (uint8_t)lane;
+		ck_assert_uint_eq(fb_record_encode(&r, buf), sizeof(known_bytes));
+		ck_assert_uint_eq(buf[1], 0x05 | (lane == FB_LANE_DEFAULT ? 0 : (lane + 1) << 3));
+		ck_assert_mem_eq(buf + 2, known_bytes + 2, sizeof(known_bytes) - 2);
+		ck_assert_uint_eq(fb_record_lane(buf, sizeof(known_bytes)), lane);
+		ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), 0);
+		ck_assert_uint_eq(d.lane, lane);
+		ck_assert_uint_eq(d.qos, 1);
+		ck_assert(d.retain);
+	}
+	/* Lane codes 11..15 are no lane, and the default lane has one encoding (0): refused. */
+	buf[1] = 0x05 | (11 << 3);
+	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), -EINVAL);
+	buf[1] = 0x05 | ((FB_LANE_DEFAULT + 1) << 3);
+	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), -EINVAL);
+	/* Bit 7: live_first. */
+	ck_assert(!fb_record_live_first(known_bytes, sizeof(known_bytes)));
+	r.lane = 0;
+	r.live_first = true;
+	ck_assert_uint_eq(fb_record_encode(&r, buf), sizeof(known_bytes));
+	ck_assert_uint_eq(buf[1], 0x85 | (1 << 3));
+	ck_assert(fb_record_live_first(buf, sizeof(known_bytes)));
+	ck_assert_int_eq(fb_record_decode(buf, sizeof(known_bytes), &d), 0);
+	ck_assert(d.live_first);
+	ck_assert_uint_eq(d.lane, 0);
 }
 END_TEST
 
@@ -175,7 +217,7 @@ START_TEST(record_rejects_garbage)
 	memcpy(buf, known_bytes, sizeof(buf));
 	buf[1] = 0x03;
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);
-	buf[1] = 0x09;
+	buf[1] = 0x59; /* lane code 11: no lane */
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);
 
 	/* Topic and properties lengths past the end. */
@@ -675,6 +717,7 @@ static Suite *record_suite(void)
 	tc = tcase_create("record");
 	tcase_add_test(tc, record_encodes_known_record_to_exact_bytes);
 	tcase_add_test(tc, record_decodes_known_bytes_to_every_field);
+	tcase_add_test(tc, record_lane_in_flags_and_old_records_in_default_lane);
 	tcase_add_test(tc, record_round_trips_all_qos_retain_and_empty_fields);
 	tcase_add_test(tc, record_round_trips_large_payload);
 	tcase_add_test(tc, record_rejects_every_truncation);

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "record.h"
 #include "spool.h"
 
 /* ---- fixture: a temporary folder and a log capture ---- */
@@ -2350,6 +2351,200 @@ START_TEST(inspect_reads_a_spool_of_an_earlier_version_without_marking_it)
 }
 END_TEST
 
+/* ---- lanes ---- */
+
+/* Lane of record I in the lane tests: 0, 4 and 9 in turn. */
+static unsigned lane_of(uint64_t i)
+{
+	return (unsigned)(i % 3 == 0 ? 0 : i % 3 == 1 ? 4 : 9);
+}
+
+/* Appends records FROM .. FROM+COUNT-1 as fb_records of lane lane_of(i), payload "p<i>". */
+static void append_lanes(struct fb_spool *s, uint64_t from, uint64_t count, uint64_t *dropped)
+{
+	for(uint64_t i = from; i < from + count; i++){
+		char payload[32];
+		uint8_t buf[128];
+		struct fb_record r = { .qos = 1, .lane = (uint8_t)lane_of(i), .topic = "t", .topic_len = 1 };
+		uint64_t seq;
+
+		r.payload = payload;
+		r.payload_len = (uint32_t)snprintf(payload, sizeof(payload), "p%llu", (unsigned long long)i);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, fb_record_encode(&r, buf), &seq, dropped), 0);
+		ck_assert_uint_eq(seq, i);
+	}
+}
+
+struct lane_seen {
+	unsigned lane;
+	uint64_t seqs[1024];
+	size_t n;
+};
+
+static int lane_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct lane_seen *ls = ud;
+	struct fb_record r;
+	char want[32];
+
+	ck_assert_int_eq(fb_record_decode(val, len, &r), 0);
+	ck_assert_uint_eq(r.lane, ls->lane);
+	snprintf(want, sizeof(want), "p%llu", (unsigned long long)seq);
+	ck_assert_uint_eq(r.payload_len, strlen(want));
+	ck_assert_mem_eq(r.payload, want, r.payload_len);
+	ck_assert_uint_lt(ls->n, 1024);
+	ls->seqs[ls->n++] = seq;
+	return 0;
+}
+
+/* Every record of each lane, read lane by lane in batches as the link process does, is exactly
+ * the lane's live records from FIRST[lane] on, in order. Checks the lane counts and the sum. */
+static void assert_lanes(struct fb_spool *s, const uint64_t first[FB_LANES], uint64_t last)
+{
+	uint64_t count[FB_LANES], firsts[FB_LANES], next[FB_LANE_QUEUES], after[FB_LANE_QUEUES] = { 0 }, sum = 0;
+	struct fb_spool_stats st;
+	uint32_t pending, want = 0, nonempty, want_nonempty = 0;
+
+	fb_spool_lane_stats(s, count, firsts);
+	for(unsigned l = 0; l < FB_LANES; l++){
+		want_nonempty |= count[l] ? 1u << l : 0;
+	}
+	pending = fb_spool_lanes_next(s, after, next, &nonempty);
+	ck_assert_uint_eq(nonempty, want_nonempty);
+	for(unsigned l = 0; l < FB_LANES; l++){
+		struct lane_seen *ls = calloc(1, sizeof(*ls));
+		uint64_t expect = 0;
+		int n;
+
+		ls->lane = l;
+		do{
+			n = fb_spool_read_lane(s, l, ls->n ? ls->seqs[ls->n - 1] : 0, 0, 7, lane_visit, ls);
+			ck_assert_int_ge(n, 0);
+		}while(n > 0);
+		for(uint64_t i = first[l]; first[l] && i <= last; i++){
+			if(lane_of(i) == l){
+				ck_assert_uint_lt(expect, ls->n);
+				ck_assert_uint_eq(ls->seqs[expect], i);
+				expect++;
+			}
+		}
+		ck_assert_uint_eq(ls->n, expect);
+		ck_assert_uint_eq(count[l], expect);
+		ck_assert_uint_eq(firsts[l], expect ? first[l] : 0);
+		if(expect){
+			want |= 1u << l;
+			ck_assert_uint_eq(next[l], first[l]);
+		}
+		sum += expect;
+		free(ls);
+	}
+	ck_assert_uint_eq(pending, want);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, sum);
+}
+
+START_TEST(lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest)
+{
+	struct fb_spool *s = open_default();
+	uint64_t first[FB_LANES] = { 0 }, after[FB_LANE_QUEUES] = { 0 }, next[FB_LANE_QUEUES];
+	struct fb_spool_del del[100];
+	uint64_t dropped = 0;
+	size_t n = 0;
+
+	append_lanes(s, 1, 300, NULL);
+	first[0] = 3;
+	first[4] = 1;
+	first[9] = 2;
+	assert_lanes(s, first, 300);
+
+	/* The first 40 of lane 0 sent and acknowledged (out of order for the spool: lanes 4 and 9
+	 * still hold older records). */
+	for(uint64_t i = 3; n < 40; i += 3){
+		del[n++] = (struct fb_spool_del){ i, 0 };
+	}
+	ck_assert_int_eq(fb_spool_delete_many(s, FB_Q_OUT, del, n), 0);
+	first[0] = 3 + 40 * 3;
+	assert_lanes(s, first, 300);
+
+	/* A lane whose cursor has passed its newest record has nothing pending. */
+	after[0] = 300;
+	after[4] = 150;
+	after[9] = 0;
+	ck_assert_uint_eq(fb_spool_lanes_next(s, after, next, NULL), (1u << 4) | (1u << 9));
+	ck_assert_uint_eq(next[4], 151);
+	ck_assert_uint_eq(next[9], 2);
+
+	/* Lanes are found again from the records on open. */
+	fb_spool_close(s);
+	s = open_default();
+	assert_lanes(s, first, 300);
+	fb_spool_close(s);
+
+	/* drop_oldest takes the oldest of every lane alike. */
+	s = open_spool(40 * 100, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	append_lanes(s, 301, 30, &dropped);
+	ck_assert_uint_gt(dropped, 0);
+	{
+		struct fb_spool_stats st;
+		uint64_t oldest;
+
+		fb_spool_stats(s, &st);
+		oldest = st.first_seq;
+		memset(first, 0, sizeof(first));
+		for(uint64_t i = oldest; i <= 330; i++){
+			if(first[lane_of(i)] == 0 && (lane_of(i) != 0 || i >= 3 + 40 * 3)){
+				first[lane_of(i)] = i;
+			}
+		}
+	}
+	assert_lanes(s, first, 330);
+	fb_spool_close(s);
+}
+END_TEST
+
+/* Records of live_first rules are a queue of their own within their lane: FB_LANES + lane. */
+START_TEST(live_first_records_have_their_own_queue_within_the_lane)
+{
+	struct fb_spool *s = open_default();
+	uint64_t after[FB_LANE_QUEUES] = { 0 }, next[FB_LANE_QUEUES], count[FB_LANES], first[FB_LANES];
+	struct lane_seen *ls = calloc(1, sizeof(*ls));
+
+	for(uint64_t i = 1; i <= 20; i++){
+		char payload[32];
+		uint8_t buf[128];
+		struct fb_record r = { .qos = 1, .lane = 4, .live_first = i % 2 == 0, .topic = "t", .topic_len = 1 };
+		uint64_t seq;
+
+		r.payload = payload;
+		r.payload_len = (uint32_t)snprintf(payload, sizeof(payload), "p%llu", (unsigned long long)i);
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, fb_record_encode(&r, buf), &seq, NULL), 0);
+	}
+	uint32_t nonempty = 0;
+	ck_assert_uint_eq(fb_spool_lanes_next(s, after, next, &nonempty), (1u << 4) | (1u << (FB_LANES + 4)));
+	ck_assert_uint_eq(nonempty, (1u << 4) | (1u << (FB_LANES + 4)));
+	ck_assert_uint_eq(next[4], 1);
+	ck_assert_uint_eq(next[FB_LANES + 4], 2);
+	fb_spool_lane_stats(s, count, first);
+	ck_assert_uint_eq(count[4], 20);
+	ck_assert_uint_eq(first[4], 1);
+	/* The live_first queue from 4 on, below 13: 6, 8, 10, 12. */
+	ls->lane = 4;
+	ck_assert_int_eq(fb_spool_read_lane(s, FB_LANES + 4, 4, 13, 100, lane_visit, ls), 4);
+	ck_assert_uint_eq(ls->n, 4);
+	for(size_t i = 0; i < 4; i++){
+		ck_assert_uint_eq(ls->seqs[i], 6 + 2 * i);
+	}
+	/* And all of the other queue. */
+	ls->n = 0;
+	ck_assert_int_eq(fb_spool_read_lane(s, 4, 0, 0, 100, lane_visit, ls), 10);
+	for(size_t i = 0; i < 10; i++){
+		ck_assert_uint_eq(ls->seqs[i], 1 + 2 * i);
+	}
+	free(ls);
+	fb_spool_close(s);
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
 	Suite *s = suite_create("spool");
@@ -2358,6 +2553,8 @@ static Suite *spool_suite(void)
 	tc = tcase_create("basic");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, append_then_read_returns_records_in_order_with_exact_bytes);
+	tcase_add_test(tc, lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest);
+	tcase_add_test(tc, live_first_records_have_their_own_queue_within_the_lane);
 	tcase_add_test(tc, seq_continues_after_reopen);
 	tcase_add_test(tc, delete_keeps_stats_exact);
 	tcase_add_test(tc, reopen_resumes_from_first_unacknowledged);
