@@ -550,7 +550,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	const struct fb_e2c_rule *rule;
 	struct fb_record r;
 	uint32_t eprops_len = 0;
-	uint64_t seq;
+	uint64_t seq, now;
 	size_t len;
 
 	if(rc == -EINVAL){
@@ -574,13 +574,15 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	if(rc < 0){
 		goto out;
 	}
+	now = fb_wall_ms();
 	r = (struct fb_record){
 		.qos = (uint8_t)rule->qos,
 		.retain = retain && !rule->retain_clear,
-		.enqueue_ms = fb_wall_ms(),
-		/* Mosquitto 2.0.11 keeps the publisher's message expiry from plugins: only spool.ttl
-		 * applies to captured messages. */
-		.expiry_ms = 0,
+		.enqueue_ms = now,
+		/* Mosquitto 2.0.11 keeps the publisher's message expiry from plugins: only the rule's
+		 * ttl (kept on the edge, instead of spool.ttl) or spool.ttl apply. */
+		.expiry_ms = rule->ttl_ms ? now + rule->ttl_ms : 0,
+		.expiry_local = rule->ttl_ms != 0,
 		.topic = res.topic,
 		.topic_len = (uint16_t)strlen(res.topic),
 		.props = b->pbuf,

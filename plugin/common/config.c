@@ -94,6 +94,7 @@ struct raw_e2c {
 	char *qos;
 	char *retain;
 	char *drop;
+	char *ttl;
 	/* headers: read from the libyaml document */
 };
 
@@ -182,6 +183,7 @@ static const cyaml_schema_field_t e2c_fields[] = {
 	STR(raw_e2c, qos),
 	STR(raw_e2c, retain),
 	STR(raw_e2c, drop),
+	STR(raw_e2c, ttl),
 	CYAML_FIELD_IGNORE("headers", CYAML_FLAG_OPTIONAL),
 	CYAML_FIELD_END
 };
@@ -1363,6 +1365,9 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 			if(key_find(ld, E2C("headers"))){
 				cfg_err(ld, path, "not allowed with drop: true");
 			}
+			if(rr->ttl){
+				cfg_err(ld, E2C("ttl"), "not allowed with drop: true");
+			}
 			continue;
 		}
 		if(required(ld, E2C("cloud"), rr->cloud) && (r->cloud = topic_at(ld, path, rr->cloud, FB_TOPIC_TEMPLATE))
@@ -1371,6 +1376,9 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 			r->cloud = NULL;
 		}
 		headers_at(ld, i, r);
+		if(rr->ttl){
+			duration_at(ld, E2C("ttl"), rr->ttl, 1, UINT64_MAX, false, &r->ttl_ms);
+		}
 	}
 	if(raw->cloud_to_edge_count && (cfg->c2e = calloc(raw->cloud_to_edge_count, sizeof(*cfg->c2e))) == NULL){
 		ld->oom = true;

@@ -48,6 +48,7 @@ struct fb_e2c_rule {
 	bool drop;    /* drop: true */
 	struct fb_header *headers;
 	size_t header_count;
+	uint64_t ttl_ms; /* ttl: 0 when not set (spool.ttl applies) */
 	unsigned line; /* line of the rule in the file */
 };
 

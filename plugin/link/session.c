@@ -753,10 +753,15 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		fb_count(&l->d.ctr->dropped_rejected, 1);
 		return 0;
 	}
-	if((r.expiry_ms && now >= r.expiry_ms) || (cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
+	/* A rule's ttl (expiry_local) replaces spool.ttl for its messages. */
+	if((r.expiry_ms && now >= r.expiry_ms)
+			|| (!r.expiry_local && cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
 		fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len);
 		fb_count(&l->d.ctr->dropped_expired, 1);
 		return 0;
+	}
+	if(r.expiry_local){
+		r.expiry_ms = 0; /* the edge's own: not sent as a Message Expiry Interval */
 	}
 	if(r.expiry_ms == 0 && l->props_key && r.props_len == l->props_key_len
 			&& !memcmp(r.props, l->props_key, r.props_len)){

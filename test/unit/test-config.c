@@ -208,6 +208,7 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert(!cfg->e2c[0].drop);
 	ck_assert_ptr_null(cfg->e2c[0].headers);
 	ck_assert_uint_eq(cfg->e2c[0].header_count, 0);
+	ck_assert_uint_eq(cfg->e2c[0].ttl_ms, 0);
 	ck_assert_uint_eq(cfg->e2c[0].line, 7);
 	ck_assert_uint_eq(cfg->c2e_count, 0);
 	ck_assert_ptr_null(cfg->c2e);
@@ -274,7 +275,7 @@ START_TEST(test_every_key_set_is_converted)
 		"  ttl: 2h\n"
 		"status_interval: 100ms\n"
 		"edge_to_cloud:\n"
-		"  - { local: a/+/#, cloud: b/+/c/#, qos: 0, retain: clear }\n"
+		"  - { local: a/+/#, cloud: b/+/c/#, qos: 0, retain: clear, ttl: 90s }\n"
 		"  - local: '#'\n"
 		"    drop: true\n"
 		"cloud_to_edge:\n"
@@ -332,6 +333,7 @@ START_TEST(test_every_key_set_is_converted)
 	ck_assert_str_eq(cfg->e2c[0].cloud, "b/+/c/#");
 	ck_assert_int_eq(cfg->e2c[0].qos, 0);
 	ck_assert(cfg->e2c[0].retain_clear);
+	ck_assert_uint_eq(cfg->e2c[0].ttl_ms, 90000);
 	ck_assert_uint_eq(cfg->e2c[0].line, 35);
 	ck_assert_str_eq(cfg->e2c[1].local, "#");
 	ck_assert_ptr_null(cfg->e2c[1].cloud);
@@ -454,6 +456,7 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_uint_eq(cfg->e2c[0].header_count, 1);
 	ck_assert_str_eq(cfg->e2c[0].headers[0].name, "edge-site-id");
 	ck_assert_str_eq(cfg->e2c[0].headers[0].value, "site-A");
+	ck_assert_uint_eq(cfg->e2c[0].ttl_ms, 3600000);
 	ck_assert_str_eq(cfg->e2c[1].local, "local/debug/#");
 	ck_assert(cfg->e2c[1].drop);
 	ck_assert_uint_eq(cfg->c2e_count, 1);
@@ -780,6 +783,13 @@ static const struct {
 	{ MINIMAL "    drop: true\n", "cfg.yaml:8: edge_to_cloud[0].cloud: not allowed with drop: true" },
 	{ HEAD "edge_to_cloud:\n  - local: a\n    drop: true\n    headers: { a: b }\n",
 	  "cfg.yaml:9: edge_to_cloud[0].headers: not allowed with drop: true" },
+	{ HEAD "edge_to_cloud:\n  - local: a\n    drop: true\n    ttl: 1h\n",
+	  "cfg.yaml:9: edge_to_cloud[0].ttl: not allowed with drop: true" },
+	{ MINIMAL "    ttl: 0s\n", "cfg.yaml:9: edge_to_cloud[0].ttl: '0s' must be at least 1ms" },
+	{ MINIMAL "    ttl: 60\n", "cfg.yaml:9: edge_to_cloud[0].ttl: duration '60' needs a unit: ms, s, m, h or d (e.g. 60s)" },
+	{ MINIMAL "    ttl: 1.5h\n",
+	  "cfg.yaml:9: edge_to_cloud[0].ttl: invalid duration '1.5h' (expected a number and a unit: 250ms, 30s, 5m, 2h, 7d)" },
+	{ MINIMAL "    ttl: [1h]\n", "cfg.yaml:9: edge_to_cloud[0].ttl: expected a scalar value, got a list" },
 	{ HEAD "edge_to_cloud:\n  - local: a/#\n    cloud: b/${site}/#\n",
 	  "cfg.yaml:8: edge_to_cloud[0].cloud: unknown variable '${site}' (only ${site_id} is defined)" },
 	{ MINIMAL "    headers: [a, b]\n",

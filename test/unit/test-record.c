@@ -108,6 +108,28 @@ START_TEST(record_round_trips_all_qos_retain_and_empty_fields)
 }
 END_TEST
 
+/* Bit 3 of the flags: the expiry is a rule's ttl (kept on the edge, not sent to the cloud). */
+START_TEST(record_flag_bit_3_marks_a_rule_ttl_expiry)
+{
+	struct fb_record r = known_record(), d;
+	uint8_t buf[64];
+	size_t n;
+
+	ck_assert_int_eq(fb_record_decode(known_bytes, sizeof(known_bytes), &d), 0);
+	ck_assert(!d.expiry_local);
+	r.expiry_local = true;
+	n = fb_record_encode(&r, buf);
+	ck_assert_uint_eq(n, sizeof(known_bytes));
+	ck_assert_uint_eq(buf[1], 0x0D); /* QoS 1 | retain | rule ttl */
+	ck_assert_mem_eq(buf + 2, known_bytes + 2, sizeof(known_bytes) - 2);
+	ck_assert_int_eq(fb_record_decode(buf, n, &d), 0);
+	ck_assert(d.expiry_local);
+	ck_assert(d.retain);
+	ck_assert_uint_eq(d.qos, 1);
+	ck_assert_uint_eq(d.expiry_ms, 0x1112131415161718ULL);
+}
+END_TEST
+
 START_TEST(record_round_trips_large_payload)
 {
 	struct fb_record r = known_record(), d;
@@ -175,7 +197,9 @@ START_TEST(record_rejects_garbage)
 	memcpy(buf, known_bytes, sizeof(buf));
 	buf[1] = 0x03;
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);
-	buf[1] = 0x09;
+	buf[1] = 0x11;
+	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);
+	buf[1] = 0x81;
 	ck_assert_int_eq(fb_record_decode(buf, sizeof(buf), &d), -EINVAL);
 
 	/* Topic and properties lengths past the end. */
@@ -677,6 +701,7 @@ static Suite *record_suite(void)
 	tcase_add_test(tc, record_decodes_known_bytes_to_every_field);
 	tcase_add_test(tc, record_round_trips_all_qos_retain_and_empty_fields);
 	tcase_add_test(tc, record_round_trips_large_payload);
+	tcase_add_test(tc, record_flag_bit_3_marks_a_rule_ttl_expiry);
 	tcase_add_test(tc, record_rejects_every_truncation);
 	tcase_add_test(tc, record_rejects_garbage);
 	suite_add_tcase(s, tc);
