@@ -887,11 +887,12 @@ static char *copy(struct loader *ld, const char *s)
 	return d;
 }
 
-/* Returns S with ${site_id} expanded (caller frees), or NULL after logging the error. */
-static char *expand(struct loader *ld, const char *path, const char *s)
+/* Returns S with ${site_id} expanded (caller frees), or NULL after logging the error. HEADER: S is
+ * a header value, whose capture-time variables (route.h) stay as they are, for the capture. */
+static char *expand_as(struct loader *ld, const char *path, const char *s, bool header)
 {
 	const size_t site_len = strlen(ld->site_id);
-	size_t len = 0;
+	size_t len = 0, var;
 	const char *p, *end;
 	char *out, *o;
 
@@ -904,8 +905,16 @@ static char *expand(struct loader *ld, const char *path, const char *s)
 			cfg_err(ld, path, "unterminated '${' in '%s'", s);
 			return NULL;
 		}
+		if((var = fb_route_header_var(p)) > 0 && header){
+			len += var;
+			p += var - 1;
+			continue;
+		}
 		if(strncmp(p, "${site_id}", 10) != 0){
-			cfg_err(ld, path, "unknown variable '%.*s' (only ${site_id} is defined)", (int)(end - p + 1), p);
+			cfg_err(ld, path, "unknown variable '%.*s' (%s)", (int)(end - p + 1), p,
+					header ? "header values may use ${site_id}, ${captured_at} and ${captured_at_ms}"
+					: var ? "only ${site_id} is defined here; the capture time only in header values"
+					: "only ${site_id} is defined");
 			return NULL;
 		}
 		len += site_len;
@@ -916,7 +925,11 @@ static char *expand(struct loader *ld, const char *path, const char *s)
 		return NULL;
 	}
 	for(p = s; *p; p++){
-		if(p[0] == '$' && p[1] == '{'){
+		if(header && (var = fb_route_header_var(p)) > 0){
+			memcpy(o, p, var);
+			o += var;
+			p += var - 1;
+		}else if(p[0] == '$' && p[1] == '{'){
 			memcpy(o, ld->site_id, site_len);
 			o += site_len;
 			p += 9;
@@ -926,6 +939,11 @@ static char *expand(struct loader *ld, const char *path, const char *s)
 	}
 	*o = '\0';
 	return out;
+}
+
+static char *expand(struct loader *ld, const char *path, const char *s)
+{
+	return expand_as(ld, path, s, false);
 }
 
 /* Returns S expanded and checked as a topic of KIND (caller frees), or NULL after logging. */
@@ -1309,10 +1327,18 @@ static void headers_at(struct loader *ld, size_t rule, struct fb_e2c_rule *r)
 			cfg_err(ld, hpath, "header value must be a string");
 		}else{
 			struct fb_header *h = &r->headers[r->header_count];
-			if((h->value = expand(ld, hpath, (char *)value->data.scalar.value)) != NULL){
-				h->name = copy(ld, (char *)name->data.scalar.value);
-				r->header_count++;
+			const char *why;
+			if((h->value = expand_as(ld, hpath, (char *)value->data.scalar.value, true)) == NULL){
+				continue;
 			}
+			if(fb_route_check_header(h->value, &why) < 0){
+				cfg_err(ld, hpath, "%s", why);
+				free(h->value);
+				h->value = NULL;
+				continue;
+			}
+			h->name = copy(ld, (char *)name->data.scalar.value);
+			r->header_count++;
 		}
 	}
 }

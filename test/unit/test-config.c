@@ -453,9 +453,11 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_uint_eq(cfg->e2c_count, 2);
 	ck_assert_str_eq(cfg->e2c[0].local, "local/telemetry/#");
 	ck_assert_str_eq(cfg->e2c[0].cloud, "edge/site-A/telemetry/#");
-	ck_assert_uint_eq(cfg->e2c[0].header_count, 1);
+	ck_assert_uint_eq(cfg->e2c[0].header_count, 2);
 	ck_assert_str_eq(cfg->e2c[0].headers[0].name, "edge-site-id");
 	ck_assert_str_eq(cfg->e2c[0].headers[0].value, "site-A");
+	ck_assert_str_eq(cfg->e2c[0].headers[1].name, "captured-at");
+	ck_assert_str_eq(cfg->e2c[0].headers[1].value, "${captured_at}");
 	ck_assert_uint_eq(cfg->e2c[0].ttl_ms, 3600000);
 	ck_assert_str_eq(cfg->e2c[1].local, "local/debug/#");
 	ck_assert(cfg->e2c[1].drop);
@@ -590,6 +592,39 @@ START_TEST(test_parse_size)
 END_TEST
 
 /* ---- ${site_id} ------------------------------------------------------------------------------- */
+
+/* Header values may hold the capture time: kept as written (the capture expands it), next to
+ * ${site_id} (expanded at load). */
+START_TEST(test_header_values_keep_the_capture_time_variables)
+{
+	struct fb_config *cfg = load_ok(MINIMAL
+		"    headers:\n"
+		"      at: ${captured_at}\n"
+		"      ms: ${captured_at_ms}\n"
+		"      both: ${site_id}@${captured_at_ms}/${captured_at}\n");
+
+	ck_assert_msg(logs.count == 0, "%s", logs_dump());
+	ck_assert_uint_eq(cfg->e2c[0].header_count, 3);
+	ck_assert_str_eq(cfg->e2c[0].headers[0].value, "${captured_at}");
+	ck_assert_str_eq(cfg->e2c[0].headers[1].value, "${captured_at_ms}");
+	ck_assert_str_eq(cfg->e2c[0].headers[2].value, "site-A@${captured_at_ms}/${captured_at}");
+	fb_config_free(cfg);
+}
+END_TEST
+
+/* A value that would exceed an MQTT string (65,535 bytes) once the capture time is in it. */
+START_TEST(test_header_value_too_long_with_the_capture_time)
+{
+	size_t n = 65512;
+	char *yaml = malloc(n + 256);
+	int len = snprintf(yaml, 256, "%s    headers:\n      big: ", MINIMAL);
+
+	memset(yaml + len, 'a', n);
+	strcpy(yaml + len + n, "${captured_at}\n");
+	expect_refused(yaml, "cfg.yaml:10: edge_to_cloud[0].headers.big: longer than 65535 bytes once expanded");
+	free(yaml);
+}
+END_TEST
 
 START_TEST(test_site_id_expands_everywhere)
 {
@@ -799,7 +834,16 @@ static const struct {
 	{ MINIMAL "    headers:\n      flowmq-bridge-origin: x\n",
 	  "cfg.yaml:10: edge_to_cloud[0].headers.flowmq-bridge-origin: reserved header name (the bridge sets it)" },
 	{ MINIMAL "    headers:\n      h: ${nope}\n",
-	  "cfg.yaml:10: edge_to_cloud[0].headers.h: unknown variable '${nope}'" },
+	  "cfg.yaml:10: edge_to_cloud[0].headers.h: unknown variable '${nope}' (header values may use ${site_id}, "
+	  "${captured_at} and ${captured_at_ms})" },
+	{ MINIMAL "    headers:\n      h: ${captured_at\n",
+	  "cfg.yaml:10: edge_to_cloud[0].headers.h: unterminated '${' in '${captured_at'" },
+	{ HEAD "edge_to_cloud:\n  - local: a/#\n    cloud: b/${captured_at}/#\n",
+	  "cfg.yaml:8: edge_to_cloud[0].cloud: unknown variable '${captured_at}' (only ${site_id} is defined here; "
+	  "the capture time only in header values)" },
+	{ "site_id: site-A\ncloud:\n  client_id: c-${captured_at_ms}\n",
+	  "cfg.yaml:3: cloud.client_id: unknown variable '${captured_at_ms}' (only ${site_id} is defined here; "
+	  "the capture time only in header values)" },
 	{ HEAD "cloud_to_edge:\n  - cloud: c/+\n    local: l/#\n",
 	  "cfg.yaml:8: cloud_to_edge[0].local: template wildcards (#) do not match filter wildcards (+)" },
 	{ HEAD "cloud_to_edge:\n  - cloud: c/#/x\n    local: l\n",
@@ -1144,6 +1188,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_shipped_example_optional_keys_load);
 	tcase_add_test(tc, test_free_accepts_null);
 	tcase_add_test(tc, test_site_id_expands_everywhere);
+	tcase_add_test(tc, test_header_values_keep_the_capture_time_variables);
+	tcase_add_test(tc, test_header_value_too_long_with_the_capture_time);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_unreadable_file);
 	suite_add_tcase(s, tc);
