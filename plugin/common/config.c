@@ -78,6 +78,8 @@ struct raw_cloud {
 	struct raw_auth *auth;
 	struct raw_tls *tls;
 	char *poison_after;
+	char *max_rate;
+	char *max_bandwidth;
 };
 
 struct raw_spool {
@@ -165,6 +167,8 @@ static const cyaml_schema_field_t cloud_fields[] = {
 	MAP(raw_cloud, auth, auth_fields),
 	MAP(raw_cloud, tls, tls_fields),
 	STR(raw_cloud, poison_after),
+	STR(raw_cloud, max_rate),
+	STR(raw_cloud, max_bandwidth),
 	CYAML_FIELD_END
 };
 
@@ -1195,6 +1199,41 @@ static void validate_tls(struct loader *ld, const struct raw_cloud *c, struct fb
 	}
 }
 
+/* S without a trailing "/s" (a rate may be written 500/s), in BUF of LEN bytes. */
+static const char *per_second(const char *s, char *buf, size_t len)
+{
+	size_t n = strlen(s);
+
+	if(n > 2 && strcmp(s + n - 2, "/s") == 0 && n - 2 < len){
+		memcpy(buf, s, n - 2);
+		buf[n - 2] = '\0';
+		return buf;
+	}
+	return s;
+}
+
+/* cloud.max_rate and cloud.max_bandwidth: optional caps on what the link process sends. */
+static void validate_caps(struct loader *ld, const struct raw_cloud *c, struct fb_config *cfg)
+{
+	char buf[64];
+	const char *end, *s;
+	uint64_t v;
+
+	if(c->max_rate){
+		s = per_second(c->max_rate, buf, sizeof(buf));
+		if(parse_u64(s, &v, &end) < 0 || *end || v < 1 || v > FB_CONFIG_MAX_RATE_MAX){
+			cfg_err(ld, "cloud.max_rate", "invalid value '%s' (expected messages per second, an integer from 1 "
+					"to %u, e.g. 500 or 500/s)", c->max_rate, FB_CONFIG_MAX_RATE_MAX);
+		}else{
+			cfg->cloud.max_rate = (uint32_t)v;
+		}
+	}
+	if(c->max_bandwidth){
+		s = per_second(c->max_bandwidth, buf, sizeof(buf));
+		size_at(ld, "cloud.max_bandwidth", s, 1024, 1ull << 40, &cfg->cloud.max_bandwidth);
+	}
+}
+
 static void validate_cloud(struct loader *ld, const struct raw_cloud *c, struct fb_config *cfg)
 {
 	char path[64];
@@ -1251,6 +1290,7 @@ static void validate_cloud(struct loader *ld, const struct raw_cloud *c, struct 
 		cfg->cloud.password_file = copy(ld, c->auth->password_file);
 	}
 	validate_tls(ld, c, cfg);
+	validate_caps(ld, c, cfg);
 }
 
 static void validate_spool(struct loader *ld, const struct raw_spool *s, struct fb_config *cfg)

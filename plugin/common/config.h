@@ -64,6 +64,8 @@ struct fb_c2e_rule {
 /* The largest cloud.poison_after: beyond it a record that breaks every connection would hold the
  * queue (and its reconnect back-off) for hours. */
 #define FB_CONFIG_POISON_AFTER_MAX 100
+/* The largest cloud.max_rate, messages per second. */
+#define FB_CONFIG_MAX_RATE_MAX 10000000u
 
 struct fb_config {
 	char *file;    /* path it was loaded from */
@@ -97,6 +99,9 @@ struct fb_config {
 		 * times in a row, without any acknowledgement, goes to dead letters; default 3, 1 to
 		 * FB_CONFIG_POISON_AFTER_MAX. */
 		uint32_t poison_after;
+		/* Caps on what the link process sends (token bucket, link/rate.h); 0: no cap. */
+		uint32_t max_rate;          /* messages per second, 1 to FB_CONFIG_MAX_RATE_MAX */
+		uint64_t max_bandwidth;     /* bytes per second (of the PUBLISH packets), 1KiB to 1TiB */
 	} cloud;
 
 	struct {

@@ -21,6 +21,7 @@
 #include <mqtt_protocol.h>
 
 #include "session.h"
+#include "rate.h"
 #include "record.h"
 #include "resolve.h"
 #include "tls.h"
@@ -90,6 +91,7 @@ struct fb_session {
 	mosquitto_property *props_list; /* ... and their decoded list, reused while they repeat */
 	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
 	struct fb_yield yield;   /* how many records may go out while the broker thread is starved */
+	struct fb_rate rate;     /* cloud.max_rate and cloud.max_bandwidth */
 	unsigned jitter_seed;
 	struct fb_resolve *rq;   /* the endpoint's name lookup while it runs (l->mosq exists, no socket) */
 };
@@ -817,6 +819,9 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	ring_push(l, r.qos ? mid : 0, seq, len); /* QoS 0: best effort, sent once */
 	l->yield.sent++;
+	if(l->rate.on && fb_rate_take(&l->rate, publish_size(&r))){
+		return 1; /* a cap is reached: the next records wait for it */
+	}
 	return 0;
 }
 
@@ -842,8 +847,11 @@ static void fill(struct fb_session *l)
 		struct fb_tail_rec *r;
 		int n;
 
+		if(l->rate.on){
+			allowed = fb_rate_cap(&l->rate, allowed, fb_mono_ms());
+		}
 		if(allowed == 0){
-			break; /* the broker thread comes first: more in the next period */
+			break; /* the broker thread comes first, or a cap: more in the next period */
 		}
 		if(want > allowed){
 			want = (size_t)allowed;
@@ -871,7 +879,7 @@ static void fill(struct fb_session *l)
 			l->read_retry_ms = fb_mono_ms() + MAX_POLL_MS;
 			return;
 		}
-		if((size_t)n < want){
+		if((size_t)n < want && !(l->rate.on && fb_rate_spent(&l->rate))){
 			l->maybe_more = false;
 		}
 	}
@@ -994,8 +1002,9 @@ static int poll_timeout(struct fb_session *l, uint64_t now)
 	}
 	if(can_fill(l, now) && fb_yield_allowed(&l->yield) > 0){
 		/* Deleting acknowledged records freed the window after fill() ran: when that was
-		 * everything in flight, no PUBACK is coming to wake the worker. */
-		EARLIER(now);
+		 * everything in flight, no PUBACK is coming to wake the worker. Under a cap, once it
+		 * lets a few more go. */
+		EARLIER(l->rate.on && fb_rate_spent(&l->rate) ? fb_rate_next_ms(&l->rate) : now);
 	}
 #undef EARLIER
 	return until <= now ? 0 : (int)(until - now);
@@ -1245,6 +1254,7 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 		return -ENOMEM;
 	}
 	l->d = *d;
+	fb_rate_init(&l->rate, d->cfg->cloud.max_rate, d->cfg->cloud.max_bandwidth, fb_mono_ms());
 	if(fb_yield_init(&l->yield, d->broker_pid, fb_mono_ms())){
 		fb_log(d->lg, MOSQ_LOG_INFO, "a backlog gives way to the broker (pid %d) while it waits for a CPU",
 				(int)d->broker_pid);

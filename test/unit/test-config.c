@@ -180,6 +180,8 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert_uint_eq(cfg->cloud.reconnect_min_ms, 500);
 	ck_assert_uint_eq(cfg->cloud.reconnect_max_ms, 60000);
 	ck_assert_uint_eq(cfg->cloud.poison_after, 3);
+	ck_assert_uint_eq(cfg->cloud.max_rate, 0);
+	ck_assert_uint_eq(cfg->cloud.max_bandwidth, 0);
 	ck_assert_ptr_null(cfg->cloud.status_topic);
 	ck_assert_ptr_null(cfg->cloud.username);
 	ck_assert_ptr_null(cfg->cloud.password_file);
@@ -398,6 +400,36 @@ START_TEST(test_poison_after_takes_1_to_100)
 }
 END_TEST
 
+/* cloud.max_rate: messages per second, "/s" optional; cloud.max_bandwidth: a size per second. */
+START_TEST(test_rate_caps)
+{
+	static const struct {
+		const char *rate, *bandwidth;
+		uint32_t want_rate;
+		uint64_t want_bandwidth;
+	} cases[] = {
+		{ "1000", "256KiB", 1000, 256 * 1024 },
+		{ "500/s", "256KiB/s", 500, 256 * 1024 },
+		{ "1", "1KiB", 1, 1024 },
+		{ "10000000", "1TiB", 10000000, 1ull << 40 },
+		{ "7", "1500", 7, 1500 },
+	};
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		char yaml[512];
+		struct fb_config *cfg;
+
+		snprintf(yaml, sizeof(yaml), "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n"
+				"  max_rate: %s\n  max_bandwidth: %s\nspool:\n  path: /tmp/spool\n" RULE,
+				cases[i].rate, cases[i].bandwidth);
+		cfg = load_ok(yaml);
+		ck_assert_uint_eq(cfg->cloud.max_rate, cases[i].want_rate);
+		ck_assert_uint_eq(cfg->cloud.max_bandwidth, cases[i].want_bandwidth);
+		fb_config_free(cfg);
+	}
+}
+END_TEST
+
 START_TEST(test_password_file_loses_one_trailing_newline)
 {
 	static const struct {
@@ -475,7 +507,7 @@ END_TEST
 START_TEST(test_shipped_example_optional_keys_load)
 {
 	static const char *const keys[] = { "password_file:", "ca_file:", "cert_file:", "key_file:",
-		"server_name:", "alpn:" };
+		"server_name:", "alpn:", "max_rate:", "max_bandwidth:" };
 	static const char etc[] = "/etc/mosquitto/flowmq/";
 	char line[512], prefix[256];
 	struct fb_config *cfg = NULL;
@@ -508,7 +540,7 @@ START_TEST(test_shipped_example_optional_keys_load)
 	}
 	fclose(in);
 	ck_assert_int_eq(fclose(out), 0);
-	ck_assert_uint_eq(uncommented, 6);
+	ck_assert_uint_eq(uncommented, 8);
 
 	rc = fb_config_load(in_dir("flowmq-bridge.yaml"), &lg, &cfg);
 	ck_assert_msg(rc == 0, "refused (%d):%s", rc, logs_dump());
@@ -518,6 +550,8 @@ START_TEST(test_shipped_example_optional_keys_load)
 	ck_assert_str_eq(cfg->cloud.tls.key_file, in_dir("edge.key"));
 	ck_assert_str_eq(cfg->cloud.tls.server_name, "project-1.flowmq.example");
 	ck_assert_str_eq(cfg->cloud.tls.alpn, "mqtt");
+	ck_assert_uint_eq(cfg->cloud.max_rate, 500);
+	ck_assert_uint_eq(cfg->cloud.max_bandwidth, 256 * 1024);
 	fb_config_free(cfg);
 }
 END_TEST
@@ -755,6 +789,25 @@ static const struct {
 	  "cfg.yaml:3: cloud.poison_after: invalid value '3 times' (expected an integer from 1 to 100)" },
 	{ "site_id: site-A\ncloud:\n  poison_after: 18446744073709551619\n",
 	  "cfg.yaml:3: cloud.poison_after: invalid value '18446744073709551619' (expected an integer from 1 to 100)" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 0\n",
+	  "cfg.yaml:3: cloud.max_rate: invalid value '0' (expected messages per second, an integer from 1 to 10000000, "
+	  "e.g. 500 or 500/s)" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 10000001\n", "cfg.yaml:3: cloud.max_rate: invalid value '10000001'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: -5\n", "cfg.yaml:3: cloud.max_rate: invalid value '-5'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 1.5\n", "cfg.yaml:3: cloud.max_rate: invalid value '1.5'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 500/m\n", "cfg.yaml:3: cloud.max_rate: invalid value '500/m'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: /s\n", "cfg.yaml:3: cloud.max_rate: invalid value '/s'" },
+	{ "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  max_rate: [1]\n",
+	  "cfg.yaml:4: cloud.max_rate: expected a scalar value, got a list" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 256KB\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: invalid size '256KB' (expected bytes or a number and a unit: 512KiB, 64MiB, "
+	  "2GiB; units B, KiB, MiB, GiB, TiB)" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 1000\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: '1000' must be between 1KiB and 1TiB" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 0KiB/s\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: '0KiB' must be between 1KiB and 1TiB" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 2TiB\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: '2TiB' must be between 1KiB and 1TiB" },
 	{ "site_id: site-A\ncloud:\n  poison_after: [3]\n",
 	  "cfg.yaml:3: cloud.poison_after: expected a scalar value, got a list" },
 	{ "site_id: site-A\ncloud:\n  reconnect: { min: 2m, max: 60s }\n",
@@ -1184,6 +1237,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_sync_modes);
 	tcase_add_test(tc, test_poison_after_takes_1_to_100);
 	tcase_add_test(tc, test_password_file_loses_one_trailing_newline);
+	tcase_add_test(tc, test_rate_caps);
 	tcase_add_test(tc, test_shipped_example_loads);
 	tcase_add_test(tc, test_shipped_example_optional_keys_load);
 	tcase_add_test(tc, test_free_accepts_null);
