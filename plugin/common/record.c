@@ -18,7 +18,7 @@
 #define REC_HEADER_LEN (1 + 1 + 8 + 8 + 2) /* up to the topic bytes */
 #define REC_FLAG_QOS   0x03
 #define REC_FLAG_RETAIN 0x04
-#define REC_FLAG_EXPIRY_LOCAL 0x08
+#define REC_EXPIRY_LOCAL (UINT64_C(1) << 63) /* in the expiry field: it is a rule's ttl */
 #define VARINT_MAX     268435455U /* largest value of a 4-byte variable byte integer */
 
 /* ---- records ---- */
@@ -33,10 +33,9 @@ size_t fb_record_encode(const struct fb_record *r, uint8_t *buf)
 	uint8_t *p = buf;
 
 	*p++ = FB_RECORD_VERSION;
-	*p++ = (uint8_t)((r->qos & REC_FLAG_QOS) | (r->retain ? REC_FLAG_RETAIN : 0)
-			| (r->expiry_local ? REC_FLAG_EXPIRY_LOCAL : 0));
+	*p++ = (uint8_t)((r->qos & REC_FLAG_QOS) | (r->retain ? REC_FLAG_RETAIN : 0));
 	fb_put_be64(p, r->enqueue_ms);
-	fb_put_be64(p + 8, r->expiry_ms);
+	fb_put_be64(p + 8, r->expiry_ms | (r->expiry_local ? REC_EXPIRY_LOCAL : 0));
 	fb_put_be16(p + 16, r->topic_len);
 	p += 18;
 	if(r->topic_len){
@@ -68,15 +67,16 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r)
 		return -EINVAL;
 	}
 	flags = p[1];
-	if((flags & ~(REC_FLAG_QOS | REC_FLAG_RETAIN | REC_FLAG_EXPIRY_LOCAL)) != 0 || (flags & REC_FLAG_QOS) == 3){
+	if((flags & ~(REC_FLAG_QOS | REC_FLAG_RETAIN)) != 0 || (flags & REC_FLAG_QOS) == 3){
 		return -EINVAL;
 	}
 	memset(r, 0, sizeof(*r));
 	r->qos = flags & REC_FLAG_QOS;
 	r->retain = (flags & REC_FLAG_RETAIN) != 0;
-	r->expiry_local = (flags & REC_FLAG_EXPIRY_LOCAL) != 0;
 	r->enqueue_ms = fb_get_be64(p + 2);
 	r->expiry_ms = fb_get_be64(p + 10);
+	r->expiry_local = (r->expiry_ms & REC_EXPIRY_LOCAL) != 0;
+	r->expiry_ms &= ~REC_EXPIRY_LOCAL;
 	r->topic_len = fb_get_be16(p + 18);
 	pos = REC_HEADER_LEN;
 

@@ -2,9 +2,10 @@
  *
  * A record is what the spool stores for one message:
  *   u8  version (FB_RECORD_VERSION)
- *   u8  flags: bits 0-1 QoS, bit 2 retain, bit 3 the expiry is the rule's ttl (expiry_local)
+ *   u8  flags: bits 0-1 QoS, bit 2 retain
  *   u64 enqueue time, ms since the epoch (big-endian)
- *   u64 expiry time, ms since the epoch, 0 = never (big-endian)
+ *   u64 expiry time, ms since the epoch, 0 = never (big-endian); bit 63 set: it is an
+ *       edge_to_cloud rule's ttl (expiry_local), the time in the other bits
  *   u16 topic length, topic bytes
  *   u32 properties length, properties (MQTT v5 property encoding of the PUBLISH properties to send)
  *   payload (the rest)
@@ -34,8 +35,8 @@ struct fb_record {
 	bool retain;
 	uint64_t enqueue_ms;
 	uint64_t expiry_ms;
-	/* expiry_ms is an edge_to_cloud rule's ttl: the message expires in the spool (instead of
-	 * spool.ttl) and is not sent with a Message Expiry Interval. */
+	/* expiry_ms (below 2^63) is an edge_to_cloud rule's ttl: the message expires in the spool
+	 * (instead of spool.ttl) and is not sent with a Message Expiry Interval. */
 	bool expiry_local;
 	const char *topic;     /* not NUL-terminated when decoded: use topic_len */
 	uint16_t topic_len;
