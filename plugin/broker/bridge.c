@@ -12,7 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mqtt_protocol.h>
+
 #include "bridge.h"
+#include "bytes.h"
 #include "chan.h"
 #include "inject.h"
 #include "logq.h"
@@ -31,6 +34,9 @@ struct generation {
 	struct fb_routes *routes;
 	uint8_t **extra;        /* per edge_to_cloud rule: its headers, then the origin, encoded */
 	uint32_t *extra_len;
+	/* per edge_to_cloud rule: 0, or its headers use the capture time (route.h) and are encoded at
+	 * each capture, in at most this many bytes */
+	uint32_t *timed;
 	bool first_byte_only;     /* fb_route_first_bytes() of the edge_to_cloud rules */
 	uint64_t first_bytes[4];
 	struct generation *older;
@@ -65,6 +71,8 @@ struct fb_bridge {
 	size_t buf_size;
 	uint8_t *pbuf;            /* its properties */
 	size_t pbuf_size;
+	uint8_t *tbuf;            /* a rule's headers with the capture time (timed_suffix()) */
+	size_t tbuf_size;
 	struct fb_inject inj;     /* the cloud-to-edge ring's reader */
 	time_t next_status;
 	time_t next_check;        /* when to look after the link process next */
@@ -86,11 +94,27 @@ static void generation_free(struct generation *g)
 		}
 		free(g->extra);
 		free(g->extra_len);
+		free(g->timed);
 		fb_routes_free(g->routes);
 		fb_config_free(g->cfg);
 		free(g);
 		g = older;
 	}
+}
+
+/* 0 when no header of RULE uses the capture time; otherwise the most bytes timed_suffix() writes
+ * for it: each header and the origin as a user property (identifier, two lengths), a value
+ * growing at most threefold (a variable of 14 or 17 bytes becomes at most FB_RFC3339_MAX). */
+static uint32_t timed_bound(const struct fb_config *cfg, const struct fb_e2c_rule *rule)
+{
+	uint64_t n = 5 + strlen(FB_ORIGIN_PROPERTY) + strlen(cfg->site_id);
+	bool timed = false;
+
+	for(size_t h = 0; h < rule->header_count; h++){
+		timed |= fb_route_check_header(rule->headers[h].value, NULL) > 0;
+		n += 5 + strlen(rule->headers[h].name) + 3 * strlen(rule->headers[h].value);
+	}
+	return timed ? (uint32_t)(n < UINT32_MAX ? n : UINT32_MAX) : 0;
 }
 
 static int generation_load(const char *file, const struct fb_logger *lg, struct generation **out)
@@ -115,7 +139,8 @@ static int generation_load(const char *file, const struct fb_logger *lg, struct 
 	rc = -ENOMEM;
 	g->extra = calloc(g->cfg->e2c_count + 1, sizeof(*g->extra));
 	g->extra_len = calloc(g->cfg->e2c_count + 1, sizeof(*g->extra_len));
-	if(g->extra == NULL || g->extra_len == NULL){
+	g->timed = calloc(g->cfg->e2c_count + 1, sizeof(*g->timed));
+	if(g->extra == NULL || g->extra_len == NULL || g->timed == NULL){
 		goto fail;
 	}
 	/* Encoded once here, appended to every captured message's properties. */
@@ -140,6 +165,7 @@ static int generation_load(const char *file, const struct fb_logger *lg, struct 
 					i, strerror(-rc));
 			goto fail;
 		}
+		g->timed[i] = timed_bound(g->cfg, rule);
 	}
 	*out = g;
 	return 0;
@@ -428,6 +454,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	generation_free(b->gen);
 	free(b->buf);
 	free(b->pbuf);
+	free(b->tbuf);
 	free(b->config_file);
 	free(b);
 }
@@ -532,6 +559,57 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	}
 }
 
+/* Writes user property NAME = VALUE (its capture-time variables expanded for NOW) at P, which has
+ * room up to END. Returns the end of what it wrote, or NULL when a value grows past 65535 bytes. */
+static uint8_t *put_user_prop(uint8_t *p, const uint8_t *end, const char *name, const char *value, uint64_t now)
+{
+	size_t nlen = strlen(name);
+	int vlen;
+
+	*p++ = MQTT_PROP_USER_PROPERTY;
+	fb_put_be16(p, (uint16_t)nlen);
+	memcpy(p + 2, name, nlen);
+	p += 2 + nlen;
+	vlen = fb_route_header_expand(value, now, (char *)p + 2, (size_t)(end - p - 2));
+	if(vlen < 0 || vlen > FB_HEADER_VALUE_MAX){
+		return NULL;
+	}
+	fb_put_be16(p, (uint16_t)vlen);
+	return p + 2 + vlen;
+}
+
+/* The suffix of a rule whose headers use the capture time: its headers, expanded for NOW, then the
+ * origin, encoded into b->tbuf. Returns 0 (*LEN set) or a negative errno. */
+static __attribute__((noinline)) int timed_suffix(struct fb_bridge *b, const struct generation *g, int rule,
+		uint64_t now, uint32_t *len)
+{
+	const struct fb_e2c_rule *r = &g->cfg->e2c[rule];
+	const uint8_t *end;
+	uint8_t *p;
+
+	if(b->tbuf_size < g->timed[rule]){
+		uint8_t *nb = realloc(b->tbuf, g->timed[rule]);
+		if(nb == NULL){
+			return -ENOMEM;
+		}
+		b->tbuf = nb;
+		b->tbuf_size = g->timed[rule];
+	}
+	p = b->tbuf;
+	end = b->tbuf + b->tbuf_size;
+	for(size_t h = 0; h < r->header_count && p; h++){
+		p = put_user_prop(p, end, r->headers[h].name, r->headers[h].value, now);
+	}
+	if(p){
+		p = put_user_prop(p, end, FB_ORIGIN_PROPERTY, g->cfg->site_id, now);
+	}
+	if(p == NULL){
+		return -E2BIG;
+	}
+	*len = (uint32_t)(p - b->tbuf);
+	return 0;
+}
+
 /* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
  * Kept out of line, so that a topic no rule matches costs only the lookup. */
 static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc, struct fb_route_result res,
@@ -541,8 +619,9 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	struct generation *g = b->gen;
 	const struct fb_e2c_rule *rule;
 	struct fb_record r;
-	uint32_t eprops_len = 0;
-	uint64_t seq;
+	const uint8_t *sfx;
+	uint32_t eprops_len = 0, sfx_len = 0;
+	uint64_t seq, now;
 	size_t len;
 
 	if(rc == -EINVAL){
@@ -561,8 +640,17 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		fb_count(&b->ctr->dropped_filtered, 1);
 		return 0;
 	}
-	rc = fb_props_encode_into(props, g->extra[res.rule], g->extra_len[res.rule], &b->pbuf,
-			&b->pbuf_size, &eprops_len);
+	now = fb_wall_ms();
+	if(g->timed[res.rule]){
+		rc = timed_suffix(b, g, res.rule, now, &sfx_len);
+		sfx = b->tbuf;
+	}else{
+		sfx = g->extra[res.rule];
+		sfx_len = g->extra_len[res.rule];
+	}
+	if(rc >= 0){
+		rc = fb_props_encode_into(props, sfx, sfx_len, &b->pbuf, &b->pbuf_size, &eprops_len);
+	}
 	if(rc < 0){
 		goto out;
 	}
@@ -571,10 +659,11 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		.retain = retain && !rule->retain_clear,
 		.lane = (uint8_t)rule->priority,
 		.live_first = rule->live_first,
-		.enqueue_ms = fb_wall_ms(),
-		/* Mosquitto 2.0.11 keeps the publisher's message expiry from plugins: only spool.ttl
-		 * applies to captured messages. */
-		.expiry_ms = 0,
+		.enqueue_ms = now,
+		/* Mosquitto 2.0.11 keeps the publisher's message expiry from plugins: only the rule's
+		 * ttl (kept on the edge, instead of spool.ttl) or spool.ttl apply. */
+		.expiry_ms = rule->ttl_ms ? now + rule->ttl_ms : 0,
+		.expiry_local = rule->ttl_ms != 0,
 		.topic = res.topic,
 		.topic_len = (uint16_t)strlen(res.topic),
 		.props = b->pbuf,

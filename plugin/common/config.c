@@ -79,6 +79,8 @@ struct raw_cloud {
 	struct raw_tls *tls;
 	char *poison_after;
 	char *lane_min_share;
+	char *max_rate;
+	char *max_bandwidth;
 };
 
 struct raw_spool {
@@ -97,6 +99,7 @@ struct raw_e2c {
 	char *drop;
 	char *priority;
 	char *live_first;
+	char *ttl;
 	/* headers: read from the libyaml document */
 };
 
@@ -168,6 +171,8 @@ static const cyaml_schema_field_t cloud_fields[] = {
 	MAP(raw_cloud, tls, tls_fields),
 	STR(raw_cloud, poison_after),
 	STR(raw_cloud, lane_min_share),
+	STR(raw_cloud, max_rate),
+	STR(raw_cloud, max_bandwidth),
 	CYAML_FIELD_END
 };
 
@@ -188,6 +193,7 @@ static const cyaml_schema_field_t e2c_fields[] = {
 	STR(raw_e2c, drop),
 	STR(raw_e2c, priority),
 	STR(raw_e2c, live_first),
+	STR(raw_e2c, ttl),
 	CYAML_FIELD_IGNORE("headers", CYAML_FLAG_OPTIONAL),
 	CYAML_FIELD_END
 };
@@ -930,11 +936,12 @@ static char *copy(struct loader *ld, const char *s)
 	return d;
 }
 
-/* Returns S with ${site_id} expanded (caller frees), or NULL after logging the error. */
-static char *expand(struct loader *ld, const char *path, const char *s)
+/* Returns S with ${site_id} expanded (caller frees), or NULL after logging the error. HEADER: S is
+ * a header value, whose capture-time variables (route.h) stay as they are, for the capture. */
+static char *expand_as(struct loader *ld, const char *path, const char *s, bool header)
 {
 	const size_t site_len = strlen(ld->site_id);
-	size_t len = 0;
+	size_t len = 0, var;
 	const char *p, *end;
 	char *out, *o;
 
@@ -947,8 +954,16 @@ static char *expand(struct loader *ld, const char *path, const char *s)
 			cfg_err(ld, path, "unterminated '${' in '%s'", s);
 			return NULL;
 		}
+		if((var = fb_route_header_var(p)) > 0 && header){
+			len += var;
+			p += var - 1;
+			continue;
+		}
 		if(strncmp(p, "${site_id}", 10) != 0){
-			cfg_err(ld, path, "unknown variable '%.*s' (only ${site_id} is defined)", (int)(end - p + 1), p);
+			cfg_err(ld, path, "unknown variable '%.*s' (%s)", (int)(end - p + 1), p,
+					header ? "header values may use ${site_id}, ${captured_at} and ${captured_at_ms}"
+					: var ? "only ${site_id} is defined here; the capture time only in header values"
+					: "only ${site_id} is defined");
 			return NULL;
 		}
 		len += site_len;
@@ -959,7 +974,11 @@ static char *expand(struct loader *ld, const char *path, const char *s)
 		return NULL;
 	}
 	for(p = s; *p; p++){
-		if(p[0] == '$' && p[1] == '{'){
+		if(header && (var = fb_route_header_var(p)) > 0){
+			memcpy(o, p, var);
+			o += var;
+			p += var - 1;
+		}else if(p[0] == '$' && p[1] == '{'){
 			memcpy(o, ld->site_id, site_len);
 			o += site_len;
 			p += 9;
@@ -969,6 +988,11 @@ static char *expand(struct loader *ld, const char *path, const char *s)
 	}
 	*o = '\0';
 	return out;
+}
+
+static char *expand(struct loader *ld, const char *path, const char *s)
+{
+	return expand_as(ld, path, s, false);
 }
 
 /* Returns S expanded and checked as a topic of KIND (caller frees), or NULL after logging. */
@@ -1220,6 +1244,41 @@ static void validate_tls(struct loader *ld, const struct raw_cloud *c, struct fb
 	}
 }
 
+/* S without a trailing "/s" (a rate may be written 500/s), in BUF of LEN bytes. */
+static const char *per_second(const char *s, char *buf, size_t len)
+{
+	size_t n = strlen(s);
+
+	if(n > 2 && strcmp(s + n - 2, "/s") == 0 && n - 2 < len){
+		memcpy(buf, s, n - 2);
+		buf[n - 2] = '\0';
+		return buf;
+	}
+	return s;
+}
+
+/* cloud.max_rate and cloud.max_bandwidth: optional caps on what the link process sends. */
+static void validate_caps(struct loader *ld, const struct raw_cloud *c, struct fb_config *cfg)
+{
+	char buf[64];
+	const char *end, *s;
+	uint64_t v;
+
+	if(c->max_rate){
+		s = per_second(c->max_rate, buf, sizeof(buf));
+		if(parse_u64(s, &v, &end) < 0 || *end || v < 1 || v > FB_CONFIG_MAX_RATE_MAX){
+			cfg_err(ld, "cloud.max_rate", "invalid value '%s' (expected messages per second, an integer from 1 "
+					"to %u, e.g. 500 or 500/s)", c->max_rate, FB_CONFIG_MAX_RATE_MAX);
+		}else{
+			cfg->cloud.max_rate = (uint32_t)v;
+		}
+	}
+	if(c->max_bandwidth){
+		s = per_second(c->max_bandwidth, buf, sizeof(buf));
+		size_at(ld, "cloud.max_bandwidth", s, 1024, 1ull << 40, &cfg->cloud.max_bandwidth);
+	}
+}
+
 static void validate_cloud(struct loader *ld, const struct raw_cloud *c, struct fb_config *cfg)
 {
 	char path[64];
@@ -1277,6 +1336,7 @@ static void validate_cloud(struct loader *ld, const struct raw_cloud *c, struct 
 		cfg->cloud.password_file = copy(ld, c->auth->password_file);
 	}
 	validate_tls(ld, c, cfg);
+	validate_caps(ld, c, cfg);
 }
 
 static void validate_spool(struct loader *ld, const struct raw_spool *s, struct fb_config *cfg)
@@ -1353,10 +1413,18 @@ static void headers_at(struct loader *ld, size_t rule, struct fb_e2c_rule *r)
 			cfg_err(ld, hpath, "header value must be a string");
 		}else{
 			struct fb_header *h = &r->headers[r->header_count];
-			if((h->value = expand(ld, hpath, (char *)value->data.scalar.value)) != NULL){
-				h->name = copy(ld, (char *)name->data.scalar.value);
-				r->header_count++;
+			const char *why;
+			if((h->value = expand_as(ld, hpath, (char *)value->data.scalar.value, true)) == NULL){
+				continue;
 			}
+			if(fb_route_check_header(h->value, &why) < 0){
+				cfg_err(ld, hpath, "%s", why);
+				free(h->value);
+				h->value = NULL;
+				continue;
+			}
+			h->name = copy(ld, (char *)name->data.scalar.value);
+			r->header_count++;
 		}
 	}
 }
@@ -1416,6 +1484,9 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 			if(key_find(ld, E2C("headers"))){
 				cfg_err(ld, path, "not allowed with drop: true");
 			}
+			if(rr->ttl){
+				cfg_err(ld, E2C("ttl"), "not allowed with drop: true");
+			}
 			continue;
 		}
 		if(required(ld, E2C("cloud"), rr->cloud) && (r->cloud = topic_at(ld, path, rr->cloud, FB_TOPIC_TEMPLATE))
@@ -1424,6 +1495,9 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 			r->cloud = NULL;
 		}
 		headers_at(ld, i, r);
+		if(rr->ttl){
+			duration_at(ld, E2C("ttl"), rr->ttl, 1, UINT64_MAX, false, &r->ttl_ms);
+		}
 	}
 	if(raw->cloud_to_edge_count && (cfg->c2e = calloc(raw->cloud_to_edge_count, sizeof(*cfg->c2e))) == NULL){
 		ld->oom = true;

@@ -50,6 +50,7 @@ struct fb_e2c_rule {
 	bool live_first;   /* live_first: true: new messages go ahead of the rule's backlog */
 	struct fb_header *headers;
 	size_t header_count;
+	uint64_t ttl_ms; /* ttl: 0 when not set (spool.ttl applies) */
 	unsigned line; /* line of the rule in the file */
 };
 
@@ -65,6 +66,8 @@ struct fb_c2e_rule {
 /* The largest cloud.poison_after: beyond it a record that breaks every connection would hold the
  * queue (and its reconnect back-off) for hours. */
 #define FB_CONFIG_POISON_AFTER_MAX 100
+/* The largest cloud.max_rate, messages per second. */
+#define FB_CONFIG_MAX_RATE_MAX 10000000u
 
 /* cloud.lane_min_share when it is not set: 5 %, in basis points. */
 #define FB_LANE_MIN_SHARE_DEFAULT 500
@@ -104,6 +107,9 @@ struct fb_config {
 		/* Share of the sends that lower lanes get while they hold messages, in basis points
 		 * (1/10000); default FB_LANE_MIN_SHARE_DEFAULT (5 %), at most 5000. */
 		uint32_t lane_min_share_bp;
+		/* Caps on what the link process sends (token bucket, link/rate.h); 0: no cap. */
+		uint32_t max_rate;          /* messages per second, 1 to FB_CONFIG_MAX_RATE_MAX */
+		uint64_t max_bandwidth;     /* bytes per second (of the PUBLISH packets), 1KiB to 1TiB */
 	} cloud;
 
 	struct {

@@ -21,6 +21,7 @@
 #define REC_FLAG_LANE  0x78 /* the lane + 1; 0: written before lanes, FB_LANE_DEFAULT */
 #define REC_LANE_SHIFT 3
 #define REC_FLAG_LIVE_FIRST 0x80 /* the rule has live_first: true */
+#define REC_EXPIRY_LOCAL (UINT64_C(1) << 63) /* in the expiry field: it is a rule's ttl */
 #define VARINT_MAX     268435455U /* largest value of a 4-byte variable byte integer */
 
 /* ---- records ---- */
@@ -39,7 +40,7 @@ size_t fb_record_encode(const struct fb_record *r, uint8_t *buf)
 			| (r->lane < FB_LANES && r->lane != FB_LANE_DEFAULT ? ((unsigned)r->lane + 1) << REC_LANE_SHIFT : 0)
 			| (r->live_first ? REC_FLAG_LIVE_FIRST : 0));
 	fb_put_be64(p, r->enqueue_ms);
-	fb_put_be64(p + 8, r->expiry_ms);
+	fb_put_be64(p + 8, r->expiry_ms | (r->expiry_local ? REC_EXPIRY_LOCAL : 0));
 	fb_put_be16(p + 16, r->topic_len);
 	p += 18;
 	if(r->topic_len){
@@ -104,6 +105,8 @@ int fb_record_decode(const void *buf, size_t len, struct fb_record *r)
 	r->lane = (flags & REC_FLAG_LANE) ? (uint8_t)(((flags & REC_FLAG_LANE) >> REC_LANE_SHIFT) - 1) : FB_LANE_DEFAULT;
 	r->enqueue_ms = fb_get_be64(p + 2);
 	r->expiry_ms = fb_get_be64(p + 10);
+	r->expiry_local = (r->expiry_ms & REC_EXPIRY_LOCAL) != 0;
+	r->expiry_ms &= ~REC_EXPIRY_LOCAL;
 	r->topic_len = fb_get_be16(p + 18);
 	pos = REC_HEADER_LEN;
 

@@ -7,7 +7,8 @@
  *       records staged or spooled by an earlier version belong to the default lane), bit 7
  *       live_first (the rule's: newer records of the rule go ahead of its backlog)
  *   u64 enqueue time, ms since the epoch (big-endian)
- *   u64 expiry time, ms since the epoch, 0 = never (big-endian)
+ *   u64 expiry time, ms since the epoch, 0 = never (big-endian); bit 63 set: it is an
+ *       edge_to_cloud rule's ttl (expiry_local), the time in the other bits
  *   u16 topic length, topic bytes
  *   u32 properties length, properties (MQTT v5 property encoding of the PUBLISH properties to send)
  *   payload (the rest)
@@ -45,6 +46,9 @@ struct fb_record {
 	bool live_first;       /* the rule's live_first */
 	uint64_t enqueue_ms;
 	uint64_t expiry_ms;
+	/* expiry_ms (below 2^63) is an edge_to_cloud rule's ttl: the message expires in the spool
+	 * (instead of spool.ttl) and is not sent with a Message Expiry Interval. */
+	bool expiry_local;
 	const char *topic;     /* not NUL-terminated when decoded: use topic_len */
 	uint16_t topic_len;
 	const uint8_t *props;  /* encoded properties */

@@ -396,6 +396,144 @@ bool fb_route_filters_overlap(const char *a, const char *b)
 	}
 }
 
+/* ---- header values --------------------------------------------------------------------------- */
+
+size_t fb_route_header_var(const char *s)
+{
+	static const char *const vars[] = { FB_HEADER_CAPTURED_AT, FB_HEADER_CAPTURED_AT_MS };
+
+	if(s[0] != '$' || s[1] != '{'){
+		return 0;
+	}
+	for(size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++){
+		size_t n = strlen(vars[i]);
+		if(strncmp(s, vars[i], n) == 0){
+			return n;
+		}
+	}
+	return 0;
+}
+
+int fb_route_check_header(const char *value, const char **why)
+{
+	size_t len = 0, n;
+	bool vars = false;
+
+	if(why){
+		*why = NULL;
+	}
+	for(const char *p = value; *p; ){
+		if((n = fb_route_header_var(p)) > 0){
+			/* the widest expansion up to the year 9999: 24 bytes, or 20 digits */
+			len += n == sizeof(FB_HEADER_CAPTURED_AT_MS) - 1 ? 20 : 24;
+			p += n;
+			vars = true;
+			continue;
+		}
+		if(p[0] == '$' && p[1] == '{'){
+			if(why){
+				*why = strchr(p, '}') ? "unknown variable (header values may use ${site_id}, ${captured_at} "
+						"and ${captured_at_ms})" : "unterminated '${'";
+			}
+			return -EINVAL;
+		}
+		len++;
+		p++;
+	}
+	if(len > FB_HEADER_VALUE_MAX){
+		if(why){
+			*why = "longer than 65535 bytes once expanded";
+		}
+		return -EINVAL;
+	}
+	return vars ? 1 : 0;
+}
+
+/* Writes V in decimal, at least WIDTH digits (zeros in front), at P; returns the end. */
+static char *put_dec(char *p, uint64_t v, int width)
+{
+	char tmp[20];
+	int n = 0;
+
+	do{
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	}while(v);
+	while(n < width){
+		tmp[n++] = '0';
+	}
+	while(n){
+		*p++ = tmp[--n];
+	}
+	return p;
+}
+
+/* Days since 1970-01-01 to a date of the proleptic Gregorian calendar. Counted from 0000-03-01 in
+ * eras of 400 years (146097 days), a year runs from March to February, so that the leap day is a
+ * year's last day; the month follows from the day of that year by a linear formula (153 days per
+ * five months from March). */
+static void civil_date(uint64_t days, uint64_t *y, unsigned *m, unsigned *d)
+{
+	uint64_t z = days + 719468; /* 0000-03-01 to 1970-01-01 */
+	uint64_t era = z / 146097;
+	unsigned doe = (unsigned)(z - era * 146097);                          /* day of the era */
+	unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* year of the era */
+	unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);              /* day of that year */
+	unsigned mp = (5 * doy + 2) / 153;                                   /* month, 0 = March */
+
+	*d = doy - (153 * mp + 2) / 5 + 1;
+	*m = mp < 10 ? mp + 3 : mp - 9;
+	*y = era * 400 + yoe + (*m <= 2 ? 1 : 0);
+}
+
+size_t fb_route_rfc3339(uint64_t captured_ms, char *out)
+{
+	uint64_t secs = captured_ms / 1000, y;
+	unsigned sod = (unsigned)(secs % 86400), m, d;
+	char *p = out;
+
+	civil_date(secs / 86400, &y, &m, &d);
+	p = put_dec(p, y, 4);
+	*p++ = '-';
+	p = put_dec(p, m, 2);
+	*p++ = '-';
+	p = put_dec(p, d, 2);
+	*p++ = 'T';
+	p = put_dec(p, sod / 3600, 2);
+	*p++ = ':';
+	p = put_dec(p, sod / 60 % 60, 2);
+	*p++ = ':';
+	p = put_dec(p, sod % 60, 2);
+	*p++ = '.';
+	p = put_dec(p, captured_ms % 1000, 3);
+	*p++ = 'Z';
+	return (size_t)(p - out);
+}
+
+int fb_route_header_expand(const char *value, uint64_t captured_ms, char *out, size_t cap)
+{
+	char tmp[FB_RFC3339_MAX];
+	size_t len = 0, n, t;
+
+	for(const char *p = value; *p; ){
+		if((n = fb_route_header_var(p)) > 0){
+			t = n == sizeof(FB_HEADER_CAPTURED_AT_MS) - 1 ? (size_t)(put_dec(tmp, captured_ms, 1) - tmp) : fb_route_rfc3339(captured_ms, tmp);
+			if(cap - len < t){
+				return -ENOSPC;
+			}
+			memcpy(out + len, tmp, t);
+			len += t;
+			p += n;
+			continue;
+		}
+		if(len == cap){
+			return -ENOSPC;
+		}
+		out[len++] = *p++;
+	}
+	return len > INT32_MAX ? -ENOSPC : (int)len;
+}
+
 /* ---- the tree -------------------------------------------------------------------------------- */
 
 static int min_int(int a, int b)

@@ -78,6 +78,33 @@ int fb_topic_publish_check(const char *topic);
  * wildcards, filter has 1". */
 int fb_route_check_template(const char *filter, const char *tmpl, char *why, size_t why_len);
 
+/* ---- header values: a rule's headers may hold, besides ${site_id} (expanded when the
+ * configuration loads), the capture time of each message, expanded at capture. Any thread. ---- */
+
+#define FB_HEADER_CAPTURED_AT "${captured_at}"       /* RFC 3339 UTC with ms: 2026-11-29T18:20:00.123Z */
+#define FB_HEADER_CAPTURED_AT_MS "${captured_at_ms}" /* ms since the epoch: 1795976400123 */
+#define FB_HEADER_VALUE_MAX 65535                   /* bytes of an expanded value (MQTT string) */
+
+/* The length of the capture-time variable that S starts with (FB_HEADER_CAPTURED_AT or
+ * FB_HEADER_CAPTURED_AT_MS), or 0 when S starts with neither. */
+size_t fb_route_header_var(const char *s);
+
+/* Checks VALUE (a header value, ${site_id} expanded already): every "${" must start a
+ * capture-time variable, and the value with them expanded must fit in FB_HEADER_VALUE_MAX bytes.
+ * Returns 0 when it holds no variable, 1 when it holds at least one (expand it per message with
+ * fb_route_header_expand()), or -EINVAL and, when WHY is not NULL, *WHY (a static string). */
+int fb_route_check_header(const char *value, const char **why);
+
+/* Writes VALUE, checked by fb_route_check_header(), with its capture-time variables expanded for
+ * CAPTURED_MS (wall-clock ms since the epoch) into OUT, CAP bytes at most (no NUL is written).
+ * Returns the length, or -ENOSPC when CAP is too small. Allocates nothing. */
+int fb_route_header_expand(const char *value, uint64_t captured_ms, char *out, size_t cap);
+
+/* Writes CAPTURED_MS as RFC 3339 UTC with milliseconds ("2026-11-29T18:20:00.123Z", 24 bytes up
+ * to the year 9999) into OUT (at least FB_RFC3339_MAX bytes, no NUL). Returns the length. */
+#define FB_RFC3339_MAX 32
+size_t fb_route_rfc3339(uint64_t captured_ms, char *out);
+
 /* Whether some topic matches both valid filters A and B (MQTT rules: '#' also matches its parent
  * level; a filter starting with a wildcard never matches a topic starting with '$'). */
 bool fb_route_filters_overlap(const char *a, const char *b);

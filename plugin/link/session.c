@@ -21,6 +21,7 @@
 #include <mqtt_protocol.h>
 
 #include "session.h"
+#include "rate.h"
 #include "record.h"
 #include "resolve.h"
 #include "tls.h"
@@ -96,6 +97,7 @@ struct fb_session {
 	mosquitto_property *props_list; /* ... and their decoded list, reused while they repeat */
 	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
 	struct fb_yield yield;   /* how many records may go out while the broker thread is starved */
+	struct fb_rate rate;     /* cloud.max_rate and cloud.max_bandwidth */
 	unsigned jitter_seed;
 	struct fb_resolve *rq;   /* the endpoint's name lookup while it runs (l->mosq exists, no socket) */
 };
@@ -772,10 +774,15 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		fb_count(&l->d.ctr->dropped_rejected, 1);
 		return 0;
 	}
-	if((r.expiry_ms && now >= r.expiry_ms) || (cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
+	/* A rule's ttl (expiry_local) replaces spool.ttl for its messages. */
+	if((r.expiry_ms && now >= r.expiry_ms)
+			|| (!r.expiry_local && cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
 		fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len);
 		fb_count(&l->d.ctr->dropped_expired, 1);
 		return 0;
+	}
+	if(r.expiry_local){
+		r.expiry_ms = 0; /* the edge's own: not sent as a Message Expiry Interval */
 	}
 	if(r.expiry_ms == 0 && l->props_key && r.props_len == l->props_key_len
 			&& !memcmp(r.props, l->props_key, r.props_len)){
@@ -831,6 +838,9 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	ring_push(l, r.qos ? mid : 0, seq, len); /* QoS 0: best effort, sent once */
 	l->yield.sent++;
+	if(l->rate.on && fb_rate_take(&l->rate, publish_size(&r))){
+		return 1; /* a cap is reached: the next records wait for it */
+	}
 	return 0;
 }
 
@@ -975,8 +985,11 @@ static void fill(struct fb_session *l)
 		unsigned lane, q;
 		int n;
 
+		if(l->rate.on){
+			allowed = fb_rate_cap(&l->rate, allowed, fb_mono_ms());
+		}
 		if(allowed == 0){
-			break; /* the broker thread comes first: more in the next period */
+			break; /* the broker thread comes first, or a cap: more in the next period */
 		}
 		if(want > allowed){
 			want = (size_t)allowed;
@@ -1131,8 +1144,9 @@ static int poll_timeout(struct fb_session *l, uint64_t now)
 	}
 	if(can_fill(l, now) && fb_yield_allowed(&l->yield) > 0){
 		/* Deleting acknowledged records freed the window after fill() ran: when that was
-		 * everything in flight, no PUBACK is coming to wake the worker. */
-		EARLIER(now);
+		 * everything in flight, no PUBACK is coming to wake the worker. Under a cap, once it
+		 * lets a few more go. */
+		EARLIER(l->rate.on && fb_rate_spent(&l->rate) ? fb_rate_next_ms(&l->rate) : now);
 	}
 #undef EARLIER
 	return until <= now ? 0 : (int)(until - now);
@@ -1382,6 +1396,7 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 		return -ENOMEM;
 	}
 	l->d = *d;
+	fb_rate_init(&l->rate, d->cfg->cloud.max_rate, d->cfg->cloud.max_bandwidth, fb_mono_ms());
 	if(fb_yield_init(&l->yield, d->broker_pid, fb_mono_ms())){
 		fb_log(d->lg, MOSQ_LOG_INFO, "a backlog gives way to the broker (pid %d) while it waits for a CPU",
 				(int)d->broker_pid);

@@ -180,6 +180,8 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert_uint_eq(cfg->cloud.reconnect_min_ms, 500);
 	ck_assert_uint_eq(cfg->cloud.reconnect_max_ms, 60000);
 	ck_assert_uint_eq(cfg->cloud.poison_after, 3);
+	ck_assert_uint_eq(cfg->cloud.max_rate, 0);
+	ck_assert_uint_eq(cfg->cloud.max_bandwidth, 0);
 	ck_assert_ptr_null(cfg->cloud.status_topic);
 	ck_assert_ptr_null(cfg->cloud.username);
 	ck_assert_ptr_null(cfg->cloud.password_file);
@@ -208,6 +210,7 @@ START_TEST(test_minimal_config_gets_every_default)
 	ck_assert(!cfg->e2c[0].drop);
 	ck_assert_ptr_null(cfg->e2c[0].headers);
 	ck_assert_uint_eq(cfg->e2c[0].header_count, 0);
+	ck_assert_uint_eq(cfg->e2c[0].ttl_ms, 0);
 	ck_assert_uint_eq(cfg->e2c[0].line, 7);
 	ck_assert_uint_eq(cfg->e2c[0].priority, 4);
 	ck_assert(!cfg->e2c[0].live_first);
@@ -277,7 +280,7 @@ START_TEST(test_every_key_set_is_converted)
 		"  ttl: 2h\n"
 		"status_interval: 100ms\n"
 		"edge_to_cloud:\n"
-		"  - { local: a/+/#, cloud: b/+/c/#, qos: 0, retain: clear }\n"
+		"  - { local: a/+/#, cloud: b/+/c/#, qos: 0, retain: clear, ttl: 90s }\n"
 		"  - local: '#'\n"
 		"    drop: true\n"
 		"cloud_to_edge:\n"
@@ -335,6 +338,7 @@ START_TEST(test_every_key_set_is_converted)
 	ck_assert_str_eq(cfg->e2c[0].cloud, "b/+/c/#");
 	ck_assert_int_eq(cfg->e2c[0].qos, 0);
 	ck_assert(cfg->e2c[0].retain_clear);
+	ck_assert_uint_eq(cfg->e2c[0].ttl_ms, 90000);
 	ck_assert_uint_eq(cfg->e2c[0].line, 35);
 	ck_assert_str_eq(cfg->e2c[1].local, "#");
 	ck_assert_ptr_null(cfg->e2c[1].cloud);
@@ -435,6 +439,36 @@ START_TEST(test_priority_and_lane_min_share)
 }
 END_TEST
 
+/* cloud.max_rate: messages per second, "/s" optional; cloud.max_bandwidth: a size per second. */
+START_TEST(test_rate_caps)
+{
+	static const struct {
+		const char *rate, *bandwidth;
+		uint32_t want_rate;
+		uint64_t want_bandwidth;
+	} cases[] = {
+		{ "1000", "256KiB", 1000, 256 * 1024 },
+		{ "500/s", "256KiB/s", 500, 256 * 1024 },
+		{ "1", "1KiB", 1, 1024 },
+		{ "10000000", "1TiB", 10000000, 1ull << 40 },
+		{ "7", "1500", 7, 1500 },
+	};
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		char yaml[512];
+		struct fb_config *cfg;
+
+		snprintf(yaml, sizeof(yaml), "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n"
+				"  max_rate: %s\n  max_bandwidth: %s\nspool:\n  path: /tmp/spool\n" RULE,
+				cases[i].rate, cases[i].bandwidth);
+		cfg = load_ok(yaml);
+		ck_assert_uint_eq(cfg->cloud.max_rate, cases[i].want_rate);
+		ck_assert_uint_eq(cfg->cloud.max_bandwidth, cases[i].want_bandwidth);
+		fb_config_free(cfg);
+	}
+}
+END_TEST
+
 START_TEST(test_password_file_loses_one_trailing_newline)
 {
 	static const struct {
@@ -490,9 +524,12 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_uint_eq(cfg->e2c_count, 3);
 	ck_assert_str_eq(cfg->e2c[0].local, "local/telemetry/#");
 	ck_assert_str_eq(cfg->e2c[0].cloud, "edge/site-A/telemetry/#");
-	ck_assert_uint_eq(cfg->e2c[0].header_count, 1);
+	ck_assert_uint_eq(cfg->e2c[0].header_count, 2);
 	ck_assert_str_eq(cfg->e2c[0].headers[0].name, "edge-site-id");
 	ck_assert_str_eq(cfg->e2c[0].headers[0].value, "site-A");
+	ck_assert_str_eq(cfg->e2c[0].headers[1].name, "captured-at");
+	ck_assert_str_eq(cfg->e2c[0].headers[1].value, "${captured_at}");
+	ck_assert_uint_eq(cfg->e2c[0].ttl_ms, 3600000);
 	ck_assert_uint_eq(cfg->e2c[0].priority, 4);
 	ck_assert(cfg->e2c[0].live_first == false);
 	ck_assert_str_eq(cfg->e2c[1].local, "local/alarm/#");
@@ -514,7 +551,7 @@ END_TEST
 START_TEST(test_shipped_example_optional_keys_load)
 {
 	static const char *const keys[] = { "password_file:", "ca_file:", "cert_file:", "key_file:",
-		"server_name:", "alpn:" };
+		"server_name:", "alpn:", "max_rate:", "max_bandwidth:" };
 	static const char etc[] = "/etc/mosquitto/flowmq/";
 	char line[512], prefix[256];
 	struct fb_config *cfg = NULL;
@@ -547,7 +584,7 @@ START_TEST(test_shipped_example_optional_keys_load)
 	}
 	fclose(in);
 	ck_assert_int_eq(fclose(out), 0);
-	ck_assert_uint_eq(uncommented, 6);
+	ck_assert_uint_eq(uncommented, 8);
 
 	rc = fb_config_load(in_dir("flowmq-bridge.yaml"), &lg, &cfg);
 	ck_assert_msg(rc == 0, "refused (%d):%s", rc, logs_dump());
@@ -557,6 +594,8 @@ START_TEST(test_shipped_example_optional_keys_load)
 	ck_assert_str_eq(cfg->cloud.tls.key_file, in_dir("edge.key"));
 	ck_assert_str_eq(cfg->cloud.tls.server_name, "project-1.flowmq.example");
 	ck_assert_str_eq(cfg->cloud.tls.alpn, "mqtt");
+	ck_assert_uint_eq(cfg->cloud.max_rate, 500);
+	ck_assert_uint_eq(cfg->cloud.max_bandwidth, 256 * 1024);
 	fb_config_free(cfg);
 }
 END_TEST
@@ -631,6 +670,39 @@ START_TEST(test_parse_size)
 END_TEST
 
 /* ---- ${site_id} ------------------------------------------------------------------------------- */
+
+/* Header values may hold the capture time: kept as written (the capture expands it), next to
+ * ${site_id} (expanded at load). */
+START_TEST(test_header_values_keep_the_capture_time_variables)
+{
+	struct fb_config *cfg = load_ok(MINIMAL
+		"    headers:\n"
+		"      at: ${captured_at}\n"
+		"      ms: ${captured_at_ms}\n"
+		"      both: ${site_id}@${captured_at_ms}/${captured_at}\n");
+
+	ck_assert_msg(logs.count == 0, "%s", logs_dump());
+	ck_assert_uint_eq(cfg->e2c[0].header_count, 3);
+	ck_assert_str_eq(cfg->e2c[0].headers[0].value, "${captured_at}");
+	ck_assert_str_eq(cfg->e2c[0].headers[1].value, "${captured_at_ms}");
+	ck_assert_str_eq(cfg->e2c[0].headers[2].value, "site-A@${captured_at_ms}/${captured_at}");
+	fb_config_free(cfg);
+}
+END_TEST
+
+/* A value that would exceed an MQTT string (65,535 bytes) once the capture time is in it. */
+START_TEST(test_header_value_too_long_with_the_capture_time)
+{
+	size_t n = 65512;
+	char *yaml = malloc(n + 256);
+	int len = snprintf(yaml, 256, "%s    headers:\n      big: ", MINIMAL);
+
+	memset(yaml + len, 'a', n);
+	strcpy(yaml + len + n, "${captured_at}\n");
+	expect_refused(yaml, "cfg.yaml:10: edge_to_cloud[0].headers.big: longer than 65535 bytes once expanded");
+	free(yaml);
+}
+END_TEST
 
 START_TEST(test_site_id_expands_everywhere)
 {
@@ -774,6 +846,25 @@ static const struct {
 	  "cfg.yaml:3: cloud.poison_after: invalid value '3 times' (expected an integer from 1 to 100)" },
 	{ "site_id: site-A\ncloud:\n  poison_after: 18446744073709551619\n",
 	  "cfg.yaml:3: cloud.poison_after: invalid value '18446744073709551619' (expected an integer from 1 to 100)" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 0\n",
+	  "cfg.yaml:3: cloud.max_rate: invalid value '0' (expected messages per second, an integer from 1 to 10000000, "
+	  "e.g. 500 or 500/s)" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 10000001\n", "cfg.yaml:3: cloud.max_rate: invalid value '10000001'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: -5\n", "cfg.yaml:3: cloud.max_rate: invalid value '-5'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 1.5\n", "cfg.yaml:3: cloud.max_rate: invalid value '1.5'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: 500/m\n", "cfg.yaml:3: cloud.max_rate: invalid value '500/m'" },
+	{ "site_id: site-A\ncloud:\n  max_rate: /s\n", "cfg.yaml:3: cloud.max_rate: invalid value '/s'" },
+	{ "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  max_rate: [1]\n",
+	  "cfg.yaml:4: cloud.max_rate: expected a scalar value, got a list" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 256KB\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: invalid size '256KB' (expected bytes or a number and a unit: 512KiB, 64MiB, "
+	  "2GiB; units B, KiB, MiB, GiB, TiB)" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 1000\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: '1000' must be between 1KiB and 1TiB" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 0KiB/s\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: '0KiB' must be between 1KiB and 1TiB" },
+	{ "site_id: site-A\ncloud:\n  max_bandwidth: 2TiB\n",
+	  "cfg.yaml:3: cloud.max_bandwidth: '2TiB' must be between 1KiB and 1TiB" },
 	{ "site_id: site-A\ncloud:\n  poison_after: [3]\n",
 	  "cfg.yaml:3: cloud.poison_after: expected a scalar value, got a list" },
 	{ "site_id: site-A\ncloud:\n  reconnect: { min: 2m, max: 60s }\n",
@@ -837,6 +928,13 @@ static const struct {
 	{ MINIMAL "    drop: true\n", "cfg.yaml:8: edge_to_cloud[0].cloud: not allowed with drop: true" },
 	{ HEAD "edge_to_cloud:\n  - local: a\n    drop: true\n    headers: { a: b }\n",
 	  "cfg.yaml:9: edge_to_cloud[0].headers: not allowed with drop: true" },
+	{ HEAD "edge_to_cloud:\n  - local: a\n    drop: true\n    ttl: 1h\n",
+	  "cfg.yaml:9: edge_to_cloud[0].ttl: not allowed with drop: true" },
+	{ MINIMAL "    ttl: 0s\n", "cfg.yaml:9: edge_to_cloud[0].ttl: '0s' must be at least 1ms" },
+	{ MINIMAL "    ttl: 60\n", "cfg.yaml:9: edge_to_cloud[0].ttl: duration '60' needs a unit: ms, s, m, h or d (e.g. 60s)" },
+	{ MINIMAL "    ttl: 1.5h\n",
+	  "cfg.yaml:9: edge_to_cloud[0].ttl: invalid duration '1.5h' (expected a number and a unit: 250ms, 30s, 5m, 2h, 7d)" },
+	{ MINIMAL "    ttl: [1h]\n", "cfg.yaml:9: edge_to_cloud[0].ttl: expected a scalar value, got a list" },
 	{ HEAD "edge_to_cloud:\n  - local: a/#\n    cloud: b/${site}/#\n",
 	  "cfg.yaml:8: edge_to_cloud[0].cloud: unknown variable '${site}' (only ${site_id} is defined)" },
 	{ MINIMAL "    headers: [a, b]\n",
@@ -846,7 +944,16 @@ static const struct {
 	{ MINIMAL "    headers:\n      flowmq-bridge-origin: x\n",
 	  "cfg.yaml:10: edge_to_cloud[0].headers.flowmq-bridge-origin: reserved header name (the bridge sets it)" },
 	{ MINIMAL "    headers:\n      h: ${nope}\n",
-	  "cfg.yaml:10: edge_to_cloud[0].headers.h: unknown variable '${nope}'" },
+	  "cfg.yaml:10: edge_to_cloud[0].headers.h: unknown variable '${nope}' (header values may use ${site_id}, "
+	  "${captured_at} and ${captured_at_ms})" },
+	{ MINIMAL "    headers:\n      h: ${captured_at\n",
+	  "cfg.yaml:10: edge_to_cloud[0].headers.h: unterminated '${' in '${captured_at'" },
+	{ HEAD "edge_to_cloud:\n  - local: a/#\n    cloud: b/${captured_at}/#\n",
+	  "cfg.yaml:8: edge_to_cloud[0].cloud: unknown variable '${captured_at}' (only ${site_id} is defined here; "
+	  "the capture time only in header values)" },
+	{ "site_id: site-A\ncloud:\n  client_id: c-${captured_at_ms}\n",
+	  "cfg.yaml:3: cloud.client_id: unknown variable '${captured_at_ms}' (only ${site_id} is defined here; "
+	  "the capture time only in header values)" },
 	{ HEAD "cloud_to_edge:\n  - cloud: c/+\n    local: l/#\n",
 	  "cfg.yaml:8: cloud_to_edge[0].local: template wildcards (#) do not match filter wildcards (+)" },
 	{ HEAD "cloud_to_edge:\n  - cloud: c/#/x\n    local: l\n",
@@ -1188,10 +1295,13 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_poison_after_takes_1_to_100);
 	tcase_add_test(tc, test_priority_and_lane_min_share);
 	tcase_add_test(tc, test_password_file_loses_one_trailing_newline);
+	tcase_add_test(tc, test_rate_caps);
 	tcase_add_test(tc, test_shipped_example_loads);
 	tcase_add_test(tc, test_shipped_example_optional_keys_load);
 	tcase_add_test(tc, test_free_accepts_null);
 	tcase_add_test(tc, test_site_id_expands_everywhere);
+	tcase_add_test(tc, test_header_values_keep_the_capture_time_variables);
+	tcase_add_test(tc, test_header_value_too_long_with_the_capture_time);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_unreadable_file);
 	suite_add_tcase(s, tc);

@@ -150,6 +150,29 @@ START_TEST(record_round_trips_all_qos_retain_and_empty_fields)
 }
 END_TEST
 
+/* Bit 63 of the expiry: it is a rule's ttl (kept on the edge, not sent to the cloud). */
+START_TEST(record_expiry_bit_63_marks_a_rule_ttl)
+{
+	struct fb_record r = known_record(), d;
+	uint8_t buf[64];
+	size_t n;
+
+	ck_assert_int_eq(fb_record_decode(known_bytes, sizeof(known_bytes), &d), 0);
+	ck_assert(!d.expiry_local);
+	r.expiry_local = true;
+	n = fb_record_encode(&r, buf);
+	ck_assert_uint_eq(n, sizeof(known_bytes));
+	ck_assert_uint_eq(buf[10], 0x91); /* 0x11 | bit 63 */
+	ck_assert_mem_eq(buf, known_bytes, 10);
+	ck_assert_mem_eq(buf + 11, known_bytes + 11, sizeof(known_bytes) - 11);
+	ck_assert_int_eq(fb_record_decode(buf, n, &d), 0);
+	ck_assert(d.expiry_local);
+	ck_assert(d.retain);
+	ck_assert_uint_eq(d.qos, 1);
+	ck_assert_uint_eq(d.expiry_ms, 0x1112131415161718ULL);
+}
+END_TEST
+
 START_TEST(record_round_trips_large_payload)
 {
 	struct fb_record r = known_record(), d;
@@ -720,6 +743,7 @@ static Suite *record_suite(void)
 	tcase_add_test(tc, record_lane_in_flags_and_old_records_in_default_lane);
 	tcase_add_test(tc, record_round_trips_all_qos_retain_and_empty_fields);
 	tcase_add_test(tc, record_round_trips_large_payload);
+	tcase_add_test(tc, record_expiry_bit_63_marks_a_rule_ttl);
 	tcase_add_test(tc, record_rejects_every_truncation);
 	tcase_add_test(tc, record_rejects_garbage);
 	suite_add_tcase(s, tc);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mosquitto.h>
 
@@ -964,6 +965,135 @@ START_TEST(test_first_bytes)
 }
 END_TEST
 
+/* ---- header values with the capture time ---- */
+
+/* Expands VALUE for MS into a fresh string (the test frees it). */
+static char *expand_str(const char *value, uint64_t ms)
+{
+	char buf[256];
+	int n = fb_route_header_expand(value, ms, buf, sizeof(buf));
+
+	ck_assert_int_ge(n, 0);
+	return strndup(buf, (size_t)n);
+}
+
+START_TEST(test_header_expands_captured_at_and_ms)
+{
+	static const struct {
+		uint64_t ms;
+		const char *rfc;
+	} dates[] = {
+		{ 0, "1970-01-01T00:00:00.000Z" },
+		{ 1795976400123ull, "2026-11-29T18:20:00.123Z" },
+		{ 951782400000ull, "2000-02-29T00:00:00.000Z" },    /* leap day of a year divisible by 400 */
+		{ 951868799999ull, "2000-02-29T23:59:59.999Z" },
+		{ 1709251199999ull, "2024-02-29T23:59:59.999Z" },
+		{ 4107542400000ull, "2100-03-01T00:00:00.000Z" },   /* 2100 is no leap year */
+		{ 253402300799999ull, "9999-12-31T23:59:59.999Z" },
+	};
+	char *v;
+
+	for(size_t i = 0; i < sizeof(dates) / sizeof(dates[0]); i++){
+		char want[64];
+
+		v = expand_str("${captured_at}", dates[i].ms);
+		ck_assert_str_eq(v, dates[i].rfc);
+		free(v);
+		snprintf(want, sizeof(want), "%llu", (unsigned long long)dates[i].ms);
+		v = expand_str("${captured_at_ms}", dates[i].ms);
+		ck_assert_str_eq(v, want);
+		free(v);
+	}
+	v = expand_str("at ${captured_at} = ${captured_at_ms}ms; ${captured_at}", 1795976400123ull);
+	ck_assert_str_eq(v, "at 2026-11-29T18:20:00.123Z = 1795976400123ms; 2026-11-29T18:20:00.123Z");
+	free(v);
+	v = expand_str("plain $ {x} $captured_at", 5);
+	ck_assert_str_eq(v, "plain $ {x} $captured_at");
+	free(v);
+	v = expand_str("", 5);
+	ck_assert_str_eq(v, "");
+	free(v);
+}
+END_TEST
+
+/* fb_route_rfc3339() agrees with gmtime_r() on random instants from 1970 to 9999. */
+START_TEST(test_header_rfc3339_agrees_with_gmtime)
+{
+	unsigned seed = 4242;
+
+	for(int i = 0; i < 200000; i++){
+		uint64_t ms = (((uint64_t)rand_r(&seed) << 31) ^ (uint64_t)rand_r(&seed)) % 253402300800000ull;
+		time_t t = (time_t)(ms / 1000);
+		struct tm tm;
+		char want[64], got[FB_RFC3339_MAX];
+		size_t n;
+
+		if(i < 1000){
+			ms = (uint64_t)i * 86400000ull * 365 / 4 + (uint64_t)i; /* near year and day boundaries */
+			t = (time_t)(ms / 1000);
+		}
+		ck_assert_ptr_nonnull(gmtime_r(&t, &tm));
+		snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+				tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+		n = fb_route_rfc3339(ms, got);
+		ck_assert_uint_eq(n, 24);
+		ck_assert_msg(memcmp(got, want, 24) == 0, "%llu: %.24s, expected %s", (unsigned long long)ms, got, want);
+	}
+}
+END_TEST
+
+START_TEST(test_header_expand_stops_at_the_buffer_end)
+{
+	char buf[32];
+
+	memset(buf, 'x', sizeof(buf));
+	ck_assert_int_eq(fb_route_header_expand("${captured_at}", 0, buf, 23), -ENOSPC);
+	ck_assert_int_eq(fb_route_header_expand("${captured_at}", 0, buf, 24), 24);
+	ck_assert_int_eq(buf[24], 'x');
+	ck_assert_int_eq(fb_route_header_expand("abc", 0, buf, 2), -ENOSPC);
+	ck_assert_int_eq(fb_route_header_expand("${captured_at_ms}", 12345, buf, 4), -ENOSPC);
+	ck_assert_int_eq(fb_route_header_expand("${captured_at_ms}", 12345, buf, 5), 5);
+	ck_assert_mem_eq(buf, "12345", 5);
+}
+END_TEST
+
+START_TEST(test_header_check)
+{
+	const char *why = (const char *)1;
+	char *big;
+
+	ck_assert_int_eq(fb_route_check_header("site-A", &why), 0);
+	ck_assert_ptr_null(why);
+	ck_assert_int_eq(fb_route_check_header("", NULL), 0);
+	ck_assert_int_eq(fb_route_check_header("$SYS {x}", NULL), 0);
+	ck_assert_int_eq(fb_route_check_header("${captured_at}", &why), 1);
+	ck_assert_ptr_null(why);
+	ck_assert_int_eq(fb_route_check_header("t=${captured_at_ms}", NULL), 1);
+	ck_assert_int_eq(fb_route_check_header("${captured}", &why), -EINVAL);
+	ck_assert_str_eq(why, "unknown variable (header values may use ${site_id}, ${captured_at} and ${captured_at_ms})");
+	ck_assert_int_eq(fb_route_check_header("${captured_at", &why), -EINVAL);
+	ck_assert_str_eq(why, "unterminated '${'");
+	ck_assert_uint_eq(fb_route_header_var("${captured_at}x"), 14);
+	ck_assert_uint_eq(fb_route_header_var("${captured_at_ms}"), 17);
+	ck_assert_uint_eq(fb_route_header_var("${captured_at_m}"), 0);
+	ck_assert_uint_eq(fb_route_header_var("$captured_at"), 0);
+
+	/* 65,535 bytes once expanded at most: 65,511 + 24 fit, 65,512 + 24 do not. */
+	big = malloc(65536 + 32);
+	memset(big, 'a', 65511);
+	strcpy(big + 65511, "${captured_at}");
+	ck_assert_int_eq(fb_route_check_header(big, NULL), 1);
+	memset(big, 'a', 65512);
+	strcpy(big + 65512, "${captured_at}");
+	ck_assert_int_eq(fb_route_check_header(big, &why), -EINVAL);
+	ck_assert_str_eq(why, "longer than 65535 bytes once expanded");
+	memset(big, 'a', 65536);
+	big[65536] = '\0';
+	ck_assert_int_eq(fb_route_check_header(big, NULL), -EINVAL);
+	free(big);
+}
+END_TEST
+
 static Suite *route_suite(void)
 {
 	Suite *s = suite_create("route");
@@ -1000,6 +1130,13 @@ static Suite *route_suite(void)
 	tcase_add_test(tc, test_topic_check_reasons);
 	tcase_add_test(tc, test_template_check_reasons);
 	tcase_add_test(tc, test_filters_overlap);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("header values");
+	tcase_add_test(tc, test_header_expands_captured_at_and_ms);
+	tcase_add_test(tc, test_header_rfc3339_agrees_with_gmtime);
+	tcase_add_test(tc, test_header_expand_stops_at_the_buffer_end);
+	tcase_add_test(tc, test_header_check);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("scale");
