@@ -49,7 +49,7 @@
 #ifdef FB_IPC_VERSION_OVERRIDE
 #define FB_IPC_VERSION FB_IPC_VERSION_OVERRIDE /* only for the test of a mismatched flowmq-link */
 #else
-#define FB_IPC_VERSION 1
+#define FB_IPC_VERSION 2
 #endif
 
 /* flowmq-link's exit status when the region is not of its version. */
