@@ -12,10 +12,12 @@
 #include "reduce.h"
 
 /* Held messages wait on a timer wheel: SLOTS lists of SLOT_MS each, so that adding, moving and
- * expiring a timer costs O(1); one turn of the wheel is about 16 s, a timer further out is looked
- * at once per turn. */
-#define SLOT_MS 64u
-#define SLOTS 256u
+ * expiring a timer costs O(1); a slot is run once its time has passed (a held message goes out at
+ * most SLOT_MS plus one tick late), one turn of the wheel is about 16 s, and a timer further out is
+ * looked at once per turn. The tick runs the wheel at most every TICK_MS. */
+#define SLOT_MS 16u
+#define SLOTS 1024u
+#define TICK_MS 10u
 
 struct entry {
 	struct entry *hnext;               /* hash chain */
@@ -69,6 +71,7 @@ struct fb_reduce {
 	/* open windows, per rule in the order they opened (so in order of their end) */
 	struct entry *windows;     /* e2c_count sentinels */
 	size_t open_windows;
+	uint64_t next_tick_ms;     /* fb_reduce_tick() does nothing before this */
 	struct entry *held;        /* the entry of the last FB_REDUCE_HOLD */
 };
 
@@ -377,10 +380,6 @@ static void run_timers(struct fb_reduce *r, uint64_t mono_ms)
 		run_slot(r, &r->slots[(r->wheel_ms / SLOT_MS) % SLOTS], r->wheel_ms + SLOT_MS, mono_ms);
 		r->wheel_ms += SLOT_MS;
 	}
-	/* and what is due by now in the slot under way, so that nothing waits for its slot's end */
-	if(r->timers){
-		run_slot(r, &r->slots[(r->wheel_ms / SLOT_MS) % SLOTS], mono_ms + 1, mono_ms);
-	}
 	if(r->timers == 0){
 		r->wheel_ms = mono_ms - mono_ms % SLOT_MS;
 	}
@@ -621,8 +620,14 @@ void fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms)
 
 void fb_reduce_tick(struct fb_reduce *r)
 {
+	uint64_t now;
+
 	if(r->timers || r->open_windows){
-		fb_reduce_tick_at(r, fb_mono_ms(), fb_wall_ms());
+		now = fb_mono_ms();
+		if(now >= r->next_tick_ms){
+			r->next_tick_ms = now + TICK_MS;
+			fb_reduce_tick_at(r, now, fb_wall_ms());
+		}
 	}
 }
 

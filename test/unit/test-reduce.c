@@ -177,40 +177,55 @@ END_TEST
 /* ---- min_interval ----------------------------------------------------------------------------- */
 
 /* 1,000 messages on one topic over 2.5 s with min_interval 1s, the tick every 10 ms: the first is
- * sent at once, then the newest of each interval at its end (1 s, 2 s, 3 s), the last one being
+ * sent at once, then the newest of each interval once it has ended (by the tick, at most one wheel
+ * slot, 16 ms, and one tick late; or at once by a message that comes after the end and before the
+ * tick, which then replaces it), each interval counting from the last send: 4 in all, the last one
  * the last published; the other 996 are counted as suppressed. */
 START_TEST(test_min_interval_thins_and_keeps_the_last)
 {
 	char p[32];
-	unsigned send = 0, hold = 0;
+	unsigned k, fwd_n = 0, fwd_idx[16];
+	uint64_t at[1000], fwd_at[16];
+	size_t seen = 0;
 
 	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n");
 	for(unsigned i = 0; i < 1000; i++){
-		clock_now = 100000 + i * 5 / 2; /* 2.5 ms apart */
+		clock_now = at[i] = 100000 + i * 5 / 2; /* 2.5 ms apart */
 		if(i % 4 == 0){
 			tick();
 		}
+		for(; seen < sent.count; seen++){ /* held ones the tick sent */
+			ck_assert_uint_lt(fwd_n, 16);
+			ck_assert_int_eq(sscanf(sent.what[seen], "R:m%u", &fwd_idx[fwd_n]), 1);
+			fwd_at[fwd_n++] = sent.at[seen];
+		}
 		snprintf(p, sizeof(p), "m%u", i);
-		int v = offer("t/a", p);
-		send += v == FB_REDUCE_SEND;
-		hold += v == FB_REDUCE_HOLD;
+		if(offer("t/a", p) == FB_REDUCE_SEND){
+			ck_assert_uint_lt(fwd_n, 16);
+			fwd_idx[fwd_n] = i;
+			fwd_at[fwd_n++] = clock_now;
+		}
 	}
 	for(clock_now = 102500; clock_now <= 104000; clock_now += 10){
 		tick();
 	}
-	ck_assert_uint_eq(send, 1);
-	ck_assert_uint_eq(hold, 999);
-	ck_assert_uint_eq(sent.count, 3);
-	/* m399 is the newest before 101000 (at 100997.5 -> 100997), m799 before 102000 */
-	ck_assert_str_eq(sent.what[0], "R:m399");
-	ck_assert_str_eq(sent.what[1], "R:m799");
-	ck_assert_str_eq(sent.what[2], "R:m999");
-	/* each at the end of its interval, at most one tick (10 ms) late */
-	ck_assert_uint_ge(sent.at[0], 101000);
-	ck_assert_uint_le(sent.at[0], 101000 + 10);
-	ck_assert_uint_ge(sent.at[1], sent.at[0] + 1000);
-	ck_assert_uint_le(sent.at[1], sent.at[0] + 1000 + 10);
-	ck_assert_uint_ge(sent.at[2], sent.at[1] + 1000);
+	for(; seen < sent.count; seen++){
+		ck_assert_int_eq(sscanf(sent.what[seen], "R:m%u", &fwd_idx[fwd_n]), 1);
+		fwd_at[fwd_n++] = sent.at[seen];
+	}
+	ck_assert_uint_eq(fwd_n, 4);
+	ck_assert_uint_eq(fwd_idx[0], 0);
+	ck_assert_uint_eq(fwd_at[0], 100000);
+	for(unsigned j = 1; j < fwd_n; j++){
+		/* at the end of its interval, at most 16 + 10 ms late */
+		ck_assert_uint_ge(fwd_at[j], fwd_at[j - 1] + 1000);
+		ck_assert_uint_le(fwd_at[j], fwd_at[j - 1] + 1000 + 16 + 10);
+		/* the newest message offered by then */
+		k = fwd_idx[j];
+		ck_assert(at[k] <= fwd_at[j]);
+		ck_assert(k == 999 || at[k + 1] >= fwd_at[j]);
+	}
+	ck_assert_uint_eq(fwd_idx[3], 999);
 	ck_assert_uint_eq(C(suppressed), 996);
 	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_THROTTLE), 1);
 }
