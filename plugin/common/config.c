@@ -1418,17 +1418,17 @@ static void validate_reduce(struct loader *ld, size_t i, const struct raw_e2c *r
 	}
 	if(rr->heartbeat){
 		duration_at(ld, R("heartbeat"), rr->heartbeat, 1, 7 * DAY_MS, false, &o->heartbeat_ms);
-		if(!rr->on_change && !rr->deadband){
+		if(!o->on_change && !rr->deadband){
 			cfg_err(ld, R("heartbeat"), "needs on_change or deadband (without them every message is sent)");
 		}
 	}
-	if(rr->field && !rr->on_change && !rr->deadband && !a){
+	if(rr->field && !o->on_change && !rr->deadband && !a){
 		cfg_err(ld, R("field"), "needs on_change, deadband or aggregate");
 	}
 	if(a == NULL){
 		return;
 	}
-	if(rr->min_interval || rr->on_change || rr->deadband || rr->heartbeat){
+	if(rr->min_interval || o->on_change || rr->deadband || rr->heartbeat){
 		cfg_err(ld, R("aggregate"), "cannot be combined with min_interval, on_change, deadband or heartbeat");
 	}
 	if(required(ld, R("aggregate.window"), a->window)){

@@ -735,6 +735,8 @@ static const struct {
 	{ MINIMAL "    field: t\n", "cfg.yaml:9: edge_to_cloud[0].field: needs on_change, deadband or aggregate" },
 	{ MINIMAL "    heartbeat: 5m\n",
 	  "cfg.yaml:9: edge_to_cloud[0].heartbeat: needs on_change or deadband (without them every message is sent)" },
+	{ MINIMAL "    on_change: false\n    heartbeat: 5m\n",
+	  "cfg.yaml:10: edge_to_cloud[0].heartbeat: needs on_change or deadband (without them every message is sent)" },
 	{ MINIMAL "    aggregate: { field: t }\n", "cfg.yaml:9: edge_to_cloud[0].aggregate.window: missing required value" },
 	{ MINIMAL "    aggregate: { window: 50ms }\n",
 	  "cfg.yaml:9: edge_to_cloud[0].aggregate.window: '50ms' must be between 100ms and 1d" },
