@@ -32,13 +32,15 @@ static uint64_t wall_ms(void)
 }
 
 /* 1,000 messages on one topic over 2.5 s with min_interval: 1s: the first goes at once, then the
- * newest of each interval at its end: 4 (the issue's 3 +- 1), the last one the last published.
+ * newest of each interval at its end: 4 (the issue's 3 +- 1), the last one the last published; on
+ * a loaded machine the publishing may take longer, D seconds, and then up to floor(D) + 2 go.
  * Every other message is counted as suppressed. */
 START_TEST(test_min_interval_1000_messages_over_2500ms)
 {
 	struct fbh_broker cloud, edge;
 	struct fbh_sub *sub, *sys;
 	struct fbh_pub *pub;
+	uint64_t t0, span;
 	size_t got;
 
 	fbh_broker_init(&cloud, "cloud");
@@ -51,6 +53,7 @@ START_TEST(test_min_interval_1000_messages_over_2500ms)
 	ck_assert_ptr_nonnull(sys);
 	pub = fbh_pub_connect(edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
+	t0 = wall_ms();
 	for(unsigned batch = 0; batch < 25; batch++){
 		for(unsigned i = 0; i < 40; i++){
 			char p[16];
@@ -60,6 +63,7 @@ START_TEST(test_min_interval_1000_messages_over_2500ms)
 		sleep_ms(100);
 	}
 	ck_assert(fbh_pub_wait_all(pub, 30000));
+	span = wall_ms() - t0;
 	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
 	fbh_pub_close(pub);
 	/* The held one goes at the end of its interval, with no message after it. */
@@ -73,7 +77,8 @@ START_TEST(test_min_interval_1000_messages_over_2500ms)
 	ck_assert_msg(got, "m999 never arrived (%zu messages)", fbh_sub_count(sub));
 	sleep_ms(1500); /* nothing more may come */
 	got = fbh_sub_count(sub);
-	ck_assert_msg(got >= 2 && got <= 4, "%zu forwarded, expected 3 +- 1", got);
+	ck_assert_msg(got >= 2 && got <= span / 1000 + 2, "%zu forwarded in %llu ms, expected 3 +- 1", got,
+			(unsigned long long)span);
 	ck_assert_str_eq(fbh_sub_msg(sub, 0)->payload, "m0");
 	ck_assert_str_eq(fbh_sub_msg(sub, got - 1)->payload, "m999");
 	for(size_t i = 1; i < got; i++){
@@ -197,7 +202,7 @@ static void parse_window(const char *json, struct win *w)
 }
 
 /* aggregate: { window: 1s, field: temperature }: the values 1..20 published over about 2 s land
- * in 2 to 4 windows aligned to whole seconds; together they count 20, sum 210, min 1, max 20, and
+ * in windows aligned to whole seconds, at least 2 and at most one per second the publishing touched; together they count 20, sum 210, min 1, max 20, and
  * the last window's last is 20; each window's own values agree (avg = sum / count, first_ts and
  * last_ts in its second, in order). A payload without the field is counted as unparsable. */
 START_TEST(test_aggregate_windows_add_up)
@@ -247,7 +252,8 @@ START_TEST(test_aggregate_windows_add_up)
 	}
 	sleep_ms(500);
 	n = fbh_sub_count(sub);
-	ck_assert_msg(n >= 2 && n <= 4, "%zu windows", n);
+	ck_assert_msg(n >= 2 && n <= t1 / 1000 - t0 / 1000 + 1, "%zu windows in %llu ms", n,
+			(unsigned long long)(t1 - t0));
 	for(size_t k = 0; k < n; k++){
 		const struct fbh_msg *m = fbh_sub_msg(sub, k);
 		struct win w;
