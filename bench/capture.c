@@ -6,7 +6,8 @@
  * CONFIG points the cloud at a port where nothing listens, so every matched message stays in the
  * spool. Times N captures of a 100-byte payload on a matched topic and N on an unmatched topic,
  * one clock_gettime() pair around each call, and prints the medians and 99th percentiles in
- * nanoseconds as key=value.
+ * nanoseconds as key=value. With FB_CAPTURE_JSON set, the payloads are 60-byte telemetry JSON
+ * ({"temperature": <0.00 to 1.80, in turn>, "ts": <i>}) for rules with deadband or aggregate.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,12 +46,20 @@ static int run(struct fb_bridge *b, const char *topic, size_t n, long *ns)
 {
 	char payload[100];
 	struct timespec t0, t1;
+	const bool json = getenv("FB_CAPTURE_JSON") != NULL;
+	uint32_t len = json ? 60 : sizeof(payload);
 
 	memset(payload, 'x', sizeof(payload));
 	for(size_t i = 0; i < n; i++){
-		snprintf(payload, sizeof(payload), "%zu", i);
+		if(json){
+			int l = snprintf(payload, sizeof(payload), "{\"temperature\": %.2f, \"ts\": %zu", (double)(i % 7) * 0.3, i);
+			memset(payload + l, ' ', 59 - (size_t)l);
+			payload[59] = '}';
+		}else{
+			snprintf(payload, sizeof(payload), "%zu", i);
+		}
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		int rc = fb_bridge_capture(b, topic, payload, sizeof(payload), NULL, 1, false);
+		int rc = fb_bridge_capture(b, topic, payload, len, NULL, 1, false);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if(rc < 0){
 			fprintf(stderr, "capture failed: %d\n", rc);

@@ -42,7 +42,8 @@ struct hdr {
 
 struct opts {
 	const char *host, *user, *pass, *id, *topic, *filters[MAX_FILTERS], *ready_file, *first_file, *lat_file;
-	int port, qos, size, topics, conns, window, nfilters, persist;
+	const char *json_field; /* -J: telemetry JSON payloads with this number field */
+	int port, qos, size, topics, conns, window, nfilters, persist, groups;
 	long count;
 	double rate, timeout, idle;
 };
@@ -169,7 +170,9 @@ static void *pub_run(void *arg)
 	unsigned char *payload = calloc(1, (size_t)o->size + 1);
 	struct mosquitto *m;
 	int64_t start, deadline, interval = c->rate > 0 ? (int64_t)(1e9 / c->rate) : 0;
-	int rc;
+	double *walk = NULL;
+	unsigned seed = 7u + (unsigned)c->index;
+	int rc, len = o->size;
 
 	snprintf(id, sizeof(id), "%s-%d", o->id, c->index);
 	m = client_new(o, id, true, c);
@@ -177,6 +180,13 @@ static void *pub_run(void *arg)
 	mosquitto_publish_v5_callback_set(m, pub_on_publish);
 	for(int i = HDR_LEN; i < o->size; i++){
 		payload[i] = (unsigned char)('a' + i % 26);
+	}
+	if(o->json_field){
+		/* a slow random walk per topic, from 20.00 + topic / 100 */
+		walk = calloc((size_t)o->topics, sizeof(*walk));
+		for(int t = 0; t < o->topics; t++){
+			walk[t] = 20.0 + t / 100.0;
+		}
 	}
 	if((rc = client_connect(o, m)) != MOSQ_ERR_SUCCESS){
 		die("connect", rc);
@@ -202,12 +212,27 @@ static void *pub_run(void *arg)
 				wait = due - now;
 				break;
 			}
-			if(o->size >= HDR_LEN){
+			int t = (int)((c->sent * o->conns + c->index) % o->topics);
+			if(walk){
+				/* {"temperature": 21.37, "ts": 1732900000123} padded with spaces to -s bytes */
+				walk[t] += ((double)rand_r(&seed) / RAND_MAX - 0.5) * 0.2;
+				len = snprintf((char *)payload, (size_t)o->size + 1, "{\"%s\": %.2f, \"ts\": %lld", o->json_field,
+						walk[t], (long long)(now_ns(CLOCK_REALTIME) / 1000000));
+				while(len < o->size - 1){
+					payload[len++] = ' ';
+				}
+				payload[len++] = '}';
+			}else if(o->size >= HDR_LEN){
 				struct hdr h = { now_ns(CLOCK_REALTIME), (uint32_t)c->sent, (uint16_t)c->index, MAGIC };
 				memcpy(payload, &h, sizeof(h));
 			}
-			snprintf(topic, sizeof(topic), o->topic, (int)((c->sent * o->conns + c->index) % o->topics));
-			rc = mosquitto_publish_v5(m, NULL, topic, o->size, payload, o->qos, false, NULL);
+			if(o->groups > 0){
+				int per = o->topics / o->groups;
+				snprintf(topic, sizeof(topic), o->topic, t / per + 1, t % per + 1);
+			}else{
+				snprintf(topic, sizeof(topic), o->topic, t);
+			}
+			rc = mosquitto_publish_v5(m, NULL, topic, len, payload, o->qos, false, NULL);
 			if(rc != MOSQ_ERR_SUCCESS){
 				die("publish", rc);
 			}
@@ -227,6 +252,7 @@ static void *pub_run(void *arg)
 	mosquitto_disconnect(m);
 	mosquitto_destroy(m);
 	free(payload);
+	free(walk);
 	return NULL;
 }
 
@@ -489,6 +515,9 @@ static void usage(void)
 		"  -s BYTES           payload size (default 100; >= 16 carries timestamp and sequence)\n"
 		"  -r RATE            messages/s over all connections (default 0: unlimited)\n"
 		"  -c CONNECTIONS     parallel connections, one thread each (default 1)\n"
+		"  -G GROUPS          the topic holds two %d: group 1..GROUPS and member 1..TOPICS/GROUPS\n"
+		"  -J FIELD           telemetry payloads {\"FIELD\": <a slow random walk per topic>, \"ts\": <ms>},\n"
+		"                     padded with spaces to -s bytes (at least 48)\n"
 		"sub:\n"
 		"  -t FILTER          subscription (repeatable)\n"
 		"  -I SECONDS         stop when nothing arrived for this long after the first message\n"
@@ -515,7 +544,7 @@ int main(int argc, char **argv)
 	snprintf(id, sizeof(id), "loadgen-%s-%d", argv[1], (int)getpid());
 	o.id = id;
 	optind = 2;
-	while((c = getopt(argc, argv, "h:p:u:P:i:q:n:W:m:t:T:s:r:c:I:SR:F:L:")) != -1){
+	while((c = getopt(argc, argv, "h:p:u:P:i:q:n:W:m:t:T:s:r:c:I:SR:F:L:G:J:")) != -1){
 		switch(c){
 			case 'h': o.host = optarg; break;
 			case 'p': o.port = atoi(optarg); break;
@@ -541,6 +570,8 @@ int main(int argc, char **argv)
 			case 'R': o.ready_file = optarg; break;
 			case 'F': o.first_file = optarg; break;
 			case 'L': o.lat_file = optarg; break;
+			case 'G': o.groups = atoi(optarg); break;
+			case 'J': o.json_field = optarg; break;
 			default: usage();
 		}
 	}
@@ -548,9 +579,20 @@ int main(int argc, char **argv)
 			|| o.size < 0 || (!pub && o.nfilters == 0)){
 		usage();
 	}
-	if(pub && strchr(o.topic, '%') && (strchr(o.topic, '%') != strstr(o.topic, "%d")
+	if(pub && o.groups > 0){
+		const char *a = strstr(o.topic, "%d"), *b = a ? strstr(a + 2, "%d") : NULL;
+		if(b == NULL || strchr(b + 2, '%') || strchr(o.topic, '%') != a || strchr(a + 2, '%') != b
+				|| o.topics % o.groups){
+			fputs("loadgen: with -G the topic holds two %d and TOPICS is a multiple of GROUPS\n", stderr);
+			return 2;
+		}
+	}else if(pub && strchr(o.topic, '%') && (strchr(o.topic, '%') != strstr(o.topic, "%d")
 				|| strchr(strchr(o.topic, '%') + 1, '%'))){
 		fputs("loadgen: the topic may only hold %d\n", stderr);
+		return 2;
+	}
+	if(pub && o.json_field && (o.size < 48 || strlen(o.json_field) > 16)){
+		fputs("loadgen: -J needs -s 48 or more and a field name of at most 16 bytes\n", stderr);
 		return 2;
 	}
 	mosquitto_lib_init();

@@ -114,6 +114,31 @@ EOF
 	charts+=("bench/results/latency.png")
 fi
 
+# s9: bytes on the wire per published telemetry message, per system (log scale: the aggregate is
+# far below the rest).
+if has s9; then
+	for y in native plain aliases deadband aggregate; do
+		v=$(stat s9 "$y" bytes_per_published_msg)
+		[ -n "$v" ] && echo "\"$y\" $v"
+	done >"$work/telemetry.dat"
+	gnuplot <<EOF
+set terminal pngcairo size 900,480 font "sans,10"
+set output "$results/telemetry.png"
+set title "9. Telemetry, 200 topics x 10 msg/s: bytes the edge sends per published message\n(at the cloud side of the TCP connection, TLS included; median of $reps, bars: min–max)"
+set style fill solid 0.5 border -1
+set boxwidth 0.55
+set logscale y
+set yrange [0.1:*]
+set grid ytics
+set ylabel "bytes per published message (log scale, lower is better)"
+set xrange [-0.5:$(($(wc -l <"$work/telemetry.dat") - 1)).5]
+plot "$work/telemetry.dat" using 0:2:xtic(1) with boxes lc rgb "#4a7ebb" notitle, \
+	"" using 0:2:3:4 with yerrorbars lc rgb "black" pt 0 notitle, \
+	"" using 0:2:(sprintf("%.1f", \$2)) with labels offset 0,1 notitle
+EOF
+	charts+=("bench/results/telemetry.png")
+fi
+
 # ------------------------------------------------------------------ the report
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -206,6 +231,17 @@ EOF
 		row "" "live messages p99 ms during that drain" "$(fstat s8 plugin live_p99_ms 1)" \
 			"native: $(fstat s8 native live_p99_ms 1)" "$(fratio s8 live_p99_ms plugin native)" "" ""
 	fi
+	if has s9; then
+		row "9. telemetry, 200 topics, 60-byte JSON, 10 msg/s each" "bytes on the wire per published message, topic aliases" \
+			"$(fstat s9 aliases bytes_per_published_msg 1)" "plugin without aliases: $(fstat s9 plain bytes_per_published_msg 1)" \
+			"$(fratio s9 bytes_per_published_msg aliases plain)" "≤ 0.70" \
+			"$(verdict "$(ratio s9 bytes_per_published_msg aliases plain)" "<=" 0.70)"
+		row "" "messages forwarded, deadband 0.2 + heartbeat 30s, % of published" "$(fstat s9 deadband forwarded_pct 2)" \
+			"plain: $(fstat s9 plain forwarded_pct 2)" "" "≤ 20 %" "$(verdict "$(stat s9 deadband forwarded_pct)" "<=" 20)"
+		row "" "bytes on the wire per published message, aggregate window 10s" "$(fstat s9 aggregate bytes_per_published_msg 2)" \
+			"native: $(fstat s9 native bytes_per_published_msg 1)" "$(fratio s9 bytes_per_published_msg aggregate native)" \
+			"≤ 0.02 (50x fewer)" "$(verdict "$(ratio s9 bytes_per_published_msg aggregate native)" "<=" 0.02)"
+	fi
 	if has s7; then
 		row "7. callgrind, all edge processes" "instructions per forwarded message" "$(fstat s7 plugin-forward "instructions per message")" \
 			"native: $(fstat s7 native-forward "instructions per message")" \
@@ -273,7 +309,7 @@ throughout (restarted only by the outage scenarios). Payloads are 100 bytes, top
 subtopics; the load generator keeps up to 100 QoS 1 messages in flight.
 
 EOF
-	for s in s1 s2 s3 s4 s5 s7 s8; do
+	for s in s1 s2 s3 s4 s5 s7 s8 s9; do
 		has $s || continue
 		case $s in
 			s1) echo "### 1. Online throughput (QoS 1, $n_tp messages, edge publisher → cloud subscriber)" ;;
@@ -312,6 +348,21 @@ processes for the messages alone, divided by their number. *-forward: published 
 and forwarded to the cloud; *-unmatched: published to plant/cg, which nothing matches and nobody
 subscribes to. "… in X": instructions spent in shared object X itself; "… inclusive in f()": in the
 plugin's function f and everything it calls. Time in the kernel (system calls) is not counted.
+TXT
+				;;
+			s9) echo "### 9. Telemetry: send less ($s9_secs s per system)"
+				cat <<'TXT'
+
+200 topics local/telemetry/line-<1..4>/machine-<1..50>/spindle/temperature, 60-byte JSON payloads
+{"temperature": ..., "ts": ...} (a random walk of +-0.1 per message per topic), 10 msg/s per topic,
+QoS 1, topics in turn. native: Mosquitto's bridge; plain: the plugin with cloud.topic_aliases: false;
+aliases: with topic aliases (the cloud stand-in announces Topic Alias Maximum 256; with Mosquitto's
+default of 10, 200 topics in turn would gain nothing); deadband: deadband 0.2, field temperature,
+heartbeat 30s; aggregate: aggregate { window: 10s, field: temperature } (both with aliases). The
+rule has no headers; the plugin's messages still carry the origin user property
+(flowmq-bridge-origin: site-A, 31 bytes), the native bridge's none. bytes_per_published_msg: bytes the cloud received on the edge's TCP
+connection (ss -ti bytes_received, TLS included) from before the first to after the last message,
+over the messages published; forwarded: messages (or windows) the cloud application received.
 TXT
 				;;
 			s8) echo "### 8. Drain while publishing ($n_drain-message backlog, $s8_pairs pair$([ "$s8_pairs" = 1 ] || echo s) of local windows)"

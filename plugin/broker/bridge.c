@@ -21,6 +21,7 @@
 #include "logq.h"
 #include "publish.h"
 #include "record.h"
+#include "reduce.h"
 #include "route.h"
 #include "shared.h"
 #include "supervise.h"
@@ -80,6 +81,7 @@ struct fb_bridge {
 	bool writer_logged;       /* a failure to open the staging channel has been logged */
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
+	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
 };
 
 static void generation_free(struct generation *g)
@@ -299,6 +301,117 @@ static void notify(struct fb_bridge *b)
 	fb_waker_notify(b->efd, &b->sh->notified);
 }
 
+/* ---- sending less (reduce.h) ------------------------------------------------------------------ */
+
+static int stage(struct fb_bridge *b, size_t len, uint64_t *seq);
+
+/* Stages the record in b->buf (LEN bytes) for a message the capture already accepted: when the
+ * channel cannot take it, it is dropped and counted (nobody is left to refuse). */
+static int stage_later(struct fb_bridge *b, size_t len)
+{
+	uint64_t seq;
+	int rc = stage(b, len, &seq);
+
+	if(rc == -ENOSPC || rc == -E2BIG){
+		fb_count(&b->ctr->dropped_full, 1);
+	}
+	return rc;
+}
+
+static int buf_reserve(struct fb_bridge *b, size_t len)
+{
+	if(len > b->buf_size){
+		uint8_t *nb = realloc(b->buf, len);
+		if(nb == NULL){
+			return -ENOMEM;
+		}
+		b->buf = nb;
+		b->buf_size = len;
+	}
+	return 0;
+}
+
+/* fb_reduce_sink.record: a held message whose interval ended (or that was flushed). */
+static int reduce_record(void *ud, const uint8_t *rec, size_t len)
+{
+	struct fb_bridge *b = ud;
+
+	if(buf_reserve(b, len) < 0){
+		fb_count(&b->ctr->dropped_full, 1);
+		return -ENOMEM;
+	}
+	memcpy(b->buf, rec, len);
+	return stage_later(b, len);
+}
+
+static int timed_suffix(struct fb_bridge *b, const struct generation *g, int rule, uint64_t now, uint32_t *len);
+
+/* fb_reduce_sink.window: a closed aggregate window, sent with the rule's headers and origin. */
+static int reduce_window(void *ud, int rule, const char *cloud_topic, const char *json, size_t jlen)
+{
+	struct fb_bridge *b = ud;
+	const struct generation *g = b->gen;
+	const struct fb_e2c_rule *e = &g->cfg->e2c[rule];
+	uint64_t now = fb_wall_ms();
+	struct fb_record r = {
+		.qos = (uint8_t)e->qos,
+		.lane = (uint8_t)e->priority,
+		.live_first = e->live_first,
+		.enqueue_ms = now,
+		.expiry_ms = e->ttl_ms ? now + e->ttl_ms : 0,
+		.expiry_local = e->ttl_ms != 0,
+		.topic = cloud_topic,
+		.topic_len = (uint16_t)strlen(cloud_topic),
+		.props = g->extra[rule],
+		.props_len = g->extra_len[rule],
+		.payload = json,
+		.payload_len = (uint32_t)jlen,
+	};
+	size_t len;
+
+	if(g->timed[rule]){
+		/* The capture time of a window's summary is when the window closed. */
+		int rc = timed_suffix(b, g, rule, now, &r.props_len);
+		if(rc < 0){
+			fb_count(&b->ctr->dropped_full, 1);
+			return rc;
+		}
+		r.props = b->tbuf;
+	}
+	len = fb_record_size(&r);
+
+	if(buf_reserve(b, len) < 0){
+		fb_count(&b->ctr->dropped_full, 1);
+		return -ENOMEM;
+	}
+	fb_record_encode(&r, b->buf);
+	return stage_later(b, len);
+}
+
+/* Makes the reduce state for the current generation's rules (none when no rule needs it). */
+static int reduce_start(struct fb_bridge *b)
+{
+	const struct fb_reduce_sink sink = { reduce_record, reduce_window, b };
+	int rc = fb_reduce_new(b->gen->cfg, &sink, b->ctr, &b->red);
+
+	if(rc < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot keep state for min_interval, on_change, deadband or "
+				"aggregate: %s; those rules forward every message", strerror(-rc));
+	}
+	return rc;
+}
+
+/* Sends what the rules hold (throttled messages, open windows) and forgets it: before a reload
+ * swaps the rules, and before a stop. */
+static void reduce_end(struct fb_bridge *b)
+{
+	if(b->red){
+		fb_reduce_flush(b->red);
+		fb_reduce_free(b->red);
+		b->red = NULL;
+	}
+}
+
 /* ---- the broker side ------------------------------------------------------------------------- */
 
 int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const struct fb_host *host,
@@ -414,6 +527,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		rc = -EIO;
 		goto fail;
 	}
+	reduce_start(b);
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "started: site %s, %zu edge_to_cloud and %zu cloud_to_edge rules, spool %s, cloud %s",
 			cfg->site_id, cfg->e2c_count, cfg->c2e_count, cfg->spool.path, cfg->cloud.endpoints[0].url);
 	*out = b;
@@ -431,6 +545,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	}
 	/* Messages injected at the last tick stay in spool "in" when the broker stops right after it:
 	 * they are injected again at the next start. */
+	reduce_end(b); /* staged before the link process stops: the next start sends them */
 	if(b->sh){
 		fb_supervise_stop(&b->sv);
 	}
@@ -554,6 +669,9 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 			!= atomic_load_explicit(&b->sh->logq.head, memory_order_relaxed)){
 		drain_log(b);
 	}
+	if(b->red){
+		fb_reduce_tick(b->red);
+	}
 	if(now >= b->next_check){
 		publish_status(b, now);
 	}
@@ -623,6 +741,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	uint32_t eprops_len = 0, sfx_len = 0;
 	uint64_t seq, now;
 	size_t len;
+	bool hold = false;
 
 	if(rc == -EINVAL){
 		/* The rule matched but the rewritten topic is not a valid topic (empty, or longer than
@@ -639,6 +758,14 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	if(res.drop){
 		fb_count(&b->ctr->dropped_filtered, 1);
 		return 0;
+	}
+	if(b->red && fb_reduce_active(&rule->reduce)){
+		rc = fb_reduce_offer(b->red, res.rule, topic, res.topic, payload, payloadlen, fb_mono_ms(), fb_wall_ms());
+		if(rc == FB_REDUCE_TAKEN){
+			rc = 0;
+			goto out;
+		}
+		hold = rc == FB_REDUCE_HOLD; /* -ENOMEM: forwarded */
 	}
 	now = fb_wall_ms();
 	if(g->timed[res.rule]){
@@ -682,6 +809,9 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		b->buf_size = len;
 	}
 	fb_record_encode(&r, b->buf);
+	if(hold && fb_reduce_hold(b->red, b->buf, len) == 0){
+		goto out; /* sent at the end of its interval */
+	}
 	rc = stage(b, len, &seq);
 	if(rc == -ENOSPC || rc == -E2BIG){
 		fb_count(&b->ctr->dropped_full, 1);
@@ -736,12 +866,14 @@ int fb_bridge_reload(struct fb_bridge *b)
 	}
 	/* Only the broker thread used the one replaced here, unless it is the first (the link
 	 * process's): keep the first and the newest, free the rest. */
+	reduce_end(b); /* with the rules they were held for */
 	if(b->gen != b->first){
 		b->gen->older = NULL;
 		generation_free(b->gen);
 	}
 	g->older = b->first;
 	b->gen = g;
+	reduce_start(b);
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reloaded %s: %zu edge_to_cloud rules now apply; changes to cloud, spool "
 			"and cloud_to_edge take effect at the next restart", b->config_file, g->cfg->e2c_count);
 	return 0;

@@ -81,6 +81,7 @@ struct raw_cloud {
 	char *lane_min_share;
 	char *max_rate;
 	char *max_bandwidth;
+	char *topic_aliases;
 };
 
 struct raw_spool {
@@ -89,6 +90,14 @@ struct raw_spool {
 	char *on_full;
 	char *sync;
 	char *ttl;
+	char *max_tracked_topics;
+};
+
+struct raw_aggregate {
+	char *window;
+	char *field;
+	char **emit;
+	unsigned emit_count;
 };
 
 struct raw_e2c {
@@ -101,6 +110,12 @@ struct raw_e2c {
 	char *live_first;
 	char *ttl;
 	/* headers: read from the libyaml document */
+	char *min_interval;
+	char *on_change;
+	char *deadband;
+	char *field;
+	char *heartbeat;
+	struct raw_aggregate *aggregate;
 };
 
 struct raw_c2e {
@@ -173,6 +188,7 @@ static const cyaml_schema_field_t cloud_fields[] = {
 	STR(raw_cloud, lane_min_share),
 	STR(raw_cloud, max_rate),
 	STR(raw_cloud, max_bandwidth),
+	STR(raw_cloud, topic_aliases),
 	CYAML_FIELD_END
 };
 
@@ -182,6 +198,14 @@ static const cyaml_schema_field_t spool_fields[] = {
 	STR(raw_spool, on_full),
 	STR(raw_spool, sync),
 	STR(raw_spool, ttl),
+	STR(raw_spool, max_tracked_topics),
+	CYAML_FIELD_END
+};
+
+static const cyaml_schema_field_t aggregate_fields[] = {
+	STR(raw_aggregate, window),
+	STR(raw_aggregate, field),
+	SEQ(raw_aggregate, emit, &string_entry),
 	CYAML_FIELD_END
 };
 
@@ -195,6 +219,12 @@ static const cyaml_schema_field_t e2c_fields[] = {
 	STR(raw_e2c, live_first),
 	STR(raw_e2c, ttl),
 	CYAML_FIELD_IGNORE("headers", CYAML_FLAG_OPTIONAL),
+	STR(raw_e2c, min_interval),
+	STR(raw_e2c, on_change),
+	STR(raw_e2c, deadband),
+	STR(raw_e2c, field),
+	STR(raw_e2c, heartbeat),
+	MAP(raw_e2c, aggregate, aggregate_fields),
 	CYAML_FIELD_END
 };
 
@@ -1443,6 +1473,114 @@ static bool retain_clear_at(struct loader *ld, const char *path, const char *s)
 	return choice_at(ld, path, s, modes) == 1;
 }
 
+/* A dotted path of JSON object keys ("a.b.c"): no empty key. */
+static bool field_path_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && s[0] != '.' && s[n - 1] != '.' && strstr(s, "..") == NULL;
+}
+
+static char *field_at(struct loader *ld, const char *path, const char *s)
+{
+	if(!field_path_ok(s)){
+		cfg_err(ld, path, "invalid field '%s' (expected a key of a JSON object, dotted for nested "
+				"objects: temperature, sensor.value)", s);
+		return NULL;
+	}
+	return copy(ld, s);
+}
+
+/* The options that make a rule send less (README.md, "Sending less"). */
+static void validate_reduce(struct loader *ld, size_t i, const struct raw_e2c *rr, struct fb_e2c_rule *r)
+{
+	static const char *const emits[] = { "count", "min", "max", "avg", "sum", "last", NULL };
+	struct fb_reduce_opts *o = &r->reduce;
+	const struct raw_aggregate *a = rr->aggregate;
+	char path[128], *end;
+	int k;
+
+#define R(key) rule_path(path, sizeof(path), "edge_to_cloud", i, (key))
+	if(r->drop){
+		static const char *const keys[] = { "min_interval", "on_change", "deadband", "field", "heartbeat",
+			"aggregate", NULL };
+		for(k = 0; keys[k]; k++){
+			if(key_find(ld, R(keys[k]))){
+				cfg_err(ld, path, "not allowed with drop: true");
+			}
+		}
+		return;
+	}
+	if(rr->min_interval){
+		duration_at(ld, R("min_interval"), rr->min_interval, 1, DAY_MS, false, &o->min_interval_ms);
+	}
+	if(rr->on_change){
+		bool_at(ld, R("on_change"), rr->on_change, &o->on_change);
+	}
+	if(rr->deadband){
+		errno = 0;
+		o->deadband = strtod(rr->deadband, &end);
+		if(end == rr->deadband || *end != '\0' || errno != 0 || !(o->deadband >= 0) || o->deadband > 1e300){
+			cfg_err(ld, R("deadband"), "invalid value '%s' (expected a number of at least 0, e.g. 0.5)",
+					rr->deadband);
+		}else{
+			o->has_deadband = true;
+		}
+	}
+	if(rr->field){
+		o->field = field_at(ld, R("field"), rr->field);
+	}
+	if(rr->heartbeat){
+		duration_at(ld, R("heartbeat"), rr->heartbeat, 1, 7 * DAY_MS, false, &o->heartbeat_ms);
+		if(!o->on_change && !rr->deadband){
+			cfg_err(ld, R("heartbeat"), "needs on_change or deadband (without them every message is sent)");
+		}
+	}
+	if(rr->field && !o->on_change && !rr->deadband && !a){
+		cfg_err(ld, R("field"), "needs on_change, deadband or aggregate");
+	}
+	if(a == NULL){
+		return;
+	}
+	if(rr->min_interval || o->on_change || rr->deadband || rr->heartbeat){
+		cfg_err(ld, R("aggregate"), "cannot be combined with min_interval, on_change, deadband or heartbeat");
+	}
+	if(required(ld, R("aggregate.window"), a->window)){
+		duration_at(ld, path, a->window, 100, DAY_MS, false, &o->window_ms);
+	}
+	if(a->field){
+		o->agg_field = field_at(ld, R("aggregate.field"), a->field);
+	}else if(o->field){
+		o->agg_field = copy(ld, o->field);
+	}
+	o->emit = a->emit_count ? 0 : FB_AGG_ALL;
+	for(unsigned e = 0; e < a->emit_count; e++){
+		char epath[160];
+
+		snprintf(epath, sizeof(epath), "%s[%u]", R("aggregate.emit"), e);
+		if(a->emit[e] && (k = choice_at(ld, epath, a->emit[e], emits)) >= 0){
+			o->emit |= 1u << k;
+		}
+	}
+#undef R
+}
+
+/* Keys of the cloud and spool sections that belong to the rules' reduction and aliases. */
+static void validate_reduce_globals(struct loader *ld, const struct raw_config *raw, struct fb_config *cfg)
+{
+	uint64_t v;
+
+	cfg->cloud.topic_aliases = true;
+	if(raw->cloud->topic_aliases){
+		bool_at(ld, "cloud.topic_aliases", raw->cloud->topic_aliases, &cfg->cloud.topic_aliases);
+	}
+	cfg->spool.max_tracked_topics = 100000;
+	if(raw->spool->max_tracked_topics
+			&& uint_at(ld, "spool.max_tracked_topics", raw->spool->max_tracked_topics, 1, 100000000, &v)){
+		cfg->spool.max_tracked_topics = (uint32_t)v;
+	}
+}
+
 static void validate_rules(struct loader *ld, const struct raw_config *raw, struct fb_config *cfg)
 {
 	char path[96];
@@ -1474,6 +1612,7 @@ static void validate_rules(struct loader *ld, const struct raw_config *raw, stru
 			bool_at(ld, E2C("live_first"), rr->live_first, &r->live_first);
 		}
 		bool_at(ld, E2C("drop"), rr->drop, &r->drop);
+		validate_reduce(ld, i, rr, r);
 		if(required(ld, E2C("local"), rr->local)){
 			r->local = topic_at(ld, path, rr->local, FB_TOPIC_FILTER);
 		}
@@ -1567,6 +1706,7 @@ static void config_validate(struct loader *ld, const struct raw_config *raw, str
 		cfg->link_timeout_ms = (uint32_t)v;
 	}
 	validate_rules(ld, raw, cfg);
+	validate_reduce_globals(ld, raw, cfg);
 	warn_echo_loops(ld, cfg);
 }
 
@@ -1696,6 +1836,8 @@ void fb_config_free(struct fb_config *cfg)
 			free(cfg->e2c[i].headers[h].value);
 		}
 		free(cfg->e2c[i].headers);
+		free(cfg->e2c[i].reduce.field);
+		free(cfg->e2c[i].reduce.agg_field);
 	}
 	free(cfg->e2c);
 	for(size_t i = 0; i < cfg->c2e_count; i++){

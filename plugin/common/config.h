@@ -40,6 +40,36 @@ struct fb_endpoint {
 	bool tls;   /* false only for mqtt:// (requires tls.allow_plaintext) */
 };
 
+/* What an edge_to_cloud rule does to send less (README.md, "Sending less"); all zero: every
+ * message is forwarded. */
+enum fb_agg_emit {
+	FB_AGG_COUNT = 1 << 0,
+	FB_AGG_MIN = 1 << 1,
+	FB_AGG_MAX = 1 << 2,
+	FB_AGG_AVG = 1 << 3,
+	FB_AGG_SUM = 1 << 4,
+	FB_AGG_LAST = 1 << 5,
+	FB_AGG_ALL = (1 << 6) - 1,
+};
+
+struct fb_reduce_opts {
+	uint64_t min_interval_ms; /* 0: none */
+	bool on_change;           /* skip a payload equal to the last one forwarded */
+	bool has_deadband;
+	double deadband;          /* skip |value - last forwarded| <= deadband */
+	char *field;              /* dotted path of the number in a JSON object; NULL: the payload */
+	uint64_t heartbeat_ms;    /* 0: none */
+	uint64_t window_ms;       /* aggregate window; 0: no aggregate */
+	char *agg_field;          /* aggregate.field (or field); NULL: the payload is the number */
+	unsigned emit;            /* FB_AGG_* of aggregate.emit, default all */
+};
+
+/* True when the rule keeps per-topic state (broker/reduce.c). */
+static inline bool fb_reduce_active(const struct fb_reduce_opts *o)
+{
+	return o->min_interval_ms || o->on_change || o->has_deadband || o->window_ms;
+}
+
 struct fb_e2c_rule {
 	char *local;  /* topic filter on the edge */
 	char *cloud;  /* topic template, ${site_id} expanded; NULL when drop */
@@ -52,6 +82,7 @@ struct fb_e2c_rule {
 	size_t header_count;
 	uint64_t ttl_ms; /* ttl: 0 when not set (spool.ttl applies) */
 	unsigned line; /* line of the rule in the file */
+	struct fb_reduce_opts reduce;
 };
 
 struct fb_c2e_rule {
@@ -110,6 +141,7 @@ struct fb_config {
 		/* Caps on what the link process sends (token bucket, link/rate.h); 0: no cap. */
 		uint32_t max_rate;          /* messages per second, 1 to FB_CONFIG_MAX_RATE_MAX */
 		uint64_t max_bandwidth;     /* bytes per second (of the PUBLISH packets), 1KiB to 1TiB */
+		bool topic_aliases;         /* default true */
 	} cloud;
 
 	struct {
@@ -119,6 +151,7 @@ struct fb_config {
 		enum fb_sync sync;
 		uint32_t sync_interval_ms; /* with FB_SYNC_INTERVAL, default 100 */
 		uint64_t ttl_ms;          /* 0: none */
+		uint32_t max_tracked_topics; /* per-topic reduce state per rule kind, default 100000 */
 	} spool;
 
 	uint32_t status_interval_ms; /* default 10000 */

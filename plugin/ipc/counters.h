@@ -26,7 +26,12 @@
 	X(link_restarts,    "link_restarts",                   "link processes killed as hung, or restarted after an end") \
 	X(injected,         "cloud_to_edge/injected",          "cloud messages injected into the local broker") \
 	X(c2e_dropped,      "cloud_to_edge/dropped",           "cloud messages dropped (no rule, too large, expired, echo)") \
-	X(reconnects,       "reconnects",                      "connections to the cloud made after the first")
+	X(reconnects,       "reconnects",                      "connections to the cloud made after the first") \
+	X(dropped_unparsable, "edge_to_cloud/dropped/unparsable", "messages a deadband or aggregate rule found no number in") \
+	X(suppressed,       "edge_to_cloud/suppressed",        "messages not sent: throttled (min_interval), unchanged (on_change) or within deadband") \
+	X(aggregated,       "edge_to_cloud/aggregated",        "messages folded into aggregate windows") \
+	X(windows,          "edge_to_cloud/windows",           "aggregate windows published") \
+	X(reduce_evicted,   "edge_to_cloud/evicted",           "topics evicted from throttle or aggregate state (spool.max_tracked_topics), what they held sent first")
 
 /* In the shared region. */
 struct fb_counters {

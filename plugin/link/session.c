@@ -22,6 +22,7 @@
 
 #include "session.h"
 #include "rate.h"
+#include "alias.h"
 #include "record.h"
 #include "resolve.h"
 #include "tls.h"
@@ -100,6 +101,7 @@ struct fb_session {
 	struct fb_rate rate;     /* cloud.max_rate and cloud.max_bandwidth */
 	unsigned jitter_seed;
 	struct fb_resolve *rq;   /* the endpoint's name lookup while it runs (l->mosq exists, no socket) */
+	struct fb_alias alias;   /* topic aliases of this connection (cloud.topic_aliases) */
 };
 
 static void set_status(struct fb_session *l, enum fb_link_state state, const char *error)
@@ -382,6 +384,46 @@ static void subscribe_all(struct fb_session *l)
 	}
 }
 
+/* Topic aliases start over with every connection, within the Topic Alias Maximum of its CONNACK
+ * (absent: 0, none). */
+static void aliases_reset(struct fb_session *l, const mosquitto_property *connack)
+{
+	uint16_t max = 0;
+
+	if(l->d.cfg->cloud.topic_aliases){
+		mosquitto_property_read_int16(connack, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, &max, false);
+	}
+	fb_alias_reset(&l->alias, max);
+}
+
+/* The alias for R's topic (in l->topic_buf), added to *PROPS; when *PROPS is the cached
+ * l->props_list, to a list of its own decoded from R (mosquitto_property_copy_all() makes lists
+ * whose head libmosquitto 2.0.11 would send alone). Returns whether the PUBLISH carries the full
+ * topic. */
+static bool alias_props(struct fb_session *l, const struct fb_record *r, mosquitto_property **props)
+{
+	mosquitto_property *own = *props;
+	bool full;
+	uint16_t alias = fb_alias_get(&l->alias, l->topic_buf, r->topic_len, &full);
+
+	if(alias == 0){
+		return true;
+	}
+	if(*props == l->props_list && (own = NULL, fb_props_decode(r->props, r->props_len, &own) < 0)){
+		fb_alias_drop(&l->alias, l->topic_buf, r->topic_len);
+		return true;
+	}
+	if(mosquitto_property_add_int16(&own, MQTT_PROP_TOPIC_ALIAS, alias) != MOSQ_ERR_SUCCESS){
+		fb_alias_drop(&l->alias, l->topic_buf, r->topic_len);
+		if(own != *props){
+			mosquitto_property_free_all(&own);
+		}
+		return true;
+	}
+	*props = own;
+	return full;
+}
+
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
 	struct fb_session *l = obj;
@@ -398,6 +440,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	l->disconnect_reason = 0;
 	l->max_packet = 0;
 	mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &l->max_packet, false);
+	aliases_reset(l, props);
 	l->round_failures = 0;
 	/* The back-off starts over once this connection has carried something (teardown()). */
 	memset(l->cursor, 0, sizeof(l->cursor));
@@ -766,6 +809,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	mosquitto_property *props = NULL;
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
+	bool full;
 
 	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
@@ -813,9 +857,14 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 
 	/* libmosquitto copies the properties it keeps. */
-	rc = mosquitto_publish_v5(l->mosq, &mid, l->topic_buf, (int)r.payload_len, r.payload, r.qos, r.retain, props);
+	full = alias_props(l, &r, &props);
+	rc = mosquitto_publish_v5(l->mosq, &mid, full ? l->topic_buf : NULL, (int)r.payload_len, r.payload, r.qos,
+			r.retain, props);
 	if(props != l->props_list){
 		mosquitto_property_free_all(&props);
+	}
+	if(rc != MOSQ_ERR_SUCCESS){
+		fb_alias_drop(&l->alias, l->topic_buf, r.topic_len); /* not sent: no mapping */
 	}
 	switch(rc){
 		case MOSQ_ERR_SUCCESS:
@@ -1455,6 +1504,7 @@ void fb_session_stop(struct fb_session *l)
 	free(l->topic_buf);
 	free(l->props_key);
 	mosquitto_property_free_all(&l->props_list);
+	fb_alias_cleanup(&l->alias);
 	pthread_mutex_destroy(&l->status_lock);
 	free(l);
 }

@@ -521,7 +521,7 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_uint_eq(cfg->spool.ttl_ms, 7ull * 86400 * 1000);
 	ck_assert_uint_eq(cfg->status_interval_ms, 10000);
 	ck_assert_uint_eq(cfg->link_timeout_ms, 10000);
-	ck_assert_uint_eq(cfg->e2c_count, 3);
+	ck_assert_uint_eq(cfg->e2c_count, 5);
 	ck_assert_str_eq(cfg->e2c[0].local, "local/telemetry/#");
 	ck_assert_str_eq(cfg->e2c[0].cloud, "edge/site-A/telemetry/#");
 	ck_assert_uint_eq(cfg->e2c[0].header_count, 2);
@@ -537,6 +537,19 @@ START_TEST(test_shipped_example_loads)
 	ck_assert_str_eq(cfg->e2c[2].local, "local/debug/#");
 	ck_assert(cfg->e2c[2].drop);
 	ck_assert_uint_eq(cfg->cloud.lane_min_share_bp, 500);
+	ck_assert(!fb_reduce_active(&cfg->e2c[0].reduce));
+	ck_assert_str_eq(cfg->e2c[3].cloud, "edge/site-A/machines/+/temperature");
+	ck_assert(cfg->e2c[3].reduce.has_deadband);
+	ck_assert(cfg->e2c[3].reduce.deadband == 0.5);
+	ck_assert_str_eq(cfg->e2c[3].reduce.field, "temperature");
+	ck_assert_uint_eq(cfg->e2c[3].reduce.heartbeat_ms, 300000);
+	ck_assert_uint_eq(cfg->e2c[3].reduce.min_interval_ms, 1000);
+	ck_assert_uint_eq(cfg->e2c[3].reduce.window_ms, 0);
+	ck_assert_uint_eq(cfg->e2c[4].reduce.window_ms, 60000);
+	ck_assert_str_eq(cfg->e2c[4].reduce.agg_field, "count");
+	ck_assert_uint_eq(cfg->e2c[4].reduce.emit, FB_AGG_ALL);
+	ck_assert(cfg->cloud.topic_aliases);
+	ck_assert_uint_eq(cfg->spool.max_tracked_topics, 100000);
 	ck_assert_uint_eq(cfg->c2e_count, 1);
 	ck_assert_str_eq(cfg->c2e[0].cloud, "cloud/commands/site-A/#");
 	ck_assert_str_eq(cfg->c2e[0].local, "local/commands/#");
@@ -596,6 +609,45 @@ START_TEST(test_shipped_example_optional_keys_load)
 	ck_assert_str_eq(cfg->cloud.tls.alpn, "mqtt");
 	ck_assert_uint_eq(cfg->cloud.max_rate, 500);
 	ck_assert_uint_eq(cfg->cloud.max_bandwidth, 256 * 1024);
+	fb_config_free(cfg);
+}
+END_TEST
+
+/* The keys of "Sending less": defaults (nothing reduced, aliases on, 100000 topics) and values. */
+START_TEST(test_reduce_keys)
+{
+	struct fb_config *cfg = load_ok(MINIMAL);
+
+	ck_assert(!fb_reduce_active(&cfg->e2c[0].reduce));
+	ck_assert(cfg->cloud.topic_aliases);
+	ck_assert_uint_eq(cfg->spool.max_tracked_topics, 100000);
+	fb_config_free(cfg);
+	logs_clear();
+
+	cfg = load_ok("site_id: s\ncloud:\n  endpoints: [mqtts://c]\n  topic_aliases: false\n"
+		"spool:\n  path: /tmp/spool\n  max_tracked_topics: 100\n"
+		"edge_to_cloud:\n"
+		"  - local: a/#\n    cloud: b/#\n    on_change: true\n    heartbeat: 30s\n    min_interval: 250ms\n"
+		"  - local: c/#\n    cloud: d/#\n    deadband: 0\n    field: x.y.z\n"
+		"  - local: e/#\n    cloud: f/#\n    field: v\n    aggregate: { window: 10s, emit: [max, count] }\n"
+		"  - local: g/#\n    cloud: h/#\n    aggregate:\n      window: 1m\n      field: w\n");
+	ck_assert(!cfg->cloud.topic_aliases);
+	ck_assert_uint_eq(cfg->spool.max_tracked_topics, 100);
+	ck_assert(cfg->e2c[0].reduce.on_change);
+	ck_assert(!cfg->e2c[0].reduce.has_deadband);
+	ck_assert_ptr_null(cfg->e2c[0].reduce.field);
+	ck_assert_uint_eq(cfg->e2c[0].reduce.heartbeat_ms, 30000);
+	ck_assert_uint_eq(cfg->e2c[0].reduce.min_interval_ms, 250);
+	ck_assert(cfg->e2c[1].reduce.has_deadband);
+	ck_assert(cfg->e2c[1].reduce.deadband == 0.0);
+	ck_assert_str_eq(cfg->e2c[1].reduce.field, "x.y.z");
+	ck_assert(fb_reduce_active(&cfg->e2c[1].reduce));
+	ck_assert_uint_eq(cfg->e2c[2].reduce.window_ms, 10000);
+	ck_assert_str_eq(cfg->e2c[2].reduce.agg_field, "v");
+	ck_assert_uint_eq(cfg->e2c[2].reduce.emit, FB_AGG_MAX | FB_AGG_COUNT);
+	ck_assert_uint_eq(cfg->e2c[3].reduce.window_ms, 60000);
+	ck_assert_str_eq(cfg->e2c[3].reduce.agg_field, "w");
+	ck_assert_uint_eq(cfg->e2c[3].reduce.emit, FB_AGG_ALL);
 	fb_config_free(cfg);
 }
 END_TEST
@@ -785,6 +837,37 @@ static const struct {
 	  "cfg.yaml:8: edge_to_cloud[0].cloud: YAML tags are not supported ('!secret')" },
 	{ HEAD "edge_to_cloud: !!seq\n  - local: a/#\n    cloud: b/#\n",
 	  "cfg.yaml:6: edge_to_cloud: YAML tags are not supported ('tag:yaml.org,2002:seq')" },
+	/* sending less */
+	{ MINIMAL "    min_interval: 1\n", "cfg.yaml:9: edge_to_cloud[0].min_interval: duration '1' needs a unit" },
+	{ MINIMAL "    min_interval: 0ms\n", "cfg.yaml:9: edge_to_cloud[0].min_interval: '0ms' must be between 1ms and 1d" },
+	{ MINIMAL "    on_change: maybe\n", "cfg.yaml:9: edge_to_cloud[0].on_change: invalid value 'maybe' (expected true | false)" },
+	{ MINIMAL "    deadband: -1\n",
+	  "cfg.yaml:9: edge_to_cloud[0].deadband: invalid value '-1' (expected a number of at least 0, e.g. 0.5)" },
+	{ MINIMAL "    deadband: 0.5x\n", "cfg.yaml:9: edge_to_cloud[0].deadband: invalid value '0.5x'" },
+	{ MINIMAL "    deadband: nan\n", "cfg.yaml:9: edge_to_cloud[0].deadband: invalid value 'nan'" },
+	{ MINIMAL "    deadband: 1\n    field: a..b\n",
+	  "cfg.yaml:10: edge_to_cloud[0].field: invalid field 'a..b' (expected a key of a JSON object, dotted for "
+	  "nested objects: temperature, sensor.value)" },
+	{ MINIMAL "    field: t\n", "cfg.yaml:9: edge_to_cloud[0].field: needs on_change, deadband or aggregate" },
+	{ MINIMAL "    heartbeat: 5m\n",
+	  "cfg.yaml:9: edge_to_cloud[0].heartbeat: needs on_change or deadband (without them every message is sent)" },
+	{ MINIMAL "    on_change: false\n    heartbeat: 5m\n",
+	  "cfg.yaml:10: edge_to_cloud[0].heartbeat: needs on_change or deadband (without them every message is sent)" },
+	{ MINIMAL "    aggregate: { field: t }\n", "cfg.yaml:9: edge_to_cloud[0].aggregate.window: missing required value" },
+	{ MINIMAL "    aggregate: { window: 50ms }\n",
+	  "cfg.yaml:9: edge_to_cloud[0].aggregate.window: '50ms' must be between 100ms and 1d" },
+	{ MINIMAL "    aggregate: { window: 1m, emit: [count, median] }\n",
+	  "cfg.yaml:9: edge_to_cloud[0].aggregate.emit[1]: invalid value 'median' (expected count | min | max | avg | sum | last)" },
+	{ MINIMAL "    aggregate: { window: 1m, every: 2 }\n",
+	  "cfg.yaml:9: edge_to_cloud[0].aggregate.every: unknown key (expected one of: window, field, emit)" },
+	{ MINIMAL "    aggregate: { window: 1m }\n    on_change: true\n",
+	  "cfg.yaml:9: edge_to_cloud[0].aggregate: cannot be combined with min_interval, on_change, deadband or heartbeat" },
+	{ HEAD "edge_to_cloud:\n  - local: a/#\n    drop: true\n    min_interval: 1s\n",
+	  "cfg.yaml:9: edge_to_cloud[0].min_interval: not allowed with drop: true" },
+	{ HEAD "  max_tracked_topics: 0\n" RULE,
+	  "cfg.yaml:6: spool.max_tracked_topics: invalid value '0' (expected an integer from 1 to 100000000)" },
+	{ "site_id: site-A\ncloud:\n  topic_aliases: sometimes\n",
+	  "cfg.yaml:3: cloud.topic_aliases: invalid value 'sometimes' (expected true | false)" },
 	/* site_id */
 	{ "cloud:\n  endpoints: [mqtts://cloud.example]\nspool:\n  path: /tmp/spool\n" RULE,
 	  "cfg.yaml:1: site_id: missing required value" },
@@ -1288,6 +1371,7 @@ static Suite *config_suite(void)
 
 	tc = tcase_create("load");
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_reduce_keys);
 	tcase_add_test(tc, test_minimal_config_gets_every_default);
 	tcase_add_test(tc, test_cloud_to_edge_rule_defaults);
 	tcase_add_test(tc, test_every_key_set_is_converted);

@@ -1,0 +1,86 @@
+/* flowmq-bridge: sending less (README.md, "Sending less"): the per-topic state of the
+ * edge_to_cloud rules' min_interval, on_change, deadband, heartbeat and aggregate options (broker
+ * process, broker thread).
+ *
+ * The state lives where the capture runs, in two hash tables (one for the throttling and
+ * report-by-exception options, one for aggregate windows), each bounded by
+ * spool.max_tracked_topics: beyond it the least recently used topic is evicted, and what it held
+ * (a throttled message waiting for the end of its interval, an open window) is sent first. A
+ * capture costs a hash lookup and at most one eviction, never a scan. Held messages and open
+ * windows are sent by the tick when their time comes, and by fb_reduce_flush() at a reload or
+ * stop.
+ *
+ * Nothing here stages a record itself: what is to be sent goes to the caller's sink.
+ */
+#ifndef FB_REDUCE_H
+#define FB_REDUCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "counters.h"
+
+struct fb_reduce;
+
+/* Where fb_reduce sends what it held; both run on the broker thread, from fb_reduce_offer()
+ * (an eviction), fb_reduce_tick() or fb_reduce_flush(). A failure is the sink's to count. */
+struct fb_reduce_sink {
+	/* Stages REC (LEN bytes, an encoded record given to fb_reduce_hold(); borrowed). */
+	int (*record)(void *ud, const uint8_t *rec, size_t len);
+	/* Sends the summary JSON (LEN bytes, borrowed) of a closed window of edge_to_cloud rule RULE
+	 * to CLOUD_TOPIC. */
+	int (*window)(void *ud, int rule, const char *cloud_topic, const char *json, size_t len);
+	void *ud;
+};
+
+/* The kinds of per-topic state, each bounded by spool.max_tracked_topics. */
+enum fb_reduce_kind {
+	FB_REDUCE_THROTTLE = 0, /* min_interval, on_change, deadband, heartbeat */
+	FB_REDUCE_AGGREGATE,
+};
+
+/* fb_reduce_offer() verdicts. */
+enum fb_reduce_verdict {
+	FB_REDUCE_SEND = 0, /* forward the message now */
+	FB_REDUCE_HOLD,     /* encode it and give the record to fb_reduce_hold(): sent later */
+	FB_REDUCE_TAKEN,    /* suppressed, folded into a window or unparsable; counted */
+};
+
+/* Makes the state for the edge_to_cloud rules of CFG (which must outlive it). *out is NULL when
+ * no rule reduces anything. CTR receives suppressed, aggregated, windows, dropped_unparsable and
+ * reduce_evicted. Returns 0 or -ENOMEM. Broker thread. */
+int fb_reduce_new(const struct fb_config *cfg, const struct fb_reduce_sink *sink, struct fb_counters *ctr,
+		struct fb_reduce **out);
+
+/* Frees everything without sending it (see fb_reduce_flush()). Accepts NULL. */
+void fb_reduce_free(struct fb_reduce *r);
+
+/* Decides about a message on local TOPIC that edge_to_cloud rule RULE (with options) matched and
+ * maps to CLOUD_TOPIC, at MONO_MS (monotonic) and WALL_MS (wall clock) milliseconds. Returns an
+ * enum fb_reduce_verdict, or -ENOMEM (then forward it). Broker thread. */
+int fb_reduce_offer(struct fb_reduce *r, int rule, const char *topic, const char *cloud_topic,
+		const void *payload, uint32_t len, uint64_t mono_ms, uint64_t wall_ms);
+
+/* After FB_REDUCE_HOLD (and nothing else in between): keeps a copy of REC, the encoded message,
+ * to be sent at the end of its interval in place of the one held before. Returns 0 or -ENOMEM
+ * (then send it now). Broker thread. */
+int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len);
+
+/* Sends the held messages whose interval has ended and the windows that have closed by then.
+ * fb_reduce_tick() reads the clocks itself, and only when something waits. Broker thread. */
+void fb_reduce_tick(struct fb_reduce *r);
+void fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms);
+
+/* Sends every held message and every open window now (a reload or stop), and forgets them. */
+void fb_reduce_flush(struct fb_reduce *r);
+
+/* Topics tracked now of KIND. */
+size_t fb_reduce_tracked(const struct fb_reduce *r, enum fb_reduce_kind kind);
+
+/* Extracts the number a rule compares or aggregates: the whole payload (FIELD NULL) or the member
+ * at dotted path FIELD of a JSON object. Returns 0, or -EINVAL when there is no finite number
+ * there. Any thread. */
+int fb_reduce_value(const void *payload, uint32_t len, const char *field, double *out);
+
+#endif

@@ -1,0 +1,292 @@
+/* MQTT v5 topic aliases toward the cloud (cloud.topic_aliases), end to end: the edge reaches the
+ * cloud stand-in through a TCP relay in this test that counts the bytes the edge sends (TLS
+ * records included). A cloud whose listener announces Topic Alias Maximum 10 gets aliases: every
+ * message arrives on its full topic, in order, and the bytes drop; a cloud announcing 0 gets none
+ * (Mosquitto ends a connection that uses an alias it did not announce: no reconnect may happen),
+ * and neither does any cloud with topic_aliases: false. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common.h"
+
+/* ---- a counting TCP relay -------------------------------------------------------------------- */
+
+struct relay {
+	int lfd;
+	int port;       /* where the edge connects */
+	int target;     /* the cloud's TLS port */
+	atomic_ullong up; /* bytes from the edge to the cloud */
+	atomic_bool stop;
+	pthread_t thread;
+};
+
+static void *relay_run(void *arg)
+{
+	struct relay *r = arg;
+
+	while(!atomic_load(&r->stop)){
+		struct pollfd pl = { .fd = r->lfd, .events = POLLIN };
+		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)r->target),
+			.sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		int a, b;
+
+		if(poll(&pl, 1, 100) <= 0){
+			continue;
+		}
+		if((a = accept(r->lfd, NULL, NULL)) < 0){
+			continue;
+		}
+		b = socket(AF_INET, SOCK_STREAM, 0);
+		if(b < 0 || connect(b, (struct sockaddr *)&to, sizeof(to)) < 0){
+			close(a);
+			if(b >= 0){
+				close(b);
+			}
+			continue;
+		}
+		/* one connection at a time, until either side closes */
+		for(bool open = true; open && !atomic_load(&r->stop);){
+			struct pollfd p[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+			char buf[65536];
+
+			if(poll(p, 2, 100) <= 0){
+				continue;
+			}
+			for(int k = 0; k < 2 && open; k++){
+				if(p[k].revents & (POLLIN | POLLHUP | POLLERR)){
+					ssize_t n = read(p[k].fd, buf, sizeof(buf));
+					if(n <= 0){
+						open = false;
+						break;
+					}
+					if(k == 0){
+						atomic_fetch_add(&r->up, (unsigned long long)n);
+					}
+					for(ssize_t done = 0; done < n;){
+						ssize_t w = write(p[1 - k].fd, buf + done, (size_t)(n - done));
+						if(w <= 0){
+							open = false;
+							break;
+						}
+						done += w;
+					}
+				}
+			}
+		}
+		close(a);
+		close(b);
+	}
+	return NULL;
+}
+
+static void relay_start(struct relay *r, int target)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1;
+
+	memset(r, 0, sizeof(*r));
+	r->target = target;
+	r->port = fbh_free_port();
+	sa.sin_port = htons((uint16_t)r->port);
+	r->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(r->lfd, 0);
+	setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ck_assert_int_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(r->lfd, 4), 0);
+	ck_assert_int_eq(pthread_create(&r->thread, NULL, relay_run, r), 0);
+}
+
+static void relay_stop(struct relay *r)
+{
+	atomic_store(&r->stop, true);
+	pthread_join(r->thread, NULL);
+	close(r->lfd);
+}
+
+/* ---- the runs -------------------------------------------------------------------------------- */
+
+#define TOPICS 50
+#define PER_TOPIC 20
+
+/* The cloud stand-in's configuration with "max_topic_alias MAX" on its TLS listener (the edge's). */
+static void start_cloud_alias_max(struct fbh_broker *cloud, int max)
+{
+	char *conf = fbh_cloud_conf(cloud, NULL), *at = strstr(conf, "use_identity_as_username false\n"), *c2;
+
+	ck_assert_ptr_nonnull(at);
+	at += strlen("use_identity_as_username false\n");
+	ck_assert_int_gt(asprintf(&c2, "%.*smax_topic_alias %d\n%s", (int)(at - conf), conf, max, at), 0);
+	free(conf);
+	if(fbh_broker_start(cloud, c2) != 0){
+		fbh_broker_dump_log(cloud);
+		ck_abort_msg("the cloud did not start");
+	}
+	free(c2);
+}
+
+/* Sends TOPICS x PER_TOPIC messages (each topic's PER_TOPIC in a row, topics in turn) from an edge
+ * with topic_aliases ALIASES to a cloud announcing MAX; asserts that all arrive, each topic's in
+ * order on its own topic, with no reconnect; returns the bytes the edge sent. */
+static unsigned long long run(int max, bool aliases, const char *name)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	struct relay r;
+	unsigned next[TOPICS] = { 0 };
+	unsigned long long bytes;
+	char *yaml, *cname, *ename;
+	const char *base = FBH_YAML_BASE, *cl = strstr(base, "cloud:\n") + 7;
+
+	ck_assert_int_gt(asprintf(&cname, "cloud-%s", name), 0);
+	ck_assert_int_gt(asprintf(&ename, "edge-%s", name), 0);
+	fbh_broker_init(&cloud, cname);
+	fbh_broker_init(&edge, ename);
+	start_cloud_alias_max(&cloud, max);
+	relay_start(&r, cloud.port);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	/* cloud.topic_aliases right after "cloud:" */
+	ck_assert_int_gt(asprintf(&yaml, "%.*s  topic_aliases: %s\n%s"
+			"edge_to_cloud:\n  - local: local/telemetry/#\n    cloud: edge/${site_id}/telemetry/#\n",
+			(int)(cl - base), base, aliases ? "true" : "false", cl), 0);
+	start_edge(&edge, r.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+	atomic_store(&r.up, 0);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(unsigned t = 0; t < TOPICS; t++){
+		for(unsigned n = 0; n < PER_TOPIC; n++){
+			char topic[96], p[32];
+			snprintf(topic, sizeof(topic), "local/telemetry/line-%u/machine-%u/spindle/temperature", t % 4 + 1, t);
+			int len = snprintf(p, sizeof(p), "%u-%u", t, n);
+			ck_assert_int_ge(fbh_pub_send(pub, topic, p, len, 1, false, NULL), 0);
+		}
+	}
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	ck_assert_msg(wait_exactly(sub, TOPICS * PER_TOPIC, 30000, 1000), "%s: %zu of %d arrived", name,
+			fbh_sub_count(sub), TOPICS * PER_TOPIC);
+	for(size_t i = 0; i < fbh_sub_count(sub); i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		unsigned t, n;
+		char want[96];
+
+		ck_assert_int_eq(sscanf(m->payload, "%u-%u", &t, &n), 2);
+		ck_assert_uint_lt(t, TOPICS);
+		snprintf(want, sizeof(want), "edge/site-A/telemetry/line-%u/machine-%u/spindle/temperature", t % 4 + 1, t);
+		ck_assert_str_eq(m->topic, want);
+		ck_assert_uint_eq(n, next[t]++);
+	}
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", TOPICS * PER_TOPIC, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", 0, 1000));
+	ck_assert(sys_wait(sys, "state", "connected", 1000));
+	bytes = atomic_load(&r.up);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	relay_stop(&r);
+	free(yaml);
+	free(cname);
+	free(ename);
+	fprintf(stderr, "topic aliases %s, cloud maximum %d: %llu bytes for %d messages (%.1f per message)\n",
+			aliases ? "on" : "off", max, bytes, TOPICS * PER_TOPIC, (double)bytes / (TOPICS * PER_TOPIC));
+	return bytes;
+}
+
+/* The same messages: with aliases (maximum 10, 50 topics, so aliases are replaced) at least 25 %
+ * fewer bytes than without; a maximum of 0 sends no alias (no reconnect, the same bytes within
+ * 2 % as with aliases off). */
+START_TEST(test_aliases_cut_bytes_within_the_announced_maximum)
+{
+	unsigned long long with = run(10, true, "on10");
+	unsigned long long without = run(10, false, "off10");
+	unsigned long long zero = run(0, true, "on0");
+
+	ck_assert_msg(with * 4 <= without * 3, "with aliases %llu bytes, without %llu", with, without);
+	ck_assert_msg(zero * 100 >= without * 98 && zero * 100 <= without * 102, "maximum 0: %llu bytes, without "
+			"aliases %llu", zero, without);
+}
+END_TEST
+
+/* A reconnect starts a new alias table (cloud maximum 5, 8 topics): the messages spooled while the
+ * cloud was down go out on the new connection on the same topics as before, each topic's first
+ * with its full topic, and arrive on the right topics; a stale alias would make the cloud end the
+ * connection (more than the one reconnect). */
+START_TEST(test_aliases_start_over_after_a_reconnect)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-alias");
+	struct fbh_sub *sub, *sys;
+	char *conf, *at, *c2;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	co.extra = cloud_persistent_extra(&cloud);
+	conf = fbh_cloud_conf(&cloud, &co);
+	at = strstr(conf, "use_identity_as_username false\n") + strlen("use_identity_as_username false\n");
+	ck_assert_int_gt(asprintf(&c2, "%.*smax_topic_alias 5\n%s", (int)(at - conf), conf, at), 0);
+	ck_assert_int_eq(fbh_broker_start(&cloud, c2), 0);
+	sub = fbh_sub_start(cloud.port2, &so, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+	for(int round = 0; round < 2; round++){
+		for(unsigned t = 0; t < 8; t++){
+			char topic[64], prefix[16];
+			snprintf(topic, sizeof(topic), "local/telemetry/t%u", t);
+			snprintf(prefix, sizeof(prefix), "r%d-", round);
+			ck_assert_int_eq(fbh_publish(edge.port, NULL, topic, prefix, 5, 1, NULL, 10000), 5);
+		}
+		if(round == 0){
+			ck_assert(wait_exactly(sub, 40, 20000, 500));
+			fbh_sub_stop(sub);
+			ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+			ck_assert(sys_wait(sys, "state", "connecting", 20000) || sys_wait(sys, "state", "disconnected", 1));
+		}
+	}
+	ck_assert(sys_wait_u64(sys, "spool/messages", 40, 10000));
+	ck_assert_int_eq(fbh_broker_start(&cloud, c2), 0);
+	sub = fbh_sub_start(cloud.port2, &so, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert(wait_exactly(sub, 40, 20000, 1000));
+	for(size_t i = 0; i < 40; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		char want[64];
+		snprintf(want, sizeof(want), "edge/site-A/telemetry/t%zu", i / 5);
+		ck_assert_str_eq(m->topic, want);
+		ck_assert_int_eq(payload_index(m, "r1-"), (long)(i % 5));
+	}
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "reconnects", 1, 1000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	free(conf);
+	free(c2);
+	free((char *)co.extra);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("alias");
+	TCase *tc = fbh_tcase("alias");
+
+	tcase_add_test(tc, test_aliases_cut_bytes_within_the_announced_maximum);
+	tcase_add_test(tc, test_aliases_start_over_after_a_reconnect);
+	suite_add_tcase(s, tc);
+	return fbh_run(s);
+}

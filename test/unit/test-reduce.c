@@ -1,0 +1,612 @@
+/* Unit tests of plugin/broker/reduce.c: min_interval, on_change, deadband, heartbeat and aggregate,
+ * driven with given clocks, so that every expectation is exact: which messages are sent, which
+ * are held and sent later (and when), the summaries' JSON, the counters, and the LRU bound. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "reduce.h"
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+#define SENT_MAX 4096
+
+/* What the sink received, in order. */
+static struct {
+	char *what[SENT_MAX];    /* "R:<record bytes>" or "W<rule>:<cloud topic>:<json>" */
+	uint64_t at[SENT_MAX];   /* the test clock when it arrived */
+	size_t count;
+} sent;
+static uint64_t clock_now;
+static struct fb_counters ctr;
+static struct fb_config *cfg;
+static struct fb_reduce *red;
+static char cfg_path[64];
+
+static void quiet(void *ud, int level, const char *line)
+{
+	fprintf(stderr, "config: %s\n", line);
+}
+
+static const struct fb_logger lg = { quiet, NULL };
+
+static void sent_add(char *s)
+{
+	ck_assert_uint_lt(sent.count, SENT_MAX);
+	sent.at[sent.count] = clock_now;
+	sent.what[sent.count++] = s;
+}
+
+static int sink_record(void *ud, const uint8_t *rec, size_t len)
+{
+	char *s = malloc(len + 3);
+
+	memcpy(s, "R:", 2);
+	memcpy(s + 2, rec, len);
+	s[len + 2] = '\0';
+	sent_add(s);
+	return 0;
+}
+
+static int sink_window(void *ud, int rule, const char *topic, const char *json, size_t len)
+{
+	char *s;
+
+	ck_assert_uint_eq(strlen(json), len);
+	ck_assert_int_ge(asprintf(&s, "W%d:%s:%s", rule, topic, json), 0);
+	sent_add(s);
+	return 0;
+}
+
+static void sent_clear(void)
+{
+	for(size_t i = 0; i < sent.count; i++){
+		free(sent.what[i]);
+	}
+	sent.count = 0;
+}
+
+/* Loads a configuration with the given edge_to_cloud rules (YAML list items) and makes the state. */
+static void start(const char *spool_extra, const char *rules)
+{
+	FILE *f;
+	const struct fb_reduce_sink sink = { sink_record, sink_window, NULL };
+
+	snprintf(cfg_path, sizeof(cfg_path), "/tmp/fb-test-reduce-XXXXXX");
+	ck_assert_int_ge(mkstemp(cfg_path), 0);
+	ck_assert_ptr_nonnull(f = fopen(cfg_path, "w"));
+	fprintf(f, "site_id: s\ncloud:\n  endpoints: [mqtts://c]\nspool:\n  path: /tmp/x\n%sedge_to_cloud:\n%s",
+			spool_extra, rules);
+	fclose(f);
+	ck_assert_int_eq(fb_config_load(cfg_path, &lg, &cfg), 0);
+	memset(&ctr, 0, sizeof(ctr));
+	ck_assert_int_eq(fb_reduce_new(cfg, &sink, &ctr, &red), 0);
+	ck_assert_ptr_nonnull(red);
+}
+
+static void teardown(void)
+{
+	fb_reduce_free(red);
+	red = NULL;
+	fb_config_free(cfg);
+	cfg = NULL;
+	unlink(cfg_path);
+	sent_clear();
+}
+
+/* Offers PAYLOAD on TOPIC (rule 0 unless the topic starts with a digit: that rule) at clock_now
+ * (both clocks); a held message's record is its payload. Returns the verdict. */
+static int offer_rule(int rule, const char *topic, const char *payload)
+{
+	char cloud[256];
+	int v;
+
+	snprintf(cloud, sizeof(cloud), "c/%s", topic);
+	v = fb_reduce_offer(red, rule, topic, cloud, payload, (uint32_t)strlen(payload), clock_now, clock_now);
+	ck_assert_int_ge(v, 0);
+	if(v == FB_REDUCE_HOLD){
+		ck_assert_int_eq(fb_reduce_hold(red, (const uint8_t *)payload, strlen(payload)), 0);
+	}
+	return v;
+}
+
+static int offer(const char *topic, const char *payload)
+{
+	return offer_rule(0, topic, payload);
+}
+
+static void tick(void)
+{
+	fb_reduce_tick_at(red, clock_now, clock_now);
+}
+
+#define C(name) ((uint64_t)atomic_load(&ctr.name))
+
+/* ---- fb_reduce_value -------------------------------------------------------------------------- */
+
+START_TEST(test_value_extraction)
+{
+	static const struct {
+		const char *payload;
+		const char *field;
+		int rc;
+		double v;
+	} cases[] = {
+		{ "21.5", NULL, 0, 21.5 },
+		{ " 7 \n", NULL, 0, 7 },
+		{ "-0.25", NULL, 0, -0.25 },
+		{ "1e3", NULL, 0, 1000 },
+		{ "", NULL, -EINVAL, 0 },
+		{ "21.5abc", NULL, -EINVAL, 0 },
+		{ "1e999", NULL, -EINVAL, 0 },
+		{ "true", NULL, -EINVAL, 0 },
+		{ "\"21\"", NULL, -EINVAL, 0 },
+		{ "[1]", NULL, -EINVAL, 0 },
+		{ "{\"temperature\": 20.5, \"ts\": 1}", "temperature", 0, 20.5 },
+		{ "{\"temperature\": 20.5}", NULL, -EINVAL, 0 },
+		{ "{\"a\": {\"b\": {\"c\": -3}}}", "a.b.c", 0, -3 },
+		{ "{\"a\": {\"b\": {\"c\": -3}}}", "a.b", -EINVAL, 0 },
+		{ "{\"a\": {\"b\": 2}}", "a.b.c", -EINVAL, 0 },
+		{ "{\"a\": 1}", "b", -EINVAL, 0 },
+		{ "{\"a\": \"1\"}", "a", -EINVAL, 0 },
+		{ "{\"a\": null}", "a", -EINVAL, 0 },
+		{ "{\"a\": 1", "a", -EINVAL, 0 },
+		{ "7", "a", -EINVAL, 0 },
+	};
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		double v = -12345;
+		int rc = fb_reduce_value(cases[i].payload, (uint32_t)strlen(cases[i].payload), cases[i].field, &v);
+
+		ck_assert_msg(rc == cases[i].rc, "case %zu '%s': rc %d", i, cases[i].payload, rc);
+		if(rc == 0){
+			ck_assert_msg(v == cases[i].v, "case %zu: %g", i, v);
+		}
+	}
+	/* The length bounds the parse: what follows is not read. */
+	double v;
+	ck_assert_int_eq(fb_reduce_value("12345", 2, NULL, &v), 0);
+	ck_assert(v == 12);
+}
+END_TEST
+
+/* ---- min_interval ----------------------------------------------------------------------------- */
+
+/* 1,000 messages on one topic over 2.5 s with min_interval 1s, the tick every 10 ms: the first is
+ * sent at once, then the newest of each interval once it has ended (by the tick, at most one wheel
+ * slot, 16 ms, and one tick late; or at once by a message that comes after the end and before the
+ * tick, which then replaces it), each interval counting from the last send: 4 in all, the last one
+ * the last published; the other 996 are counted as suppressed. */
+START_TEST(test_min_interval_thins_and_keeps_the_last)
+{
+	char p[32];
+	unsigned k, fwd_n = 0, fwd_idx[16];
+	uint64_t at[1000], fwd_at[16];
+	size_t seen = 0;
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n");
+	for(unsigned i = 0; i < 1000; i++){
+		clock_now = at[i] = 100000 + i * 5 / 2; /* 2.5 ms apart */
+		if(i % 4 == 0){
+			tick();
+		}
+		for(; seen < sent.count; seen++){ /* held ones the tick sent */
+			ck_assert_uint_lt(fwd_n, 16);
+			ck_assert_int_eq(sscanf(sent.what[seen], "R:m%u", &fwd_idx[fwd_n]), 1);
+			fwd_at[fwd_n++] = sent.at[seen];
+		}
+		snprintf(p, sizeof(p), "m%u", i);
+		if(offer("t/a", p) == FB_REDUCE_SEND){
+			ck_assert_uint_lt(fwd_n, 16);
+			fwd_idx[fwd_n] = i;
+			fwd_at[fwd_n++] = clock_now;
+		}
+	}
+	for(clock_now = 102500; clock_now <= 104000; clock_now += 10){
+		tick();
+	}
+	for(; seen < sent.count; seen++){
+		ck_assert_int_eq(sscanf(sent.what[seen], "R:m%u", &fwd_idx[fwd_n]), 1);
+		fwd_at[fwd_n++] = sent.at[seen];
+	}
+	ck_assert_uint_eq(fwd_n, 4);
+	ck_assert_uint_eq(fwd_idx[0], 0);
+	ck_assert_uint_eq(fwd_at[0], 100000);
+	for(unsigned j = 1; j < fwd_n; j++){
+		/* at the end of its interval, at most 16 + 10 ms late */
+		ck_assert_uint_ge(fwd_at[j], fwd_at[j - 1] + 1000);
+		ck_assert_uint_le(fwd_at[j], fwd_at[j - 1] + 1000 + 16 + 10);
+		/* the newest message offered by then */
+		k = fwd_idx[j];
+		ck_assert(at[k] <= fwd_at[j]);
+		ck_assert(k == 999 || at[k + 1] >= fwd_at[j]);
+	}
+	ck_assert_uint_eq(fwd_idx[3], 999);
+	ck_assert_uint_eq(C(suppressed), 996);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_THROTTLE), 1);
+}
+END_TEST
+
+/* 50 topics throttled independently: each sends its first message at once and its newest at the
+ * end of its own interval. */
+START_TEST(test_min_interval_per_topic)
+{
+	char t[32], p[32];
+	unsigned send = 0;
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n");
+	for(unsigned r = 0; r < 10; r++){
+		for(unsigned i = 0; i < 50; i++){
+			clock_now = 5000 + i * 10 + r * 50;
+			snprintf(t, sizeof(t), "t/%u", i);
+			snprintf(p, sizeof(p), "%u-%u", i, r);
+			send += offer(t, p) == FB_REDUCE_SEND;
+		}
+	}
+	ck_assert_uint_eq(send, 50);
+	ck_assert_uint_eq(sent.count, 0);
+	for(clock_now = 5500; clock_now <= 8000; clock_now += 10){
+		tick();
+	}
+	ck_assert_uint_eq(sent.count, 50);
+	for(unsigned i = 0; i < 50; i++){
+		snprintf(p, sizeof(p), "R:%u-9", i); /* in order of their intervals' ends */
+		ck_assert_str_eq(sent.what[i], p);
+		ck_assert_uint_ge(sent.at[i], 6000 + i * 10);
+	}
+	ck_assert_uint_eq(C(suppressed), 50 * 8);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_THROTTLE), 50);
+}
+END_TEST
+
+/* A message after a quiet interval goes at once; held ones are sent by fb_reduce_flush(). */
+START_TEST(test_min_interval_quiet_and_flush)
+{
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n");
+	clock_now = 1000;
+	ck_assert_int_eq(offer("t/a", "1"), FB_REDUCE_SEND);
+	clock_now = 3000;
+	ck_assert_int_eq(offer("t/a", "2"), FB_REDUCE_SEND);
+	clock_now = 3999;
+	ck_assert_int_eq(offer("t/a", "3"), FB_REDUCE_HOLD);
+	clock_now = 4000; /* the held one's interval ended, no tick yet: the new one replaces it */
+	ck_assert_int_eq(offer("t/a", "4"), FB_REDUCE_SEND);
+	ck_assert_int_eq(offer("t/b", "b1"), FB_REDUCE_SEND);
+	ck_assert_int_eq(offer("t/b", "b2"), FB_REDUCE_HOLD);
+	ck_assert_int_eq(offer("t/a", "5"), FB_REDUCE_HOLD);
+	tick();
+	ck_assert_uint_eq(sent.count, 0);
+	fb_reduce_flush(red);
+	ck_assert_uint_eq(sent.count, 2);
+	ck_assert_str_eq(sent.what[0], "R:b2");
+	ck_assert_str_eq(sent.what[1], "R:5");
+	ck_assert_uint_eq(C(suppressed), 1);
+	for(clock_now = 4000; clock_now < 9000; clock_now += 10){
+		tick();
+	}
+	ck_assert_uint_eq(sent.count, 2);
+}
+END_TEST
+
+/* ---- on_change, deadband, heartbeat ----------------------------------------------------------- */
+
+struct step {
+	uint64_t at;
+	const char *payload;
+	int verdict;
+};
+
+static void run_steps(const struct step *s, size_t n)
+{
+	for(size_t i = 0; i < n; i++){
+		clock_now = s[i].at;
+		int v = offer("t/a", s[i].payload);
+		ck_assert_msg(v == s[i].verdict, "step %zu ('%s' at %llu): verdict %d, expected %d", i, s[i].payload,
+				(unsigned long long)s[i].at, v, s[i].verdict);
+	}
+}
+
+#define SEND FB_REDUCE_SEND
+#define TAKEN FB_REDUCE_TAKEN
+
+START_TEST(test_on_change_payloads)
+{
+	static const struct step steps[] = {
+		{ 1, "a", SEND }, { 2, "a", TAKEN }, { 3, "b", SEND }, { 4, "b", TAKEN }, { 5, "a", SEND },
+		{ 6, "", SEND }, { 7, "", TAKEN }, { 8, "a ", SEND }, { 9, "a", SEND },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    on_change: true\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 3);
+	ck_assert_uint_eq(C(dropped_unparsable), 0);
+}
+END_TEST
+
+/* Deadband 0.5 on plain numbers: compared with the last value sent; exactly 0.5 away is within. */
+START_TEST(test_deadband_plain_numbers)
+{
+	static const struct step steps[] = {
+		{ 1, "20", SEND },     /* first */
+		{ 2, "20.25", TAKEN }, /* 0.25 */
+		{ 3, "20.5", TAKEN },  /* exactly 0.5: within */
+		{ 4, "19.5", TAKEN },  /* exactly -0.5: within */
+		{ 5, "20.75", SEND },  /* 0.75 */
+		{ 6, "20.5", TAKEN },  /* 0.25 from 20.75 */
+		{ 7, "20.25", TAKEN }, /* exactly 0.5 */
+		{ 8, "20.125", SEND }, /* 0.625 */
+		{ 9, "warm", TAKEN },  /* unparsable */
+		{ 10, "20.125", TAKEN },
+		{ 11, "-20", SEND },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    deadband: 0.5\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 6);
+	ck_assert_uint_eq(C(dropped_unparsable), 1);
+}
+END_TEST
+
+START_TEST(test_deadband_json_field)
+{
+	static const struct step steps[] = {
+		{ 1, "{\"s\": {\"t\": 1.0}, \"ts\": 1}", SEND },
+		{ 2, "{\"s\": {\"t\": 1.0}, \"ts\": 2}", TAKEN }, /* same value, other payload */
+		{ 3, "{\"s\": {\"t\": 1.25}, \"ts\": 3}", TAKEN }, /* exactly the deadband */
+		{ 4, "{\"s\": {\"t\": 1.26}, \"ts\": 4}", SEND },
+		{ 5, "{\"s\": {}, \"ts\": 5}", TAKEN },          /* no field: unparsable */
+		{ 6, "{\"s\": {\"t\": \"2\"}}", TAKEN },          /* a string: unparsable */
+		{ 7, "{\"s\": {\"t\": 0.5}}", SEND },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    deadband: 0.25\n    field: s.t\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 2);
+	ck_assert_uint_eq(C(dropped_unparsable), 2);
+}
+END_TEST
+
+/* on_change with a field compares the numbers, not the payloads. */
+START_TEST(test_on_change_json_field)
+{
+	static const struct step steps[] = {
+		{ 1, "{\"v\": 3, \"ts\": 1}", SEND },
+		{ 2, "{\"v\": 3, \"ts\": 2}", TAKEN },
+		{ 3, "{\"v\": 3.0, \"ts\": 3}", TAKEN },
+		{ 4, "{\"v\": 3.000001}", SEND },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    on_change: true\n    field: v\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 2);
+}
+END_TEST
+
+/* heartbeat 1s: an unchanged value is still sent once 1 s has passed since the last one sent
+ * (exactly at 1 s included); a change restarts the count. */
+START_TEST(test_heartbeat_boundaries)
+{
+	static const struct step steps[] = {
+		{ 10000, "x", SEND }, { 10500, "x", TAKEN }, { 10999, "x", TAKEN }, { 11000, "x", SEND },
+		{ 11500, "x", TAKEN }, { 11600, "y", SEND }, { 12599, "y", TAKEN }, { 12600, "y", SEND },
+		{ 12601, "y", TAKEN },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    on_change: true\n    heartbeat: 1s\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 5);
+}
+END_TEST
+
+/* deadband + min_interval: what passes the deadband is throttled; the held one is sent at the
+ * end of the interval. */
+START_TEST(test_deadband_then_min_interval)
+{
+	static const struct step steps[] = {
+		{ 1000, "1", SEND }, { 1100, "2", FB_REDUCE_HOLD }, { 1200, "2.1", TAKEN }, { 1300, "3", FB_REDUCE_HOLD },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    deadband: 0.5\n    min_interval: 1s\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	for(clock_now = 1300; clock_now < 2200; clock_now += 10){
+		tick();
+	}
+	ck_assert_uint_eq(sent.count, 1);
+	ck_assert_str_eq(sent.what[0], "R:3");
+	ck_assert_uint_eq(C(suppressed), 2); /* 2.1 within the deadband, 2 replaced by 3 */
+}
+END_TEST
+
+/* ---- aggregate -------------------------------------------------------------------------------- */
+
+START_TEST(test_aggregate_two_windows)
+{
+	start("", "  - local: t/#\n    cloud: c/#\n    aggregate: { window: 1s }\n");
+	clock_now = 10500;
+	ck_assert_int_eq(offer("t/a", "1"), TAKEN);
+	clock_now = 10600;
+	ck_assert_int_eq(offer("t/a", "3"), TAKEN);
+	clock_now = 10999;
+	ck_assert_int_eq(offer("t/a", "2"), TAKEN);
+	tick();
+	ck_assert_uint_eq(sent.count, 0);
+	clock_now = 11000; /* the window [10000, 11000) closes */
+	tick();
+	ck_assert_uint_eq(sent.count, 1);
+	ck_assert_str_eq(sent.what[0],
+			"W0:c/t/a:{\"count\":3,\"min\":1,\"max\":3,\"avg\":2,\"sum\":6,\"last\":2,\"first_ts\":10500,\"last_ts\":10999}");
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 0);
+	ck_assert_int_eq(offer("t/a", "4"), TAKEN);
+	clock_now = 11100;
+	ck_assert_int_eq(offer("t/a", "warm"), TAKEN);
+	clock_now = 11200;
+	ck_assert_int_eq(offer("t/a", "5.5"), TAKEN);
+	clock_now = 11999;
+	tick();
+	ck_assert_uint_eq(sent.count, 1);
+	clock_now = 12050;
+	tick();
+	ck_assert_uint_eq(sent.count, 2);
+	ck_assert_str_eq(sent.what[1],
+			"W0:c/t/a:{\"count\":2,\"min\":4,\"max\":5.5,\"avg\":4.75,\"sum\":9.5,\"last\":5.5,\"first_ts\":11000,\"last_ts\":11200}");
+	ck_assert_uint_eq(C(aggregated), 5);
+	ck_assert_uint_eq(C(windows), 2);
+	ck_assert_uint_eq(C(dropped_unparsable), 1);
+	ck_assert_uint_eq(C(suppressed), 0);
+}
+END_TEST
+
+/* A message that arrives after its window's end, before the tick, closes it first; emit chooses
+ * the values (in the fixed order count, min, max, avg, sum, last); field names the number. */
+START_TEST(test_aggregate_emit_field_and_late_tick)
+{
+	start("", "  - local: t/#\n    cloud: c/#\n    aggregate: { window: 1m, field: d.v, emit: [max, count] }\n");
+	clock_now = 1732900000000ull + 5;
+	ck_assert_int_eq(offer("t/a", "{\"d\": {\"v\": -1.5}}"), TAKEN);
+	ck_assert_int_eq(offer("t/b", "{\"d\": {\"v\": 7}}"), TAKEN);
+	clock_now = 1732900020000ull; /* the next minute: 1732900020000 is a multiple of 60000 */
+	ck_assert_int_eq(offer("t/a", "{\"d\": {\"v\": 2}}"), TAKEN);
+	ck_assert_uint_eq(sent.count, 1);
+	ck_assert_str_eq(sent.what[0],
+			"W0:c/t/a:{\"count\":1,\"max\":-1.5,\"first_ts\":1732900000005,\"last_ts\":1732900000005}");
+	tick(); /* t/b's window has closed too */
+	ck_assert_uint_eq(sent.count, 2);
+	ck_assert_str_eq(sent.what[1], "W0:c/t/b:{\"count\":1,\"max\":7,\"first_ts\":1732900000005,\"last_ts\":1732900000005}");
+	fb_reduce_flush(red); /* the open one, at a stop */
+	ck_assert_uint_eq(sent.count, 3);
+	ck_assert_str_eq(sent.what[2], "W0:c/t/a:{\"count\":1,\"max\":2,\"first_ts\":1732900020000,\"last_ts\":1732900020000}");
+	ck_assert_uint_eq(C(windows), 3);
+}
+END_TEST
+
+/* ---- the LRU bound ---------------------------------------------------------------------------- */
+
+/* max_tracked_topics 100 and 1,000 topics, each with one message sent and one held: 100 stay
+ * tracked, 900 are evicted and each evicted held message is sent at its eviction; the flush sends
+ * the rest: every held message exactly once. */
+START_TEST(test_lru_bound_throttle)
+{
+	char t[32], p[32];
+	unsigned seen[1000] = { 0 };
+
+	start("  max_tracked_topics: 100\n", "  - local: t/#\n    cloud: c/#\n    min_interval: 1h\n");
+	clock_now = 7000;
+	for(unsigned i = 0; i < 1000; i++){
+		snprintf(t, sizeof(t), "t/%u", i);
+		snprintf(p, sizeof(p), "%u-first", i);
+		ck_assert_int_eq(offer(t, p), SEND);
+		snprintf(p, sizeof(p), "%u-held", i);
+		ck_assert_int_eq(offer(t, p), FB_REDUCE_HOLD);
+		ck_assert_uint_le(fb_reduce_tracked(red, FB_REDUCE_THROTTLE), 100);
+	}
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_THROTTLE), 100);
+	ck_assert_uint_eq(C(reduce_evicted), 900);
+	ck_assert_uint_eq(sent.count, 900);
+	fb_reduce_flush(red);
+	ck_assert_uint_eq(sent.count, 1000);
+	for(size_t k = 0; k < sent.count; k++){
+		unsigned i;
+		ck_assert_int_eq(sscanf(sent.what[k], "R:%u-held", &i), 1);
+		ck_assert_uint_lt(i, 1000);
+		seen[i]++;
+		if(k < 900){
+			ck_assert_uint_eq(i, k); /* least recently used first */
+		}
+	}
+	for(unsigned i = 0; i < 1000; i++){
+		ck_assert_uint_eq(seen[i], 1);
+	}
+	ck_assert_uint_eq(C(suppressed), 0);
+}
+END_TEST
+
+START_TEST(test_lru_bound_aggregate)
+{
+	char t[32], want[128];
+
+	start("  max_tracked_topics: 100\n", "  - local: t/#\n    cloud: c/#\n    aggregate: { window: 1h, emit: [count, sum] }\n");
+	clock_now = 3600000;
+	for(unsigned i = 0; i < 1000; i++){
+		snprintf(t, sizeof(t), "t/%u", i);
+		ck_assert_int_eq(offer(t, "2"), TAKEN);
+		ck_assert_int_eq(offer(t, "3"), TAKEN);
+	}
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 100);
+	ck_assert_uint_eq(C(reduce_evicted), 900);
+	ck_assert_uint_eq(sent.count, 900);
+	clock_now = 7200000;
+	tick();
+	ck_assert_uint_eq(sent.count, 1000);
+	for(unsigned i = 0; i < 1000; i++){
+		snprintf(want, sizeof(want), "W0:c/t/%u:{\"count\":2,\"sum\":5,\"first_ts\":3600000,\"last_ts\":3600000}", i);
+		ck_assert_str_eq(sent.what[i], want);
+	}
+	ck_assert_uint_eq(C(aggregated), 2000);
+	ck_assert_uint_eq(C(windows), 1000);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 0);
+}
+END_TEST
+
+/* Rules without these options keep no state. */
+START_TEST(test_no_state_without_options)
+{
+	const struct fb_reduce_sink sink = { sink_record, sink_window, NULL };
+	struct fb_reduce *none = (struct fb_reduce *)&none;
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n  - local: u/#\n    cloud: d/#\n");
+	ck_assert(!fb_reduce_active(&cfg->e2c[1].reduce));
+	fb_config_free(cfg);
+	unlink(cfg_path);
+	snprintf(cfg_path, sizeof(cfg_path), "/tmp/fb-test-reduce-XXXXXX");
+	FILE *f;
+	ck_assert_int_ge(mkstemp(cfg_path), 0);
+	ck_assert_ptr_nonnull(f = fopen(cfg_path, "w"));
+	fprintf(f, "site_id: s\ncloud:\n  endpoints: [mqtts://c]\nspool:\n  path: /tmp/x\nedge_to_cloud:\n"
+			"  - local: u/#\n    cloud: d/#\n");
+	fclose(f);
+	ck_assert_int_eq(fb_config_load(cfg_path, &lg, &cfg), 0);
+	ck_assert_int_eq(fb_reduce_new(cfg, &sink, &ctr, &none), 0);
+	ck_assert_ptr_null(none);
+	fb_reduce_free(NULL);
+}
+END_TEST
+
+static Suite *reduce_suite(void)
+{
+	Suite *s = suite_create("reduce");
+	TCase *tc = tcase_create("reduce");
+
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, test_value_extraction);
+	tcase_add_test(tc, test_min_interval_thins_and_keeps_the_last);
+	tcase_add_test(tc, test_min_interval_per_topic);
+	tcase_add_test(tc, test_min_interval_quiet_and_flush);
+	tcase_add_test(tc, test_on_change_payloads);
+	tcase_add_test(tc, test_deadband_plain_numbers);
+	tcase_add_test(tc, test_deadband_json_field);
+	tcase_add_test(tc, test_on_change_json_field);
+	tcase_add_test(tc, test_heartbeat_boundaries);
+	tcase_add_test(tc, test_deadband_then_min_interval);
+	tcase_add_test(tc, test_aggregate_two_windows);
+	tcase_add_test(tc, test_aggregate_emit_field_and_late_tick);
+	tcase_add_test(tc, test_lru_bound_throttle);
+	tcase_add_test(tc, test_lru_bound_aggregate);
+	tcase_add_test(tc, test_no_state_without_options);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(reduce_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
