@@ -4,14 +4,15 @@
 
 #include "cli.h"
 #include "config.h"
+#include "connect.h"
 
 static int check_run(const struct cli_cmd *cmd, int argc, char **argv)
 {
 	struct fb_config *cfg = NULL;
 	cJSON *j = NULL, *msgs = NULL, *eps;
 	struct fb_logger lg = cli_stderr_logger;
-	bool json;
-	int rc, arg = cli_options(cmd, argc, argv, 1, &json, NULL, &rc);
+	bool json, connect;
+	int rc, arg = cli_options(cmd, argc, argv, 1, &json, &connect, &rc);
 	const char *file;
 
 	if(arg < 0){
@@ -35,6 +36,9 @@ static int check_run(const struct cli_cmd *cmd, int argc, char **argv)
 			printf("%s: OK: site %s, %zu endpoint(s), %zu edge_to_cloud and %zu cloud_to_edge rules, spool %s\n",
 					file, cfg->site_id, cfg->cloud.endpoint_count, cfg->e2c_count, cfg->c2e_count,
 					cfg->spool.path);
+			if(connect && connect_check(cfg, NULL) <= 0){
+				rc = CLI_EXIT_FAIL;
+			}
 		}
 		fb_config_free(cfg);
 		return rc;
@@ -50,6 +54,13 @@ static int check_run(const struct cli_cmd *cmd, int argc, char **argv)
 		cJSON_AddNumberToObject(j, "edge_to_cloud_rules", (double)cfg->e2c_count);
 		cJSON_AddNumberToObject(j, "cloud_to_edge_rules", (double)cfg->c2e_count);
 		cJSON_AddStringToObject(j, "spool_path", cfg->spool.path);
+		if(connect){
+			cJSON *c = cJSON_AddObjectToObject(j, "connect");
+
+			if(c == NULL || connect_check(cfg, c) <= 0){
+				rc = CLI_EXIT_FAIL;
+			}
+		}
 	}
 	cJSON_AddItemToObject(j, "diagnostics", msgs);
 	fb_config_free(cfg);
@@ -58,15 +69,26 @@ static int check_run(const struct cli_cmd *cmd, int argc, char **argv)
 
 const struct cli_cmd cli_check = {
 	.name = "check",
-	.args = "[--json] FILE",
+	.args = "[--json] [--connect] FILE",
 	.summary = "validate a configuration file exactly as the plugin loads it",
 	.help =
 		"Loads FILE as the plugin does (defaults, ${site_id}, every check) and prints a summary,\n"
 		"or each problem as FILE:LINE: KEY: what is wrong. Exit status 0 when it is valid, 1 when not.\n"
 		"\n"
+		"With --connect it then tries every cloud endpoint as the link process would, step by\n"
+		"step, each with its result and time: resolve (the host name), tcp (connect), tls (the\n"
+		"handshake with the configured CA, client certificate and minimum version: negotiated\n"
+		"version and cipher, the server certificate's subject, issuer and expiry, the host-name\n"
+		"check) and mqtt (an MQTT v5 CONNECT with the configured user name and password, as client\n"
+		"id <cloud.client_id>-check with a clean start, so the running bridge's session is left\n"
+		"alone). A certificate (the server's or tls.cert_file) that expires within 30 days is\n"
+		"warned about. Exit status 1 when no endpoint passes every step.\n"
+		"\n"
 		"Options:\n"
-		"  --json   print the result as a JSON object (valid, site_id, endpoints, rule counts,\n"
-		"           spool_path, diagnostics: the errors and warnings)\n"
-		"  --help   this text\n",
+		"  --connect  also connect to every endpoint (above)\n"
+		"  --json     print the result as a JSON object (valid, site_id, endpoints, rule counts,\n"
+		"             spool_path, diagnostics: the errors and warnings; with --connect, connect:\n"
+		"             endpoints with their steps, warnings, passed)\n"
+		"  --help     this text\n",
 	.run = check_run,
 };

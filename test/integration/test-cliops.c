@@ -86,7 +86,7 @@ END_TEST
 START_TEST(every_command_has_help)
 {
 	static const char *const cmds[][2] = {
-		{ "check", "usage: flowmq-bridge check [--json] FILE\n" },
+		{ "check", "usage: flowmq-bridge check [--json] [--connect] FILE\n" },
 		{ "route", "usage: flowmq-bridge route [--json] FILE TOPIC\n" },
 		{ "spool", "usage: flowmq-bridge spool [--json] PATH\n" },
 	};
