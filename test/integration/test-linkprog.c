@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "harness.h"
+#include "shared.h"
 
 #ifndef FB_LINK_MISMATCH
 #define FB_LINK_MISMATCH ""
@@ -105,8 +106,8 @@ START_TEST(test_mismatched_link_program_is_refused)
 	ck_assert_msg(access(FB_LINK_MISMATCH, X_OK) == 0, "%s is missing", FB_LINK_MISMATCH);
 	fbh_broker_init(&edge, "edge");
 	log = start_refused(&edge, FB_LINK_MISMATCH);
-	want = fbh_strdupf("flowmq-bridge: flowmq-link at %s speaks IPC version 999, this plugin version 1; "
-			"refusing it", FB_LINK_MISMATCH);
+	want = fbh_strdupf("flowmq-bridge: flowmq-link at %s speaks IPC version 999, this plugin version %d; "
+			"refusing it", FB_LINK_MISMATCH, FB_IPC_VERSION);
 	ck_assert_msg(count_lines(log, want) == 1, "expected once: %s\nlog:\n%s", want, log);
 	ck_assert_uint_eq(count_lines(log, "IPC version"), 1);
 	ck_assert_uint_eq(count_lines(log, "restarting the link process"), 0);
