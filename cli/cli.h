@@ -8,6 +8,7 @@
 #define FB_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include <cJSON.h>
 
@@ -33,6 +34,9 @@ extern const struct cli_cmd cli_check, cli_spool, cli_route;
  * NARGS operands are required: another count is a usage error. */
 int cli_options(const struct cli_cmd *cmd, int argc, char **argv, int nargs, bool *json, bool *connect,
 		int *exit);
+
+/* Prints "usage: flowmq-bridge NAME ARGS" to F. */
+void cli_print_usage(FILE *f, const struct cli_cmd *cmd);
 
 /* Prints "flowmq-bridge NAME: WHAT" and the command's usage line to stderr; returns 2. */
 int cli_usage_error(const struct cli_cmd *cmd, const char *what);
