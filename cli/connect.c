@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -189,10 +190,14 @@ static int tcp_connect(const struct addrinfo *ai, uint16_t port, int timeout_ms)
 			return -(err ? err : EIO);
 		}
 	}
-	/* Blocking from here, with the connect timeout on every read and write. */
+	/* Blocking from here, with the connect timeout on every read and write; no Nagle delay, so
+	 * that the CONNECT written right after the handshake's last flight is not held back for the
+	 * server's delayed ACK (40 ms) and the mqtt step times the server's answer. */
 	{
 		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+		int one = 1;
 
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
