@@ -1,68 +1,58 @@
 /* flowmq-bridge: the command-line companion of the plugin; its own process, one thread.
  *
- *   flowmq-bridge check CONFIG.yaml     validate a configuration exactly as the plugin does
- *   flowmq-bridge spool PATH            show what a spool holds; reads it only, never changes
- *                                       it, also while the broker runs (then: a snapshot)
+ *   flowmq-bridge check [--json] [--connect] FILE  validate a configuration exactly as the plugin
+ *                                                  does; --connect also tries every endpoint
+ *   flowmq-bridge route [--json] FILE TOPIC        which rule a local topic hits (a dry run)
+ *   flowmq-bridge spool [--json] PATH              show what a spool holds; reads it only
+ *
+ * Each command is in its own file (cli/NAME.c); this file only dispatches. What the commands share
+ * (options, usage errors, loggers, JSON output) is in cli/cli.c.
  */
-#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/types.h>
 
-#include "config.h"
-#include "log.h"
-#include "spool.h"
+#include "cli.h"
 
-static void log_stderr(void *ud, int level, const char *line)
+#ifndef FB_VERSION
+#define FB_VERSION "unknown"
+#endif
+
+static const struct cli_cmd *const commands[] = { &cli_check, &cli_route, &cli_spool };
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_help(FILE *f)
 {
-	(void)ud;
-	fprintf(stderr, "%s%s\n", level == MOSQ_LOG_ERR ? "error: " : level == MOSQ_LOG_WARNING ? "warning: " : "", line);
-}
-
-static const struct fb_logger lg = { log_stderr, NULL };
-
-static int cmd_check(const char *file)
-{
-	struct fb_config *cfg;
-
-	if(fb_config_load(file, &lg, &cfg) < 0){
-		return 1;
+	fprintf(f, "usage: flowmq-bridge COMMAND [OPTIONS] ARGS...\n"
+			"       flowmq-bridge --version | --help\n\n"
+			"The command-line companion of the flowmq-bridge Mosquitto plugin.\n\nCommands:\n");
+	for(size_t i = 0; i < NCOMMANDS; i++){
+		fprintf(f, "  %-7s %s\n", commands[i]->name, commands[i]->summary);
 	}
-	printf("%s: OK: site %s, %zu endpoint(s), %zu edge_to_cloud and %zu cloud_to_edge rules, spool %s\n",
-			file, cfg->site_id, cfg->cloud.endpoint_count, cfg->e2c_count, cfg->c2e_count, cfg->spool.path);
-	fb_config_free(cfg);
-	return 0;
-}
-
-static int cmd_spool(const char *path)
-{
-	struct fb_spool_stats st;
-	pid_t holder;
-
-	if(fb_spool_inspect(path, &lg, &st, &holder) < 0){
-		return 1; /* fb_spool_inspect() has said why */
-	}
-	printf("out: %llu messages, %llu bytes, oldest seq %llu\nin: %llu messages\ndead letters: %llu\n",
-			(unsigned long long)st.messages, (unsigned long long)st.bytes,
-			(unsigned long long)st.first_seq, (unsigned long long)st.in, (unsigned long long)st.dead);
-	if(holder > 0){
-		printf("snapshot: the spool is in use by a running link process (pid %ld); "
-				"the figures change as it runs\n", (long)holder);
-	}else if(holder < 0){
-		printf("snapshot: the spool is in use by a running link process; "
-				"the figures change as it runs\n");
-	}
-	return 0;
+	fprintf(f, "\nEvery command takes --help, and --json to print its result as JSON.\n"
+			"'flowmq-bridge COMMAND --help' describes one.\n");
 }
 
 int main(int argc, char **argv)
 {
-	if(argc == 3 && !strcmp(argv[1], "check")){
-		return cmd_check(argv[2]);
+	if(argc < 2){
+		fprintf(stderr, "flowmq-bridge: missing command\n");
+		print_help(stderr);
+		return CLI_EXIT_USAGE;
 	}
-	if(argc == 3 && !strcmp(argv[1], "spool")){
-		return cmd_spool(argv[2]);
+	if(!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")){
+		printf("flowmq-bridge %s\n", FB_VERSION);
+		return CLI_EXIT_OK;
 	}
-	fprintf(stderr, "usage: flowmq-bridge check CONFIG.yaml\n       flowmq-bridge spool PATH\n");
-	return 2;
+	if(!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")){
+		print_help(stdout);
+		return CLI_EXIT_OK;
+	}
+	for(size_t i = 0; i < NCOMMANDS; i++){
+		if(!strcmp(argv[1], commands[i]->name)){
+			return commands[i]->run(commands[i], argc - 1, argv + 1);
+		}
+	}
+	fprintf(stderr, "flowmq-bridge: unknown command '%s'\nTry 'flowmq-bridge --help'.\n", argv[1]);
+	return CLI_EXIT_USAGE;
 }

@@ -82,6 +82,8 @@ struct fb_bridge {
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
 	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
+	uint64_t started_ms;      /* fb_mono_ms() at the start: uptime_s */
+	struct fb_publish_memo memo; /* per-rule values last published */
 };
 
 static void generation_free(struct generation *g)
@@ -432,6 +434,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	b->lg = (struct fb_logger){ bridge_log, b };
 	b->host = *host;
 	b->broker = getpid();
+	b->started_ms = fb_mono_ms();
 	b->config_file = strdup(config_file);
 	if(b->config_file == NULL){
 		rc = -ENOMEM;
@@ -567,6 +570,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	}
 	fb_inject_cleanup(&b->inj);
 	generation_free(b->gen);
+	fb_publish_memo_free(&b->memo);
 	free(b->buf);
 	free(b->pbuf);
 	free(b->tbuf);
@@ -652,6 +656,8 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 		state = FB_LINK_DISCONNECTED;
 	}
 	fb_publish_status(&b->host, &m, state, b->ctr);
+	fb_publish_metrics(&b->host, &m, state, (fb_mono_ms() - b->started_ms) / 1000, &b->sh->rules,
+			b->gen->cfg->e2c_count, &b->memo);
 	b->next_status = now + (time_t)((b->gen->cfg->status_interval_ms + 999) / 1000);
 }
 
@@ -749,6 +755,9 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "%s: edge_to_cloud[%d] makes an invalid cloud topic of it; not forwarded",
 				topic, res.rule);
 		fb_count(&b->ctr->dropped_filtered, 1);
+		if(res.rule < FB_RULECTR_SLOTS){
+			fb_rulectr_inc(&b->sh->rules.rule[res.rule].dropped);
+		}
 		return 0;
 	}
 	if(rc < 0){
@@ -757,6 +766,9 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	rule = &g->cfg->e2c[res.rule];
 	if(res.drop){
 		fb_count(&b->ctr->dropped_filtered, 1);
+		if(res.rule < FB_RULECTR_SLOTS){
+			fb_rulectr_inc(&b->sh->rules.rule[res.rule].dropped);
+		}
 		return 0;
 	}
 	if(b->red && fb_reduce_active(&rule->reduce)){
@@ -813,8 +825,14 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		goto out; /* sent at the end of its interval */
 	}
 	rc = stage(b, len, &seq);
+	if(rc == 0 && res.rule < FB_RULECTR_SLOTS){
+		fb_rulectr_inc(&b->sh->rules.rule[res.rule].forwarded);
+	}
 	if(rc == -ENOSPC || rc == -E2BIG){
 		fb_count(&b->ctr->dropped_full, 1);
+		if(res.rule < FB_RULECTR_SLOTS){
+			fb_rulectr_inc(&b->sh->rules.rule[res.rule].dropped);
+		}
 		/* drop_new accepts and drops; reject refuses, so the publisher sees 0x87. */
 		rc = g->cfg->spool.on_full == FB_ON_FULL_REJECT ? -ENOSPC : 0;
 		goto out;
@@ -873,6 +891,9 @@ int fb_bridge_reload(struct fb_bridge *b)
 	}
 	g->older = b->first;
 	b->gen = g;
+	/* Rule indexes may mean other rules now: their counts start again. */
+	fb_rulectr_reset(&b->sh->rules);
+	fb_publish_memo_reset(&b->memo);
 	reduce_start(b);
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reloaded %s: %zu edge_to_cloud rules now apply; changes to cloud, spool "
 			"and cloud_to_edge take effect at the next restart", b->config_file, g->cfg->e2c_count);

@@ -17,6 +17,7 @@
  *   logq (logq.h)              link's threads                broker logs the lines
  *   c2e (c2e.h)                tail/pushed: link             broker injects, then publishes
  *                              head/released: broker         released; link deletes from spool "in"
+ *   rules (rulectr.h)          broker (capture)              broker publishes; either may read
  *
  * Crashes. Neither side ever waits for the other while holding anything: every structure is a
  * single-writer ring, a counter or a sequence lock, and a writer that dies half-way through an
@@ -43,6 +44,7 @@
 #include "chan.h"
 #include "counters.h"
 #include "logq.h"
+#include "rulectr.h"
 #include "status.h"
 
 #define FB_IPC_MAGIC UINT64_C(0x314b4e494c514d46) /* "FMQLINK1" */
@@ -82,6 +84,7 @@ struct fb_shared {
 	struct fb_status status;
 	struct fb_logq_ring logq;
 	struct fb_c2e c2e;
+	struct fb_rulectr rules;         /* broker thread: per edge_to_cloud rule */
 };
 
 /* Creates the region (a memfd of sizeof(struct fb_shared), header filled in) and maps it.

@@ -22,6 +22,7 @@ struct fb_link_status {
 	enum fb_link_state state;
 	char endpoint[256];
 	char last_error[256];
+	uint64_t last_connect_ts; /* Unix time of the last connection the cloud accepted, 0: none yet */
 };
 
 /* The spool (spool.c). */

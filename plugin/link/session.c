@@ -108,6 +108,9 @@ static void set_status(struct fb_session *l, enum fb_link_state state, const cha
 {
 	pthread_mutex_lock(&l->status_lock);
 	l->status.state = state;
+	if(state == FB_LINK_CONNECTED){
+		l->status.last_connect_ts = (uint64_t)time(NULL);
+	}
 	snprintf(l->status.endpoint, sizeof(l->status.endpoint), "%s", l->d.cfg->cloud.endpoints[l->ep].url);
 	if(error){
 		snprintf(l->status.last_error, sizeof(l->status.last_error), "%s", error);

@@ -113,6 +113,83 @@ START_TEST(test_every_value_is_published_in_order)
 }
 END_TEST
 
+/* The numeric values exporters read; per-rule values only when they changed, and those of rules a
+ * reload removed are cleared. */
+static void expect(const char *const (*want)[2], size_t n)
+{
+	ck_assert_uint_eq(n_seen, n);
+	for(size_t i = 0; i < n; i++){
+		char topic[128];
+
+		snprintf(topic, sizeof(topic), FB_PUBLISH_PREFIX "%s", want[i][0]);
+		ck_assert_str_eq(seen[i].topic, topic);
+		ck_assert_str_eq(seen[i].value, want[i][1]);
+		ck_assert(seen[i].retain);
+		ck_assert_int_eq(seen[i].qos, 0);
+	}
+	n_seen = 0;
+}
+
+START_TEST(test_metrics_for_exporters)
+{
+	static const char *const first[][2] = {
+		{ "connected", "1" },
+		{ "cloud_to_edge/pending", "3" },
+		{ "uptime_s", "42" },
+		{ "last_connect_ts", "1700000000" },
+		{ "rules/0/forwarded", "5" },
+		{ "rules/0/dropped", "0" },
+		{ "rules/1/forwarded", "0" },
+		{ "rules/1/dropped", "2" },
+	};
+	static const char *const second[][2] = {
+		{ "connected", "0" },
+		{ "cloud_to_edge/pending", "3" },
+		{ "uptime_s", "43" },
+		{ "last_connect_ts", "1700000000" },
+		{ "rules/1/dropped", "3" },
+	};
+	static const char *const after_reload[][2] = {
+		{ "connected", "0" },
+		{ "cloud_to_edge/pending", "0" },
+		{ "uptime_s", "44" },
+		{ "last_connect_ts", "1700000000" },
+		{ "rules/1/forwarded", "" },
+		{ "rules/1/dropped", "" },
+		{ "rules/0/forwarded", "0" },
+		{ "rules/0/dropped", "0" },
+	};
+	struct fb_host host = { .publish = capture };
+	struct fb_publish_memo memo = { 0 };
+	struct fb_rulectr *r = calloc(1, sizeof(*r));
+	struct fb_status st;
+
+	ck_assert_ptr_nonnull(r);
+	memset(&st, 0, sizeof(st));
+	st.spool.in = 3;
+	st.link.last_connect_ts = 1700000000;
+	for(int i = 0; i < 5; i++){
+		fb_rulectr_inc(&r->rule[0].forwarded);
+	}
+	fb_rulectr_inc(&r->rule[1].dropped);
+	fb_rulectr_inc(&r->rule[1].dropped);
+	n_seen = 0;
+	ck_assert_int_eq(fb_publish_metrics(&host, &st, FB_LINK_CONNECTED, 42, r, 2, &memo), 0);
+	expect(first, sizeof(first) / sizeof(first[0]));
+	fb_rulectr_inc(&r->rule[1].dropped);
+	ck_assert_int_eq(fb_publish_metrics(&host, &st, FB_LINK_DISCONNECTED, 43, r, 2, &memo), 0);
+	expect(second, sizeof(second) / sizeof(second[0]));
+	/* A reload leaves one rule: counts start again, rule 1's topics are cleared. */
+	fb_rulectr_reset(r);
+	fb_publish_memo_reset(&memo);
+	st.spool.in = 0;
+	ck_assert_int_eq(fb_publish_metrics(&host, &st, FB_LINK_STALLED, 44, r, 1, &memo), 0);
+	expect(after_reload, sizeof(after_reload) / sizeof(after_reload[0]));
+	fb_publish_memo_free(&memo);
+	free(r);
+}
+END_TEST
+
 START_TEST(test_state_names)
 {
 	ck_assert_str_eq(fb_status_state_name(FB_LINK_DISCONNECTED), "disconnected");
@@ -131,6 +208,7 @@ int main(void)
 
 	tcase_add_test(tc, test_every_value_is_published_in_order);
 	tcase_add_test(tc, test_state_names);
+	tcase_add_test(tc, test_metrics_for_exporters);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_ENV);
