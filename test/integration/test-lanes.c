@@ -216,7 +216,27 @@ END_TEST
 	"edge_to_cloud:\n" \
 	"  - local: local/telemetry/#\n" \
 	"    cloud: edge/${site_id}/telemetry/#\n" \
-	"    live_first: true\n"
+	"    live_first: true\n" \
+	"    headers:\n" \
+	"      captured-ms: ${captured_at_ms}\n"
+
+/* A received message by its capture time (the captured-ms header), for the order of publishing. */
+struct by_capture {
+	uint64_t ms;
+	size_t arrival;
+	char kind;
+	long idx;
+};
+
+static int by_capture_cmp(const void *a, const void *b)
+{
+	const struct by_capture *x = a, *y = b;
+
+	if(x->ms != y->ms){
+		return x->ms < y->ms ? -1 : 1;
+	}
+	return x->arrival < y->arrival ? -1 : x->arrival > y->arrival;
+}
 
 START_TEST(test_live_first_sends_new_messages_ahead_of_the_rules_backlog)
 {
@@ -268,6 +288,35 @@ START_TEST(test_live_first_sends_new_messages_ahead_of_the_rules_backlog)
 	}
 	ck_assert_int_eq(next_l, (long)n_live);
 	ck_assert_int_eq(next_b, (long)n);
+	/* The capture time restores the order of publishing exactly: sorted by captured-ms (arrival
+	 * order within one millisecond), the cloud's messages are b0 .. b<N-1>, then l0 .. l<N_LIVE-1>. */
+	{
+		struct by_capture *v = calloc(total, sizeof(*v));
+
+		ck_assert_ptr_nonnull(v);
+		for(size_t i = 0; i < total; i++){
+			const struct fbh_msg *m = fbh_sub_msg(sub, i);
+			const char *ms = fbh_msg_user_prop(m, "captured-ms");
+			char *end;
+
+			ck_assert_msg(ms != NULL, "message %zu has no captured-ms", i);
+			v[i].ms = strtoull(ms, &end, 10);
+			ck_assert_msg(*end == '\0' && v[i].ms > 1700000000000ull, "captured-ms '%s'", ms);
+			v[i].arrival = i;
+			v[i].kind = ((const char *)m->payload)[0];
+			v[i].idx = payload_index(m, v[i].kind == 'l' ? "l" : "b");
+		}
+		qsort(v, total, sizeof(*v), by_capture_cmp);
+		for(size_t i = 0; i < total; i++){
+			char want_kind = i < n ? 'b' : 'l';
+			long want_idx = i < n ? (long)i : (long)(i - n);
+
+			ck_assert_msg(v[i].kind == want_kind && v[i].idx == want_idx,
+					"by capture time, position %zu holds %c%ld, expected %c%ld", i, v[i].kind, v[i].idx,
+					want_kind, want_idx);
+		}
+		free(v);
+	}
 	fprintf(stderr, "lanes: live_first: live messages at %zu .. %zu of %zu (%zu received when published), "
 			"%zu of the backlog after them\n", first_l, last_l, total, got_at_live, b_after_first_l);
 	/* Ahead of the backlog: the last live message before the backlog's last, and most of the
