@@ -8,7 +8,7 @@ FROM debian:12 AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc meson ninja-build pkg-config mosquitto-dev libmosquitto-dev librocksdb-dev \
-      libcyaml-dev libyaml-dev libssl-dev libcjson-dev \
+      libcyaml-dev libyaml-dev libssl-dev libcjson-dev libmicrohttpd-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN meson setup --prefix=/usr -Dtests=false /build /src \
@@ -18,7 +18,7 @@ RUN meson setup --prefix=/usr -Dtests=false /build /src \
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      mosquitto libmosquitto1 librocksdb7.8 libcyaml1 libyaml-0-2 libssl3 libcjson1 ca-certificates \
+      mosquitto libmosquitto1 librocksdb7.8 libcyaml1 libyaml-0-2 libssl3 libcjson1 libmicrohttpd12 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /var/lib/mosquitto && chown mosquitto:mosquitto /var/lib/mosquitto
 COPY --from=build /out/usr/lib/x86_64-linux-gnu/mosquitto/flowmq_bridge.so /usr/lib/x86_64-linux-gnu/mosquitto/

@@ -2,7 +2,8 @@
 
 FB_DEBIAN_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev librocksdb-dev
 	libcyaml-dev libyaml-dev libssl-dev check meson ninja-build pkg-config openssl gcc
-	valgrind binutils clang libclang-rt-14-dev libcjson-dev)
+	valgrind binutils clang libclang-rt-14-dev libcjson-dev libmicrohttpd-dev
+	curl prometheus)
 
 # Installs the Debian packages that are missing (apt-get update first, non-interactive).
 fb_install_deps() {

@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -126,6 +128,10 @@ struct raw_c2e {
 	char *max_payload;
 };
 
+struct raw_metrics {
+	char *listen;
+};
+
 struct raw_config {
 	char *site_id;
 	struct raw_cloud *cloud;
@@ -136,6 +142,7 @@ struct raw_config {
 	unsigned edge_to_cloud_count;
 	struct raw_c2e *cloud_to_edge;
 	unsigned cloud_to_edge_count;
+	struct raw_metrics *metrics;
 };
 
 /* Every key is optional for libcyaml (config_validate() names missing ones with a line), and an
@@ -245,6 +252,11 @@ static const cyaml_schema_value_t c2e_entry = {
 	CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_c2e, c2e_fields),
 };
 
+static const cyaml_schema_field_t metrics_fields[] = {
+	STR(raw_metrics, listen),
+	CYAML_FIELD_END
+};
+
 static const cyaml_schema_field_t top_fields[] = {
 	STR(raw_config, site_id),
 	MAP(raw_config, cloud, cloud_fields),
@@ -253,6 +265,7 @@ static const cyaml_schema_field_t top_fields[] = {
 	STR(raw_config, link_timeout),
 	SEQ(raw_config, edge_to_cloud, &e2c_entry),
 	SEQ(raw_config, cloud_to_edge, &c2e_entry),
+	MAP(raw_config, metrics, metrics_fields),
 	CYAML_FIELD_END
 };
 
@@ -1683,6 +1696,56 @@ static void warn_echo_loops(struct loader *ld, const struct fb_config *cfg)
 	}
 }
 
+/* metrics.listen: ADDRESS:PORT, ADDRESS a numeric IPv4 address or a bracketed IPv6 one (the
+ * endpoint binds exactly there, no name lookup); unset: no endpoint. */
+static void validate_metrics(struct loader *ld, const struct raw_metrics *m, struct fb_config *cfg)
+{
+	static const char *const path = "metrics.listen";
+	const char *s = m ? m->listen : NULL, *host, *host_end, *colon;
+	char addr[INET6_ADDRSTRLEN];
+	unsigned char bin[sizeof(struct in6_addr)];
+	uint64_t port;
+	size_t len;
+	bool v6;
+
+	if(s == NULL){
+		return;
+	}
+	if((v6 = *s == '[')){
+		host = s + 1;
+		host_end = strchr(host, ']');
+		colon = host_end ? host_end + 1 : NULL;
+	}else{
+		host = s;
+		host_end = strrchr(s, ':');
+		colon = host_end;
+	}
+	if(host_end == NULL || colon == NULL || *colon != ':'){
+		cfg_err(ld, path, "invalid listen address '%s' (expected ADDRESS:PORT, e.g. 127.0.0.1:9234)", s);
+		return;
+	}
+	len = (size_t)(host_end - host);
+	if(len == 0 || len >= sizeof(addr)){
+		cfg_err(ld, path, "invalid address in '%s' (expected a numeric IPv4 address or [IPv6])", s);
+		return;
+	}
+	memcpy(addr, host, len);
+	addr[len] = '\0';
+	if(inet_pton(v6 ? AF_INET6 : AF_INET, addr, bin) != 1){
+		cfg_err(ld, path, "invalid address in '%s' (expected a numeric IPv4 address or [IPv6])", s);
+		return;
+	}
+	if(!all_digits(colon + 1) || strlen(colon + 1) > 5 || (port = strtoull(colon + 1, NULL, 10)) < 1
+			|| port > 65535){
+		cfg_err(ld, path, "invalid port in '%s' (expected 1 to 65535)", s);
+		return;
+	}
+	cfg->metrics.listen = copy(ld, s);
+	cfg->metrics.host = copy(ld, addr);
+	cfg->metrics.port = (uint16_t)port;
+	cfg->metrics.ipv6 = v6;
+}
+
 static void config_validate(struct loader *ld, const struct raw_config *raw, struct fb_config *cfg)
 {
 	uint64_t v;
@@ -1707,6 +1770,7 @@ static void config_validate(struct loader *ld, const struct raw_config *raw, str
 	}
 	validate_rules(ld, raw, cfg);
 	validate_reduce_globals(ld, raw, cfg);
+	validate_metrics(ld, raw->metrics, cfg);
 	warn_echo_loops(ld, cfg);
 }
 
@@ -1845,6 +1909,8 @@ void fb_config_free(struct fb_config *cfg)
 		free(cfg->c2e[i].local);
 	}
 	free(cfg->c2e);
+	free(cfg->metrics.listen);
+	free(cfg->metrics.host);
 	free(cfg->site_id);
 	free(cfg->file);
 	free(cfg);

@@ -161,6 +161,14 @@ struct fb_config {
 	size_t e2c_count;
 	struct fb_c2e_rule *c2e;
 	size_t c2e_count;
+
+	/* The Prometheus text endpoint of the link process (link/prom.c); listen NULL: none. */
+	struct {
+		char *listen;  /* as written, for messages */
+		char *host;    /* the numeric address, without brackets */
+		uint16_t port;
+		bool ipv6;
+	} metrics;
 };
 
 /* Loads, defaults, expands and validates PATH. On success returns 0 and *out (caller frees with

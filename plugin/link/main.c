@@ -24,6 +24,7 @@
 #include "config.h"
 #include "session.h"
 #include "logq.h"
+#include "prom.h"
 #include "shared.h"
 #include "record.h"
 #include "route.h"
@@ -57,6 +58,7 @@ struct link_main {
 	struct fb_spool *spool;
 	struct fb_tail tail;
 	struct fb_session *link;
+	struct fb_prom *prom;     /* the metrics.listen endpoint, NULL when none */
 	bool in_more;             /* spool "in" may hold records not in the ring yet */
 	bool pump_full;           /* the last pump stopped at a full ring */
 	uint64_t in_deleted;      /* newest "in" seq released and deleted */
@@ -323,6 +325,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	static const int quiet[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE };
 	struct open_watch watch;
 	bool watching;
+	uint64_t started_ms = fb_mono_ms();
 	int rc;
 
 	for(size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++){
@@ -403,6 +406,19 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	snapshot(&m);
 	atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	atomic_store_explicit(&sh->child_state, 1, memory_order_release);
+	if(m.cfg->metrics.listen){
+		struct fb_prom_opts po = {
+			.listen = m.cfg->metrics.listen,
+			.host = m.cfg->metrics.host,
+			.port = m.cfg->metrics.port,
+			.ipv6 = m.cfg->metrics.ipv6,
+			.sh = sh,
+			.nrules = m.cfg->e2c_count,
+			.started_ms = started_ms,
+			.lg = &m.lg,
+		};
+		(void)fb_prom_start(&po, &m.prom); /* logs why not; the bridge runs on without it */
+	}
 	while(!atomic_load(&sh->stop) && getppid() == a->broker){
 		fb_sleep_ms(SNAPSHOT_MS);
 		/* The heartbeat: snapshot() takes the spool's lock, so a worker stuck while holding it
@@ -410,6 +426,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		snapshot(&m);
 		atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	}
+	fb_prom_stop(m.prom);
 	fb_session_stop(m.link);
 	fb_tail_cleanup(&m.tail);
 	fb_spool_close(m.spool);

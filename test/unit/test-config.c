@@ -564,7 +564,7 @@ END_TEST
 START_TEST(test_shipped_example_optional_keys_load)
 {
 	static const char *const keys[] = { "password_file:", "ca_file:", "cert_file:", "key_file:",
-		"server_name:", "alpn:", "max_rate:", "max_bandwidth:" };
+		"server_name:", "alpn:", "max_rate:", "max_bandwidth:", "metrics:", "listen:" };
 	static const char etc[] = "/etc/mosquitto/flowmq/";
 	char line[512], prefix[256];
 	struct fb_config *cfg = NULL;
@@ -597,7 +597,7 @@ START_TEST(test_shipped_example_optional_keys_load)
 	}
 	fclose(in);
 	ck_assert_int_eq(fclose(out), 0);
-	ck_assert_uint_eq(uncommented, 8);
+	ck_assert_uint_eq(uncommented, 10);
 
 	rc = fb_config_load(in_dir("flowmq-bridge.yaml"), &lg, &cfg);
 	ck_assert_msg(rc == 0, "refused (%d):%s", rc, logs_dump());
@@ -609,6 +609,36 @@ START_TEST(test_shipped_example_optional_keys_load)
 	ck_assert_str_eq(cfg->cloud.tls.alpn, "mqtt");
 	ck_assert_uint_eq(cfg->cloud.max_rate, 500);
 	ck_assert_uint_eq(cfg->cloud.max_bandwidth, 256 * 1024);
+	ck_assert_str_eq(cfg->metrics.listen, "127.0.0.1:9234");
+	ck_assert_str_eq(cfg->metrics.host, "127.0.0.1");
+	ck_assert_uint_eq(cfg->metrics.port, 9234);
+	ck_assert(!cfg->metrics.ipv6);
+	fb_config_free(cfg);
+}
+END_TEST
+
+/* metrics.listen: unset by default; ADDRESS:PORT with a numeric IPv4 or bracketed IPv6 address. */
+START_TEST(test_metrics_listen)
+{
+	struct fb_config *cfg = load_ok(MINIMAL);
+
+	ck_assert_ptr_null(cfg->metrics.listen);
+	ck_assert_ptr_null(cfg->metrics.host);
+	ck_assert_uint_eq(cfg->metrics.port, 0);
+	fb_config_free(cfg);
+	cfg = load_ok(MINIMAL "metrics:\n");
+	ck_assert_ptr_null(cfg->metrics.listen);
+	fb_config_free(cfg);
+	cfg = load_ok(MINIMAL "metrics:\n  listen: 0.0.0.0:1\n");
+	ck_assert_str_eq(cfg->metrics.host, "0.0.0.0");
+	ck_assert_uint_eq(cfg->metrics.port, 1);
+	ck_assert(!cfg->metrics.ipv6);
+	fb_config_free(cfg);
+	cfg = load_ok(MINIMAL "metrics:\n  listen: \"[::1]:65535\"\n");
+	ck_assert_str_eq(cfg->metrics.listen, "[::1]:65535");
+	ck_assert_str_eq(cfg->metrics.host, "::1");
+	ck_assert_uint_eq(cfg->metrics.port, 65535);
+	ck_assert(cfg->metrics.ipv6);
 	fb_config_free(cfg);
 }
 END_TEST
@@ -813,7 +843,22 @@ static const struct {
 	/* structure: libcyaml */
 	{ MINIMAL "bogus: 1\n",
 	  "cfg.yaml:9: bogus: unknown key (expected one of: site_id, cloud, spool, status_interval, link_timeout, "
-	  "edge_to_cloud, cloud_to_edge)" },
+	  "edge_to_cloud, cloud_to_edge, metrics)" },
+	{ MINIMAL "metrics:\n  listen: 127.0.0.1\n",
+	  "cfg.yaml:10: metrics.listen: invalid listen address '127.0.0.1' (expected ADDRESS:PORT, e.g. 127.0.0.1:9234)" },
+	{ MINIMAL "metrics:\n  listen: localhost:9234\n",
+	  "cfg.yaml:10: metrics.listen: invalid address in 'localhost:9234' (expected a numeric IPv4 address or [IPv6])" },
+	{ MINIMAL "metrics:\n  listen: :9234\n",
+	  "cfg.yaml:10: metrics.listen: invalid address in ':9234' (expected a numeric IPv4 address or [IPv6])" },
+	{ MINIMAL "metrics:\n  listen: \"[::1:9234\"\n",
+	  "cfg.yaml:10: metrics.listen: invalid listen address '[::1:9234' (expected ADDRESS:PORT, e.g. 127.0.0.1:9234)" },
+	{ MINIMAL "metrics:\n  listen: 127.0.0.1:0\n",
+	  "cfg.yaml:10: metrics.listen: invalid port in '127.0.0.1:0' (expected 1 to 65535)" },
+	{ MINIMAL "metrics:\n  listen: 127.0.0.1:65536\n",
+	  "cfg.yaml:10: metrics.listen: invalid port in '127.0.0.1:65536' (expected 1 to 65535)" },
+	{ MINIMAL "metrics:\n  listen: 127.0.0.1:http\n",
+	  "cfg.yaml:10: metrics.listen: invalid port in '127.0.0.1:http' (expected 1 to 65535)" },
+	{ MINIMAL "metrics:\n  port: 9234\n", "cfg.yaml:10: metrics.port: unknown key (expected one of: listen)" },
 	{ "site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  keepalve: 30s\n",
 	  "cfg.yaml:4: cloud.keepalve: unknown key (expected one of: endpoints, client_id, keepalive," },
 	{ MINIMAL "    qso: 1\n", "cfg.yaml:9: edge_to_cloud[0].qso: unknown key" },
@@ -1411,6 +1456,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_echo_loop_warning_text);
 	tcase_add_test(tc, test_key_readable_by_others_warns);
 	tcase_add_test(tc, test_plaintext_credentials_warn);
+	tcase_add_test(tc, test_metrics_listen);
 	suite_add_tcase(s, tc);
 	return s;
 }

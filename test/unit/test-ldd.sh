@@ -20,7 +20,7 @@ fail=0
 plugin_libs=$(ldd "$so")
 echo "ldd $so:"
 sed 's/^/  /' <<<"$plugin_libs"
-for lib in librocksdb libssl libcrypto libmosquitto; do
+for lib in librocksdb libssl libcrypto libmosquitto libmicrohttpd; do
 	if grep -q "$lib" <<<"$plugin_libs"; then
 		echo "FAIL: the plugin loads $lib into the broker process"
 		fail=1
@@ -28,11 +28,11 @@ for lib in librocksdb libssl libcrypto libmosquitto; do
 done
 link_needed=$(readelf -d "$link" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
 echo "NEEDED by $link: $(tr '\n' ' ' <<<"$link_needed")"
-for lib in librocksdb libssl libmosquitto; do
+for lib in librocksdb libssl libmosquitto libmicrohttpd; do
 	if ! grep -q "^$lib" <<<"$link_needed"; then
 		echo "FAIL: flowmq-link does not link $lib"
 		fail=1
 	fi
 done
-[[ $fail == 0 ]] && echo "PASS: RocksDB, OpenSSL and libmosquitto are linked into flowmq-link only"
+[[ $fail == 0 ]] && echo "PASS: RocksDB, OpenSSL, libmosquitto and libmicrohttpd are linked into flowmq-link only"
 exit $fail
