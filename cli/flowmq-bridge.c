@@ -62,11 +62,14 @@ static int cmd_spool(const char *path)
 	return 0;
 }
 
+/* The first error of a configuration health cannot load, as its one line. */
 static void log_errors(void *ud, int level, const char *line)
 {
-	(void)ud;
-	if(level == MOSQ_LOG_ERR){
+	bool *said = ud;
+
+	if(level == MOSQ_LOG_ERR && !*said){
 		fprintf(stdout, "unhealthy: %s\n", line);
+		*said = true;
 	}
 }
 
@@ -74,7 +77,8 @@ static void log_errors(void *ud, int level, const char *line)
  * that of the spool of a configuration file. Caller frees; NULL after printing why. */
 static char *health_status_path(const char *arg)
 {
-	static const struct fb_logger quiet = { log_errors, NULL };
+	bool said = false;
+	const struct fb_logger quiet = { log_errors, &said };
 	struct fb_config *cfg;
 	char head[sizeof(FB_STATUSFILE_MAGIC)] = "";
 	struct stat st;

@@ -410,6 +410,14 @@ START_TEST(test_health_is_healthy_while_connected_and_unhealthy_past_the_thresho
 	ck_assert_msg(strstr(out, "unhealthy: cannot read the status file ") == out
 			&& strstr(out, "/none-status: No such file or directory\n"), "%s", out);
 	free(out);
+	/* A configuration that does not load: unhealthy, its first error as the one line. */
+	free(missing);
+	missing = fbh_strdupf("%s/bad.yaml", edge.dir);
+	fbh_write_file(missing, "site_id: site-A\nbogus: 1\n", 0600);
+	ck_assert_int_eq(cli_health(missing, NULL, &out), 1);
+	ck_assert_msg(strncmp(out, "unhealthy: bad.yaml:2: bogus: unknown key", 41) == 0
+			&& strchr(out, '\n') == out + strlen(out) - 1, "%s", out);
+	free(out);
 	/* A bad threshold is a usage error. */
 	ck_assert_int_eq(cli_health(yaml, "soon", &out), 2);
 	free(out);
