@@ -11,7 +11,8 @@
  *   interval_ms 10000             status_interval: the next version is due by then
  *   pid 4242                      the link process
  *   state connected               connected | connecting | disconnected
- *   since_ms 1764433000000        since when connected (state connected) or not connected
+ *   since_ms 1764433000000        since when connected (state connected) or not connected (also
+ *                                 across restarts of the link process)
  *   endpoint mqtts://cloud.example:8883
  *   last_error connection refused
  */

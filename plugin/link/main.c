@@ -436,6 +436,18 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	snapshot(&m);
 	m.status_path = fb_statusfile_path(m.cfg->spool.path);
 	m.status_since = fb_wall_ms();
+	{
+		/* Not connected since before this process started, when the previous link process says
+		 * so: a link process that restarts again and again is not "disconnected for 0s". */
+		struct fb_statusfile old;
+
+		if(m.status_path && fb_statusfile_read(m.status_path, &old) == 0){
+			uint64_t was = strcmp(old.state, "connected") ? old.since_ms : old.updated_ms;
+			if(was && was < m.status_since){
+				m.status_since = was;
+			}
+		}
+	}
 	status_file(&m);
 	atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	atomic_store_explicit(&sh->child_state, 1, memory_order_release);
@@ -450,6 +462,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	fb_session_stop(m.link);
 	fb_tail_cleanup(&m.tail);
 	fb_spool_close(m.spool);
+	free(m.status_path);
 	_exit(0);
 }
 

@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "common.h"
+#include "statusfile.h"
 
 #define CLOUD_TOPIC "edge/site-A/telemetry/#"
 
@@ -397,6 +398,28 @@ START_TEST(test_health_is_healthy_while_connected_and_unhealthy_past_the_thresho
 	ck_assert_msg(strstr(out, " (at least 2s)") != NULL, "%s", out);
 	ck_assert_ptr_null(strchr(out, '\n') == out + strlen(out) - 1 ? NULL : out);
 	free(out);
+
+	/* The edge restarts while the cloud is still down: its new link process goes on counting from
+	 * the disconnection, it does not start again from 0s. */
+	{
+		struct fb_statusfile before, now;
+
+		ck_assert_int_eq(fb_statusfile_read(status, &before), 0);
+		ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+		start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+		for(int i = 0; i < 300; i++){
+			if(fb_statusfile_read(status, &now) == 0 && now.pid != before.pid){
+				break;
+			}
+			usleep(100 * 1000);
+		}
+		ck_assert_int_ne(now.pid, before.pid);
+		ck_assert_str_ne(now.state, "connected");
+		ck_assert_uint_eq(now.since_ms, before.since_ms);
+		ck_assert_int_eq(cli_health(yaml, "2s", &out), 1);
+		ck_assert_msg(!strncmp(out, "unhealthy: ", 11), "%s", out);
+		free(out);
+	}
 
 	/* Back: healthy again. */
 	start_cloud(&cloud, NULL);
