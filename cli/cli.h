@@ -26,7 +26,7 @@ struct cli_cmd {
 	int (*run)(const struct cli_cmd *cmd, int argc, char **argv); /* argv[0] is NAME */
 };
 
-extern const struct cli_cmd cli_check, cli_spool, cli_route;
+extern const struct cli_cmd cli_check, cli_spool, cli_route, cli_health;
 
 /* Parses the options every command takes: --help/-h (prints the command's help, *EXIT = 0),
  * --json, and when CONNECT is not NULL --connect. Unknown options print a usage error (*EXIT =

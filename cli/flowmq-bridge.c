@@ -4,6 +4,9 @@
  *                                                  does; --connect also tries every endpoint
  *   flowmq-bridge route [--json] FILE TOPIC        which rule a local topic hits (a dry run)
  *   flowmq-bridge spool [--json] PATH              show what a spool holds; reads it only
+ *   flowmq-bridge health [--max-disconnected 5m] PATH|CONFIG
+ *                                                  exit 0 when connected, or disconnected for less
+ *                                                  than the threshold (a HEALTHCHECK)
  *
  * Each command is in its own file (cli/NAME.c); this file only dispatches. What the commands share
  * (options, usage errors, loggers, JSON output) is in cli/cli.c.
@@ -18,7 +21,7 @@
 #define FB_VERSION "unknown"
 #endif
 
-static const struct cli_cmd *const commands[] = { &cli_check, &cli_route, &cli_spool };
+static const struct cli_cmd *const commands[] = { &cli_check, &cli_route, &cli_spool, &cli_health };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void print_help(FILE *f)

@@ -7,11 +7,16 @@ FB_DEBIAN_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev l
 
 # Installs the Debian packages that are missing (apt-get update first, non-interactive).
 fb_install_deps() {
-	local missing=() p sudo=""
+	local missing=() p sudo="" native
+	native=$(dpkg --print-architecture)
 	for p in "${FB_DEBIAN_PACKAGES[@]}" "$@"; do
-		if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then
-			missing+=("$p")
-		fi
+		# NAME means NAME for this machine's architecture (or "all"), also when NAME:arm64 is
+		# installed beside it; NAME:ARCH that architecture.
+		case $p in
+			*:*) dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx "install ok installed" ;;
+			*) dpkg-query -W -f='${Architecture} ${Status}\n' "$p" 2>/dev/null \
+				| grep -Eqx "($native|all) install ok installed" ;;
+		esac || missing+=("$p")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
 	if [ "$(id -u)" != 0 ]; then
@@ -21,6 +26,45 @@ fb_install_deps() {
 	echo "installing: ${missing[*]}"
 	$sudo apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# The arm64 cross build (scripts/test --arm64): Debian's cross toolchain, qemu-user-static for the
+# test programs, and the :arm64 libraries. librocksdb7.8 and libgflags2.2 are not Multi-Arch: same
+# (installing the :arm64 ones would remove the amd64 ones the normal build needs): fb_arm64_libs
+# unpacks those into a folder of the build instead.
+FB_ARM64_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+	libmosquitto-dev:arm64 libcyaml-dev:arm64 libyaml-dev:arm64 libssl-dev:arm64 check:arm64
+	libsnappy1v5:arm64 liblz4-1:arm64 libzstd1:arm64 libbz2-1.0:arm64 zlib1g:arm64 libstdc++6:arm64)
+FB_ARM64_UNPACKED=(librocksdb7.8:arm64 librocksdb-dev:arm64 libgflags2.2:arm64)
+
+# Installs what the arm64 cross build needs (adds the arm64 architecture to dpkg first).
+fb_install_arm64_deps() {
+	if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+		dpkg --add-architecture arm64
+		apt-get update -q
+	fi
+	fb_install_deps "${FB_ARM64_PACKAGES[@]}"
+}
+
+# Unpacks FB_ARM64_UNPACKED into folder $1 (anew) and prints the library folder in it.
+fb_arm64_libs() {
+	local dir=$1 deb
+	rm -rf "$dir"
+	mkdir -p "$dir/debs"
+	(cd "$dir/debs" && apt-get download -q "${FB_ARM64_UNPACKED[@]}" >/dev/null 2>&1) || {
+		echo "cannot download ${FB_ARM64_UNPACKED[*]}" >&2; return 1; }
+	for deb in "$dir"/debs/*.deb; do
+		dpkg-deb -x "$deb" "$dir/root"
+	done
+	echo "$dir/root/usr/lib/aarch64-linux-gnu"
+}
+
+# Lets the kernel run arm64 programs through qemu-aarch64-static (binfmt_misc), so that a test
+# program under qemu can start another arm64 program (flowmq-link).
+fb_arm64_binfmt() {
+	local b=/proc/sys/fs/binfmt_misc
+	[ -e $b/register ] || mount -t binfmt_misc binfmt_misc $b
+	[ -e $b/qemu-aarch64 ] || cat /usr/lib/binfmt.d/qemu-aarch64.conf >$b/register
 }
 
 # Configures (or reconfigures) and builds the meson build folder $1; the other arguments are

@@ -124,7 +124,8 @@ static bool per_listener_settings(mosquitto_plugin_id_t *id)
 }
 
 /* Reads the first line of a password file for the loopback subscriber into BUF (SIZE bytes).
- * Refuses what is not a regular file and files that others may read. */
+ * Refuses what is not a regular file and files that group or others may write; one that they may
+ * read (a read-only secret mount) gets a warning. */
 static int read_password_file(const char *path, char *buf, size_t size)
 {
 	struct stat st;
@@ -143,11 +144,16 @@ static int read_password_file(const char *path, char *buf, size_t size)
 		close(fd);
 		return -1;
 	}
-	if(st.st_mode & (S_IROTH | S_IWOTH)){
-		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback_password_file: %s may be read or "
-				"written by others (mode %03o); chmod o-rw it", path, (unsigned)(st.st_mode & 0777));
+	if(st.st_mode & (S_IWGRP | S_IWOTH)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "flowmq-bridge: plugin_opt_loopback_password_file: %s may be "
+				"written by group or others (mode %03o); chmod go-w it", path, (unsigned)(st.st_mode & 0777));
 		close(fd);
 		return -1;
+	}
+	if(st.st_mode & (S_IRGRP | S_IROTH)){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, "flowmq-bridge: plugin_opt_loopback_password_file: %s may be read "
+				"by group or others (mode %03o); chmod 600 it unless it is a read-only secret mount", path,
+				(unsigned)(st.st_mode & 0777));
 	}
 	n = read(fd, buf, size - 1);
 	close(fd);

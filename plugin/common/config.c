@@ -1113,6 +1113,20 @@ static int open_regular(struct loader *ld, const char *path, const char *file, s
 	return fd;
 }
 
+/* A secret file (a password file, a private key) that group or others may write is refused: anyone
+ * could replace the secret. One they may only read is accepted (the read-only secret mounts of
+ * Docker and Kubernetes are 0444 or 0644, owned by root); the callers warn about that. */
+static bool secret_mode_ok(struct loader *ld, const char *path, const char *file, mode_t mode)
+{
+	if(mode & (S_IWGRP | S_IWOTH)){
+		cfg_err(ld, path, "'%s' is writable by %s (mode %03o); chmod go-w", file,
+				(mode & S_IWGRP) && (mode & S_IWOTH) ? "group and others" : mode & S_IWGRP ? "group" : "others",
+				(unsigned)(mode & 0777));
+		return false;
+	}
+	return true;
+}
+
 /* Checks that FILE can be opened for reading and is a regular file. SECRET: a private key, which
  * gets a warning when others may read it. */
 static bool file_at(struct loader *ld, const char *path, const char *file, bool secret)
@@ -1124,14 +1138,18 @@ static bool file_at(struct loader *ld, const char *path, const char *file, bool 
 		return false;
 	}
 	close(fd);
-	if(secret && (st.st_mode & (S_IROTH | S_IWOTH))){
+	if(secret && !secret_mode_ok(ld, path, file, st.st_mode)){
+		return false;
+	}
+	if(secret && (st.st_mode & S_IROTH)){
 		cfg_warn(ld, path, "private key '%s' is readable by others; chmod 600", file);
 	}
 	return true;
 }
 
 /* Returns the content of the secret FILE without one trailing newline (caller frees), or NULL
- * after logging. The file must not be accessible to group or others. */
+ * after logging. The file must be a regular file that group and others cannot write; one they can
+ * read gets a warning. */
 static char *secret_at(struct loader *ld, const char *path, const char *file)
 {
 	char *buf = NULL;
@@ -1143,8 +1161,8 @@ static char *secret_at(struct loader *ld, const char *path, const char *file)
 	if((fd = open_regular(ld, path, file, &st)) < 0){
 		return NULL;
 	}
-	if(st.st_mode & 077){
-		cfg_err(ld, path, "file is readable by others; chmod 600");
+	if(!secret_mode_ok(ld, path, file, st.st_mode)){
+		/* logged */
 	}else if(st.st_size > SECRET_MAX_BYTES + 2){
 		cfg_err(ld, path, "'%s' is larger than %d bytes", file, SECRET_MAX_BYTES);
 	}else if((buf = malloc((size_t)st.st_size + 1)) == NULL){
@@ -1164,6 +1182,9 @@ static char *secret_at(struct loader *ld, const char *path, const char *file)
 			cfg_err(ld, path, "'%s' is empty", file);
 			free(buf);
 			buf = NULL;
+		}else if(st.st_mode & (S_IRGRP | S_IROTH)){
+			cfg_warn(ld, path, "'%s' is readable by %s (mode %03o); chmod 600 unless it is a read-only "
+					"secret mount", file, (st.st_mode & S_IROTH) ? "others" : "group", (unsigned)(st.st_mode & 0777));
 		}
 	}
 	close(fd);

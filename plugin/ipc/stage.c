@@ -26,6 +26,17 @@ struct fb_stage {
 
 /* ---- CRC-32C ---- */
 
+/* The table path runs everywhere; x86-64 with SSE 4.2 and ARMv8 with the CRC extension use their
+ * CRC-32C instructions, chosen once at run time (the build targets the baseline of each). */
+#if defined(__x86_64__)
+#define CRC_HW_X86 1
+#elif defined(__aarch64__) && defined(__linux__)
+#define CRC_HW_ARM 1
+#include <arm_acle.h>
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 static uint32_t crc_table[256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static bool crc_hw;
@@ -42,13 +53,17 @@ static void crc_init(void)
 		}
 		crc_table[i] = c;
 	}
+#if defined(CRC_HW_X86)
 	__builtin_cpu_init();
 	crc_hw = __builtin_cpu_supports("sse4.2");
+#elif defined(CRC_HW_ARM)
+	crc_hw = (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0;
+#endif
 }
 
-#if defined(__x86_64__)
+#if defined(CRC_HW_X86)
 __attribute__((target("sse4.2")))
-static uint32_t crc_sse42(uint32_t crc, const uint8_t *p, size_t len)
+static uint32_t crc_hw_run(uint32_t crc, const uint8_t *p, size_t len)
 {
 	uint64_t c = crc;
 	uint64_t v;
@@ -64,6 +79,23 @@ static uint32_t crc_sse42(uint32_t crc, const uint8_t *p, size_t len)
 	}
 	return (uint32_t)c;
 }
+#elif defined(CRC_HW_ARM)
+__attribute__((target("+crc")))
+static uint32_t crc_hw_run(uint32_t crc, const uint8_t *p, size_t len)
+{
+	uint64_t v;
+
+	while(len >= 8){
+		memcpy(&v, p, 8);
+		crc = __crc32cd(crc, v);
+		p += 8;
+		len -= 8;
+	}
+	while(len--){
+		crc = __crc32cb(crc, *p++);
+	}
+	return crc;
+}
 #endif
 
 uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t len)
@@ -72,9 +104,9 @@ uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t len)
 
 	pthread_once(&crc_once, crc_init);
 	crc = ~crc;
-#if defined(__x86_64__)
+#if defined(CRC_HW_X86) || defined(CRC_HW_ARM)
 	if(crc_hw){
-		return ~crc_sse42(crc, p, len);
+		return ~crc_hw_run(crc, p, len);
 	}
 #endif
 	while(len--){

@@ -29,6 +29,7 @@
 #include "record.h"
 #include "route.h"
 #include "spool.h"
+#include "statusfile.h"
 #include "tail.h"
 #include "waker.h"
 
@@ -64,6 +65,11 @@ struct link_main {
 	uint64_t in_deleted;      /* newest "in" seq released and deleted */
 	struct fb_spool_del *dels;
 	size_t dels_n, dels_cap;
+	char *status_path;         /* the status file (statusfile.h), NULL when out of memory */
+	uint64_t status_due;       /* monotonic ms of its next refresh */
+	bool status_connected;     /* the state it last saw */
+	uint64_t status_since;     /* wall ms since when in that state */
+	bool status_failed;        /* a failure to write it has been logged */
 };
 
 /* ---- cloud to edge: the ring's producer ----------------------------------------------------- */
@@ -204,6 +210,44 @@ static void snapshot(struct link_main *m)
 	fb_seq_write_begin(&sh->sgen);
 	memcpy(&sh->status, &st, sizeof(st));
 	fb_seq_write_end(&sh->sgen);
+}
+
+/* Every status_interval (and at once when the connection comes or goes): rewrites the status file
+ * that `flowmq-bridge health` reads. A failure is logged once, and again after a success. */
+static void status_file(struct link_main *m)
+{
+	struct fb_link_status ls;
+	struct fb_statusfile sf;
+	uint64_t now = fb_mono_ms();
+	bool connected;
+	int rc;
+
+	if(m->status_path == NULL){
+		return;
+	}
+	fb_session_status(m->link, &ls);
+	connected = ls.state == FB_LINK_CONNECTED;
+	if(connected == m->status_connected && now < m->status_due){
+		return;
+	}
+	if(connected != m->status_connected){
+		m->status_connected = connected;
+		m->status_since = fb_wall_ms();
+	}
+	m->status_due = now + m->cfg->status_interval_ms;
+	memset(&sf, 0, sizeof(sf));
+	sf.updated_ms = fb_wall_ms();
+	sf.interval_ms = m->cfg->status_interval_ms;
+	sf.pid = getpid();
+	snprintf(sf.state, sizeof(sf.state), "%s", fb_status_state_name(ls.state));
+	sf.since_ms = m->status_since;
+	snprintf(sf.endpoint, sizeof(sf.endpoint), "%s", ls.endpoint);
+	snprintf(sf.last_error, sizeof(sf.last_error), "%s", ls.last_error);
+	rc = fb_statusfile_write(m->status_path, &sf);
+	if(rc < 0 && !m->status_failed){
+		fb_log(&m->lg, MOSQ_LOG_WARNING, "cannot write the status file %s: %s", m->status_path, strerror(-rc));
+	}
+	m->status_failed = rc < 0;
 }
 
 /* ---- start ----------------------------------------------------------------------------------- */
@@ -404,6 +448,21 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		fail(&m, rc);
 	}
 	snapshot(&m);
+	m.status_path = fb_statusfile_path(m.cfg->spool.path);
+	m.status_since = fb_wall_ms();
+	{
+		/* Not connected since before this process started, when the previous link process says
+		 * so: a link process that restarts again and again is not "disconnected for 0s". */
+		struct fb_statusfile old;
+
+		if(m.status_path && fb_statusfile_read(m.status_path, &old) == 0){
+			uint64_t was = strcmp(old.state, "connected") ? old.since_ms : old.updated_ms;
+			if(was && was < m.status_since){
+				m.status_since = was;
+			}
+		}
+	}
+	status_file(&m);
 	atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	atomic_store_explicit(&sh->child_state, 1, memory_order_release);
 	if(m.cfg->metrics.listen){
@@ -424,12 +483,14 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		/* The heartbeat: snapshot() takes the spool's lock, so a worker stuck while holding it
 		 * (inside a settle, say) stops the beat too. A stopped process (SIGSTOP) beats no more. */
 		snapshot(&m);
+		status_file(&m);
 		atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
 	}
 	fb_prom_stop(m.prom);
 	fb_session_stop(m.link);
 	fb_tail_cleanup(&m.tail);
 	fb_spool_close(m.spool);
+	free(m.status_path);
 	_exit(0);
 }
 

@@ -1,7 +1,8 @@
 /* The flowmq-bridge command against real spools: `flowmq-bridge spool PATH` reads a spool, also
  * the one a running edge's link process has open, and never changes a byte of its folder. The
  * test process runs the CLI (FB_CLI_PATH) next to an edge broker with the plugin and a cloud
- * stand-in. */
+ * stand-in. `flowmq-bridge health` follows the link process's status file: healthy while
+ * connected or disconnected for less than the threshold, unhealthy past it. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "common.h"
+#include "statusfile.h"
 
 #define CLOUD_TOPIC "edge/site-A/telemetry/#"
 
@@ -323,6 +325,135 @@ START_TEST(test_spool_refuses_a_foreign_folder_and_leaves_it_byte_identical)
 }
 END_TEST
 
+/* Runs `flowmq-bridge health ARG [--max-disconnected MAX]`; returns its exit code and *OUT. */
+static int cli_health(const char *arg, const char *max, char **out)
+{
+	static int runs;
+	char *log = fbh_strdupf("%s/health-%d.log", fbh_tmpdir(), ++runs);
+	const char *argv[] = { FB_CLI_PATH, "health", arg, max ? "--max-disconnected" : NULL, max, NULL };
+	int st = fbh_run_cmd(argv, log);
+
+	*out = fbh_read_file(log);
+	ck_assert_ptr_nonnull(*out);
+	free(log);
+	ck_assert_msg(st != -1 && WIFEXITED(st), "the CLI did not exit normally (status %d): %s", st, *out);
+	return WEXITSTATUS(st);
+}
+
+/* Polls health until it exits with WANT and its one line starts with PREFIX (30 s). */
+static char *health_until(const char *arg, const char *max, int want, const char *prefix)
+{
+	char *out = NULL;
+
+	for(int i = 0; i < 300; i++){
+		free(out);
+		if(cli_health(arg, max, &out) == want && strncmp(out, prefix, strlen(prefix)) == 0){
+			return out;
+		}
+		usleep(100 * 1000);
+	}
+	ck_abort_msg("health %s never exited %d with \"%s...\"; last: %s", arg, want, prefix, out);
+	return NULL;
+}
+
+START_TEST(test_health_is_healthy_while_connected_and_unhealthy_past_the_threshold)
+{
+	struct fbh_broker cloud, edge;
+	char *yaml, *spool, *status, *out, *missing;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	yaml = fbh_strdupf("%s/flowmq-bridge.yaml", edge.dir);
+	spool = fbh_strdupf("%s/spool", edge.dir);
+	status = fbh_strdupf("%s/spool-status", edge.dir);
+
+	/* Connected: the same answer from the configuration, the spool folder and the file itself. */
+	out = health_until(yaml, NULL, 0, "healthy: connected to mqtts://localhost:");
+	ck_assert_ptr_null(strchr(out, '\n') == out + strlen(out) - 1 ? NULL : out); /* one line */
+	free(out);
+	ck_assert_int_eq(cli_health(spool, "2s", &out), 0);
+	ck_assert_msg(!strncmp(out, "healthy: connected to mqtts://localhost:", 40), "%s", out);
+	free(out);
+	ck_assert_int_eq(cli_health(status, NULL, &out), 0);
+	ck_assert_msg(!strncmp(out, "healthy: connected to mqtts://localhost:", 40), "%s", out);
+	free(out);
+
+	/* The cloud goes away: healthy below the threshold, unhealthy past it. */
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	out = NULL;
+	for(int i = 0; i < 300; i++){
+		free(out);
+		out = health_until(yaml, "10m", 0, "healthy: ");
+		if(strstr(out, "connected to") == NULL){
+			break;
+		}
+		usleep(100 * 1000);
+	}
+	ck_assert_msg(strstr(out, "connected to") == NULL, "%s", out);
+	ck_assert_msg(strstr(out, " (less than 10m0s)") != NULL, "%s", out);
+	free(out);
+	out = health_until(yaml, "2s", 1, "unhealthy: ");
+	ck_assert_msg(strstr(out, " (at least 2s)") != NULL, "%s", out);
+	ck_assert_ptr_null(strchr(out, '\n') == out + strlen(out) - 1 ? NULL : out);
+	free(out);
+
+	/* The edge restarts while the cloud is still down: its new link process goes on counting from
+	 * the disconnection, it does not start again from 0s. */
+	{
+		struct fb_statusfile before, now;
+
+		ck_assert_int_eq(fb_statusfile_read(status, &before), 0);
+		ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+		start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+		for(int i = 0; i < 300; i++){
+			if(fb_statusfile_read(status, &now) == 0 && now.pid != before.pid){
+				break;
+			}
+			usleep(100 * 1000);
+		}
+		ck_assert_int_ne(now.pid, before.pid);
+		ck_assert_str_ne(now.state, "connected");
+		ck_assert_uint_eq(now.since_ms, before.since_ms);
+		ck_assert_int_eq(cli_health(yaml, "2s", &out), 1);
+		ck_assert_msg(!strncmp(out, "unhealthy: ", 11), "%s", out);
+		free(out);
+	}
+
+	/* Back: healthy again. */
+	start_cloud(&cloud, NULL);
+	out = health_until(yaml, "2s", 0, "healthy: connected to mqtts://localhost:");
+	free(out);
+
+	/* No status file (a spool that no link process runs): unhealthy, saying so. */
+	missing = fbh_strdupf("%s/none", edge.dir);
+	ck_assert_int_eq(mkdir(missing, 0700), 0);
+	ck_assert_int_eq(cli_health(missing, NULL, &out), 1);
+	ck_assert_msg(strstr(out, "unhealthy: cannot read the status file ") == out
+			&& strstr(out, "/none-status: No such file or directory\n"), "%s", out);
+	free(out);
+	/* A configuration that does not load: unhealthy, its first error as the one line. */
+	free(missing);
+	missing = fbh_strdupf("%s/bad.yaml", edge.dir);
+	fbh_write_file(missing, "site_id: site-A\nbogus: 1\n", 0600);
+	ck_assert_int_eq(cli_health(missing, NULL, &out), 1);
+	ck_assert_msg(strncmp(out, "unhealthy: bad.yaml:2: bogus: unknown key", 41) == 0
+			&& strchr(out, '\n') == out + strlen(out) - 1, "%s", out);
+	free(out);
+	/* A bad threshold is a usage error. */
+	ck_assert_int_eq(cli_health(yaml, "soon", &out), 2);
+	free(out);
+
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	free(missing);
+	free(yaml);
+	free(spool);
+	free(status);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cli");
@@ -331,6 +462,7 @@ int main(void)
 	tcase_add_test(tc, test_spool_of_a_running_edge_is_a_snapshot_and_changes_no_byte);
 	tcase_add_test(tc, test_spool_refuses_a_missing_folder_and_creates_nothing);
 	tcase_add_test(tc, test_spool_refuses_a_foreign_folder_and_leaves_it_byte_identical);
+	tcase_add_test(tc, test_health_is_healthy_while_connected_and_unhealthy_past_the_threshold);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }

@@ -506,18 +506,33 @@ START_TEST(test_bad_loopback_options_stop_the_broker_with_one_clear_line)
 		free(conf);
 	}
 	{
-		/* A password file others may read is refused too. */
-		struct fbh_broker edge;
+		/* A password file group or others may write is refused too; one they may only read (a
+		 * read-only secret mount) is taken, with a warning. */
+		struct fbh_broker edge, edge2;
 		char *yaml, *conf, *pw, *extra;
 
 		fbh_broker_init(&edge, "edge-pw");
 		pw = fbh_strdupf("%s/loopback-password", edge.dir);
-		fbh_write_file(pw, "secret\n", 0644);
+		fbh_write_file(pw, "secret\n", 0620);
 		extra = fbh_strdupf("plugin_opt_loopback_password_file %s\n", pw);
 		yaml = fbh_edge_yaml(&edge, cloud.port, WILL_YAML);
 		conf = fbh_edge_conf(&edge, yaml, extra);
 		ck_assert_int_eq(fbh_broker_start(&edge, conf), -1);
-		ck_assert(fbh_broker_log_line_has(&edge, pw, "may be read or written by others (mode 644)"));
+		ck_assert(fbh_broker_log_line_has(&edge, pw, "may be written by group or others (mode 620)"));
+		free(yaml);
+		free(conf);
+		free(extra);
+		free(pw);
+
+		fbh_broker_init(&edge2, "edge-pw-ro");
+		pw = fbh_strdupf("%s/loopback-password", edge2.dir);
+		fbh_write_file(pw, "secret\n", 0444);
+		extra = fbh_strdupf("plugin_opt_loopback_password_file %s\n", pw);
+		yaml = fbh_edge_yaml(&edge2, cloud.port, WILL_YAML);
+		conf = fbh_edge_conf(&edge2, yaml, extra);
+		ck_assert_int_eq(fbh_broker_start(&edge2, conf), 0);
+		ck_assert(fbh_broker_log_line_has(&edge2, pw, "may be read by group or others (mode 444)"));
+		ck_assert_int_eq(fbh_broker_stop(&edge2), 0);
 		free(yaml);
 		free(conf);
 		free(extra);

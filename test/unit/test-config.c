@@ -835,7 +835,8 @@ END_TEST
 
 /* ---- refused configurations ---------------------------------------------------------------------- */
 
-/* Files named in the cases: @DIR@/open.token (mode 0644), @DIR@/edge.crt (0600). */
+/* Files named in the cases: @DIR@/gw.token (mode 0620), @DIR@/ow.token (0602), @DIR@/aw.token
+ * (0666), @DIR@/edge.crt (0600), @DIR@/gw.key (0660). */
 static const struct {
 	const char *yaml;
 	const char *error;
@@ -1022,8 +1023,14 @@ static const struct {
 	{ "site_id: site-A\ncloud:\n  tls:\n    ca_file: @DIR@/missing.pem\n",
 	  "/missing.pem': No such file or directory" },
 	{ "site_id: site-A\ncloud:\n  tls:\n    ca_file: @DIR@\n", "cfg.yaml:4: cloud.tls.ca_file: '" },
-	{ "site_id: site-A\ncloud:\n  auth:\n    password_file: @DIR@/open.token\n",
-	  "cfg.yaml:4: cloud.auth.password_file: file is readable by others; chmod 600" },
+	{ "site_id: site-A\ncloud:\n  auth:\n    password_file: @DIR@/gw.token\n",
+	  "cfg.yaml:4: cloud.auth.password_file: '@DIR@/gw.token' is writable by group (mode 620); chmod go-w" },
+	{ "site_id: site-A\ncloud:\n  auth:\n    password_file: @DIR@/ow.token\n",
+	  "cfg.yaml:4: cloud.auth.password_file: '@DIR@/ow.token' is writable by others (mode 602); chmod go-w" },
+	{ "site_id: site-A\ncloud:\n  auth:\n    password_file: @DIR@/aw.token\n",
+	  "cfg.yaml:4: cloud.auth.password_file: '@DIR@/aw.token' is writable by group and others (mode 666); chmod go-w" },
+	{ "site_id: site-A\ncloud:\n  tls:\n    cert_file: @DIR@/edge.crt\n    key_file: @DIR@/gw.key\n",
+	  "cfg.yaml:5: cloud.tls.key_file: '@DIR@/gw.key' is writable by group (mode 660); chmod go-w" },
 	{ "site_id: site-A\ncloud:\n  auth:\n    password_file: @DIR@/none\n",
 	  "cfg.yaml:4: cloud.auth.password_file: cannot read '" },
 	{ "site_id: site-A\ncloud:\n  status_topic: st/+/x\n",
@@ -1094,11 +1101,16 @@ static const struct {
 	{ "", "cfg.yaml:1: site_id: missing required value" },
 };
 
+static const char *with_dir(const char *text);
+
 START_TEST(test_refused)
 {
-	write_file("open.token", "secret\n", 0644);
+	write_file("gw.token", "secret\n", 0620);
+	write_file("ow.token", "secret\n", 0602);
+	write_file("aw.token", "secret\n", 0666);
+	write_file("gw.key", "key", 0660);
 	write_file("edge.crt", "crt", 0600);
-	expect_refused(refused[_i].yaml, refused[_i].error);
+	expect_refused(refused[_i].yaml, with_dir(refused[_i].error));
 	ck_assert_uint_eq(logs_count(MOSQ_LOG_ERR), logs.count);
 }
 END_TEST
@@ -1356,6 +1368,40 @@ START_TEST(test_key_readable_by_others_warns)
 }
 END_TEST
 
+/* Secret mounts of Docker and Kubernetes: a token file of mode 0444 (or 0644, 0640) owned by root
+ * is accepted, with one warning naming file, line and key; a 0600 or 0400 one without. */
+START_TEST(test_read_only_secret_mount_accepted_with_warning)
+{
+	static const struct { mode_t mode; const char *who; } cases[] = {
+		{ 0444, "others" }, { 0644, "others" }, { 0640, "group" }, { 0600, NULL }, { 0400, NULL },
+	};
+	char expected[512];
+
+	for(size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++){
+		struct fb_config *cfg;
+
+		logs_clear();
+		unlink(in_dir("token"));
+		write_file("token", "s3cret\n", cases[i].mode);
+		if(geteuid() == 0){
+			ck_assert_int_eq(chown(in_dir("token"), 0, 0), 0); /* as a secret mount hands it over */
+		}
+		cfg = load_ok("site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  auth:\n"
+				"    password_file: @DIR@/token\nspool:\n  path: /tmp/spool\n" RULE);
+		ck_assert_str_eq(cfg->cloud.password, "s3cret");
+		ck_assert_msg(logs.count == (cases[i].who ? 1u : 0u), "mode %o:%s", (unsigned)cases[i].mode, logs_dump());
+		if(cases[i].who){
+			snprintf(expected, sizeof(expected), "cfg.yaml:5: cloud.auth.password_file: '%s' is readable by %s "
+					"(mode %03o); chmod 600 unless it is a read-only secret mount", in_dir("token"), cases[i].who,
+					(unsigned)cases[i].mode);
+			ck_assert_int_eq(logs.level[0], MOSQ_LOG_WARNING);
+			ck_assert_str_eq(logs.text[0], expected);
+		}
+		fb_config_free(cfg);
+	}
+}
+END_TEST
+
 /* allow_plaintext with credentials warns once per load, naming the first plaintext endpoint;
  * without credentials, or over TLS only, it does not. */
 START_TEST(test_plaintext_credentials_warn)
@@ -1425,6 +1471,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_priority_and_lane_min_share);
 	tcase_add_test(tc, test_password_file_loses_one_trailing_newline);
 	tcase_add_test(tc, test_rate_caps);
+	tcase_add_test(tc, test_read_only_secret_mount_accepted_with_warning);
 	tcase_add_test(tc, test_shipped_example_loads);
 	tcase_add_test(tc, test_shipped_example_optional_keys_load);
 	tcase_add_test(tc, test_free_accepts_null);

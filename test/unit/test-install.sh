@@ -18,5 +18,9 @@ done
 # The plugin's compiled-in default is the installed flowmq-link.
 grep -qF "$link" "$dest$plugin" || { echo "the installed plugin does not name $link as its flowmq-link"; fail=1; }
 nm -D --defined-only "$dest$plugin" | grep -q ' T mosquitto_plugin_init$' || { echo "installed plugin lacks mosquitto_plugin_init"; fail=1; }
-grep -q "^plugin_opt_config_file /etc/mosquitto/conf.d/flowmq-bridge.yaml" "$dest$confdir/flowmq-bridge.conf" || { echo "flowmq-bridge.conf lacks plugin_opt_config_file"; fail=1; }
+# The installed plugin lines name the installed plugin and example configuration (made from the
+# configured paths, so they hold on any architecture).
+grep -qxF "plugin $plugin" "$dest$confdir/flowmq-bridge.conf" || { echo "flowmq-bridge.conf does not load $plugin"; fail=1; }
+grep -qxF "plugin_opt_config_file $confdir/flowmq-bridge.yaml" "$dest$confdir/flowmq-bridge.conf" || { echo "flowmq-bridge.conf lacks plugin_opt_config_file $confdir/flowmq-bridge.yaml"; fail=1; }
+if grep -n '@[A-Z_]*@' "$dest$confdir/flowmq-bridge.conf"; then echo "flowmq-bridge.conf has unreplaced placeholders"; fail=1; fi
 exit $fail

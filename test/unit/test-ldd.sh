@@ -16,9 +16,40 @@ for f in "$so" "$link"; do
 	[[ -f $f ]] || { echo "FAIL: $f does not exist"; exit 1; }
 done
 
+# The libraries FILE loads, as ldd lists them; for a program of another architecture (the arm64
+# cross build, run under qemu), which ldd cannot read: the NEEDED entries of FILE and, recursively,
+# of each library they name, found in the multiarch folders of FILE's architecture.
+loaded_libs() {
+	if ldd "$1" 2>/dev/null; then
+		return 0
+	fi
+	local triplet todo seen="" lib dir
+	case $(readelf -h "$1" | sed -n 's/^ *Machine: *//p') in
+		AArch64) triplet=aarch64-linux-gnu ;;
+		*X86-64*) triplet=x86_64-linux-gnu ;;
+		ARM) triplet=arm-linux-gnueabihf ;;
+		*) echo "cannot list the libraries of $1" >&2; return 1 ;;
+	esac
+	todo=$(readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
+	while [[ -n $todo ]]; do
+		lib=${todo%%$'\n'*}
+		[[ $todo == *$'\n'* ]] && todo=${todo#*$'\n'} || todo=""
+		[[ " $seen " == *" $lib "* ]] && continue
+		seen="$seen $lib"
+		echo "$lib"
+		for dir in ${LD_LIBRARY_PATH:+${LD_LIBRARY_PATH//:/ }} /usr/lib/$triplet /lib/$triplet; do
+			if [[ -f $dir/$lib ]]; then
+				todo=$(printf '%s\n%s' "$todo" "$(readelf -d "$dir/$lib" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')")
+				todo=${todo#$'\n'}
+				break
+			fi
+		done
+	done
+}
+
 fail=0
-plugin_libs=$(ldd "$so")
-echo "ldd $so:"
+plugin_libs=$(loaded_libs "$so")
+echo "libraries of $so:"
 sed 's/^/  /' <<<"$plugin_libs"
 for lib in librocksdb libssl libcrypto libmosquitto libmicrohttpd; do
 	if grep -q "$lib" <<<"$plugin_libs"; then
