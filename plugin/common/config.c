@@ -1117,25 +1117,36 @@ static bool file_at(struct loader *ld, const char *path, const char *file, bool 
 	return true;
 }
 
-/* Returns the content of the secret FILE without one trailing newline (caller frees), or NULL
- * after logging. The file must not be accessible to group or others. */
-static char *secret_at(struct loader *ld, const char *path, const char *file)
+int fb_config_read_secret(const char *file, char **out, char *err, size_t errlen)
 {
+	char e[128];
 	char *buf = NULL;
 	struct stat st;
 	size_t len = 0;
 	ssize_t r;
-	int fd;
+	int fd, rc = 0;
 
-	if((fd = open_regular(ld, path, file, &st)) < 0){
-		return NULL;
+	*out = NULL;
+	if((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0 || fstat(fd, &st) < 0){
+		rc = -errno;
+		snprintf(err, errlen, "cannot read '%s': %s", file, strerror_r(-rc, e, sizeof(e)));
+		if(fd >= 0){
+			close(fd);
+		}
+		return rc;
 	}
-	if(st.st_mode & 077){
-		cfg_err(ld, path, "file is readable by others; chmod 600");
+	if(!S_ISREG(st.st_mode)){
+		snprintf(err, errlen, "'%s' is not a regular file (%s)", file, file_kind(st.st_mode));
+		rc = -EINVAL;
+	}else if(st.st_mode & 077){
+		snprintf(err, errlen, "file is readable by others; chmod 600");
+		rc = -EACCES;
 	}else if(st.st_size > SECRET_MAX_BYTES + 2){
-		cfg_err(ld, path, "'%s' is larger than %d bytes", file, SECRET_MAX_BYTES);
+		snprintf(err, errlen, "'%s' is larger than %d bytes", file, SECRET_MAX_BYTES);
+		rc = -EFBIG;
 	}else if((buf = malloc((size_t)st.st_size + 1)) == NULL){
-		ld->oom = true;
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
 	}else{
 		while(len < (size_t)st.st_size && (r = read(fd, buf + len, (size_t)st.st_size - len)) > 0){
 			len += (size_t)r;
@@ -1148,12 +1159,31 @@ static char *secret_at(struct loader *ld, const char *path, const char *file)
 			}
 		}
 		if(len == 0){
-			cfg_err(ld, path, "'%s' is empty", file);
+			snprintf(err, errlen, "'%s' is empty", file);
 			free(buf);
 			buf = NULL;
+			rc = -ENODATA;
 		}
 	}
 	close(fd);
+	*out = buf;
+	return rc;
+}
+
+/* Returns the content of the secret FILE without one trailing newline (caller frees), or NULL
+ * after logging. The file must not be accessible to group or others. */
+static char *secret_at(struct loader *ld, const char *path, const char *file)
+{
+	char err[4352];
+	char *buf;
+	int rc;
+
+	rc = fb_config_read_secret(file, &buf, err, sizeof(err));
+	if(rc == -ENOMEM){
+		ld->oom = true;
+	}else if(rc < 0){
+		cfg_err(ld, path, "%s", err);
+	}
 	return buf;
 }
 

@@ -172,6 +172,13 @@ int fb_config_load(const char *path, const struct fb_logger *lg, struct fb_confi
 /* Accepts NULL. */
 void fb_config_free(struct fb_config *cfg);
 
+/* Reads the secret FILE (cloud.auth.password_file) with the checks of fb_config_load(): a regular
+ * file, no access for group or others, at most 65535 bytes, not empty; one trailing newline (and a
+ * carriage return before it) removed. Returns 0 and *out (caller frees), or a negative errno with
+ * *out NULL and ERR naming the file and the reason. Any thread; the link process calls it before
+ * every connection attempt, so a rotated token is used at the next connect. */
+int fb_config_read_secret(const char *file, char **out, char *err, size_t errlen);
+
 /* "250ms 30s 5m 2h 7d" -> milliseconds. Returns 0 or -EINVAL. */
 int fb_parse_duration_ms(const char *s, uint64_t *ms);
 
