@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -211,6 +212,138 @@ START_TEST(test_client_cert_rotation)
 }
 END_TEST
 
+/* Publishes N messages p<FROM>.. without waiting for their acknowledgements; returns the client. */
+static struct fbh_pub *publish_async(struct fbh_broker *edge, size_t from, size_t n)
+{
+	struct fbh_pub *pub = fbh_pub_connect(edge->port, NULL);
+
+	ck_assert_ptr_nonnull(pub);
+	for(size_t i = from; i < from + n; i++){
+		char payload[32];
+		int len = snprintf(payload, sizeof(payload), "p%zu", i);
+
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/rot", payload, len, 1, false, NULL), 0);
+	}
+	return pub;
+}
+
+/* SIGHUP with a new endpoint list: the link process is restarted with it and moves to the other
+ * cloud. Of the 90 messages published before, during and after, cloud A gets p0..p(K-1) in order
+ * and cloud B pJ..p89 in order with J <= K (a message in flight at the switch may reach both:
+ * at least once); every message arrives, none is left in the spool. */
+START_TEST(test_sighup_new_endpoints)
+{
+	struct fbh_broker a, b, edge;
+	struct fbh_sub *suba, *subb, *sys;
+	struct fbh_pub *pub;
+	size_t k, j, nb;
+	char *yaml;
+
+	fbh_broker_init(&a, "cloudA");
+	fbh_broker_init(&b, "cloudB");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&a, NULL);
+	start_cloud(&b, NULL);
+	suba = fbh_sub_start(a.port2, &cloud_tester, "edge/site-A/#", 1);
+	subb = fbh_sub_start(b.port2, &cloud_tester, "edge/site-A/#", 1);
+	ck_assert_ptr_nonnull(suba);
+	ck_assert_ptr_nonnull(subb);
+	start_edge(&edge, a.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+
+	publish_range(&edge, 0, 20);
+	ck_assert(wait_exactly(suba, 20, 30000, 300));
+
+	/* The endpoint list now names cloud B only. */
+	yaml = fbh_edge_yaml(&edge, b.port, FBH_YAML_STANDARD);
+	fbh_broker_log_mark(&edge);
+	pub = publish_async(&edge, 20, 50);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGHUP), 0);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	ck_assert_msg(fbh_wait_log(&edge, "cloud settings changed; restarting the link process", 20000),
+			"no restart of the link process after SIGHUP");
+	{
+		char *line = fbh_strdupf("connected to mqtts://localhost:%d as", b.port);
+
+		ck_assert_msg(fbh_wait_log(&edge, line, 20000), "the link did not connect to cloud B");
+		free(line);
+	}
+	publish_range(&edge, 70, 20);
+
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 30000));
+	k = fbh_sub_count(suba);
+	ck_assert_uint_ge(k, 20);
+	for(size_t i = 0; i < k; i++){
+		ck_assert_msg(payload_index(fbh_sub_msg(suba, i), "p") == (long)i, "cloud A message %zu is '%s'", i,
+				(const char *)fbh_sub_msg(suba, i)->payload);
+	}
+	ck_assert(fbh_sub_wait_count(subb, 90 - k, 30000) >= 90 - k);
+	usleep(500000);
+	nb = fbh_sub_count(subb);
+	ck_assert_uint_ge(nb, 90 - k);
+	j = (size_t)payload_index(fbh_sub_msg(subb, 0), "p");
+	ck_assert_uint_le(j, k);
+	ck_assert_uint_eq(nb, 90 - j);
+	for(size_t i = 0; i < nb; i++){
+		ck_assert_msg(payload_index(fbh_sub_msg(subb, i), "p") == (long)(j + i), "cloud B message %zu is '%s'", i,
+				(const char *)fbh_sub_msg(subb, i)->payload);
+	}
+	/* Cloud A gets nothing more. */
+	ck_assert_uint_eq(fbh_sub_count(suba), k);
+	fprintf(stderr, "rotate: cloud A got p0..p%zu, cloud B p%zu..p89 (%zu sent to both)\n", k - 1, j, k - j);
+	fbh_sub_stop(suba);
+	fbh_sub_stop(subb);
+	fbh_sub_stop(sys);
+	free(yaml);
+}
+END_TEST
+
+/* SIGHUP with a new spool.path and a new endpoint: both wait for a restart of the broker, which
+ * the log says; the link process stays connected to the cloud it has. */
+START_TEST(test_sighup_spool_path_needs_restart)
+{
+	struct fbh_broker a, b, edge;
+	struct fbh_sub *suba, *sys;
+	char *yaml, *text, *p, *q;
+
+	fbh_broker_init(&a, "cloudA");
+	fbh_broker_init(&b, "cloudB");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&a, NULL);
+	suba = fbh_sub_start(a.port2, &cloud_tester, "edge/site-A/#", 1);
+	ck_assert_ptr_nonnull(suba);
+	start_edge(&edge, a.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+
+	yaml = fbh_edge_yaml(&edge, b.port, FBH_YAML_STANDARD);
+	text = fbh_read_file(yaml);
+	ck_assert_ptr_nonnull(text);
+	p = strstr(text, "/spool\n");
+	ck_assert_ptr_nonnull(p);
+	q = fbh_strdupf("%.*s/spool2\n%s", (int)(p - text), text, p + strlen("/spool\n"));
+	fbh_write_file(yaml, q, 0644);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGHUP), 0);
+	ck_assert_msg(fbh_wait_log(&edge, "changes to spool.path take effect at the next restart of the broker; "
+			"so do the changes to cloud", 20000), "no log line naming spool.path");
+	ck_assert(!fbh_broker_log_contains(&edge, "restarting the link process"));
+	publish_range(&edge, 0, 10);
+	ck_assert(wait_exactly(suba, 10, 30000, 500));
+	ck_assert_str_eq(sys_value(sys, "state"), "connected");
+	fbh_sub_stop(suba);
+	fbh_sub_stop(sys);
+	free(q);
+	free(text);
+	free(yaml);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rotate");
@@ -218,6 +351,8 @@ int main(void)
 
 	tcase_add_test(tc, test_password_rotation);
 	tcase_add_test(tc, test_client_cert_rotation);
+	tcase_add_test(tc, test_sighup_new_endpoints);
+	tcase_add_test(tc, test_sighup_spool_path_needs_restart);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
