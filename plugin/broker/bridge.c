@@ -59,6 +59,9 @@ struct fb_bridge {
 	struct fb_host host;
 	struct generation *gen;   /* newest; broker thread only */
 	struct generation *first; /* the one the link process uses */
+	/* After a reload restarted the link process with changed cloud settings: the generation it
+	 * was started with (its cloud settings), kept until the next such restart; NULL: first. */
+	struct generation *link_gen;
 	struct fb_shared *sh;     /* the region shared with the link process (shared.h) */
 	int shfd;                 /* ... its memfd */
 	int cfgfd;                /* a memfd with the bytes of the configuration loaded first */
@@ -569,6 +572,10 @@ void fb_bridge_stop(struct fb_bridge *b)
 		close(b->cfgfd);
 	}
 	fb_inject_cleanup(&b->inj);
+	if(b->link_gen && b->link_gen != b->gen){
+		b->link_gen->older = NULL; /* b->first: freed with b->gen */
+		generation_free(b->link_gen);
+	}
 	generation_free(b->gen);
 	fb_publish_memo_free(&b->memo);
 	free(b->buf);
@@ -877,9 +884,9 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
  * it had not settled stays in the staging files and the spool) and a new one is started with the
  * bytes of CFGFD, a memfd of the reloaded file, which this takes. Otherwise logs what waits for a
  * restart. Broker thread. */
-static void reload_cloud(struct fb_bridge *b, const struct generation *g, int cfgfd)
+static void reload_cloud(struct fb_bridge *b, struct generation *g, int cfgfd)
 {
-	const struct fb_config *run = b->first->cfg;
+	const struct fb_config *run = (b->link_gen ? b->link_gen : b->first)->cfg;
 	char keys[256];
 	bool cloud = !fb_config_cloud_equal(run, g->cfg);
 
@@ -902,6 +909,11 @@ static void reload_cloud(struct fb_bridge *b, const struct generation *g, int cf
 	b->sv.restart_ms = 0;
 	b->sv.quick_fails = 0;
 	b->sv.started_ms = fb_mono_ms();
+	if(b->link_gen && b->link_gen != g){
+		b->link_gen->older = NULL; /* b->first stays */
+		generation_free(b->link_gen);
+	}
+	b->link_gen = g;
 	if(fb_supervise_spawn(&b->sv) < 0){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s; retrying", strerror(errno));
 	}
@@ -929,7 +941,7 @@ int fb_bridge_reload(struct fb_bridge *b)
 	/* Only the broker thread used the one replaced here, unless it is the first (the link
 	 * process's): keep the first and the newest, free the rest. */
 	reduce_end(b); /* with the rules they were held for */
-	if(b->gen != b->first){
+	if(b->gen != b->first && b->gen != b->link_gen){
 		b->gen->older = NULL;
 		generation_free(b->gen);
 	}

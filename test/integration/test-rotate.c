@@ -295,6 +295,24 @@ START_TEST(test_sighup_new_endpoints)
 	/* Cloud A gets nothing more. */
 	ck_assert_uint_eq(fbh_sub_count(suba), k);
 	fprintf(stderr, "rotate: cloud A got p0..p%zu, cloud B p%zu..p89 (%zu sent to both)\n", k - 1, j, k - j);
+
+	/* And back: the comparison is with what the running link process has, not the first file. */
+	free(yaml);
+	yaml = fbh_edge_yaml(&edge, a.port, FBH_YAML_STANDARD);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGHUP), 0);
+	{
+		char *line = fbh_strdupf("connected to mqtts://localhost:%d as", a.port);
+
+		ck_assert_msg(fbh_wait_log(&edge, line, 20000), "the link did not move back to cloud A");
+		free(line);
+	}
+	publish_range(&edge, 90, 10);
+	ck_assert(wait_exactly(suba, k + 10, 30000, 500));
+	for(size_t i = 0; i < 10; i++){
+		ck_assert_int_eq(payload_index(fbh_sub_msg(suba, k + i), "p"), (long)(90 + i));
+	}
+	ck_assert_uint_eq(fbh_sub_count(subb), nb);
 	fbh_sub_stop(suba);
 	fbh_sub_stop(subb);
 	fbh_sub_stop(sys);
