@@ -914,7 +914,7 @@ static void reload_cloud(struct fb_bridge *b, struct generation *g, int cfgfd)
 		generation_free(b->link_gen);
 	}
 	b->link_gen = g;
-	if(fb_supervise_spawn(&b->sv) < 0){
+	if(!b->sv.refused && fb_supervise_spawn(&b->sv) < 0){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s; retrying", strerror(errno));
 	}
 }
