@@ -59,6 +59,9 @@ struct fb_bridge {
 	struct fb_host host;
 	struct generation *gen;   /* newest; broker thread only */
 	struct generation *first; /* the one the link process uses */
+	/* After a reload restarted the link process with changed cloud settings: the generation it
+	 * was started with (its cloud settings), kept until the next such restart; NULL: first. */
+	struct generation *link_gen;
 	struct fb_shared *sh;     /* the region shared with the link process (shared.h) */
 	int shfd;                 /* ... its memfd */
 	int cfgfd;                /* a memfd with the bytes of the configuration loaded first */
@@ -569,6 +572,10 @@ void fb_bridge_stop(struct fb_bridge *b)
 		close(b->cfgfd);
 	}
 	fb_inject_cleanup(&b->inj);
+	if(b->link_gen && b->link_gen != b->gen){
+		b->link_gen->older = NULL; /* b->first: freed with b->gen */
+		generation_free(b->link_gen);
+	}
 	generation_free(b->gen);
 	fb_publish_memo_free(&b->memo);
 	free(b->buf);
@@ -872,20 +879,69 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	return capture_lookup(b, topic, payload, payloadlen, props, retain);
 }
 
+/* After a reload: when the cloud settings of G differ from those of the link process and nothing
+ * that needs a broker restart changed, the link process is stopped in order (it disconnects; what
+ * it had not settled stays in the staging files and the spool) and a new one is started with the
+ * bytes of CFGFD, a memfd of the reloaded file, which this takes. Otherwise logs what waits for a
+ * restart. Broker thread. */
+static void reload_cloud(struct fb_bridge *b, struct generation *g, int cfgfd)
+{
+	const struct fb_config *run = (b->link_gen ? b->link_gen : b->first)->cfg;
+	char keys[256];
+	bool cloud = !fb_config_cloud_equal(run, g->cfg);
+
+	if(fb_config_restart_keys(run, g->cfg, keys, sizeof(keys))){
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "reload of %s: changes to %s take effect at the next restart of "
+				"the broker%s", b->config_file, keys, cloud ? "; so do the changes to cloud" : "");
+		close(cfgfd);
+		return;
+	}
+	if(!cloud){
+		close(cfgfd);
+		return;
+	}
+	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reload of %s: cloud settings changed; restarting the link process "
+			"with them (what it had not sent stays in the spool)", b->config_file);
+	fb_supervise_stop(&b->sv);
+	atomic_store(&b->sh->stop, false);
+	close(b->cfgfd);
+	b->cfgfd = b->sv.cfgfd = cfgfd;
+	b->sv.restart_ms = 0;
+	b->sv.quick_fails = 0;
+	b->sv.started_ms = fb_mono_ms();
+	if(b->link_gen && b->link_gen != g){
+		b->link_gen->older = NULL; /* b->first stays */
+		generation_free(b->link_gen);
+	}
+	b->link_gen = g;
+	if(!b->sv.refused && fb_supervise_spawn(&b->sv) < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s; retrying", strerror(errno));
+	}
+}
+
 int fb_bridge_reload(struct fb_bridge *b)
 {
 	struct generation *g;
-	int rc;
+	int rc, cfgfd;
 
+	/* The bytes first, then the load: a link process started with them sees what was checked,
+	 * unless the file changes in between (then the link process's own load tells). */
+	cfgfd = config_memfd(b->config_file);
+	if(cfgfd < 0){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "reload of %s failed: %s; the running configuration stays",
+				b->config_file, strerror(-cfgfd));
+		return cfgfd;
+	}
 	rc = generation_load(b->config_file, &b->lg, &g);
 	if(rc < 0){
+		close(cfgfd);
 		fb_log(&b->lg, MOSQ_LOG_ERR, "reload of %s failed; the running configuration stays", b->config_file);
 		return rc;
 	}
 	/* Only the broker thread used the one replaced here, unless it is the first (the link
 	 * process's): keep the first and the newest, free the rest. */
 	reduce_end(b); /* with the rules they were held for */
-	if(b->gen != b->first){
+	if(b->gen != b->first && b->gen != b->link_gen){
 		b->gen->older = NULL;
 		generation_free(b->gen);
 	}
@@ -895,8 +951,9 @@ int fb_bridge_reload(struct fb_bridge *b)
 	fb_rulectr_reset(&b->sh->rules);
 	fb_publish_memo_reset(&b->memo);
 	reduce_start(b);
-	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reloaded %s: %zu edge_to_cloud rules now apply; changes to cloud, spool "
-			"and cloud_to_edge take effect at the next restart", b->config_file, g->cfg->e2c_count);
+	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reloaded %s: %zu edge_to_cloud rules now apply", b->config_file,
+			g->cfg->e2c_count);
+	reload_cloud(b, g, cfgfd);
 	return 0;
 }
 

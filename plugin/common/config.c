@@ -1147,26 +1147,41 @@ static bool file_at(struct loader *ld, const char *path, const char *file, bool 
 	return true;
 }
 
-/* Returns the content of the secret FILE without one trailing newline (caller frees), or NULL
- * after logging. The file must be a regular file that group and others cannot write; one they can
- * read gets a warning. */
-static char *secret_at(struct loader *ld, const char *path, const char *file)
+int fb_config_read_secret(const char *file, char **out, char *err, size_t errlen)
 {
+	char e[128];
 	char *buf = NULL;
 	struct stat st;
 	size_t len = 0;
 	ssize_t r;
-	int fd;
+	int fd, rc = 0;
 
-	if((fd = open_regular(ld, path, file, &st)) < 0){
-		return NULL;
+	*out = NULL;
+	if((fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) < 0 || fstat(fd, &st) < 0){
+		rc = -errno;
+		snprintf(err, errlen, "cannot read '%s': %s", file, strerror_r(-rc, e, sizeof(e)));
+		if(fd >= 0){
+			close(fd);
+		}
+		return rc;
 	}
-	if(!secret_mode_ok(ld, path, file, st.st_mode)){
-		/* logged */
+	if(!S_ISREG(st.st_mode)){
+		snprintf(err, errlen, "'%s' is not a regular file (%s)", file, file_kind(st.st_mode));
+		rc = -EINVAL;
+	}else if(st.st_mode & (S_IWGRP | S_IWOTH)){
+		/* Anyone could replace the secret. One that group or others may only read is accepted
+		 * (the read-only secret mounts of Docker and Kubernetes are 0444 or 0644, owned by root):
+		 * 1 tells the caller, which warns. */
+		snprintf(err, errlen, "'%s' is writable by %s (mode %03o); chmod go-w", file,
+				(st.st_mode & S_IWGRP) && (st.st_mode & S_IWOTH) ? "group and others"
+				: st.st_mode & S_IWGRP ? "group" : "others", (unsigned)(st.st_mode & 0777));
+		rc = -EACCES;
 	}else if(st.st_size > SECRET_MAX_BYTES + 2){
-		cfg_err(ld, path, "'%s' is larger than %d bytes", file, SECRET_MAX_BYTES);
+		snprintf(err, errlen, "'%s' is larger than %d bytes", file, SECRET_MAX_BYTES);
+		rc = -EFBIG;
 	}else if((buf = malloc((size_t)st.st_size + 1)) == NULL){
-		ld->oom = true;
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
 	}else{
 		while(len < (size_t)st.st_size && (r = read(fd, buf + len, (size_t)st.st_size - len)) > 0){
 			len += (size_t)r;
@@ -1179,15 +1194,38 @@ static char *secret_at(struct loader *ld, const char *path, const char *file)
 			}
 		}
 		if(len == 0){
-			cfg_err(ld, path, "'%s' is empty", file);
+			snprintf(err, errlen, "'%s' is empty", file);
 			free(buf);
 			buf = NULL;
+			rc = -ENODATA;
 		}else if(st.st_mode & (S_IRGRP | S_IROTH)){
-			cfg_warn(ld, path, "'%s' is readable by %s (mode %03o); chmod 600 unless it is a read-only "
-					"secret mount", file, (st.st_mode & S_IROTH) ? "others" : "group", (unsigned)(st.st_mode & 0777));
+			rc = 1;
 		}
 	}
 	close(fd);
+	*out = buf;
+	return rc;
+}
+
+/* Returns the content of the secret FILE without one trailing newline (caller frees), or NULL
+ * after logging. The file must be a regular file that group and others cannot write; one they can
+ * read gets a warning. */
+static char *secret_at(struct loader *ld, const char *path, const char *file)
+{
+	char err[4352];
+	struct stat st;
+	char *buf;
+	int rc;
+
+	rc = fb_config_read_secret(file, &buf, err, sizeof(err));
+	if(rc == -ENOMEM){
+		ld->oom = true;
+	}else if(rc < 0){
+		cfg_err(ld, path, "%s", err);
+	}else if(rc == 1 && stat(file, &st) == 0){
+		cfg_warn(ld, path, "'%s' is readable by %s (mode %03o); chmod 600 unless it is a read-only "
+				"secret mount", file, (st.st_mode & S_IROTH) ? "others" : "group", (unsigned)(st.st_mode & 0777));
+	}
 	return buf;
 }
 
@@ -1935,4 +1973,94 @@ void fb_config_free(struct fb_config *cfg)
 	free(cfg->site_id);
 	free(cfg->file);
 	free(cfg);
+}
+
+static bool str_same(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+bool fb_config_cloud_equal(const struct fb_config *a, const struct fb_config *b)
+{
+	if(a->cloud.endpoint_count != b->cloud.endpoint_count){
+		return false;
+	}
+	for(size_t i = 0; i < a->cloud.endpoint_count; i++){
+		if(!str_same(a->cloud.endpoints[i].url, b->cloud.endpoints[i].url)){
+			return false;
+		}
+	}
+	/* The password itself is read again at every connection attempt: its file's name counts. */
+	return str_same(a->cloud.client_id, b->cloud.client_id)
+		&& a->cloud.keepalive_s == b->cloud.keepalive_s
+		&& a->cloud.session_expiry_s == b->cloud.session_expiry_s
+		&& a->cloud.connect_timeout_ms == b->cloud.connect_timeout_ms
+		&& a->cloud.max_inflight == b->cloud.max_inflight
+		&& a->cloud.reconnect_min_ms == b->cloud.reconnect_min_ms
+		&& a->cloud.reconnect_max_ms == b->cloud.reconnect_max_ms
+		&& str_same(a->cloud.status_topic, b->cloud.status_topic)
+		&& str_same(a->cloud.username, b->cloud.username)
+		&& str_same(a->cloud.password_file, b->cloud.password_file)
+		&& str_same(a->cloud.tls.ca_file, b->cloud.tls.ca_file)
+		&& str_same(a->cloud.tls.cert_file, b->cloud.tls.cert_file)
+		&& str_same(a->cloud.tls.key_file, b->cloud.tls.key_file)
+		&& a->cloud.tls.min_version == b->cloud.tls.min_version
+		&& str_same(a->cloud.tls.server_name, b->cloud.tls.server_name)
+		&& a->cloud.tls.verify == b->cloud.tls.verify
+		&& str_same(a->cloud.tls.alpn, b->cloud.tls.alpn)
+		&& a->cloud.tls.allow_plaintext == b->cloud.tls.allow_plaintext
+		&& a->cloud.poison_after == b->cloud.poison_after
+		&& a->cloud.lane_min_share_bp == b->cloud.lane_min_share_bp
+		&& a->cloud.max_rate == b->cloud.max_rate
+		&& a->cloud.max_bandwidth == b->cloud.max_bandwidth
+		&& a->cloud.topic_aliases == b->cloud.topic_aliases;
+}
+
+static void restart_key(char *buf, size_t len, size_t *used, const char *key)
+{
+	int n;
+
+	if(*used >= len){
+		return;
+	}
+	n = snprintf(buf + *used, len - *used, "%s%s", *used ? ", " : "", key);
+	*used += n > 0 ? (size_t)n : 0;
+}
+
+size_t fb_config_restart_keys(const struct fb_config *a, const struct fb_config *b, char *buf, size_t len)
+{
+	size_t used = 0;
+	bool c2e = a->c2e_count == b->c2e_count;
+
+	if(len){
+		buf[0] = '\0';
+	}
+	if(!str_same(a->spool.path, b->spool.path)){
+		restart_key(buf, len, &used, "spool.path");
+	}
+	if(a->spool.max_size != b->spool.max_size){
+		restart_key(buf, len, &used, "spool.max_size");
+	}
+	if(a->spool.on_full != b->spool.on_full){
+		restart_key(buf, len, &used, "spool.on_full");
+	}
+	if(a->spool.sync != b->spool.sync || a->spool.sync_interval_ms != b->spool.sync_interval_ms){
+		restart_key(buf, len, &used, "spool.sync");
+	}
+	if(a->spool.ttl_ms != b->spool.ttl_ms){
+		restart_key(buf, len, &used, "spool.ttl");
+	}
+	for(size_t i = 0; c2e && i < a->c2e_count; i++){
+		const struct fb_c2e_rule *x = &a->c2e[i], *y = &b->c2e[i];
+
+		c2e = str_same(x->cloud, y->cloud) && str_same(x->local, y->local) && x->qos == y->qos
+			&& x->retain_clear == y->retain_clear && x->max_payload == y->max_payload;
+	}
+	if(!c2e){
+		restart_key(buf, len, &used, "cloud_to_edge");
+	}
+	if(a->link_timeout_ms != b->link_timeout_ms){
+		restart_key(buf, len, &used, "link_timeout");
+	}
+	return used;
 }

@@ -180,6 +180,24 @@ int fb_config_load(const char *path, const struct fb_logger *lg, struct fb_confi
 /* Accepts NULL. */
 void fb_config_free(struct fb_config *cfg);
 
+/* Reads the secret FILE (cloud.auth.password_file) with the checks of fb_config_load(): a regular
+ * file that group and others cannot write, at most 65535 bytes, not empty; one trailing newline
+ * (and a carriage return before it) removed. Returns 0 and *out (caller frees), 1 and *out when
+ * group or others may read the file (accepted: read-only secret mounts; fb_config_load() warns),
+ * or a negative errno with *out NULL and ERR naming the file and the reason. Any thread; the link process calls it before
+ * every connection attempt, so a rotated token is used at the next connect. */
+int fb_config_read_secret(const char *file, char **out, char *err, size_t errlen);
+
+/* True when A and B have the same cloud settings (endpoints, client_id, keepalive, auth, tls,
+ * reconnect, caps, ...): what the link process connects with. The password counts by its file's
+ * name only (its content is read at every attempt). Any thread. */
+bool fb_config_cloud_equal(const struct fb_config *a, const struct fb_config *b);
+
+/* Writes into BUF (LEN bytes, NUL-terminated, "" when none) the keys that differ between A and B
+ * and that a reload cannot apply, comma-separated ("spool.path, cloud_to_edge"). Returns the
+ * length written (0: none). Any thread. */
+size_t fb_config_restart_keys(const struct fb_config *a, const struct fb_config *b, char *buf, size_t len);
+
 /* "250ms 30s 5m 2h 7d" -> milliseconds. Returns 0 or -EINVAL. */
 int fb_parse_duration_ms(const char *s, uint64_t *ms);
 

@@ -557,6 +557,27 @@ static void connect_addresses(struct fb_session *l, const struct addrinfo *res)
 	}
 }
 
+/* Hands the username and the password to l->mosq. The password file is read again for every
+ * attempt (rotated tokens), with the checks of the configuration load; when it cannot be read the
+ * attempt fails naming the file and the reason, and the password read before is not used. */
+static bool set_credentials(struct fb_session *l)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	char err[512];
+	char *pw = NULL;
+
+	if(cfg->cloud.password_file && fb_config_read_secret(cfg->cloud.password_file, &pw, err, sizeof(err)) < 0){
+		connection_lost(l, "cloud.auth.password_file: %s", err);
+		return false;
+	}
+	mosquitto_username_pw_set(l->mosq, cfg->cloud.username, pw);
+	if(pw){
+		explicit_bzero(pw, strlen(pw));
+		free(pw);
+	}
+	return true;
+}
+
 static void start_attempt(struct fb_session *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
@@ -604,7 +625,9 @@ static void start_attempt(struct fb_session *l, uint64_t now)
 			fb_log(l->d.lg, MOSQ_LOG_WARNING, "%s is not encrypted: the username%s go%s to it in clear", ep->url,
 					cfg->cloud.password ? " and password" : "", cfg->cloud.password ? "" : "es");
 		}
-		mosquitto_username_pw_set(l->mosq, cfg->cloud.username, cfg->cloud.password);
+		if(!set_credentials(l)){
+			return;
+		}
 	}
 	if(cfg->cloud.status_topic){
 		mosquitto_will_set_v5(l->mosq, cfg->cloud.status_topic, 7, "offline", 1, true, NULL);

@@ -494,6 +494,65 @@ START_TEST(test_password_file_loses_one_trailing_newline)
 }
 END_TEST
 
+/* fb_config_read_secret(), read at every connection attempt: the trimming and the checks of the
+ * load, each failure with its errno and a reason naming the file. */
+START_TEST(test_read_secret_checks_like_load)
+{
+	char err[512], *pw = (char *)err;
+
+	write_file("token", "tok\r\n", 0600);
+	ck_assert_int_eq(fb_config_read_secret(in_dir("token"), &pw, err, sizeof(err)), 0);
+	ck_assert_str_eq(pw, "tok");
+	free(pw);
+
+	/* A read-only secret mount: accepted, 1 tells the loader to warn. */
+	write_file("token", "tok\n", 0640);
+	ck_assert_int_eq(fb_config_read_secret(in_dir("token"), &pw, err, sizeof(err)), 1);
+	ck_assert_str_eq(pw, "tok");
+	free(pw);
+
+	write_file("token", "tok\n", 0620);
+	ck_assert_int_eq(fb_config_read_secret(in_dir("token"), &pw, err, sizeof(err)), -EACCES);
+	ck_assert_ptr_null(pw);
+	ck_assert_ptr_nonnull(strstr(err, "/token' is writable by group (mode 620); chmod go-w"));
+
+	write_file("token", "\n", 0600);
+	ck_assert_int_eq(fb_config_read_secret(in_dir("token"), &pw, err, sizeof(err)), -ENODATA);
+	ck_assert_ptr_null(pw);
+	ck_assert_ptr_nonnull(strstr(err, "/token' is empty"));
+
+	ck_assert_int_eq(fb_config_read_secret(in_dir("missing"), &pw, err, sizeof(err)), -ENOENT);
+	ck_assert_ptr_null(pw);
+	ck_assert_ptr_nonnull(strstr(err, "/missing': No such file or directory"));
+}
+END_TEST
+
+/* What a SIGHUP compares: the cloud section, and the keys that only a restart applies. */
+START_TEST(test_cloud_equal_and_restart_keys)
+{
+	struct fb_config *a = load_ok(MINIMAL), *b, *c, *d;
+	char keys[128];
+
+	b = load_ok(MINIMAL);
+	ck_assert(fb_config_cloud_equal(a, b));
+	ck_assert_uint_eq(fb_config_restart_keys(a, b, keys, sizeof(keys)), 0);
+	ck_assert_str_eq(keys, "");
+	c = load_ok("site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example, mqtts://other.example]\n"
+			"spool:\n  path: /tmp/spool\n" RULE);
+	ck_assert(!fb_config_cloud_equal(a, c));
+	ck_assert_uint_eq(fb_config_restart_keys(a, c, keys, sizeof(keys)), 0);
+	d = load_ok("site_id: site-A\ncloud:\n  endpoints: [mqtts://cloud.example]\n  keepalive: 7s\n"
+			"spool:\n  path: /tmp/spool2\n  ttl: 1h\n" RULE "cloud_to_edge:\n  - cloud: c/#\n    local: l/#\n");
+	ck_assert(!fb_config_cloud_equal(a, d));
+	ck_assert_uint_eq(fb_config_restart_keys(a, d, keys, sizeof(keys)), strlen("spool.path, spool.ttl, cloud_to_edge"));
+	ck_assert_str_eq(keys, "spool.path, spool.ttl, cloud_to_edge");
+	fb_config_free(a);
+	fb_config_free(b);
+	fb_config_free(c);
+	fb_config_free(d);
+}
+END_TEST
+
 START_TEST(test_shipped_example_loads)
 {
 	struct fb_config *cfg = NULL;
@@ -1470,6 +1529,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_poison_after_takes_1_to_100);
 	tcase_add_test(tc, test_priority_and_lane_min_share);
 	tcase_add_test(tc, test_password_file_loses_one_trailing_newline);
+	tcase_add_test(tc, test_read_secret_checks_like_load);
+	tcase_add_test(tc, test_cloud_equal_and_restart_keys);
 	tcase_add_test(tc, test_rate_caps);
 	tcase_add_test(tc, test_read_only_secret_mount_accepted_with_warning);
 	tcase_add_test(tc, test_shipped_example_loads);
