@@ -22,6 +22,12 @@ static int spool_run(const struct cli_cmd *cmd, int argc, char **argv)
 	if(argc > 1 && !strcmp(argv[1], "dead")){
 		return cli_spool_dead.run(&cli_spool_dead, argc - 1, argv + 1);
 	}
+	if(argc > 1 && !strcmp(argv[1], "requeue-dead")){
+		return cli_spool_requeue_dead.run(&cli_spool_requeue_dead, argc - 1, argv + 1);
+	}
+	if(argc > 1 && !strcmp(argv[1], "purge-dead")){
+		return cli_spool_purge_dead.run(&cli_spool_purge_dead, argc - 1, argv + 1);
+	}
 	arg = cli_options(cmd, argc, argv, 1, &json, NULL, &rc);
 	if(arg < 0){
 		return rc;
@@ -95,6 +101,8 @@ const struct cli_cmd cli_spool = {
 		"\n"
 		"Subcommands (each with its own --help):\n"
 		"  spool peek [--json] [-n N] PATH   the oldest N records in send order\n"
-		"  spool dead [--json] PATH          the dead letters with their reason codes\n",
+		"  spool dead [--json] PATH          the dead letters with their reason codes\n"
+		"  spool requeue-dead [--json] PATH  queue the dead letters again (broker stopped)\n"
+		"  spool purge-dead [--json] PATH    remove the dead letters (broker stopped)\n",
 	.run = spool_run,
 };

@@ -147,6 +147,16 @@ static int cli_still(const char *spool, char **out, const char *a0, const char *
 	return rc;
 }
 
+static int line_count(const char *text)
+{
+	int n = 0;
+
+	for(const char *p = text; *p; p++){
+		n += *p == '\n';
+	}
+	return n;
+}
+
 /* Removes the " age N.Ns" of each line of TEXT in place (ages move on). */
 static void strip_ages(char *text)
 {
@@ -249,7 +259,7 @@ static char *with_reason(const char *template, const char *reason)
 START_TEST(peek_and_dead_show_exact_records_and_change_no_byte)
 {
 	struct fbh_broker cloud, edge;
-	struct fbh_sub *sys;
+	struct fbh_sub *sys, *sub;
 	struct fbh_pub *pub;
 	char *spool, *out, *want, *reason, *p;
 	char payload[16];
@@ -335,12 +345,141 @@ START_TEST(peek_and_dead_show_exact_records_and_change_no_byte)
 		check_dead_json(out, running, reason);
 		free(out);
 
+		if(running){
+			/* Changing the spool under a running link process is refused, nothing changed. */
+			ck_assert_int_eq(cli_still(spool, &out, "spool", "requeue-dead", spool, NULL, NULL), 1);
+			ck_assert_msg(strstr(out, "error: spool ") == out && strstr(out, " is in use by a running "
+					"link process (pid ") && strstr(out, "): stop the broker first; requeue-dead on a "
+					"running broker is not supported yet, nothing changed\n"), "output: %s", out);
+			ck_assert_int_eq(line_count(out), 1);
+			free(out);
+			ck_assert_int_eq(cli_still(spool, &out, "spool", "purge-dead", "--json", spool, NULL), 1);
+			ck_assert_msg(strstr(out, "purge-dead on a running broker is not supported yet")
+					&& strstr(out, "\"ok\":\tfalse") && strstr(out, "\"purged\":\t0"), "output: %s", out);
+			free(out);
+		}
+
 		/* The stats agree. */
 		ck_assert_int_eq(cli_still(spool, &out, "spool", spool, NULL, NULL, NULL), 0);
 		ck_assert_msg(strncmp(out, "out: 8 messages, ", 17) == 0 && strstr(out, "\ndead letters: 2\n"),
 				"output: %s", out);
 		free(out);
 	}
+
+	/* Stopped: requeue-dead queues both dead letters again, behind the 8 (seq 11, 12). */
+	ck_assert_int_eq(cli_run(&out, "spool", "requeue-dead", spool, NULL, NULL), 0);
+	ck_assert_str_eq(out, "2 dead letters queued again for the cloud\n");
+	free(out);
+	ck_assert_int_eq(cli_still(spool, &out, "spool", "dead", spool, NULL, NULL), 0);
+	ck_assert_str_eq(out, "0 dead letters\n");
+	free(out);
+	ck_assert_int_eq(cli_still(spool, &out, "spool", "peek", "-n", "20", spool), 0);
+	strip_ages(out);
+	ck_assert_str_eq(out, "10 oldest records in send order\n"
+			"seq 8 lane 0 qos 1 size 7 topic edge/site-A/alarm/x\n"
+			"seq 9 lane 0 qos 1 size 7 topic edge/site-A/alarm/x\n"
+			"seq 10 lane 0 qos 1 size 7 topic edge/site-A/alarm/x\n"
+			"seq 3 lane 4 qos 1 size 2 topic edge/site-A/telemetry/y\n"
+			"seq 4 lane 4 qos 1 size 2 topic edge/site-A/telemetry/y\n"
+			"seq 5 lane 4 qos 1 size 2 topic edge/site-A/telemetry/y\n"
+			"seq 6 lane 4 qos 1 size 2 topic edge/site-A/telemetry/y\n"
+			"seq 7 lane 4 qos 1 size 2 topic edge/site-A/telemetry/y\n"
+			"seq 11 lane 4 qos 1 size 2 topic forbidden/site-A/z\n"
+			"seq 12 lane 4 qos 1 size 2 topic forbidden/site-A/z\n");
+	free(out);
+
+	/* The edge and a cloud that now accepts forbidden/site-A/# back: all 10 are delivered, the
+	 * lane-0 alarms first, each lane in order, the requeued dead letters last. */
+	{
+		static const char *const want_topics[10] = { "edge/site-A/alarm/x", "edge/site-A/alarm/x",
+			"edge/site-A/alarm/x", "edge/site-A/telemetry/y", "edge/site-A/telemetry/y",
+			"edge/site-A/telemetry/y", "edge/site-A/telemetry/y", "edge/site-A/telemetry/y",
+			"forbidden/site-A/z", "forbidden/site-A/z" };
+		static const char *const want_payloads[10] = { "alarm-0", "alarm-1", "alarm-2", "t0", "t1",
+			"t2", "t3", "t4", "s0", "s1" };
+		struct fbh_cloud_opts co = { .acl = "user " FBH_EDGE_USER "\n"
+			"topic readwrite edge/site-A/#\n"
+			"topic readwrite forbidden/site-A/#\n"
+			"\n"
+			"user " FBH_CLOUD_TEST_USER "\n"
+			"topic readwrite #\n" };
+
+		start_cloud(&cloud, &co);
+		sub = fbh_sub_start(cloud.port2, &cloud_tester, "#", 1);
+		ck_assert_ptr_nonnull(sub);
+		start_edge(&edge, cloud.port, TOOLS_YAML, NULL);
+		sys = sys_watch(&edge);
+		ck_assert_ptr_nonnull(sys);
+		ck_assert(sys_wait_u64(sys, "spool/messages", 0, 20000));
+		ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 10, 10000));
+		ck_assert(wait_exactly(sub, 10, 10000, 500));
+		for(int i = 0; i < 10; i++){
+			const struct fbh_msg *m = fbh_sub_msg(sub, i);
+
+			ck_assert_str_eq(m->topic, want_topics[i]);
+			ck_assert_int_eq(m->payloadlen, (int)strlen(want_payloads[i]));
+			ck_assert_int_eq(memcmp(m->payload, want_payloads[i], strlen(want_payloads[i])), 0);
+			/* The requeued ones went without the reason of their dead letter, with the origin. */
+			ck_assert_ptr_null(fbh_msg_user_prop(m, "flowmq-dead-reason"));
+			ck_assert_ptr_nonnull(fbh_msg_user_prop(m, "flowmq-bridge-origin"));
+			ck_assert_str_eq(fbh_msg_user_prop(m, "flowmq-bridge-origin"), "site-A");
+		}
+		ck_assert(sys_wait_u64(sys, "spool/dead", 0, 10000));
+		ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 0, 5000));
+		fbh_sub_stop(sub);
+
+		/* Two more refused (the standard cloud again): two new dead letters. */
+		ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+		start_cloud(&cloud, NULL);
+		ck_assert(sys_wait(sys, "state", "connected", 15000));
+		pub = fbh_pub_connect(edge.port, NULL);
+		ck_assert_ptr_nonnull(pub);
+		ck_assert_int_ge(fbh_pub_send(pub, "local/secret/z", "s2", 2, 1, false, NULL), 0);
+		ck_assert_int_ge(fbh_pub_send(pub, "local/secret/z", "s3", 2, 1, false, NULL), 0);
+		ck_assert(fbh_pub_wait_all(pub, 10000));
+		fbh_pub_close(pub);
+		ck_assert(sys_wait_u64(sys, "spool/dead", 2, 10000));
+		fbh_sub_stop(sys);
+		ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	}
+	ck_assert_int_eq(cli_still(spool, &out, "spool", "dead", "--json", spool, NULL), 0);
+	{
+		cJSON *j = cJSON_Parse(out), *dl;
+
+		ck_assert_ptr_nonnull(j);
+		dl = cJSON_GetObjectItem(j, "dead_letters");
+		ck_assert_int_eq(cJSON_GetArraySize(dl), 2);
+		for(int i = 0; i < 2; i++){
+			cJSON *r = cJSON_GetArrayItem(dl, i);
+
+			/* "dead" was empty when the link process opened the spool: seqs start at 1 again. */
+			ck_assert_int_eq(cJSON_GetObjectItem(r, "seq")->valueint, 1 + i);
+			ck_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(r, "topic")), "forbidden/site-A/z");
+			ck_assert_int_eq(cJSON_GetObjectItem(r, "reason_code")->valueint, 0x87);
+			ck_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(r, "reason")), reason);
+		}
+		cJSON_Delete(j);
+	}
+	free(out);
+
+	/* purge-dead removes them. */
+	ck_assert_int_eq(cli_run(&out, "spool", "purge-dead", "--json", spool, NULL), 0);
+	{
+		cJSON *j = cJSON_Parse(out);
+
+		ck_assert_msg(j != NULL, "not JSON: %s", out);
+		ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")));
+		ck_assert_int_eq(cJSON_GetObjectItem(j, "purged")->valueint, 2);
+		ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(j, "in_use")));
+		cJSON_Delete(j);
+	}
+	free(out);
+	ck_assert_int_eq(cli_still(spool, &out, "spool", spool, NULL, NULL, NULL), 0);
+	ck_assert_str_eq(out, "out: 0 messages, 0 bytes, oldest seq 0\nin: 0 messages\ndead letters: 0\n");
+	free(out);
+	ck_assert_int_eq(cli_run(&out, "spool", "purge-dead", spool, NULL, NULL), 0);
+	ck_assert_str_eq(out, "0 dead letters removed\n");
+	free(out);
 	free(reason);
 	free(spool);
 }
