@@ -4,6 +4,8 @@
  *                                                  does; --connect also tries every endpoint
  *   flowmq-bridge route [--json] FILE TOPIC        which rule a local topic hits (a dry run)
  *   flowmq-bridge spool [--json] PATH              show what a spool holds; reads it only
+ *   flowmq-bridge spool peek|dead ... PATH         its oldest records, its dead letters; reads only
+ *   flowmq-bridge spool requeue-dead|purge-dead PATH  the dead letters of a stopped spool
  *
  * Each command is in its own file (cli/NAME.c); this file only dispatches. What the commands share
  * (options, usage errors, loggers, JSON output) is in cli/cli.c.
