@@ -27,6 +27,10 @@ struct cli_cmd {
 };
 
 extern const struct cli_cmd cli_check, cli_spool, cli_route, cli_health;
+/* The subcommands of spool (cli/spoolrecords.c), dispatched by cli/spool.c. */
+extern const struct cli_cmd cli_spool_peek, cli_spool_dead;
+/* The subcommands of spool that change it, while the broker is stopped (cli/spooldead.c). */
+extern const struct cli_cmd cli_spool_requeue_dead, cli_spool_purge_dead;
 
 /* Parses the options every command takes: --help/-h (prints the command's help, *EXIT = 0),
  * --json, and when CONNECT is not NULL --connect. Unknown options print a usage error (*EXIT =

@@ -4,6 +4,8 @@
  *                                                  does; --connect also tries every endpoint
  *   flowmq-bridge route [--json] FILE TOPIC        which rule a local topic hits (a dry run)
  *   flowmq-bridge spool [--json] PATH              show what a spool holds; reads it only
+ *   flowmq-bridge spool peek|dead ... PATH         its oldest records, its dead letters; reads only
+ *   flowmq-bridge spool requeue-dead|purge-dead PATH  the dead letters of a stopped spool
  *   flowmq-bridge health [--max-disconnected 5m] PATH|CONFIG
  *                                                  exit 0 when connected, or disconnected for less
  *                                                  than the threshold (a HEALTHCHECK)

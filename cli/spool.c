@@ -1,6 +1,7 @@
 /* flowmq-bridge spool: what a spool holds (the flowmq-bridge process, its one thread). Reads the
  * spool only, never changes it, also while the broker runs (then: a snapshot). */
 #include <stdio.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "cli.h"
@@ -13,8 +14,21 @@ static int spool_run(const struct cli_cmd *cmd, int argc, char **argv)
 	cJSON *j, *o, *msgs = NULL;
 	pid_t holder;
 	bool json;
-	int rc, arg = cli_options(cmd, argc, argv, 1, &json, NULL, &rc);
+	int rc, arg;
 
+	if(argc > 1 && !strcmp(argv[1], "peek")){
+		return cli_spool_peek.run(&cli_spool_peek, argc - 1, argv + 1);
+	}
+	if(argc > 1 && !strcmp(argv[1], "dead")){
+		return cli_spool_dead.run(&cli_spool_dead, argc - 1, argv + 1);
+	}
+	if(argc > 1 && !strcmp(argv[1], "requeue-dead")){
+		return cli_spool_requeue_dead.run(&cli_spool_requeue_dead, argc - 1, argv + 1);
+	}
+	if(argc > 1 && !strcmp(argv[1], "purge-dead")){
+		return cli_spool_purge_dead.run(&cli_spool_purge_dead, argc - 1, argv + 1);
+	}
+	arg = cli_options(cmd, argc, argv, 1, &json, NULL, &rc);
 	if(arg < 0){
 		return rc;
 	}
@@ -83,6 +97,12 @@ const struct cli_cmd cli_spool = {
 		"Options:\n"
 		"  --json   print the figures as a JSON object (out, in, dead_letters, in_use, link_pid,\n"
 		"           diagnostics: the errors)\n"
-		"  --help   this text\n",
+		"  --help   this text\n"
+		"\n"
+		"Subcommands (each with its own --help):\n"
+		"  spool peek [--json] [-n N] PATH   the oldest N records in send order\n"
+		"  spool dead [--json] PATH          the dead letters with their reason codes\n"
+		"  spool requeue-dead [--json] PATH  queue the dead letters again (broker stopped)\n"
+		"  spool purge-dead [--json] PATH    remove the dead letters (broker stopped)\n",
 	.run = spool_run,
 };

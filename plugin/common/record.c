@@ -715,3 +715,24 @@ void fb_sleep_ms(unsigned ms)
 	while(nanosleep(&ts, &ts) != 0 && errno == EINTR){
 	}
 }
+
+uint32_t fb_props_remove_user(uint8_t *buf, uint32_t len, const char *name)
+{
+	struct prop_view v;
+	uint32_t pos = 0, start, out = 0;
+	size_t nlen = strlen(name);
+
+	while(pos < len){
+		start = pos;
+		if(prop_parse(buf, len, &pos, &v) != 0){
+			memmove(buf + out, buf + start, len - start); /* unreadable: kept as it is */
+			return out + (len - start);
+		}
+		if(v.id == MQTT_PROP_USER_PROPERTY && v.alen == nlen && memcmp(v.a, name, nlen) == 0){
+			continue;
+		}
+		memmove(buf + out, buf + start, pos - start);
+		out += pos - start;
+	}
+	return out;
+}

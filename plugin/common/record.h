@@ -100,4 +100,8 @@ int fb_props_decode(const uint8_t *buf, uint32_t len, mosquitto_property **out);
  * NUL-terminated) and length, or NULL. */
 const char *fb_props_find_user(const uint8_t *buf, uint32_t len, const char *name, uint16_t *vlen);
 
+/* Removes every user property NAME from the encoded properties BUF (LEN bytes) in place; returns
+ * the new length. Properties after an unreadable one are kept as they are. Any thread. */
+uint32_t fb_props_remove_user(uint8_t *buf, uint32_t len, const char *name);
+
 #endif

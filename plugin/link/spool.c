@@ -4482,3 +4482,171 @@ int fb_spool_lane_oldest(struct fb_spool *s, unsigned lane, fb_spool_visit_fn fn
 	rc = fb_spool_read(s, FB_Q_OUT, first - 1, 1, exact_visit, &c);
 	return rc < 0 ? rc : c.found;
 }
+
+/* ---- reading the records of a spool from outside (the CLI: spool peek, spool dead) ---- */
+
+/* Forwards the staged records of a live copy in order, as inspect_visit() counts them. */
+struct records_stage {
+	bool live;
+	uint64_t expect;
+	fb_spool_visit_fn fn;
+	void *ud;
+	int rc;
+};
+
+static int records_stage_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct records_stage *c = ud;
+
+	if(c->live && seq != c->expect){
+		return 1; /* as inspect_visit(): the later moment is left out */
+	}
+	c->expect = seq + 1;
+	c->rc = c->fn(c->ud, seq, val, len);
+	return c->rc ? 1 : 0;
+}
+
+/* One pass of fb_spool_inspect_records() over queue QI of S. Returns 0, 1 (FN stopped it) or a
+ * negative errno with *why (may stay NULL). */
+static int records_once(struct fb_spool *s, enum fb_queue qi, bool live, fb_spool_visit_fn fn, void *ud,
+		char **why)
+{
+	struct salvage v = { .s = s };
+	struct fb_chan_reader *r = NULL;
+	struct records_stage c = { .live = live, .fn = fn, .ud = ud };
+	struct fb_chan_loss loss;
+	rocksdb_readoptions_t *ro;
+	rocksdb_iterator_t *it;
+	struct stat sb;
+	uint8_t from[KEY_LEN];
+	const char *key, *val;
+	char *file, *err = NULL, *mval;
+	size_t klen, vlen, mlen;
+	uint64_t seq, floor = 0, settled = 0, next = 1;
+	int rc = 0, stop = 0;
+
+	if(qi == FB_Q_OUT){
+		rc = fb_chan_reader_open_copy(s->path, &r); /* first, as inspect_once() */
+		if(rc){
+			return rc;
+		}
+	}
+	if(asprintf(&file, "%s/CURRENT", s->path) < 0){
+		fb_chan_reader_close(r);
+		return -ENOMEM;
+	}
+	rc = stat(file, &sb);
+	free(file);
+	if(rc == 0){
+		rc = salvage_open(&v, s->dbopts, s->path, true, &err);
+		if(rc && err){
+			rc = classify_error(err);
+			*why = strdup(err);
+			free(err);
+		}
+		if(rc == 0){
+			rc = inspect_meta(&v, floor_keys[qi], &mval, &mlen, why);
+			floor = rc == 0 && mval && mlen == KEY_LEN ? key_decode(mval) : 0;
+			rocksdb_free(mval);
+		}
+		if(rc == 0 && qi == FB_Q_OUT){
+			rc = inspect_meta(&v, SETTLED_KEY, &mval, &mlen, why);
+			settled = rc == 0 && mval && mlen == KEY_LEN ? key_decode(mval) : 0;
+			rocksdb_free(mval);
+		}
+		if(rc == 0 && v.qcf[qi] >= 0){
+			key_encode(from, floor);
+			ro = rocksdb_readoptions_create();
+			rocksdb_readoptions_set_fill_cache(ro, 0);
+			it = rocksdb_create_iterator_cf(v.db, ro, v.cfh[v.qcf[qi]]);
+			for(rocksdb_iter_seek(it, (const char *)from, sizeof(from)); !stop && rocksdb_iter_valid(it);
+					rocksdb_iter_next(it)){
+				key = rocksdb_iter_key(it, &klen);
+				val = rocksdb_iter_value(it, &vlen);
+				seq = klen == KEY_LEN ? key_decode(key) : 0;
+				if(seq == 0){
+					continue; /* a malformed key: fb_spool_inspect() has said so */
+				}
+				next = seq + 1;
+				stop = fn(ud, seq, val, vlen);
+			}
+			rocksdb_iter_get_error(it, &err);
+			rocksdb_iter_destroy(it);
+			rocksdb_readoptions_destroy(ro);
+			if(err){
+				rc = classify_error(err);
+				*why = strdup(err);
+				rocksdb_free(err);
+			}
+		}
+		salvage_close(&v);
+	}
+	if(rc == 0 && !stop && qi == FB_Q_OUT){
+		if(next < floor){
+			next = floor;
+		}
+		if(next < settled + 1){
+			next = settled + 1;
+		}
+		c.expect = next;
+		rc = fb_chan_recover(r, next, records_stage_visit, &c, &loss);
+		if(rc >= 0){
+			stop = c.rc;
+			rc = 0;
+		}
+	}
+	fb_chan_reader_close(r);
+	return rc < 0 ? rc : stop ? 1 : 0;
+}
+
+int fb_spool_inspect_records(const char *path, const struct fb_logger *lg, enum fb_queue qi,
+		fb_spool_visit_fn fn, void *ud, pid_t *holder)
+{
+	struct fb_spool_stats st;
+	struct fb_spool s;
+	char *why = NULL;
+	size_t len;
+	int rc;
+
+	if(qi != FB_Q_OUT && qi != FB_Q_DEAD){
+		return -EINVAL;
+	}
+	rc = fb_spool_inspect(path, lg, &st, holder); /* every check, and its message */
+	if(rc < 0){
+		return rc;
+	}
+	memset(&s, 0, sizeof(s));
+	if(lg){
+		s.lg = *lg;
+	}
+	s.path = strdup(path);
+	if(s.path == NULL){
+		return -ENOMEM;
+	}
+	len = strlen(s.path);
+	while(len > 1 && s.path[len - 1] == '/'){
+		s.path[--len] = '\0';
+	}
+	s.dbopts = inspect_options();
+	for(int tries = 1; ; tries++){
+		rc = records_once(&s, qi, *holder != 0, fn, ud, &why);
+		if(rc != -EIO || *holder == 0 || tries == 5){
+			break;
+		}
+		free(why);
+		why = NULL;
+		usleep(200 * 1000);
+		*holder = lock_holder(s.path);
+		rc = fn(ud, 0, NULL, 0); /* start again */
+		if(rc){
+			break;
+		}
+	}
+	if(rc < 0){
+		fb_log(&s.lg, MOSQ_LOG_ERR, "cannot read spool %s: %s", s.path, why ? why : strerror(-rc));
+	}
+	free(why);
+	rocksdb_options_destroy(s.dbopts);
+	free(s.path);
+	return rc < 0 ? rc : 0;
+}

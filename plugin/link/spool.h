@@ -210,4 +210,14 @@ int fb_spool_lane_oldest(struct fb_spool *s, unsigned lane, fb_spool_visit_fn fn
  * queues). Any thread. */
 void fb_spool_lane_stats(struct fb_spool *s, uint64_t count[FB_LANES], uint64_t first[FB_LANES]);
 
+/* Like fb_spool_inspect() (the same checks, messages, *HOLDER and guarantees: nothing in the
+ * folder changes, it works while a link process runs), visiting the records of Q (FB_Q_OUT: those
+ * in RocksDB, then those still staged, as fb_spool_open() would queue them; FB_Q_DEAD) in seq
+ * order, stopping when FN returns non-zero. While the spool is in use a look may have to start
+ * again (a file removed by the running process): FN is then called with SEQ 0 and VAL NULL, and
+ * the visits begin anew. Returns 0 or a negative errno after one line logged through LG. Any
+ * thread; never in a process that has this spool open. */
+int fb_spool_inspect_records(const char *path, const struct fb_logger *lg, enum fb_queue q,
+		fb_spool_visit_fn fn, void *ud, pid_t *holder);
+
 #endif

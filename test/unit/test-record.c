@@ -702,6 +702,31 @@ START_TEST(props_decode_rejects_garbage)
 }
 END_TEST
 
+START_TEST(props_remove_user_removes_every_match_in_place)
+{
+	uint8_t buf[sizeof(publisher_bytes)];
+	uint32_t len;
+	uint16_t vlen;
+
+	/* Both "a" go, everything else stays, in order, byte for byte. */
+	memcpy(buf, publisher_bytes, sizeof(buf));
+	len = fb_props_remove_user(buf, sizeof(buf), "a");
+	ck_assert_uint_eq(len, sizeof(publisher_bytes) - 2 * 7);
+	ck_assert_mem_eq(buf, publisher_bytes + 7, sizeof(publisher_bytes) - 2 * 7);
+	ck_assert_ptr_null(fb_props_find_user(buf, len, "a", &vlen));
+	ck_assert_ptr_nonnull(fb_props_find_user(buf, len, "b", &vlen));
+	/* No match: unchanged. */
+	memcpy(buf, publisher_bytes, sizeof(buf));
+	ck_assert_uint_eq(fb_props_remove_user(buf, sizeof(buf), "c"), sizeof(publisher_bytes));
+	ck_assert_mem_eq(buf, publisher_bytes, sizeof(buf));
+	/* Unreadable tail: kept as it is. */
+	memcpy(buf, publisher_bytes, sizeof(buf));
+	ck_assert_uint_eq(fb_props_remove_user(buf, 7 + 3, "a"), 3);
+	ck_assert_mem_eq(buf, publisher_bytes + 7, 3);
+	ck_assert_uint_eq(fb_props_remove_user(buf, 0, "a"), 0);
+}
+END_TEST
+
 START_TEST(props_find_user_returns_first_match)
 {
 	mosquitto_property *p = publisher_props();
@@ -760,6 +785,7 @@ static Suite *record_suite(void)
 	tcase_add_test(tc, props_decode_rejects_every_truncation);
 	tcase_add_test(tc, props_decode_rejects_garbage);
 	tcase_add_test(tc, props_find_user_returns_first_match);
+	tcase_add_test(tc, props_remove_user_removes_every_match_in_place);
 	suite_add_tcase(s, tc);
 	return s;
 }
