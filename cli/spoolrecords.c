@@ -172,7 +172,7 @@ static int records_run(const char *path, bool dead, size_t limit, bool json)
 		fb_log(&lg, MOSQ_LOG_ERR, "spool %s: %s", path, strerror(-rc));
 	}
 	now = fb_wall_ms();
-	if(!dead){
+	if(!dead && l.n > 0){ /* l.rows is NULL when the spool holds none */
 		qsort(l.rows, l.n, sizeof(*l.rows), rec_send_order);
 	}
 	shown = !dead && l.n > limit ? limit : l.n;

@@ -34,6 +34,7 @@ fb_install_deps() {
 # unpacks those into a folder of the build instead.
 FB_ARM64_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 	libmosquitto-dev:arm64 libcyaml-dev:arm64 libyaml-dev:arm64 libssl-dev:arm64 check:arm64
+	libcjson-dev:arm64 libmicrohttpd-dev:arm64
 	libsnappy1v5:arm64 liblz4-1:arm64 libzstd1:arm64 libbz2-1.0:arm64 zlib1g:arm64 libstdc++6:arm64)
 FB_ARM64_UNPACKED=(librocksdb7.8:arm64 librocksdb-dev:arm64 libgflags2.2:arm64)
 
