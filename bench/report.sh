@@ -231,6 +231,18 @@ EOF
 		row "" "live messages p99 ms during that drain" "$(fstat s8 plugin live_p99_ms 1)" \
 			"native: $(fstat s8 native live_p99_ms 1)" "$(fratio s8 live_p99_ms plugin native)" "" ""
 	fi
+	if has s10; then
+		row "10. priority-0 alarms at 10 msg/s while a $n_drain-message backlog drains" "alarm latency p99 ms" \
+			"$(fstat s10 plugin alarm_p99_ms 1)" "native: $(fstat s10 native alarm_p99_ms 1); single lane: $(fstat s10 plugin-1lane alarm_p99_ms 1)" \
+			"$(fratio s10 alarm_p99_ms plugin native)" "plugin ≤ 50 ms" "$(verdict "$(stat s10 plugin alarm_p99_ms)" "<=" 50)"
+		row "" "alarm latency p50 ms" "$(fstat s10 plugin alarm_p50_ms 1)" \
+			"native: $(fstat s10 native alarm_p50_ms 1); single lane: $(fstat s10 plugin-1lane alarm_p50_ms 1)" \
+			"$(fratio s10 alarm_p50_ms plugin native)" "" ""
+		row "" "backlog drain rate, msg/s, with the alarms' lane" "$(fstat s10 plugin drain_rate)" \
+			"single lane: $(fstat s10 plugin-1lane drain_rate); native: $(fstat s10 native drain_rate)" \
+			"$(fratio s10 drain_rate plugin plugin-1lane)" "≥ 0.95" \
+			"$(verdict "$(ratio s10 drain_rate plugin plugin-1lane)" ">=" 0.95)"
+	fi
 	if has s9; then
 		row "9. telemetry, 200 topics, 60-byte JSON, 10 msg/s each" "bytes on the wire per published message, topic aliases" \
 			"$(fstat s9 aliases bytes_per_published_msg 1)" "plugin without aliases: $(fstat s9 plain bytes_per_published_msg 1)" \
@@ -309,7 +321,7 @@ throughout (restarted only by the outage scenarios). Payloads are 100 bytes, top
 subtopics; the load generator keeps up to 100 QoS 1 messages in flight.
 
 EOF
-	for s in s1 s2 s3 s4 s5 s7 s8 s9; do
+	for s in s1 s2 s3 s4 s5 s7 s8 s9 s10; do
 		has $s || continue
 		case $s in
 			s1) echo "### 1. Online throughput (QoS 1, $n_tp messages, edge publisher → cloud subscriber)" ;;
@@ -363,6 +375,18 @@ rule has no headers; the plugin's messages still carry the origin user property
 (flowmq-bridge-origin: site-A, 31 bytes), the native bridge's none. bytes_per_published_msg: bytes the cloud received on the edge's TCP
 connection (ss -ti bytes_received, TLS included) from before the first to after the last message,
 over the messages published; forwarded: messages (or windows) the cloud application received.
+TXT
+				;;
+			s10) echo "### 10. Priority lanes: alarms during a drain ($n_drain-message backlog)"
+				cat <<'TXT'
+
+A backlog of telemetry messages (local/telemetry/backlog/…) builds up while the cloud is down;
+once the cloud is back and the backlog's first message has reached the cloud, alarms
+(local/telemetry/alarm/…) come at 10 msg/s until the backlog has drained. plugin: the alarms' rule has `priority: 0`; plugin-1lane: the same rule in the default
+lane, i.e. one FIFO for everything, as before lanes (the reference for the lanes' cost to the
+drain); native: Mosquitto's bridge (one queue). alarm_p50_ms / alarm_p99_ms: the alarms' latency
+from publish to the cloud subscriber; drain_rate: the backlog's first to last arrival;
+up_to_last_s: from the cloud's start to the backlog's last message.
 TXT
 				;;
 			s8) echo "### 8. Drain while publishing ($n_drain-message backlog, $s8_pairs pair$([ "$s8_pairs" = 1 ] || echo s) of local windows)"
