@@ -1,8 +1,13 @@
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "common.h"
 
@@ -137,3 +142,94 @@ void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl, 
 	free(conf);
 	free(yaml);
 }
+
+/* ---- the state of a folder: every entry's path, type, mode, size, mtime and SHA-256 ---- */
+
+static char *tree_text;
+static size_t tree_len, tree_cap;
+
+static void sha256_file(const char *path, char hex[65])
+{
+	unsigned char buf[65536], md[32];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_ptr_nonnull(ctx);
+	ck_assert_int_eq(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
+	while((n = read(fd, buf, sizeof(buf))) > 0){
+		ck_assert_int_eq(EVP_DigestUpdate(ctx, buf, (size_t)n), 1);
+	}
+	ck_assert_int_eq(n, 0);
+	close(fd);
+	ck_assert_int_eq(EVP_DigestFinal_ex(ctx, md, &mdlen), 1);
+	EVP_MD_CTX_free(ctx);
+	ck_assert_uint_eq(mdlen, 32);
+	for(int i = 0; i < 32; i++){
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	}
+}
+
+static int tree_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	char hex[65] = "-", line[PATH_MAX + 200];
+	int len;
+
+	(void)ftw;
+	if(flag == FTW_F){
+		sha256_file(path, hex);
+	}
+	len = snprintf(line, sizeof(line), "%s type %d mode %o size %lld mtime %lld.%09ld sha256 %s\n",
+			path, flag, (unsigned)st->st_mode, (long long)st->st_size,
+			(long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec, hex);
+	ck_assert_int_lt(len, (int)sizeof(line));
+	if(tree_len + (size_t)len + 1 > tree_cap){
+		tree_cap = (tree_len + (size_t)len + 1) * 2;
+		tree_text = realloc(tree_text, tree_cap);
+		ck_assert_ptr_nonnull(tree_text);
+	}
+	memcpy(tree_text + tree_len, line, (size_t)len + 1);
+	tree_len += (size_t)len;
+	return 0;
+}
+
+/* The state of folder DIR (caller frees); "" when it does not exist. */
+char *tree_state(const char *dir)
+{
+	struct stat sb;
+	char *t;
+
+	if(stat(dir, &sb) != 0){
+		ck_assert_int_eq(errno, ENOENT);
+		return strdup("");
+	}
+	tree_text = NULL;
+	tree_len = tree_cap = 0;
+	ck_assert_int_eq(nftw(dir, tree_one, 16, FTW_PHYS), 0);
+	t = tree_text;
+	tree_text = NULL;
+	return t;
+}
+
+/* Waits until DIR stays the same for 500 ms (a link process that has nothing to do writes
+ * nothing) and returns that state. */
+char *tree_settled(const char *dir)
+{
+	char *a = tree_state(dir), *b;
+
+	for(int i = 0; i < 60; i++){
+		usleep(500 * 1000);
+		b = tree_state(dir);
+		if(strcmp(a, b) == 0){
+			free(b);
+			return a;
+		}
+		free(a);
+		a = b;
+	}
+	ck_abort_msg("%s keeps changing without the CLI", dir);
+	return NULL;
+}
+

@@ -45,4 +45,10 @@ void start_cloud(struct fbh_broker *cloud, const struct fbh_cloud_opts *opts);
  * mosquitto.conf lines, may be NULL); the test fails, with the log, if it does not start. */
 void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl, const char *extra);
 
+/* The state of folder DIR as text: every entry's path, type, mode, size, mtime and SHA-256, one per
+ * line, sorted (caller frees). tree_settled(): the same once two looks 0.5 s apart agree (the test
+ * fails after 30 s of changes). For "byte-identical before and after" checks. */
+char *tree_state(const char *dir);
+char *tree_settled(const char *dir);
+
 #endif
