@@ -740,12 +740,13 @@ START_TEST(test_spool_limit_drop_oldest_keeps_the_newest)
 	/* The edge acknowledges once a message is staged; the link process settles it into the spool
 	 * afterwards. The cloud returns only when every message is settled (kept or dropped to make
 	 * room), or a slow machine would still be dropping while the oldest kept ones are sent. */
-	for(int i = 0; i < 240; i++){
+	for(int i = 0;; i++){
 		const char *m = sys_value(sys, "spool/messages"), *d = sys_value(sys, "edge_to_cloud/dropped/full");
 
 		if(m && d && strtoull(m, NULL, 10) + strtoull(d, NULL, 10) == n){
 			break;
 		}
+		ck_assert_msg(i < 960, "spooled %s + dropped %s never made %zu", m ? m : "?", d ? d : "?", n);
 		usleep(250000);
 	}
 
@@ -755,13 +756,15 @@ START_TEST(test_spool_limit_drop_oldest_keeps_the_newest)
 	 * add up (a quiet period is no proof: a loaded machine can pause the delivery for seconds, and
 	 * the first "spool/messages 0" may be the one published before the backlog was spooled). */
 	got = 0;
-	for(int i = 0; i < 240; i++){
+	for(int i = 0;; i++){
 		const char *d = sys_value(sys, "edge_to_cloud/dropped/full");
 
 		got = fbh_sub_count(sub);
 		if(d && got + strtoull(d, NULL, 10) == n){
 			break;
 		}
+		/* 4 minutes: the edge's reconnect backoff grew while the cloud was away. */
+		ck_assert_msg(i < 960, "delivered %zu + dropped %s never made %zu", got, d ? d : "?", n);
 		usleep(250000);
 	}
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 30000));
