@@ -156,37 +156,6 @@ static void load_finish(struct load *l)
 
 /* ---- helpers ---- */
 
-/* The pid of the edge broker's link process (its child called flowmq-link), or 0. */
-static pid_t link_pid(pid_t broker)
-{
-	DIR *d = opendir("/proc");
-	struct dirent *e;
-	pid_t found = 0;
-
-	ck_assert_ptr_nonnull(d);
-	while(found == 0 && (e = readdir(d)) != NULL){
-		char path[300], buf[512], comm[64];
-		int pid, ppid;
-		FILE *f;
-
-		if(e->d_name[0] < '1' || e->d_name[0] > '9'){
-			continue;
-		}
-		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-		f = fopen(path, "r");
-		if(f == NULL){
-			continue;
-		}
-		if(fgets(buf, sizeof(buf), f) && sscanf(buf, "%d (%63[^)]) %*c %d", &pid, comm, &ppid) == 3
-				&& ppid == broker && strcmp(comm, "flowmq-link") == 0){
-			found = pid;
-		}
-		fclose(f);
-	}
-	closedir(d);
-	return found;
-}
-
 /* Writes a file of zeros at PATH until only about LEAVE bytes are free in its file system. */
 static void fill_up(const char *path, uint64_t leave)
 {

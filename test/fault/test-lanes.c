@@ -57,25 +57,6 @@ static void publish_acked(int port, const char *topic, const char *prefix, size_
 	fbh_pub_close(pub);
 }
 
-/* The edge broker's one child, the link process. */
-static pid_t link_process(pid_t broker)
-{
-	char path[128], *text;
-	long child = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)broker, (int)broker);
-	for(int i = 0; i < 500 && child == 0; i++){
-		text = fbh_read_file(path);
-		if(text == NULL || sscanf(text, "%ld", &child) != 1){
-			child = 0;
-			usleep(10000);
-		}
-		free(text);
-	}
-	ck_assert_int_gt(child, 0);
-	return (pid_t)child;
-}
-
 /* Waits until SUB has received at least N messages. */
 static void wait_count(struct fbh_sub *sub, size_t n)
 {
@@ -115,11 +96,11 @@ START_TEST(test_sigkill_of_link_and_edge_during_a_three_lane_drain)
 	/* Lane 0 drains first (with lane_min_share of the sends for the others): kill the link
 	 * process in its drain, the edge broker in the default lane's. */
 	wait_count(sub, 3000);
-	link1 = link_process(edge.pid);
+	link1 = link_pid_wait(edge.pid);
 	ck_assert_int_eq(kill(link1, SIGKILL), 0);
 	at_kill1 = fbh_sub_count(sub);
 	ck_assert(fbh_wait_log(&edge, "restarting the link process", 10000));
-	link2 = link_process(edge.pid);
+	link2 = link_pid_wait(edge.pid);
 	ck_assert_int_ne(link2, link1);
 	wait_count(sub, 12000);
 	fbh_broker_kill(&edge);

@@ -230,33 +230,6 @@ static void pacer_dump(struct pacer *pc, uint64_t t0, const char *name)
 
 /* ---- the link process ------------------------------------------------------------------------- */
 
-/* The edge's only child process, which must be the link process; 0 when it has none right now. */
-static pid_t link_process(pid_t broker)
-{
-	char path[128], *text, *name;
-	long child = 0;
-	int end = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)broker, (int)broker);
-	text = fbh_read_file(path);
-	ck_assert_ptr_nonnull(text);
-	if(sscanf(text, "%ld %n", &child, &end) != 1){
-		free(text);
-		return 0;
-	}
-	ck_assert_str_eq(text + end, ""); /* exactly one child */
-	free(text);
-	snprintf(path, sizeof(path), "/proc/%ld/comm", child);
-	name = fbh_read_file(path);
-	if(name == NULL || strcmp(name, "mosquitto\n") == 0){
-		free(name);
-		return 0; /* ended in between, or forked and not named yet */
-	}
-	ck_assert_str_eq(name, "flowmq-link\n");
-	free(name);
-	return (pid_t)child;
-}
-
 /* ---- accounting --------------------------------------------------------------------------------- */
 
 /* Waits until the cloud has received every message the loader had acknowledged with success,
@@ -370,7 +343,7 @@ static void sigstop_scenario(const char *yaml, bool expect_replaced, bool reject
 	sys = sys_watch(&edge);
 	ck_assert_ptr_nonnull(sys);
 	ck_assert(sys_wait(sys, "state", "connected", 20000));
-	first = link_process(edge.pid);
+	first = link_pid(edge.pid);
 	ck_assert_int_gt(first, 0);
 	/* The machine may be shared with other test runs and builds (a load of 10 on 2 cores): the
 	 * edge broker, its link process (and the ones it forks later) and this process's client
@@ -401,14 +374,14 @@ static void sigstop_scenario(const char *yaml, bool expect_replaced, bool reject
 		const char *st = sys_value(sys, "state");
 		stalled_seen |= st && strcmp(st, "stalled") == 0;
 		if(second == 0){
-			pid_t p = link_process(edge.pid);
+			pid_t p = link_pid(edge.pid);
 			second = p != first ? p : 0;
 		}
 		usleep(20000);
 	}
 	if(second == 0){
-		/* Still the stopped one (it must be our edge's child, checked by link_process()). */
-		ck_assert_int_eq(link_process(edge.pid), first);
+		/* Still the stopped one (it must be our edge's child, checked by link_pid()). */
+		ck_assert_int_eq(link_pid(edge.pid), first);
 		ck_assert_int_eq(kill(first, SIGCONT), 0);
 	}
 	sleep(5); /* traffic goes on after the link process is back */
@@ -441,7 +414,7 @@ static void sigstop_scenario(const char *yaml, bool expect_replaced, bool reject
 		ck_assert(sys_wait_u64(sys, "link_restarts", 1, 10000));
 	}else{
 		ck_assert_int_eq(second, 0);
-		ck_assert_int_eq(link_process(edge.pid), first);
+		ck_assert_int_eq(link_pid(edge.pid), first);
 		ck_assert(sys_wait_u64(sys, "link_restarts", 0, 10000));
 	}
 	ck_assert(sys_wait(sys, "state", "connected", 30000));

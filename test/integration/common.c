@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -233,3 +234,38 @@ char *tree_settled(const char *dir)
 	return NULL;
 }
 
+
+pid_t link_pid(pid_t broker)
+{
+	char path[128], *text, *name;
+	long child = 0;
+	int end = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)broker, (int)broker);
+	text = fbh_read_file(path);
+	if(text == NULL || sscanf(text, "%ld %n", &child, &end) != 1){
+		free(text);
+		return 0;
+	}
+	ck_assert_msg(text[end] == '\0', "the edge has more than one child: %s", text);
+	free(text);
+	snprintf(path, sizeof(path), "/proc/%ld/comm", child);
+	name = fbh_read_file(path);
+	if(name == NULL || strcmp(name, "flowmq-link\n") != 0){
+		free(name);
+		return 0; /* ended in between, or forked and not named yet */
+	}
+	free(name);
+	return (pid_t)child;
+}
+
+pid_t link_pid_wait(pid_t broker)
+{
+	pid_t p = 0;
+
+	for(int i = 0; i < 500 && (p = link_pid(broker)) == 0; i++){
+		usleep(10000);
+	}
+	ck_assert_msg(p > 0, "the edge (pid %d) has no link process", (int)broker);
+	return p;
+}

@@ -45,6 +45,11 @@ void start_cloud(struct fbh_broker *cloud, const struct fbh_cloud_opts *opts);
  * mosquitto.conf lines, may be NULL); the test fails, with the log, if it does not start. */
 void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl, const char *extra);
 
+/* The link process of the edge broker BROKER (its only child, named flowmq-link); 0 when it has
+ * none right now. link_pid_wait(): waits for one for up to 5 s (the test fails without). */
+pid_t link_pid(pid_t broker);
+pid_t link_pid_wait(pid_t broker);
+
 /* The state of folder DIR as text: every entry's path, type, mode, size, mtime and SHA-256, one per
  * line, sorted (caller frees). tree_settled(): the same once two looks 0.5 s apart agree (the test
  * fails after 30 s of changes). For "byte-identical before and after" checks. */
