@@ -1,15 +1,19 @@
-/* flowmq-bridge spool requeue-dead / spool purge-dead: the dead letters of a stopped spool sent
- * again or removed (the flowmq-bridge process, its one thread). They open the spool as the link
- * process does (its lock held meanwhile) and refuse a spool that a running link process holds. */
+/* flowmq-bridge spool requeue-dead / spool purge-dead: the dead letters of a spool sent again or
+ * removed (the flowmq-bridge process, its one thread). On a stopped spool they open it as the link
+ * process does (its lock held meanwhile); a spool that a running link process holds is changed by
+ * that process, on request (ipc/request.h, link/control.h). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "control.h"
 #include "record.h"
-#include "session.h"
+#include "request.h"
 #include "spool.h"
 
 #define DEAD_BATCH 256
@@ -51,39 +55,103 @@ static void dead_batch_clear(struct dead_batch *b)
 	b->n = 0;
 }
 
-/* The record a dead letter VAL (LEN bytes) becomes when queued again (caller frees): without its
- * reason property, captured now (spool.ttl counts from the requeue; an absolute expiry stays).
- * An unreadable record is queued again as it is. */
-static uint8_t *requeued(const uint8_t *val, size_t len, size_t *out_len)
-{
-	struct fb_record r;
-	uint8_t *props = NULL, *buf;
+#define TIMEOUT_DEFAULT_S 60
 
-	if(fb_record_decode(val, len, &r) != 0){
-		buf = malloc(len ? len : 1);
-		if(buf){
-			memcpy(buf, val, len);
-			*out_len = len;
+/* Takes "--timeout N" / "--timeout=N" out of ARGV (*ARGC shrinks) into *SECONDS. Returns 0, or -1
+ * after a usage error (*EXIT). */
+static int timeout_option(const struct cli_cmd *cmd, int *argc, char **argv, unsigned *seconds, int *exit)
+{
+	char what[300];
+
+	for(int i = 1; i < *argc; i++){
+		const char *v = NULL;
+		int used = 1;
+		char *end;
+		unsigned long n;
+
+		if(strcmp(argv[i], "--") == 0){
+			break;
 		}
-		return buf;
-	}
-	if(r.props_len){
-		props = malloc(r.props_len);
-		if(props == NULL){
-			return NULL;
+		if(strncmp(argv[i], "--timeout=", 10) == 0){
+			v = argv[i] + 10;
+		}else if(strcmp(argv[i], "--timeout") == 0){
+			v = i + 1 < *argc ? argv[i + 1] : "";
+			used = i + 1 < *argc ? 2 : 1;
+		}else{
+			continue;
 		}
-		memcpy(props, r.props, r.props_len);
-		r.props_len = fb_props_remove_user(props, r.props_len, FB_DEAD_REASON_PROPERTY);
-		r.props = props;
+		errno = 0;
+		n = strtoul(v, &end, 10);
+		if(v[0] < '0' || v[0] > '9' || *end || errno || n < 1 || n > 3600){
+			snprintf(what, sizeof(what), "--timeout: expects whole seconds from 1 to 3600, got '%s'", v);
+			*exit = cli_usage_error(cmd, what);
+			return -1;
+		}
+		*seconds = (unsigned)n;
+		memmove(argv + i, argv + i + used, (size_t)(*argc - i - used + 1) * sizeof(*argv));
+		*argc -= used;
+		i--;
 	}
-	r.enqueue_ms = fb_wall_ms();
-	*out_len = fb_record_size(&r);
-	buf = malloc(*out_len);
-	if(buf){
-		fb_record_encode(&r, buf);
+	return 0;
+}
+
+/* The request to the running link process of PATH (holder HOLDER): posted, then its reply waited
+ * for at most TIMEOUT_S. Returns 0 when done, or a negative errno after the reason was logged;
+ * *DONE is what the link process did. */
+static int ask_link(const struct cli_cmd *cmd, const struct fb_logger *lg, const char *path, pid_t holder,
+		bool requeue, unsigned timeout_s, uint64_t *done)
+{
+	const char *op = cmd->name + strlen("spool ");
+	struct fb_request rq = { .op = requeue ? FB_REQUEST_REQUEUE_DEAD : FB_REQUEST_PURGE_DEAD, .pid = getpid() };
+	struct fb_reply rp;
+	char who[64];
+	uint64_t until;
+	int rc;
+
+	if(holder > 0){
+		snprintf(who, sizeof(who), "the running link process (pid %ld)", (long)holder);
+	}else{
+		snprintf(who, sizeof(who), "the running link process");
 	}
-	free(props);
-	return buf;
+	rc = fb_request_nonce(&rq);
+	if(rc == 0){
+		rc = fb_request_post(path, &rq);
+	}
+	if(rc == -EEXIST){
+		fb_log(lg, MOSQ_LOG_ERR, "spool %s: another request to %s is pending; try again once it is "
+				"answered, nothing changed", path, who);
+		return rc;
+	}
+	if(rc < 0){
+		fb_log(lg, MOSQ_LOG_ERR, "spool %s: cannot post the request to %s beside the spool folder: %s; "
+				"nothing changed", path, who, strerror(-rc));
+		return rc;
+	}
+	until = fb_mono_ms() + (uint64_t)timeout_s * 1000u;
+	while((rc = fb_reply_take(path, rq.nonce, &rp)) == -ENOENT && fb_mono_ms() < until){
+		fb_sleep_ms(50);
+	}
+	if(rc == -ENOENT){
+		if(fb_request_withdraw(path, rq.nonce) == 0){
+			fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s did not take the request within %u s (is it stopped or "
+					"hung?); nothing changed", path, who, timeout_s);
+			return -ETIMEDOUT;
+		}
+		fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s took the request but has not answered within %u s; it goes "
+				"on (see the broker's log, or flowmq-bridge spool dead %s)", path, who, timeout_s, path);
+		return -ETIMEDOUT;
+	}
+	if(rc < 0){
+		fb_log(lg, MOSQ_LOG_ERR, "spool %s: cannot read the answer of %s: %s", path, who, strerror(-rc));
+		return rc;
+	}
+	*done = rp.done;
+	if(!rp.ok){
+		fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s by %s: %" PRIu64 " done, %" PRIu64 " left: %s", path, op, who,
+				rp.done, rp.left, rp.error);
+		return -EAGAIN;
+	}
+	return 0;
 }
 
 /* Requeues (REQUEUE) or purges every dead letter of PATH. */
@@ -101,8 +169,13 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 	uint8_t *val;
 	pid_t holder;
 	bool json;
-	int rc, arg = cli_options(cmd, argc, argv, 1, &json, NULL, &rc);
+	unsigned timeout_s = TIMEOUT_DEFAULT_S;
+	int rc, arg;
 
+	if(timeout_option(cmd, &argc, argv, &timeout_s, &rc) < 0){
+		return rc;
+	}
+	arg = cli_options(cmd, argc, argv, 1, &json, NULL, &rc);
 	if(arg < 0){
 		return rc;
 	}
@@ -118,16 +191,9 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 	 * unchanged (fb_spool_open() would move a damaged one aside). */
 	rc = fb_spool_inspect(argv[arg], &lg, &st, &holder);
 	if(rc == 0 && holder != 0){
-		if(holder > 0){
-			fb_log(&lg, MOSQ_LOG_ERR, "spool %s is in use by a running link process (pid %ld): stop "
-					"the broker first; %s on a running broker is not supported yet, nothing changed",
-					argv[arg], (long)holder, cmd->name + strlen("spool "));
-		}else{
-			fb_log(&lg, MOSQ_LOG_ERR, "spool %s is in use by a running link process: stop the broker "
-					"first; %s on a running broker is not supported yet, nothing changed", argv[arg],
-					cmd->name + strlen("spool "));
-		}
-		rc = -EBUSY;
+		/* A running link process holds it: only it may change it. */
+		rc = ask_link(cmd, &lg, argv[arg], holder, requeue, timeout_s, &done);
+		goto report;
 	}
 	if(rc == 0){
 		o.path = argv[arg];
@@ -160,7 +226,7 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 			if(requeue){
 				/* To "out" first, then out of "dead": a crash in between sends it twice, never
 				 * loses it. */
-				val = requeued(b->r[i].val, b->r[i].len, &len);
+				val = fb_control_requeued(b->r[i].val, b->r[i].len, &len);
 				rc = val ? fb_spool_append(s, FB_Q_OUT, val, len, &seq, NULL) : -ENOMEM;
 				free(val);
 				if(rc == 0){
@@ -190,6 +256,7 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 		}
 		fb_spool_close(s);
 	}
+report:
 	if(!json){
 		if(rc == 0){
 			printf("%llu dead letter%s %s\n", (unsigned long long)done, done == 1 ? "" : "s",
@@ -223,35 +290,41 @@ static int purge_run(const struct cli_cmd *cmd, int argc, char **argv)
 
 const struct cli_cmd cli_spool_requeue_dead = {
 	.name = "spool requeue-dead",
-	.args = "[--json] PATH",
-	.summary = "queue the dead letters of a stopped spool for the cloud again",
+	.args = "[--json] [--timeout SECONDS] PATH",
+	.summary = "queue the dead letters of a spool for the cloud again",
 	.help =
 		"Moves every dead letter of the spool folder PATH back to the queue for the cloud, in\n"
 		"its lane, without its reason, as if captured now (spool.ttl counts again; a message\n"
-		"expiry stays). Only while the broker is stopped: a spool that a running link process\n"
-		"holds is refused and left unchanged (doing it on a running broker is not supported\n"
-		"yet). A folder that is not a spool, or a damaged spool, is refused unchanged.\n"
-		"Exit status 0, 1 when nothing could be done, 2 usage error.\n"
+		"expiry stays). On a stopped broker it changes the spool itself. While the broker runs,\n"
+		"the running link process does it on request (a file beside the spool folder) and this\n"
+		"waits for its answer: the broker stages the dead letters behind what is queued, and\n"
+		"they are deleted as dead letters once staged (a crash in between may send one twice,\n"
+		"never loses one). A folder that is not a spool, or a damaged spool, is refused\n"
+		"unchanged. Exit status 0 when all were queued again, 1 when not (the reason is\n"
+		"printed; a running link process that has no room in its staging channel goes on as\n"
+		"room comes), 2 usage error.\n"
 		"\n"
 		"Options:\n"
-		"  --json   print {path, ok, requeued, in_use, diagnostics}\n"
-		"  --help   this text\n",
+		"  --json               print {path, ok, requeued, in_use, diagnostics}\n"
+		"  --timeout SECONDS    how long to wait for a running link process (default 60)\n"
+		"  --help               this text\n",
 	.run = requeue_run,
 };
 
 const struct cli_cmd cli_spool_purge_dead = {
 	.name = "spool purge-dead",
-	.args = "[--json] PATH",
-	.summary = "remove the dead letters of a stopped spool",
+	.args = "[--json] [--timeout SECONDS] PATH",
+	.summary = "remove the dead letters of a spool",
 	.help =
-		"Removes every dead letter of the spool folder PATH. Only while the broker is stopped:\n"
-		"a spool that a running link process holds is refused and left unchanged (doing it on a\n"
-		"running broker is not supported yet). A folder that is not a spool, or a damaged\n"
-		"spool, is refused unchanged. Exit status 0, 1 when nothing could be done, 2 usage\n"
-		"error.\n"
+		"Removes every dead letter of the spool folder PATH. On a stopped broker it changes the\n"
+		"spool itself; while the broker runs, the running link process does it on request (a\n"
+		"file beside the spool folder) and this waits for its answer. A folder that is not a\n"
+		"spool, or a damaged spool, is refused unchanged. Exit status 0, 1 when nothing could\n"
+		"be done, 2 usage error.\n"
 		"\n"
 		"Options:\n"
-		"  --json   print {path, ok, purged, in_use, diagnostics}\n"
-		"  --help   this text\n",
+		"  --json               print {path, ok, purged, in_use, diagnostics}\n"
+		"  --timeout SECONDS    how long to wait for a running link process (default 60)\n"
+		"  --help               this text\n",
 	.run = purge_run,
 };

@@ -78,6 +78,9 @@ struct fb_bridge {
 	uint8_t *tbuf;            /* a rule's headers with the capture time (timed_suffix()) */
 	size_t tbuf_size;
 	struct fb_inject inj;     /* the cloud-to-edge ring's reader */
+	struct fb_c2e_reader rq;  /* the requeue ring's reader (dead letters to stage again) */
+	bool rq_logged;           /* a requeue that waits for room has been logged */
+	time_t rq_retry;          /* ... and is tried again from then on */
 	time_t next_status;
 	time_t next_check;        /* when to look after the link process next */
 	bool full_logged;         /* the current full episode has been logged */
@@ -572,6 +575,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 		close(b->cfgfd);
 	}
 	fb_inject_cleanup(&b->inj);
+	fb_c2e_reader_cleanup(&b->rq);
 	if(b->link_gen && b->link_gen != b->gen){
 		b->link_gen->older = NULL; /* b->first: freed with b->gen */
 		generation_free(b->link_gen);
@@ -668,9 +672,56 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 	b->next_status = now + (time_t)((b->gen->cfg->status_interval_ms + 999) / 1000);
 }
 
+/* The dead letters that `spool requeue-dead` sends again through the running bridge (request.h):
+ * staged like captures, in the order the link process put them; the ring's head tells it which
+ * are staged (it then deletes them from "dead"). One that the channel cannot take now stays in
+ * the ring for a later tick: nothing waits, nothing is dropped. */
+static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t now)
+{
+	const char *dir = b->first->cfg->spool.path;
+	const uint8_t *rec;
+	uint64_t seq, staged;
+	size_t len;
+	int rc = 0;
+	bool any = false;
+
+	while(fb_c2e_next(&b->sh->requeue, &b->rq, dir, FB_REQUEUE_STEM, &seq, &rec, &len)){
+		if(rec == NULL){
+			rc = -EIO; /* its file cannot be read now: the dead letter stays where it is */
+			break;
+		}
+		if(!writer_ready(b)){
+			rc = -EAGAIN;
+			break;
+		}
+		rc = fb_chan_append(b->w, rec, len, &staged);
+		if(rc < 0){
+			if(rc == -EBUSY){
+				b->sv.chan_full = true;
+			}
+			break;
+		}
+		any = true;
+		fb_c2e_consume(&b->sh->requeue, &b->rq);
+	}
+	if(rc < 0){
+		b->rq_retry = now + 1; /* not at every loop turn */
+	}
+	if(rc < 0 && !b->rq_logged){
+		fb_log(&b->lg, MOSQ_LOG_NOTICE, "requeue-dead: dead letter %" PRIu64 " waits for the staging "
+				"channel (%s); it is staged when there is room", seq, strerror(-rc));
+		b->rq_logged = true;
+	}else if(rc == 0){
+		b->rq_logged = false;
+	}
+	if(any || rc == -EBUSY){
+		notify(b);
+	}
+}
+
 void fb_bridge_tick(struct fb_bridge *b, time_t now)
 {
-	/* Every broker loop turn comes here: with nothing to do, three loads and compares (the work
+	/* Every broker loop turn comes here: with nothing to do, four loads and compares (the work
 	 * is out of line, so that the compiler need not set up a frame for it). */
 	if(b->inj.injected != b->inj.released){
 		fb_inject_release(&b->inj);
@@ -681,6 +732,9 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	if(atomic_load_explicit(&b->sh->logq.tail, memory_order_relaxed)
 			!= atomic_load_explicit(&b->sh->logq.head, memory_order_relaxed)){
 		drain_log(b);
+	}
+	if(atomic_load_explicit(&b->sh->requeue.tail, memory_order_relaxed) != b->rq.head && now >= b->rq_retry){
+		requeue_run(b, now);
 	}
 	if(b->red){
 		fb_reduce_tick(b->red);

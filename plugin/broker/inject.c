@@ -81,7 +81,7 @@ void fb_inject_run(struct fb_inject *in)
 	uint64_t seq;
 	size_t len;
 
-	while(fb_c2e_next(in->ring, &in->rd, in->dir, &seq, &rec, &len)){
+	while(fb_c2e_next(in->ring, &in->rd, in->dir, FB_C2E_STEM, &seq, &rec, &len)){
 		struct fb_inmsg *m = rec ? fb_inmsg_from_record(seq, rec, len) : NULL;
 
 		if(m){

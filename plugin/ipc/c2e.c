@@ -14,14 +14,13 @@
 #define C2E_HEAD 16u
 #define C2E_WRAP UINT32_MAX
 #define C2E_FILE 1u
-#define C2E_FILE_NAME "flowmq-c2e-"
 
-static void c2e_file_path(const char *dir, uint64_t seq, char *buf, size_t cap)
+static void c2e_file_path(const char *dir, const char *stem, uint64_t seq, char *buf, size_t cap)
 {
-	snprintf(buf, cap, "%s/%s%" PRIu64, dir, C2E_FILE_NAME, seq);
+	snprintf(buf, cap, "%s/%s%" PRIu64, dir, stem, seq);
 }
 
-int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec, size_t len)
+int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len)
 {
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
@@ -31,7 +30,7 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec,
 
 	if(len > FB_C2E_RING / 2){
 		/* Too large for the ring: in a file of its own, the ring carries its seq. */
-		c2e_file_path(dir, seq, path, sizeof(path));
+		c2e_file_path(dir, stem, seq, path, sizeof(path));
 		if(fb_file_write(path, rec, len, false) != 0){
 			return -ENOBUFS;
 		}
@@ -68,8 +67,8 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec,
 	return 0;
 }
 
-int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, uint64_t *seq,
-		const uint8_t **rec, size_t *len)
+int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,
+		uint64_t *seq, const uint8_t **rec, size_t *len)
 {
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 
@@ -85,12 +84,11 @@ int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, uin
 		*len = fb_get_le32(p + 8);
 		*rec = p + C2E_HEAD;
 		rd->next = rd->head + C2E_HEAD + ((*len + 7) & ~(size_t)7);
+		rd->unlink = false;
 		if(fb_get_le32(p + 12) & C2E_FILE){
-			char path[4096];
-
-			c2e_file_path(dir, *seq, path, sizeof(path));
-			*rec = fb_file_read(path, &rd->file, &rd->file_cap, len) == 0 ? rd->file : NULL;
-			unlink(path);
+			c2e_file_path(dir, stem, *seq, rd->path, sizeof(rd->path));
+			*rec = fb_file_read(rd->path, &rd->file, &rd->file_cap, len) == 0 ? rd->file : NULL;
+			rd->unlink = true; /* once consumed: a record not consumed is read again */
 		}
 		return 1;
 	}
@@ -100,6 +98,10 @@ int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, uin
 
 void fb_c2e_consume(struct fb_c2e *r, struct fb_c2e_reader *rd)
 {
+	if(rd->unlink){
+		unlink(rd->path);
+		rd->unlink = false;
+	}
 	rd->head = rd->next;
 	atomic_store_explicit(&r->head, rd->head, memory_order_release);
 }

@@ -10,17 +10,25 @@
  * Layout: records of u64 seq, u32 length, u32 flags, the record, padding to 8 bytes, written at
  * TAIL and read at HEAD (byte counts, never wrapped; the position is the count modulo the size).
  * A record that does not fit at the end of the ring starts again at its beginning; one larger than
- * half the ring is written to a file of its own in the spool folder and the ring carries only its
- * seq (flag FB_C2E_FILE).
+ * half the ring is written to a file of its own in the spool folder (STEM followed by its seq)
+ * and the ring carries only its seq (flag FB_C2E_FILE).
+ *
+ * The same ring type carries the dead letters that `spool requeue-dead` sends again through a
+ * running bridge (shared.h: requeue): the link process puts them in, the broker thread stages
+ * them like captures and consumes them; HEAD tells the link process which are staged.
  */
 #ifndef FB_C2E_H
 #define FB_C2E_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define FB_C2E_RING (8u << 20)
+/* The names of the files of records too large for the ring: STEM + seq, in the spool folder. */
+#define FB_C2E_STEM "flowmq-c2e-"
+#define FB_REQUEUE_STEM "flowmq-requeue-"
 
 struct fb_c2e {
 	atomic_uint_fast64_t head;     /* broker thread */
@@ -32,7 +40,7 @@ struct fb_c2e {
 
 /* Writes record SEQ of spool "in" (REC, LEN bytes) into R; a large one goes to a file in DIR (the
  * spool folder). Returns 0, or -ENOBUFS when it has no room now. Link process, its worker. */
-int fb_c2e_put(struct fb_c2e *r, const char *dir, uint64_t seq, const void *rec, size_t len);
+int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len);
 
 /* True while R holds records the broker has not read. Either process. */
 static inline int fb_c2e_waiting(struct fb_c2e *r)
@@ -47,12 +55,15 @@ struct fb_c2e_reader {
 	uint64_t next;    /* ... after the one fb_c2e_next() returned */
 	uint8_t *file;    /* a record read from a file of its own */
 	size_t file_cap;
+	bool unlink;      /* ... whose file (PATH) goes once the record is consumed */
+	char path[4096];
 };
 
 /* Returns 1 with the next record of R in *SEQ, *REC and *LEN (*REC NULL when its file cannot be
- * read; REC stays valid until fb_c2e_consume()), or 0 when R is empty. Broker thread. */
-int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, uint64_t *seq,
-		const uint8_t **rec, size_t *len);
+ * read; REC stays valid until fb_c2e_consume()), or 0 when R is empty. Called again without
+ * fb_c2e_consume(), it returns the same record. Broker thread. */
+int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,
+		uint64_t *seq, const uint8_t **rec, size_t *len);
 
 /* Gives the room of the record fb_c2e_next() returned back to the writer. Broker thread. */
 void fb_c2e_consume(struct fb_c2e *r, struct fb_c2e_reader *rd);

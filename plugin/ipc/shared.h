@@ -18,6 +18,9 @@
  *   c2e (c2e.h)                tail/pushed: link             broker injects, then publishes
  *                              head/released: broker         released; link deletes from spool "in"
  *   rules (rulectr.h)          broker (capture)              broker publishes; either may read
+ *   requeue (c2e.h)            tail: link (main thread)      broker stages the dead letters of
+ *                              head: broker                  `spool requeue-dead`; link deletes
+ *                                                            them from "dead" once HEAD is past
  *
  * Crashes. Neither side ever waits for the other while holding anything: every structure is a
  * single-writer ring, a counter or a sequence lock, and a writer that dies half-way through an
@@ -51,7 +54,7 @@
 #ifdef FB_IPC_VERSION_OVERRIDE
 #define FB_IPC_VERSION FB_IPC_VERSION_OVERRIDE /* only for the test of a mismatched flowmq-link */
 #else
-#define FB_IPC_VERSION 2
+#define FB_IPC_VERSION 3
 #endif
 
 /* flowmq-link's exit status when the region is not of its version. */
@@ -85,6 +88,7 @@ struct fb_shared {
 	struct fb_logq_ring logq;
 	struct fb_c2e c2e;
 	struct fb_rulectr rules;         /* broker thread: per edge_to_cloud rule */
+	struct fb_c2e requeue;           /* link process: dead letters to stage again (request.h) */
 };
 
 /* Creates the region (a memfd of sizeof(struct fb_shared), header filled in) and maps it.

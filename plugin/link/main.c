@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "session.h"
 #include "logq.h"
 #include "prom.h"
@@ -38,6 +39,8 @@
 /* Status values are copied into the shared region this often; each turn also advances the
  * heartbeat. */
 #define SNAPSHOT_MS 500
+/* While an operator's request is in progress (control.h), its turns come this often. */
+#define CONTROL_MS 20
 
 struct fb_main_args {
 	struct fb_shared *sh;      /* attached */
@@ -60,6 +63,7 @@ struct link_main {
 	struct fb_tail tail;
 	struct fb_session *link;
 	struct fb_prom *prom;     /* the metrics.listen endpoint, NULL when none */
+	struct fb_control *ctl;   /* the operator's requests (requeue-dead, purge-dead); NULL: none */
 	bool in_more;             /* spool "in" may hold records not in the ring yet */
 	bool pump_full;           /* the last pump stopped at a full ring */
 	uint64_t in_deleted;      /* newest "in" seq released and deleted */
@@ -80,7 +84,7 @@ static int c2e_push(void *ud, uint64_t seq, const void *rec, size_t len)
 	struct link_main *m = ud;
 
 	if(m->in_more || atomic_load_explicit(&m->sh->c2e.pushed, memory_order_relaxed) + 1 != seq
-			|| fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, seq, rec, len) != 0){
+			|| fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, FB_C2E_STEM, seq, rec, len) != 0){
 		m->in_more = true;
 		return -ENOBUFS;
 	}
@@ -91,7 +95,7 @@ static int pump_visit(void *ud, uint64_t seq, const void *val, size_t len)
 {
 	struct link_main *m = ud;
 
-	if(fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, seq, val, len) != 0){
+	if(fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, FB_C2E_STEM, seq, val, len) != 0){
 		m->pump_full = true;
 		return 1; /* full: the rest waits */
 	}
@@ -478,14 +482,45 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		};
 		(void)fb_prom_start(&po, &m.prom); /* logs why not; the bridge runs on without it */
 	}
-	while(!atomic_load(&sh->stop) && getppid() == a->broker){
-		fb_sleep_ms(SNAPSHOT_MS);
-		/* The heartbeat: snapshot() takes the spool's lock, so a worker stuck while holding it
-		 * (inside a settle, say) stops the beat too. A stopped process (SIGSTOP) beats no more. */
-		snapshot(&m);
-		status_file(&m);
-		atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
+	{
+		struct fb_control_deps cd = {
+			.spool_path = m.cfg->spool.path,
+			.spool = m.spool,
+			.ring = &sh->requeue,
+			.max_size = m.cfg->spool.max_size,
+			.max_live = &sh->chan.max_live,
+			.wake = wake_broker,
+			.wake_ud = &m,
+			.lg = &m.lg,
+		};
+
+		if(fb_control_open(&cd, &m.ctl) < 0){
+			fb_log(&m.lg, MOSQ_LOG_WARNING, "out of memory: requeue-dead and purge-dead on this running "
+					"bridge are refused");
+		}
 	}
+	{
+		uint64_t due = fb_mono_ms() + SNAPSHOT_MS, now;
+		bool busy = false;
+
+		while(!atomic_load(&sh->stop) && getppid() == a->broker){
+			now = fb_mono_ms();
+			if(now < due){
+				fb_sleep_ms((unsigned)(busy && due - now > CONTROL_MS ? CONTROL_MS : due - now));
+			}
+			if(fb_mono_ms() >= due){
+				/* The heartbeat: snapshot() takes the spool's lock, so a worker stuck while holding
+				 * it (inside a settle, say) stops the beat too. A stopped process (SIGSTOP) beats
+				 * no more. */
+				snapshot(&m);
+				status_file(&m);
+				atomic_fetch_add_explicit(&sh->beat, 1, memory_order_release);
+				due = fb_mono_ms() + SNAPSHOT_MS;
+			}
+			busy = fb_control_turn(m.ctl);
+		}
+	}
+	fb_control_close(m.ctl);
 	fb_prom_stop(m.prom);
 	fb_session_stop(m.link);
 	fb_tail_cleanup(&m.tail);

@@ -3,6 +3,7 @@
  * text and JSON; the spool folder byte-identical (SHA-256 of every file, sizes, mtimes) before and
  * after each run, while the edge's link process holds the spool and after the edge stopped. */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,27 @@
 	"  - local: local/alarm/#\n" \
 	"    cloud: edge/${site_id}/alarm/#\n" \
 	"    priority: 0\n"
+
+/* The cloud's ACL for the edge that accepts forbidden/site-A/# too. */
+static const struct fbh_cloud_opts open_cloud = { .acl = "user " FBH_EDGE_USER "\n"
+	"topic readwrite edge/site-A/#\n"
+	"topic readwrite forbidden/site-A/#\n"
+	"\n"
+	"user " FBH_CLOUD_TEST_USER "\n"
+	"topic readwrite #\n" };
+
+/* Checks the JSON of `spool purge-dead --json`: ok, PURGED dead letters, IN_USE, no diagnostics. */
+static void check_purged_json(const char *out, int purged, bool in_use)
+{
+	cJSON *j = cJSON_Parse(out);
+
+	ck_assert_msg(j != NULL, "not JSON: %s", out);
+	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")));
+	ck_assert_int_eq(cJSON_GetObjectItem(j, "purged")->valueint, purged);
+	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "in_use")) == in_use);
+	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "diagnostics")), 0);
+	cJSON_Delete(j);
+}
 
 /* Runs the CLI with ARGS (after the program, NULL-terminated); returns its exit code and *OUT
  * (stdout and stderr; caller frees). */
@@ -53,16 +75,6 @@ static int cli_still(const char *spool, char **out, const char *a0, const char *
 	free(before);
 	free(after);
 	return rc;
-}
-
-static int line_count(const char *text)
-{
-	int n = 0;
-
-	for(const char *p = text; *p; p++){
-		n += *p == '\n';
-	}
-	return n;
 }
 
 /* Removes the " age N.Ns" of each line of TEXT in place (ages move on). */
@@ -253,20 +265,6 @@ START_TEST(peek_and_dead_show_exact_records_and_change_no_byte)
 		check_dead_json(out, running, reason);
 		free(out);
 
-		if(running){
-			/* Changing the spool under a running link process is refused, nothing changed. */
-			ck_assert_int_eq(cli_still(spool, &out, "spool", "requeue-dead", spool, NULL, NULL), 1);
-			ck_assert_msg(strstr(out, "error: spool ") == out && strstr(out, " is in use by a running "
-					"link process (pid ") && strstr(out, "): stop the broker first; requeue-dead on a "
-					"running broker is not supported yet, nothing changed\n"), "output: %s", out);
-			ck_assert_int_eq(line_count(out), 1);
-			free(out);
-			ck_assert_int_eq(cli_still(spool, &out, "spool", "purge-dead", "--json", spool, NULL), 1);
-			ck_assert_msg(strstr(out, "purge-dead on a running broker is not supported yet")
-					&& strstr(out, "\"ok\":\tfalse") && strstr(out, "\"purged\":\t0"), "output: %s", out);
-			free(out);
-		}
-
 		/* The stats agree. */
 		ck_assert_int_eq(cli_still(spool, &out, "spool", spool, NULL, NULL, NULL), 0);
 		ck_assert_msg(strncmp(out, "out: 8 messages, ", 17) == 0 && strstr(out, "\ndead letters: 2\n"),
@@ -305,14 +303,8 @@ START_TEST(peek_and_dead_show_exact_records_and_change_no_byte)
 			"forbidden/site-A/z", "forbidden/site-A/z" };
 		static const char *const want_payloads[10] = { "alarm-0", "alarm-1", "alarm-2", "t0", "t1",
 			"t2", "t3", "t4", "s0", "s1" };
-		struct fbh_cloud_opts co = { .acl = "user " FBH_EDGE_USER "\n"
-			"topic readwrite edge/site-A/#\n"
-			"topic readwrite forbidden/site-A/#\n"
-			"\n"
-			"user " FBH_CLOUD_TEST_USER "\n"
-			"topic readwrite #\n" };
 
-		start_cloud(&cloud, &co);
+		start_cloud(&cloud, &open_cloud);
 		sub = fbh_sub_start(cloud.port2, &cloud_tester, "#", 1);
 		ck_assert_ptr_nonnull(sub);
 		start_edge(&edge, cloud.port, TOOLS_YAML, NULL);
@@ -372,15 +364,7 @@ START_TEST(peek_and_dead_show_exact_records_and_change_no_byte)
 
 	/* purge-dead removes them. */
 	ck_assert_int_eq(cli_run(&out, "spool", "purge-dead", "--json", spool, NULL), 0);
-	{
-		cJSON *j = cJSON_Parse(out);
-
-		ck_assert_msg(j != NULL, "not JSON: %s", out);
-		ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")));
-		ck_assert_int_eq(cJSON_GetObjectItem(j, "purged")->valueint, 2);
-		ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(j, "in_use")));
-		cJSON_Delete(j);
-	}
+	check_purged_json(out, 2, false);
 	free(out);
 	ck_assert_int_eq(cli_still(spool, &out, "spool", spool, NULL, NULL, NULL), 0);
 	ck_assert_str_eq(out, "out: 0 messages, 0 bytes, oldest seq 0\nin: 0 messages\ndead letters: 0\n");
@@ -389,6 +373,234 @@ START_TEST(peek_and_dead_show_exact_records_and_change_no_byte)
 	ck_assert_str_eq(out, "0 dead letters removed\n");
 	free(out);
 	free(reason);
+	free(spool);
+}
+END_TEST
+
+/* Restarts CLOUD (OPTS: its ACL) and waits until the edge (its status in SYS) is connected again. */
+static void cloud_restart(struct fbh_broker *cloud, const struct fbh_cloud_opts *opts, struct fbh_sub *sys)
+{
+	ck_assert_int_eq(fbh_broker_stop(cloud), 0);
+	ck_assert(sys_wait_u64(sys, "connected", 0, 15000));
+	start_cloud(cloud, opts);
+	ck_assert(sys_wait_u64(sys, "connected", 1, 20000));
+}
+
+/* Sends N messages "sI" (I from FIRST) on local/secret/z, which the standard cloud refuses. */
+static void publish_secrets(struct fbh_broker *edge, int first, int n)
+{
+	struct fbh_pub *pub = fbh_pub_connect(edge->port, NULL);
+	char payload[16];
+
+	ck_assert_ptr_nonnull(pub);
+	for(int i = first; i < first + n; i++){
+		snprintf(payload, sizeof(payload), "s%d", i);
+		ck_assert_int_ge(fbh_pub_send(pub, "local/secret/z", payload, (int)strlen(payload), 1, false, NULL), 0);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+}
+
+/* requeue-dead and purge-dead on a running broker go through its link process: the dead letters
+ * reach the cloud once it accepts them, in order, behind what was queued, without their reason;
+ * purge-dead empties "dead"; a link process that does not answer (SIGSTOP) gets its request taken
+ * back, nothing changed; a second request while one is pending is refused. */
+START_TEST(requeue_and_purge_dead_while_running)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sys, *sub;
+	char *spool, *request, *out, *line;
+	pid_t lp;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	spool = fbh_strdupf("%s/spool", edge.dir);
+	request = fbh_strdupf("%s-request", spool);
+	start_cloud(&cloud, NULL);
+	start_edge(&edge, cloud.port, TOOLS_YAML, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+
+	/* Three messages the cloud refuses: three dead letters. */
+	publish_secrets(&edge, 0, 3);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 3, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 3, 10000));
+
+	/* The cloud accepts them now; one telemetry message is forwarded first. */
+	cloud_restart(&cloud, &open_cloud, sys);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "#", 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/y", "t", 1, 1, NULL, 10000), 1);
+	ck_assert(fbh_sub_wait_count(sub, 1, 10000) == 1);
+
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(cli_run(&out, "spool", "requeue-dead", spool, NULL, NULL), 0);
+	ck_assert_str_eq(out, "3 dead letters queued again for the cloud\n");
+	free(out);
+	ck_assert(wait_exactly(sub, 4, 10000, 500));
+	for(int i = 0; i < 4; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		char want[8];
+
+		snprintf(want, sizeof(want), i ? "s%d" : "t0", i - 1);
+		ck_assert_str_eq(m->topic, i ? "forbidden/site-A/z" : "edge/site-A/telemetry/y");
+		ck_assert_int_eq(m->payloadlen, 2);
+		ck_assert_int_eq(memcmp(m->payload, want, 2), 0);
+		ck_assert_ptr_null(fbh_msg_user_prop(m, "flowmq-dead-reason"));
+		ck_assert_ptr_nonnull(fbh_msg_user_prop(m, "flowmq-bridge-origin"));
+		ck_assert_str_eq(fbh_msg_user_prop(m, "flowmq-bridge-origin"), "site-A");
+	}
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 4, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 3, 5000));
+	line = fbh_strdupf("requeue-dead by pid ");
+	ck_assert_msg(fbh_broker_log_line_has(&edge, line, ": 3 dead letters queued again for the cloud"),
+			"no log line of the requeue");
+	free(line);
+	ck_assert_int_eq(access(request, F_OK), -1);
+	fbh_sub_stop(sub);
+
+	/* The cloud refuses again: two dead letters, which purge-dead removes. */
+	cloud_restart(&cloud, NULL, sys);
+	publish_secrets(&edge, 3, 2);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 2, 10000));
+	ck_assert_int_eq(cli_run(&out, "spool", "purge-dead", "--json", spool, NULL), 0);
+	check_purged_json(out, 2, true);
+	free(out);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 10000));
+
+	/* One more dead letter; the link process stopped: the request is taken back unanswered. */
+	publish_secrets(&edge, 5, 1);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 1, 10000));
+	lp = link_pid(edge.pid);
+	ck_assert_int_gt(lp, 0);
+	ck_assert_int_eq(kill(lp, SIGSTOP), 0);
+	ck_assert_int_eq(cli_run(&out, "spool", "requeue-dead", "--timeout", "2", spool), 1);
+	line = fbh_strdupf("error: spool %s: the running link process (pid %d) did not take the request within "
+			"2 s (is it stopped or hung?); nothing changed\n", spool, (int)lp);
+	ck_assert_str_eq(out, line);
+	free(line);
+	free(out);
+	ck_assert_int_eq(access(request, F_OK), -1);
+
+	/* A request pending (written here by hand): a second one is refused. */
+	fbh_write_file(request, "flowmq-bridge-request 1\nop purge-dead\nnonce 0123456789abcdef0123456789abcdef\n"
+			"pid 1\n", 0600);
+	ck_assert_int_eq(cli_run(&out, "spool", "purge-dead", "--timeout", "1", spool), 1);
+	line = fbh_strdupf("error: spool %s: another request to the running link process (pid %d) is pending; "
+			"try again once it is answered, nothing changed\n", spool, (int)lp);
+	ck_assert_str_eq(out, line);
+	free(line);
+	free(out);
+	ck_assert_int_eq(unlink(request), 0);
+	ck_assert_int_eq(kill(lp, SIGCONT), 0);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 1, 10000));
+	ck_assert_int_eq(cli_run(&out, "spool", "dead", spool, NULL, NULL), 0);
+	ck_assert_msg(strncmp(out, "1 dead letter\n", 14) == 0, "output: %s", out);
+	free(out);
+	fbh_sub_stop(sys);
+	free(request);
+	free(spool);
+}
+END_TEST
+
+/* requeue-dead on a running broker whose spool is full (spool.max_size, on_full reject, the cloud
+ * away): after 10 s without room the answer comes early, saying how many wait (exit code 1); the
+ * link process goes on, and once the cloud is back and the backlog drains, the dead letters are
+ * delivered behind it, in order. */
+START_TEST(requeue_dead_waits_for_room_in_a_full_spool)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { 0 };
+	struct fbh_client_opts so = persistent_sub("cloud-sub-requeue-full");
+	struct fbh_sub *sys, *sub;
+	struct fbh_pub *pub;
+	char *spool, *yaml, *p, *out, *want, big[301];
+	long filled;
+	pid_t lp;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	spool = fbh_strdupf("%s/spool", edge.dir);
+	co.extra = cloud_persistent_extra(&cloud);
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, "#", 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_sub_stop(sub);
+	p = strstr(TOOLS_YAML, "  path: @SPOOL_PATH@\n");
+	ck_assert_ptr_nonnull(p);
+	yaml = fbh_strdupf("%.*s  path: @SPOOL_PATH@\n  max_size: 64KiB\n  on_full: reject\n%s", (int)(p - TOOLS_YAML),
+			TOOLS_YAML, p + strlen("  path: @SPOOL_PATH@\n"));
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+
+	/* Three dead letters of 300 bytes each, larger than any message of the backlog. */
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(int i = 0; i < 3; i++){
+		memset(big, 'x', 300);
+		big[0] = (char)('0' + i);
+		ck_assert_int_ge(fbh_pub_send(pub, "local/secret/z", big, 300, 1, false, NULL), 0);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	fbh_pub_close(pub);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 3, 10000));
+
+	/* The cloud goes away; small messages fill the spool until it refuses them. */
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	ck_assert(sys_wait_u64(sys, "connected", 0, 15000));
+	filled = fbh_publish(edge.port, NULL, "local/telemetry/y", "f", 3000, 1, NULL, 120000);
+	ck_assert_int_gt(filled, 10);
+	ck_assert_int_lt(filled, 3000);
+	{
+		char n[24];
+
+		snprintf(n, sizeof(n), "%ld", filled);
+		ck_assert(sys_wait(sys, "spool/messages", n, 10000));
+	}
+
+	lp = link_pid(edge.pid);
+	ck_assert_int_gt(lp, 0);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(cli_run(&out, "spool", "requeue-dead", "--timeout", "40", spool), 1);
+	want = fbh_strdupf("error: spool %s: requeue-dead by the running link process (pid %d): 0 done, 3 left: "
+			"3 dead letters wait for room in the staging channel (spool.max_size reached, or the link "
+			"process is behind); they are queued as room comes\n", spool, (int)lp);
+	ck_assert_str_eq(out, want);
+	free(want);
+	free(out);
+	ck_assert_uint_eq(strtoull(sys_value(sys, "spool/dead"), NULL, 10), 3);
+
+	/* The cloud is back and accepts them: the backlog, then the three, in order. */
+	co.acl = open_cloud.acl;
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &so, "#", 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert(wait_exactly(sub, (size_t)filled + 3, 60000, 1000));
+	for(long i = 0; i < filled; i++){
+		ck_assert_int_eq(payload_index(fbh_sub_msg(sub, (size_t)i), "f"), i);
+	}
+	for(int i = 0; i < 3; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, (size_t)filled + (size_t)i);
+
+		ck_assert_str_eq(m->topic, "forbidden/site-A/z");
+		ck_assert_int_eq(m->payloadlen, 300);
+		ck_assert_int_eq(((const char *)m->payload)[0], '0' + i);
+		ck_assert_ptr_null(fbh_msg_user_prop(m, "flowmq-dead-reason"));
+	}
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(fbh_wait_log(&edge, ": 3 dead letters queued again for the cloud", 10000));
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	free((char *)co.extra);
+	free(yaml);
 	free(spool);
 }
 END_TEST
@@ -430,6 +642,8 @@ int main(void)
 
 	tcase_add_test(tc, peek_and_dead_show_exact_records_and_change_no_byte);
 	tcase_add_test(tc, peek_and_dead_refuse_bad_usage_and_missing_spools);
+	tcase_add_test(tc, requeue_and_purge_dead_while_running);
+	tcase_add_test(tc, requeue_dead_waits_for_room_in_a_full_spool);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }

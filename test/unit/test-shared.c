@@ -96,7 +96,7 @@ static void next_ok(struct fb_c2e *r, struct fb_c2e_reader *rd, uint64_t seq, si
 	uint64_t got;
 	size_t n;
 
-	ck_assert_int_eq(fb_c2e_next(r, rd, dir, &got, &rec, &n), 1);
+	ck_assert_int_eq(fb_c2e_next(r, rd, dir, FB_C2E_STEM, &got, &rec, &n), 1);
 	ck_assert_uint_eq(got, seq);
 	ck_assert_uint_eq(n, len);
 	ck_assert_ptr_nonnull(rec);
@@ -119,7 +119,7 @@ START_TEST(test_ring_records_come_out_in_order_across_the_wrap)
 	while(read < 400){
 		while(seq < 400){
 			fill(buf, seq + 1, sizeof(buf));
-			if(fb_c2e_put(r, dir, seq + 1, buf, sizeof(buf)) == -ENOBUFS){
+			if(fb_c2e_put(r, dir, FB_C2E_STEM, seq + 1, buf, sizeof(buf)) == -ENOBUFS){
 				break;
 			}
 			seq++;
@@ -131,7 +131,7 @@ START_TEST(test_ring_records_come_out_in_order_across_the_wrap)
 			read++;
 		}
 	}
-	ck_assert_int_eq(fb_c2e_next(r, &rd, dir, &seq, &rec, &n), 0);
+	ck_assert_int_eq(fb_c2e_next(r, &rd, dir, FB_C2E_STEM, &seq, &rec, &n), 0);
 	ck_assert_int_eq(fb_c2e_waiting(r), 0);
 	fb_c2e_reader_cleanup(&rd);
 	free(r);
@@ -147,7 +147,7 @@ START_TEST(test_full_ring_refuses_until_the_reader_consumes)
 
 	fill(buf, 1, sizeof(buf));
 	/* 1 MiB + 16 bytes each: 7 fit into 8 MiB. */
-	while(fb_c2e_put(r, dir, put + 1, buf, sizeof(buf)) == 0){
+	while(fb_c2e_put(r, dir, FB_C2E_STEM, put + 1, buf, sizeof(buf)) == 0){
 		fill(buf, put + 2, sizeof(buf));
 		put++;
 	}
@@ -155,7 +155,7 @@ START_TEST(test_full_ring_refuses_until_the_reader_consumes)
 	ck_assert_int_eq(fb_c2e_waiting(r), 1);
 	next_ok(r, &rd, 1, sizeof(buf));
 	fill(buf, 8, sizeof(buf));
-	ck_assert_int_eq(fb_c2e_put(r, dir, 8, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(fb_c2e_put(r, dir, FB_C2E_STEM, 8, buf, sizeof(buf)), 0);
 	for(uint64_t s = 2; s <= 8; s++){
 		next_ok(r, &rd, s, sizeof(buf));
 	}
@@ -174,13 +174,33 @@ START_TEST(test_record_larger_than_half_the_ring_travels_in_a_file)
 
 	ck_assert_ptr_nonnull(buf);
 	fill(buf, 5, len);
-	ck_assert_int_eq(fb_c2e_put(r, dir, 5, buf, len), 0);
+	ck_assert_int_eq(fb_c2e_put(r, dir, FB_C2E_STEM, 5, buf, len), 0);
 	snprintf(path, sizeof(path), "%s/flowmq-c2e-5", dir);
 	ck_assert_int_eq(access(path, F_OK), 0);
 	/* The ring carries only its head: 16 bytes. */
 	ck_assert_uint_eq(atomic_load(&r->tail), 16);
+	{
+		/* Read without being consumed (a requeued dead letter the channel has no room for):
+		 * the same record again, its file kept. */
+		const uint8_t *rec;
+		uint64_t got;
+		size_t n;
+
+		ck_assert_int_eq(fb_c2e_next(r, &rd, dir, FB_C2E_STEM, &got, &rec, &n), 1);
+		ck_assert_uint_eq(got, 5);
+		ck_assert_uint_eq(n, len);
+		ck_assert_int_eq(access(path, F_OK), 0);
+	}
 	next_ok(r, &rd, 5, len);
-	ck_assert_int_ne(access(path, F_OK), 0); /* read and removed */
+	ck_assert_int_ne(access(path, F_OK), 0); /* consumed and removed */
+	/* The requeue ring's files have names of their own. */
+	ck_assert_int_eq(fb_c2e_put(r, dir, FB_REQUEUE_STEM, 5, buf, len), 0);
+	snprintf(path, sizeof(path), "%s/flowmq-requeue-5", dir);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_int_eq(fb_c2e_next(r, &rd, dir, FB_REQUEUE_STEM, &(uint64_t){ 0 }, &(const uint8_t *){ NULL },
+			&(size_t){ 0 }), 1);
+	fb_c2e_consume(r, &rd);
+	ck_assert_int_ne(access(path, F_OK), 0);
 	fb_c2e_reader_cleanup(&rd);
 	free(buf);
 	free(r);

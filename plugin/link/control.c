@@ -1,0 +1,339 @@
+/* flowmq-bridge: requeue-dead and purge-dead on the running link process's spool (see control.h);
+ * flowmq-link's main thread. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "control.h"
+#include "record.h"
+#include "request.h"
+#include "session.h" /* FB_DEAD_REASON_PROPERTY */
+
+/* Dead letters in the requeue ring at a time, and read or deleted per batch. */
+#define REQUEUE_WINDOW 256
+#define BATCH 256
+/* Purged per turn (a turn is 20 ms apart while a request is in progress). */
+#define PURGE_PER_TURN 4096
+/* Without progress this long, the reply goes (the rest goes on). */
+#define STUCK_MS 10000
+
+struct put {
+	uint64_t seq;   /* the dead letter's */
+	size_t len;     /* its value's, for the spool's accounting */
+	uint64_t end;   /* the ring's tail after it: staged once the head is there */
+};
+
+struct fb_control {
+	struct fb_control_deps d;
+	bool active;
+	bool replied;
+	struct fb_request rq;
+	uint64_t bound;        /* dead letters the spool held when the request came: the ones it is for */
+	uint64_t found;        /* of those, read so far */
+	uint64_t cursor;       /* the newest dead seq read */
+	uint64_t done;         /* requeued (staged and deleted) or purged */
+	uint64_t kept;         /* too large for the staging channel: left dead letters */
+	uint64_t progress_ms;  /* when something last moved */
+	struct put puts[REQUEUE_WINDOW];
+	size_t first, n;       /* the puts not yet deleted, a ring over PUTS */
+	struct fb_spool_del dels[BATCH];
+	size_t ndels;
+	int err;               /* of the last visit */
+};
+
+uint8_t *fb_control_requeued(const uint8_t *val, size_t len, size_t *out_len)
+{
+	struct fb_record r;
+	uint8_t *props = NULL, *buf;
+
+	if(fb_record_decode(val, len, &r) != 0){
+		buf = malloc(len ? len : 1);
+		if(buf){
+			memcpy(buf, val, len);
+			*out_len = len;
+		}
+		return buf;
+	}
+	if(r.props_len){
+		props = malloc(r.props_len);
+		if(props == NULL){
+			return NULL;
+		}
+		memcpy(props, r.props, r.props_len);
+		r.props_len = fb_props_remove_user(props, r.props_len, FB_DEAD_REASON_PROPERTY);
+		r.props = props;
+	}
+	r.enqueue_ms = fb_wall_ms();
+	*out_len = fb_record_size(&r);
+	buf = malloc(*out_len);
+	if(buf){
+		fb_record_encode(&r, buf);
+	}
+	free(props);
+	return buf;
+}
+
+static void reply(struct fb_control *c, bool ok, const char *error)
+{
+	struct fb_reply rp = { .ok = ok, .done = c->done };
+	int rc;
+
+	rp.left = c->bound > c->done + c->kept ? c->bound - c->done - c->kept : 0;
+	snprintf(rp.error, sizeof(rp.error), "%s", error ? error : "");
+	rc = fb_reply_post(c->d.spool_path, &c->rq, &rp);
+	if(rc < 0){
+		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: cannot answer the %s request of pid %ld: %s",
+				c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid, strerror(-rc));
+	}
+	c->replied = true;
+}
+
+/* The end of a request: the log line, and the reply unless it went already. */
+static void finish(struct fb_control *c, int rc)
+{
+	char why[256] = "";
+
+	if(rc < 0){
+		snprintf(why, sizeof(why), "%s stopped after %" PRIu64 " dead letters: %s",
+				fb_request_op_name(c->rq.op), c->done, strerror(-rc));
+		fb_log(c->d.lg, MOSQ_LOG_ERR, "spool %s: %s", c->d.spool_path, why);
+	}else if(c->kept){
+		snprintf(why, sizeof(why), "%" PRIu64 " dead letter%s larger than the staging channel takes "
+				"(spool.max_size) stay%s", c->kept, c->kept == 1 ? "" : "s", c->kept == 1 ? "s" : "");
+	}
+	if(rc == 0){
+		fb_log(c->d.lg, MOSQ_LOG_NOTICE, "spool %s: %s by pid %ld: %" PRIu64 " dead letter%s %s%s%s",
+				c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid, c->done, c->done == 1 ? "" : "s",
+				c->rq.op == FB_REQUEST_REQUEUE_DEAD ? "queued again for the cloud" : "removed",
+				why[0] ? "; " : "", why);
+	}
+	if(!c->replied){
+		reply(c, rc == 0 && c->kept == 0, why[0] ? why : NULL);
+	}
+	c->active = false;
+}
+
+/* ---- purge-dead -------------------------------------------------------------------------------- */
+
+static int purge_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_control *c = ud;
+
+	(void)val;
+	c->dels[c->ndels++] = (struct fb_spool_del){ seq, len };
+	c->cursor = seq;
+	c->found++;
+	return 0;
+}
+
+static void purge_turn(struct fb_control *c)
+{
+	int rc = 0;
+
+	for(size_t turn = 0; turn < PURGE_PER_TURN / BATCH && c->found < c->bound; turn++){
+		uint64_t want = c->bound - c->found;
+
+		c->ndels = 0;
+		rc = fb_spool_read(c->d.spool, FB_Q_DEAD, c->cursor, want < BATCH ? (size_t)want : BATCH, purge_visit, c);
+		if(rc <= 0){
+			c->bound = c->found; /* fewer than there were (none can be added below the cursor) */
+			break;
+		}
+		rc = fb_spool_delete_many(c->d.spool, FB_Q_DEAD, c->dels, c->ndels);
+		if(rc < 0){
+			break;
+		}
+		c->done += c->ndels;
+		c->progress_ms = fb_mono_ms();
+	}
+	if(rc < 0 || c->found >= c->bound){
+		finish(c, rc < 0 ? rc : 0);
+	}
+}
+
+/* ---- requeue-dead ------------------------------------------------------------------------------ */
+
+/* Deletes the dead letters the broker has staged (the ring's head is past them), after the staging
+ * files and the WAL are on disk. */
+static int requeue_release(struct fb_control *c)
+{
+	uint64_t head = atomic_load_explicit(&c->d.ring->head, memory_order_acquire);
+	size_t k = 0;
+	int rc;
+
+	while(k < c->n && c->puts[(c->first + k) % REQUEUE_WINDOW].end <= head){
+		const struct put *p = &c->puts[(c->first + k) % REQUEUE_WINDOW];
+
+		c->dels[k] = (struct fb_spool_del){ p->seq, p->len };
+		k++;
+	}
+	if(k == 0){
+		return 0;
+	}
+	rc = fb_spool_sync(c->d.spool);
+	if(rc == 0){
+		rc = fb_spool_delete_many(c->d.spool, FB_Q_DEAD, c->dels, k);
+	}
+	if(rc < 0){
+		return rc;
+	}
+	c->first = (c->first + k) % REQUEUE_WINDOW;
+	c->n -= k;
+	c->done += k;
+	c->progress_ms = fb_mono_ms();
+	return 0;
+}
+
+static int requeue_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_control *c = ud;
+	uint64_t max = c->d.max_size, live = atomic_load_explicit(c->d.max_live, memory_order_relaxed);
+	size_t rlen;
+	uint8_t *rec;
+	int rc;
+
+	if(live && (max == 0 || live < max)){
+		max = live;
+	}
+	rec = fb_control_requeued(val, len, &rlen);
+	if(rec == NULL){
+		c->err = -ENOMEM;
+		return 1;
+	}
+	if(max && FB_CHAN_KEY_LEN + (uint64_t)rlen > max){
+		/* The broker could never stage it (fb_chan_append(): -E2BIG): it stays a dead letter. */
+		c->kept++;
+	}else{
+		rc = fb_c2e_put(c->d.ring, c->d.spool_path, FB_REQUEUE_STEM, seq, rec, rlen);
+		if(rc < 0){
+			free(rec);
+			return 1; /* no room in the ring now: this one again at the next turn */
+		}
+		c->puts[(c->first + c->n) % REQUEUE_WINDOW] = (struct put){ seq, len,
+			atomic_load_explicit(&c->d.ring->tail, memory_order_relaxed) };
+		c->n++;
+	}
+	free(rec);
+	c->cursor = seq;
+	c->found++;
+	return 0;
+}
+
+static void requeue_turn(struct fb_control *c)
+{
+	int rc = requeue_release(c);
+
+	while(rc == 0 && c->found < c->bound && c->n < REQUEUE_WINDOW){
+		uint64_t want = c->bound - c->found, before = c->found;
+
+		if(want > REQUEUE_WINDOW - c->n){
+			want = REQUEUE_WINDOW - c->n;
+		}
+		c->err = 0;
+		rc = fb_spool_read(c->d.spool, FB_Q_DEAD, c->cursor, (size_t)want, requeue_visit, c);
+		if(rc >= 0 && c->err){
+			rc = c->err;
+		}
+		if(rc == 0){
+			c->bound = c->found; /* fewer than there were */
+		}
+		if(rc <= 0 || c->found == before){
+			break; /* done reading, or the ring is full */
+		}
+		rc = 0;
+	}
+	if(c->n){
+		c->d.wake(c->d.wake_ud); /* the broker thread stages them at its next tick */
+	}
+	if(rc < 0){
+		finish(c, rc);
+	}else if(c->found >= c->bound && c->n == 0){
+		finish(c, 0);
+	}else if(!c->replied && fb_mono_ms() - c->progress_ms >= STUCK_MS){
+		char why[256];
+
+		snprintf(why, sizeof(why), "%" PRIu64 " dead letters wait for room in the staging channel "
+				"(spool.max_size reached, or the link process is behind); they are queued as room comes",
+				c->bound - c->done - c->kept);
+		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: requeue-dead by pid %ld: %" PRIu64 " queued, %s",
+				c->d.spool_path, (long)c->rq.pid, c->done, why);
+		reply(c, false, why);
+	}
+}
+
+/* ---- requests ---------------------------------------------------------------------------------- */
+
+int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out)
+{
+	struct fb_control *c = calloc(1, sizeof(*c));
+
+	if(c == NULL){
+		return -ENOMEM;
+	}
+	c->d = *deps;
+	if(fb_request_abandoned(c->d.spool_path, &c->rq) == 1){
+		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the %s request of pid %ld was interrupted by the end "
+				"of the previous link process", c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid);
+		reply(c, false, "interrupted: the link process ended during the request; what was done stays "
+				"done, run it again for the rest");
+	}
+	*out = c;
+	return 0;
+}
+
+bool fb_control_turn(struct fb_control *c)
+{
+	struct fb_spool_stats st;
+	int rc;
+
+	if(c == NULL){
+		return false;
+	}
+	if(!c->active){
+		rc = fb_request_claim(c->d.spool_path, &c->rq);
+		if(rc <= 0){
+			if(rc < 0 && rc != -ENOENT){
+				fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: an unreadable request was removed: %s",
+						c->d.spool_path, strerror(-rc));
+			}
+			return false;
+		}
+		fb_spool_stats(c->d.spool, &st);
+		c->active = true;
+		c->replied = false;
+		c->bound = st.dead;
+		c->found = c->cursor = c->done = c->kept = 0;
+		c->first = c->n = 0;
+		c->progress_ms = fb_mono_ms();
+		fb_log(c->d.lg, MOSQ_LOG_NOTICE, "spool %s: %s requested by pid %ld (%" PRIu64 " dead letters)",
+				c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid, c->bound);
+	}
+	if(c->rq.op == FB_REQUEST_PURGE_DEAD){
+		purge_turn(c);
+	}else{
+		requeue_turn(c);
+	}
+	return c->active;
+}
+
+void fb_control_close(struct fb_control *c)
+{
+	if(c == NULL){
+		return;
+	}
+	if(c->active){
+		if(c->rq.op == FB_REQUEST_REQUEUE_DEAD){
+			(void)requeue_release(c);
+		}
+		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the %s request of pid %ld is interrupted by the stop "
+				"of the link process after %" PRIu64 " dead letters", c->d.spool_path,
+				fb_request_op_name(c->rq.op), (long)c->rq.pid, c->done);
+		if(!c->replied){
+			reply(c, false, "interrupted: the link process stopped during the request; what was done "
+					"stays done, run it again for the rest");
+		}
+	}
+	free(c);
+}
