@@ -186,13 +186,22 @@ void fb_supervise_restart(struct fb_supervise *s)
 
 	if(s->replacing){
 		if(fb_supervise_alive(s)){
-			if(!s->killed && fb_mono_ms() >= s->replace_ms){
+			now = fb_mono_ms();
+			if(now < s->replace_ms){
+				return;
+			}
+			if(!s->killed){
 				fb_log(s->lg, MOSQ_LOG_WARNING, "the link process did not stop within %d s; killing it",
 						STOP_WAIT_MS / 1000);
 				kill(s->child, SIGKILL);
-				s->killed = true; /* reaped by a later tick */
+				s->killed = true;
+				s->replace_ms = now + KILL_WAIT_MS; /* reaped by a later tick */
+				return;
 			}
-			return;
+			/* As fb_supervise_stop(): one stuck in the kernel is not waited for. */
+			fb_log(s->lg, MOSQ_LOG_WARNING, "the link process (pid %d) has not ended after SIGKILL; "
+					"not waiting for it", (int)s->child);
+			s->child = 0;
 		}
 		replace_now(s);
 		return;
