@@ -64,7 +64,8 @@ struct fb_bridge {
 	struct generation *link_gen;
 	struct fb_shared *sh;     /* the region shared with the link process (shared.h) */
 	int shfd;                 /* ... its memfd */
-	int cfgfd;                /* a memfd with the bytes of the configuration loaded first */
+	int cfgfd;                /* a memfd with the bytes of the configuration loaded first, until
+	                             b->sv takes it (then -1; b->sv.cfgfd is the link process's) */
 	struct fb_logq logq;      /* reader of the link process's log lines */
 	int efd;                  /* wakes the link process's worker */
 	pid_t broker;             /* this process */
@@ -501,6 +502,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		.fresh = fresh_channel,
 		.ud = b,
 	};
+	b->cfgfd = -1; /* b->sv owns it from here on (a reload replaces it) */
 	rc = fb_supervise_spawn(&b->sv);
 	if(rc < 0){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(-rc));
@@ -571,7 +573,9 @@ void fb_bridge_stop(struct fb_bridge *b)
 	if(b->shfd >= 0){
 		close(b->shfd);
 	}
-	if(b->cfgfd >= 0){
+	if(b->sv.sh){
+		fb_supervise_close(&b->sv); /* b->sv.cfgfd, and a pending replacement's */
+	}else if(b->cfgfd >= 0){
 		close(b->cfgfd);
 	}
 	fb_inject_cleanup(&b->inj);
@@ -933,11 +937,12 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 	return capture_lookup(b, topic, payload, payloadlen, props, retain);
 }
 
-/* After a reload: when the cloud settings of G differ from those of the link process and nothing
- * that needs a broker restart changed, the link process is stopped in order (it disconnects; what
- * it had not settled stays in the staging files and the spool) and a new one is started with the
- * bytes of CFGFD, a memfd of the reloaded file, which this takes. Otherwise logs what waits for a
- * restart. Broker thread. */
+/* After a reload: when the cloud settings of G differ from those of the link process (or of the
+ * one a pending replacement starts) and nothing that needs a broker restart changed, the link
+ * process is replaced (fb_supervise_replace(), without waiting): it is stopped in order (it
+ * disconnects; what it had not settled stays in the staging files and the spool) and a new one is
+ * started with the bytes of CFGFD, a memfd of the reloaded file, which this takes. Otherwise logs
+ * what waits for a restart. Broker thread. */
 static void reload_cloud(struct fb_bridge *b, struct generation *g, int cfgfd)
 {
 	const struct fb_config *run = (b->link_gen ? b->link_gen : b->first)->cfg;
@@ -956,21 +961,13 @@ static void reload_cloud(struct fb_bridge *b, struct generation *g, int cfgfd)
 	}
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reload of %s: cloud settings changed; restarting the link process "
 			"with them (what it had not sent stays in the spool)", b->config_file);
-	fb_supervise_stop(&b->sv);
-	atomic_store(&b->sh->stop, false);
-	close(b->cfgfd);
-	b->cfgfd = b->sv.cfgfd = cfgfd;
-	b->sv.restart_ms = 0;
-	b->sv.quick_fails = 0;
-	b->sv.started_ms = fb_mono_ms();
 	if(b->link_gen && b->link_gen != g){
 		b->link_gen->older = NULL; /* b->first stays */
 		generation_free(b->link_gen);
 	}
 	b->link_gen = g;
-	if(!b->sv.refused && fb_supervise_spawn(&b->sv) < 0){
-		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot start the link process: %s; retrying", strerror(errno));
-	}
+	/* Never waits: the tick starts the new one once the old one has ended (within 5 s, or killed). */
+	fb_supervise_replace(&b->sv, cfgfd);
 }
 
 int fb_bridge_reload(struct fb_bridge *b)

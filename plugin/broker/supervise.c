@@ -159,11 +159,53 @@ bool fb_supervise_alive(struct fb_supervise *s)
 	return false;
 }
 
-/* Restarts the link process if it has ended. Broker thread. */
+/* The replacement proper, once the old link process has ended: the pending configuration takes
+ * the place of the old one, and the new link process starts at once (no pause, not counted as a
+ * restart: nothing failed). */
+static void replace_now(struct fb_supervise *s)
+{
+	int rc;
+
+	atomic_store(&s->sh->stop, false);
+	close(s->cfgfd);
+	s->cfgfd = s->next_cfgfd;
+	s->next_cfgfd = -1;
+	s->replacing = false;
+	s->restart_ms = 0;
+	s->quick_fails = 0;
+	s->started_ms = fb_mono_ms();
+	if(!s->refused && (rc = fb_supervise_spawn(s)) < 0){
+		fb_log(s->lg, MOSQ_LOG_ERR, "cannot start the link process: %s; retrying", strerror(-rc));
+	}
+}
+
+/* Restarts the link process if it has ended; carries on a pending replacement. Broker thread. */
 void fb_supervise_restart(struct fb_supervise *s)
 {
 	uint64_t now;
 
+	if(s->replacing){
+		if(fb_supervise_alive(s)){
+			now = fb_mono_ms();
+			if(now < s->replace_ms){
+				return;
+			}
+			if(!s->killed){
+				fb_log(s->lg, MOSQ_LOG_WARNING, "the link process did not stop within %d s; killing it",
+						STOP_WAIT_MS / 1000);
+				kill(s->child, SIGKILL);
+				s->killed = true;
+				s->replace_ms = now + KILL_WAIT_MS; /* reaped by a later tick */
+				return;
+			}
+			/* As fb_supervise_stop(): one stuck in the kernel is not waited for. */
+			fb_log(s->lg, MOSQ_LOG_WARNING, "the link process (pid %d) has not ended after SIGKILL; "
+					"not waiting for it", (int)s->child);
+			s->child = 0;
+		}
+		replace_now(s);
+		return;
+	}
 	if((s->child > 0 && fb_supervise_alive(s)) || atomic_load(&s->sh->stop) || s->refused){
 		return;
 	}
@@ -215,8 +257,8 @@ void fb_supervise_watch(struct fb_supervise *s, bool writer_open)
 	unsigned states;
 	bool pending;
 
-	if(s->child <= 0 || s->killed){
-		return;
+	if(s->child <= 0 || s->killed || s->replacing){
+		return; /* a replacement's old link process is killed by its own deadline */
 	}
 	if(!s->child_running){
 		if(atomic_load_explicit(&sh->child_state, memory_order_acquire) != 1){
@@ -265,28 +307,78 @@ void fb_supervise_watch(struct fb_supervise *s, bool writer_open)
 	}
 }
 
-/* Stops the link process: an orderly stop (it disconnects from the cloud and closes the spool)
- * for at most STOP_WAIT_MS, at once SIGKILL when it is known to be hung. Nothing is lost either
- * way: what it had not settled is in the staging files. Waits at most KILL_WAIT_MS more for the
- * kernel to end it; one that does not end even then (stuck in the kernel) is left to init. */
-void fb_supervise_stop(struct fb_supervise *s)
+/* Asks the link process for an orderly stop without waiting for it: at once SIGKILL when it is
+ * known to be hung, else a wake of its worker, which sees sh->stop. */
+static void ask_stop(struct fb_supervise *s)
 {
-	uint64_t until;
 	uint64_t one = 1;
 
-	if(s->child <= 0){
-		return;
-	}
 	atomic_store(&s->sh->stop, true);
 	if(!s->killed && atomic_load_explicit(&s->sh->ctr.link_stalled, memory_order_relaxed)){
 		kill(s->child, SIGKILL);
 		s->killed = true;
 	}
+	if(!s->killed && write(s->efd, &one, sizeof(one)) < 0){
+		/* the worker also wakes within its poll timeout */
+	}
+}
+
+/* Replaces the link process with one started with CFGFD, never waiting (a reload on the broker
+ * thread: local traffic goes on meanwhile). The old one gets STOP_WAIT_MS for its orderly stop,
+ * as at a stop of the broker; the tick (fb_supervise_restart()) kills it after that and starts the
+ * new one once it has been reaped. */
+void fb_supervise_replace(struct fb_supervise *s, int cfgfd)
+{
+	if(s->replacing){
+		close(s->next_cfgfd); /* never used: the newest configuration wins */
+		s->next_cfgfd = cfgfd;
+		return;
+	}
+	s->next_cfgfd = cfgfd;
+	s->replacing = true;
+	if(!fb_supervise_alive(s)){
+		replace_now(s); /* none running (it ended and waits for its restart, or was refused) */
+		return;
+	}
+	s->replace_ms = fb_mono_ms() + STOP_WAIT_MS;
+	ask_stop(s);
+}
+
+/* Closes the configuration's memfds. */
+void fb_supervise_close(struct fb_supervise *s)
+{
+	if(s->replacing){
+		close(s->next_cfgfd);
+		s->replacing = false;
+	}
+	if(s->cfgfd >= 0){
+		close(s->cfgfd);
+		s->cfgfd = -1;
+	}
+}
+
+/* Stops the link process: an orderly stop (it disconnects from the cloud and closes the spool)
+ * for at most STOP_WAIT_MS (what is left of them when a replacement had asked for it already), at
+ * once SIGKILL when it is known to be hung. Nothing is lost either way: what it had not settled
+ * is in the staging files. Waits at most KILL_WAIT_MS more for the kernel to end it; one that does
+ * not end even then (stuck in the kernel) is left to init. */
+void fb_supervise_stop(struct fb_supervise *s)
+{
+	uint64_t until = fb_mono_ms() + STOP_WAIT_MS;
+
+	if(s->replacing){
+		/* The broker stops: no new link process; the old one is stopping already, within the
+		 * time it was given then. */
+		until = s->replace_ms;
+		close(s->next_cfgfd);
+		s->next_cfgfd = -1;
+		s->replacing = false;
+	}
+	if(s->child <= 0){
+		return;
+	}
+	ask_stop(s);
 	if(!s->killed){
-		if(write(s->efd, &one, sizeof(one)) < 0){
-			/* the worker also wakes within its poll timeout */
-		}
-		until = fb_mono_ms() + STOP_WAIT_MS;
 		while(fb_supervise_alive(s) && fb_mono_ms() < until){
 			fb_sleep_ms(5);
 		}

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -320,6 +321,204 @@ START_TEST(test_sighup_new_endpoints)
 }
 END_TEST
 
+/* ---- a SIGHUP while the link process is stopped -------------------------------------------- */
+
+/* A link process this test stopped with SIGSTOP, sent SIGCONT at the exit of the test's process
+ * should the test end early (a failed assertion exits at once; the harness's own exit handler,
+ * registered before, then stops the edge, whose stop would kill the link process after 5 s
+ * anyway: this way nothing stays stopped meanwhile). */
+static pid_t stopped_link;
+
+static void cont_stopped_link(void)
+{
+	if(stopped_link > 0){
+		kill(stopped_link, SIGCONT);
+		stopped_link = 0;
+	}
+}
+
+/* The edge's only child process, which must be the link process (flowmq-link); 0 when it has none
+ * right now. */
+static pid_t link_process(pid_t broker)
+{
+	char path[128], *text, *name;
+	long child = 0;
+	int end = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)broker, (int)broker);
+	text = fbh_read_file(path);
+	ck_assert_ptr_nonnull(text);
+	if(sscanf(text, "%ld %n", &child, &end) != 1){
+		free(text);
+		return 0;
+	}
+	ck_assert_str_eq(text + end, ""); /* exactly one child */
+	free(text);
+	snprintf(path, sizeof(path), "/proc/%ld/comm", child);
+	name = fbh_read_file(path);
+	if(name == NULL || strcmp(name, "mosquitto\n") == 0){
+		free(name);
+		return 0; /* ended in between, or forked and not named yet */
+	}
+	ck_assert_str_eq(name, "flowmq-link\n");
+	free(name);
+	return (pid_t)child;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* One local round trip on the edge: a QoS 1 publish to a topic no rule forwards, until both its
+ * PUBACK and its delivery to the local subscriber SUB have arrived. Returns the time in ms, or a
+ * negative value when it has not completed within 20 s. */
+static double local_round_trip(struct fbh_pub *pub, struct fbh_sub *sub, size_t i)
+{
+	char payload[32];
+	int len = snprintf(payload, sizeof(payload), "r%zu", i);
+	double t0 = now_ms(), t;
+
+	ck_assert_int_ge(fbh_pub_send(pub, "local/probe/rt", payload, len, 1, false, NULL), 0);
+	do{
+		if(fbh_pub_acked(pub) == i + 1 && fbh_sub_count(sub) == i + 1){
+			t = now_ms() - t0;
+			ck_assert_str_eq(fbh_sub_msg(sub, i)->payload, payload);
+			return t;
+		}
+		usleep(200);
+	}while(now_ms() - t0 < 20000);
+	return -1;
+}
+
+/* SIGHUP with a new endpoint list while the link process is stopped (SIGSTOP): it cannot stop in
+ * order, and the broker thread does not wait for it. Local round trips on the edge during the
+ * following 3 s each take less than 500 ms (waiting for the link process, the broker would hold
+ * them ~6 s); the tick kills the old link process after 5 s and starts one with the new settings,
+ * which connects to cloud B. Of the 90 messages published before the SIGSTOP, while it is stopped,
+ * during the replacement and after it, cloud A gets p0..p(K-1) in order and cloud B pJ..p89 in
+ * order with J <= K: none lost. */
+START_TEST(test_sighup_stopped_link_does_not_hold_the_broker)
+{
+	struct fbh_broker a, b, edge;
+	struct fbh_sub *suba, *subb, *sys, *local;
+	struct fbh_pub *pub, *probe;
+	double max = 0, t0;
+	size_t k, j, nb, n = 0;
+	pid_t link;
+	char *yaml;
+
+	fbh_broker_init(&a, "cloudA");
+	fbh_broker_init(&b, "cloudB");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&a, NULL);
+	start_cloud(&b, NULL);
+	suba = fbh_sub_start(a.port2, &cloud_tester, "edge/site-A/#", 1);
+	subb = fbh_sub_start(b.port2, &cloud_tester, "edge/site-A/#", 1);
+	ck_assert_ptr_nonnull(suba);
+	ck_assert_ptr_nonnull(subb);
+	start_edge(&edge, a.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+	local = fbh_sub_start(edge.port, NULL, "local/probe/#", 1);
+	ck_assert_ptr_nonnull(local);
+	probe = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(probe);
+
+	publish_range(&edge, 0, 20);
+	ck_assert(wait_exactly(suba, 20, 30000, 300));
+
+	/* The link process stops; the edge still takes and stages messages. */
+	link = link_process(edge.pid);
+	ck_assert_int_gt(link, 0);
+	atexit(cont_stopped_link);
+	stopped_link = link;
+	ck_assert_int_eq(kill(link, SIGSTOP), 0);
+	publish_range(&edge, 20, 30);
+
+	/* The endpoint list now names cloud B only. */
+	yaml = fbh_edge_yaml(&edge, b.port, FBH_YAML_STANDARD);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGHUP), 0);
+	/* p50..p69 during the replacement, without waiting for their acknowledgements. */
+	for(size_t i = 50; i < 70; i++){
+		char payload[32];
+		int len = snprintf(payload, sizeof(payload), "p%zu", i);
+
+		ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/rot", payload, len, 1, false, NULL), 0);
+	}
+	t0 = now_ms();
+	while(now_ms() - t0 < 3000){
+		double t = local_round_trip(probe, local, n);
+
+		ck_assert_msg(t >= 0, "local round trip %zu did not complete within 20 s", n);
+		ck_assert_msg(t < 500, "local round trip %zu took %.1f ms, %.0f ms after the SIGHUP", n, t, now_ms() - t0);
+		max = t > max ? t : max;
+		n++;
+		usleep(20000);
+	}
+	fprintf(stderr, "rotate: %zu local round trips in the 3 s after the SIGHUP, the longest %.1f ms\n", n, max);
+	/* The reload happened in that window, and the old link process is still there (stopped). */
+	ck_assert(fbh_broker_log_contains(&edge, "cloud settings changed; restarting the link process"));
+	ck_assert(!fbh_broker_log_contains(&edge, "did not stop within"));
+	ck_assert_int_eq(link_process(edge.pid), link);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+
+	ck_assert_msg(fbh_wait_log(&edge, "the link process did not stop within 5 s; killing it", 20000),
+			"the stopped link process was not killed");
+	stopped_link = 0; /* killed: nothing to continue */
+	{
+		char *line = fbh_strdupf("connected to mqtts://localhost:%d as", b.port);
+
+		ck_assert_msg(fbh_wait_log(&edge, line, 20000), "the link did not connect to cloud B");
+		free(line);
+	}
+	ck_assert_int_ne(link_process(edge.pid), link);
+	/* Killed for the replacement: neither an error nor a restart. */
+	ck_assert(!fbh_broker_log_contains(&edge, "the link process (pid"));
+	ck_assert(!fbh_broker_log_contains(&edge, "restarting the link process;"));
+	publish_range(&edge, 70, 20);
+
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 30000));
+	ck_assert(sys_wait_u64(sys, "link_restarts", 0, 10000));
+	k = fbh_sub_count(suba);
+	ck_assert_uint_ge(k, 20);
+	for(size_t i = 0; i < k; i++){
+		ck_assert_msg(payload_index(fbh_sub_msg(suba, i), "p") == (long)i, "cloud A message %zu is '%s'", i,
+				(const char *)fbh_sub_msg(suba, i)->payload);
+	}
+	ck_assert(fbh_sub_wait_count(subb, 90 - k, 30000) >= 90 - k);
+	usleep(500000);
+	nb = fbh_sub_count(subb);
+	ck_assert_uint_ge(nb, 90 - k);
+	j = (size_t)payload_index(fbh_sub_msg(subb, 0), "p");
+	ck_assert_uint_le(j, k);
+	ck_assert_uint_eq(nb, 90 - j);
+	for(size_t i = 0; i < nb; i++){
+		ck_assert_msg(payload_index(fbh_sub_msg(subb, i), "p") == (long)(j + i), "cloud B message %zu is '%s'", i,
+				(const char *)fbh_sub_msg(subb, i)->payload);
+	}
+	ck_assert_uint_eq(fbh_sub_count(suba), k);
+	/* The probes stayed local. */
+	ck_assert_uint_eq(fbh_sub_count(local), n);
+	fprintf(stderr, "rotate: cloud A got p0..p%zu, cloud B p%zu..p89 (%zu sent to both)\n", k - 1, j, k - j);
+	fbh_pub_close(probe);
+	fbh_sub_stop(local);
+	fbh_sub_stop(suba);
+	fbh_sub_stop(subb);
+	fbh_sub_stop(sys);
+	free(yaml);
+}
+END_TEST
+
 /* SIGHUP with a new spool.path and a new endpoint: both wait for a restart of the broker, which
  * the log says; the link process stays connected to the cloud it has. */
 START_TEST(test_sighup_spool_path_needs_restart)
@@ -370,6 +569,7 @@ int main(void)
 	tcase_add_test(tc, test_password_rotation);
 	tcase_add_test(tc, test_client_cert_rotation);
 	tcase_add_test(tc, test_sighup_new_endpoints);
+	tcase_add_test(tc, test_sighup_stopped_link_does_not_hold_the_broker);
 	tcase_add_test(tc, test_sighup_spool_path_needs_restart);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);

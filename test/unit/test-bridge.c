@@ -2,6 +2,7 @@
  * own (the build tree's flowmq-link is started as in the broker; its cloud endpoint refuses
  * connections). */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <malloc.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -73,6 +75,137 @@ static const char *write_config(unsigned rules)
 	return path;
 }
 
+/* ---- a reload that changes the cloud settings ----------------------------------------------- */
+
+static char logbuf[1 << 16];
+static size_t loglen;
+
+/* Keeps every line (as long as there is room) for log_has(). */
+static void keep_log(void *ud, int level, const char *line)
+{
+	size_t n = strlen(line);
+
+	(void)ud; (void)level;
+	if(loglen + n + 2 <= sizeof(logbuf)){
+		memcpy(logbuf + loglen, line, n);
+		loglen += n;
+		logbuf[loglen++] = '\n';
+		logbuf[loglen] = '\0';
+	}
+}
+
+static const struct fb_logger keep_lg = { keep_log, NULL };
+
+static bool log_has(const char *s)
+{
+	return strstr(logbuf, s) != NULL;
+}
+
+static unsigned log_count(const char *s)
+{
+	unsigned n = 0;
+
+	for(const char *p = strstr(logbuf, s); p; p = strstr(p + 1, s)){
+		n++;
+	}
+	return n;
+}
+
+/* The descriptors this process has open. */
+static unsigned open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	unsigned n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while(readdir(d)){
+		n++;
+	}
+	closedir(d);
+	return n; /* with ".", ".." and the directory's own: the same offset every time */
+}
+
+/* Writes a configuration whose only endpoint is loopback port PORT (nothing listens there). */
+static const char *write_cloud_config(int port)
+{
+	static char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/cfg.yaml", dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fprintf(f, "site_id: site-A\ncloud:\n  endpoints: [mqtts://127.0.0.1:%d]\n  reconnect: { min: 100ms, max: 1s }\n"
+			"spool:\n  path: %s/spool\n  max_size: 8MiB\nstatus_interval: 1d\nedge_to_cloud:\n"
+			"  - local: local/#\n    cloud: edge/${site_id}/#\n", port, dir);
+	ck_assert_int_eq(fclose(f), 0);
+	return path;
+}
+
+/* Runs the broker's tick until the log holds S (true) or 60 s pass. */
+static bool tick_until_log(struct fb_bridge *b, const char *s)
+{
+	for(int i = 0; i < 6000 && !log_has(s); i++){
+		fb_bridge_tick(b, time(NULL));
+		usleep(10000);
+	}
+	return log_has(s);
+}
+
+/* Two reloads in a row that change the endpoint: neither waits for the link process (the first
+ * one's replacement is still pending at the second, which only swaps the pending configuration);
+ * the tick then starts one link process with the newest settings: the middle endpoint is never
+ * tried, the old process's orderly end is no error and no restart, and the configuration's memfd
+ * of the old one is closed (as many descriptors as before). */
+START_TEST(test_reload_cloud_replaces_link_process_in_the_tick)
+{
+	struct fb_host host = { .publish = drop_publish, .link_program = FB_LINK_PROGRAM_BUILD };
+	struct fb_bridge *b = NULL;
+	struct fb_counter_values v;
+	unsigned fds;
+
+	loglen = 0;
+	logbuf[0] = '\0';
+	ck_assert_int_eq(fb_bridge_start(write_cloud_config(1), &keep_lg, &host, &b), 0);
+	ck_assert_msg(tick_until_log(b, "cannot connect to mqtts://127.0.0.1:1:"), "log:\n%s", logbuf);
+	fds = open_fds();
+
+	write_cloud_config(2);
+	ck_assert_int_eq(fb_bridge_reload(b), 0);
+	write_cloud_config(3);
+	ck_assert_int_eq(fb_bridge_reload(b), 0);
+	ck_assert_uint_eq(log_count("cloud settings changed; restarting the link process with them"), 2);
+	ck_assert_uint_eq(open_fds(), fds + 1); /* the pending configuration, one */
+
+	ck_assert_msg(tick_until_log(b, "cannot connect to mqtts://127.0.0.1:3:"), "log:\n%s", logbuf);
+	ck_assert_msg(!log_has("127.0.0.1:2"), "log:\n%s", logbuf);
+	ck_assert_msg(!log_has("the link process (pid") && !log_has("did not stop") && !log_has("restarting the link process;"),
+			"log:\n%s", logbuf);
+	fb_counters_load(fb_bridge_counters(b), &v);
+	ck_assert_uint_eq(v.link_restarts, 0);
+	ck_assert_uint_eq(open_fds(), fds);
+	fb_bridge_stop(b);
+}
+END_TEST
+
+/* The broker stops while a replacement is pending: the old link process is stopped, no new one
+ * is started, and the pending configuration's memfd is closed like the rest. */
+START_TEST(test_stop_with_pending_replacement_closes_everything)
+{
+	struct fb_host host = { .publish = drop_publish, .link_program = FB_LINK_PROGRAM_BUILD };
+	struct fb_bridge *b = NULL;
+	unsigned fds = open_fds();
+
+	loglen = 0;
+	logbuf[0] = '\0';
+	ck_assert_int_eq(fb_bridge_start(write_cloud_config(1), &keep_lg, &host, &b), 0);
+	write_cloud_config(2);
+	ck_assert_int_eq(fb_bridge_reload(b), 0);
+	ck_assert_uint_eq(log_count("cloud settings changed; restarting the link process with them"), 1);
+	fb_bridge_stop(b);
+	ck_assert_msg(!log_has("127.0.0.1:2") && !log_has("the link process (pid"), "log:\n%s", logbuf);
+	ck_assert_uint_eq(open_fds(), fds);
+}
+END_TEST
+
 /* Every SIGHUP reload loads a new configuration; only the first one (the link process's) and the
  * newest stay in memory: the heap in use after 12 reloads is that after 2, give or take far less
  * than one configuration. Before, each reload kept ~1.2 MB (3,000 rules) until stop. */
@@ -119,6 +252,9 @@ static Suite *bridge_suite(void)
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_reload_keeps_only_first_and_newest_configuration);
+	tcase_add_test(tc, test_reload_cloud_replaces_link_process_in_the_tick);
+	tcase_add_test(tc, test_stop_with_pending_replacement_closes_everything);
+	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;
 }
