@@ -337,34 +337,6 @@ static void cont_stopped_link(void)
 	}
 }
 
-/* The edge's only child process, which must be the link process (flowmq-link); 0 when it has none
- * right now. */
-static pid_t link_process(pid_t broker)
-{
-	char path[128], *text, *name;
-	long child = 0;
-	int end = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)broker, (int)broker);
-	text = fbh_read_file(path);
-	ck_assert_ptr_nonnull(text);
-	if(sscanf(text, "%ld %n", &child, &end) != 1){
-		free(text);
-		return 0;
-	}
-	ck_assert_str_eq(text + end, ""); /* exactly one child */
-	free(text);
-	snprintf(path, sizeof(path), "/proc/%ld/comm", child);
-	name = fbh_read_file(path);
-	if(name == NULL || strcmp(name, "mosquitto\n") == 0){
-		free(name);
-		return 0; /* ended in between, or forked and not named yet */
-	}
-	ck_assert_str_eq(name, "flowmq-link\n");
-	free(name);
-	return (pid_t)child;
-}
-
 static double now_ms(void)
 {
 	struct timespec ts;
@@ -433,7 +405,7 @@ START_TEST(test_sighup_stopped_link_does_not_hold_the_broker)
 	ck_assert(wait_exactly(suba, 20, 30000, 300));
 
 	/* The link process stops; the edge still takes and stages messages. */
-	link = link_process(edge.pid);
+	link = link_pid(edge.pid);
 	ck_assert_int_gt(link, 0);
 	atexit(cont_stopped_link);
 	stopped_link = link;
@@ -467,7 +439,7 @@ START_TEST(test_sighup_stopped_link_does_not_hold_the_broker)
 	/* The reload happened in that window, and the old link process is still there (stopped). */
 	ck_assert(fbh_broker_log_contains(&edge, "cloud settings changed; restarting the link process"));
 	ck_assert(!fbh_broker_log_contains(&edge, "did not stop within"));
-	ck_assert_int_eq(link_process(edge.pid), link);
+	ck_assert_int_eq(link_pid(edge.pid), link);
 	ck_assert(fbh_pub_wait_all(pub, 30000));
 	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
 	fbh_pub_close(pub);
@@ -481,7 +453,7 @@ START_TEST(test_sighup_stopped_link_does_not_hold_the_broker)
 		ck_assert_msg(fbh_wait_log(&edge, line, 20000), "the link did not connect to cloud B");
 		free(line);
 	}
-	ck_assert_int_ne(link_process(edge.pid), link);
+	ck_assert_int_ne(link_pid(edge.pid), link);
 	/* Killed for the replacement: neither an error nor a restart. */
 	ck_assert(!fbh_broker_log_contains(&edge, "the link process (pid"));
 	ck_assert(!fbh_broker_log_contains(&edge, "restarting the link process;"));
