@@ -4,10 +4,10 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -49,34 +49,28 @@ int fb_supervise_check_program(const char *path)
 	return 0;
 }
 
-/* Moves FD to descriptor TO in a child about to exec (async-signal-safe calls only). */
-static int child_fd(int fd, int to)
-{
-	return dup2(fd, to) == to ? 0 : -1;
-}
-
-/* Closes every descriptor from FIRST on (async-signal-safe). */
-static void child_close_from(int first)
-{
-	if(close_range((unsigned)first, ~0U, 0) != 0){
-		for(int fd = first; fd < 65536; fd++){
-			close(fd);
-		}
-	}
-}
-
-/* Starts a link process: fork, then exec of flowmq-link with the descriptors of shared.h and
- * nothing else (the broker's sockets, log files and the rest are closed). Once a link process has
- * made the staging channel ready (reset it), the next one follows it as it is (the broker may
- * have staged records meanwhile); before that a new one recovers and resets it again. */
+/* Starts a link process: posix_spawn() of flowmq-link with the descriptors of shared.h and
+ * nothing else (the broker's sockets, log files and the rest are closed), every signal at its
+ * default and none blocked. posix_spawn() does not copy the broker's page tables as fork() would
+ * (a broker with a large heap, or the sanitizer build's shadow memory, made that take long on the
+ * broker thread); flowmq-link sets PR_SET_PDEATHSIG itself and checks that the broker is still its
+ * parent. Once a link process has made the staging channel ready (reset it), the next one follows
+ * it as it is (the broker may have staged records meanwhile); before that a new one recovers and
+ * resets it again. */
 int fb_supervise_spawn(struct fb_supervise *s)
 {
 	bool running = atomic_load_explicit(&s->sh->chan.ready, memory_order_acquire) != 0;
 	char pid_s[24], sig_s[24];
 	char *argv[] = { (char *)s->program, "--broker-pid", pid_s, "--wake-signal", sig_s,
 		"--running", running ? "1" : "0", "--config-name", (char *)s->config_name, NULL };
-	int fds[3] = { s->shfd, s->efd, s->cfgfd };
+	const int from[3] = { s->shfd, s->efd, s->cfgfd };
+	const int to[3] = { FB_LINK_FD_SHARED, FB_LINK_FD_EVENT, FB_LINK_FD_CONFIG };
+	int tmp[3] = { -1, -1, -1 };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, all;
 	pid_t pid;
+	int rc = 0;
 
 	if(!running && s->fresh){
 		s->fresh(s->ud);
@@ -85,31 +79,50 @@ int fb_supervise_spawn(struct fb_supervise *s)
 	snprintf(sig_s, sizeof(sig_s), "%d", s->wake_signo);
 
 	atomic_store(&s->sh->child_state, 0);
-	pid = fork();
-	if(pid < 0){
-		return -errno;
+	if(posix_spawn_file_actions_init(&fa) != 0){
+		return -ENOMEM;
 	}
-	if(pid == 0){
-		/* Dies with the broker (kept across the exec); flowmq-link checks getppid() itself. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if(getppid() != s->broker){
-			_exit(1);
+	if(posix_spawnattr_init(&at) != 0){
+		posix_spawn_file_actions_destroy(&fa);
+		return -ENOMEM;
+	}
+	/* Copies out of the way of 3..5 first (close-on-exec: they stay in the broker only), then
+	 * into place in the child (dup2 clears close-on-exec there). */
+	for(int i = 0; i < 3 && rc == 0; i++){
+		tmp[i] = fcntl(from[i], F_DUPFD_CLOEXEC, 10);
+		rc = tmp[i] < 0 ? errno : posix_spawn_file_actions_adddup2(&fa, tmp[i], to[i]);
+	}
+	if(rc == 0){
+		rc = posix_spawn_file_actions_addclosefrom_np(&fa, FB_LINK_FD_CONFIG + 1);
+	}
+	sigemptyset(&none);
+	sigfillset(&all);
+	if(rc == 0){
+		rc = posix_spawnattr_setsigmask(&at, &none);
+	}
+	if(rc == 0){
+		rc = posix_spawnattr_setsigdefault(&at, &all);
+	}
+	if(rc == 0){
+		rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	}
+	if(rc == 0){
+		rc = posix_spawn(&pid, s->program, &fa, &at, argv, environ);
+		if(rc != 0 && rc != EAGAIN && rc != ENOMEM){
+			/* The exec failed (glibc reports it here): as a link process that ended at once. */
+			fb_log(s->lg, MOSQ_LOG_ERR, "cannot run flowmq-link at %s: %s", s->program, strerror(rc));
+			atomic_store(&s->sh->child_state, -rc);
 		}
-		/* Out of the way of 3..5 first, then into place (dup2 clears close-on-exec). */
-		for(int i = 0; i < 3; i++){
-			fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
-			if(fds[i] < 0){
-				_exit(127);
-			}
+	}
+	for(int i = 0; i < 3; i++){
+		if(tmp[i] >= 0){
+			close(tmp[i]);
 		}
-		if(child_fd(fds[0], FB_LINK_FD_SHARED) < 0 || child_fd(fds[1], FB_LINK_FD_EVENT) < 0
-				|| child_fd(fds[2], FB_LINK_FD_CONFIG) < 0){
-			_exit(127);
-		}
-		child_close_from(FB_LINK_FD_CONFIG + 1);
-		execv(s->program, argv);
-		atomic_store(&s->sh->child_state, -errno);
-		_exit(127);
+	}
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	if(rc != 0){
+		return -rc;
 	}
 	s->child = pid;
 	s->started_ms = fb_mono_ms();
@@ -174,7 +187,7 @@ static void replace_now(struct fb_supervise *s)
 	s->restart_ms = 0;
 	s->quick_fails = 0;
 	s->started_ms = fb_mono_ms();
-	if(!s->refused && (rc = fb_supervise_spawn(s)) < 0){
+	if(!s->refused && (rc = fb_supervise_spawn(s)) < 0 && atomic_load(&s->sh->child_state) == 0){
 		fb_log(s->lg, MOSQ_LOG_ERR, "cannot start the link process: %s; retrying", strerror(-rc));
 	}
 }
@@ -183,6 +196,7 @@ static void replace_now(struct fb_supervise *s)
 void fb_supervise_restart(struct fb_supervise *s)
 {
 	uint64_t now;
+	int rc;
 
 	if(s->replacing){
 		if(fb_supervise_alive(s)){
@@ -224,11 +238,12 @@ void fb_supervise_restart(struct fb_supervise *s)
 		return;
 	}
 	s->restart_ms = 0;
-	s->started_ms = now; /* also when the fork fails: that counts as a quick end */
+	s->started_ms = now; /* also when the spawn fails: that counts as a quick end */
 	fb_log(s->lg, MOSQ_LOG_NOTICE, "restarting the link process; what it had not sent stays in the spool");
 	fb_count(&s->sh->ctr.link_restarts, 1);
-	if(fb_supervise_spawn(s) < 0){
-		fb_log(s->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(errno));
+	rc = fb_supervise_spawn(s);
+	if(rc < 0 && atomic_load(&s->sh->child_state) == 0){ /* an exec failure is logged */
+		fb_log(s->lg, MOSQ_LOG_ERR, "cannot start the link process: %s", strerror(-rc));
 	}
 }
 

@@ -1,7 +1,7 @@
 /* flowmq-bridge: supervision of flowmq-link, the link process (broker process, broker thread).
  *
- * fb_supervise_spawn() starts flowmq-link with fork and exec: PR_SET_PDEATHSIG before the exec
- * (it dies with the broker), only the descriptors of ipc/shared.h, its arguments (broker pid,
+ * fb_supervise_spawn() starts flowmq-link with posix_spawn (it sets PR_SET_PDEATHSIG itself and
+ * dies with the broker), only the descriptors of ipc/shared.h, its arguments (broker pid,
  * wake signal, whether the staging channel runs, the configuration's name). The tick then looks
  * after it every second: fb_supervise_restart() starts a new one when it has ended (after a
  * growing pause when it ends soon after its start), fb_supervise_watch() kills one that makes no
@@ -65,7 +65,8 @@ struct fb_supervise {
 /* Returns 0 when PATH is an executable regular file, else a negative errno. Any thread. */
 int fb_supervise_check_program(const char *path);
 
-/* Starts a link process. Returns 0 or a negative errno (fork failed). */
+/* Starts a link process. Returns 0 or a negative errno (the spawn failed; an exec failure is logged
+ * and sets sh->child_state to it). */
 int fb_supervise_spawn(struct fb_supervise *s);
 
 /* True while the link process runs; reaps it (and logs why) once it has ended. */

@@ -1,7 +1,7 @@
 /* flowmq-bridge: flowmq-link, the link process's program: its main thread; the cloud session's
  * worker (session.c) calls the cloud-to-edge hooks here.
  *
- * The plugin starts it (fork + exec, PR_SET_PDEATHSIG set before the exec) with the descriptors of
+ * The plugin starts it (posix_spawn; it sets PR_SET_PDEATHSIG itself first) with the descriptors of
  * ipc/shared.h and nothing else. It attaches the shared region (refusing one of another IPC
  * version with exit status FB_IPC_EXIT_VERSION), loads the configuration the broker loaded first
  * (cloud settings and cloud_to_edge rules change only with a restart), opens the spool (the reader
@@ -575,7 +575,8 @@ int main(int argc, char **argv)
 	if(optind != argc || a.broker <= 0 || a.config_name == NULL){
 		usage();
 	}
-	/* PR_SET_PDEATHSIG was set before the exec: a broker that died before it is noticed here. */
+	/* Dies with the broker from here on; a broker that died before is noticed just after. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if(getppid() != a.broker){
 		return 1;
 	}
