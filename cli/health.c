@@ -15,22 +15,45 @@
 #include "record.h"
 #include "statusfile.h"
 
+/* The first error line of loading the configuration: why it is unhealthy. */
+struct first_error {
+	char line[1024];
+};
+
 static void log_errors(void *ud, int level, const char *line)
 {
-	bool *said = ud;
+	struct first_error *fe = ud;
 
-	if(level == MOSQ_LOG_ERR && !*said){
-		fprintf(stdout, "unhealthy: %s\n", line);
-		*said = true;
+	if(level == MOSQ_LOG_ERR && fe->line[0] == '\0'){
+		snprintf(fe->line, sizeof(fe->line), "%s", line);
 	}
 }
 
-/* The status file that ARG names: itself (a file that starts like one), that of a spool folder, or
- * that of the spool of a configuration file. Caller frees; NULL after printing why. */
-static char *health_status_path(const char *arg)
+/* Prints the verdict OK with WHY (a line, or {"healthy", "reason"} with JSON); returns the exit
+ * code. */
+static int verdict(bool ok, const char *why, bool json)
 {
-	bool said = false;
-	const struct fb_logger quiet = { log_errors, &said };
+	if(json){
+		cJSON *j = cJSON_CreateObject();
+
+		if(j == NULL || !cJSON_AddBoolToObject(j, "healthy", ok) || !cJSON_AddStringToObject(j, "reason", why)){
+			cJSON_Delete(j);
+			fprintf(stderr, "error: out of memory\n");
+			return 1;
+		}
+		cli_json_print(j);
+	}else{
+		printf("%s\n", why);
+	}
+	return ok ? 0 : 1;
+}
+
+/* The status file that ARG names: itself (a file that starts like one), that of a spool folder, or
+ * that of the spool of a configuration file. Caller frees; NULL with the reason in WHY. */
+static char *health_status_path(const char *arg, char *why, size_t size)
+{
+	struct first_error fe = { "" };
+	const struct fb_logger quiet = { log_errors, &fe };
 	struct fb_config *cfg;
 	char head[sizeof(FB_STATUSFILE_MAGIC)] = "";
 	struct stat st;
@@ -49,7 +72,8 @@ static char *health_status_path(const char *arg)
 		}
 	}
 	if(fb_config_load(arg, &quiet, &cfg) < 0){
-		return NULL; /* said why */
+		snprintf(why, size, "unhealthy: %s", fe.line[0] ? fe.line : "cannot load the configuration");
+		return NULL;
 	}
 	path = fb_statusfile_path(cfg->spool.path);
 	fb_config_free(cfg);
@@ -68,28 +92,19 @@ static int cmd_health(const char *arg, const char *max_down, bool json)
 		fprintf(stderr, "flowmq-bridge health: --max-disconnected: invalid duration '%s' (e.g. 30s, 5m)\n", max_down);
 		return 2;
 	}
-	if((path = health_status_path(arg)) == NULL){
-		return 1;
+	if((path = health_status_path(arg, why, sizeof(why))) == NULL){
+		return verdict(false, why, json);
 	}
 	rc = fb_statusfile_read(path, &sf);
 	if(rc < 0){
-		printf("unhealthy: cannot read the status file %s: %s\n", path,
+		snprintf(why, sizeof(why), "unhealthy: cannot read the status file %s: %s", path,
 				rc == -EPROTO ? "not a status file" : strerror(-rc));
 		free(path);
-		return 1;
+		return verdict(false, why, json);
 	}
 	free(path);
 	ok = fb_statusfile_healthy(&sf, fb_wall_ms(), max_ms, why, sizeof(why));
-	if(json){
-		cJSON *j = cJSON_CreateObject();
-
-		cJSON_AddBoolToObject(j, "healthy", ok);
-		cJSON_AddStringToObject(j, "reason", why);
-		cli_json_print(j);
-	}else{
-		printf("%s\n", why);
-	}
-	return ok ? 0 : 1;
+	return verdict(ok, why, json);
 }
 
 static int health_run(const struct cli_cmd *cmd, int argc, char **argv)

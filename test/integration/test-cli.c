@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cJSON.h>
 
 #include "common.h"
 #include "statusfile.h"
@@ -239,6 +240,11 @@ static int cli_health(const char *arg, const char *max, char **out)
 	static int runs;
 	char *log = fbh_strdupf("%s/health-%d.log", fbh_tmpdir(), ++runs);
 	const char *argv[] = { FB_CLI_PATH, "health", arg, max ? "--max-disconnected" : NULL, max, NULL };
+
+	if(max && !strcmp(max, "--json")){
+		argv[3] = "--json"; /* no threshold: the JSON verdict */
+		argv[4] = NULL;
+	}
 	int st = fbh_run_cmd(argv, log);
 
 	*out = fbh_read_file(log);
@@ -341,6 +347,18 @@ START_TEST(test_health_is_healthy_while_connected_and_unhealthy_past_the_thresho
 	ck_assert_msg(strstr(out, "unhealthy: cannot read the status file ") == out
 			&& strstr(out, "/none-status: No such file or directory\n"), "%s", out);
 	free(out);
+	/* ... and with --json, the same as JSON. */
+	ck_assert_int_eq(cli_health(missing, "--json", &out), 1);
+	{
+		cJSON *j = cJSON_Parse(out);
+
+		ck_assert_msg(j != NULL, "not JSON: %s", out);
+		ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(j, "healthy")));
+		ck_assert_ptr_nonnull(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason")),
+				"/none-status: No such file or directory"));
+		cJSON_Delete(j);
+	}
+	free(out);
 	/* A configuration that does not load: unhealthy, its first error as the one line. */
 	free(missing);
 	missing = fbh_strdupf("%s/bad.yaml", edge.dir);
@@ -348,6 +366,17 @@ START_TEST(test_health_is_healthy_while_connected_and_unhealthy_past_the_thresho
 	ck_assert_int_eq(cli_health(missing, NULL, &out), 1);
 	ck_assert_msg(strncmp(out, "unhealthy: bad.yaml:2: bogus: unknown key", 41) == 0
 			&& strchr(out, '\n') == out + strlen(out) - 1, "%s", out);
+	free(out);
+	ck_assert_int_eq(cli_health(missing, "--json", &out), 1);
+	{
+		cJSON *j = cJSON_Parse(out);
+
+		ck_assert_msg(j != NULL, "not JSON: %s", out);
+		ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(j, "healthy")));
+		ck_assert_msg(!strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason")),
+				"unhealthy: bad.yaml:2: bogus: unknown key", 41), "%s", out);
+		cJSON_Delete(j);
+	}
 	free(out);
 	/* A bad threshold is a usage error. */
 	ck_assert_int_eq(cli_health(yaml, "soon", &out), 2);
