@@ -335,7 +335,10 @@ EOF
 				echo "rss_offline: peak RSS after the publish, rss: after the drain. spool_bytes_per_msg: growth of the"
 				echo "spool folder (du -sb: WAL and SST files) during the publish, per message. drain_segs_per_msg: TCP"
 				echo "segments carrying data that the cloud received on the bridge's connection (ss -ti), per message;"
-				echo "every segment is one more pass through the cloud's TCP stack." ;;
+				echo "every segment is one more pass through the cloud's TCP stack. drain_edge_io_calls_per_msg,"
+				echo "drain_cloud_io_calls_per_msg: read(2)- and write(2)-family system calls (sockets included,"
+				echo "/proc/PID/io syscr + syscw) of the edge's processes during the drain and of the cloud, per"
+				echo "message; drain_cloud_wakeups_per_msg: times the cloud's threads were put on a CPU, per message." ;;
 			s3) echo "### 3. Local pub/sub throughput on the edge (QoS 1, $n_local messages)"
 				echo
 				echo "vanilla and plugin-unmatched publish to plant/telemetry/press/…, which no rule matches; plugin-matched"
