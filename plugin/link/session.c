@@ -30,6 +30,8 @@
 #include "yield.h"
 
 #define MAX_POLL_MS 1000
+/* The write coalescing buffer of a connection (tls.h: fb_tls_coalesce()). */
+#define COALESCE_BYTES (64 * 1024)
 
 /* A slot of the in-flight window. A record keeps its slot until its spool delete is written, so
  * that what a crash can send twice never exceeds max_inflight records. */
@@ -55,6 +57,7 @@ struct fb_session {
 	/* Everything below belongs to the worker thread. */
 	struct mosquitto *mosq;
 	SSL_CTX *ctx;
+	BIO *wbuf;               /* the write coalescing of the connection (tls.h), NULL: none */
 	size_t ep;               /* endpoint of the current or next attempt */
 	size_t round_failures;   /* endpoints that failed since the last success */
 	bool tcp_up;             /* the socket has been writable once (TCP connect done) */
@@ -89,6 +92,9 @@ struct fb_session {
 	uint64_t share_credit;   /* lane_min_share: owed to the lower lanes, in 1/10000 sends */
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
+	size_t window;              /* records in flight at most: ring_cap, or the cloud's Receive
+	                             * Maximum when lower (libmosquitto would queue the rest and write
+	                             * each one alone as a PUBACK frees its place) */
 	size_t sending;             /* slots waiting for an acknowledgement */
 	size_t acked_count;         /* SLOT_ACKED slots */
 	uint64_t acked_since_ms;    /* when the oldest of them was acknowledged */
@@ -245,7 +251,7 @@ static void maybe_settle(struct fb_session *l)
  * nothing waits for an acknowledgement any more. */
 static void maybe_flush_acked(struct fb_session *l, uint64_t now)
 {
-	if(l->acked_count && (l->acked_count >= l->ring_cap / 2 || l->sending == 0
+	if(l->acked_count && (l->acked_count >= l->window / 2 || l->sending == 0
 				|| now >= l->acked_since_ms + ACK_FLUSH_MS)){
 		flush_acked(l);
 	}
@@ -318,6 +324,7 @@ static void teardown(struct fb_session *l)
 
 	fb_resolve_free(l->rq);
 	l->rq = NULL;
+	l->wbuf = NULL; /* freed with the SSL */
 	mosquitto_destroy(l->mosq);
 	l->mosq = NULL;
 	SSL_CTX_free(l->ctx);
@@ -443,6 +450,12 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	l->disconnect_reason = 0;
 	l->max_packet = 0;
 	mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &l->max_packet, false);
+	{
+		uint16_t rm = 65535; /* absent: 65,535 (MQTT 5, 3.2.2.3.3) */
+
+		mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &rm, false);
+		l->window = rm && rm < l->ring_cap ? rm : l->ring_cap;
+	}
 	aliases_reset(l, props);
 	l->round_failures = 0;
 	/* The back-off starts over once this connection has carried something (teardown()). */
@@ -465,6 +478,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 		fb_count(&l->d.ctr->reconnects, 1);
 	}
 	l->ever_connected = true;
+	l->wbuf = fb_tls_coalesce(mosquitto_ssl_get(mosq), COALESCE_BYTES);
 	/* libmosquitto formats a debug line for every packet while a log callback is set; it is
 	 * only needed to explain a failed connect. */
 	mosquitto_log_callback_set(mosq, NULL);
@@ -923,10 +937,10 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
  * least a quarter of it (one spool iterator per batch, not per PUBACK). */
 static bool can_fill(const struct fb_session *l, uint64_t now)
 {
-	size_t batch = l->ring_cap / 4 ? l->ring_cap / 4 : 1;
+	size_t batch = l->window / 4 ? l->window / 4 : 1;
 
 	return l->connected && !l->lost && l->maybe_more && now >= l->read_retry_ms
-		&& (l->ring_used == 0 || l->ring_cap - l->ring_used >= batch);
+		&& (l->ring_used == 0 || (l->ring_used < l->window && l->window - l->ring_used >= batch));
 }
 
 /* Lanes: the highest lane with records waiting (bit 0 of PENDING first), except that while lower
@@ -1051,8 +1065,8 @@ static void fill(struct fb_session *l)
 		return;
 	}
 	ingest(l);
-	while(l->maybe_more && !l->lost && l->ring_used < l->ring_cap){
-		size_t want = l->ring_cap - l->ring_used;
+	while(l->maybe_more && !l->lost && l->ring_used < l->window){
+		size_t want = l->window - l->ring_used;
 		uint64_t allowed = fb_yield_allowed(&l->yield);
 		uint64_t seq, after, before;
 		struct waiting w;
@@ -1358,7 +1372,7 @@ static void *worker(void *arg)
 			short ev = POLLIN;
 			/* Until the TCP connect completes, wait for writability: that is when the TLS
 			 * handshake (or the CONNECT) can start. */
-			if(!l->tcp_up || mosquitto_want_write(l->mosq)){
+			if(!l->tcp_up || mosquitto_want_write(l->mosq) || fb_tls_pending(l->wbuf)){
 				ev |= POLLOUT;
 			}
 			pfd[1] = (struct pollfd){ .fd = sock, .events = ev };
@@ -1424,6 +1438,9 @@ static void *worker(void *arg)
 		}
 		fb_yield_tick(&l->yield, now);
 		if(l->connected && !l->lost){
+			/* The acknowledgements this turn read free their slots first, so that the window
+			 * refills in this turn (and goes out in the same write). */
+			maybe_flush_acked(l, fb_mono_ms());
 			fill(l);
 		}
 		if(l->connected && !l->lost){
@@ -1434,6 +1451,10 @@ static void *worker(void *arg)
 			if(rc != MOSQ_ERR_SUCCESS){
 				lost_with_rc(l, rc, 0);
 			}
+		}
+		/* Everything this turn wrote, in one write(2). */
+		if(l->wbuf && !l->lost && fb_tls_flush(l->wbuf) < 0){
+			connection_lost(l, "write to the cloud failed: %s", strerror(errno ? errno : EIO));
 		}
 		maybe_flush_acked(l, fb_mono_ms());
 		maybe_settle(l);
@@ -1449,7 +1470,11 @@ static void *worker(void *arg)
 		if(l->connected){
 			mosquitto_disconnect_v5(l->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
 			mosquitto_loop_write(l->mosq, 1);
+			if(l->wbuf){
+				(void)fb_tls_flush(l->wbuf);
+			}
 		}
+		l->wbuf = NULL;
 		mosquitto_destroy(l->mosq);
 		l->mosq = NULL;
 		SSL_CTX_free(l->ctx);
@@ -1478,6 +1503,7 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 	}
 	pthread_mutex_init(&l->status_lock, NULL);
 	l->ring_cap = d->cfg->cloud.max_inflight;
+	l->window = l->ring_cap;
 	l->ring = calloc(l->ring_cap, sizeof(*l->ring));
 	l->batch = calloc(l->ring_cap, sizeof(*l->batch));
 	l->topic_buf = malloc(65536);

@@ -342,3 +342,41 @@ const char *fb_tls_verify_error(SSL_CTX *ctx)
 
 	return st ? st->verify_error : "";
 }
+
+BIO *fb_tls_coalesce(SSL *ssl, int size)
+{
+	BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *buf;
+
+	if(sock == NULL || !SSL_is_init_finished(ssl) || BIO_method_type(sock) != BIO_TYPE_SOCKET){
+		return NULL;
+	}
+	buf = BIO_new(BIO_f_buffer());
+	if(buf == NULL){
+		return NULL;
+	}
+	if(BIO_set_write_buffer_size(buf, size) != 1 || !BIO_up_ref(sock)){
+		BIO_free(buf);
+		return NULL;
+	}
+	BIO_push(buf, sock);
+	/* The SSL's reference to the old write BIO goes; the socket BIO stays its read BIO and the
+	 * end of this chain. */
+	SSL_set0_wbio(ssl, buf);
+	return buf;
+}
+
+int fb_tls_flush(BIO *bio)
+{
+	if(BIO_wpending(bio) == 0){
+		return 0;
+	}
+	if(BIO_flush(bio) == 1){
+		return 0;
+	}
+	return BIO_should_retry(bio) ? 1 : -1;
+}
+
+size_t fb_tls_pending(BIO *bio)
+{
+	return bio ? (size_t)BIO_wpending(bio) : 0;
+}

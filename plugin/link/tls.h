@@ -22,4 +22,23 @@ SSL_CTX *fb_tls_ctx_new(const struct fb_config *cfg, const struct fb_endpoint *e
  * Worker thread. */
 const char *fb_tls_verify_error(SSL_CTX *ctx);
 
+/* Write coalescing. libmosquitto writes each packet with its own SSL_write() as soon as it is
+ * queued (and from inside its read loop, one per PUBACK that frees a slot), so every PUBLISH
+ * became one TLS record in one write(2), and mostly one TCP segment: on a backlog's drain the
+ * cloud woke up and read once per message. fb_tls_coalesce() puts a buffering BIO of SIZE bytes
+ * in front of the connected SSL's socket (the handshake is done; reads are not buffered): the
+ * records of everything written in one turn of the worker go out in one write(2) at
+ * fb_tls_flush(), which the worker calls at the end of every turn, so nothing waits longer than
+ * the turn it was written in. Returns the BIO (SSL owns it; valid while the SSL lives), or NULL
+ * when it cannot (the connection then writes unbuffered). Worker thread. */
+BIO *fb_tls_coalesce(SSL *ssl, int size);
+
+/* Writes what BIO (from fb_tls_coalesce()) holds. Returns 0 when all of it is written, 1 when
+ * the socket takes no more now (wait for POLLOUT and call again), or -1 when the connection
+ * failed. Worker thread. */
+int fb_tls_flush(BIO *bio);
+
+/* Bytes BIO holds, not yet written to the socket. */
+size_t fb_tls_pending(BIO *bio);
+
 #endif
