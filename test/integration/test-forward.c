@@ -131,7 +131,8 @@ static struct fbh_sub *edge_with_backlog(struct fbh_broker *edge, int cloud_port
 
 /* Stages N messages "<PREFIX>i" at an edge configured with YAML while its cloud is down, brings
  * the cloud back and asserts that all arrive within TIMEOUT_MS, in order, and leave the spool. */
-static void backlog_drains(const char *yaml, const char *sub_id, const char *prefix, size_t n, int timeout_ms)
+static void backlog_drains_from(const char *yaml, const char *cloud_extra, const char *sub_id, const char *prefix,
+		size_t n, int timeout_ms)
 {
 	struct fbh_broker cloud, edge;
 	struct fbh_cloud_opts co = { 0 };
@@ -144,6 +145,12 @@ static void backlog_drains(const char *yaml, const char *sub_id, const char *pre
 	sys = edge_with_backlog(&edge, cloud.port, yaml, prefix, n);
 	ck_assert(sys_value(sys, "state") && strcmp(sys_value(sys, "state"), "connected"));
 
+	if(cloud_extra){
+		char *extra = fbh_strdupf("%s%s", co.extra, cloud_extra);
+
+		free((char *)co.extra);
+		co.extra = extra;
+	}
 	start_cloud(&cloud, &co);
 	sub = fbh_sub_start(cloud.port2, &so, CLOUD_TOPIC, 1);
 	ck_assert_ptr_nonnull(sub);
@@ -152,9 +159,21 @@ static void backlog_drains(const char *yaml, const char *sub_id, const char *pre
 	assert_sequence(sub, prefix, 0, n);
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 5000));
+	if(cloud_extra){
+		/* One connection carried all of it, and the cloud refused none. */
+		ck_assert(sys_wait_u64(sys, "reconnects", 0, 5000));
+		ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 0, 5000));
+		ck_assert(sys_wait_u64(sys, "spool/dead", 0, 5000));
+		ck_assert(!fbh_broker_log_contains(&edge, "connection to "));
+	}
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
 	free((char *)co.extra);
+}
+
+static void backlog_drains(const char *yaml, const char *sub_id, const char *prefix, size_t n, int timeout_ms)
+{
+	backlog_drains_from(yaml, NULL, sub_id, prefix, n, timeout_ms);
 }
 
 START_TEST(test_20000_messages_spooled_while_cloud_down_arrive_in_order)
@@ -176,6 +195,15 @@ START_TEST(test_backlog_drains_through_a_window_of_20)
 	ck_assert_int_gt(asprintf(&window, "%.*s  max_inflight: 20\n%s", (int)(cloud - yaml), yaml, cloud), 0);
 	backlog_drains(window, "cloud-sub-window", "w", 3000, 30000);
 	free(window);
+}
+END_TEST
+
+/* A cloud that announces a Receive Maximum of 3 (its max_inflight_messages): the edge keeps within
+ * it (a cloud may refuse or drop what goes beyond), so a backlog of 2,000 drains in order over the
+ * one connection, none refused, in batches of the window. */
+START_TEST(test_backlog_drains_within_the_clouds_receive_maximum)
+{
+	backlog_drains_from(FBH_YAML_STANDARD, "max_inflight_messages 3\n", "cloud-sub-rm", "r", 2000, 60000);
 }
 END_TEST
 
@@ -1055,6 +1083,7 @@ int main(void)
 	tcase_add_test(tc, test_10000_messages_arrive_rewritten_with_headers_in_order);
 	tcase_add_test(tc, test_20000_messages_spooled_while_cloud_down_arrive_in_order);
 	tcase_add_test(tc, test_backlog_drains_through_a_window_of_20);
+	tcase_add_test(tc, test_backlog_drains_within_the_clouds_receive_maximum);
 	tcase_add_test(tc, test_sigkill_edge_loses_no_acknowledged_message);
 	tcase_add_test(tc, test_killed_link_process_is_restarted_and_nothing_is_lost);
 	tcase_add_test(tc, test_failing_link_process_is_restarted_with_growing_pauses);
