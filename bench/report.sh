@@ -338,7 +338,7 @@ EOF
 				echo "every segment is one more pass through the cloud's TCP stack. drain_edge_io_calls_per_msg,"
 				echo "drain_cloud_io_calls_per_msg: read(2)- and write(2)-family system calls (sockets included,"
 				echo "/proc/PID/io syscr + syscw) of the edge's processes during the drain and of the cloud, per"
-				echo "message; drain_cloud_wakeups_per_msg: times the cloud's threads were put on a CPU, per message." ;;
+				echo "message." ;;
 			s3) echo "### 3. Local pub/sub throughput on the edge (QoS 1, $n_local messages)"
 				echo
 				echo "vanilla and plugin-unmatched publish to plant/telemetry/press/…, which no rule matches; plugin-matched"
