@@ -1468,11 +1468,12 @@ static void *worker(void *arg)
 	l->rq = NULL;
 	if(l->mosq){
 		if(l->connected){
+			/* libmosquitto frees the SSL (and the coalescing with it) as soon as it has written
+			 * the DISCONNECT: that one goes to the socket directly. */
+			fb_tls_direct(mosquitto_ssl_get(l->mosq), l->wbuf);
+			l->wbuf = NULL;
 			mosquitto_disconnect_v5(l->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
 			mosquitto_loop_write(l->mosq, 1);
-			if(l->wbuf){
-				(void)fb_tls_flush(l->wbuf);
-			}
 		}
 		l->wbuf = NULL;
 		mosquitto_destroy(l->mosq);

@@ -380,3 +380,17 @@ size_t fb_tls_pending(BIO *bio)
 {
 	return bio ? (size_t)BIO_wpending(bio) : 0;
 }
+
+void fb_tls_direct(SSL *ssl, BIO *bio)
+{
+	BIO *sock;
+
+	if(ssl == NULL || bio == NULL || SSL_get_wbio(ssl) != bio || (sock = BIO_next(bio)) == NULL){
+		return;
+	}
+	(void)fb_tls_flush(bio);
+	if(!BIO_up_ref(sock)){
+		return;
+	}
+	SSL_set0_wbio(ssl, sock); /* frees BIO (and its reference to SOCK) */
+}

@@ -41,4 +41,10 @@ int fb_tls_flush(BIO *bio);
 /* Bytes BIO holds, not yet written to the socket. */
 size_t fb_tls_pending(BIO *bio);
 
+/* Ends the write coalescing of SSL (BIO from fb_tls_coalesce(), which this frees): what BIO holds
+ * is written first (as far as the socket takes it now), and later writes go to the socket at
+ * once. For the DISCONNECT of an orderly stop: libmosquitto frees the SSL right after writing it,
+ * so it must not wait in the buffer. Worker thread. */
+void fb_tls_direct(SSL *ssl, BIO *bio);
+
 #endif
