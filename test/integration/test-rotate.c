@@ -228,6 +228,30 @@ static struct fbh_pub *publish_async(struct fbh_broker *edge, size_t from, size_
 	return pub;
 }
 
+/* p0..p89 went to cloud A (SUBA), then to cloud B (SUBB) after a switch: A has p0..p(K-1) and B
+ * pJ..p89 (NB of them), each in order, with J <= K (a message in flight at the switch may reach
+ * both: at least once). */
+static void split_delivery(struct fbh_sub *suba, struct fbh_sub *subb, size_t *k, size_t *j, size_t *nb)
+{
+	*k = fbh_sub_count(suba);
+	ck_assert_uint_ge(*k, 20);
+	for(size_t i = 0; i < *k; i++){
+		ck_assert_msg(payload_index(fbh_sub_msg(suba, i), "p") == (long)i, "cloud A message %zu is '%s'", i,
+				(const char *)fbh_sub_msg(suba, i)->payload);
+	}
+	ck_assert(fbh_sub_wait_count(subb, 90 - *k, 30000) >= 90 - *k);
+	usleep(500000);
+	*nb = fbh_sub_count(subb);
+	ck_assert_uint_ge(*nb, 90 - *k);
+	*j = (size_t)payload_index(fbh_sub_msg(subb, 0), "p");
+	ck_assert_uint_le(*j, *k);
+	ck_assert_uint_eq(*nb, 90 - *j);
+	for(size_t i = 0; i < *nb; i++){
+		ck_assert_msg(payload_index(fbh_sub_msg(subb, i), "p") == (long)(*j + i), "cloud B message %zu is '%s'", i,
+				(const char *)fbh_sub_msg(subb, i)->payload);
+	}
+}
+
 /* SIGHUP with a new endpoint list: the link process is restarted with it and moves to the other
  * cloud. Of the 90 messages published before, during and after, cloud A gets p0..p(K-1) in order
  * and cloud B pJ..p89 in order with J <= K (a message in flight at the switch may reach both:
@@ -276,23 +300,7 @@ START_TEST(test_sighup_new_endpoints)
 	publish_range(&edge, 70, 20);
 
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 30000));
-	k = fbh_sub_count(suba);
-	ck_assert_uint_ge(k, 20);
-	for(size_t i = 0; i < k; i++){
-		ck_assert_msg(payload_index(fbh_sub_msg(suba, i), "p") == (long)i, "cloud A message %zu is '%s'", i,
-				(const char *)fbh_sub_msg(suba, i)->payload);
-	}
-	ck_assert(fbh_sub_wait_count(subb, 90 - k, 30000) >= 90 - k);
-	usleep(500000);
-	nb = fbh_sub_count(subb);
-	ck_assert_uint_ge(nb, 90 - k);
-	j = (size_t)payload_index(fbh_sub_msg(subb, 0), "p");
-	ck_assert_uint_le(j, k);
-	ck_assert_uint_eq(nb, 90 - j);
-	for(size_t i = 0; i < nb; i++){
-		ck_assert_msg(payload_index(fbh_sub_msg(subb, i), "p") == (long)(j + i), "cloud B message %zu is '%s'", i,
-				(const char *)fbh_sub_msg(subb, i)->payload);
-	}
+	split_delivery(suba, subb, &k, &j, &nb);
 	/* Cloud A gets nothing more. */
 	ck_assert_uint_eq(fbh_sub_count(suba), k);
 	fprintf(stderr, "rotate: cloud A got p0..p%zu, cloud B p%zu..p89 (%zu sent to both)\n", k - 1, j, k - j);
@@ -461,23 +469,7 @@ START_TEST(test_sighup_stopped_link_does_not_hold_the_broker)
 
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 30000));
 	ck_assert(sys_wait_u64(sys, "link_restarts", 0, 10000));
-	k = fbh_sub_count(suba);
-	ck_assert_uint_ge(k, 20);
-	for(size_t i = 0; i < k; i++){
-		ck_assert_msg(payload_index(fbh_sub_msg(suba, i), "p") == (long)i, "cloud A message %zu is '%s'", i,
-				(const char *)fbh_sub_msg(suba, i)->payload);
-	}
-	ck_assert(fbh_sub_wait_count(subb, 90 - k, 30000) >= 90 - k);
-	usleep(500000);
-	nb = fbh_sub_count(subb);
-	ck_assert_uint_ge(nb, 90 - k);
-	j = (size_t)payload_index(fbh_sub_msg(subb, 0), "p");
-	ck_assert_uint_le(j, k);
-	ck_assert_uint_eq(nb, 90 - j);
-	for(size_t i = 0; i < nb; i++){
-		ck_assert_msg(payload_index(fbh_sub_msg(subb, i), "p") == (long)(j + i), "cloud B message %zu is '%s'", i,
-				(const char *)fbh_sub_msg(subb, i)->payload);
-	}
+	split_delivery(suba, subb, &k, &j, &nb);
 	ck_assert_uint_eq(fbh_sub_count(suba), k);
 	/* The probes stayed local. */
 	ck_assert_uint_eq(fbh_sub_count(local), n);
