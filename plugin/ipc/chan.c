@@ -502,8 +502,12 @@ int fb_chan_reset(struct fb_chan_reader *r, uint64_t next_seq)
 	atomic_store(&sh->appended, 0);
 	atomic_store(&sh->seen, 0);
 	atomic_store(&sh->next_seq, next_seq);
-	atomic_store_explicit(&sh->ready, 1, memory_order_release);
 	return 0;
+}
+
+void fb_chan_ready(struct fb_chan_reader *r)
+{
+	atomic_store_explicit(&r->sh->ready, 1, memory_order_release);
 }
 
 static int take_visit(void *ud, uint64_t seq, const void *val, size_t len)

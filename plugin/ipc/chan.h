@@ -175,8 +175,13 @@ int fb_chan_recover(struct fb_chan_reader *r, uint64_t from, fb_stage_visit_fn f
 int fb_chan_file_name(const char *dir, unsigned i, char *buf, size_t cap);
 
 /* FRESH only, after fb_chan_recover(): empties both files and removes the large-record files;
- * the writer starts at NEXT_SEQ. Returns 0 or a negative errno. */
+ * the writer starts at NEXT_SEQ. The files are not ready for a writer yet (fb_chan_ready()): the
+ * reader may still have to queue records below NEXT_SEQ (a salvage) and reset them again.
+ * Returns 0 or a negative errno. */
 int fb_chan_reset(struct fb_chan_reader *r, uint64_t next_seq);
+
+/* After the last fb_chan_reset(): a writer may open the files (fb_chan_writer_open()). */
+void fb_chan_ready(struct fb_chan_reader *r);
 
 /* Visits the records published since the last take, in order. Returns 0, FN's non-zero value or
  * a negative errno. */

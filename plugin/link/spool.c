@@ -419,7 +419,7 @@ static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" 
 static int settle(struct fb_spool *s);
 static int classify_error(const char *err);
 static int spool_fsync(struct fb_spool *s);
-static void salvage(struct fb_spool *s, const char *aside);
+static int salvage(struct fb_spool *s, const char *aside);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -2256,7 +2256,10 @@ static int salvage_resume(struct fb_spool *s, char **why)
 		rc = spool_load(s, why);
 	}
 	if(rc == 0){
-		salvage(s, aside);
+		rc = salvage(s, aside);
+		if(rc){
+			*why = strdup("queuing the salvaged records failed (logged above)");
+		}
 	}
 	free(aside);
 	return rc;
@@ -2498,8 +2501,11 @@ static int salvage_replay(const char *aside, const char *dir, char **err)
  * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
  * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
  * records its staging files held), "in" and "dead" are queued again in order; the seqs missing
- * in "out" are counted as lost. */
-static void salvage(struct fb_spool *s, const char *aside)
+ * in "out" are counted as lost. Returns 0, also when nothing could be read (logged), or a
+ * negative errno when queuing what was read failed: SALVAGE_KEY stays, the open fails and the next
+ * link process starts the salvage again (salvage_resume()) before the channel is ready, so that
+ * nothing is staged behind a salvage that is wiped and run again. */
+static int salvage(struct fb_spool *s, const char *aside)
 {
 	struct salvage v = { .s = s };
 	struct fb_chan_shared *sh = NULL;
@@ -2512,7 +2518,7 @@ static void salvage(struct fb_spool *s, const char *aside)
 	int rc;
 
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
-		return;
+		return -ENOMEM;
 	}
 	rm_tree(copy); /* left by a salvage that was cut short */
 	rc = copy_tree(aside, copy, salvage_files);
@@ -2673,6 +2679,7 @@ out:
 	free(v.why);
 	rm_tree(copy);
 	free(copy);
+	return v.rc;
 }
 
 /* ---- inspection: what a spool holds, read from outside without changing anything ---- */
@@ -3171,7 +3178,11 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 				rc = spool_load(s, &why);
 			}
 			if(rc == 0 && !s->chan_running){
-				salvage(s, aside);
+				rc = salvage(s, aside);
+				if(rc){
+					why = strdup("queuing the salvaged records failed (logged above); the next "
+							"link process starts the salvage again");
+				}
 			}
 			if(rc){
 				fb_log(&s->lg, MOSQ_LOG_ERR, "cannot create a fresh spool at "
@@ -3184,6 +3195,12 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}
 	free(why);
 	free(aside);
+	if(rc == 0 && !s->chan_running){
+		/* Only now, after any salvage: a writer opened while a salvage still queued records would
+		 * start at the seq the fresh queue began with, and the salvage's last reset of the files
+		 * would then leave it writing the seqs of salvaged records over them. */
+		fb_chan_ready(s->chan);
+	}
 	if(rc == 0 && s->own_sh){
 		struct fb_chan_limits lim = { .max_size = s->max_size, .on_full = s->on_full,
 			.sync = s->sync == FB_SYNC_ALWAYS };

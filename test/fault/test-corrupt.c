@@ -218,6 +218,26 @@ static void assert_kept(struct env *e)
 	free(dir);
 }
 
+/* Prints the order in which SUB received the messages, as runs of consecutive indices. */
+static void print_arrivals(struct fbh_sub *sub)
+{
+	long from = -2, prev = -2;
+
+	fprintf(stderr, "arrivals:");
+	for(size_t i = 0; i <= fbh_sub_count(sub); i++){
+		long k = i < fbh_sub_count(sub) ? index_of(fbh_sub_msg(sub, i)) : -3;
+
+		if(k != prev + 1 || i == fbh_sub_count(sub)){
+			if(from != -2){
+				fprintf(stderr, " %ld..%ld", from, prev);
+			}
+			from = k;
+		}
+		prev = k;
+	}
+	fprintf(stderr, "\n");
+}
+
 /* Starts the cloud and the edge again; waits until the spool is empty. Asserts: the messages
  * received are distinct indices below n, first arrivals in order; received + counted corrupt ==
  * PUBACKed; the log names the count. Returns the count of corrupt. */
@@ -253,6 +273,10 @@ static uint64_t deliver(struct env *e, const char *what)
 		if(!seen[k]){
 			seen[k] = 1;
 			distinct++;
+			if(k < last){
+				print_arrivals(sub);
+				fbh_broker_dump_log(&e->edge);
+			}
 			ck_assert_msg(k > last, "message %ld arrived after %ld", k, last);
 			last = k;
 		}
@@ -562,7 +586,12 @@ END_TEST
  * is published afterwards is spooled as usual. Before: the folder was moved aside with the
  * staging files in use (the writer went on appending there, the new link process read fresh,
  * empty ones and failed every take, and was killed as hung every 13 s), nothing was salvaged,
- * nothing counted: every message lost, those published afterwards too. */
+ * nothing counted: every message lost, those published afterwards too. Later still (fixed in
+ * fb_spool_open()): the broker's writer opened the fresh staging files while the salvage still
+ * queued records (they were ready from the fresh spool's load, at seq 1), so the messages
+ * published after the salvage took the seqs of the first salvaged ones and were written over
+ * them (c0..c199 lost and not counted, c3000.. first); only a slow salvage (the sanitizer build
+ * beside other tests) showed it. */
 START_TEST(test_damage_found_by_a_restarted_link_process_is_salvaged)
 {
 	struct env e = { 0 };
@@ -582,26 +611,7 @@ START_TEST(test_damage_found_by_a_restarted_link_process_is_salvaged)
 	/* The link process's lines reach the log through the broker's tick: maybe a moment later. */
 	ck_assert(fbh_wait_log(&e.edge, "the next link process moves it aside and salvages it", 30000));
 	ck_assert(fbh_wait_log(&e.edge, "salvaged from", 30000));
-	{
-		/* New messages go out once the salvage has queued what it read: its count of spooled
-		 * messages stays put for 3 s (in the sanitizer build a message published while it still
-		 * ran once arrived ahead of salvaged ones; see the salvage in spool.c). */
-		struct fbh_sub *sys = sys_watch(&e.edge);
-		unsigned long long prev = ~0ULL, cur;
-		int same = 0;
-
-		ck_assert_ptr_nonnull(sys);
-		for(int i = 0; i < 240 && same < 6; i++){
-			const char *v = sys_value(sys, "spool/messages");
-
-			usleep(500 * 1000);
-			cur = v ? strtoull(v, NULL, 10) : ~0ULL;
-			same = v && cur == prev ? same + 1 : 0;
-			prev = cur;
-		}
-		ck_assert_msg(same >= 6, "the spool's count kept changing for 2 min");
-		fbh_sub_stop(sys);
-	}
+	/* "spooled again" above comes once the staging files are ready, which is after the salvage. */
 	pub = fbh_pub_connect(e.edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
 	for(size_t i = e.n; i < e.n + more; i++){

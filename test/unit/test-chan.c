@@ -96,6 +96,7 @@ static struct fb_chan_reader *fresh_reader(uint64_t next_seq)
 
 	ck_assert_int_eq(fb_chan_reader_open(dir, sh, true, &r), 0);
 	ck_assert_int_eq(fb_chan_reset(r, next_seq), 0);
+	fb_chan_ready(r);
 	return r;
 }
 
