@@ -102,6 +102,9 @@ struct fb_session {
 	uint8_t *props_key;         /* encoded properties of the last record sent ... */
 	uint32_t props_key_len;
 	mosquitto_property *props_list; /* ... and their decoded list, reused while they repeat */
+	mosquitto_property *alias_list; /* props_list's properties with Topic Alias alias_id, reused
+	                                 * while both repeat (NULL: none) */
+	uint16_t alias_id;
 	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
 	struct fb_yield yield;   /* how many records may go out while the broker thread is starved */
 	struct fb_rate rate;     /* cloud.max_rate and cloud.max_bandwidth */
@@ -406,20 +409,31 @@ static void aliases_reset(struct fb_session *l, const mosquitto_property *connac
 	fb_alias_reset(&l->alias, max);
 }
 
+static void alias_list_forget(struct fb_session *l)
+{
+	mosquitto_property_free_all(&l->alias_list);
+	l->alias_id = 0;
+}
+
 /* The alias for R's topic (in l->topic_buf), added to *PROPS; when *PROPS is the cached
- * l->props_list, to a list of its own decoded from R (mosquitto_property_copy_all() makes lists
- * whose head libmosquitto 2.0.11 would send alone). Returns whether the PUBLISH carries the full
- * topic. */
+ * l->props_list, *PROPS becomes l->alias_list, made for this alias when the last one was made for
+ * another: a list of its own decoded from R (mosquitto_property_copy_all() makes lists whose head
+ * libmosquitto 2.0.11 would send alone), kept while the properties and the alias repeat (a run of
+ * messages on one topic decodes nothing). Returns whether the PUBLISH carries the full topic. */
 static bool alias_props(struct fb_session *l, const struct fb_record *r, mosquitto_property **props)
 {
 	mosquitto_property *own = *props;
-	bool full;
+	bool full, cached = *props == l->props_list;
 	uint16_t alias = fb_alias_get(&l->alias, l->topic_buf, r->topic_len, &full);
 
 	if(alias == 0){
 		return true;
 	}
-	if(*props == l->props_list && (own = NULL, fb_props_decode(r->props, r->props_len, &own) < 0)){
+	if(cached && l->alias_list && l->alias_id == alias){
+		*props = l->alias_list;
+		return full;
+	}
+	if(cached && (own = NULL, fb_props_decode(r->props, r->props_len, &own) < 0)){
 		fb_alias_drop(&l->alias, l->topic_buf, r->topic_len);
 		return true;
 	}
@@ -429,6 +443,11 @@ static bool alias_props(struct fb_session *l, const struct fb_record *r, mosquit
 			mosquitto_property_free_all(&own);
 		}
 		return true;
+	}
+	if(cached){
+		alias_list_forget(l);
+		l->alias_list = own;
+		l->alias_id = alias;
 	}
 	*props = own;
 	return full;
@@ -812,6 +831,7 @@ static void remember_props(struct fb_session *l, const uint8_t *key, uint32_t le
 	uint8_t *copy = malloc(len ? len : 1);
 
 	mosquitto_property_free_all(&l->props_list);
+	alias_list_forget(l); /* made from the old properties */
 	free(l->props_key);
 	l->props_key = copy;
 	l->props_key_len = len;
@@ -900,7 +920,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	full = alias_props(l, &r, &props);
 	rc = mosquitto_publish_v5(l->mosq, &mid, full ? l->topic_buf : NULL, (int)r.payload_len, r.payload, r.qos,
 			r.retain, props);
-	if(props != l->props_list){
+	if(props != l->props_list && props != l->alias_list){
 		mosquitto_property_free_all(&props);
 	}
 	if(rc != MOSQ_ERR_SUCCESS){
@@ -1557,6 +1577,7 @@ void fb_session_stop(struct fb_session *l)
 	free(l->topic_buf);
 	free(l->props_key);
 	mosquitto_property_free_all(&l->props_list);
+	alias_list_forget(l);
 	fb_alias_cleanup(&l->alias);
 	pthread_mutex_destroy(&l->status_lock);
 	free(l);
