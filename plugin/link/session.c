@@ -92,6 +92,7 @@ struct fb_session {
 	uint64_t share_credit;   /* lane_min_share: owed to the lower lanes, in 1/10000 sends */
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
+	size_t ring_next;           /* ring index after the slot ring_find() found last */
 	size_t window;              /* records in flight at most: ring_cap, or the cloud's Receive
 	                             * Maximum when lower (libmosquitto would queue the rest and write
 	                             * each one alone as a PUBACK frees its place) */
@@ -202,12 +203,20 @@ static void ring_push(struct fb_session *l, int mid, uint64_t seq, size_t len)
 	}
 }
 
-/* Acknowledgements nearly always arrive in order, so the search from the head is short. */
+/* Acknowledgements nearly always arrive in order: the search starts after the slot found last
+ * (the acknowledged slots before it stay until flush_acked(), up to half a window), then wraps. */
 static struct inflight *ring_find(struct fb_session *l, int mid)
 {
-	for(size_t i = 0; i < l->ring_used; i++){
+	size_t start = (l->ring_next + l->ring_cap - l->ring_head) % l->ring_cap;
+
+	if(start >= l->ring_used){
+		start = 0;
+	}
+	for(size_t k = 0; k < l->ring_used; k++){
+		size_t i = (start + k) % l->ring_used;
 		struct inflight *e = ring_at(l, i);
 		if(e->mid == mid){
+			l->ring_next = (l->ring_head + i + 1) % l->ring_cap;
 			return e;
 		}
 	}
