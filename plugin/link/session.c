@@ -1500,7 +1500,6 @@ static void *worker(void *arg)
 			/* libmosquitto frees the SSL (and the coalescing with it) as soon as it has written
 			 * the DISCONNECT: that one goes to the socket directly. */
 			fb_tls_direct(mosquitto_ssl_get(l->mosq), l->wbuf);
-			l->wbuf = NULL;
 			mosquitto_disconnect_v5(l->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
 			mosquitto_loop_write(l->mosq, 1);
 		}

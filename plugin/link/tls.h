@@ -1,4 +1,4 @@
-/* flowmq-bridge: the TLS client context for the cloud connection.
+/* flowmq-bridge: the cloud connection's TLS client context; link process only (worker thread).
  *
  * We build the SSL_CTX ourselves (minimum version, trust store, client certificate, hostname
  * verification, SNI, ALPN) and hand it to libmosquitto with MOSQ_OPT_SSL_CTX, so that the

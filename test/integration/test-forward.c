@@ -502,11 +502,10 @@ START_TEST(test_sigkill_edge_loses_no_acknowledged_message)
 END_TEST
 
 /* The plugin's processes: the broker itself has one thread (the link process runs the rest);
- * returns the link process's pid, or 0 while there is none (a killed one not restarted yet). */
-static pid_t link_process(pid_t broker)
+ * returns the link process's pid once there is one (link_pid_wait()). */
+static pid_t link_process_wait(pid_t broker)
 {
-	char path[128], *text, *name;
-	long child;
+	char path[128];
 	int tasks = 0;
 	DIR *d;
 
@@ -518,25 +517,7 @@ static pid_t link_process(pid_t broker)
 	}
 	closedir(d);
 	ck_assert_int_eq(tasks, 1);
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)broker, (int)broker);
-	text = fbh_read_file(path);
-	ck_assert_ptr_nonnull(text);
-	if(text[0] == '\0'){
-		free(text);
-		return 0;
-	}
-	ck_assert_int_eq(sscanf(text, "%ld %n", &child, &tasks), 1);
-	ck_assert_str_eq(text + tasks, ""); /* exactly one child */
-	free(text);
-	snprintf(path, sizeof(path), "/proc/%ld/comm", child);
-	name = fbh_read_file(path);
-	if(name == NULL || strcmp(name, "mosquitto\n") == 0){
-		free(name);
-		return 0; /* ended in between, or spawned and not named yet (before its exec) */
-	}
-	ck_assert_str_eq(name, "flowmq-link\n");
-	free(name);
-	return (pid_t)child;
+	return link_pid_wait(broker);
 }
 
 /* Whether process PID holds the socket listening on 127.0.0.1:PORT. */
@@ -584,7 +565,7 @@ START_TEST(test_killed_link_process_is_restarted_and_nothing_is_lost)
 	struct fbh_sub *sub;
 	struct streamer *st = calloc(1, sizeof(*st));
 	pthread_t t;
-	pid_t first, second = 0;
+	pid_t first, second;
 	long dups, acked;
 
 	fbh_broker_init(&cloud, "cloud");
@@ -593,10 +574,7 @@ START_TEST(test_killed_link_process_is_restarted_and_nothing_is_lost)
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
 	ck_assert_ptr_nonnull(sub);
 	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
-	for(int i = 0; i < 500 && (first = link_process(edge.pid)) == 0; i++){
-		usleep(10000);
-	}
-	ck_assert_int_gt(first, 0);
+	first = link_process_wait(edge.pid);
 
 	st->port = edge.port;
 	pthread_create(&t, NULL, stream, st);
@@ -611,10 +589,7 @@ START_TEST(test_killed_link_process_is_restarted_and_nothing_is_lost)
 	pthread_join(t, NULL);
 	ck_assert(fbh_wait_log(&edge, "restarting the link process", 5000));
 	ck_assert(fbh_broker_log_contains(&edge, "was killed by signal 9"));
-	for(int i = 0; i < 100 && second == 0; i++){
-		second = link_process(edge.pid);
-		usleep(10000);
-	}
+	second = link_process_wait(edge.pid);
 	ck_assert_int_ne(second, first);
 	/* Started while the broker listens: it closed what it inherited of the broker's sockets. */
 	ck_assert(holds_listener(edge.pid, edge.port));
@@ -668,15 +643,7 @@ START_TEST(test_failing_link_process_is_restarted_with_growing_pauses)
 
 	ck_assert_int_eq(rename(spool, moved), 0);
 	fbh_write_file(spool, "not a folder\n", 0600);
-	{
-		pid_t lp = 0;
-
-		for(int i = 0; i < 500 && (lp = link_process(edge.pid)) == 0; i++){
-			usleep(10000);
-		}
-		ck_assert_int_gt(lp, 0);
-		ck_assert_int_eq(kill(lp, SIGKILL), 0);
-	}
+	ck_assert_int_eq(kill(link_process_wait(edge.pid), SIGKILL), 0);
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/while-down", "d", 1, 1, NULL, 10000), 1);
 	sleep(8);
 	restarts = log_count(&edge, "restarting the link process");
