@@ -1,6 +1,7 @@
 /* flowmq-bridge: the cloud connection's TLS context (link process, worker thread); see tls.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,21 +344,138 @@ const char *fb_tls_verify_error(SSL_CTX *ctx)
 	return st ? st->verify_error : "";
 }
 
+/* The coalescing BIO: a filter in front of the socket BIO that keeps what is written in one
+ * buffer until BIO_flush(). OpenSSL's own BIO_f_buffer() does the same, but it passes every
+ * control query it does not know on to the socket BIO, and libssl asks the write BIO whether it
+ * is a kernel TLS socket about nine times per record; this one answers that itself. */
+struct coalesce {
+	size_t off;           /* bytes of buf already written to the socket */
+	size_t len;           /* bytes held, from the start of buf */
+	size_t cap;
+	unsigned char buf[];
+};
+
+static BIO_METHOD *coalesce_method;
+static pthread_once_t coalesce_once = PTHREAD_ONCE_INIT;
+
+/* Writes what C holds to the next BIO. 1: all of it; 0: the socket takes no more now (B's retry
+ * flags say so); -1: the connection failed. */
+static int coalesce_drain(BIO *b, struct coalesce *c)
+{
+	BIO *next = BIO_next(b);
+
+	while(c->off < c->len){
+		size_t left = c->len - c->off;
+		int n = BIO_write(next, c->buf + c->off, left > INT_MAX ? INT_MAX : (int)left);
+
+		if(n <= 0){
+			BIO_copy_next_retry(b);
+			return BIO_should_retry(b) ? 0 : -1;
+		}
+		c->off += (size_t)n;
+	}
+	c->off = c->len = 0;
+	return 1;
+}
+
+static int coalesce_write(BIO *b, const char *data, int n)
+{
+	struct coalesce *c = BIO_get_data(b);
+	int r;
+
+	BIO_clear_retry_flags(b);
+	if(c == NULL || BIO_next(b) == NULL || n < 0){
+		return -1;
+	}
+	if((size_t)n > c->cap - c->len){
+		if((r = coalesce_drain(b, c)) <= 0){
+			return -1;
+		}
+		if((size_t)n > c->cap){ /* larger than the whole buffer: straight through */
+			r = BIO_write(BIO_next(b), data, n);
+			BIO_copy_next_retry(b);
+			return r;
+		}
+	}
+	memcpy(c->buf + c->len, data, (size_t)n);
+	c->len += (size_t)n;
+	return n;
+}
+
+static long coalesce_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct coalesce *c;
+	BIO *next;
+
+#ifdef BIO_CTRL_GET_KTLS_SEND
+	/* libssl asks this about nine times per record: answered first, and without looking further
+	 * (the records go through our buffer, never kernel TLS). */
+	if(cmd == BIO_CTRL_GET_KTLS_SEND){
+		return 0;
+	}
+#endif
+	c = BIO_get_data(b);
+	next = BIO_next(b);
+	switch(cmd){
+	case BIO_CTRL_WPENDING:
+		return c ? (long)(c->len - c->off) : 0;
+	case BIO_CTRL_FLUSH:
+		BIO_clear_retry_flags(b);
+		if(c == NULL || next == NULL || coalesce_drain(b, c) <= 0){
+			return 0;
+		}
+		return BIO_flush(next);
+	case BIO_CTRL_PUSH:
+	case BIO_CTRL_POP:
+	case BIO_CTRL_DUP:
+		return 0;
+	default:
+		return next ? BIO_ctrl(next, cmd, num, ptr) : 0;
+	}
+}
+
+static int coalesce_destroy(BIO *b)
+{
+	free(BIO_get_data(b));
+	BIO_set_data(b, NULL);
+	BIO_set_init(b, 0);
+	return 1;
+}
+
+static void coalesce_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_FILTER, "flowmq write coalescing");
+
+	if(m && (!BIO_meth_set_write(m, coalesce_write) || !BIO_meth_set_ctrl(m, coalesce_ctrl)
+			|| !BIO_meth_set_destroy(m, coalesce_destroy))){
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	coalesce_method = m;
+}
+
 BIO *fb_tls_coalesce(SSL *ssl, int size)
 {
 	BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL, *buf;
+	struct coalesce *c;
 
-	if(sock == NULL || !SSL_is_init_finished(ssl) || BIO_method_type(sock) != BIO_TYPE_SOCKET){
+	if(sock == NULL || size <= 0 || !SSL_is_init_finished(ssl) || BIO_method_type(sock) != BIO_TYPE_SOCKET){
 		return NULL;
 	}
-	buf = BIO_new(BIO_f_buffer());
-	if(buf == NULL){
+	pthread_once(&coalesce_once, coalesce_method_init);
+	if(coalesce_method == NULL || (buf = BIO_new(coalesce_method)) == NULL){
 		return NULL;
 	}
-	if(BIO_set_write_buffer_size(buf, size) != 1 || !BIO_up_ref(sock)){
+	c = malloc(sizeof(*c) + (size_t)size);
+	if(c == NULL || !BIO_up_ref(sock)){
+		free(c);
 		BIO_free(buf);
 		return NULL;
 	}
+	c->off = c->len = 0;
+	c->cap = (size_t)size;
+	BIO_set_data(buf, c);
+	BIO_set_init(buf, 1);
 	BIO_push(buf, sock);
 	/* The SSL's reference to the old write BIO goes; the socket BIO stays its read BIO and the
 	 * end of this chain. */

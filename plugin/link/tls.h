@@ -29,8 +29,10 @@ const char *fb_tls_verify_error(SSL_CTX *ctx);
  * in front of the connected SSL's socket (the handshake is done; reads are not buffered): the
  * records of everything written in one turn of the worker go out in one write(2) at
  * fb_tls_flush(), which the worker calls at the end of every turn, so nothing waits longer than
- * the turn it was written in. Returns the BIO (SSL owns it; valid while the SSL lives), or NULL
- * when it cannot (the connection then writes unbuffered). Worker thread. */
+ * the turn it was written in. When a record does not fit, what the buffer holds is written first;
+ * a record larger than SIZE then goes straight to the socket. Returns the BIO (SSL owns it; valid
+ * while the SSL lives), or NULL when it cannot (the connection then writes unbuffered). Worker
+ * thread. */
 BIO *fb_tls_coalesce(SSL *ssl, int size);
 
 /* Writes what BIO (from fb_tls_coalesce()) holds. Returns 0 when all of it is written, 1 when

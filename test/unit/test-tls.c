@@ -2,15 +2,20 @@
  * key from regular files, and refuses at once (never blocks on) a FIFO put in a file's place after
  * the configuration was checked. Certificates are made here with OpenSSL. */
 #include <check.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "tls.h"
@@ -160,6 +165,225 @@ START_TEST(test_file_without_certificates_is_refused)
 }
 END_TEST
 
+/* Write coalescing (fb_tls_coalesce()), over a real TLS 1.3 connection on a socket pair: a
+ * client SSL (the link's side) and a server SSL that reads what it sent. */
+struct pair {
+	int fd[2];              /* [0] client, [1] server; both non-blocking */
+	SSL_CTX *cctx, *sctx;
+	SSL *c, *s;
+};
+
+static void pair_open(struct pair *p, int client_sndbuf)
+{
+	EVP_PKEY *key;
+	X509 *cert = make_cert("cloud", &key);
+	int i, rc, rs, done_c = 0, done_s = 0;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, p->fd), 0);
+	if(client_sndbuf > 0){
+		ck_assert_int_eq(setsockopt(p->fd[0], SOL_SOCKET, SO_SNDBUF, &client_sndbuf, sizeof(client_sndbuf)), 0);
+	}
+	for(i = 0; i < 2; i++){
+		ck_assert_int_eq(fcntl(p->fd[i], F_SETFL, O_NONBLOCK), 0);
+	}
+	ck_assert_ptr_nonnull(p->cctx = SSL_CTX_new(TLS_client_method()));
+	ck_assert_ptr_nonnull(p->sctx = SSL_CTX_new(TLS_server_method()));
+	SSL_CTX_set_min_proto_version(p->cctx, TLS1_3_VERSION);
+	ck_assert_int_eq(SSL_CTX_use_certificate(p->sctx, cert), 1);
+	ck_assert_int_eq(SSL_CTX_use_PrivateKey(p->sctx, key), 1);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	ck_assert_ptr_nonnull(p->c = SSL_new(p->cctx));
+	ck_assert_ptr_nonnull(p->s = SSL_new(p->sctx));
+	SSL_set_fd(p->c, p->fd[0]);
+	SSL_set_fd(p->s, p->fd[1]);
+	for(i = 0; i < 1000 && !(done_c && done_s); i++){
+		if(!done_c){
+			rc = SSL_connect(p->c);
+			done_c = rc == 1;
+			ck_assert(done_c || SSL_get_error(p->c, rc) == SSL_ERROR_WANT_READ);
+		}
+		if(!done_s){
+			rs = SSL_accept(p->s);
+			done_s = rs == 1;
+			ck_assert(done_s || SSL_get_error(p->s, rs) == SSL_ERROR_WANT_READ);
+		}
+	}
+	ck_assert(done_c && done_s);
+	ck_assert_int_eq(SSL_version(p->c), TLS1_3_VERSION);
+	/* The server's session tickets: read by the client now, so they do not count as data later. */
+	{
+		char b;
+		ck_assert_int_le(SSL_read(p->c, &b, 1), 0);
+	}
+}
+
+static void pair_close(struct pair *p)
+{
+	SSL_free(p->c);
+	SSL_free(p->s);
+	SSL_CTX_free(p->cctx);
+	SSL_CTX_free(p->sctx);
+	close(p->fd[0]);
+	close(p->fd[1]);
+}
+
+/* Bytes waiting to be read on FD. */
+static int readable(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+}
+
+/* Reads everything the server can decrypt now into BUF at *GOT (at most CAP in all). */
+static void server_read(struct pair *p, unsigned char *buf, size_t cap, size_t *got)
+{
+	int n;
+
+	while(*got < cap && (n = SSL_read(p->s, buf + *got, (int)(cap - *got))) > 0){
+		*got += (size_t)n;
+	}
+}
+
+START_TEST(test_coalesce_holds_a_turn_until_flush)
+{
+	struct pair p;
+	BIO *wbuf;
+	unsigned char msg[100], got[1000];
+	size_t n = 0;
+	int i;
+
+	pair_open(&p, 0);
+	ck_assert_ptr_nonnull(wbuf = fb_tls_coalesce(p.c, 4096));
+	ck_assert_ptr_eq(SSL_get_wbio(p.c), wbuf);
+	for(i = 0; i < 10; i++){
+		memset(msg, 'a' + i, sizeof(msg));
+		ck_assert_int_eq(SSL_write(p.c, msg, sizeof(msg)), (int)sizeof(msg));
+	}
+	/* Ten records held (each 100 bytes + 22 of TLS 1.3 framing and tag), none on the socket yet. */
+	ck_assert_uint_eq(fb_tls_pending(wbuf), 10 * (sizeof(msg) + 22));
+	ck_assert(!readable(p.fd[1]));
+	ck_assert_int_eq(fb_tls_flush(wbuf), 0);
+	ck_assert_uint_eq(fb_tls_pending(wbuf), 0);
+	ck_assert(readable(p.fd[1]));
+	server_read(&p, got, sizeof(got), &n);
+	ck_assert_uint_eq(n, 1000);
+	for(i = 0; i < 1000; i++){
+		ck_assert_int_eq(got[i], 'a' + i / 100);
+	}
+	/* Nothing held: flushing again writes nothing. */
+	ck_assert_int_eq(fb_tls_flush(wbuf), 0);
+	ck_assert(!readable(p.fd[1]));
+	/* After fb_tls_direct(), a write goes to the socket at once. */
+	ck_assert_int_eq(SSL_write(p.c, "x", 1), 1);
+	fb_tls_direct(p.c, wbuf);
+	ck_assert_ptr_eq(SSL_get_wbio(p.c), SSL_get_rbio(p.c));
+	ck_assert_int_eq(SSL_write(p.c, "y", 1), 1);
+	n = 0;
+	server_read(&p, got, sizeof(got), &n);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_mem_eq(got, "xy", 2);
+	pair_close(&p);
+}
+END_TEST
+
+START_TEST(test_coalesce_full_socket_asks_to_retry_and_loses_nothing)
+{
+	/* A small socket buffer and a coalescing buffer of 8 KiB: writes go on until the socket takes
+	 * no more, then SSL_write() and the flush ask to retry; the server then reads everything, in
+	 * order, while the client retries. Records larger than the buffer go straight through. */
+	enum { TOTAL = 1 << 20 };
+	struct pair p;
+	BIO *wbuf;
+	unsigned char *sent = malloc(TOTAL), *got = malloc(TOTAL);
+	size_t off = 0, n = 0, chunk;
+	int i, r, retried = 0, flush_retried = 0, rounds;
+
+	ck_assert_ptr_nonnull(sent);
+	ck_assert_ptr_nonnull(got);
+	for(i = 0; i < TOTAL; i++){
+		sent[i] = (unsigned char)(i * 7 + i / 251);
+	}
+	pair_open(&p, 4096);
+	ck_assert_ptr_nonnull(wbuf = fb_tls_coalesce(p.c, 8192));
+	/* Write without the server reading until the client is told to retry. */
+	for(rounds = 0; off < TOTAL && !retried; rounds++){
+		chunk = rounds % 7 == 6 ? 12000 : 300; /* now and then a record larger than the buffer */
+		if(chunk > TOTAL - off){
+			chunk = TOTAL - off;
+		}
+		r = SSL_write(p.c, sent + off, (int)chunk);
+		if(r > 0){
+			ck_assert_int_eq(r, (int)chunk);
+			off += chunk;
+		}else{
+			ck_assert_int_eq(SSL_get_error(p.c, r), SSL_ERROR_WANT_WRITE);
+			retried = 1;
+		}
+	}
+	ck_assert(retried);
+	ck_assert_uint_lt(off, TOTAL);
+	ck_assert_uint_gt(fb_tls_pending(wbuf), 0);
+	r = fb_tls_flush(wbuf);
+	if(r == 1){
+		flush_retried = 1;
+	}else{
+		ck_assert_int_eq(r, 0);
+	}
+	/* Now the server reads while the client writes the rest (the same call again first, as
+	 * SSL_write() requires after a retry) and flushes after each write. */
+	for(rounds = 0; (off < TOTAL || fb_tls_pending(wbuf) > 0) && rounds < 1000000; rounds++){
+		server_read(&p, got, TOTAL, &n);
+		if(off < TOTAL){
+			if(!retried){
+				chunk = TOTAL - off < 300 ? TOTAL - off : 300;
+			}
+			r = SSL_write(p.c, sent + off, (int)chunk);
+			retried = r <= 0;
+			if(r > 0){
+				ck_assert_int_eq(r, (int)chunk);
+				off += chunk;
+			}else{
+				ck_assert_int_eq(SSL_get_error(p.c, r), SSL_ERROR_WANT_WRITE);
+				continue;
+			}
+		}
+		r = fb_tls_flush(wbuf);
+		ck_assert_int_ge(r, 0);
+		flush_retried |= r == 1;
+	}
+	while(n < TOTAL && rounds++ < 1000000){
+		server_read(&p, got, TOTAL, &n);
+	}
+	ck_assert_uint_eq(off, TOTAL);
+	ck_assert_uint_eq(n, TOTAL);
+	ck_assert_mem_eq(got, sent, TOTAL);
+	ck_assert(flush_retried);
+	pair_close(&p);
+	free(sent);
+	free(got);
+}
+END_TEST
+
+START_TEST(test_coalesce_refuses_before_the_handshake)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl;
+	int fd[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, fd), 0);
+	ck_assert_ptr_nonnull(ssl = SSL_new(ctx));
+	SSL_set_fd(ssl, fd[0]);
+	ck_assert_ptr_null(fb_tls_coalesce(ssl, 4096));
+	ck_assert_ptr_null(fb_tls_coalesce(NULL, 4096));
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(fd[0]);
+	close(fd[1]);
+}
+END_TEST
+
 static Suite *tls_suite(void)
 {
 	Suite *s = suite_create("tls");
@@ -169,6 +393,11 @@ static Suite *tls_suite(void)
 	tcase_add_test(tc, test_loads_ca_chain_and_key);
 	tcase_add_test(tc, test_fifo_in_place_of_a_file_is_refused);
 	tcase_add_test(tc, test_file_without_certificates_is_refused);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("coalesce");
+	tcase_add_test(tc, test_coalesce_holds_a_turn_until_flush);
+	tcase_add_test(tc, test_coalesce_full_socket_asks_to_retry_and_loses_nothing);
+	tcase_add_test(tc, test_coalesce_refuses_before_the_handshake);
 	suite_add_tcase(s, tc);
 	return s;
 }
