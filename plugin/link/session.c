@@ -82,6 +82,7 @@ struct fb_session {
 	uint64_t last_wake_ms;
 	bool c2e_waiting;        /* the broker has not taken every cloud message handed over */
 	bool maybe_more;         /* spool "out" may hold records after cursor */
+	uint64_t ready_us;       /* when the worker last cleared d.notified (monotonic µs; yield.h: lingering) */
 	uint64_t read_retry_ms;  /* after a spool read error: no new attempt before this */
 	/* Per lane queue (spool.h): last seq handed to libmosquitto (or skipped); for the queue of
 	 * a lane's live_first rules, of its live part (seqs above live_from). */
@@ -1376,6 +1377,14 @@ static int read_all(struct fb_session *l)
 	}
 }
 
+static uint64_t mono_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
 static void *worker(void *arg)
 {
 	struct fb_session *l = arg;
@@ -1419,6 +1428,15 @@ static void *worker(void *arg)
 		now = fb_mono_ms();
 		if(pfd[0].revents & POLLIN){
 			uint64_t v;
+			unsigned wait_us;
+
+			/* Records only (nothing from the cloud to handle), and coming fast: let more come
+			 * before taking them (yield.h, lingering). */
+			if(l->connected && !(n == 2 && pfd[1].revents)
+					&& (wait_us = fb_linger_us(mono_us(), l->ready_us)) != 0){
+				usleep(wait_us);
+				now = fb_mono_ms();
+			}
 			/* Drain first, then clear the flag: a writer that finds the flag still set
 			 * (and writes nothing) staged its record before the exchange below, so the
 			 * ingest after it takes the record; a writer that finds it clear writes after
@@ -1429,6 +1447,7 @@ static void *worker(void *arg)
 				/* EAGAIN: another wake-up consumed it */
 			}
 			atomic_exchange(l->d.notified, false);
+			l->ready_us = mono_us();
 			l->maybe_more = true;
 		}
 		if(l->rq){

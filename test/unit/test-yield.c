@@ -170,6 +170,22 @@ START_TEST(no_broker_pid_or_no_such_process_turns_it_off)
 }
 END_TEST
 
+START_TEST(lingering_only_when_records_come_fast)
+{
+	/* The eventfd woke the worker 100 µs after it last took everything: wait; 499: wait; 500 and
+	 * more: do not. */
+	ck_assert_uint_eq(fb_linger_us(1000100, 1000000), FB_LINGER_US);
+	ck_assert_uint_eq(fb_linger_us(1000499, 1000000), FB_LINGER_US);
+	ck_assert_uint_eq(fb_linger_us(1000500, 1000000), 0);
+	ck_assert_uint_eq(fb_linger_us(1900000, 1000000), 0);
+	/* Never took anything yet, or a clock that went back: do not. */
+	ck_assert_uint_eq(fb_linger_us(100, 0), 0);
+	ck_assert_uint_eq(fb_linger_us(999999, 1000000), 0);
+	/* The bound on what lingering adds to a record's way to the cloud. */
+	ck_assert_uint_le(FB_LINGER_US, 1000);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("yield");
@@ -183,6 +199,7 @@ int main(void)
 	tcase_add_test(tc, the_budget_grows_step_by_step_until_giving_way_ends);
 	tcase_add_test(tc, the_tick_reads_the_threads_cpu_time_once_a_period);
 	tcase_add_test(tc, no_broker_pid_or_no_such_process_turns_it_off);
+	tcase_add_test(tc, lingering_only_when_records_come_fast);
 	suite_add_tcase(s, tc);
 
 	sr = srunner_create(s);
