@@ -35,16 +35,25 @@ const char *fb_tls_verify_error(SSL_CTX *ctx);
  * thread. */
 BIO *fb_tls_coalesce(SSL *ssl, int size);
 
-/* Writes what BIO (from fb_tls_coalesce()) holds. Returns 0 when all of it is written, 1 when
- * the socket takes no more now (wait for POLLOUT and call again), or -1 when the connection
- * failed. Worker thread. */
+/* Gathering (tls.c: SSL_write()). On the SSL given to fb_tls_coalesce(), SSL_write() does not
+ * encrypt: it copies the bytes into the BIO's plaintext buffer and returns them all as written.
+ * libmosquitto calls SSL_write() once per packet, so without this every packet was one TLS record
+ * of its own (about 10,000 instructions of libssl and libcrypto for a 200-byte PUBLISH, on the
+ * edge and again in the cloud). fb_tls_flush() encrypts what a turn gathered in records of up to
+ * 16 KiB. Only the flowmq-link program (and the tests that link this file) see this SSL_write():
+ * it is defined with default visibility in the program, which the dynamic linker searches before
+ * libssl. */
+
+/* Encrypts what the SSL of BIO (from fb_tls_coalesce()) gathered and writes what BIO holds.
+ * Returns 0 when all of it is written, 1 when the socket takes no more now (wait for POLLOUT and
+ * call again), or -1 when the connection failed. Worker thread. */
 int fb_tls_flush(BIO *bio);
 
-/* Bytes BIO holds, not yet written to the socket. */
+/* Bytes BIO holds, gathered or encrypted, not yet written to the socket. */
 size_t fb_tls_pending(BIO *bio);
 
 /* Ends the write coalescing of SSL (BIO from fb_tls_coalesce(), which this frees): what BIO holds
- * is written first (as far as the socket takes it now), and later writes go to the socket at
+ * (and what it gathered) is written first (as far as the socket takes it now), and later writes go to the socket at
  * once. For the DISCONNECT of an orderly stop: libmosquitto frees the SSL right after writing it,
  * so it must not wait in the buffer. Worker thread. */
 void fb_tls_direct(SSL *ssl, BIO *bio);
