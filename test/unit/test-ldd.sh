@@ -65,5 +65,13 @@ for lib in librocksdb libssl libmosquitto libmicrohttpd; do
 		fail=1
 	fi
 done
-[[ $fail == 0 ]] && echo "PASS: RocksDB, OpenSSL, libmosquitto and libmicrohttpd are linked into flowmq-link only"
+# libmosquitto's SSL_write() calls reach the link's own (plugin/link/tls.c: gathering a turn's
+# packets into one TLS record) only if the program exports it: a defined, global, default-visibility
+# dynamic symbol. A build that hid it would still work, one record per packet, and only the
+# benchmark would show it.
+if ! readelf --dyn-syms -W "$link" | awk '$8 == "SSL_write" && $7 != "UND" && $5 == "GLOBAL" && $6 == "DEFAULT" { found = 1 } END { exit !found }'; then
+	echo "FAIL: flowmq-link does not export its SSL_write (tls.c): libmosquitto would call libssl's"
+	fail=1
+fi
+[[ $fail == 0 ]] && echo "PASS: RocksDB, OpenSSL, libmosquitto and libmicrohttpd are linked into flowmq-link only, and flowmq-link exports its SSL_write"
 exit $fail
