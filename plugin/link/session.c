@@ -94,9 +94,12 @@ struct fb_session {
 	struct inflight *ring;
 	size_t ring_cap, ring_head, ring_used;
 	size_t ring_next;           /* ring index after the slot ring_find() found last */
-	size_t window;              /* records in flight at most: ring_cap, or the cloud's Receive
-	                             * Maximum when lower (libmosquitto would queue the rest and write
-	                             * each one alone as a PUBACK frees its place) */
+	size_t window;              /* records waiting for an acknowledgement at most: ring_cap, or
+	                             * the cloud's Receive Maximum when lower (libmosquitto would queue
+	                             * the rest and write each one alone as a PUBACK frees its place).
+	                             * The ring's other slots hold acknowledged records until their
+	                             * delete is written: with a small Receive Maximum the window
+	                             * refills while the deletes wait for a batch */
 	size_t sending;             /* slots waiting for an acknowledgement */
 	size_t acked_count;         /* SLOT_ACKED slots */
 	uint64_t acked_since_ms;    /* when the oldest of them was acknowledged */
@@ -205,7 +208,7 @@ static void ring_push(struct fb_session *l, int mid, uint64_t seq, size_t len)
 }
 
 /* Acknowledgements nearly always arrive in order: the search starts after the slot found last
- * (the acknowledged slots before it stay until flush_acked(), up to half a window), then wraps. */
+ * (the acknowledged slots before it stay until flush_acked(), up to half the ring), then wraps. */
 static struct inflight *ring_find(struct fb_session *l, int mid)
 {
 	size_t start = (l->ring_next + l->ring_cap - l->ring_head) % l->ring_cap;
@@ -260,11 +263,11 @@ static void maybe_settle(struct fb_session *l)
 	}
 }
 
-/* Batches deletes while messages flow: flushes at half a window, after ACK_FLUSH_MS, or when
- * nothing waits for an acknowledgement any more. */
+/* Batches deletes while messages flow: flushes when acknowledged records fill half the ring
+ * (max_inflight), after ACK_FLUSH_MS, or when nothing waits for an acknowledgement any more. */
 static void maybe_flush_acked(struct fb_session *l, uint64_t now)
 {
-	if(l->acked_count && (l->acked_count >= l->window / 2 || l->sending == 0
+	if(l->acked_count && (l->acked_count >= l->ring_cap / 2 || l->sending == 0
 				|| now >= l->acked_since_ms + ACK_FLUSH_MS)){
 		flush_acked(l);
 	}
@@ -963,14 +966,25 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
-/* Whether fill() would send: records may be waiting, and the window has room for a batch of at
- * least a quarter of it (one spool iterator per batch, not per PUBACK). */
+/* Records fill() may send now: as many as the window (unacknowledged records) and the ring
+ * (those and the acknowledged ones whose delete is not written yet: what a crash can send twice,
+ * at most max_inflight) both have room for. */
+static size_t room(const struct fb_session *l)
+{
+	size_t w = l->sending < l->window ? l->window - l->sending : 0;
+	size_t r = l->ring_cap - l->ring_used;
+
+	return w < r ? w : r;
+}
+
+/* Whether fill() would send: records may be waiting, and there is room for a batch of at least
+ * a quarter of the window (one spool iterator per batch, not per PUBACK). */
 static bool can_fill(const struct fb_session *l, uint64_t now)
 {
 	size_t batch = l->window / 4 ? l->window / 4 : 1;
 
 	return l->connected && !l->lost && l->maybe_more && now >= l->read_retry_ms
-		&& (l->ring_used == 0 || (l->ring_used < l->window && l->window - l->ring_used >= batch));
+		&& (l->ring_used == 0 || room(l) >= batch);
 }
 
 /* Lanes: the highest lane with records waiting (bit 0 of PENDING first), except that while lower
@@ -1095,8 +1109,8 @@ static void fill(struct fb_session *l)
 		return;
 	}
 	ingest(l);
-	while(l->maybe_more && !l->lost && l->ring_used < l->window){
-		size_t want = l->window - l->ring_used;
+	while(l->maybe_more && !l->lost && room(l) > 0){
+		size_t want = room(l);
 		uint64_t allowed = fb_yield_allowed(&l->yield);
 		uint64_t seq, after, before;
 		struct waiting w;
