@@ -6,7 +6,8 @@
  * Both print one line of key=value results on stdout. Every published payload (at least 16 bytes)
  * starts with a header: send time (CLOCK_REALTIME, ns), sequence number within its connection,
  * connection index and a magic number. The subscriber uses it for latency percentiles, duplicates
- * and order violations; payloads without the header are only counted.
+ * and order violations; payloads without the header are only counted (account.c, which cloudsink
+ * shares).
  *
  * Each connection runs its own poll loop (mosquitto_socket + ppoll + loop_read/write/misc) in its
  * own thread: no libmosquitto background thread, no sleeps, sub-millisecond pacing.
@@ -21,24 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
-#define HDR_LEN 16
-#define MAGIC 0xF10Bu
-#define MAX_CONNS 256
-#define MAX_FILTERS 8
+#include "account.h"
 
-struct hdr {
-	int64_t sent_ns;
-	uint32_t seq;
-	uint16_t conn;
-	uint16_t magic;
-};
+#define MAX_FILTERS 8
 
 struct opts {
 	const char *host, *user, *pass, *id, *topic, *filters[MAX_FILTERS], *ready_file, *first_file, *lat_file;
@@ -47,20 +39,6 @@ struct opts {
 	long count;
 	double rate, timeout, idle;
 };
-
-static int64_t now_ns(clockid_t clk)
-{
-	struct timespec ts;
-	clock_gettime(clk, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static double cpu_seconds(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
 
 static void die(const char *what, int rc)
 {
@@ -284,21 +262,10 @@ static int run_pub(const struct opts *o)
 
 /* ---------------------------------------------------------------- sub */
 
-struct stream {
-	uint64_t *seen;        /* bitmap of seq numbers */
-	size_t words;
-	int64_t last;          /* highest seq so far, -1 before the first */
-};
-
 struct sub {
 	const struct opts *o;
-	struct stream streams[MAX_CONNS];
-	long received, unique, dups, reorder, foreign;
-	int64_t first_ns, last_ns;
-	int64_t *lat;          /* latency of each first arrival, ns */
-	size_t nlat, caplat;
+	struct account acc;
 	bool subscribed, connected, refused;
-	bool arrived;          /* a message arrived since the last connection */
 };
 
 static void sub_on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *p)
@@ -310,7 +277,7 @@ static void sub_on_connect(struct mosquitto *m, void *ud, int rc, int flags, con
 		return;
 	}
 	s->connected = true;
-	s->arrived = false;
+	account_connected(&s->acc);
 	for(int i = 0; i < s->o->nfilters; i++){
 		mosquitto_subscribe_v5(m, NULL, s->o->filters[i], s->o->qos, 0, NULL);
 	}
@@ -336,97 +303,14 @@ static void sub_on_disconnect(struct mosquitto *m, void *ud, int rc)
 	((struct sub *)ud)->connected = false;
 }
 
-static bool mark_seen(struct stream *st, uint32_t seq)
-{
-	size_t w = seq / 64;
-	uint64_t bit = 1ull << (seq % 64);
-
-	if(w >= st->words){
-		size_t n = st->words ? st->words : 1024;
-		while(n <= w){
-			n *= 2;
-		}
-		st->seen = realloc(st->seen, n * sizeof(*st->seen));
-		memset(st->seen + st->words, 0, (n - st->words) * sizeof(*st->seen));
-		st->words = n;
-	}
-	if(st->seen[w] & bit){
-		return false;
-	}
-	st->seen[w] |= bit;
-	return true;
-}
-
 static void sub_on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg)
 {
 	struct sub *s = ud;
 	int64_t t = now_ns(CLOCK_REALTIME);
 	struct hdr h;
-	struct stream *st;
 
-	s->received++;
-	if(s->first_ns == 0){
-		s->first_ns = t;
-	}
-	if(!s->arrived){
-		/* The first message since connecting, with what arrived before it: where a drain resumes. */
-		s->arrived = true;
-		if(s->o->first_file){
-			char tmp[4096];
-			FILE *f;
-			snprintf(tmp, sizeof(tmp), "%s.tmp", s->o->first_file);
-			if((f = fopen(tmp, "w")) != NULL){  /* renamed when complete: a reader never sees half */
-				fprintf(f, "unique=%ld ns=%lld\n", s->unique, (long long)t);
-				fclose(f);
-				rename(tmp, s->o->first_file);
-			}
-		}
-	}
-	s->last_ns = t;
-	if(msg->payloadlen < HDR_LEN){
-		s->foreign++;
-		return;
-	}
-	memcpy(&h, msg->payload, sizeof(h));
-	if(h.magic != MAGIC || h.conn >= MAX_CONNS){
-		s->foreign++;
-		return;
-	}
-	st = &s->streams[h.conn];
-	if(st->words == 0){
-		st->last = -1;
-	}
-	if(!mark_seen(st, h.seq)){
-		s->dups++;
-		return;
-	}
-	if((int64_t)h.seq < st->last){
-		s->reorder++;
-	}else{
-		st->last = h.seq;
-	}
-	s->unique++;
-	if(s->nlat == s->caplat){
-		s->caplat = s->caplat ? s->caplat * 2 : 65536;
-		s->lat = realloc(s->lat, s->caplat * sizeof(*s->lat));
-	}
-	s->lat[s->nlat++] = t - h.sent_ns;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return (x > y) - (x < y);
-}
-
-static double pct_ms(const int64_t *v, size_t n, double p)
-{
-	size_t i;
-	if(n == 0){
-		return 0;
-	}
-	i = (size_t)(p / 100 * (double)(n - 1) + 0.5);
-	return v[i] / 1e6;
+	account_header(&h, msg->payload, (size_t)msg->payloadlen);
+	account_message(&s->acc, &h, t);
 }
 
 static int run_sub(const struct opts *o)
@@ -435,10 +319,10 @@ static int run_sub(const struct opts *o)
 	struct mosquitto *m;
 	int64_t start = now_ns(CLOCK_MONOTONIC), deadline = start + (int64_t)(o->timeout * 1e9);
 	int64_t down_since = 0;
-	double secs;
 	int rc;
 
 	s.o = o;
+	s.acc.first_file = o->first_file;
 	m = client_new(o, o->id, !o->persist, &s);
 	mosquitto_connect_v5_callback_set(m, sub_on_connect);
 	mosquitto_subscribe_callback_set(m, sub_on_subscribe);
@@ -447,13 +331,13 @@ static int run_sub(const struct opts *o)
 	if((rc = client_connect(o, m)) != MOSQ_ERR_SUCCESS){
 		die("connect", rc);
 	}
-	while(!s.refused && (o->count <= 0 || s.unique < o->count)){
+	while(!s.refused && (o->count <= 0 || s.acc.unique < o->count)){
 		int64_t now = now_ns(CLOCK_MONOTONIC);
 
 		if(now > deadline){
 			break;
 		}
-		if(o->idle > 0 && s.first_ns && now_ns(CLOCK_REALTIME) - s.last_ns > (int64_t)(o->idle * 1e9)){
+		if(o->idle > 0 && account_idle(&s.acc, o->idle)){
 			break;
 		}
 		if(client_step(m, 50000000) == MOSQ_ERR_SUCCESS){
@@ -479,24 +363,9 @@ static int run_sub(const struct opts *o)
 	}
 	mosquitto_destroy(m);
 
-	if(o->lat_file && s.nlat){
-		FILE *f = fopen(o->lat_file, "w");
-		for(size_t i = 0; f && i < s.nlat; i++){
-			fprintf(f, "%.3f\n", s.lat[i] / 1e3);
-		}
-		if(f){
-			fclose(f);
-		}
-	}
-	qsort(s.lat, s.nlat, sizeof(*s.lat), cmp_i64);
-	secs = s.received > 1 ? (s.last_ns - s.first_ns) / 1e9 : 0;
-	printf("received=%ld unique=%ld dups=%ld reorder=%ld foreign=%ld secs=%.3f rate=%.0f "
-			"p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f first_ns=%lld last_ns=%lld cpu_s=%.3f\n",
-			s.received, s.unique, s.dups, s.reorder, s.foreign, secs,
-			secs > 0 ? (s.received - 1) / secs : 0,
-			pct_ms(s.lat, s.nlat, 50), pct_ms(s.lat, s.nlat, 90), pct_ms(s.lat, s.nlat, 99),
-			pct_ms(s.lat, s.nlat, 100), (long long)s.first_ns, (long long)s.last_ns, cpu_seconds());
-	return s.refused || (o->count > 0 && s.unique < o->count) ? 1 : 0;
+	account_print(&s.acc, o->lat_file);
+	printf("\n");
+	return s.refused || (o->count > 0 && s.acc.unique < o->count) ? 1 : 0;
 }
 
 /* ---------------------------------------------------------------- main */
