@@ -25,6 +25,7 @@
 #include "alias.h"
 #include "record.h"
 #include "resolve.h"
+#include "client.h"
 #include "tls.h"
 #include "waker.h"
 #include "yield.h"
@@ -637,7 +638,7 @@ static void start_attempt(struct fb_session *l, uint64_t now)
 	l->last_rx_ms = now;
 	l->tcp_up = false;
 	l->nodelay = -1;
-	l->mosq = mosquitto_new(cfg->cloud.client_id, false, l);
+	l->mosq = fb_client_new(cfg->cloud.client_id, false, l); /* client.h: no wake-up socket pair */
 	if(l->mosq == NULL){
 		connection_lost(l, "out of memory");
 		return;

@@ -65,13 +65,15 @@ for lib in librocksdb libssl libmosquitto libmicrohttpd; do
 		fail=1
 	fi
 done
-# libmosquitto's SSL_write() calls reach the link's own (plugin/link/tls.c: gathering a turn's
-# packets into one TLS record) only if the program exports it: a defined, global, default-visibility
-# dynamic symbol. A build that hid it would still work, one record per packet, and only the
-# benchmark would show it.
-if ! readelf --dyn-syms -W "$link" | awk '$8 == "SSL_write" && $7 != "UND" && $5 == "GLOBAL" && $6 == "DEFAULT" { found = 1 } END { exit !found }'; then
-	echo "FAIL: flowmq-link does not export its SSL_write (tls.c): libmosquitto would call libssl's"
-	fail=1
-fi
-[[ $fail == 0 ]] && echo "PASS: RocksDB, OpenSSL, libmosquitto and libmicrohttpd are linked into flowmq-link only, and flowmq-link exports its SSL_write"
+# libmosquitto's calls of SSL_write() and socketpair() reach the link's own (plugin/link/tls.c:
+# gathering a turn's packets into one TLS record; client.c: no wake-up socket pair) only if the
+# program exports them: defined, global, default-visibility dynamic symbols. A build that hid them
+# would still work, a record and a system call per packet, and only the benchmark would show it.
+for sym in SSL_write socketpair; do
+	if ! readelf --dyn-syms -W "$link" | awk -v s="$sym" '$8 == s && $7 != "UND" && $5 == "GLOBAL" && $6 == "DEFAULT" { found = 1 } END { exit !found }'; then
+		echo "FAIL: flowmq-link does not export its $sym: libmosquitto would call the library's"
+		fail=1
+	fi
+done
+[[ $fail == 0 ]] && echo "PASS: RocksDB, OpenSSL, libmosquitto and libmicrohttpd are linked into flowmq-link only, and flowmq-link exports its SSL_write and socketpair"
 exit $fail
