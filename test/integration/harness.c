@@ -1032,6 +1032,23 @@ int fbh_broker_start(struct fbh_broker *b, const char *conf_body)
 	}
 }
 
+int fbh_broker_spawn(struct fbh_broker *b, const char *const argv[])
+{
+	pid_t pid;
+
+	if (b->pid > 0)
+		die("broker %s is already running", b->name);
+	b->log_mark = file_size(b->log);
+	b->exited = false;
+	b->wait_status = 0;
+	pid = spawn(argv[0], argv, NULL, b->log);
+	if (pid < 0)
+		return -1;
+	proc_register(pid);
+	b->pid = pid;
+	return 0;
+}
+
 bool fbh_broker_running(struct fbh_broker *b)
 {
 	int status;

@@ -182,6 +182,13 @@ void fbh_broker_init(struct fbh_broker *b, const char *name);
  * or when it was neither up nor gone after 10 s (then it has been killed). */
 int fbh_broker_start(struct fbh_broker *b, const char *conf_body);
 
+/* Starts ARGV (argv[0] a path) as B's process instead of Mosquitto: a server of another kind, such
+ * as bench/cloudsink. Our environment; stdout and stderr appended to B->log (the log mark moves to
+ * its end); killed at fbh_teardown() like a broker, and fbh_broker_stop(), _kill(), _signal(),
+ * _running(), _wait_exit() and _exit_code() apply. It does not wait for the program to listen.
+ * Returns 0, or -1 when it could not be started. */
+int fbh_broker_spawn(struct fbh_broker *b, const char *const argv[]);
+
 /* SIGTERM (and SIGCONT, in case it is stopped), waits up to 10 s, then SIGKILL. Returns the exit
  * code (0 is a clean stop), or -SIGNAL when it had to be killed or died from a signal, or -1 when
  * it was not running. */

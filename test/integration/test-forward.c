@@ -17,6 +17,8 @@
 #include "common.h"
 #include "yield.h"
 
+#include "../../bench/account.h" /* the payload header cloudsink counts by (struct hdr) */
+
 #define CLOUD_TOPIC "edge/site-A/telemetry/#"
 
 /* Checks that S received exactly the messages PREFIX<first>..PREFIX<first+n-1>, in order. */
@@ -114,9 +116,33 @@ static void cloud_down_with_session(struct fbh_broker *cloud, struct fbh_cloud_o
 	ck_assert_int_eq(fbh_broker_stop(cloud), 0);
 }
 
+/* Publishes N QoS 1 messages to TOPIC at 127.0.0.1:PORT whose payloads are loadgen's header
+ * (bench/account.h: connection 0, sequence 0..N-1), by which cloudsink counts duplicates and
+ * order. Returns how many were acknowledged with a reason code < 0x80, or -1. */
+static long publish_headed(int port, const char *topic, size_t n, int timeout_ms)
+{
+	struct fbh_pub *pub = fbh_pub_connect(port, NULL);
+	struct timespec ts;
+	long ok;
+
+	if(pub == NULL){
+		return -1;
+	}
+	for(size_t i = 0; i < n; i++){
+		struct hdr h = { .seq = (uint32_t)i, .conn = 0, .magic = MAGIC };
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		h.sent_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+		ck_assert_int_ge(fbh_pub_send(pub, topic, &h, sizeof(h), 1, false, NULL), 0);
+	}
+	ok = fbh_pub_wait_all(pub, timeout_ms) ? (long)(fbh_pub_acked(pub) - fbh_pub_count_failed(pub)) : -1;
+	fbh_pub_close(pub);
+	return ok;
+}
+
 /* Starts EDGE with plugin configuration YAML (a template for fbh_edge_yaml()) and stages N
- * messages "<PREFIX>i" on local/telemetry/t while its cloud is down; returns the edge's status
- * watcher. */
+ * messages on local/telemetry/t while its cloud is down: "<PREFIX>i", or with PREFIX NULL
+ * loadgen's header (publish_headed()). Returns the edge's status watcher. */
 static struct fbh_sub *edge_with_backlog(struct fbh_broker *edge, int cloud_port, const char *yaml,
 		const char *prefix, size_t n)
 {
@@ -124,9 +150,19 @@ static struct fbh_sub *edge_with_backlog(struct fbh_broker *edge, int cloud_port
 
 	start_edge(edge, cloud_port, yaml, NULL);
 	sys = sys_watch(edge);
-	ck_assert_int_eq(fbh_publish(edge->port, NULL, "local/telemetry/t", prefix, n, 1, NULL, 120000), (long)n);
+	ck_assert_int_eq(prefix ? fbh_publish(edge->port, NULL, "local/telemetry/t", prefix, n, 1, NULL, 120000)
+			: publish_headed(edge->port, "local/telemetry/t", n, 120000), (long)n);
 	ck_assert(sys_wait_u64(sys, "spool/messages", n, 10000));
 	return sys;
+}
+
+/* One connection carried all of it, and the cloud refused none. */
+static void assert_one_connection_none_refused(struct fbh_sub *sys, struct fbh_broker *edge)
+{
+	ck_assert(sys_wait_u64(sys, "reconnects", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 5000));
+	ck_assert(!fbh_broker_log_contains(edge, "connection to "));
 }
 
 /* Stages N messages "<PREFIX>i" at an edge configured with YAML while its cloud is down, brings
@@ -160,11 +196,7 @@ static void backlog_drains_from(const char *yaml, const char *cloud_extra, const
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 5000));
 	if(cloud_extra){
-		/* One connection carried all of it, and the cloud refused none. */
-		ck_assert(sys_wait_u64(sys, "reconnects", 0, 5000));
-		ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 0, 5000));
-		ck_assert(sys_wait_u64(sys, "spool/dead", 0, 5000));
-		ck_assert(!fbh_broker_log_contains(&edge, "connection to "));
+		assert_one_connection_none_refused(sys, &edge);
 	}
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
@@ -200,10 +232,125 @@ END_TEST
 
 /* A cloud that announces a Receive Maximum of 3 (its max_inflight_messages): the edge keeps within
  * it (a cloud may refuse or drop what goes beyond), so a backlog of 2,000 drains in order over the
- * one connection, none refused, in batches of the window. */
+ * one connection, none refused, in batches of the window. Mosquitto 2.0.11 never checks a client's
+ * Receive Maximum for QoS 1 (it only counts a quota down), so what goes beyond it shows only in the
+ * cloudsink tests below; this one checks order through a real broker. */
 START_TEST(test_backlog_drains_within_the_clouds_receive_maximum)
 {
 	backlog_drains_from(FBH_YAML_STANDARD, "max_inflight_messages 3\n", "cloud-sub-rm", "r", 2000, 60000);
+}
+END_TEST
+
+/* The result line of cloudsink in TEXT (its log: stdout and stderr), or NULL. */
+static const char *sink_result(const char *text)
+{
+	const char *line = text;
+
+	while(line && strncmp(line, "received=", strlen("received=")) != 0){
+		line = strchr(line, '\n');
+		line = line ? line + 1 : NULL;
+	}
+	return line;
+}
+
+/* Asserts that key KEY of cloudsink's result LINE is within LO..HI. */
+static void sink_expect(const char *line, const char *key, long lo, long hi)
+{
+	size_t klen = strlen(key);
+	const char *p = line;
+	long v = -1;
+
+	while((p = strstr(p, key)) != NULL){
+		if((p == line || p[-1] == ' ') && p[klen] == '='){
+			v = strtol(p + klen + 1, NULL, 10);
+			break;
+		}
+		p += klen;
+	}
+	ck_assert_msg(v >= lo && v <= hi, "cloudsink %s=%ld, expected %ld..%ld: %.*s", key, v, lo, hi,
+			(int)strcspn(line, "\n"), line);
+}
+
+/* Stages N messages at an edge (cloud.max_inflight at its default, 64) while its cloud is down,
+ * then starts bench's cloudsink on the cloud's port announcing a Receive Maximum of RM: it
+ * acknowledges every PUBLISH and counts those that arrive while RM are unacknowledged already
+ * (over_rm; max_batch: the most QoS 1 PUBLISHes in one read, before its PUBACKs). The backlog
+ * drains over one TLS 1.3 connection, exactly once, in order, never beyond RM.
+ * What is guarded is the wire, end to end: libmosquitto 2.0.11 itself holds back a QoS 1 PUBLISH
+ * while the CONNACK's Receive Maximum is used up (its send quota), so the session's window
+ * (session.c, room()) ignored alone still passes; a link that writes beyond libmosquitto's
+ * accounting does not. */
+static void backlog_drains_within_a_strict_receive_maximum(long rm, size_t n)
+{
+	const struct fbh_certs *c = fbh_certs();
+	struct fbh_broker sink, edge;
+	struct fbh_sub *sys;
+	char port[16], rmax[16], *ready, *text;
+	const char *line;
+	bool drained;
+	int rc;
+
+	fbh_broker_init(&sink, "cloudsink");
+	fbh_broker_init(&edge, "edge");
+	sys = edge_with_backlog(&edge, sink.port, FBH_YAML_STANDARD, NULL, n);
+	ck_assert(sys_value(sys, "state") && strcmp(sys_value(sys, "state"), "connected"));
+
+	snprintf(port, sizeof(port), "%d", sink.port);
+	snprintf(rmax, sizeof(rmax), "%ld", rm);
+	ready = fbh_strdupf("%s/ready", sink.dir);
+	{
+		/* No -n: cloudsink would end as soon as it has counted the last message, possibly
+		 * before it wrote the PUBACKs of that read (the edge would keep those and reconnect).
+		 * It ends at SIGTERM once the edge has them all, or by itself after -W. */
+		const char *argv[] = { FB_CLOUDSINK, "-p", port, "--cert", c->server_cert, "--key", c->server_key,
+			"--cafile", c->ca, "-t", CLOUD_TOPIC, "-r", rmax, "-W", "60", "-R", ready, NULL };
+
+		ck_assert_int_eq(fbh_broker_spawn(&sink, argv), 0);
+	}
+	for(int i = 0; access(ready, F_OK) != 0; i++){
+		if(i == 1000 || !fbh_broker_running(&sink)){
+			fbh_broker_dump_log(&sink);
+			ck_abort_msg("cloudsink is not listening after %d ms", i * 10);
+		}
+		usleep(10000);
+	}
+	free(ready);
+
+	drained = sys_wait_u64(sys, "edge_to_cloud/forwarded", n, 60000) && sys_wait_u64(sys, "spool/messages", 0, 10000);
+	if(drained){
+		/* before cloudsink goes: then the edge loses its connection */
+		assert_one_connection_none_refused(sys, &edge);
+	}
+	rc = fbh_broker_stop(&sink);
+	text = fbh_read_file(sink.log);
+	ck_assert_ptr_nonnull(text);
+	line = sink_result(text);
+	ck_assert_msg(drained && rc == 0 && line, "forwarded %s, spool %s; cloudsink exit %d:\n%s",
+			sys_value(sys, "edge_to_cloud/forwarded"), sys_value(sys, "spool/messages"), rc, text);
+	sink_expect(line, "over_rm", 0, 0);
+	sink_expect(line, "max_batch", 1, rm);
+	sink_expect(line, "connections", 1, 1);
+	sink_expect(line, "received", (long)n, (long)n);
+	sink_expect(line, "unique", (long)n, (long)n);
+	sink_expect(line, "dups", 0, 0);
+	sink_expect(line, "reorder", 0, 0);
+	sink_expect(line, "foreign", 0, 0);
+	sink_expect(line, "other", 0, 0);
+	free(text);
+	fbh_sub_stop(sys);
+}
+
+START_TEST(test_backlog_never_exceeds_a_receive_maximum_of_3)
+{
+	backlog_drains_within_a_strict_receive_maximum(3, 3000);
+}
+END_TEST
+
+/* 20 of the 64 slots of the ring: acknowledged records wait there for their batched delete while
+ * the window refills. */
+START_TEST(test_backlog_never_exceeds_a_receive_maximum_of_20)
+{
+	backlog_drains_within_a_strict_receive_maximum(20, 3000);
 }
 END_TEST
 
@@ -1067,6 +1214,8 @@ int main(void)
 	tcase_add_test(tc, test_20000_messages_spooled_while_cloud_down_arrive_in_order);
 	tcase_add_test(tc, test_backlog_drains_through_a_window_of_20);
 	tcase_add_test(tc, test_backlog_drains_within_the_clouds_receive_maximum);
+	tcase_add_test(tc, test_backlog_never_exceeds_a_receive_maximum_of_3);
+	tcase_add_test(tc, test_backlog_never_exceeds_a_receive_maximum_of_20);
 	tcase_add_test(tc, test_sigkill_edge_loses_no_acknowledged_message);
 	tcase_add_test(tc, test_killed_link_process_is_restarted_and_nothing_is_lost);
 	tcase_add_test(tc, test_failing_link_process_is_restarted_with_growing_pauses);

@@ -281,6 +281,20 @@ START_TEST(test_broker_that_cannot_start_reports_its_exit_code)
 }
 END_TEST
 
+START_TEST(test_spawned_program_logs_and_stops_like_a_broker)
+{
+	const char *argv[] = { "/bin/sh", "-c", "echo spawned; exec sleep 30", NULL };
+	struct fbh_broker b;
+
+	fbh_broker_init(&b, "sh");
+	ck_assert_int_eq(fbh_broker_spawn(&b, argv), 0);
+	ck_assert(fbh_wait_log(&b, "spawned", 5000));
+	ck_assert(fbh_broker_running(&b));
+	ck_assert_int_eq(fbh_broker_stop(&b), -SIGTERM);
+	ck_assert(b.exited);
+}
+END_TEST
+
 START_TEST(test_yaml_placeholders_are_expanded)
 {
 	struct fbh_broker edge;
@@ -318,6 +332,7 @@ int main(void)
 	tcase_add_test(tc, test_sub_records_order_qos_retain_and_user_properties);
 	tcase_add_test(tc, test_broker_restarts_on_same_port_and_subscriber_follows);
 	tcase_add_test(tc, test_broker_that_cannot_start_reports_its_exit_code);
+	tcase_add_test(tc, test_spawned_program_logs_and_stops_like_a_broker);
 	tcase_add_test(tc, test_yaml_placeholders_are_expanded);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
