@@ -1359,6 +1359,20 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 /* Live traffic goes out at once (TCP_NODELAY); while a backlog drains, the kernel may coalesce
  * the small packets (Nagle), which raises the drain rate by about a third. Setting TCP_NODELAY
  * again also pushes out whatever is pending. */
+/* Sends the ACK of what the socket received now. A turn that read from the cloud and sent nothing
+ * (the window has less room than a batch) waits for more PUBACKs; the kernel would hold its ACK of
+ * what it read for up to 40 ms, and a cloud whose socket runs Nagle's algorithm (Mosquitto's
+ * default) holds its next PUBACKs until that ACK comes: the drain stalled 40 ms per window. */
+static void ack_now(struct fb_session *l)
+{
+	int one = 1;
+	int sock = mosquitto_socket(l->mosq);
+
+	if(sock >= 0){
+		(void)setsockopt(sock, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+	}
+}
+
 static void set_nodelay(struct fb_session *l, bool on)
 {
 	int v = on ? 1 : 0;
@@ -1501,10 +1515,15 @@ static void *worker(void *arg)
 		}
 		fb_yield_tick(&l->yield, now);
 		if(l->connected && !l->lost){
+			uint64_t sent = l->yield.sent;
+
 			/* The acknowledgements this turn read free their slots first, so that the window
 			 * refills in this turn (and goes out in the same write). */
 			maybe_flush_acked(l, fb_mono_ms());
 			fill(l);
+			if(!l->lost && l->yield.sent == sent && l->sending > 0 && n == 2 && (pfd[1].revents & POLLIN)){
+				ack_now(l);
+			}
 		}
 		if(l->connected && !l->lost){
 			set_nodelay(l, !l->maybe_more);
