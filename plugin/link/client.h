@@ -1,6 +1,6 @@
-/* flowmq-bridge: the cloud connection's libmosquitto client, without its wake-up socket pair.
- * Link process, worker thread.
+/* flowmq-bridge: the cloud connection's libmosquitto client (link process, worker thread).
  *
+ * The client is made without libmosquitto's wake-up socket pair.
  * libmosquitto 2.0.11 opens a socket pair in every client it creates and writes one byte to it for
  * every packet it queues, to wake a mosquitto_loop() that waits in select(). The link never runs
  * mosquitto_loop(): its worker polls the client's socket itself (session.c). Nobody reads the pair,
