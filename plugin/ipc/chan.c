@@ -610,6 +610,11 @@ bool fb_chan_sealed(const struct fb_chan_reader *r)
 	return atomic_load_explicit(&r->sh->state[1 - r->cur], memory_order_acquire) == FB_CHAN_SEALED;
 }
 
+bool fb_chan_settle_due(const struct fb_chan_reader *r)
+{
+	return fb_chan_sealed(r) && fb_stage_used(r->st[r->cur]) >= fb_stage_size(r->st[r->cur]) / 4;
+}
+
 int fb_chan_sync(struct fb_chan_reader *r)
 {
 	int rc = fb_stage_sync(r->st[0]);

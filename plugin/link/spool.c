@@ -27,7 +27,8 @@
  * write would have it. fb_spool_ingest() takes them into the queue's accounting (they are live
  * from then on, RocksDB does not hold them yet). Settling puts the taken records that are still
  * live into RocksDB in one write batch together with the settled mark ("stage/settled" in "meta":
- * the newest seq settled); it happens when the writer needs a staging file back, before every
+ * the newest seq settled); it happens when the writer needs a staging file back (the worker waits
+ * until the writer is a quarter into its other file, or until nothing taken is live), before every
  * read or move of "out", for a delete out of order (in the same batch), and on close. A record
  * acknowledged before it was settled never reaches RocksDB at all. Invariant: every staged record
  * above the settled mark has a higher seq than every key of "out" in RocksDB. On open, staged
@@ -3467,7 +3468,11 @@ bool fb_spool_settle_wanted(struct fb_spool *s)
 	bool wanted;
 
 	pthread_mutex_lock(&s->lock);
-	wanted = s->chan && fb_chan_sealed(s->chan);
+	/* At once when no record taken from the staging files is live any more (nothing to write);
+	 * else once the writer is a quarter into its other file, so that the records acknowledged
+	 * meanwhile never reach RocksDB. */
+	wanted = s->chan && fb_chan_sealed(s->chan)
+		&& (fb_chan_settle_due(s->chan) || seqset_find(&s->q[FB_Q_OUT].live, s->settled + 1, false) == 0);
 	pthread_mutex_unlock(&s->lock);
 	return wanted;
 }

@@ -166,7 +166,8 @@ int fb_spool_ingest(struct fb_spool *s, fb_spool_visit_fn fn, void *ud, uint64_t
 int fb_spool_settle(struct fb_spool *s);
 
 /* True when settling now would give the channel's writer a staging file back (it has moved on to
- * the other one). Any thread. */
+ * the other one) and it is time to: nothing taken is live any more, or the writer is a quarter
+ * into the other file (fb_chan_settle_due()). Any thread. */
 bool fb_spool_settle_wanted(struct fb_spool *s);
 
 /* Calls FN with the oldest live record of FB_Q_OUT, from RocksDB or, when it is still staged,

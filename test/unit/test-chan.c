@@ -179,6 +179,39 @@ START_TEST(both_files_full_is_ebusy_until_the_reader_settles)
 }
 END_TEST
 
+/* The sealed file is due once the writer is a quarter into the other one: 1 MiB of 320-byte
+ * records (3,277), half a file before the writer would switch back. */
+START_TEST(a_sealed_file_is_due_a_quarter_into_the_other)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_300 };
+	uint64_t seq = 1, in_first = (2u << 20) / 320 + 1, quarter = (1u << 20) / 320 + 1;
+
+	for(; seq <= in_first; seq++){
+		ck_assert_int_eq(append(w, seq, 300), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert(!fb_chan_sealed(r));
+	ck_assert(!fb_chan_settle_due(r));
+	for(; seq < in_first + quarter; seq++){
+		ck_assert_int_eq(append(w, seq, 300), 0);
+		ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+		ck_assert(fb_chan_sealed(r));
+		ck_assert(!fb_chan_settle_due(r));
+	}
+	ck_assert_int_eq(append(w, seq, 300), 0);
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert(fb_chan_settle_due(r));
+	fb_chan_settled(r);
+	ck_assert(!fb_chan_sealed(r));
+	ck_assert(!fb_chan_settle_due(r));
+	ck_assert_uint_eq(o.n, in_first + quarter);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
 /* max_size: the reader's live bytes plus what was appended since its last take. */
 START_TEST(max_size_counts_live_and_untaken_bytes)
 {
@@ -546,6 +579,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, records_come_out_in_order_across_file_switches);
 	tcase_add_test(tc, both_files_full_is_ebusy_until_the_reader_settles);
+	tcase_add_test(tc, a_sealed_file_is_due_a_quarter_into_the_other);
 	tcase_add_test(tc, max_size_counts_live_and_untaken_bytes);
 	tcase_add_test(tc, live_bytes_published_by_the_reader_make_room);
 	tcase_add_test(tc, a_reader_killed_inside_an_update_does_not_stall_the_writer);

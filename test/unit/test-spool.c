@@ -970,6 +970,103 @@ START_TEST(sync_keeps_records_staged_and_the_oldest_is_found_either_way)
 }
 END_TEST
 
+/* Appends 300-byte records FROM..TO to "out", deleting each record LAG appends later (in order, as
+ * PUBACKs come). Returns the first append after which a settle is wanted, 0 if none. */
+static uint64_t append_lagging(struct fb_spool *s, uint64_t from, uint64_t to, uint64_t lag)
+{
+	uint8_t buf[300];
+	uint64_t seq;
+
+	for(uint64_t i = from; i <= to; i++){
+		make_value(buf, i, sizeof(buf));
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, sizeof(buf), &seq, NULL), 0);
+		ck_assert_uint_eq(seq, i);
+		if(i > lag){
+			ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, i - lag, sizeof(buf)), 0);
+		}
+		if(fb_spool_settle_wanted(s)){
+			return i;
+		}
+	}
+	return 0;
+}
+
+static uint64_t lag_switch_at; /* the append at which the writer switches staging files */
+
+static void work_lag_past_the_switch(struct fb_spool *s)
+{
+	if(append_lagging(s, 1, lag_switch_at + 10, 100) != 0){
+		_exit(5);
+	}
+}
+
+static struct fb_spool *reopen_empty(struct fb_spool *s)
+{
+	fb_spool_close(s);
+	nftw(spool_path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	return open_default();
+}
+
+/* The staging file the writer has sealed is given back at once when every record taken is
+ * acknowledged; while some are not, only once the writer is a quarter into the other file (half
+ * of the records that filled the first one up to its switch), so that the records acknowledged
+ * meanwhile never reach RocksDB. Until then the sealed file holds them: a kill -9 loses nothing. */
+START_TEST(a_sealed_staging_file_is_settled_a_quarter_into_the_next_unless_nothing_is_live)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct seen *sn;
+	uint64_t sw, due;
+
+	/* Acknowledged as they come: wanted right at the switch. */
+	sw = append_lagging(s, 1, 100000, 0);
+	ck_assert_uint_gt(sw, 1000);
+	ck_assert_uint_eq(fb_spool_staged(s), sw);
+	ck_assert_int_eq(fb_spool_settle(s), 0);
+	ck_assert_uint_eq(fb_spool_staged(s), 0);
+	ck_assert(!fb_spool_settle_wanted(s));
+
+	/* 100 unacknowledged: not at the switch, but a quarter of a file later; nothing settled
+	 * before, and then only the 100 live records. */
+	s = reopen_empty(s);
+	due = append_lagging(s, 1, 100000, 100);
+	ck_assert_uint_eq(due - sw + 1, sw / 2);
+	ck_assert_uint_eq(fb_spool_staged(s), due);
+	ck_assert_int_eq(fb_spool_settle(s), 0);
+	ck_assert_uint_eq(fb_spool_staged(s), 0);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 100);
+	ck_assert_uint_eq(sn->seqs[0], due - 99);
+	ck_assert_uint_eq(sn->last_seq, due);
+	free(sn);
+
+	/* Past the switch with 100 live: not wanted; they are acknowledged: wanted at once. */
+	s = reopen_empty(s);
+	ck_assert_uint_eq(append_lagging(s, 1, sw + 10, 100), 0);
+	for(uint64_t seq = sw + 10 - 99; seq <= sw + 10; seq++){
+		ck_assert(!fb_spool_settle_wanted(s));
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_OUT, seq, 300), 0);
+	}
+	ck_assert(fb_spool_settle_wanted(s));
+	fb_spool_close(s);
+
+	/* kill -9 in the same place: the next open finds exactly the 100 live records. */
+	nftw(spool_path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	lag_switch_at = sw;
+	crash_after(work_lag_past_the_switch);
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 100);
+	ck_assert_uint_eq(st.first_seq, sw + 10 - 99);
+	ck_assert_uint_eq(st.last_seq, sw + 10);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 100);
+	ck_assert_uint_eq(sn->seqs[0], sw + 10 - 99);
+	free(sn);
+	fb_spool_close(s);
+}
+END_TEST
+
 /* ---- opening ---- */
 
 static void overwrite_file(const char *path, const char *text)
@@ -2578,6 +2675,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, in_queue_is_independent_of_out);
 	tcase_add_test(tc, sync_works_in_every_mode);
 	tcase_add_test(tc, sync_keeps_records_staged_and_the_oldest_is_found_either_way);
+	tcase_add_test(tc, a_sealed_staging_file_is_settled_a_quarter_into_the_next_unless_nothing_is_live);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("open");
