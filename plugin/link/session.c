@@ -108,9 +108,10 @@ struct fb_session {
 	uint8_t *props_key;         /* encoded properties of the last record sent ... */
 	uint32_t props_key_len;
 	mosquitto_property *props_list; /* ... and their decoded list, reused while they repeat */
-	mosquitto_property *alias_list; /* props_list's properties with Topic Alias alias_id, reused
-	                                 * while both repeat (NULL: none) */
-	uint16_t alias_id;
+	struct alias_cached *alias_c; /* [a - 1]: props_list's properties with Topic Alias a, reused
+	                               * while the properties repeat (NULL: none yet) */
+	uint16_t alias_cap;         /* entries of alias_c */
+	uint16_t alias_head;        /* the aliases with a list, chained through alias_c[].next */
 	char *topic_buf;         /* 65536 bytes: a record's topic, NUL-terminated */
 	struct fb_yield yield;   /* how many records may go out while the broker thread is starved */
 	struct fb_rate rate;     /* cloud.max_rate and cloud.max_bandwidth */
@@ -424,28 +425,59 @@ static void aliases_reset(struct fb_session *l, const mosquitto_property *connac
 	fb_alias_reset(&l->alias, max);
 }
 
+struct alias_cached {
+	mosquitto_property *list;
+	uint16_t next; /* the next alias with a list, 0: none */
+};
+
 static void alias_list_forget(struct fb_session *l)
 {
-	mosquitto_property_free_all(&l->alias_list);
-	l->alias_id = 0;
+	while(l->alias_head){
+		struct alias_cached *c = &l->alias_c[l->alias_head - 1];
+
+		mosquitto_property_free_all(&c->list);
+		l->alias_head = c->next;
+	}
+}
+
+/* Keeps LIST as props_list's properties with Topic Alias ALIAS (at most the Topic Alias
+ * Maximum). Returns false (LIST not kept) when memory is short. */
+static bool alias_keep(struct fb_session *l, uint16_t alias, mosquitto_property *list)
+{
+	if(alias > l->alias_cap){
+		struct alias_cached *c = realloc(l->alias_c, (size_t)l->alias.max * sizeof(*c));
+
+		if(c == NULL){
+			return false;
+		}
+		memset(c + l->alias_cap, 0, (size_t)(l->alias.max - l->alias_cap) * sizeof(*c));
+		l->alias_c = c;
+		l->alias_cap = l->alias.max;
+	}
+	l->alias_c[alias - 1].list = list;
+	l->alias_c[alias - 1].next = l->alias_head;
+	l->alias_head = alias;
+	return true;
 }
 
 /* The alias for R's topic (in l->topic_buf), added to *PROPS; when *PROPS is the cached
- * l->props_list, *PROPS becomes l->alias_list, made for this alias when the last one was made for
- * another: a list of its own decoded from R (mosquitto_property_copy_all() makes lists whose head
- * libmosquitto 2.0.11 would send alone), kept while the properties and the alias repeat (a run of
- * messages on one topic decodes nothing). Returns whether the PUBLISH carries the full topic. */
-static bool alias_props(struct fb_session *l, const struct fb_record *r, mosquitto_property **props)
+ * l->props_list, *PROPS becomes the list kept for this alias, made the first time: a list of its
+ * own decoded from R (mosquitto_property_copy_all() makes lists whose head libmosquitto 2.0.11
+ * would send alone), kept while the properties repeat (messages on the topics that have an alias
+ * decode nothing). Sets *KEPT when *PROPS is kept by the session (the caller must not free it).
+ * Returns whether the PUBLISH carries the full topic. */
+static bool alias_props(struct fb_session *l, const struct fb_record *r, mosquitto_property **props, bool *kept)
 {
 	mosquitto_property *own = *props;
 	bool full, cached = *props == l->props_list;
 	uint16_t alias = fb_alias_get(&l->alias, l->topic_buf, r->topic_len, &full);
 
+	*kept = cached;
 	if(alias == 0){
 		return true;
 	}
-	if(cached && l->alias_list && l->alias_id == alias){
-		*props = l->alias_list;
+	if(cached && alias <= l->alias_cap && l->alias_c[alias - 1].list){
+		*props = l->alias_c[alias - 1].list;
 		return full;
 	}
 	if(cached && (own = NULL, fb_props_decode(r->props, r->props_len, &own) < 0)){
@@ -459,11 +491,7 @@ static bool alias_props(struct fb_session *l, const struct fb_record *r, mosquit
 		}
 		return true;
 	}
-	if(cached){
-		alias_list_forget(l);
-		l->alias_list = own;
-		l->alias_id = alias;
-	}
+	*kept = cached && alias_keep(l, alias, own);
 	*props = own;
 	return full;
 }
@@ -884,7 +912,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	mosquitto_property *props = NULL;
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
-	bool full;
+	bool full, kept;
 
 	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
@@ -932,10 +960,10 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 
 	/* libmosquitto copies the properties it keeps. */
-	full = alias_props(l, &r, &props);
+	full = alias_props(l, &r, &props, &kept);
 	rc = mosquitto_publish_v5(l->mosq, &mid, full ? l->topic_buf : NULL, (int)r.payload_len, r.payload, r.qos,
 			r.retain, props);
-	if(props != l->props_list && props != l->alias_list){
+	if(!kept){
 		mosquitto_property_free_all(&props);
 	}
 	if(rc != MOSQ_ERR_SUCCESS){
@@ -1640,6 +1668,7 @@ void fb_session_stop(struct fb_session *l)
 	free(l->props_key);
 	mosquitto_property_free_all(&l->props_list);
 	alias_list_forget(l);
+	free(l->alias_c);
 	fb_alias_cleanup(&l->alias);
 	pthread_mutex_destroy(&l->status_lock);
 	free(l);

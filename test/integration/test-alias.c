@@ -14,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <mqtt_protocol.h>
+
 #include "common.h"
 
 /* ---- a counting TCP relay -------------------------------------------------------------------- */
@@ -280,6 +282,81 @@ START_TEST(test_aliases_start_over_after_a_reconnect)
 }
 END_TEST
 
+/* Messages on 8 topics in turn (within a Topic Alias Maximum of 10, so every topic keeps its alias)
+ * whose publisher's user property changes every 50 messages, plus the rule's header: every message
+ * arrives on its own topic, in order, with its own properties and no other (the link reuses one
+ * decoded list per alias while the properties repeat, and drops them all when they change). */
+START_TEST(test_topics_in_turn_keep_their_own_properties)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	const char *base = FBH_YAML_BASE, *cl = strstr(base, "cloud:\n") + 7;
+	unsigned next[8] = { 0 };
+	char *yaml;
+	const unsigned total = 400;
+
+	fbh_broker_init(&cloud, "cloud-turn");
+	fbh_broker_init(&edge, "edge-turn");
+	start_cloud_alias_max(&cloud, 10);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert_int_gt(asprintf(&yaml, "%.*s  topic_aliases: true\n%s"
+			"edge_to_cloud:\n  - local: local/telemetry/#\n    cloud: edge/${site_id}/telemetry/#\n"
+			"    headers:\n      edge-site-id: ${site_id}\n", (int)(cl - base), base, cl), 0);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(unsigned i = 0; i < total; i++){
+		mosquitto_property *props = NULL;
+		char topic[64], p[32], part[16];
+		int len;
+
+		snprintf(topic, sizeof(topic), "local/telemetry/m%u", i % 8);
+		snprintf(part, sizeof(part), "part-%u", i / 50);
+		len = snprintf(p, sizeof(p), "%u-%u", i % 8, i / 8);
+		ck_assert_int_eq(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "part", part), 0);
+		ck_assert_int_ge(fbh_pub_send(pub, topic, p, len, 1, false, props), 0);
+		mosquitto_property_free_all(&props);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	ck_assert_msg(wait_exactly(sub, total, 30000, 1000), "%zu of %u arrived", fbh_sub_count(sub), total);
+	for(size_t k = 0; k < fbh_sub_count(sub); k++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, k);
+		unsigned t, n;
+		char want[64];
+
+		ck_assert_int_eq(sscanf(m->payload, "%u-%u", &t, &n), 2);
+		ck_assert_uint_lt(t, 8);
+		snprintf(want, sizeof(want), "edge/site-A/telemetry/m%u", t);
+		ck_assert_str_eq(m->topic, want);
+		ck_assert_uint_eq(n, next[t]++);
+		snprintf(want, sizeof(want), "part-%u", (n * 8 + t) / 50);
+		ck_assert_ptr_nonnull(fbh_msg_user_prop(m, "part"));
+		ck_assert_str_eq(fbh_msg_user_prop(m, "part"), want);
+		ck_assert_ptr_nonnull(fbh_msg_user_prop(m, "edge-site-id"));
+		ck_assert_str_eq(fbh_msg_user_prop(m, "edge-site-id"), "site-A");
+		/* the publisher's, the rule's header, the origin mark (loops), in that order */
+		ck_assert_uint_eq(m->user_prop_count, 3);
+		ck_assert_str_eq(m->user_props[0].name, "part");
+		ck_assert_str_eq(m->user_props[1].name, "edge-site-id");
+		ck_assert_str_eq(m->user_props[2].name, "flowmq-bridge-origin");
+		ck_assert_str_eq(m->user_props[2].value, "site-A");
+	}
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", total, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", 0, 1000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	free(yaml);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("alias");
@@ -287,6 +364,7 @@ int main(void)
 
 	tcase_add_test(tc, test_aliases_cut_bytes_within_the_announced_maximum);
 	tcase_add_test(tc, test_aliases_start_over_after_a_reconnect);
+	tcase_add_test(tc, test_topics_in_turn_keep_their_own_properties);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
