@@ -94,10 +94,10 @@ fb_free_port() {
 	done
 }
 
-# Waits until something accepts TCP on 127.0.0.1:$1 (10 s).
+# Waits until something accepts TCP on 127.0.0.1:$1 ($2 seconds, default 10).
 fb_wait_port() {
 	local i
-	for i in $(seq 100); do
+	for i in $(seq $((${2:-10} * 10))); do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
 			return 0
 		fi
