@@ -146,6 +146,7 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 	uint8_t ptr[PTR_LEN];
 	unsigned a = atomic_load_explicit(&sh->active, memory_order_relaxed);
 	size_t room;
+	bool big;
 	int rc;
 
 	if(w->lim.max_size){
@@ -173,8 +174,12 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 		}
 	}
 	/* Past half of the file, switch while the other one is free: the reader then empties this
-	 * one long before the writer could need it again. */
-	room = len > fb_stage_max_value(w->st[a]) ? PTR_LEN : len;
+	 * one long before the writer could need it again. A record above a quarter of a file goes
+	 * into a file of its own: the reader gives a sealed file back only once the writer is a
+	 * quarter into the other one (fb_chan_settle_due()), and the three quarters left must take
+	 * any record meanwhile. */
+	big = len > fb_stage_size(w->st[a]) / 4;
+	room = big ? PTR_LEN : len;
 	room = 16 + ((room + 7) & ~(size_t)7);
 	if(fb_stage_used(w->st[a]) + room > fb_stage_size(w->st[a])
 			|| fb_stage_used(w->st[a]) >= fb_stage_size(w->st[a]) / 2){
@@ -184,7 +189,7 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 			return -EBUSY;
 		}
 	}
-	if(len > fb_stage_max_value(w->st[a])){
+	if(big){
 		rc = write_big(w, w->next_seq, val, len);
 		if(rc){
 			return rc;

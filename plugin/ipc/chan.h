@@ -15,9 +15,9 @@
  * The writer switches when its file is full, or early (past half of it) when the other one is
  * FREE. When both are in use it returns -EBUSY and the caller waits for the reader.
  *
- * A record too large for a staging file goes into a file of its own (flowmq-big-<seq>), written
- * before a small pointer record is staged in its place; the reader reads it back and removes it
- * once the record is settled or gone.
+ * A record larger than a quarter of a staging file goes into a file of its own (flowmq-big-<seq>),
+ * written before a small pointer record is staged in its place; the reader reads it back and
+ * removes it once the record is settled or gone.
  *
  * Writer and reader publish their positions with a sequence lock each (one writer per lock), so
  * the other side always reads a consistent snapshot. The writer's limit check (max_size) uses the

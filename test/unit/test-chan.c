@@ -332,6 +332,51 @@ START_TEST(large_records_travel_in_their_own_files)
 }
 END_TEST
 
+static uint64_t quarter_test_first; /* the first seq after the 300-byte records */
+
+static size_t len_quarter_test(uint64_t seq)
+{
+	if(seq < quarter_test_first){
+		return 300;
+	}
+	if(seq == quarter_test_first){
+		return (4u << 20) - 1000;
+	}
+	return seq == quarter_test_first + 1 ? (1u << 20) + 1 : 1u << 20;
+}
+
+/* While a sealed file waits for the writer to be a quarter into the other one, that one must take
+ * any record: one of almost a whole file goes into a file of its own, as does anything above a
+ * quarter of a file (a quarter stays in the staging file); nothing is refused, and all come out
+ * in order with their exact bytes. */
+START_TEST(a_record_above_a_quarter_of_a_file_travels_alone_while_the_sealed_one_waits)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_quarter_test };
+	uint64_t seq;
+
+	quarter_test_first = (2u << 20) / 320 + 1 + 10 + 1;
+	for(seq = 1; seq < quarter_test_first; seq++){
+		ck_assert_int_eq(append(w, seq, 300), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert(fb_chan_sealed(r));
+	ck_assert(!fb_chan_settle_due(r));
+	for(; seq < quarter_test_first + 3; seq++){
+		ck_assert_int_eq(append(w, seq, len_quarter_test(seq)), 0);
+	}
+	ck_assert_uint_eq(big_files(), 2);
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.n, quarter_test_first + 2);
+	ck_assert(fb_chan_settle_due(r)); /* the last record took the writer past a quarter */
+	fb_chan_settled(r);
+	ck_assert_uint_eq(big_files(), 0);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
 /* Damage in a staging file loses only the records it hit; recovery counts them by seq gap, in
  * seq order across both files, from the first seq expected on. */
 START_TEST(recovery_skips_damage_and_counts_the_gap)
@@ -584,6 +629,7 @@ int main(void)
 	tcase_add_test(tc, live_bytes_published_by_the_reader_make_room);
 	tcase_add_test(tc, a_reader_killed_inside_an_update_does_not_stall_the_writer);
 	tcase_add_test(tc, large_records_travel_in_their_own_files);
+	tcase_add_test(tc, a_record_above_a_quarter_of_a_file_travels_alone_while_the_sealed_one_waits);
 	tcase_add_test(tc, recovery_visits_the_older_file_first_then_reset_empties);
 	tcase_add_test(tc, recovery_skips_damage_and_counts_the_gap);
 	tcase_add_test(tc, a_new_reader_follows_a_running_writer_from_the_sealed_file);
