@@ -204,8 +204,9 @@ uint64_t fb_chan_first_unsettled(const struct fb_chan_reader *r);
 bool fb_chan_sealed(const struct fb_chan_reader *r);
 
 /* True when the writer, sealed, is a quarter into its other file: the sealed one should be given
- * back now, half a file before the writer looks for it again (it switches past half of a file
- * while the other is free). Until then its records may still be acknowledged and never settled. */
+ * back now, a quarter of a file before the writer looks for it (past half of its file) and three
+ * quarters before it needs it (its file full). Until then its records may still be acknowledged
+ * and never settled. */
 bool fb_chan_settle_due(const struct fb_chan_reader *r);
 
 /* Writes both files' dirty pages to the disk. Returns 0 or a negative errno. */

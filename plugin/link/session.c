@@ -256,8 +256,8 @@ static void flush_acked(struct fb_session *l)
 /* Records the broker thread staged stay in their staging file, as durable there as in RocksDB's
  * WAL (fb_spool_sync() syncs both), until the broker has moved on to the other file and is a
  * quarter into it: then the ones still unacknowledged go into RocksDB in one batch and the file is
- * emptied, half a file before the broker looks for it again. A record acknowledged before that
- * never reaches RocksDB. */
+ * emptied, three quarters of a file before the broker needs it again. A record acknowledged before
+ * that never reaches RocksDB. */
 static void maybe_settle(struct fb_session *l)
 {
 	ingest(l);
