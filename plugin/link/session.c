@@ -1385,9 +1385,6 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 	stall_guard(l, now);
 }
 
-/* Live traffic goes out at once (TCP_NODELAY); while a backlog drains, the kernel may coalesce
- * the small packets (Nagle), which raises the drain rate by about a third. Setting TCP_NODELAY
- * again also pushes out whatever is pending. */
 /* Sends the ACK of what the socket received now. A turn that read from the cloud and sent nothing
  * (the window has less room than a batch) waits for more PUBACKs; the kernel would hold its ACK of
  * what it read for up to 40 ms, and a cloud whose socket runs Nagle's algorithm (Mosquitto's
@@ -1402,6 +1399,9 @@ static void ack_now(struct fb_session *l)
 	}
 }
 
+/* Live traffic goes out at once (TCP_NODELAY); while a backlog drains, the kernel may coalesce
+ * the small packets (Nagle), which raises the drain rate by about a third. Setting TCP_NODELAY
+ * again also pushes out whatever is pending. */
 static void set_nodelay(struct fb_session *l, bool on)
 {
 	int v = on ? 1 : 0;
