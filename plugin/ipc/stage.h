@@ -100,8 +100,8 @@ size_t fb_stage_size(const struct fb_stage *st);
 int fb_stage_each_from(struct fb_stage *st, size_t off, fb_stage_visit_fn fn, void *ud);
 
 /* A record above a quarter of a staging file (chan.h) or too large for the cloud-to-edge ring
- * travels in a file of its own. fb_file_write() writes LEN bytes of BUF to PATH (replacing a file there), fdatasyncs it
- * with SYNC, and leaves nothing at PATH when it fails. fb_file_read() reads all of PATH into *BUF
+ * travels in a file of its own. fb_file_write() writes LEN bytes of BUF to PATH (replacing a file
+ * there), fdatasyncs it with SYNC, and leaves nothing at PATH when it fails. fb_file_read() reads all of PATH into *BUF
  * (of *CAP bytes, grown with realloc() as needed) and sets *LEN. Both return 0 or a negative
  * errno. */
 int fb_file_write(const char *path, const void *buf, size_t len, bool sync);
