@@ -75,13 +75,17 @@ static void inject_one(struct fb_inject *in, struct fb_inmsg *m)
 	}
 }
 
-void fb_inject_run(struct fb_inject *in)
+unsigned fb_inject_run(struct fb_inject *in)
 {
 	const uint8_t *rec;
 	uint64_t seq;
 	size_t len;
+	unsigned n = 0;
 
-	while(fb_c2e_next(in->ring, &in->rd, in->dir, FB_C2E_STEM, &seq, &rec, &len)){
+	/* The link process refills the ring while this runs: without a budget a cloud backlog would
+	 * keep the broker thread here, and local traffic waiting. */
+	while(n < FB_INJECT_BUDGET && fb_c2e_next(in->ring, &in->rd, in->dir, FB_C2E_STEM, &seq, &rec, &len)){
+		n++;
 		struct fb_inmsg *m = rec ? fb_inmsg_from_record(seq, rec, len) : NULL;
 
 		if(m){
@@ -94,6 +98,7 @@ void fb_inject_run(struct fb_inject *in)
 		in->injected = seq;
 		fb_c2e_consume(in->ring, &in->rd);
 	}
+	return n;
 }
 
 void fb_inject_release(struct fb_inject *in)

@@ -2,11 +2,11 @@
  *
  * The link process hands cloud messages, once durable in spool "in", over through the
  * cloud-to-edge ring (ipc/c2e.h). Every tick, fb_inject_run() builds an fb_inmsg from each record
- * and publishes it with the host's publish hook (mosquitto_broker_publish()). That call only
- * queues a message; the broker takes it into its own structures at the start of its next loop
- * iteration, before the next tick. So a message is released (fb_inject_release(): the link process
- * may delete it from spool "in") one tick after it was injected: a crash in between injects it
- * again rather than lose it.
+ * (up to a budget) and publishes it with the host's publish hook (mosquitto_broker_publish()).
+ * That call only queues a message; the broker takes it into its own structures at the start of
+ * its next loop iteration, before the next tick. So a message is released (fb_inject_release():
+ * the link process may delete it from spool "in") one tick after it was injected: a crash in
+ * between injects it again rather than lose it.
  */
 #ifndef FB_INJECT_H
 #define FB_INJECT_H
@@ -54,8 +54,14 @@ struct fb_inject {
 	uint64_t released;        /* ... and the newest published as released */
 };
 
-/* Injects every message in the ring. Broker thread. */
-void fb_inject_run(struct fb_inject *in);
+/* At most this many messages are injected per tick. While more wait in the ring, the link process
+ * wakes the broker again every FB_WAKER_REWAKE_MS (waker.h), and a busy broker ticks every loop
+ * turn anyway. */
+#define FB_INJECT_BUDGET 256
+
+/* Injects the messages in the ring, in order, at most FB_INJECT_BUDGET. Returns how many records
+ * it took (injected, expired or unreadable). Broker thread. */
+unsigned fb_inject_run(struct fb_inject *in);
 
 /* Publishes what the last fb_inject_run() injected as released. Broker thread. */
 void fb_inject_release(struct fb_inject *in);
