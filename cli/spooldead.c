@@ -10,6 +10,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "chan.h"
 #include "cli.h"
 #include "control.h"
 #include "record.h"
@@ -56,6 +57,7 @@ static void dead_batch_clear(struct dead_batch *b)
 }
 
 #define TIMEOUT_DEFAULT_S 60
+#define WAIT_POLL_MS 200
 
 /* Takes "--timeout N" / "--timeout=N" out of ARGV (*ARGC shrinks) into *SECONDS. Returns 0, or -1
  * after a usage error (*EXIT). */
@@ -168,8 +170,9 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 	size_t len;
 	uint8_t *val;
 	pid_t holder;
-	bool json;
+	bool json, broker = false;  /* a broker runs with the staging files open, no link process */
 	unsigned timeout_s = TIMEOUT_DEFAULT_S;
+	int idle = -1;              /* holds the spool folder's lock exclusively (chan.h) */
 	int rc, arg;
 
 	if(timeout_option(cmd, &argc, argv, &timeout_s, &rc) < 0){
@@ -190,6 +193,41 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 	/* The read-only look first: a folder that is no spool, or a damaged one, is refused
 	 * unchanged (fb_spool_open() would move a damaged one aside). */
 	rc = fb_spool_inspect(argv[arg], &lg, &st, &holder);
+	if(rc == 0 && holder == 0){
+		/* No link process holds it, but a broker may run with its staging files mapped (its link
+		 * process being restarted, or unable to start): then only the next link process may
+		 * change the spool. Wait for one, up to the time-out. */
+		uint64_t until = fb_mono_ms() + (uint64_t)timeout_s * 1000u;
+
+		while((idle = fb_chan_lock(argv[arg], true)) == -EBUSY && fb_mono_ms() < until){
+			broker = true;
+			fb_sleep_ms(WAIT_POLL_MS);
+			rc = fb_spool_inspect(argv[arg], &lg, &st, &holder);
+			if(rc < 0 || holder != 0){
+				break;
+			}
+		}
+		if(rc == 0 && holder != 0){
+			uint64_t now = fb_mono_ms(), left = until > now ? (until - now + 999) / 1000 : 1;
+
+			rc = ask_link(cmd, &lg, argv[arg], holder, requeue, (unsigned)left, &done);
+			goto report;
+		}
+		if(rc == 0 && idle == -EBUSY){
+			fb_log(&lg, MOSQ_LOG_ERR, "spool %s: a running broker has its staging files open, and no link "
+					"process took the spool within %u s (is it being restarted, or can it not start? see the "
+					"broker's log); nothing changed", argv[arg], timeout_s);
+			rc = -EBUSY;
+		}else if(rc == 0 && idle < 0){
+			fb_log(&lg, MOSQ_LOG_ERR, "spool %s: cannot lock the folder: %s; nothing changed", argv[arg],
+					strerror(-idle));
+			rc = idle;
+		}
+		if(rc < 0){
+			goto report;
+		}
+		broker = false;
+	}
 	if(rc == 0 && holder != 0){
 		/* A running link process holds it: only it may change it. */
 		rc = ask_link(cmd, &lg, argv[arg], holder, requeue, timeout_s, &done);
@@ -257,6 +295,9 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 		fb_spool_close(s);
 	}
 report:
+	if(idle >= 0){
+		close(idle); /* after the spool: a broker's writer may map the files again */
+	}
 	if(!json){
 		if(rc == 0){
 			printf("%llu dead letter%s %s\n", (unsigned long long)done, done == 1 ? "" : "s",
@@ -273,7 +314,7 @@ report:
 	cJSON_AddStringToObject(j, "path", argv[arg]);
 	cJSON_AddBoolToObject(j, "ok", rc == 0);
 	cJSON_AddNumberToObject(j, requeue ? "requeued" : "purged", (double)done);
-	cJSON_AddBoolToObject(j, "in_use", holder != 0);
+	cJSON_AddBoolToObject(j, "in_use", holder != 0 || broker);
 	cJSON_AddItemToObject(j, "diagnostics", msgs);
 	return cli_json_print(j) < 0 || rc < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
@@ -293,20 +334,20 @@ const struct cli_cmd cli_spool_requeue_dead = {
 	.args = "[--json] [--timeout SECONDS] PATH",
 	.summary = "queue the dead letters of a spool for the cloud again",
 	.help =
-		"Moves every dead letter of the spool folder PATH back to the queue for the cloud, in\n"
-		"its lane, without its reason, as if captured now (spool.ttl counts again; a message\n"
-		"expiry stays). On a stopped broker it changes the spool itself. While the broker runs,\n"
-		"the running link process does it on request (a file beside the spool folder) and this\n"
-		"waits for its answer: the broker stages the dead letters behind what is queued, and\n"
-		"they are deleted as dead letters once staged (a crash in between may send one twice,\n"
-		"never loses one). A folder that is not a spool, or a damaged spool, is refused\n"
-		"unchanged. Exit status 0 when all were queued again, 1 when not (the reason is\n"
-		"printed; a running link process that has no room in its staging channel goes on as\n"
-		"room comes), 2 usage error.\n"
+		"Moves every dead letter of the spool folder PATH back to the queue for the cloud, in its\n"
+		"lane, without its reason, as if captured now (spool.ttl counts again; a message expiry\n"
+		"stays). On a stopped broker it changes the spool itself. While the broker runs, the\n"
+		"running link process does it on request (a file beside the spool folder) and this waits\n"
+		"for its answer (a broker without a link process, one being restarted: for the next one,\n"
+		"up to the time-out): the broker stages the dead letters behind what is queued, and they\n"
+		"are deleted as dead letters once staged (a crash in between may send one twice, never\n"
+		"loses one). A folder that is not a spool, or a damaged spool, is refused unchanged. Exit\n"
+		"status 0 when all were queued again, 1 when not (the reason is printed; a running link\n"
+		"process that has no room in its staging channel goes on as room comes), 2 usage error.\n"
 		"\n"
 		"Options:\n"
 		"  --json               print {path, ok, requeued, in_use, diagnostics}\n"
-		"  --timeout SECONDS    how long to wait for a running link process (default 60)\n"
+		"  --timeout SECONDS    how long to wait for a link process and its answer (default 60)\n"
 		"  --help               this text\n",
 	.run = requeue_run,
 };
@@ -317,14 +358,15 @@ const struct cli_cmd cli_spool_purge_dead = {
 	.summary = "remove the dead letters of a spool",
 	.help =
 		"Removes every dead letter of the spool folder PATH. On a stopped broker it changes the\n"
-		"spool itself; while the broker runs, the running link process does it on request (a\n"
-		"file beside the spool folder) and this waits for its answer. A folder that is not a\n"
-		"spool, or a damaged spool, is refused unchanged. Exit status 0, 1 when nothing could\n"
-		"be done, 2 usage error.\n"
+		"spool itself; while the broker runs, the running link process does it on request (a file\n"
+		"beside the spool folder) and this waits for its answer (a broker without a link process,\n"
+		"one being restarted: for the next one, up to the time-out). A folder that is not a\n"
+		"spool, or a damaged spool, is refused unchanged. Exit status 0, 1 when nothing could be\n"
+		"done, 2 usage error.\n"
 		"\n"
 		"Options:\n"
 		"  --json               print {path, ok, purged, in_use, diagnostics}\n"
-		"  --timeout SECONDS    how long to wait for a running link process (default 60)\n"
+		"  --timeout SECONDS    how long to wait for a link process and its answer (default 60)\n"
 		"  --help               this text\n",
 	.run = purge_run,
 };

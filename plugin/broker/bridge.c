@@ -71,6 +71,7 @@ struct fb_bridge {
 	pid_t broker;             /* this process */
 	struct fb_supervise sv;   /* the link process */
 	struct fb_chan_writer *w;
+	int wlock;                /* the spool folder's lock, held shared while w is open (chan.h) */
 	struct fb_counters *ctr;  /* &sh->ctr */
 	uint8_t *buf;             /* capture buffers, broker thread: the record */
 	size_t buf_size;
@@ -251,6 +252,17 @@ static int config_memfd(const char *path)
 	return fd;
 }
 
+/* Closes the writing end of the staging channel, and lets go of the spool folder's lock. */
+static void writer_close(struct fb_bridge *b)
+{
+	fb_chan_writer_close(b->w);
+	b->w = NULL;
+	if(b->wlock >= 0){
+		close(b->wlock);
+		b->wlock = -1;
+	}
+}
+
 /* Opens the writing end of the staging channel once a link process has made it ready. Returns
  * true when it is open. Broker thread; bounded (maps two files). */
 static bool writer_ready(struct fb_bridge *b)
@@ -270,8 +282,24 @@ static bool writer_ready(struct fb_bridge *b)
 		.on_full = cfg->spool.on_full,
 		.sync = cfg->spool.sync == FB_SYNC_ALWAYS,
 	};
-	rc = fb_chan_writer_open(cfg->spool.path, &b->sh->chan, &lim, &b->w);
+	/* Taken first: a process that holds it exclusively (the CLI changing a spool it found
+	 * without a link process) may empty the staging files. */
+	rc = fb_chan_lock(cfg->spool.path, false);
+	if(rc == -EBUSY){
+		if(!b->writer_logged){
+			fb_log(&b->lg, MOSQ_LOG_ERR, "another process holds the spool folder %s (flowmq-bridge spool "
+					"requeue-dead or purge-dead while no link process ran?); matched messages follow "
+					"spool.on_full until it lets go", cfg->spool.path);
+			b->writer_logged = true;
+		}
+		return false;
+	}
+	if(rc >= 0){
+		b->wlock = rc;
+		rc = fb_chan_writer_open(cfg->spool.path, &b->sh->chan, &lim, &b->w);
+	}
 	if(rc < 0){
+		writer_close(b);
 		if(!b->writer_logged){
 			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot open the staging files in %s: %s; matched messages "
 					"follow spool.on_full until they open", cfg->spool.path, strerror(-rc));
@@ -297,8 +325,7 @@ static void fresh_channel(void *ud)
 	struct fb_bridge *b = ud;
 
 	if(b->w){
-		fb_chan_writer_close(b->w);
-		b->w = NULL;
+		writer_close(b);
 		b->writer_logged = true;
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging files are started afresh; until they are "
 				"ready, matched messages follow spool.on_full");
@@ -436,7 +463,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 	if(b == NULL){
 		return -ENOMEM;
 	}
-	b->efd = b->shfd = b->cfgfd = -1;
+	b->efd = b->shfd = b->cfgfd = b->wlock = -1;
 	b->out = *lg;
 	b->lg = (struct fb_logger){ bridge_log, b };
 	b->host = *host;
@@ -560,7 +587,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	if(b->sh){
 		fb_supervise_stop(&b->sv);
 	}
-	fb_chan_writer_close(b->w);
+	writer_close(b);
 	if(b->efd >= 0){
 		close(b->efd);
 	}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "bytes.h"
@@ -113,6 +114,21 @@ void fb_chan_writer_close(struct fb_chan_writer *w)
 	fb_stage_close(w->st[1]);
 	free(w->dir);
 	free(w);
+}
+
+int fb_chan_lock(const char *dir, bool exclusive)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+
+	if(fd < 0){
+		return -errno;
+	}
+	if(flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0){
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
 }
 
 /* Seals file A and makes the other one (FREE) the one being written. */

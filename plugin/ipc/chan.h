@@ -125,6 +125,15 @@ int fb_chan_writer_open(const char *dir, struct fb_chan_shared *sh, const struct
 /* Accepts NULL. */
 void fb_chan_writer_close(struct fb_chan_writer *w);
 
+/* The lock of spool folder DIR (flock(2) on the folder), taken without waiting. The broker thread
+ * holds it shared while its writer has the staging files mapped; a process that opens the spool
+ * without a link process (the CLI, on what looks like a stopped broker's spool) holds it
+ * exclusively while the spool is open, because it may empty the staging files, and a broker that
+ * has them mapped would lose what it staged or fault on the emptied pages. Returns the descriptor
+ * that holds the lock (closing it releases the lock), -EBUSY when a process holds it the other
+ * way, or another negative errno. */
+int fb_chan_lock(const char *dir, bool exclusive);
+
 /* Appends one record. Returns 0 with *SEQ; -ENOSPC when it does not fit into max_size with
  * drop_new or reject (with drop_oldest it is accepted and the reader drops the oldest); -E2BIG
  * when it is larger than max_size on its own; -EBUSY when both files are in use (the reader must

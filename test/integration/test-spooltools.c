@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -508,6 +509,118 @@ START_TEST(requeue_and_purge_dead_while_running)
 }
 END_TEST
 
+/* requeue-dead and purge-dead while the broker runs but no link process holds the spool: it was
+ * killed and cannot start again (its program is gone). The broker still stages into the files it
+ * has mapped, so the CLI must not open the spool as a stopped broker's, which empties those files:
+ * it waits for a link process up to --timeout, then changes nothing and says why. Once the program
+ * is back, a waiting request goes to the next link process. Everything the broker staged while
+ * no link process ran arrives once, in order, after what went before. */
+START_TEST(requeue_dead_waits_while_no_link_process_runs)
+{
+	struct fbh_broker cloud, edge, waiting;
+	struct fbh_sub *sys, *sub;
+	char *spool, *prog, *extra, *out, *line, *before, *after;
+	const char *argv[] = { FB_CLI_PATH, "spool", "requeue-dead", "--timeout", "60", NULL, NULL };
+	cJSON *j;
+	pid_t lp, edge_pid;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	spool = fbh_strdupf("%s/spool", edge.dir);
+	prog = fbh_strdupf("%s/flowmq-link", edge.dir);
+	ck_assert_int_eq(symlink(fbh_link_program(), prog), 0);
+	extra = fbh_strdupf("plugin_opt_link_program %s\n", prog);
+	start_cloud(&cloud, NULL);
+	start_edge(&edge, cloud.port, TOOLS_YAML, extra);
+	edge_pid = edge.pid;
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/#", 1);
+	ck_assert_ptr_nonnull(sub);
+
+	/* Two dead letters; five telemetry messages forwarded. */
+	publish_secrets(&edge, 0, 2);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 2, 10000));
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/w", "t", 5, 1, NULL, 10000), 5);
+	ck_assert(fbh_sub_wait_count(sub, 5, 10000) == 5);
+
+	/* The link process killed and its program gone: the broker cannot start another one. Five
+	 * more messages are acknowledged and staged by the broker meanwhile. */
+	ck_assert_int_eq(unlink(prog), 0);
+	lp = link_pid_wait(edge.pid);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(kill(lp, SIGKILL), 0);
+	ck_assert(fbh_wait_log(&edge, "cannot run flowmq-link at", 20000));
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/w", "u", 5, 1, NULL, 10000), 5);
+
+	before = tree_settled(spool);
+	ck_assert_int_eq(cli_run(&out, "spool", "requeue-dead", "--timeout", "2", spool), 1);
+	line = fbh_strdupf("error: spool %s: a running broker has its staging files open, and no link process "
+			"took the spool within 2 s (is it being restarted, or can it not start? see the broker's log); "
+			"nothing changed\n", spool);
+	ck_assert_str_eq(out, line);
+	free(line);
+	free(out);
+	ck_assert_int_eq(cli_run(&out, "spool", "purge-dead", "--json", "--timeout=1", spool), 1);
+	line = fbh_strdupf("error: spool %s: a running broker has its staging files open, and no link process "
+			"took the spool within 1 s (is it being restarted, or can it not start? see the broker's log); "
+			"nothing changed\n", spool);
+	ck_assert_msg(strncmp(out, line, strlen(line)) == 0, "output: %s", out);
+	j = cJSON_Parse(out + strlen(line)); /* stderr's line, then the JSON */
+	free(line);
+	ck_assert_msg(j != NULL, "not JSON: %s", out);
+	ck_assert(cJSON_IsFalse(cJSON_GetObjectItem(j, "ok")));
+	ck_assert_int_eq(cJSON_GetObjectItem(j, "purged")->valueint, 0);
+	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "in_use")));
+	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "diagnostics")), 1);
+	cJSON_Delete(j);
+	free(out);
+	after = tree_state(spool);
+	ck_assert_msg(strcmp(before, after) == 0, "the spool changed:\n%s\nto\n%s", before, after);
+	free(before);
+	free(after);
+
+	/* Five more, staged after the refusals (before the fix, the CLI had emptied the files under
+	 * the broker, and two of these were lost without a count). */
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/w", "v", 5, 1, NULL, 10000), 5);
+
+	/* A request that waits: the program back, the next link process takes it. */
+	argv[5] = spool;
+	fbh_broker_init(&waiting, "cli-wait");
+	ck_assert_int_eq(fbh_broker_spawn(&waiting, argv), 0);
+	ck_assert_int_eq(fbh_broker_wait_exit(&waiting, 1000), INT_MIN);
+	ck_assert_int_eq(symlink(fbh_link_program(), prog), 0);
+	ck_assert_int_eq(fbh_broker_wait_exit(&waiting, 60000), 0);
+	out = fbh_read_file(waiting.log);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_str_eq(out, "2 dead letters queued again for the cloud\n");
+	free(out);
+
+	/* t0..t4, u0..u4, then v0..v4, each once; the requeued secrets refused again. */
+	ck_assert(wait_exactly(sub, 15, 30000, 1000));
+	for(int i = 0; i < 15; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		char want[8];
+
+		snprintf(want, sizeof(want), "%c%d", "tuv"[i / 5], i % 5);
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/w");
+		ck_assert_int_eq(m->payloadlen, (int)strlen(want));
+		ck_assert_int_eq(memcmp(m->payload, want, strlen(want)), 0);
+	}
+	ck_assert(sys_wait_u64(sys, "spool/dead", 2, 20000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/corrupt", 0, 5000));
+	ck_assert(fbh_broker_running(&edge));
+	ck_assert_int_eq(edge.pid, edge_pid);
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	free(extra);
+	free(prog);
+	free(spool);
+}
+END_TEST
+
 /* requeue-dead on a running broker whose spool is full (spool.max_size, on_full reject, the cloud
  * away): after 10 s without room the answer comes early, saying how many wait (exit code 1); the
  * link process goes on, and once the cloud is back and the backlog drains, the dead letters are
@@ -644,6 +757,7 @@ int main(void)
 	tcase_add_test(tc, peek_and_dead_refuse_bad_usage_and_missing_spools);
 	tcase_add_test(tc, requeue_and_purge_dead_while_running);
 	tcase_add_test(tc, requeue_dead_waits_for_room_in_a_full_spool);
+	tcase_add_test(tc, requeue_dead_waits_while_no_link_process_runs);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
