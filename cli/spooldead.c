@@ -57,7 +57,7 @@ static void dead_batch_clear(struct dead_batch *b)
 }
 
 #define TIMEOUT_DEFAULT_S 60
-#define WAIT_POLL_MS 200
+#define WAIT_POLL_MS 500 /* a link process looks for requests as often */
 
 /* Takes "--timeout N" / "--timeout=N" out of ARGV (*ARGC shrinks) into *SECONDS. Returns 0, or -1
  * after a usage error (*EXIT). */
@@ -194,31 +194,29 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 	 * unchanged (fb_spool_open() would move a damaged one aside). */
 	rc = fb_spool_inspect(argv[arg], &lg, &st, &holder);
 	if(rc == 0 && holder == 0){
-		/* No link process holds it, but a broker may run with its staging files mapped (its link
-		 * process being restarted, or unable to start): then only the next link process may
-		 * change the spool. Wait for one, up to the time-out. */
+		/* No link process holds it, but a broker may run with it (its link process being
+		 * restarted, or unable to start), with the staging files mapped: then only the next link
+		 * process may change the spool. Wait for one, up to the time-out. */
 		uint64_t until = fb_mono_ms() + (uint64_t)timeout_s * 1000u;
 
 		while((idle = fb_chan_lock(argv[arg], true)) == -EBUSY && fb_mono_ms() < until){
 			broker = true;
 			fb_sleep_ms(WAIT_POLL_MS);
-			rc = fb_spool_inspect(argv[arg], &lg, &st, &holder);
-			if(rc < 0 || holder != 0){
+			if((holder = fb_spool_holder(argv[arg])) != 0){
 				break;
 			}
 		}
-		if(rc == 0 && holder != 0){
-			uint64_t now = fb_mono_ms(), left = until > now ? (until - now + 999) / 1000 : 1;
-
-			rc = ask_link(cmd, &lg, argv[arg], holder, requeue, (unsigned)left, &done);
+		if(holder != 0){
+			/* The request gets its own time-out: the link process has just started. */
+			rc = ask_link(cmd, &lg, argv[arg], holder, requeue, timeout_s, &done);
 			goto report;
 		}
-		if(rc == 0 && idle == -EBUSY){
-			fb_log(&lg, MOSQ_LOG_ERR, "spool %s: a running broker has its staging files open, and no link "
-					"process took the spool within %u s (is it being restarted, or can it not start? see the "
-					"broker's log); nothing changed", argv[arg], timeout_s);
+		if(idle == -EBUSY){
+			fb_log(&lg, MOSQ_LOG_ERR, "spool %s: a running broker uses it, and no link process took it "
+					"within %u s (is its link process being restarted, or can it not start? see the broker's "
+					"log); nothing changed", argv[arg], timeout_s);
 			rc = -EBUSY;
-		}else if(rc == 0 && idle < 0){
+		}else if(idle < 0){
 			fb_log(&lg, MOSQ_LOG_ERR, "spool %s: cannot lock the folder: %s; nothing changed", argv[arg],
 					strerror(-idle));
 			rc = idle;
@@ -347,7 +345,8 @@ const struct cli_cmd cli_spool_requeue_dead = {
 		"\n"
 		"Options:\n"
 		"  --json               print {path, ok, requeued, in_use, diagnostics}\n"
-		"  --timeout SECONDS    how long to wait for a link process and its answer (default 60)\n"
+		"  --timeout SECONDS    how long to wait for a link process, and then for its answer\n"
+		"                       (each; default 60)\n"
 		"  --help               this text\n",
 	.run = requeue_run,
 };
@@ -366,7 +365,8 @@ const struct cli_cmd cli_spool_purge_dead = {
 		"\n"
 		"Options:\n"
 		"  --json               print {path, ok, purged, in_use, diagnostics}\n"
-		"  --timeout SECONDS    how long to wait for a link process and its answer (default 60)\n"
+		"  --timeout SECONDS    how long to wait for a link process, and then for its answer\n"
+		"                       (each; default 60)\n"
 		"  --help               this text\n",
 	.run = purge_run,
 };

@@ -71,7 +71,7 @@ struct fb_bridge {
 	pid_t broker;             /* this process */
 	struct fb_supervise sv;   /* the link process */
 	struct fb_chan_writer *w;
-	int wlock;                /* the spool folder's lock, held shared while w is open (chan.h) */
+	int wlock;                /* the spool folder's lock, held shared (hold_folder()) */
 	struct fb_counters *ctr;  /* &sh->ctr */
 	uint8_t *buf;             /* capture buffers, broker thread: the record */
 	size_t buf_size;
@@ -87,6 +87,7 @@ struct fb_bridge {
 	time_t next_check;        /* when to look after the link process next */
 	bool full_logged;         /* the current full episode has been logged */
 	bool writer_logged;       /* a failure to open the staging channel has been logged */
+	bool lock_logged;         /* a failure to lock the spool folder has been logged */
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
 	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
@@ -252,15 +253,39 @@ static int config_memfd(const char *path)
 	return fd;
 }
 
-/* Closes the writing end of the staging channel, and lets go of the spool folder's lock. */
-static void writer_close(struct fb_bridge *b)
+/* Holds the spool folder's lock shared (chan.h: fb_chan_lock()) from the first time a link process
+ * has made the staging channel ready until the broker stops, so that the CLI never takes the
+ * spool for a stopped broker's while this one has the channel, with or without a link process.
+ * Returns true while it is held. Broker thread; never waits. */
+static bool hold_folder(struct fb_bridge *b)
 {
-	fb_chan_writer_close(b->w);
-	b->w = NULL;
+	const char *path = b->first->cfg->spool.path;
+	int rc;
+
 	if(b->wlock >= 0){
-		close(b->wlock);
-		b->wlock = -1;
+		return true;
 	}
+	rc = fb_chan_lock(path, false);
+	if(rc >= 0){
+		b->wlock = rc;
+		if(b->lock_logged){
+			fb_log(&b->lg, MOSQ_LOG_NOTICE, "the spool folder %s is ours again", path);
+			b->lock_logged = false;
+		}
+		return true;
+	}
+	if(!b->lock_logged){
+		if(rc == -EBUSY){
+			fb_log(&b->lg, MOSQ_LOG_ERR, "another process holds the spool folder %s (flowmq-bridge spool "
+					"requeue-dead or purge-dead, while no link process ran?); matched messages follow "
+					"spool.on_full until it lets go", path);
+		}else{
+			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot lock the spool folder %s: %s; matched messages follow "
+					"spool.on_full until it can", path, strerror(-rc));
+		}
+		b->lock_logged = true;
+	}
+	return false;
 }
 
 /* Opens the writing end of the staging channel once a link process has made it ready. Returns
@@ -274,7 +299,7 @@ static bool writer_ready(struct fb_bridge *b)
 	if(b->w){
 		return true;
 	}
-	if(!atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire)){
+	if(!atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire) || !hold_folder(b)){
 		return false;
 	}
 	lim = (struct fb_chan_limits){
@@ -282,24 +307,8 @@ static bool writer_ready(struct fb_bridge *b)
 		.on_full = cfg->spool.on_full,
 		.sync = cfg->spool.sync == FB_SYNC_ALWAYS,
 	};
-	/* Taken first: a process that holds it exclusively (the CLI changing a spool it found
-	 * without a link process) may empty the staging files. */
-	rc = fb_chan_lock(cfg->spool.path, false);
-	if(rc == -EBUSY){
-		if(!b->writer_logged){
-			fb_log(&b->lg, MOSQ_LOG_ERR, "another process holds the spool folder %s (flowmq-bridge spool "
-					"requeue-dead or purge-dead while no link process ran?); matched messages follow "
-					"spool.on_full until it lets go", cfg->spool.path);
-			b->writer_logged = true;
-		}
-		return false;
-	}
-	if(rc >= 0){
-		b->wlock = rc;
-		rc = fb_chan_writer_open(cfg->spool.path, &b->sh->chan, &lim, &b->w);
-	}
+	rc = fb_chan_writer_open(cfg->spool.path, &b->sh->chan, &lim, &b->w);
 	if(rc < 0){
-		writer_close(b);
 		if(!b->writer_logged){
 			fb_log(&b->lg, MOSQ_LOG_ERR, "cannot open the staging files in %s: %s; matched messages "
 					"follow spool.on_full until they open", cfg->spool.path, strerror(-rc));
@@ -325,7 +334,8 @@ static void fresh_channel(void *ud)
 	struct fb_bridge *b = ud;
 
 	if(b->w){
-		writer_close(b);
+		fb_chan_writer_close(b->w); /* the folder's lock stays: the channel is still ours */
+		b->w = NULL;
 		b->writer_logged = true;
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging files are started afresh; until they are "
 				"ready, matched messages follow spool.on_full");
@@ -587,7 +597,10 @@ void fb_bridge_stop(struct fb_bridge *b)
 	if(b->sh){
 		fb_supervise_stop(&b->sv);
 	}
-	writer_close(b);
+	fb_chan_writer_close(b->w);
+	if(b->wlock >= 0){
+		close(b->wlock);
+	}
 	if(b->efd >= 0){
 		close(b->efd);
 	}

@@ -2685,10 +2685,7 @@ out:
 
 /* ---- inspection: what a spool holds, read from outside without changing anything ---- */
 
-/* The process holding the RocksDB LOCK of spool folder PATH (RocksDB takes it with fcntl(F_SETLK)
- * and holds it while the database is open): its pid, -1 when its pid is unknown, 0 when nobody
- * holds it. F_GETLK only asks. Never call this in a process that has this spool open: closing
- * the descriptor would drop that process's own lock. */
+/* The process holding the RocksDB LOCK (spool.h: fb_spool_holder()). F_GETLK only asks. */
 static pid_t lock_holder(const char *path)
 {
 	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
@@ -2711,6 +2708,11 @@ static pid_t lock_holder(const char *path)
 		return 0;
 	}
 	return fl.l_pid > 0 ? fl.l_pid : -1;
+}
+
+pid_t fb_spool_holder(const char *path)
+{
+	return lock_holder(path);
 }
 
 /* Options for a read-only look: nothing is created, only a torn WAL tail is tolerated, and every

@@ -95,6 +95,13 @@ void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay);
  * fb_spool_close(). */
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out);
 
+/* The process holding the RocksDB lock of spool folder PATH (RocksDB takes it with fcntl(F_SETLK)
+ * and holds it while the database is open: a running link process): its pid, -1 when its pid is
+ * unknown, 0 when nobody holds it (or PATH has no lock file). Cheap: one open() and one
+ * fcntl(F_GETLK). Must not be called in a process that has this spool open: closing the
+ * descriptor would drop that process's own lock. */
+pid_t fb_spool_holder(const char *path);
+
 /* What the spool at PATH holds, read from outside (the CLI) without changing anything in its
  * folder: no file or folder is created, written, renamed or removed, whatever state it is in, and
  * it works while a link process runs on it. The figures are what fb_spool_open() would find:

@@ -556,16 +556,16 @@ START_TEST(requeue_dead_waits_while_no_link_process_runs)
 
 	before = tree_settled(spool);
 	ck_assert_int_eq(cli_run(&out, "spool", "requeue-dead", "--timeout", "2", spool), 1);
-	line = fbh_strdupf("error: spool %s: a running broker has its staging files open, and no link process "
-			"took the spool within 2 s (is it being restarted, or can it not start? see the broker's log); "
-			"nothing changed\n", spool);
+	line = fbh_strdupf("error: spool %s: a running broker uses it, and no link process took it within 2 s "
+			"(is its link process being restarted, or can it not start? see the broker's log); nothing "
+			"changed\n", spool);
 	ck_assert_str_eq(out, line);
 	free(line);
 	free(out);
 	ck_assert_int_eq(cli_run(&out, "spool", "purge-dead", "--json", "--timeout=1", spool), 1);
-	line = fbh_strdupf("error: spool %s: a running broker has its staging files open, and no link process "
-			"took the spool within 1 s (is it being restarted, or can it not start? see the broker's log); "
-			"nothing changed\n", spool);
+	line = fbh_strdupf("error: spool %s: a running broker uses it, and no link process took it within 1 s "
+			"(is its link process being restarted, or can it not start? see the broker's log); nothing "
+			"changed\n", spool);
 	ck_assert_msg(strncmp(out, line, strlen(line)) == 0, "output: %s", out);
 	j = cJSON_Parse(out + strlen(line)); /* stderr's line, then the JSON */
 	free(line);
