@@ -88,6 +88,7 @@ struct fb_bridge {
 	bool full_logged;         /* the current full episode has been logged */
 	bool writer_logged;       /* a failure to open the staging channel has been logged */
 	bool lock_logged;         /* a failure to lock the spool folder has been logged */
+	bool error_logged;        /* a message refused for an error has been logged (dropped_error) */
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
 	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
@@ -360,6 +361,8 @@ static int stage_later(struct fb_bridge *b, size_t len)
 
 	if(rc == -ENOSPC || rc == -E2BIG){
 		fb_count(&b->ctr->dropped_full, 1);
+	}else if(rc < 0){
+		fb_count(&b->ctr->dropped_error, 1);
 	}
 	return rc;
 }
@@ -383,7 +386,7 @@ static int reduce_record(void *ud, const uint8_t *rec, size_t len)
 	struct fb_bridge *b = ud;
 
 	if(buf_reserve(b, len) < 0){
-		fb_count(&b->ctr->dropped_full, 1);
+		fb_count(&b->ctr->dropped_error, 1);
 		return -ENOMEM;
 	}
 	memcpy(b->buf, rec, len);
@@ -841,6 +844,23 @@ static __attribute__((noinline)) int timed_suffix(struct fb_bridge *b, const str
 
 /* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
  * Kept out of line, so that a topic no rule matches costs only the lookup. */
+/* A matched message (of rule RULE, -1: unknown) that could not be spooled for error RC: refused (an
+ * MQTT v5 publisher sees 0x87) and counted, because a 3.1.1 or QoS 0 publisher cannot tell.
+ * Logged once until a message is spooled again. */
+static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, int rc)
+{
+	fb_count(&b->ctr->dropped_error, 1);
+	if(rule >= 0 && rule < FB_RULECTR_SLOTS){
+		fb_rulectr_inc(&b->sh->rules.rule[rule].dropped);
+	}
+	if(!b->error_logged){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot spool a message on %s: %s; refused and counted in "
+				"edge_to_cloud/dropped/error (further ones are counted, not logged, until a message is "
+				"spooled again)", topic, strerror(-rc));
+		b->error_logged = true;
+	}
+}
+
 static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc, struct fb_route_result res,
 		const char *topic, const void *payload, uint32_t payloadlen, const mosquitto_property *props,
 		bool retain)
@@ -866,6 +886,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		return 0;
 	}
 	if(rc < 0){
+		refused_for_error(b, -1, topic, rc);
 		return rc;
 	}
 	rule = &g->cfg->e2c[res.rule];
@@ -882,7 +903,8 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 			rc = 0;
 			goto out;
 		}
-		hold = rc == FB_REDUCE_HOLD; /* -ENOMEM: forwarded */
+		hold = rc == FB_REDUCE_HOLD;
+		rc = 0; /* -ENOMEM: forwarded */
 	}
 	now = fb_wall_ms();
 	if(g->timed[res.rule]){
@@ -930,8 +952,14 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		goto out; /* sent at the end of its interval */
 	}
 	rc = stage(b, len, &seq);
-	if(rc == 0 && res.rule < FB_RULECTR_SLOTS){
-		fb_rulectr_inc(&b->sh->rules.rule[res.rule].forwarded);
+	if(rc == 0){
+		if(res.rule < FB_RULECTR_SLOTS){
+			fb_rulectr_inc(&b->sh->rules.rule[res.rule].forwarded);
+		}
+		if(b->error_logged){
+			fb_log(&b->lg, MOSQ_LOG_NOTICE, "matched messages are spooled again");
+			b->error_logged = false;
+		}
 	}
 	if(rc == -ENOSPC || rc == -E2BIG){
 		fb_count(&b->ctr->dropped_full, 1);
@@ -940,13 +968,13 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		}
 		/* drop_new accepts and drops; reject refuses, so the publisher sees 0x87. */
 		rc = g->cfg->spool.on_full == FB_ON_FULL_REJECT ? -ENOSPC : 0;
-		goto out;
-	}
-	if(rc < 0){
-		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot spool a message on %s: %s", topic, strerror(-rc));
-		goto out;
+		goto done;
 	}
 out:
+	if(rc < 0){
+		refused_for_error(b, res.rule, topic, rc);
+	}
+done:
 	free(res.topic);
 	return rc;
 }

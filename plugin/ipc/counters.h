@@ -31,7 +31,8 @@
 	X(suppressed,       "edge_to_cloud/suppressed",        "messages not sent: throttled (min_interval), unchanged (on_change) or within deadband") \
 	X(aggregated,       "edge_to_cloud/aggregated",        "messages folded into aggregate windows") \
 	X(windows,          "edge_to_cloud/windows",           "aggregate windows published") \
-	X(reduce_evicted,   "edge_to_cloud/evicted",           "topics evicted from throttle or aggregate state (spool.max_tracked_topics), what they held sent first")
+	X(reduce_evicted,   "edge_to_cloud/evicted",           "topics evicted from throttle or aggregate state (spool.max_tracked_topics), what they held sent first") \
+	X(dropped_error,    "edge_to_cloud/dropped/error",     "matched messages that could not be spooled for an error (disk, memory): refused, or dropped when held")
 
 /* In the shared region. */
 struct fb_counters {

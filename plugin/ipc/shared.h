@@ -54,7 +54,7 @@
 #ifdef FB_IPC_VERSION_OVERRIDE
 #define FB_IPC_VERSION FB_IPC_VERSION_OVERRIDE /* only for the test of a mismatched flowmq-link */
 #else
-#define FB_IPC_VERSION 3
+#define FB_IPC_VERSION 4
 #endif
 
 /* flowmq-link's exit status when the region is not of its version. */

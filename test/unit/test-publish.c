@@ -58,6 +58,7 @@ START_TEST(test_every_value_is_published_in_order)
 		{ "edge_to_cloud/aggregated", "15" },
 		{ "edge_to_cloud/windows", "16" },
 		{ "edge_to_cloud/evicted", "17" },
+		{ "edge_to_cloud/dropped/error", "18" },
 		{ "spool/dead", "14" },
 		{ "spool/disk_full", "1" },
 		{ "last_error", "" },
