@@ -255,8 +255,9 @@ static int config_memfd(const char *path)
 }
 
 /* Holds the spool folder's lock shared (chan.h: fb_chan_lock()) from the first time a link process
- * has made the staging channel ready until the broker stops, so that the CLI never takes the
- * spool for a stopped broker's while this one has the channel, with or without a link process.
+ * has made the staging channel ready until the broker stops (or the channel starts afresh:
+ * fresh_channel()), so that the CLI never takes the spool for a stopped broker's while this one
+ * has the channel, with or without a link process.
  * Returns true while it is held. Broker thread; never waits. */
 static bool hold_folder(struct fb_bridge *b)
 {
@@ -335,11 +336,17 @@ static void fresh_channel(void *ud)
 	struct fb_bridge *b = ud;
 
 	if(b->w){
-		fb_chan_writer_close(b->w); /* the folder's lock stays: the channel is still ours */
+		fb_chan_writer_close(b->w);
 		b->w = NULL;
 		b->writer_logged = true;
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging files are started afresh; until they are "
 				"ready, matched messages follow spool.on_full");
+	}
+	/* The spool folder may be moved aside and made anew: the lock is taken again, on the folder
+	 * then at the path, once the channel is ready (meanwhile the link process holds the spool). */
+	if(b->wlock >= 0){
+		close(b->wlock);
+		b->wlock = -1;
 	}
 }
 

@@ -127,12 +127,12 @@ void fb_chan_writer_close(struct fb_chan_writer *w);
 
 /* The lock of spool folder DIR (flock(2) on the folder), taken without waiting. The broker thread
  * holds it shared from the first time a link process has made the channel ready until the broker
- * stops; a process that opens the spool without a link process (the CLI, on what looks like a
- * stopped broker's spool) holds it exclusively while the spool is open, because it may empty the
- * staging files, and a broker that has them mapped would lose what it staged or fault on the
- * emptied pages. Returns the descriptor
- * that holds the lock (closing it releases the lock), -EBUSY when a process holds it the other
- * way, or another negative errno. */
+ * stops, or until a link process hands the channel back to start it afresh (the folder may then be
+ * moved aside and made anew); a process that opens the spool without a link process (the CLI, on
+ * what looks like a stopped broker's spool) holds it exclusively while the spool is open, because
+ * it may empty the staging files, and a broker that has them mapped would lose what it staged or
+ * fault on the emptied pages. Returns the descriptor that holds the lock (closing it releases the
+ * lock), -EBUSY when a process holds it the other way, or another negative errno. */
 int fb_chan_lock(const char *dir, bool exclusive);
 
 /* Appends one record. Returns 0 with *SEQ; -ENOSPC when it does not fit into max_size with
