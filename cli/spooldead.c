@@ -206,17 +206,13 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 				break;
 			}
 		}
-		if(holder != 0){
-			/* The request gets its own time-out: the link process has just started. */
-			rc = ask_link(cmd, &lg, argv[arg], holder, requeue, timeout_s, &done);
-			goto report;
-		}
-		if(idle == -EBUSY){
+		/* A link process that came gets the request below, with a time-out of its own. */
+		if(holder == 0 && idle == -EBUSY){
 			fb_log(&lg, MOSQ_LOG_ERR, "spool %s: a running broker uses it, and no link process took it "
 					"within %u s (is its link process being restarted, or can it not start? see the broker's "
 					"log); nothing changed", argv[arg], timeout_s);
 			rc = -EBUSY;
-		}else if(idle < 0){
+		}else if(holder == 0 && idle < 0){
 			fb_log(&lg, MOSQ_LOG_ERR, "spool %s: cannot lock the folder: %s; nothing changed", argv[arg],
 					strerror(-idle));
 			rc = idle;
@@ -224,7 +220,7 @@ static int dead_run(const struct cli_cmd *cmd, int argc, char **argv, bool reque
 		if(rc < 0){
 			goto report;
 		}
-		broker = false;
+		broker = false; /* a stopped broker's spool, or a link process holds it (in_use either way) */
 	}
 	if(rc == 0 && holder != 0){
 		/* A running link process holds it: only it may change it. */

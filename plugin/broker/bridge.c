@@ -429,7 +429,7 @@ static int reduce_window(void *ud, int rule, const char *cloud_topic, const char
 		/* The capture time of a window's summary is when the window closed. */
 		int rc = timed_suffix(b, g, rule, now, &r.props_len);
 		if(rc < 0){
-			fb_count(&b->ctr->dropped_full, 1);
+			fb_count(&b->ctr->dropped_error, 1);
 			return rc;
 		}
 		r.props = b->tbuf;
@@ -437,7 +437,7 @@ static int reduce_window(void *ud, int rule, const char *cloud_topic, const char
 	len = fb_record_size(&r);
 
 	if(buf_reserve(b, len) < 0){
-		fb_count(&b->ctr->dropped_full, 1);
+		fb_count(&b->ctr->dropped_error, 1);
 		return -ENOMEM;
 	}
 	fb_record_encode(&r, b->buf);
@@ -851,15 +851,22 @@ static __attribute__((noinline)) int timed_suffix(struct fb_bridge *b, const str
 
 /* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
  * Kept out of line, so that a topic no rule matches costs only the lookup. */
+/* A matched message of rule RULE (-1: unknown) dropped or refused: counted in CTR and the rule's
+ * "dropped". */
+static void count_dropped(struct fb_bridge *b, atomic_uint_fast64_t *ctr, int rule)
+{
+	fb_count(ctr, 1);
+	if(rule >= 0 && rule < FB_RULECTR_SLOTS){
+		fb_rulectr_inc(&b->sh->rules.rule[rule].dropped);
+	}
+}
+
 /* A matched message (of rule RULE, -1: unknown) that could not be spooled for error RC: refused (an
  * MQTT v5 publisher sees 0x87) and counted, because a 3.1.1 or QoS 0 publisher cannot tell.
  * Logged once until a message is spooled again. */
 static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, int rc)
 {
-	fb_count(&b->ctr->dropped_error, 1);
-	if(rule >= 0 && rule < FB_RULECTR_SLOTS){
-		fb_rulectr_inc(&b->sh->rules.rule[rule].dropped);
-	}
+	count_dropped(b, &b->ctr->dropped_error, rule);
 	if(!b->error_logged){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot spool a message on %s: %s; refused and counted in "
 				"edge_to_cloud/dropped/error (further ones are counted, not logged, until a message is "
@@ -886,10 +893,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		 * 65535 bytes): nothing can be sent, so it counts as filtered. */
 		fb_log(&b->lg, MOSQ_LOG_WARNING, "%s: edge_to_cloud[%d] makes an invalid cloud topic of it; not forwarded",
 				topic, res.rule);
-		fb_count(&b->ctr->dropped_filtered, 1);
-		if(res.rule < FB_RULECTR_SLOTS){
-			fb_rulectr_inc(&b->sh->rules.rule[res.rule].dropped);
-		}
+		count_dropped(b, &b->ctr->dropped_filtered, res.rule);
 		return 0;
 	}
 	if(rc < 0){
@@ -898,10 +902,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	}
 	rule = &g->cfg->e2c[res.rule];
 	if(res.drop){
-		fb_count(&b->ctr->dropped_filtered, 1);
-		if(res.rule < FB_RULECTR_SLOTS){
-			fb_rulectr_inc(&b->sh->rules.rule[res.rule].dropped);
-		}
+		count_dropped(b, &b->ctr->dropped_filtered, res.rule);
 		return 0;
 	}
 	if(b->red && fb_reduce_active(&rule->reduce)){
@@ -969,10 +970,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		}
 	}
 	if(rc == -ENOSPC || rc == -E2BIG){
-		fb_count(&b->ctr->dropped_full, 1);
-		if(res.rule < FB_RULECTR_SLOTS){
-			fb_rulectr_inc(&b->sh->rules.rule[res.rule].dropped);
-		}
+		count_dropped(b, &b->ctr->dropped_full, res.rule);
 		/* drop_new accepts and drops; reject refuses, so the publisher sees 0x87. */
 		rc = g->cfg->spool.on_full == FB_ON_FULL_REJECT ? -ENOSPC : 0;
 		goto done;

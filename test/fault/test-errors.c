@@ -1,8 +1,8 @@
-/* Fault test: a matched message the broker thread cannot stage, for an error other than a full
- * spool, is refused and counted, never lost in silence. The error is real: the edge broker's
- * descriptor limit (RLIMIT_NOFILE) is lowered while it runs (prlimit(2)) to its lowest free
- * descriptor, so the file of its own that a large message needs (one above a quarter of a staging
- * file) cannot be opened (EMFILE). The MQTT v5 publisher gets 0x87, the message counts in
+/* Fault test (test process): a matched message the broker thread cannot stage, for an error other
+ * than a full spool, is refused and counted, never lost in silence. The error is real: the edge
+ * broker's descriptor limit (RLIMIT_NOFILE) is lowered while it runs (prlimit(2)) to its lowest
+ * free descriptor, so the file of its own that a large message needs (one above a quarter of a
+ * staging file) cannot be opened (EMFILE). The MQTT v5 publisher gets 0x87, the message counts in
  * edge_to_cloud/dropped/error and rules/0/dropped and is logged once; a small message meanwhile
  * (staged inline, no descriptor needed) goes through; with the limit back the large one goes
  * through too. The cloud gets exactly the accepted messages, in order, byte for byte. */
@@ -104,7 +104,9 @@ START_TEST(test_message_that_cannot_be_staged_is_refused_and_counted)
 	ck_assert_str_eq(m->topic, "edge/site-A/telemetry/big");
 	ck_assert_int_eq(m->payloadlen, (int)BIG);
 	ck_assert_int_eq(memcmp(m->payload, big, BIG), 0);
+	/* Three publishes: two forwarded, one refused and counted. */
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 2, 10000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/error", 1, 5000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/full", 0, 5000));
 	ck_assert(sys_wait_u64(sys, "rules/0/forwarded", 2, 5000));

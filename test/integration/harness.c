@@ -1,4 +1,4 @@
-/* flowmq-bridge integration test harness: see harness.h. */
+/* flowmq-bridge integration test harness (test processes): see harness.h. */
 #include "harness.h"
 
 #include <arpa/inet.h>

@@ -1,7 +1,8 @@
-/* flowmq-bridge spool peek and spool dead (issue 18) on a spool filled by the test: the oldest
- * records in send order, the dead letters with their reason codes, exact counts and fields, in
- * text and JSON; the spool folder byte-identical (SHA-256 of every file, sizes, mtimes) before and
- * after each run, while the edge's link process holds the spool and after the edge stopped. */
+/* Test process: flowmq-bridge spool peek and spool dead (issue 18) on a spool filled by the test:
+ * the oldest records in send order, the dead letters with their reason codes, exact counts and
+ * fields, in text and JSON; the spool folder byte-identical (SHA-256 of every file, sizes, mtimes)
+ * before and after each run, while the edge's link process holds the spool and after the edge
+ * stopped. */
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -608,8 +609,10 @@ START_TEST(requeue_dead_waits_while_no_link_process_runs)
 		ck_assert_int_eq(m->payloadlen, (int)strlen(want));
 		ck_assert_int_eq(memcmp(m->payload, want, strlen(want)), 0);
 	}
+	/* Seventeen publishes: fifteen forwarded, two dead letters. */
 	ck_assert(sys_wait_u64(sys, "spool/dead", 2, 20000));
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 15, 10000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/corrupt", 0, 5000));
 	ck_assert(fbh_broker_running(&edge));
 	ck_assert_int_eq(edge.pid, edge_pid);

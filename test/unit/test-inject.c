@@ -1,5 +1,5 @@
-/* Unit tests of plugin/broker/inject.c: cloud messages taken from the cloud-to-edge ring into the
- * local broker, at most FB_INJECT_BUDGET per tick, in order, each once. */
+/* Unit tests (test process) of plugin/broker/inject.c: cloud messages taken from the cloud-to-edge
+ * ring into the local broker, at most FB_INJECT_BUDGET per tick, in order, each once. */
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
