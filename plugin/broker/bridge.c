@@ -92,6 +92,7 @@ struct fb_bridge {
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
 	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
+	struct fb_waker_timer soon; /* brings the broker thread back to the tick when work is left */
 	uint64_t started_ms;      /* fb_mono_ms() at the start: uptime_s */
 	struct fb_publish_memo memo; /* per-rule values last published */
 };
@@ -586,6 +587,11 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		goto fail;
 	}
 	reduce_start(b);
+	if(b->host.wake_signo > 0 && (rc = fb_waker_timer_init(&b->soon, b->host.wake_signo)) < 0){
+		/* without it, a tick that stopped with work left goes on at the next loop turn (when
+		 * idle, 100 ms later) */
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "cannot create a timer: %s", strerror(-rc));
+	}
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "started: site %s, %zu edge_to_cloud and %zu cloud_to_edge rules, spool %s, cloud %s",
 			cfg->site_id, cfg->e2c_count, cfg->c2e_count, cfg->spool.path, cfg->cloud.endpoints[0].url);
 	*out = b;
@@ -604,6 +610,7 @@ void fb_bridge_stop(struct fb_bridge *b)
 	/* Messages injected at the last tick stay in spool "in" when the broker stops right after it:
 	 * they are injected again at the next start. */
 	reduce_end(b); /* staged before the link process stops: the next start sends them */
+	fb_waker_timer_cleanup(&b->soon);
 	if(b->sh){
 		fb_supervise_stop(&b->sv);
 	}
@@ -791,7 +798,8 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 		requeue_run(b, now);
 	}
 	if(b->red){
-		fb_reduce_tick(b->red);
+		/* while more is due, back here every millisecond even when idle */
+		fb_waker_every(&b->soon, fb_reduce_tick(b->red) ? 1 : 0);
 	}
 	if(now >= b->next_check){
 		publish_status(b, now);

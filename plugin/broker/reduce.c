@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -18,6 +19,22 @@
 #define SLOT_MS 16u
 #define SLOTS 1024u
 #define TICK_MS 10u
+
+/* While more is due than a tick sends (FB_REDUCE_BUDGET), the broker thread gives it a third of
+ * the time since its last slice (a quarter of its time at most), between SLICE_MIN_US and
+ * SLICE_MAX_US: Mosquitto reads one packet per client per loop turn, so time taken in a turn is
+ * taken from every client's rate. */
+#define SLICE_SHARE 3u
+#define SLICE_MIN_US 20u
+#define SLICE_MAX_US 1000u
+
+/* What one tick may still send: a count and, when DEADLINE_US is set, a time (each send is
+ * allowed once the first has been). */
+struct budget {
+	unsigned n;
+	unsigned taken;
+	uint64_t deadline_us;
+};
 
 struct entry {
 	struct entry *hnext;               /* hash chain */
@@ -72,10 +89,35 @@ struct fb_reduce {
 	struct entry *windows;     /* e2c_count sentinels */
 	size_t open_windows;
 	uint64_t next_tick_ms;     /* fb_reduce_tick() does nothing before this */
+	bool behind;               /* the last tick left sends due */
+	uint64_t slice_end_us;     /* when its slice ended */
 	struct entry *held;        /* the entry of the last FB_REDUCE_HOLD */
 };
 
 /* ---- helpers --------------------------------------------------------------------------------- */
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Takes one send from B; false when B is spent. */
+static bool take(struct budget *b)
+{
+	if(b->n == 0){
+		return false;
+	}
+	if(b->deadline_us && b->taken && mono_us() >= b->deadline_us){
+		b->n = 0;
+		return false;
+	}
+	b->n--;
+	b->taken++;
+	return true;
+}
 
 static uint64_t hash_bytes(const void *p, size_t n)
 {
@@ -351,41 +393,54 @@ static void timer_add(struct fb_reduce *r, struct entry *e)
 	r->timers++;
 }
 
-/* Sends what is due in slot S: everything due before LIMIT. */
-static void run_slot(struct fb_reduce *r, struct entry *s, uint64_t limit, uint64_t mono_ms)
+/* Sends what is due in slot S (everything due before LIMIT) while B lasts (NULL: no limit).
+ * Returns false when B ran out before the slot was done. */
+static bool run_slot(struct fb_reduce *r, struct entry *s, uint64_t limit, uint64_t mono_ms, struct budget *b)
 {
 	for(struct entry *e = s->t_next, *next; e != s; e = next){
 		next = e->t_next;
 		if(e->due_ms < limit){
+			if(b && !take(b)){
+				return false;
+			}
 			send_held(r, e, mono_ms);
 		}
 	}
+	return true;
 }
 
-static void run_timers(struct fb_reduce *r, uint64_t mono_ms)
+/* Returns false when the budget ran out with held messages still due (the wheel stays where it
+ * is, so the next call goes on from there). */
+static bool run_timers(struct fb_reduce *r, uint64_t mono_ms, struct budget *b)
 {
 	if(r->timers == 0){
 		r->wheel_ms = mono_ms - mono_ms % SLOT_MS;
-		return;
+		return true;
 	}
 	if(mono_ms - r->wheel_ms >= (uint64_t)SLOTS * SLOT_MS){
 		/* more than a turn since the last run: every slot once */
 		for(unsigned i = 0; i < SLOTS && r->timers; i++){
-			run_slot(r, &r->slots[i], mono_ms + 1, mono_ms);
+			if(!run_slot(r, &r->slots[i], mono_ms + 1, mono_ms, b)){
+				return false;
+			}
 		}
 		r->wheel_ms = mono_ms - mono_ms % SLOT_MS;
-		return;
+		return true;
 	}
 	while(r->wheel_ms + SLOT_MS <= mono_ms && r->timers){
-		run_slot(r, &r->slots[(r->wheel_ms / SLOT_MS) % SLOTS], r->wheel_ms + SLOT_MS, mono_ms);
+		if(!run_slot(r, &r->slots[(r->wheel_ms / SLOT_MS) % SLOTS], r->wheel_ms + SLOT_MS, mono_ms, b)){
+			return false;
+		}
 		r->wheel_ms += SLOT_MS;
 	}
 	if(r->timers == 0){
 		r->wheel_ms = mono_ms - mono_ms % SLOT_MS;
 	}
+	return true;
 }
 
-static void run_windows(struct fb_reduce *r, uint64_t wall_ms)
+/* Returns false when the budget ran out with closed windows still to send. */
+static bool run_windows(struct fb_reduce *r, uint64_t wall_ms, struct budget *b)
 {
 	struct table *t = &r->t[FB_REDUCE_AGGREGATE];
 
@@ -395,11 +450,15 @@ static void run_windows(struct fb_reduce *r, uint64_t wall_ms)
 		while(s->t_next != s && s->t_next->win_end <= wall_ms){
 			struct entry *e = s->t_next;
 
+			if(!take(b)){
+				return false;
+			}
 			table_unlink(t, e);
 			send_window(r, e);
 			entry_free(e);
 		}
 	}
+	return true;
 }
 
 /* ---- the API --------------------------------------------------------------------------------- */
@@ -610,25 +669,51 @@ int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len)
 	return 0;
 }
 
-void fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms)
+/* Sends what is due while B lasts; returns true when more is due. */
+static bool run(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms, struct budget *b)
 {
-	run_timers(r, mono_ms);
+	bool done = run_timers(r, mono_ms, b);
+
 	if(r->open_windows){
-		run_windows(r, wall_ms);
+		/* the windows get what the held messages left */
+		done = run_windows(r, wall_ms, b) && done;
 	}
+	return !done;
 }
 
-void fb_reduce_tick(struct fb_reduce *r)
+bool fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms)
 {
-	uint64_t now;
+	struct budget b = { .n = FB_REDUCE_BUDGET };
 
-	if(r->timers || r->open_windows){
-		now = fb_mono_ms();
-		if(now >= r->next_tick_ms){
-			r->next_tick_ms = now + TICK_MS;
-			fb_reduce_tick_at(r, now, fb_wall_ms());
-		}
+	return run(r, mono_ms, wall_ms, &b);
+}
+
+bool fb_reduce_tick(struct fb_reduce *r)
+{
+	struct budget b = { .n = FB_REDUCE_BUDGET };
+	uint64_t now, now_us, allow = SLICE_MAX_US;
+
+	if(r->timers == 0 && r->open_windows == 0){
+		r->behind = false;
+		return false;
 	}
+	now = fb_mono_ms();
+	if(now < r->next_tick_ms){
+		return false;
+	}
+	now_us = mono_us();
+	if(r->behind){
+		allow = (now_us - r->slice_end_us) / SLICE_SHARE;
+		if(allow < SLICE_MIN_US){
+			return true; /* the broker turns fast: its time adds up until it is worth a slice */
+		}
+		allow = allow < SLICE_MAX_US ? allow : SLICE_MAX_US;
+	}
+	b.deadline_us = now_us + allow;
+	r->behind = run(r, now, fb_wall_ms(), &b);
+	r->slice_end_us = mono_us();
+	r->next_tick_ms = r->behind ? now : now + TICK_MS;
+	return r->behind;
 }
 
 void fb_reduce_flush(struct fb_reduce *r)
@@ -640,7 +725,7 @@ void fb_reduce_flush(struct fb_reduce *r)
 	}
 	now = fb_mono_ms();
 	for(unsigned i = 0; i < SLOTS && r->timers; i++){
-		run_slot(r, &r->slots[i], UINT64_MAX, now);
+		run_slot(r, &r->slots[i], UINT64_MAX, now, NULL);
 	}
 	for(size_t i = 0; i < r->cfg->e2c_count && r->open_windows; i++){
 		struct entry *s = &r->windows[i];

@@ -15,6 +15,7 @@
 #ifndef FB_REDUCE_H
 #define FB_REDUCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,10 +68,21 @@ int fb_reduce_offer(struct fb_reduce *r, int rule, const char *topic, const char
  * (then send it now). Broker thread. */
 int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len);
 
-/* Sends the held messages whose interval has ended and the windows that have closed by then.
- * fb_reduce_tick() reads the clocks itself, and only when something waits. Broker thread. */
-void fb_reduce_tick(struct fb_reduce *r);
-void fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms);
+/* At most this many held messages and closed windows are sent per tick. Windows end together (at
+ * the same multiple of their length for every topic of a rule): up to spool.max_tracked_topics of
+ * them at once would otherwise keep the broker thread, and local traffic, waiting for as long as
+ * it takes to encode and stage them all, and fill the staging files faster than the link process
+ * empties them. */
+#define FB_REDUCE_BUDGET 256u
+
+/* Sends the held messages whose interval has ended and the windows that have closed by then, at
+ * most FB_REDUCE_BUDGET of them. Returns true when more are due: call again soon (the next call
+ * goes on where this one stopped). fb_reduce_tick() reads the clocks itself, only when something
+ * waits, does nothing within 10 ms of a call that left nothing due, and while more are due takes
+ * a slice of at most a third of the time since its last one (20 us to 1 ms). fb_reduce_tick_at()
+ * is bounded by the count only. Broker thread. */
+bool fb_reduce_tick(struct fb_reduce *r);
+bool fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms);
 
 /* Sends every held message and every open window now (a reload or stop), and forgets them. */
 void fb_reduce_flush(struct fb_reduce *r);

@@ -1,5 +1,5 @@
 /* flowmq-bridge: the wake-ups between the processes (see waker.h): fb_waker_init/cleanup and
- * fb_waker_notify in the broker thread, fb_waker_wake in the link process's worker. */
+ * fb_waker_notify and the timer in the broker thread, fb_waker_wake in the link process's worker. */
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -63,6 +63,43 @@ void fb_waker_wake(pid_t pid, int signo)
 {
 	if(signo > 0 && pid > 0){
 		kill(pid, signo);
+	}
+}
+
+int fb_waker_timer_init(struct fb_waker_timer *t, int signo)
+{
+	struct sigevent ev;
+
+	memset(t, 0, sizeof(*t));
+	if(signo <= 0){
+		return -EINVAL;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.sigev_notify = SIGEV_SIGNAL;
+	ev.sigev_signo = signo;
+	if(timer_create(CLOCK_MONOTONIC, &ev, &t->id) != 0){
+		return -errno;
+	}
+	t->made = true;
+	return 0;
+}
+
+void fb_waker_timer_cleanup(struct fb_waker_timer *t)
+{
+	if(t->made){
+		timer_delete(t->id);
+		t->made = false;
+	}
+}
+
+void fb_waker_every(struct fb_waker_timer *t, unsigned ms)
+{
+	struct timespec every = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+	struct itimerspec when = { .it_value = every, .it_interval = every };
+
+	if(t->made && t->every_ms != ms){
+		timer_settime(t->id, 0, &when, NULL);
+		t->every_ms = ms;
 	}
 }
 

@@ -575,6 +575,137 @@ START_TEST(test_no_state_without_options)
 }
 END_TEST
 
+/* ---- the per-tick budget ---------------------------------------------------------------------- */
+
+static bool tick_more(void)
+{
+	return fb_reduce_tick_at(red, clock_now, clock_now);
+}
+
+/* The windows of many topics end together (at the same multiple of the window): a tick sends at
+ * most FB_REDUCE_BUDGET summaries and says more are due; the next ticks go on where it stopped,
+ * each window once, in the order they opened. */
+START_TEST(test_aggregate_windows_over_the_budget)
+{
+	const unsigned n = 3 * FB_REDUCE_BUDGET + 100;
+	char t[32], want[128];
+
+	start("", "  - local: t/#\n    cloud: c/#\n    aggregate: { window: 1s, emit: [count] }\n");
+	clock_now = 10000;
+	for(unsigned i = 0; i < n; i++){
+		snprintf(t, sizeof(t), "t/%u", i);
+		ck_assert_int_eq(offer(t, "1"), TAKEN);
+	}
+	clock_now = 10999;
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, 0);
+	clock_now = 11000;
+	for(unsigned k = 1; k <= 3; k++){
+		ck_assert(tick_more());
+		ck_assert_uint_eq(sent.count, k * FB_REDUCE_BUDGET);
+	}
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, n);
+	for(unsigned i = 0; i < n; i++){
+		snprintf(want, sizeof(want), "W0:c/t/%u:{\"count\":1,\"first_ts\":10000,\"last_ts\":10000}", i);
+		ck_assert_str_eq(sent.what[i], want);
+	}
+	ck_assert_uint_eq(C(windows), n);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 0);
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, n);
+}
+END_TEST
+
+/* Offers "<prefix><i>" on t/<i> for I below N with rule 0 and asserts the verdict. */
+static void offer_each(unsigned n, const char *prefix, int verdict)
+{
+	char t[32], p[32];
+
+	for(unsigned i = 0; i < n; i++){
+		snprintf(t, sizeof(t), "t/%u", i);
+		snprintf(p, sizeof(p), "%s%u", prefix, i);
+		ck_assert_int_eq(offer(t, p), verdict);
+	}
+}
+
+/* Asserts that sent.what[FROM..FROM+N) are "R:<prefix><i>" for every I below N, each once. */
+static void assert_each_once(size_t from, unsigned n, const char *prefix)
+{
+	static bool seen[4096];
+	size_t plen = strlen(prefix);
+
+	ck_assert_uint_le(n, 4096);
+	memset(seen, 0, sizeof(seen));
+	for(size_t k = from; k < from + n; k++){
+		unsigned i;
+
+		ck_assert_int_eq(strncmp(sent.what[k], "R:", 2), 0);
+		ck_assert_int_eq(strncmp(sent.what[k] + 2, prefix, plen), 0);
+		ck_assert_int_eq(sscanf(sent.what[k] + 2 + plen, "%u", &i), 1);
+		ck_assert_uint_lt(i, n);
+		ck_assert(!seen[i]);
+		seen[i] = true;
+	}
+}
+
+/* Held messages of many topics due together: at most FB_REDUCE_BUDGET per tick, on the wheel's
+ * slot by slot path and on its path for a tick more than a turn late alike; none lost or sent
+ * twice. Held messages come before windows; the windows get what the budget leaves. */
+START_TEST(test_held_messages_over_the_budget)
+{
+	const unsigned n = FB_REDUCE_BUDGET + 44;
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n"
+			"  - local: a/#\n    cloud: c/#\n    aggregate: { window: 1s, emit: [count] }\n");
+	clock_now = 100000;
+	ck_assert(!tick_more());
+	offer_each(n, "a", SEND);
+	ck_assert_uint_eq(sent.count, 0); /* SEND: the caller stages them */
+	clock_now = 100100;
+	offer_each(n, "b", FB_REDUCE_HOLD); /* due at 101000 */
+	clock_now = 101020;
+	ck_assert(tick_more());
+	ck_assert_uint_eq(sent.count, FB_REDUCE_BUDGET);
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, n);
+	assert_each_once(0, n, "b");
+
+	/* more than a turn of the wheel (16 s) late */
+	clock_now = 101100;
+	offer_each(n, "c", FB_REDUCE_HOLD); /* due at 102020 */
+	clock_now = 140000;
+	ck_assert(tick_more());
+	ck_assert_uint_eq(sent.count, n + FB_REDUCE_BUDGET);
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, 2 * n);
+	assert_each_once(n, n, "c");
+
+	/* 200 held messages and 200 windows due at once: 256, then the other 144 windows */
+	clock_now = 150000;
+	offer_each(200, "d", SEND);
+	clock_now = 150100;
+	offer_each(200, "e", FB_REDUCE_HOLD); /* due at 151000 */
+	for(unsigned i = 0; i < 200; i++){
+		char t[32];
+
+		snprintf(t, sizeof(t), "a/%u", i);
+		ck_assert_int_eq(offer_rule(1, t, "2"), TAKEN); /* the window [150000, 151000) */
+	}
+	clock_now = 151020;
+	ck_assert(tick_more());
+	ck_assert_uint_eq(sent.count, 2 * n + FB_REDUCE_BUDGET);
+	assert_each_once(2 * n, 200, "e");
+	for(size_t k = 2 * n + 200; k < sent.count; k++){
+		ck_assert_int_eq(strncmp(sent.what[k], "W1:c/a/", 7), 0);
+	}
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, 2 * n + 400);
+	ck_assert_uint_eq(C(windows), 200);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 0);
+}
+END_TEST
+
 static Suite *reduce_suite(void)
 {
 	Suite *s = suite_create("reduce");
@@ -596,6 +727,8 @@ static Suite *reduce_suite(void)
 	tcase_add_test(tc, test_lru_bound_throttle);
 	tcase_add_test(tc, test_lru_bound_aggregate);
 	tcase_add_test(tc, test_no_state_without_options);
+	tcase_add_test(tc, test_aggregate_windows_over_the_budget);
+	tcase_add_test(tc, test_held_messages_over_the_budget);
 	suite_add_tcase(s, tc);
 	return s;
 }
