@@ -9,17 +9,19 @@
 #include "inject.h"
 #include "record.h"
 
-struct fb_inmsg *fb_inmsg_from_record(uint64_t seq, const void *val, size_t len)
+int fb_inmsg_from_record(uint64_t seq, const void *val, size_t len, struct fb_inmsg **out)
 {
 	struct fb_record r;
 	struct fb_inmsg *m;
+	int rc;
 
+	*out = NULL;
 	if(fb_record_decode(val, len, &r) < 0){
-		return NULL;
+		return -EINVAL;
 	}
 	m = calloc(1, sizeof(*m));
 	if(m == NULL){
-		return NULL;
+		return -ENOMEM;
 	}
 	m->seq = seq;
 	m->reclen = len;
@@ -34,12 +36,17 @@ struct fb_inmsg *fb_inmsg_from_record(uint64_t seq, const void *val, size_t len)
 			memcpy(m->payload, r.payload, r.payload_len);
 		}
 	}
-	if(m->topic == NULL || (r.payload_len && m->payload == NULL)
-			|| fb_props_decode(r.props, r.props_len, &m->props) < 0){
+	if(m->topic == NULL || (r.payload_len && m->payload == NULL)){
 		fb_inmsg_free(m);
-		return NULL;
+		return -ENOMEM;
 	}
-	return m;
+	rc = fb_props_decode(r.props, r.props_len, &m->props);
+	if(rc < 0){
+		fb_inmsg_free(m);
+		return rc; /* -EINVAL: malformed, -ENOMEM */
+	}
+	*out = m;
+	return 0;
 }
 
 void fb_inmsg_free(struct fb_inmsg *m)
@@ -75,6 +82,40 @@ static void inject_one(struct fb_inject *in, struct fb_inmsg *m)
 	}
 }
 
+/* Whether a record that cannot be read or built now may be on a later try: the broker is out of
+ * descriptors (EMFILE, ENFILE: its file cannot be opened) or memory (ENOMEM), or a call was
+ * interrupted (EINTR, EAGAIN). Such a record waits. Anything else stays a counted drop: its file
+ * is gone (ENOENT) or is no file (EISDIR), cannot be read (EIO: a failing disk, or a file shorter
+ * than its size), or the record is malformed (EINVAL). Trying again would not change those, and a
+ * record that waits holds up every cloud message behind it. */
+static bool inject_passing(int rc)
+{
+	return rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM || rc == -EINTR || rc == -EAGAIN;
+}
+
+/* The record SEQ at the ring's head failed with RC, a passing reason, when its file was read
+ * (UNREAD: the file in in->rd.path could not be) or the message built: it stays there. */
+static void inject_wait(struct fb_inject *in, uint64_t seq, bool unread, int rc)
+{
+	uint64_t now = fb_mono_ms();
+
+	if(!in->waiting || in->wait_seq != seq){
+		if(unread){
+			fb_log(in->lg, MOSQ_LOG_ERR, "spool \"in\" record %" PRIu64 " cannot be read from %s now: %s; "
+					"it and the cloud messages behind it wait and are tried again every %u ms",
+					seq, in->rd.path, strerror(-rc), FB_INJECT_RETRY_MS);
+		}else{
+			fb_log(in->lg, MOSQ_LOG_ERR, "spool \"in\" record %" PRIu64 " cannot be injected now: %s; "
+					"it and the cloud messages behind it wait and are tried again every %u ms",
+					seq, strerror(-rc), FB_INJECT_RETRY_MS);
+		}
+		in->waiting = true;
+		in->wait_seq = seq;
+		in->wait_since_ms = now;
+	}
+	in->retry_ms = now + FB_INJECT_RETRY_MS;
+}
+
 unsigned fb_inject_run(struct fb_inject *in)
 {
 	const uint8_t *rec;
@@ -82,17 +123,37 @@ unsigned fb_inject_run(struct fb_inject *in)
 	size_t len;
 	unsigned n = 0;
 
+	/* A record that waits for descriptors or memory: not at every tick (the link process wakes
+	 * the broker every few ms while the ring holds records). */
+	if(in->waiting && fb_mono_ms() < in->retry_ms){
+		return 0;
+	}
 	/* The link process refills the ring while this runs: without a budget a cloud backlog would
 	 * keep the broker thread here, and local traffic waiting. */
 	while(n < FB_INJECT_BUDGET && fb_c2e_next(in->ring, &in->rd, in->dir, FB_C2E_STEM, &seq, &rec, &len)){
-		n++;
-		struct fb_inmsg *m = rec ? fb_inmsg_from_record(seq, rec, len) : NULL;
+		struct fb_inmsg *m = NULL;
+		int rc = rec ? fb_inmsg_from_record(seq, rec, len, &m) : in->rd.err;
 
+		if(rc < 0 && inject_passing(rc)){
+			/* Not consumed, so neither released nor its file removed: order is kept. */
+			inject_wait(in, seq, rec == NULL, rc);
+			break;
+		}
+		if(in->waiting){
+			fb_log(in->lg, MOSQ_LOG_NOTICE, "spool \"in\" record %" PRIu64 " no longer waits (after %"
+					PRIu64 " ms); cloud messages are injected again", seq, fb_mono_ms() - in->wait_since_ms);
+			in->waiting = false;
+		}
+		n++;
 		if(m){
 			inject_one(in, m);
 			fb_inmsg_free(m);
+		}else if(rec == NULL){
+			fb_log(in->lg, MOSQ_LOG_ERR, "spool \"in\" record %" PRIu64 " is unreadable (%s: %s); dropped",
+					seq, in->rd.path, strerror(-rc));
+			fb_count(&in->ctr->c2e_dropped, 1);
 		}else{
-			fb_log(in->lg, MOSQ_LOG_ERR, "spool \"in\" record %" PRIu64 " is unreadable; dropped", seq);
+			fb_log(in->lg, MOSQ_LOG_ERR, "spool \"in\" record %" PRIu64 " is unreadable (malformed); dropped", seq);
 			fb_count(&in->ctr->c2e_dropped, 1);
 		}
 		in->injected = seq;

@@ -34,10 +34,11 @@ struct fb_inmsg {
 	uint64_t expiry_ms;  /* wall clock, 0: never */
 };
 
-/* Builds a message from a spool "in" record (record.h), copying what it needs. Returns NULL when
- * the record is unreadable or memory is short. The caller frees it with fb_inmsg_free(). Any
- * thread. */
-struct fb_inmsg *fb_inmsg_from_record(uint64_t seq, const void *val, size_t len);
+/* Builds a message from a spool "in" record (record.h) into *OUT, copying what it needs. Returns
+ * 0, -EINVAL when the record is malformed (a bad length, flag or property), or -ENOMEM when memory
+ * is short (a try later may succeed); *OUT is NULL then. The caller frees *OUT with
+ * fb_inmsg_free(). Any thread. */
+int fb_inmsg_from_record(uint64_t seq, const void *val, size_t len, struct fb_inmsg **out);
 
 /* Frees a message and everything it still owns. Accepts NULL. */
 void fb_inmsg_free(struct fb_inmsg *m);
@@ -52,6 +53,10 @@ struct fb_inject {
 	const struct fb_logger *lg;
 	uint64_t injected;        /* newest "in" seq injected at the last tick */
 	uint64_t released;        /* ... and the newest published as released */
+	bool waiting;             /* the record at the ring's head failed for a passing reason: */
+	uint64_t wait_seq;        /* ... its seq, */
+	uint64_t wait_since_ms;   /* ... since when (fb_mono_ms()), */
+	uint64_t retry_ms;        /* ... and no try again before this */
 };
 
 /* At most this many messages are injected per tick. While more wait in the ring, the link process
@@ -59,8 +64,16 @@ struct fb_inject {
  * turn anyway. */
 #define FB_INJECT_BUDGET 256
 
+/* A record that cannot be read or built now for lack of descriptors or memory (see
+ * fb_inject_run()) is tried again at most this often. */
+#define FB_INJECT_RETRY_MS 100
+
 /* Injects the messages in the ring, in order, at most FB_INJECT_BUDGET. Returns how many records
- * it took (injected, expired or unreadable). Broker thread. */
+ * it took (injected, expired, or malformed or unreadable and counted in c2e_dropped). A record
+ * whose file cannot be read, or which cannot be built, for a reason that passes (EMFILE, ENFILE,
+ * ENOMEM, EINTR, EAGAIN) is not taken: it stays at the ring's head with every record behind it,
+ * is not released, and is tried again at the first call FB_INJECT_RETRY_MS later (logged once at
+ * ERR when it starts to wait, at NOTICE when it is taken). Broker thread. */
 unsigned fb_inject_run(struct fb_inject *in);
 
 /* Publishes what the last fb_inject_run() injected as released. Broker thread. */

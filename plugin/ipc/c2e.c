@@ -85,9 +85,11 @@ int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, con
 		*rec = p + C2E_HEAD;
 		rd->next = rd->head + C2E_HEAD + ((*len + 7) & ~(size_t)7);
 		rd->unlink = false;
+		rd->err = 0;
 		if(fb_get_le32(p + 12) & C2E_FILE){
 			c2e_file_path(dir, stem, *seq, rd->path, sizeof(rd->path));
-			*rec = fb_file_read(rd->path, &rd->file, &rd->file_cap, len) == 0 ? rd->file : NULL;
+			rd->err = fb_file_read(rd->path, &rd->file, &rd->file_cap, len);
+			*rec = rd->err == 0 ? rd->file : NULL;
 			rd->unlink = true; /* once consumed: a record not consumed is read again */
 		}
 		return 1;

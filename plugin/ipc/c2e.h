@@ -56,12 +56,15 @@ struct fb_c2e_reader {
 	uint8_t *file;    /* a record read from a file of its own */
 	size_t file_cap;
 	bool unlink;      /* ... whose file (PATH) goes once the record is consumed */
+	int err;          /* 0, or why that file could not be read (a negative errno) */
 	char path[4096];
 };
 
-/* Returns 1 with the next record of R in *SEQ, *REC and *LEN (*REC NULL when its file cannot be
- * read; REC stays valid until fb_c2e_consume()), or 0 when R is empty. Called again without
- * fb_c2e_consume(), it returns the same record. Broker thread. */
+/* Returns 1 with the next record of R in *SEQ, *REC and *LEN, or 0 when R is empty. REC stays
+ * valid until fb_c2e_consume(). *REC is NULL when the record's file cannot be read: RD->err says
+ * why and RD->path names the file. Called again without fb_c2e_consume(), it returns the same
+ * record (and tries its file again): a caller that does not consume leaves the record and those
+ * behind it where they are, its file kept. Broker thread. */
 int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,
 		uint64_t *seq, const uint8_t **rec, size_t *len);
 

@@ -5,13 +5,19 @@
  * staging file) cannot be opened (EMFILE). The MQTT v5 publisher gets 0x87, the message counts in
  * edge_to_cloud/dropped/error and rules/0/dropped and is logged once; a small message meanwhile
  * (staged inline, no descriptor needed) goes through; with the limit back the large one goes
- * through too. The cloud gets exactly the accepted messages, in order, byte for byte. */
+ * through too. The cloud gets exactly the accepted messages, in order, byte for byte.
+ *
+ * The other way, a cloud command too large for the cloud-to-edge ring (its own file in the spool
+ * folder) that the broker thread cannot open for the same reason waits, with the command behind it,
+ * instead of being dropped, and both reach the local subscriber once the limit is back. */
 #include <dirent.h>
+#include <glob.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "c2e.h" /* FB_C2E_RING, FB_C2E_STEM */
 #include "common.h"
 
 /* Above a quarter of a staging file of the default spool.max_size (4 MiB). */
@@ -117,6 +123,111 @@ START_TEST(test_message_that_cannot_be_staged_is_refused_and_counted)
 }
 END_TEST
 
+/* How many files of records too large for the cloud-to-edge ring the edge's spool folder holds. */
+static size_t c2e_files(struct fbh_broker *edge)
+{
+	char *pattern = fbh_strdupf("%s/spool/" FB_C2E_STEM "*", edge->dir);
+	glob_t g;
+	size_t n;
+
+	n = glob(pattern, 0, NULL, &g) == 0 ? g.gl_pathc : 0;
+	globfree(&g);
+	free(pattern);
+	return n;
+}
+
+/* How many lines of the edge's whole log contain NEEDLE. */
+static unsigned log_count(struct fbh_broker *edge, const char *needle)
+{
+	char *text = fbh_read_file(edge->log);
+	unsigned n = 0;
+
+	ck_assert_ptr_nonnull(text);
+	for(const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle)){
+		n++;
+	}
+	free(text);
+	return n;
+}
+
+/* A cloud command larger than half the cloud-to-edge ring travels to the broker thread in a file
+ * of its own. With the edge broker out of descriptors it cannot open that file (EMFILE): the
+ * command and the small one behind it wait (nothing reaches the local subscriber for a second,
+ * cloud_to_edge/dropped stays 0, the file stays, one ERR line); with the limit back the local
+ * subscriber gets the large one and then the small one, byte for byte, once each. */
+START_TEST(test_large_command_that_cannot_be_opened_waits_and_arrives_in_order)
+{
+	const size_t big_len = FB_C2E_RING / 2 + 1;
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sys, *local;
+	struct fbh_pub *pub;
+	struct rlimit old, low;
+	const struct fbh_msg *m;
+	uint8_t *big = malloc(big_len);
+
+	ck_assert_ptr_nonnull(big);
+	for(size_t i = 0; i < big_len; i++){
+		big[i] = (uint8_t)(i * 7 + i / 4096);
+	}
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	start_edge(&edge, cloud.port, FBH_YAML_BASE FBH_YAML_E2C_RULES
+			"cloud_to_edge:\n"
+			"  - cloud: cloud/commands/${site_id}/#\n"
+			"    local: local/commands/#\n"
+			"    max_payload: 16MiB\n", NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
+	ck_assert_ptr_nonnull(local);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	pub = fbh_pub_connect(cloud.port2, &cloud_tester);
+	ck_assert_ptr_nonnull(pub);
+
+	/* No descriptor left in the edge broker: the large command's file cannot be opened. */
+	ck_assert_int_eq(prlimit(edge.pid, RLIMIT_NOFILE, NULL, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)lowest_free_fd(edge.pid);
+	ck_assert_int_eq(prlimit(edge.pid, RLIMIT_NOFILE, &low, NULL), 0);
+	ck_assert_int_eq(fbh_pub_send(pub, "cloud/commands/site-A/firmware", big, (int)big_len, 1, false, NULL), 0);
+	ck_assert_int_eq(fbh_pub_send(pub, "cloud/commands/site-A/after", "a", 1, 1, false, NULL), 1);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	/* The broker thread has met the large command (either way it logs a line naming it), and a
+	 * second later still nothing has reached the local subscriber, nothing is dropped. */
+	ck_assert(fbh_wait_log(&edge, "spool \"in\" record ", 30000));
+	usleep(1000 * 1000);
+	ck_assert_uint_eq(fbh_sub_count(local), 0);
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 0, 5000));
+	ck_assert_uint_eq(c2e_files(&edge), 1);
+	ck_assert(fbh_broker_log_line_has(&edge, "cannot be read from ", ": Too many open files; it and the "
+			"cloud messages behind it wait and are tried again every 100 ms"));
+
+	/* The limit back: both arrive, the large one first. */
+	ck_assert_int_eq(prlimit(edge.pid, RLIMIT_NOFILE, &old, NULL), 0);
+	ck_assert(wait_exactly(local, 2, 30000, 1000));
+	m = fbh_sub_msg(local, 0);
+	ck_assert_str_eq(m->topic, "local/commands/firmware");
+	ck_assert_int_eq(m->payloadlen, (int)big_len);
+	ck_assert(memcmp(m->payload, big, big_len) == 0);
+	m = fbh_sub_msg(local, 1);
+	ck_assert_str_eq(m->topic, "local/commands/after");
+	ck_assert_int_eq(m->payloadlen, 1);
+	ck_assert(memcmp(m->payload, "a", 1) == 0);
+	ck_assert(fbh_wait_log(&edge, "cloud messages are injected again", 5000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 2, 10000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/pending", 0, 10000));
+	ck_assert_uint_eq(c2e_files(&edge), 0);
+	ck_assert_uint_eq(log_count(&edge, "cannot be read from "), 1);
+	fbh_pub_close(pub);
+	fbh_sub_stop(local);
+	fbh_sub_stop(sys);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("errors");
@@ -124,6 +235,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_message_that_cannot_be_staged_is_refused_and_counted);
+	tcase_add_test(tc, test_large_command_that_cannot_be_opened_waits_and_arrives_in_order);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }

@@ -1,10 +1,14 @@
 /* Unit tests (test process) of plugin/broker/inject.c: cloud messages taken from the cloud-to-edge
- * ring into the local broker, at most FB_INJECT_BUDGET per tick, in order, each once. */
+ * ring into the local broker, at most FB_INJECT_BUDGET per tick, in order, each once; a record
+ * that cannot be read for lack of descriptors waits (in order, never dropped), a malformed one is
+ * dropped and counted. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <mosquitto.h>
@@ -38,23 +42,33 @@ static int stub_publish(void *ud, const char *topic, int payloadlen, void *paylo
 	return 0;
 }
 
-/* Puts record SEQ (payload "c<SEQ - 1>") of spool "in" into RING. */
-static void put(struct fb_c2e *ring, const char *dir, uint64_t seq)
+/* Puts record SEQ of spool "in" on TOPIC with LEN bytes of PAYLOAD into RING. */
+static void put_msg(struct fb_c2e *ring, const char *dir, uint64_t seq, const char *topic,
+		const uint8_t *payload, size_t len)
 {
-	char payload[16];
-	uint8_t buf[256];
 	struct fb_record r = {
 		.qos = 1,
 		.lane = FB_LANE_DEFAULT,
 		.enqueue_ms = fb_wall_ms(),
-		.topic = "cmd/site-A/x",
-		.topic_len = (uint16_t)strlen("cmd/site-A/x"),
+		.topic = topic,
+		.topic_len = (uint16_t)strlen(topic),
 		.payload = payload,
+		.payload_len = (uint32_t)len,
 	};
+	uint8_t *buf = malloc(fb_record_size(&r));
 
-	r.payload_len = (uint32_t)snprintf(payload, sizeof(payload), "c%llu", (unsigned long long)(seq - 1));
-	ck_assert_uint_le(fb_record_size(&r), sizeof(buf));
+	ck_assert_ptr_nonnull(buf);
 	ck_assert_int_eq(fb_c2e_put(ring, dir, FB_C2E_STEM, seq, buf, fb_record_encode(&r, buf)), 0);
+	free(buf);
+}
+
+/* Puts record SEQ (payload "c<SEQ - 1>") of spool "in" into RING. */
+static void put(struct fb_c2e *ring, const char *dir, uint64_t seq)
+{
+	char payload[16];
+	int n = snprintf(payload, sizeof(payload), "c%llu", (unsigned long long)(seq - 1));
+
+	put_msg(ring, dir, seq, "cmd/site-A/x", (const uint8_t *)payload, (size_t)n);
 }
 
 /* A backlog of N_MSGS in the ring: each tick takes FB_INJECT_BUDGET (the last one the rest), the
@@ -101,6 +115,231 @@ START_TEST(test_a_backlog_is_injected_a_budget_per_tick_in_order)
 }
 END_TEST
 
+/* ---- records that cannot be read ----------------------------------------------------------- */
+
+/* A record too large for the ring (it travels in a file of its own): FB_C2E_RING / 2 + 1 bytes. */
+#define BIG_LEN (FB_C2E_RING / 2 + 1)
+
+/* What the keeping stub host received, in order, and the lines logged. */
+struct kept {
+	char *topic;
+	uint8_t *payload;
+	int len;
+};
+static struct kept kept[16];
+static size_t n_kept;
+static char lines[16][1024];
+static int levels[16];
+static size_t n_lines;
+
+static int keep_publish(void *ud, const char *topic, int payloadlen, void *payload, int qos, bool retain,
+		mosquitto_property *props)
+{
+	(void)ud; (void)qos; (void)retain;
+
+	ck_assert_uint_lt(n_kept, sizeof(kept) / sizeof(kept[0]));
+	kept[n_kept].topic = strdup(topic);
+	kept[n_kept].payload = payload; /* ours now, as the broker's would be */
+	kept[n_kept].len = payloadlen;
+	n_kept++;
+	mosquitto_property_free_all(&props);
+	return 0;
+}
+
+static void keep_line(void *ud, int level, const char *line)
+{
+	(void)ud;
+	ck_assert_uint_lt(n_lines, sizeof(lines) / sizeof(lines[0]));
+	snprintf(lines[n_lines], sizeof(lines[0]), "%s", line);
+	levels[n_lines++] = level;
+}
+
+static void kept_free(void)
+{
+	for(size_t i = 0; i < n_kept; i++){
+		free(kept[i].topic);
+		free(kept[i].payload);
+	}
+	n_kept = 0;
+	n_lines = 0;
+}
+
+static void kept_is(size_t i, const char *topic, const uint8_t *payload, size_t len)
+{
+	ck_assert_uint_lt(i, n_kept);
+	ck_assert_str_eq(kept[i].topic, topic);
+	ck_assert_int_eq(kept[i].len, (int)len);
+	ck_assert_mem_eq(kept[i].payload, payload, len);
+}
+
+/* A test's ring, counters, spool folder and injecting side, with the keeping stub host. */
+struct fix {
+	struct fb_c2e *ring;
+	struct fb_counters *ctr;
+	struct fb_logger lg;
+	struct fb_host host;
+	char dir[32];
+	struct fb_inject in;
+};
+
+static void fix_init(struct fix *f)
+{
+	f->ring = calloc(1, sizeof(*f->ring));
+	f->ctr = calloc(1, sizeof(*f->ctr));
+	ck_assert_ptr_nonnull(f->ring);
+	ck_assert_ptr_nonnull(f->ctr);
+	f->lg = (struct fb_logger){ keep_line, NULL };
+	f->host = (struct fb_host){ .publish = keep_publish };
+	snprintf(f->dir, sizeof(f->dir), "/tmp/fb-test-inject-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(f->dir));
+	f->in = (struct fb_inject){ .ring = f->ring, .dir = f->dir, .host = &f->host, .ctr = f->ctr, .lg = &f->lg };
+}
+
+/* Frees what F and the keeping stub hold; the spool folder must be empty by then. */
+static void fix_free(struct fix *f)
+{
+	kept_free();
+	fb_inject_cleanup(&f->in);
+	ck_assert_int_eq(rmdir(f->dir), 0);
+	free(f->ctr);
+	free(f->ring);
+}
+
+/* The large record's file cannot be opened (EMFILE: the process's descriptor limit lowered to its
+ * lowest free descriptor, for real): it is neither dropped nor released, its file stays, the small
+ * record behind it waits too, one ERR says so; tries within FB_INJECT_RETRY_MS open nothing. With
+ * the limit back, both go through once, in order, byte for byte, and a NOTICE says so. */
+START_TEST(test_a_file_that_cannot_be_opened_for_lack_of_descriptors_waits_in_order)
+{
+	struct fix f;
+	struct fb_inject *in = &f.in;
+	uint8_t *big = malloc(BIG_LEN);
+	char path[256], want[512];
+	struct rlimit old, low;
+	uint64_t deadline;
+	int fd;
+
+	fix_init(&f);
+	ck_assert_ptr_nonnull(big);
+	for(size_t i = 0; i < BIG_LEN; i++){
+		big[i] = (uint8_t)(i * 7 + i / 4096);
+	}
+	put_msg(f.ring, f.dir, 1, "cmd/a", (const uint8_t *)"a", 1);
+	put_msg(f.ring, f.dir, 2, "cmd/big", big, BIG_LEN);
+	put_msg(f.ring, f.dir, 3, "cmd/b", (const uint8_t *)"b", 1);
+	snprintf(path, sizeof(path), "%s/" FB_C2E_STEM "2", f.dir);
+	ck_assert_int_eq(access(path, F_OK), 0);
+
+	/* No descriptor left: the next open() fails with EMFILE. */
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = (rlim_t)fd;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+	ck_assert_uint_eq(fb_inject_run(in), 1);
+	ck_assert_uint_eq(n_kept, 1);
+	kept_is(0, "cmd/a", (const uint8_t *)"a", 1);
+	ck_assert_uint_eq(in->injected, 1);
+	fb_inject_release(in);
+	ck_assert_uint_eq(atomic_load(&f.ring->released), 1);
+	ck_assert_int_ne(fb_c2e_waiting(f.ring), 0);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_uint_eq(n_lines, 1);
+	ck_assert_int_eq(levels[0], MOSQ_LOG_ERR);
+	snprintf(want, sizeof(want), "spool \"in\" record 2 cannot be read from %s now: Too many open files; "
+			"it and the cloud messages behind it wait and are tried again every %u ms", path, FB_INJECT_RETRY_MS);
+	ck_assert_str_eq(lines[0], want);
+
+	/* Within FB_INJECT_RETRY_MS: not tried (nothing logged either). After it, tried again: it
+	 * still fails, and says so no second time. */
+	ck_assert_uint_eq(fb_inject_run(in), 0);
+	while(fb_mono_ms() < in->retry_ms){
+		fb_sleep_ms(10);
+	}
+	ck_assert_uint_eq(fb_inject_run(in), 0);
+	ck_assert_uint_eq(n_kept, 1);
+	ck_assert_uint_eq(n_lines, 1);
+	ck_assert_uint_eq(in->injected, 1);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_uint_eq(atomic_load(&f.ctr->c2e_dropped), 0);
+	ck_assert_uint_eq(atomic_load(&f.ctr->injected), 1);
+
+	/* The limit back: both go through at the next try, once, in order. */
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	deadline = fb_mono_ms() + 10000;
+	while(n_kept == 1 && fb_mono_ms() < deadline){
+		if(fb_inject_run(in) == 0){
+			fb_sleep_ms(10);
+		}
+	}
+	ck_assert_uint_eq(n_kept, 3);
+	kept_is(1, "cmd/big", big, BIG_LEN);
+	kept_is(2, "cmd/b", (const uint8_t *)"b", 1);
+	ck_assert_uint_eq(in->injected, 3);
+	fb_inject_release(in);
+	ck_assert_uint_eq(atomic_load(&f.ring->released), 3);
+	ck_assert_int_eq(fb_c2e_waiting(f.ring), 0);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	ck_assert_uint_eq(fb_inject_run(in), 0);
+	ck_assert_uint_eq(n_kept, 3);
+	ck_assert_uint_eq(atomic_load(&f.ctr->c2e_dropped), 0);
+	ck_assert_uint_eq(atomic_load(&f.ctr->injected), 3);
+	ck_assert_uint_eq(n_lines, 2);
+	ck_assert_int_eq(levels[1], MOSQ_LOG_NOTICE);
+	ck_assert_msg(strncmp(lines[1], "spool \"in\" record 2 no longer waits (after ", 43) == 0, "%s", lines[1]);
+	ck_assert_ptr_nonnull(strstr(lines[1], " ms); cloud messages are injected again"));
+
+	fix_free(&f);
+	free(big);
+}
+END_TEST
+
+/* A malformed record (unknown version) and a large record whose file is gone (ENOENT) do not pass
+ * with time: each is dropped, counted in c2e_dropped and logged, and the records around them go
+ * through in order. */
+START_TEST(test_a_malformed_record_or_a_missing_file_is_dropped_and_counted)
+{
+	static const uint8_t bad[] = { 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'x' };
+	struct fix f;
+	struct fb_inject *in = &f.in;
+	uint8_t *big = calloc(1, BIG_LEN);
+	char path[256], want[512];
+
+	fix_init(&f);
+	ck_assert_ptr_nonnull(big);
+	put_msg(f.ring, f.dir, 1, "cmd/a", (const uint8_t *)"a", 1);
+	ck_assert_int_eq(fb_c2e_put(f.ring, f.dir, FB_C2E_STEM, 2, bad, sizeof(bad)), 0);
+	put_msg(f.ring, f.dir, 3, "cmd/b", (const uint8_t *)"b", 1);
+	put_msg(f.ring, f.dir, 4, "cmd/big", big, BIG_LEN);
+	put_msg(f.ring, f.dir, 5, "cmd/c", (const uint8_t *)"c", 1);
+	snprintf(path, sizeof(path), "%s/" FB_C2E_STEM "4", f.dir);
+	ck_assert_int_eq(unlink(path), 0);
+
+	ck_assert_uint_eq(fb_inject_run(in), 5);
+	ck_assert_uint_eq(n_kept, 3);
+	kept_is(0, "cmd/a", (const uint8_t *)"a", 1);
+	kept_is(1, "cmd/b", (const uint8_t *)"b", 1);
+	kept_is(2, "cmd/c", (const uint8_t *)"c", 1);
+	ck_assert_uint_eq(atomic_load(&f.ctr->c2e_dropped), 2);
+	ck_assert_uint_eq(atomic_load(&f.ctr->injected), 3);
+	ck_assert_uint_eq(in->injected, 5);
+	ck_assert_int_eq(fb_c2e_waiting(f.ring), 0);
+	ck_assert(!in->waiting);
+	ck_assert_uint_eq(n_lines, 2);
+	ck_assert_int_eq(levels[0], MOSQ_LOG_ERR);
+	ck_assert_str_eq(lines[0], "spool \"in\" record 2 is unreadable (malformed); dropped");
+	ck_assert_int_eq(levels[1], MOSQ_LOG_ERR);
+	snprintf(want, sizeof(want), "spool \"in\" record 4 is unreadable (%s: No such file or directory); dropped", path);
+	ck_assert_str_eq(lines[1], want);
+
+	fix_free(&f);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("inject");
@@ -109,6 +348,10 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, test_a_backlog_is_injected_a_budget_per_tick_in_order);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("unreadable");
+	tcase_add_test(tc, test_a_file_that_cannot_be_opened_for_lack_of_descriptors_waits_in_order);
+	tcase_add_test(tc, test_a_malformed_record_or_a_missing_file_is_dropped_and_counted);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
