@@ -51,6 +51,9 @@ struct generation {
  * that time fails the start); after it, the broker runs on and the tick opens the staging channel
  * once the link process has it ready, while captures follow spool.on_full. */
 #define START_WAIT_MS 5000
+/* How often writer_ready() tries again to lock the spool folder or open the staging files after
+ * a failure (meanwhile matched messages follow spool.on_full). */
+#define WRITER_RETRY_MS 100
 
 struct fb_bridge {
 	char *config_file;
@@ -88,6 +91,7 @@ struct fb_bridge {
 	bool full_logged;         /* the current full episode has been logged */
 	bool writer_logged;       /* a failure to open the staging channel has been logged */
 	bool lock_logged;         /* a failure to lock the spool folder has been logged */
+	uint64_t writer_retry_ms; /* writer_ready() tries no lock or open before this (fb_mono_ms()) */
 	bool error_logged;        /* a message refused for an error has been logged (dropped_error) */
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
@@ -297,12 +301,23 @@ static bool writer_ready(struct fb_bridge *b)
 {
 	const struct fb_config *cfg = b->first->cfg;
 	struct fb_chan_limits lim;
+	uint64_t now;
 	int rc;
 
 	if(b->w){
 		return true;
 	}
-	if(!atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire) || !hold_folder(b)){
+	if(!atomic_load_explicit(&b->sh->chan.ready, memory_order_acquire)){
+		return false;
+	}
+	/* A lock or an open that failed is tried again at most every WRITER_RETRY_MS, not at every
+	 * matched message (a few system calls each, on the broker thread). */
+	now = fb_mono_ms();
+	if(now < b->writer_retry_ms){
+		return false;
+	}
+	b->writer_retry_ms = now + WRITER_RETRY_MS;
+	if(!hold_folder(b)){
 		return false;
 	}
 	lim = (struct fb_chan_limits){
@@ -325,6 +340,7 @@ static bool writer_ready(struct fb_bridge *b)
 	}
 	b->writer_logged = b->full_logged = false;
 	b->full_refused = 0;
+	b->writer_retry_ms = 0;
 	return true;
 }
 
@@ -748,7 +764,14 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 
 	while(fb_c2e_next(&b->sh->requeue, &b->rq, dir, FB_REQUEUE_STEM, &seq, &rec, &len)){
 		if(rec == NULL){
-			rc = -EIO; /* its file cannot be read now: the dead letter stays where it is */
+			/* its file cannot be read now: the dead letter stays where it is, in "dead" too */
+			if(!b->rq_logged){
+				fb_log(&b->lg, MOSQ_LOG_ERR, "requeue-dead: dead letter %" PRIu64 " cannot be read from %s: "
+						"%s; it stays in spool \"dead\" and is tried again every second, with those "
+						"behind it", seq, b->rq.path, strerror(-(b->rq.err ? b->rq.err : -EIO)));
+				b->rq_logged = true;
+			}
+			rc = b->rq.err ? b->rq.err : -EIO;
 			break;
 		}
 		if(!writer_ready(b)){
