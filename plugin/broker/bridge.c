@@ -85,6 +85,7 @@ struct fb_bridge {
 	struct fb_inject inj;     /* the cloud-to-edge ring's reader */
 	struct fb_c2e_reader rq;  /* the requeue ring's reader (dead letters to stage again) */
 	bool rq_logged;           /* a requeue that waits for room has been logged */
+	bool rq_read_logged;      /* ... one whose file cannot be read */
 	time_t rq_retry;          /* ... and is tried again from then on */
 	time_t next_status;
 	time_t next_check;        /* when to look after the link process next */
@@ -365,6 +366,7 @@ static void fresh_channel(void *ud)
 		close(b->wlock);
 		b->wlock = -1;
 	}
+	b->writer_retry_ms = 0; /* the new channel is tried at once */
 }
 
 static void notify(struct fb_bridge *b)
@@ -374,18 +376,20 @@ static void notify(struct fb_bridge *b)
 
 /* ---- sending less (reduce.h) ------------------------------------------------------------------ */
 
-static int stage(struct fb_bridge *b, size_t len, uint64_t *seq);
+static int stage(struct fb_bridge *b, size_t len, uint64_t *seq, bool wait);
 
 /* Stages the record in b->buf (LEN bytes) for a message the capture already accepted: when the
- * channel cannot take it, it is dropped and counted (nobody is left to refuse). */
-static int stage_later(struct fb_bridge *b, size_t len)
+ * channel cannot take it, it is dropped and counted (nobody is left to refuse), unless WAIT and
+ * the channel is only busy (both staging files in use, or not open yet): then -EAGAIN, and the
+ * caller keeps it. */
+static int stage_later(struct fb_bridge *b, size_t len, bool wait)
 {
 	uint64_t seq;
-	int rc = stage(b, len, &seq);
+	int rc = stage(b, len, &seq, wait);
 
 	if(rc == -ENOSPC || rc == -E2BIG){
 		fb_count(&b->ctr->dropped_full, 1);
-	}else if(rc < 0){
+	}else if(rc < 0 && rc != -EAGAIN){
 		fb_count(&b->ctr->dropped_error, 1);
 	}
 	return rc;
@@ -405,7 +409,7 @@ static int buf_reserve(struct fb_bridge *b, size_t len)
 }
 
 /* fb_reduce_sink.record: a held message whose interval ended (or that was flushed). */
-static int reduce_record(void *ud, const uint8_t *rec, size_t len)
+static int reduce_record(void *ud, const uint8_t *rec, size_t len, bool wait)
 {
 	struct fb_bridge *b = ud;
 
@@ -414,13 +418,13 @@ static int reduce_record(void *ud, const uint8_t *rec, size_t len)
 		return -ENOMEM;
 	}
 	memcpy(b->buf, rec, len);
-	return stage_later(b, len);
+	return stage_later(b, len, wait);
 }
 
 static int timed_suffix(struct fb_bridge *b, const struct generation *g, int rule, uint64_t now, uint32_t *len);
 
 /* fb_reduce_sink.window: a closed aggregate window, sent with the rule's headers and origin. */
-static int reduce_window(void *ud, int rule, const char *cloud_topic, const char *json, size_t jlen)
+static int reduce_window(void *ud, int rule, const char *cloud_topic, const char *json, size_t jlen, bool wait)
 {
 	struct fb_bridge *b = ud;
 	const struct generation *g = b->gen;
@@ -458,7 +462,7 @@ static int reduce_window(void *ud, int rule, const char *cloud_topic, const char
 		return -ENOMEM;
 	}
 	fb_record_encode(&r, b->buf);
-	return stage_later(b, len);
+	return stage_later(b, len, wait);
 }
 
 /* Makes the reduce state for the current generation's rules (none when no rule needs it). */
@@ -483,6 +487,7 @@ static void reduce_end(struct fb_bridge *b)
 		fb_reduce_free(b->red);
 		b->red = NULL;
 	}
+	fb_waker_every(&b->soon, 0); /* nothing is left due (a reload may bring no such rule) */
 }
 
 /* ---- the broker side ------------------------------------------------------------------------- */
@@ -669,13 +674,18 @@ void fb_bridge_stop(struct fb_bridge *b)
 /* Stages record BUF (LEN bytes) for the link process: one bounded copy, never a wait. Returns 0,
  * or -ENOSPC when the channel cannot take it now (both staging files in use because the link
  * process has fallen behind, is hung or has not opened the spool yet, or max_size reached): the
- * caller applies spool.on_full. One log line per such episode. */
-static int stage(struct fb_bridge *b, size_t len, uint64_t *seq)
+ * caller applies spool.on_full. One log line per such episode. With WAIT, a channel that is only
+ * busy (both staging files in use, or not open) returns -EAGAIN instead, counted and logged
+ * nowhere: the caller keeps the record and tries again later. */
+static int stage(struct fb_bridge *b, size_t len, uint64_t *seq, bool wait)
 {
 	const char *why = NULL;
 	int rc;
 
 	if(!writer_ready(b)){
+		if(wait){
+			return -EAGAIN;
+		}
 		rc = -ENOSPC;
 	}else{
 		rc = fb_chan_append(b->w, b->buf, len, seq);
@@ -691,9 +701,12 @@ static int stage(struct fb_bridge *b, size_t len, uint64_t *seq)
 		}
 		if(rc == -EBUSY){
 			b->sv.chan_full = true;
+			notify(b);
+			if(wait){
+				return -EAGAIN;
+			}
 			why = "both staging files are in use (the link process is behind)";
 			rc = -ENOSPC;
-			notify(b);
 		}
 	}
 	if(rc == -ENOSPC){
@@ -756,7 +769,7 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t now)
 {
 	const char *dir = b->first->cfg->spool.path;
-	const uint8_t *rec;
+	const uint8_t *rec = NULL;
 	uint64_t seq, staged;
 	size_t len;
 	int rc = 0;
@@ -765,11 +778,11 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 	while(fb_c2e_next(&b->sh->requeue, &b->rq, dir, FB_REQUEUE_STEM, &seq, &rec, &len)){
 		if(rec == NULL){
 			/* its file cannot be read now: the dead letter stays where it is, in "dead" too */
-			if(!b->rq_logged){
+			if(!b->rq_read_logged){
 				fb_log(&b->lg, MOSQ_LOG_ERR, "requeue-dead: dead letter %" PRIu64 " cannot be read from %s: "
 						"%s; it stays in spool \"dead\" and is tried again every second, with those "
 						"behind it", seq, b->rq.path, strerror(-(b->rq.err ? b->rq.err : -EIO)));
-				b->rq_logged = true;
+				b->rq_read_logged = true;
 			}
 			rc = b->rq.err ? b->rq.err : -EIO;
 			break;
@@ -791,12 +804,12 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 	if(rc < 0){
 		b->rq_retry = now + 1; /* not at every loop turn */
 	}
-	if(rc < 0 && !b->rq_logged){
+	if(rc < 0 && rec != NULL && !b->rq_logged){
 		fb_log(&b->lg, MOSQ_LOG_NOTICE, "requeue-dead: dead letter %" PRIu64 " waits for the staging "
 				"channel (%s); it is staged when there is room", seq, strerror(-rc));
 		b->rq_logged = true;
 	}else if(rc == 0){
-		b->rq_logged = false;
+		b->rq_logged = b->rq_read_logged = false;
 	}
 	if(any || rc == -EBUSY){
 		notify(b);
@@ -990,7 +1003,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	if(hold && fb_reduce_hold(b->red, b->buf, len) == 0){
 		goto out; /* sent at the end of its interval */
 	}
-	rc = stage(b, len, &seq);
+	rc = stage(b, len, &seq, false);
 	if(rc == 0){
 		if(res.rule < FB_RULECTR_SLOTS){
 			fb_rulectr_inc(&b->sh->rules.rule[res.rule].forwarded);

@@ -90,6 +90,7 @@ struct fb_reduce {
 	size_t open_windows;
 	uint64_t next_tick_ms;     /* fb_reduce_tick() does nothing before this */
 	bool behind;               /* the last tick left sends due */
+	bool blocked;              /* ... because the sink had no room (-EAGAIN) */
 	uint64_t slice_end_us;     /* when its slice ended */
 	struct entry *held;        /* the entry of the last FB_REDUCE_HOLD */
 };
@@ -280,52 +281,68 @@ static void entry_free(struct entry *e)
 
 /* ---- sending --------------------------------------------------------------------------------- */
 
-static void send_held(struct fb_reduce *r, struct entry *e, uint64_t mono_ms)
+/* Sends what E holds. WAIT (the tick): when the sink has no room now (-EAGAIN), E keeps it, on
+ * its timer, and this returns -EAGAIN; otherwise a failure is the sink's to count. */
+static int send_held(struct fb_reduce *r, struct entry *e, uint64_t mono_ms, bool wait)
 {
+	if(e->pending){
+		if(r->sink.record(r->sink.ud, e->rec, e->rec_len, wait) == -EAGAIN){
+			return -EAGAIN;
+		}
+		e->pending = false;
+		e->last_sent_ms = mono_ms;
+		e->sent_once = true;
+	}
 	if(e->linked){
 		list_del(e);
 		r->timers--;
 	}
-	if(e->pending){
-		e->pending = false;
-		e->last_sent_ms = mono_ms;
-		e->sent_once = true;
-		r->sink.record(r->sink.ud, e->rec, e->rec_len);
-	}
+	return 0;
 }
 
-static void send_window(struct fb_reduce *r, struct entry *e)
+/* Sends E's window summary, when it has messages, and closes it. WAIT as for send_held(): on
+ * -EAGAIN the window stays as it was. */
+static int send_window(struct fb_reduce *r, struct entry *e, bool wait)
 {
 	const unsigned emit = r->cfg->e2c[e->rule].reduce.emit;
-	cJSON *o;
+	cJSON *o = NULL;
 	char *json = NULL;
 
+	if(e->count){
+		o = cJSON_CreateObject();
+		if(o == NULL
+				|| ((emit & FB_AGG_COUNT) && !cJSON_AddNumberToObject(o, "count", (double)e->count))
+				|| ((emit & FB_AGG_MIN) && !cJSON_AddNumberToObject(o, "min", e->min))
+				|| ((emit & FB_AGG_MAX) && !cJSON_AddNumberToObject(o, "max", e->max))
+				|| ((emit & FB_AGG_AVG) && !cJSON_AddNumberToObject(o, "avg", e->sum / (double)e->count))
+				|| ((emit & FB_AGG_SUM) && !cJSON_AddNumberToObject(o, "sum", e->sum))
+				|| ((emit & FB_AGG_LAST) && !cJSON_AddNumberToObject(o, "last", e->last))
+				|| !cJSON_AddNumberToObject(o, "first_ts", (double)e->first_ts)
+				|| !cJSON_AddNumberToObject(o, "last_ts", (double)e->last_ts)
+				|| (json = cJSON_PrintUnformatted(o)) == NULL){
+			/* out of memory: the window is lost, and counted as messages that could not be kept */
+			fb_count(&r->ctr->dropped_full, 1);
+		}else{
+			int rc = r->sink.window(r->sink.ud, e->rule, e->cloud_topic, json, strlen(json), wait);
+
+			if(rc == -EAGAIN){
+				cJSON_free(json);
+				cJSON_Delete(o);
+				return -EAGAIN;
+			}
+			if(rc == 0){
+				fb_count(&r->ctr->windows, 1);
+			}
+		}
+		cJSON_free(json);
+		cJSON_Delete(o);
+		e->count = 0;
+	}
 	if(e->linked){
 		list_del(e);
 		r->open_windows--;
 	}
-	if(e->count == 0){
-		return;
-	}
-	o = cJSON_CreateObject();
-	if(o == NULL
-			|| ((emit & FB_AGG_COUNT) && !cJSON_AddNumberToObject(o, "count", (double)e->count))
-			|| ((emit & FB_AGG_MIN) && !cJSON_AddNumberToObject(o, "min", e->min))
-			|| ((emit & FB_AGG_MAX) && !cJSON_AddNumberToObject(o, "max", e->max))
-			|| ((emit & FB_AGG_AVG) && !cJSON_AddNumberToObject(o, "avg", e->sum / (double)e->count))
-			|| ((emit & FB_AGG_SUM) && !cJSON_AddNumberToObject(o, "sum", e->sum))
-			|| ((emit & FB_AGG_LAST) && !cJSON_AddNumberToObject(o, "last", e->last))
-			|| !cJSON_AddNumberToObject(o, "first_ts", (double)e->first_ts)
-			|| !cJSON_AddNumberToObject(o, "last_ts", (double)e->last_ts)
-			|| (json = cJSON_PrintUnformatted(o)) == NULL){
-		/* out of memory: the window is lost, and counted as messages that could not be kept */
-		fb_count(&r->ctr->dropped_full, 1);
-	}else if(r->sink.window(r->sink.ud, e->rule, e->cloud_topic, json, strlen(json)) == 0){
-		fb_count(&r->ctr->windows, 1);
-	}
-	cJSON_free(json);
-	cJSON_Delete(o);
-	e->count = 0;
+	return 0;
 }
 
 /* Evicts the least recently used entry of T, sending what it holds first. */
@@ -338,9 +355,9 @@ static void evict(struct fb_reduce *r, struct table *t)
 	}
 	table_unlink(t, e);
 	if(t == &r->t[FB_REDUCE_AGGREGATE]){
-		send_window(r, e);
+		send_window(r, e, false);
 	}else{
-		send_held(r, e, e->last_sent_ms);
+		send_held(r, e, e->last_sent_ms, false);
 	}
 	if(r->held == e){
 		r->held = NULL;
@@ -403,14 +420,18 @@ static bool run_slot(struct fb_reduce *r, struct entry *s, uint64_t limit, uint6
 			if(b && !take(b)){
 				return false;
 			}
-			send_held(r, e, mono_ms);
+			if(send_held(r, e, mono_ms, b != NULL) == -EAGAIN){
+				r->blocked = true;
+				return false;
+			}
 		}
 	}
 	return true;
 }
 
-/* Returns false when the budget ran out with held messages still due (the wheel stays where it
- * is, so the next call goes on from there). */
+/* Returns false when the budget ran out (or the sink had no room) with held messages still due:
+ * the wheel stays where it is, so the next call goes on from that slot (on the path for a run
+ * more than a turn late, from the first slot again: what was sent is off the wheel). */
 static bool run_timers(struct fb_reduce *r, uint64_t mono_ms, struct budget *b)
 {
 	if(r->timers == 0){
@@ -453,8 +474,11 @@ static bool run_windows(struct fb_reduce *r, uint64_t wall_ms, struct budget *b)
 			if(!take(b)){
 				return false;
 			}
+			if(send_window(r, e, true) == -EAGAIN){
+				r->blocked = true;
+				return false;
+			}
 			table_unlink(t, e);
-			send_window(r, e);
 			entry_free(e);
 		}
 	}
@@ -605,7 +629,7 @@ static int offer_aggregate(struct fb_reduce *r, int rule, const struct fb_reduce
 		return -ENOMEM;
 	}
 	if(e->count && e->win_end <= wall_ms){
-		send_window(r, e); /* closed, and the tick has not come yet */
+		send_window(r, e, false); /* closed, and the tick has not sent it yet */
 	}
 	if(e->count == 0){
 		e->win_end = wall_ms - wall_ms % o->window_ms + o->window_ms;
@@ -699,7 +723,7 @@ bool fb_reduce_tick(struct fb_reduce *r)
 	}
 	now = fb_mono_ms();
 	if(now < r->next_tick_ms){
-		return false;
+		return r->behind;
 	}
 	now_us = mono_us();
 	if(r->behind){
@@ -710,9 +734,11 @@ bool fb_reduce_tick(struct fb_reduce *r)
 		allow = allow < SLICE_MAX_US ? allow : SLICE_MAX_US;
 	}
 	b.deadline_us = now_us + allow;
+	r->blocked = false;
 	r->behind = run(r, now, fb_wall_ms(), &b);
 	r->slice_end_us = mono_us();
-	r->next_tick_ms = r->behind ? now : now + TICK_MS;
+	/* no room in the channel: try again in a millisecond, not at every loop turn */
+	r->next_tick_ms = r->behind ? now + r->blocked : now + TICK_MS;
 	return r->behind;
 }
 
@@ -734,7 +760,7 @@ void fb_reduce_flush(struct fb_reduce *r)
 			struct entry *e = s->t_next;
 
 			table_unlink(&r->t[FB_REDUCE_AGGREGATE], e);
-			send_window(r, e);
+			send_window(r, e, false);
 			entry_free(e);
 		}
 	}

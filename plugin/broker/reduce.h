@@ -25,13 +25,16 @@
 struct fb_reduce;
 
 /* Where fb_reduce sends what it held; both run on the broker thread, from fb_reduce_offer()
- * (an eviction), fb_reduce_tick() or fb_reduce_flush(). A failure is the sink's to count. */
+ * (an eviction, or a window that closed before the tick sent it), fb_reduce_tick() or
+ * fb_reduce_flush(). A failure is the sink's to count, except that with WAIT (only from the tick)
+ * a sink that has no room now returns -EAGAIN without counting: the held message or the window
+ * then stays as it is, and the tick tries again a millisecond later. */
 struct fb_reduce_sink {
 	/* Stages REC (LEN bytes, an encoded record given to fb_reduce_hold(); borrowed). */
-	int (*record)(void *ud, const uint8_t *rec, size_t len);
+	int (*record)(void *ud, const uint8_t *rec, size_t len, bool wait);
 	/* Sends the summary JSON (LEN bytes, borrowed) of a closed window of edge_to_cloud rule RULE
 	 * to CLOUD_TOPIC. */
-	int (*window)(void *ud, int rule, const char *cloud_topic, const char *json, size_t len);
+	int (*window)(void *ud, int rule, const char *cloud_topic, const char *json, size_t len, bool wait);
 	void *ud;
 };
 

@@ -21,13 +21,13 @@ static struct {
 	uint64_t records, windows, window_count;
 } got;
 
-static int sink_record(void *ud, const uint8_t *rec, size_t len)
+static int sink_record(void *ud, const uint8_t *rec, size_t len, bool wait)
 {
 	got.records++;
 	return 0;
 }
 
-static int sink_window(void *ud, int rule, const char *topic, const char *json, size_t len)
+static int sink_window(void *ud, int rule, const char *topic, const char *json, size_t len, bool wait)
 {
 	unsigned long long count;
 

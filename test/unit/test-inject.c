@@ -267,8 +267,14 @@ START_TEST(test_a_file_that_cannot_be_opened_for_lack_of_descriptors_waits_in_or
 	ck_assert_uint_eq(atomic_load(&f.ctr->c2e_dropped), 0);
 	ck_assert_uint_eq(atomic_load(&f.ctr->injected), 1);
 
-	/* The limit back: both go through at the next try, once, in order. */
+	/* The limit back: not tried before its time (it would go through now) ... */
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	in->retry_ms = fb_mono_ms() + 60000;
+	ck_assert_uint_eq(fb_inject_run(in), 0);
+	ck_assert_uint_eq(n_kept, 1);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* ... then both go through at the next try, once, in order. */
+	in->retry_ms = 0;
 	deadline = fb_mono_ms() + 10000;
 	while(n_kept == 1 && fb_mono_ms() < deadline){
 		if(fb_inject_run(in) == 0){

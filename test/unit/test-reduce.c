@@ -41,9 +41,29 @@ static void sent_add(char *s)
 	sent.what[sent.count++] = s;
 }
 
-static int sink_record(void *ud, const uint8_t *rec, size_t len)
+/* While false, the sinks have no room for what the tick sends (they return -EAGAIN when asked to
+ * wait) and count what they are made to take anyway. */
+static bool room = true;
+static unsigned no_room_taken;
+
+/* What a sink returns while there is no room: -EAGAIN when it may WAIT; else it takes (drops) it. */
+static int no_room(bool wait)
 {
-	char *s = malloc(len + 3);
+	if(wait){
+		return -EAGAIN;
+	}
+	no_room_taken++;
+	return -ENOSPC;
+}
+
+static int sink_record(void *ud, const uint8_t *rec, size_t len, bool wait)
+{
+	char *s;
+
+	if(!room){
+		return no_room(wait);
+	}
+	s = malloc(len + 3);
 
 	memcpy(s, "R:", 2);
 	memcpy(s + 2, rec, len);
@@ -52,10 +72,13 @@ static int sink_record(void *ud, const uint8_t *rec, size_t len)
 	return 0;
 }
 
-static int sink_window(void *ud, int rule, const char *topic, const char *json, size_t len)
+static int sink_window(void *ud, int rule, const char *topic, const char *json, size_t len, bool wait)
 {
 	char *s;
 
+	if(!room){
+		return no_room(wait);
+	}
 	ck_assert_uint_eq(strlen(json), len);
 	ck_assert_int_ge(asprintf(&s, "W%d:%s:%s", rule, topic, json), 0);
 	sent_add(s);
@@ -96,6 +119,8 @@ static void teardown(void)
 	cfg = NULL;
 	unlink(cfg_path);
 	sent_clear();
+	room = true;
+	no_room_taken = 0;
 }
 
 /* Offers PAYLOAD on TOPIC (rule 0 unless the topic starts with a digit: that rule) at clock_now
@@ -706,6 +731,60 @@ START_TEST(test_held_messages_over_the_budget)
 }
 END_TEST
 
+/* No room in the channel (the sink says -EAGAIN when asked to wait): the tick keeps what is due,
+ * sends, counts and loses nothing, and tries again; once there is room every held message and
+ * window goes, once. A capture on a topic whose closed window waits sends that window without
+ * waiting, like any capture (the sink counts it as turned away), and a flush (reload, stop) does
+ * not wait either. */
+START_TEST(test_no_room_keeps_what_is_due)
+{
+	char t[32];
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n"
+			"  - local: a/#\n    cloud: c/#\n    aggregate: { window: 1s, emit: [count] }\n");
+	clock_now = 100000;
+	ck_assert(!tick_more());
+	offer_each(10, "a", SEND);
+	clock_now = 100100;
+	offer_each(10, "b", FB_REDUCE_HOLD); /* due at 101000 */
+	for(unsigned i = 0; i < 11; i++){
+		snprintf(t, sizeof(t), "a/%u", i);
+		ck_assert_int_eq(offer_rule(1, t, "2"), TAKEN); /* the window [100000, 101000) */
+	}
+	room = false;
+	clock_now = 101020;
+	ck_assert(tick_more());
+	ck_assert(tick_more());
+	ck_assert_uint_eq(sent.count, 0);
+	ck_assert_uint_eq(no_room_taken, 0);
+	ck_assert_uint_eq(C(windows), 0);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 11);
+	/* a capture on a/10: its closed window goes (and is turned away), a new one opens */
+	ck_assert_int_eq(offer_rule(1, "a/10", "3"), TAKEN);
+	ck_assert_uint_eq(no_room_taken, 1);
+	room = true;
+	clock_now = 101030;
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, 20);
+	assert_each_once(0, 10, "b");
+	for(unsigned i = 0; i < 10; i++){
+		char want[96];
+
+		snprintf(want, sizeof(want), "W1:c/a/%u:{\"count\":1,\"first_ts\":100100,\"last_ts\":100100}", i);
+		ck_assert_str_eq(sent.what[10 + i], want);
+	}
+	ck_assert_uint_eq(C(windows), 10);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 1); /* a/10's new window */
+	clock_now = 101500;
+	offer_each(10, "c", FB_REDUCE_HOLD);
+	room = false;
+	fb_reduce_flush(red);
+	ck_assert_uint_eq(no_room_taken, 12); /* 10 held, a/10's window */
+	ck_assert_uint_eq(sent.count, 20);
+	ck_assert(!tick_more());
+}
+END_TEST
+
 static Suite *reduce_suite(void)
 {
 	Suite *s = suite_create("reduce");
@@ -729,6 +808,7 @@ static Suite *reduce_suite(void)
 	tcase_add_test(tc, test_no_state_without_options);
 	tcase_add_test(tc, test_aggregate_windows_over_the_budget);
 	tcase_add_test(tc, test_held_messages_over_the_budget);
+	tcase_add_test(tc, test_no_room_keeps_what_is_due);
 	suite_add_tcase(s, tc);
 	return s;
 }
