@@ -30,24 +30,35 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq
 
 	if(len > FB_C2E_RING / 2){
 		/* Too large for the ring: in a file of its own, the ring carries its seq. */
-		c2e_file_path(dir, stem, seq, path, sizeof(path));
-		if(fb_file_write(path, rec, len, false) != 0){
-			return -ENOBUFS;
-		}
 		flags = C2E_FILE;
-		rec = NULL;
-		len = 0;
 	}
-	need = C2E_HEAD + ((len + 7) & ~(size_t)7);
+	need = C2E_HEAD + (flags == C2E_FILE ? 0 : ((len + 7) & ~(size_t)7));
 	off = (size_t)(tail % FB_C2E_RING);
 	if(FB_C2E_RING - off < need){
 		skip = FB_C2E_RING - off;
 	}
 	if(tail + skip + need - head > FB_C2E_RING){
-		if(flags == C2E_FILE){
-			unlink(path);
-		}
+		/* No room: checked before the file is written, because a link process started afresh
+		 * pushes again what the ring may still hold, and its file (by seq) is then the one an
+		 * entry already in the ring reads. */
 		return -ENOBUFS;
+	}
+	if(flags == C2E_FILE){
+		char tmp[4096 + 8];
+
+		/* Written aside and renamed into place: an entry already in the ring for the same seq
+		 * (see above) reads either the whole old file or the whole new one, never a part. */
+		c2e_file_path(dir, stem, seq, path, sizeof(path));
+		snprintf(tmp, sizeof(tmp), "%s.new", path);
+		if(fb_file_write(tmp, rec, len, false) != 0){
+			return -ENOBUFS;
+		}
+		if(rename(tmp, path) != 0){
+			unlink(tmp);
+			return -ENOBUFS;
+		}
+		rec = NULL;
+		len = 0;
 	}
 	if(skip){
 		if(skip >= C2E_HEAD){

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mosquitto.h>
@@ -346,6 +347,86 @@ START_TEST(test_a_malformed_record_or_a_missing_file_is_dropped_and_counted)
 }
 END_TEST
 
+/* Puts record SEQ on cmd/fill whose entry in RING takes exactly SIZE bytes (a multiple of 8: the
+ * entry's 16-byte head and the encoded record). */
+static void put_entry_of(struct fb_c2e *ring, const char *dir, uint64_t seq, size_t size, uint8_t *fill)
+{
+	struct fb_record r = { .qos = 1, .lane = FB_LANE_DEFAULT, .topic = "cmd/fill", .topic_len = 8, .payload = fill };
+	size_t base = fb_record_size(&r);
+	uint8_t *buf;
+
+	ck_assert_uint_eq(size % 8, 0);
+	ck_assert_uint_ge(size, 16 + base);
+	r.payload_len = (uint32_t)(size - 16 - base);
+	buf = malloc(size);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_uint_eq(fb_record_encode(&r, buf), size - 16);
+	ck_assert_int_eq(fb_c2e_put(ring, dir, FB_C2E_STEM, seq, buf, size - 16), 0);
+	free(buf);
+}
+
+/* A link process started afresh pushes again what spool "in" still holds, also what the ring holds
+ * and the broker has not taken yet. Pushing the large record again into a ring with no room fails
+ * and leaves its file, which the entry already in the ring reads; with room, the file is replaced
+ * by a whole one in one step (written aside, renamed). Either way the broker injects the large
+ * record whole, byte for byte (the second copy finds the file gone once the first is taken, and is
+ * counted as unreadable, as before). */
+START_TEST(test_pushing_a_large_record_again_keeps_its_file)
+{
+	struct fix f;
+	uint8_t *big = malloc(BIG_LEN), *fill = calloc(1, FB_C2E_RING / 4);
+	char path[256];
+	struct stat sb;
+	uint64_t seq = 2, room;
+
+	ck_assert_ptr_nonnull(big);
+	ck_assert_ptr_nonnull(fill);
+	fix_init(&f);
+	for(size_t i = 0; i < BIG_LEN; i++){
+		big[i] = (uint8_t)(i * 13 + i / 65536);
+	}
+	put_msg(f.ring, f.dir, 1, "cmd/big", big, BIG_LEN);
+	snprintf(path, sizeof(path), "%s/" FB_C2E_STEM "1", f.dir);
+	/* the ring filled to the last byte */
+	while((room = FB_C2E_RING - (atomic_load(&f.ring->tail) - atomic_load(&f.ring->head))) > 0){
+		put_entry_of(f.ring, f.dir, seq++, room > FB_C2E_RING / 4 ? FB_C2E_RING / 8 : room, fill);
+	}
+	/* the large record again (a link process started afresh): no room, its file untouched */
+	ck_assert_int_eq(stat(path, &sb), 0);
+	{
+		struct fb_record r = { .qos = 1, .lane = FB_LANE_DEFAULT, .topic = "cmd/big", .topic_len = 7,
+			.payload = big, .payload_len = BIG_LEN };
+		uint8_t *buf = malloc(fb_record_size(&r));
+
+		ck_assert_ptr_nonnull(buf);
+		ck_assert_int_eq(fb_c2e_put(f.ring, f.dir, FB_C2E_STEM, 1, buf, fb_record_encode(&r, buf)), -ENOBUFS);
+		free(buf);
+	}
+	ck_assert_int_eq(access(path, F_OK), 0);
+	/* the broker takes the large one, whole, and the fill */
+	ck_assert_uint_eq(fb_inject_run(&f.in), seq - 1);
+	ck_assert_uint_eq(n_kept, seq - 1);
+	kept_is(0, "cmd/big", big, BIG_LEN);
+	ck_assert_uint_eq(f.in.injected, seq - 1);
+	ck_assert_uint_eq(atomic_load(&f.ctr->c2e_dropped), 0);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* with room: pushed twice; the second write replaces the file whole */
+	put_msg(f.ring, f.dir, seq, "cmd/big", big, BIG_LEN);
+	put_msg(f.ring, f.dir, seq, "cmd/big", big, BIG_LEN);
+	snprintf(path, sizeof(path), "%s/" FB_C2E_STEM "%llu.new", f.dir, (unsigned long long)seq);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	kept_free();
+	ck_assert_uint_eq(fb_inject_run(&f.in), 2);
+	ck_assert_uint_eq(n_kept, 1);
+	kept_is(0, "cmd/big", big, BIG_LEN);
+	ck_assert_uint_eq(atomic_load(&f.ctr->c2e_dropped), 1);
+	fix_free(&f);
+	free(fill);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("inject");
@@ -358,6 +439,7 @@ int main(void)
 	tc = tcase_create("unreadable");
 	tcase_add_test(tc, test_a_file_that_cannot_be_opened_for_lack_of_descriptors_waits_in_order);
 	tcase_add_test(tc, test_a_malformed_record_or_a_missing_file_is_dropped_and_counted);
+	tcase_add_test(tc, test_pushing_a_large_record_again_keeps_its_file);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
