@@ -3595,6 +3595,13 @@ static int ingest_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	if(seq < q->next_seq || seq <= s->settled || seq < q->floor){
 		return 0; /* known already: a restarted link process takes the files from their start */
 	}
+	if(seq > q->next_seq && q->next_seq > s->settled){
+		/* The writer numbers what it stages without a gap: the take skipped the records in
+		 * between, large ones whose own file is missing (fb_chan_take() passes over them, as a
+		 * restarted take must for the settled ones). Lost to damage, and counted. */
+		loss_report(s, seq - q->next_seq, q->next_seq, seq - 1,
+				"the staging files (large records whose own file is missing)");
+	}
 	if(seqset_reserve(&q->live, seq) != 0 || lanes_add(&s->lanes, seq, val, len) != 0){
 		c->rc = -ENOMEM;
 		return 1;

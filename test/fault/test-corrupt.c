@@ -4,7 +4,8 @@
  * file in its spool folder for real (random bytes from a fixed seed, a truncated or deleted file),
  * then starts the cloud and the edge again and asserts: every message the edge PUBACKed reaches
  * the cloud or is counted in edge_to_cloud/dropped/corrupt, exactly; the broker's log names the
- * loss with its count; the damaged file is kept, byte for byte, where the log says. Test program
+ * loss with its count; the damaged file is kept, byte for byte, where the log says. One more
+ * (bigfile) deletes a large record's own file while the link process is stopped. Test program
  * (the test's main thread and the harness's client threads). */
 #include <dirent.h>
 #include <errno.h>
@@ -635,6 +636,62 @@ START_TEST(test_damage_found_by_a_restarted_link_process_is_salvaged)
 }
 END_TEST
 
+/* A large record (its own file, flowmq-big-<seq>, beside the staging files) whose file goes missing
+ * while it waits to be taken (the link process stopped): the link process takes the small records
+ * around it, and counts the large one in edge_to_cloud/dropped/corrupt with a log line naming it.
+ * Before, the take passed over it without a word or a count. */
+START_TEST(test_large_record_whose_file_goes_missing_is_counted)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	const size_t big_len = (1u << 20) + 1; /* above a quarter of a 4 MiB staging file */
+	char *big = malloc(big_len), spool[PATH_MAX + 64];
+	glob_t g;
+	pid_t link;
+
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'b', big_len);
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_STANDARD, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 30000));
+	link = link_pid_wait(edge.pid);
+	ck_assert_int_eq(kill(link, SIGSTOP), 0);
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", "m0", 2, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", big, (int)big_len, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/t", "m2", 2, 1, false, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	snprintf(spool, sizeof(spool), "%s/spool/flowmq-big-*", edge.dir);
+	ck_assert_int_eq(glob(spool, 0, NULL, &g), 0);
+	ck_assert_uint_eq(g.gl_pathc, 1);
+	ck_assert_int_eq(unlink(g.gl_pathv[0]), 0);
+	globfree(&g);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(kill(link, SIGCONT), 0);
+	ck_assert_msg(wait_exactly(sub, 2, 30000, 1000), "%zu of 2 arrived", fbh_sub_count(sub));
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->payload, "m0");
+	ck_assert_str_eq(fbh_sub_msg(sub, 1)->payload, "m2");
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/corrupt", 1, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 2, 10000));
+	ck_assert(fbh_wait_log(&edge, "lost to damage in the staging files (large records whose own file is "
+			"missing); counted in edge_to_cloud/dropped/corrupt", 10000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	const struct {
@@ -647,6 +704,7 @@ int main(void)
 		{ "table", test_damaged_table_file_is_moved_aside_and_the_rest_salvaged },
 		{ "current", test_deleted_current_is_moved_aside_and_salvaged },
 		{ "running", test_damage_found_by_a_restarted_link_process_is_salvaged },
+		{ "bigfile", test_large_record_whose_file_goes_missing_is_counted },
 	};
 	Suite *s = suite_create("corrupt");
 
