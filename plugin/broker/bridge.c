@@ -778,13 +778,13 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 	while(fb_c2e_next(&b->sh->requeue, &b->rq, dir, FB_REQUEUE_STEM, &seq, &rec, &len)){
 		if(rec == NULL){
 			/* its file cannot be read now: the dead letter stays where it is, in "dead" too */
+			rc = b->rq.err ? b->rq.err : -EIO;
 			if(!b->rq_read_logged){
 				fb_log(&b->lg, MOSQ_LOG_ERR, "requeue-dead: dead letter %" PRIu64 " cannot be read from %s: "
 						"%s; it stays in spool \"dead\" and is tried again every second, with those "
-						"behind it", seq, b->rq.path, strerror(-(b->rq.err ? b->rq.err : -EIO)));
+						"behind it", seq, b->rq.path, strerror(-rc));
 				b->rq_read_logged = true;
 			}
-			rc = b->rq.err ? b->rq.err : -EIO;
 			break;
 		}
 		if(!writer_ready(b)){
@@ -893,8 +893,6 @@ static __attribute__((noinline)) int timed_suffix(struct fb_bridge *b, const str
 	return 0;
 }
 
-/* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
- * Kept out of line, so that a topic no rule matches costs only the lookup. */
 /* A matched message of rule RULE (-1: unknown) dropped or refused: counted in CTR and the rule's
  * "dropped". */
 static void count_dropped(struct fb_bridge *b, atomic_uint_fast64_t *ctr, int rule)
@@ -919,6 +917,8 @@ static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, 
 	}
 }
 
+/* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
+ * Kept out of line, so that a topic no rule matches costs only the lookup. */
 static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc, struct fb_route_result res,
 		const char *topic, const void *payload, uint32_t payloadlen, const mosquitto_property *props,
 		bool retain)

@@ -307,6 +307,7 @@ static int send_window(struct fb_reduce *r, struct entry *e, bool wait)
 	const unsigned emit = r->cfg->e2c[e->rule].reduce.emit;
 	cJSON *o = NULL;
 	char *json = NULL;
+	int rc = 0;
 
 	if(e->count){
 		o = cJSON_CreateObject();
@@ -320,22 +321,17 @@ static int send_window(struct fb_reduce *r, struct entry *e, bool wait)
 				|| !cJSON_AddNumberToObject(o, "first_ts", (double)e->first_ts)
 				|| !cJSON_AddNumberToObject(o, "last_ts", (double)e->last_ts)
 				|| (json = cJSON_PrintUnformatted(o)) == NULL){
-			/* out of memory: the window is lost, and counted as messages that could not be kept */
-			fb_count(&r->ctr->dropped_full, 1);
-		}else{
-			int rc = r->sink.window(r->sink.ud, e->rule, e->cloud_topic, json, strlen(json), wait);
-
-			if(rc == -EAGAIN){
-				cJSON_free(json);
-				cJSON_Delete(o);
-				return -EAGAIN;
-			}
-			if(rc == 0){
-				fb_count(&r->ctr->windows, 1);
-			}
+			/* out of memory: the window is lost, and counted like any summary that could not be
+			 * staged for memory (the sink's dropped/error) */
+			fb_count(&r->ctr->dropped_error, 1);
+		}else if((rc = r->sink.window(r->sink.ud, e->rule, e->cloud_topic, json, strlen(json), wait)) == 0){
+			fb_count(&r->ctr->windows, 1);
 		}
 		cJSON_free(json);
 		cJSON_Delete(o);
+		if(rc == -EAGAIN){
+			return -EAGAIN; /* the window stays as it was */
+		}
 		e->count = 0;
 	}
 	if(e->linked){

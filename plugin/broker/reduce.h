@@ -52,8 +52,8 @@ enum fb_reduce_verdict {
 };
 
 /* Makes the state for the edge_to_cloud rules of CFG (which must outlive it). *out is NULL when
- * no rule reduces anything. CTR receives suppressed, aggregated, windows, dropped_unparsable and
- * reduce_evicted. Returns 0 or -ENOMEM. Broker thread. */
+ * no rule reduces anything. CTR receives suppressed, aggregated, windows, dropped_unparsable,
+ * dropped_error (a summary that cannot be made for memory) and reduce_evicted. Returns 0 or -ENOMEM. Broker thread. */
 int fb_reduce_new(const struct fb_config *cfg, const struct fb_reduce_sink *sink, struct fb_counters *ctr,
 		struct fb_reduce **out);
 

@@ -169,19 +169,7 @@ START_TEST(test_large_command_that_cannot_be_opened_waits_and_arrives_in_order)
 	for(size_t i = 0; i < big_len; i++){
 		big[i] = (uint8_t)(i * 7 + i / 4096);
 	}
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	start_edge(&edge, cloud.port, FBH_YAML_BASE FBH_YAML_E2C_RULES
-			"cloud_to_edge:\n"
-			"  - cloud: cloud/commands/${site_id}/#\n"
-			"    local: local/commands/#\n"
-			"    max_payload: 16MiB\n", NULL);
-	sys = sys_watch(&edge);
-	ck_assert_ptr_nonnull(sys);
-	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
-	ck_assert_ptr_nonnull(local);
-	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	start_commands(&cloud, &edge, &local, &sys);
 	pub = fbh_pub_connect(cloud.port2, &cloud_tester);
 	ck_assert_ptr_nonnull(pub);
 

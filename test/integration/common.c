@@ -1,3 +1,4 @@
+/* Helpers shared by the flowmq-bridge integration and fault suites (test processes): see common.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -234,6 +235,36 @@ char *tree_settled(const char *dir)
 	return NULL;
 }
 
+
+void start_cloud_and_edge(struct fbh_broker *cloud, struct fbh_broker *edge, const char *yaml_tmpl, struct fbh_sub **sub,
+		struct fbh_sub **sys)
+{
+	fbh_broker_init(cloud, "cloud");
+	fbh_broker_init(edge, "edge");
+	start_cloud(cloud, NULL);
+	*sub = fbh_sub_start(cloud->port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(*sub);
+	start_edge(edge, cloud->port, yaml_tmpl, NULL);
+	*sys = sys_watch(edge);
+	ck_assert_ptr_nonnull(*sys);
+}
+
+void start_commands(struct fbh_broker *cloud, struct fbh_broker *edge, struct fbh_sub **local, struct fbh_sub **sys)
+{
+	fbh_broker_init(cloud, "cloud");
+	fbh_broker_init(edge, "edge");
+	start_cloud(cloud, NULL);
+	start_edge(edge, cloud->port, FBH_YAML_BASE FBH_YAML_E2C_RULES
+			"cloud_to_edge:\n"
+			"  - cloud: cloud/commands/${site_id}/#\n"
+			"    local: local/commands/#\n"
+			"    max_payload: 16MiB\n", NULL);
+	*local = fbh_sub_start(edge->port, NULL, "local/commands/#", 1);
+	ck_assert_ptr_nonnull(*local);
+	*sys = sys_watch(edge);
+	ck_assert_ptr_nonnull(*sys);
+	ck_assert(sys_wait(*sys, "state", "connected", 10000));
+}
 
 pid_t link_pid(pid_t broker)
 {

@@ -1,4 +1,5 @@
-/* Helpers shared by the flowmq-bridge integration suites (on top of harness.h). */
+/* Helpers shared by the flowmq-bridge integration and fault suites (test processes; on top of
+ * harness.h). */
 #ifndef FB_TEST_COMMON_H
 #define FB_TEST_COMMON_H
 
@@ -44,6 +45,18 @@ void start_cloud(struct fbh_broker *cloud, const struct fbh_cloud_opts *opts);
 /* Writes the plugin configuration from YAML_TMPL and starts the edge with it (EXTRA: more
  * mosquitto.conf lines, may be NULL); the test fails, with the log, if it does not start. */
 void start_edge(struct fbh_broker *edge, int cloud_port, const char *yaml_tmpl, const char *extra);
+
+/* Starts the cloud stand-in with a subscriber to what the edge forwards to edge/site-A/telemetry/#
+ * (*SUB), and the edge with configuration YAML_TMPL, watched by *SYS (the test fails if any of
+ * them does not start). */
+void start_cloud_and_edge(struct fbh_broker *cloud, struct fbh_broker *edge, const char *yaml_tmpl, struct fbh_sub **sub,
+		struct fbh_sub **sys);
+
+/* Starts the cloud stand-in and an edge whose cloud_to_edge rule maps cloud/commands/<site>/# to
+ * local/commands/# with max_payload 16MiB (commands larger than the cloud-to-edge ring), with a
+ * local subscriber to local/commands/# (*LOCAL) and *SYS watching; returns once the edge is
+ * connected to the cloud. */
+void start_commands(struct fbh_broker *cloud, struct fbh_broker *edge, struct fbh_sub **local, struct fbh_sub **sys);
 
 /* The link process of the edge broker BROKER (its only child, named flowmq-link); 0 when it has
  * none right now. link_pid_wait(): waits for one for up to 5 s (the test fails without). */

@@ -1,7 +1,7 @@
-/* Sending less (README.md, "Sending less"), end to end: min_interval thins a fast topic and keeps
- * its last value, 50 topics are throttled independently, a reload sends what is held, aggregate
- * windows add up exactly and survive a SIGTERM of the broker, and the LRU bound sends every
- * evicted value. Real brokers: the cloud stand-in and an edge with the plugin. */
+/* Test process: sending less (README.md, "Sending less"), end to end: min_interval thins a fast
+ * topic and keeps its last value, 50 topics are throttled independently, a reload sends what is
+ * held, aggregate windows add up exactly and survive a SIGTERM of the broker, and the LRU bound
+ * sends every evicted value. Real brokers: the cloud stand-in and an edge with the plugin. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,14 +56,7 @@ START_TEST(test_min_interval_1000_messages_over_2500ms)
 	uint64_t t0, span;
 	size_t got;
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
-	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, FBH_YAML_BASE RULES_HEAD "    min_interval: 1s\n", NULL);
-	sys = sys_watch(&edge);
-	ck_assert_ptr_nonnull(sys);
+	start_cloud_and_edge(&cloud, &edge, FBH_YAML_BASE RULES_HEAD "    min_interval: 1s\n", &sub, &sys);
 	pub = fbh_pub_connect(edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
 	t0 = wall_ms();
@@ -115,13 +108,7 @@ START_TEST(test_min_interval_50_topics_independently)
 	struct fbh_pub *pub;
 	unsigned first[50] = { 0 }, last[50] = { 0 };
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
-	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, FBH_YAML_BASE RULES_HEAD "    min_interval: 5s\n", NULL);
-	sys = sys_watch(&edge);
+	start_cloud_and_edge(&cloud, &edge, FBH_YAML_BASE RULES_HEAD "    min_interval: 5s\n", &sub, &sys);
 	pub = fbh_pub_connect(edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
 	for(unsigned r = 0; r < 20; r++){
@@ -172,13 +159,8 @@ START_TEST(test_reload_sends_what_is_held)
 	struct fbh_broker cloud, edge;
 	struct fbh_sub *sub, *sys;
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
-	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, FBH_YAML_BASE RULES_HEAD "    min_interval: 1h\n    on_change: true\n", NULL);
-	sys = sys_watch(&edge);
+	start_cloud_and_edge(&cloud, &edge, FBH_YAML_BASE RULES_HEAD "    min_interval: 1h\n    on_change: true\n",
+			&sub, &sys);
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/a", "v", 1, 1, NULL, 10000), 1);  /* v0 */
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/a", "w", 1, 1, NULL, 10000), 1);  /* w0: held */
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/a", "w", 1, 1, NULL, 10000), 1);  /* unchanged */
@@ -227,13 +209,8 @@ START_TEST(test_aggregate_windows_add_up)
 	uint64_t t0, t1;
 	size_t n;
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
-	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, FBH_YAML_BASE RULES_HEAD "    aggregate: { window: 1s, field: temperature }\n", NULL);
-	sys = sys_watch(&edge);
+	start_cloud_and_edge(&cloud, &edge, FBH_YAML_BASE RULES_HEAD "    aggregate: { window: 1s, field: temperature }\n",
+			&sub, &sys);
 	pub = fbh_pub_connect(edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
 	t0 = wall_ms();
@@ -377,13 +354,7 @@ START_TEST(test_lru_bound_sends_every_evicted_value)
 	char *seen, *y = yaml_with_spool("max_tracked_topics: 100", "    min_interval: 1h\n");
 	size_t distinct = 0;
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
-	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, y, NULL);
-	sys = sys_watch(&edge);
+	start_cloud_and_edge(&cloud, &edge, y, &sub, &sys);
 	pub = fbh_pub_connect(edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
 	for(unsigned t = 0; t < 1000; t++){
@@ -435,13 +406,7 @@ START_TEST(test_aggregate_windows_ending_together_all_arrive)
 	struct fbh_pub *pub;
 	char *seen, *y = yaml_with_spool("max_size: 16MiB", "    aggregate: { window: 2s, emit: [count] }\n");
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
-	ck_assert_ptr_nonnull(sub);
-	start_edge(&edge, cloud.port, y, NULL);
-	sys = sys_watch(&edge);
+	start_cloud_and_edge(&cloud, &edge, y, &sub, &sys);
 	pub = fbh_pub_connect(edge.port, NULL);
 	ck_assert_ptr_nonnull(pub);
 	for(unsigned t = 0; t < MANY_TOPICS; t++){

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/broker/publish.c: every status value goes out retained under
+/* Unit tests (test process) of plugin/broker/publish.c: every status value goes out retained under
  * $SYS/broker/flowmq-bridge/, in this order, with these values; every counter of ipc/counters.h is
  * published under its topic (a new counter adds one line to FB_COUNTERS and one to EXPECTED). */
 #include <check.h>

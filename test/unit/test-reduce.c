@@ -1,4 +1,4 @@
-/* Unit tests of plugin/broker/reduce.c: min_interval, on_change, deadband, heartbeat and aggregate,
+/* Unit tests (test process) of plugin/broker/reduce.c: min_interval, on_change, deadband, heartbeat and aggregate,
  * driven with given clocks, so that every expectation is exact: which messages are sent, which
  * are held and sent later (and when), the summaries' JSON, the counters, and the LRU bound. */
 #include <check.h>
