@@ -352,6 +352,7 @@ static bool writer_ready(struct fb_bridge *b)
 static void fresh_channel(void *ud)
 {
 	struct fb_bridge *b = ud;
+	size_t n;
 
 	if(b->w){
 		fb_chan_writer_close(b->w);
@@ -367,6 +368,16 @@ static void fresh_channel(void *ud)
 		b->wlock = -1;
 	}
 	b->writer_retry_ms = 0; /* the new channel is tried at once */
+	/* Spool "in" holds every record the rings hold: the next link process pushes them again, maybe
+	 * renumbered by a salvage, so what the rings still hold goes (a cloud command injected twice,
+	 * or a seq of the old numbering released, which would delete a salvaged record not yet
+	 * injected). Dead letters of an operator's requeue-dead stay in spool "dead". */
+	n = fb_inject_restart(&b->inj);
+	n += fb_c2e_drop(&b->sh->requeue, &b->rq, b->first->cfg->spool.path, FB_REQUEUE_STEM);
+	if(n){
+		fb_log(&b->lg, MOSQ_LOG_NOTICE, "%zu cloud messages and dead letters waiting for the broker are "
+				"left to the next link process, which takes them from the spool again", n);
+	}
 }
 
 static void notify(struct fb_bridge *b)
@@ -823,6 +834,11 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	if(b->inj.injected != b->inj.released){
 		fb_inject_release(&b->inj);
 	}
+	if(now >= b->next_check){
+		/* Between the two: a link process started here on a fresh channel (fresh_channel()) finds
+		 * everything injected released, so a salvage leaves it out. */
+		publish_status(b, now);
+	}
 	if(atomic_load_explicit(&b->sh->c2e.tail, memory_order_relaxed) != b->inj.rd.head){
 		fb_inject_run(&b->inj);
 	}
@@ -836,9 +852,6 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	if(b->red){
 		/* while more is due, back here every millisecond even when idle */
 		fb_waker_every(&b->soon, fb_reduce_tick(b->red) ? 1 : 0);
-	}
-	if(now >= b->next_check){
-		publish_status(b, now);
 	}
 }
 

@@ -168,6 +168,15 @@ void fb_inject_release(struct fb_inject *in)
 	in->released = in->injected;
 }
 
+size_t fb_inject_restart(struct fb_inject *in)
+{
+	size_t n = fb_c2e_drop(in->ring, &in->rd, in->dir, FB_C2E_STEM);
+
+	in->injected = in->released = 0;
+	in->waiting = false;
+	return n;
+}
+
 void fb_inject_cleanup(struct fb_inject *in)
 {
 	fb_c2e_reader_cleanup(&in->rd);

@@ -79,6 +79,15 @@ unsigned fb_inject_run(struct fb_inject *in);
 /* Publishes what the last fb_inject_run() injected as released. Broker thread. */
 void fb_inject_release(struct fb_inject *in);
 
+/* A link process is about to start on a fresh channel (none runs): it may salvage spool "in" into
+ * a fresh spool, numbered from 1 again, and pushes again every record "in" holds. So the records
+ * still in the ring are dropped (their files removed; nothing is lost, "in" still holds them),
+ * and this side starts again at seq 0. The ring's RELEASED stays as it is for that link process:
+ * a salvage leaves out what was released (link/spool.h: fb_spool_opts.in_injected), then sets it
+ * to 0. What the last fb_inject_run() injected and the tick has not released yet would be salvaged
+ * again (at least once): the tick releases before it starts a link process. Returns how many records it dropped. Broker thread. */
+size_t fb_inject_restart(struct fb_inject *in);
+
 /* Frees what IN holds (not the ring). */
 void fb_inject_cleanup(struct fb_inject *in);
 

@@ -78,8 +78,9 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq
 	return 0;
 }
 
-int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,
-		uint64_t *seq, const uint8_t **rec, size_t *len)
+/* The entry at RD's head, past the end of the ring that a record did not fit into; NULL when the
+ * ring holds no more. */
+static const uint8_t *entry_at(struct fb_c2e *r, struct fb_c2e_reader *rd)
 {
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 
@@ -91,6 +92,17 @@ int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, con
 			rd->head += FB_C2E_RING - off;
 			continue;
 		}
+		return p;
+	}
+	return NULL;
+}
+
+int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,
+		uint64_t *seq, const uint8_t **rec, size_t *len)
+{
+	const uint8_t *p = entry_at(r, rd);
+
+	if(p){
 		*seq = fb_get_le64(p);
 		*len = fb_get_le32(p + 8);
 		*rec = p + C2E_HEAD;
@@ -117,6 +129,26 @@ void fb_c2e_consume(struct fb_c2e *r, struct fb_c2e_reader *rd)
 	}
 	rd->head = rd->next;
 	atomic_store_explicit(&r->head, rd->head, memory_order_release);
+}
+
+size_t fb_c2e_drop(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem)
+{
+	const uint8_t *p;
+	size_t n = 0;
+
+	while((p = entry_at(r, rd)) != NULL){
+		if(fb_get_le32(p + 12) & C2E_FILE){
+			c2e_file_path(dir, stem, fb_get_le64(p), rd->path, sizeof(rd->path));
+			unlink(rd->path);
+		}
+		rd->head += C2E_HEAD + ((fb_get_le32(p + 8) + 7) & ~(size_t)7);
+		n++;
+	}
+	rd->next = rd->head;
+	rd->unlink = false;
+	rd->err = 0;
+	atomic_store_explicit(&r->head, rd->head, memory_order_release);
+	return n;
 }
 
 void fb_c2e_reader_cleanup(struct fb_c2e_reader *rd)

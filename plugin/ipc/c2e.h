@@ -71,6 +71,11 @@ int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, con
 /* Gives the room of the record fb_c2e_next() returned back to the writer. Broker thread. */
 void fb_c2e_consume(struct fb_c2e *r, struct fb_c2e_reader *rd);
 
+/* Drops every record R holds, unread: the files of large ones are removed, and the room goes back
+ * to the writer. Returns how many it dropped. Broker thread, while no link process runs (one that
+ * starts on a fresh channel pushes again all that spool "in" holds: see fb_inject_restart()). */
+size_t fb_c2e_drop(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem);
+
 /* Frees what RD holds. */
 void fb_c2e_reader_cleanup(struct fb_c2e_reader *rd);
 

@@ -406,6 +406,9 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		.chan = &sh->chan,
 		.chan_running = a->running,
 		.corrupt = &sh->ctr.dropped_corrupt,
+		/* On a fresh channel: what the broker released of the spool the last link process had
+		 * (fresh_channel() in the broker left it so), which a salvage leaves out. */
+		.in_injected = a->running ? 0 : atomic_load(&sh->c2e.released),
 	};
 	fb_spool_thread_init();
 	watch = (struct open_watch){ .beat = &sh->beat };
@@ -421,10 +424,13 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	}
 	fb_spool_stats(m.spool, &st);
 	fb_tail_init(&m.tail, TAIL_BUDGET, st.last_seq);
-	/* Cloud messages a crash left in spool "in" go to the broker first. */
+	/* Cloud messages a crash left in spool "in" go to the broker first. After a restart the ring
+	 * still holds what the last link process pushed (up to c2e.pushed): only what comes after is
+	 * pushed, not those again. On a fresh channel the broker emptied the ring (fresh_channel()),
+	 * and a salvage may have numbered spool "in" from 1 again: all of it is pushed. */
 	m.in_more = st.in > 0;
-	atomic_store(&sh->c2e.pushed, 0);
 	if(!a->running){
+		atomic_store(&sh->c2e.pushed, 0);
 		atomic_store(&sh->c2e.released, 0);
 	}
 	m.in_deleted = 0;

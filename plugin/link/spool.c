@@ -397,6 +397,7 @@ struct fb_spool {
 	struct fb_chan_shared *sh;   /* the staging channel's shared state */
 	bool own_sh;                 /* allocated here (appends from this process) */
 	bool chan_running;           /* its writer runs already (a link process restarted) */
+	uint64_t in_injected;        /* fb_spool_opts.in_injected */
 	struct fb_chan_reader *chan;
 	struct fb_chan_writer *w;    /* fb_spool_append() to "out"; NULL in the link process */
 	uint64_t settled;            /* newest seq settled from the channel ("stage/settled") */
@@ -2501,8 +2502,8 @@ static int salvage_replay(const char *aside, const char *dir, char **err)
 /* The fresh spool S (just created, its channel fresh) takes every record that can be read from
  * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
  * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
- * records its staging files held), "in" and "dead" are queued again in order; the seqs missing
- * in "out" are counted as lost. Returns 0, also when nothing could be read (logged), or a
+ * records its staging files held), "in" (but what the local broker has injected: in_injected) and
+ * "dead" are queued again in order; the seqs missing in "out" are counted as lost. Returns 0, also when nothing could be read (logged), or a
  * negative errno when queuing what was read failed: SALVAGE_KEY stays, the open fails and the next
  * link process starts the salvage again (salvage_resume()) before the channel is ready, so that
  * nothing is staged behind a salvage that is wiped and run again. */
@@ -2618,6 +2619,10 @@ static int salvage(struct fb_spool *s, const char *aside)
 
 				if(q != FB_Q_OUT){
 					salvage_meta(&v, floor_keys[q], &qfloor);
+				}
+				if(q == FB_Q_IN && s->in_injected >= qfloor){
+					/* the local broker has these (their deletion had not caught up) */
+					qfloor = s->in_injected + 1;
 				}
 				salvage_cf(&v, v.cfh[v.qcf[q]], qfloor);
 			}
@@ -3097,6 +3102,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	fb_spool_layout(opts->max_size, &s->lay);
 	s->max_size = s->lay.live;
 	s->corrupt = opts->corrupt;
+	s->in_injected = opts->in_injected;
 	s->on_full = opts->on_full;
 	s->sync = opts->sync;
 	pthread_mutex_init(&s->lock, NULL);

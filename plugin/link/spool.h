@@ -63,6 +63,9 @@ struct fb_spool_opts {
 	 * RocksDB skipped damaged WAL records, in what was salvaged from a spool moved aside) are
 	 * added here (edge_to_cloud/dropped/corrupt); may be NULL. */
 	atomic_uint_fast64_t *corrupt;
+	/* Records of FB_Q_IN up to this seq have been injected into the local broker (its released
+	 * mark, ipc/c2e.h, before any deletion caught up): a salvage does not queue them again. */
+	uint64_t in_injected;
 };
 
 /* How spool.max_size (MAX_SIZE, 0: unbounded) is shared out; see README.md "Spool". */

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <ftw.h>
 #include <malloc.h>
+#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,9 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "record.h"
+#include "shared.h"
+#include "spool.h"
 #include "../sanitizer/asan.h"
 
 static char dir[64];
@@ -245,6 +250,213 @@ START_TEST(test_reload_keeps_only_first_and_newest_configuration)
 }
 END_TEST
 
+/* ---- cloud messages in the ring when the link process starts again ------------------------- */
+
+/* Spool "in" had IN_SHIFT records injected and deleted: the backlog starts at seq IN_SHIFT + 1. */
+#define IN_SHIFT 2000
+/* Each record takes 128 bytes of the ring (a 16-byte head and 112 bytes of record), so exactly
+ * RING_FITS fit, with no room left. */
+#define RING_ENTRY 128
+#define RING_FITS (FB_C2E_RING / RING_ENTRY)
+#define IN_SPOOL_SIZE "64MiB"
+#define IN_SPOOL_BYTES (64u << 20)
+
+static long *seen;     /* the index in each cloud message the broker's publish hook got, in order */
+static size_t n_seen, seen_cap;
+
+static int keep_index(void *ud, const char *topic, int payloadlen, void *payload, int qos, bool retain,
+		mosquitto_property *props)
+{
+	(void)ud; (void)qos; (void)retain;
+	if(strcmp(topic, "cmd/x") == 0){
+		ck_assert_int_gt(payloadlen, 1);
+		ck_assert_int_eq(((char *)payload)[0], 'c');
+		if(n_seen == seen_cap){
+			seen_cap = seen_cap ? 2 * seen_cap : 65536;
+			ck_assert_ptr_nonnull(seen = realloc(seen, seen_cap * sizeof(*seen)));
+		}
+		seen[n_seen++] = strtol((char *)payload + 1, NULL, 10);
+	}
+	free(payload);
+	mosquitto_property_free_all(&props);
+	return 0;
+}
+
+/* Encodes cloud message I (payload "c<I>;" padded with 'x', so that the record is 112 bytes) for
+ * spool "in" into BUF. Returns its length. */
+static size_t in_record(size_t i, uint8_t *buf)
+{
+	char payload[128];
+	struct fb_record r = {
+		.qos = 1,
+		.lane = FB_LANE_DEFAULT,
+		.topic = "cmd/x",
+		.topic_len = 5,
+		.payload = (const uint8_t *)payload,
+	};
+	int n = snprintf(payload, sizeof(payload), "c%zu;", i);
+
+	r.payload_len = (uint32_t)n;
+	ck_assert_uint_le(fb_record_size(&r), RING_ENTRY - 16);
+	memset(payload + n, 'x', sizeof(payload) - (size_t)n);
+	r.payload_len += (uint32_t)(RING_ENTRY - 16 - fb_record_size(&r));
+	ck_assert_uint_eq(fb_record_size(&r), RING_ENTRY - 16);
+	return fb_record_encode(&r, buf);
+}
+
+/* Spool "in" at DIR/spool as the link process of a broker left it: IN_SHIFT records injected and
+ * deleted, then N cloud messages (0 .. N - 1) waiting. */
+static void fill_in(size_t n)
+{
+	char path[128];
+	struct fb_spool_opts o = { .path = path, .max_size = IN_SPOOL_BYTES, .on_full = FB_ON_FULL_DROP_OLDEST,
+		.sync = FB_SYNC_INTERVAL, .lg = &lg };
+	struct fb_spool_del *dels = calloc(IN_SHIFT, sizeof(*dels));
+	struct fb_spool *s = NULL;
+	uint8_t rec[RING_ENTRY];
+	uint64_t seq;
+
+	ck_assert_ptr_nonnull(dels);
+	snprintf(path, sizeof(path), "%s/spool", dir);
+	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
+	for(size_t i = 0; i < IN_SHIFT; i++){
+		size_t len = in_record(i, rec);
+
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_IN, rec, len, &seq, NULL), 0);
+		dels[i] = (struct fb_spool_del){ seq, len };
+	}
+	ck_assert_uint_eq(seq, IN_SHIFT);
+	ck_assert_int_eq(fb_spool_delete_many(s, FB_Q_IN, dels, IN_SHIFT), 0);
+	for(size_t i = 0; i < n; i++){
+		size_t len = in_record(i, rec);
+
+		ck_assert_int_eq(fb_spool_append(s, FB_Q_IN, rec, len, &seq, NULL), 0);
+	}
+	ck_assert_uint_eq(seq, IN_SHIFT + n);
+	fb_spool_close(s);
+	free(dels);
+}
+
+/* The link process this process started (the tick starts them from this thread). */
+static pid_t link_child(void)
+{
+	char path[64], text[64];
+	long pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+	ck_assert_ptr_nonnull(f = fopen(path, "r"));
+	if(fgets(text, sizeof(text), f) == NULL || sscanf(text, "%ld", &pid) != 1){
+		pid = 0;
+	}
+	fclose(f);
+	return (pid_t)pid;
+}
+
+/* N cloud messages wait in spool "in"; the broker thread takes none of them (no tick) until the
+ * link process has filled the ring (RING_FITS of them). Then the link process is killed, with
+ * DAMAGE its spool's CURRENT deleted first, and the tick runs every 50 ms (taking a budget of the
+ * ring each time) until the next link process is up (with DAMAGE: the second one, which salvages
+ * the spool on a fresh channel), then as fast as it can. Every message reaches the broker once,
+ * in order. */
+static void ring_full_at_restart(size_t n, bool damage)
+{
+	struct fb_host host = { .publish = keep_index, .link_program = FB_LINK_PROGRAM_BUILD };
+	struct fb_bridge *b = NULL;
+	struct fb_shared *sh;
+	struct fb_counter_values v;
+	char path[128];
+	FILE *f;
+	pid_t first;
+	const char *up = damage ? "salvaged from" : "restarting the link process";
+	int i;
+
+	loglen = 0;
+	logbuf[0] = '\0';
+	n_seen = 0;
+	fill_in(n);
+	snprintf(path, sizeof(path), "%s/cfg.yaml", dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fprintf(f, "site_id: site-A\ncloud:\n  endpoints: [mqtts://127.0.0.1:1]\n  reconnect: { min: 1s, max: 60s }\n"
+			"spool:\n  path: %s/spool\n  max_size: " IN_SPOOL_SIZE "\nstatus_interval: 1d\nedge_to_cloud:\n"
+			"  - local: local/#\n    cloud: edge/${site_id}/#\n", dir);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(fb_bridge_start(path, &keep_lg, &host, &b), 0);
+	/* The counters live in the shared region (struct fb_shared), and so does the ring. */
+	sh = (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
+	for(i = 0; i < 60000 && atomic_load(&sh->c2e.pushed) != IN_SHIFT + RING_FITS; i++){
+		usleep(1000);
+	}
+	ck_assert_uint_eq(atomic_load(&sh->c2e.pushed), IN_SHIFT + RING_FITS);
+	ck_assert_uint_eq(atomic_load(&sh->c2e.tail), FB_C2E_RING);
+	ck_assert_uint_eq(atomic_load(&sh->c2e.head), 0);
+	ck_assert_uint_eq(n_seen, 0);
+
+	if(damage){
+		snprintf(path, sizeof(path), "%s/spool/CURRENT", dir);
+		ck_assert_int_eq(unlink(path), 0);
+	}
+	first = link_child();
+	ck_assert_int_gt(first, 0);
+	ck_assert_int_eq(kill(first, SIGKILL), 0);
+	/* Until the link process that is to push the rest has its spool open, and half a second
+	 * more: the slow ticks leave the ring most of what it held. */
+	for(i = 0; i < 1200 && !(log_has(up) && link_child() != first && atomic_load(&sh->child_state) == 1); i++){
+		fb_bridge_tick(b, time(NULL));
+		usleep(50000);
+	}
+	ck_assert_msg(log_has(up) && atomic_load(&sh->child_state) == 1, "log:\n%s", logbuf);
+	for(i = 0; i < 10; i++){
+		fb_bridge_tick(b, time(NULL));
+		usleep(50000);
+	}
+	ck_assert_uint_lt(n_seen, RING_FITS / 2); /* the ring still held more than half of it */
+	for(i = 0; i < 600000 && n_seen < n; i++){
+		fb_bridge_tick(b, time(NULL));
+		usleep(100);
+	}
+	/* a second more: nothing comes twice */
+	for(i = 0; i < 1000; i++){
+		fb_bridge_tick(b, time(NULL));
+		usleep(1000);
+	}
+	ck_assert_msg(n_seen == n, "%zu of %zu cloud messages injected; log:\n%s", n_seen, n, logbuf);
+	for(size_t k = 0; k < n; k++){
+		ck_assert_msg(seen[k] == (long)k, "message %zu is c%ld", k, seen[k]);
+	}
+	fb_counters_load(fb_bridge_counters(b), &v);
+	ck_assert_uint_eq(v.injected, n);
+	ck_assert_uint_eq(v.c2e_dropped, 0);
+	if(damage){
+		ck_assert_msg(log_has("cloud messages and dead letters waiting for the broker are left to the next "
+				"link process, which takes them from the spool again"), "log:\n%s", logbuf);
+	}
+	fb_bridge_stop(b);
+	free(seen);
+	seen = NULL;
+	seen_cap = 0;
+}
+
+/* A link process started again (the channel still running): it pushes into the ring only what
+ * comes after what the ring holds. Before, it pushed spool "in" again from its start, and every
+ * message the ring still held reached the broker twice (117,128 injected for 70,536). */
+START_TEST(test_a_restarted_link_process_does_not_push_the_ring_again)
+{
+	ring_full_at_restart(RING_FITS + 5000, false);
+}
+END_TEST
+
+/* A damaged spool, salvaged on a fresh channel into a fresh spool numbered from 1: the broker drops
+ * what the ring held (of the old numbering) and the salvage leaves out what the broker had
+ * injected. Before, the broker went on injecting the old entries, the salvaged copies of those came
+ * again (108,216 and 136,072 injected for 70,536 in two runs), and it released the old entries'
+ * seqs, which could delete salvaged records of the new numbering that it had not injected. */
+START_TEST(test_a_salvage_with_the_ring_full_loses_and_repeats_nothing)
+{
+	ring_full_at_restart(RING_FITS + 5000, true);
+}
+END_TEST
+
 static Suite *bridge_suite(void)
 {
 	Suite *s = suite_create("bridge");
@@ -255,6 +467,12 @@ static Suite *bridge_suite(void)
 	tcase_add_test(tc, test_reload_cloud_replaces_link_process_in_the_tick);
 	tcase_add_test(tc, test_stop_with_pending_replacement_closes_everything);
 	tcase_set_timeout(tc, 120);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("c2e");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_a_restarted_link_process_does_not_push_the_ring_again);
+	tcase_add_test(tc, test_a_salvage_with_the_ring_full_loses_and_repeats_nothing);
+	tcase_set_timeout(tc, 300);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -427,6 +427,74 @@ START_TEST(test_pushing_a_large_record_again_keeps_its_file)
 }
 END_TEST
 
+static int drop_publish(void *ud, const char *topic, int payloadlen, void *payload, int qos, bool retain,
+		mosquitto_property *props)
+{
+	(void)ud; (void)topic; (void)payloadlen; (void)qos; (void)retain;
+	free(payload);
+	mosquitto_property_free_all(&props);
+	return 0;
+}
+
+/* A link process about to start on a fresh channel: what the ring holds goes, unread (a large
+ * record's file too, whatever wraps), the reading side starts again at seq 0, and the released mark
+ * stays for the salvage. Then records from seq 1 on are injected as usual. */
+START_TEST(test_a_restart_on_a_fresh_channel_drops_what_the_ring_holds)
+{
+	struct fix f;
+	uint8_t *big = malloc(BIG_LEN), *fill = calloc(1, FB_C2E_RING / 4);
+	char path[256];
+	uint64_t seq = 1;
+
+	ck_assert_ptr_nonnull(big);
+	ck_assert_ptr_nonnull(fill);
+	memset(big, 'b', BIG_LEN);
+	fix_init(&f);
+	/* 3 x 256 of 16 KiB taken and released, so the ring's positions wrap below */
+	f.host.publish = drop_publish;
+	for(int round = 0; round < 3; round++){
+		for(int i = 0; i < FB_INJECT_BUDGET; i++){
+			put_entry_of(f.ring, f.dir, seq++, FB_C2E_RING / 512, fill);
+		}
+		ck_assert_uint_eq(fb_inject_run(&f.in), FB_INJECT_BUDGET);
+		fb_inject_release(&f.in);
+	}
+	ck_assert_uint_eq(atomic_load(&f.ring->released), 768);
+	f.host.publish = keep_publish;
+	/* then a small one, a large one and 300 small ones wait */
+	put(f.ring, f.dir, seq++);
+	put_msg(f.ring, f.dir, seq++, "cmd/big", big, BIG_LEN);
+	snprintf(path, sizeof(path), "%s/" FB_C2E_STEM "770", f.dir);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	for(int i = 0; i < 300; i++){
+		put_entry_of(f.ring, f.dir, seq++, FB_C2E_RING / 512, fill);
+	}
+	kept_free();
+	ck_assert_uint_eq(fb_inject_restart(&f.in), 302);
+	ck_assert_int_eq(access(path, F_OK), -1);
+	ck_assert_uint_eq(atomic_load(&f.ring->head), atomic_load(&f.ring->tail));
+	ck_assert_uint_eq(f.in.rd.head, atomic_load(&f.ring->tail));
+	ck_assert_uint_eq(f.in.injected, 0);
+	ck_assert_uint_eq(f.in.released, 0);
+	ck_assert_uint_eq(atomic_load(&f.ring->released), 768);
+	ck_assert_uint_eq(fb_inject_run(&f.in), 0);
+	ck_assert_uint_eq(n_kept, 0);
+	/* the next link process: released 0, and spool "in" numbered from 1 */
+	atomic_store(&f.ring->released, 0);
+	put(f.ring, f.dir, 1);
+	put(f.ring, f.dir, 2);
+	ck_assert_uint_eq(fb_inject_run(&f.in), 2);
+	ck_assert_uint_eq(n_kept, 2);
+	ck_assert_uint_eq(f.in.injected, 2);
+	fb_inject_release(&f.in);
+	ck_assert_uint_eq(atomic_load(&f.ring->released), 2);
+	ck_assert_uint_eq(atomic_load(&f.ctr->c2e_dropped), 0);
+	fix_free(&f);
+	free(fill);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("inject");
@@ -440,6 +508,9 @@ int main(void)
 	tcase_add_test(tc, test_a_file_that_cannot_be_opened_for_lack_of_descriptors_waits_in_order);
 	tcase_add_test(tc, test_a_malformed_record_or_a_missing_file_is_dropped_and_counted);
 	tcase_add_test(tc, test_pushing_a_large_record_again_keeps_its_file);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("restart");
+	tcase_add_test(tc, test_a_restart_on_a_fresh_channel_drops_what_the_ring_holds);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
