@@ -41,6 +41,7 @@ struct generation {
 	bool first_byte_only;     /* fb_route_first_bytes() of the edge_to_cloud rules */
 	uint64_t first_bytes[4];
 	struct generation *older;
+	struct fb_bridge *owner;  /* set when its rules keep reduce state (its sink's context) */
 };
 
 /* How often the broker re-reads a snapshot that the link process is updating (an update is a copy
@@ -97,6 +98,8 @@ struct fb_bridge {
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
 	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
+	struct fb_reduce *red_old;        /* the one a reload retired, sending what it holds; NULL: none */
+	struct generation *red_old_gen;   /* ... and the rules it holds it for */
 	struct fb_waker_timer soon; /* brings the broker thread back to the tick when work is left */
 	uint64_t started_ms;      /* fb_mono_ms() at the start: uptime_s */
 	struct fb_publish_memo memo; /* per-rule values last published */
@@ -419,10 +422,11 @@ static int buf_reserve(struct fb_bridge *b, size_t len)
 	return 0;
 }
 
-/* fb_reduce_sink.record: a held message whose interval ended (or that was flushed). */
+/* fb_reduce_sink.record: a held message whose interval ended (or that was flushed). UD is the
+ * generation whose rules held it. */
 static int reduce_record(void *ud, const uint8_t *rec, size_t len, bool wait)
 {
-	struct fb_bridge *b = ud;
+	struct fb_bridge *b = ((struct generation *)ud)->owner;
 
 	if(buf_reserve(b, len) < 0){
 		fb_count(&b->ctr->dropped_error, 1);
@@ -434,11 +438,12 @@ static int reduce_record(void *ud, const uint8_t *rec, size_t len, bool wait)
 
 static int timed_suffix(struct fb_bridge *b, const struct generation *g, int rule, uint64_t now, uint32_t *len);
 
-/* fb_reduce_sink.window: a closed aggregate window, sent with the rule's headers and origin. */
+/* fb_reduce_sink.window: a closed aggregate window, sent with the headers and origin of rule RULE
+ * of UD, the generation whose rules held it (after a reload, not the current one). */
 static int reduce_window(void *ud, int rule, const char *cloud_topic, const char *json, size_t jlen, bool wait)
 {
-	struct fb_bridge *b = ud;
-	const struct generation *g = b->gen;
+	const struct generation *g = ud;
+	struct fb_bridge *b = g->owner;
 	const struct fb_e2c_rule *e = &g->cfg->e2c[rule];
 	uint64_t now = fb_wall_ms();
 	struct fb_record r = {
@@ -479,8 +484,11 @@ static int reduce_window(void *ud, int rule, const char *cloud_topic, const char
 /* Makes the reduce state for the current generation's rules (none when no rule needs it). */
 static int reduce_start(struct fb_bridge *b)
 {
-	const struct fb_reduce_sink sink = { reduce_record, reduce_window, b };
-	int rc = fb_reduce_new(b->gen->cfg, &sink, b->ctr, &b->red);
+	const struct fb_reduce_sink sink = { reduce_record, reduce_window, b->gen };
+	int rc;
+
+	b->gen->owner = b;
+	rc = fb_reduce_new(b->gen->cfg, &sink, b->ctr, &b->red);
 
 	if(rc < 0){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot keep state for min_interval, on_change, deadband or "
@@ -489,10 +497,52 @@ static int reduce_start(struct fb_bridge *b)
 	return rc;
 }
 
-/* Sends what the rules hold (throttled messages, open windows) and forgets it: before a reload
- * swaps the rules, and before a stop. */
+/* Frees G unless it is still in use: by the link process (b->first, b->link_gen), as the rules
+ * (b->gen), or by a retired reduce state (b->red_old_gen). Set the new reference first. */
+static void generation_unref(struct fb_bridge *b, struct generation *g)
+{
+	if(g == NULL || g == b->first || g == b->link_gen || g == b->gen || g == b->red_old_gen){
+		return;
+	}
+	g->older = NULL; /* b->first stays */
+	generation_free(g);
+}
+
+/* Ends the reduce state that a reload retired: what it still holds is sent at once (a stop, or a
+ * second reload before the ticks had sent it all), and its rules go unless still in use. */
+static void retired_end(struct fb_bridge *b)
+{
+	struct generation *g = b->red_old_gen;
+
+	if(b->red_old == NULL){
+		return;
+	}
+	fb_reduce_flush(b->red_old);
+	fb_reduce_free(b->red_old);
+	b->red_old = NULL;
+	b->red_old_gen = NULL;
+	generation_unref(b, g);
+}
+
+/* A reload: the reduce state of the rules being replaced is retired, with them: the ticks send what
+ * it holds (throttled messages, open windows) a slice at a time, waiting for room, while the new
+ * rules start with a state of their own (reduce_start()). A message captured meanwhile on a topic
+ * it holds sends that first (capture_matched()). */
+static void reduce_retire(struct fb_bridge *b)
+{
+	retired_end(b);
+	if(b->red){
+		fb_reduce_retire(b->red);
+		b->red_old = b->red;
+		b->red_old_gen = b->gen;
+		b->red = NULL;
+	}
+}
+
+/* Sends what the rules hold (throttled messages, open windows) and forgets it: before a stop. */
 static void reduce_end(struct fb_bridge *b)
 {
+	retired_end(b);
 	if(b->red){
 		fb_reduce_flush(b->red);
 		fb_reduce_free(b->red);
@@ -827,6 +877,22 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 	}
 }
 
+/* Sends what the reduce states have due; a retired one goes once it has sent everything. While
+ * more is due, the broker thread comes back here every millisecond even when idle. */
+static __attribute__((noinline)) void soon_tick(struct fb_bridge *b)
+{
+	bool more = b->red && fb_reduce_tick(b->red);
+
+	if(b->red_old){
+		if(fb_reduce_tick(b->red_old)){
+			more = true;
+		}else{
+			retired_end(b); /* nothing left */
+		}
+	}
+	fb_waker_every(&b->soon, more ? 1 : 0);
+}
+
 void fb_bridge_tick(struct fb_bridge *b, time_t now)
 {
 	/* Every broker loop turn comes here: with nothing to do, four loads and compares (the work
@@ -849,9 +915,8 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	if(atomic_load_explicit(&b->sh->requeue.tail, memory_order_relaxed) != b->rq.head && now >= b->rq_retry){
 		requeue_run(b, now);
 	}
-	if(b->red){
-		/* while more is due, back here every millisecond even when idle */
-		fb_waker_every(&b->soon, fb_reduce_tick(b->red) ? 1 : 0);
+	if(b->red || b->red_old){
+		soon_tick(b);
 	}
 }
 
@@ -961,6 +1026,10 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	if(res.drop){
 		count_dropped(b, &b->ctr->dropped_filtered, res.rule);
 		return 0;
+	}
+	if(b->red_old){
+		/* what the rules before a reload hold for this topic goes first */
+		fb_reduce_send_topic(b->red_old, topic);
 	}
 	if(b->red && fb_reduce_active(&rule->reduce)){
 		rc = fb_reduce_offer(b->red, res.rule, topic, res.topic, payload, payloadlen, fb_mono_ms(), fb_wall_ms());
@@ -1076,6 +1145,7 @@ int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payloa
 static void reload_cloud(struct fb_bridge *b, struct generation *g, int cfgfd)
 {
 	const struct fb_config *run = (b->link_gen ? b->link_gen : b->first)->cfg;
+	struct generation *old;
 	char keys[256];
 	bool cloud = !fb_config_cloud_equal(run, g->cfg);
 
@@ -1091,18 +1161,16 @@ static void reload_cloud(struct fb_bridge *b, struct generation *g, int cfgfd)
 	}
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reload of %s: cloud settings changed; restarting the link process "
 			"with them (what it had not sent stays in the spool)", b->config_file);
-	if(b->link_gen && b->link_gen != g){
-		b->link_gen->older = NULL; /* b->first stays */
-		generation_free(b->link_gen);
-	}
+	old = b->link_gen;
 	b->link_gen = g;
+	generation_unref(b, old);
 	/* Never waits: the tick starts the new one once the old one has ended (within 5 s, or killed). */
 	fb_supervise_replace(&b->sv, cfgfd);
 }
 
 int fb_bridge_reload(struct fb_bridge *b)
 {
-	struct generation *g;
+	struct generation *g, *old;
 	int rc, cfgfd;
 
 	/* The bytes first, then the load: a link process started with them sees what was checked,
@@ -1120,14 +1188,13 @@ int fb_bridge_reload(struct fb_bridge *b)
 		return rc;
 	}
 	/* Only the broker thread used the one replaced here, unless it is the first (the link
-	 * process's): keep the first and the newest, free the rest. */
-	reduce_end(b); /* with the rules they were held for */
-	if(b->gen != b->first && b->gen != b->link_gen){
-		b->gen->older = NULL;
-		generation_free(b->gen);
-	}
+	 * process's): keep the first and the newest, and the one a retired reduce state still sends
+	 * for; free the rest. */
+	reduce_retire(b); /* with the rules they were held for */
+	old = b->gen;
 	g->older = b->first;
 	b->gen = g;
+	generation_unref(b, old);
 	/* Rule indexes may mean other rules now: their counts start again. */
 	fb_rulectr_reset(&b->sh->rules);
 	fb_publish_memo_reset(&b->memo);

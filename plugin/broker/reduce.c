@@ -93,6 +93,7 @@ struct fb_reduce {
 	bool blocked;              /* ... because the sink had no room (-EAGAIN) */
 	uint64_t slice_end_us;     /* when its slice ended */
 	struct entry *held;        /* the entry of the last FB_REDUCE_HOLD */
+	bool retiring;             /* fb_reduce_retire(): everything is due */
 };
 
 /* ---- helpers --------------------------------------------------------------------------------- */
@@ -341,14 +342,9 @@ static int send_window(struct fb_reduce *r, struct entry *e, bool wait)
 	return 0;
 }
 
-/* Evicts the least recently used entry of T, sending what it holds first. */
-static void evict(struct fb_reduce *r, struct table *t)
+/* Sends what E, an entry of T, holds now (without waiting for room) and forgets it. */
+static void forget(struct fb_reduce *r, struct table *t, struct entry *e)
 {
-	struct entry *e = t->lru.lru_prev;
-
-	if(e == &t->lru){
-		return;
-	}
 	table_unlink(t, e);
 	if(t == &r->t[FB_REDUCE_AGGREGATE]){
 		send_window(r, e, false);
@@ -359,6 +355,17 @@ static void evict(struct fb_reduce *r, struct table *t)
 		r->held = NULL;
 	}
 	entry_free(e);
+}
+
+/* Evicts the least recently used entry of T, sending what it holds first. */
+static void evict(struct fb_reduce *r, struct table *t)
+{
+	struct entry *e = t->lru.lru_prev;
+
+	if(e == &t->lru){
+		return;
+	}
+	forget(r, t, e);
 	fb_count(&r->ctr->reduce_evicted, 1);
 }
 
@@ -689,9 +696,27 @@ int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len)
 	return 0;
 }
 
+/* Retiring: sends every held message and open window while B lasts, in the order of their timers
+ * and windows; returns true while some are left. */
+static bool run_all(struct fb_reduce *r, uint64_t mono_ms, struct budget *b)
+{
+	for(unsigned i = 0; i < SLOTS && r->timers; i++){
+		if(!run_slot(r, &r->slots[i], UINT64_MAX, mono_ms, b)){
+			return true;
+		}
+	}
+	if(r->open_windows && !run_windows(r, UINT64_MAX, b)){
+		return true;
+	}
+	return false;
+}
+
 /* Sends what is due while B lasts; returns true when more is due. */
 static bool run(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms, struct budget *b)
 {
+	if(r->retiring){
+		return run_all(r, mono_ms, b);
+	}
 	bool done = run_timers(r, mono_ms, b);
 
 	if(r->open_windows){
@@ -736,6 +761,27 @@ bool fb_reduce_tick(struct fb_reduce *r)
 	/* no room in the channel: try again in a millisecond, not at every loop turn */
 	r->next_tick_ms = r->behind ? now + r->blocked : now + TICK_MS;
 	return r->behind;
+}
+
+void fb_reduce_retire(struct fb_reduce *r)
+{
+	r->retiring = true;
+	r->next_tick_ms = 0;
+}
+
+void fb_reduce_send_topic(struct fb_reduce *r, const char *topic)
+{
+	size_t len = strlen(topic);
+	uint64_t h = hash_bytes(topic, len);
+
+	for(int k = 0; k < 2; k++){
+		struct table *t = &r->t[k];
+		struct entry *e = t->count ? table_find(t, topic, len, h) : NULL;
+
+		if(e){
+			forget(r, t, e);
+		}
+	}
 }
 
 void fb_reduce_flush(struct fb_reduce *r)

@@ -7,8 +7,8 @@
  * spool.max_tracked_topics: beyond it the least recently used topic is evicted, and what it held
  * (a throttled message waiting for the end of its interval, an open window) is sent first. A
  * capture costs a hash lookup and at most one eviction, never a scan. Held messages and open
- * windows are sent by the tick when their time comes, and by fb_reduce_flush() at a reload or
- * stop.
+ * windows are sent by the tick when their time comes, after a reload (fb_reduce_retire()) a slice
+ * at a time, and by fb_reduce_flush() at a stop.
  *
  * Nothing here stages a record itself: what is to be sent goes to the caller's sink.
  */
@@ -87,8 +87,19 @@ int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len);
 bool fb_reduce_tick(struct fb_reduce *r);
 bool fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms);
 
-/* Sends every held message and every open window now (a reload or stop), and forgets them. */
+/* Sends every held message and every open window now (a stop), and forgets them. */
 void fb_reduce_flush(struct fb_reduce *r);
+
+/* A reload: R takes no more messages (the caller makes a state for the new rules), and from now
+ * on its ticks send everything it holds, held messages first, as if all were due, with the same
+ * budget, time slices and waiting for room as fb_reduce_tick(), which returns false once nothing
+ * is left: then free it. So a reload with many open windows does not keep the broker thread, nor
+ * overflow the staging files, as a flush would. */
+void fb_reduce_retire(struct fb_reduce *r);
+
+/* Sends now (without waiting for room) what R holds for local TOPIC, a held message or an open
+ * window, and forgets it: a message on TOPIC under the new rules goes after it, in order. */
+void fb_reduce_send_topic(struct fb_reduce *r, const char *topic);
 
 /* Topics tracked now of KIND. */
 size_t fb_reduce_tracked(const struct fb_reduce *r, enum fb_reduce_kind kind);

@@ -785,6 +785,77 @@ START_TEST(test_no_room_keeps_what_is_due)
 }
 END_TEST
 
+/* A reload retires the state (fb_reduce_retire()): its ticks send every held message and open
+ * window as if due, held messages first, a budget per tick, waiting while there is no room, then
+ * say nothing is left. Before, a reload sent them all at once, without waiting. A message on a
+ * topic the retired state holds sends that topic's held message or window first, at once
+ * (fb_reduce_send_topic()). */
+START_TEST(test_retire_sends_everything_a_budget_per_tick)
+{
+	const unsigned n = 300;
+	char t[32], want[96];
+	size_t k;
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n"
+			"  - local: a/#\n    cloud: c/#\n    aggregate: { window: 10s, emit: [count] }\n");
+	clock_now = 100000;
+	ck_assert(!tick_more());
+	offer_each(n, "a", SEND);
+	clock_now = 100100;
+	offer_each(n, "b", FB_REDUCE_HOLD); /* due at 101000 */
+	for(unsigned i = 0; i < n; i++){
+		snprintf(t, sizeof(t), "a/%u", i);
+		ck_assert_int_eq(offer_rule(1, t, "2"), TAKEN); /* the window [100000, 110000) */
+	}
+	clock_now = 100200;
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, 0);
+
+	/* a message under the new rules on t/5 and on a/7: what the old state holds there goes first */
+	fb_reduce_send_topic(red, "t/5");
+	fb_reduce_send_topic(red, "a/7");
+	fb_reduce_send_topic(red, "x/none");
+	ck_assert_uint_eq(sent.count, 2);
+	ck_assert_str_eq(sent.what[0], "R:b5");
+	ck_assert_str_eq(sent.what[1], "W1:c/a/7:{\"count\":1,\"first_ts\":100100,\"last_ts\":100100}");
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), n - 1);
+
+	fb_reduce_retire(red);
+	room = false;
+	ck_assert(tick_more());
+	ck_assert(tick_more());
+	ck_assert_uint_eq(sent.count, 2);
+	ck_assert_uint_eq(no_room_taken, 0);
+	room = true;
+	ck_assert(tick_more());
+	ck_assert_uint_eq(sent.count, 2 + FB_REDUCE_BUDGET);
+	ck_assert(tick_more());
+	ck_assert_uint_eq(sent.count, 2 + 2 * FB_REDUCE_BUDGET);
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, 2 * n);
+	/* the held ones (all but b5), each once, then the windows (all but a/7) in the order they opened */
+	for(k = 2; k < 2 + n - 1; k++){
+		ck_assert_int_eq(strncmp(sent.what[k], "R:b", 3), 0);
+		ck_assert_str_ne(sent.what[k], "R:b5");
+		for(size_t j = 2; j < k; j++){
+			ck_assert_str_ne(sent.what[j], sent.what[k]);
+		}
+	}
+	for(unsigned i = 0; i < n; i++){
+		if(i == 7){
+			continue;
+		}
+		snprintf(want, sizeof(want), "W1:c/a/%u:{\"count\":1,\"first_ts\":100100,\"last_ts\":100100}", i);
+		ck_assert_str_eq(sent.what[k++], want);
+	}
+	ck_assert_uint_eq(C(windows), n);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 0);
+	ck_assert_uint_eq(no_room_taken, 0);
+	ck_assert(!tick_more());
+	ck_assert_uint_eq(sent.count, 2 * n);
+}
+END_TEST
+
 static Suite *reduce_suite(void)
 {
 	Suite *s = suite_create("reduce");
@@ -809,6 +880,7 @@ static Suite *reduce_suite(void)
 	tcase_add_test(tc, test_aggregate_windows_over_the_budget);
 	tcase_add_test(tc, test_held_messages_over_the_budget);
 	tcase_add_test(tc, test_no_room_keeps_what_is_due);
+	tcase_add_test(tc, test_retire_sends_everything_a_budget_per_tick);
 	suite_add_tcase(s, tc);
 	return s;
 }
