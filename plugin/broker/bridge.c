@@ -101,6 +101,7 @@ struct fb_bridge {
 	struct fb_reduce *red_old;        /* the one a reload retired, sending what it holds; NULL: none */
 	struct generation *red_old_gen;   /* ... and the rules it holds it for */
 	struct fb_waker_timer soon; /* brings the broker thread back to the tick when work is left */
+	bool draining;            /* a link process on a fresh channel waits for the ring to empty */
 	uint64_t started_ms;      /* fb_mono_ms() at the start: uptime_s */
 	struct fb_publish_memo memo; /* per-rule values last published */
 };
@@ -371,16 +372,33 @@ static void fresh_channel(void *ud)
 		b->wlock = -1;
 	}
 	b->writer_retry_ms = 0; /* the new channel is tried at once */
-	/* Spool "in" holds every record the rings hold: the next link process pushes them again, maybe
-	 * renumbered by a salvage, so what the rings still hold goes (a cloud command injected twice,
-	 * or a seq of the old numbering released, which would delete a salvaged record not yet
-	 * injected). Dead letters of an operator's requeue-dead stay in spool "dead". */
+	/* The next link process pushes again what spool "in" holds, maybe renumbered by a salvage:
+	 * what the rings still hold goes (a cloud command injected twice, or a seq of the old
+	 * numbering released, which would delete a salvaged record not yet injected). fresh_wait()
+	 * had the cloud-to-edge ring emptied by injection first; only a record at its head that waits
+	 * for descriptors or memory, and those behind it, are left, and spool "in" has them. Dead
+	 * letters of an operator's requeue-dead stay in spool "dead". */
 	n = fb_inject_restart(&b->inj);
 	n += fb_c2e_drop(&b->sh->requeue, &b->rq, b->first->cfg->spool.path, FB_REQUEUE_STEM);
 	if(n){
 		fb_log(&b->lg, MOSQ_LOG_NOTICE, "%zu cloud messages and dead letters waiting for the broker are "
 				"left to the next link process, which takes them from the spool again", n);
 	}
+}
+
+/* fb_supervise.fresh_wait: before a link process starts on a fresh channel, the tick injects and
+ * releases what the cloud-to-edge ring holds: a salvage leaves those out of spool "in", where
+ * damage may have made them unreadable, and the ring's copy is good. Not when the record at its
+ * head waits for descriptors or memory (fresh_channel() drops them then). Meanwhile the tick comes
+ * back every millisecond. */
+static bool fresh_wait(void *ud)
+{
+	struct fb_bridge *b = ud;
+
+	b->draining = b->inj.injected != b->inj.released
+			|| (atomic_load_explicit(&b->sh->c2e.tail, memory_order_acquire) != b->inj.rd.head
+				&& !b->inj.waiting);
+	return b->draining;
 }
 
 static void notify(struct fb_bridge *b)
@@ -630,6 +648,7 @@ int fb_bridge_start(const char *config_file, const struct fb_logger *lg, const s
 		.lg = &b->lg,
 		.link_timeout_ms = cfg->link_timeout_ms,
 		.fresh = fresh_channel,
+		.fresh_wait = fresh_wait,
 		.ud = b,
 	};
 	b->cfgfd = -1; /* b->sv owns it from here on (a reload replaces it) */
@@ -878,7 +897,8 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 }
 
 /* Sends what the reduce states have due; a retired one goes once it has sent everything. While
- * more is due, the broker thread comes back here every millisecond even when idle. */
+ * more is due, or the ring is emptied for a link process on a fresh channel (fresh_wait()), the
+ * broker thread comes back here every millisecond even when idle. */
 static __attribute__((noinline)) void soon_tick(struct fb_bridge *b)
 {
 	bool more = b->red && fb_reduce_tick(b->red);
@@ -890,7 +910,10 @@ static __attribute__((noinline)) void soon_tick(struct fb_bridge *b)
 			retired_end(b); /* nothing left */
 		}
 	}
-	fb_waker_every(&b->soon, more ? 1 : 0);
+	if(b->draining && atomic_load_explicit(&b->sh->c2e.tail, memory_order_relaxed) == b->inj.rd.head){
+		b->draining = false; /* empty: the next check starts the link process */
+	}
+	fb_waker_every(&b->soon, more || b->draining ? 1 : 0);
 }
 
 void fb_bridge_tick(struct fb_bridge *b, time_t now)
@@ -915,7 +938,7 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	if(atomic_load_explicit(&b->sh->requeue.tail, memory_order_relaxed) != b->rq.head && now >= b->rq_retry){
 		requeue_run(b, now);
 	}
-	if(b->red || b->red_old){
+	if(b->red || b->red_old || b->draining){
 		soon_tick(b);
 	}
 }

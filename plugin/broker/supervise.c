@@ -172,6 +172,13 @@ bool fb_supervise_alive(struct fb_supervise *s)
 	return false;
 }
 
+/* True while a link process would start on a fresh channel and the broker side asks it to wait. */
+static bool fresh_waits(struct fb_supervise *s)
+{
+	return !atomic_load_explicit(&s->sh->chan.ready, memory_order_acquire) && s->fresh_wait
+		&& s->fresh_wait(s->ud);
+}
+
 /* The replacement proper, once the old link process has ended: the pending configuration takes
  * the place of the old one, and the new link process starts at once (no pause, not counted as a
  * restart: nothing failed). */
@@ -217,7 +224,9 @@ void fb_supervise_restart(struct fb_supervise *s)
 					"not waiting for it", (int)s->child);
 			s->child = 0;
 		}
-		replace_now(s);
+		if(!fresh_waits(s)){
+			replace_now(s);
+		}
 		return;
 	}
 	if((s->child > 0 && fb_supervise_alive(s)) || atomic_load(&s->sh->stop) || s->refused){
@@ -234,7 +243,7 @@ void fb_supervise_restart(struct fb_supervise *s)
 			s->restart_ms += wait < RESTART_MAX_MS ? wait : RESTART_MAX_MS;
 		}
 	}
-	if(now < s->restart_ms){
+	if(now < s->restart_ms || fresh_waits(s)){
 		return;
 	}
 	s->restart_ms = 0;
@@ -352,7 +361,11 @@ void fb_supervise_replace(struct fb_supervise *s, int cfgfd)
 	s->next_cfgfd = cfgfd;
 	s->replacing = true;
 	if(!fb_supervise_alive(s)){
-		replace_now(s); /* none running (it ended and waits for its restart, or was refused) */
+		/* none running (it ended and waits for its restart, or was refused): now, unless the
+		 * broker side asks a fresh channel to wait, then the tick starts it */
+		if(!fresh_waits(s)){
+			replace_now(s);
+		}
 		return;
 	}
 	s->replace_ms = fb_mono_ms() + STOP_WAIT_MS;

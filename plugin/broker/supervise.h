@@ -40,6 +40,9 @@ struct fb_supervise {
 	 * it back): the channel's writer must close, the new one recovers the files as it leaves
 	 * them. */
 	void (*fresh)(void *ud);
+	/* Asked before that: true while the broker side is not ready for it yet (the tick asks again
+	 * at its next check; may be NULL). */
+	bool (*fresh_wait)(void *ud);
 	void *ud;
 	/* Set by the channel's writer: an append found both staging files in use (pending work). */
 	bool chan_full;

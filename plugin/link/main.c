@@ -67,8 +67,6 @@ struct link_main {
 	bool in_more;             /* spool "in" may hold records not in the ring yet */
 	bool pump_full;           /* the last pump stopped at a full ring */
 	uint64_t in_deleted;      /* newest "in" seq released and deleted */
-	struct fb_spool_del *dels;
-	size_t dels_n, dels_cap;
 	char *status_path;         /* the status file (statusfile.h), NULL when out of memory */
 	uint64_t status_due;       /* monotonic ms of its next refresh */
 	bool status_connected;     /* the state it last saw */
@@ -102,27 +100,6 @@ static int pump_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
-static int release_visit(void *ud, uint64_t seq, const void *val, size_t len)
-{
-	struct link_main *m = ud;
-	(void)val;
-
-	if(seq > atomic_load_explicit(&m->sh->c2e.released, memory_order_acquire)){
-		return 1;
-	}
-	if(m->dels_n == m->dels_cap){
-		size_t cap = m->dels_cap ? 2 * m->dels_cap : 64;
-		struct fb_spool_del *d = realloc(m->dels, cap * sizeof(*d));
-		if(d == NULL){
-			return 1;
-		}
-		m->dels = d;
-		m->dels_cap = cap;
-	}
-	m->dels[m->dels_n++] = (struct fb_spool_del){ seq, len };
-	return 0;
-}
-
 /* fb_session_deps.c2e_pending: deletes from spool "in" what the broker has injected, hands over what
  * waits, and says whether the broker has anything left to take. */
 static size_t c2e_pending(void *ud)
@@ -131,15 +108,8 @@ static size_t c2e_pending(void *ud)
 	struct fb_shared *sh = m->sh;
 	uint64_t released = atomic_load_explicit(&sh->c2e.released, memory_order_acquire);
 
-	if(released > m->in_deleted){
-		m->dels_n = 0;
-		fb_spool_read(m->spool, FB_Q_IN, m->in_deleted, SIZE_MAX, release_visit, m);
-		if(m->dels_n && fb_spool_delete_many(m->spool, FB_Q_IN, m->dels, m->dels_n) == 0){
-			m->in_deleted = m->dels[m->dels_n - 1].seq;
-		}
-		if(m->dels_n == 0){
-			m->in_deleted = released;
-		}
+	if(released > m->in_deleted && fb_spool_delete_through(m->spool, FB_Q_IN, m->in_deleted, released) == 0){
+		m->in_deleted = released;
 	}
 	if(m->in_more){
 		int n;
@@ -370,6 +340,7 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	struct fb_spool_opts so;
 	struct fb_session_deps ld;
 	struct fb_spool_stats st;
+	uint64_t in_pushed, in_released;
 	static const int quiet[] = { SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGPIPE };
 	struct open_watch watch;
 	bool watching;
@@ -397,6 +368,8 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		fail(&m, rc);
 	}
 
+	in_pushed = atomic_load(&sh->c2e.pushed);
+	in_released = atomic_load(&sh->c2e.released);
 	so = (struct fb_spool_opts){
 		.path = m.cfg->spool.path,
 		.max_size = m.cfg->spool.max_size,
@@ -407,9 +380,20 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		.chan_running = a->running,
 		.corrupt = &sh->ctr.dropped_corrupt,
 		/* On a fresh channel: what the broker released of the spool the last link process had
-		 * (fresh_channel() in the broker left it so), which a salvage leaves out. */
-		.in_injected = a->running ? 0 : atomic_load(&sh->c2e.released),
+		 * (fresh_channel() in the broker injected and released what the ring held first). On a
+		 * running one: spool "in" goes on numbering above the ring's marks. */
+		.in_injected = a->running ? 0 : in_released,
+		.in_next = a->running ? (in_pushed > in_released ? in_pushed : in_released) + 1 : 0,
 	};
+	if(!a->running){
+		/* The ring is empty and spool "in" may be numbered afresh (a salvage): the marks start
+		 * again before the channel is ready, not after, so that this process ending in between
+		 * cannot leave the old numbering's marks to the next one, which starts on the running
+		 * channel. (Ending during a salvage, the next one salvages again with in_injected 0:
+		 * what the broker had injected comes again, at least once.) */
+		atomic_store(&sh->c2e.pushed, 0);
+		atomic_store(&sh->c2e.released, 0);
+	}
 	fb_spool_thread_init();
 	watch = (struct open_watch){ .beat = &sh->beat };
 	watching = pthread_create(&watch.thread, NULL, open_watch_run, &watch) == 0;
@@ -426,13 +410,9 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 	fb_tail_init(&m.tail, TAIL_BUDGET, st.last_seq);
 	/* Cloud messages a crash left in spool "in" go to the broker first. After a restart the ring
 	 * still holds what the last link process pushed (up to c2e.pushed): only what comes after is
-	 * pushed, not those again. On a fresh channel the broker emptied the ring (fresh_channel()),
-	 * and a salvage may have numbered spool "in" from 1 again: all of it is pushed. */
+	 * pushed, not those again. On a fresh channel the ring is empty (fresh_channel()) and the
+	 * marks are 0: all of it is pushed. */
 	m.in_more = st.in > 0;
-	if(!a->running){
-		atomic_store(&sh->c2e.pushed, 0);
-		atomic_store(&sh->c2e.released, 0);
-	}
 	m.in_deleted = 0;
 
 	ld = (struct fb_session_deps){

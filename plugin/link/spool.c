@@ -398,6 +398,8 @@ struct fb_spool {
 	bool own_sh;                 /* allocated here (appends from this process) */
 	bool chan_running;           /* its writer runs already (a link process restarted) */
 	uint64_t in_injected;        /* fb_spool_opts.in_injected */
+	uint64_t in_next;            /* fb_spool_opts.in_next */
+	bool salvaged;               /* this open salvaged a spool moved aside */
 	struct fb_chan_reader *chan;
 	struct fb_chan_writer *w;    /* fb_spool_append() to "out"; NULL in the link process */
 	uint64_t settled;            /* newest seq settled from the channel ("stage/settled") */
@@ -1697,6 +1699,9 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 			s->settled = 0;
 		}
 	}
+	if(rc == 0 && qi == FB_Q_IN && q->next_seq < s->in_next){
+		q->next_seq = s->in_next;
+	}
 	if(rc == 0 && qi == FB_Q_OUT && !s->chan_running){
 		rc = chan_reset(s, why);
 	}
@@ -2668,6 +2673,7 @@ static int salvage(struct fb_spool *s, const char *aside)
 		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
 		v.rc = load_write(s, &v.why);
 		if(v.rc == 0){
+			s->salvaged = true;
 			spool_fsync(s);
 			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
 			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
@@ -3070,6 +3076,47 @@ out:
 	return rc;
 }
 
+struct through {
+	uint64_t upto;
+	struct fb_spool_del dels[1024];
+	size_t n;
+};
+
+static int through_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct through *v = ud;
+	(void)val;
+
+	if(seq > v->upto){
+		return 1;
+	}
+	v->dels[v->n++] = (struct fb_spool_del){ seq, len };
+	return 0;
+}
+
+int fb_spool_delete_through(struct fb_spool *s, enum fb_queue q, uint64_t after, uint64_t upto)
+{
+	struct through *v = malloc(sizeof(*v));
+	int n, rc = 0;
+
+	if(v == NULL){
+		return -ENOMEM;
+	}
+	v->upto = upto;
+	do{
+		v->n = 0;
+		n = fb_spool_read(s, q, after, 1024, through_visit, v);
+		if(n < 0){
+			rc = n;
+		}else if(v->n){
+			rc = fb_spool_delete_many(s, q, v->dels, v->n);
+			after = v->dels[v->n - 1].seq;
+		}
+	}while(rc == 0 && v->n == 1024);
+	free(v);
+	return rc;
+}
+
 int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 {
 	struct fb_spool *s;
@@ -3103,6 +3150,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	s->max_size = s->lay.live;
 	s->corrupt = opts->corrupt;
 	s->in_injected = opts->in_injected;
+	s->in_next = opts->in_next;
 	s->on_full = opts->on_full;
 	s->sync = opts->sync;
 	pthread_mutex_init(&s->lock, NULL);
@@ -3204,6 +3252,12 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}
 	free(why);
 	free(aside);
+	if(rc == 0 && !s->chan_running && !s->salvaged && s->in_injected){
+		/* A fresh channel without a salvage: the records of "in" the broker had injected, whose
+		 * deletion had not caught up, go now rather than be handed over again. Failing that (the
+		 * disk), they are injected again: at least once. */
+		fb_spool_delete_through(s, FB_Q_IN, 0, s->in_injected);
+	}
 	if(rc == 0 && !s->chan_running){
 		/* Only now, after any salvage: a writer opened while a salvage still queued records would
 		 * start at the seq the fresh queue began with, and the salvage's last reset of the files

@@ -64,8 +64,13 @@ struct fb_spool_opts {
 	 * added here (edge_to_cloud/dropped/corrupt); may be NULL. */
 	atomic_uint_fast64_t *corrupt;
 	/* Records of FB_Q_IN up to this seq have been injected into the local broker (its released
-	 * mark, ipc/c2e.h, before any deletion caught up): a salvage does not queue them again. */
+	 * mark, ipc/c2e.h, before any deletion caught up) and are not handed over again: a salvage
+	 * leaves them out, and without a salvage the open deletes them. Only with !chan_running. */
 	uint64_t in_injected;
+	/* The lowest seq the next record of FB_Q_IN may take (0: any): on a running channel the
+	 * broker's ring marks (pushed, released) count in the numbering "in" had, which an empty queue
+	 * must not start again below. */
+	uint64_t in_next;
 };
 
 /* How spool.max_size (MAX_SIZE, 0: unbounded) is shared out; see README.md "Spool". */
@@ -154,6 +159,10 @@ struct fb_spool_del {
 	size_t len;
 };
 int fb_spool_delete_many(struct fb_spool *s, enum fb_queue q, const struct fb_spool_del *items, size_t n);
+
+/* Deletes every record of Q with AFTER < seq <= UPTO, in batches. Returns 0 or a negative errno
+ * (then some may be left). Any thread. */
+int fb_spool_delete_through(struct fb_spool *s, enum fb_queue q, uint64_t after, uint64_t upto);
 
 /* True while record SEQ of Q exists (not deleted, dropped or moved). Any thread. */
 bool fb_spool_live(struct fb_spool *s, enum fb_queue q, uint64_t seq);

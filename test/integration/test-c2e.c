@@ -353,6 +353,56 @@ START_TEST(test_retained_cloud_message_stays_retained_locally)
 }
 END_TEST
 
+/* Sends commands "c<FROM>" .. "c<TO - 1>" from the cloud, all acknowledged there. */
+static void send_commands(struct fbh_broker *cloud, size_t from, size_t to)
+{
+	struct fbh_pub *pub = fbh_pub_connect(cloud->port2, &cloud_tester);
+
+	ck_assert_ptr_nonnull(pub);
+	for(size_t i = from; i < to; i++){
+		char payload[16];
+		int len = snprintf(payload, sizeof(payload), "c%zu", i);
+
+		ck_assert_int_ge(fbh_pub_send(pub, "cloud/commands/site-A/x", payload, len, 1, false, NULL), 0);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	fbh_pub_close(pub);
+}
+
+/* The link process killed while spool "in" is empty (every command injected and deleted): the
+ * next one goes on numbering "in" above what the broker's ring has seen, so the commands sent
+ * after the restart are injected, in order, each once. Before the fix, a spool "in" found empty
+ * numbered from 1 again, below the ring's marks: they were taken as pushed and released already,
+ * and deleted without being injected (3 of 3 lost, no count, no log line). */
+START_TEST(test_commands_after_a_restart_with_nothing_waiting_arrive)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *local, *sys;
+
+	start_commands(&cloud, &edge, &local, &sys);
+	send_commands(&cloud, 0, 5);
+	ck_assert(wait_exactly(local, 5, 10000, 300));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/pending", 0, 10000));
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(kill(link_pid_wait(edge.pid), SIGKILL), 0);
+	ck_assert(fbh_wait_log(&edge, "restarting the link process", 30000));
+	ck_assert(fbh_wait_log(&edge, "connected to", 30000));
+	send_commands(&cloud, 5, 8);
+	ck_assert_msg(wait_exactly(local, 8, 10000, 1000), "%zu of 8 arrived", fbh_sub_count(local));
+	for(size_t i = 0; i < 8; i++){
+		const struct fbh_msg *m = fbh_sub_msg(local, i);
+
+		ck_assert_str_eq(m->topic, "local/commands/x");
+		ck_assert_int_eq(payload_index(m, "c"), (long)i);
+	}
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 8, 5000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/pending", 0, 10000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(local);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("c2e");
@@ -363,6 +413,7 @@ int main(void)
 	tcase_add_test(tc, test_command_larger_than_the_ring_arrives_whole);
 	tcase_add_test(tc, test_500_commands_sent_while_edge_down_arrive_in_order);
 	tcase_add_test(tc, test_sigkill_after_delivery_every_command_is_injected);
+	tcase_add_test(tc, test_commands_after_a_restart_with_nothing_waiting_arrive);
 #if FB_ASAN
 	/* A latency bound measured with ASan's allocator and the broker's slow unwinder (see
 	 * meson.build) tells nothing about the shipped plugin. */

@@ -301,6 +301,60 @@ START_TEST(seq_continues_after_reopen)
 }
 END_TEST
 
+/* Opens the spool with the broker's ring marks: IN_INJECTED (a fresh channel) or IN_NEXT (a running
+ * one). */
+static struct fb_spool *open_marks(uint64_t in_injected, uint64_t in_next)
+{
+	struct fb_spool_opts o = { .path = spool_path, .on_full = FB_ON_FULL_DROP_OLDEST, .sync = FB_SYNC_INTERVAL,
+		.lg = &lg, .corrupt = &corrupt, .in_injected = in_injected, .in_next = in_next };
+	struct fb_spool *s = NULL;
+
+	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
+	return s;
+}
+
+/* Spool "in" and the broker's ring marks (fb_spool_opts.in_injected, in_next): on a fresh channel
+ * without a salvage, the records the broker had injected go at the open (their deletion had not
+ * caught up); on a running channel an empty "in" goes on numbering above the marks instead of
+ * starting again at 1, where the link process would take new records for injected ones. */
+START_TEST(in_follows_the_broker_ring_marks)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct seen *sn = calloc(1, sizeof(*sn));
+
+	ck_assert_uint_eq(append_n(s, FB_Q_IN, 1, 10, 20, NULL), 10);
+	fb_spool_close(s);
+
+	s = open_marks(6, 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.in, 4);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_IN, 0, 100, visit, sn), 4);
+	ck_assert_uint_eq(sn->seqs[0], 7);
+	ck_assert_uint_eq(sn->seqs[3], 10);
+	for(uint64_t q = 7; q <= 10; q++){
+		ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, q, 20), 0);
+	}
+	fb_spool_close(s);
+
+	/* empty now: from 1 again without marks, above them with */
+	s = open_marks(0, 42);
+	ck_assert_uint_eq(append_n(s, FB_Q_IN, 1, 1, 20, NULL), 42);
+	ck_assert_int_eq(fb_spool_delete(s, FB_Q_IN, 42, 20), 0);
+	fb_spool_close(s);
+	s = open_default();
+	ck_assert_uint_eq(append_n(s, FB_Q_IN, 1, 1, 20, NULL), 1);
+	fb_spool_close(s);
+	/* not empty: the marks never lower the numbering */
+	s = open_marks(0, 1);
+	ck_assert_uint_eq(append_n(s, FB_Q_IN, 2, 1, 20, NULL), 2);
+	assert_stats_match_db(s);
+	fb_spool_close(s);
+	free(sn);
+	ck_assert_int_eq(cap.errors, 0);
+}
+END_TEST
+
 START_TEST(delete_keeps_stats_exact)
 {
 	struct fb_spool *s = open_default();
@@ -2653,6 +2707,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest);
 	tcase_add_test(tc, live_first_records_have_their_own_queue_within_the_lane);
 	tcase_add_test(tc, seq_continues_after_reopen);
+	tcase_add_test(tc, in_follows_the_broker_ring_marks);
 	tcase_add_test(tc, delete_keeps_stats_exact);
 	tcase_add_test(tc, reopen_resumes_from_first_unacknowledged);
 	tcase_add_test(tc, deleted_records_stay_deleted_across_reopens);
