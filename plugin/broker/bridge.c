@@ -56,6 +56,16 @@ struct generation {
  * a failure (meanwhile matched messages follow spool.on_full). */
 #define WRITER_RETRY_MS 100
 
+/* A reduce state a reload retired, with the rules it holds its messages for (reduce_retire()). */
+struct retired {
+	struct fb_reduce *red;
+	struct generation *gen;
+	struct retired *next;
+};
+/* Reloads faster than the ticks send what the old rules held: beyond this many retired states,
+ * the oldest sends the rest at once. */
+#define RETIRED_MAX 4
+
 struct fb_bridge {
 	char *config_file;
 	struct fb_logger lg;      /* bridge_log(): the link process's queued lines first */
@@ -98,8 +108,8 @@ struct fb_bridge {
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
 	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
-	struct fb_reduce *red_old;        /* the one a reload retired, sending what it holds; NULL: none */
-	struct generation *red_old_gen;   /* ... and the rules it holds it for */
+	struct retired *retired;  /* reduce states reloads retired, still sending, oldest first */
+	unsigned retired_n;
 	struct fb_waker_timer soon; /* brings the broker thread back to the tick when work is left */
 	bool draining;            /* a link process on a fresh channel waits for the ring to empty */
 	uint64_t started_ms;      /* fb_mono_ms() at the start: uptime_s */
@@ -516,51 +526,86 @@ static int reduce_start(struct fb_bridge *b)
 }
 
 /* Frees G unless it is still in use: by the link process (b->first, b->link_gen), as the rules
- * (b->gen), or by a retired reduce state (b->red_old_gen). Set the new reference first. */
+ * (b->gen), or by a retired reduce state. Set the new reference first. */
 static void generation_unref(struct fb_bridge *b, struct generation *g)
 {
-	if(g == NULL || g == b->first || g == b->link_gen || g == b->gen || g == b->red_old_gen){
+	if(g == NULL || g == b->first || g == b->link_gen || g == b->gen){
 		return;
+	}
+	for(const struct retired *t = b->retired; t; t = t->next){
+		if(t->gen == g){
+			return;
+		}
 	}
 	g->older = NULL; /* b->first stays */
 	generation_free(g);
 }
 
-/* Ends the reduce state that a reload retired: what it still holds is sent at once (a stop, or a
- * second reload before the ticks had sent it all), and its rules go unless still in use. */
-static void retired_end(struct fb_bridge *b)
+/* Ends the oldest retired reduce state: what it still holds is sent at once (nothing when the ticks
+ * have sent it all; else a stop, or more reloads than RETIRED_MAX), and its rules go unless still
+ * in use. */
+static void retired_pop(struct fb_bridge *b)
 {
-	struct generation *g = b->red_old_gen;
+	struct retired *t = b->retired;
 
-	if(b->red_old == NULL){
-		return;
-	}
-	fb_reduce_flush(b->red_old);
-	fb_reduce_free(b->red_old);
-	b->red_old = NULL;
-	b->red_old_gen = NULL;
-	generation_unref(b, g);
+	fb_reduce_flush(t->red);
+	fb_reduce_free(t->red);
+	b->retired = t->next;
+	b->retired_n--;
+	generation_unref(b, t->gen);
+	free(t);
 }
 
 /* A reload: the reduce state of the rules being replaced is retired, with them: the ticks send what
- * it holds (throttled messages, open windows) a slice at a time, waiting for room, while the new
- * rules start with a state of their own (reduce_start()). A message captured meanwhile on a topic
- * it holds sends that first (capture_matched()). */
+ * it holds (throttled messages, open windows) a slice at a time, waiting for room, before what the
+ * new rules hold, which start with a state of their own (reduce_start()). A message captured
+ * meanwhile on a topic a retired state holds sends that first (capture_matched()). Without memory
+ * for its place in the list, it sends everything at once, as a stop does. */
 static void reduce_retire(struct fb_bridge *b)
 {
-	retired_end(b);
-	if(b->red){
-		fb_reduce_retire(b->red);
-		b->red_old = b->red;
-		b->red_old_gen = b->gen;
-		b->red = NULL;
+	struct retired *t, **end = &b->retired;
+
+	if(b->red == NULL){
+		return;
 	}
+	t = malloc(sizeof(*t));
+	if(t == NULL){
+		fb_reduce_flush(b->red);
+		fb_reduce_free(b->red);
+		b->red = NULL;
+		return;
+	}
+	fb_reduce_retire(b->red);
+	*t = (struct retired){ b->red, b->gen, NULL };
+	b->red = NULL;
+	while(*end){
+		end = &(*end)->next;
+	}
+	*end = t;
+	if(++b->retired_n > RETIRED_MAX){
+		retired_pop(b);
+	}
+}
+
+/* What a message on TOPIC under the current rules must follow: what the retired states hold for it
+ * goes first, oldest first. Returns 0, or -EAGAIN when the staging channel has no room for that
+ * now (it is kept; the caller turns the message away like any capture that finds it busy). */
+static int retired_send_topic(struct fb_bridge *b, const char *topic)
+{
+	for(struct retired *t = b->retired; t; t = t->next){
+		if(fb_reduce_send_topic(t->red, topic) == -EAGAIN){
+			return -EAGAIN;
+		}
+	}
+	return 0;
 }
 
 /* Sends what the rules hold (throttled messages, open windows) and forgets it: before a stop. */
 static void reduce_end(struct fb_bridge *b)
 {
-	retired_end(b);
+	while(b->retired){
+		retired_pop(b);
+	}
 	if(b->red){
 		fb_reduce_flush(b->red);
 		fb_reduce_free(b->red);
@@ -896,19 +941,20 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 	}
 }
 
-/* Sends what the reduce states have due; a retired one goes once it has sent everything. While
- * more is due, or the ring is emptied for a link process on a fresh channel (fresh_wait()), the
- * broker thread comes back here every millisecond even when idle. */
+/* Sends what the reduce states have due: the oldest retired one while it holds anything (it goes
+ * once it has sent everything), else the current one, so that one slice at a time runs. While more
+ * is due, or the ring is emptied for a link process on a fresh channel (fresh_wait()), the broker
+ * thread comes back here every millisecond even when idle. */
 static __attribute__((noinline)) void soon_tick(struct fb_bridge *b)
 {
-	bool more = b->red && fb_reduce_tick(b->red);
+	bool more;
 
-	if(b->red_old){
-		if(fb_reduce_tick(b->red_old)){
-			more = true;
-		}else{
-			retired_end(b); /* nothing left */
-		}
+	while(b->retired && !fb_reduce_tick(b->retired->red)){
+		retired_pop(b); /* nothing left */
+	}
+	more = b->retired != NULL;
+	if(!more && b->red){
+		more = fb_reduce_tick(b->red);
 	}
 	if(b->draining && atomic_load_explicit(&b->sh->c2e.tail, memory_order_relaxed) == b->inj.rd.head){
 		b->draining = false; /* empty: the next check starts the link process */
@@ -938,7 +984,7 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	if(atomic_load_explicit(&b->sh->requeue.tail, memory_order_relaxed) != b->rq.head && now >= b->rq_retry){
 		requeue_run(b, now);
 	}
-	if(b->red || b->red_old || b->draining){
+	if(b->red || b->retired || b->draining){
 		soon_tick(b);
 	}
 }
@@ -1050,15 +1096,22 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		count_dropped(b, &b->ctr->dropped_filtered, res.rule);
 		return 0;
 	}
-	if(b->red_old){
-		/* what the rules before a reload hold for this topic goes first */
-		fb_reduce_send_topic(b->red_old, topic);
+	/* What the rules before a reload hold for this topic goes first; and a window of this topic
+	 * that has closed and not gone yet (fb_reduce_offer()). When the channel has no room for that
+	 * now, it stays, and this message is turned away as any capture then (stage()). */
+	if(b->retired && retired_send_topic(b, topic) == -EAGAIN){
+		rc = -ENOSPC;
+		goto full;
 	}
 	if(b->red && fb_reduce_active(&rule->reduce)){
 		rc = fb_reduce_offer(b->red, res.rule, topic, res.topic, payload, payloadlen, fb_mono_ms(), fb_wall_ms());
 		if(rc == FB_REDUCE_TAKEN){
 			rc = 0;
 			goto out;
+		}
+		if(rc == -EAGAIN){
+			rc = -ENOSPC;
+			goto full;
 		}
 		hold = rc == FB_REDUCE_HOLD;
 		rc = 0; /* -ENOMEM: forwarded */
@@ -1118,6 +1171,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 			b->error_logged = false;
 		}
 	}
+full:
 	if(rc == -ENOSPC || rc == -E2BIG){
 		count_dropped(b, &b->ctr->dropped_full, res.rule);
 		/* drop_new accepts and drops; reject refuses, so the publisher sees 0x87. */
@@ -1222,6 +1276,9 @@ int fb_bridge_reload(struct fb_bridge *b)
 	fb_rulectr_reset(&b->sh->rules);
 	fb_publish_memo_reset(&b->memo);
 	reduce_start(b);
+	if(b->red == NULL && b->retired == NULL && !b->draining){
+		fb_waker_every(&b->soon, 0); /* nothing is left due */
+	}
 	fb_log(&b->lg, MOSQ_LOG_NOTICE, "reloaded %s: %zu edge_to_cloud rules now apply", b->config_file,
 			g->cfg->e2c_count);
 	reload_cloud(b, g, cfgfd);

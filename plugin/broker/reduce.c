@@ -342,19 +342,26 @@ static int send_window(struct fb_reduce *r, struct entry *e, bool wait)
 	return 0;
 }
 
-/* Sends what E, an entry of T, holds now (without waiting for room) and forgets it. */
-static void forget(struct fb_reduce *r, struct table *t, struct entry *e)
+/* Sends what E, an entry of T, holds now and forgets it. WAIT as for send_held(): on -EAGAIN, E
+ * stays as it was. */
+static int forget(struct fb_reduce *r, struct table *t, struct entry *e, bool wait)
 {
-	table_unlink(t, e);
+	int rc;
+
 	if(t == &r->t[FB_REDUCE_AGGREGATE]){
-		send_window(r, e, false);
+		rc = send_window(r, e, wait);
 	}else{
-		send_held(r, e, e->last_sent_ms, false);
+		rc = send_held(r, e, e->last_sent_ms, wait);
 	}
+	if(rc == -EAGAIN){
+		return rc;
+	}
+	table_unlink(t, e);
 	if(r->held == e){
 		r->held = NULL;
 	}
 	entry_free(e);
+	return 0;
 }
 
 /* Evicts the least recently used entry of T, sending what it holds first. */
@@ -365,7 +372,7 @@ static void evict(struct fb_reduce *r, struct table *t)
 	if(e == &t->lru){
 		return;
 	}
-	forget(r, t, e);
+	forget(r, t, e, false);
 	fb_count(&r->ctr->reduce_evicted, 1);
 }
 
@@ -631,8 +638,9 @@ static int offer_aggregate(struct fb_reduce *r, int rule, const struct fb_reduce
 		entry_free(e);
 		return -ENOMEM;
 	}
-	if(e->count && e->win_end <= wall_ms){
-		send_window(r, e, false); /* closed, and the tick has not sent it yet */
+	if(e->count && e->win_end <= wall_ms && send_window(r, e, true) == -EAGAIN){
+		/* closed, and the tick has not sent it yet: it goes first, or stays while there is no room */
+		return -EAGAIN;
 	}
 	if(e->count == 0){
 		e->win_end = wall_ms - wall_ms % o->window_ms + o->window_ms;
@@ -696,8 +704,8 @@ int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len)
 	return 0;
 }
 
-/* Retiring: sends every held message and open window while B lasts, in the order of their timers
- * and windows; returns true while some are left. */
+/* Retiring: sends every held message (slot by slot of the wheel), then every open window (per rule
+ * in the order they opened), while B lasts; returns true while some are left. */
 static bool run_all(struct fb_reduce *r, uint64_t mono_ms, struct budget *b)
 {
 	for(unsigned i = 0; i < SLOTS && r->timers; i++){
@@ -769,7 +777,7 @@ void fb_reduce_retire(struct fb_reduce *r)
 	r->next_tick_ms = 0;
 }
 
-void fb_reduce_send_topic(struct fb_reduce *r, const char *topic)
+int fb_reduce_send_topic(struct fb_reduce *r, const char *topic)
 {
 	size_t len = strlen(topic);
 	uint64_t h = hash_bytes(topic, len);
@@ -778,10 +786,11 @@ void fb_reduce_send_topic(struct fb_reduce *r, const char *topic)
 		struct table *t = &r->t[k];
 		struct entry *e = t->count ? table_find(t, topic, len, h) : NULL;
 
-		if(e){
-			forget(r, t, e);
+		if(e && forget(r, t, e, true) == -EAGAIN){
+			return -EAGAIN;
 		}
 	}
+	return 0;
 }
 
 void fb_reduce_flush(struct fb_reduce *r)

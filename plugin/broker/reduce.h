@@ -62,7 +62,9 @@ void fb_reduce_free(struct fb_reduce *r);
 
 /* Decides about a message on local TOPIC that edge_to_cloud rule RULE (with options) matched and
  * maps to CLOUD_TOPIC, at MONO_MS (monotonic) and WALL_MS (wall clock) milliseconds. Returns an
- * enum fb_reduce_verdict, or -ENOMEM (then forward it). Broker thread. */
+ * enum fb_reduce_verdict, -ENOMEM (then forward it), or -EAGAIN: the topic's window has closed
+ * and not gone yet, and the sink has no room for it now (it stays; the message is not taken,
+ * the caller turns it away as when the channel is busy). Broker thread. */
 int fb_reduce_offer(struct fb_reduce *r, int rule, const char *topic, const char *cloud_topic,
 		const void *payload, uint32_t len, uint64_t mono_ms, uint64_t wall_ms);
 
@@ -97,9 +99,11 @@ void fb_reduce_flush(struct fb_reduce *r);
  * overflow the staging files, as a flush would. */
 void fb_reduce_retire(struct fb_reduce *r);
 
-/* Sends now (without waiting for room) what R holds for local TOPIC, a held message or an open
- * window, and forgets it: a message on TOPIC under the new rules goes after it, in order. */
-void fb_reduce_send_topic(struct fb_reduce *r, const char *topic);
+/* Sends now what R holds for local TOPIC, a held message or an open window, and forgets it: a
+ * message on TOPIC under the new rules goes after it, in order. Returns 0, or -EAGAIN when the
+ * sink has no room for it now: it stays (the caller turns the new message away, as it would any
+ * message while the channel is busy). */
+int fb_reduce_send_topic(struct fb_reduce *r, const char *topic);
 
 /* Topics tracked now of KIND. */
 size_t fb_reduce_tracked(const struct fb_reduce *r, enum fb_reduce_kind kind);

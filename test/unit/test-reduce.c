@@ -733,9 +733,9 @@ END_TEST
 
 /* No room in the channel (the sink says -EAGAIN when asked to wait): the tick keeps what is due,
  * sends, counts and loses nothing, and tries again; once there is room every held message and
- * window goes, once. A capture on a topic whose closed window waits sends that window without
- * waiting, like any capture (the sink counts it as turned away), and a flush (reload, stop) does
- * not wait either. */
+ * window goes, once. A capture on a topic whose closed window waits is not taken (-EAGAIN: the
+ * caller turns it away, as any capture while the channel is busy), and the window stays; a flush
+ * (a stop) does not wait. */
 START_TEST(test_no_room_keeps_what_is_due)
 {
 	char t[32];
@@ -759,28 +759,35 @@ START_TEST(test_no_room_keeps_what_is_due)
 	ck_assert_uint_eq(no_room_taken, 0);
 	ck_assert_uint_eq(C(windows), 0);
 	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 11);
-	/* a capture on a/10: its closed window goes (and is turned away), a new one opens */
-	ck_assert_int_eq(offer_rule(1, "a/10", "3"), TAKEN);
-	ck_assert_uint_eq(no_room_taken, 1);
+	/* a capture on a/10: its closed window stays, the capture is not taken */
+	ck_assert_int_eq(fb_reduce_offer(red, 1, "a/10", "c/a/10", "3", 1, clock_now, clock_now), -EAGAIN);
+	ck_assert_uint_eq(no_room_taken, 0);
+	ck_assert_uint_eq(C(aggregated), 11);
 	room = true;
 	clock_now = 101030;
 	ck_assert(!tick_more());
-	ck_assert_uint_eq(sent.count, 20);
+	ck_assert_uint_eq(sent.count, 21);
 	assert_each_once(0, 10, "b");
-	for(unsigned i = 0; i < 10; i++){
+	for(unsigned i = 0; i < 11; i++){
 		char want[96];
 
 		snprintf(want, sizeof(want), "W1:c/a/%u:{\"count\":1,\"first_ts\":100100,\"last_ts\":100100}", i);
 		ck_assert_str_eq(sent.what[10 + i], want);
 	}
-	ck_assert_uint_eq(C(windows), 10);
-	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 1); /* a/10's new window */
+	ck_assert_uint_eq(C(windows), 11);
+	ck_assert_uint_eq(fb_reduce_tracked(red, FB_REDUCE_AGGREGATE), 0);
+	/* with room, a capture on a topic whose window closed sends it first, at once */
+	ck_assert_int_eq(offer_rule(1, "a/20", "4"), TAKEN); /* the window [101000, 102000) */
 	clock_now = 101500;
-	offer_each(10, "c", FB_REDUCE_HOLD);
+	offer_each(10, "c", FB_REDUCE_HOLD); /* due at 102030 */
+	clock_now = 102010;
+	ck_assert_int_eq(offer_rule(1, "a/20", "5"), TAKEN);
+	ck_assert_uint_eq(sent.count, 22);
+	ck_assert_str_eq(sent.what[21], "W1:c/a/20:{\"count\":1,\"first_ts\":101030,\"last_ts\":101030}");
 	room = false;
 	fb_reduce_flush(red);
-	ck_assert_uint_eq(no_room_taken, 12); /* 10 held, a/10's window */
-	ck_assert_uint_eq(sent.count, 20);
+	ck_assert_uint_eq(no_room_taken, 11); /* 10 held, a/20's window */
+	ck_assert_uint_eq(sent.count, 22);
 	ck_assert(!tick_more());
 }
 END_TEST
@@ -824,6 +831,8 @@ START_TEST(test_retire_sends_everything_a_budget_per_tick)
 	room = false;
 	ck_assert(tick_more());
 	ck_assert(tick_more());
+	/* no room: what t/6 holds stays, for the caller to turn the new message away */
+	ck_assert_int_eq(fb_reduce_send_topic(red, "t/6"), -EAGAIN);
 	ck_assert_uint_eq(sent.count, 2);
 	ck_assert_uint_eq(no_room_taken, 0);
 	room = true;
