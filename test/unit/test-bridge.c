@@ -361,7 +361,7 @@ static pid_t link_child(void)
  * link process has filled the ring (RING_FITS of them). Then the link process is killed, with
  * DAMAGE its spool's CURRENT deleted first, and the tick runs until the next link process is up
  * (with DAMAGE: the second one, which salvages the spool on a fresh channel; without, every
- * 100 ms, taking a budget of the ring each time, so that the ring still holds most of what it
+ * 200 ms, taking a budget of the ring each time, so that the ring still holds most of what it
  * did), then as fast as it can. Every message reaches the broker once, in order. */
 static void ring_full_at_restart(size_t n, bool damage)
 {
@@ -406,7 +406,7 @@ static void ring_full_at_restart(size_t n, bool damage)
 	/* Until the link process that is to push the rest has its spool open, and a second more. */
 	for(i = 0; i < 1200 && !(log_has(up) && link_child() != first && atomic_load(&sh->child_state) == 1); i++){
 		fb_bridge_tick(b, time(NULL));
-		usleep(damage ? 10000 : 100000);
+		usleep(damage ? 10000 : 200000);
 	}
 	ck_assert_msg(log_has(up) && atomic_load(&sh->child_state) == 1, "log:\n%s", logbuf);
 	if(damage){
@@ -418,7 +418,7 @@ static void ring_full_at_restart(size_t n, bool damage)
 	}
 	for(i = 0; i < 10; i++){
 		fb_bridge_tick(b, time(NULL));
-		usleep(damage ? 10000 : 100000);
+		usleep(damage ? 10000 : 200000);
 	}
 	if(!damage){
 		ck_assert_uint_lt(n_seen, RING_FITS / 2); /* the ring still held more than half of it */
