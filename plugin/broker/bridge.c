@@ -964,7 +964,7 @@ static __attribute__((noinline)) void soon_tick(struct fb_bridge *b)
 
 void fb_bridge_tick(struct fb_bridge *b, time_t now)
 {
-	/* Every broker loop turn comes here: with nothing to do, four loads and compares (the work
+	/* Every broker loop turn comes here: with nothing to do, a few loads and compares (the work
 	 * is out of line, so that the compiler need not set up a frame for it). */
 	if(b->inj.injected != b->inj.released){
 		fb_inject_release(&b->inj);
@@ -984,8 +984,8 @@ void fb_bridge_tick(struct fb_bridge *b, time_t now)
 	if(atomic_load_explicit(&b->sh->requeue.tail, memory_order_relaxed) != b->rq.head && now >= b->rq_retry){
 		requeue_run(b, now);
 	}
-	if(b->red || b->retired || b->draining){
-		soon_tick(b);
+	if(b->red || b->retired || b->draining || b->soon.every_ms){
+		soon_tick(b); /* the last: it disarms the timer once nothing is left */
 	}
 }
 
@@ -1064,6 +1064,19 @@ static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, 
 	}
 }
 
+/* A capture turned away because what a reduce state holds for its topic waits for the busy staging
+ * channel: counted in the episode stage() logs. Returns -ENOSPC. */
+static int busy_refused(struct fb_bridge *b)
+{
+	b->full_refused++;
+	if(!b->full_logged){
+		fb_log(&b->lg, MOSQ_LOG_WARNING, "the staging channel is busy (both staging files in use, or not "
+				"open): matched messages follow spool.on_full until it drains");
+		b->full_logged = true;
+	}
+	return -ENOSPC;
+}
+
 /* fb_bridge_capture() for a topic that a rule matched (RC from fb_route_match(), RES its result).
  * Kept out of line, so that a topic no rule matches costs only the lookup. */
 static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc, struct fb_route_result res,
@@ -1100,7 +1113,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	 * that has closed and not gone yet (fb_reduce_offer()). When the channel has no room for that
 	 * now, it stays, and this message is turned away as any capture then (stage()). */
 	if(b->retired && retired_send_topic(b, topic) == -EAGAIN){
-		rc = -ENOSPC;
+		rc = busy_refused(b);
 		goto full;
 	}
 	if(b->red && fb_reduce_active(&rule->reduce)){
@@ -1110,7 +1123,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 			goto out;
 		}
 		if(rc == -EAGAIN){
-			rc = -ENOSPC;
+			rc = busy_refused(b);
 			goto full;
 		}
 		hold = rc == FB_REDUCE_HOLD;

@@ -94,6 +94,8 @@
 
 /* Meta key of a salvage under way: the folder it reads (see salvage()). */
 #define SALVAGE_KEY "salvage/from"
+/* ... and the in_injected it leaves out of "in" (a seq), for a salvage that starts again. */
+#define SALVAGE_IN_KEY "salvage/in-injected"
 
 #define KEY_LEN 8
 
@@ -2244,6 +2246,17 @@ static int salvage_resume(struct fb_spool *s, char **why)
 	if(aside == NULL){
 		return -ENOMEM;
 	}
+	/* What the broker had injected, as the first try had it (this process's marks are 0 by now). */
+	ro = rocksdb_readoptions_create();
+	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), &vlen, &err);
+	rocksdb_readoptions_destroy(ro);
+	if(err){
+		rocksdb_free(err);
+		err = NULL;
+	}else if(val && vlen == KEY_LEN && key_decode(val) > s->in_injected){
+		s->in_injected = key_decode(val);
+	}
+	rocksdb_free(val);
 	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
 			s->path, aside);
 	memset(lo, 0, sizeof(lo));
@@ -2520,6 +2533,7 @@ static int salvage(struct fb_spool *s, const char *aside)
 	struct fb_chan_loss loss;
 	rocksdb_options_t *o;
 	char *copy = NULL, *err = NULL, where[8192];
+	uint8_t inj[KEY_LEN];
 	uint64_t floor = 0, settled = 0, from;
 	bool have_floor = false, have_settled = false, repaired = false, linked = false;
 	int rc;
@@ -2549,6 +2563,7 @@ static int salvage(struct fb_spool *s, const char *aside)
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
 		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY));
 		if(load_write(s, &v.why) == 0){
 			spool_fsync(s);
 		}
@@ -2556,6 +2571,9 @@ static int salvage(struct fb_spool *s, const char *aside)
 	}
 	/* Until the last record is queued, a restart wipes what was queued and starts again. */
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), aside, strlen(aside));
+	key_encode(inj, s->in_injected);
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), (const char *)inj,
+			sizeof(inj));
 	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s", s->path, aside,
 				v.why ? v.why : "WAL sync failed");
@@ -2671,6 +2689,7 @@ static int salvage(struct fb_spool *s, const char *aside)
 	if(v.rc == 0){
 		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
 		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY));
 		v.rc = load_write(s, &v.why);
 		if(v.rc == 0){
 			s->salvaged = true;
