@@ -1,5 +1,5 @@
-/* flowmq-bridge: the running bridge (see bridge.h): start and stop, capture, tick, reload; the link
- * process is looked after by supervise.c. Broker process, broker thread. */
+/* flowmq-bridge, broker process, broker thread: the running bridge (see bridge.h): start and stop,
+ * capture, tick, reload; the link process is looked after by supervise.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

@@ -81,11 +81,12 @@ void fb_inject_release(struct fb_inject *in);
 
 /* A link process is about to start on a fresh channel (none runs): it may salvage spool "in" into
  * a fresh spool, numbered from 1 again, and pushes again every record "in" holds. So the records
- * still in the ring are dropped (their files removed; nothing is lost, "in" still holds them),
- * and this side starts again at seq 0. The ring's RELEASED stays as it is for that link process:
- * a salvage leaves out what was released (link/spool.h: fb_spool_opts.in_injected), then sets it
- * to 0. What the last fb_inject_run() injected and the tick has not released yet would be salvaged
- * again (at least once): the tick releases before it starts a link process. Returns how many records it dropped. Broker thread. */
+ * still in the ring are dropped (their files removed; "in" still holds them: the bridge injects
+ * what the ring holds first, so these are only a record that waits for descriptors or memory and
+ * those behind it), and this side starts again at seq 0. The ring's RELEASED stays for that link
+ * process, which leaves what was released out of a salvage (link/spool.h: in_injected) and sets
+ * the marks to 0 before it opens the spool. Call it once the last fb_inject_run() is released.
+ * Returns how many records it dropped. Broker thread. */
 size_t fb_inject_restart(struct fb_inject *in);
 
 /* Frees what IN holds (not the ring). */

@@ -1,5 +1,5 @@
-/* flowmq-bridge: sending less (see reduce.h): per-topic throttling, report-by-exception and
- * windowed aggregates of edge_to_cloud rules. Broker process, broker thread. */
+/* flowmq-bridge, broker process, broker thread: sending less (see reduce.h): per-topic throttling,
+ * report-by-exception and windowed aggregates of edge_to_cloud rules. */
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>

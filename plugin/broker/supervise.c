@@ -1,5 +1,5 @@
-/* flowmq-bridge: supervision of flowmq-link (see supervise.h): starting, watching, restarting and
- * stopping the link process. Broker process, broker thread. */
+/* flowmq-bridge, broker process, broker thread: supervision of flowmq-link (see supervise.h):
+ * starting, watching, restarting and stopping the link process. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

@@ -1332,29 +1332,42 @@ static int db_open(struct fb_spool *s, char **why)
 
 /* Reads the floor of queue QI from "meta" into q->floor (0 when there is none). Returns 0 or an
  * error of classify_error() with *why. */
-static int read_floor(struct fb_spool *s, enum fb_queue qi, char **why)
+/* Reads the seq that meta KEY holds into *SEQ (0 when there is none, or, with *MALFORMED set, when
+ * the value is not a seq; MALFORMED may be NULL). Returns 0 or an error of classify_error() with
+ * *why. */
+static int meta_seq(struct fb_spool *s, const char *key, uint64_t *seq, bool *malformed, char **why)
 {
 	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
 	char *err = NULL, *val;
 	size_t vlen = 0;
-	int rc = 0;
 
-	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], floor_keys[qi], strlen(floor_keys[qi]),
-			&vlen, &err);
+	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], key, strlen(key), &vlen, &err);
 	rocksdb_readoptions_destroy(ro);
 	if(err){
-		rc = classify_error(err);
+		int rc = classify_error(err);
+
 		*why = strdup(err);
 		rocksdb_free(err);
 		return *why ? rc : -ENOMEM;
 	}
-	s->q[qi].floor = val && vlen == KEY_LEN ? key_decode(val) : 0;
-	if(val && vlen != KEY_LEN){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: ignoring a malformed floor "
-				"of \"%s\"", s->path, queue_name(qi));
+	*seq = val && vlen == KEY_LEN ? key_decode(val) : 0;
+	if(malformed){
+		*malformed = val && vlen != KEY_LEN;
 	}
 	rocksdb_free(val);
 	return 0;
+}
+
+static int read_floor(struct fb_spool *s, enum fb_queue qi, char **why)
+{
+	bool malformed;
+	int rc = meta_seq(s, floor_keys[qi], &s->q[qi].floor, &malformed, why);
+
+	if(rc == 0 && malformed){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: ignoring a malformed floor "
+				"of \"%s\"", s->path, queue_name(qi));
+	}
+	return rc;
 }
 
 /* Writes S->wb while the spool loads. Returns 0 or an error of classify_error() with *why. */
@@ -1409,21 +1422,7 @@ static int recover_visit(void *ud, uint64_t seq, const void *val, size_t len)
 /* Reads the settled mark into s->settled. Returns 0 or an error of classify_error() with *why. */
 static int read_settled(struct fb_spool *s, char **why)
 {
-	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-	char *err = NULL, *val;
-	size_t vlen = 0;
-
-	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY), &vlen, &err);
-	rocksdb_readoptions_destroy(ro);
-	if(err){
-		int rc = classify_error(err);
-		*why = strdup(err);
-		rocksdb_free(err);
-		return *why ? rc : -ENOMEM;
-	}
-	s->settled = val && vlen == KEY_LEN ? key_decode(val) : 0;
-	rocksdb_free(val);
-	return 0;
+	return meta_seq(s, SETTLED_KEY, &s->settled, NULL, why);
 }
 
 /* Adds the settled mark SEQ to S->wb. */
@@ -2224,6 +2223,7 @@ static int salvage_resume(struct fb_spool *s, char **why)
 	uint8_t lo[KEY_LEN], hi[KEY_LEN];
 	char *err = NULL, *val, *aside;
 	size_t vlen = 0;
+	uint64_t injected;
 	int rc;
 
 	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), &vlen, &err);
@@ -2247,16 +2247,12 @@ static int salvage_resume(struct fb_spool *s, char **why)
 		return -ENOMEM;
 	}
 	/* What the broker had injected, as the first try had it (this process's marks are 0 by now). */
-	ro = rocksdb_readoptions_create();
-	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), &vlen, &err);
-	rocksdb_readoptions_destroy(ro);
-	if(err){
-		rocksdb_free(err);
-		err = NULL;
-	}else if(val && vlen == KEY_LEN && key_decode(val) > s->in_injected){
-		s->in_injected = key_decode(val);
+	if(meta_seq(s, SALVAGE_IN_KEY, &injected, NULL, why) != 0){
+		free(*why); /* unread: then what the broker had injected comes again, at least once */
+		*why = NULL;
+	}else if(injected > s->in_injected){
+		s->in_injected = injected;
 	}
-	rocksdb_free(val);
 	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
 			s->path, aside);
 	memset(lo, 0, sizeof(lo));
@@ -3095,9 +3091,12 @@ out:
 	return rc;
 }
 
+/* fb_spool_delete_through()'s batch: read, then deleted in one write. */
+#define THROUGH_BATCH 256
+
 struct through {
 	uint64_t upto;
-	struct fb_spool_del dels[1024];
+	struct fb_spool_del dels[THROUGH_BATCH];
 	size_t n;
 };
 
@@ -3115,24 +3114,19 @@ static int through_visit(void *ud, uint64_t seq, const void *val, size_t len)
 
 int fb_spool_delete_through(struct fb_spool *s, enum fb_queue q, uint64_t after, uint64_t upto)
 {
-	struct through *v = malloc(sizeof(*v));
+	struct through v = { .upto = upto };
 	int n, rc = 0;
 
-	if(v == NULL){
-		return -ENOMEM;
-	}
-	v->upto = upto;
 	do{
-		v->n = 0;
-		n = fb_spool_read(s, q, after, 1024, through_visit, v);
+		v.n = 0;
+		n = fb_spool_read(s, q, after, THROUGH_BATCH, through_visit, &v);
 		if(n < 0){
 			rc = n;
-		}else if(v->n){
-			rc = fb_spool_delete_many(s, q, v->dels, v->n);
-			after = v->dels[v->n - 1].seq;
+		}else if(v.n){
+			rc = fb_spool_delete_many(s, q, v.dels, v.n);
+			after = v.dels[v.n - 1].seq;
 		}
-	}while(rc == 0 && v->n == 1024);
-	free(v);
+	}while(rc == 0 && v.n == THROUGH_BATCH);
 	return rc;
 }
 

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/broker/bridge.c that need no broker: fb_bridge_start() with hooks of the test's
+/* Unit tests (test process) of plugin/broker/bridge.c that need no broker: fb_bridge_start() with hooks of the test's
  * own (the build tree's flowmq-link is started as in the broker; its cloud endpoint refuses
  * connections). */
 #include <check.h>

@@ -1,4 +1,5 @@
-/* Unit tests of plugin/link/spool.c: the RocksDB spool. Each test works in its own mkdtemp() folder. */
+/* Unit tests (test process) of plugin/link/spool.c: the RocksDB spool. Each test works in its own
+ * mkdtemp() folder. */
 #include <check.h>
 #include <stdatomic.h>
 #include <dirent.h>
