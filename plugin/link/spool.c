@@ -52,9 +52,10 @@
  * the seqs still missing in "out" between the floor and the settled mark are counted (a record
  * deleted out of order, behind an older live one, counts too: the only case that overcounts).
  * A spool RocksDB cannot open or read (a damaged table file, a missing CURRENT, a MANIFEST
- * without "out") is renamed to PATH.corrupt-<time> before RocksDB changes anything and never
- * written again; a fresh spool starts, and salvage() queues again, in order, what a copy of the
- * old one gives: opened read-only as it is, with CURRENT pointed at the newest MANIFEST, or after
+ * without "out") is renamed to PATH.salvaging-<time> before RocksDB changes anything and never
+ * written again (once salvaged it is renamed to PATH.corrupt-<time>, the name it is kept under; a
+ * folder still named so when a link process starts is salvaged then); a fresh spool starts, and
+ * salvage() queues again, in order, what a copy of the old one gives: opened read-only as it is, with CURRENT pointed at the newest MANIFEST, or after
  * RocksDB's repair (again without the oldest WAL files while a WAL file that a table file repeats
  * fails it; the WAL files replayed into an empty database when no table file holds "out"); past
  * unreadable blocks by seeking beyond them; then its staging files. The seqs missing between its
@@ -96,6 +97,11 @@
 #define SALVAGE_KEY "salvage/from"
 /* ... and the in_injected it leaves out of "in" (a seq), for a salvage that starts again. */
 #define SALVAGE_IN_KEY "salvage/in-injected"
+/* ... and the folder the last salvage that ended read (see salvage_keep()). */
+#define SALVAGE_DONE_KEY "salvage/done"
+/* A spool is moved aside to PATH.salvaging-<time>[.N] until its salvage has ended, then renamed to
+ * PATH.corrupt-<time>[.N] (salvage_orphans()). */
+#define SALVAGING_TAG "salvaging"
 
 #define KEY_LEN 8
 
@@ -805,8 +811,9 @@ static int mkdir_p(const char *path)
 	return rc;
 }
 
-/* Renames PATH to PATH.corrupt-<unix time>[.N]. Returns 0 and *dest (caller frees) or -errno. */
-static int move_aside(const char *path, char **dest)
+/* Renames FROM to PATH.TAG-<unix time>[.N], a name not taken yet. Returns 0 and *dest (caller
+ * frees) or -errno. */
+static int move_aside(const char *from, const char *path, const char *tag, char **dest)
 {
 	long long now = (long long)time(NULL);
 	struct stat st;
@@ -814,11 +821,11 @@ static int move_aside(const char *path, char **dest)
 	int n, err;
 
 	for(n = 0; n < 1000; n++){
-		if((n == 0 ? asprintf(&d, "%s.corrupt-%lld", path, now)
-				: asprintf(&d, "%s.corrupt-%lld.%d", path, now, n)) < 0){
+		if((n == 0 ? asprintf(&d, "%s.%s-%lld", path, tag, now)
+				: asprintf(&d, "%s.%s-%lld.%d", path, tag, now, n)) < 0){
 			return -ENOMEM;
 		}
-		if(renameat2(AT_FDCWD, path, AT_FDCWD, d, RENAME_NOREPLACE) == 0){
+		if(renameat2(AT_FDCWD, from, AT_FDCWD, d, RENAME_NOREPLACE) == 0){
 			*dest = d;
 			return 0;
 		}
@@ -827,7 +834,7 @@ static int move_aside(const char *path, char **dest)
 			/* A file system without RENAME_NOREPLACE: check, then rename. */
 			if(lstat(d, &st) == 0){
 				err = EEXIST;
-			}else if(rename(path, d) == 0){
+			}else if(rename(from, d) == 0){
 				*dest = d;
 				return 0;
 			}else{
@@ -1330,18 +1337,15 @@ static int db_open(struct fb_spool *s, char **why)
 	return 0;
 }
 
-/* Reads the floor of queue QI from "meta" into q->floor (0 when there is none). Returns 0 or an
+/* Reads meta KEY into *VAL (rocksdb_free(); NULL when there is none) and *VLEN. Returns 0 or an
  * error of classify_error() with *why. */
-/* Reads the seq that meta KEY holds into *SEQ (0 when there is none, or, with *MALFORMED set, when
- * the value is not a seq; MALFORMED may be NULL). Returns 0 or an error of classify_error() with
- * *why. */
-static int meta_seq(struct fb_spool *s, const char *key, uint64_t *seq, bool *malformed, char **why)
+static int meta_get(struct fb_spool *s, const char *key, char **val, size_t *vlen, char **why)
 {
 	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-	char *err = NULL, *val;
-	size_t vlen = 0;
+	char *err = NULL;
 
-	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], key, strlen(key), &vlen, &err);
+	*vlen = 0;
+	*val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], key, strlen(key), vlen, &err);
 	rocksdb_readoptions_destroy(ro);
 	if(err){
 		int rc = classify_error(err);
@@ -1349,6 +1353,20 @@ static int meta_seq(struct fb_spool *s, const char *key, uint64_t *seq, bool *ma
 		*why = strdup(err);
 		rocksdb_free(err);
 		return *why ? rc : -ENOMEM;
+	}
+	return 0;
+}
+
+/* Reads the seq that meta KEY holds into *SEQ (0 when there is none, or, with *MALFORMED set, when
+ * the value is not a seq; MALFORMED may be NULL). Returns 0 or like meta_get(). */
+static int meta_seq(struct fb_spool *s, const char *key, uint64_t *seq, bool *malformed, char **why)
+{
+	char *val;
+	size_t vlen;
+	int rc = meta_get(s, key, &val, &vlen, why);
+
+	if(rc){
+		return rc;
 	}
 	*seq = val && vlen == KEY_LEN ? key_decode(val) : 0;
 	if(malformed){
@@ -1358,6 +1376,29 @@ static int meta_seq(struct fb_spool *s, const char *key, uint64_t *seq, bool *ma
 	return 0;
 }
 
+/* Reads the string that meta KEY holds into *OUT (caller frees; NULL when there is none). Returns
+ * 0, -ENOMEM, or like meta_get(). */
+static int meta_str(struct fb_spool *s, const char *key, char **out, char **why)
+{
+	char *val;
+	size_t vlen;
+	int rc = meta_get(s, key, &val, &vlen, why);
+
+	*out = NULL;
+	if(rc || val == NULL){
+		return rc;
+	}
+	*out = malloc(vlen + 1); /* VAL holds no NUL: copied, not read as a string */
+	if(*out){
+		memcpy(*out, val, vlen);
+		(*out)[vlen] = '\0';
+	}
+	rocksdb_free(val);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* Reads the floor of queue QI from "meta" into q->floor (0 when there is none). Returns 0 or an
+ * error of classify_error() with *why. */
 static int read_floor(struct fb_spool *s, enum fb_queue qi, char **why)
 {
 	bool malformed;
@@ -2219,32 +2260,14 @@ static void salvage_close(struct salvage *v)
  * a fresh channel, right after spool_load(). Returns 0 or like spool_load(). */
 static int salvage_resume(struct fb_spool *s, char **why)
 {
-	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
 	uint8_t lo[KEY_LEN], hi[KEY_LEN];
-	char *err = NULL, *val, *aside;
-	size_t vlen = 0;
+	char *aside;
 	uint64_t injected;
 	int rc;
 
-	val = rocksdb_get_cf(s->db, ro, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), &vlen, &err);
-	rocksdb_readoptions_destroy(ro);
-	if(err){
-		rc = classify_error(err);
-		*why = strdup(err);
-		rocksdb_free(err);
-		return *why ? rc : -ENOMEM;
-	}
-	if(val == NULL){
-		return 0;
-	}
-	aside = malloc(vlen + 1); /* VAL holds no NUL: copied, not read as a string */
-	if(aside){
-		memcpy(aside, val, vlen);
-		aside[vlen] = '\0';
-	}
-	rocksdb_free(val);
-	if(aside == NULL){
-		return -ENOMEM;
+	rc = meta_str(s, SALVAGE_KEY, &aside, why);
+	if(rc || aside == NULL){
+		return rc;
 	}
 	/* What the broker had injected, as the first try had it (this process's marks are 0 by now). */
 	if(meta_seq(s, SALVAGE_IN_KEY, &injected, NULL, why) != 0){
@@ -2513,6 +2536,48 @@ static int salvage_replay(const char *aside, const char *dir, char **err)
 	return rc;
 }
 
+/* Ends the salvage of ASIDE: its marks go and SALVAGE_DONE_KEY names it, in one synced write, so
+ * that no open salvages it again. Returns 0 or like load_write(). */
+static int salvage_end(struct fb_spool *s, const char *aside, char **why)
+{
+	int rc;
+
+	rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
+	rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY));
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_DONE_KEY, strlen(SALVAGE_DONE_KEY), aside,
+			strlen(aside));
+	rc = load_write(s, why);
+	if(rc == 0){
+		spool_fsync(s);
+	}
+	return rc;
+}
+
+/* The salvage of ASIDE is over (salvage_end()): a folder PATH.salvaging-<time>[.N] takes the name
+ * PATH.corrupt-<time>[.N] it is kept under. (A salvage an earlier version started reads from
+ * PATH.corrupt-... already.) A rename that fails leaves the name, logged: SALVAGE_DONE_KEY tells
+ * the next open that it was salvaged. */
+static void salvage_keep(struct fb_spool *s, const char *aside)
+{
+	size_t len = strlen(s->path);
+	char *kept;
+	int rc;
+
+	if(strncmp(aside, s->path, len) != 0 || strncmp(aside + len, "." SALVAGING_TAG "-",
+			strlen("." SALVAGING_TAG "-")) != 0){
+		return;
+	}
+	rc = move_aside(aside, s->path, "corrupt", &kept);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was salvaged and cannot be renamed to %s.corrupt-<time>: "
+				"%s; it is kept under its name", s->path, aside, s->path, strerror(-rc));
+		return;
+	}
+	fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: the spool moved aside to %s is kept as %s", s->path, aside,
+			kept);
+	free(kept);
+}
+
 /* The fresh spool S (just created, its channel fresh) takes every record that can be read from
  * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
  * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
@@ -2537,6 +2602,19 @@ static int salvage(struct fb_spool *s, const char *aside)
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
 		return -ENOMEM;
 	}
+	/* Until the last record is queued, a restart wipes what was queued and starts again
+	 * (salvage_resume()). Marked before the copy, which can take long: a link process that ended
+	 * before the mark leaves the folder's name to the next one (salvage_orphans()). */
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), aside, strlen(aside));
+	key_encode(inj, s->in_injected);
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), (const char *)inj,
+			sizeof(inj));
+	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s; it keeps its name, and "
+				"the next link process on a fresh channel (a start of the broker) salvages it", s->path,
+				aside, v.why ? v.why : "WAL sync failed");
+		goto out;
+	}
 	rm_tree(copy); /* left by a salvage that was cut short */
 	rc = copy_tree(aside, copy, salvage_files);
 	if(rc){
@@ -2558,21 +2636,9 @@ static int salvage(struct fb_spool *s, const char *aside)
 	if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
 				aside, strerror(-rc));
-		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
-		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY));
-		if(load_write(s, &v.why) == 0){
-			spool_fsync(s);
+		if(salvage_end(s, aside, &v.why) == 0){
+			salvage_keep(s, aside);
 		}
-		goto out;
-	}
-	/* Until the last record is queued, a restart wipes what was queued and starts again. */
-	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), aside, strlen(aside));
-	key_encode(inj, s->in_injected);
-	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), (const char *)inj,
-			sizeof(inj));
-	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s", s->path, aside,
-				v.why ? v.why : "WAL sync failed");
 		goto out;
 	}
 	o = rocksdb_options_create();
@@ -2684,14 +2750,12 @@ static int salvage(struct fb_spool *s, const char *aside)
 			v.unreadable ? "; unreadable stretches skipped" : "");
 	if(v.rc == 0){
 		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
-		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
-		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY));
-		v.rc = load_write(s, &v.why);
+		v.rc = salvage_end(s, aside, &v.why);
 		if(v.rc == 0){
 			s->salvaged = true;
-			spool_fsync(s);
 			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
 			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
+			salvage_keep(s, aside);
 		}
 	}
 	/* The fresh channel's writer starts after what was queued again. */
@@ -2707,6 +2771,131 @@ out:
 	rm_tree(copy);
 	free(copy);
 	return v.rc;
+}
+
+/* A folder moved aside whose salvage has not ended: the name's <time> and N (0 without ".N"). */
+struct orphan {
+	unsigned long long t, n;
+	char *path;
+};
+
+static int orphan_cmp(const void *a, const void *b)
+{
+	const struct orphan *x = a, *y = b;
+
+	if(x->t != y->t){
+		return x->t < y->t ? -1 : 1;
+	}
+	return x->n < y->n ? -1 : x->n > y->n;
+}
+
+/* Reads "<time>" or "<time>.<N>" (digits only) at P into *T and *N. */
+static bool orphan_suffix(const char *p, unsigned long long *t, unsigned long long *n)
+{
+	char *end;
+
+	*n = 0;
+	if(*p < '0' || *p > '9'){
+		return false;
+	}
+	*t = strtoull(p, &end, 10);
+	if(*end == '.' && end[1] >= '0' && end[1] <= '9'){
+		*n = strtoull(end + 1, &end, 10);
+	}
+	return *end == '\0';
+}
+
+/* Salvages, oldest first, the folders PATH.salvaging-<time>[.N] that a link process moved aside
+ * and then ended before its salvage wrote SALVAGE_KEY (salvage_resume() takes those that had it):
+ * without this, their records would be kept there and never queued again, nor counted. What the
+ * broker had injected of their "in" is not known any more (this process's marks are 0): it comes
+ * again, at least once. A folder that SALVAGE_DONE_KEY names was salvaged and only takes its kept
+ * name; one without the spool's marker file is not ours and is left alone. SKIP (or NULL): the
+ * folder this open has just handled. Only on a fresh channel, with no salvage under way. Returns 0
+ * or like salvage_resume(). */
+static int salvage_orphans(struct fb_spool *s, const char *skip, char **why)
+{
+	const char *slash = strrchr(s->path, '/'), *base = slash ? slash + 1 : s->path;
+	size_t blen = strlen(base), tlen = strlen("." SALVAGING_TAG "-");
+	struct orphan *o = NULL, *no;
+	size_t n = 0, cap = 0;
+	char *dir, *done = NULL, *marker;
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+	int rc = 0;
+
+	dir = slash == NULL ? strdup(".") : slash == s->path ? strdup("/")
+			: strndup(s->path, (size_t)(slash - s->path));
+	if(dir == NULL){
+		return -ENOMEM;
+	}
+	d = opendir(dir);
+	free(dir);
+	if(d == NULL){
+		return 0; /* rename() needed it: it is there, or nothing was moved aside */
+	}
+	while(rc == 0 && (e = readdir(d)) != NULL){
+		unsigned long long t, k;
+
+		if(strncmp(e->d_name, base, blen) != 0 || strncmp(e->d_name + blen, "." SALVAGING_TAG "-", tlen) != 0
+				|| !orphan_suffix(e->d_name + blen + tlen, &t, &k)){
+			continue;
+		}
+		if(n == cap){
+			cap = cap ? 2 * cap : 4;
+			no = realloc(o, cap * sizeof(*o));
+			if(no == NULL){
+				rc = -ENOMEM;
+				break;
+			}
+			o = no;
+		}
+		o[n] = (struct orphan){ t, k, NULL };
+		if(asprintf(&o[n].path, "%s%s", s->path, e->d_name + blen) < 0){
+			rc = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if(rc == 0 && n){
+		rc = meta_str(s, SALVAGE_DONE_KEY, &done, why);
+	}
+	if(n){
+		qsort(o, n, sizeof(*o), orphan_cmp);
+	}
+	for(size_t i = 0; i < n && rc == 0; i++){
+		if((skip && strcmp(o[i].path, skip) == 0) || stat(o[i].path, &st) != 0 || !S_ISDIR(st.st_mode)){
+			continue;
+		}
+		if(done && strcmp(o[i].path, done) == 0){
+			salvage_keep(s, o[i].path); /* ended between the last write and the rename */
+			continue;
+		}
+		if(asprintf(&marker, "%s/" MARKER_FILE, o[i].path) < 0){
+			rc = -ENOMEM;
+			break;
+		}
+		if(access(marker, F_OK) != 0){
+			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s has no file " MARKER_FILE ": it is not a "
+					"spool moved aside, and it is left alone", s->path, o[i].path);
+		}else{
+			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was moved aside and its salvage did not "
+					"start (the link process ended first); it is salvaged now", s->path, o[i].path);
+			rc = salvage(s, o[i].path);
+			if(rc){
+				*why = strdup("queuing the salvaged records failed (logged above)");
+			}
+		}
+		free(marker);
+	}
+	for(size_t i = 0; i < n; i++){
+		free(o[i].path);
+	}
+	free(o);
+	free(done);
+	return rc;
 }
 
 /* ---- inspection: what a spool holds, read from outside without changing anything ---- */
@@ -3234,7 +3423,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 				"aside and salvages it", s->path, why);
 		atomic_store_explicit(&s->sh->ready, 0, memory_order_release);
 	}else if(rc == -EIO){
-		rc = move_aside(s->path, &aside);
+		rc = move_aside(s->path, s->path, SALVAGING_TAG, &aside);
 		if(rc){
 			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is unreadable (%s) and cannot "
 					"be moved aside: %s", s->path, why, strerror(-rc));
@@ -3262,6 +3451,15 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}else if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "cannot open spool %s: %s", s->path,
 				why ? why : strerror(-rc));
+	}
+	if(rc == 0 && !s->chan_running && atomic_load(&s->failed) == 0){
+		free(why);
+		why = NULL;
+		rc = salvage_orphans(s, aside, &why);
+		if(rc){
+			fb_log(&s->lg, MOSQ_LOG_ERR, "cannot open spool %s: %s; the next link process salvages "
+					"again", s->path, why ? why : strerror(-rc));
+		}
 	}
 	free(why);
 	free(aside);

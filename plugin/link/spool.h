@@ -93,10 +93,12 @@ void fb_spool_layout(uint64_t max_size, struct fb_spool_layout *lay);
  * with the place: a damaged staging record is skipped; damaged WAL records are skipped (a copy of
  * the WAL as it was is kept at PATH.corrupt-<unix time>); a database that cannot be opened
  * (corruption, missing CURRENT, a damaged MANIFEST, unreadable files) is renamed to
- * PATH.corrupt-<unix time> and never modified, a fresh one is created, and every record that can
+ * PATH.salvaging-<unix time> and never modified, a fresh one is created, and every record that can
  * be read from a copy of the old one (repaired with RocksDB's repair where needed; without room
  * for a copy, read in place through hard links, read only and unrepaired) is queued again
- * in order: the broker never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
+ * in order; then it is renamed to PATH.corrupt-<unix time>. On a fresh channel, a folder still
+ * named PATH.salvaging-... (a process that ended before it salvaged it) is salvaged too: the
+ * broker never fails to start because of its spool. Returns 0 or a negative errno (only when even a fresh
  * spool cannot be created, -EBUSY when another process holds it, or -ENOSPC/-EACCES/-EMFILE/-ENOMEM
  * when the environment, not the spool, is at fault: an intact spool is never moved aside for
  * those; -ENOSPC only when even the reserve does not make room to open it). Sequences restart at 1 in a queue that is empty at open. Caller closes with

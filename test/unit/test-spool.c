@@ -200,19 +200,26 @@ static void assert_stats_match_db(struct fb_spool *s)
 	free(sn);
 }
 
-static int count_corrupt_dirs(void)
+/* Folders spool_path.TAG-* (a spool moved aside: "salvaging" until its salvage has ended, then
+ * "corrupt"; the copies kept of damaged files are "corrupt" too). */
+static int count_dirs(const char *tag)
 {
 	char pattern[600];
 	glob_t g;
 	int n;
 
-	snprintf(pattern, sizeof(pattern), "%s.corrupt-*", spool_path);
+	snprintf(pattern, sizeof(pattern), "%s.%s-*", spool_path, tag);
 	if(glob(pattern, 0, NULL, &g) != 0){
 		return 0;
 	}
 	n = (int)g.gl_pathc;
 	globfree(&g);
 	return n;
+}
+
+static int count_corrupt_dirs(void)
+{
+	return count_dirs("corrupt");
 }
 
 /* ---- basic ---- */
@@ -1165,13 +1172,17 @@ static void assert_moved_aside_and_fresh(struct fb_spool *s, uint64_t total)
 
 	snprintf(expect, sizeof(expect), "spool %s is unreadable (", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
-	snprintf(expect, sizeof(expect), "); moved aside to %s.corrupt-", spool_path);
+	snprintf(expect, sizeof(expect), "); moved aside to %s.salvaging-", spool_path);
 	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	ck_assert(strstr(cap.text, ", starting a fresh spool\n") != NULL);
 	ck_assert_int_eq(cap.errors, lost ? 2 : 1);
+	/* Salvaged: it takes the name it is kept under. */
 	ck_assert_int_eq(count_corrupt_dirs(), 1);
+	ck_assert_int_eq(count_dirs("salvaging"), 0);
+	snprintf(expect, sizeof(expect), " is kept as %s.corrupt-", spool_path);
+	ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	if(lost){
-		snprintf(expect, sizeof(expect), " lost to damage in the spool moved aside to %s.corrupt-",
+		snprintf(expect, sizeof(expect), " lost to damage in the spool moved aside to %s.salvaging-",
 				spool_path);
 		ck_assert_msg(strstr(cap.text, expect) != NULL, "log: %s", cap.text);
 	}
@@ -1470,14 +1481,13 @@ static int first_in_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
-START_TEST(a_salvage_cut_short_starts_again_on_the_next_open)
+/* A spool with 10 records in "out" and 10 in "in" and a garbage CURRENT, opened by a child
+ * process (told that the broker injected 6 of "in") that the log line KILLER watches for kills. */
+static void open_damaged_and_kill(void (*killer)(void *ud, int level, const char *line))
 {
-	uint8_t buf7[10];
-	static const struct fb_logger killer = { kill_at_salvaged, NULL };
-	struct fb_spool_opts o = { .lg = &killer };
+	const struct fb_logger lgk = { killer, NULL };
+	struct fb_spool_opts o = { .path = spool_path, .lg = &lgk, .in_injected = 6 };
 	struct fb_spool *s = open_default();
-	struct fb_spool_stats st;
-	uint64_t salv[2] = { 0, 0 };
 	char path[700];
 	int status;
 	pid_t pid;
@@ -1488,8 +1498,6 @@ START_TEST(a_salvage_cut_short_starts_again_on_the_next_open)
 	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
 	overwrite_file(path, "garbage garbage garbage");
 
-	o.path = spool_path;
-	o.in_injected = 6;
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if(pid == 0){
@@ -1498,7 +1506,39 @@ START_TEST(a_salvage_cut_short_starts_again_on_the_next_open)
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-	ck_assert_int_eq(count_corrupt_dirs(), 2); /* the spool moved aside and the copy being read */
+}
+
+/* S (closed here) holds all 10 of "out" and IN of "in", salvaged from the folder moved aside by
+ * open_damaged_and_kill(): nothing is counted lost, the folder has its kept name, the copy read is
+ * gone, and the next open finds nothing to do. */
+static void assert_salvage_ended(struct fb_spool *s, uint64_t in)
+{
+	struct fb_spool_stats st;
+
+	ck_assert_uint_eq(atomic_load(&corrupt), 0);
+	ck_assert_int_eq(count_dirs("salvaging"), 0);
+	ck_assert_int_eq(count_corrupt_dirs(), 1);
+	fb_spool_close(s);
+
+	cap.text[0] = '\0';
+	s = open_default();
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.in, in);
+	ck_assert_msg(strstr(cap.text, "salvage") == NULL, "log: %s", cap.text);
+	fb_spool_close(s);
+}
+
+START_TEST(a_salvage_cut_short_starts_again_on_the_next_open)
+{
+	uint8_t buf7[10];
+	struct fb_spool *s;
+	struct fb_spool_stats st;
+	uint64_t salv[2] = { 0, 0 };
+
+	open_damaged_and_kill(kill_at_salvaged);
+	ck_assert_int_eq(count_dirs("salvaging"), 2); /* the spool moved aside and the copy being read */
+	ck_assert_int_eq(count_corrupt_dirs(), 0);
 
 	s = open_default();
 	ck_assert_msg(strstr(cap.text, " was cut short; it starts again") != NULL, "log: %s", cap.text);
@@ -1518,16 +1558,85 @@ START_TEST(a_salvage_cut_short_starts_again_on_the_next_open)
 		make_value(buf7, 7, 10);
 		ck_assert_mem_eq(want, buf7, 10); /* the first is the old seq 7 */
 	}
-	ck_assert_uint_eq(atomic_load(&corrupt), 0);
-	ck_assert_int_eq(count_corrupt_dirs(), 1); /* the copy was removed */
+	assert_salvage_ended(s, 4);
+}
+END_TEST
+
+static void kill_at_moved_aside(void *ud, int level, const char *line)
+{
+	(void)ud;
+	(void)level;
+	if(strstr(line, "; moved aside to ")){
+		raise(SIGKILL);
+	}
+}
+
+/* A link process that ends right after it moved a damaged spool aside, before it even created the
+ * fresh one: the next open finds the folder by its name and salvages it (before, its records stayed
+ * there, neither queued again nor counted). What the broker had injected of "in" is not known any
+ * more: all of "in" comes again. */
+START_TEST(a_spool_moved_aside_whose_salvage_never_started_is_salvaged_next_time)
+{
+	struct fb_spool *s;
+	struct fb_spool_stats st;
+	uint64_t salv[2] = { 0, 0 };
+	struct seen *sn;
+
+	open_damaged_and_kill(kill_at_moved_aside);
+	ck_assert_int_eq(count_dirs("salvaging"), 1);
+	ck_assert_int_eq(access(spool_path, F_OK), -1); /* not created again yet */
+
+	s = open_default();
+	ck_assert_msg(strstr(cap.text, " was moved aside and its salvage did not start (the link process "
+			"ended first); it is salvaged now") != NULL, "log: %s", cap.text);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, SIZE_MAX, salvaged_visit, salv), 10);
+	ck_assert_uint_eq(salv[0], 10);
+	ck_assert_uint_eq(salv[1], 10); /* in order, the last is rec-10 */
+	ck_assert_uint_eq(st.in, 10);
+	sn = read_all(s, FB_Q_IN, 0);
+	ck_assert_uint_eq(sn->n, 10);
+	free(sn);
+	assert_salvage_ended(s, 10);
+}
+END_TEST
+
+/* A link process that ends after its salvage was written and before the folder took its kept
+ * name (the state is made by renaming it back): the next open only renames it and salvages
+ * nothing twice. */
+START_TEST(a_salvaged_folder_that_kept_its_name_is_not_salvaged_again)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	char path[2048], back[700];
+	glob_t g;
+
+	append_n(s, FB_Q_OUT, 1, 10, 10, NULL);
+	fb_spool_close(s);
+	snprintf(path, sizeof(path), "%s/CURRENT", spool_path);
+	overwrite_file(path, "garbage garbage garbage");
+	s = open_default();
+	assert_moved_aside_and_fresh(s, 10); /* and 3 more appended */
 	fb_spool_close(s);
 
-	/* Done now: the next open finds nothing to do. */
+	snprintf(path, sizeof(path), "%s.corrupt-*", spool_path);
+	ck_assert_int_eq(glob(path, 0, NULL, &g), 0);
+	ck_assert_uint_eq(g.gl_pathc, 1);
+	snprintf(back, sizeof(back), "%s.salvaging-%s", spool_path, g.gl_pathv[0] + strlen(spool_path)
+			+ strlen(".corrupt-"));
+	ck_assert_int_eq(rename(g.gl_pathv[0], back), 0);
+	globfree(&g);
+
 	cap.text[0] = '\0';
 	s = open_default();
 	fb_spool_stats(s, &st);
-	ck_assert_uint_eq(st.messages, 10);
-	ck_assert(strstr(cap.text, "salvage") == NULL);
+	ck_assert_uint_eq(st.messages, 13);
+	ck_assert_msg(strstr(cap.text, "salvaged from") == NULL, "log: %s", cap.text);
+	snprintf(path, sizeof(path), "the spool moved aside to %s is kept as %s.corrupt-", back, spool_path);
+	ck_assert_msg(strstr(cap.text, path) != NULL, "log: %s", cap.text);
+	ck_assert_int_eq(count_dirs("salvaging"), 0);
+	ck_assert_int_eq(count_corrupt_dirs(), 1);
 	fb_spool_close(s);
 }
 END_TEST
@@ -2769,6 +2878,8 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, damaged_wal_records_are_skipped_refilled_from_staging_and_counted);
 	tcase_add_test(tc, damaged_wal_records_not_staged_any_more_are_counted);
 	tcase_add_test(tc, a_salvage_cut_short_starts_again_on_the_next_open);
+	tcase_add_test(tc, a_spool_moved_aside_whose_salvage_never_started_is_salvaged_next_time);
+	tcase_add_test(tc, a_salvaged_folder_that_kept_its_name_is_not_salvaged_again);
 	tcase_add_test(tc, folder_with_only_a_garbage_current_is_moved_aside);
 	tcase_add_test(tc, moving_aside_never_replaces_an_earlier_copy);
 	tcase_add_test(tc, second_open_is_ebusy_and_leaves_the_spool_alone);
