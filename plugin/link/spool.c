@@ -97,7 +97,11 @@
 #define SALVAGE_KEY "salvage/from"
 /* ... and the in_injected it leaves out of "in" (a seq), for a salvage that starts again. */
 #define SALVAGE_IN_KEY "salvage/in-injected"
-/* ... and the folder the last salvage that ended read (see salvage_keep()). */
+/* ... and the next seq of "out", "in" and "dead" (3 seqs) when it started, and as far as it has
+ * queued: a salvage that starts again deletes exactly what it queued before (salvage_resume()). */
+#define SALVAGE_FROM_KEY "salvage/from-seqs"
+#define SALVAGE_NEXT_KEY "salvage/next-seqs"
+/* ... and the name (not the path) of the folder the last salvage that ended read (salvage_end()). */
 #define SALVAGE_DONE_KEY "salvage/done"
 /* A spool is moved aside to PATH.salvaging-<time>[.N] until its salvage has ended, then renamed to
  * PATH.corrupt-<time>[.N] (salvage_orphans()). */
@@ -407,7 +411,6 @@ struct fb_spool {
 	bool chan_running;           /* its writer runs already (a link process restarted) */
 	uint64_t in_injected;        /* fb_spool_opts.in_injected */
 	uint64_t in_next;            /* fb_spool_opts.in_next */
-	bool salvaged;               /* this open salvaged a spool moved aside */
 	struct fb_chan_reader *chan;
 	struct fb_chan_writer *w;    /* fb_spool_append() to "out"; NULL in the link process */
 	uint64_t settled;            /* newest seq settled from the channel ("stage/settled") */
@@ -431,7 +434,7 @@ static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" 
 static int settle(struct fb_spool *s);
 static int classify_error(const char *err);
 static int spool_fsync(struct fb_spool *s);
-static int salvage(struct fb_spool *s, const char *aside);
+static int salvage(struct fb_spool *s, const char *aside, uint64_t injected);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -811,11 +814,10 @@ static int mkdir_p(const char *path)
 	return rc;
 }
 
-/* Renames FROM to PATH.TAG-<unix time>[.N], a name not taken yet. Returns 0 and *dest (caller
- * frees) or -errno. */
-static int move_aside(const char *from, const char *path, const char *tag, char **dest)
+/* Renames FROM to PATH.TAG-<NOW>[.N], a name not taken yet. Returns 0 and *dest (caller frees) or
+ * -errno. */
+static int move_aside(const char *from, const char *path, const char *tag, long long now, char **dest)
 {
-	long long now = (long long)time(NULL);
 	struct stat st;
 	char *d;
 	int n, err;
@@ -1988,7 +1990,26 @@ struct salvage {
 	char *why;
 };
 
-/* Appends a salvaged record to queue QI of the fresh spool (written in batches of some 1,000). */
+/* Adds to the write batch: meta KEY = the next seq of each queue (SALVAGE_FROM_KEY, SALVAGE_NEXT_KEY). */
+static void salvage_seqs_put(struct fb_spool *s, const char *key)
+{
+	uint8_t v[3 * KEY_LEN];
+
+	for(int q = 0; q < 3; q++){
+		key_encode(v + q * KEY_LEN, s->q[q].next_seq);
+	}
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], key, strlen(key), (const char *)v, sizeof(v));
+}
+
+/* Writes what the salvage has queued, with how far it has come (SALVAGE_NEXT_KEY) in the same
+ * write. Returns 0 or like load_write(). */
+static int salvage_write(struct salvage *v)
+{
+	salvage_seqs_put(v->s, SALVAGE_NEXT_KEY);
+	return load_write(v->s, &v->why);
+}
+
+/* Appends a salvaged record to queue QI of the spool (written in batches of some 1,000). */
 static int salvage_put(struct salvage *v, enum fb_queue qi, const void *val, size_t len)
 {
 	struct fb_spool *s = v->s;
@@ -2004,7 +2025,7 @@ static int salvage_put(struct salvage *v, enum fb_queue qi, const void *val, siz
 	queue_remember(q, q->next_seq++, KEY_LEN + (uint64_t)len);
 	v->put[qi]++;
 	if(rocksdb_writebatch_count(s->wb) >= 1000){
-		return load_write(s, &v->why);
+		return salvage_write(v);
 	}
 	return 0;
 }
@@ -2256,36 +2277,69 @@ static void salvage_close(struct salvage *v)
 	v->ncf = 0;
 }
 
-/* A salvage cut short (SALVAGE_KEY still set): wipes what it queued and runs it again. Only with
- * a fresh channel, right after spool_load(). Returns 0 or like spool_load(). */
+/* Reads meta KEY, 3 seqs (one per queue), into SEQS. Returns true when it is there and well formed. */
+static bool meta_seqs(struct fb_spool *s, const char *key, uint64_t seqs[3])
+{
+	char *val, *why = NULL;
+	size_t vlen;
+	bool ok;
+
+	if(meta_get(s, key, &val, &vlen, &why) != 0){
+		free(why);
+		return false;
+	}
+	ok = val && vlen == 3 * KEY_LEN;
+	for(int q = 0; ok && q < 3; q++){
+		seqs[q] = key_decode(val + q * KEY_LEN);
+	}
+	rocksdb_free(val);
+	return ok;
+}
+
+/* A salvage cut short (SALVAGE_KEY still set): deletes what it queued and runs it again. Only with
+ * a fresh channel, right after spool_load(). What it had queued is known exactly (SALVAGE_FROM_KEY
+ * to SALVAGE_NEXT_KEY, written with the records), so whatever the spool held besides stays, also
+ * records captured after it when the channel went ready in between (an open on a full disk skips
+ * this). A mark of an earlier version, which salvaged into an empty spool only, has no seqs: then
+ * every queue is emptied, as it did. Returns 0 or like spool_load(). */
 static int salvage_resume(struct fb_spool *s, char **why)
 {
 	uint8_t lo[KEY_LEN], hi[KEY_LEN];
+	uint64_t injected, from[3], next[3];
 	char *aside;
-	uint64_t injected;
 	int rc;
 
 	rc = meta_str(s, SALVAGE_KEY, &aside, why);
 	if(rc || aside == NULL){
 		return rc;
 	}
-	/* What the broker had injected, as the first try had it (this process's marks are 0 by now). */
+	/* What the broker had injected of its "in", as the first try had it. */
 	if(meta_seq(s, SALVAGE_IN_KEY, &injected, NULL, why) != 0){
 		free(*why); /* unread: then what the broker had injected comes again, at least once */
 		*why = NULL;
-	}else if(injected > s->in_injected){
-		s->in_injected = injected;
+		injected = 0;
 	}
 	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
 			s->path, aside);
-	memset(lo, 0, sizeof(lo));
-	memset(hi, 0xFF, sizeof(hi));
-	for(int q = 0; q < 3; q++){
-		rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
-				(const char *)hi, sizeof(hi));
-		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[q], strlen(floor_keys[q]));
+	if(meta_seqs(s, SALVAGE_FROM_KEY, from) && meta_seqs(s, SALVAGE_NEXT_KEY, next)){
+		for(int q = 0; q < 3; q++){
+			if(next[q] > from[q]){
+				key_encode(lo, from[q]);
+				key_encode(hi, next[q]);
+				rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
+						(const char *)hi, sizeof(hi));
+			}
+		}
+	}else{
+		memset(lo, 0, sizeof(lo));
+		memset(hi, 0xFF, sizeof(hi));
+		for(int q = 0; q < 3; q++){
+			rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
+					(const char *)hi, sizeof(hi));
+			rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[q], strlen(floor_keys[q]));
+		}
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY));
 	}
-	rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY));
 	rc = load_write(s, why);
 	fb_chan_reader_close(s->chan);
 	s->chan = NULL;
@@ -2295,7 +2349,7 @@ static int salvage_resume(struct fb_spool *s, char **why)
 		rc = spool_load(s, why);
 	}
 	if(rc == 0){
-		rc = salvage(s, aside);
+		rc = salvage(s, aside, injected);
 		if(rc){
 			*why = strdup("queuing the salvaged records failed (logged above)");
 		}
@@ -2536,16 +2590,66 @@ static int salvage_replay(const char *aside, const char *dir, char **err)
 	return rc;
 }
 
+/* A folder moved aside whose salvage has not ended: the name's <time> and N (0 without ".N"). */
+struct orphan {
+	unsigned long long t, n;
+	char *path;
+};
+
+static int orphan_cmp(const void *a, const void *b)
+{
+	const struct orphan *x = a, *y = b;
+
+	if(x->t != y->t){
+		return x->t < y->t ? -1 : 1;
+	}
+	return x->n < y->n ? -1 : x->n > y->n;
+}
+
+/* Reads "<time>" or "<time>.<N>" (digits only) at P into *T and *N. */
+static bool orphan_suffix(const char *p, unsigned long long *t, unsigned long long *n)
+{
+	char *end;
+
+	*n = 0;
+	if(*p < '0' || *p > '9'){
+		return false;
+	}
+	*t = strtoull(p, &end, 10);
+	if(*end == '.' && end[1] >= '0' && end[1] <= '9'){
+		*n = strtoull(end + 1, &end, 10);
+	}
+	return *end == '\0';
+}
+
+/* The last part of PATH (what a folder moved aside is named after). */
+static const char *base_name(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	return slash ? slash + 1 : path;
+}
+
+/* Deletes the marks of a salvage under way (with what else the write batch holds). */
+static void salvage_unmark(struct fb_spool *s)
+{
+	static const char *const keys[] = { SALVAGE_KEY, SALVAGE_IN_KEY, SALVAGE_FROM_KEY, SALVAGE_NEXT_KEY };
+
+	for(size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++){
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], keys[i], strlen(keys[i]));
+	}
+}
+
 /* Ends the salvage of ASIDE: its marks go and SALVAGE_DONE_KEY names it, in one synced write, so
  * that no open salvages it again. Returns 0 or like load_write(). */
 static int salvage_end(struct fb_spool *s, const char *aside, char **why)
 {
+	const char *name = base_name(aside);
 	int rc;
 
-	rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY));
-	rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY));
-	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_DONE_KEY, strlen(SALVAGE_DONE_KEY), aside,
-			strlen(aside));
+	salvage_unmark(s);
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_DONE_KEY, strlen(SALVAGE_DONE_KEY), name,
+			strlen(name));
 	rc = load_write(s, why);
 	if(rc == 0){
 		spool_fsync(s);
@@ -2553,40 +2657,61 @@ static int salvage_end(struct fb_spool *s, const char *aside, char **why)
 	return rc;
 }
 
-/* The salvage of ASIDE is over (salvage_end()): a folder PATH.salvaging-<time>[.N] takes the name
- * PATH.corrupt-<time>[.N] it is kept under. (A salvage an earlier version started reads from
- * PATH.corrupt-... already.) A rename that fails leaves the name, logged: SALVAGE_DONE_KEY tells
- * the next open that it was salvaged. */
-static void salvage_keep(struct fb_spool *s, const char *aside)
+/* Where ASIDE, a folder <base>.salvaging-<time>[.N] beside the spool, has its tag: *TIME set. NULL
+ * when it is not named so (a salvage an earlier version started reads from <base>.corrupt-...). */
+static const char *salvaging_tag(const struct fb_spool *s, const char *aside, unsigned long long *time)
 {
-	size_t len = strlen(s->path);
-	char *kept;
-	int rc;
+	const char *name = base_name(aside), *base = base_name(s->path);
+	size_t blen = strlen(base), tlen = strlen("." SALVAGING_TAG "-");
+	unsigned long long n;
 
-	if(strncmp(aside, s->path, len) != 0 || strncmp(aside + len, "." SALVAGING_TAG "-",
-			strlen("." SALVAGING_TAG "-")) != 0){
-		return;
+	if(strncmp(name, base, blen) != 0 || strncmp(name + blen, "." SALVAGING_TAG "-", tlen) != 0
+			|| !orphan_suffix(name + blen + tlen, time, &n)){
+		return NULL;
 	}
-	rc = move_aside(aside, s->path, "corrupt", &kept);
-	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was salvaged and cannot be renamed to %s.corrupt-<time>: "
-				"%s; it is kept under its name", s->path, aside, s->path, strerror(-rc));
-		return;
-	}
-	fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: the spool moved aside to %s is kept as %s", s->path, aside,
-			kept);
-	free(kept);
+	return name + blen;
 }
 
-/* The fresh spool S (just created, its channel fresh) takes every record that can be read from
- * the spool moved aside to ASIDE, which is not touched: a copy of it is read (repaired with
- * RocksDB's repair when it cannot be opened as it is) and removed afterwards. "out" (then the
- * records its staging files held), "in" (but what the local broker has injected: in_injected) and
- * "dead" are queued again in order; the seqs missing in "out" are counted as lost. Returns 0, also when nothing could be read (logged), or a
- * negative errno when queuing what was read failed: SALVAGE_KEY stays, the open fails and the next
- * link process starts the salvage again (salvage_resume()) before the channel is ready, so that
- * nothing is staged behind a salvage that is wiped and run again. */
-static int salvage(struct fb_spool *s, const char *aside)
+/* The salvage of ASIDE is over (salvage_end()): a folder <base>.salvaging-<time>[.N] takes the
+ * name <base>.corrupt-<time>[.N] it is kept under. A rename that fails leaves the name, logged:
+ * SALVAGE_DONE_KEY tells the next open that it was salvaged. */
+static void salvage_keep(struct fb_spool *s, const char *aside)
+{
+	const char *tag;
+	unsigned long long t;
+	char *prefix, *kept;
+	int rc;
+
+	tag = salvaging_tag(s, aside, &t);
+	if(tag == NULL){
+		return;
+	}
+	prefix = strndup(aside, (size_t)(tag - aside));
+	if(prefix == NULL){
+		return;
+	}
+	rc = move_aside(aside, prefix, "corrupt", (long long)t, &kept);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was salvaged and cannot be renamed to %s.corrupt-%llu: "
+				"%s; it is kept under its name", s->path, aside, prefix, t, strerror(-rc));
+	}else{
+		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: the spool moved aside to %s is kept as %s", s->path,
+				aside, kept);
+		free(kept);
+	}
+	free(prefix);
+}
+
+/* The spool S (its channel fresh: nothing is staged meanwhile; just created, unless an earlier
+ * salvage could not run) takes every record that can be read from the spool moved aside to ASIDE,
+ * which is not touched: a copy of it is read (repaired with RocksDB's repair when it cannot be
+ * opened as it is) and removed afterwards. "out" (then the records its staging files held), "in"
+ * (but the seqs up to INJECTED, which the local broker has injected) and "dead" are queued again
+ * in order, after what S holds; the seqs missing in "out" are counted as lost. Returns 0, also
+ * when nothing could be read (logged) or when it cannot start now (logged; it is salvaged by a
+ * later open), or a negative errno when queuing what was read failed: the marks stay, the open
+ * fails and the next link process starts the salvage again (salvage_resume()). */
+static int salvage(struct fb_spool *s, const char *aside, uint64_t injected)
 {
 	struct salvage v = { .s = s };
 	struct fb_chan_shared *sh = NULL;
@@ -2602,17 +2727,20 @@ static int salvage(struct fb_spool *s, const char *aside)
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
 		return -ENOMEM;
 	}
-	/* Until the last record is queued, a restart wipes what was queued and starts again
+	/* Until the last record is queued, a restart deletes what was queued and starts again
 	 * (salvage_resume()). Marked before the copy, which can take long: a link process that ended
 	 * before the mark leaves the folder's name to the next one (salvage_orphans()). */
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), aside, strlen(aside));
-	key_encode(inj, s->in_injected);
+	key_encode(inj, injected);
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), (const char *)inj,
 			sizeof(inj));
+	salvage_seqs_put(s, SALVAGE_FROM_KEY);
+	salvage_seqs_put(s, SALVAGE_NEXT_KEY);
 	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s; it keeps its name, and "
 				"the next link process on a fresh channel (a start of the broker) salvages it", s->path,
 				aside, v.why ? v.why : "WAL sync failed");
+		rocksdb_writebatch_clear(s->wb);
 		goto out;
 	}
 	rm_tree(copy); /* left by a salvage that was cut short */
@@ -2633,10 +2761,21 @@ static int salvage(struct fb_spool *s, const char *aside)
 					aside, strerror(-crc));
 		}
 	}
+	if(rc == -ENOSPC || rc == -EDQUOT){
+		/* Not even room for the links. The marks stay: the next link process on a fresh channel
+		 * starts the salvage again (salvage_resume(): nothing was queued, so nothing is deleted),
+		 * into this spool after what it holds by then. */
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s; it keeps its "
+				"name, and the next link process on a fresh channel (a start of the broker) salvages it",
+				s->path, aside, strerror(-rc));
+		goto out;
+	}
 	if(rc){
-		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s", s->path,
-				aside, strerror(-rc));
-		if(salvage_end(s, aside, &v.why) == 0){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s; what its "
+				"database held is neither queued again nor counted, and it stays there", s->path, aside,
+				strerror(-rc));
+		v.rc = salvage_end(s, aside, &v.why);
+		if(v.rc == 0){
 			salvage_keep(s, aside);
 		}
 		goto out;
@@ -2705,9 +2844,9 @@ static int salvage(struct fb_spool *s, const char *aside)
 				if(q != FB_Q_OUT){
 					salvage_meta(&v, floor_keys[q], &qfloor);
 				}
-				if(q == FB_Q_IN && s->in_injected >= qfloor){
+				if(q == FB_Q_IN && injected >= qfloor){
 					/* the local broker has these (their deletion had not caught up) */
-					qfloor = s->in_injected + 1;
+					qfloor = injected + 1;
 				}
 				salvage_cf(&v, v.cfh[v.qcf[q]], qfloor);
 			}
@@ -2735,7 +2874,7 @@ static int salvage(struct fb_spool *s, const char *aside)
 		free(sh);
 	}
 	if(v.rc == 0 && rocksdb_writebatch_count(s->wb) > 0){
-		v.rc = load_write(s, &v.why);
+		v.rc = salvage_write(&v);
 	}
 	rocksdb_writebatch_clear(s->wb);
 	if(v.rc){
@@ -2752,7 +2891,6 @@ static int salvage(struct fb_spool *s, const char *aside)
 		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
 		v.rc = salvage_end(s, aside, &v.why);
 		if(v.rc == 0){
-			s->salvaged = true;
 			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
 			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
 			salvage_keep(s, aside);
@@ -2773,53 +2911,20 @@ out:
 	return v.rc;
 }
 
-/* A folder moved aside whose salvage has not ended: the name's <time> and N (0 without ".N"). */
-struct orphan {
-	unsigned long long t, n;
-	char *path;
-};
-
-static int orphan_cmp(const void *a, const void *b)
+/* Salvages, oldest first, the folders <base>.salvaging-<time>[.N] beside the spool: MOVED, the one
+ * this open has just moved aside (or NULL), and those a link process moved aside and then ended
+ * before its salvage wrote SALVAGE_KEY (salvage_resume() takes those that had it). Without this,
+ * their records would be kept there and never queued again, nor counted. MOVED leaves out what
+ * the broker had injected of its "in" (in_injected); of the others that is not known any more (it
+ * refers to the spool of its time): theirs comes again, at least once. A folder that
+ * SALVAGE_DONE_KEY names was salvaged and only takes its kept name; one without the spool's marker
+ * file is not ours and is left alone. Only on a fresh channel. Returns 0 or like salvage_resume(). */
+static int salvage_orphans(struct fb_spool *s, const char *moved, char **why)
 {
-	const struct orphan *x = a, *y = b;
-
-	if(x->t != y->t){
-		return x->t < y->t ? -1 : 1;
-	}
-	return x->n < y->n ? -1 : x->n > y->n;
-}
-
-/* Reads "<time>" or "<time>.<N>" (digits only) at P into *T and *N. */
-static bool orphan_suffix(const char *p, unsigned long long *t, unsigned long long *n)
-{
-	char *end;
-
-	*n = 0;
-	if(*p < '0' || *p > '9'){
-		return false;
-	}
-	*t = strtoull(p, &end, 10);
-	if(*end == '.' && end[1] >= '0' && end[1] <= '9'){
-		*n = strtoull(end + 1, &end, 10);
-	}
-	return *end == '\0';
-}
-
-/* Salvages, oldest first, the folders PATH.salvaging-<time>[.N] that a link process moved aside
- * and then ended before its salvage wrote SALVAGE_KEY (salvage_resume() takes those that had it):
- * without this, their records would be kept there and never queued again, nor counted. What the
- * broker had injected of their "in" is not known any more (this process's marks are 0): it comes
- * again, at least once. A folder that SALVAGE_DONE_KEY names was salvaged and only takes its kept
- * name; one without the spool's marker file is not ours and is left alone. SKIP (or NULL): the
- * folder this open has just handled. Only on a fresh channel, with no salvage under way. Returns 0
- * or like salvage_resume(). */
-static int salvage_orphans(struct fb_spool *s, const char *skip, char **why)
-{
-	const char *slash = strrchr(s->path, '/'), *base = slash ? slash + 1 : s->path;
-	size_t blen = strlen(base), tlen = strlen("." SALVAGING_TAG "-");
+	const char *slash = strrchr(s->path, '/');
 	struct orphan *o = NULL, *no;
 	size_t n = 0, cap = 0;
-	char *dir, *done = NULL, *marker;
+	char *dir, *done = NULL, *marker, *path;
 	struct dirent *e;
 	struct stat st;
 	DIR *d;
@@ -2837,40 +2942,47 @@ static int salvage_orphans(struct fb_spool *s, const char *skip, char **why)
 	}
 	while(rc == 0 && (e = readdir(d)) != NULL){
 		unsigned long long t, k;
+		const char *tag;
 
-		if(strncmp(e->d_name, base, blen) != 0 || strncmp(e->d_name + blen, "." SALVAGING_TAG "-", tlen) != 0
-				|| !orphan_suffix(e->d_name + blen + tlen, &t, &k)){
+		if(asprintf(&path, "%.*s%s", (int)(slash ? slash + 1 - s->path : 0), s->path, e->d_name) < 0){
+			rc = -ENOMEM;
+			break;
+		}
+		tag = salvaging_tag(s, path, &t);
+		if(tag == NULL || stat(path, &st) != 0 || !S_ISDIR(st.st_mode)){
+			free(path);
 			continue;
 		}
+		orphan_suffix(tag + strlen("." SALVAGING_TAG "-"), &t, &k);
 		if(n == cap){
 			cap = cap ? 2 * cap : 4;
 			no = realloc(o, cap * sizeof(*o));
 			if(no == NULL){
+				free(path);
 				rc = -ENOMEM;
 				break;
 			}
 			o = no;
 		}
-		o[n] = (struct orphan){ t, k, NULL };
-		if(asprintf(&o[n].path, "%s%s", s->path, e->d_name + blen) < 0){
-			rc = -ENOMEM;
-			break;
-		}
-		n++;
+		o[n++] = (struct orphan){ t, k, path };
 	}
 	closedir(d);
 	if(rc == 0 && n){
 		rc = meta_str(s, SALVAGE_DONE_KEY, &done, why);
-	}
-	if(n){
 		qsort(o, n, sizeof(*o), orphan_cmp);
 	}
 	for(size_t i = 0; i < n && rc == 0; i++){
-		if((skip && strcmp(o[i].path, skip) == 0) || stat(o[i].path, &st) != 0 || !S_ISDIR(st.st_mode)){
+		bool mine = moved && strcmp(base_name(o[i].path), base_name(moved)) == 0;
+
+		if(!mine && done && strcmp(base_name(o[i].path), done) == 0){
+			salvage_keep(s, o[i].path); /* ended between the last write and the rename */
 			continue;
 		}
-		if(done && strcmp(o[i].path, done) == 0){
-			salvage_keep(s, o[i].path); /* ended between the last write and the rename */
+		if(atomic_load(&s->failed)){
+			/* opened on a full disk: nothing can be queued now */
+			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: %s waits to be salvaged: the spool cannot write now; "
+					"the next link process on a fresh channel (a start of the broker) salvages it", s->path,
+					o[i].path);
 			continue;
 		}
 		if(asprintf(&marker, "%s/" MARKER_FILE, o[i].path) < 0){
@@ -2881,9 +2993,11 @@ static int salvage_orphans(struct fb_spool *s, const char *skip, char **why)
 			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s has no file " MARKER_FILE ": it is not a "
 					"spool moved aside, and it is left alone", s->path, o[i].path);
 		}else{
-			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was moved aside and its salvage did not "
-					"start (the link process ended first); it is salvaged now", s->path, o[i].path);
-			rc = salvage(s, o[i].path);
+			if(!mine){
+				fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was moved aside and its salvage did not "
+						"start (the link process ended first); it is salvaged now", s->path, o[i].path);
+			}
+			rc = salvage(s, o[i].path, mine ? s->in_injected : 0);
 			if(rc){
 				*why = strdup("queuing the salvaged records failed (logged above)");
 			}
@@ -3406,6 +3520,12 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}else if(rc == 0 && reserve_make(s) == -ENOSPC){
 		spool_fail(s, "making the reserve", "No space left on device");
 	}
+	if(rc == 0 && !s->chan_running && s->in_injected){
+		/* A fresh channel: the records of "in" the broker had injected, whose deletion had not
+		 * caught up, go now rather than be handed over again. Failing that (the disk), they are
+		 * injected again: at least once. First: a salvage below may number "in" from 1 again. */
+		fb_spool_delete_through(s, FB_Q_IN, 0, s->in_injected);
+	}
 	if(rc == 0 && !s->chan_running && atomic_load(&s->failed) == 0){
 		rc = salvage_resume(s, &why);
 	}
@@ -3423,7 +3543,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 				"aside and salvages it", s->path, why);
 		atomic_store_explicit(&s->sh->ready, 0, memory_order_release);
 	}else if(rc == -EIO){
-		rc = move_aside(s->path, s->path, SALVAGING_TAG, &aside);
+		rc = move_aside(s->path, s->path, SALVAGING_TAG, (long long)time(NULL), &aside);
 		if(rc){
 			fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s is unreadable (%s) and cannot "
 					"be moved aside: %s", s->path, why, strerror(-rc));
@@ -3436,23 +3556,17 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 			if(rc == 0){
 				rc = spool_load(s, &why);
 			}
-			if(rc == 0 && !s->chan_running){
-				rc = salvage(s, aside);
-				if(rc){
-					why = strdup("queuing the salvaged records failed (logged above); the next "
-							"link process starts the salvage again");
-				}
-			}
 			if(rc){
 				fb_log(&s->lg, MOSQ_LOG_ERR, "cannot create a fresh spool at "
 						"%s: %s", s->path, why ? why : strerror(-rc));
 			}
+			/* salvaged below, with any older folder moved aside and not salvaged yet */
 		}
 	}else if(rc){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "cannot open spool %s: %s", s->path,
 				why ? why : strerror(-rc));
 	}
-	if(rc == 0 && !s->chan_running && atomic_load(&s->failed) == 0){
+	if(rc == 0 && !s->chan_running){
 		free(why);
 		why = NULL;
 		rc = salvage_orphans(s, aside, &why);
@@ -3463,12 +3577,6 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	}
 	free(why);
 	free(aside);
-	if(rc == 0 && !s->chan_running && !s->salvaged && s->in_injected){
-		/* A fresh channel without a salvage: the records of "in" the broker had injected, whose
-		 * deletion had not caught up, go now rather than be handed over again. Failing that (the
-		 * disk), they are injected again: at least once. */
-		fb_spool_delete_through(s, FB_Q_IN, 0, s->in_injected);
-	}
 	if(rc == 0 && !s->chan_running){
 		/* Only now, after any salvage: a writer opened while a salvage still queued records would
 		 * start at the seq the fresh queue began with, and the salvage's last reset of the files
