@@ -411,6 +411,7 @@ struct fb_spool {
 	bool chan_running;           /* its writer runs already (a link process restarted) */
 	uint64_t in_injected;        /* fb_spool_opts.in_injected */
 	uint64_t in_next;            /* fb_spool_opts.in_next */
+	uint64_t salvage_next[3];    /* SALVAGE_NEXT_KEY while a salvage is under way, else 0s */
 	struct fb_chan_reader *chan;
 	struct fb_chan_writer *w;    /* fb_spool_append() to "out"; NULL in the link process */
 	uint64_t settled;            /* newest seq settled from the channel ("stage/settled") */
@@ -1378,6 +1379,27 @@ static int meta_seq(struct fb_spool *s, const char *key, uint64_t *seq, bool *ma
 	return 0;
 }
 
+/* Reads meta KEY, 3 seqs (one per queue), into SEQS. Returns 1 (read), 0 (not there: SEQS are 0)
+ * or -1 (unreadable or malformed). */
+static int meta_seqs(struct fb_spool *s, const char *key, uint64_t seqs[3])
+{
+	char *val, *why = NULL;
+	size_t vlen;
+	int rc;
+
+	memset(seqs, 0, 3 * sizeof(seqs[0]));
+	if(meta_get(s, key, &val, &vlen, &why) != 0){
+		free(why);
+		return -1;
+	}
+	rc = val == NULL ? 0 : vlen == 3 * KEY_LEN ? 1 : -1;
+	for(int q = 0; rc == 1 && q < 3; q++){
+		seqs[q] = key_decode(val + q * KEY_LEN);
+	}
+	rocksdb_free(val);
+	return rc;
+}
+
 /* Reads the string that meta KEY holds into *OUT (caller frees; NULL when there is none). Returns
  * 0, -ENOMEM, or like meta_get(). */
 static int meta_str(struct fb_spool *s, const char *key, char **out, char **why)
@@ -1746,6 +1768,12 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	if(rc == 0 && qi == FB_Q_IN && q->next_seq < s->in_next){
 		q->next_seq = s->in_next;
 	}
+	/* While a salvage is under way, no record takes a seq it may have queued: starting again, it
+	 * deletes those (salvage_resume()), and a queue found empty would start again at 1 below them
+	 * (an open on a full disk goes on without the salvage; a running writer has its seqs). */
+	if(rc == 0 && q->next_seq < s->salvage_next[qi] && !(qi == FB_Q_OUT && s->chan_running)){
+		q->next_seq = s->salvage_next[qi];
+	}
 	if(rc == 0 && qi == FB_Q_OUT && !s->chan_running){
 		rc = chan_reset(s, why);
 	}
@@ -1772,6 +1800,9 @@ static int spool_load(struct fb_spool *s, char **why)
 	int rc, i;
 
 	rc = db_open(s, why);
+	if(rc == 0 && meta_seqs(s, SALVAGE_NEXT_KEY, s->salvage_next) < 0){
+		memset(s->salvage_next, 0, sizeof(s->salvage_next));
+	}
 	for(i = 0; rc == 0 && i < 3; i++){
 		rc = scan_queue(s, (enum fb_queue)i, why);
 	}
@@ -2277,24 +2308,6 @@ static void salvage_close(struct salvage *v)
 	v->ncf = 0;
 }
 
-/* Reads meta KEY, 3 seqs (one per queue), into SEQS. Returns true when it is there and well formed. */
-static bool meta_seqs(struct fb_spool *s, const char *key, uint64_t seqs[3])
-{
-	char *val, *why = NULL;
-	size_t vlen;
-	bool ok;
-
-	if(meta_get(s, key, &val, &vlen, &why) != 0){
-		free(why);
-		return false;
-	}
-	ok = val && vlen == 3 * KEY_LEN;
-	for(int q = 0; ok && q < 3; q++){
-		seqs[q] = key_decode(val + q * KEY_LEN);
-	}
-	rocksdb_free(val);
-	return ok;
-}
 
 /* A salvage cut short (SALVAGE_KEY still set): deletes what it queued and runs it again. Only with
  * a fresh channel, right after spool_load(). What it had queued is known exactly (SALVAGE_FROM_KEY
@@ -2321,7 +2334,17 @@ static int salvage_resume(struct fb_spool *s, char **why)
 	}
 	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
 			s->path, aside);
-	if(meta_seqs(s, SALVAGE_FROM_KEY, from) && meta_seqs(s, SALVAGE_NEXT_KEY, next)){
+	rc = meta_seqs(s, SALVAGE_FROM_KEY, from);
+	if(rc >= 0){
+		int nrc = meta_seqs(s, SALVAGE_NEXT_KEY, next);
+
+		rc = rc == 1 && nrc == 1 ? 1 : rc == 0 && nrc == 0 ? 0 : -1;
+	}
+	if(rc < 0){
+		/* what it queued cannot be told from the rest: it stays, and comes again (at least once) */
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the marks of the salvage of %s cannot be read; "
+				"what it queued before stays and is queued again", s->path, aside);
+	}else if(rc == 1){
 		for(int q = 0; q < 3; q++){
 			if(next[q] > from[q]){
 				key_encode(lo, from[q]);
@@ -2331,6 +2354,7 @@ static int salvage_resume(struct fb_spool *s, char **why)
 			}
 		}
 	}else{
+		/* a mark of an earlier version */
 		memset(lo, 0, sizeof(lo));
 		memset(hi, 0xFF, sizeof(hi));
 		for(int q = 0; q < 3; q++){
@@ -2653,6 +2677,7 @@ static int salvage_end(struct fb_spool *s, const char *aside, char **why)
 	rc = load_write(s, why);
 	if(rc == 0){
 		spool_fsync(s);
+		memset(s->salvage_next, 0, sizeof(s->salvage_next));
 	}
 	return rc;
 }
@@ -2695,9 +2720,17 @@ static void salvage_keep(struct fb_spool *s, const char *aside)
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was salvaged and cannot be renamed to %s.corrupt-%llu: "
 				"%s; it is kept under its name", s->path, aside, prefix, t, strerror(-rc));
 	}else{
+		char *why = NULL;
+
 		fb_log(&s->lg, MOSQ_LOG_NOTICE, "spool %s: the spool moved aside to %s is kept as %s", s->path,
 				aside, kept);
 		free(kept);
+		/* Its name is free again, and a later move aside may take it. (Not written: at worst
+		 * such a folder is taken for this one, renamed and not salvaged, logged.) */
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_DONE_KEY, strlen(SALVAGE_DONE_KEY));
+		if(load_write(s, &why) != 0){
+			free(why);
+		}
 	}
 	free(prefix);
 }
@@ -2887,12 +2920,14 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected)
 			repaired ? " (a repaired copy)" : "", (unsigned long long)v.put[FB_Q_OUT],
 			(unsigned long long)v.put[FB_Q_IN], (unsigned long long)v.put[FB_Q_DEAD],
 			v.unreadable ? "; unreadable stretches skipped" : "");
+	rm_tree(copy); /* before the end: a restart after it would find it nowhere else */
 	if(v.rc == 0){
 		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
 		v.rc = salvage_end(s, aside, &v.why);
 		if(v.rc == 0){
 			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
 			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
+			fb_log(&s->lg, MOSQ_LOG_INFO, "spool %s: the salvage of %s is complete", s->path, aside);
 			salvage_keep(s, aside);
 		}
 	}
@@ -2924,7 +2959,7 @@ static int salvage_orphans(struct fb_spool *s, const char *moved, char **why)
 	const char *slash = strrchr(s->path, '/');
 	struct orphan *o = NULL, *no;
 	size_t n = 0, cap = 0;
-	char *dir, *done = NULL, *marker, *path;
+	char *dir, *done = NULL, *under_way = NULL, *marker, *path;
 	struct dirent *e;
 	struct stat st;
 	DIR *d;
@@ -2969,11 +3004,17 @@ static int salvage_orphans(struct fb_spool *s, const char *moved, char **why)
 	closedir(d);
 	if(rc == 0 && n){
 		rc = meta_str(s, SALVAGE_DONE_KEY, &done, why);
+		if(rc == 0){
+			rc = meta_str(s, SALVAGE_KEY, &under_way, why);
+		}
 		qsort(o, n, sizeof(*o), orphan_cmp);
 	}
 	for(size_t i = 0; i < n && rc == 0; i++){
 		bool mine = moved && strcmp(base_name(o[i].path), base_name(moved)) == 0;
 
+		if(under_way && strcmp(base_name(o[i].path), base_name(under_way)) == 0){
+			continue; /* salvage_resume() has it, and it waits for a later open */
+		}
 		if(!mine && done && strcmp(base_name(o[i].path), done) == 0){
 			salvage_keep(s, o[i].path); /* ended between the last write and the rename */
 			continue;
@@ -3009,6 +3050,7 @@ static int salvage_orphans(struct fb_spool *s, const char *moved, char **why)
 	}
 	free(o);
 	free(done);
+	free(under_way);
 	return rc;
 }
 
