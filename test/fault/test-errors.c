@@ -11,7 +11,6 @@
  * folder) that the broker thread cannot open for the same reason waits, with the command behind it,
  * instead of being dropped, and both reach the local subscriber once the limit is back. */
 #include <dirent.h>
-#include <glob.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -123,33 +122,6 @@ START_TEST(test_message_that_cannot_be_staged_is_refused_and_counted)
 }
 END_TEST
 
-/* How many files of records too large for the cloud-to-edge ring the edge's spool folder holds. */
-static size_t c2e_files(struct fbh_broker *edge)
-{
-	char *pattern = fbh_strdupf("%s/spool/" FB_C2E_STEM "*", edge->dir);
-	glob_t g;
-	size_t n;
-
-	n = glob(pattern, 0, NULL, &g) == 0 ? g.gl_pathc : 0;
-	globfree(&g);
-	free(pattern);
-	return n;
-}
-
-/* How many lines of the edge's whole log contain NEEDLE. */
-static unsigned log_count(struct fbh_broker *edge, const char *needle)
-{
-	char *text = fbh_read_file(edge->log);
-	unsigned n = 0;
-
-	ck_assert_ptr_nonnull(text);
-	for(const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle)){
-		n++;
-	}
-	free(text);
-	return n;
-}
-
 /* A cloud command larger than half the cloud-to-edge ring travels to the broker thread in a file
  * of its own. With the edge broker out of descriptors it cannot open that file (EMFILE): the
  * command and the small one behind it wait (nothing reaches the local subscriber for a second,
@@ -188,7 +160,7 @@ START_TEST(test_large_command_that_cannot_be_opened_waits_and_arrives_in_order)
 	ck_assert_uint_eq(fbh_sub_count(local), 0);
 	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
 	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 0, 5000));
-	ck_assert_uint_eq(c2e_files(&edge), 1);
+	ck_assert_uint_eq(spool_files(&edge, FB_C2E_STEM), 1);
 	ck_assert(fbh_broker_log_line_has(&edge, "cannot be read from ", ": Too many open files; it and the "
 			"cloud messages behind it wait and are tried again every 100 ms"));
 
@@ -207,7 +179,7 @@ START_TEST(test_large_command_that_cannot_be_opened_waits_and_arrives_in_order)
 	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 2, 10000));
 	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
 	ck_assert(sys_wait_u64(sys, "cloud_to_edge/pending", 0, 10000));
-	ck_assert_uint_eq(c2e_files(&edge), 0);
+	ck_assert_uint_eq(spool_files(&edge, FB_C2E_STEM), 0);
 	ck_assert_uint_eq(log_count(&edge, "cannot be read from "), 1);
 	fbh_pub_close(pub);
 	fbh_sub_stop(local);

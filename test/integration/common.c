@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,4 +300,29 @@ pid_t link_pid_wait(pid_t broker)
 	}
 	ck_assert_msg(p > 0, "the edge (pid %d) has no link process", (int)broker);
 	return p;
+}
+
+unsigned log_count(struct fbh_broker *edge, const char *needle)
+{
+	char *text = fbh_read_file(edge->log);
+	unsigned n = 0;
+
+	ck_assert_ptr_nonnull(text);
+	for(const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle)){
+		n++;
+	}
+	free(text);
+	return n;
+}
+
+size_t spool_files(struct fbh_broker *edge, const char *stem)
+{
+	char *pattern = fbh_strdupf("%s/spool/%s*", edge->dir, stem);
+	glob_t g;
+	size_t n;
+
+	n = glob(pattern, 0, NULL, &g) == 0 ? g.gl_pathc : 0;
+	globfree(&g);
+	free(pattern);
+	return n;
 }

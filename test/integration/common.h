@@ -63,6 +63,13 @@ void start_commands(struct fbh_broker *cloud, struct fbh_broker *edge, struct fb
 pid_t link_pid(pid_t broker);
 pid_t link_pid_wait(pid_t broker);
 
+/* How many times NEEDLE occurs in the whole log of EDGE (since its first start, marks ignored). */
+unsigned log_count(struct fbh_broker *edge, const char *needle);
+
+/* How many files whose names start with STEM (c2e.h: FB_C2E_STEM, FB_REQUEUE_STEM; a ".new" being
+ * written counts too) the spool folder of EDGE holds. */
+size_t spool_files(struct fbh_broker *edge, const char *stem);
+
 /* The state of folder DIR as text: every entry's path, type, mode, size, mtime and SHA-256, one per
  * line, sorted (caller frees). tree_settled(): the same once two looks 0.5 s apart agree (the test
  * fails after 30 s of changes). For "byte-identical before and after" checks. */

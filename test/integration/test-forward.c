@@ -755,20 +755,6 @@ START_TEST(test_killed_link_process_is_restarted_and_nothing_is_lost)
 }
 END_TEST
 
-/* Occurrences of NEEDLE in the edge's log. */
-static int log_count(struct fbh_broker *b, const char *needle)
-{
-	char *text = fbh_read_file(b->log);
-	int n = 0;
-
-	ck_assert_ptr_nonnull(text);
-	for(const char *p = strstr(text, needle); p; p = strstr(p + 1, needle)){
-		n++;
-	}
-	free(text);
-	return n;
-}
-
 /* A link process that cannot start (here: its spool folder has become a file) is restarted after
  * 1 s, 2 s, 4 s ..., not in a tight loop; once the spool is back, the next one runs and forwards
  * what the broker staged meanwhile. */
@@ -793,7 +779,7 @@ START_TEST(test_failing_link_process_is_restarted_with_growing_pauses)
 	ck_assert_int_eq(kill(link_process_wait(edge.pid), SIGKILL), 0);
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/while-down", "d", 1, 1, NULL, 10000), 1);
 	sleep(8);
-	restarts = log_count(&edge, "restarting the link process");
+	restarts = (int)log_count(&edge, "restarting the link process");
 	/* Without pauses: about one a second (8); with them: at 1, 2, 4 s and 8 s at the latest. */
 	ck_assert_int_ge(restarts, 2);
 	ck_assert_int_le(restarts, 4);
