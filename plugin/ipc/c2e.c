@@ -20,12 +20,28 @@ static void c2e_file_path(const char *dir, const char *stem, uint64_t seq, char 
 	snprintf(buf, cap, "%s/%s%" PRIu64, dir, stem, seq);
 }
 
+int fb_c2e_write_file(const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len)
+{
+	char path[4096], tmp[4096 + 8];
+	int rc;
+
+	/* Written aside and renamed into place: an entry already in the ring for the same seq reads
+	 * either the whole old file or the whole new one, never a part. */
+	c2e_file_path(dir, stem, seq, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	rc = fb_file_write(tmp, rec, len, false);
+	if(rc == 0 && rename(tmp, path) != 0){
+		rc = -errno;
+		unlink(tmp);
+	}
+	return rc;
+}
+
 int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len)
 {
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
 	uint32_t flags = 0;
-	char path[4096];
 	size_t off, skip = 0, need;
 
 	if(len > FB_C2E_RING / 2){
@@ -44,17 +60,7 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq
 		return -ENOBUFS;
 	}
 	if(flags == C2E_FILE){
-		char tmp[4096 + 8];
-
-		/* Written aside and renamed into place: an entry already in the ring for the same seq
-		 * (see above) reads either the whole old file or the whole new one, never a part. */
-		c2e_file_path(dir, stem, seq, path, sizeof(path));
-		snprintf(tmp, sizeof(tmp), "%s.new", path);
-		if(fb_file_write(tmp, rec, len, false) != 0){
-			return -ENOBUFS;
-		}
-		if(rename(tmp, path) != 0){
-			unlink(tmp);
+		if(fb_c2e_write_file(dir, stem, seq, rec, len) != 0){
 			return -ENOBUFS;
 		}
 		rec = NULL;

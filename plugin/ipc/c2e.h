@@ -42,6 +42,12 @@ struct fb_c2e {
  * spool folder). Returns 0, or -ENOBUFS when it has no room now. Link process, its worker. */
 int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len);
 
+/* Writes record SEQ (REC, LEN bytes) to its file of its own (STEM + seq in DIR), replacing one
+ * there: aside first (".new"), then renamed into place, so that a reader sees the whole old file
+ * or the whole new one, never a part. fb_c2e_put() uses it. Returns 0 or a negative errno
+ * (nothing is left at ".new"). Link process. */
+int fb_c2e_write_file(const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len);
+
 /* True while R holds records the broker has not read. Either process. */
 static inline int fb_c2e_waiting(struct fb_c2e *r)
 {
