@@ -902,15 +902,23 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 
 	while(fb_c2e_next(&b->sh->requeue, &b->rq, dir, FB_REQUEUE_STEM, &seq, &rec, &len)){
 		if(rec == NULL){
-			/* its file cannot be read now: the dead letter stays where it is, in "dead" too */
+			/* its file cannot be read now: the dead letter stays where it is, in "dead" too; a
+			 * file that is gone the link process writes again from there (control.c) */
 			rc = b->rq.err ? b->rq.err : -EIO;
 			if(!b->rq_read_logged){
 				fb_log(&b->lg, MOSQ_LOG_ERR, "requeue-dead: dead letter %" PRIu64 " cannot be read from %s: "
-						"%s; it stays in spool \"dead\" and is tried again every second, with those "
-						"behind it", seq, b->rq.path, strerror(-rc));
+						"%s; it stays in spool \"dead\"%s and is tried again every second, with those "
+						"behind it", seq, b->rq.path, strerror(-rc),
+						rc == -ENOENT ? " (the link process writes the file again from there)" : "");
 				b->rq_read_logged = true;
 			}
 			break;
+		}
+		if(len == 0){
+			/* withdrawn by the link process (fb_c2e_withdraw()): its dead letter is gone */
+			fb_c2e_consume(&b->sh->requeue, &b->rq);
+			b->rq_read_logged = false;
+			continue;
 		}
 		if(!writer_ready(b)){
 			rc = -EAGAIN;
@@ -925,6 +933,7 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t no
 		}
 		any = true;
 		fb_c2e_consume(&b->sh->requeue, &b->rq);
+		b->rq_read_logged = false; /* the next one that cannot be read is another */
 	}
 	if(rc < 0){
 		b->rq_retry = now + 1; /* not at every loop turn */

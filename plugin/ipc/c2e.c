@@ -1,5 +1,5 @@
-/* flowmq-bridge: the cloud-to-edge ring (see c2e.h): fb_c2e_put in the link process's worker, the
- * reading side in the broker thread. */
+/* flowmq-bridge: the cloud-to-edge ring (see c2e.h): the writing side (fb_c2e_put and the files of
+ * large records) in the link process, the reading side in the broker thread. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -84,18 +84,23 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq
 	return 0;
 }
 
-/* The entry at RD's head, past the end of the ring that a record did not fit into; NULL when the
- * ring holds no more. */
-static const uint8_t *entry_at(struct fb_c2e *r, struct fb_c2e_reader *rd)
+int fb_c2e_withdraw(const char *dir, const char *stem, uint64_t seq)
+{
+	return fb_c2e_write_file(dir, stem, seq, NULL, 0);
+}
+
+/* The entry at *HEAD, past the end of the ring that a record did not fit into (*HEAD moves past
+ * that end); NULL when the ring holds no more. */
+static const uint8_t *entry_at(struct fb_c2e *r, uint64_t *head)
 {
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
 
-	while(rd->head != tail){
-		size_t off = (size_t)(rd->head % FB_C2E_RING);
+	while(*head != tail){
+		size_t off = (size_t)(*head % FB_C2E_RING);
 		const uint8_t *p = r->ring + off;
 
 		if(FB_C2E_RING - off < C2E_HEAD || fb_get_le32(p + 8) == C2E_WRAP){
-			rd->head += FB_C2E_RING - off;
+			*head += FB_C2E_RING - off;
 			continue;
 		}
 		return p;
@@ -103,10 +108,25 @@ static const uint8_t *entry_at(struct fb_c2e *r, struct fb_c2e_reader *rd)
 	return NULL;
 }
 
+int fb_c2e_head_file(struct fb_c2e *r, const char *dir, const char *stem, uint64_t *seq, char *path, size_t cap)
+{
+	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+	const uint8_t *p = entry_at(r, &head);
+
+	/* The caller is the writer: the entries from the head to the tail are its own, and nothing
+	 * changes them while it looks. */
+	if(p == NULL || !(fb_get_le32(p + 12) & C2E_FILE)){
+		return 0;
+	}
+	*seq = fb_get_le64(p);
+	c2e_file_path(dir, stem, *seq, path, cap);
+	return 1;
+}
+
 int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,
 		uint64_t *seq, const uint8_t **rec, size_t *len)
 {
-	const uint8_t *p = entry_at(r, rd);
+	const uint8_t *p = entry_at(r, &rd->head);
 
 	if(p){
 		*seq = fb_get_le64(p);
@@ -142,7 +162,7 @@ size_t fb_c2e_drop(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, 
 	const uint8_t *p;
 	size_t n = 0;
 
-	while((p = entry_at(r, rd)) != NULL){
+	while((p = entry_at(r, &rd->head)) != NULL){
 		if(fb_get_le32(p + 12) & C2E_FILE){
 			c2e_file_path(dir, stem, fb_get_le64(p), rd->path, sizeof(rd->path));
 			unlink(rd->path);

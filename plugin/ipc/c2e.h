@@ -15,7 +15,10 @@
  *
  * The same ring type carries the dead letters that `spool requeue-dead` sends again through a
  * running bridge (shared.h: requeue): the link process puts them in, the broker thread stages
- * them like captures and consumes them; HEAD tells the link process which are staged.
+ * them like captures and consumes them; HEAD tells the link process which are staged. There the
+ * link process also writes again the file of a record the broker thread stands still on because
+ * the file is gone, or withdraws the entry (fb_c2e_head_file(), fb_c2e_write_file(),
+ * fb_c2e_withdraw(); control.c).
  */
 #ifndef FB_C2E_H
 #define FB_C2E_H
@@ -44,9 +47,22 @@ int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq
 
 /* Writes record SEQ (REC, LEN bytes) to its file of its own (STEM + seq in DIR), replacing one
  * there: aside first (".new"), then renamed into place, so that a reader sees the whole old file
- * or the whole new one, never a part. fb_c2e_put() uses it. Returns 0 or a negative errno
+ * or the whole new one, never a part. fb_c2e_put() uses it, and the link process writes again
+ * the file of a requeued dead letter that went missing (control.c). Returns 0 or a negative errno
  * (nothing is left at ".new"). Link process. */
 int fb_c2e_write_file(const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len);
+
+/* Withdraws the entry whose record travels in the file of SEQ (STEM + seq in DIR): the file is
+ * left empty, so fb_c2e_next() returns an empty record for it, which no record of a file of its
+ * own is, and the reader passes over it (bridge.c's requeue ring). For an entry whose record is
+ * gone for good (control.c: a dead letter no longer in spool "dead"), which would otherwise hold
+ * up everything behind it. Returns 0 or a negative errno. Link process. */
+int fb_c2e_withdraw(const char *dir, const char *stem, uint64_t seq);
+
+/* When the record at R's head (the oldest the reader has not consumed) travels in a file of its
+ * own, returns 1 with its seq in *SEQ and the file's path in PATH (CAP bytes); 0 when R is empty
+ * or that record is in the ring. The writer's look at what the reader is at. Link process. */
+int fb_c2e_head_file(struct fb_c2e *r, const char *dir, const char *stem, uint64_t *seq, char *path, size_t cap);
 
 /* True while R holds records the broker has not read. Either process. */
 static inline int fb_c2e_waiting(struct fb_c2e *r)
@@ -70,7 +86,8 @@ struct fb_c2e_reader {
  * valid until fb_c2e_consume(). *REC is NULL when the record's file cannot be read: RD->err says
  * why and RD->path names the file. Called again without fb_c2e_consume(), it returns the same
  * record (and tries its file again): a caller that does not consume leaves the record and those
- * behind it where they are, its file kept. Broker thread. */
+ * behind it where they are, its file kept. A withdrawn entry (fb_c2e_withdraw()) reads as an
+ * empty record. Broker thread. */
 int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,
 		uint64_t *seq, const uint8_t **rec, size_t *len);
 

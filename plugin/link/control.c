@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "control.h"
 #include "record.h"
@@ -18,6 +20,9 @@
 #define PURGE_PER_TURN 4096
 /* Without progress this long, the reply goes (the rest goes on). */
 #define STUCK_MS 10000
+/* With the requeue ring's head still this long, the file of the record there is looked at (the
+ * broker thread tries one it cannot read again every second). */
+#define REPAIR_MS 1000
 
 struct put {
 	uint64_t seq;   /* the dead letter's */
@@ -41,6 +46,10 @@ struct fb_control {
 	struct fb_spool_del dels[BATCH];
 	size_t ndels;
 	int err;               /* of the last visit */
+	uint64_t ring_head;    /* the requeue ring's head when last looked at (requeue_repair()) */
+	uint64_t ring_ms;      /* ... since when it has stood there */
+	uint64_t repair_seq;   /* the dead letter whose file could not be written again (logged) */
+	int repair_err;        /* ... why; 0: none */
 };
 
 uint8_t *fb_control_requeued(const uint8_t *val, size_t len, size_t *out_len)
@@ -221,6 +230,95 @@ static int requeue_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	return 0;
 }
 
+struct lookup {
+	uint64_t seq;
+	bool found;
+	uint8_t *rec;   /* the dead letter as requeued, NULL for memory */
+	size_t len;
+};
+
+static int lookup_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct lookup *l = ud;
+
+	if(seq == l->seq){
+		l->found = true;
+		l->rec = fb_control_requeued(val, len, &l->len);
+	}
+	return 1;
+}
+
+/* The broker thread stages the record at the requeue ring's head only once it can read it. One
+ * that travels in a file of its own (larger than half the ring) whose file is gone (deleted by
+ * someone, lost to a disk error) would hold the ring up for good: the dead letters behind it would
+ * wait, the request would never end and no other could start. This process still has the dead
+ * letter in spool "dead" (requeue_release() deletes one only once the head is past it), so when
+ * the head has stood still for REPAIR_MS on such a record, it writes the file again, and the
+ * broker thread's next try stages the dead letter, in its place and once. The ring keeps its
+ * entries across a restart of the link process, so this runs at every turn, with a request or
+ * without: an entry an earlier link process put there is written again the same way (its request
+ * was answered as interrupted; the dead letter stays in "dead" too and a later request sends it
+ * again, as for every entry of that process staged after its end). When such a dead letter was
+ * purged since, there is nothing left to stage: its entry is withdrawn. */
+static void requeue_repair(struct fb_control *c)
+{
+	uint64_t head = atomic_load_explicit(&c->d.ring->head, memory_order_acquire), now = fb_mono_ms(), seq;
+	struct lookup l = { 0 };
+	char path[4096];
+	struct stat st;
+	int rc;
+
+	if(head != c->ring_head || head == atomic_load_explicit(&c->d.ring->tail, memory_order_acquire)){
+		c->ring_head = head;
+		c->ring_ms = now;
+		return;
+	}
+	if(now - c->ring_ms < REPAIR_MS){
+		return;
+	}
+	c->ring_ms = now; /* the next look after REPAIR_MS again */
+	if(!fb_c2e_head_file(c->d.ring, c->d.spool_path, FB_REQUEUE_STEM, &seq, path, sizeof(path))
+			|| stat(path, &st) == 0 || errno != ENOENT){
+		return; /* the broker thread has it, or waits for room in the staging channel */
+	}
+	l.seq = seq;
+	rc = fb_spool_read(c->d.spool, FB_Q_DEAD, seq - 1, 1, lookup_visit, &l);
+	if(rc >= 0 && l.found){
+		rc = l.rec ? fb_c2e_write_file(c->d.spool_path, FB_REQUEUE_STEM, seq, l.rec, l.len) : -ENOMEM;
+	}else if(rc >= 0){
+		rc = fb_c2e_withdraw(c->d.spool_path, FB_REQUEUE_STEM, seq);
+	}
+	free(l.rec);
+	if(rc < 0){
+		if(c->repair_seq != seq){
+			fb_log(c->d.lg, MOSQ_LOG_ERR, "requeue-dead: the file %s of dead letter %" PRIu64 " is gone and "
+					"cannot be written again from spool \"dead\": %s; tried again every second, the dead "
+					"letters behind it wait", path, seq, strerror(-rc));
+		}
+		c->repair_seq = seq;
+		c->repair_err = rc;
+		return;
+	}
+	c->repair_seq = 0;
+	c->repair_err = 0;
+	if(atomic_load_explicit(&c->d.ring->head, memory_order_acquire) != head && unlink(path) == 0){
+		/* The broker thread was past it after all (it removes the file of the record it consumed
+		 * just before it moves the head): the file just written was nobody's. */
+		return;
+	}
+	if(l.found){
+		fb_log(c->d.lg, MOSQ_LOG_WARNING, "requeue-dead: the file %s of dead letter %" PRIu64 " was gone; "
+				"written again from spool \"dead\", so that it and the dead letters behind it are queued",
+				path, seq);
+	}else{
+		fb_log(c->d.lg, MOSQ_LOG_WARNING, "requeue-dead: the file %s of dead letter %" PRIu64 " was gone, and "
+				"spool \"dead\" no longer holds it (purged since it was put into the requeue ring); its "
+				"entry there is withdrawn, the dead letters behind it go on",
+				path, seq);
+	}
+	c->d.wake(c->d.wake_ud);
+}
+
 static void requeue_turn(struct fb_control *c)
 {
 	int rc = requeue_release(c);
@@ -254,9 +352,15 @@ static void requeue_turn(struct fb_control *c)
 	}else if(!c->replied && fb_mono_ms() - c->progress_ms >= STUCK_MS){
 		char why[256];
 
-		snprintf(why, sizeof(why), "%" PRIu64 " dead letters wait for room in the staging channel "
-				"(spool.max_size reached, or the link process is behind); they are queued as room comes",
-				c->bound - c->done - c->kept);
+		if(c->repair_err){
+			snprintf(why, sizeof(why), "%" PRIu64 " dead letters wait: the file of dead letter %" PRIu64
+					" is gone from the spool folder and cannot be written again (%s); they are queued "
+					"once it can", c->bound - c->done - c->kept, c->repair_seq, strerror(-c->repair_err));
+		}else{
+			snprintf(why, sizeof(why), "%" PRIu64 " dead letters wait for room in the staging channel "
+					"(spool.max_size reached, or the link process is behind); they are queued as room comes",
+					c->bound - c->done - c->kept);
+		}
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: requeue-dead by pid %ld: %" PRIu64 " queued, %s",
 				c->d.spool_path, (long)c->rq.pid, c->done, why);
 		reply(c, false, why);
@@ -273,6 +377,8 @@ int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out)
 		return -ENOMEM;
 	}
 	c->d = *deps;
+	c->ring_head = atomic_load_explicit(&c->d.ring->head, memory_order_acquire);
+	c->ring_ms = fb_mono_ms();
 	if(fb_request_abandoned(c->d.spool_path, &c->rq) == 1){
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the %s request of pid %ld was interrupted by the end "
 				"of the previous link process", c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid);
@@ -291,6 +397,7 @@ bool fb_control_turn(struct fb_control *c)
 	if(c == NULL){
 		return false;
 	}
+	requeue_repair(c);
 	if(!c->active){
 		rc = fb_request_claim(c->d.spool_path, &c->rq);
 		if(rc <= 0){

@@ -11,6 +11,12 @@
  * twice (it is staged and still a dead letter), never loses one. At most REQUEUE_WINDOW dead
  * letters are in the ring at a time.
  *
+ * A dead letter larger than half the ring travels in a file of its own in the spool folder. When
+ * that file is gone (deleted, lost to a disk error) the broker thread cannot stage it and the ring
+ * stands still behind it; once its head has stood still on it for a second, fb_control_turn()
+ * writes the file again from "dead" (or, when "dead" no longer holds it, withdraws the entry), so
+ * that it is staged in its place, once, and the request ends.
+ *
  * The reply goes when the request is done, or after 10 s without progress (the staging channel
  * has no room: spool.max_size reached with on_full reject or drop_new, or the link process is
  * behind): it then says how many wait, and the rest is queued as room comes.
@@ -44,8 +50,9 @@ struct fb_control_deps {
  * interrupted). Returns 0 or -ENOMEM. Caller closes with fb_control_close(). */
 int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out);
 
-/* Claims a pending request or goes on with the one in progress. Returns true while one is in
- * progress (call again soon), false when idle. */
+/* Claims a pending request or goes on with the one in progress, and writes again the file of a
+ * dead letter the requeue ring stands still on (also one an earlier link process put there).
+ * Returns true while a request is in progress (call again soon), false when idle. */
 bool fb_control_turn(struct fb_control *c);
 
 /* Answers a request in progress as interrupted (after one last look at what the broker staged)

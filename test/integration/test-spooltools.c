@@ -15,6 +15,7 @@
 
 #include <cJSON.h>
 
+#include "c2e.h" /* FB_C2E_RING, FB_REQUEUE_STEM */
 #include "common.h"
 
 /* Rule 0 goes to a cloud topic the cloud's ACL refuses (dead letters), rule 2 is lane 0. */
@@ -47,6 +48,20 @@ static void check_purged_json(const char *out, int purged, bool in_use)
 	ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(j, "in_use")) == in_use);
 	ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "diagnostics")), 0);
 	cJSON_Delete(j);
+}
+
+/* Starts the standard cloud (it refuses what rule 0 sends) and the edge with TOOLS_YAML, watched by
+ * *SYS; returns once the edge is connected, with the path of its spool folder (caller frees). */
+static char *start_tools(struct fbh_broker *cloud, struct fbh_broker *edge, struct fbh_sub **sys)
+{
+	fbh_broker_init(cloud, "cloud");
+	fbh_broker_init(edge, "edge");
+	start_cloud(cloud, NULL);
+	start_edge(edge, cloud->port, TOOLS_YAML, NULL);
+	*sys = sys_watch(edge);
+	ck_assert_ptr_nonnull(*sys);
+	ck_assert(sys_wait(*sys, "state", "connected", 10000));
+	return fbh_strdupf("%s/spool", edge->dir);
 }
 
 /* Runs the CLI with ARGS (after the program, NULL-terminated); returns its exit code and *OUT
@@ -186,14 +201,7 @@ START_TEST(peek_and_dead_show_exact_records_and_change_no_byte)
 	char *spool, *out, *want, *reason, *p;
 	char payload[16];
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	spool = fbh_strdupf("%s/spool", edge.dir);
-	start_cloud(&cloud, NULL);
-	start_edge(&edge, cloud.port, TOOLS_YAML, NULL);
-	sys = sys_watch(&edge);
-	ck_assert_ptr_nonnull(sys);
-	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	spool = start_tools(&cloud, &edge, &sys);
 
 	/* Two messages the cloud refuses: dead letters 1 and 2. */
 	pub = fbh_pub_connect(edge.port, NULL);
@@ -415,15 +423,8 @@ START_TEST(requeue_and_purge_dead_while_running)
 	char *spool, *request, *out, *line;
 	pid_t lp;
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	spool = fbh_strdupf("%s/spool", edge.dir);
+	spool = start_tools(&cloud, &edge, &sys);
 	request = fbh_strdupf("%s-request", spool);
-	start_cloud(&cloud, NULL);
-	start_edge(&edge, cloud.port, TOOLS_YAML, NULL);
-	sys = sys_watch(&edge);
-	ck_assert_ptr_nonnull(sys);
-	ck_assert(sys_wait(sys, "state", "connected", 10000));
 
 	/* Three messages the cloud refuses: three dead letters. */
 	publish_secrets(&edge, 0, 3);
@@ -721,6 +722,134 @@ START_TEST(requeue_dead_waits_for_room_in_a_full_spool)
 }
 END_TEST
 
+/* The file of requeued dead letter SEQ (one larger than half the requeue ring) in SPOOL, written
+ * whole (not the .new it is written as first); NULL while there is none (caller frees). */
+static char *requeue_file(const char *spool, unsigned seq)
+{
+	char *path = fbh_strdupf("%s/" FB_REQUEUE_STEM "%u", spool, seq);
+
+	if(access(path, F_OK) != 0){
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+/* requeue-dead on a running broker, and the file of a large dead letter (larger than half the
+ * requeue ring: it travels in a file of its own) is deleted before the broker thread reads it (the
+ * edge broker is stopped with SIGSTOP meanwhile). The dead letter is still in spool "dead": the
+ * link process writes the file again, and every dead letter is queued once, in order, byte for
+ * byte; the request is answered as done; each side logs it once. A later request works. */
+START_TEST(requeue_dead_writes_a_deleted_large_file_again_and_queues_each_once_in_order)
+{
+	const size_t big_len = FB_C2E_RING / 2 + 1;
+	struct fbh_broker cloud, edge, cli;
+	struct fbh_sub *sys, *sub;
+	struct fbh_pub *pub;
+	const char *argv[] = { FB_CLI_PATH, "spool", "requeue-dead", "--timeout", "60", NULL, NULL };
+	char *spool, *path = NULL, *out, *line;
+	uint8_t *big = malloc(big_len);
+	int rc;
+
+	ck_assert_ptr_nonnull(big);
+	for(size_t i = 0; i < big_len; i++){
+		big[i] = (uint8_t)(i * 13 + i / 4096);
+	}
+	spool = start_tools(&cloud, &edge, &sys);
+
+	/* Three the cloud refuses: dead letters 1 (s0), 2 (large) and 3 (s2). */
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/secret/z", "s0", 2, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/secret/z", big, (int)big_len, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/secret/z", "s2", 2, 1, false, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 3, 30000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 3, 10000));
+
+	/* The cloud accepts them now. The edge broker stopped, the link process puts them into the
+	 * requeue ring; the large one's file is deleted before the broker thread can read it. */
+	cloud_restart(&cloud, &open_cloud, sys);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "forbidden/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGSTOP), 0);
+	argv[5] = spool;
+	fbh_broker_init(&cli, "cli-requeue");
+	ck_assert_int_eq(fbh_broker_spawn(&cli, argv), 0);
+	for(int i = 0; i < 3000 && (path = requeue_file(spool, 2)) == NULL; i++){
+		usleep(10000);
+	}
+	ck_assert_msg(path != NULL, "the link process wrote no file for dead letter 2");
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(fbh_broker_signal(&edge, SIGCONT), 0);
+
+	/* The request is answered as done. */
+	rc = fbh_broker_wait_exit(&cli, 60000);
+	out = fbh_read_file(cli.log);
+	ck_assert_ptr_nonnull(out);
+	ck_assert_msg(rc == 0 && strcmp(out, "3 dead letters queued again for the cloud\n") == 0,
+			"exit code %d: %s", rc, out);
+	free(out);
+
+	/* s0, the large one, s2: each once, in order, byte for byte, without their reason. */
+	ck_assert(wait_exactly(sub, 3, 30000, 1000));
+	for(int i = 0; i < 3; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, (size_t)i);
+
+		ck_assert_str_eq(m->topic, "forbidden/site-A/z");
+		if(i == 1){
+			ck_assert_int_eq(m->payloadlen, (int)big_len);
+			ck_assert(memcmp(m->payload, big, big_len) == 0);
+		}else{
+			ck_assert_int_eq(m->payloadlen, 2);
+			ck_assert_int_eq(memcmp(m->payload, i ? "s2" : "s0", 2), 0);
+		}
+		ck_assert_ptr_null(fbh_msg_user_prop(m, "flowmq-dead-reason"));
+	}
+	fbh_sub_stop(sub);
+	/* Three refused and counted, the same three forwarded once requeued; nothing left over. */
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 3, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 3, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/corrupt", 0, 5000));
+	ck_assert_uint_eq(spool_files(&edge, FB_REQUEUE_STEM), 0);
+	/* Logged once by each side: the broker thread's failed read, the link process's repair. */
+	ck_assert(fbh_wait_log(&edge, ": 3 dead letters queued again for the cloud", 10000));
+	line = fbh_strdupf("requeue-dead: dead letter 2 cannot be read from %s: No such file or directory", path);
+	ck_assert_uint_eq(log_count(&edge, line), 1);
+	free(line);
+	line = fbh_strdupf("requeue-dead: the file %s of dead letter 2 was gone; written again from spool \"dead\"",
+			path);
+	ck_assert_uint_eq(log_count(&edge, line), 1);
+	free(line);
+
+	/* A later request: one more dead letter, queued again once the cloud accepts it. */
+	cloud_restart(&cloud, NULL, sys);
+	publish_secrets(&edge, 3, 1);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 1, 10000));
+	cloud_restart(&cloud, &open_cloud, sys);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "forbidden/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert_int_eq(cli_run(&out, "spool", "requeue-dead", "--timeout", "20", spool), 0);
+	ck_assert_str_eq(out, "1 dead letter queued again for the cloud\n");
+	free(out);
+	ck_assert(wait_exactly(sub, 1, 10000, 500));
+	ck_assert_int_eq(fbh_sub_msg(sub, 0)->payloadlen, 2);
+	ck_assert_int_eq(memcmp(fbh_sub_msg(sub, 0)->payload, "s3", 2), 0);
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 4, 10000));
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	free(path);
+	free(spool);
+	free(big);
+}
+END_TEST
+
 START_TEST(peek_and_dead_refuse_bad_usage_and_missing_spools)
 {
 	char *dir = fbh_strdupf("%s/tools", fbh_tmpdir()), *missing, *out;
@@ -761,6 +890,7 @@ int main(void)
 	tcase_add_test(tc, requeue_and_purge_dead_while_running);
 	tcase_add_test(tc, requeue_dead_waits_for_room_in_a_full_spool);
 	tcase_add_test(tc, requeue_dead_waits_while_no_link_process_runs);
+	tcase_add_test(tc, requeue_dead_writes_a_deleted_large_file_again_and_queues_each_once_in_order);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }

@@ -207,6 +207,88 @@ START_TEST(test_record_larger_than_half_the_ring_travels_in_a_file)
 }
 END_TEST
 
+/* The writer's side of a record in a file of its own that the reader is at (control.c writes
+ * again a requeued dead letter's file that went missing): fb_c2e_head_file() names it, past the
+ * ring's end too; fb_c2e_write_file() puts it back whole (nothing left aside), and the entry
+ * reads it; fb_c2e_withdraw() leaves it empty, and the entry reads as an empty record. */
+START_TEST(test_the_writer_finds_the_file_at_the_head_and_writes_it_again_or_withdraws_it)
+{
+	struct fb_c2e *r = ring();
+	struct fb_c2e_reader rd = { 0 };
+	static uint8_t small[2796184]; /* three fill the ring but for 8 bytes */
+	size_t len = FB_C2E_RING / 2 + 1;
+	uint8_t *buf = malloc(len);
+	char path[128], aside[160], want[128];
+	const uint8_t *rec;
+	uint64_t seq;
+	size_t n;
+
+	ck_assert_ptr_nonnull(buf);
+	for(uint64_t s = 1; s <= 3; s++){
+		fill(small, s, sizeof(small));
+		ck_assert_int_eq(fb_c2e_put(r, dir, FB_REQUEUE_STEM, s, small, sizeof(small)), 0);
+	}
+	ck_assert_uint_eq(atomic_load(&r->tail), FB_C2E_RING - 8);
+	ck_assert_int_eq(fb_c2e_head_file(r, dir, FB_REQUEUE_STEM, &seq, path, sizeof(path)), 0); /* in the ring */
+	for(uint64_t s = 1; s <= 3; s++){
+		ck_assert_int_eq(fb_c2e_next(r, &rd, dir, FB_REQUEUE_STEM, &seq, &rec, &n), 1);
+		ck_assert_uint_eq(seq, s);
+		fb_c2e_consume(r, &rd);
+	}
+	ck_assert_uint_eq(atomic_load(&r->head), FB_C2E_RING - 8);
+	fill(buf, 4, len);
+	ck_assert_int_eq(fb_c2e_put(r, dir, FB_REQUEUE_STEM, 4, buf, len), 0); /* at the ring's start */
+	fill(buf, 5, len);
+	ck_assert_int_eq(fb_c2e_put(r, dir, FB_REQUEUE_STEM, 5, buf, len), 0);
+	ck_assert_uint_eq(atomic_load(&r->tail), FB_C2E_RING + 32);
+
+	/* Its file gone: the reader cannot read it, the writer names it. */
+	snprintf(want, sizeof(want), "%s/flowmq-requeue-4", dir);
+	ck_assert_int_eq(unlink(want), 0);
+	ck_assert_int_eq(fb_c2e_next(r, &rd, dir, FB_REQUEUE_STEM, &seq, &rec, &n), 1);
+	ck_assert_ptr_null(rec);
+	ck_assert_int_eq(rd.err, -ENOENT);
+	seq = 0;
+	ck_assert_int_eq(fb_c2e_head_file(r, dir, FB_REQUEUE_STEM, &seq, path, sizeof(path)), 1);
+	ck_assert_uint_eq(seq, 4);
+	ck_assert_str_eq(path, want);
+
+	/* Written again: whole, nothing aside; the same entry reads it. */
+	fill(buf, 4, len);
+	ck_assert_int_eq(fb_c2e_write_file(dir, FB_REQUEUE_STEM, 4, buf, len), 0);
+	snprintf(aside, sizeof(aside), "%s.new", want);
+	ck_assert_int_eq(access(aside, F_OK), -1);
+	ck_assert_int_eq(fb_c2e_next(r, &rd, dir, FB_REQUEUE_STEM, &seq, &rec, &n), 1);
+	ck_assert_uint_eq(seq, 4);
+	ck_assert_uint_eq(n, len);
+	ck_assert_mem_eq(rec, buf, len);
+	fb_c2e_consume(r, &rd);
+	ck_assert_int_eq(access(want, F_OK), -1);
+
+	/* Withdrawn: an empty record, whose file goes once consumed. */
+	snprintf(want, sizeof(want), "%s/flowmq-requeue-5", dir);
+	ck_assert_int_eq(fb_c2e_head_file(r, dir, FB_REQUEUE_STEM, &seq, path, sizeof(path)), 1);
+	ck_assert_uint_eq(seq, 5);
+	ck_assert_int_eq(fb_c2e_withdraw(dir, FB_REQUEUE_STEM, 5), 0);
+	ck_assert_int_eq(fb_c2e_next(r, &rd, dir, FB_REQUEUE_STEM, &seq, &rec, &n), 1);
+	ck_assert_uint_eq(seq, 5);
+	ck_assert_ptr_nonnull(rec);
+	ck_assert_uint_eq(n, 0);
+	fb_c2e_consume(r, &rd);
+	ck_assert_int_eq(access(want, F_OK), -1);
+	ck_assert_int_eq(fb_c2e_head_file(r, dir, FB_REQUEUE_STEM, &seq, path, sizeof(path)), 0); /* empty */
+
+	/* A write that fails leaves nothing aside. */
+	ck_assert_int_eq(mkdir(want, 0700), 0);
+	ck_assert_int_eq(fb_c2e_write_file(dir, FB_REQUEUE_STEM, 5, buf, len), -EISDIR);
+	snprintf(aside, sizeof(aside), "%s.new", want);
+	ck_assert_int_eq(access(aside, F_OK), -1);
+	fb_c2e_reader_cleanup(&rd);
+	free(buf);
+	free(r);
+}
+END_TEST
+
 static Suite *shared_suite(void)
 {
 	Suite *s = suite_create("shared");
@@ -220,6 +302,7 @@ static Suite *shared_suite(void)
 	tcase_add_test(tr, test_ring_records_come_out_in_order_across_the_wrap);
 	tcase_add_test(tr, test_full_ring_refuses_until_the_reader_consumes);
 	tcase_add_test(tr, test_record_larger_than_half_the_ring_travels_in_a_file);
+	tcase_add_test(tr, test_the_writer_finds_the_file_at_the_head_and_writes_it_again_or_withdraws_it);
 	suite_add_tcase(s, tr);
 	return s;
 }

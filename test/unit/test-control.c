@@ -1,0 +1,355 @@
+/* Unit tests of plugin/link/control.c: requeue-dead through the requeue ring on a real spool, with
+ * this test standing in for the broker thread (it reads the ring with fb_c2e_next() and consumes
+ * what requeue_run() would stage); this test program's own thread. */
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "c2e.h"
+#include "control.h"
+#include "record.h" /* fb_mono_ms() */
+#include "request.h"
+#include "spool.h"
+
+#define BIG (FB_C2E_RING / 2 + 1) /* travels in a file of its own */
+
+static char tmpdir[256], spool_path[512];
+static char logtext[16384];
+static struct fb_spool *sp;
+static struct fb_c2e *ring;
+static struct fb_c2e_reader rd;
+static atomic_uint_fast64_t max_live;
+
+static void capture(void *ud, int level, const char *line)
+{
+	size_t len = strlen(logtext);
+
+	(void)ud;
+	snprintf(logtext + len, sizeof(logtext) - len, "%d %s\n", level, line);
+}
+
+static const struct fb_logger lg = { capture, NULL };
+
+static void no_wake(void *ud)
+{
+	(void)ud;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st; (void)flag; (void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	struct fb_spool_opts o = { .on_full = FB_ON_FULL_DROP_OLDEST, .sync = FB_SYNC_INTERVAL, .lg = &lg };
+
+	snprintf(tmpdir, sizeof(tmpdir), "%s/test-control-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(spool_path, sizeof(spool_path), "%s/spool", tmpdir);
+	o.path = spool_path;
+	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
+	ring = calloc(1, sizeof(*ring));
+	ck_assert_ptr_nonnull(ring);
+	memset(&rd, 0, sizeof(rd));
+	logtext[0] = '\0';
+}
+
+static void teardown(void)
+{
+	fb_c2e_reader_cleanup(&rd);
+	free(ring);
+	fb_spool_close(sp);
+	nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct fb_control *control_open(void)
+{
+	struct fb_control_deps d = {
+		.spool_path = spool_path,
+		.spool = sp,
+		.ring = ring,
+		.max_live = &max_live,
+		.wake = no_wake,
+		.lg = &lg,
+	};
+	struct fb_control *c = NULL;
+
+	ck_assert_int_eq(fb_control_open(&d, &c), 0);
+	return c;
+}
+
+/* Dead letter I of LEN bytes (not a record of record.h: requeued as it is). */
+static uint8_t *value(unsigned i, size_t len)
+{
+	uint8_t *v = malloc(len);
+
+	ck_assert_ptr_nonnull(v);
+	for(size_t k = 0; k < len; k++){
+		v[k] = k == 0 ? 0xff : (uint8_t)(i * 31 + k + k / 4096);
+	}
+	return v;
+}
+
+static uint64_t add_dead(unsigned i, size_t len)
+{
+	uint8_t *v = value(i, len);
+	uint64_t seq;
+
+	ck_assert_int_eq(fb_spool_append(sp, FB_Q_DEAD, v, len, &seq, NULL), 0);
+	free(v);
+	return seq;
+}
+
+static void post(enum fb_request_op op, struct fb_request *rq)
+{
+	rq->op = op;
+	rq->pid = getpid();
+	ck_assert_int_eq(fb_request_nonce(rq), 0);
+	ck_assert_int_eq(fb_request_post(spool_path, rq), 0);
+}
+
+/* Reads the record at the ring's head as the broker thread does and checks that it is dead letter
+ * SEQ, written as I with LEN bytes; consumes it. */
+static void take(uint64_t seq, unsigned i, size_t len)
+{
+	const uint8_t *rec;
+	uint8_t *want = value(i, len);
+	uint64_t got;
+	size_t n;
+
+	ck_assert_int_eq(fb_c2e_next(ring, &rd, spool_path, FB_REQUEUE_STEM, &got, &rec, &n), 1);
+	ck_assert_uint_eq(got, seq);
+	ck_assert_ptr_nonnull(rec);
+	ck_assert_uint_eq(n, len);
+	ck_assert(memcmp(rec, want, len) == 0);
+	fb_c2e_consume(ring, &rd);
+	free(want);
+}
+
+/* The record at the ring's head is dead letter SEQ, whose file cannot be read: left in place. */
+static void unreadable(uint64_t seq, int err)
+{
+	const uint8_t *rec;
+	uint64_t got;
+	size_t n;
+
+	ck_assert_int_eq(fb_c2e_next(ring, &rd, spool_path, FB_REQUEUE_STEM, &got, &rec, &n), 1);
+	ck_assert_uint_eq(got, seq);
+	ck_assert_ptr_null(rec);
+	ck_assert_int_eq(rd.err, err);
+}
+
+/* Turns C every 20 ms, as flowmq-link's main loop does while a request is in progress, until PATH
+ * exists (the test fails after 5 s); returns how many ms that took. */
+static uint64_t turn_until_file(struct fb_control *c, const char *path)
+{
+	uint64_t t0 = fb_mono_ms();
+
+	while(access(path, F_OK) != 0){
+		ck_assert_msg(fb_mono_ms() - t0 < 5000, "no file %s after 5 s", path);
+		fb_control_turn(c);
+		usleep(20000);
+	}
+	return fb_mono_ms() - t0;
+}
+
+/* Turns C until it has no request in progress (the test fails after 5 s). */
+static void turn_until_idle(struct fb_control *c)
+{
+	uint64_t t0 = fb_mono_ms();
+
+	while(fb_control_turn(c)){
+		ck_assert_msg(fb_mono_ms() - t0 < 5000, "the request is still in progress after 5 s");
+		usleep(20000);
+	}
+}
+
+static unsigned log_count(const char *needle)
+{
+	unsigned n = 0;
+
+	for(const char *p = logtext; (p = strstr(p, needle)) != NULL; p += strlen(needle)){
+		n++;
+	}
+	return n;
+}
+
+static char *file_of(uint64_t seq)
+{
+	static char path[600];
+
+	snprintf(path, sizeof(path), "%s/" FB_REQUEUE_STEM "%llu", spool_path, (unsigned long long)seq);
+	return path;
+}
+
+/* The large dead letter's file is deleted before the broker thread reads it: once the ring's head
+ * has stood still on it for a second (not before), the link process writes it again from spool
+ * "dead", and the three dead letters are staged once each, in order, byte for byte; the request
+ * ends and is answered as done (3, none left); the repair is logged once. */
+START_TEST(test_a_deleted_file_is_written_again_and_each_dead_letter_queued_once_in_order)
+{
+	struct fb_control *c = control_open();
+	struct fb_request rq;
+	struct fb_reply rp;
+	struct fb_spool_stats st;
+	char *line;
+
+	ck_assert_uint_eq(add_dead(1, 20), 1);
+	ck_assert_uint_eq(add_dead(2, BIG), 2);
+	ck_assert_uint_eq(add_dead(3, 20), 3);
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c)); /* claimed, all three in the ring */
+	ck_assert_int_eq(access(file_of(2), F_OK), 0);
+
+	take(1, 1, 20);
+	ck_assert_int_eq(unlink(file_of(2)), 0);
+	unreadable(2, -ENOENT);
+	ck_assert_uint_ge(turn_until_file(c, file_of(2)), 1000);
+	take(2, 2, BIG);
+	ck_assert_int_eq(access(file_of(2), F_OK), -1);
+	take(3, 3, 20);
+	ck_assert_int_eq(fb_c2e_next(ring, &rd, spool_path, FB_REQUEUE_STEM, &(uint64_t){ 0 },
+			&(const uint8_t *){ NULL }, &(size_t){ 0 }), 0);
+
+	turn_until_idle(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	ck_assert(rp.ok);
+	ck_assert_uint_eq(rp.done, 3);
+	ck_assert_uint_eq(rp.left, 0);
+	fb_spool_stats(sp, &st);
+	ck_assert_uint_eq(st.dead, 0);
+	line = NULL;
+	ck_assert_int_gt(asprintf(&line, "%d requeue-dead: the file %s of dead letter 2 was gone; written again from "
+			"spool \"dead\", so that it and the dead letters behind it are queued\n", MOSQ_LOG_WARNING,
+			file_of(2)), 0);
+	ck_assert_uint_eq(log_count(line), 1);
+	free(line);
+	ck_assert_uint_eq(log_count("was gone"), 1);
+	ck_assert_uint_eq(log_count(": 3 dead letters queued again for the cloud\n"), 1);
+	fb_control_close(c);
+}
+END_TEST
+
+/* A link process ends while the ring's head stands on a dead letter whose file is gone; the ring
+ * keeps the entry. The next link process purges the dead letters: the entry has nothing left to
+ * stage, and it is withdrawn (its file left empty, which the broker thread passes over) instead
+ * of holding the ring up for good. */
+START_TEST(test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdrawn)
+{
+	struct fb_control *c = control_open();
+	struct fb_request rq, purge;
+	struct fb_reply rp;
+	struct stat sb;
+	const uint8_t *rec;
+	uint64_t seq;
+	size_t n;
+
+	ck_assert_uint_eq(add_dead(1, BIG), 1);
+	ck_assert_uint_eq(add_dead(2, 20), 2);
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c));
+	ck_assert_int_eq(unlink(file_of(1)), 0);
+	unreadable(1, -ENOENT);
+	fb_control_close(c); /* answered as interrupted */
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	ck_assert(!rp.ok);
+
+	c = control_open();
+	post(FB_REQUEST_PURGE_DEAD, &purge);
+	turn_until_idle(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, purge.nonce, &rp), 0);
+	ck_assert(rp.ok);
+	ck_assert_uint_eq(rp.done, 2);
+	ck_assert_uint_ge(turn_until_file(c, file_of(1)), 1000);
+	ck_assert_int_eq(stat(file_of(1), &sb), 0);
+	ck_assert_int_eq(sb.st_size, 0);
+	ck_assert_uint_eq(log_count("of dead letter 1 was gone, and spool \"dead\" no longer holds it (purged"), 1);
+
+	/* The broker thread: an empty record, consumed unstaged; the ring goes on behind it. */
+	ck_assert_int_eq(fb_c2e_next(ring, &rd, spool_path, FB_REQUEUE_STEM, &seq, &rec, &n), 1);
+	ck_assert_uint_eq(seq, 1);
+	ck_assert_ptr_nonnull(rec);
+	ck_assert_uint_eq(n, 0);
+	fb_c2e_consume(ring, &rd);
+	ck_assert_int_eq(access(file_of(1), F_OK), -1);
+	take(2, 2, 20);
+	for(int i = 0; i < 5; i++){
+		fb_control_turn(c);
+	}
+	ck_assert_uint_eq(log_count("was gone"), 1);
+	fb_control_close(c);
+}
+END_TEST
+
+/* The file cannot be written again (its ".new" is a folder here): logged once, the answer after
+ * 10 s without progress says why; once it can be written, the rest is queued. */
+START_TEST(test_a_file_that_cannot_be_written_again_is_logged_once_and_answered)
+{
+	struct fb_control *c = control_open();
+	struct fb_request rq;
+	struct fb_reply rp;
+	char aside[700];
+	uint64_t t0;
+
+	ck_assert_uint_eq(add_dead(1, 20), 1);
+	ck_assert_uint_eq(add_dead(2, BIG), 2);
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c));
+	take(1, 1, 20);
+	ck_assert_int_eq(unlink(file_of(2)), 0);
+	snprintf(aside, sizeof(aside), "%s.new", file_of(2));
+	ck_assert_int_eq(mkdir(aside, 0700), 0);
+	unreadable(2, -ENOENT);
+
+	t0 = fb_mono_ms();
+	while(fb_reply_take(spool_path, rq.nonce, &rp) == -ENOENT){
+		ck_assert_msg(fb_mono_ms() - t0 < 20000, "no answer after 20 s");
+		fb_control_turn(c);
+		usleep(20000);
+	}
+	ck_assert(!rp.ok);
+	ck_assert_uint_eq(rp.done, 1);
+	ck_assert_uint_eq(rp.left, 1);
+	ck_assert_str_eq(rp.error, "1 dead letters wait: the file of dead letter 2 is gone from the spool folder "
+			"and cannot be written again (Is a directory); they are queued once it can");
+	ck_assert_uint_eq(log_count("cannot be written again from spool \"dead\": Is a directory; tried again every "
+			"second"), 1);
+	ck_assert_int_eq(access(file_of(2), F_OK), -1);
+
+	ck_assert_int_eq(rmdir(aside), 0);
+	turn_until_file(c, file_of(2));
+	take(2, 2, BIG);
+	turn_until_idle(c);
+	ck_assert_uint_eq(log_count(": 2 dead letters queued again for the cloud\n"), 1);
+	ck_assert_uint_eq(log_count("cannot be written again from spool"), 1);
+	fb_control_close(c);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("control");
+	TCase *tc = tcase_create("requeue");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_a_deleted_file_is_written_again_and_each_dead_letter_queued_once_in_order);
+	tcase_add_test(tc, test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdrawn);
+	tcase_add_test(tc, test_a_file_that_cannot_be_written_again_is_logged_once_and_answered);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
