@@ -1741,9 +1741,15 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	if(rc == 0 && qi == FB_Q_OUT){
 		rc = chan_open(s, q, why);
 	}
-	/* A queue found empty starts again at 1, unless a running writer stages into it already. */
+	/* A queue found empty starts again at 1, unless the channel runs: a running writer stages into
+	 * "out" already, the broker's ring marks number "in" (in_next), and the requeue ring may still
+	 * hold entries of "dead" that an earlier link process put there, by seq (control.c): "dead"
+	 * goes on above its floor. */
+	if(rc == 0 && qi != FB_Q_OUT && q->count == 0 && s->chan_running && q->next_seq < q->floor){
+		q->next_seq = q->floor;
+	}
 	if(rc == 0 && q->count == 0 && (q->floor > 0 || (qi == FB_Q_OUT && s->settled))
-			&& !(qi == FB_Q_OUT && s->chan_running)){
+			&& !s->chan_running){
 		key_encode(from, 0);
 		key_encode(to, q->floor);
 		if(q->floor > 0){

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "c2e.h"
+#include "chan.h"
 #include "control.h"
 #include "record.h" /* fb_mono_ms() */
 #include "request.h"
@@ -238,6 +239,19 @@ START_TEST(test_a_deleted_file_is_written_again_and_each_dead_letter_queued_once
 }
 END_TEST
 
+/* A purge-dead request through C, answered ok with N dead letters purged. */
+static void purge_all(struct fb_control *c, uint64_t n)
+{
+	struct fb_request purge;
+	struct fb_reply rp;
+
+	post(FB_REQUEST_PURGE_DEAD, &purge);
+	turn_until_idle(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, purge.nonce, &rp), 0);
+	ck_assert(rp.ok);
+	ck_assert_uint_eq(rp.done, n);
+}
+
 /* A link process ends while the ring's head stands on a dead letter whose file is gone; the ring
  * keeps the entry. The next link process purges the dead letters: the entry has nothing left to
  * stage, and it is withdrawn (its file left empty, which the broker thread passes over) instead
@@ -245,7 +259,7 @@ END_TEST
 START_TEST(test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdrawn)
 {
 	struct fb_control *c = control_open();
-	struct fb_request rq, purge;
+	struct fb_request rq;
 	struct fb_reply rp;
 	struct stat sb;
 	const uint8_t *rec;
@@ -263,11 +277,7 @@ START_TEST(test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdra
 	ck_assert(!rp.ok);
 
 	c = control_open();
-	post(FB_REQUEST_PURGE_DEAD, &purge);
-	turn_until_idle(c);
-	ck_assert_int_eq(fb_reply_take(spool_path, purge.nonce, &rp), 0);
-	ck_assert(rp.ok);
-	ck_assert_uint_eq(rp.done, 2);
+	purge_all(c, 2);
 	ck_assert_uint_ge(turn_until_file(c, file_of(1)), 1000);
 	ck_assert_int_eq(stat(file_of(1), &sb), 0);
 	ck_assert_int_eq(sb.st_size, 0);
@@ -286,6 +296,55 @@ START_TEST(test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdra
 	}
 	ck_assert_uint_eq(log_count("was gone"), 1);
 	fb_control_close(c);
+}
+END_TEST
+
+/* As above, and a link process that starts on the running channel after the purge numbers new
+ * dead letters above the purged ones: the entry the requeue ring still holds for seq 1 is
+ * withdrawn, not filled with a dead letter nobody requeued. Before: "dead", found empty, started
+ * again at 1, and the new dead letter (20 bytes) was written into the entry of the purged one. */
+START_TEST(test_dead_letters_after_a_purge_on_a_running_channel_take_new_seqs)
+{
+	struct fb_spool_opts o = { .path = spool_path, .on_full = FB_ON_FULL_DROP_OLDEST,
+		.sync = FB_SYNC_INTERVAL, .lg = &lg };
+	struct fb_chan_shared *sh = calloc(1, sizeof(*sh));
+	struct fb_control *c;
+	struct fb_request rq;
+	struct fb_reply rp;
+	struct stat sb;
+
+	ck_assert_ptr_nonnull(sh);
+	/* The test stands in for the broker: the channel is its (a fresh open sets it up). */
+	fb_spool_close(sp);
+	o.chan = sh;
+	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
+
+	ck_assert_uint_eq(add_dead(1, BIG), 1);
+	ck_assert_uint_eq(add_dead(2, 20), 2);
+	c = control_open();
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c));
+	ck_assert_int_eq(unlink(file_of(1)), 0);
+	fb_control_close(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	c = control_open();
+	purge_all(c, 2);
+	fb_control_close(c); /* before its first look at the ring (a second) */
+
+	/* The next link process, on the running channel. */
+	fb_spool_close(sp);
+	o.chan_running = true;
+	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
+	ck_assert_uint_eq(add_dead(3, 20), 3);
+	c = control_open();
+	ck_assert_uint_ge(turn_until_file(c, file_of(1)), 1000);
+	ck_assert_int_eq(stat(file_of(1), &sb), 0);
+	ck_assert_int_eq(sb.st_size, 0); /* withdrawn */
+	ck_assert_uint_eq(log_count("of dead letter 1 was gone, and spool \"dead\" no longer holds it (purged"), 1);
+	fb_control_close(c);
+	fb_spool_close(sp);
+	sp = NULL;
+	free(sh);
 }
 END_TEST
 
@@ -345,6 +404,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_a_deleted_file_is_written_again_and_each_dead_letter_queued_once_in_order);
 	tcase_add_test(tc, test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdrawn);
+	tcase_add_test(tc, test_dead_letters_after_a_purge_on_a_running_channel_take_new_seqs);
 	tcase_add_test(tc, test_a_file_that_cannot_be_written_again_is_logged_once_and_answered);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
