@@ -98,7 +98,7 @@
 /* ... and the in_injected it leaves out of "in" (a seq), for a salvage that starts again. */
 #define SALVAGE_IN_KEY "salvage/in-injected"
 /* ... and the next seq of "out", "in" and "dead" (3 seqs) when it started, and as far as it has
- * queued: a salvage that starts again deletes exactly what it queued before (salvage_resume()). */
+ * queued: a salvage that starts again knows exactly what it queued before (salvage_resume()). */
 #define SALVAGE_FROM_KEY "salvage/from-seqs"
 #define SALVAGE_NEXT_KEY "salvage/next-seqs"
 /* ... and the name (not the path) of the folder the last salvage that ended read (salvage_end()). */
@@ -435,7 +435,14 @@ static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" 
 static int settle(struct fb_spool *s);
 static int classify_error(const char *err);
 static int spool_fsync(struct fb_spool *s);
-static int salvage(struct fb_spool *s, const char *aside, uint64_t injected);
+/* What the first try of a salvage that starts again (salvage_resume()) had queued: the records of
+ * each queue from FROM up to NEXT; HOW says whether that is known. */
+struct salvage_redo {
+	enum { REDO_KEEP, REDO_RANGE, REDO_ALL } how; /* unknown (marks unreadable), [from, next), all */
+	uint64_t from[3], next[3];
+};
+
+static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, const struct salvage_redo *redo);
 
 static void key_encode(uint8_t key[KEY_LEN], uint64_t seq)
 {
@@ -2315,16 +2322,17 @@ static void salvage_close(struct salvage *v)
 }
 
 
-/* A salvage cut short (SALVAGE_KEY still set): deletes what it queued and runs it again. Only with
- * a fresh channel, right after spool_load(). What it had queued is known exactly (SALVAGE_FROM_KEY
- * to SALVAGE_NEXT_KEY, written with the records), so whatever the spool held besides stays, also
+/* A salvage cut short (SALVAGE_KEY still set): runs it again. What the first try had queued
+ * (SALVAGE_FROM_KEY to SALVAGE_NEXT_KEY, written with the records; for a mark of an earlier
+ * version, which salvaged into an empty spool only, everything) is deleted at the end when the
+ * second try queued as much in every queue (salvage()); whatever the spool held besides stays, also
  * records captured after it when the channel went ready in between (an open on a full disk skips
- * this). A mark of an earlier version, which salvaged into an empty spool only, has no seqs: then
- * every queue is emptied, as it did. Returns 0 or like spool_load(). */
+ * this). Marks that cannot be read delete nothing: what was queued comes again. Only with a fresh
+ * channel, right after spool_load(). Returns 0 or like spool_load(). */
 static int salvage_resume(struct fb_spool *s, char **why)
 {
-	uint8_t lo[KEY_LEN], hi[KEY_LEN];
-	uint64_t injected, from[3], next[3];
+	struct salvage_redo redo = { REDO_RANGE, { 0 }, { 0 } };
+	uint64_t injected;
 	char *aside;
 	int rc;
 
@@ -2340,52 +2348,76 @@ static int salvage_resume(struct fb_spool *s, char **why)
 	}
 	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
 			s->path, aside);
-	rc = meta_seqs(s, SALVAGE_FROM_KEY, from);
+	rc = meta_seqs(s, SALVAGE_FROM_KEY, redo.from);
 	if(rc >= 0){
-		int nrc = meta_seqs(s, SALVAGE_NEXT_KEY, next);
+		int nrc = meta_seqs(s, SALVAGE_NEXT_KEY, redo.next);
 
 		rc = rc == 1 && nrc == 1 ? 1 : rc == 0 && nrc == 0 ? 0 : -1;
 	}
 	if(rc < 0){
-		/* what it queued cannot be told from the rest: it stays, and comes again (at least once) */
+		redo.how = REDO_KEEP;
 		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the marks of the salvage of %s cannot be read; "
 				"what it queued before stays and is queued again", s->path, aside);
-	}else if(rc == 1){
-		for(int q = 0; q < 3; q++){
-			if(next[q] > from[q]){
-				key_encode(lo, from[q]);
-				key_encode(hi, next[q]);
-				rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
-						(const char *)hi, sizeof(hi));
-			}
-		}
-	}else{
-		/* a mark of an earlier version */
-		memset(lo, 0, sizeof(lo));
-		memset(hi, 0xFF, sizeof(hi));
-		for(int q = 0; q < 3; q++){
+	}else if(rc == 0){
+		redo.how = REDO_ALL; /* a mark of an earlier version */
+	}
+	rc = salvage(s, aside, injected, &redo);
+	if(rc){
+		*why = strdup("queuing the salvaged records failed (logged above)");
+	}
+	free(aside);
+	return rc;
+}
+
+struct range_count {
+	uint64_t next, n;
+};
+
+static int range_count_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct range_count *c = ud;
+
+	(void)val;
+	(void)len;
+	if(seq >= c->next){
+		return 1;
+	}
+	c->n++;
+	return 0;
+}
+
+/* How many records queue QI holds from FROM up to NEXT. */
+static uint64_t range_count(struct fb_spool *s, enum fb_queue qi, uint64_t from, uint64_t next)
+{
+	struct range_count c = { next, 0 };
+
+	if(next > from){
+		fb_spool_read(s, qi, from ? from - 1 : 0, SIZE_MAX, range_count_visit, &c);
+	}
+	return c.n;
+}
+
+/* Deletes the records of each queue from FROM up to NEXT and loads the queues again. Returns 0 or
+ * like spool_load(). */
+static int salvage_redo_delete(struct fb_spool *s, const uint64_t from[3], const uint64_t next[3], char **why)
+{
+	uint8_t lo[KEY_LEN], hi[KEY_LEN];
+	int rc;
+
+	for(int q = 0; q < 3; q++){
+		if(next[q] > from[q]){
+			key_encode(lo, from[q]);
+			key_encode(hi, next[q]);
 			rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
 					(const char *)hi, sizeof(hi));
-			rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], floor_keys[q], strlen(floor_keys[q]));
 		}
-		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY));
 	}
 	rc = load_write(s, why);
 	fb_chan_reader_close(s->chan);
 	s->chan = NULL;
 	db_close(s);
 	queues_reset(s);
-	if(rc == 0){
-		rc = spool_load(s, why);
-	}
-	if(rc == 0){
-		rc = salvage(s, aside, injected);
-		if(rc){
-			*why = strdup("queuing the salvaged records failed (logged above)");
-		}
-	}
-	free(aside);
-	return rc;
+	return rc ? rc : spool_load(s, why);
 }
 
 /* Points CURRENT in folder DIR (a copy) at its newest MANIFEST when CURRENT is missing or does
@@ -2741,6 +2773,31 @@ static void salvage_keep(struct fb_spool *s, const char *aside)
 	free(prefix);
 }
 
+/* The end of a salvage that started again: the records its first try queued (FIRST up to UPTO,
+ * BEFORE of them) go when this try queued as many in every queue (PUT), else both stay (logged:
+ * those both read come twice). A restart in between leaves both: repeats, never a loss. */
+static void salvage_redo_end(struct fb_spool *s, const char *aside, const uint64_t first[3],
+		const uint64_t upto[3], const uint64_t before[3], const uint64_t put[3])
+{
+	static const char *const names[] = { "out", "in", "dead" };
+	char *why = NULL;
+
+	for(int q = 0; q < 3; q++){
+		if(put[q] < before[q]){
+			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s started again and queued fewer "
+					"records into \"%s\" than its first try (%llu against %llu): what both tries queued "
+					"stays, so that what both read comes twice", s->path, aside, names[q],
+					(unsigned long long)put[q], (unsigned long long)before[q]);
+			return;
+		}
+	}
+	if(salvage_redo_delete(s, first, upto, &why) != 0){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: what the first try of the salvage of %s queued cannot "
+				"be deleted (%s): it comes twice", s->path, aside, why ? why : "unknown");
+	}
+	free(why);
+}
+
 /* The spool S (its channel fresh: nothing is staged meanwhile; just created, unless an earlier
  * salvage could not run) takes every record that can be read from the spool moved aside to ASIDE,
  * which is not touched: a copy of it is read (repaired with RocksDB's repair when it cannot be
@@ -2750,9 +2807,10 @@ static void salvage_keep(struct fb_spool *s, const char *aside)
  * when nothing could be read (logged) or when it cannot start now (logged; it is salvaged by a
  * later open), or a negative errno when queuing what was read failed: the marks stay, the open
  * fails and the next link process starts the salvage again (salvage_resume()). */
-static int salvage(struct fb_spool *s, const char *aside, uint64_t injected)
+static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, const struct salvage_redo *redo)
 {
 	struct salvage v = { .s = s };
+	uint64_t first[3] = { 0 }, upto[3] = { 0 }, before[3] = { 0 };
 	struct fb_chan_shared *sh = NULL;
 	struct fb_chan_reader *r = NULL;
 	struct fb_chan_loss loss;
@@ -2766,14 +2824,31 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected)
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
 		return -ENOMEM;
 	}
-	/* Until the last record is queued, a restart deletes what was queued and starts again
-	 * (salvage_resume()). Marked before the copy, which can take long: a link process that ended
-	 * before the mark leaves the folder's name to the next one (salvage_orphans()). */
+	/* Until the last record is queued, a restart starts again (salvage_resume(): what was queued
+	 * goes at the end, when the next try queued as much). Marked before the copy, which can take
+	 * long: a link process that ended before the mark leaves the folder's name to the next one
+	 * (salvage_orphans()). */
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_KEY, strlen(SALVAGE_KEY), aside, strlen(aside));
 	key_encode(inj, injected);
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), (const char *)inj,
 			sizeof(inj));
-	salvage_seqs_put(s, SALVAGE_FROM_KEY);
+	if(redo && redo->how != REDO_KEEP){
+		/* What the first try queued is still there, below this spool's next seqs: it goes at the
+		 * end if this try queues as much (a weaker read, say without room for a copy to repair,
+		 * may give less: then both stay). */
+		uint8_t f[3 * KEY_LEN];
+
+		for(int q = 0; q < 3; q++){
+			first[q] = redo->how == REDO_RANGE ? redo->from[q] : 0;
+			upto[q] = redo->how == REDO_RANGE ? redo->next[q] : s->q[q].next_seq;
+			before[q] = range_count(s, (enum fb_queue)q, first[q], upto[q]);
+			key_encode(f + q * KEY_LEN, first[q]);
+		}
+		rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_FROM_KEY, strlen(SALVAGE_FROM_KEY),
+				(const char *)f, sizeof(f));
+	}else{
+		salvage_seqs_put(s, SALVAGE_FROM_KEY);
+	}
 	salvage_seqs_put(s, SALVAGE_NEXT_KEY);
 	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s; it keeps its name, and "
@@ -2802,8 +2877,7 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected)
 	}
 	if(rc == -ENOSPC || rc == -EDQUOT){
 		/* Not even room for the links. The marks stay: the next link process on a fresh channel
-		 * starts the salvage again (salvage_resume(): nothing was queued, so nothing is deleted),
-		 * into this spool after what it holds by then. */
+		 * starts the salvage again (salvage_resume()), into this spool after what it holds by then. */
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot copy %s to salvage its records: %s; it keeps its "
 				"name, and the next link process on a fresh channel (a start of the broker) salvages it",
 				s->path, aside, strerror(-rc));
@@ -2864,6 +2938,7 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected)
 		salvage_close(&v);
 	}else{
 		uint64_t m;
+
 
 		if(salvage_meta(&v, floor_keys[FB_Q_OUT], &m) && (!have_floor || m > floor)){
 			floor = m;
@@ -2930,6 +3005,9 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected)
 	if(v.rc == 0){
 		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
 		v.rc = salvage_end(s, aside, &v.why);
+		if(v.rc == 0 && redo && redo->how != REDO_KEEP){
+			salvage_redo_end(s, aside, first, upto, before, v.put);
+		}
 		if(v.rc == 0){
 			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
 			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
@@ -3044,7 +3122,7 @@ static int salvage_orphans(struct fb_spool *s, const char *moved, char **why)
 				fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s was moved aside and its salvage did not "
 						"start (the link process ended first); it is salvaged now", s->path, o[i].path);
 			}
-			rc = salvage(s, o[i].path, mine ? s->in_injected : 0);
+			rc = salvage(s, o[i].path, mine ? s->in_injected : 0, NULL);
 			if(rc){
 				*why = strdup("queuing the salvaged records failed (logged above)");
 			}

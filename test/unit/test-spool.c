@@ -1668,6 +1668,40 @@ static void assert_records(struct fb_spool *s, enum fb_queue q, const unsigned l
 
 static const unsigned long long live_then_moved[] = { 101, 102, 103, 104, 105, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 };
 
+/* A salvage that starts again and reads less than its first try (here the database files of the
+ * folder moved aside are gone by then; without room for a copy, read in place and unrepaired, a
+ * damaged one gives as little): what the first try queued stays. Before: it was deleted first,
+ * and nothing came back (0 of 10 in "out", uncounted). */
+START_TEST(a_salvage_that_starts_again_and_reads_less_keeps_what_it_queued)
+{
+	char pattern[700];
+	struct fb_spool *s;
+	struct fb_spool_stats st;
+	glob_t g;
+
+	open_damaged_and_kill(kill_at_salvaged);
+	snprintf(pattern, sizeof(pattern), "%s.salvaging-*[0-9]/[0-9A-Z]*", spool_path);
+	ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+	for(size_t i = 0; i < g.gl_pathc; i++){
+		if(strstr(g.gl_pathv[i], "/FLOWMQ-SPOOL") == NULL){
+			ck_assert_int_eq(unlink(g.gl_pathv[i]), 0);
+		}
+	}
+	globfree(&g);
+
+	s = open_default();
+	ck_assert_msg(strstr(cap.text, "queued fewer records into \"out\" than its first try (0 against 10)")
+			!= NULL, "log: %s", cap.text);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 10);
+	ck_assert_uint_eq(st.in, 4);
+	ck_assert_uint_eq(atomic_load(&corrupt), 0);
+	ck_assert_int_eq(count_dirs("salvaging"), 0);
+	ck_assert_int_eq(count_corrupt_dirs(), 1);
+	fb_spool_close(s);
+}
+END_TEST
+
 /* A salvage into a spool that holds records (a folder moved aside whose salvage could not start
  * before the channel went ready) is cut short: starting again deletes only what it had queued.
  * Before, it emptied every queue, the spool's own records too (5 of "out" and 5 of "in" lost,
@@ -3042,6 +3076,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, a_spool_moved_aside_whose_salvage_never_started_is_salvaged_next_time);
 	tcase_add_test(tc, a_salvaged_folder_that_kept_its_name_is_not_salvaged_again);
 	tcase_add_test(tc, a_salvage_cut_short_keeps_what_the_spool_held_besides);
+	tcase_add_test(tc, a_salvage_that_starts_again_and_reads_less_keeps_what_it_queued);
 	tcase_add_test(tc, folders_moved_aside_are_salvaged_oldest_first);
 	tcase_add_test(tc, a_folder_moved_aside_earlier_keeps_all_of_its_in);
 	tcase_add_test(tc, a_name_used_again_is_salvaged_again);
