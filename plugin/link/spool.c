@@ -101,6 +101,8 @@
  * queued: a salvage that starts again knows exactly what it queued before (salvage_resume()). */
 #define SALVAGE_FROM_KEY "salvage/from-seqs"
 #define SALVAGE_NEXT_KEY "salvage/next-seqs"
+/* ... and the ranges of the tries before this one that did not end (6 seqs each: from, next). */
+#define SALVAGE_TRIES_KEY "salvage/tries"
 /* ... and the name (not the path) of the folder the last salvage that ended read (salvage_end()). */
 #define SALVAGE_DONE_KEY "salvage/done"
 /* A spool is moved aside to PATH.salvaging-<time>[.N] until its salvage has ended, then renamed to
@@ -435,11 +437,13 @@ static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" 
 static int settle(struct fb_spool *s);
 static int classify_error(const char *err);
 static int spool_fsync(struct fb_spool *s);
-/* What the first try of a salvage that starts again (salvage_resume()) had queued: the records of
- * each queue from FROM up to NEXT; HOW says whether that is known. */
+/* What the earlier tries of a salvage that starts again (salvage_resume()) queued, each a range of
+ * seqs of every queue, [from, next); at most TRIES_MAX are tracked (beyond, what a try queued
+ * stays: repeats). */
+#define TRIES_MAX 32
 struct salvage_redo {
-	enum { REDO_KEEP, REDO_RANGE, REDO_ALL } how; /* unknown (marks unreadable), [from, next), all */
-	uint64_t from[3], next[3];
+	size_t n;
+	uint64_t from[TRIES_MAX][3], next[TRIES_MAX][3];
 };
 
 static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, const struct salvage_redo *redo);
@@ -2322,22 +2326,27 @@ static void salvage_close(struct salvage *v)
 }
 
 
-/* A salvage cut short (SALVAGE_KEY still set): runs it again. What the first try had queued
- * (SALVAGE_FROM_KEY to SALVAGE_NEXT_KEY, written with the records; for a mark of an earlier
- * version, which salvaged into an empty spool only, everything) is deleted at the end when the
- * second try queued as much in every queue (salvage()); whatever the spool held besides stays, also
- * records captured after it when the channel went ready in between (an open on a full disk skips
- * this). Marks that cannot be read delete nothing: what was queued comes again. Only with a fresh
- * channel, right after spool_load(). Returns 0 or like spool_load(). */
+/* A salvage cut short (SALVAGE_KEY still set): runs it again. What each earlier try queued (its
+ * SALVAGE_FROM_KEY to SALVAGE_NEXT_KEY, written with its records; those of tries before it in
+ * SALVAGE_TRIES_KEY) is deleted at the end when this try queued as much into every queue
+ * (salvage()); whatever the spool held besides stays, also records captured between the tries
+ * when the channel went ready in between (an open on a full disk skips this). Marks that cannot
+ * be read, or of an earlier version (without seqs), delete nothing: what was queued comes again.
+ * Only with a fresh channel, right after spool_load(). Returns 0 or like spool_load(). */
 static int salvage_resume(struct fb_spool *s, char **why)
 {
-	struct salvage_redo redo = { REDO_RANGE, { 0 }, { 0 } };
-	uint64_t injected;
-	char *aside;
+	struct salvage_redo *redo = calloc(1, sizeof(*redo));
+	uint64_t injected, from[3], next[3];
+	char *aside, *val, *err = NULL;
+	size_t vlen;
 	int rc;
 
+	if(redo == NULL){
+		return -ENOMEM;
+	}
 	rc = meta_str(s, SALVAGE_KEY, &aside, why);
 	if(rc || aside == NULL){
+		free(redo);
 		return rc;
 	}
 	/* What the broker had injected of its "in", as the first try had it. */
@@ -2348,24 +2357,34 @@ static int salvage_resume(struct fb_spool *s, char **why)
 	}
 	fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s was cut short; it starts again",
 			s->path, aside);
-	rc = meta_seqs(s, SALVAGE_FROM_KEY, redo.from);
-	if(rc >= 0){
-		int nrc = meta_seqs(s, SALVAGE_NEXT_KEY, redo.next);
-
-		rc = rc == 1 && nrc == 1 ? 1 : rc == 0 && nrc == 0 ? 0 : -1;
+	if(meta_get(s, SALVAGE_TRIES_KEY, &val, &vlen, &err) == 0 && val && vlen % (6 * KEY_LEN) == 0){
+		for(size_t k = 0; k < vlen / (6 * KEY_LEN) && redo->n < TRIES_MAX; k++, redo->n++){
+			for(int q = 0; q < 3; q++){
+				redo->from[redo->n][q] = key_decode(val + k * 6 * KEY_LEN + q * KEY_LEN);
+				redo->next[redo->n][q] = key_decode(val + k * 6 * KEY_LEN + (3 + q) * KEY_LEN);
+			}
+		}
 	}
-	if(rc < 0){
-		redo.how = REDO_KEEP;
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the marks of the salvage of %s cannot be read; "
-				"what it queued before stays and is queued again", s->path, aside);
-	}else if(rc == 0){
-		redo.how = REDO_ALL; /* a mark of an earlier version */
+	rocksdb_free(val);
+	free(err);
+	rc = meta_seqs(s, SALVAGE_FROM_KEY, from);
+	if(rc == 1 && meta_seqs(s, SALVAGE_NEXT_KEY, next) == 1){
+		if(redo->n < TRIES_MAX){
+			memcpy(redo->from[redo->n], from, sizeof(from));
+			memcpy(redo->next[redo->n], next, sizeof(next));
+			redo->n++;
+		}
+	}else{
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s; what the salvage of %s queued before stays and "
+				"is queued again", s->path, rc == 0 ? "it was started by an earlier version" :
+				"its marks cannot be read", aside);
 	}
-	rc = salvage(s, aside, injected, &redo);
+	rc = salvage(s, aside, injected, redo);
 	if(rc){
 		*why = strdup("queuing the salvaged records failed (logged above)");
 	}
 	free(aside);
+	free(redo);
 	return rc;
 }
 
@@ -2386,38 +2405,45 @@ static int range_count_visit(void *ud, uint64_t seq, const void *val, size_t len
 	return 0;
 }
 
-/* How many records queue QI holds from FROM up to NEXT. */
+/* How many records queue QI holds from FROM up to NEXT; UINT64_MAX when they cannot be read. */
 static uint64_t range_count(struct fb_spool *s, enum fb_queue qi, uint64_t from, uint64_t next)
 {
 	struct range_count c = { next, 0 };
 
-	if(next > from){
-		fb_spool_read(s, qi, from ? from - 1 : 0, SIZE_MAX, range_count_visit, &c);
+	if(next > from && fb_spool_read(s, qi, from ? from - 1 : 0, SIZE_MAX, range_count_visit, &c) < 0){
+		return UINT64_MAX;
 	}
 	return c.n;
 }
 
-/* Deletes the records of each queue from FROM up to NEXT and loads the queues again. Returns 0 or
- * like spool_load(). */
-static int salvage_redo_delete(struct fb_spool *s, const uint64_t from[3], const uint64_t next[3], char **why)
+/* Deletes the records of the tries of REDO that GONE marks and loads the queues again. Returns 0
+ * (nothing deleted when the write failed: then both stay) or, when the load failed after the
+ * delete, like spool_load() (the database is closed then). */
+static int salvage_redo_delete(struct fb_spool *s, const struct salvage_redo *redo, const bool *gone, char **why)
 {
 	uint8_t lo[KEY_LEN], hi[KEY_LEN];
 	int rc;
 
-	for(int q = 0; q < 3; q++){
-		if(next[q] > from[q]){
-			key_encode(lo, from[q]);
-			key_encode(hi, next[q]);
-			rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
-					(const char *)hi, sizeof(hi));
+	for(size_t i = 0; i < redo->n; i++){
+		for(int q = 0; gone[i] && q < 3; q++){
+			if(redo->next[i][q] > redo->from[i][q]){
+				key_encode(lo, redo->from[i][q]);
+				key_encode(hi, redo->next[i][q]);
+				rocksdb_writebatch_delete_range_cf(s->wb, s->q[q].cf, (const char *)lo, sizeof(lo),
+						(const char *)hi, sizeof(hi));
+			}
 		}
 	}
 	rc = load_write(s, why);
+	if(rc){
+		rocksdb_writebatch_clear(s->wb);
+		return 0;
+	}
 	fb_chan_reader_close(s->chan);
 	s->chan = NULL;
 	db_close(s);
 	queues_reset(s);
-	return rc ? rc : spool_load(s, why);
+	return spool_load(s, why);
 }
 
 /* Points CURRENT in folder DIR (a copy) at its newest MANIFEST when CURRENT is missing or does
@@ -2695,7 +2721,8 @@ static const char *base_name(const char *path)
 /* Deletes the marks of a salvage under way (with what else the write batch holds). */
 static void salvage_unmark(struct fb_spool *s)
 {
-	static const char *const keys[] = { SALVAGE_KEY, SALVAGE_IN_KEY, SALVAGE_FROM_KEY, SALVAGE_NEXT_KEY };
+	static const char *const keys[] = { SALVAGE_KEY, SALVAGE_IN_KEY, SALVAGE_FROM_KEY, SALVAGE_NEXT_KEY,
+		SALVAGE_TRIES_KEY };
 
 	for(size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++){
 		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], keys[i], strlen(keys[i]));
@@ -2773,29 +2800,41 @@ static void salvage_keep(struct fb_spool *s, const char *aside)
 	free(prefix);
 }
 
-/* The end of a salvage that started again: the records its first try queued (FIRST up to UPTO,
- * BEFORE of them) go when this try queued as many in every queue (PUT), else both stay (logged:
- * those both read come twice). A restart in between leaves both: repeats, never a loss. */
-static void salvage_redo_end(struct fb_spool *s, const char *aside, const uint64_t first[3],
-		const uint64_t upto[3], const uint64_t before[3], const uint64_t put[3])
+/* The end of a salvage that started again (REDO: its earlier tries; BEFORE: how many records each
+ * had queued into each queue): an earlier try's records go when this try queued as many into every
+ * queue (PUT), else they stay, logged: what both read comes twice. A restart in between leaves
+ * them: repeats, never a loss. Returns 0 or like salvage_redo_delete(). */
+static int salvage_redo_end(struct fb_spool *s, const char *aside, const struct salvage_redo *redo,
+		uint64_t (*before)[3], const uint64_t put[3])
 {
 	static const char *const names[] = { "out", "in", "dead" };
+	bool gone[TRIES_MAX], any = false;
 	char *why = NULL;
+	int rc;
 
-	for(int q = 0; q < 3; q++){
-		if(put[q] < before[q]){
-			fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s started again and queued fewer "
-					"records into \"%s\" than its first try (%llu against %llu): what both tries queued "
-					"stays, so that what both read comes twice", s->path, aside, names[q],
-					(unsigned long long)put[q], (unsigned long long)before[q]);
-			return;
+	for(size_t i = 0; i < redo->n; i++){
+		gone[i] = true;
+		for(int q = 0; q < 3 && gone[i]; q++){
+			if(put[q] < before[i][q]){
+				gone[i] = false;
+				fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: the salvage of %s started again and queued fewer "
+						"records into \"%s\" than an earlier try (%llu against %llu): what both queued "
+						"stays, so that what both read comes twice", s->path, aside, names[q],
+						(unsigned long long)put[q], (unsigned long long)before[i][q]);
+			}
 		}
+		any = any || gone[i];
 	}
-	if(salvage_redo_delete(s, first, upto, &why) != 0){
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: what the first try of the salvage of %s queued cannot "
-				"be deleted (%s): it comes twice", s->path, aside, why ? why : "unknown");
+	if(!any){
+		return 0;
+	}
+	rc = salvage_redo_delete(s, redo, gone, &why);
+	if(rc){
+		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: the spool cannot be loaded again after the salvage of %s: %s",
+				s->path, aside, why ? why : strerror(-rc));
 	}
 	free(why);
+	return rc;
 }
 
 /* The spool S (its channel fresh: nothing is staged meanwhile; just created, unless an earlier
@@ -2810,7 +2849,7 @@ static void salvage_redo_end(struct fb_spool *s, const char *aside, const uint64
 static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, const struct salvage_redo *redo)
 {
 	struct salvage v = { .s = s };
-	uint64_t first[3] = { 0 }, upto[3] = { 0 }, before[3] = { 0 };
+	uint64_t (*before)[3] = NULL;
 	struct fb_chan_shared *sh = NULL;
 	struct fb_chan_reader *r = NULL;
 	struct fb_chan_loss loss;
@@ -2824,6 +2863,32 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 	if(asprintf(&copy, "%s.salvage", aside) < 0){
 		return -ENOMEM;
 	}
+	if(redo && redo->n){
+		/* What the earlier tries queued is still there, below this spool's next seqs: it goes at
+		 * the end if this try queues as much (a weaker read, say without room for a copy to
+		 * repair, may give less: then both stay). */
+		uint8_t *t = malloc(redo->n * 6 * KEY_LEN);
+
+		before = calloc(redo->n, sizeof(*before));
+		if(t == NULL || before == NULL){
+			free(t);
+			free(before);
+			free(copy);
+			return -ENOMEM;
+		}
+		for(size_t i = 0; i < redo->n; i++){
+			for(int q = 0; q < 3; q++){
+				before[i][q] = range_count(s, (enum fb_queue)q, redo->from[i][q], redo->next[i][q]);
+				key_encode(t + i * 6 * KEY_LEN + q * KEY_LEN, redo->from[i][q]);
+				key_encode(t + i * 6 * KEY_LEN + (3 + q) * KEY_LEN, redo->next[i][q]);
+			}
+		}
+		rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_TRIES_KEY, strlen(SALVAGE_TRIES_KEY),
+				(const char *)t, redo->n * 6 * KEY_LEN);
+		free(t);
+	}else{
+		rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SALVAGE_TRIES_KEY, strlen(SALVAGE_TRIES_KEY));
+	}
 	/* Until the last record is queued, a restart starts again (salvage_resume(): what was queued
 	 * goes at the end, when the next try queued as much). Marked before the copy, which can take
 	 * long: a link process that ended before the mark leaves the folder's name to the next one
@@ -2832,23 +2897,7 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 	key_encode(inj, injected);
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_IN_KEY, strlen(SALVAGE_IN_KEY), (const char *)inj,
 			sizeof(inj));
-	if(redo && redo->how != REDO_KEEP){
-		/* What the first try queued is still there, below this spool's next seqs: it goes at the
-		 * end if this try queues as much (a weaker read, say without room for a copy to repair,
-		 * may give less: then both stay). */
-		uint8_t f[3 * KEY_LEN];
-
-		for(int q = 0; q < 3; q++){
-			first[q] = redo->how == REDO_RANGE ? redo->from[q] : 0;
-			upto[q] = redo->how == REDO_RANGE ? redo->next[q] : s->q[q].next_seq;
-			before[q] = range_count(s, (enum fb_queue)q, first[q], upto[q]);
-			key_encode(f + q * KEY_LEN, first[q]);
-		}
-		rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_FROM_KEY, strlen(SALVAGE_FROM_KEY),
-				(const char *)f, sizeof(f));
-	}else{
-		salvage_seqs_put(s, SALVAGE_FROM_KEY);
-	}
+	salvage_seqs_put(s, SALVAGE_FROM_KEY);
 	salvage_seqs_put(s, SALVAGE_NEXT_KEY);
 	if(load_write(s, &v.why) != 0 || spool_fsync(s) != 0){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: cannot start to salvage %s: %s; it keeps its name, and "
@@ -3005,8 +3054,8 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 	if(v.rc == 0){
 		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
 		v.rc = salvage_end(s, aside, &v.why);
-		if(v.rc == 0 && redo && redo->how != REDO_KEEP){
-			salvage_redo_end(s, aside, first, upto, before, v.put);
+		if(v.rc == 0 && before){
+			v.rc = salvage_redo_end(s, aside, redo, before, v.put);
 		}
 		if(v.rc == 0){
 			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
@@ -3016,7 +3065,7 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 		}
 	}
 	/* The fresh channel's writer starts after what was queued again. */
-	rc = fb_chan_reset(s->chan, s->q[FB_Q_OUT].next_seq);
+	rc = s->chan ? fb_chan_reset(s->chan, s->q[FB_Q_OUT].next_seq) : -EBADF;
 	if(rc == 0){
 		fb_chan_account(s->chan, 0, s->q[FB_Q_OUT].bytes);
 	}else{
@@ -3025,6 +3074,7 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 	}
 out:
 	free(v.why);
+	free(before);
 	rm_tree(copy);
 	free(copy);
 	return v.rc;
