@@ -2369,15 +2369,15 @@ static int salvage_resume(struct fb_spool *s, char **why)
 	free(err);
 	rc = meta_seqs(s, SALVAGE_FROM_KEY, from);
 	if(rc == 1 && meta_seqs(s, SALVAGE_NEXT_KEY, next) == 1){
-		if(redo->n < TRIES_MAX){
+		if(redo->n < TRIES_MAX && (next[0] > from[0] || next[1] > from[1] || next[2] > from[2])){
 			memcpy(redo->from[redo->n], from, sizeof(from));
 			memcpy(redo->next[redo->n], next, sizeof(next));
 			redo->n++;
 		}
 	}else{
-		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s; what the salvage of %s queued before stays and "
-				"is queued again", s->path, rc == 0 ? "it was started by an earlier version" :
-				"its marks cannot be read", aside);
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: %s; what the try of the salvage of %s that was cut "
+				"short queued stays and is queued again", s->path, rc == 0 ? "it was started by an earlier "
+				"version" : "its marks cannot be read", aside);
 	}
 	rc = salvage(s, aside, injected, redo);
 	if(rc){
@@ -2436,7 +2436,8 @@ static int salvage_redo_delete(struct fb_spool *s, const struct salvage_redo *re
 	}
 	rc = load_write(s, why);
 	if(rc){
-		rocksdb_writebatch_clear(s->wb);
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: what earlier tries of a salvage queued cannot be "
+				"deleted (%s): it comes twice", s->path, *why ? *why : strerror(-rc));
 		return 0;
 	}
 	fb_chan_reader_close(s->chan);
@@ -3054,12 +3055,14 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 	if(v.rc == 0){
 		/* Done: from here on a restart keeps what was queued, and the loss is counted once. */
 		v.rc = salvage_end(s, aside, &v.why);
+		if(v.rc == 0){
+			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
+			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
+		}
 		if(v.rc == 0 && before){
 			v.rc = salvage_redo_end(s, aside, redo, before, v.put);
 		}
 		if(v.rc == 0){
-			snprintf(where, sizeof(where), "the spool moved aside to %s", aside);
-			loss_report(s, v.g.lost, v.g.first, v.g.last, where);
 			fb_log(&s->lg, MOSQ_LOG_INFO, "spool %s: the salvage of %s is complete", s->path, aside);
 			salvage_keep(s, aside);
 		}
