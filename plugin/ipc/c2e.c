@@ -1,5 +1,5 @@
-/* flowmq-bridge: the cloud-to-edge ring (see c2e.h): the writing side (fb_c2e_put and the files of
- * large records) in the link process, the reading side in the broker thread. */
+/* flowmq-bridge, both processes: the cloud-to-edge ring (see c2e.h): the writing side (fb_c2e_put
+ * and the files of large records) in the link process, the reading side in the broker thread. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -826,6 +826,13 @@ static int mkdir_p(const char *path)
 	return rc;
 }
 
+/* Sets *D (caller frees) to PATH.TAG-<T>, or PATH.TAG-<T>.N for N > 0. Returns 0 or -ENOMEM. */
+static int aside_name(char **d, const char *path, const char *tag, long long t, int n)
+{
+	return (n == 0 ? asprintf(d, "%s.%s-%lld", path, tag, t) : asprintf(d, "%s.%s-%lld.%d", path, tag, t, n))
+			< 0 ? -ENOMEM : 0;
+}
+
 /* Renames FROM to PATH.TAG-<NOW>[.N], a name not taken yet. Returns 0 and *dest (caller frees) or
  * -errno. */
 static int move_aside(const char *from, const char *path, const char *tag, long long now, char **dest)
@@ -835,8 +842,7 @@ static int move_aside(const char *from, const char *path, const char *tag, long 
 	int n, err;
 
 	for(n = 0; n < 1000; n++){
-		if((n == 0 ? asprintf(&d, "%s.%s-%lld", path, tag, now)
-				: asprintf(&d, "%s.%s-%lld.%d", path, tag, now, n)) < 0){
+		if(aside_name(&d, path, tag, now, n) != 0){
 			return -ENOMEM;
 		}
 		if(renameat2(AT_FDCWD, from, AT_FDCWD, d, RENAME_NOREPLACE) == 0){
@@ -1044,8 +1050,7 @@ static int keep_copy(const char *path, copy_filter_fn filter, char **dest)
 	int rc = -EEXIST;
 
 	for(int n = 0; n < 1000 && rc == -EEXIST; n++){
-		if((n == 0 ? asprintf(&d, "%s.corrupt-%lld", path, now)
-				: asprintf(&d, "%s.corrupt-%lld.%d", path, now, n)) < 0){
+		if(aside_name(&d, path, "corrupt", now, n) != 0){
 			return -ENOMEM;
 		}
 		rc = copy_tree(path, d, filter);
@@ -2748,16 +2753,17 @@ static int salvage_end(struct fb_spool *s, const char *aside, char **why)
 	return rc;
 }
 
-/* Where ASIDE, a folder <base>.salvaging-<time>[.N] beside the spool, has its tag: *TIME set. NULL
- * when it is not named so (a salvage an earlier version started reads from <base>.corrupt-...). */
-static const char *salvaging_tag(const struct fb_spool *s, const char *aside, unsigned long long *time)
+/* Where ASIDE, a folder <base>.salvaging-<time>[.N] beside the spool, has its tag: *TIME and *N
+ * set (N 0 without ".N"). NULL when it is not named so (a salvage an earlier version started reads
+ * from <base>.corrupt-...). */
+static const char *salvaging_tag(const struct fb_spool *s, const char *aside, unsigned long long *time,
+		unsigned long long *n)
 {
 	const char *name = base_name(aside), *base = base_name(s->path);
 	size_t blen = strlen(base), tlen = strlen("." SALVAGING_TAG "-");
-	unsigned long long n;
 
 	if(strncmp(name, base, blen) != 0 || strncmp(name + blen, "." SALVAGING_TAG "-", tlen) != 0
-			|| !orphan_suffix(name + blen + tlen, time, &n)){
+			|| !orphan_suffix(name + blen + tlen, time, n)){
 		return NULL;
 	}
 	return name + blen;
@@ -2769,11 +2775,11 @@ static const char *salvaging_tag(const struct fb_spool *s, const char *aside, un
 static void salvage_keep(struct fb_spool *s, const char *aside)
 {
 	const char *tag;
-	unsigned long long t;
+	unsigned long long t, n;
 	char *prefix, *kept;
 	int rc;
 
-	tag = salvaging_tag(s, aside, &t);
+	tag = salvaging_tag(s, aside, &t, &n);
 	if(tag == NULL){
 		return;
 	}
@@ -3120,12 +3126,11 @@ static int salvage_orphans(struct fb_spool *s, const char *moved, char **why)
 			rc = -ENOMEM;
 			break;
 		}
-		tag = salvaging_tag(s, path, &t);
+		tag = salvaging_tag(s, path, &t, &k);
 		if(tag == NULL || stat(path, &st) != 0 || !S_ISDIR(st.st_mode)){
 			free(path);
 			continue;
 		}
-		orphan_suffix(tag + strlen("." SALVAGING_TAG "-"), &t, &k);
 		if(n == cap){
 			cap = cap ? 2 * cap : 4;
 			no = realloc(o, cap * sizeof(*o));

@@ -1,6 +1,6 @@
-/* Edge to cloud: durable forwarding over TLS 1.3 through outages, crashes, limits and failures.
- * Real brokers: the cloud stand-in is a mosquitto with a TLS 1.3 listener, client certificates,
- * a password file and an ACL; the edge is a mosquitto with the plugin. */
+/* Test process: edge to cloud: durable forwarding over TLS 1.3 through outages, crashes, limits
+ * and failures. Real brokers: the cloud stand-in is a mosquitto with a TLS 1.3 listener, client
+ * certificates, a password file and an ACL; the edge is a mosquitto with the plugin. */
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>

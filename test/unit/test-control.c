@@ -1,6 +1,6 @@
-/* Unit tests of plugin/link/control.c: requeue-dead through the requeue ring on a real spool, with
- * this test standing in for the broker thread (it reads the ring with fb_c2e_next() and consumes
- * what requeue_run() would stage); this test program's own thread. */
+/* Unit tests (test process) of plugin/link/control.c: requeue-dead through the requeue ring on a
+ * real spool, with this test standing in for the broker thread (it reads the ring with
+ * fb_c2e_next() and consumes what requeue_run() would stage); this test program's own thread. */
 #include <check.h>
 #include <errno.h>
 #include <ftw.h>

@@ -1,6 +1,6 @@
-/* Unit tests of plugin/ipc/shared.c and plugin/ipc/c2e.c: the region both programs share (its
- * header and version check, a second mapping sees the first's writes) and the cloud-to-edge ring
- * in it (order, exact bytes, wrap, a full ring, a record in a file of its own). */
+/* Unit tests (test process) of plugin/ipc/shared.c and plugin/ipc/c2e.c: the region both programs
+ * share (its header and version check, a second mapping sees the first's writes) and the
+ * cloud-to-edge ring in it (order, exact bytes, wrap, a full ring, a record in a file of its own). */
 #include <check.h>
 #include <errno.h>
 #include <ftw.h>
