@@ -467,6 +467,100 @@ START_TEST(test_a_salvage_with_the_ring_full_loses_and_repeats_nothing)
 }
 END_TEST
 
+/* ---- the requeue ring ----------------------------------------------------------------------- */
+
+struct topics {
+	char topic[3][32];
+	size_t n;
+};
+
+static int keep_topic(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct topics *t = ud;
+	struct fb_record r;
+
+	(void)seq;
+	ck_assert_int_eq(fb_record_decode(val, len, &r), 0);
+	if(t->n < 3){
+		snprintf(t->topic[t->n], sizeof(t->topic[0]), "%.*s", (int)r.topic_len, r.topic);
+	}
+	t->n++;
+	return 0;
+}
+
+/* Puts dead letter SEQ (topic TOPIC, PAYLOAD_LEN bytes of payload) into the requeue ring as the
+ * link process does (control.c). */
+static void requeue_put(struct fb_shared *sh, uint64_t seq, const char *topic, size_t payload_len)
+{
+	char path[128];
+	uint8_t *payload = calloc(1, payload_len), *buf;
+	struct fb_record r = { .qos = 1, .lane = FB_LANE_DEFAULT, .topic = topic, .topic_len = (uint16_t)strlen(topic),
+		.payload = payload, .payload_len = (uint32_t)payload_len };
+	size_t len;
+
+	ck_assert_ptr_nonnull(payload);
+	ck_assert_ptr_nonnull(buf = malloc(fb_record_size(&r)));
+	len = fb_record_encode(&r, buf);
+	snprintf(path, sizeof(path), "%s/spool", dir);
+	ck_assert_int_eq(fb_c2e_put(&sh->requeue, path, FB_REQUEUE_STEM, seq, buf, len), 0);
+	free(buf);
+	free(payload);
+}
+
+/* An entry of the requeue ring that the link process withdrew (its dead letter was purged, and
+ * its file of its own is left empty: control.c) is passed over: the dead letters before and behind
+ * it are staged, in order, and it is not; its file goes. */
+START_TEST(test_a_withdrawn_requeue_entry_is_passed_over)
+{
+	struct fb_host host = { .publish = drop_publish, .link_program = FB_LINK_PROGRAM_BUILD };
+	struct fb_spool_opts o = { .max_size = 64u << 20, .on_full = FB_ON_FULL_DROP_OLDEST, .sync = FB_SYNC_INTERVAL,
+		.lg = &lg };
+	struct fb_bridge *b = NULL;
+	struct fb_spool *s = NULL;
+	struct fb_shared *sh;
+	struct topics t = { 0 };
+	char spool[128], file[160];
+	struct stat st;
+	int i;
+
+	loglen = 0;
+	logbuf[0] = '\0';
+	ck_assert_int_eq(fb_bridge_start(write_config(1), &keep_lg, &host, &b), 0);
+	sh = (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
+	for(i = 0; i < 6000 && atomic_load(&sh->child_state) != 1; i++){
+		fb_bridge_tick(b, time(NULL));
+		usleep(10000);
+	}
+	ck_assert_int_eq(atomic_load(&sh->child_state), 1);
+	snprintf(spool, sizeof(spool), "%s/spool", dir);
+	snprintf(file, sizeof(file), "%s/" FB_REQUEUE_STEM "8", spool);
+	requeue_put(sh, 7, "local/r0/a/x/before", 10);
+	requeue_put(sh, 8, "local/r0/a/x/withdrawn", FB_C2E_RING / 2 + 1); /* in a file of its own */
+	ck_assert_int_eq(stat(file, &st), 0);
+	ck_assert_int_gt(st.st_size, FB_C2E_RING / 2);
+	requeue_put(sh, 9, "local/r0/a/x/behind", 10);
+	ck_assert_int_eq(fb_c2e_withdraw(spool, FB_REQUEUE_STEM, 8), 0);
+	for(i = 0; i < 300 && fb_c2e_waiting(&sh->requeue); i++){
+		fb_bridge_tick(b, time(NULL));
+		usleep(10000);
+	}
+	ck_assert_msg(!fb_c2e_waiting(&sh->requeue), "log:\n%s", logbuf);
+	ck_assert_int_eq(stat(file, &st), -1);
+	ck_assert_int_eq(errno, ENOENT);
+	fb_bridge_stop(b);
+
+	/* What was staged, whether the link process had settled it in "out" or not. */
+	o.path = spool;
+	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, 10, keep_topic, &t), 2);
+	fb_spool_close(s);
+	ck_assert_uint_eq(t.n, 2);
+	ck_assert_str_eq(t.topic[0], "local/r0/a/x/before");
+	ck_assert_str_eq(t.topic[1], "local/r0/a/x/behind");
+	ck_assert_msg(!log_has("cannot be read"), "log:\n%s", logbuf);
+}
+END_TEST
+
 static Suite *bridge_suite(void)
 {
 	Suite *s = suite_create("bridge");
@@ -483,6 +577,11 @@ static Suite *bridge_suite(void)
 	tcase_add_test(tc, test_a_restarted_link_process_does_not_push_the_ring_again);
 	tcase_add_test(tc, test_a_salvage_with_the_ring_full_loses_and_repeats_nothing);
 	tcase_set_timeout(tc, 300);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("requeue");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_a_withdrawn_requeue_entry_is_passed_over);
+	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;
 }
