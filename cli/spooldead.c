@@ -99,7 +99,8 @@ static int timeout_option(const struct cli_cmd *cmd, int *argc, char **argv, uns
 
 /* The request to the running link process of PATH (holder HOLDER): posted, then its reply waited
  * for at most TIMEOUT_S. Returns 0 when done, or a negative errno after the reason was logged;
- * *DONE is what the link process did. */
+ * *DONE is what the link process did, UINT64_MAX when it cannot know (its request was interrupted
+ * by the end of the link process that had claimed it). */
 static int ask_link(const struct cli_cmd *cmd, const struct fb_logger *lg, const char *path, pid_t holder,
 		bool requeue, unsigned timeout_s, uint64_t *done)
 {
@@ -147,7 +148,11 @@ static int ask_link(const struct cli_cmd *cmd, const struct fb_logger *lg, const
 		fb_log(lg, MOSQ_LOG_ERR, "spool %s: cannot read the answer of %s: %s", path, who, strerror(-rc));
 		return rc;
 	}
-	*done = rp.done;
+	*done = rp.done_unknown ? UINT64_MAX : rp.done;
+	if(!rp.ok && rp.done_unknown){
+		fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s by %s: %" PRIu64 " left: %s", path, op, who, rp.left, rp.error);
+		return -EAGAIN;
+	}
 	if(!rp.ok){
 		fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s by %s: %" PRIu64 " done, %" PRIu64 " left: %s", path, op, who,
 				rp.done, rp.left, rp.error);
@@ -307,7 +312,11 @@ report:
 	}
 	cJSON_AddStringToObject(j, "path", argv[arg]);
 	cJSON_AddBoolToObject(j, "ok", rc == 0);
-	cJSON_AddNumberToObject(j, requeue ? "requeued" : "purged", (double)done);
+	if(done == UINT64_MAX){
+		cJSON_AddNullToObject(j, requeue ? "requeued" : "purged"); /* not known */
+	}else{
+		cJSON_AddNumberToObject(j, requeue ? "requeued" : "purged", (double)done);
+	}
 	cJSON_AddBoolToObject(j, "in_use", holder != 0 || broker);
 	cJSON_AddItemToObject(j, "diagnostics", msgs);
 	return cli_json_print(j) < 0 || rc < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;

@@ -173,6 +173,9 @@ int fb_reply_take(const char *spool_path, const char *nonce, struct fb_reply *rp
 			seen |= 1;
 		}else if(sscanf(line, "done %" SCNu64, &rp->done) == 1){
 			seen |= 2;
+		}else if(strcmp(line, "done -") == 0){
+			rp->done_unknown = true;
+			seen |= 2;
 		}else if(sscanf(line, "left %" SCNu64, &rp->left) == 1){
 			seen |= 4;
 		}else if(strncmp(line, "error ", 6) == 0){
@@ -228,7 +231,7 @@ int fb_request_abandoned(const char *spool_path, struct fb_request *rq)
 
 int fb_reply_post(const char *spool_path, const struct fb_request *rq, const struct fb_reply *rp)
 {
-	char path[4096], tmp[4096], taken[4096], suffix[64], text[512], err[256];
+	char path[4096], tmp[4096], taken[4096], suffix[64], text[512], err[256], done[24];
 	int rc;
 
 	snprintf(suffix, sizeof(suffix), "-reply.%s", rq->nonce);
@@ -241,8 +244,13 @@ int fb_reply_post(const char *spool_path, const struct fb_request *rq, const str
 	}
 	snprintf(err, sizeof(err), "%s", rp->error);
 	err[strcspn(err, "\r\n")] = '\0';
-	snprintf(text, sizeof(text), FB_REPLY_MAGIC "\nok %d\ndone %" PRIu64 "\nleft %" PRIu64 "\nerror %s\n",
-			rp->ok ? 1 : 0, rp->done, rp->left, err);
+	if(rp->done_unknown){
+		snprintf(done, sizeof(done), "-");
+	}else{
+		snprintf(done, sizeof(done), "%" PRIu64, rp->done);
+	}
+	snprintf(text, sizeof(text), FB_REPLY_MAGIC "\nok %d\ndone %s\nleft %" PRIu64 "\nerror %s\n",
+			rp->ok ? 1 : 0, done, rp->left, err);
 	rc = write_new(tmp, text);
 	if(rc == 0 && rename(tmp, path) != 0){
 		rc = -errno;

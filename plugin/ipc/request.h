@@ -47,6 +47,9 @@ struct fb_request {
 
 struct fb_reply {
 	bool ok;
+	/* DONE is not known: the reply of a link process to a request an earlier one claimed and did
+	 * not answer (it ended meanwhile); LEFT is then what spool "dead" holds now. */
+	bool done_unknown;
 	uint64_t done;
 	uint64_t left;
 	char error[256];

@@ -40,6 +40,7 @@ struct fb_control {
 	uint64_t cursor;       /* the newest dead seq read */
 	uint64_t done;         /* requeued (staged and deleted) or purged */
 	uint64_t kept;         /* too large for the staging channel: left dead letters */
+	bool done_unknown;     /* DONE is not known (a request an earlier link process claimed) */
 	uint64_t progress_ms;  /* when something last moved */
 	struct put puts[REQUEUE_WINDOW];
 	size_t first, n;       /* the puts not yet deleted, a ring over PUTS */
@@ -86,7 +87,7 @@ uint8_t *fb_control_requeued(const uint8_t *val, size_t len, size_t *out_len)
 
 static void reply(struct fb_control *c, bool ok, const char *error)
 {
-	struct fb_reply rp = { .ok = ok, .done = c->done };
+	struct fb_reply rp = { .ok = ok, .done = c->done, .done_unknown = c->done_unknown };
 	int rc;
 
 	rp.left = c->bound > c->done + c->kept ? c->bound - c->done - c->kept : 0;
@@ -380,10 +381,19 @@ int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out)
 	c->ring_head = atomic_load_explicit(&c->d.ring->head, memory_order_acquire);
 	c->ring_ms = fb_mono_ms();
 	if(fb_request_abandoned(c->d.spool_path, &c->rq) == 1){
+		struct fb_spool_stats st;
+
+		/* What the previous one did is not known here; what is left is. */
+		fb_spool_stats(c->d.spool, &st);
+		c->bound = st.dead;
+		c->done_unknown = true;
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the %s request of pid %ld was interrupted by the end "
-				"of the previous link process", c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid);
+				"of the previous link process (%" PRIu64 " dead letters left)", c->d.spool_path,
+				fb_request_op_name(c->rq.op), (long)c->rq.pid, c->bound);
 		reply(c, false, "interrupted: the link process ended during the request; what was done stays "
 				"done, run it again for the rest");
+		c->done_unknown = false;
+		c->bound = 0;
 	}
 	*out = c;
 	return 0;

@@ -252,6 +252,38 @@ static void purge_all(struct fb_control *c, uint64_t n)
 	ck_assert_uint_eq(rp.done, n);
 }
 
+/* A link process that ends during a request (killed: it neither answers nor counts) leaves the
+ * claim behind; the next one answers it as interrupted, with what spool "dead" holds now as left
+ * and what was done as not known. Before, the answer said "0 done, 0 left". */
+START_TEST(test_a_request_of_a_link_process_that_ended_is_answered_with_what_is_left)
+{
+	struct fb_control *c;
+	struct fb_request rq, claimed;
+	struct fb_reply rp;
+
+	for(unsigned i = 1; i <= 3; i++){
+		ck_assert_uint_eq(add_dead(i, 20), i);
+	}
+	post(FB_REQUEST_PURGE_DEAD, &rq);
+	ck_assert_int_eq(fb_request_claim(spool_path, &claimed), 1); /* the link process that ends */
+	ck_assert_str_eq(claimed.nonce, rq.nonce);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), -ENOENT);
+
+	c = control_open();
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	ck_assert(!rp.ok);
+	ck_assert(rp.done_unknown);
+	ck_assert_uint_eq(rp.left, 3);
+	ck_assert_msg(strncmp(rp.error, "interrupted: ", 13) == 0, "%s", rp.error);
+	ck_assert_msg(strstr(logtext, "was interrupted by the end of the previous link process (3 dead letters "
+			"left)") != NULL, "%s", logtext);
+	/* Nothing else was done: the next request finds all three. */
+	ck_assert(!fb_control_turn(c));
+	fb_control_close(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), -ENOENT);
+}
+END_TEST
+
 /* A link process ends while the ring's head stands on a dead letter whose file is gone; the ring
  * keeps the entry. The next link process purges the dead letters: the entry has nothing left to
  * stage, and it is withdrawn (its file left empty, which the broker thread passes over) instead
@@ -404,6 +436,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_a_deleted_file_is_written_again_and_each_dead_letter_queued_once_in_order);
 	tcase_add_test(tc, test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdrawn);
+	tcase_add_test(tc, test_a_request_of_a_link_process_that_ended_is_answered_with_what_is_left);
 	tcase_add_test(tc, test_dead_letters_after_a_purge_on_a_running_channel_take_new_seqs);
 	tcase_add_test(tc, test_a_file_that_cannot_be_written_again_is_logged_once_and_answered);
 	suite_add_tcase(s, tc);

@@ -85,8 +85,20 @@ START_TEST(post_claim_reply_take)
 	ck_assert_uint_eq(back.done, 3);
 	ck_assert_uint_eq(back.left, 0);
 	ck_assert_str_eq(back.error, "line one"); /* one line */
+	ck_assert(!back.done_unknown);
 	ck_assert_int_eq(entries(), 0);
 	ck_assert_int_eq(fb_reply_take(spool, rq.nonce, &back), -ENOENT);
+
+	/* A count that is not known goes as such, not as 0. */
+	ck_assert_int_eq(fb_request_post(spool, &other), 0);
+	ck_assert_int_eq(fb_request_claim(spool, &got), 1);
+	rp = (struct fb_reply){ .ok = false, .done_unknown = true, .left = 7 };
+	ck_assert_int_eq(fb_reply_post(spool, &got, &rp), 0);
+	ck_assert_int_eq(fb_reply_take(spool, other.nonce, &back), 0);
+	ck_assert(!back.ok);
+	ck_assert(back.done_unknown);
+	ck_assert_uint_eq(back.done, 0);
+	ck_assert_uint_eq(back.left, 7);
 }
 END_TEST
 
