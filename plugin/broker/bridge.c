@@ -390,6 +390,9 @@ static void fresh_channel(void *ud)
 	 * letters of an operator's requeue-dead stay in spool "dead". */
 	n = fb_inject_restart(&b->inj);
 	n += fb_c2e_drop(&b->sh->requeue, &b->rq, b->first->cfg->spool.path, FB_REQUEUE_STEM);
+	/* Not staged, so not to be deleted from "dead" by the next link process (control.c), whose
+	 * spool may be numbered anew. */
+	atomic_store_explicit(&b->sh->requeue.released, b->rq.head, memory_order_relaxed);
 	if(n){
 		fb_log(&b->lg, MOSQ_LOG_NOTICE, "%zu cloud messages and dead letters waiting for the broker are "
 				"left to the next link process, which takes them from the spool again", n);

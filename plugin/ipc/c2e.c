@@ -39,11 +39,20 @@ int fb_c2e_write_file(const char *dir, const char *stem, uint64_t seq, const voi
 
 int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len)
 {
+	return fb_c2e_put_kept(r, UINT64_MAX, dir, stem, seq, rec, len);
+}
+
+int fb_c2e_put_kept(struct fb_c2e *r, uint64_t kept, const char *dir, const char *stem, uint64_t seq,
+		const void *rec, size_t len)
+{
 	uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
 	uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
 	uint32_t flags = 0;
 	size_t off, skip = 0, need;
 
+	if(kept < head){
+		head = kept;
+	}
 	if(len > FB_C2E_RING / 2){
 		/* Too large for the ring: in a file of its own, the ring carries its seq. */
 		flags = C2E_FILE;
@@ -121,6 +130,20 @@ int fb_c2e_head_file(struct fb_c2e *r, const char *dir, const char *stem, uint64
 	*seq = fb_get_le64(p);
 	c2e_file_path(dir, stem, *seq, path, cap);
 	return 1;
+}
+
+void fb_c2e_walk(struct fb_c2e *r, uint64_t from, fb_c2e_walk_fn fn, void *ud)
+{
+	uint64_t pos = from;
+	const uint8_t *p;
+
+	/* As in fb_c2e_head_file(): the entries from FROM to the tail are the caller's own. */
+	while((p = entry_at(r, &pos)) != NULL){
+		pos += C2E_HEAD + ((fb_get_le32(p + 8) + 7) & ~(size_t)7);
+		if(fn(ud, fb_get_le64(p), pos)){
+			return;
+		}
+	}
 }
 
 int fb_c2e_next(struct fb_c2e *r, struct fb_c2e_reader *rd, const char *dir, const char *stem,

@@ -37,13 +37,23 @@ struct fb_c2e {
 	atomic_uint_fast64_t head;     /* broker thread */
 	atomic_uint_fast64_t tail;     /* link process */
 	atomic_uint_fast64_t pushed;   /* link process: newest "in" seq in the ring */
-	atomic_uint_fast64_t released; /* broker thread: newest "in" seq injected and taken by the broker */
+	/* The cloud-to-edge ring: the broker thread's newest "in" seq injected and taken by the broker.
+	 * The requeue ring: the link process's position up to which the dead letters staged are
+	 * deleted from spool "dead" (an entry's end; the broker thread sets it to the head when it
+	 * drops the ring's entries unstaged). */
+	atomic_uint_fast64_t released;
 	uint8_t ring[FB_C2E_RING];
 };
 
 /* Writes record SEQ of spool "in" (REC, LEN bytes) into R; a large one goes to a file in DIR (the
  * spool folder). Returns 0, or -ENOBUFS when it has no room now. Link process, its worker. */
 int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len);
+
+/* Like fb_c2e_put(), but the room starts at KEPT (at or behind the head) rather than at the head:
+ * the entries from KEPT on stay as they are, read or not. The requeue ring's writer keeps those
+ * whose dead letters it has not deleted yet (control.c: R->released). */
+int fb_c2e_put_kept(struct fb_c2e *r, uint64_t kept, const char *dir, const char *stem, uint64_t seq,
+		const void *rec, size_t len);
 
 /* Writes record SEQ (REC, LEN bytes) to its file of its own (STEM + seq in DIR), replacing one
  * there: aside first (".new"), then renamed into place, so that a reader sees the whole old file
@@ -63,6 +73,14 @@ int fb_c2e_withdraw(const char *dir, const char *stem, uint64_t seq);
  * own, returns 1 with its seq in *SEQ and the file's path in PATH (CAP bytes); 0 when R is empty
  * or that record is in the ring. The writer's look at what the reader is at. Link process. */
 int fb_c2e_head_file(struct fb_c2e *r, const char *dir, const char *stem, uint64_t *seq, char *path, size_t cap);
+
+/* Calls FN(UD, seq, end) for each entry of R from position FROM (where an entry starts, at or
+ * behind the head, kept by fb_c2e_put_kept()) to the tail, oldest first; END is where the entry
+ * ends (the reader has consumed it once the head is there). Stops when FN returns non-zero. The
+ * writer's look at its entries (a link process that started takes over what an earlier one put
+ * in: control.c). Link process. */
+typedef int (*fb_c2e_walk_fn)(void *ud, uint64_t seq, uint64_t end);
+void fb_c2e_walk(struct fb_c2e *r, uint64_t from, fb_c2e_walk_fn fn, void *ud);
 
 /* True while R holds records the broker has not read. Either process. */
 static inline int fb_c2e_waiting(struct fb_c2e *r)

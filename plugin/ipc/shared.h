@@ -18,9 +18,9 @@
  *   c2e (c2e.h)                tail/pushed: link             broker injects, then publishes
  *                              head/released: broker         released; link deletes from spool "in"
  *   rules (rulectr.h)          broker (capture)              broker publishes; either may read
- *   requeue (c2e.h)            tail: link (main thread)      broker stages the dead letters of
- *                              head: broker                  `spool requeue-dead`; link deletes
- *                                                            them from "dead" once HEAD is past
+ *   requeue (c2e.h)            tail/released: link (main     broker stages the dead letters of
+ *                              thread; released: broker     `spool requeue-dead`; link deletes
+ *                              after a drop) head: broker    them from "dead" once HEAD is past
  *
  * Crashes. Neither side ever waits for the other while holding anything: every structure is a
  * single-writer ring, a counter or a sequence lock, and a writer that dies half-way through an
@@ -54,7 +54,7 @@
 #ifdef FB_IPC_VERSION_OVERRIDE
 #define FB_IPC_VERSION FB_IPC_VERSION_OVERRIDE /* only for the test of a mismatched flowmq-link */
 #else
-#define FB_IPC_VERSION 4
+#define FB_IPC_VERSION 5
 #endif
 
 /* flowmq-link's exit status when the region is not of its version. */

@@ -28,6 +28,7 @@ struct put {
 	uint64_t seq;   /* the dead letter's */
 	size_t len;     /* its value's, for the spool's accounting */
 	uint64_t end;   /* the ring's tail after it: staged once the head is there */
+	bool own;       /* put for the request in progress (counted in its DONE) */
 };
 
 struct fb_control {
@@ -122,6 +123,11 @@ static void finish(struct fb_control *c, int rc)
 	if(!c->replied){
 		reply(c, rc == 0 && c->kept == 0, why[0] ? why : NULL);
 	}
+	/* Dead letters still in the ring (the request stopped on an error) are deleted once staged,
+	 * without a request, and a later request leaves them out. */
+	for(size_t k = 0; k < c->n; k++){
+		c->puts[(c->first + k) % REQUEUE_WINDOW].own = false;
+	}
 	c->active = false;
 }
 
@@ -170,13 +176,16 @@ static void purge_turn(struct fb_control *c)
 static int requeue_release(struct fb_control *c)
 {
 	uint64_t head = atomic_load_explicit(&c->d.ring->head, memory_order_acquire);
-	size_t k = 0;
+	uint64_t end = 0;
+	size_t k = 0, own = 0;
 	int rc;
 
 	while(k < c->n && c->puts[(c->first + k) % REQUEUE_WINDOW].end <= head){
 		const struct put *p = &c->puts[(c->first + k) % REQUEUE_WINDOW];
 
 		c->dels[k] = (struct fb_spool_del){ p->seq, p->len };
+		own += p->own;
+		end = p->end;
 		k++;
 	}
 	if(k == 0){
@@ -189,9 +198,11 @@ static int requeue_release(struct fb_control *c)
 	if(rc < 0){
 		return rc;
 	}
+	/* What the ring keeps for the next link process (adopt()) starts after them. */
+	atomic_store_explicit(&c->d.ring->released, end, memory_order_relaxed);
 	c->first = (c->first + k) % REQUEUE_WINDOW;
 	c->n -= k;
-	c->done += k;
+	c->done += own;
 	c->progress_ms = fb_mono_ms();
 	return 0;
 }
@@ -216,13 +227,14 @@ static int requeue_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		/* The broker could never stage it (fb_chan_append(): -E2BIG): it stays a dead letter. */
 		c->kept++;
 	}else{
-		rc = fb_c2e_put(c->d.ring, c->d.spool_path, FB_REQUEUE_STEM, seq, rec, rlen);
+		rc = fb_c2e_put_kept(c->d.ring, atomic_load_explicit(&c->d.ring->released, memory_order_relaxed),
+				c->d.spool_path, FB_REQUEUE_STEM, seq, rec, rlen);
 		if(rc < 0){
 			free(rec);
 			return 1; /* no room in the ring now: this one again at the next turn */
 		}
 		c->puts[(c->first + c->n) % REQUEUE_WINDOW] = (struct put){ seq, len,
-			atomic_load_explicit(&c->d.ring->tail, memory_order_relaxed) };
+			atomic_load_explicit(&c->d.ring->tail, memory_order_relaxed), true };
 		c->n++;
 	}
 	free(rec);
@@ -258,9 +270,8 @@ static int lookup_visit(void *ud, uint64_t seq, const void *val, size_t len)
  * broker thread's next try stages the dead letter, in its place and once. The ring keeps its
  * entries across a restart of the link process, so this runs at every turn, with a request or
  * without: an entry an earlier link process put there is written again the same way (its request
- * was answered as interrupted; the dead letter stays in "dead" too and a later request sends it
- * again, as for every entry of that process staged after its end). When such a dead letter was
- * purged since, there is nothing left to stage: its entry is withdrawn. */
+ * was answered as interrupted; adopt() deletes its dead letter once staged). When such a dead
+ * letter was purged since, there is nothing left to stage: its entry is withdrawn. */
 static void requeue_repair(struct fb_control *c)
 {
 	uint64_t head = atomic_load_explicit(&c->d.ring->head, memory_order_acquire), now = fb_mono_ms(), seq;
@@ -370,6 +381,69 @@ static void requeue_turn(struct fb_control *c)
 
 /* ---- requests ---------------------------------------------------------------------------------- */
 
+struct adopt {
+	struct fb_control *c;
+	uint64_t seq;
+	size_t len;     /* of the dead letter SEQ */
+	bool found;     /* ... still in spool "dead" */
+	uint64_t left;  /* entries not taken over: no room */
+};
+
+static int adopt_len(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct adopt *a = ud;
+
+	(void)val;
+	a->found = seq == a->seq;
+	a->len = len;
+	return 1;
+}
+
+static int adopt_visit(void *ud, uint64_t seq, uint64_t end)
+{
+	struct adopt *a = ud;
+	struct fb_control *c = a->c;
+
+	if(c->n == REQUEUE_WINDOW){
+		a->left++;
+		return 0;
+	}
+	a->seq = seq;
+	a->found = false;
+	if(fb_spool_read(c->d.spool, FB_Q_DEAD, seq - 1, 1, adopt_len, a) == 1 && a->found){
+		c->puts[(c->first + c->n) % REQUEUE_WINDOW] = (struct put){ seq, a->len, end, false };
+		c->n++;
+	}
+	return 0;
+}
+
+/* The dead letters an earlier link process put into the requeue ring and did not delete from
+ * spool "dead" (it ended first; the ring is in the shared region and keeps its entries from
+ * RELEASED on: fb_c2e_put_kept()): those the broker thread staged meanwhile are deleted now, the
+ * others once they are staged, as that process would have, so that a later requeue-dead does not
+ * send them again (it leaves out those still in the ring). One purged since (no longer in "dead")
+ * has nothing to delete. */
+static void adopt(struct fb_control *c)
+{
+	struct adopt a = { .c = c };
+	size_t n;
+	int rc;
+
+	fb_c2e_walk(c->d.ring, atomic_load_explicit(&c->d.ring->released, memory_order_relaxed), adopt_visit, &a);
+	n = c->n;
+	rc = requeue_release(c);
+	if(rc < 0){
+		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the dead letters the broker staged from the requeue "
+				"ring cannot be deleted from spool \"dead\" now: %s; tried again", c->d.spool_path, strerror(-rc));
+	}
+	if(n || a.left){
+		fb_log(c->d.lg, MOSQ_LOG_NOTICE, "spool %s: %zu dead letters that the previous link process put into "
+				"the requeue ring are taken over: %zu staged since are deleted from spool \"dead\", the rest "
+				"once staged%s", c->d.spool_path, n, n - c->n, a.left ? "; more than the window holds: the "
+				"rest stay in \"dead\" too (a later requeue-dead sends them again)" : "");
+	}
+}
+
 int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out)
 {
 	struct fb_control *c = calloc(1, sizeof(*c));
@@ -395,6 +469,7 @@ int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out)
 		c->done_unknown = false;
 		c->bound = 0;
 	}
+	adopt(c);
 	*out = c;
 	return 0;
 }
@@ -409,6 +484,9 @@ bool fb_control_turn(struct fb_control *c)
 	}
 	requeue_repair(c);
 	if(!c->active){
+		if(c->n){
+			(void)requeue_release(c); /* those of no request (adopt(), finish()) */
+		}
 		rc = fb_request_claim(c->d.spool_path, &c->rq);
 		if(rc <= 0){
 			if(rc < 0 && rc != -ENOENT){
@@ -421,8 +499,14 @@ bool fb_control_turn(struct fb_control *c)
 		c->active = true;
 		c->replied = false;
 		c->bound = st.dead;
-		c->found = c->cursor = c->done = c->kept = 0;
-		c->first = c->n = 0;
+		c->cursor = 0;
+		if(c->rq.op == FB_REQUEST_REQUEUE_DEAD && c->n){
+			/* The dead letters in the ring already (of no request: at the front of "dead") are
+			 * on their way: the request is for those after them. BOUND counts them too; the
+			 * read that finds no more sets it right (requeue_turn()). */
+			c->cursor = c->puts[(c->first + c->n - 1) % REQUEUE_WINDOW].seq;
+		}
+		c->found = c->done = c->kept = 0;
 		c->progress_ms = fb_mono_ms();
 		fb_log(c->d.lg, MOSQ_LOG_NOTICE, "spool %s: %s requested by pid %ld (%" PRIu64 " dead letters)",
 				c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid, c->bound);
@@ -440,10 +524,10 @@ void fb_control_close(struct fb_control *c)
 	if(c == NULL){
 		return;
 	}
+	if(c->n){
+		(void)requeue_release(c);
+	}
 	if(c->active){
-		if(c->rq.op == FB_REQUEST_REQUEUE_DEAD){
-			(void)requeue_release(c);
-		}
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the %s request of pid %ld is interrupted by the stop "
 				"of the link process after %" PRIu64 " dead letters", c->d.spool_path,
 				fb_request_op_name(c->rq.op), (long)c->rq.pid, c->done);

@@ -7,9 +7,12 @@
  * channel, whose seqs it numbers): it puts each dead letter, as fb_control_requeued() makes it,
  * into the requeue ring of the shared region (shared.h); the broker thread stages it like a
  * capture, in order, and moves the ring's head past it; once the head is past, this syncs the
- * staging files and the WAL and deletes the dead letter. A crash in between sends a dead letter
- * twice (it is staged and still a dead letter), never loses one. At most REQUEUE_WINDOW dead
- * letters are in the ring at a time.
+ * staging files and the WAL and deletes the dead letter. At most REQUEUE_WINDOW dead letters are
+ * in the ring at a time. The ring (in the shared region) outlives a link process that ends: the
+ * entries whose dead letters it had not deleted yet stay untouched (fb_c2e_put_kept(), from the
+ * ring's RELEASED), and the next link process deletes those the broker staged meanwhile and the
+ * rest once staged, so that a later requeue-dead does not send them again. A crash of the machine
+ * in between may send a dead letter twice, never loses one.
  *
  * A dead letter larger than half the ring travels in a file of its own in the spool folder. When
  * that file is gone (deleted, lost to a disk error) the broker thread cannot stage it and the ring

@@ -252,6 +252,56 @@ static void purge_all(struct fb_control *c, uint64_t n)
 	ck_assert_uint_eq(rp.done, n);
 }
 
+/* A link process ends with dead letters in the requeue ring that the broker thread stages after
+ * its end (two) or later (two more). The next link process deletes the first two from spool
+ * "dead" when it starts and the others once staged; a requeue-dead then leaves out those still in
+ * the ring: every dead letter is staged once, in order. Before, those staged after the end stayed
+ * dead letters, and the next requeue-dead sent all four again. */
+START_TEST(test_dead_letters_a_link_process_left_in_the_ring_are_staged_once)
+{
+	struct fb_control *c = control_open();
+	struct fb_request rq;
+	struct fb_reply rp;
+	struct fb_spool_stats st;
+
+	for(unsigned i = 1; i <= 4; i++){
+		ck_assert_uint_eq(add_dead(i, 20), i);
+	}
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c)); /* all four in the ring */
+	fb_control_close(c);           /* none staged yet: none deleted */
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	ck_assert(!rp.ok);
+	ck_assert_uint_eq(rp.done, 0);
+	take(1, 1, 20);
+	take(2, 2, 20);
+
+	c = control_open();
+	ck_assert_msg(log_count("4 dead letters that the previous link process put into the requeue ring are "
+			"taken over: 2 staged since are deleted from spool \"dead\", the rest once staged\n") == 1, "%s",
+			logtext);
+	fb_spool_stats(sp, &st);
+	ck_assert_uint_eq(st.dead, 2);
+
+	ck_assert_uint_eq(add_dead(5, 20), 5);
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c)); /* claimed: only 5 goes into the ring */
+	take(3, 3, 20);
+	take(4, 4, 20);
+	take(5, 5, 20);
+	ck_assert_int_eq(fb_c2e_next(ring, &rd, spool_path, FB_REQUEUE_STEM, &(uint64_t){ 0 },
+			&(const uint8_t *){ NULL }, &(size_t){ 0 }), 0);
+	turn_until_idle(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	ck_assert(rp.ok);
+	ck_assert_uint_eq(rp.done, 1);
+	ck_assert_uint_eq(rp.left, 0);
+	fb_spool_stats(sp, &st);
+	ck_assert_uint_eq(st.dead, 0);
+	fb_control_close(c);
+}
+END_TEST
+
 /* A link process that ends during a request (killed: it neither answers nor counts) leaves the
  * claim behind; the next one answers it as interrupted, with what spool "dead" holds now as left
  * and what was done as not known. Before, the answer said "0 done, 0 left". */
@@ -437,6 +487,7 @@ int main(void)
 	tcase_add_test(tc, test_a_deleted_file_is_written_again_and_each_dead_letter_queued_once_in_order);
 	tcase_add_test(tc, test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdrawn);
 	tcase_add_test(tc, test_a_request_of_a_link_process_that_ended_is_answered_with_what_is_left);
+	tcase_add_test(tc, test_dead_letters_a_link_process_left_in_the_ring_are_staged_once);
 	tcase_add_test(tc, test_dead_letters_after_a_purge_on_a_running_channel_take_new_seqs);
 	tcase_add_test(tc, test_a_file_that_cannot_be_written_again_is_logged_once_and_answered);
 	suite_add_tcase(s, tc);

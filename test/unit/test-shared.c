@@ -164,6 +164,65 @@ START_TEST(test_full_ring_refuses_until_the_reader_consumes)
 }
 END_TEST
 
+struct walked {
+	uint64_t seq[16], end[16];
+	size_t n;
+};
+
+static int walk_one(void *ud, uint64_t seq, uint64_t end)
+{
+	struct walked *w = ud;
+
+	ck_assert_uint_lt(w->n, 16);
+	w->seq[w->n] = seq;
+	w->end[w->n++] = end;
+	return 0;
+}
+
+/* The requeue ring's writer keeps the entries from a position behind the head
+ * (fb_c2e_put_kept()): the room the reader gave back past it is not written, so a walk from
+ * there (a link process taking over what an earlier one put in) reads every entry as it was put,
+ * consumed ones included, and where each ends. */
+START_TEST(test_entries_kept_behind_the_head_stay_and_are_walked)
+{
+	struct fb_c2e *r = ring();
+	struct fb_c2e_reader rd = { 0 };
+	static uint8_t buf[1 << 20];
+	struct walked w = { 0 };
+	unsigned put = 0;
+
+	fill(buf, 1, sizeof(buf));
+	while(fb_c2e_put_kept(r, 0, dir, FB_REQUEUE_STEM, put + 1, buf, sizeof(buf)) == 0){
+		put++;
+		fill(buf, put + 1, sizeof(buf));
+	}
+	ck_assert_uint_eq(put, 7);
+	next_ok(r, &rd, 1, sizeof(buf));
+	next_ok(r, &rd, 2, sizeof(buf));
+	/* Room from the head, none from 0: the plain put takes it, the kept one does not. */
+	ck_assert_int_eq(fb_c2e_put_kept(r, 0, dir, FB_REQUEUE_STEM, 8, buf, sizeof(buf)), -ENOBUFS);
+	fb_c2e_walk(r, 0, walk_one, &w);
+	ck_assert_uint_eq(w.n, 7);
+	for(size_t i = 0; i < 7; i++){
+		ck_assert_uint_eq(w.seq[i], i + 1);
+		ck_assert_uint_eq(w.end[i], (i + 1) * (16 + sizeof(buf)));
+	}
+	ck_assert_uint_eq(w.end[1], atomic_load(&r->head));
+	/* Kept from the end of the second: the room of the first two is free again. */
+	ck_assert_int_eq(fb_c2e_put_kept(r, w.end[1], dir, FB_REQUEUE_STEM, 8, buf, sizeof(buf)), 0);
+	w.n = 0;
+	fb_c2e_walk(r, w.end[1], walk_one, &w);
+	ck_assert_uint_eq(w.n, 6);
+	ck_assert_uint_eq(w.seq[0], 3);
+	ck_assert_uint_eq(w.seq[5], 8);
+	for(uint64_t s = 3; s <= 8; s++){
+		next_ok(r, &rd, s, sizeof(buf));
+	}
+	fb_c2e_reader_cleanup(&rd);
+	free(r);
+}
+END_TEST
+
 START_TEST(test_record_larger_than_half_the_ring_travels_in_a_file)
 {
 	struct fb_c2e *r = ring();
@@ -301,6 +360,7 @@ static Suite *shared_suite(void)
 	tcase_add_checked_fixture(tr, setup, teardown);
 	tcase_add_test(tr, test_ring_records_come_out_in_order_across_the_wrap);
 	tcase_add_test(tr, test_full_ring_refuses_until_the_reader_consumes);
+	tcase_add_test(tr, test_entries_kept_behind_the_head_stay_and_are_walked);
 	tcase_add_test(tr, test_record_larger_than_half_the_ring_travels_in_a_file);
 	tcase_add_test(tr, test_the_writer_finds_the_file_at_the_head_and_writes_it_again_or_withdraws_it);
 	suite_add_tcase(s, tr);
