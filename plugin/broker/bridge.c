@@ -97,9 +97,10 @@ struct fb_bridge {
 	struct fb_c2e_reader rq;  /* the requeue ring's reader (dead letters to stage again) */
 	bool rq_logged;           /* a requeue that waits for room has been logged */
 	bool rq_read_logged;      /* ... one whose file cannot be read */
-	time_t rq_retry;          /* ... and is tried again from then on */
-	time_t next_status;
-	time_t next_check;        /* when to look after the link process next */
+	/* Seconds of the tick's monotonic clock (fb_bridge_tick()). */
+	uint64_t rq_retry;        /* ... and is tried again from then on */
+	uint64_t next_status;
+	uint64_t next_check;      /* when to look after the link process next */
 	bool full_logged;         /* the current full episode has been logged */
 	bool writer_logged;       /* a failure to open the staging channel has been logged */
 	bool lock_logged;         /* a failure to lock the spool folder has been logged */
@@ -847,7 +848,7 @@ static int stage(struct fb_bridge *b, size_t len, uint64_t *seq, bool wait)
 	return rc;
 }
 
-static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t now)
+static __attribute__((noinline)) void publish_status(struct fb_bridge *b, uint64_t now)
 {
 	struct fb_shared *sh = b->sh;
 	struct fb_status m;
@@ -887,14 +888,14 @@ static __attribute__((noinline)) void publish_status(struct fb_bridge *b, time_t
 	fb_publish_status(&b->host, &m, state, b->ctr);
 	fb_publish_metrics(&b->host, &m, state, (fb_mono_ms() - b->started_ms) / 1000, &b->sh->rules,
 			b->gen->cfg->e2c_count, &b->memo);
-	b->next_status = now + (time_t)((b->gen->cfg->status_interval_ms + 999) / 1000);
+	b->next_status = now + (b->gen->cfg->status_interval_ms + 999) / 1000;
 }
 
 /* The dead letters that `spool requeue-dead` sends again through the running bridge (request.h):
  * staged like captures, in the order the link process put them; the ring's head tells it which
  * are staged (it then deletes them from "dead"). One that the channel cannot take now stays in
  * the ring for a later tick: nothing waits, nothing is dropped. */
-static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, time_t now)
+static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, uint64_t now)
 {
 	const char *dir = b->first->cfg->spool.path;
 	const uint8_t *rec = NULL;
@@ -974,7 +975,7 @@ static __attribute__((noinline)) void soon_tick(struct fb_bridge *b)
 	fb_waker_every(&b->soon, more || b->draining ? 1 : 0);
 }
 
-void fb_bridge_tick(struct fb_bridge *b, time_t now)
+void fb_bridge_tick(struct fb_bridge *b, uint64_t now)
 {
 	/* Every broker loop turn comes here: with nothing to do, a few loads and compares (the work
 	 * is out of line, so that the compiler need not set up a frame for it). */

@@ -66,9 +66,10 @@ void fb_bridge_stop(struct fb_bridge *b);
 int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
 		const mosquitto_property *props, int qos, bool retain);
 
-/* MOSQ_EVT_TICK: injects cloud messages handed over by the worker, publishes status when NOW
- * (wall clock, seconds) has reached the next status time. Broker thread. */
-void fb_bridge_tick(struct fb_bridge *b, time_t now);
+/* MOSQ_EVT_TICK: injects cloud messages handed over by the worker, looks after the link process
+ * and publishes status when NOW_S (seconds of a monotonic clock, never the wall clock, which can
+ * be set back) has reached the next time for it. Broker thread. */
+void fb_bridge_tick(struct fb_bridge *b, uint64_t now_s);
 
 /* MOSQ_EVT_RELOAD: re-reads the configuration and swaps the routes. Returns 0 or a negative errno
  * (the old routes stay). Broker thread. */

@@ -83,12 +83,14 @@ static int on_message(int event, void *event_data, void *userdata)
 static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct fb_plugin *p = userdata;
-	const struct mosquitto_evt_tick *ev = event_data;
-	(void)event;
+	struct timespec t;
+	(void)event; (void)event_data;
 
-	/* Mosquitto 2.0.11 leaves now_s zero (later versions fill it in). */
-	fb_bridge_tick(p->bridge, ev->now_s ? ev->now_s : time(NULL));
-	fb_will_tick(p->will);
+	/* One clock for both, monotonic: a wall clock set back (NTP, a snapshot restored) would stop
+	 * the looking after the link process for as long. (2.0.11 leaves the event's now_s zero.) */
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+	fb_bridge_tick(p->bridge, (uint64_t)t.tv_sec);
+	fb_will_tick(p->will, (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u);
 	return MOSQ_ERR_SUCCESS;
 }
 

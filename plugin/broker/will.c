@@ -810,9 +810,8 @@ static void connect_start(struct fb_will *w)
 	}
 }
 
-void fb_will_tick(struct fb_will *w)
+void fb_will_tick(struct fb_will *w, uint64_t now)
 {
-	uint64_t now;
 	ssize_t n = 0;
 	int rc, budget = READ_BUDGET;
 	char what[96];
@@ -820,7 +819,6 @@ void fb_will_tick(struct fb_will *w)
 	if(w == NULL){
 		return;
 	}
-	now = coarse_ms();
 	w->now_ms = now;
 	if(now - w->pass_ms < READ_EVERY_MS){
 		return;

@@ -65,8 +65,9 @@ void fb_will_note(struct fb_will *w, const char *topic, const void *payload, uin
 
 /* Drives the loopback client without waiting: connects, reads what arrived, forwards what the
  * capture did not see, keeps the connection alive, retries after a failure with a growing pause.
- * Call at every MOSQ_EVT_TICK. Broker thread. */
-void fb_will_tick(struct fb_will *w);
+ * Call at every MOSQ_EVT_TICK with NOW_MS, CLOCK_MONOTONIC_COARSE in milliseconds (read once per
+ * tick by the caller). Broker thread. */
+void fb_will_tick(struct fb_will *w, uint64_t now_ms);
 
 /* The rules changed (after fb_bridge_reload()): subscribe to the new filters. Broker thread. */
 void fb_will_reload(struct fb_will *w);

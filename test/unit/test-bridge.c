@@ -149,7 +149,7 @@ static const char *write_cloud_config(int port)
 static bool tick_until_log(struct fb_bridge *b, const char *s)
 {
 	for(int i = 0; i < 6000 && !log_has(s); i++){
-		fb_bridge_tick(b, time(NULL));
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(10000);
 	}
 	return log_has(s);
@@ -405,7 +405,7 @@ static void ring_full_at_restart(size_t n, bool damage)
 	ck_assert_int_eq(kill(first, SIGKILL), 0);
 	/* Until the link process that is to push the rest has its spool open, and a second more. */
 	for(i = 0; i < 1200 && !(log_has(up) && link_child() != first && atomic_load(&sh->child_state) == 1); i++){
-		fb_bridge_tick(b, time(NULL));
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(damage ? 10000 : 200000);
 	}
 	ck_assert_msg(log_has(up) && atomic_load(&sh->child_state) == 1, "log:\n%s", logbuf);
@@ -417,19 +417,19 @@ static void ring_full_at_restart(size_t n, bool damage)
 		ck_assert_msg(log_has(path), "log:\n%s", logbuf);
 	}
 	for(i = 0; i < 10; i++){
-		fb_bridge_tick(b, time(NULL));
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(damage ? 10000 : 200000);
 	}
 	if(!damage){
 		ck_assert_uint_lt(n_seen, RING_FITS / 2); /* the ring still held more than half of it */
 	}
 	for(i = 0; i < 600000 && n_seen < n; i++){
-		fb_bridge_tick(b, time(NULL));
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(100);
 	}
 	/* a second more: nothing comes twice */
 	for(i = 0; i < 1000; i++){
-		fb_bridge_tick(b, time(NULL));
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(1000);
 	}
 	ck_assert_msg(n_seen == n, "%zu of %zu cloud messages injected; log:\n%s", n_seen, n, logbuf);
@@ -528,7 +528,7 @@ START_TEST(test_a_withdrawn_requeue_entry_is_passed_over)
 	ck_assert_int_eq(fb_bridge_start(write_config(1), &keep_lg, &host, &b), 0);
 	sh = (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
 	for(i = 0; i < 6000 && atomic_load(&sh->child_state) != 1; i++){
-		fb_bridge_tick(b, time(NULL));
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(10000);
 	}
 	ck_assert_int_eq(atomic_load(&sh->child_state), 1);
@@ -541,7 +541,7 @@ START_TEST(test_a_withdrawn_requeue_entry_is_passed_over)
 	requeue_put(sh, 9, "local/r0/a/x/behind", 10);
 	ck_assert_int_eq(fb_c2e_withdraw(spool, FB_REQUEUE_STEM, 8), 0);
 	for(i = 0; i < 300 && fb_c2e_waiting(&sh->requeue); i++){
-		fb_bridge_tick(b, time(NULL));
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(10000);
 	}
 	ck_assert_msg(!fb_c2e_waiting(&sh->requeue), "log:\n%s", logbuf);
