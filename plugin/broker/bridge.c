@@ -96,6 +96,7 @@ struct fb_bridge {
 	struct fb_inject inj;     /* the cloud-to-edge ring's reader */
 	struct fb_c2e_reader rq;  /* the requeue ring's reader (dead letters to stage again) */
 	bool rq_logged;           /* a requeue that waits for room has been logged */
+	bool rq_sync_logged;      /* a requeued dead letter staged without its sync has been logged */
 	bool rq_read_logged;      /* ... one whose file cannot be read */
 	/* Seconds of the tick's monotonic clock (fb_bridge_tick()). */
 	uint64_t rq_retry;        /* ... and is tried again from then on */
@@ -430,9 +431,14 @@ static int stage(struct fb_bridge *b, size_t len, uint64_t *seq, bool wait);
  * caller keeps it. */
 static int stage_later(struct fb_bridge *b, size_t len, bool wait)
 {
-	uint64_t seq;
+	uint64_t seq = 0;
 	int rc = stage(b, len, &seq, wait);
 
+	if(rc < 0 && seq){
+		/* staged, only its sync failed (spool.sync always): it goes, as sent; staged again it
+		 * would go twice */
+		return 0;
+	}
 	if(rc == -ENOSPC || rc == -E2BIG){
 		fb_count(&b->ctr->dropped_full, 1);
 	}else if(rc < 0 && rc != -EAGAIN){
@@ -928,7 +934,20 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, uint64_t 
 			rc = -EAGAIN;
 			break;
 		}
+		staged = 0;
 		rc = fb_chan_append(b->w, rec, len, &staged);
+		if(rc < 0 && staged){
+			/* Staged, only its sync failed (spool.sync always): staged again it would go twice.
+			 * The link process deletes the dead letter only once it has synced the staging
+			 * files itself. */
+			if(!b->rq_sync_logged){
+				fb_log(&b->lg, MOSQ_LOG_WARNING, "requeue-dead: dead letter %" PRIu64 " is staged, but the "
+						"staging file cannot be synced: %s; it stays in spool \"dead\" until the link "
+						"process has synced it", seq, strerror(-rc));
+				b->rq_sync_logged = true;
+			}
+			rc = 0;
+		}
 		if(rc < 0){
 			if(rc == -EBUSY){
 				b->sv.chan_full = true;

@@ -227,9 +227,10 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 	if(w->lim.sync){
 		rc = fb_stage_sync(w->st[a]);
 		if(rc){
-			/* Published but not known to be on disk: the caller refuses the message, which the
-			 * publisher may send again; the copy staged here is forwarded too. */
-			w->next_seq++;
+			/* Published but not known to be on disk: the capture refuses the message, which the
+			 * publisher may send again; the copy staged here is forwarded too. *SEQ tells the
+			 * callers that must not stage it again (requeue-dead, a held message). */
+			*seq = w->next_seq++;
 			return rc;
 		}
 	}

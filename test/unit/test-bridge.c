@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -507,31 +509,57 @@ static void requeue_put(struct fb_shared *sh, uint64_t seq, const char *topic, s
 	free(payload);
 }
 
+/* Starts the bridge of configuration CFG (the broker's publishes dropped) and returns once its
+ * link process runs and the staging channel is open; *SH: its shared region. */
+static struct fb_bridge *start_running(const char *cfg, struct fb_shared **sh)
+{
+	static const struct fb_host host = { .publish = drop_publish, .link_program = FB_LINK_PROGRAM_BUILD };
+	struct fb_bridge *b = NULL;
+	int i;
+
+	loglen = 0;
+	logbuf[0] = '\0';
+	ck_assert_int_eq(fb_bridge_start(cfg, &keep_lg, &host, &b), 0);
+	*sh = (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
+	for(i = 0; i < 6000 && atomic_load(&(*sh)->child_state) != 1; i++){
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
+		usleep(10000);
+	}
+	ck_assert_int_eq(atomic_load(&(*sh)->child_state), 1);
+	fb_bridge_tick(b, fb_mono_ms() / 1000); /* the staging channel open */
+	return b;
+}
+
+/* The topics of what was staged (in "out" of the spool at DIR/spool, whether the link process had
+ * settled it there or not; the first three in T), once the bridge has stopped. */
+static size_t staged_topics(struct topics *t)
+{
+	struct fb_spool_opts o = { .max_size = 64u << 20, .on_full = FB_ON_FULL_DROP_OLDEST, .sync = FB_SYNC_INTERVAL,
+		.lg = &lg };
+	struct fb_spool *s = NULL;
+	char spool[128];
+
+	snprintf(spool, sizeof(spool), "%s/spool", dir);
+	o.path = spool;
+	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
+	t->n = 0;
+	ck_assert_int_ge(fb_spool_read(s, FB_Q_OUT, 0, 10, keep_topic, t), 0);
+	fb_spool_close(s);
+	return t->n;
+}
+
 /* An entry of the requeue ring that the link process withdrew (its dead letter was purged, and
  * its file of its own is left empty: control.c) is passed over: the dead letters before and behind
  * it are staged, in order, and it is not; its file goes. */
 START_TEST(test_a_withdrawn_requeue_entry_is_passed_over)
 {
-	struct fb_host host = { .publish = drop_publish, .link_program = FB_LINK_PROGRAM_BUILD };
-	struct fb_spool_opts o = { .max_size = 64u << 20, .on_full = FB_ON_FULL_DROP_OLDEST, .sync = FB_SYNC_INTERVAL,
-		.lg = &lg };
-	struct fb_bridge *b = NULL;
-	struct fb_spool *s = NULL;
 	struct fb_shared *sh;
+	struct fb_bridge *b = start_running(write_config(1), &sh);
 	struct topics t = { 0 };
 	char spool[128], file[160];
 	struct stat st;
 	int i;
 
-	loglen = 0;
-	logbuf[0] = '\0';
-	ck_assert_int_eq(fb_bridge_start(write_config(1), &keep_lg, &host, &b), 0);
-	sh = (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
-	for(i = 0; i < 6000 && atomic_load(&sh->child_state) != 1; i++){
-		fb_bridge_tick(b, fb_mono_ms() / 1000);
-		usleep(10000);
-	}
-	ck_assert_int_eq(atomic_load(&sh->child_state), 1);
 	snprintf(spool, sizeof(spool), "%s/spool", dir);
 	snprintf(file, sizeof(file), "%s/" FB_REQUEUE_STEM "8", spool);
 	requeue_put(sh, 7, "local/r0/a/x/before", 10);
@@ -549,15 +577,60 @@ START_TEST(test_a_withdrawn_requeue_entry_is_passed_over)
 	ck_assert_int_eq(errno, ENOENT);
 	fb_bridge_stop(b);
 
-	/* What was staged, whether the link process had settled it in "out" or not. */
-	o.path = spool;
-	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
-	ck_assert_int_eq(fb_spool_read(s, FB_Q_OUT, 0, 10, keep_topic, &t), 2);
-	fb_spool_close(s);
-	ck_assert_uint_eq(t.n, 2);
+	ck_assert_uint_eq(staged_topics(&t), 2);
 	ck_assert_str_eq(t.topic[0], "local/r0/a/x/before");
 	ck_assert_str_eq(t.topic[1], "local/r0/a/x/behind");
 	ck_assert_msg(!log_has("cannot be read"), "log:\n%s", logbuf);
+}
+END_TEST
+
+/* fdatasync() of this process (the broker side of these tests) fails with EIO while FAIL_SYNC is
+ * set: a card whose writeback fails. The link process is another program: its own syncs work. */
+static atomic_bool fail_sync;
+
+int fdatasync(int fd)
+{
+	if(atomic_load(&fail_sync)){
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fdatasync, fd);
+}
+
+/* With spool.sync always and the staging file's sync failing, a requeued dead letter is staged
+ * once: the staged copy goes to the cloud, and it is not staged again. Before, the broker thread
+ * took the failed sync for "not staged": the entry stayed in the ring, staged again every second. */
+START_TEST(test_a_requeued_dead_letter_whose_sync_fails_is_staged_once)
+{
+	struct fb_bridge *b;
+	struct fb_shared *sh;
+	struct topics t = { 0 };
+	char path[128];
+	uint64_t t0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/cfg.yaml", dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fprintf(f, "site_id: site-A\ncloud:\n  endpoints: [mqtts://127.0.0.1:1]\n  reconnect: { min: 1s, max: 60s }\n"
+			"spool:\n  path: %s/spool\n  max_size: 8MiB\n  sync: always\nstatus_interval: 1d\nedge_to_cloud:\n"
+			"  - local: local/#\n    cloud: edge/${site_id}/#\n", dir);
+	ck_assert_int_eq(fclose(f), 0);
+	b = start_running(path, &sh);
+
+	atomic_store(&fail_sync, true);
+	requeue_put(sh, 7, "local/one", 10);
+	for(t0 = fb_mono_ms(); fb_mono_ms() - t0 < 3500;){
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
+		usleep(10000);
+	}
+	atomic_store(&fail_sync, false);
+	ck_assert_msg(!fb_c2e_waiting(&sh->requeue), "log:\n%s", logbuf);
+	fb_bridge_stop(b);
+
+	ck_assert_msg(staged_topics(&t) == 1, "%zu copies", t.n);
+	ck_assert_str_eq(t.topic[0], "local/one");
+	ck_assert_msg(log_count("requeue-dead: dead letter 7 is staged, but the staging file cannot be synced: "
+			"Input/output error") == 1, "log:\n%s", logbuf);
 }
 END_TEST
 
@@ -581,6 +654,7 @@ static Suite *bridge_suite(void)
 	tc = tcase_create("requeue");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_a_withdrawn_requeue_entry_is_passed_over);
+	tcase_add_test(tc, test_a_requeued_dead_letter_whose_sync_fails_is_staged_once);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;
