@@ -906,11 +906,17 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, uint64_t 
 	const char *dir = b->first->cfg->spool.path;
 	const uint8_t *rec = NULL;
 	uint64_t seq, staged;
-	size_t len;
+	size_t len, bytes = 0;
+	unsigned n = 0;
 	int rc = 0;
 	bool any = false;
 
-	while(fb_c2e_next(&b->sh->requeue, &b->rq, dir, FB_REQUEUE_STEM, &seq, &rec, &len)){
+	/* The budget of the cloud-to-edge ring's: each is read (a large one from its file) and copied
+	 * on this thread; the rest waits for the next loop turn. */
+	while(n < FB_INJECT_BUDGET && bytes < FB_INJECT_BYTES
+			&& fb_c2e_next(&b->sh->requeue, &b->rq, dir, FB_REQUEUE_STEM, &seq, &rec, &len)){
+		n++;
+		bytes += len;
 		if(rec == NULL){
 			/* its file cannot be read now: the dead letter stays where it is, in "dead" too; a
 			 * file that is gone the link process writes again from there (control.c) */

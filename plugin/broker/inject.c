@@ -120,7 +120,7 @@ unsigned fb_inject_run(struct fb_inject *in)
 {
 	const uint8_t *rec;
 	uint64_t seq;
-	size_t len;
+	size_t len, bytes = 0;
 	unsigned n = 0;
 
 	/* A record that waits for descriptors or memory: not at every tick (the link process wakes
@@ -130,7 +130,8 @@ unsigned fb_inject_run(struct fb_inject *in)
 	}
 	/* The link process refills the ring while this runs: without a budget a cloud backlog would
 	 * keep the broker thread here, and local traffic waiting. */
-	while(n < FB_INJECT_BUDGET && fb_c2e_next(in->ring, &in->rd, in->dir, FB_C2E_STEM, &seq, &rec, &len)){
+	while(n < FB_INJECT_BUDGET && bytes < FB_INJECT_BYTES
+			&& fb_c2e_next(in->ring, &in->rd, in->dir, FB_C2E_STEM, &seq, &rec, &len)){
 		struct fb_inmsg *m = NULL;
 		int rc = rec ? fb_inmsg_from_record(seq, rec, len, &m) : in->rd.err;
 
@@ -145,6 +146,7 @@ unsigned fb_inject_run(struct fb_inject *in)
 			in->waiting = false;
 		}
 		n++;
+		bytes += len;
 		if(m){
 			inject_one(in, m);
 			fb_inmsg_free(m);

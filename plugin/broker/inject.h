@@ -59,16 +59,19 @@ struct fb_inject {
 	uint64_t retry_ms;        /* ... and no try again before this */
 };
 
-/* At most this many messages are injected per tick. While more wait in the ring, the link process
- * wakes the broker again every FB_WAKER_REWAKE_MS (waker.h), and a busy broker ticks every loop
- * turn anyway. */
+/* At most this many messages are injected per tick, and no more once they come to
+ * FB_INJECT_BYTES (the first is always taken, however large): each is read (a large one from its
+ * file), copied into the message and copied again by the broker, on the broker thread. While more
+ * wait in the ring, the link process wakes the broker again every FB_WAKER_REWAKE_MS (waker.h),
+ * and a busy broker ticks every loop turn anyway. */
 #define FB_INJECT_BUDGET 256
+#define FB_INJECT_BYTES (8u << 20)
 
 /* A record that cannot be read or built now for lack of descriptors or memory (see
  * fb_inject_run()) is tried again at most this often. */
 #define FB_INJECT_RETRY_MS 100
 
-/* Injects the messages in the ring, in order, at most FB_INJECT_BUDGET. Returns how many records
+/* Injects the messages in the ring, in order, at most FB_INJECT_BUDGET and FB_INJECT_BYTES. Returns how many records
  * it took (injected, expired, or malformed or unreadable and counted in c2e_dropped). A record
  * whose file cannot be read, or which cannot be built, for a reason that passes (EMFILE, ENFILE,
  * ENOMEM, EINTR, EAGAIN) is not taken: it stays at the ring's head with every record behind it,

@@ -365,6 +365,36 @@ static void put_entry_of(struct fb_c2e *ring, const char *dir, uint64_t seq, siz
 	free(buf);
 }
 
+/* Messages larger than half the ring (each in a file of its own): a tick takes them until they
+ * come to FB_INJECT_BYTES (the first always), the next tick goes on, in order, each once. Before,
+ * only the count bounded a tick: 256 such messages could be read and copied in one. */
+START_TEST(test_large_messages_are_injected_a_byte_budget_per_tick)
+{
+	struct fix f;
+	uint8_t *big = malloc(BIG_LEN);
+	unsigned want[] = { 2, 2, 1, 0 };
+
+	_Static_assert(2 * BIG_LEN >= FB_INJECT_BYTES && BIG_LEN < FB_INJECT_BYTES, "two per tick");
+	ck_assert_ptr_nonnull(big);
+	fix_init(&f);
+	for(uint64_t seq = 1; seq <= 5; seq++){
+		memset(big, (int)('a' + seq), BIG_LEN);
+		put_msg(f.ring, f.dir, seq, "cmd/big", big, BIG_LEN);
+	}
+	for(size_t t = 0; t < 4; t++){
+		ck_assert_uint_eq(fb_inject_run(&f.in), want[t]);
+	}
+	ck_assert_uint_eq(n_kept, 5);
+	for(size_t i = 0; i < 5; i++){
+		memset(big, (int)('a' + i + 1), BIG_LEN);
+		kept_is(i, "cmd/big", big, BIG_LEN);
+	}
+	ck_assert_uint_eq(f.in.injected, 5);
+	fix_free(&f);
+	free(big);
+}
+END_TEST
+
 /* A link process started afresh pushes again what spool "in" still holds, also what the ring holds
  * and the broker has not taken yet. Pushing the large record again into a ring with no room fails
  * and leaves its file, which the entry already in the ring reads; with room, the file is replaced
@@ -403,8 +433,8 @@ START_TEST(test_pushing_a_large_record_again_keeps_its_file)
 		free(buf);
 	}
 	ck_assert_int_eq(access(path, F_OK), 0);
-	/* the broker takes the large one, whole, and the fill */
-	ck_assert_uint_eq(fb_inject_run(&f.in), seq - 1);
+	/* the broker takes the large one, whole, and the fill (in two ticks: FB_INJECT_BYTES) */
+	ck_assert_uint_eq(fb_inject_run(&f.in) + fb_inject_run(&f.in), seq - 1);
 	ck_assert_uint_eq(n_kept, seq - 1);
 	kept_is(0, "cmd/big", big, BIG_LEN);
 	ck_assert_uint_eq(f.in.injected, seq - 1);
@@ -508,6 +538,7 @@ int main(void)
 	tcase_add_test(tc, test_a_file_that_cannot_be_opened_for_lack_of_descriptors_waits_in_order);
 	tcase_add_test(tc, test_a_malformed_record_or_a_missing_file_is_dropped_and_counted);
 	tcase_add_test(tc, test_pushing_a_large_record_again_keeps_its_file);
+	tcase_add_test(tc, test_large_messages_are_injected_a_byte_budget_per_tick);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("restart");
 	tcase_add_test(tc, test_a_restart_on_a_fresh_channel_drops_what_the_ring_holds);
