@@ -982,22 +982,27 @@ static __attribute__((noinline)) void requeue_run(struct fb_bridge *b, uint64_t 
 /* Sends what the reduce states have due: the oldest retired one while it holds anything (it goes
  * once it has sent everything), else the current one, so that one slice at a time runs. While more
  * is due, or the ring is emptied for a link process on a fresh channel (fresh_wait()), the broker
- * thread comes back here every millisecond even when idle. */
+ * thread comes back here every millisecond even when idle (while the channel has no room for what
+ * is due, after 1, 2, 4 ... 64 ms: fb_reduce_pause_ms()). */
 static __attribute__((noinline)) void soon_tick(struct fb_bridge *b)
 {
-	bool more;
+	unsigned every = 0;
 
 	while(b->retired && !fb_reduce_tick(b->retired->red)){
 		retired_pop(b); /* nothing left */
 	}
-	more = b->retired != NULL;
-	if(!more && b->red){
-		more = fb_reduce_tick(b->red);
+	if(b->retired){
+		every = fb_reduce_pause_ms(b->retired->red);
+	}else if(b->red && fb_reduce_tick(b->red)){
+		every = fb_reduce_pause_ms(b->red);
 	}
 	if(b->draining && atomic_load_explicit(&b->sh->c2e.tail, memory_order_relaxed) == b->inj.rd.head){
 		b->draining = false; /* empty: the next check starts the link process */
 	}
-	fb_waker_every(&b->soon, more || b->draining ? 1 : 0);
+	if(b->draining){
+		every = 1;
+	}
+	fb_waker_every(&b->soon, every);
 }
 
 void fb_bridge_tick(struct fb_bridge *b, uint64_t now)

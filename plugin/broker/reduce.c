@@ -27,6 +27,10 @@
 #define SLICE_SHARE 3u
 #define SLICE_MIN_US 20u
 #define SLICE_MAX_US 1000u
+/* While the sink has no room, the tick tries again after 1 ms, then after twice as long each time,
+ * up to this: a channel that stays full for hours (a link process that cannot start, a full disk)
+ * does not wake the broker a thousand times a second. */
+#define BLOCKED_MAX_MS 64u
 
 /* What one tick may still send: a count and, when DEADLINE_US is set, a time (each send is
  * allowed once the first has been). */
@@ -91,6 +95,7 @@ struct fb_reduce {
 	uint64_t next_tick_ms;     /* fb_reduce_tick() does nothing before this */
 	bool behind;               /* the last tick left sends due */
 	bool blocked;              /* ... because the sink had no room (-EAGAIN) */
+	unsigned blocked_ms;       /* the pause after the last tick that found no room, 0: none */
 	uint64_t slice_end_us;     /* when its slice ended */
 	struct entry *held;        /* the entry of the last FB_REDUCE_HOLD */
 	bool retiring;             /* fb_reduce_retire(): everything is due */
@@ -766,9 +771,21 @@ bool fb_reduce_tick(struct fb_reduce *r)
 	r->blocked = false;
 	r->behind = run(r, now, fb_wall_ms(), &b);
 	r->slice_end_us = mono_us();
-	/* no room in the channel: try again in a millisecond, not at every loop turn */
-	r->next_tick_ms = r->behind ? now + r->blocked : now + TICK_MS;
+	/* no room in the channel: try again in a millisecond, then in twice as long each time (not at
+	 * every loop turn) */
+	if(r->blocked){
+		r->blocked_ms = r->blocked_ms ? r->blocked_ms * 2 : 1;
+		r->blocked_ms = r->blocked_ms < BLOCKED_MAX_MS ? r->blocked_ms : BLOCKED_MAX_MS;
+	}else{
+		r->blocked_ms = 0;
+	}
+	r->next_tick_ms = r->behind ? now + r->blocked_ms : now + TICK_MS;
 	return r->behind;
+}
+
+unsigned fb_reduce_pause_ms(const struct fb_reduce *r)
+{
+	return r->blocked_ms ? r->blocked_ms : 1;
 }
 
 void fb_reduce_retire(struct fb_reduce *r)

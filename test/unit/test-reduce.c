@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "record.h" /* fb_mono_ms() */
 #include "reduce.h"
 
 /* ---- helpers --------------------------------------------------------------------------------- */
@@ -44,12 +45,13 @@ static void sent_add(char *s)
 /* While false, the sinks have no room for what the tick sends (they return -EAGAIN when asked to
  * wait) and count what they are made to take anyway. */
 static bool room = true;
-static unsigned no_room_taken;
+static unsigned no_room_taken, no_room_asked;
 
 /* What a sink returns while there is no room: -EAGAIN when it may WAIT; else it takes (drops) it. */
 static int no_room(bool wait)
 {
 	if(wait){
+		no_room_asked++;
 		return -EAGAIN;
 	}
 	no_room_taken++;
@@ -120,7 +122,7 @@ static void teardown(void)
 	unlink(cfg_path);
 	sent_clear();
 	room = true;
-	no_room_taken = 0;
+	no_room_taken = no_room_asked = 0;
 }
 
 /* Offers PAYLOAD on TOPIC (rule 0 unless the topic starts with a digit: that rule) at clock_now
@@ -792,6 +794,38 @@ START_TEST(test_no_room_keeps_what_is_due)
 }
 END_TEST
 
+/* No room for a held message that is due, for a second, with fb_reduce_tick() (the real clocks)
+ * called every millisecond as the broker's timer would: it asks the sink again after 1, 2, 4 ...
+ * 64 ms, not at every call, and fb_reduce_pause_ms() tells the broker how long to sleep; once
+ * there is room the message goes, once. Before, it asked every millisecond (about 900 times). */
+START_TEST(test_no_room_is_asked_again_less_and_less_often)
+{
+	uint64_t t0;
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 100ms\n");
+	clock_now = fb_mono_ms();
+	ck_assert_int_eq(offer("t/a", "m1"), FB_REDUCE_SEND);
+	ck_assert_int_eq(offer("t/a", "m2"), FB_REDUCE_HOLD); /* due in 100 ms */
+	room = false;
+	usleep(150 * 1000);
+	for(t0 = fb_mono_ms(); fb_mono_ms() - t0 < 1000;){
+		ck_assert(fb_reduce_tick(red));
+		usleep(1000);
+	}
+	ck_assert_msg(no_room_asked >= 8 && no_room_asked <= 30, "asked %u times in 1 s", no_room_asked);
+	ck_assert_uint_eq(fb_reduce_pause_ms(red), 64);
+	ck_assert_uint_eq(sent.count, 0);
+	room = true;
+	for(t0 = fb_mono_ms(); fb_reduce_tick(red) && fb_mono_ms() - t0 < 1000;){
+		usleep(1000);
+	}
+	ck_assert(!fb_reduce_tick(red));
+	ck_assert_uint_eq(sent.count, 1);
+	ck_assert_str_eq(sent.what[0], "R:m2");
+	ck_assert_uint_eq(no_room_taken, 0);
+}
+END_TEST
+
 /* A reload retires the state (fb_reduce_retire()): its ticks send every held message and open
  * window as if due, held messages first, a budget per tick, waiting while there is no room, then
  * say nothing is left. Before, a reload sent them all at once, without waiting. A message on a
@@ -889,6 +923,7 @@ static Suite *reduce_suite(void)
 	tcase_add_test(tc, test_aggregate_windows_over_the_budget);
 	tcase_add_test(tc, test_held_messages_over_the_budget);
 	tcase_add_test(tc, test_no_room_keeps_what_is_due);
+	tcase_add_test(tc, test_no_room_is_asked_again_less_and_less_often);
 	tcase_add_test(tc, test_retire_sends_everything_a_budget_per_tick);
 	suite_add_tcase(s, tc);
 	return s;
