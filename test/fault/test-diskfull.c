@@ -215,6 +215,18 @@ static void unmount_tmpfs(void)
 	}
 }
 
+/* FBH_YAML_STANDARD with the spool in folder "spool" of MOUNT. */
+static char *yaml_spool_on(const char *mount)
+{
+	char *yaml = fbh_strdupf("%s", FBH_YAML_STANDARD), *p = strstr(yaml, "@SPOOL_PATH@"), *y2;
+
+	ck_assert_ptr_nonnull(p);
+	*p = '\0';
+	y2 = fbh_strdupf("%s%s/spool%s", yaml, mount, p + strlen("@SPOOL_PATH@"));
+	free(yaml);
+	return y2;
+}
+
 START_TEST(test_full_disk_is_a_state_and_nothing_acknowledged_is_lost)
 {
 	struct fbh_broker cloud, edge;
@@ -243,17 +255,7 @@ START_TEST(test_full_disk_is_a_state_and_nothing_acknowledged_is_lost)
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
 
-	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
-	{
-		/* The spool on the tmpfs. */
-		char *p = strstr(yaml, "@SPOOL_PATH@");
-		char *y2;
-		ck_assert_ptr_nonnull(p);
-		*p = '\0';
-		y2 = fbh_strdupf("%s%s/spool%s", yaml, mnt, p + strlen("@SPOOL_PATH@"));
-		free(yaml);
-		yaml = y2;
-	}
+	yaml = yaml_spool_on(mnt);
 	start_edge(&edge, cloud.port, yaml, NULL);
 	sys = sys_watch(&edge);
 	ck_assert_ptr_nonnull(sys);
@@ -470,7 +472,7 @@ START_TEST(test_salvage_without_room_for_a_copy_reads_in_place)
 	struct fbh_sub *sub, *sys;
 	struct fbh_pub *pub;
 	struct snap before, after;
-	char *yaml, *p, *spool, *path, *filler, *kept = NULL, payload[1100], line[160];
+	char *yaml, *spool, *path, *filler, *kept = NULL, payload[1100], line[160];
 	size_t acked, distinct = 0;
 	uint64_t corrupt, free_now, leave;
 	unsigned char *seen;
@@ -482,15 +484,7 @@ START_TEST(test_salvage_without_room_for_a_copy_reads_in_place)
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
 	spool = fbh_strdupf("%s/spool", mnt2);
-	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
-	p = strstr(yaml, "@SPOOL_PATH@");
-	ck_assert_ptr_nonnull(p);
-	*p = '\0';
-	{
-		char *y2 = fbh_strdupf("%s%s%s", yaml, spool, p + strlen("@SPOOL_PATH@"));
-		free(yaml);
-		yaml = y2;
-	}
+	yaml = yaml_spool_on(mnt2);
 
 	/* A backlog while the cloud is down. */
 	start_edge(&edge, cloud.port, yaml, NULL);
@@ -675,7 +669,7 @@ START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
 	struct fbh_client_opts so = persistent_sub("cloud-sub-connected");
 	struct fbh_sub *sub, *sys;
 	struct fbh_pub *pub;
-	char *yaml, *p, *y2, *filler, payload[1100];
+	char *yaml, *filler, payload[1100];
 	size_t acked, received, distinct = 0, dups, dropped, n_pub = BACKLOG_N + TRAFFIC_N;
 	uint64_t at_fill, reconnects, full_lines;
 	unsigned char *seen;
@@ -692,13 +686,7 @@ START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
 
-	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
-	p = strstr(yaml, "@SPOOL_PATH@");
-	ck_assert_ptr_nonnull(p);
-	*p = '\0';
-	y2 = fbh_strdupf("%s%s/spool%s", yaml, mnt3, p + strlen("@SPOOL_PATH@"));
-	free(yaml);
-	yaml = y2;
+	yaml = yaml_spool_on(mnt3);
 
 	/* The backlog, paced so that the staging files never turn anything away. */
 	start_edge(&edge, cloud.port, yaml, NULL);
