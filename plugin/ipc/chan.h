@@ -138,8 +138,14 @@ int fb_chan_lock(const char *dir, bool exclusive);
 /* Appends one record. Returns 0 with *SEQ; -ENOSPC when it does not fit into max_size with
  * drop_new or reject (with drop_oldest it is accepted and the reader drops the oldest); -E2BIG
  * when it is larger than max_size on its own; -EBUSY when both files are in use (the reader must
- * empty one: try again); another negative errno when a file cannot be written. */
+ * empty one: try again); another negative errno when a file cannot be written (a large record's
+ * own file, or the sync of spool.sync: always), which may be one of those three as well: -ENOSPC
+ * for a full disk above all. fb_chan_write_failed() tells them apart. */
 int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64_t *seq);
+
+/* After fb_chan_append() failed: true when a file could not be written (what it returned is the
+ * write's errno), false when the channel itself refused the record (max_size, both files in use). */
+bool fb_chan_write_failed(const struct fb_chan_writer *w);
 
 /* ---- reader ---------------------------------------------------------------------------------- */
 
