@@ -812,46 +812,48 @@ START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
 }
 END_TEST
 
-/* Mounts the test's tmpfs on a new folder (mnt), here in the parent process so that it is
- * unmounted however the forked test ends. Returns 0, or prints why and returns 77. */
-static int mount_tmpfs(void)
+/* Mounts a tmpfs of SIZE on a new folder STEM-XXXXXX in TMPDIR, named in M (of PATH_MAX + 16
+ * bytes; empty when it fails). Returns 0 or an errno. */
+static int mount_one(char *m, const char *stem, const char *size)
 {
 	const char *tmp = getenv("TMPDIR");
+	char opts[64];
+	int e;
 
-	snprintf(mnt, sizeof(mnt), "%s/fb-diskfull-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if(mkdtemp(mnt) == NULL){
-		fprintf(stderr, "SKIP: cannot make a temporary folder: %s\n", strerror(errno));
-		mnt[0] = '\0';
-		return FBH_SKIP;
+	snprintf(m, PATH_MAX + 16, "%s/%s-XXXXXX", tmp && tmp[0] ? tmp : "/tmp", stem);
+	if(mkdtemp(m) == NULL){
+		m[0] = '\0';
+		return errno;
 	}
-	if(mount("tmpfs", mnt, "tmpfs", 0, "size=" TMPFS_SIZE ",mode=0700") != 0){
-		fprintf(stderr, "SKIP: this test mounts a small tmpfs, which needs root (CAP_SYS_ADMIN): "
-				"mount: %s\n", strerror(errno));
-		rmdir(mnt);
-		mnt[0] = '\0';
-		return FBH_SKIP;
+	snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+	if(mount("tmpfs", m, "tmpfs", 0, opts) != 0){
+		e = errno;
+		rmdir(m);
+		m[0] = '\0';
+		return e;
 	}
-	snprintf(mnt2, sizeof(mnt2), "%s/fb-salvage-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if(mkdtemp(mnt2) == NULL || mount("tmpfs", mnt2, "tmpfs", 0, "size=" TMPFS2_SIZE ",mode=0700") != 0){
-		fprintf(stderr, "SKIP: cannot mount a second tmpfs: %s\n", strerror(errno));
-		if(mnt2[0]){
-			rmdir(mnt2);
+	return 0;
+}
+
+/* Mounts the tests' tmpfs file systems, here in the parent process so that they are unmounted
+ * however the forked tests end. Returns 0, or prints why and returns 77. */
+static int mount_tmpfs(void)
+{
+	const struct { char *m; const char *stem, *size; } fs[] = {
+		{ mnt, "fb-diskfull", TMPFS_SIZE },
+		{ mnt2, "fb-salvage", TMPFS2_SIZE },
+		{ mnt3, "fb-connected", TMPFS_SIZE },
+	};
+
+	for(size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++){
+		int e = mount_one(fs[i].m, fs[i].stem, fs[i].size);
+
+		if(e){
+			fprintf(stderr, "SKIP: this test mounts small tmpfs file systems on new folders, which "
+					"needs root (CAP_SYS_ADMIN): %s: %s\n", fs[i].stem, strerror(e));
+			unmount_tmpfs();
+			return FBH_SKIP;
 		}
-		mnt2[0] = '\0';
-		umount2(mnt, MNT_DETACH);
-		rmdir(mnt);
-		mnt[0] = '\0';
-		return FBH_SKIP;
-	}
-	snprintf(mnt3, sizeof(mnt3), "%s/fb-connected-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if(mkdtemp(mnt3) == NULL || mount("tmpfs", mnt3, "tmpfs", 0, "size=" TMPFS_SIZE ",mode=0700") != 0){
-		fprintf(stderr, "SKIP: cannot mount a third tmpfs: %s\n", strerror(errno));
-		if(mnt3[0]){
-			rmdir(mnt3);
-		}
-		mnt3[0] = '\0';
-		unmount_tmpfs();
-		return FBH_SKIP;
 	}
 	return 0;
 }
