@@ -11,6 +11,10 @@
  * staged messages go into RocksDB in the space of the spool's reserve file). Then the filler is deleted and the cloud comes back: spool/disk_full
  * goes back to 0 and every message the edge PUBACKed reaches the cloud, or is counted as
  * dropped/full, exactly.
+ *
+ * A large message's own file that the full disk refuses is an error, not a full spool: refused
+ * with 0x87, counted in dropped/error, logged with its topic and reason; sent again once there is
+ * space, it reaches the cloud once.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -194,10 +198,15 @@ static uint64_t sys_u64(struct fbh_sub *sys, const char *key)
 
 static char mnt[PATH_MAX + 16];
 
-static char mnt2[PATH_MAX + 16], mnt3[PATH_MAX + 16];
+static char mnt2[PATH_MAX + 16], mnt3[PATH_MAX + 16], mnt4[PATH_MAX + 16];
 
 static void unmount_tmpfs(void)
 {
+	if(mnt4[0]){
+		umount2(mnt4, MNT_DETACH);
+		rmdir(mnt4);
+		mnt4[0] = '\0';
+	}
 	if(mnt3[0]){
 		umount2(mnt3, MNT_DETACH);
 		rmdir(mnt3);
@@ -812,6 +821,85 @@ START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
 }
 END_TEST
 
+/* ---- a large message on a full disk ---- */
+
+/* Above a quarter of a staging file of the default spool.max_size: a file of its own. */
+#define BIG_LEN (2u << 20)
+
+/* The cloud connected, the tmpfs filled to the last byte, then a 2 MiB MQTT v5 QoS 1 message on
+ * a matched topic: its own file cannot be written (ENOSPC). Asserted: PUBACK 0x87, dropped/error
+ * 1 and dropped/full 0 (and rules/0/dropped 1), an ERR line with the topic and "No space left on
+ * device". Space back, the same message again: accepted, and the cloud gets it exactly once, byte
+ * for byte. Before: accepted (0x10), counted in dropped/full, nothing logged, gone: the channel's
+ * -ENOSPC (max_size) and the disk's could not be told apart. */
+START_TEST(test_large_message_on_a_full_disk_is_refused_as_an_error)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	const struct fbh_msg *m;
+	char *yaml, *filler, *big = malloc(BIG_LEN);
+
+	ck_assert(mnt4[0] != '\0');
+	ck_assert_ptr_nonnull(big);
+	for(size_t i = 0; i < BIG_LEN; i++){
+		big[i] = (char)('a' + (i * 7) % 26);
+	}
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	yaml = yaml_spool_on(mnt4);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+
+	/* Not a byte left. */
+	filler = fbh_strdupf("%s/filler", mnt4);
+	fill_up(filler, 0);
+	{
+		struct statvfs sv;
+		ck_assert_int_eq(statvfs(mnt4, &sv), 0);
+		ck_assert_uint_eq((uint64_t)sv.f_bavail * sv.f_frsize, 0);
+	}
+	ck_assert_int_eq(fbh_pub_send(pub, "local/telemetry/big", big, BIG_LEN, 1, false, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_int_eq(fbh_pub_reason(pub, 0), FBH_RC_NOT_AUTHORIZED);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/error", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "rules/0/dropped", 1, 5000));
+	ck_assert_uint_eq(sys_u64(sys, "edge_to_cloud/dropped/full"), 0);
+	ck_assert(fbh_wait_log(&edge, "cannot spool a message on local/telemetry/big: No space left on device; "
+			"refused and counted in edge_to_cloud/dropped/error", 5000));
+
+	/* Space back: the publisher sends it again, and it goes through, once. */
+	ck_assert_int_eq(unlink(filler), 0);
+	ck_assert_int_eq(fbh_pub_send(pub, "local/telemetry/big", big, BIG_LEN, 1, false, NULL), 1);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_int_lt(fbh_pub_reason(pub, 1), 0x80);
+	ck_assert(wait_exactly(sub, 1, 30000, 1000));
+	m = fbh_sub_msg(sub, 0);
+	ck_assert_str_eq(m->topic, "edge/site-A/telemetry/big");
+	ck_assert_int_eq(m->payloadlen, (int)BIG_LEN);
+	ck_assert_int_eq(memcmp(m->payload, big, BIG_LEN), 0);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 1, 5000));
+	ck_assert_uint_eq(sys_u64(sys, "edge_to_cloud/dropped/error"), 1);
+	ck_assert_uint_eq(sys_u64(sys, "edge_to_cloud/dropped/full"), 0);
+
+	fbh_pub_close(pub);
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	free(filler);
+	free(yaml);
+	free(big);
+}
+END_TEST
+
 /* Mounts a tmpfs of SIZE on a new folder STEM-XXXXXX in TMPDIR, named in M (of PATH_MAX + 16
  * bytes; empty when it fails). Returns 0 or an errno. */
 static int mount_one(char *m, const char *stem, const char *size)
@@ -843,6 +931,7 @@ static int mount_tmpfs(void)
 		{ mnt, "fb-diskfull", TMPFS_SIZE },
 		{ mnt2, "fb-salvage", TMPFS2_SIZE },
 		{ mnt3, "fb-connected", TMPFS_SIZE },
+		{ mnt4, "fb-bigfile", TMPFS_SIZE },
 	};
 
 	for(size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++){
@@ -884,6 +973,10 @@ int main(void)
 	tc = fbh_tcase("salvage");
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, test_salvage_without_room_for_a_copy_reads_in_place);
+	suite_add_tcase(s, tc);
+	tc = fbh_tcase("bigfile");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_large_message_on_a_full_disk_is_refused_as_an_error);
 	suite_add_tcase(s, tc);
 	rc = fbh_run(s);
 	unmount_tmpfs();
