@@ -107,6 +107,7 @@ struct fb_bridge {
 	bool lock_logged;         /* a failure to lock the spool folder has been logged */
 	uint64_t writer_retry_ms; /* writer_ready() tries no lock or open before this (fb_mono_ms()) */
 	bool error_logged;        /* a message refused for an error has been logged (dropped_error) */
+	int write_err;            /* the errno of a file stage() could not write, for the log (-EIO) */
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
 	struct fb_reduce *red;    /* per-topic state of the rules that send less (reduce.h); NULL: none */
@@ -811,12 +812,15 @@ void fb_bridge_stop(struct fb_bridge *b)
  * process has fallen behind, is hung or has not opened the spool yet, or max_size reached): the
  * caller applies spool.on_full. One log line per such episode. With WAIT, a channel that is only
  * busy (both staging files in use, or not open) returns -EAGAIN instead, counted and logged
- * nowhere: the caller keeps the record and tries again later. */
+ * nowhere: the caller keeps the record and tries again later. A file that cannot be written (a
+ * large record's own, a full disk too) is an error, never a full channel: its errno, or -EIO
+ * when that is one of the above (b->write_err keeps it for the log). */
 static int stage(struct fb_bridge *b, size_t len, uint64_t *seq, bool wait)
 {
 	const char *why = NULL;
 	int rc;
 
+	b->write_err = 0;
 	if(!writer_ready(b)){
 		if(wait){
 			return -EAGAIN;
@@ -833,6 +837,10 @@ static int stage(struct fb_bridge *b, size_t len, uint64_t *seq, bool wait)
 			}
 			notify(b);
 			return 0;
+		}
+		if(fb_chan_write_failed(b->w)){
+			b->write_err = rc;
+			return rc == -ENOSPC || rc == -E2BIG || rc == -EBUSY || rc == -EAGAIN ? -EIO : rc;
 		}
 		if(rc == -EBUSY){
 			b->sv.chan_full = true;
@@ -1098,6 +1106,10 @@ static void count_dropped(struct fb_bridge *b, atomic_uint_fast64_t *ctr, int ru
  * Logged once until a message is spooled again. */
 static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, int rc)
 {
+	if(rc == -EIO && b->write_err){
+		rc = b->write_err; /* stage(): a file it could not write, a full disk too */
+	}
+	b->write_err = 0;
 	count_dropped(b, &b->ctr->dropped_error, rule);
 	if(!b->error_logged){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot spool a message on %s: %s; refused and counted in "

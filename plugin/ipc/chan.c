@@ -67,6 +67,7 @@ struct fb_chan_writer {
 	struct fb_stage *st[2];
 	uint64_t next_seq;
 	struct fb_chan_limits lim;
+	bool write_failed;       /* fb_chan_write_failed() */
 };
 
 int fb_chan_writer_open(const char *dir, struct fb_chan_shared *sh, const struct fb_chan_limits *lim,
@@ -155,6 +156,11 @@ static int write_big(struct fb_chan_writer *w, uint64_t seq, const void *val, si
 	return rc ? rc : fb_file_write(path, val, len, w->lim.sync);
 }
 
+bool fb_chan_write_failed(const struct fb_chan_writer *w)
+{
+	return w->write_failed;
+}
+
 int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64_t *seq)
 {
 	struct fb_chan_shared *sh = w->sh;
@@ -165,6 +171,7 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 	bool big;
 	int rc;
 
+	w->write_failed = false;
 	if(w->lim.max_size){
 		uint64_t seen, live, max = w->lim.max_size;
 		uint64_t budget = atomic_load_explicit(&sh->max_live, memory_order_relaxed);
@@ -208,6 +215,7 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 	if(big){
 		rc = write_big(w, w->next_seq, val, len);
 		if(rc){
+			w->write_failed = true; /* a full disk (-ENOSPC) is not a full channel */
 			return rc;
 		}
 		memcpy(ptr, ptr_magic, sizeof(ptr_magic));
@@ -231,6 +239,7 @@ int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64
 			 * publisher may send again; the copy staged here is forwarded too. *SEQ tells the
 			 * callers that must not stage it again (requeue-dead, a held message). */
 			*seq = w->next_seq++;
+			w->write_failed = true;
 			return rc;
 		}
 	}

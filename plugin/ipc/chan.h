@@ -138,10 +138,16 @@ int fb_chan_lock(const char *dir, bool exclusive);
 /* Appends one record. Returns 0 with *SEQ; -ENOSPC when it does not fit into max_size with
  * drop_new or reject (with drop_oldest it is accepted and the reader drops the oldest); -E2BIG
  * when it is larger than max_size on its own; -EBUSY when both files are in use (the reader must
- * empty one: try again); another negative errno when a file cannot be written. *SEQ is set only
- * for a record that was staged: with 0, and with the error of the fdatasync of lim.sync, after
- * which the record is staged all the same (it goes to the cloud; it is not known to be on disk). */
+ * empty one: try again); another negative errno when a file cannot be written (a large record's
+ * own file, or the sync of spool.sync: always), which may be one of those three as well: -ENOSPC
+ * for a full disk above all. fb_chan_write_failed() tells them apart. *SEQ is set only for a
+ * record that was staged: with 0, and with the error of the sync, after which the record is
+ * staged all the same (it goes to the cloud; it is not known to be on disk). */
 int fb_chan_append(struct fb_chan_writer *w, const void *val, size_t len, uint64_t *seq);
+
+/* After fb_chan_append() failed: true when a file could not be written (what it returned is the
+ * write's errno), false when the channel itself refused the record (max_size, both files in use). */
+bool fb_chan_write_failed(const struct fb_chan_writer *w);
 
 /* ---- reader ---------------------------------------------------------------------------------- */
 

@@ -11,6 +11,10 @@
  * staged messages go into RocksDB in the space of the spool's reserve file). Then the filler is deleted and the cloud comes back: spool/disk_full
  * goes back to 0 and every message the edge PUBACKed reaches the cloud, or is counted as
  * dropped/full, exactly.
+ *
+ * A large message's own file that the full disk refuses is an error, not a full spool: refused
+ * with 0x87, counted in dropped/error, logged with its topic and reason; sent again once there is
+ * space, it reaches the cloud once.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -194,10 +198,15 @@ static uint64_t sys_u64(struct fbh_sub *sys, const char *key)
 
 static char mnt[PATH_MAX + 16];
 
-static char mnt2[PATH_MAX + 16], mnt3[PATH_MAX + 16];
+static char mnt2[PATH_MAX + 16], mnt3[PATH_MAX + 16], mnt4[PATH_MAX + 16];
 
 static void unmount_tmpfs(void)
 {
+	if(mnt4[0]){
+		umount2(mnt4, MNT_DETACH);
+		rmdir(mnt4);
+		mnt4[0] = '\0';
+	}
 	if(mnt3[0]){
 		umount2(mnt3, MNT_DETACH);
 		rmdir(mnt3);
@@ -213,6 +222,18 @@ static void unmount_tmpfs(void)
 		rmdir(mnt);
 		mnt[0] = '\0';
 	}
+}
+
+/* FBH_YAML_STANDARD with the spool in folder "spool" of MOUNT. */
+static char *yaml_spool_on(const char *mount)
+{
+	char *yaml = fbh_strdupf("%s", FBH_YAML_STANDARD), *p = strstr(yaml, "@SPOOL_PATH@"), *y2;
+
+	ck_assert_ptr_nonnull(p);
+	*p = '\0';
+	y2 = fbh_strdupf("%s%s/spool%s", yaml, mount, p + strlen("@SPOOL_PATH@"));
+	free(yaml);
+	return y2;
 }
 
 START_TEST(test_full_disk_is_a_state_and_nothing_acknowledged_is_lost)
@@ -243,17 +264,7 @@ START_TEST(test_full_disk_is_a_state_and_nothing_acknowledged_is_lost)
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
 
-	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
-	{
-		/* The spool on the tmpfs. */
-		char *p = strstr(yaml, "@SPOOL_PATH@");
-		char *y2;
-		ck_assert_ptr_nonnull(p);
-		*p = '\0';
-		y2 = fbh_strdupf("%s%s/spool%s", yaml, mnt, p + strlen("@SPOOL_PATH@"));
-		free(yaml);
-		yaml = y2;
-	}
+	yaml = yaml_spool_on(mnt);
 	start_edge(&edge, cloud.port, yaml, NULL);
 	sys = sys_watch(&edge);
 	ck_assert_ptr_nonnull(sys);
@@ -470,7 +481,7 @@ START_TEST(test_salvage_without_room_for_a_copy_reads_in_place)
 	struct fbh_sub *sub, *sys;
 	struct fbh_pub *pub;
 	struct snap before, after;
-	char *yaml, *p, *spool, *path, *filler, *kept = NULL, payload[1100], line[160];
+	char *yaml, *spool, *path, *filler, *kept = NULL, payload[1100], line[160];
 	size_t acked, distinct = 0;
 	uint64_t corrupt, free_now, leave;
 	unsigned char *seen;
@@ -482,15 +493,7 @@ START_TEST(test_salvage_without_room_for_a_copy_reads_in_place)
 	fbh_broker_init(&cloud, "cloud");
 	fbh_broker_init(&edge, "edge");
 	spool = fbh_strdupf("%s/spool", mnt2);
-	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
-	p = strstr(yaml, "@SPOOL_PATH@");
-	ck_assert_ptr_nonnull(p);
-	*p = '\0';
-	{
-		char *y2 = fbh_strdupf("%s%s%s", yaml, spool, p + strlen("@SPOOL_PATH@"));
-		free(yaml);
-		yaml = y2;
-	}
+	yaml = yaml_spool_on(mnt2);
 
 	/* A backlog while the cloud is down. */
 	start_edge(&edge, cloud.port, yaml, NULL);
@@ -675,7 +678,7 @@ START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
 	struct fbh_client_opts so = persistent_sub("cloud-sub-connected");
 	struct fbh_sub *sub, *sys;
 	struct fbh_pub *pub;
-	char *yaml, *p, *y2, *filler, payload[1100];
+	char *yaml, *filler, payload[1100];
 	size_t acked, received, distinct = 0, dups, dropped, n_pub = BACKLOG_N + TRAFFIC_N;
 	uint64_t at_fill, reconnects, full_lines;
 	unsigned char *seen;
@@ -692,13 +695,7 @@ START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
 
-	yaml = fbh_strdupf("%s", FBH_YAML_STANDARD);
-	p = strstr(yaml, "@SPOOL_PATH@");
-	ck_assert_ptr_nonnull(p);
-	*p = '\0';
-	y2 = fbh_strdupf("%s%s/spool%s", yaml, mnt3, p + strlen("@SPOOL_PATH@"));
-	free(yaml);
-	yaml = y2;
+	yaml = yaml_spool_on(mnt3);
 
 	/* The backlog, paced so that the staging files never turn anything away. */
 	start_edge(&edge, cloud.port, yaml, NULL);
@@ -824,46 +821,128 @@ START_TEST(test_full_disk_while_connected_keeps_forwarding_and_acknowledging)
 }
 END_TEST
 
-/* Mounts the test's tmpfs on a new folder (mnt), here in the parent process so that it is
- * unmounted however the forked test ends. Returns 0, or prints why and returns 77. */
-static int mount_tmpfs(void)
+/* ---- a large message on a full disk ---- */
+
+/* Above a quarter of a staging file of the default spool.max_size: a file of its own. */
+#define BIG_LEN (2u << 20)
+
+/* The cloud connected, the tmpfs filled to the last byte, then a 2 MiB MQTT v5 QoS 1 message on
+ * a matched topic: its own file cannot be written (ENOSPC). Asserted: PUBACK 0x87, dropped/error
+ * 1 and dropped/full 0 (and rules/0/dropped 1), an ERR line with the topic and "No space left on
+ * device". Space back, the same message again: accepted, and the cloud gets it exactly once, byte
+ * for byte. Before: accepted (0x10), counted in dropped/full, nothing logged, gone: the channel's
+ * -ENOSPC (max_size) and the disk's could not be told apart. */
+START_TEST(test_large_message_on_a_full_disk_is_refused_as_an_error)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	const struct fbh_msg *m;
+	char *yaml, *filler, *big = malloc(BIG_LEN);
+
+	ck_assert(mnt4[0] != '\0');
+	ck_assert_ptr_nonnull(big);
+	for(size_t i = 0; i < BIG_LEN; i++){
+		big[i] = (char)('a' + (i * 7) % 26);
+	}
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	yaml = yaml_spool_on(mnt4);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+
+	/* Not a byte left. */
+	filler = fbh_strdupf("%s/filler", mnt4);
+	fill_up(filler, 0);
+	{
+		struct statvfs sv;
+		ck_assert_int_eq(statvfs(mnt4, &sv), 0);
+		ck_assert_uint_eq((uint64_t)sv.f_bavail * sv.f_frsize, 0);
+	}
+	ck_assert_int_eq(fbh_pub_send(pub, "local/telemetry/big", big, BIG_LEN, 1, false, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_int_eq(fbh_pub_reason(pub, 0), FBH_RC_NOT_AUTHORIZED);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/error", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "rules/0/dropped", 1, 5000));
+	ck_assert_uint_eq(sys_u64(sys, "edge_to_cloud/dropped/full"), 0);
+	ck_assert(fbh_wait_log(&edge, "cannot spool a message on local/telemetry/big: No space left on device; "
+			"refused and counted in edge_to_cloud/dropped/error", 5000));
+
+	/* Space back: the publisher sends it again, and it goes through, once. */
+	ck_assert_int_eq(unlink(filler), 0);
+	ck_assert_int_eq(fbh_pub_send(pub, "local/telemetry/big", big, BIG_LEN, 1, false, NULL), 1);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_int_lt(fbh_pub_reason(pub, 1), 0x80);
+	ck_assert(wait_exactly(sub, 1, 30000, 1000));
+	m = fbh_sub_msg(sub, 0);
+	ck_assert_str_eq(m->topic, "edge/site-A/telemetry/big");
+	ck_assert_int_eq(m->payloadlen, (int)BIG_LEN);
+	ck_assert_int_eq(memcmp(m->payload, big, BIG_LEN), 0);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 1, 5000));
+	ck_assert_uint_eq(sys_u64(sys, "edge_to_cloud/dropped/error"), 1);
+	ck_assert_uint_eq(sys_u64(sys, "edge_to_cloud/dropped/full"), 0);
+
+	fbh_pub_close(pub);
+	fbh_sub_stop(sub);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	free(filler);
+	free(yaml);
+	free(big);
+}
+END_TEST
+
+/* Mounts a tmpfs of SIZE on a new folder STEM-XXXXXX in TMPDIR, named in M (of PATH_MAX + 16
+ * bytes; empty when it fails). Returns 0 or an errno. */
+static int mount_one(char *m, const char *stem, const char *size)
 {
 	const char *tmp = getenv("TMPDIR");
+	char opts[64];
+	int e;
 
-	snprintf(mnt, sizeof(mnt), "%s/fb-diskfull-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if(mkdtemp(mnt) == NULL){
-		fprintf(stderr, "SKIP: cannot make a temporary folder: %s\n", strerror(errno));
-		mnt[0] = '\0';
-		return FBH_SKIP;
+	snprintf(m, PATH_MAX + 16, "%s/%s-XXXXXX", tmp && tmp[0] ? tmp : "/tmp", stem);
+	if(mkdtemp(m) == NULL){
+		m[0] = '\0';
+		return errno;
 	}
-	if(mount("tmpfs", mnt, "tmpfs", 0, "size=" TMPFS_SIZE ",mode=0700") != 0){
-		fprintf(stderr, "SKIP: this test mounts a small tmpfs, which needs root (CAP_SYS_ADMIN): "
-				"mount: %s\n", strerror(errno));
-		rmdir(mnt);
-		mnt[0] = '\0';
-		return FBH_SKIP;
+	snprintf(opts, sizeof(opts), "size=%s,mode=0700", size);
+	if(mount("tmpfs", m, "tmpfs", 0, opts) != 0){
+		e = errno;
+		rmdir(m);
+		m[0] = '\0';
+		return e;
 	}
-	snprintf(mnt2, sizeof(mnt2), "%s/fb-salvage-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if(mkdtemp(mnt2) == NULL || mount("tmpfs", mnt2, "tmpfs", 0, "size=" TMPFS2_SIZE ",mode=0700") != 0){
-		fprintf(stderr, "SKIP: cannot mount a second tmpfs: %s\n", strerror(errno));
-		if(mnt2[0]){
-			rmdir(mnt2);
+	return 0;
+}
+
+/* Mounts the tests' tmpfs file systems, here in the parent process so that they are unmounted
+ * however the forked tests end. Returns 0, or prints why and returns 77. */
+static int mount_tmpfs(void)
+{
+	const struct { char *m; const char *stem, *size; } fs[] = {
+		{ mnt, "fb-diskfull", TMPFS_SIZE },
+		{ mnt2, "fb-salvage", TMPFS2_SIZE },
+		{ mnt3, "fb-connected", TMPFS_SIZE },
+		{ mnt4, "fb-bigfile", TMPFS_SIZE },
+	};
+
+	for(size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++){
+		int e = mount_one(fs[i].m, fs[i].stem, fs[i].size);
+
+		if(e){
+			fprintf(stderr, "SKIP: this test mounts small tmpfs file systems on new folders, which "
+					"needs root (CAP_SYS_ADMIN): %s: %s\n", fs[i].stem, strerror(e));
+			unmount_tmpfs();
+			return FBH_SKIP;
 		}
-		mnt2[0] = '\0';
-		umount2(mnt, MNT_DETACH);
-		rmdir(mnt);
-		mnt[0] = '\0';
-		return FBH_SKIP;
-	}
-	snprintf(mnt3, sizeof(mnt3), "%s/fb-connected-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-	if(mkdtemp(mnt3) == NULL || mount("tmpfs", mnt3, "tmpfs", 0, "size=" TMPFS_SIZE ",mode=0700") != 0){
-		fprintf(stderr, "SKIP: cannot mount a third tmpfs: %s\n", strerror(errno));
-		if(mnt3[0]){
-			rmdir(mnt3);
-		}
-		mnt3[0] = '\0';
-		unmount_tmpfs();
-		return FBH_SKIP;
 	}
 	return 0;
 }
@@ -894,6 +973,10 @@ int main(void)
 	tc = fbh_tcase("salvage");
 	tcase_set_timeout(tc, 600);
 	tcase_add_test(tc, test_salvage_without_room_for_a_copy_reads_in_place);
+	suite_add_tcase(s, tc);
+	tc = fbh_tcase("bigfile");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_large_message_on_a_full_disk_is_refused_as_an_error);
 	suite_add_tcase(s, tc);
 	rc = fbh_run(s);
 	unmount_tmpfs();

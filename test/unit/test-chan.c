@@ -161,6 +161,7 @@ START_TEST(both_files_full_is_ebusy_until_the_reader_settles)
 		seq++;
 	}
 	ck_assert_int_eq(append(w, seq, 300), -EBUSY);
+	ck_assert(!fb_chan_write_failed(w));
 	/* 320 bytes a record (16 of header, the value padded to 8): half a file before the switch,
 	 * then all of the second one. */
 	ck_assert_uint_eq(seq - 1, (2u << 20) / 320 + 1 + (4u << 20) / 320);
@@ -222,8 +223,10 @@ START_TEST(max_size_counts_live_and_untaken_bytes)
 		ck_assert_int_eq(append(w, seq, 92), 0); /* 100 bytes with the key */
 	}
 	ck_assert_int_eq(append(w, 101, 92), -ENOSPC);
+	ck_assert(!fb_chan_write_failed(w)); /* the channel's refusal, not a file's */
 	ck_assert_int_eq(append(w, 101, 1), -ENOSPC);
 	ck_assert_int_eq(append(w, 101, 9993), -E2BIG);
+	ck_assert(!fb_chan_write_failed(w));
 	fb_chan_writer_close(w);
 	fb_chan_reader_close(r);
 
@@ -327,6 +330,36 @@ START_TEST(large_records_travel_in_their_own_files)
 	ck_assert_uint_eq(big_files(), 2);
 	fb_chan_settled(r);
 	ck_assert_uint_eq(big_files(), 0);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+/* A large record whose own file cannot be written (a folder in its place: EISDIR) fails with the
+ * write's errno, and fb_chan_write_failed() says so (the channel's own refusals do not, see
+ * max_size_counts_live_and_untaken_bytes: the broker tells a full disk from a full channel by it);
+ * nothing is staged and its seq is not used up: once the file can be written, the same record
+ * goes through with it. */
+START_TEST(a_large_record_whose_file_cannot_be_written_is_a_write_failure)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_big_every_third };
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/flowmq-big-3", dir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	ck_assert_int_eq(append(w, 1, len_big_every_third(1)), 0);
+	ck_assert_int_eq(append(w, 2, len_big_every_third(2)), 0);
+	ck_assert_int_eq(append(w, 3, len_big_every_third(3)), -EISDIR);
+	ck_assert(fb_chan_write_failed(w));
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.n, 2);
+	ck_assert_int_eq(rmdir(path), 0);
+	ck_assert_int_eq(append(w, 3, len_big_every_third(3)), 0);
+	ck_assert(!fb_chan_write_failed(w));
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.n, 3);
 	fb_chan_writer_close(w);
 	fb_chan_reader_close(r);
 }
@@ -629,6 +662,7 @@ int main(void)
 	tcase_add_test(tc, live_bytes_published_by_the_reader_make_room);
 	tcase_add_test(tc, a_reader_killed_inside_an_update_does_not_stall_the_writer);
 	tcase_add_test(tc, large_records_travel_in_their_own_files);
+	tcase_add_test(tc, a_large_record_whose_file_cannot_be_written_is_a_write_failure);
 	tcase_add_test(tc, a_record_above_a_quarter_of_a_file_travels_alone_while_the_sealed_one_waits);
 	tcase_add_test(tc, recovery_visits_the_older_file_first_then_reset_empties);
 	tcase_add_test(tc, recovery_skips_damage_and_counts_the_gap);
