@@ -1145,7 +1145,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	uint32_t eprops_len = 0, sfx_len = 0;
 	uint64_t seq, now;
 	size_t len;
-	bool hold = false;
+	bool hold = false, reduced = false;
 
 	if(rc == -EINVAL){
 		/* The rule matched but the rewritten topic is not a valid topic (empty, or longer than
@@ -1182,6 +1182,7 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 			goto full;
 		}
 		hold = rc == FB_REDUCE_HOLD;
+		reduced = rc >= 0;
 		rc = 0; /* -ENOMEM: forwarded */
 	}
 	now = fb_wall_ms();
@@ -1231,6 +1232,11 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	}
 	rc = stage(b, len, &seq, false);
 	if(rc == 0){
+		/* Only now is it the last one sent: a message turned away below leaves the filter as it
+		 * was, so that the publisher's retry of it is not suppressed as unchanged. */
+		if(reduced){
+			fb_reduce_sent(b->red);
+		}
 		if(res.rule < FB_RULECTR_SLOTS){
 			fb_rulectr_inc(&b->sh->rules.rule[res.rule].forwarded);
 		}

@@ -98,6 +98,17 @@ struct fb_reduce {
 	unsigned blocked_ms;       /* the pause after the last tick that found no room, 0: none */
 	uint64_t slice_end_us;     /* when its slice ended */
 	struct entry *held;        /* the entry of the last FB_REDUCE_HOLD */
+	/* The entry of the last FB_REDUCE_SEND or FB_REDUCE_HOLD and what its message changes there
+	 * once it is staged (fb_reduce_sent()) or held (fb_reduce_hold()): till then the entry stays
+	 * as it was, so that a message the channel turns away is not taken for sent. */
+	struct entry *offered;
+	struct {
+		bool filtered;     /* on_change or deadband: the last_* below */
+		uint64_t mono_ms;
+		double value;
+		uint64_t hash;
+		uint32_t len;
+	} pass;
 	bool retiring;             /* fb_reduce_retire(): everything is due */
 };
 
@@ -365,6 +376,9 @@ static int forget(struct fb_reduce *r, struct table *t, struct entry *e, bool wa
 	if(r->held == e){
 		r->held = NULL;
 	}
+	if(r->offered == e){
+		r->offered = NULL;
+	}
 	entry_free(e);
 	return 0;
 }
@@ -558,7 +572,8 @@ void fb_reduce_free(struct fb_reduce *r)
 	free(r);
 }
 
-/* on_change / deadband / heartbeat: does the message pass? */
+/* on_change / deadband / heartbeat: does the message pass? What it passes with goes to r->pass;
+ * E takes it only once the message is staged or held (pass()). */
 static int filter(struct fb_reduce *r, const struct fb_reduce_opts *o, struct entry *e,
 		const void *payload, uint32_t len, uint64_t mono_ms)
 {
@@ -566,6 +581,8 @@ static int filter(struct fb_reduce *r, const struct fb_reduce_opts *o, struct en
 	uint64_t h = 0;
 	double v = 0;
 
+	r->pass.filtered = false;
+	r->pass.mono_ms = mono_ms;
 	if(!o->on_change && !o->has_deadband){
 		return 1;
 	}
@@ -585,12 +602,25 @@ static int filter(struct fb_reduce *r, const struct fb_reduce_opts *o, struct en
 		fb_count(&r->ctr->suppressed, 1);
 		return 0;
 	}
-	e->has_last = true;
-	e->last_pass_ms = mono_ms;
-	e->last_value = v;
-	e->last_hash = h;
-	e->last_len = len;
+	r->pass.filtered = true;
+	r->pass.value = v;
+	r->pass.hash = h;
+	r->pass.len = len;
 	return 1;
+}
+
+/* The message offered last on E is staged or held: it is the last one that passed the filter. */
+static void pass(struct fb_reduce *r, struct entry *e)
+{
+	if(r->pass.filtered){
+		e->has_last = true;
+		e->last_pass_ms = r->pass.mono_ms;
+		e->last_value = r->pass.value;
+		e->last_hash = r->pass.hash;
+		e->last_len = r->pass.len;
+	}
+	r->offered = NULL;
+	r->held = NULL;
 }
 
 static int offer_throttle(struct fb_reduce *r, const struct fb_reduce_opts *o, struct entry *e,
@@ -601,22 +631,9 @@ static int offer_throttle(struct fb_reduce *r, const struct fb_reduce_opts *o, s
 	if(rc <= 0){
 		return FB_REDUCE_TAKEN;
 	}
+	r->offered = e;
 	if(o->min_interval_ms == 0 || !e->sent_once || mono_ms - e->last_sent_ms >= o->min_interval_ms){
-		if(e->pending){
-			/* its interval is over but the tick has not come yet: this one replaces it */
-			e->pending = false;
-			fb_count(&r->ctr->suppressed, 1);
-			if(e->linked){
-				list_del(e);
-				r->timers--;
-			}
-		}
-		e->last_sent_ms = mono_ms;
-		e->sent_once = true;
 		return FB_REDUCE_SEND;
-	}
-	if(e->pending){
-		fb_count(&r->ctr->suppressed, 1); /* the one held is replaced by this newer one */
 	}
 	r->held = e;
 	return FB_REDUCE_HOLD;
@@ -673,6 +690,7 @@ int fb_reduce_offer(struct fb_reduce *r, int rule, const char *topic, const char
 	bool fresh;
 
 	r->held = NULL;
+	r->offered = NULL;
 	if(o->window_ms){
 		return offer_aggregate(r, rule, o, topic, cloud_topic, payload, len, wall_ms);
 	}
@@ -681,6 +699,28 @@ int fb_reduce_offer(struct fb_reduce *r, int rule, const char *topic, const char
 		return -ENOMEM;
 	}
 	return offer_throttle(r, o, e, payload, len, mono_ms);
+}
+
+void fb_reduce_sent(struct fb_reduce *r)
+{
+	struct entry *e = r->offered;
+
+	if(e == NULL){
+		return;
+	}
+	pass(r, e);
+	if(e->pending){
+		/* its interval is over (or holding this one failed) and the tick has not sent it yet:
+		 * this newer one replaces it */
+		e->pending = false;
+		fb_count(&r->ctr->suppressed, 1);
+		if(e->linked){
+			list_del(e);
+			r->timers--;
+		}
+	}
+	e->last_sent_ms = r->pass.mono_ms;
+	e->sent_once = true;
 }
 
 int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len)
@@ -694,14 +734,17 @@ int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len)
 	if(len > e->rec_cap){
 		uint8_t *n = realloc(e->rec, len);
 		if(n == NULL){
-			return -ENOMEM;
+			return -ENOMEM; /* r->offered stays, for fb_reduce_sent() */
 		}
 		e->rec = n;
 		e->rec_cap = len;
 	}
+	pass(r, e);
 	memcpy(e->rec, rec, len);
 	e->rec_len = len;
-	if(!e->pending){
+	if(e->pending){
+		fb_count(&r->ctr->suppressed, 1); /* the one held is replaced by this newer one */
+	}else{
 		e->pending = true;
 		e->due_ms = e->last_sent_ms + r->cfg->e2c[e->rule].reduce.min_interval_ms;
 		timer_add(r, e);

@@ -46,7 +46,7 @@ enum fb_reduce_kind {
 
 /* fb_reduce_offer() verdicts. */
 enum fb_reduce_verdict {
-	FB_REDUCE_SEND = 0, /* forward the message now */
+	FB_REDUCE_SEND = 0, /* forward the message now; once staged, fb_reduce_sent() */
 	FB_REDUCE_HOLD,     /* encode it and give the record to fb_reduce_hold(): sent later */
 	FB_REDUCE_TAKEN,    /* suppressed, folded into a window or unparsable; counted */
 };
@@ -70,8 +70,16 @@ int fb_reduce_offer(struct fb_reduce *r, int rule, const char *topic, const char
 
 /* After FB_REDUCE_HOLD (and nothing else in between): keeps a copy of REC, the encoded message,
  * to be sent at the end of its interval in place of the one held before. Returns 0 or -ENOMEM
- * (then send it now). Broker thread. */
+ * (then send it now, as after FB_REDUCE_SEND). Broker thread. */
 int fb_reduce_hold(struct fb_reduce *r, const uint8_t *rec, size_t len);
+
+/* After FB_REDUCE_SEND (or a failed fb_reduce_hold()), once the message is staged, and nothing
+ * else in between: the message is the last one that passed on_change, deadband and heartbeat, and
+ * its send starts the next min_interval; a held message it overtakes is replaced (counted as
+ * suppressed). A message that is not staged (the channel turned it away, an error) changes
+ * nothing: the publisher's retry of it is compared with the one before, not taken for a repeat.
+ * Broker thread. */
+void fb_reduce_sent(struct fb_reduce *r);
 
 /* At most this many held messages and closed windows are sent per tick. Windows end together (at
  * the same multiple of their length for every topic of a rule): up to spool.max_tracked_topics of

@@ -2,11 +2,12 @@
  *
  * Input: records of [op][topic][clock step][length][payload]. op & 3 chooses the rule: 0 and 1 a
  * throttle rule (deadband 0.5 on field "v.t" or on_change on the payload, both with min_interval
- * 100ms and heartbeat 1s), 2 an aggregate rule (window 1s, field "v.t"), 3 a tick. The clocks move
- * by the step in ms. max_tracked_topics is 4, so the topics (one of 16) are evicted all the time.
- * Checked: nothing is lost or made up. For the throttle rules, every offer ends as sent at once,
- * sent later (held, then flushed, evicted or ticked out: each at most once), suppressed or
- * unparsable; for the aggregate rule, every parsable value is folded into exactly one published
+ * 100ms and heartbeat 1s), 2 an aggregate rule (window 1s, field "v.t"), 3 a tick; op & 4: the
+ * channel turns away a message to send or hold (neither fb_reduce_sent() nor fb_reduce_hold()).
+ * The clocks move by the step in ms. max_tracked_topics is 4, so the topics (one of 16) are
+ * evicted all the time. Checked: nothing is lost or made up. For the throttle rules, every offer
+ * ends as sent at once, turned away, sent later (held, then flushed, evicted or ticked out: each
+ * at most once), suppressed or unparsable; for the aggregate rule, every parsable value is folded into exactly one published
  * window, whose counts add up to the aggregated counter.
  */
 #include <stdint.h>
@@ -48,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fb_reduce *r = NULL;
 	const struct fb_reduce_sink sink = { sink_record, sink_window, NULL };
 	uint64_t mono = 1000, wall = 1700000000000ull, send = 0, held = 0, offers = 0, unparsable = 0;
-	uint64_t agg_offers = 0, agg_unparsable = 0;
+	uint64_t agg_offers = 0, agg_unparsable = 0, refused = 0;
 	char field[] = "v.t";
 
 	memset(&cfg, 0, sizeof(cfg));
@@ -67,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	while(size >= 4){
 		unsigned op = data[0] & 3, len = data[3];
+		bool turned_away = data[0] & 4;
 		char topic[16];
 
 		snprintf(topic, sizeof(topic), "t/%u", data[1] & 15);
@@ -90,7 +92,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			agg_offers++;
 			agg_unparsable += atomic_load(&ctr.dropped_unparsable) - unp0;
 		}
-		if(v == FB_REDUCE_SEND){
+		if((v == FB_REDUCE_SEND || v == FB_REDUCE_HOLD) && turned_away){
+			refused++;
+		}else if(v == FB_REDUCE_SEND){
+			fb_reduce_sent(r);
 			send++;
 		}else if(v == FB_REDUCE_HOLD){
 			uint8_t rec[8] = { 0 };
@@ -108,16 +113,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 	fb_reduce_flush(r);
-	/* A held message is sent later or replaced by a newer one (then counted as suppressed). */
-	if(offers != send + got.records + atomic_load(&ctr.suppressed) + unparsable
+	/* A held message is sent later or replaced by a newer one (then counted as suppressed); one
+	 * turned away is counted by the caller, not as suppressed. */
+	if(offers != send + refused + got.records + atomic_load(&ctr.suppressed) + unparsable
 			|| agg_offers != atomic_load(&ctr.aggregated) + agg_unparsable
 			|| got.window_count != atomic_load(&ctr.aggregated) || atomic_load(&ctr.windows) != got.windows
 			|| got.records > held){
-		fprintf(stderr, "offers %llu: sent %llu, later %llu (held %llu), suppressed %llu, unparsable %llu; "
-				"aggregate offers %llu: aggregated %llu, unparsable %llu, windows %llu of %llu values\n",
-				(unsigned long long)offers, (unsigned long long)send, (unsigned long long)got.records,
-				(unsigned long long)held, (unsigned long long)atomic_load(&ctr.suppressed),
-				(unsigned long long)unparsable, (unsigned long long)agg_offers,
+		fprintf(stderr, "offers %llu: sent %llu, turned away %llu, later %llu (held %llu), suppressed %llu, "
+				"unparsable %llu; aggregate offers %llu: aggregated %llu, unparsable %llu, windows %llu of "
+				"%llu values\n",
+				(unsigned long long)offers, (unsigned long long)send, (unsigned long long)refused,
+				(unsigned long long)got.records, (unsigned long long)held,
+				(unsigned long long)atomic_load(&ctr.suppressed), (unsigned long long)unparsable,
+				(unsigned long long)agg_offers,
 				(unsigned long long)atomic_load(&ctr.aggregated), (unsigned long long)agg_unparsable,
 				(unsigned long long)got.windows, (unsigned long long)got.window_count);
 		abort();

@@ -1,7 +1,8 @@
 /* Test process: sending less (README.md, "Sending less"), end to end: min_interval thins a fast
  * topic and keeps its last value, 50 topics are throttled independently, a reload sends what is
- * held, aggregate windows add up exactly and survive a SIGTERM of the broker, and the LRU bound
- * sends every evicted value. Real brokers: the cloud stand-in and an edge with the plugin. */
+ * held, an on_change value the full staging channel turned away is sent when published again,
+ * aggregate windows add up exactly and survive a SIGTERM of the broker, and the LRU bound sends
+ * every evicted value. Real brokers: the cloud stand-in and an edge with the plugin. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,108 @@ START_TEST(test_reload_sends_what_is_held)
 	ck_assert_str_eq(fbh_sub_msg(sub, 2)->topic, "edge/site-A/telemetry/a");
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/suppressed", 1, 5000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 3, 5000));
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+}
+END_TEST
+
+/* ---- a value the staging channel turns away ------------------------------------------------- */
+
+/* Publishes PAYLOAD (LEN bytes) to TOPIC with QoS 1 and returns the reason code of its PUBACK. */
+static int publish_one(struct fbh_pub *pub, const char *topic, const char *payload, int len)
+{
+	long i = fbh_pub_send(pub, topic, payload, len, 1, false, NULL);
+
+	ck_assert_int_ge(i, 0);
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	return fbh_pub_reason(pub, (size_t)i);
+}
+
+#define V_TOPIC "local/telemetry/v"
+
+/* B: "B" and 1,099 'b', larger than the fills, so that the channel that turned a fill away has no
+ * room for it either. */
+static char value_b[1100];
+
+/* on_change with spool.on_full reject: A goes; with the link process stopped, 1,000-byte messages
+ * on another topic fill the staging channel until one gets 0x87; then B gets 0x87 as well. Once the
+ * link process goes on, B is published again until the channel takes it (0x10, nobody subscribed
+ * on the edge): it reaches the cloud, as it was no repeat of A; only B published after that is
+ * suppressed. Every 0x87 is counted in edge_to_cloud/dropped/full and rules/0/dropped, none in
+ * suppressed (before the fix, the refused B was remembered as the last value: its retry was
+ * acknowledged, counted as suppressed and never sent). */
+START_TEST(test_on_change_value_turned_away_is_sent_on_retry)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	char *yaml, fill[1000];
+	size_t fills, refused, tries, v = 0;
+	int rc;
+	pid_t link;
+
+	yaml = yaml_with_spool("max_size: 64KiB\n  on_full: reject", "    on_change: true\n");
+	start_cloud_and_edge(&cloud, &edge, yaml, &sub, &sys);
+	free(yaml);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_eq(publish_one(pub, V_TOPIC, "A", 1), FBH_RC_NO_MATCHING_SUBSCRIBERS);
+	ck_assert(wait_exactly(sub, 1, 10000, 200));
+
+	link = link_pid_wait(edge.pid);
+	ck_assert_int_eq(kill(link, SIGSTOP), 0);
+	memset(fill, 'x', sizeof(fill));
+	memset(value_b, 'b', sizeof(value_b));
+	value_b[0] = 'B';
+	for(fills = 0;; fills++){
+		int len = snprintf(fill, sizeof(fill), "f%zu", fills);
+
+		fill[len] = 'x';
+		ck_assert_uint_lt(fills, 1000);
+		rc = publish_one(pub, "local/telemetry/fill", fill, (int)sizeof(fill));
+		if(rc == FBH_RC_NOT_AUTHORIZED){
+			break;
+		}
+		ck_assert_int_eq(rc, FBH_RC_NO_MATCHING_SUBSCRIBERS);
+	}
+	ck_assert_int_eq(publish_one(pub, V_TOPIC, value_b, (int)sizeof(value_b)), FBH_RC_NOT_AUTHORIZED);
+	refused = 2;
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/full", refused, 5000));
+
+	ck_assert_int_eq(kill(link, SIGCONT), 0);
+	for(tries = 0; (rc = publish_one(pub, V_TOPIC, value_b, (int)sizeof(value_b))) == FBH_RC_NOT_AUTHORIZED; tries++){
+		ck_assert_uint_lt(tries, 200);
+		refused++;
+		sleep_ms(100);
+	}
+	ck_assert_int_eq(rc, FBH_RC_NO_MATCHING_SUBSCRIBERS);
+	fprintf(stderr, "reduce: %zu messages filled the channel, B turned away %zu times\n", fills, refused - 1);
+
+	/* The cloud gets A, the fills and B, once. */
+	ck_assert(wait_exactly(sub, fills + 2, 30000, 500));
+	for(size_t i = 0; i < fills + 2; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+
+		if(strcmp(m->topic, "edge/site-A/telemetry/v") == 0){
+			ck_assert_int_eq(m->payloadlen, v ? (int)sizeof(value_b) : 1);
+			ck_assert(memcmp(m->payload, v++ ? value_b : "A", (size_t)m->payloadlen) == 0);
+		}
+	}
+	ck_assert_uint_eq(v, 2);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/suppressed", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/full", refused, 5000));
+	ck_assert(sys_wait_u64(sys, "rules/0/dropped", refused, 5000));
+	ck_assert(sys_wait_u64(sys, "rules/0/forwarded", fills + 2, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", fills + 2, 10000));
+
+	/* Now B is the last one sent: a repeat is suppressed. */
+	ck_assert_int_eq(publish_one(pub, V_TOPIC, value_b, (int)sizeof(value_b)), FBH_RC_NO_MATCHING_SUBSCRIBERS);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/suppressed", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "rules/0/forwarded", fills + 2, 5000));
+	ck_assert(wait_exactly(sub, fills + 2, 1000, 500));
+	fbh_pub_close(pub);
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
 	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
@@ -508,6 +611,7 @@ int main(void)
 	tcase_add_test(tc, test_min_interval_1000_messages_over_2500ms);
 	tcase_add_test(tc, test_min_interval_50_topics_independently);
 	tcase_add_test(tc, test_reload_sends_what_is_held);
+	tcase_add_test(tc, test_on_change_value_turned_away_is_sent_on_retry);
 	tcase_add_test(tc, test_aggregate_windows_add_up);
 	tcase_add_test(tc, test_aggregate_window_flushed_by_sigterm_arrives_after_restart);
 	tcase_add_test(tc, test_lru_bound_sends_every_evicted_value);

@@ -125,9 +125,11 @@ static void teardown(void)
 	no_room_taken = no_room_asked = 0;
 }
 
-/* Offers PAYLOAD on TOPIC (rule 0 unless the topic starts with a digit: that rule) at clock_now
- * (both clocks); a held message's record is its payload. Returns the verdict. */
-static int offer_rule(int rule, const char *topic, const char *payload)
+/* Offers PAYLOAD on TOPIC of rule RULE at clock_now (both clocks), as the capture does when the
+ * channel takes what is to be sent (STAGED) or turns it away (not STAGED: a message to send now is
+ * neither staged nor held, fb_reduce_sent() is not called); a held message's record is its
+ * payload. Returns the verdict. */
+static int offer_staged(int rule, const char *topic, const char *payload, bool staged)
 {
 	char cloud[256];
 	int v;
@@ -135,10 +137,17 @@ static int offer_rule(int rule, const char *topic, const char *payload)
 	snprintf(cloud, sizeof(cloud), "c/%s", topic);
 	v = fb_reduce_offer(red, rule, topic, cloud, payload, (uint32_t)strlen(payload), clock_now, clock_now);
 	ck_assert_int_ge(v, 0);
-	if(v == FB_REDUCE_HOLD){
+	if(v == FB_REDUCE_HOLD && staged){
 		ck_assert_int_eq(fb_reduce_hold(red, (const uint8_t *)payload, strlen(payload)), 0);
+	}else if(v == FB_REDUCE_SEND && staged){
+		fb_reduce_sent(red);
 	}
 	return v;
+}
+
+static int offer_rule(int rule, const char *topic, const char *payload)
+{
+	return offer_staged(rule, topic, payload, true);
 }
 
 static int offer(const char *topic, const char *payload)
@@ -324,16 +333,18 @@ END_TEST
 struct step {
 	uint64_t at;
 	const char *payload;
-	int verdict;
+	int verdict;  /* | REFUSED: the channel turns the message away (neither staged nor held) */
 };
+
+#define REFUSED 0x100
 
 static void run_steps(const struct step *s, size_t n)
 {
 	for(size_t i = 0; i < n; i++){
 		clock_now = s[i].at;
-		int v = offer("t/a", s[i].payload);
-		ck_assert_msg(v == s[i].verdict, "step %zu ('%s' at %llu): verdict %d, expected %d", i, s[i].payload,
-				(unsigned long long)s[i].at, v, s[i].verdict);
+		int v = offer_staged(0, "t/a", s[i].payload, !(s[i].verdict & REFUSED));
+		ck_assert_msg(v == (s[i].verdict & ~REFUSED), "step %zu ('%s' at %llu): verdict %d, expected %d", i,
+				s[i].payload, (unsigned long long)s[i].at, v, s[i].verdict & ~REFUSED);
 	}
 }
 
@@ -445,6 +456,100 @@ START_TEST(test_deadband_then_min_interval)
 	ck_assert_uint_eq(sent.count, 1);
 	ck_assert_str_eq(sent.what[0], "R:3");
 	ck_assert_uint_eq(C(suppressed), 2); /* 2.1 within the deadband, 2 replaced by 3 */
+}
+END_TEST
+
+/* ---- a message the channel turns away -------------------------------------------------------- */
+
+/* on_change: b is turned away (the publisher sees 0x87, or drop_new drops it): its retry is
+ * compared with a, the last one sent, and sent; only the repeat after that is suppressed. */
+START_TEST(test_on_change_refused_is_not_the_last)
+{
+	static const struct step steps[] = {
+		{ 1, "a", SEND }, { 2, "b", SEND | REFUSED }, { 3, "b", SEND }, { 4, "b", TAKEN }, { 5, "a", SEND },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    on_change: true\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 1);
+	ck_assert_uint_eq(C(dropped_unparsable), 0);
+}
+END_TEST
+
+/* deadband 0.5: after 21 is turned away, 20.75 is 0.75 from 20, the last one sent (0.25 from 21). */
+START_TEST(test_deadband_refused_is_not_the_last)
+{
+	static const struct step steps[] = {
+		{ 1, "20", SEND }, { 2, "21", SEND | REFUSED }, { 3, "20.75", SEND }, { 4, "21", TAKEN },
+		{ 5, "21", TAKEN },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    deadband: 0.5\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 2);
+}
+END_TEST
+
+/* heartbeat 1s: the heartbeat turned away at 11000 is still due at 11001; the one sent then
+ * starts the next second. */
+START_TEST(test_heartbeat_refused_is_still_due)
+{
+	static const struct step steps[] = {
+		{ 10000, "x", SEND }, { 11000, "x", SEND | REFUSED }, { 11001, "x", SEND }, { 11002, "x", TAKEN },
+		{ 12000, "x", TAKEN }, { 12001, "x", SEND },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    on_change: true\n    heartbeat: 1s\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 2);
+}
+END_TEST
+
+/* min_interval 1s: a message turned away does not start an interval: the next one goes at once
+ * (not held for a second after one that never went). */
+START_TEST(test_min_interval_refused_starts_no_interval)
+{
+	static const struct step steps[] = {
+		{ 1000, "a", SEND | REFUSED }, { 1001, "a", SEND }, { 1500, "b", FB_REDUCE_HOLD },
+		{ 2001, "c", SEND | REFUSED }, { 2002, "c", SEND },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    min_interval: 1s\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	/* b was held and replaced by c, staged before the tick came */
+	ck_assert_uint_eq(C(suppressed), 1);
+	for(clock_now = 2002; clock_now < 3100; clock_now += 10){
+		tick();
+	}
+	ck_assert_uint_eq(sent.count, 0);
+}
+END_TEST
+
+/* min_interval 1s with on_change: b is held; c, at the end of b's interval before the tick, would
+ * replace it but is turned away: b stays held and goes with the tick, nothing is suppressed, and
+ * c's retry is held for the interval after b. */
+START_TEST(test_refused_keeps_the_held_one)
+{
+	static const struct step steps[] = {
+		{ 1000, "a", SEND }, { 1100, "b", FB_REDUCE_HOLD }, { 2000, "c", SEND | REFUSED },
+	};
+
+	start("", "  - local: t/#\n    cloud: c/#\n    on_change: true\n    min_interval: 1s\n");
+	run_steps(steps, sizeof(steps) / sizeof(steps[0]));
+	ck_assert_uint_eq(C(suppressed), 0);
+	clock_now = 2020;
+	tick();
+	ck_assert_uint_eq(sent.count, 1);
+	ck_assert_str_eq(sent.what[0], "R:b");
+	clock_now = 2030;
+	ck_assert_int_eq(offer("t/a", "c"), FB_REDUCE_HOLD);
+	for(clock_now = 2030; clock_now < 3100; clock_now += 10){
+		tick();
+	}
+	ck_assert_uint_eq(sent.count, 2);
+	ck_assert_str_eq(sent.what[1], "R:c");
+	ck_assert_uint_ge(sent.at[1], 3020);
+	ck_assert_uint_eq(C(suppressed), 0);
 }
 END_TEST
 
@@ -915,6 +1020,11 @@ static Suite *reduce_suite(void)
 	tcase_add_test(tc, test_on_change_json_field);
 	tcase_add_test(tc, test_heartbeat_boundaries);
 	tcase_add_test(tc, test_deadband_then_min_interval);
+	tcase_add_test(tc, test_on_change_refused_is_not_the_last);
+	tcase_add_test(tc, test_deadband_refused_is_not_the_last);
+	tcase_add_test(tc, test_heartbeat_refused_is_still_due);
+	tcase_add_test(tc, test_min_interval_refused_starts_no_interval);
+	tcase_add_test(tc, test_refused_keeps_the_held_one);
 	tcase_add_test(tc, test_aggregate_two_windows);
 	tcase_add_test(tc, test_aggregate_emit_field_and_late_tick);
 	tcase_add_test(tc, test_lru_bound_throttle);
