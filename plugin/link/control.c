@@ -41,6 +41,7 @@ struct fb_control {
 	uint64_t cursor;       /* the newest dead seq read */
 	uint64_t done;         /* requeued (staged and deleted) or purged */
 	uint64_t kept;         /* too large for the staging channel: left dead letters */
+	uint64_t skipped;      /* in the ring already, of no request (adopt(), finish()) */
 	bool done_unknown;     /* DONE is not known (a request an earlier link process claimed) */
 	uint64_t progress_ms;  /* when something last moved */
 	struct put puts[REQUEUE_WINDOW];
@@ -86,12 +87,20 @@ uint8_t *fb_control_requeued(const uint8_t *val, size_t len, size_t *out_len)
 	return buf;
 }
 
+/* The dead letters of the request not done yet. */
+static uint64_t left(const struct fb_control *c)
+{
+	uint64_t off = c->done + c->kept + c->skipped;
+
+	return c->bound > off ? c->bound - off : 0;
+}
+
 static void reply(struct fb_control *c, bool ok, const char *error)
 {
 	struct fb_reply rp = { .ok = ok, .done = c->done, .done_unknown = c->done_unknown };
 	int rc;
 
-	rp.left = c->bound > c->done + c->kept ? c->bound - c->done - c->kept : 0;
+	rp.left = left(c);
 	snprintf(rp.error, sizeof(rp.error), "%s", error ? error : "");
 	rc = fb_reply_post(c->d.spool_path, &c->rq, &rp);
 	if(rc < 0){
@@ -189,6 +198,11 @@ static int requeue_release(struct fb_control *c)
 		k++;
 	}
 	if(k == 0){
+		if(c->n == 0 && atomic_load_explicit(&c->d.ring->released, memory_order_relaxed) < head){
+			/* Nothing of ours left in the ring (entries passed over, their dead letters gone):
+			 * nothing to keep. */
+			atomic_store_explicit(&c->d.ring->released, head, memory_order_relaxed);
+		}
 		return 0;
 	}
 	rc = fb_spool_sync(c->d.spool);
@@ -198,8 +212,9 @@ static int requeue_release(struct fb_control *c)
 	if(rc < 0){
 		return rc;
 	}
-	/* What the ring keeps for the next link process (adopt()) starts after them. */
-	atomic_store_explicit(&c->d.ring->released, end, memory_order_relaxed);
+	/* What the ring keeps for the next link process (adopt()) starts after them: at the head when
+	 * nothing of ours is left in it. */
+	atomic_store_explicit(&c->d.ring->released, k == c->n ? head : end, memory_order_relaxed);
 	c->first = (c->first + k) % REQUEUE_WINDOW;
 	c->n -= k;
 	c->done += own;
@@ -217,6 +232,17 @@ static int requeue_visit(void *ud, uint64_t seq, const void *val, size_t len)
 
 	if(live && (max == 0 || live < max)){
 		max = live;
+	}
+	for(size_t k = 0; k < c->n; k++){
+		const struct put *p = &c->puts[(c->first + k) % REQUEUE_WINDOW];
+
+		if(p->seq == seq && !p->own){
+			/* in the ring already (an earlier link process put it there): deleted once staged */
+			c->skipped++;
+			c->cursor = seq;
+			c->found++;
+			return 0;
+		}
 	}
 	rec = fb_control_requeued(val, len, &rlen);
 	if(rec == NULL){
@@ -367,11 +393,11 @@ static void requeue_turn(struct fb_control *c)
 		if(c->repair_err){
 			snprintf(why, sizeof(why), "%" PRIu64 " dead letters wait: the file of dead letter %" PRIu64
 					" is gone from the spool folder and cannot be written again (%s); they are queued "
-					"once it can", c->bound - c->done - c->kept, c->repair_seq, strerror(-c->repair_err));
+					"once it can", left(c), c->repair_seq, strerror(-c->repair_err));
 		}else{
 			snprintf(why, sizeof(why), "%" PRIu64 " dead letters wait for room in the staging channel "
 					"(spool.max_size reached, or the link process is behind); they are queued as room comes",
-					c->bound - c->done - c->kept);
+					left(c));
 		}
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: requeue-dead by pid %ld: %" PRIu64 " queued, %s",
 				c->d.spool_path, (long)c->rq.pid, c->done, why);
@@ -454,22 +480,24 @@ int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out)
 	c->d = *deps;
 	c->ring_head = atomic_load_explicit(&c->d.ring->head, memory_order_acquire);
 	c->ring_ms = fb_mono_ms();
+	adopt(c);
 	if(fb_request_abandoned(c->d.spool_path, &c->rq) == 1){
 		struct fb_spool_stats st;
 
-		/* What the previous one did is not known here; what is left is. */
+		/* What the previous one did is not known here; what is left is (after adopt(): those
+		 * in the ring already are on their way). */
 		fb_spool_stats(c->d.spool, &st);
 		c->bound = st.dead;
+		c->skipped = c->n;
 		c->done_unknown = true;
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the %s request of pid %ld was interrupted by the end "
 				"of the previous link process (%" PRIu64 " dead letters left)", c->d.spool_path,
-				fb_request_op_name(c->rq.op), (long)c->rq.pid, c->bound);
+				fb_request_op_name(c->rq.op), (long)c->rq.pid, left(c));
 		reply(c, false, "interrupted: the link process ended during the request; what was done stays "
 				"done, run it again for the rest");
 		c->done_unknown = false;
-		c->bound = 0;
+		c->bound = c->skipped = 0;
 	}
-	adopt(c);
 	*out = c;
 	return 0;
 }
@@ -498,15 +526,11 @@ bool fb_control_turn(struct fb_control *c)
 		fb_spool_stats(c->d.spool, &st);
 		c->active = true;
 		c->replied = false;
+		/* A requeue-dead passes over the dead letters in the ring already (of no request:
+		 * requeue_visit()); a purge-dead removes them too. */
 		c->bound = st.dead;
 		c->cursor = 0;
-		if(c->rq.op == FB_REQUEST_REQUEUE_DEAD && c->n){
-			/* The dead letters in the ring already (of no request: at the front of "dead") are
-			 * on their way: the request is for those after them. BOUND counts them too; the
-			 * read that finds no more sets it right (requeue_turn()). */
-			c->cursor = c->puts[(c->first + c->n - 1) % REQUEUE_WINDOW].seq;
-		}
-		c->found = c->done = c->kept = 0;
+		c->found = c->done = c->kept = c->skipped = 0;
 		c->progress_ms = fb_mono_ms();
 		fb_log(c->d.lg, MOSQ_LOG_NOTICE, "spool %s: %s requested by pid %ld (%" PRIu64 " dead letters)",
 				c->d.spool_path, fb_request_op_name(c->rq.op), (long)c->rq.pid, c->bound);

@@ -89,6 +89,10 @@
 
 /* Meta key of the newest seq settled from the staging channel (8 bytes big endian). */
 #define SETTLED_KEY "stage/settled"
+/* The seq the next dead letter takes, written with each: "dead" never numbers a dead letter again
+ * with the seq of one deleted above an older live one (the requeue ring of a running channel
+ * names dead letters by seq: control.c). */
+#define DEAD_NEXT_KEY "next/dead"
 
 /* Bytes copy_tree() reads and writes at a time. */
 #define COPY_BUF (1u << 16)
@@ -1776,6 +1780,8 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 				strlen(floor_keys[qi]));
 		if(qi == FB_Q_OUT){
 			rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], SETTLED_KEY, strlen(SETTLED_KEY));
+		}else if(qi == FB_Q_DEAD){
+			rocksdb_writebatch_delete_cf(s->wb, s->cfh[CF_META], DEAD_NEXT_KEY, strlen(DEAD_NEXT_KEY));
 		}
 		rc = load_write(s, why);
 		if(rc){
@@ -1789,6 +1795,16 @@ static int scan_queue(struct fb_spool *s, enum fb_queue qi, char **why)
 	}
 	if(rc == 0 && qi == FB_Q_IN && q->next_seq < s->in_next){
 		q->next_seq = s->in_next;
+	}
+	if(rc == 0 && qi == FB_Q_DEAD && (q->count > 0 || s->chan_running)){
+		uint64_t next = 0;
+
+		/* Above the last live one is not enough: a dead letter deleted above an older live one
+		 * (requeued while a larger one stays) keeps its seq. */
+		rc = meta_seq(s, DEAD_NEXT_KEY, &next, NULL, why);
+		if(rc == 0 && next > q->next_seq){
+			q->next_seq = next;
+		}
 	}
 	/* While a salvage is under way, no record takes a seq it may have queued: starting again, it
 	 * deletes those (salvage_resume()), and a queue found empty would start again at 1 below them
@@ -4228,6 +4244,13 @@ static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, 
 	}
 	key_encode(key, q->next_seq);
 	rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
+	if(qi == FB_Q_DEAD){
+		uint8_t next[KEY_LEN];
+
+		key_encode(next, q->next_seq + 1);
+		rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], DEAD_NEXT_KEY, strlen(DEAD_NEXT_KEY),
+				(const char *)next, sizeof(next));
+	}
 	rc = batch_write(s, "append to", qi);
 	if(rc){
 		return rc;

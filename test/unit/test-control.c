@@ -475,6 +475,135 @@ START_TEST(test_a_file_that_cannot_be_written_again_is_logged_once_and_answered)
 }
 END_TEST
 
+/* A dead letter too large to requeue stays (1); 2..5 are staged and deleted, and the link process
+ * ends before it marks them done in the ring (RELEASED stays behind them). The next link process
+ * passes over those entries, and new dead letters take new seqs (6..9), so the one after that
+ * deletes nothing it finds behind the head: 5 dead letters stay. Before, "dead" numbered the new
+ * ones 2..5 again (above its last live one), and they were deleted as if staged: 1 of 5 left. */
+START_TEST(test_dead_letters_never_take_the_seqs_of_requeued_ones)
+{
+	struct fb_spool_opts o = { .path = spool_path, .on_full = FB_ON_FULL_DROP_OLDEST,
+		.sync = FB_SYNC_INTERVAL, .lg = &lg };
+	struct fb_control *a, *b, *c;
+	struct fb_request rq;
+	struct fb_spool_stats st;
+	struct fb_spool_del dels[4];
+	uint64_t released;
+
+	atomic_store(&max_live, 600);
+	ck_assert_uint_eq(add_dead(1, 1000), 1); /* too large for the channel: kept */
+	for(unsigned i = 2; i <= 5; i++){
+		ck_assert_uint_eq(add_dead(i, 20), i);
+	}
+	a = control_open();
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(a)); /* 1 kept, 2..5 in the ring */
+	for(unsigned i = 2; i <= 5; i++){
+		take(i, i, 20); /* staged by the broker */
+	}
+	/* A's requeue_release(): the deletes, then (killed) no store of RELEASED */
+	for(unsigned i = 0; i < 4; i++){
+		dels[i] = (struct fb_spool_del){ i + 2, 20 };
+	}
+	ck_assert_int_eq(fb_spool_delete_many(sp, FB_Q_DEAD, dels, 4), 0);
+	released = atomic_load(&ring->released);
+	fb_control_close(a);
+	atomic_store(&ring->released, released);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &(struct fb_reply){ 0 }), 0);
+
+	fb_spool_close(sp);
+	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
+	b = control_open();
+	for(unsigned i = 6; i <= 9; i++){
+		ck_assert_uint_eq(add_dead(i, 20), i);
+	}
+	fb_control_close(b);
+
+	fb_spool_close(sp);
+	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
+	c = control_open();
+	fb_spool_stats(sp, &st);
+	ck_assert_msg(st.dead == 5, "dead letters never staged were deleted: %llu left of 5\n%s",
+			(unsigned long long)st.dead, logtext);
+	fb_control_close(c);
+	atomic_store(&max_live, 0);
+}
+END_TEST
+
+/* Two 3 MiB dead letters in the ring (no room to stage them), taken over by a restarted link
+ * process, purged, and the link process restarted again before the broker staged them: the next
+ * one finds them gone and passes over them, and the ring keeps nothing for them, so a third 3 MiB
+ * dead letter is put into the ring. Before, RELEASED stayed behind them for good and took their
+ * room: the third was never put, and requeue-dead waited until the broker restarted. */
+START_TEST(test_entries_passed_over_keep_no_room_in_the_ring)
+{
+	const size_t L = 3u << 20;
+	struct fb_control *c;
+	struct fb_request rq;
+	uint64_t tail0;
+
+	ck_assert_uint_eq(add_dead(1, L), 1);
+	ck_assert_uint_eq(add_dead(2, L), 2);
+	c = control_open();
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c)); /* both in the ring, the channel has no room */
+	fb_control_close(c);           /* a restart (reload of cloud settings) */
+	c = control_open();            /* adopts 1 and 2 */
+	purge_all(c, 2);
+	fb_control_close(c);           /* another restart before the broker staged them */
+	take(1, 1, L);
+	take(2, 2, L);                 /* room again: staged */
+	c = control_open();            /* 1, 2 gone from "dead": skipped, RELEASED stays at 0 */
+	ck_assert_uint_eq(add_dead(3, L), 3);
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	tail0 = atomic_load(&ring->tail);
+	for(int i = 0; i < 50; i++){
+		fb_control_turn(c);
+	}
+	ck_assert_msg(atomic_load(&ring->tail) != tail0, "dead letter 3 never put: released %llu head %llu tail %llu",
+			(unsigned long long)atomic_load(&ring->released), (unsigned long long)atomic_load(&ring->head),
+			(unsigned long long)atomic_load(&ring->tail));
+	fb_control_close(c);
+}
+END_TEST
+
+/* Dead letters 2 and 3 in the ring, taken over by a restarted link process; 1 is too large to
+ * requeue. A requeue-dead then passes over 2 and 3 and counts 1 as kept: the answer says so and
+ * leaves nothing else; 2 and 3 are deleted once staged. Before, the request started after 3: 1
+ * was neither read nor counted, and the answer said ok, none left. */
+START_TEST(test_a_request_passes_over_what_the_ring_holds_and_counts_the_rest)
+{
+	struct fb_control *c;
+	struct fb_request rq;
+	struct fb_reply rp;
+	struct fb_spool_stats st;
+
+	atomic_store(&max_live, 600);
+	ck_assert_uint_eq(add_dead(1, 1000), 1);
+	ck_assert_uint_eq(add_dead(2, 20), 2);
+	ck_assert_uint_eq(add_dead(3, 20), 3);
+	c = control_open();
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c));
+	fb_control_close(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	c = control_open();
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(c));
+	take(2, 2, 20);
+	take(3, 3, 20);
+	turn_until_idle(c);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	fb_spool_stats(sp, &st);
+	ck_assert_msg(!rp.ok && rp.done == 0 && rp.left == 0, "answer ok=%d done=%llu left=%llu error='%s'",
+			rp.ok, (unsigned long long)rp.done, (unsigned long long)rp.left, rp.error);
+	ck_assert_str_eq(rp.error, "1 dead letter larger than the staging channel takes (spool.max_size) stays");
+	ck_assert_uint_eq(st.dead, 1);
+	fb_control_close(c);
+	atomic_store(&max_live, 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("control");
@@ -488,6 +617,9 @@ int main(void)
 	tcase_add_test(tc, test_an_entry_whose_dead_letter_was_purged_after_a_restart_is_withdrawn);
 	tcase_add_test(tc, test_a_request_of_a_link_process_that_ended_is_answered_with_what_is_left);
 	tcase_add_test(tc, test_dead_letters_a_link_process_left_in_the_ring_are_staged_once);
+	tcase_add_test(tc, test_dead_letters_never_take_the_seqs_of_requeued_ones);
+	tcase_add_test(tc, test_entries_passed_over_keep_no_room_in_the_ring);
+	tcase_add_test(tc, test_a_request_passes_over_what_the_ring_holds_and_counts_the_rest);
 	tcase_add_test(tc, test_dead_letters_after_a_purge_on_a_running_channel_take_new_seqs);
 	tcase_add_test(tc, test_a_file_that_cannot_be_written_again_is_logged_once_and_answered);
 	suite_add_tcase(s, tc);
