@@ -879,7 +879,9 @@ void fb_will_tick(struct fb_will *w, uint64_t now)
 			fail(w, "no PINGRESP");
 			return;
 		}
-		if(!w->ping_ms && now - w->last_out_ms >= KEEPALIVE_S * 500u && send_short(w, 0xc0) == 0){
+		/* (a write of this tick may be stamped after NOW) */
+		if(!w->ping_ms && now > w->last_out_ms && now - w->last_out_ms >= KEEPALIVE_S * 500u
+				&& send_short(w, 0xc0) == 0){
 			w->ping_ms = now;
 		}
 	}
