@@ -796,6 +796,7 @@ bool fb_reduce_tick(struct fb_reduce *r)
 
 	if(r->timers == 0 && r->open_windows == 0){
 		r->behind = false;
+		r->blocked_ms = 0;
 		return false;
 	}
 	now = fb_mono_ms();
