@@ -29,6 +29,7 @@ struct put {
 	size_t len;     /* its value's, for the spool's accounting */
 	uint64_t end;   /* the ring's tail after it: staged once the head is there */
 	bool own;       /* put for the request in progress (counted in its DONE) */
+	bool seen;      /* of no request, passed over by the request in progress (counted too) */
 };
 
 struct fb_control {
@@ -41,7 +42,8 @@ struct fb_control {
 	uint64_t cursor;       /* the newest dead seq read */
 	uint64_t done;         /* requeued (staged and deleted) or purged */
 	uint64_t kept;         /* too large for the staging channel: left dead letters */
-	uint64_t skipped;      /* in the ring already, of no request (adopt(), finish()) */
+	uint64_t skipped;      /* in the ring already, of no request (adopt(), finish()), not deleted yet */
+	bool unread;           /* adopt() could not read "dead": the ring keeps all from RELEASED on */
 	bool done_unknown;     /* DONE is not known (a request an earlier link process claimed) */
 	uint64_t progress_ms;  /* when something last moved */
 	struct put puts[REQUEUE_WINDOW];
@@ -136,7 +138,9 @@ static void finish(struct fb_control *c, int rc)
 	 * without a request, and a later request leaves them out. */
 	for(size_t k = 0; k < c->n; k++){
 		c->puts[(c->first + k) % REQUEUE_WINDOW].own = false;
+		c->puts[(c->first + k) % REQUEUE_WINDOW].seen = false;
 	}
+	c->skipped = 0;
 	c->active = false;
 }
 
@@ -193,12 +197,13 @@ static int requeue_release(struct fb_control *c)
 		const struct put *p = &c->puts[(c->first + k) % REQUEUE_WINDOW];
 
 		c->dels[k] = (struct fb_spool_del){ p->seq, p->len };
-		own += p->own;
+		own += p->own || p->seen;
+		c->skipped -= p->seen;
 		end = p->end;
 		k++;
 	}
 	if(k == 0){
-		if(c->n == 0 && atomic_load_explicit(&c->d.ring->released, memory_order_relaxed) < head){
+		if(c->n == 0 && !c->unread && atomic_load_explicit(&c->d.ring->released, memory_order_relaxed) < head){
 			/* Nothing of ours left in the ring (entries passed over, their dead letters gone):
 			 * nothing to keep. */
 			atomic_store_explicit(&c->d.ring->released, head, memory_order_relaxed);
@@ -214,7 +219,7 @@ static int requeue_release(struct fb_control *c)
 	}
 	/* What the ring keeps for the next link process (adopt()) starts after them: at the head when
 	 * nothing of ours is left in it. */
-	atomic_store_explicit(&c->d.ring->released, k == c->n ? head : end, memory_order_relaxed);
+	atomic_store_explicit(&c->d.ring->released, k == c->n && !c->unread ? head : end, memory_order_relaxed);
 	c->first = (c->first + k) % REQUEUE_WINDOW;
 	c->n -= k;
 	c->done += own;
@@ -234,9 +239,10 @@ static int requeue_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		max = live;
 	}
 	for(size_t k = 0; k < c->n; k++){
-		const struct put *p = &c->puts[(c->first + k) % REQUEUE_WINDOW];
+		struct put *p = &c->puts[(c->first + k) % REQUEUE_WINDOW];
 
-		if(p->seq == seq && !p->own){
+		if(p->seq == seq && !p->own && !p->seen){
+			p->seen = true;
 			/* in the ring already (an earlier link process put it there): deleted once staged */
 			c->skipped++;
 			c->cursor = seq;
@@ -260,7 +266,7 @@ static int requeue_visit(void *ud, uint64_t seq, const void *val, size_t len)
 			return 1; /* no room in the ring now: this one again at the next turn */
 		}
 		c->puts[(c->first + c->n) % REQUEUE_WINDOW] = (struct put){ seq, len,
-			atomic_load_explicit(&c->d.ring->tail, memory_order_relaxed), true };
+			atomic_load_explicit(&c->d.ring->tail, memory_order_relaxed), true, false };
 		c->n++;
 	}
 	free(rec);
@@ -429,6 +435,7 @@ static int adopt_visit(void *ud, uint64_t seq, uint64_t end)
 {
 	struct adopt *a = ud;
 	struct fb_control *c = a->c;
+	int rc;
 
 	if(c->n == REQUEUE_WINDOW){
 		a->left++;
@@ -436,8 +443,15 @@ static int adopt_visit(void *ud, uint64_t seq, uint64_t end)
 	}
 	a->seq = seq;
 	a->found = false;
-	if(fb_spool_read(c->d.spool, FB_Q_DEAD, seq - 1, 1, adopt_len, a) == 1 && a->found){
-		c->puts[(c->first + c->n) % REQUEUE_WINDOW] = (struct put){ seq, a->len, end, false };
+	rc = fb_spool_read(c->d.spool, FB_Q_DEAD, seq - 1, 1, adopt_len, a);
+	if(rc < 0){
+		/* Not known whether it is still a dead letter: the ring keeps this one and those behind
+		 * it for the next link process (a later requeue-dead may send them again). */
+		c->unread = true;
+		return 1;
+	}
+	if(rc == 1 && a->found){
+		c->puts[(c->first + c->n) % REQUEUE_WINDOW] = (struct put){ seq, a->len, end, false, false };
 		c->n++;
 	}
 	return 0;
@@ -488,7 +502,7 @@ int fb_control_open(const struct fb_control_deps *deps, struct fb_control **out)
 		 * in the ring already are on their way). */
 		fb_spool_stats(c->d.spool, &st);
 		c->bound = st.dead;
-		c->skipped = c->n;
+		c->skipped = c->rq.op == FB_REQUEST_REQUEUE_DEAD ? c->n : 0; /* a purge takes them too */
 		c->done_unknown = true;
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the %s request of pid %ld was interrupted by the end "
 				"of the previous link process (%" PRIu64 " dead letters left)", c->d.spool_path,

@@ -431,6 +431,25 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 		.c2e_ud = &m,
 		.broker_pid = a->broker,
 	};
+	{
+		/* Before the worker: the requeue ring's take-over (control.c) comes before any dead letter
+		 * this process adds. */
+		struct fb_control_deps cd = {
+			.spool_path = m.cfg->spool.path,
+			.spool = m.spool,
+			.ring = &sh->requeue,
+			.max_size = m.cfg->spool.max_size,
+			.max_live = &sh->chan.max_live,
+			.wake = wake_broker,
+			.wake_ud = &m,
+			.lg = &m.lg,
+		};
+
+		if(fb_control_open(&cd, &m.ctl) < 0){
+			fb_log(&m.lg, MOSQ_LOG_WARNING, "out of memory: requeue-dead and purge-dead on this running "
+					"bridge are refused");
+		}
+	}
 	rc = fb_session_start(&ld, &m.link);
 	if(rc < 0){
 		fb_log(&m.lg, MOSQ_LOG_ERR, "cannot start the worker thread: %s", strerror(-rc));
@@ -467,23 +486,6 @@ static void __attribute__((noreturn)) run(const struct fb_main_args *a)
 			.lg = &m.lg,
 		};
 		(void)fb_prom_start(&po, &m.prom); /* logs why not; the bridge runs on without it */
-	}
-	{
-		struct fb_control_deps cd = {
-			.spool_path = m.cfg->spool.path,
-			.spool = m.spool,
-			.ring = &sh->requeue,
-			.max_size = m.cfg->spool.max_size,
-			.max_live = &sh->chan.max_live,
-			.wake = wake_broker,
-			.wake_ud = &m,
-			.lg = &m.lg,
-		};
-
-		if(fb_control_open(&cd, &m.ctl) < 0){
-			fb_log(&m.lg, MOSQ_LOG_WARNING, "out of memory: requeue-dead and purge-dead on this running "
-					"bridge are refused");
-		}
 	}
 	{
 		uint64_t due = fb_mono_ms() + SNAPSHOT_MS, now;

@@ -500,6 +500,17 @@ static void queue_remember(struct spool_queue *q, uint64_t seq, uint64_t bytes)
 	q->bytes += bytes;
 }
 
+/* Adds to S->wb the seq after the dead letter that takes "dead"'s next_seq (DEAD_NEXT_KEY): in
+ * the batch of every put into "dead". */
+static void dead_next_stage(struct fb_spool *s)
+{
+	uint8_t next[KEY_LEN];
+
+	key_encode(next, s->q[FB_Q_DEAD].next_seq + 1);
+	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], DEAD_NEXT_KEY, strlen(DEAD_NEXT_KEY),
+			(const char *)next, sizeof(next));
+}
+
 /* Records below the floor wait for their range tombstone until FLOOR_RANGE_STEP of them, or a
  * memtable's worth of bytes (large records on a small budget), are there. */
 static bool range_due(const struct fb_spool *s, const struct spool_queue *q, uint64_t nf)
@@ -2091,6 +2102,9 @@ static int salvage_put(struct salvage *v, enum fb_queue qi, const void *val, siz
 	}
 	key_encode(key, q->next_seq);
 	rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
+	if(qi == FB_Q_DEAD){
+		dead_next_stage(s);
+	}
 	queue_remember(q, q->next_seq++, KEY_LEN + (uint64_t)len);
 	v->put[qi]++;
 	if(rocksdb_writebatch_count(s->wb) >= 1000){
@@ -4245,11 +4259,7 @@ static int direct_append(struct fb_spool *s, enum fb_queue qi, const void *val, 
 	key_encode(key, q->next_seq);
 	rocksdb_writebatch_put_cf(s->wb, q->cf, (const char *)key, sizeof(key), val, len);
 	if(qi == FB_Q_DEAD){
-		uint8_t next[KEY_LEN];
-
-		key_encode(next, q->next_seq + 1);
-		rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], DEAD_NEXT_KEY, strlen(DEAD_NEXT_KEY),
-				(const char *)next, sizeof(next));
+		dead_next_stage(s);
 	}
 	rc = batch_write(s, "append to", qi);
 	if(rc){
@@ -4821,6 +4831,7 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 	}
 	key_encode(dkey, dead->next_seq);
 	rocksdb_writebatch_put_cf(s->wb, dead->cf, (const char *)dkey, sizeof(dkey), val, len);
+	dead_next_stage(s);
 	rocksdb_writebatch_delete_cf(s->wb, out->cf, (const char *)okey, sizeof(okey));
 	rc = batch_write(s, "moving a record to dead letters from", FB_Q_OUT);
 	if(rc){

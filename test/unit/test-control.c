@@ -294,7 +294,7 @@ START_TEST(test_dead_letters_a_link_process_left_in_the_ring_are_staged_once)
 	turn_until_idle(c);
 	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
 	ck_assert(rp.ok);
-	ck_assert_uint_eq(rp.done, 1);
+	ck_assert_uint_eq(rp.done, 3); /* 5, and 3 and 4 which it passed over, deleted once staged */
 	ck_assert_uint_eq(rp.left, 0);
 	fb_spool_stats(sp, &st);
 	ck_assert_uint_eq(st.dead, 0);
@@ -568,8 +568,8 @@ START_TEST(test_entries_passed_over_keep_no_room_in_the_ring)
 END_TEST
 
 /* Dead letters 2 and 3 in the ring, taken over by a restarted link process; 1 is too large to
- * requeue. A requeue-dead then passes over 2 and 3 and counts 1 as kept: the answer says so and
- * leaves nothing else; 2 and 3 are deleted once staged. Before, the request started after 3: 1
+ * requeue. A requeue-dead then passes over 2 and 3 (deleted once staged, and counted done) and
+ * counts 1 as kept: the answer says so and leaves nothing else. Before, the request started after 3: 1
  * was neither read nor counted, and the answer said ok, none left. */
 START_TEST(test_a_request_passes_over_what_the_ring_holds_and_counts_the_rest)
 {
@@ -595,12 +595,129 @@ START_TEST(test_a_request_passes_over_what_the_ring_holds_and_counts_the_rest)
 	turn_until_idle(c);
 	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
 	fb_spool_stats(sp, &st);
-	ck_assert_msg(!rp.ok && rp.done == 0 && rp.left == 0, "answer ok=%d done=%llu left=%llu error='%s'",
+	ck_assert_msg(!rp.ok && rp.done == 2 && rp.left == 0, "answer ok=%d done=%llu left=%llu error='%s'",
 			rp.ok, (unsigned long long)rp.done, (unsigned long long)rp.left, rp.error);
 	ck_assert_str_eq(rp.error, "1 dead letter larger than the staging channel takes (spool.max_size) stays");
 	ck_assert_uint_eq(st.dead, 1);
 	fb_control_close(c);
 	atomic_store(&max_live, 0);
+}
+END_TEST
+
+/* Moves a new record I of LEN bytes from "out" to "dead" (fb_spool_move_dead(): an unreadable
+ * record or properties, or the fallback when the append to "dead" fails). Returns its seq in "dead"
+ * when "dead" has no gaps. */
+static uint64_t add_moved_dead(unsigned i, size_t len)
+{
+	uint8_t *v = value(i, len);
+	uint64_t oseq;
+	struct fb_spool_stats before, after;
+
+	fb_spool_stats(sp, &before);
+	ck_assert_int_eq(fb_spool_append(sp, FB_Q_OUT, v, len, &oseq, NULL), 0);
+	ck_assert_int_eq(fb_spool_move_dead(sp, oseq, v, len), 0);
+	fb_spool_stats(sp, &after);
+	ck_assert_uint_eq(after.dead, before.dead + 1);
+	free(v);
+	return before.dead + 1;
+}
+
+/* Dead letters moved from "out" (2, 3) and deleted above an older one that stays (1): after a
+ * restart, the next dead letter does not take 2 or 3 again. Before, fb_spool_move_dead() did not
+ * keep the next/dead mark: it took 2. */
+START_TEST(test_moved_dead_letters_keep_their_seqs_for_good)
+{
+	struct fb_spool_opts o = { .path = spool_path, .on_full = FB_ON_FULL_DROP_OLDEST,
+		.sync = FB_SYNC_INTERVAL, .lg = &lg };
+	struct fb_spool_del dels[2] = { { 2, 20 }, { 3, 20 } };
+	uint64_t seq;
+
+	ck_assert_uint_eq(add_dead(1, 20), 1); /* next/dead = 2 */
+	add_moved_dead(2, 20);                      /* seq 2, mark stays 2 */
+	add_moved_dead(3, 20);                      /* seq 3 */
+	ck_assert_int_eq(fb_spool_delete_many(sp, FB_Q_DEAD, dels, 2), 0);
+	fb_spool_close(sp);
+	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
+	seq = add_dead(9, 20);
+	ck_assert_msg(seq >= 4, "dead letter numbered %llu: the seq of one deleted before (2 or 3)",
+			(unsigned long long)seq);
+}
+END_TEST
+
+/* 1 kept (too large), 2..5 (moved from "out") requeued, staged and deleted, and link process A
+ * killed before it marked them done in the ring. Four new dead letters come before link process
+ * B takes the ring over (main.c now opens the control first; a worker of an earlier version did
+ * not): they take new seqs, and B deletes none of them: 5 dead letters stay. Before, they took
+ * 2..5 and were deleted as staged: 1 of 5 left, 4 never sent anywhere. */
+START_TEST(test_new_dead_letters_are_not_taken_for_staged_ones)
+{
+	struct fb_spool_opts o = { .path = spool_path, .on_full = FB_ON_FULL_DROP_OLDEST,
+		.sync = FB_SYNC_INTERVAL, .lg = &lg };
+	struct fb_control *a, *b;
+	struct fb_request rq;
+	struct fb_spool_stats st;
+	struct fb_spool_del dels[4];
+	uint64_t released, seqs[4];
+
+	atomic_store(&max_live, 600);
+	ck_assert_uint_eq(add_dead(1, 1000), 1); /* kept */
+	for(unsigned i = 2; i <= 5; i++){
+		ck_assert_uint_eq(add_moved_dead(i, 20), i);
+	}
+	a = control_open();
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(a));
+	for(unsigned i = 2; i <= 5; i++){
+		take(i, i, 20);
+	}
+	for(unsigned i = 0; i < 4; i++){
+		dels[i] = (struct fb_spool_del){ i + 2, 20 };
+	}
+	ck_assert_int_eq(fb_spool_delete_many(sp, FB_Q_DEAD, dels, 4), 0);
+	released = atomic_load(&ring->released);
+	fb_control_close(a);
+	atomic_store(&ring->released, released); /* killed before the store */
+	(void)fb_reply_take(spool_path, rq.nonce, &(struct fb_reply){ 0 });
+
+	fb_spool_close(sp);
+	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
+	for(unsigned i = 0; i < 4; i++){
+		seqs[i] = add_dead(6 + i, 20); /* B's worker, before fb_control_open() */
+	}
+	b = control_open();
+	fb_spool_stats(sp, &st);
+	ck_assert_msg(st.dead == 5, "new dead letters (seqs %llu..%llu) deleted as staged: %llu left of 5\n%s",
+			(unsigned long long)seqs[0], (unsigned long long)seqs[3], (unsigned long long)st.dead, logtext);
+	fb_control_close(b);
+	atomic_store(&max_live, 0);
+}
+END_TEST
+
+/* A purge-dead interrupted by the end of its link process, with three dead letters in the requeue
+ * ring from an earlier requeue-dead: the next link process answers "3 left" (a purge-dead removes
+ * those too). Before: "0 left". */
+START_TEST(test_an_interrupted_purge_counts_the_dead_letters_in_the_ring_as_left)
+{
+	struct fb_control *a, *b;
+	struct fb_request rq, purge, claimed;
+	struct fb_reply rp;
+
+	for(unsigned i = 1; i <= 3; i++){
+		ck_assert_uint_eq(add_dead(i, 20), i);
+	}
+	a = control_open();
+	post(FB_REQUEST_REQUEUE_DEAD, &rq);
+	ck_assert(fb_control_turn(a)); /* 1..3 in the ring, not staged */
+	fb_control_close(a);
+	ck_assert_int_eq(fb_reply_take(spool_path, rq.nonce, &rp), 0);
+	post(FB_REQUEST_PURGE_DEAD, &purge);
+	ck_assert_int_eq(fb_request_claim(spool_path, &claimed), 1); /* the link process that ends */
+	b = control_open();
+	ck_assert_int_eq(fb_reply_take(spool_path, purge.nonce, &rp), 0);
+	ck_assert(!rp.ok);
+	ck_assert_msg(rp.left == 3, "interrupted purge-dead answered with %llu left of 3 (none purged)",
+			(unsigned long long)rp.left);
+	fb_control_close(b);
 }
 END_TEST
 
@@ -622,6 +739,9 @@ int main(void)
 	tcase_add_test(tc, test_a_request_passes_over_what_the_ring_holds_and_counts_the_rest);
 	tcase_add_test(tc, test_dead_letters_after_a_purge_on_a_running_channel_take_new_seqs);
 	tcase_add_test(tc, test_a_file_that_cannot_be_written_again_is_logged_once_and_answered);
+	tcase_add_test(tc, test_moved_dead_letters_keep_their_seqs_for_good);
+	tcase_add_test(tc, test_new_dead_letters_are_not_taken_for_staged_ones);
+	tcase_add_test(tc, test_an_interrupted_purge_counts_the_dead_letters_in_the_ring_as_left);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
