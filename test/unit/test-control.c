@@ -632,9 +632,9 @@ START_TEST(test_moved_dead_letters_keep_their_seqs_for_good)
 	struct fb_spool_del dels[2] = { { 2, 20 }, { 3, 20 } };
 	uint64_t seq;
 
-	ck_assert_uint_eq(add_dead(1, 20), 1); /* next/dead = 2 */
-	add_moved_dead(2, 20);                      /* seq 2, mark stays 2 */
-	add_moved_dead(3, 20);                      /* seq 3 */
+	ck_assert_uint_eq(add_dead(1, 20), 1);
+	ck_assert_uint_eq(add_moved_dead(2, 20), 2);
+	ck_assert_uint_eq(add_moved_dead(3, 20), 3);
 	ck_assert_int_eq(fb_spool_delete_many(sp, FB_Q_DEAD, dels, 2), 0);
 	fb_spool_close(sp);
 	ck_assert_int_eq(fb_spool_open(&o, &sp), 0);
