@@ -512,11 +512,14 @@ int main(void)
 	Suite *s = suite_create("sigstop");
 	TCase *tc = fbh_tcase("replaced");
 
+	/* Both assert the probe's p99: alone (tag "alone", see meson.build). */
 	tcase_set_timeout(tc, 400);
+	tcase_set_tags(tc, FBH_TAG_ALONE);
 	tcase_add_test(tc, test_stopped_link_process_is_replaced_and_local_traffic_stays_fast);
 	suite_add_tcase(s, tc);
 	tc = fbh_tcase("full");
 	tcase_set_timeout(tc, 400);
+	tcase_set_tags(tc, FBH_TAG_ALONE);
 	tcase_add_test(tc, test_full_staging_channel_refuses_at_once_while_link_process_is_stopped);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
