@@ -962,8 +962,11 @@ int main(void)
 		return rc;
 	}
 	s = suite_create("diskfull");
+	/* The probe's p99: alone (tag "alone", see meson.build); the other cases run beside other
+	 * tests. */
 	tc = fbh_tcase("diskfull");
 	tcase_set_timeout(tc, 600);
+	tcase_set_tags(tc, FBH_TAG_ALONE);
 	tcase_add_test(tc, test_full_disk_is_a_state_and_nothing_acknowledged_is_lost);
 	suite_add_tcase(s, tc);
 	tc = fbh_tcase("connected");

@@ -87,6 +87,12 @@ int fbh_run(Suite *s);
  * and CK_TIMEOUT_MULTIPLIER still apply on top). */
 TCase *fbh_tcase(const char *name);
 
+/* The Check tag (tcase_set_tags) of the test cases that must run alone: they assert a latency
+ * bound (a p99 of PUBACKs or injections) or load every CPU on purpose. meson runs a program with
+ * such cases twice: NAME-alone with CK_INCLUDE_TAGS=alone, not in parallel, and NAME with
+ * CK_EXCLUDE_TAGS=alone beside other tests (see test/integration/meson.build). */
+#define FBH_TAG_ALONE "alone"
+
 /* Checked fixture: fbh_teardown() kills every broker this process started and still runs, frees
  * every client it created and removes fbh_tmpdir() (unless FB_KEEP_TMP is set). */
 void fbh_setup(void);

@@ -420,11 +420,18 @@ int main(void)
 	printf("SKIP: test_injection_latency_on_idle_broker: a latency bound is meaningless in a "
 			"sanitizer build\n");
 	(void)test_injection_latency_on_idle_broker;
-#else
-	tcase_add_test(tc, test_injection_latency_on_idle_broker);
 #endif
 	tcase_add_test(tc, test_unmapped_oversize_and_echo_are_dropped_and_counted);
 	tcase_add_test(tc, test_retained_cloud_message_stays_retained_locally);
 	suite_add_tcase(s, tc);
+#if !FB_ASAN
+	/* The latency bound: run alone (tag "alone", see meson.build), the other cases beside other
+	 * tests. */
+	tc = fbh_tcase("latency");
+	tcase_set_timeout(tc, 180);
+	tcase_set_tags(tc, FBH_TAG_ALONE);
+	tcase_add_test(tc, test_injection_latency_on_idle_broker);
+	suite_add_tcase(s, tc);
+#endif
 	return fbh_run(s);
 }

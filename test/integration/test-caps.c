@@ -209,7 +209,9 @@ int main(void)
 	Suite *s = suite_create("caps");
 	TCase *tc = fbh_tcase("caps");
 
+	/* Rates measured: alone (tag "alone", see meson.build). */
 	tcase_set_timeout(tc, 300);
+	tcase_set_tags(tc, FBH_TAG_ALONE);
 	tcase_add_test(tc, test_max_rate_1000_caps_the_drain);
 	tcase_add_test(tc, test_max_bandwidth_100KiB_caps_live_traffic);
 	suite_add_tcase(s, tc);
