@@ -1,6 +1,6 @@
-/* flowmq-bridge: sending less (README.md, "Sending less"): the per-topic state of the
- * edge_to_cloud rules' min_interval, on_change, deadband, heartbeat and aggregate options (broker
- * process, broker thread).
+/* flowmq-bridge, broker process, broker thread: sending less (README.md, "Sending less"): the
+ * per-topic state of the edge_to_cloud rules' min_interval, on_change, deadband, heartbeat and
+ * aggregate options.
  *
  * The state lives where the capture runs, in two hash tables (one for the throttling and
  * report-by-exception options, one for aggregate windows), each bounded by

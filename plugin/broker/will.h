@@ -1,4 +1,5 @@
-/* flowmq-bridge: forwarding of Will messages through a loopback subscriber.
+/* flowmq-bridge, broker process, broker thread: forwarding of Will messages through a loopback
+ * subscriber.
  *
  * Mosquitto 2.0.11 publishes a client's Will (its connection died, its keepalive expired, a
  * delayed Will came due, or a new connection took its session over) straight into its subscription

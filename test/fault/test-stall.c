@@ -1,4 +1,4 @@
-/* Fault suite: forwarding never stops while the link says "connected".
+/* Fault test (test process): forwarding never stops while the link says "connected".
  *
  * The scenario of issue 13 point 0: 3,000 QoS 1 messages on three matched topics, published as
  * fast as one client with a window of 50 can, while busy loops keep both CPUs loaded. Each run

@@ -1,4 +1,4 @@
-/* flowmq-bridge integration test harness.
+/* flowmq-bridge integration test harness (test process).
  *
  * Real brokers on 127.0.0.1, on ports chosen free at run time; certificates made with the openssl
  * CLI into a temporary folder; MQTT v5 test clients built on libmosquitto. Every process the harness

@@ -1,8 +1,8 @@
-/* cloud.max_rate and cloud.max_bandwidth: the link process sends no more than the caps allow, to
- * a backlog's drain and to live traffic alike, in order, and nothing is lost. Counted at the cloud
- * over 10 s of steady sending (from 1 s after the first arrival, so that messages the cloud queued
- * for the subscriber before it connected do not count). Real brokers: the cloud stand-in over TLS,
- * the edge with the plugin. */
+/* Test process: cloud.max_rate and cloud.max_bandwidth: the link process sends no more than the
+ * caps allow, to a backlog's drain and to live traffic alike, in order, and nothing is lost.
+ * Counted at the cloud over 10 s of steady sending (from 1 s after the first arrival, so that
+ * messages the cloud queued for the subscriber before it connected do not count). Real brokers:
+ * the cloud stand-in over TLS, the edge with the plugin. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

@@ -1,4 +1,5 @@
-/* Unit tests of plugin/ipc/chan.c: the staging channel from the broker thread to the link process. */
+/* Unit tests (test process) of plugin/ipc/chan.c: the staging channel from the broker thread to the
+ * link process. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
-/* Unit tests of plugin/ipc/request.c: an operator's request to the running link process and its
- * reply, through files beside the spool folder; this test program's own thread. */
+/* Unit tests (test process) of plugin/ipc/request.c: an operator's request to the running link
+ * process and its reply, through files beside the spool folder; this test program's own thread. */
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
