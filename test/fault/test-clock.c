@@ -40,6 +40,11 @@ START_TEST(test_a_wall_clock_set_back_does_not_stop_the_looking_after_the_link_p
 	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/after", "a", 1, 1, NULL, 10000), 1);
 	ck_assert(wait_exactly(sub, 1, 20000, 1000));
 	ck_assert_str_eq(fbh_sub_msg(sub, 0)->topic, "edge/site-A/telemetry/after");
+	/* The one message PUBACKed: delivered, nothing counted away. */
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 1, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/full", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/error", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 5000));
 	ck_assert_uint_eq(log_count(&edge, "restarting the link process"), 1);
 	fbh_sub_stop(sub);
 	fbh_sub_stop(sys);
