@@ -149,13 +149,14 @@ static int ask_link(const struct cli_cmd *cmd, const struct fb_logger *lg, const
 		return rc;
 	}
 	*done = rp.done_unknown ? UINT64_MAX : rp.done;
-	if(!rp.ok && rp.done_unknown){
-		fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s by %s: %" PRIu64 " left: %s", path, op, who, rp.left, rp.error);
-		return -EAGAIN;
-	}
 	if(!rp.ok){
-		fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s by %s: %" PRIu64 " done, %" PRIu64 " left: %s", path, op, who,
-				rp.done, rp.left, rp.error);
+		char d[32] = ""; /* nothing when not known */
+
+		if(!rp.done_unknown){
+			snprintf(d, sizeof(d), "%" PRIu64 " done, ", rp.done);
+		}
+		fb_log(lg, MOSQ_LOG_ERR, "spool %s: %s by %s: %s%" PRIu64 " left: %s", path, op, who, d, rp.left,
+				rp.error);
 		return -EAGAIN;
 	}
 	return 0;
