@@ -95,11 +95,11 @@ void fb_reduce_sent(struct fb_reduce *r);
  * a slice of at most a third of the time since its last one (20 us to 1 ms). fb_reduce_tick_at()
  * is bounded by the count only. Broker thread. */
 bool fb_reduce_tick(struct fb_reduce *r);
+bool fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms);
 
 /* After fb_reduce_tick() returned true: in how many ms the next call is worth it (1, or while the
  * sink has no room 1, 2, 4 ... 64 after each call that found none). Broker thread. */
 unsigned fb_reduce_pause_ms(const struct fb_reduce *r);
-bool fb_reduce_tick_at(struct fb_reduce *r, uint64_t mono_ms, uint64_t wall_ms);
 
 /* Sends every held message and every open window now (a stop), and forgets them. */
 void fb_reduce_flush(struct fb_reduce *r);
