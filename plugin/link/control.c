@@ -418,7 +418,7 @@ struct adopt {
 	uint64_t seq;
 	size_t len;     /* of the dead letter SEQ */
 	bool found;     /* ... still in spool "dead" */
-	uint64_t left;  /* entries not taken over: no room */
+	uint64_t beyond; /* entries not taken over: beyond the window */
 };
 
 static int adopt_len(void *ud, uint64_t seq, const void *val, size_t len)
@@ -438,7 +438,7 @@ static int adopt_visit(void *ud, uint64_t seq, uint64_t end)
 	int rc;
 
 	if(c->n == REQUEUE_WINDOW){
-		a->left++;
+		a->beyond++;
 		return 0;
 	}
 	a->seq = seq;
@@ -476,10 +476,10 @@ static void adopt(struct fb_control *c)
 		fb_log(c->d.lg, MOSQ_LOG_WARNING, "spool %s: the dead letters the broker staged from the requeue "
 				"ring cannot be deleted from spool \"dead\" now: %s; tried again", c->d.spool_path, strerror(-rc));
 	}
-	if(n || a.left){
+	if(n || a.beyond){
 		fb_log(c->d.lg, MOSQ_LOG_NOTICE, "spool %s: %zu dead letters that the previous link process put into "
 				"the requeue ring are taken over: %zu staged since are deleted from spool \"dead\", the rest "
-				"once staged%s", c->d.spool_path, n, n - c->n, a.left ? "; more than the window holds: the "
+				"once staged%s", c->d.spool_path, n, n - c->n, a.beyond ? "; more than the window holds: the "
 				"rest stay in \"dead\" too (a later requeue-dead sends them again)" : "");
 	}
 }
