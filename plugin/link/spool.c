@@ -462,6 +462,21 @@ static uint64_t key_decode(const char *key)
 	return fb_get_be64((const uint8_t *)key);
 }
 
+/* N seqs at P (N * KEY_LEN bytes), as the salvage's marks hold them. */
+static void seqs_encode(uint8_t *p, const uint64_t *seqs, size_t n)
+{
+	for(size_t k = 0; k < n; k++){
+		key_encode(p + k * KEY_LEN, seqs[k]);
+	}
+}
+
+static void seqs_decode(const char *p, uint64_t *seqs, size_t n)
+{
+	for(size_t k = 0; k < n; k++){
+		seqs[k] = key_decode(p + k * KEY_LEN);
+	}
+}
+
 static const char *queue_name(enum fb_queue q)
 {
 	switch(q){
@@ -1424,8 +1439,8 @@ static int meta_seqs(struct fb_spool *s, const char *key, uint64_t seqs[3])
 		return -1;
 	}
 	rc = val == NULL ? 0 : vlen == 3 * KEY_LEN ? 1 : -1;
-	for(int q = 0; rc == 1 && q < 3; q++){
-		seqs[q] = key_decode(val + q * KEY_LEN);
+	if(rc == 1){
+		seqs_decode(val, seqs, 3);
 	}
 	rocksdb_free(val);
 	return rc;
@@ -2074,10 +2089,9 @@ struct salvage {
 static void salvage_seqs_put(struct fb_spool *s, const char *key)
 {
 	uint8_t v[3 * KEY_LEN];
+	uint64_t next[3] = { s->q[0].next_seq, s->q[1].next_seq, s->q[2].next_seq };
 
-	for(int q = 0; q < 3; q++){
-		key_encode(v + q * KEY_LEN, s->q[q].next_seq);
-	}
+	seqs_encode(v, next, 3);
 	rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], key, strlen(key), (const char *)v, sizeof(v));
 }
 
@@ -2394,10 +2408,8 @@ static int salvage_resume(struct fb_spool *s, char **why)
 			s->path, aside);
 	if(meta_get(s, SALVAGE_TRIES_KEY, &val, &vlen, &err) == 0 && val && vlen % (6 * KEY_LEN) == 0){
 		for(size_t k = 0; k < vlen / (6 * KEY_LEN) && redo->n < TRIES_MAX; k++, redo->n++){
-			for(int q = 0; q < 3; q++){
-				redo->from[redo->n][q] = key_decode(val + k * 6 * KEY_LEN + q * KEY_LEN);
-				redo->next[redo->n][q] = key_decode(val + k * 6 * KEY_LEN + (3 + q) * KEY_LEN);
-			}
+			seqs_decode(val + k * 6 * KEY_LEN, redo->from[redo->n], 3);
+			seqs_decode(val + (k * 6 + 3) * KEY_LEN, redo->next[redo->n], 3);
 		}
 	}
 	rocksdb_free(val);
@@ -2916,9 +2928,9 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 		for(size_t i = 0; i < redo->n; i++){
 			for(int q = 0; q < 3; q++){
 				before[i][q] = range_count(s, (enum fb_queue)q, redo->from[i][q], redo->next[i][q]);
-				key_encode(t + i * 6 * KEY_LEN + q * KEY_LEN, redo->from[i][q]);
-				key_encode(t + i * 6 * KEY_LEN + (3 + q) * KEY_LEN, redo->next[i][q]);
 			}
+			seqs_encode(t + i * 6 * KEY_LEN, redo->from[i], 3);
+			seqs_encode(t + (i * 6 + 3) * KEY_LEN, redo->next[i], 3);
 		}
 		rocksdb_writebatch_put_cf(s->wb, s->cfh[CF_META], SALVAGE_TRIES_KEY, strlen(SALVAGE_TRIES_KEY),
 				(const char *)t, redo->n * 6 * KEY_LEN);
@@ -3024,7 +3036,6 @@ static int salvage(struct fb_spool *s, const char *aside, uint64_t injected, con
 		salvage_close(&v);
 	}else{
 		uint64_t m;
-
 
 		if(salvage_meta(&v, floor_keys[FB_Q_OUT], &m) && (!have_floor || m > floor)){
 			floor = m;
