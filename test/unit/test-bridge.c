@@ -343,6 +343,12 @@ static void fill_in(size_t n)
 	free(dels);
 }
 
+/* B's shared region: the counters live in it (struct fb_shared), and so do the rings. */
+static struct fb_shared *shared_of(struct fb_bridge *b)
+{
+	return (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
+}
+
 /* The link process this process started (the tick starts them from this thread). */
 static pid_t link_child(void)
 {
@@ -388,8 +394,7 @@ static void ring_full_at_restart(size_t n, bool damage)
 			"  - local: local/#\n    cloud: edge/${site_id}/#\n", dir);
 	ck_assert_int_eq(fclose(f), 0);
 	ck_assert_int_eq(fb_bridge_start(path, &keep_lg, &host, &b), 0);
-	/* The counters live in the shared region (struct fb_shared), and so does the ring. */
-	sh = (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
+	sh = shared_of(b);
 	for(i = 0; i < 60000 && atomic_load(&sh->c2e.pushed) != IN_SHIFT + RING_FITS; i++){
 		usleep(1000);
 	}
@@ -520,7 +525,7 @@ static struct fb_bridge *start_running(const char *cfg, struct fb_shared **sh)
 	loglen = 0;
 	logbuf[0] = '\0';
 	ck_assert_int_eq(fb_bridge_start(cfg, &keep_lg, &host, &b), 0);
-	*sh = (struct fb_shared *)(void *)((char *)fb_bridge_counters(b) - offsetof(struct fb_shared, ctr));
+	*sh = shared_of(b);
 	for(i = 0; i < 6000 && atomic_load(&(*sh)->child_state) != 1; i++){
 		fb_bridge_tick(b, fb_mono_ms() / 1000);
 		usleep(10000);
