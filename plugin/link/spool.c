@@ -4195,15 +4195,19 @@ static int ingest_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	struct ingest_ctx *c = ud;
 	struct fb_spool *s = c->s;
 	struct spool_queue *q = &s->q[FB_Q_OUT];
+	/* The next seq the writer staged that is neither settled nor acknowledged: below the floor,
+	 * the cloud acknowledged records that were never settled ("out" holds no key of them, so a
+	 * restarted link process finds next_seq below them). */
+	uint64_t expect = q->next_seq > q->floor ? q->next_seq : q->floor;
 
 	if(seq < q->next_seq || seq <= s->settled || seq < q->floor){
 		return 0; /* known already: a restarted link process takes the files from their start */
 	}
-	if(seq > q->next_seq && q->next_seq > s->settled){
+	if(seq > expect && expect > s->settled){
 		/* The writer numbers what it stages without a gap: the take skipped the records in
 		 * between, large ones whose own file is missing (fb_chan_take() passes over them, as a
 		 * restarted take must for the settled ones). Lost to damage, and counted. */
-		loss_report(s, seq - q->next_seq, q->next_seq, seq - 1,
+		loss_report(s, seq - expect, expect, seq - 1,
 				"the staging files (large records whose own file is missing)");
 	}
 	if(seqset_reserve(&q->live, seq) != 0 || lanes_add(&s->lanes, seq, val, len) != 0){

@@ -12,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "chan.h"
 #include "record.h"
 #include "spool.h"
 
@@ -280,6 +282,79 @@ START_TEST(append_then_read_returns_records_in_order_with_exact_bytes)
 	assert_stats_match_db(s);
 	fb_spool_close(s);
 	ck_assert_int_eq(cap.errors, 0);
+}
+END_TEST
+
+/* A link process killed (kill -9) after the cloud acknowledged records that were only staged, never
+ * settled (the floor moved, "out" holds no key), while the broker's writer runs on: the next link
+ * process passes over the acknowledged ones and counts nothing lost (it once counted them in
+ * "corrupt" and logged them as lost to damage). */
+START_TEST(a_restart_on_a_running_channel_counts_no_acknowledged_record_lost)
+{
+	struct fb_chan_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct fb_spool_opts o = { .path = spool_path, .on_full = FB_ON_FULL_DROP_OLDEST,
+			.sync = FB_SYNC_INTERVAL, .lg = &lg, .corrupt = &corrupt, .chan = NULL };
+	struct fb_chan_limits lim = { 0 };
+	struct fb_chan_writer *w = NULL;
+	struct fb_spool *s = NULL;
+	struct fb_spool_stats st;
+	struct seen *sn;
+	uint8_t buf[200];
+	uint64_t seq;
+	pid_t pid;
+	int status;
+
+	ck_assert_ptr_ne(sh, MAP_FAILED);
+	memset(sh, 0, sizeof(*sh));
+	o.chan = sh;
+	/* The first link process: opens a fresh channel; the broker (this test) stages 1..10; the
+	 * link process takes them, the cloud acknowledges 1..5 (in order: only the floor moves), and
+	 * the link process is killed. */
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if(pid == 0){
+		struct fb_spool_del del[5];
+
+		if(fb_spool_open(&o, &s) != 0 || fb_chan_writer_open(spool_path, sh, &lim, &w) != 0){
+			_exit(3);
+		}
+		for(uint64_t i = 1; i <= 10; i++){
+			make_value(buf, i, 100);
+			if(fb_chan_append(w, buf, 100, &seq) != 0 || seq != i){
+				_exit(4);
+			}
+		}
+		for(int i = 0; i < 5; i++){
+			del[i] = (struct fb_spool_del){ .seq = (uint64_t)i + 1, .len = 100 };
+		}
+		if(fb_spool_ingest(s, NULL, NULL, NULL) != 0 || fb_spool_delete_many(s, FB_Q_OUT, del, 5) != 0){
+			_exit(5);
+		}
+		raise(SIGKILL);
+		_exit(6);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	/* The next link process, on the running channel: 6..10 are queued, byte for byte. */
+	o.chan_running = true;
+	ck_assert_int_eq(fb_spool_open(&o, &s), 0);
+	ck_assert_int_eq(fb_spool_ingest(s, NULL, NULL, NULL), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 5);
+	ck_assert_uint_eq(st.first_seq, 6);
+	sn = read_all(s, FB_Q_OUT, 0);
+	ck_assert_uint_eq(sn->n, 5);
+	for(uint64_t i = 0; i < 5; i++){
+		ck_assert_uint_eq(sn->seqs[i], 6 + i);
+		ck_assert_uint_eq(sn->lens[i], 100);
+	}
+	free(sn);
+	ck_assert_msg(atomic_load(&corrupt) == 0, "%llu records counted lost to damage; log: %s",
+			(unsigned long long)atomic_load(&corrupt), cap.text);
+	ck_assert_ptr_eq(strstr(cap.text, "lost"), NULL);
+	fb_spool_close(s);
+	munmap(sh, sizeof(*sh));
 }
 END_TEST
 
@@ -3034,6 +3109,7 @@ static Suite *spool_suite(void)
 	tc = tcase_create("basic");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, append_then_read_returns_records_in_order_with_exact_bytes);
+	tcase_add_test(tc, a_restart_on_a_running_channel_counts_no_acknowledged_record_lost);
 	tcase_add_test(tc, lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest);
 	tcase_add_test(tc, live_first_records_have_their_own_queue_within_the_lane);
 	tcase_add_test(tc, seq_continues_after_reopen);
