@@ -103,6 +103,7 @@ struct fb_session {
 	                             * refills while the deletes wait for a batch */
 	size_t sending;             /* slots waiting for an acknowledgement */
 	size_t acked_count;         /* SLOT_ACKED slots */
+	bool flush_failed;          /* the last flush_acked() could not delete: again after ACK_FLUSH_MS */
 	uint64_t acked_since_ms;    /* when the oldest of them was acknowledged */
 	struct fb_spool_del *batch; /* ring_cap entries, for the deletes */
 	uint8_t *props_key;         /* encoded properties of the last record sent ... */
@@ -176,6 +177,7 @@ static void ring_clear(struct fb_session *l)
 	l->ring_used = 0;
 	l->sending = 0;
 	l->acked_count = 0;
+	l->flush_failed = false;
 }
 
 static void ring_pop_free(struct fb_session *l)
@@ -230,12 +232,17 @@ static struct inflight *ring_find(struct fb_session *l, int mid)
 }
 
 /* Deletes every acknowledged record in one spool write and frees their slots. Until then they
- * count as in flight: a crash in between sends them again. */
+ * count as in flight: a crash in between sends them again. Counted as forwarded: the records the
+ * delete found live (drop_oldest may have dropped one in flight, counted as dropped already). A
+ * delete that fails (the disk filled up at that write, out of memory) keeps the slots, and the
+ * next flush tries again: freed, they would be sent again only after a reconnect, and counted
+ * twice. */
 #define ACK_FLUSH_MS 20
 
 static void flush_acked(struct fb_session *l)
 {
-	size_t n = 0;
+	size_t n = 0, removed;
+	int rc;
 
 	if(l->acked_count == 0){
 		return;
@@ -244,11 +251,21 @@ static void flush_acked(struct fb_session *l)
 		struct inflight *e = ring_at(l, i);
 		if(e->mid == SLOT_ACKED){
 			l->batch[n++] = (struct fb_spool_del){ e->seq, e->len };
+		}
+	}
+	rc = fb_spool_delete_counted(l->d.spool, FB_Q_OUT, l->batch, n, &removed);
+	l->flush_failed = rc < 0;
+	if(rc < 0){
+		l->acked_since_ms = fb_mono_ms(); /* again after ACK_FLUSH_MS; the spool logs the error */
+		return;
+	}
+	for(size_t i = 0; i < l->ring_used; i++){
+		struct inflight *e = ring_at(l, i);
+		if(e->mid == SLOT_ACKED){
 			e->mid = SLOT_FREE;
 		}
 	}
-	fb_spool_delete_many(l->d.spool, FB_Q_OUT, l->batch, n);
-	fb_count(&l->d.ctr->forwarded, n);
+	fb_count(&l->d.ctr->forwarded, removed);
 	l->acked_count = 0;
 	ring_pop_free(l);
 }
@@ -270,8 +287,8 @@ static void maybe_settle(struct fb_session *l)
  * (max_inflight), after ACK_FLUSH_MS, or when nothing waits for an acknowledgement any more. */
 static void maybe_flush_acked(struct fb_session *l, uint64_t now)
 {
-	if(l->acked_count && (l->acked_count >= l->ring_cap / 2 || l->sending == 0
-				|| now >= l->acked_since_ms + ACK_FLUSH_MS)){
+	if(l->acked_count && (now >= l->acked_since_ms + ACK_FLUSH_MS
+				|| (!l->flush_failed && (l->acked_count >= l->ring_cap / 2 || l->sending == 0)))){
 		flush_acked(l);
 	}
 }
@@ -762,12 +779,22 @@ static void resolved(struct fb_session *l, uint64_t now)
 
 /* ---- edge to cloud --------------------------------------------------------------------------- */
 
+/* Moves record SEQ, which cannot be read (or sent) as it is, to dead letters as it is; counted as
+ * rejected once it has moved. */
+static void move_unreadable(struct fb_session *l, uint64_t seq, const void *val, size_t len)
+{
+	if(fb_spool_move_dead(l->d.spool, seq, len, val, len) == 1){
+		fb_count(&l->d.ctr->dropped_rejected, 1);
+	}
+}
+
 /* Moves spool record SEQ (VAL, LEN as stored) to dead letters because of REASON (an MQTT reason
  * code >= 0x80) and WHY: one log line with its topic, counted as rejected. The dead letter is the
  * record with the user property FB_DEAD_REASON_PROPERTY "0x95 <why>" added, so the reason stays
- * with it. Written as an append to "dead" followed by the delete from "out": a crash in between
- * leaves it in both (sent again, dead-lettered again), never in neither. A record that is no
- * longer live (drop_oldest took it, and counted it) is left alone. */
+ * with it (as it is when that cannot be built). One write batch: never in both queues, never in
+ * neither. A record that is no longer live (drop_oldest took it, and counted it) is left alone;
+ * one the spool could not move (a full disk) stays in "out", is sent again after a reconnect, and
+ * is counted when it moves. */
 static void dead_letter(struct fb_session *l, uint64_t seq, const void *val, size_t len, int reason, const char *why)
 {
 	char value[420];
@@ -775,7 +802,6 @@ static void dead_letter(struct fb_session *l, uint64_t seq, const void *val, siz
 	struct fb_record r;
 	uint8_t *add = NULL, *props = NULL, *buf = NULL;
 	uint32_t add_len = 0;
-	uint64_t dseq;
 	size_t size;
 	int rc = -EINVAL;
 
@@ -786,8 +812,7 @@ static void dead_letter(struct fb_session *l, uint64_t seq, const void *val, siz
 	if(fb_record_decode(val, len, &r) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_WARNING, "spool record %llu moved to dead letters: %s",
 				(unsigned long long)seq, value);
-		fb_spool_move_dead(l->d.spool, seq, val, len);
-		fb_count(&l->d.ctr->dropped_rejected, 1);
+		move_unreadable(l, seq, val, len);
 		return;
 	}
 	fb_log(l->d.lg, MOSQ_LOG_WARNING, "spool record %llu on %.*s (%u bytes) moved to dead letters: %s",
@@ -803,19 +828,18 @@ static void dead_letter(struct fb_session *l, uint64_t seq, const void *val, siz
 		size = fb_record_size(&r);
 		if((buf = malloc(size)) != NULL){
 			fb_record_encode(&r, buf);
-			rc = fb_spool_append(l->d.spool, FB_Q_DEAD, buf, size, &dseq, NULL);
-			if(rc == 0){
-				rc = fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len);
-			}
+			rc = fb_spool_move_dead(l->d.spool, seq, len, buf, size);
 		}
 	}
-	if(rc < 0){
-		fb_spool_move_dead(l->d.spool, seq, val, len); /* at least out of the way, as it is */
+	if(rc == -EINVAL || rc == -ENOMEM){
+		rc = fb_spool_move_dead(l->d.spool, seq, len, val, len); /* without its reason */
+	}
+	if(rc == 1){
+		fb_count(&l->d.ctr->dropped_rejected, 1);
 	}
 	free(buf);
 	free(props);
 	free(add);
-	fb_count(&l->d.ctr->dropped_rejected, 1);
 }
 
 struct dead_ctx {
@@ -917,15 +941,15 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu is unreadable; moved to dead letters", (unsigned long long)seq);
-		fb_spool_move_dead(l->d.spool, seq, val, len);
-		fb_count(&l->d.ctr->dropped_rejected, 1);
+		move_unreadable(l, seq, val, len);
 		return 0;
 	}
 	/* A rule's ttl (expiry_local) replaces spool.ttl for its messages. */
 	if((r.expiry_ms && now >= r.expiry_ms)
 			|| (!r.expiry_local && cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
-		fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len);
-		fb_count(&l->d.ctr->dropped_expired, 1);
+		if(fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len) == 0){ /* else again after a reconnect */
+			fb_count(&l->d.ctr->dropped_expired, 1);
+		}
 		return 0;
 	}
 	if(r.expiry_local){
@@ -936,8 +960,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		props = l->props_list; /* same properties as the previous record: decoded already */
 	}else if(fb_props_decode(r.props, r.props_len, &props) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu has unreadable properties; moved to dead letters", (unsigned long long)seq);
-		fb_spool_move_dead(l->d.spool, seq, val, len);
-		fb_count(&l->d.ctr->dropped_rejected, 1);
+		move_unreadable(l, seq, val, len);
 		return 0;
 	}else if(r.expiry_ms){
 		mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,

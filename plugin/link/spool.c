@@ -4559,7 +4559,7 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
  * before the flush loses the deletes: those records are sent again, as at-least-once allows.
  * With the lock held. Returns 0, or FAILED (nothing changed) when the tombstones would not fit. */
 static int deferred_delete(struct fb_spool *s, enum fb_queue qi, const struct fb_spool_del *items,
-		size_t n, int failed)
+		size_t n, int failed, size_t *removed)
 {
 	struct spool_queue *q = &s->q[qi];
 	uint64_t nf, *t;
@@ -4627,6 +4627,7 @@ static int deferred_delete(struct fb_spool *s, enum fb_queue qi, const struct fb
 	if(qi == FB_Q_OUT){
 		account(s);
 	}
+	*removed = live;
 	return 0;
 }
 
@@ -4690,6 +4691,14 @@ int fb_spool_delete(struct fb_spool *s, enum fb_queue qi, uint64_t seq, size_t l
  * tombstone only for deleted records above it. If the write fails, they are put back. */
 int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_spool_del *items, size_t n)
 {
+	size_t removed;
+
+	return fb_spool_delete_counted(s, qi, items, n, &removed);
+}
+
+int fb_spool_delete_counted(struct fb_spool *s, enum fb_queue qi, const struct fb_spool_del *items,
+		size_t n, size_t *removed)
+{
 	struct spool_queue *q;
 	uint8_t key[KEY_LEN], *mark;
 	uint64_t nf, staged_from;
@@ -4697,6 +4706,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	bool settle_now;
 	int rc = 0;
 
+	*removed = 0;
 	if(s == NULL || !queue_valid(qi) || (items == NULL && n > 0)){
 		return -EINVAL;
 	}
@@ -4716,7 +4726,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 		s->markcap = n;
 	}
 	if(rc){
-		rc = deferred_delete(s, qi, items, n, rc);
+		rc = deferred_delete(s, qi, items, n, rc, removed);
 		goto unlock;
 	}
 	for(i = 0; i < n; i++){
@@ -4790,6 +4800,7 @@ int fb_spool_delete_many(struct fb_spool *s, enum fb_queue qi, const struct fb_s
 	if(qi == FB_Q_OUT){
 		account(s);
 	}
+	*removed = live;
 unlock:
 	pthread_mutex_unlock(&s->lock);
 	return rc;
@@ -4814,7 +4825,7 @@ void fb_spool_thread_init(void)
 	rocksdb_set_perf_level(rocksdb_disable);
 }
 
-int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len)
+int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, size_t out_len, const void *val, size_t len)
 {
 	struct spool_queue *out, *dead;
 	uint8_t okey[KEY_LEN], dkey[KEY_LEN];
@@ -4852,9 +4863,10 @@ int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t
 	if(rc){
 		goto unlock;
 	}
-	queue_forget(out, seq, KEY_LEN + (uint64_t)len);
+	queue_forget(out, seq, KEY_LEN + (uint64_t)out_len);
 	queue_remember(dead, dead->next_seq++, KEY_LEN + (uint64_t)len);
 	account(s);
+	rc = 1;
 unlock:
 	pthread_mutex_unlock(&s->lock);
 	return rc;

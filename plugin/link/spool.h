@@ -162,6 +162,11 @@ struct fb_spool_del {
 };
 int fb_spool_delete_many(struct fb_spool *s, enum fb_queue q, const struct fb_spool_del *items, size_t n);
 
+/* As fb_spool_delete_many(); *REMOVED is how many of ITEMS were live and are deleted now (0 when
+ * it fails): the others were gone already (drop_oldest, a move to dead letters). */
+int fb_spool_delete_counted(struct fb_spool *s, enum fb_queue q, const struct fb_spool_del *items,
+		size_t n, size_t *removed);
+
 /* Deletes every record of Q with AFTER < seq <= UPTO, in batches. Returns 0 or a negative errno
  * (then some may be left). Any thread. */
 int fb_spool_delete_through(struct fb_spool *s, enum fb_queue q, uint64_t after, uint64_t upto);
@@ -172,9 +177,11 @@ bool fb_spool_live(struct fb_spool *s, enum fb_queue q, uint64_t seq);
 /* Turns RocksDB's per-thread performance counting off for the calling thread. */
 void fb_spool_thread_init(void);
 
-/* Moves record SEQ from FB_Q_OUT to FB_Q_DEAD in one write batch; a no-op returning 0 when SEQ is
- * no longer live. Returns 0 or a negative errno. */
-int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, const void *val, size_t len);
+/* Moves record SEQ (OUT_LEN bytes in FB_Q_OUT) to FB_Q_DEAD as VAL, LEN (the record, or the
+ * record with its reason added) in one write batch: never in both, never in neither. Returns 1
+ * when moved, 0 when SEQ is no longer live (drop_oldest took it, or an earlier move), or a
+ * negative errno (nothing changed). */
+int fb_spool_move_dead(struct fb_spool *s, uint64_t seq, size_t out_len, const void *val, size_t len);
 
 /* Takes the records the channel's writer staged since the last call into FB_Q_OUT, calling FN
  * (may be NULL) for each with its value, then, with drop_oldest, drops the oldest records while

@@ -936,6 +936,8 @@ START_TEST(test_spool_limit_drop_oldest_keeps_the_newest)
 	}
 	snprintf(want, sizeof(want), "%zu", n - got);
 	ck_assert(sys_wait(sys, "edge_to_cloud/dropped/full", want, 5000));
+	/* Each message is counted once: forwarded or dropped, never both. */
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", got, 5000));
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
 	free((char *)co.extra);

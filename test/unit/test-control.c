@@ -615,7 +615,7 @@ static uint64_t add_moved_dead(unsigned i, size_t len)
 
 	fb_spool_stats(sp, &before);
 	ck_assert_int_eq(fb_spool_append(sp, FB_Q_OUT, v, len, &oseq, NULL), 0);
-	ck_assert_int_eq(fb_spool_move_dead(sp, oseq, v, len), 0);
+	ck_assert_int_eq(fb_spool_move_dead(sp, oseq, len, v, len), 1);
 	fb_spool_stats(sp, &after);
 	ck_assert_uint_eq(after.dead, before.dead + 1);
 	free(v);

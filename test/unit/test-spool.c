@@ -895,6 +895,39 @@ START_TEST(record_larger_than_max_size_is_e2big)
 }
 END_TEST
 
+START_TEST(delete_counted_counts_only_the_live_records)
+{
+	struct fb_spool *s = open_spool(1000, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
+	struct fb_spool_del items[4] = { { 1, 92 }, { 2, 92 }, { 3, 92 }, { 4, 92 } };
+	struct fb_spool_stats st;
+	uint64_t dropped = 0;
+	size_t removed = 99;
+
+	append_n(s, FB_Q_OUT, 1, 10, 92, &dropped);
+	/* 1..4 are in flight; three more appends drop 1..3 (counted as dropped there). */
+	append_n(s, FB_Q_OUT, 11, 3, 92, &dropped);
+	ck_assert_uint_eq(dropped, 3);
+	/* The four PUBACKs come in one batch: only 4 was still there to be forwarded. */
+	ck_assert_int_eq(fb_spool_delete_counted(s, FB_Q_OUT, items, 4, &removed), 0);
+	ck_assert_uint_eq(removed, 1);
+	/* The same batch again deletes nothing and counts nothing. */
+	ck_assert_int_eq(fb_spool_delete_counted(s, FB_Q_OUT, items, 4, &removed), 0);
+	ck_assert_uint_eq(removed, 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 9);
+	ck_assert_uint_eq(st.first_seq, 5);
+	/* Live records above a hole: each counts once. */
+	items[0] = (struct fb_spool_del){ 7, 92 };
+	items[1] = (struct fb_spool_del){ 5, 92 };
+	ck_assert_int_eq(fb_spool_delete_counted(s, FB_Q_OUT, items, 2, &removed), 0);
+	ck_assert_uint_eq(removed, 2);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 7);
+	assert_stats_match_db(s);
+	fb_spool_close(s);
+}
+END_TEST
+
 START_TEST(delete_after_drop_oldest_is_a_noop)
 {
 	struct fb_spool *s = open_spool(1000, FB_ON_FULL_DROP_OLDEST, FB_SYNC_INTERVAL);
@@ -940,6 +973,32 @@ END_TEST
 
 /* ---- dead letters, in ---- */
 
+/* A dead letter carries its reason as one more property: it is longer than the record in "out".
+ * Each queue is accounted with its own length, and the move counts once (1), then never (0). */
+START_TEST(move_dead_accounts_each_queue_with_its_own_length)
+{
+	struct fb_spool *s = open_default();
+	struct fb_spool_stats st;
+	struct seen *sn;
+	uint8_t buf[64];
+
+	append_n(s, FB_Q_OUT, 1, 3, 40, NULL);
+	make_value(buf, 2, 56);
+	ck_assert_int_eq(fb_spool_move_dead(s, 2, 40, buf, 56), 1);
+	ck_assert_int_eq(fb_spool_move_dead(s, 2, 40, buf, 56), 0);
+	fb_spool_stats(s, &st);
+	ck_assert_uint_eq(st.messages, 2);
+	ck_assert_uint_eq(st.bytes, 2 * 48);
+	ck_assert_uint_eq(st.dead, 1);
+	sn = calloc(1, sizeof(*sn));
+	ck_assert_int_eq(fb_spool_read(s, FB_Q_DEAD, 0, 10, visit, sn), 1);
+	ck_assert_uint_eq(sn->lens[0], 56);
+	free(sn);
+	assert_stats_match_db(s);
+	fb_spool_close(s);
+}
+END_TEST
+
 START_TEST(move_dead_moves_one_record_atomically)
 {
 	struct fb_spool *s = open_default();
@@ -949,7 +1008,7 @@ START_TEST(move_dead_moves_one_record_atomically)
 
 	append_n(s, FB_Q_OUT, 1, 5, 40, NULL);
 	make_value(buf, 2, 40);
-	ck_assert_int_eq(fb_spool_move_dead(s, 2, buf, 40), 0);
+	ck_assert_int_eq(fb_spool_move_dead(s, 2, 40, buf, 40), 1);
 	fb_spool_stats(s, &st);
 	ck_assert_uint_eq(st.messages, 4);
 	ck_assert_uint_eq(st.bytes, 4 * 48);
@@ -970,15 +1029,15 @@ START_TEST(move_dead_moves_one_record_atomically)
 	free(sn);
 
 	/* Moving a record that is gone: nothing happens. */
-	ck_assert_int_eq(fb_spool_move_dead(s, 2, buf, 40), 0);
-	ck_assert_int_eq(fb_spool_move_dead(s, 99, buf, 40), 0);
+	ck_assert_int_eq(fb_spool_move_dead(s, 2, 40, buf, 40), 0);
+	ck_assert_int_eq(fb_spool_move_dead(s, 99, 40, buf, 40), 0);
 	fb_spool_stats(s, &st);
 	ck_assert_uint_eq(st.messages, 4);
 	ck_assert_uint_eq(st.dead, 1);
 
 	/* The head. */
 	make_value(buf, 1, 40);
-	ck_assert_int_eq(fb_spool_move_dead(s, 1, buf, 40), 0);
+	ck_assert_int_eq(fb_spool_move_dead(s, 1, 40, buf, 40), 1);
 	fb_spool_close(s);
 
 	s = open_default();
@@ -2755,7 +2814,7 @@ START_TEST(inspect_of_a_spool_open_in_another_process_sees_the_wal_and_the_stage
 			}
 			if(i == 600){
 				make_value(buf, 5, 100);
-				if(fb_spool_settle(s) != 0 || fb_spool_move_dead(s, 5, buf, 100) != 0){
+				if(fb_spool_settle(s) != 0 || fb_spool_move_dead(s, 5, 100, buf, 100) != 1){
 					_exit(5);
 				}
 			}
@@ -3128,11 +3187,13 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, drop_new_and_reject_refuse_and_keep_old_content);
 	tcase_add_test(tc, record_larger_than_max_size_is_e2big);
 	tcase_add_test(tc, delete_after_drop_oldest_is_a_noop);
+	tcase_add_test(tc, delete_counted_counts_only_the_live_records);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("queues");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, move_dead_moves_one_record_atomically);
+	tcase_add_test(tc, move_dead_accounts_each_queue_with_its_own_length);
 	tcase_add_test(tc, in_queue_is_independent_of_out);
 	tcase_add_test(tc, sync_works_in_every_mode);
 	tcase_add_test(tc, sync_keeps_records_staged_and_the_oldest_is_found_either_way);
