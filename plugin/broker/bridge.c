@@ -1119,6 +1119,26 @@ static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, 
 	}
 }
 
+/* A matched message on TOPIC staged whose sync failed (spool.sync: always; RC, -EIO for the errno
+ * stage() kept): not known to be on disk, so the publisher is refused (0x87 for MQTT v5) and may
+ * send it again, a repeat as at least once allows; but staged, so it goes to the cloud and counts
+ * as forwarded, never as dropped. Logged once until a message is spooled again. */
+static void refused_unsynced(struct fb_bridge *b, const char *topic, int rc)
+{
+	if(rc == -EIO && b->write_err){
+		rc = b->write_err;
+	}
+	b->write_err = 0;
+	notify(b);
+	if(!b->error_logged){
+		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot sync the staging file for a message on %s: %s; refused, as "
+				"spool.sync is always, and sent to the cloud as staged: a publisher that sends it again "
+				"sends it twice (further ones are not logged until a message is spooled again)",
+				topic, strerror(-rc));
+		b->error_logged = true;
+	}
+}
+
 /* A capture turned away because what a reduce state holds for its topic waits for the busy staging
  * channel: counted in the episode stage() logs. Returns -ENOSPC. */
 static int busy_refused(struct fb_bridge *b)
@@ -1143,9 +1163,9 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	struct fb_record r;
 	const uint8_t *sfx;
 	uint32_t eprops_len = 0, sfx_len = 0;
-	uint64_t seq, now;
+	uint64_t seq = 0, now;
 	size_t len;
-	bool hold = false, reduced = false;
+	bool hold = false, reduced = false, unsynced;
 
 	if(rc == -EINVAL){
 		/* The rule matched but the rewritten topic is not a valid topic (empty, or longer than
@@ -1231,7 +1251,8 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		goto out; /* sent at the end of its interval */
 	}
 	rc = stage(b, len, &seq, false);
-	if(rc == 0){
+	unsynced = rc < 0 && seq; /* staged, only its sync failed */
+	if(rc == 0 || unsynced){
 		/* Only now is it the last one sent: a message turned away below leaves the filter as it
 		 * was, so that the publisher's retry of it is not suppressed as unchanged. */
 		if(reduced){
@@ -1240,10 +1261,14 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 		if(res.rule < FB_RULECTR_SLOTS){
 			fb_rulectr_inc(&b->sh->rules.rule[res.rule].forwarded);
 		}
-		if(b->error_logged){
-			fb_log(&b->lg, MOSQ_LOG_NOTICE, "matched messages are spooled again");
-			b->error_logged = false;
-		}
+	}
+	if(unsynced){
+		refused_unsynced(b, topic, rc);
+		goto done;
+	}
+	if(rc == 0 && b->error_logged){
+		fb_log(&b->lg, MOSQ_LOG_NOTICE, "matched messages are spooled again");
+		b->error_logged = false;
 	}
 full:
 	if(rc == -ENOSPC || rc == -E2BIG){

@@ -132,8 +132,9 @@ static unsigned open_fds(void)
 	return n; /* with ".", ".." and the directory's own: the same offset every time */
 }
 
-/* Writes a configuration whose only endpoint is loopback port PORT (nothing listens there). */
-static const char *write_cloud_config(int port)
+/* Writes a configuration whose only endpoint is loopback port PORT (nothing listens there), with
+ * the lines SPOOL added to its spool section, and one rule: local/# to edge/site-A/#. */
+static const char *write_spool_config(int port, const char *spool)
 {
 	static char path[128];
 	FILE *f;
@@ -141,10 +142,15 @@ static const char *write_cloud_config(int port)
 	snprintf(path, sizeof(path), "%s/cfg.yaml", dir);
 	ck_assert_ptr_nonnull(f = fopen(path, "w"));
 	fprintf(f, "site_id: site-A\ncloud:\n  endpoints: [mqtts://127.0.0.1:%d]\n  reconnect: { min: 100ms, max: 1s }\n"
-			"spool:\n  path: %s/spool\n  max_size: 8MiB\nstatus_interval: 1d\nedge_to_cloud:\n"
-			"  - local: local/#\n    cloud: edge/${site_id}/#\n", port, dir);
+			"spool:\n  path: %s/spool\n  max_size: 8MiB\n%sstatus_interval: 1d\nedge_to_cloud:\n"
+			"  - local: local/#\n    cloud: edge/${site_id}/#\n", port, dir, spool);
 	ck_assert_int_eq(fclose(f), 0);
 	return path;
+}
+
+static const char *write_cloud_config(int port)
+{
+	return write_spool_config(port, "");
 }
 
 /* Runs the broker's tick until the log holds S (true) or 60 s pass. */
@@ -610,17 +616,9 @@ START_TEST(test_a_requeued_dead_letter_whose_sync_fails_is_staged_once)
 	struct fb_bridge *b;
 	struct fb_shared *sh;
 	struct topics t = { 0 };
-	char path[128];
 	uint64_t t0;
-	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/cfg.yaml", dir);
-	ck_assert_ptr_nonnull(f = fopen(path, "w"));
-	fprintf(f, "site_id: site-A\ncloud:\n  endpoints: [mqtts://127.0.0.1:1]\n  reconnect: { min: 1s, max: 60s }\n"
-			"spool:\n  path: %s/spool\n  max_size: 8MiB\n  sync: always\nstatus_interval: 1d\nedge_to_cloud:\n"
-			"  - local: local/#\n    cloud: edge/${site_id}/#\n", dir);
-	ck_assert_int_eq(fclose(f), 0);
-	b = start_running(path, &sh);
+	b = start_running(write_spool_config(1, "  sync: always\n"), &sh);
 
 	atomic_store(&fail_sync, true);
 	requeue_put(sh, 7, "local/one", 10);
@@ -636,6 +634,35 @@ START_TEST(test_a_requeued_dead_letter_whose_sync_fails_is_staged_once)
 	ck_assert_str_eq(t.topic[0], "local/one");
 	ck_assert_msg(log_count("requeue-dead: dead letter 7 is staged, but the staging file cannot be synced: "
 			"Input/output error") == 1, "log:\n%s", logbuf);
+}
+END_TEST
+
+/* With spool.sync always and the staging file's sync failing, a captured message is refused (the
+ * publisher may send it again) and its staged copy goes to the cloud: counted as forwarded by its
+ * rule, never as dropped. Before, it was counted in dropped/error as well as sent. */
+START_TEST(test_a_capture_whose_sync_fails_is_refused_and_counted_forwarded_only)
+{
+	struct fb_bridge *b;
+	struct fb_shared *sh;
+	struct topics t = { 0 };
+
+	b = start_running(write_spool_config(1, "  sync: always\n"), &sh);
+
+	atomic_store(&fail_sync, true);
+	ck_assert_int_lt(fb_bridge_capture(b, "local/one", "1", 1, NULL, 1, false), 0);
+	atomic_store(&fail_sync, false);
+	ck_assert_int_eq(fb_bridge_capture(b, "local/two", "2", 1, NULL, 1, false), FB_BRIDGE_MATCHED);
+	ck_assert_uint_eq(atomic_load(&sh->ctr.dropped_error), 0);
+	ck_assert_uint_eq(atomic_load(&sh->ctr.dropped_full), 0);
+	ck_assert_uint_eq(fb_rulectr_get(&sh->rules.rule[0].forwarded), 2);
+	ck_assert_msg(log_count("cannot sync the staging file for a message on local/one: Input/output error; "
+			"refused, as spool.sync is always, and sent to the cloud as staged") == 1, "log:\n%s", logbuf);
+	ck_assert_msg(log_count("matched messages are spooled again") == 1, "log:\n%s", logbuf);
+	fb_bridge_stop(b);
+
+	ck_assert_msg(staged_topics(&t) == 2, "%zu copies", t.n);
+	ck_assert_str_eq(t.topic[0], "edge/site-A/one");
+	ck_assert_str_eq(t.topic[1], "edge/site-A/two");
 }
 END_TEST
 
@@ -660,6 +687,7 @@ static Suite *bridge_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_a_withdrawn_requeue_entry_is_passed_over);
 	tcase_add_test(tc, test_a_requeued_dead_letter_whose_sync_fails_is_staged_once);
+	tcase_add_test(tc, test_a_capture_whose_sync_fails_is_refused_and_counted_forwarded_only);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;
