@@ -107,6 +107,7 @@ struct fb_bridge {
 	bool lock_logged;         /* a failure to lock the spool folder has been logged */
 	uint64_t writer_retry_ms; /* writer_ready() tries no lock or open before this (fb_mono_ms()) */
 	bool error_logged;        /* a message refused for an error has been logged (dropped_error) */
+	bool unsynced_logged;     /* a message staged whose sync failed has been logged */
 	int write_err;            /* the errno of a file stage() could not write, for the log (-EIO) */
 	uint64_t full_refused;    /* captures turned away in the current episode */
 	struct fb_status last;    /* the last status snapshot read whole */
@@ -438,6 +439,7 @@ static int stage_later(struct fb_bridge *b, size_t len, bool wait)
 	if(rc < 0 && seq){
 		/* staged, only its sync failed (spool.sync always): it goes, as sent; staged again it
 		 * would go twice */
+		notify(b);
 		return 0;
 	}
 	if(rc == -ENOSPC || rc == -E2BIG){
@@ -1130,12 +1132,12 @@ static void refused_unsynced(struct fb_bridge *b, const char *topic, int rc)
 	}
 	b->write_err = 0;
 	notify(b);
-	if(!b->error_logged){
+	if(!b->unsynced_logged){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot sync the staging file for a message on %s: %s; refused, as "
 				"spool.sync is always, and sent to the cloud as staged: a publisher that sends it again "
 				"sends it twice (further ones are not logged until a message is spooled again)",
 				topic, strerror(-rc));
-		b->error_logged = true;
+		b->unsynced_logged = true;
 	}
 }
 
@@ -1264,11 +1266,12 @@ static __attribute__((noinline)) int capture_matched(struct fb_bridge *b, int rc
 	}
 	if(unsynced){
 		refused_unsynced(b, topic, rc);
+		rc = FB_BRIDGE_UNSYNCED;
 		goto done;
 	}
-	if(rc == 0 && b->error_logged){
+	if(rc == 0 && (b->error_logged || b->unsynced_logged)){
 		fb_log(&b->lg, MOSQ_LOG_NOTICE, "matched messages are spooled again");
-		b->error_logged = false;
+		b->error_logged = b->unsynced_logged = false;
 	}
 full:
 	if(rc == -ENOSPC || rc == -E2BIG){

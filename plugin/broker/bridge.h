@@ -60,9 +60,14 @@ void fb_bridge_stop(struct fb_bridge *b);
  * or by on_full). */
 #define FB_BRIDGE_MATCHED 1
 
+/* fb_bridge_capture(): the message is staged, but the staging file's sync failed (spool.sync:
+ * always): it goes to the cloud, and the publisher must be refused all the same (< 0). */
+#define FB_BRIDGE_UNSYNCED (-4096)
+
 /* The MOSQ_EVT_MESSAGE hot path: route TOPIC and spool it. Returns 0 (no rule matched),
- * FB_BRIDGE_MATCHED (spooled, or dropped by a rule or by on_full: drop_new) or -ENOSPC when the
- * spool refuses it with on_full: reject (the publisher must see 0x87). Broker thread. */
+ * FB_BRIDGE_MATCHED (spooled, or dropped by a rule or by on_full: drop_new), FB_BRIDGE_UNSYNCED,
+ * or a negative errno when it is not spooled: -ENOSPC when the spool refuses it with on_full:
+ * reject, or an error (the publisher must see 0x87 for any of the three). Broker thread. */
 int fb_bridge_capture(struct fb_bridge *b, const char *topic, const void *payload, uint32_t payloadlen,
 		const mosquitto_property *props, int qos, bool retain);
 

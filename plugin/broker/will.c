@@ -624,11 +624,13 @@ static void on_publish(struct fb_will *w, uint8_t f, const uint8_t *p, size_t n)
 	}
 	rc = fb_bridge_capture(w->b, w->topic, payload, payloadlen, list, 0, retain);
 	mosquitto_property_free_all(&list);
-	if(rc == FB_BRIDGE_MATCHED){
+	if(rc == FB_BRIDGE_MATCHED || rc == FB_BRIDGE_UNSYNCED){
+		/* Staged (for FB_BRIDGE_UNSYNCED, without the sync: the capture logs it): it goes. */
 		fb_count(&fb_bridge_counters(w->b)->wills, 1);
 		w->spool_warned = false;
 	}else if(rc < 0 && !w->spool_warned){
-		/* Counted by the capture (dropped/full); logged once until one goes through again. */
+		/* Counted by the capture (dropped/full or dropped/error); logged once until one goes
+		 * through again. */
 		fb_log(&w->lg, MOSQ_LOG_WARNING, "a Will on %s could not be spooled: %s", w->topic, strerror(-rc));
 		w->spool_warned = true;
 	}

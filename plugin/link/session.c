@@ -254,10 +254,19 @@ static void flush_acked(struct fb_session *l)
 		}
 	}
 	rc = fb_spool_delete_counted(l->d.spool, FB_Q_OUT, l->batch, n, &removed);
-	l->flush_failed = rc < 0;
 	if(rc < 0){
-		l->acked_since_ms = fb_mono_ms(); /* again after ACK_FLUSH_MS; the spool logs the error */
+		if(!l->flush_failed){
+			fb_log(l->d.lg, MOSQ_LOG_ERR, "%zu records the cloud acknowledged cannot be deleted from the "
+					"spool now: %s; they are tried again every %d ms, and new records wait for room",
+					n, strerror(-rc), ACK_FLUSH_MS);
+		}
+		l->flush_failed = true;
+		l->acked_since_ms = fb_mono_ms(); /* again after ACK_FLUSH_MS */
 		return;
+	}
+	if(l->flush_failed){
+		fb_log(l->d.lg, MOSQ_LOG_NOTICE, "records the cloud acknowledged are deleted from the spool again");
+		l->flush_failed = false;
 	}
 	for(size_t i = 0; i < l->ring_used; i++){
 		struct inflight *e = ring_at(l, i);
@@ -1354,6 +1363,12 @@ static void stall_guard(struct fb_session *l, uint64_t now)
 	struct fb_spool_stats st;
 
 	if(!l->connected || l->lost){
+		return;
+	}
+	if(l->flush_failed){
+		/* New records wait for the spool's deletes (flush_acked()), not for the cloud: a fresh
+		 * connection would only send the acknowledged ones again. */
+		l->progress_ms = now;
 		return;
 	}
 	if(now < l->pending_check_ms + every && now < l->progress_ms + STALL_KEEPALIVES * ka_ms){
