@@ -31,6 +31,19 @@ size_t fb_record_size(const struct fb_record *r)
 	return REC_HEADER_LEN + r->topic_len + 4 + (size_t)r->props_len + r->payload_len;
 }
 
+static size_t varint_size(size_t v)
+{
+	return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
+}
+
+size_t fb_record_publish_size(const struct fb_record *r, size_t topic_len, size_t extra_props)
+{
+	size_t props = r->props_len + extra_props;
+	size_t rest = 2 + topic_len + (r->qos ? 2 : 0) + varint_size(props) + props + r->payload_len;
+
+	return 1 + varint_size(rest) + rest;
+}
+
 size_t fb_record_encode(const struct fb_record *r, uint8_t *buf)
 {
 	uint8_t *p = buf;

@@ -60,6 +60,17 @@ struct fb_record {
 /* Size of the encoded record. */
 size_t fb_record_size(const struct fb_record *r);
 
+/* Property bytes a sender adds to a record's own: a Topic Alias (identifier, two-byte alias) and a
+ * Message Expiry Interval (identifier, four-byte interval). */
+#define FB_RECORD_ALIAS_PROP_SIZE 3
+#define FB_RECORD_EXPIRY_PROP_SIZE 5
+
+/* Size of the MQTT v5 PUBLISH that sends R, as a Maximum Packet Size counts it (the whole packet):
+ * fixed header, remaining length, a topic of TOPIC_LEN bytes (0: the empty topic of a PUBLISH that
+ * carries only its Topic Alias), the packet id when R's QoS is above 0, R's properties plus
+ * EXTRA_PROPS bytes of properties the sender adds (FB_RECORD_*_PROP_SIZE), payload. Any thread. */
+size_t fb_record_publish_size(const struct fb_record *r, size_t topic_len, size_t extra_props);
+
 /* Encodes R into BUF (at least fb_record_size(r) bytes). Returns the bytes written. */
 size_t fb_record_encode(const struct fb_record *r, uint8_t *buf);
 

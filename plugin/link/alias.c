@@ -156,6 +156,11 @@ uint16_t fb_alias_get(struct fb_alias *a, const char *topic, size_t len, bool *f
 	return (uint16_t)i;
 }
 
+uint16_t fb_alias_find(const struct fb_alias *a, const char *topic, size_t len)
+{
+	return a->max ? (uint16_t)find(a, topic, len, hash_topic(topic, len)) : 0;
+}
+
 void fb_alias_drop(struct fb_alias *a, const char *topic, size_t len)
 {
 	uint32_t i;

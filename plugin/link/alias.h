@@ -35,6 +35,10 @@ int fb_alias_reset(struct fb_alias *a, uint16_t max);
  * counts as made: if the PUBLISH is not sent after all, call fb_alias_drop(). Worker thread. */
 uint16_t fb_alias_get(struct fb_alias *a, const char *topic, size_t len, bool *full);
 
+/* The alias TOPIC (LEN bytes) is mapped to now, 0: none. Changes nothing (not even the order of
+ * use): a PUBLISH can be sized before fb_alias_get() makes a mapping for it. Worker thread. */
+uint16_t fb_alias_find(const struct fb_alias *a, const char *topic, size_t len);
+
 /* Forgets the mapping of TOPIC, if any: its next PUBLISH carries the full topic again. */
 void fb_alias_drop(struct fb_alias *a, const char *topic, size_t len);
 

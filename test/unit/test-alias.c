@@ -70,6 +70,24 @@ START_TEST(test_drop_and_reset)
 END_TEST
 
 /* 10 aliases, 50 topics used in turn 20 times each: a miss only at each topic's first use. */
+/* fb_alias_find() reports the mapping without making one or changing the order of use. */
+START_TEST(test_find_changes_nothing)
+{
+	ck_assert_int_eq(fb_alias_reset(&a, 2), 0);
+	ck_assert_uint_eq(fb_alias_find(&a, "x", 1), 0);
+	expect("x", 1, true);     /* the find above made no mapping */
+	expect("y", 2, true);
+	ck_assert_uint_eq(fb_alias_find(&a, "x", 1), 1);  /* x is the least recently used ... */
+	ck_assert_uint_eq(fb_alias_find(&a, "y", 1), 2);
+	ck_assert_uint_eq(fb_alias_find(&a, "z", 1), 0);
+	expect("z", 1, true);     /* ... and stays so: z takes its alias */
+	ck_assert_uint_eq(fb_alias_find(&a, "x", 1), 0);
+	ck_assert_uint_eq(fb_alias_find(&a, "z", 1), 1);
+	ck_assert_int_eq(fb_alias_reset(&a, 0), 0);
+	ck_assert_uint_eq(fb_alias_find(&a, "z", 1), 0);
+}
+END_TEST
+
 START_TEST(test_many_topics)
 {
 	unsigned full = 0;
@@ -102,6 +120,7 @@ int main(void)
 	tcase_add_test(tc, test_none_with_maximum_0);
 	tcase_add_test(tc, test_assign_reuse_and_lru_replacement);
 	tcase_add_test(tc, test_drop_and_reset);
+	tcase_add_test(tc, test_find_changes_nothing);
 	tcase_add_test(tc, test_many_topics);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -757,6 +757,51 @@ START_TEST(props_find_user_returns_first_match)
 }
 END_TEST
 
+/* The PUBLISH sizes of the known record, written out by hand: 0x32 0x0c, topic 00 03 a/b, packet
+ * id, property length 02, 01 01, "hi" is 14 bytes; an alias-only PUBLISH drops the topic's three
+ * bytes and adds a Topic Alias (23 00 01) of three. */
+START_TEST(record_publish_size_counts_every_byte_of_the_packet)
+{
+	struct fb_record r = known_record();
+
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 14);
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, FB_RECORD_ALIAS_PROP_SIZE), 17);
+	ck_assert_uint_eq(fb_record_publish_size(&r, 0, FB_RECORD_ALIAS_PROP_SIZE), 14);
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, FB_RECORD_EXPIRY_PROP_SIZE), 19);
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, FB_RECORD_ALIAS_PROP_SIZE + FB_RECORD_EXPIRY_PROP_SIZE), 22);
+	r.qos = 0; /* no packet id */
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 12);
+	r.qos = 2;
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 14);
+}
+END_TEST
+
+/* The remaining length and the property length grow by a byte at 128 (and the remaining length
+ * again at 16384 and 2^21). */
+START_TEST(record_publish_size_follows_the_variable_byte_integers)
+{
+	struct fb_record r = known_record();
+
+	r.props_len = 0;
+	r.payload_len = 119; /* remaining length 2 + 3 + 2 + 1 + 119 = 127 */
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 1 + 1 + 127);
+	r.payload_len = 120;
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 1 + 2 + 128);
+	r.payload_len = 16383 - 8;
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 1 + 2 + 16383);
+	r.payload_len = 16384 - 8;
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 1 + 3 + 16384);
+	r.payload_len = 2097152 - 8;
+	ck_assert_uint_eq(fb_record_publish_size(&r, 3, 0), 1 + 4 + 2097152);
+	r.qos = 0;
+	r.payload_len = 0;
+	r.props_len = 124; /* with a Topic Alias: 127 bytes of properties, length in one byte */
+	ck_assert_uint_eq(fb_record_publish_size(&r, 0, FB_RECORD_ALIAS_PROP_SIZE), 1 + 2 + (2 + 1 + 127));
+	r.props_len = 125; /* 128: two bytes */
+	ck_assert_uint_eq(fb_record_publish_size(&r, 0, FB_RECORD_ALIAS_PROP_SIZE), 1 + 2 + (2 + 2 + 128));
+}
+END_TEST
+
 static Suite *record_suite(void)
 {
 	Suite *s = suite_create("record");
@@ -771,6 +816,8 @@ static Suite *record_suite(void)
 	tcase_add_test(tc, record_expiry_bit_63_marks_a_rule_ttl);
 	tcase_add_test(tc, record_rejects_every_truncation);
 	tcase_add_test(tc, record_rejects_garbage);
+	tcase_add_test(tc, record_publish_size_counts_every_byte_of_the_packet);
+	tcase_add_test(tc, record_publish_size_follows_the_variable_byte_integers);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("props");
