@@ -490,36 +490,40 @@ static bool alias_keep(struct fb_session *l, uint16_t alias, mosquitto_property 
  * l->props_list, *PROPS becomes the list kept for this alias, made the first time: a list of its
  * own decoded from R (mosquitto_property_copy_all() makes lists whose head libmosquitto 2.0.11
  * would send alone), kept while the properties repeat (messages on the topics that have an alias
- * decode nothing). Sets *KEPT when *PROPS is kept by the session (the caller must not free it).
- * Returns whether the PUBLISH carries the full topic. */
-static bool alias_props(struct fb_session *l, const struct fb_record *r, mosquitto_property **props, bool *kept)
+ * decode nothing). Sets *KEPT when *PROPS is kept by the session (the caller must not free it),
+ * and *FULL when the PUBLISH carries the full topic. Returns the alias, 0: none after all (memory
+ * is short; no mapping made). */
+static uint16_t alias_props(struct fb_session *l, const struct fb_record *r, mosquitto_property **props, bool *kept,
+		bool *full)
 {
 	mosquitto_property *own = *props;
-	bool full, cached = *props == l->props_list;
-	uint16_t alias = fb_alias_get(&l->alias, l->topic_buf, r->topic_len, &full);
+	bool cached = *props == l->props_list;
+	uint16_t alias = fb_alias_get(&l->alias, l->topic_buf, r->topic_len, full);
 
 	*kept = cached;
 	if(alias == 0){
-		return true;
+		return 0;
 	}
 	if(cached && alias <= l->alias_cap && l->alias_c[alias - 1].list){
 		*props = l->alias_c[alias - 1].list;
-		return full;
+		return alias;
 	}
 	if(cached && (own = NULL, fb_props_decode(r->props, r->props_len, &own) < 0)){
 		fb_alias_drop(&l->alias, l->topic_buf, r->topic_len);
-		return true;
+		*full = true;
+		return 0;
 	}
 	if(mosquitto_property_add_int16(&own, MQTT_PROP_TOPIC_ALIAS, alias) != MOSQ_ERR_SUCCESS){
 		fb_alias_drop(&l->alias, l->topic_buf, r->topic_len);
 		if(own != *props){
 			mosquitto_property_free_all(&own);
 		}
-		return true;
+		*full = true;
+		return 0;
 	}
 	*kept = cached && alias_keep(l, alias, own);
 	*props = own;
-	return full;
+	return alias;
 }
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
@@ -920,20 +924,16 @@ static void remember_props(struct fb_session *l, const uint8_t *key, uint32_t le
 	}
 }
 
-static size_t varint_size(size_t v)
+/* Size of the PUBLISH that sends R (its Message Expiry Interval settled: r->expiry_ms): with a
+ * Topic Alias when ALIAS, and then without its topic when KNOWN (the cloud has the mapping). */
+static size_t packet_size(const struct fb_record *r, bool alias, bool known)
 {
-	return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
-}
+	size_t extra = r->expiry_ms ? FB_RECORD_EXPIRY_PROP_SIZE : 0;
 
-/* Size of the PUBLISH packet that sends R (no topic alias), as the cloud's Maximum Packet Size
- * counts it: fixed header, remaining length, topic, packet id, properties (plus the Message
- * Expiry Interval that send_visit() adds), payload. */
-static size_t publish_size(const struct fb_record *r)
-{
-	size_t props = r->props_len + (r->expiry_ms ? 5 : 0);
-	size_t rest = 2 + (size_t)r->topic_len + (r->qos ? 2 : 0) + varint_size(props) + props + r->payload_len;
-
-	return 1 + varint_size(rest) + rest;
+	if(!alias){
+		return fb_record_publish_size(r, r->topic_len, extra);
+	}
+	return fb_record_publish_size(r, known ? 0 : r->topic_len, extra + FB_RECORD_ALIAS_PROP_SIZE);
 }
 
 /* Sends one spool record. Returns 0 to go on, 1 to stop filling. */
@@ -945,7 +945,8 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	mosquitto_property *props = NULL;
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
-	bool full, kept;
+	bool full, kept, alias, known;
+	size_t size;
 
 	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
@@ -979,20 +980,39 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	memcpy(l->topic_buf, r.topic, r.topic_len);
 	l->topic_buf[r.topic_len] = '\0';
-	if(l->max_packet && publish_size(&r) > l->max_packet){
+	/* The size of the packet that will be sent: with an alias when the connection has them
+	 * (without its topic when the cloud knows the alias), else, or when that is too large, the
+	 * full topic without an alias (no mapping is made for it). Too large either way: dead
+	 * letters, and the alias table stays as it was. */
+	alias = l->alias.max != 0;
+	known = alias && fb_alias_find(&l->alias, l->topic_buf, r.topic_len) != 0;
+	size = packet_size(&r, alias, known);
+	if(l->max_packet && size > l->max_packet && alias){
+		size_t plain = packet_size(&r, false, false);
+
+		alias = plain > l->max_packet;
+		size = plain < size ? plain : size;
+	}
+	if(l->max_packet && size > l->max_packet){
 		char why[160];
 
 		if(props != l->props_list){
 			mosquitto_property_free_all(&props);
 		}
 		snprintf(why, sizeof(why), "%s (%zu bytes; the cloud's Maximum Packet Size is %u)",
-				mosquitto_reason_string(MQTT_RC_PACKET_TOO_LARGE), publish_size(&r), l->max_packet);
+				mosquitto_reason_string(MQTT_RC_PACKET_TOO_LARGE), size, l->max_packet);
 		dead_letter(l, seq, val, len, MQTT_RC_PACKET_TOO_LARGE, why);
 		return 0;
 	}
 
 	/* libmosquitto copies the properties it keeps. */
-	full = alias_props(l, &r, &props, &kept);
+	if(alias){
+		alias = alias_props(l, &r, &props, &kept, &full) != 0;
+		size = packet_size(&r, alias, !full);
+	}else{
+		full = true;
+		kept = props == l->props_list;
+	}
 	rc = mosquitto_publish_v5(l->mosq, &mid, full ? l->topic_buf : NULL, (int)r.payload_len, r.payload, r.qos,
 			r.retain, props);
 	if(!kept){
@@ -1022,7 +1042,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	ring_push(l, r.qos ? mid : 0, seq, len); /* QoS 0: best effort, sent once */
 	l->yield.sent++;
-	if(l->rate.on && fb_rate_take(&l->rate, publish_size(&r))){
+	if(l->rate.on && fb_rate_take(&l->rate, size)){
 		return 1; /* a cap is reached: the next records wait for it */
 	}
 	return 0;

@@ -117,10 +117,11 @@ static void relay_stop(struct relay *r)
 #define TOPICS 50
 #define PER_TOPIC 20
 
-/* The cloud stand-in's configuration with "max_topic_alias MAX" on its TLS listener (the edge's). */
-static void start_cloud_alias_max(struct fbh_broker *cloud, int max)
+/* The cloud stand-in's configuration (with CO, NULL: the standard one) with "max_topic_alias MAX"
+ * on its TLS listener (the edge's). */
+static void start_cloud_alias_max(struct fbh_broker *cloud, int max, const struct fbh_cloud_opts *co)
 {
-	char *conf = fbh_cloud_conf(cloud, NULL), *at = strstr(conf, "use_identity_as_username false\n"), *c2;
+	char *conf = fbh_cloud_conf(cloud, co), *at = strstr(conf, "use_identity_as_username false\n"), *c2;
 
 	ck_assert_ptr_nonnull(at);
 	at += strlen("use_identity_as_username false\n");
@@ -151,7 +152,7 @@ static unsigned long long run(int max, bool aliases, const char *name)
 	ck_assert_int_gt(asprintf(&ename, "edge-%s", name), 0);
 	fbh_broker_init(&cloud, cname);
 	fbh_broker_init(&edge, ename);
-	start_cloud_alias_max(&cloud, max);
+	start_cloud_alias_max(&cloud, max, NULL);
 	relay_start(&r, cloud.port);
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
 	ck_assert_ptr_nonnull(sub);
@@ -298,7 +299,7 @@ START_TEST(test_topics_in_turn_keep_their_own_properties)
 
 	fbh_broker_init(&cloud, "cloud-turn");
 	fbh_broker_init(&edge, "edge-turn");
-	start_cloud_alias_max(&cloud, 10);
+	start_cloud_alias_max(&cloud, 10, NULL);
 	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
 	ck_assert_ptr_nonnull(sub);
 	ck_assert_int_gt(asprintf(&yaml, "%.*s  topic_aliases: true\n%s"
@@ -357,6 +358,126 @@ START_TEST(test_topics_in_turn_keep_their_own_properties)
 }
 END_TEST
 
+/* The cloud's Maximum Packet Size in the size test, and what the edge adds to each message's
+ * properties there: the origin mark (user property: identifier, 2 + 20 + 2 + 6 bytes). */
+#define MAX_PACKET 1000
+#define ORIGIN_PROPS 31
+#define T_KNOWN "edge/site-A/telemetry/known"
+#define T_NEW "edge/site-A/telemetry/new"
+#define T_NONE "edge/site-A/telemetry/none"
+
+/* The payload length that makes a QoS 1 PUBLISH with a topic of TOPIC_LEN bytes (0: alias-only)
+ * and PROPS bytes of properties exactly SIZE bytes long (a remaining length of two bytes). */
+static int payload_for(int size, int topic_len, int props)
+{
+	return size - 3 - (2 + topic_len + 2 + 1 + props);
+}
+
+/* NAME's payload, LEN bytes: NAME, then 'x'. The caller frees it. */
+static char *sized_payload(const char *name, int len)
+{
+	char *payload = malloc((size_t)len);
+
+	ck_assert_ptr_nonnull(payload);
+	memset(payload, 'x', (size_t)len);
+	memcpy(payload, name, strlen(name));
+	return payload;
+}
+
+/* Publishes NAME's payload (sized_payload()) on the edge's local/telemetry/TOPIC. */
+static void publish_sized(struct fbh_pub *pub, const char *topic, const char *name, int len)
+{
+	char *payload = sized_payload(name, len), local[64];
+
+	snprintf(local, sizeof(local), "local/telemetry/%s", topic);
+	ck_assert_int_ge(fbh_pub_send(pub, local, payload, len, 1, false, NULL), 0);
+	free(payload);
+}
+
+/* The cloud's Maximum Packet Size counts the packet that is sent, Topic Alias included (cloud
+ * maximum 1000 bytes, aliases on): on a topic the cloud has the alias of, a message whose
+ * alias-only PUBLISH is exactly 1000 bytes arrives (with its full topic it would be 1024); one
+ * byte more goes to dead letters (0x95). A message on a new topic whose PUBLISH with topic and new
+ * alias would be 1003 bytes goes out without an alias (1000 bytes) and arrives; one 1001 bytes
+ * even without an alias goes to dead letters. Neither makes an alias mapping: later messages on
+ * those topics arrive on them, with no reconnect (a stale alias would end the connection). */
+START_TEST(test_maximum_packet_size_counts_the_topic_alias_that_is_sent)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { .extra = fbh_strdupf("max_packet_size %d\n", MAX_PACKET) };
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	const char *base = FBH_YAML_BASE, *cl = strstr(base, "cloud:\n") + 7;
+	char *yaml;
+	const int alias_props = ORIGIN_PROPS + 3;
+	const struct { const char *topic, *name; int len; } sent[] = {
+		{ T_KNOWN, "a", 8 },
+		{ T_KNOWN, "b-alias-only-fits", payload_for(MAX_PACKET, 0, alias_props) },
+		{ T_NEW, "d-fits-without-alias", payload_for(MAX_PACKET + 3, (int)strlen(T_NEW), alias_props) },
+		{ T_KNOWN, "f", 8 },
+		{ T_NONE, "g", 8 },
+		{ T_NEW, "h", 8 },
+	};
+	const int too_large_known = payload_for(MAX_PACKET + 1, 0, alias_props);
+	const int too_large_new = payload_for(MAX_PACKET + 1, (int)strlen(T_NONE), ORIGIN_PROPS);
+	char needle[256];
+
+	fbh_broker_init(&cloud, "cloud-size");
+	fbh_broker_init(&edge, "edge-size");
+	start_cloud_alias_max(&cloud, 10, &co);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert_int_gt(asprintf(&yaml, "%.*s  topic_aliases: true\n%s"
+			"edge_to_cloud:\n  - local: local/telemetry/#\n    cloud: edge/${site_id}/telemetry/#\n",
+			(int)(cl - base), base, cl), 0);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	publish_sized(pub, "known", sent[0].name, sent[0].len);
+	publish_sized(pub, "known", sent[1].name, sent[1].len);
+	publish_sized(pub, "known", "c-alias-only-too-large", too_large_known);
+	publish_sized(pub, "new", sent[2].name, sent[2].len);
+	publish_sized(pub, "none", "e-too-large-without-alias", too_large_new);
+	publish_sized(pub, "known", sent[3].name, sent[3].len);
+	publish_sized(pub, "none", sent[4].name, sent[4].len);
+	publish_sized(pub, "new", sent[5].name, sent[5].len);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+
+	ck_assert_msg(wait_exactly(sub, 6, 30000, 1000), "%zu of 6 arrived", fbh_sub_count(sub));
+	for(size_t i = 0; i < 6; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		char *want = sized_payload(sent[i].name, sent[i].len);
+
+		ck_assert_str_eq(m->topic, sent[i].topic);
+		ck_assert_int_eq(m->payloadlen, sent[i].len);
+		ck_assert_mem_eq(m->payload, want, (size_t)sent[i].len);
+		free(want);
+	}
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 6, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 2, 5000));
+	ck_assert(sys_wait_u64(sys, "spool/dead", 2, 5000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", 0, 1000));
+	snprintf(needle, sizeof(needle), "on " T_KNOWN " (%d bytes) moved to dead letters: 0x95 Packet too large "
+			"(%d bytes; the cloud's Maximum Packet Size is %d)", too_large_known, MAX_PACKET + 1, MAX_PACKET);
+	ck_assert_uint_eq(log_count(&edge, needle), 1);
+	snprintf(needle, sizeof(needle), "on " T_NONE " (%d bytes) moved to dead letters: 0x95 Packet too large "
+			"(%d bytes; the cloud's Maximum Packet Size is %d)", too_large_new, MAX_PACKET + 1, MAX_PACKET);
+	ck_assert_uint_eq(log_count(&edge, needle), 1);
+	ck_assert_uint_eq(log_count(&edge, "moved to dead letters"), 2);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	free(yaml);
+	free((char *)co.extra);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("alias");
@@ -365,6 +486,7 @@ int main(void)
 	tcase_add_test(tc, test_aliases_cut_bytes_within_the_announced_maximum);
 	tcase_add_test(tc, test_aliases_start_over_after_a_reconnect);
 	tcase_add_test(tc, test_topics_in_turn_keep_their_own_properties);
+	tcase_add_test(tc, test_maximum_packet_size_counts_the_topic_alias_that_is_sent);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
