@@ -23,6 +23,7 @@
 #include "session.h"
 #include "rate.h"
 #include "alias.h"
+#include "ack.h"
 #include "record.h"
 #include "resolve.h"
 #include "client.h"
@@ -41,6 +42,7 @@
 
 struct inflight {
 	int mid;       /* > 0: waiting for the cloud's acknowledgement of this packet id */
+	uint8_t qos;   /* the PUBLISH's */
 	uint64_t seq;
 	size_t len;
 };
@@ -196,14 +198,15 @@ static void slot_acked(struct fb_session *l, struct inflight *e)
 	e->mid = SLOT_ACKED;
 }
 
-/* MID > 0: a packet waiting for its acknowledgement; 0: sent at QoS 0, nothing to wait for. */
-static void ring_push(struct fb_session *l, int mid, uint64_t seq, size_t len)
+/* QOS > 0: packet MID waits for its acknowledgement; 0: sent, nothing to wait for. */
+static void ring_push(struct fb_session *l, uint8_t qos, int mid, uint64_t seq, size_t len)
 {
 	struct inflight *e = ring_at(l, l->ring_used++);
 
 	e->seq = seq;
 	e->len = len;
-	if(mid > 0){
+	e->qos = qos;
+	if(qos > 0){
 		e->mid = mid;
 		l->sending++;
 	}else{
@@ -893,10 +896,11 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 	l->progress_ms = fb_mono_ms();
 	l->acked = true;
 	l->suspect_breaks = 0;
-	if(reason >= 0x80){
+	if(fb_ack_rejected(e->qos, reason)){
 		char why[160];
 
-		snprintf(why, sizeof(why), "%s (the cloud's PUBACK)", mosquitto_reason_string(reason));
+		snprintf(why, sizeof(why), "%s (the cloud's %s)", mosquitto_reason_string(reason),
+				e->qos == 2 ? "PUBREC" : "PUBACK");
 		move_dead(l, e->seq, reason, why);
 		e->mid = SLOT_FREE;
 		ring_pop_free(l);
@@ -1040,7 +1044,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 			connection_lost(l, "publish failed: %s", mosquitto_strerror(rc));
 			return 1;
 	}
-	ring_push(l, r.qos ? mid : 0, seq, len); /* QoS 0: best effort, sent once */
+	ring_push(l, r.qos, mid, seq, len); /* QoS 0: best effort, sent once */
 	l->yield.sent++;
 	if(l->rate.on && fb_rate_take(&l->rate, size)){
 		return 1; /* a cap is reached: the next records wait for it */

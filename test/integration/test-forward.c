@@ -1032,6 +1032,46 @@ START_TEST(test_message_refused_by_cloud_acl_goes_to_dead_letters)
 }
 END_TEST
 
+/* Messages nobody subscribes to at the cloud: Mosquitto answers a QoS 1 PUBLISH with PUBACK 0x10
+ * (No matching subscribers) and a QoS 2 one with PUBREC 0x10, then PUBCOMP 0x00. Both are
+ * successes: every message is counted forwarded and deleted, none goes to dead letters. */
+START_TEST(test_no_matching_subscribers_at_the_cloud_counts_as_forwarded)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sys;
+	struct fbh_pub *pub;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	start_edge(&edge, cloud.port, FBH_YAML_BASE
+			"edge_to_cloud:\n"
+			"  - local: local/q1/#\n"
+			"    cloud: edge/${site_id}/q1/#\n"
+			"    qos: 1\n"
+			"  - local: local/q2/#\n"
+			"    cloud: edge/${site_id}/q2/#\n"
+			"    qos: 2\n", NULL);
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_eq(fbh_pub_send_n(pub, "local/q1/a", "q1-", 3, 1, NULL), 0);
+	ck_assert_int_eq(fbh_pub_send_n(pub, "local/q2/a", "q2-", 3, 1, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 6, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 0, 1000));
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 1000));
+	ck_assert_uint_eq(log_count(&edge, "moved to dead letters"), 0);
+	fbh_sub_stop(sys);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+}
+END_TEST
+
 START_TEST(test_failover_to_second_endpoint)
 {
 	struct fbh_broker cloud, edge;
@@ -1211,6 +1251,7 @@ int main(void)
 	tcase_add_test(tc, test_spool_limit_drop_oldest_keeps_the_newest);
 	tcase_add_test(tc, test_spool_limit_reject_answers_0x87);
 	tcase_add_test(tc, test_message_refused_by_cloud_acl_goes_to_dead_letters);
+	tcase_add_test(tc, test_no_matching_subscribers_at_the_cloud_counts_as_forwarded);
 	tcase_add_test(tc, test_failover_to_second_endpoint);
 	tcase_add_test(tc, test_tls_wrong_ca_refused);
 	tcase_add_test(tc, test_tls_wrong_hostname_refused);
