@@ -76,6 +76,8 @@ struct fb_session {
 	uint64_t last_rx_ms;
 	uint64_t progress_ms;    /* last acknowledgement, connect, or moment nothing was pending */
 	uint32_t max_packet;     /* the cloud's Maximum Packet Size from CONNACK, 0: no limit */
+	bool retain_available;   /* the cloud's Retain Available from CONNACK (absent: 1) */
+	bool retain_told;        /* ... 0, and a retained record went without retain: logged */
 	bool acked;              /* an acknowledgement arrived on this connection */
 	int disconnect_reason;   /* reason code of the cloud's DISCONNECT on this connection, 0: none */
 	uint64_t suspect_seq;    /* the record in flight at the head when the last connections broke */
@@ -546,6 +548,13 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	l->max_packet = 0;
 	mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &l->max_packet, false);
 	{
+		uint8_t ra = 1; /* absent: 1 (MQTT 5, 3.2.2.3.5) */
+
+		mosquitto_property_read_byte(props, MQTT_PROP_RETAIN_AVAILABLE, &ra, false);
+		l->retain_available = ra != 0;
+		l->retain_told = false;
+	}
+	{
 		uint16_t rm = 65535; /* absent: 65,535 (MQTT 5, 3.2.2.3.3) */
 
 		mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &rm, false);
@@ -949,7 +958,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	mosquitto_property *props = NULL;
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
-	bool full, kept, alias, known;
+	bool full, kept, alias, known, retain;
 	size_t size;
 
 	*l->cur = seq;
@@ -1009,6 +1018,16 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		return 0;
 	}
 
+	/* A cloud without retained messages gets the message without retain (the delivery contract
+	 * is about the message reaching the cloud), said once per connection. libmosquitto 2.0.11
+	 * would clear the flag itself, silently (mosquitto_publish_v5()). */
+	retain = r.retain && l->retain_available;
+	if(r.retain && !retain && !l->retain_told){
+		l->retain_told = true;
+		fb_log(l->d.lg, MOSQ_LOG_WARNING, "the cloud does not support retained messages: sent without retain "
+				"(%.*s first; said once per connection)", (int)r.topic_len, r.topic);
+	}
+
 	/* libmosquitto copies the properties it keeps. */
 	if(alias){
 		alias = alias_props(l, &r, &props, &kept, &full) != 0;
@@ -1018,7 +1037,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		kept = props == l->props_list;
 	}
 	rc = mosquitto_publish_v5(l->mosq, &mid, full ? l->topic_buf : NULL, (int)r.payload_len, r.payload, r.qos,
-			r.retain, props);
+			retain, props);
 	if(!kept){
 		mosquitto_property_free_all(&props);
 	}

@@ -1072,6 +1072,74 @@ START_TEST(test_no_matching_subscribers_at_the_cloud_counts_as_forwarded)
 }
 END_TEST
 
+#define NO_RETAIN_LOG "the cloud does not support retained messages: sent without retain"
+
+/* A cloud that announces Retain Available 0 (retain_available false; Mosquitto ends the connection
+ * of a client that publishes a retained message anyway) gets retained messages without retain:
+ * every message arrives, in order, on one connection, and the link says so once per connection. */
+START_TEST(test_retained_messages_go_without_retain_to_a_cloud_without_retain)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { .extra = "retain_available false\n" };
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, FBH_YAML_BASE
+			"edge_to_cloud:\n"
+			"  - local: local/telemetry/#\n"
+			"    cloud: edge/${site_id}/telemetry/#\n", NULL);
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/a", "r0", 2, 1, true, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/a", "n1", 2, 1, false, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/b", "r2", 2, 1, true, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	ck_assert(wait_exactly(sub, 3, 10000, 500));
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->payload, "r0");
+	ck_assert_str_eq(fbh_sub_msg(sub, 1)->payload, "n1");
+	ck_assert_str_eq(fbh_sub_msg(sub, 2)->payload, "r2");
+	ck_assert_str_eq(fbh_sub_msg(sub, 2)->topic, "edge/site-A/telemetry/b");
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 3, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 0, 1000));
+	ck_assert(sys_wait_u64(sys, "reconnects", 0, 1000));
+	ck_assert_uint_eq(log_count(&edge, NO_RETAIN_LOG), 1);
+	ck_assert_uint_eq(log_count(&edge, NO_RETAIN_LOG " (edge/site-A/telemetry/a first;"), 1);
+	fbh_sub_stop(sub);
+
+	/* A new connection says it again, once. */
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+	ck_assert(sys_wait(sys, "state", "connecting", 20000) || sys_wait(sys, "state", "disconnected", 1));
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "edge/site-A/telemetry/#", 1);
+	ck_assert_ptr_nonnull(sub);
+	ck_assert(sys_wait_u64(sys, "reconnects", 1, 20000));
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/c", "r3", 2, 1, true, NULL), 0);
+	ck_assert_int_ge(fbh_pub_send(pub, "local/telemetry/c", "r4", 2, 1, true, NULL), 0);
+	ck_assert(fbh_pub_wait_all(pub, 10000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+	ck_assert(wait_exactly(sub, 2, 10000, 500));
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->payload, "r3");
+	ck_assert_str_eq(fbh_sub_msg(sub, 1)->payload, "r4");
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", 5, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", 1, 1000));
+	ck_assert_uint_eq(log_count(&edge, NO_RETAIN_LOG), 2);
+	ck_assert_uint_eq(log_count(&edge, NO_RETAIN_LOG " (edge/site-A/telemetry/c first;"), 1);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+}
+END_TEST
+
 START_TEST(test_failover_to_second_endpoint)
 {
 	struct fbh_broker cloud, edge;
@@ -1252,6 +1320,7 @@ int main(void)
 	tcase_add_test(tc, test_spool_limit_reject_answers_0x87);
 	tcase_add_test(tc, test_message_refused_by_cloud_acl_goes_to_dead_letters);
 	tcase_add_test(tc, test_no_matching_subscribers_at_the_cloud_counts_as_forwarded);
+	tcase_add_test(tc, test_retained_messages_go_without_retain_to_a_cloud_without_retain);
 	tcase_add_test(tc, test_failover_to_second_endpoint);
 	tcase_add_test(tc, test_tls_wrong_ca_refused);
 	tcase_add_test(tc, test_tls_wrong_hostname_refused);
