@@ -85,16 +85,17 @@ static size_t varint_size(size_t v)
 	return v < 128 ? 1 : v < 16384 ? 2 : v < 2097152 ? 3 : 4;
 }
 
-/* Bytes of the QoS 1 PUBLISH packet that carried M (its whole topic, its user properties, its
- * payload): what cloud.max_bandwidth counts. */
+/* Bytes of the QoS 1 PUBLISH packet that carried M after the first one on its topic: the empty
+ * topic and a Topic Alias (3 bytes; Mosquitto announces a Topic Alias Maximum of 10), its user
+ * properties, its payload: what cloud.max_bandwidth counts. */
 static size_t publish_bytes(const struct fbh_msg *m)
 {
-	size_t props = 0, rest;
+	size_t props = 3, rest;
 
 	for(size_t i = 0; i < m->user_prop_count; i++){
 		props += 1 + 2 + strlen(m->user_props[i].name) + 2 + strlen(m->user_props[i].value);
 	}
-	rest = 2 + strlen(m->topic) + 2 + varint_size(props) + props + (size_t)m->payloadlen;
+	rest = 2 + 2 + varint_size(props) + props + (size_t)m->payloadlen;
 	return 1 + varint_size(rest) + rest;
 }
 
