@@ -958,8 +958,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	mosquitto_property *props = NULL;
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
-	bool full, kept, alias, known, retain;
-	size_t size;
+	bool full, kept, alias, retain;
 
 	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
@@ -998,24 +997,28 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	 * full topic without an alias (no mapping is made for it). Too large either way: dead
 	 * letters, and the alias table stays as it was. */
 	alias = l->alias.max != 0;
-	known = alias && fb_alias_find(&l->alias, l->topic_buf, r.topic_len) != 0;
-	size = packet_size(&r, alias, known);
-	if(l->max_packet && size > l->max_packet && alias){
-		size_t plain = packet_size(&r, false, false);
+	if(l->max_packet && packet_size(&r, alias, false) > l->max_packet){
+		/* The largest form is too large (rarely): the exact one. */
+		bool known = alias && fb_alias_find(&l->alias, l->topic_buf, r.topic_len) != 0;
+		size_t size = packet_size(&r, alias, known);
 
-		alias = plain > l->max_packet;
-		size = plain < size ? plain : size;
-	}
-	if(l->max_packet && size > l->max_packet){
-		char why[160];
+		if(size > l->max_packet && alias){
+			size_t plain = packet_size(&r, false, false);
 
-		if(props != l->props_list){
-			mosquitto_property_free_all(&props);
+			alias = plain > l->max_packet;
+			size = plain < size ? plain : size;
 		}
-		snprintf(why, sizeof(why), "%s (%zu bytes; the cloud's Maximum Packet Size is %u)",
-				mosquitto_reason_string(MQTT_RC_PACKET_TOO_LARGE), size, l->max_packet);
-		dead_letter(l, seq, val, len, MQTT_RC_PACKET_TOO_LARGE, why);
-		return 0;
+		if(size > l->max_packet){
+			char why[160];
+
+			if(props != l->props_list){
+				mosquitto_property_free_all(&props);
+			}
+			snprintf(why, sizeof(why), "%s (%zu bytes; the cloud's Maximum Packet Size is %u)",
+					mosquitto_reason_string(MQTT_RC_PACKET_TOO_LARGE), size, l->max_packet);
+			dead_letter(l, seq, val, len, MQTT_RC_PACKET_TOO_LARGE, why);
+			return 0;
+		}
 	}
 
 	/* A cloud without retained messages gets the message without retain (the delivery contract
@@ -1031,7 +1034,6 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	/* libmosquitto copies the properties it keeps. */
 	if(alias){
 		alias = alias_props(l, &r, &props, &kept, &full) != 0;
-		size = packet_size(&r, alias, !full);
 	}else{
 		full = true;
 		kept = props == l->props_list;
@@ -1065,7 +1067,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	ring_push(l, r.qos, mid, seq, len); /* QoS 0: best effort, sent once */
 	l->yield.sent++;
-	if(l->rate.on && fb_rate_take(&l->rate, size)){
+	if(l->rate.on && fb_rate_take(&l->rate, packet_size(&r, alias, !full))){
 		return 1; /* a cap is reached: the next records wait for it */
 	}
 	return 0;
