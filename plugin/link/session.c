@@ -78,6 +78,7 @@ struct fb_session {
 	uint32_t max_packet;     /* the cloud's Maximum Packet Size from CONNACK, 0: no limit */
 	bool retain_available;   /* the cloud's Retain Available from CONNACK (absent: 1) */
 	bool retain_told;        /* ... 0, and a retained record went without retain: logged */
+	bool will_plain;         /* a cloud refused the retained status Will (0x9A): sent without retain */
 	bool acked;              /* an acknowledgement arrived on this connection */
 	int disconnect_reason;   /* reason code of the cloud's DISCONNECT on this connection, 0: none */
 	uint64_t suspect_seq;    /* the record in flight at the head when the last connections broke */
@@ -537,6 +538,13 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	const struct fb_config *cfg = l->d.cfg;
 	(void)flags;
 
+	if(rc == MQTT_RC_RETAIN_NOT_SUPPORTED && cfg->cloud.status_topic && !l->will_plain){
+		/* MQTT 5: a cloud without retained messages refuses a retained Will. */
+		l->will_plain = true;
+		connection_lost(l, "the cloud refused the connection: %s; the status Will (cloud.status_topic) goes "
+				"without retain from the next attempt on", mosquitto_reason_string(rc));
+		return;
+	}
 	if(rc != 0){
 		connection_lost(l, "the cloud refused the connection: %s", mosquitto_reason_string(rc));
 		return;
@@ -748,7 +756,7 @@ static void start_attempt(struct fb_session *l, uint64_t now)
 		}
 	}
 	if(cfg->cloud.status_topic){
-		mosquitto_will_set_v5(l->mosq, cfg->cloud.status_topic, 7, "offline", 1, true, NULL);
+		mosquitto_will_set_v5(l->mosq, cfg->cloud.status_topic, 7, "offline", 1, !l->will_plain, NULL);
 	}
 
 	/* libmosquitto 2.0 has no asynchronous connect that takes CONNECT properties, but

@@ -1140,6 +1140,46 @@ START_TEST(test_retained_messages_go_without_retain_to_a_cloud_without_retain)
 }
 END_TEST
 
+/* A cloud without retained messages refuses the CONNECT of the status Will, which is retained
+ * (0x9A): the next attempt sends it without retain and connects; "online" and, at the edge's
+ * orderly stop, the Will "offline" arrive. */
+START_TEST(test_the_status_will_goes_without_retain_to_a_cloud_without_retain)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { .extra = "retain_available false\n" };
+	struct fbh_sub *sub, *sys;
+	const char *refused = "the cloud refused the connection: Retain not supported; the status Will "
+			"(cloud.status_topic) goes without retain from the next attempt on";
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, "flowmq/edge/site-A/status", 1);
+	ck_assert_ptr_nonnull(sub);
+	{
+		/* FBH_YAML_BASE with cloud.status_topic */
+		const char *base = FBH_YAML_BASE, *at = strstr(base, "  client_id:");
+		char *yaml = fbh_strdupf("%.*s  status_topic: flowmq/edge/${site_id}/status\n%sedge_to_cloud:\n"
+				"  - local: local/telemetry/#\n    cloud: edge/${site_id}/telemetry/#\n", (int)(at - base), base, at);
+
+		start_edge(&edge, cloud.port, yaml, NULL);
+		free(yaml);
+	}
+	sys = sys_watch(&edge);
+	ck_assert(sys_wait(sys, "state", "connected", 20000));
+	ck_assert_uint_eq(log_count(&edge, refused), 1);
+	ck_assert(wait_exactly(sub, 1, 10000, 300));
+	ck_assert_str_eq(fbh_sub_msg(sub, 0)->payload, "online");
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	ck_assert(wait_exactly(sub, 2, 10000, 300));
+	ck_assert_str_eq(fbh_sub_msg(sub, 1)->payload, "offline");
+	ck_assert_uint_eq(log_count(&edge, refused), 1);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+}
+END_TEST
+
 START_TEST(test_failover_to_second_endpoint)
 {
 	struct fbh_broker cloud, edge;
@@ -1321,6 +1361,7 @@ int main(void)
 	tcase_add_test(tc, test_message_refused_by_cloud_acl_goes_to_dead_letters);
 	tcase_add_test(tc, test_no_matching_subscribers_at_the_cloud_counts_as_forwarded);
 	tcase_add_test(tc, test_retained_messages_go_without_retain_to_a_cloud_without_retain);
+	tcase_add_test(tc, test_the_status_will_goes_without_retain_to_a_cloud_without_retain);
 	tcase_add_test(tc, test_failover_to_second_endpoint);
 	tcase_add_test(tc, test_tls_wrong_ca_refused);
 	tcase_add_test(tc, test_tls_wrong_hostname_refused);
