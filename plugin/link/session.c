@@ -81,6 +81,7 @@ struct fb_session {
 	bool will_plain;         /* a cloud refused the retained status Will (0x9A): sent without retain */
 	bool acked;              /* an acknowledgement arrived on this connection */
 	int disconnect_reason;   /* reason code of the cloud's DISCONNECT on this connection, 0: none */
+	bool silent;             /* the connection ended because nothing came back (keepalive) */
 	uint64_t suspect_seq;    /* the record in flight at the head when the last connections broke */
 	unsigned suspect_breaks; /* ... how many in a row, without an acknowledgement */
 	uint64_t pending_check_ms; /* when the spool was last asked whether anything is pending */
@@ -326,15 +327,50 @@ static void connection_lost(struct fb_session *l, const char *fmt, ...)
 
 static void move_dead(struct fb_session *l, uint64_t seq, int reason, const char *why);
 
-/* A connection broke with records in flight and no acknowledgement at all: the oldest of them
- * (the head of the queue) may be what breaks it. After cloud.poison_after such breaks in a row
- * with the same head, it goes to dead letters with the reason, and the queue moves on. Worker
- * thread, from teardown() before the window is cleared. */
+/* Whether the way this connection ended can come from what was sent: the cloud closed it (the
+ * socket ended or was reset, no DISCONNECT) or sent a DISCONNECT whose reason is about a packet.
+ * A DISCONNECT about the cloud itself or the session (shutting down, busy, session taken over,
+ * use another server, quota, Receive Maximum exceeded: ours to fix) is not, and neither is
+ * silence: nothing received for 1.5 x keepalive, or no answer to a PINGREQ, is a black hole in
+ * the network or a frozen cloud. */
+static bool break_blames_message(const struct fb_session *l)
+{
+	if(l->silent){
+		return false;
+	}
+	switch(l->disconnect_reason){
+		case 0:
+		case MQTT_RC_UNSPECIFIED:
+		case MQTT_RC_MALFORMED_PACKET:
+		case MQTT_RC_PROTOCOL_ERROR:
+		case MQTT_RC_IMPLEMENTATION_SPECIFIC:
+		case MQTT_RC_NOT_AUTHORIZED:
+		case MQTT_RC_TOPIC_NAME_INVALID:
+		case MQTT_RC_TOPIC_ALIAS_INVALID:
+		case MQTT_RC_PACKET_TOO_LARGE:
+		case MQTT_RC_PAYLOAD_FORMAT_INVALID:
+		case MQTT_RC_RETAIN_NOT_SUPPORTED:
+		case MQTT_RC_QOS_NOT_SUPPORTED:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* A connection broke with records in flight and no acknowledgement at all, in a way that can come
+ * from what was sent (break_blames_message()): the oldest of them (the head of the queue) may be
+ * what breaks it. After cloud.poison_after such breaks in a row with the same head, it goes to
+ * dead letters with the reason, and the queue moves on. Breaks that are not the message's leave
+ * the count as it is (the next one that is goes on from there). Worker thread, from teardown()
+ * before the window is cleared. */
 static void suspect_head(struct fb_session *l)
 {
 	struct inflight *head = NULL;
 	char why[400];
 
+	if(!break_blames_message(l)){
+		return;
+	}
 	for(size_t i = 0; i < l->ring_used && head == NULL; i++){
 		if(ring_at(l, i)->mid > 0){
 			head = ring_at(l, i);
@@ -411,6 +447,7 @@ static void teardown(struct fb_session *l)
 	l->next_attempt_ms = fb_mono_ms() + delay;
 	l->connected = false;
 	l->lost = false;
+	l->silent = false;
 	l->lost_reason[0] = '\0';
 	l->lib_error[0] = '\0';
 }
@@ -609,6 +646,9 @@ static void lost_with_rc(struct fb_session *l, int rc, int sock_err)
 	const struct fb_config *cfg = l->d.cfg;
 	const char *verify = fb_tls_verify_error(l->ctx);
 
+	if(rc == MOSQ_ERR_KEEPALIVE && !l->lost){
+		l->silent = true; /* libmosquitto's PINGREQ went unanswered */
+	}
 	if(!verify[0] && !l->connected && l->tcp_up && l->ctx && cfg->cloud.tls.cert_file == NULL){
 		/* A cloud that requires a client certificate closes the connection right after the
 		 * TLS 1.3 handshake; the alert saying so is often lost to the reset. */
@@ -1470,6 +1510,9 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 		connection_lost(l, "no CONNACK within connect_timeout (%u ms)", cfg->cloud.connect_timeout_ms);
 	}
 	if(l->connected && now >= l->last_rx_ms + cfg->cloud.keepalive_s * 1500u){
+		if(!l->lost){
+			l->silent = true;
+		}
 		connection_lost(l, "nothing received for %u ms (1.5 x keepalive): connection is dead",
 				cfg->cloud.keepalive_s * 1500u);
 	}

@@ -9,7 +9,8 @@
  * connection while the large message is on the wire (a TCP relay that cuts every connection once
  * 1 MiB went through it): after cloud.poison_after breaks in a row (3 by default, and 5 when set)
  * it goes to dead letters, and the reconnect back-off grows in between (a CONNACK alone does not
- * reset it). */
+ * reset it). A third uses a relay that goes silent instead, more often than poison_after: silence
+ * is not the message's doing, and it is delivered once the cloud answers again. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -234,12 +235,16 @@ END_TEST
 
 /* A TCP relay from a port of its own to the cloud that cuts each connection (both sides) once
  * more than LIMIT bytes went from the edge to the cloud through it: a cloud that breaks the
- * connection while a large message is in flight, without a word. */
+ * connection while a large message is in flight, without a word. With HOLES, the first HOLES such
+ * connections go silent instead (the cloud side is closed, what the edge sends is swallowed and
+ * nothing comes back, until the edge gives up on it), and later ones pass everything: a network
+ * black hole while the message is in flight, which is not the message's doing. */
 struct relay {
 	int lfd;
 	int port;
 	int cloud_port;
 	size_t limit;
+	int holes;
 	atomic_bool stop;
 	atomic_int cuts;
 	int accepts;
@@ -247,6 +252,20 @@ struct relay {
 	int64_t cut_ms[16];      /* when each cut was made */
 	pthread_t thread;
 };
+
+/* Reads and drops what comes from A until the other end closes it (or the relay stops). */
+static void relay_swallow(struct relay *r, int a)
+{
+	char buf[65536];
+
+	while(!atomic_load(&r->stop)){
+		struct pollfd p = { .fd = a, .events = POLLIN };
+
+		if(poll(&p, 1, 100) > 0 && read(a, buf, sizeof(buf)) <= 0){
+			return;
+		}
+	}
+}
 
 static void relay_pair(struct relay *r, int a)
 {
@@ -276,12 +295,17 @@ static void relay_pair(struct relay *r, int a)
 				break;
 			}
 			up += (size_t)n;
-			if(up > r->limit){
+			if(up > r->limit && (r->holes == 0 || atomic_load(&r->cuts) < r->holes)){
 				int c = atomic_load(&r->cuts);
 				if(c < 16){
 					r->cut_ms[c] = now_ms();
 				}
 				atomic_fetch_add(&r->cuts, 1);
+				if(r->holes){
+					close(b);
+					b = -1;
+					relay_swallow(r, a);
+				}
 				break;
 			}
 		}
@@ -293,7 +317,9 @@ static void relay_pair(struct relay *r, int a)
 		}
 	}
 	close(a);
-	close(b);
+	if(b >= 0){
+		close(b);
+	}
 }
 
 static void *relay_main(void *arg)
@@ -316,8 +342,9 @@ static void *relay_main(void *arg)
 	return NULL;
 }
 
-/* Starts relaying on PORT (nothing listens there before: connections are refused). */
-static void relay_start(struct relay *r, int port, int cloud_port, size_t limit)
+/* Starts relaying on PORT (nothing listens there before: connections are refused); HOLES: see
+ * struct relay (0: every connection over LIMIT is cut). */
+static void relay_start(struct relay *r, int port, int cloud_port, size_t limit, int holes)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	int one = 1;
@@ -325,6 +352,7 @@ static void relay_start(struct relay *r, int port, int cloud_port, size_t limit)
 	memset(r, 0, sizeof(*r));
 	r->cloud_port = cloud_port;
 	r->limit = limit;
+	r->holes = holes;
 	r->port = port;
 	sa.sin_port = htons((uint16_t)r->port);
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
@@ -358,6 +386,32 @@ static char *poison_yaml(int breaks)
 	return fbh_strdupf("%.*s  poison_after: %d\n%s", (int)(cloud - base), base, breaks, cloud);
 }
 
+/* Starts the cloud (no size limit: only the relay objects) with a subscriber to everything (*SUB),
+ * a relay to it that acts once more than 1 MiB went through a connection (HOLES: struct relay),
+ * and the edge with YAML, reaching the cloud through the relay and watched by *SYS. Once the edge
+ * is connected, the 5 MB message and the small ones go out on the live connection
+ * (publish_poison()). Returns when they were published (now_ms()). */
+static int64_t start_through_relay(struct fbh_broker *cloud, struct fbh_broker *edge, struct relay *relay, int holes,
+		const char *yaml, struct fbh_sub **sub, struct fbh_sub **sys)
+{
+	int relay_port = fbh_free_port();
+	int64_t t0;
+
+	fbh_broker_init(cloud, "cloud");
+	fbh_broker_init(edge, "edge");
+	start_cloud(cloud, NULL);
+	*sub = fbh_sub_start(cloud->port2, &cloud_tester, CLOUD_FILTER, 1);
+	ck_assert_ptr_nonnull(*sub);
+	relay_start(relay, relay_port, cloud->port, 1024 * 1024, holes);
+	start_edge(edge, relay_port, yaml, NULL);
+	*sys = sys_watch(edge);
+	ck_assert_ptr_nonnull(*sys);
+	ck_assert(sys_wait(*sys, "state", "connected", 10000));
+	t0 = now_ms();
+	publish_poison(edge, false);
+	return t0;
+}
+
 /* The 5 MB message breaks every connection that carries it: it goes to dead letters after exactly
  * BREAKS cut connections (cloud.poison_after, or the default when SET is false), and the queue
  * moves on. */
@@ -369,29 +423,15 @@ static void check_breaks(int breaks, bool set)
 	struct dead_list dl;
 	char seen[N_SMALL] = { 0 };
 	long last = -1;
-	int connects, relay_port;
+	int connects;
 	int64_t t0;
 	char *yaml = poison_yaml(set ? breaks : 0);
 	char why[64];
 
 	ck_assert_int_le(breaks, 15); /* the relay records 16 connections */
 
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL); /* no size limit: only the relay objects */
-	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_FILTER, 1);
-	ck_assert_ptr_nonnull(sub);
-	relay_port = fbh_free_port();
-	relay_start(&relay, relay_port, cloud.port, 1024 * 1024);
-
-	/* The edge reaches the cloud through the relay; the 5 MB message, then the small ones, go out
-	 * on a live connection, and the 5 MB one breaks every connection that carries it. */
-	start_edge(&edge, relay_port, yaml, NULL);
-	sys = sys_watch(&edge);
-	ck_assert_ptr_nonnull(sys);
-	ck_assert(sys_wait(sys, "state", "connected", 10000));
-	t0 = now_ms();
-	publish_poison(&edge, false);
+	/* The 5 MB message breaks every connection that carries it. */
+	t0 = start_through_relay(&cloud, &edge, &relay, 0, yaml, &sub, &sys);
 	ck_assert_msg(fbh_sub_wait_count(sub, N_SMALL, 30000) >= N_SMALL, "%zu of %d small messages arrived within 30 s",
 			fbh_sub_count(sub), N_SMALL);
 	fprintf(stderr, "the queue moved on: %d messages delivered %lld ms after the publish, %d connections cut\n",
@@ -465,6 +505,59 @@ START_TEST(test_message_that_breaks_the_connection_goes_to_dead_letters_after_po
 }
 END_TEST
 
+/* The cloud goes silent while the 5 MB message is in flight (a black hole: nothing comes back, and
+ * the edge gives the connection up after 1.5 x keepalive), on more connections in a row than
+ * cloud.poison_after: silence is not the message's doing. Once the cloud answers again the message
+ * is delivered, then the small ones in order; nothing goes to dead letters. */
+START_TEST(test_message_in_flight_when_the_cloud_goes_silent_is_delivered_not_dead_lettered)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct relay relay;
+	struct dead_list dl;
+	const int holes = POISON_DEFAULT + 1;
+	const struct fbh_msg *m;
+	char *yaml = poison_yaml(0);
+	int64_t t0;
+
+	t0 = start_through_relay(&cloud, &edge, &relay, holes, yaml, &sub, &sys);
+	/* Each silent connection costs 1.5 x keepalive (7.5 s) and a back-off of 1 s at most. */
+	ck_assert_msg(fbh_sub_wait_count(sub, N_SMALL + 1, 120000) >= N_SMALL + 1,
+			"%zu of %d messages arrived within 120 s", fbh_sub_count(sub), N_SMALL + 1);
+	fprintf(stderr, "delivered %lld ms after the publish, %d connections went silent\n",
+			(long long)(now_ms() - t0), atomic_load(&relay.cuts));
+	usleep(500000);
+	/* Exactly once each, in order: the silent connections delivered nothing. */
+	ck_assert_uint_eq(fbh_sub_count(sub), N_SMALL + 1);
+	m = fbh_sub_msg(sub, 0);
+	ck_assert_str_eq(m->topic, "edge/site-A/telemetry/big");
+	ck_assert_int_eq(m->payloadlen, BIG);
+	for(size_t i = 0; i < N_SMALL; i++){
+		m = fbh_sub_msg(sub, i + 1);
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/a");
+		ck_assert_int_eq(payload_index(m, "s"), (long)i);
+	}
+	ck_assert_int_eq(atomic_load(&relay.cuts), holes);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", N_SMALL + 1, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", (uint64_t)holes, 5000));
+	ck_assert_str_eq(sys_value(sys, "spool/dead"), "0");
+	ck_assert_str_eq(sys_value(sys, "edge_to_cloud/dropped/rejected"), "0");
+	ck_assert_int_eq(log_lines_with(&edge, "connection to", "lost"), holes);
+	ck_assert_int_eq(log_lines_with(&edge, "connection to", "nothing received for 7500 ms"), holes);
+	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", ""), 0);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	relay_stop(&relay);
+	ck_assert_int_eq(relay.accepts, holes + 1);
+
+	read_dead(&edge, &dl);
+	ck_assert_uint_eq(dl.n, 0);
+	free(yaml);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("poison");
@@ -475,6 +568,7 @@ int main(void)
 	tcase_add_test(tc, test_denied_and_oversize_messages_go_to_dead_letters_and_the_rest_arrive);
 	tcase_add_test(tc, test_message_that_breaks_the_connection_goes_to_dead_letters_after_three_breaks);
 	tcase_add_test(tc, test_message_that_breaks_the_connection_goes_to_dead_letters_after_poison_after_breaks);
+	tcase_add_test(tc, test_message_in_flight_when_the_cloud_goes_silent_is_delivered_not_dead_lettered);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
