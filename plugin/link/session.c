@@ -74,6 +74,9 @@ struct fb_session {
 	uint64_t next_attempt_ms;
 	uint32_t backoff_ms;
 	uint64_t last_rx_ms;
+	uint32_t keepalive_ms;   /* of this connection: the cloud's Server Keep Alive from CONNACK,
+	                          * else cloud.keepalive; 0: the cloud turned keepalive off */
+	uint32_t keepalive_logged; /* the last Server Keep Alive logged (s), 0: none */
 	uint64_t progress_ms;    /* last acknowledgement, connect, or moment nothing was pending */
 	uint32_t max_packet;     /* the cloud's Maximum Packet Size from CONNACK, 0: no limit */
 	bool retain_available;   /* the cloud's Retain Available from CONNACK (absent: 1) */
@@ -569,6 +572,28 @@ static uint16_t alias_props(struct fb_session *l, const struct fb_record *r, mos
 	return alias;
 }
 
+/* MQTT 5 (3.2.2.3.14): a Server Keep Alive in the CONNACK replaces the keepalive the CONNECT
+ * asked for. libmosquitto applies it to its PINGREQs; the link's own clocks (silence_deadline(),
+ * stall_guard()) follow it through l->keepalive_ms. Logged when it differs from cloud.keepalive,
+ * once for each value. */
+static void keepalive_from(struct fb_session *l, const mosquitto_property *connack)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	uint16_t ska;
+
+	l->keepalive_ms = cfg->cloud.keepalive_s * 1000u;
+	if(mosquitto_property_read_int16(connack, MQTT_PROP_SERVER_KEEP_ALIVE, &ska, false) == NULL
+			|| ska == cfg->cloud.keepalive_s){
+		return;
+	}
+	l->keepalive_ms = ska * 1000u;
+	if(ska != l->keepalive_logged){
+		fb_log(l->d.lg, MOSQ_LOG_INFO, "the cloud's Server Keep Alive is %u s: it replaces cloud.keepalive (%u s)%s",
+				ska, cfg->cloud.keepalive_s, ska ? "" : "; no keepalive on this connection");
+		l->keepalive_logged = ska;
+	}
+}
+
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
 	struct fb_session *l = obj;
@@ -592,6 +617,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	l->disconnect_reason = 0;
 	l->max_packet = 0;
 	mosquitto_property_read_int32(props, MQTT_PROP_MAXIMUM_PACKET_SIZE, &l->max_packet, false);
+	keepalive_from(l, props);
 	{
 		uint8_t ra = 1; /* absent: 1 (MQTT 5, 3.2.2.3.5) */
 
@@ -755,6 +781,7 @@ static void start_attempt(struct fb_session *l, uint64_t now)
 	set_status(l, FB_LINK_CONNECTING, NULL);
 	l->attempt_ms = now;
 	l->last_rx_ms = now;
+	l->keepalive_ms = cfg->cloud.keepalive_s * 1000u;
 	l->tcp_up = false;
 	l->nodelay = -1;
 	l->mosq = fb_client_new(cfg->cloud.client_id, false, l); /* client.h: no wake-up socket pair */
@@ -1402,6 +1429,13 @@ out:
 
 /* ---- the worker ------------------------------------------------------------------------------ */
 
+/* When the connection counts as dead: nothing received for 1.5 x its keepalive; never when the
+ * cloud turned keepalive off. */
+static uint64_t silence_deadline(const struct fb_session *l)
+{
+	return l->keepalive_ms ? l->last_rx_ms + (uint64_t)l->keepalive_ms * 3u / 2u : UINT64_MAX;
+}
+
 static int poll_timeout(struct fb_session *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
@@ -1413,7 +1447,7 @@ static int poll_timeout(struct fb_session *l, uint64_t now)
 	}else if(!l->connected){
 		EARLIER(l->attempt_ms + cfg->cloud.connect_timeout_ms);
 	}else{
-		EARLIER(l->last_rx_ms + cfg->cloud.keepalive_s * 1500u);
+		EARLIER(silence_deadline(l));
 	}
 	if(cfg->spool.sync == FB_SYNC_INTERVAL && atomic_load_explicit(&l->dirty, memory_order_relaxed)){
 		EARLIER(l->last_sync_ms + cfg->spool.sync_interval_ms);
@@ -1441,7 +1475,8 @@ static int poll_timeout(struct fb_session *l, uint64_t now)
 }
 
 /* The guard that bounds any bug (or cloud) that keeps records waiting on a live connection:
- * records pending, connected, and no acknowledgement for STALL_KEEPALIVES keepalive periods mean
+ * records pending, connected, and no acknowledgement for STALL_KEEPALIVES keepalive periods (of the
+ * connection, l->keepalive_ms; cloud.keepalive when the cloud turned keepalive off) mean
  * a fresh connection, logged and counted (stalls). What is in flight is sent again on the next
  * connection: repeats stay within max_inflight. The clock starts at the last acknowledgement, the
  * connect, or the last moment nothing was pending (sampled every PENDING_CHECK_MS at most, or a
@@ -1451,7 +1486,7 @@ static int poll_timeout(struct fb_session *l, uint64_t now)
 
 static void stall_guard(struct fb_session *l, uint64_t now)
 {
-	uint64_t ka_ms = (uint64_t)l->d.cfg->cloud.keepalive_s * 1000u;
+	uint64_t ka_ms = l->keepalive_ms ? l->keepalive_ms : (uint64_t)l->d.cfg->cloud.keepalive_s * 1000u;
 	uint64_t every = ka_ms / 4 < PENDING_CHECK_MS ? ka_ms / 4 : PENDING_CHECK_MS;
 	struct fb_spool_stats st;
 
@@ -1509,12 +1544,12 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 	if(l->mosq && !l->connected && now >= l->attempt_ms + cfg->cloud.connect_timeout_ms){
 		connection_lost(l, "no CONNACK within connect_timeout (%u ms)", cfg->cloud.connect_timeout_ms);
 	}
-	if(l->connected && now >= l->last_rx_ms + cfg->cloud.keepalive_s * 1500u){
+	if(l->connected && now >= silence_deadline(l)){
 		if(!l->lost){
 			l->silent = true;
 		}
 		connection_lost(l, "nothing received for %u ms (1.5 x keepalive): connection is dead",
-				cfg->cloud.keepalive_s * 1500u);
+				l->keepalive_ms * 3u / 2u);
 	}
 	stall_guard(l, now);
 }

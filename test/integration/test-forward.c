@@ -848,6 +848,54 @@ START_TEST(test_frozen_cloud_is_detected_and_nothing_is_lost)
 }
 END_TEST
 
+/* A cloud whose CONNACK carries a Server Keep Alive of 10 s (its max_keepalive, below the 60 s the
+ * edge asks for): the link's own clocks follow it (MQTT 5: the client must). Frozen right after an
+ * exchange, the cloud is given up after 1.5 x 10 s of silence, long before 1.5 x 60 s, and before
+ * libmosquitto's unanswered PINGREQ (2 x 10 s). */
+START_TEST(test_frozen_cloud_is_detected_within_its_server_keep_alive)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_cloud_opts co = { .extra = "max_keepalive 10\n" };
+	const char *ka5 = "  keepalive: 5s\n";
+	const char *at = strstr(FBH_YAML_STANDARD, ka5);
+	struct fbh_sub *sub;
+	char *yaml;
+
+	ck_assert_ptr_nonnull(at);
+	yaml = fbh_strdupf("%.*s  keepalive: 60s\n%s", (int)(at - FBH_YAML_STANDARD), FBH_YAML_STANDARD,
+			at + strlen(ka5));
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, &co);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_TOPIC, 1);
+	ck_assert_ptr_nonnull(sub);
+	start_edge(&edge, cloud.port, yaml, NULL);
+	ck_assert(fbh_wait_log(&edge, "connected to", 10000));
+	ck_assert(fbh_broker_log_line_has(&edge, "the cloud's Server Keep Alive is 10 s", "cloud.keepalive (60 s)"));
+
+	/* The last packet from the cloud: the PUBACK of k0, about when the subscriber has it. */
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/k", "k", 1, 1, NULL, 10000), 1);
+	ck_assert(wait_exactly(sub, 1, 10000, 0));
+	fbh_broker_log_mark(&edge);
+	ck_assert_int_eq(fbh_broker_signal(&cloud, SIGSTOP), 0);
+	/* 1.5 x 10 s after that packet, with 4 s for a loaded machine: before libmosquitto's 20 s. */
+	ck_assert_msg(fbh_wait_log(&edge, "nothing received for 15000 ms (1.5 x keepalive): connection is dead", 19000),
+			"the frozen cloud was not given up after 1.5 x its Server Keep Alive");
+	ck_assert(!fbh_broker_log_contains(&edge, "no answer to PINGREQ"));
+	ck_assert_int_eq(fbh_broker_signal(&cloud, SIGCONT), 0);
+
+	/* The next connection gets the same Server Keep Alive: logged once for the value. */
+	ck_assert(fbh_wait_log(&edge, "connected to", 15000));
+	ck_assert_int_eq(fbh_publish(edge.port, NULL, "local/telemetry/k", "h", 1, 1, NULL, 10000), 1);
+	ck_assert(wait_exactly(sub, 2, 10000, 500));
+	ck_assert_str_eq(fbh_sub_msg(sub, 1)->payload, "h0");
+	ck_assert_int_eq(log_count(&edge, "Server Keep Alive"), 1);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	free(yaml);
+}
+END_TEST
+
 static const char *spool_limit_yaml(const char *on_full)
 {
 	static char buf[4096];
@@ -1356,6 +1404,7 @@ int main(void)
 	tcase_add_test(tc, test_killed_link_process_is_restarted_and_nothing_is_lost);
 	tcase_add_test(tc, test_failing_link_process_is_restarted_with_growing_pauses);
 	tcase_add_test(tc, test_frozen_cloud_is_detected_and_nothing_is_lost);
+	tcase_add_test(tc, test_frozen_cloud_is_detected_within_its_server_keep_alive);
 	tcase_add_test(tc, test_spool_limit_drop_oldest_keeps_the_newest);
 	tcase_add_test(tc, test_spool_limit_reject_answers_0x87);
 	tcase_add_test(tc, test_message_refused_by_cloud_acl_goes_to_dead_letters);
