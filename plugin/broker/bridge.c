@@ -463,18 +463,29 @@ static int buf_reserve(struct fb_bridge *b, size_t len)
 	return 0;
 }
 
-/* fb_reduce_sink.record: a held message whose interval ended (or that was flushed). UD is the
- * generation whose rules held it. */
-static int reduce_record(void *ud, const uint8_t *rec, size_t len, bool wait)
+/* A held message or a window summary of rule RULE of G, staged (RC 0) or dropped (RC < 0; -EAGAIN:
+ * it stays held): counted in the rule's counters while G's rules are the current ones (after a
+ * reload an index may mean another rule). Returns RC. */
+static int count_rule_later(struct fb_bridge *b, const struct generation *g, int rule, int rc)
+{
+	if(g == b->gen && rule >= 0 && rule < FB_RULECTR_SLOTS && rc != -EAGAIN){
+		fb_rulectr_inc(rc == 0 ? &b->sh->rules.rule[rule].forwarded : &b->sh->rules.rule[rule].dropped);
+	}
+	return rc;
+}
+
+/* fb_reduce_sink.record: a held message of rule RULE whose interval ended (or that was flushed).
+ * UD is the generation whose rules held it. */
+static int reduce_record(void *ud, int rule, const uint8_t *rec, size_t len, bool wait)
 {
 	struct fb_bridge *b = ((struct generation *)ud)->owner;
 
 	if(buf_reserve(b, len) < 0){
 		fb_count(&b->ctr->dropped_error, 1);
-		return -ENOMEM;
+		return count_rule_later(b, ud, rule, -ENOMEM);
 	}
 	memcpy(b->buf, rec, len);
-	return stage_later(b, len, wait);
+	return count_rule_later(b, ud, rule, stage_later(b, len, wait));
 }
 
 static int timed_suffix(struct fb_bridge *b, const struct generation *g, int rule, uint64_t now, uint32_t *len);
@@ -508,7 +519,7 @@ static int reduce_window(void *ud, int rule, const char *cloud_topic, const char
 		int rc = timed_suffix(b, g, rule, now, &r.props_len);
 		if(rc < 0){
 			fb_count(&b->ctr->dropped_error, 1);
-			return rc;
+			return count_rule_later(b, g, rule, rc);
 		}
 		r.props = b->tbuf;
 	}
@@ -516,10 +527,10 @@ static int reduce_window(void *ud, int rule, const char *cloud_topic, const char
 
 	if(buf_reserve(b, len) < 0){
 		fb_count(&b->ctr->dropped_error, 1);
-		return -ENOMEM;
+		return count_rule_later(b, g, rule, -ENOMEM);
 	}
 	fb_record_encode(&r, b->buf);
-	return stage_later(b, len, wait);
+	return count_rule_later(b, g, rule, stage_later(b, len, wait));
 }
 
 /* Makes the reduce state for the current generation's rules (none when no rule needs it). */

@@ -303,7 +303,7 @@ static void entry_free(struct entry *e)
 static int send_held(struct fb_reduce *r, struct entry *e, uint64_t mono_ms, bool wait)
 {
 	if(e->pending){
-		if(r->sink.record(r->sink.ud, e->rec, e->rec_len, wait) == -EAGAIN){
+		if(r->sink.record(r->sink.ud, e->rule, e->rec, e->rec_len, wait) == -EAGAIN){
 			return -EAGAIN;
 		}
 		e->pending = false;

@@ -30,8 +30,9 @@ struct fb_reduce;
  * a sink that has no room now returns -EAGAIN without counting: the held message or the window
  * then stays as it is, and the tick tries again a millisecond later. */
 struct fb_reduce_sink {
-	/* Stages REC (LEN bytes, an encoded record given to fb_reduce_hold(); borrowed). */
-	int (*record)(void *ud, const uint8_t *rec, size_t len, bool wait);
+	/* Stages REC (LEN bytes, an encoded record given to fb_reduce_hold(); borrowed) that
+	 * edge_to_cloud rule RULE held. */
+	int (*record)(void *ud, int rule, const uint8_t *rec, size_t len, bool wait);
 	/* Sends the summary JSON (LEN bytes, borrowed) of a closed window of edge_to_cloud rule RULE
 	 * to CLOUD_TOPIC. */
 	int (*window)(void *ud, int rule, const char *cloud_topic, const char *json, size_t len, bool wait);

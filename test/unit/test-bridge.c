@@ -133,8 +133,9 @@ static unsigned open_fds(void)
 }
 
 /* Writes a configuration whose only endpoint is loopback port PORT (nothing listens there), with
- * the lines SPOOL added to its spool section, and one rule: local/# to edge/site-A/#. */
-static const char *write_spool_config(int port, const char *spool)
+ * the lines SPOOL added to its spool section, and the edge_to_cloud rules RULES (NULL: one rule,
+ * local/# to edge/site-A/#). */
+static const char *write_rules_config(int port, const char *spool, const char *rules)
 {
 	static char path[128];
 	FILE *f;
@@ -142,10 +143,15 @@ static const char *write_spool_config(int port, const char *spool)
 	snprintf(path, sizeof(path), "%s/cfg.yaml", dir);
 	ck_assert_ptr_nonnull(f = fopen(path, "w"));
 	fprintf(f, "site_id: site-A\ncloud:\n  endpoints: [mqtts://127.0.0.1:%d]\n  reconnect: { min: 100ms, max: 1s }\n"
-			"spool:\n  path: %s/spool\n  max_size: 8MiB\n%sstatus_interval: 1d\nedge_to_cloud:\n"
-			"  - local: local/#\n    cloud: edge/${site_id}/#\n", port, dir, spool);
+			"spool:\n  path: %s/spool\n  max_size: 8MiB\n%sstatus_interval: 1d\nedge_to_cloud:\n%s", port, dir,
+			spool, rules ? rules : "  - local: local/#\n    cloud: edge/${site_id}/#\n");
 	ck_assert_int_eq(fclose(f), 0);
 	return path;
+}
+
+static const char *write_spool_config(int port, const char *spool)
+{
+	return write_rules_config(port, spool, NULL);
 }
 
 static const char *write_cloud_config(int port)
@@ -666,6 +672,45 @@ START_TEST(test_a_capture_whose_sync_fails_is_refused_and_counted_forwarded_only
 }
 END_TEST
 
+/* A message a rule holds (min_interval) and a window summary (aggregate) count in their rule's
+ * forwarded once staged, as a message staged at its capture does. Before, neither counted. */
+START_TEST(test_held_messages_and_window_summaries_count_in_their_rule)
+{
+	struct fb_shared *sh;
+	struct fb_bridge *b = start_running(write_rules_config(1, "", "  - local: local/held/#\n"
+			"    cloud: edge/${site_id}/held/#\n    min_interval: 300ms\n"
+			"  - local: local/win/#\n    cloud: edge/${site_id}/win/#\n    aggregate:\n      window: 200ms\n"), &sh);
+	struct topics t = { 0 };
+	uint64_t t0;
+
+	/* The first goes at once, the second is held and replaced by the third. */
+	ck_assert_int_eq(fb_bridge_capture(b, "local/held/a", "1", 1, NULL, 1, false), FB_BRIDGE_MATCHED);
+	ck_assert_int_eq(fb_bridge_capture(b, "local/held/a", "2", 1, NULL, 1, false), FB_BRIDGE_MATCHED);
+	ck_assert_int_eq(fb_bridge_capture(b, "local/held/a", "3", 1, NULL, 1, false), FB_BRIDGE_MATCHED);
+	/* Three values folded into one window. */
+	ck_assert_int_eq(fb_bridge_capture(b, "local/win/a", "1", 1, NULL, 1, false), FB_BRIDGE_MATCHED);
+	ck_assert_int_eq(fb_bridge_capture(b, "local/win/a", "2", 1, NULL, 1, false), FB_BRIDGE_MATCHED);
+	ck_assert_int_eq(fb_bridge_capture(b, "local/win/a", "3", 1, NULL, 1, false), FB_BRIDGE_MATCHED);
+	ck_assert_uint_eq(fb_rulectr_get(&sh->rules.rule[0].forwarded), 1);
+	ck_assert_uint_eq(fb_rulectr_get(&sh->rules.rule[1].forwarded), 0);
+	for(t0 = fb_mono_ms(); fb_mono_ms() - t0 < 1500;){
+		fb_bridge_tick(b, fb_mono_ms() / 1000);
+		usleep(10000);
+	}
+	ck_assert_uint_eq(fb_rulectr_get(&sh->rules.rule[0].forwarded), 2);
+	ck_assert_uint_eq(fb_rulectr_get(&sh->rules.rule[1].forwarded), 1);
+	ck_assert_uint_eq(fb_rulectr_get(&sh->rules.rule[0].dropped), 0);
+	ck_assert_uint_eq(fb_rulectr_get(&sh->rules.rule[1].dropped), 0);
+	ck_assert_uint_eq(atomic_load(&sh->ctr.suppressed), 1);
+	ck_assert_uint_eq(atomic_load(&sh->ctr.aggregated), 3);
+	ck_assert_uint_eq(atomic_load(&sh->ctr.windows), 1);
+	fb_bridge_stop(b);
+
+	ck_assert_msg(staged_topics(&t) == 3, "%zu staged", t.n);
+	ck_assert_str_eq(t.topic[0], "edge/site-A/held/a");
+}
+END_TEST
+
 static Suite *bridge_suite(void)
 {
 	Suite *s = suite_create("bridge");
@@ -688,6 +733,7 @@ static Suite *bridge_suite(void)
 	tcase_add_test(tc, test_a_withdrawn_requeue_entry_is_passed_over);
 	tcase_add_test(tc, test_a_requeued_dead_letter_whose_sync_fails_is_staged_once);
 	tcase_add_test(tc, test_a_capture_whose_sync_fails_is_refused_and_counted_forwarded_only);
+	tcase_add_test(tc, test_held_messages_and_window_summaries_count_in_their_rule);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

@@ -58,7 +58,7 @@ static int no_room(bool wait)
 	return -ENOSPC;
 }
 
-static int sink_record(void *ud, const uint8_t *rec, size_t len, bool wait)
+static int sink_record(void *ud, int rule, const uint8_t *rec, size_t len, bool wait)
 {
 	char *s;
 
