@@ -24,6 +24,7 @@
 #include "rate.h"
 #include "alias.h"
 #include "ack.h"
+#include "upload.h"
 #include "record.h"
 #include "resolve.h"
 #include "client.h"
@@ -85,6 +86,8 @@ struct fb_session {
 	bool acked;              /* an acknowledgement arrived on this connection */
 	int disconnect_reason;   /* reason code of the cloud's DISCONNECT on this connection, 0: none */
 	bool silent;             /* the connection ended because nothing came back (keepalive) */
+	bool local;              /* ... for a reason on this side (memory, the spool, libmosquitto) */
+	struct fb_upload up;     /* whether the cloud takes what is sent (housekeeping()'s silence check) */
 	uint64_t suspect_seq;    /* the record in flight at the head when the last connections broke */
 	unsigned suspect_breaks; /* ... how many in a row, without an acknowledgement */
 	uint64_t pending_check_ms; /* when the spool was last asked whether anything is pending */
@@ -333,12 +336,14 @@ static void move_dead(struct fb_session *l, uint64_t seq, int reason, const char
 /* Whether the way this connection ended can come from what was sent: the cloud closed it (the
  * socket ended or was reset, no DISCONNECT) or sent a DISCONNECT whose reason is about a packet.
  * A DISCONNECT about the cloud itself or the session (shutting down, busy, session taken over,
- * use another server, quota, Receive Maximum exceeded: ours to fix) is not, and neither is
- * silence: nothing received for 1.5 x keepalive, or no answer to a PINGREQ, is a black hole in
- * the network or a frozen cloud. */
+ * use another server, quota, Receive Maximum exceeded: ours to fix) is not, nor a failure on this
+ * side (memory, the spool, libmosquitto), and neither is silence: nothing received for 1.5 x
+ * keepalive, or no answer to a PINGREQ, is a black hole in the network or a frozen cloud; unless
+ * the cloud was still taking a PUBLISH then (upload.h): one too large to send within keepalive
+ * over this connection. */
 static bool break_blames_message(const struct fb_session *l)
 {
-	if(l->silent){
+	if(l->silent || l->local){
 		return false;
 	}
 	switch(l->disconnect_reason){
@@ -451,6 +456,7 @@ static void teardown(struct fb_session *l)
 	l->connected = false;
 	l->lost = false;
 	l->silent = false;
+	l->local = false;
 	l->lost_reason[0] = '\0';
 	l->lib_error[0] = '\0';
 }
@@ -463,6 +469,13 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
 	if(level == MOSQ_LOG_ERR && l->lib_error[0] == '\0'){
 		snprintf(l->lib_error, sizeof(l->lib_error), "%s", str);
 	}
+}
+
+/* Whether libmosquitto's error RC is of this side (memory, a packet it will not build), not of the
+ * connection (the socket failed or is gone: the cloud may have closed it). */
+static bool local_error(int rc)
+{
+	return rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST && rc != MOSQ_ERR_ERRNO;
 }
 
 static void subscribe_all(struct fb_session *l)
@@ -480,6 +493,7 @@ static void subscribe_all(struct fb_session *l)
 		int rc = mosquitto_subscribe_v5(l->mosq, NULL, cfg->c2e[i].cloud, qos, opts, NULL);
 
 		if(rc != MOSQ_ERR_SUCCESS){
+			l->local = !l->lost && local_error(rc);
 			connection_lost(l, "cannot subscribe to %s: %s", cfg->c2e[i].cloud, mosquitto_strerror(rc));
 		}
 	}
@@ -613,6 +627,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	}
 	l->connected = true;
 	l->progress_ms = fb_mono_ms();
+	fb_upload_start(&l->up, mosquitto_socket(mosq), l->progress_ms);
 	l->acked = false;
 	l->disconnect_reason = 0;
 	l->max_packet = 0;
@@ -624,6 +639,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 		mosquitto_property_read_byte(props, MQTT_PROP_RETAIN_AVAILABLE, &ra, false);
 		l->retain_available = ra != 0;
 		l->retain_told = false;
+		if(l->retain_available){
+			l->will_plain = false; /* another endpoint, or the cloud changed: retained again next time */
+		}
 	}
 	{
 		uint16_t rm = 65535; /* absent: 65,535 (MQTT 5, 3.2.2.3.3) */
@@ -1109,6 +1127,17 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	/* libmosquitto copies the properties it keeps. */
 	if(alias){
 		alias = alias_props(l, &r, &props, &kept, &full) != 0;
+		if(!alias && l->max_packet && packet_size(&r, false, false) > l->max_packet){
+			/* Fits only with its alias, which memory did not allow: not sent (libmosquitto would
+			 * refuse it), and tried again after a reconnect. */
+			if(!kept){
+				mosquitto_property_free_all(&props);
+			}
+			*l->cur = seq - 1;
+			l->local = !l->lost;
+			connection_lost(l, "out of memory");
+			return 1;
+		}
 	}else{
 		full = true;
 		kept = props == l->props_list;
@@ -1137,6 +1166,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 			return 0;
 		default:
 			*l->cur = seq - 1;
+			l->local = !l->lost && local_error(rc);
 			connection_lost(l, "publish failed: %s", mosquitto_strerror(rc));
 			return 1;
 	}
@@ -1406,6 +1436,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	len = fb_record_size(&r);
 	buf = malloc(len);
 	if(buf == NULL){
+		l->local = !l->lost;
 		connection_lost(l, "out of memory");
 		goto out;
 	}
@@ -1414,6 +1445,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	if(rc < 0){
 		/* Not durable: drop the connection before the queued PUBACK is written, so the cloud
 		 * delivers the message again. */
+		l->local = !l->lost;
 		connection_lost(l, "cannot store a cloud message in the spool: %s", strerror(-rc));
 		goto out;
 	}
@@ -1475,8 +1507,9 @@ static int poll_timeout(struct fb_session *l, uint64_t now)
 }
 
 /* The guard that bounds any bug (or cloud) that keeps records waiting on a live connection:
- * records pending, connected, and no acknowledgement for STALL_KEEPALIVES keepalive periods (of the
- * connection, l->keepalive_ms; cloud.keepalive when the cloud turned keepalive off) mean
+ * records pending, connected, and no acknowledgement for STALL_KEEPALIVES keepalive periods (the
+ * shorter of cloud.keepalive and the cloud's Server Keep Alive: a cloud announcing a long one
+ * does not stretch it) mean
  * a fresh connection, logged and counted (stalls). What is in flight is sent again on the next
  * connection: repeats stay within max_inflight. The clock starts at the last acknowledgement, the
  * connect, or the last moment nothing was pending (sampled every PENDING_CHECK_MS at most, or a
@@ -1486,7 +1519,8 @@ static int poll_timeout(struct fb_session *l, uint64_t now)
 
 static void stall_guard(struct fb_session *l, uint64_t now)
 {
-	uint64_t ka_ms = l->keepalive_ms ? l->keepalive_ms : (uint64_t)l->d.cfg->cloud.keepalive_s * 1000u;
+	uint64_t ka_ms = l->keepalive_ms && l->keepalive_ms < l->d.cfg->cloud.keepalive_s * 1000u
+		? l->keepalive_ms : (uint64_t)l->d.cfg->cloud.keepalive_s * 1000u;
 	uint64_t every = ka_ms / 4 < PENDING_CHECK_MS ? ka_ms / 4 : PENDING_CHECK_MS;
 	struct fb_spool_stats st;
 
@@ -1544,12 +1578,19 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 	if(l->mosq && !l->connected && now >= l->attempt_ms + cfg->cloud.connect_timeout_ms){
 		connection_lost(l, "no CONNACK within connect_timeout (%u ms)", cfg->cloud.connect_timeout_ms);
 	}
-	if(l->connected && now >= silence_deadline(l)){
-		if(!l->lost){
+	if(l->connected && !l->lost && now >= silence_deadline(l)){
+		if(fb_upload_moving(&l->up, mosquitto_socket(l->mosq), mosquitto_want_write(l->mosq), now, l->keepalive_ms)){
+			connection_lost(l, "nothing received for %u ms (1.5 x keepalive) while the cloud was still taking "
+					"a PUBLISH: too slow a connection for it within keepalive", l->keepalive_ms * 3u / 2u);
+		}else{
 			l->silent = true;
+			connection_lost(l, "nothing received for %u ms (1.5 x keepalive): connection is dead",
+					l->keepalive_ms * 3u / 2u);
 		}
-		connection_lost(l, "nothing received for %u ms (1.5 x keepalive): connection is dead",
-				l->keepalive_ms * 3u / 2u);
+	}
+	if(l->connected && !l->lost && l->keepalive_ms){
+		fb_upload_look(&l->up, mosquitto_socket(l->mosq), now,
+				l->keepalive_ms / 4 < PENDING_CHECK_MS ? l->keepalive_ms / 4 : PENDING_CHECK_MS);
 	}
 	stall_guard(l, now);
 }

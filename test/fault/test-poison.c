@@ -10,7 +10,9 @@
  * 1 MiB went through it): after cloud.poison_after breaks in a row (3 by default, and 5 when set)
  * it goes to dead letters, and the reconnect back-off grows in between (a CONNACK alone does not
  * reset it). A third uses a relay that goes silent instead, more often than poison_after: silence
- * is not the message's doing, and it is delivered once the cloud answers again. */
+ * is not the message's doing, and it is delivered once the cloud answers again. A fourth passes
+ * the message too slowly to be sent within keepalive: that is its doing, and it goes to dead
+ * letters after poison_after such breaks. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -236,15 +238,22 @@ END_TEST
 /* A TCP relay from a port of its own to the cloud that cuts each connection (both sides) once
  * more than LIMIT bytes went from the edge to the cloud through it: a cloud that breaks the
  * connection while a large message is in flight, without a word. With HOLES, the first HOLES such
- * connections go silent instead (the cloud side is closed, what the edge sends is swallowed and
- * nothing comes back, until the edge gives up on it), and later ones pass everything: a network
- * black hole while the message is in flight, which is not the message's doing. */
+ * connections go silent instead (the cloud side is closed, and the edge's side is neither read
+ * nor answered, so that its bytes go unacknowledged once the socket's buffer is full, until the
+ * edge gives up on it and connects again), and later ones pass everything: a network black hole
+ * while the message is in flight, which is not the message's doing. With SLOW, the first SLOW
+ * such connections go on at SLOW_RATE bytes a second instead, until the edge gives up on them:
+ * an uplink too slow for the message within keepalive. */
+#define SLOW_CHUNK 16384
+#define SLOW_RATE (256 * 1024)
+
 struct relay {
 	int lfd;
 	int port;
 	int cloud_port;
 	size_t limit;
 	int holes;
+	int slow;
 	atomic_bool stop;
 	atomic_int cuts;
 	int accepts;
@@ -253,15 +262,14 @@ struct relay {
 	pthread_t thread;
 };
 
-/* Reads and drops what comes from A until the other end closes it (or the relay stops). */
+/* Holds A without reading it or answering until the edge connects again (or the relay stops). */
 static void relay_swallow(struct relay *r, int a)
 {
-	char buf[65536];
-
+	(void)a;
 	while(!atomic_load(&r->stop)){
-		struct pollfd p = { .fd = a, .events = POLLIN };
+		struct pollfd p = { .fd = r->lfd, .events = POLLIN };
 
-		if(poll(&p, 1, 100) > 0 && read(a, buf, sizeof(buf)) <= 0){
+		if(poll(&p, 1, 100) > 0){
 			return;
 		}
 	}
@@ -272,6 +280,7 @@ static void relay_pair(struct relay *r, int a)
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)r->cloud_port) };
 	int b = socket(AF_INET, SOCK_STREAM, 0);
 	size_t up = 0;
+	bool slowed = false;
 	char buf[65536];
 
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
@@ -283,19 +292,28 @@ static void relay_pair(struct relay *r, int a)
 		return;
 	}
 	while(!atomic_load(&r->stop)){
-		struct pollfd p[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+		/* A slowed connection ends when the edge connects again: the bytes it had queued before
+		 * it gave up would otherwise keep the relay reading them for a long time. */
+		struct pollfd p[3] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN },
+			{ .fd = r->lfd, .events = POLLIN } };
 		ssize_t n;
 
-		if(poll(p, 2, 100) <= 0){
+		if(poll(p, slowed ? 3 : 2, 100) <= 0){
 			continue;
 		}
+		if(slowed && p[2].revents){
+			break;
+		}
 		if(p[0].revents){
-			n = read(a, buf, sizeof(buf));
+			slowed = slowed || (up > r->limit && atomic_load(&r->cuts) < r->slow);
+			n = read(a, buf, slowed ? SLOW_CHUNK : sizeof(buf));
 			if(n <= 0 || write(b, buf, (size_t)n) != n){
 				break;
 			}
 			up += (size_t)n;
-			if(up > r->limit && (r->holes == 0 || atomic_load(&r->cuts) < r->holes)){
+			if(slowed){
+				usleep(1000000 / (SLOW_RATE / SLOW_CHUNK));
+			}else if(up > r->limit && r->slow == 0 && (r->holes == 0 || atomic_load(&r->cuts) < r->holes)){
 				int c = atomic_load(&r->cuts);
 				if(c < 16){
 					r->cut_ms[c] = now_ms();
@@ -315,6 +333,13 @@ static void relay_pair(struct relay *r, int a)
 				break;
 			}
 		}
+	}
+	if(slowed){
+		int c = atomic_load(&r->cuts);
+		if(c < 16){
+			r->cut_ms[c] = now_ms();
+		}
+		atomic_fetch_add(&r->cuts, 1); /* the edge gave it up */
 	}
 	close(a);
 	if(b >= 0){
@@ -342,23 +367,27 @@ static void *relay_main(void *arg)
 	return NULL;
 }
 
-/* Starts relaying on PORT (nothing listens there before: connections are refused); HOLES: see
- * struct relay (0: every connection over LIMIT is cut). */
-static void relay_start(struct relay *r, int port, int cloud_port, size_t limit, int holes)
+/* Starts relaying on PORT (nothing listens there before: connections are refused); HOLES, SLOW:
+ * see struct relay (both 0: every connection over LIMIT is cut). */
+static void relay_start(struct relay *r, int port, int cloud_port, size_t limit, int holes, int slow)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
-	int one = 1;
+	int one = 1, rcvbuf = 64 * 1024;
 
 	memset(r, 0, sizeof(*r));
 	r->cloud_port = cloud_port;
 	r->limit = limit;
 	r->holes = holes;
+	r->slow = slow;
 	r->port = port;
 	sa.sin_port = htons((uint16_t)r->port);
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
 	r->lfd = socket(AF_INET, SOCK_STREAM, 0);
 	ck_assert_int_ge(r->lfd, 0);
 	setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* A small receive buffer (inherited by the accepted sockets), as on a slow link: what the relay
+	 * does not read stays unacknowledged at the edge, instead of megabytes taken in at once. */
+	ck_assert_int_eq(setsockopt(r->lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
 	ck_assert_int_eq(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(listen(r->lfd, 4), 0);
 	ck_assert_int_eq(pthread_create(&r->thread, NULL, relay_main, r), 0);
@@ -387,12 +416,12 @@ static char *poison_yaml(int breaks)
 }
 
 /* Starts the cloud (no size limit: only the relay objects) with a subscriber to everything (*SUB),
- * a relay to it that acts once more than 1 MiB went through a connection (HOLES: struct relay),
+ * a relay to it that acts once more than 1 MiB went through a connection (HOLES, SLOW: struct relay),
  * and the edge with YAML, reaching the cloud through the relay and watched by *SYS. Once the edge
  * is connected, the 5 MB message and the small ones go out on the live connection
  * (publish_poison()). Returns when they were published (now_ms()). */
 static int64_t start_through_relay(struct fbh_broker *cloud, struct fbh_broker *edge, struct relay *relay, int holes,
-		const char *yaml, struct fbh_sub **sub, struct fbh_sub **sys)
+		int slow, const char *yaml, struct fbh_sub **sub, struct fbh_sub **sys)
 {
 	int relay_port = fbh_free_port();
 	int64_t t0;
@@ -402,7 +431,7 @@ static int64_t start_through_relay(struct fbh_broker *cloud, struct fbh_broker *
 	start_cloud(cloud, NULL);
 	*sub = fbh_sub_start(cloud->port2, &cloud_tester, CLOUD_FILTER, 1);
 	ck_assert_ptr_nonnull(*sub);
-	relay_start(relay, relay_port, cloud->port, 1024 * 1024, holes);
+	relay_start(relay, relay_port, cloud->port, 1024 * 1024, holes, slow);
 	start_edge(edge, relay_port, yaml, NULL);
 	*sys = sys_watch(edge);
 	ck_assert_ptr_nonnull(*sys);
@@ -431,7 +460,7 @@ static void check_breaks(int breaks, bool set)
 	ck_assert_int_le(breaks, 15); /* the relay records 16 connections */
 
 	/* The 5 MB message breaks every connection that carries it. */
-	t0 = start_through_relay(&cloud, &edge, &relay, 0, yaml, &sub, &sys);
+	t0 = start_through_relay(&cloud, &edge, &relay, 0, 0, yaml, &sub, &sys);
 	ck_assert_msg(fbh_sub_wait_count(sub, N_SMALL, 30000) >= N_SMALL, "%zu of %d small messages arrived within 30 s",
 			fbh_sub_count(sub), N_SMALL);
 	fprintf(stderr, "the queue moved on: %d messages delivered %lld ms after the publish, %d connections cut\n",
@@ -520,7 +549,7 @@ START_TEST(test_message_in_flight_when_the_cloud_goes_silent_is_delivered_not_de
 	char *yaml = poison_yaml(0);
 	int64_t t0;
 
-	t0 = start_through_relay(&cloud, &edge, &relay, holes, yaml, &sub, &sys);
+	t0 = start_through_relay(&cloud, &edge, &relay, holes, 0, yaml, &sub, &sys);
 	/* Each silent connection costs 1.5 x keepalive (7.5 s) and a back-off of 1 s at most. */
 	ck_assert_msg(fbh_sub_wait_count(sub, N_SMALL + 1, 120000) >= N_SMALL + 1,
 			"%zu of %d messages arrived within 120 s", fbh_sub_count(sub), N_SMALL + 1);
@@ -558,6 +587,53 @@ START_TEST(test_message_in_flight_when_the_cloud_goes_silent_is_delivered_not_de
 }
 END_TEST
 
+/* The uplink is too slow for the 5 MB message within keepalive (the relay passes it at 256 KiB/s:
+ * 20 s, against 1.5 x keepalive of 7.5 s), and the cloud answers nothing until it has all of it.
+ * Unlike silence, that break is the message's doing (the cloud was still taking it): after
+ * cloud.poison_after such breaks it goes to dead letters, and the queue moves on, in order. */
+START_TEST(test_message_too_slow_to_send_within_keepalive_goes_to_dead_letters)
+{
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sub, *sys;
+	struct relay relay;
+	struct dead_list dl;
+	char *yaml = poison_yaml(0);
+	int64_t t0;
+
+	t0 = start_through_relay(&cloud, &edge, &relay, 0, POISON_DEFAULT, yaml, &sub, &sys);
+	ck_assert_msg(wait_exactly(sub, N_SMALL, 120000, 500), "%zu of %d small messages arrived within 120 s",
+			fbh_sub_count(sub), N_SMALL);
+	fprintf(stderr, "the queue moved on %lld ms after the publish, %d slow connections\n",
+			(long long)(now_ms() - t0), atomic_load(&relay.cuts));
+	for(size_t i = 0; i < N_SMALL; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/a");
+		ck_assert_int_eq(payload_index(m, "s"), (long)i);
+	}
+	ck_assert_int_eq(atomic_load(&relay.cuts), POISON_DEFAULT);
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "spool/dead", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 1, 5000));
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", N_SMALL, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", POISON_DEFAULT, 5000));
+	ck_assert_int_eq(log_lines_with(&edge, "connection to", "while the cloud was still taking a PUBLISH"),
+			POISON_DEFAULT);
+	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", "edge/site-A/telemetry/big"), 1);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	relay_stop(&relay);
+
+	read_dead(&edge, &dl);
+	ck_assert_uint_eq(dl.n, 1);
+	ck_assert_str_eq(dl.d[0].topic, "edge/site-A/telemetry/big");
+	ck_assert_uint_eq(dl.d[0].payload_len, BIG);
+	ck_assert_msg(strstr(dl.d[0].reason, "the connection broke 3 times in a row")
+			&& strstr(dl.d[0].reason, "while the cloud was still taking a PUBLISH"), "reason '%s'", dl.d[0].reason);
+	free(yaml);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("poison");
@@ -569,6 +645,7 @@ int main(void)
 	tcase_add_test(tc, test_message_that_breaks_the_connection_goes_to_dead_letters_after_three_breaks);
 	tcase_add_test(tc, test_message_that_breaks_the_connection_goes_to_dead_letters_after_poison_after_breaks);
 	tcase_add_test(tc, test_message_in_flight_when_the_cloud_goes_silent_is_delivered_not_dead_lettered);
+	tcase_add_test(tc, test_message_too_slow_to_send_within_keepalive_goes_to_dead_letters);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
