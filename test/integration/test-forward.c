@@ -483,10 +483,12 @@ START_TEST(test_backlog_gives_way_to_a_busy_broker)
 			100.0 * (double)(run1 - run0) / (double)(t1 - t0), 100.0 * (double)(wait1 - wait0) / (double)(t1 - t0),
 			fl[0].acked + fl[1].acked + fl[2].acked);
 	ck_assert_msg(busy >= 0.5, "the local publishers kept the broker thread busy only %.0f %% of the time", 100 * busy);
-	/* FB_YIELD_FLOOR per period (nothing new arrives for the cloud), a little more in periods
-	 * with CPU to spare: 1,000 in 2 s; without giving way, 20,000 go out within the 2 s. */
+	/* FB_YIELD_FLOOR per period (nothing new arrives for the cloud): 1,000 in 2 s; more in
+	 * periods in which the broker thread was less than half busy (the budget grows by the floor
+	 * each such period: the sanitizer build beside three other tests once sent 2,100); without
+	 * giving way, 20,000 go out within the 2 s. */
 	ck_assert_uint_ge(got, nominal / 2);
-	ck_assert_uint_le(got, nominal * 2);
+	ck_assert_uint_le(got, nominal * 3);
 
 	/* Local traffic over: the rest follows at full speed, in order. */
 	ck_assert(wait_exactly(sub, n, 60000, 500));
