@@ -471,11 +471,24 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
 	}
 }
 
-/* Whether libmosquitto's error RC is of this side (memory, a packet it will not build), not of the
- * connection (the socket failed or is gone: the cloud may have closed it). */
+/* Whether libmosquitto's error RC is of this side: memory. Anything else may come from the record
+ * (it counts toward cloud.poison_after, so that the queue moves on) or from the connection. */
 static bool local_error(int rc)
 {
-	return rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST && rc != MOSQ_ERR_ERRNO;
+	return rc == MOSQ_ERR_NOMEM;
+}
+
+/* How often the link looks at what the cloud acknowledged of its bytes (upload.h), and how
+ * recently that must have grown for a send to be under way: two looks. A black hole or a
+ * frozen cloud acknowledges nothing new from then on. */
+static uint64_t upload_look_ms(const struct fb_session *l)
+{
+	return l->keepalive_ms && l->keepalive_ms / 4 < 1000 ? l->keepalive_ms / 4 : 1000;
+}
+
+static uint64_t upload_recent_ms(const struct fb_session *l)
+{
+	return 2 * upload_look_ms(l) + 100;
 }
 
 static void subscribe_all(struct fb_session *l)
@@ -636,12 +649,13 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	{
 		uint8_t ra = 1; /* absent: 1 (MQTT 5, 3.2.2.3.5) */
 
-		mosquitto_property_read_byte(props, MQTT_PROP_RETAIN_AVAILABLE, &ra, false);
+		if(mosquitto_property_read_byte(props, MQTT_PROP_RETAIN_AVAILABLE, &ra, false) && ra){
+			/* said so (another endpoint, or the cloud changed): retained again next time; a
+			 * cloud that leaves it out may still refuse a retained Will */
+			l->will_plain = false;
+		}
 		l->retain_available = ra != 0;
 		l->retain_told = false;
-		if(l->retain_available){
-			l->will_plain = false; /* another endpoint, or the cloud changed: retained again next time */
-		}
 	}
 	{
 		uint16_t rm = 65535; /* absent: 65,535 (MQTT 5, 3.2.2.3.3) */
@@ -691,7 +705,9 @@ static void lost_with_rc(struct fb_session *l, int rc, int sock_err)
 	const char *verify = fb_tls_verify_error(l->ctx);
 
 	if(rc == MOSQ_ERR_KEEPALIVE && !l->lost){
-		l->silent = true; /* libmosquitto's PINGREQ went unanswered */
+		/* libmosquitto's PINGREQ went unanswered (its socket is closed now: the last look
+		 * decides whether the cloud was still taking a PUBLISH) */
+		l->silent = fb_mono_ms() >= l->up.moved_ms + upload_recent_ms(l);
 	}
 	if(!verify[0] && !l->connected && l->tcp_up && l->ctx && cfg->cloud.tls.cert_file == NULL){
 		/* A cloud that requires a client certificate closes the connection right after the
@@ -1129,7 +1145,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 		alias = alias_props(l, &r, &props, &kept, &full) != 0;
 		if(!alias && l->max_packet && packet_size(&r, false, false) > l->max_packet){
 			/* Fits only with its alias, which memory did not allow: not sent (libmosquitto would
-			 * refuse it), and tried again after a reconnect. */
+			 * refuse it); the connection is replaced, as for any shortage of memory. */
 			if(!kept){
 				mosquitto_property_free_all(&props);
 			}
@@ -1545,6 +1561,10 @@ static void stall_guard(struct fb_session *l, uint64_t now)
 	if(now < l->progress_ms + STALL_KEEPALIVES * ka_ms){
 		return;
 	}
+	if(fb_upload_moving(&l->up, mosquitto_socket(l->mosq), mosquitto_want_write(l->mosq), now, upload_recent_ms(l))){
+		l->progress_ms = now; /* the cloud is still taking a large PUBLISH: no stall */
+		return;
+	}
 	/* One line, from teardown(): "connection to ... lost: forwarding stalled ...". */
 	fb_count(&l->d.ctr->stalls, 1);
 	connection_lost(l, "forwarding stalled: %llu records pending, %zu in flight, and no acknowledgement for "
@@ -1579,7 +1599,7 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 		connection_lost(l, "no CONNACK within connect_timeout (%u ms)", cfg->cloud.connect_timeout_ms);
 	}
 	if(l->connected && !l->lost && now >= silence_deadline(l)){
-		if(fb_upload_moving(&l->up, mosquitto_socket(l->mosq), mosquitto_want_write(l->mosq), now, l->keepalive_ms)){
+		if(fb_upload_moving(&l->up, mosquitto_socket(l->mosq), mosquitto_want_write(l->mosq), now, upload_recent_ms(l))){
 			connection_lost(l, "nothing received for %u ms (1.5 x keepalive) while the cloud was still taking "
 					"a PUBLISH: too slow a connection for it within keepalive", l->keepalive_ms * 3u / 2u);
 		}else{
@@ -1588,9 +1608,8 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 					l->keepalive_ms * 3u / 2u);
 		}
 	}
-	if(l->connected && !l->lost && l->keepalive_ms){
-		fb_upload_look(&l->up, mosquitto_socket(l->mosq), now,
-				l->keepalive_ms / 4 < PENDING_CHECK_MS ? l->keepalive_ms / 4 : PENDING_CHECK_MS);
+	if(l->connected && !l->lost){
+		fb_upload_look(&l->up, mosquitto_socket(l->mosq), now, upload_look_ms(l));
 	}
 	stall_guard(l, now);
 }
