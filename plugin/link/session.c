@@ -479,7 +479,7 @@ static bool local_error(int rc)
 }
 
 /* How often the link looks at what the cloud acknowledged of its bytes (upload.h), and how
- * recently that must have grown for a send to be under way: two looks. A black hole or a
+ * recently that must have grown for a send to be under way: three looks. A black hole or a
  * frozen cloud acknowledges nothing new from then on. */
 static uint64_t upload_look_ms(const struct fb_session *l)
 {
@@ -488,7 +488,7 @@ static uint64_t upload_look_ms(const struct fb_session *l)
 
 static uint64_t upload_recent_ms(const struct fb_session *l)
 {
-	return 2 * upload_look_ms(l) + 100;
+	return 3 * upload_look_ms(l) + 100;
 }
 
 static void subscribe_all(struct fb_session *l)

@@ -588,10 +588,11 @@ START_TEST(test_message_in_flight_when_the_cloud_goes_silent_is_delivered_not_de
 }
 END_TEST
 
-/* The uplink is too slow for the 5 MB message within keepalive (the relay passes it at 256 KiB/s:
- * 20 s, against 1.5 x keepalive of 7.5 s), and the cloud answers nothing until it has all of it.
- * Unlike silence, that break is the message's doing (the cloud was still taking it): after
- * cloud.poison_after such breaks it goes to dead letters, and the queue moves on, in order. */
+/* The uplink is too slow for the 5 MB message within keepalive (the relay passes it at 256 KiB/s on
+ * every connection: 20 s, against 1.5 x keepalive of 7.5 s), and the cloud answers nothing until it
+ * has all of it. Unlike silence, that break is the message's doing (the cloud was still taking
+ * it): after cloud.poison_after such breaks it goes to dead letters, and the queue moves on, in
+ * order. (Before, it was sent again on every connection, for ever.) */
 START_TEST(test_message_too_slow_to_send_within_keepalive_goes_to_dead_letters)
 {
 	struct fbh_broker cloud, edge;
@@ -601,7 +602,7 @@ START_TEST(test_message_too_slow_to_send_within_keepalive_goes_to_dead_letters)
 	char *yaml = poison_yaml(0);
 	int64_t t0;
 
-	t0 = start_through_relay(&cloud, &edge, &relay, 0, POISON_DEFAULT, yaml, &sub, &sys);
+	t0 = start_through_relay(&cloud, &edge, &relay, 0, 16, yaml, &sub, &sys);
 	ck_assert_msg(wait_exactly(sub, N_SMALL, 120000, 500), "%zu of %d small messages arrived within 120 s",
 			fbh_sub_count(sub), N_SMALL);
 	fprintf(stderr, "the queue moved on %lld ms after the publish, %d slow connections\n",
@@ -611,14 +612,18 @@ START_TEST(test_message_too_slow_to_send_within_keepalive_goes_to_dead_letters)
 		ck_assert_str_eq(m->topic, "edge/site-A/telemetry/a");
 		ck_assert_int_eq(payload_index(m, "s"), (long)i);
 	}
-	ck_assert_int_eq(atomic_load(&relay.cuts), POISON_DEFAULT);
+	/* Exactly poison_after breaks blamed it. A loaded machine may stall the relay for longer than
+	 * the link's look at the cloud's acknowledgements (about 3 s): such a break is taken for
+	 * silence, which leaves the count as it was, and costs one more slowed connection. */
+	ck_assert_int_ge(atomic_load(&relay.cuts), POISON_DEFAULT);
 	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
 	ck_assert(sys_wait_u64(sys, "spool/dead", 1, 5000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 1, 5000));
 	ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", N_SMALL, 5000));
-	ck_assert(sys_wait_u64(sys, "reconnects", POISON_DEFAULT, 5000));
+	ck_assert(sys_wait_u64(sys, "reconnects", (uint64_t)atomic_load(&relay.cuts), 5000));
 	ck_assert_int_eq(log_lines_with(&edge, "connection to", "while the cloud was still taking a PUBLISH"),
 			POISON_DEFAULT);
+	ck_assert_int_eq(log_lines_with(&edge, "connection to", "lost"), atomic_load(&relay.cuts));
 	ck_assert_int_eq(log_lines_with(&edge, "moved to dead letters", "edge/site-A/telemetry/big"), 1);
 	fbh_sub_stop(sys);
 	fbh_sub_stop(sub);
