@@ -1104,6 +1104,17 @@ static __attribute__((noinline)) int timed_suffix(struct fb_bridge *b, const str
 	return 0;
 }
 
+/* The errno behind stage()'s -EIO (RC otherwise): a file it could not write or sync, a full disk
+ * too (b->write_err, which this clears). */
+static int stage_errno(struct fb_bridge *b, int rc)
+{
+	if(rc == -EIO && b->write_err){
+		rc = b->write_err;
+	}
+	b->write_err = 0;
+	return rc;
+}
+
 /* A matched message of rule RULE (-1: unknown) dropped or refused: counted in CTR and the rule's
  * "dropped". */
 static void count_dropped(struct fb_bridge *b, atomic_uint_fast64_t *ctr, int rule)
@@ -1119,10 +1130,7 @@ static void count_dropped(struct fb_bridge *b, atomic_uint_fast64_t *ctr, int ru
  * Logged once until a message is spooled again. */
 static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, int rc)
 {
-	if(rc == -EIO && b->write_err){
-		rc = b->write_err; /* stage(): a file it could not write, a full disk too */
-	}
-	b->write_err = 0;
+	rc = stage_errno(b, rc);
 	count_dropped(b, &b->ctr->dropped_error, rule);
 	if(!b->error_logged){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot spool a message on %s: %s; refused and counted in "
@@ -1138,10 +1146,7 @@ static void refused_for_error(struct fb_bridge *b, int rule, const char *topic, 
  * as forwarded, never as dropped. Logged once until a message is spooled again. */
 static void refused_unsynced(struct fb_bridge *b, const char *topic, int rc)
 {
-	if(rc == -EIO && b->write_err){
-		rc = b->write_err;
-	}
-	b->write_err = 0;
+	rc = stage_errno(b, rc);
 	notify(b);
 	if(!b->unsynced_logged){
 		fb_log(&b->lg, MOSQ_LOG_ERR, "cannot sync the staging file for a message on %s: %s; refused, as "
