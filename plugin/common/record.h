@@ -1,4 +1,4 @@
-/* flowmq-bridge: the spool record format.
+/* flowmq-bridge: the spool record format (both processes: the broker stages records, the link reads them).
  *
  * A record is what the spool stores for one message:
  *   u8  version (FB_RECORD_VERSION)

@@ -1,4 +1,4 @@
-/* Fault suite: one message never jams the queue.
+/* Test process, fault suite: one message never jams the queue.
  *
  * Messages the cloud will not take wait in the spool during an outage, ahead of ordinary ones:
  * one on a topic the cloud's ACL denies (PUBACK 0x87, then Mosquitto 2.0.11 closes the connection)

@@ -1,4 +1,4 @@
-/* MQTT v5 topic aliases toward the cloud (cloud.topic_aliases), end to end: the edge reaches the
+/* Test process: MQTT v5 topic aliases toward the cloud (cloud.topic_aliases), end to end: the edge reaches the
  * cloud stand-in through a TCP relay in this test that counts the bytes the edge sends (TLS
  * records included). A cloud whose listener announces Topic Alias Maximum 10 gets aliases: every
  * message arrives on its full topic, in order, and the bytes drop; a cloud announcing 0 gets none

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/link/ack.c: which reason codes on_publish_v5 reports mean that the cloud
+/* Unit tests (test process) of plugin/link/ack.c: which reason codes on_publish_v5 reports mean that the cloud
  * refused a forwarded message. */
 #include <check.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/link/alias.c: aliases 1..max handed out in order, reused for a known topic,
+/* Unit tests (test process) of plugin/link/alias.c: aliases 1..max handed out in order, reused for a known topic,
  * the least recently used one given to a new topic when all are taken (full topic sent again),
  * dropped mappings, a reset per connection, and none at all with a maximum of 0. */
 #include <check.h>

@@ -1,4 +1,4 @@
-/* Unit tests of plugin/common/record.c: the spool record format and the MQTT v5 property encoding. */
+/* Unit tests (test process) of plugin/common/record.c: the spool record format and the MQTT v5 property encoding. */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
