@@ -258,6 +258,8 @@ struct fb_chan_reader {
 	size_t unsettled;
 	uint64_t first_unsettled;
 	size_t bigs;             /* large records among the unsettled */
+	size_t bigs_unsynced;    /* large records taken since the last fb_chan_sync() */
+	size_t bigsync_off[2];   /* byte offset up to which each file's large records' own files are synced */
 	uint64_t seen;
 	uint8_t *big;            /* a large record read back */
 	size_t big_cap;
@@ -518,12 +520,14 @@ int fb_chan_reset(struct fb_chan_reader *r, uint64_t next_seq)
 			return rc;
 		}
 		r->settled_off[i] = 0;
+		r->bigsync_off[i] = 0;
 	}
 	remove_bigs(r->dir);
 	r->cur = 0;
 	r->unsettled = 0;
 	r->first_unsettled = 0;
 	r->bigs = 0;
+	r->bigs_unsynced = 0;
 	r->seen = 0;
 	atomic_store(&sh->active, 0);
 	atomic_store(&sh->state[0], FB_CHAN_WRITING);
@@ -550,6 +554,7 @@ static int take_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	if(is_ptr(val, len)){
 		r->bigs++;
+		r->bigs_unsynced++;
 	}
 	return resolve_visit(r, seq, val, len);
 }
@@ -646,10 +651,61 @@ bool fb_chan_settle_due(const struct fb_chan_reader *r)
 	return fb_chan_sealed(r) && fb_stage_used(r->st[r->cur]) >= fb_stage_size(r->st[r->cur]) / 4;
 }
 
+static int sync_big_visit(void *ud, uint64_t seq, const void *val, size_t len)
+{
+	struct fb_chan_reader *r = ud;
+	char path[4096];
+	int fd, rc;
+
+	if(!is_ptr(val, len) || big_path(path, sizeof(path), r->dir, seq) != 0){
+		return 0;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if(fd < 0){
+		return errno == ENOENT ? 0 : -errno; /* gone: reading it back counts the loss */
+	}
+	rc = fdatasync(fd) == 0 ? 0 : -errno;
+	close(fd);
+	return rc;
+}
+
+/* The own files of the large records taken since the last sync (the writer syncs them itself only
+ * with spool.sync: always), then the folder that names them. */
+static int sync_bigs(struct fb_chan_reader *r)
+{
+	int fd, rc;
+
+	if(r->bigs_unsynced == 0){
+		return 0;
+	}
+	for(int i = 0; i < 2; i++){
+		size_t from = r->bigsync_off[i] > r->settled_off[i] ? r->bigsync_off[i] : r->settled_off[i];
+
+		rc = fb_stage_each_from(r->st[i], from, sync_big_visit, r);
+		if(rc){
+			return rc;
+		}
+		r->bigsync_off[i] = fb_stage_used(r->st[i]);
+	}
+	fd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if(fd < 0){
+		return -errno;
+	}
+	rc = fsync(fd) == 0 ? 0 : -errno;
+	close(fd);
+	if(rc == 0){
+		r->bigs_unsynced = 0;
+	}
+	return rc;
+}
+
 int fb_chan_sync(struct fb_chan_reader *r)
 {
-	int rc = fb_stage_sync(r->st[0]);
+	int rc = sync_bigs(r);
 
+	if(rc == 0){
+		rc = fb_stage_sync(r->st[0]);
+	}
 	return rc ? rc : fb_stage_sync(r->st[1]);
 }
 
@@ -666,12 +722,14 @@ void fb_chan_settled(struct fb_chan_reader *r)
 	}
 	r->settled_off[0] = fb_stage_used(r->st[0]);
 	r->settled_off[1] = fb_stage_used(r->st[1]);
+	r->bigs_unsynced = 0; /* in RocksDB now, which fb_spool_sync() syncs */
 	r->unsettled = 0;
 	r->first_unsettled = 0;
 	if(atomic_load_explicit(&sh->state[older], memory_order_acquire) == FB_CHAN_SEALED){
 		/* Everything in it was taken (take() moved on) and is settled now: empty it. */
 		fb_stage_clear(r->st[older]);
 		r->settled_off[older] = 0;
+		r->bigsync_off[older] = 0;
 		atomic_store_explicit(&sh->state[older], FB_CHAN_FREE, memory_order_release);
 	}
 }

@@ -227,7 +227,9 @@ bool fb_chan_sealed(const struct fb_chan_reader *r);
  * and never settled. */
 bool fb_chan_settle_due(const struct fb_chan_reader *r);
 
-/* Writes both files' dirty pages to the disk. Returns 0 or a negative errno. */
+/* Writes both files' dirty pages to the disk, and the own files of the large records taken since the
+ * last call (with the folder that names them). Returns 0 or a negative errno; the large records'
+ * files are tried again at the next call after a failure. */
 int fb_chan_sync(struct fb_chan_reader *r);
 
 /* Every record taken is in RocksDB or gone: empties a sealed file that holds nothing else, marks it

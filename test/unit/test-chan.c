@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +332,102 @@ START_TEST(large_records_travel_in_their_own_files)
 	ck_assert_uint_eq(big_files(), 2);
 	fb_chan_settled(r);
 	ck_assert_uint_eq(big_files(), 0);
+	fb_chan_writer_close(w);
+	fb_chan_reader_close(r);
+}
+END_TEST
+
+/* Every fdatasync() and fsync() of the channel's code, by the path of the file (the test links
+ * with --wrap for both, test/unit/meson.build). */
+#define SYNCS_MAX 64
+static char synced[SYNCS_MAX][512];
+static size_t n_synced;
+
+int __real_fdatasync(int fd);
+int __real_fsync(int fd);
+
+static void note_sync(int fd)
+{
+	char link[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ck_assert_uint_lt(n_synced, SYNCS_MAX);
+	n = readlink(link, synced[n_synced], sizeof(synced[0]) - 1);
+	ck_assert_int_gt(n, 0);
+	synced[n_synced++][n] = '\0';
+}
+
+int __wrap_fdatasync(int fd)
+{
+	note_sync(fd);
+	return __real_fdatasync(fd);
+}
+
+int __wrap_fsync(int fd)
+{
+	note_sync(fd);
+	return __real_fsync(fd);
+}
+
+/* How often the file NAME in the test's folder ("" for the folder itself) was synced. */
+static size_t syncs_of(const char *name)
+{
+	char real[PATH_MAX], path[PATH_MAX + 64];
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(realpath(dir, real));
+	snprintf(path, sizeof(path), "%s%s%s", real, *name ? "/" : "", name);
+	for(size_t i = 0; i < n_synced; i++){
+		n += strcmp(synced[i], path) == 0;
+	}
+	return n;
+}
+
+/* With spool.sync at an interval the broker thread does not sync a large record's own file (only
+ * the staging files are synced, and they hold a pointer to it): fb_chan_sync() does, once, for
+ * each large record taken since its last call, and then the folder that names the new files. */
+START_TEST(sync_covers_the_own_files_of_large_records_taken_since_the_last_sync)
+{
+	struct fb_chan_reader *r = fresh_reader(1);
+	struct fb_chan_writer *w = writer(0, FB_ON_FULL_DROP_OLDEST);
+	struct order o = { .next = 1, .len_of = len_big_every_third };
+	char stage0[64], stage1[64];
+
+	snprintf(stage0, sizeof(stage0), "%s.0", FB_CHAN_FILE);
+	snprintf(stage1, sizeof(stage1), "%s.1", FB_CHAN_FILE);
+	for(uint64_t seq = 1; seq <= 6; seq++){
+		ck_assert_int_eq(append(w, seq, len_big_every_third(seq)), 0);
+	}
+	ck_assert_uint_eq(n_synced, 0); /* the writer syncs nothing without lim.sync */
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_int_eq(fb_chan_sync(r), 0);
+	ck_assert_uint_eq(syncs_of("flowmq-big-3"), 1);
+	ck_assert_uint_eq(syncs_of("flowmq-big-6"), 1);
+	ck_assert_uint_eq(syncs_of(""), 1);
+	ck_assert_uint_eq(syncs_of(stage0), 1);
+	ck_assert_uint_eq(syncs_of(stage1), 1);
+	ck_assert_uint_eq(n_synced, 5);
+
+	/* Nothing large taken since: the staging files only. */
+	n_synced = 0;
+	ck_assert_int_eq(fb_chan_sync(r), 0);
+	ck_assert_uint_eq(n_synced, 2);
+	ck_assert_uint_eq(syncs_of(stage0) + syncs_of(stage1), 2);
+
+	/* One more large record: its file alone, not the earlier ones again. */
+	n_synced = 0;
+	for(uint64_t seq = 7; seq <= 9; seq++){
+		ck_assert_int_eq(append(w, seq, len_big_every_third(seq)), 0);
+	}
+	ck_assert_int_eq(fb_chan_take(r, order_visit, &o), 0);
+	ck_assert_uint_eq(o.n, 9);
+	ck_assert_int_eq(fb_chan_sync(r), 0);
+	ck_assert_uint_eq(syncs_of("flowmq-big-9"), 1);
+	ck_assert_uint_eq(syncs_of("flowmq-big-3") + syncs_of("flowmq-big-6"), 0);
+	ck_assert_uint_eq(syncs_of(""), 1);
+	ck_assert_uint_eq(n_synced, 4);
+
 	fb_chan_writer_close(w);
 	fb_chan_reader_close(r);
 }
@@ -664,6 +761,7 @@ int main(void)
 	tcase_add_test(tc, a_reader_killed_inside_an_update_does_not_stall_the_writer);
 	tcase_add_test(tc, large_records_travel_in_their_own_files);
 	tcase_add_test(tc, a_large_record_whose_file_cannot_be_written_is_a_write_failure);
+	tcase_add_test(tc, sync_covers_the_own_files_of_large_records_taken_since_the_last_sync);
 	tcase_add_test(tc, a_record_above_a_quarter_of_a_file_travels_alone_while_the_sealed_one_waits);
 	tcase_add_test(tc, recovery_visits_the_older_file_first_then_reset_empties);
 	tcase_add_test(tc, recovery_skips_damage_and_counts_the_gap);
