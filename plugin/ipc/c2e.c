@@ -69,8 +69,10 @@ int fb_c2e_put_kept(struct fb_c2e *r, uint64_t kept, const char *dir, const char
 		return -ENOBUFS;
 	}
 	if(flags == C2E_FILE){
-		if(fb_c2e_write_file(dir, stem, seq, rec, len) != 0){
-			return -ENOBUFS;
+		int rc = fb_c2e_write_file(dir, stem, seq, rec, len);
+
+		if(rc){
+			return rc;
 		}
 		rec = NULL;
 		len = 0;

@@ -46,7 +46,8 @@ struct fb_c2e {
 };
 
 /* Writes record SEQ of spool "in" (REC, LEN bytes) into R; a large one goes to a file in DIR (the
- * spool folder). Returns 0, or -ENOBUFS when it has no room now. Link process, its worker. */
+ * spool folder). Returns 0, -ENOBUFS when it has no room now, or the negative errno of writing
+ * that file (a full disk: -ENOSPC). Link process, its worker. */
 int fb_c2e_put(struct fb_c2e *r, const char *dir, const char *stem, uint64_t seq, const void *rec, size_t len);
 
 /* Like fb_c2e_put(), but the room starts at KEPT (at or behind the head) rather than at the head:

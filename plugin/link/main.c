@@ -65,6 +65,9 @@ struct link_main {
 	struct fb_prom *prom;     /* the metrics.listen endpoint, NULL when none */
 	struct fb_control *ctl;   /* the operator's requests (requeue-dead, purge-dead); NULL: none */
 	bool in_more;             /* spool "in" may hold records not in the ring yet */
+	int file_err;             /* why the large record at the head of what waits could not be
+	                           * written to its file for the ring (a negative errno), 0: none */
+	uint64_t file_retry_ms;   /* monotonic ms before which it is not tried again */
 	bool pump_full;           /* the last pump stopped at a full ring */
 	uint64_t in_deleted;      /* newest "in" seq released and deleted */
 	char *status_path;         /* the status file (statusfile.h), NULL when out of memory */
@@ -89,13 +92,35 @@ static int c2e_push(void *ud, uint64_t seq, const void *rec, size_t len)
 	return 0;
 }
 
+/* A large record whose file for the ring cannot be written (a full disk) is tried again this often;
+ * meanwhile the broker is not woken for it. */
+#define C2E_FILE_RETRY_MS 1000
+
 static int pump_visit(void *ud, uint64_t seq, const void *val, size_t len)
 {
 	struct link_main *m = ud;
+	int rc = fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, FB_C2E_STEM, seq, val, len);
 
-	if(fb_c2e_put(&m->sh->c2e, m->cfg->spool.path, FB_C2E_STEM, seq, val, len) != 0){
+	if(rc == -ENOBUFS){
 		m->pump_full = true;
 		return 1; /* full: the rest waits */
+	}
+	if(rc < 0){
+		if(m->file_err == 0){
+			fb_log(&m->lg, MOSQ_LOG_ERR, "cloud message %llu (%zu bytes) cannot be handed to the broker: "
+					"writing its file in %s failed: %s; it and the cloud messages behind it wait in spool "
+					"\"in\" and are tried again every second", (unsigned long long)seq, len,
+					m->cfg->spool.path, strerror(-rc));
+		}
+		m->file_err = rc;
+		m->file_retry_ms = fb_mono_ms() + C2E_FILE_RETRY_MS;
+		m->pump_full = true;
+		return 1;
+	}
+	if(m->file_err){
+		fb_log(&m->lg, MOSQ_LOG_NOTICE, "cloud message %llu handed to the broker: the cloud messages "
+				"waiting in spool \"in\" go on", (unsigned long long)seq);
+		m->file_err = 0;
 	}
 	return 0;
 }
@@ -111,7 +136,7 @@ static size_t c2e_pending(void *ud)
 	if(released > m->in_deleted && fb_spool_delete_through(m->spool, FB_Q_IN, m->in_deleted, released) == 0){
 		m->in_deleted = released;
 	}
-	if(m->in_more){
+	if(m->in_more && (m->file_err == 0 || fb_mono_ms() >= m->file_retry_ms)){
 		int n;
 
 		m->pump_full = false;
@@ -121,7 +146,8 @@ static size_t c2e_pending(void *ud)
 			m->in_more = false; /* everything in spool "in" is in the ring */
 		}
 	}
-	return fb_c2e_waiting(&sh->c2e) || m->in_more;
+	/* While a large record's file cannot be written, the broker has nothing to take for it. */
+	return fb_c2e_waiting(&sh->c2e) || (m->in_more && m->file_err == 0);
 }
 
 /* fb_session_deps.wake: the broker thread has cloud messages to inject. */
