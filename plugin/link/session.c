@@ -1413,7 +1413,18 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	int rc;
 	(void)mosq;
 
+	if(l->lost && msg->qos > 0 && cfg->cloud.session_expiry_s > 0){
+		/* The connection is given up (an earlier message of this read could not be stored): it
+		 * goes without the queued PUBACKs, and the session sends both again, in order. Storing
+		 * this one now would inject it before the earlier one, and twice. */
+		return;
+	}
 	rc = fb_route_match(l->d.routes, FB_ROUTE_C2E, msg->topic, &res);
+	if(rc == -ENOMEM){
+		l->local = !l->lost;
+		connection_lost(l, "out of memory");
+		return;
+	}
 	if(rc <= 0){
 		c2e_drop(l, msg->topic, rc == 0 ? "no cloud_to_edge rule matches"
 				: rc == -EINVAL ? "the mapped local topic is not a valid topic" : strerror(-rc));
@@ -1428,7 +1439,13 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 		c2e_drop(l, msg->topic, "mapped local topic is not a valid publish topic");
 		goto out;
 	}
-	if(fb_props_encode(props, NULL, 0, &eprops, &eprops_len) < 0){
+	rc = fb_props_encode(props, NULL, 0, &eprops, &eprops_len);
+	if(rc == -ENOMEM){
+		l->local = !l->lost;
+		connection_lost(l, "out of memory");
+		goto out;
+	}
+	if(rc < 0){
 		c2e_drop(l, msg->topic, "unreadable properties");
 		goto out;
 	}
@@ -1807,7 +1824,9 @@ static void *worker(void *arg)
 	fb_resolve_free(l->rq);
 	l->rq = NULL;
 	if(l->mosq){
-		if(l->connected){
+		/* A lost connection gets no DISCONNECT: libmosquitto would write the PUBACKs queued for
+		 * cloud messages that could not be stored before it (the cloud publishes the Will then). */
+		if(l->connected && !l->lost){
 			/* libmosquitto frees the SSL (and the coalescing with it) as soon as it has written
 			 * the DISCONNECT: that one goes to the socket directly. */
 			fb_tls_direct(mosquitto_ssl_get(l->mosq), l->wbuf);
