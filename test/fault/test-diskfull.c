@@ -32,7 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "c2e.h" /* FB_C2E_STEM */
 #include "common.h"
 
 #define CLOUD_TOPIC "edge/site-A/telemetry/#"
@@ -199,15 +198,10 @@ static uint64_t sys_u64(struct fbh_sub *sys, const char *key)
 
 static char mnt[PATH_MAX + 16];
 
-static char mnt2[PATH_MAX + 16], mnt3[PATH_MAX + 16], mnt4[PATH_MAX + 16], mnt5[PATH_MAX + 16];
+static char mnt2[PATH_MAX + 16], mnt3[PATH_MAX + 16], mnt4[PATH_MAX + 16];
 
 static void unmount_tmpfs(void)
 {
-	if(mnt5[0]){
-		umount2(mnt5, MNT_DETACH);
-		rmdir(mnt5);
-		mnt5[0] = '\0';
-	}
 	if(mnt4[0]){
 		umount2(mnt4, MNT_DETACH);
 		rmdir(mnt4);
@@ -906,93 +900,6 @@ START_TEST(test_large_message_on_a_full_disk_is_refused_as_an_error)
 }
 END_TEST
 
-/* A cloud command larger than half the cloud-to-edge ring reaches the broker thread in a file of
- * its own, which the link process writes once the command is in spool "in". With room for the
- * command in RocksDB but not for that file, the command and the one behind it wait in spool "in":
- * one ERR line names the reason, nothing reaches the local subscriber, nothing is dropped, and no
- * file is left behind. Once there is room, the two arrive in order, byte for byte, once each. */
-#define CMD_LEN ((size_t)5 << 20)
-START_TEST(test_large_command_without_room_for_its_file_waits_and_arrives_in_order)
-{
-	struct fbh_broker cloud, edge;
-	struct fbh_sub *sys, *local;
-	struct fbh_pub *pub;
-	const struct fbh_msg *m;
-	char *yaml, *y2, *filler, *filler2;
-	uint8_t *big = malloc(CMD_LEN);
-
-	ck_assert(mnt5[0] != '\0');
-	ck_assert_ptr_nonnull(big);
-	for(size_t i = 0; i < CMD_LEN; i++){
-		big[i] = (uint8_t)(i * 7 + i / 4096);
-	}
-	fbh_broker_init(&cloud, "cloud");
-	fbh_broker_init(&edge, "edge");
-	start_cloud(&cloud, NULL);
-	yaml = yaml_spool_on(mnt5);
-	y2 = fbh_strdupf("%s    max_payload: 16MiB\n", yaml); /* the last rule: cloud_to_edge */
-	start_edge(&edge, cloud.port, y2, NULL);
-	local = fbh_sub_start(edge.port, NULL, "local/commands/#", 1);
-	ck_assert_ptr_nonnull(local);
-	sys = sys_watch(&edge);
-	ck_assert_ptr_nonnull(sys);
-	ck_assert(sys_wait(sys, "state", "connected", 10000));
-	pub = fbh_pub_connect(cloud.port2, &cloud_tester);
-	ck_assert_ptr_nonnull(pub);
-
-	/* Room for the command in RocksDB's log (the spool writes a batch while the batch and a
-	 * memtable, 2 MiB, and 1 MiB more are free: 8 MiB), not for its file besides. */
-	filler = fbh_strdupf("%s/filler", mnt5);
-	fill_up(filler, (uint64_t)9 << 20);
-	ck_assert_int_eq(fbh_pub_send(pub, "cloud/commands/site-A/firmware", big, (int)CMD_LEN, 1, false, NULL), 0);
-	ck_assert_int_eq(fbh_pub_send(pub, "cloud/commands/site-A/after", "a", 1, 1, false, NULL), 1);
-	ck_assert(fbh_pub_wait_all(pub, 30000));
-	ck_assert(fbh_wait_log(&edge, " bytes) cannot be handed to the broker: writing its file in ", 30000));
-	/* RocksDB's flush of that record frees its log's space: keep the disk short of room for the
-	 * file (the retry comes a second after the line). */
-	filler2 = fbh_strdupf("%s/filler2", mnt5);
-	fill_up(filler2, (uint64_t)2 << 20);
-	ck_assert(fbh_broker_log_line_has(&edge, "cannot be handed to the broker: writing its file in ",
-			"failed: No space left on device; it and the cloud messages "
-			"behind it wait in spool \"in\" and are tried again every second"));
-	usleep(2500 * 1000);
-	ck_assert_uint_eq(fbh_sub_count(local), 0);
-	ck_assert_uint_eq(log_count(&edge, "cannot be handed to the broker"), 1);
-	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
-	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 0, 5000));
-	ck_assert_uint_eq(spool_files(&edge, FB_C2E_STEM), 0);
-
-	/* Room again: both arrive, the large one first. */
-	ck_assert_int_eq(unlink(filler), 0);
-	ck_assert_int_eq(unlink(filler2), 0);
-	ck_assert(wait_exactly(local, 2, 30000, 1000));
-	m = fbh_sub_msg(local, 0);
-	ck_assert_str_eq(m->topic, "local/commands/firmware");
-	ck_assert_int_eq(m->payloadlen, (int)CMD_LEN);
-	ck_assert(memcmp(m->payload, big, CMD_LEN) == 0);
-	m = fbh_sub_msg(local, 1);
-	ck_assert_str_eq(m->topic, "local/commands/after");
-	ck_assert_int_eq(m->payloadlen, 1);
-	ck_assert(memcmp(m->payload, "a", 1) == 0);
-	ck_assert(fbh_wait_log(&edge, "handed to the broker: the cloud messages waiting in spool \"in\" go on", 5000));
-	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 2, 10000));
-	ck_assert(sys_wait_u64(sys, "cloud_to_edge/pending", 0, 10000));
-	ck_assert_uint_eq(sys_u64(sys, "cloud_to_edge/dropped"), 0);
-	ck_assert_uint_eq(log_count(&edge, "cannot be handed to the broker"), 1);
-
-	fbh_pub_close(pub);
-	fbh_sub_stop(local);
-	fbh_sub_stop(sys);
-	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
-	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
-	free(filler);
-	free(filler2);
-	free(y2);
-	free(yaml);
-	free(big);
-}
-END_TEST
-
 /* Mounts a tmpfs of SIZE on a new folder STEM-XXXXXX in TMPDIR, named in M (of PATH_MAX + 16
  * bytes; empty when it fails). Returns 0 or an errno. */
 static int mount_one(char *m, const char *stem, const char *size)
@@ -1025,7 +932,6 @@ static int mount_tmpfs(void)
 		{ mnt2, "fb-salvage", TMPFS2_SIZE },
 		{ mnt3, "fb-connected", TMPFS_SIZE },
 		{ mnt4, "fb-bigfile", TMPFS_SIZE },
-		{ mnt5, "fb-bigcmd", TMPFS_SIZE },
 	};
 
 	for(size_t i = 0; i < sizeof(fs) / sizeof(fs[0]); i++){
@@ -1074,10 +980,6 @@ int main(void)
 	tc = fbh_tcase("bigfile");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_large_message_on_a_full_disk_is_refused_as_an_error);
-	suite_add_tcase(s, tc);
-	tc = fbh_tcase("bigcmd");
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, test_large_command_without_room_for_its_file_waits_and_arrives_in_order);
 	suite_add_tcase(s, tc);
 	rc = fbh_run(s);
 	unmount_tmpfs();

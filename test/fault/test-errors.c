@@ -9,11 +9,13 @@
  *
  * The other way, a cloud command too large for the cloud-to-edge ring (its own file in the spool
  * folder) that the broker thread cannot open for the same reason waits, with the command behind it,
- * instead of being dropped, and both reach the local subscriber once the limit is back. */
+ * instead of being dropped, and both reach the local subscriber once the limit is back. So do they
+ * when the link process cannot write that file (a folder where it writes it). */
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "c2e.h" /* FB_C2E_RING, FB_C2E_STEM */
@@ -122,6 +124,23 @@ START_TEST(test_message_that_cannot_be_staged_is_refused_and_counted)
 }
 END_TEST
 
+/* The large command BIG (BIG_LEN bytes) on local/commands/firmware, then "a" on
+ * local/commands/after, reach LOCAL once each, in that order, byte for byte. */
+static void check_large_then_small(struct fbh_sub *local, const uint8_t *big, size_t big_len)
+{
+	const struct fbh_msg *m;
+
+	ck_assert(wait_exactly(local, 2, 30000, 1000));
+	m = fbh_sub_msg(local, 0);
+	ck_assert_str_eq(m->topic, "local/commands/firmware");
+	ck_assert_int_eq(m->payloadlen, (int)big_len);
+	ck_assert(memcmp(m->payload, big, big_len) == 0);
+	m = fbh_sub_msg(local, 1);
+	ck_assert_str_eq(m->topic, "local/commands/after");
+	ck_assert_int_eq(m->payloadlen, 1);
+	ck_assert(memcmp(m->payload, "a", 1) == 0);
+}
+
 /* A cloud command larger than half the cloud-to-edge ring travels to the broker thread in a file
  * of its own. With the edge broker out of descriptors it cannot open that file (EMFILE): the
  * command and the small one behind it wait (nothing reaches the local subscriber for a second,
@@ -134,7 +153,6 @@ START_TEST(test_large_command_that_cannot_be_opened_waits_and_arrives_in_order)
 	struct fbh_sub *sys, *local;
 	struct fbh_pub *pub;
 	struct rlimit old, low;
-	const struct fbh_msg *m;
 	uint8_t *big = malloc(big_len);
 
 	ck_assert_ptr_nonnull(big);
@@ -166,15 +184,7 @@ START_TEST(test_large_command_that_cannot_be_opened_waits_and_arrives_in_order)
 
 	/* The limit back: both arrive, the large one first. */
 	ck_assert_int_eq(prlimit(edge.pid, RLIMIT_NOFILE, &old, NULL), 0);
-	ck_assert(wait_exactly(local, 2, 30000, 1000));
-	m = fbh_sub_msg(local, 0);
-	ck_assert_str_eq(m->topic, "local/commands/firmware");
-	ck_assert_int_eq(m->payloadlen, (int)big_len);
-	ck_assert(memcmp(m->payload, big, big_len) == 0);
-	m = fbh_sub_msg(local, 1);
-	ck_assert_str_eq(m->topic, "local/commands/after");
-	ck_assert_int_eq(m->payloadlen, 1);
-	ck_assert(memcmp(m->payload, "a", 1) == 0);
+	check_large_then_small(local, big, big_len);
 	ck_assert(fbh_wait_log(&edge, "cloud messages are injected again", 5000));
 	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 2, 10000));
 	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
@@ -188,6 +198,62 @@ START_TEST(test_large_command_that_cannot_be_opened_waits_and_arrives_in_order)
 }
 END_TEST
 
+/* A cloud command larger than half the cloud-to-edge ring reaches the broker thread in a file of
+ * its own, which the link process writes (aside, then renamed) once the command is in spool "in".
+ * When that write fails (here EISDIR: a folder where it writes; a full disk is the common case),
+ * the command and the one behind it wait in spool "in": one ERR line names the file's folder and
+ * the reason, nothing reaches the local subscriber for 2.5 s, nothing is dropped. Once the write
+ * can succeed, the two arrive in order, byte for byte, once each, with one NOTICE line. */
+START_TEST(test_large_command_whose_file_cannot_be_written_waits_and_arrives_in_order)
+{
+	const size_t big_len = FB_C2E_RING / 2 + 1;
+	struct fbh_broker cloud, edge;
+	struct fbh_sub *sys, *local;
+	struct fbh_pub *pub;
+	uint8_t *big = malloc(big_len);
+	char *blocker;
+
+	ck_assert_ptr_nonnull(big);
+	for(size_t i = 0; i < big_len; i++){
+		big[i] = (uint8_t)(i * 7 + i / 4096);
+	}
+	start_commands(&cloud, &edge, &local, &sys);
+	/* The first cloud message of a new spool is record 1 of spool "in". */
+	blocker = fbh_strdupf("%s/spool/%s1.new", edge.dir, FB_C2E_STEM);
+	ck_assert_int_eq(mkdir(blocker, 0700), 0);
+	pub = fbh_pub_connect(cloud.port2, &cloud_tester);
+	ck_assert_ptr_nonnull(pub);
+	ck_assert_int_eq(fbh_pub_send(pub, "cloud/commands/site-A/firmware", big, (int)big_len, 1, false, NULL), 0);
+	ck_assert_int_eq(fbh_pub_send(pub, "cloud/commands/site-A/after", "a", 1, 1, false, NULL), 1);
+	ck_assert(fbh_pub_wait_all(pub, 30000));
+	ck_assert(fbh_wait_log(&edge, "cloud message 1 (", 30000));
+	ck_assert(fbh_broker_log_line_has(&edge, " bytes) cannot be handed to the broker: writing its file in ",
+			"/spool failed: Is a directory; it and the cloud messages behind it wait in spool \"in\" and "
+			"are tried again every second"));
+	usleep(2500 * 1000);
+	ck_assert_uint_eq(fbh_sub_count(local), 0);
+	ck_assert_uint_eq(log_count(&edge, "cannot be handed to the broker"), 1);
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 0, 5000));
+	ck_assert_uint_eq(spool_files(&edge, FB_C2E_STEM), 1); /* the folder */
+
+	/* The write can succeed again: both arrive, the large one first. */
+	ck_assert_int_eq(rmdir(blocker), 0);
+	check_large_then_small(local, big, big_len);
+	ck_assert(fbh_wait_log(&edge, "cloud message 1 handed to the broker: the cloud messages waiting in spool \"in\" go on", 5000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/injected", 2, 10000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/pending", 0, 10000));
+	ck_assert(sys_wait_u64(sys, "cloud_to_edge/dropped", 0, 5000));
+	ck_assert_uint_eq(spool_files(&edge, FB_C2E_STEM), 0);
+	ck_assert_uint_eq(log_count(&edge, "cannot be handed to the broker"), 1);
+	fbh_pub_close(pub);
+	fbh_sub_stop(local);
+	fbh_sub_stop(sys);
+	free(blocker);
+	free(big);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("errors");
@@ -196,6 +262,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_message_that_cannot_be_staged_is_refused_and_counted);
 	tcase_add_test(tc, test_large_command_that_cannot_be_opened_waits_and_arrives_in_order);
+	tcase_add_test(tc, test_large_command_whose_file_cannot_be_written_waits_and_arrives_in_order);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
