@@ -24,14 +24,17 @@ void fb_rate_init(struct fb_rate *r, uint64_t msgs_per_s, uint64_t bytes_per_s, 
 
 static void fill(struct fb_rate *r, uint64_t now_ms)
 {
-	uint64_t dt;
+	uint64_t dt, most = 2 * FB_RATE_BURST_MS;
 
 	if(now_ms <= r->last_ms){
 		return;
 	}
 	dt = now_ms - r->last_ms;
-	if(dt > 2 * FB_RATE_BURST_MS){
-		dt = 2 * FB_RATE_BURST_MS; /* more fills the buckets anyway; keeps the products small */
+	if(r->bytes_per_s && r->bytes < 0){
+		most += (uint64_t)(-r->bytes) / r->bytes_per_s + 1; /* a debt is paid over time, idle or not */
+	}
+	if(dt > most){
+		dt = most; /* more fills the buckets anyway; keeps the products small */
 	}
 	r->last_ms = now_ms;
 	if(r->msgs_per_s){

@@ -123,6 +123,28 @@ START_TEST(test_bandwidth_large_message_passes_then_waits)
 }
 END_TEST
 
+/* A debt is paid by the time that passes, whether the worker looks meanwhile or not: after an
+ * hour without a look, the next message goes at once (it waited the rest of the debt's 97 s
+ * before, half a second per look). */
+START_TEST(test_bandwidth_debt_paid_while_idle)
+{
+	struct fb_rate r;
+
+	fb_rate_init(&r, 0, 1024, 0);
+	ck_assert(fb_rate_take(&r, 100000));
+	ck_assert_uint_eq(fb_rate_cap(&r, UINT64_MAX, 1000), 0);
+	ck_assert_uint_eq(fb_rate_cap(&r, UINT64_MAX, 3600000), UINT64_MAX);
+	/* Paid, and no more than the bucket's burst (250 ms of the rate) saved up. */
+	ck_assert(!fb_rate_take(&r, 255));
+	ck_assert(fb_rate_take(&r, 1));
+	/* Without an idle hour the debt still takes its time: one look 50 s after the message. */
+	fb_rate_init(&r, 0, 1024, 0);
+	ck_assert(fb_rate_take(&r, 100000));
+	ck_assert_uint_eq(fb_rate_cap(&r, UINT64_MAX, 50000), 0);
+	ck_assert_uint_eq(fb_rate_cap(&r, UINT64_MAX, 97407), UINT64_MAX);
+}
+END_TEST
+
 /* Both caps: whichever is spent first holds the messages. */
 START_TEST(test_both_caps_the_lower_wins)
 {
@@ -152,6 +174,7 @@ int main(void)
 	tcase_add_test(tc, test_rate_1000_per_second_over_10_s);
 	tcase_add_test(tc, test_bandwidth_100KiB_per_second_over_10_s);
 	tcase_add_test(tc, test_bandwidth_large_message_passes_then_waits);
+	tcase_add_test(tc, test_bandwidth_debt_paid_while_idle);
 	tcase_add_test(tc, test_both_caps_the_lower_wins);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
