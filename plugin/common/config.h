@@ -131,8 +131,8 @@ struct fb_config {
 			char *alpn;        /* NULL when not set */
 			bool allow_plaintext; /* default false */
 		} tls;
-		/* A record in flight at the head of the queue when the connection broke this many
-		 * times in a row, without any acknowledgement, goes to dead letters; default 3, 1 to
+		/* A record that was the only one in flight, unacknowledged, when the connection broke
+		 * this many times goes to dead letters (session.c: suspect_break()); default 3, 1 to
 		 * FB_CONFIG_POISON_AFTER_MAX. */
 		uint32_t poison_after;
 		/* Share of the sends that lower lanes get while they hold messages, in basis points

@@ -48,6 +48,10 @@ struct inflight {
 	size_t len;
 };
 
+/* How many of the records in flight at a break go alone afterwards at most (suspect_break()): the
+ * first ones sent, one round trip each. */
+#define ALONE_MAX 32
+
 struct fb_session {
 	struct fb_session_deps d;
 	pthread_t thread;
@@ -88,8 +92,18 @@ struct fb_session {
 	bool silent;             /* the connection ended because nothing came back (keepalive) */
 	bool local;              /* ... for a reason on this side (memory, the spool, libmosquitto) */
 	struct fb_upload up;     /* whether the cloud takes what is sent (housekeeping()'s silence check) */
-	uint64_t suspect_seq;    /* the record in flight at the head when the last connections broke */
-	unsigned suspect_breaks; /* ... how many in a row, without an acknowledgement */
+	uint64_t suspect_seq;    /* the record alone in flight when the last counted break came */
+	unsigned suspect_breaks; /* ... how many such breaks it has had (suspect_break()) */
+	/* Records that were in flight together when a connection broke (suspect_break()): each goes
+	 * alone (nothing else in flight with it) until it is acknowledged or leaves the queue. */
+	uint64_t alone[ALONE_MAX];
+	size_t alone_n;
+	uint64_t alone_seq;      /* one of them in flight alone now, 0: none */
+	bool alone_wait;         /* fill() waits for the records in flight before sending one of them, */
+	unsigned alone_lane;     /* ... which is in this lane: */
+	bool alone_lane_next;    /* fill() takes that lane next */
+	bool declined;           /* send_visit() did not send the record it was given */
+	unsigned fill_lane;      /* the lane fill() takes records from */
 	uint64_t pending_check_ms; /* when the spool was last asked whether anything is pending */
 	uint64_t last_sync_ms;
 	uint64_t last_wake_ms;
@@ -365,36 +379,97 @@ static bool break_blames_message(const struct fb_session *l)
 	}
 }
 
-/* A connection broke with records in flight and no acknowledgement at all, in a way that can come
- * from what was sent (break_blames_message()): the oldest of them (the head of the queue) may be
- * what breaks it. After cloud.poison_after such breaks in a row with the same head, it goes to
- * dead letters with the reason, and the queue moves on. Breaks that are not the message's leave
- * the count as it is (the next one that is goes on from there). Worker thread, from teardown()
- * before the window is cleared. */
-static void suspect_head(struct fb_session *l)
+static bool alone_has(const struct fb_session *l, uint64_t seq)
+{
+	for(size_t i = 0; i < l->alone_n; i++){
+		if(l->alone[i] == seq){
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Record SEQ was acknowledged or left the queue: it need not go alone any more. */
+static void alone_done(struct fb_session *l, uint64_t seq)
+{
+	for(size_t i = 0; i < l->alone_n; i++){
+		if(l->alone[i] == seq){
+			l->alone[i] = l->alone[--l->alone_n];
+			break;
+		}
+	}
+	if(l->alone_seq == seq){
+		l->alone_seq = 0;
+	}
+}
+
+/* Forgets those of them that left the queue otherwise (spool.on_full: drop_oldest). */
+static void alone_prune(struct fb_session *l)
+{
+	for(size_t i = 0; i < l->alone_n;){
+		if(fb_spool_live(l->d.spool, FB_Q_OUT, l->alone[i])){
+			i++;
+		}else{
+			l->alone[i] = l->alone[--l->alone_n];
+		}
+	}
+}
+
+/* A connection broke in a way that can come from what was sent (break_blames_message()). When
+ * exactly one record was in flight without its acknowledgement, it is the one: after
+ * cloud.poison_after such breaks (with no other record blamed in between, and none acknowledging
+ * it), it goes to dead letters with the reason, and the queue moves on. When several were, any of
+ * them may be: each of them (the first ALONE_MAX sent) goes alone from the next connection on
+ * (send_visit()), with nothing else in flight, so that a break then names its record; the other
+ * records flow as usual. Acknowledgements of other records do not clear a suspect: with priority
+ * lanes, a higher lane's records go first on every connection. Breaks that are not the message's
+ * change nothing. Worker thread, from teardown() before the window is cleared. */
+static void suspect_break(struct fb_session *l)
 {
 	struct inflight *head = NULL;
+	size_t waiting = 0, added = 0;
 	char why[400];
 
 	if(!break_blames_message(l)){
 		return;
 	}
-	for(size_t i = 0; i < l->ring_used && head == NULL; i++){
+	for(size_t i = 0; i < l->ring_used; i++){
 		if(ring_at(l, i)->mid > 0){
-			head = ring_at(l, i);
+			head = head ? head : ring_at(l, i);
+			waiting++;
 		}
 	}
-	if(head == NULL){
+	if(waiting == 0){
+		return;
+	}
+	alone_prune(l);
+	if(waiting > 1){
+		for(size_t i = 0; i < l->ring_used && l->alone_n < ALONE_MAX; i++){
+			uint64_t seq = ring_at(l, i)->seq;
+
+			if(ring_at(l, i)->mid > 0 && !alone_has(l, seq)){
+				l->alone[l->alone_n++] = seq;
+				added++;
+			}
+		}
+		if(added){
+			fb_log(l->d.lg, MOSQ_LOG_NOTICE, "%zu records were in flight when the connection broke: %zu of them "
+					"go alone from the next connection on, so that a record that breaks the connection is "
+					"known (cloud.poison_after)", waiting, added);
+		}
 		return;
 	}
 	if(head->seq != l->suspect_seq){
 		l->suspect_seq = head->seq;
 		l->suspect_breaks = 0;
 	}
+	if(!alone_has(l, head->seq) && l->alone_n < ALONE_MAX){
+		l->alone[l->alone_n++] = head->seq; /* it goes alone again */
+	}
 	if(++l->suspect_breaks < l->d.cfg->cloud.poison_after){
 		return;
 	}
-	snprintf(why, sizeof(why), "%s (the connection broke %u times in a row while it was in flight, "
+	snprintf(why, sizeof(why), "%s (the connection broke %u times while it was the only record in flight, "
 			"without an acknowledgement; last: %s)",
 			mosquitto_reason_string(l->disconnect_reason ? l->disconnect_reason : MQTT_RC_UNSPECIFIED),
 			l->suspect_breaks, l->lost_reason);
@@ -425,12 +500,15 @@ static void teardown(struct fb_session *l)
 	SSL_CTX_free(l->ctx);
 	l->ctx = NULL;
 	carried = l->acked || l->sending == 0;
-	if(l->connected && !l->acked){
-		suspect_head(l);
+	if(l->connected){
+		suspect_break(l);
 	}
 	/* Records in flight stay in the spool: the next connection sends them again, oldest first. */
 	flush_acked(l);
 	ring_clear(l);
+	l->alone_seq = 0;
+	l->alone_wait = false;
+	l->alone_lane_next = false;
 
 	if(l->connected && carried){
 		/* A working endpoint that dropped: try it again first, after the minimum delay. */
@@ -668,6 +746,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	/* The back-off starts over once this connection has carried something (teardown()). */
 	memset(l->cursor, 0, sizeof(l->cursor));
 	memset(l->back, 0, sizeof(l->back));
+	if(l->alone_n){
+		alone_prune(l);
+	}
 	ingest(l);
 	{
 		struct fb_spool_stats st;
@@ -917,6 +998,9 @@ static void resolved(struct fb_session *l, uint64_t now)
  * rejected once it has moved. */
 static void move_unreadable(struct fb_session *l, uint64_t seq, const void *val, size_t len)
 {
+	if(l->alone_n){
+		alone_done(l, seq);
+	}
 	if(fb_spool_move_dead(l->d.spool, seq, len, val, len) == 1){
 		fb_count(&l->d.ctr->dropped_rejected, 1);
 	}
@@ -939,6 +1023,9 @@ static void dead_letter(struct fb_session *l, uint64_t seq, const void *val, siz
 	size_t size;
 	int rc = -EINVAL;
 
+	if(l->alone_n){
+		alone_done(l, seq);
+	}
 	if(!fb_spool_live(l->d.spool, FB_Q_OUT, seq)){
 		return;
 	}
@@ -1013,7 +1100,17 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 	l->sending--;
 	l->progress_ms = fb_mono_ms();
 	l->acked = true;
-	l->suspect_breaks = 0;
+	if(e->seq == l->suspect_seq){
+		l->suspect_breaks = 0;
+		l->suspect_seq = 0;
+	}
+	if(l->alone_n){
+		alone_done(l, e->seq);
+	}
+	if(l->alone_wait && l->sending == 0){
+		l->alone_wait = false; /* fill() sends it now, taking its lane first */
+		l->alone_lane_next = true;
+	}
 	if(fb_ack_rejected(e->qos, reason)){
 		char why[160];
 
@@ -1067,8 +1164,17 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	mosquitto_property *props = NULL;
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
-	bool full, kept, alias, retain;
+	bool full, kept, alias, retain, capped;
 
+	if(l->alone_n && l->sending > 0 && alone_has(l, seq)){
+		/* It goes alone (suspect_break()): once what is in flight is acknowledged, before the
+		 * records of any other lane. */
+		*l->cur = seq - 1;
+		l->alone_wait = true;
+		l->alone_lane = l->fill_lane;
+		l->declined = true;
+		return 1;
+	}
 	*l->cur = seq;
 	if(fb_record_decode(val, len, &r) < 0){
 		fb_log(l->d.lg, MOSQ_LOG_ERR, "spool record %llu is unreadable; moved to dead letters", (unsigned long long)seq);
@@ -1080,6 +1186,9 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 			|| (!r.expiry_local && cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
 		if(fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len) == 0){ /* else again after a reconnect */
 			fb_count(&l->d.ctr->dropped_expired, 1);
+			if(l->alone_n){
+				alone_done(l, seq);
+			}
 		}
 		return 0;
 	}
@@ -1188,10 +1297,15 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	ring_push(l, r.qos, mid, seq, len); /* QoS 0: best effort, sent once */
 	l->yield.sent++;
-	if(l->rate.on && fb_rate_take(&l->rate, packet_size(&r, alias, !full))){
-		return 1; /* a cap is reached: the next records wait for it */
+	capped = l->rate.on && fb_rate_take(&l->rate, packet_size(&r, alias, !full));
+	if(l->alone_n && alone_has(l, seq)){
+		if(r.qos > 0){
+			l->alone_seq = seq; /* nothing more until it is acknowledged (room()) */
+			return 1;
+		}
+		alone_done(l, seq);
 	}
-	return 0;
+	return capped ? 1 : 0; /* a cap is reached: the next records wait for it */
 }
 
 /* Records fill() may send now: as many as the window (unacknowledged records) and the ring
@@ -1202,6 +1316,9 @@ static size_t room(const struct fb_session *l)
 	size_t w = l->sending < l->window ? l->window - l->sending : 0;
 	size_t r = l->ring_cap - l->ring_used;
 
+	if(l->alone_seq || l->alone_wait){
+		return 0; /* a record goes alone (suspect_break()) */
+	}
 	return w < r ? w : r;
 }
 
@@ -1358,9 +1475,18 @@ static void fill(struct fb_session *l)
 		waiting_get(l, &w);
 		if(w.lanes == 0){
 			l->maybe_more = false; /* every lane sent up to its newest record */
+			if(l->sending == 0){
+				l->alone_n = 0; /* nothing waits or is in flight: none of them is left */
+			}
 			break;
 		}
-		lane = pick_lane(l, w.lanes, &want);
+		if(l->alone_lane_next && (w.lanes & (1u << l->alone_lane))){
+			lane = l->alone_lane; /* a record that goes alone waited for it (send_visit()) */
+		}else{
+			lane = pick_lane(l, w.lanes, &want);
+		}
+		l->alone_lane_next = false;
+		l->fill_lane = lane;
 		seq = choose_queue(l, &w, lane, &q, &after, &before);
 
 		/* The tail holds the newest records in the order they came: those sent already (or
@@ -1368,10 +1494,13 @@ static void fill(struct fb_session *l)
 		while((r = fb_tail_peek(l->d.tail)) != NULL && !tail_waiting(l, &w, r)){
 			fb_tail_drop(l->d.tail);
 		}
+		l->declined = false;
 		if(r && r->seq == seq){
 			send_visit(l, r->seq, r->val, r->len);
 			fb_tail_drop(l->d.tail);
-			lane_sent(l, w.lanes, lane, 1);
+			if(!l->declined){
+				lane_sent(l, w.lanes, lane, 1);
+			}
 			continue;
 		}
 		n = fb_spool_read_lane(l->d.spool, q, after, before, want, send_visit, l);
@@ -1384,7 +1513,7 @@ static void fill(struct fb_session *l)
 			l->maybe_more = false;
 			break;
 		}
-		lane_sent(l, w.lanes, lane, (size_t)n);
+		lane_sent(l, w.lanes, lane, (size_t)n - l->declined);
 	}
 }
 
