@@ -379,24 +379,29 @@ static bool break_blames_message(const struct fb_session *l)
 	}
 }
 
-static bool alone_has(const struct fb_session *l, uint64_t seq)
+/* Where SEQ is among the records that go alone, or -1. */
+static ssize_t alone_find(const struct fb_session *l, uint64_t seq)
 {
 	for(size_t i = 0; i < l->alone_n; i++){
 		if(l->alone[i] == seq){
-			return true;
+			return (ssize_t)i;
 		}
 	}
-	return false;
+	return -1;
+}
+
+static bool alone_has(const struct fb_session *l, uint64_t seq)
+{
+	return alone_find(l, seq) >= 0;
 }
 
 /* Record SEQ was acknowledged or left the queue: it need not go alone any more. */
 static void alone_done(struct fb_session *l, uint64_t seq)
 {
-	for(size_t i = 0; i < l->alone_n; i++){
-		if(l->alone[i] == seq){
-			l->alone[i] = l->alone[--l->alone_n];
-			break;
-		}
+	ssize_t i = alone_find(l, seq);
+
+	if(i >= 0){
+		l->alone[i] = l->alone[--l->alone_n];
 	}
 	if(l->alone_seq == seq){
 		l->alone_seq = 0;
@@ -746,9 +751,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	/* The back-off starts over once this connection has carried something (teardown()). */
 	memset(l->cursor, 0, sizeof(l->cursor));
 	memset(l->back, 0, sizeof(l->back));
-	if(l->alone_n){
-		alone_prune(l);
-	}
+	alone_prune(l);
 	ingest(l);
 	{
 		struct fb_spool_stats st;
@@ -998,9 +1001,7 @@ static void resolved(struct fb_session *l, uint64_t now)
  * rejected once it has moved. */
 static void move_unreadable(struct fb_session *l, uint64_t seq, const void *val, size_t len)
 {
-	if(l->alone_n){
-		alone_done(l, seq);
-	}
+	alone_done(l, seq);
 	if(fb_spool_move_dead(l->d.spool, seq, len, val, len) == 1){
 		fb_count(&l->d.ctr->dropped_rejected, 1);
 	}
@@ -1023,9 +1024,7 @@ static void dead_letter(struct fb_session *l, uint64_t seq, const void *val, siz
 	size_t size;
 	int rc = -EINVAL;
 
-	if(l->alone_n){
-		alone_done(l, seq);
-	}
+	alone_done(l, seq);
 	if(!fb_spool_live(l->d.spool, FB_Q_OUT, seq)){
 		return;
 	}
@@ -1104,9 +1103,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 		l->suspect_breaks = 0;
 		l->suspect_seq = 0;
 	}
-	if(l->alone_n){
-		alone_done(l, e->seq);
-	}
+	alone_done(l, e->seq);
 	if(l->alone_wait && l->sending == 0){
 		l->alone_wait = false; /* fill() sends it now, taking its lane first */
 		l->alone_lane_next = true;
@@ -1164,9 +1161,9 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	mosquitto_property *props = NULL;
 	uint64_t now = fb_wall_ms();
 	int mid = 0, rc;
-	bool full, kept, alias, retain, capped;
+	bool full, kept, alias, retain, capped, alone = l->alone_n && alone_has(l, seq);
 
-	if(l->alone_n && l->sending > 0 && alone_has(l, seq)){
+	if(alone && l->sending > 0){
 		/* It goes alone (suspect_break()): once what is in flight is acknowledged, before the
 		 * records of any other lane. */
 		*l->cur = seq - 1;
@@ -1186,9 +1183,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 			|| (!r.expiry_local && cfg->spool.ttl_ms && r.enqueue_ms + cfg->spool.ttl_ms <= now)){
 		if(fb_spool_delete(l->d.spool, FB_Q_OUT, seq, len) == 0){ /* else again after a reconnect */
 			fb_count(&l->d.ctr->dropped_expired, 1);
-			if(l->alone_n){
-				alone_done(l, seq);
-			}
+			alone_done(l, seq);
 		}
 		return 0;
 	}
@@ -1298,7 +1293,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	ring_push(l, r.qos, mid, seq, len); /* QoS 0: best effort, sent once */
 	l->yield.sent++;
 	capped = l->rate.on && fb_rate_take(&l->rate, packet_size(&r, alias, !full));
-	if(l->alone_n && alone_has(l, seq)){
+	if(alone){
 		if(r.qos > 0){
 			l->alone_seq = seq; /* nothing more until it is acknowledged (room()) */
 			return 1;
