@@ -1,6 +1,7 @@
 /* flowmq-bridge: the cloud session (see session.h). Link process only: its worker thread; never calls the
  * broker API. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <pthread.h>
@@ -31,6 +32,7 @@
 #include "tls.h"
 #include "waker.h"
 #include "yield.h"
+#include "stage.h"
 
 #define MAX_POLL_MS 1000
 /* The write coalescing buffer of a connection (tls.h: fb_tls_coalesce()). */
@@ -145,6 +147,19 @@ struct fb_session {
 	unsigned jitter_seed;
 	struct fb_resolve *rq;   /* the endpoint's name lookup while it runs (l->mosq exists, no socket) */
 	struct fb_alias alias;   /* topic aliases of this connection (cloud.topic_aliases) */
+	/* QoS 2 packet ids the cloud's session may still hold (held_release()): one bit each. */
+	uint8_t held[65536 / 8];
+	size_t held_n;
+	size_t held_ep;          /* the endpoint whose session holds them, SIZE_MAX: not known */
+	bool held_sent;          /* their PUBRELs went out on this connection, not known taken yet */
+	uint16_t last_mid;       /* the packet id a client of this session used last, 0: none yet */
+	unsigned lease_left;     /* packet ids that may still be used before the ids file is written */
+	uint16_t lease_w;        /* the ids file says no id after this one is used, 0: not yet */
+	int ids_fd;              /* the ids file, open once written, -1: not yet */
+	bool lease_failed;       /* writing the ids file failed: said once */
+	int status_mid;          /* packet id of this connection's status message */
+	bool has_qos2;           /* an edge_to_cloud rule sends at QoS 2 */
+	char *ids_path;          /* the ids file (mid_lease()) */
 };
 
 static void set_status(struct fb_session *l, enum fb_link_state state, const char *error)
@@ -258,6 +273,273 @@ static struct inflight *ring_find(struct fb_session *l, int mid)
 	return NULL;
 }
 
+/* ---- packet ids across connections --------------------------------------------------------- *
+ *
+ * A QoS 2 record in flight when a connection breaks may have reached the cloud, which then holds
+ * its packet id (PUBREC sent) until a PUBREL with that id arrives. libmosquitto numbers the packets
+ * of every new client from 1 and knows nothing of the last one's, and the link sends such a record
+ * again as a new PUBLISH. A later record that got a held id would be taken for a repeat of the
+ * earlier message and dropped (MQTT 5, 4.3.3: the receiver must not deliver it again; Mosquitto
+ * does so when topic and payload are the same), though its PUBCOMP counts it as forwarded.
+ * So the ids that were in flight at QoS 2 are released: the next connection that resumes the
+ * session sends a PUBREL for each before anything else (a cloud that holds none answers PUBCOMP,
+ * in MQTT 5 with 0x92; libmosquitto ignores it), and every client goes on numbering after the last one's ids,
+ * so that none of them meets a held id before its PUBCOMP is in. The ids are kept until an
+ * acknowledgement of something sent after the PUBRELs shows that the cloud has taken them. */
+
+static void connection_lost(struct fb_session *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Packet ids run 1 to 65535: ID moved on by K. */
+static uint16_t mid_add(uint16_t id, unsigned k)
+{
+	return (uint16_t)((id + 65534u + k) % 65535u + 1u);
+}
+
+/* A link process that ends (an orderly stop, kill -9, a crash) leaves its packet ids to the next
+ * one: the ids file in the spool folder says that no id after W was used, and which D ids up to W
+ * may still be held ("flowmq-ids W D Q", Q: 1 when a rule sends at QoS 2). It is written when a
+ * packet id is used with none left of the last lease, for MID_LEASE ids from it (so the last id
+ * used is at most MID_LEASE before W, and those in flight a window and the subscriptions of a
+ * connection before that), and when a break adds held ids (D then reaches back to the oldest id
+ * not known released). The next process goes on after W and releases those D ids. The record
+ * has a fixed width and is rewritten in place: a full disk does not stop it. With spool.sync:
+ * always it is synced; else a power cut can leave an older lease. */
+#define MID_LEASE 1024
+#define IDS_FILE "flowmq-link-ids"
+#define IDS_FORMAT "flowmq-ids %5u %5u %1d\n"
+#define IDS_LEN 25
+
+/* The ids up to the lease's end that may be held: those a connection can leave in flight, and the
+ * held ones further back; never so many that the next client's own ids (after W) are among them. */
+static unsigned ids_range(const struct fb_session *l, uint16_t w)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	unsigned near = cfg->cloud.max_inflight + (unsigned)cfg->c2e_count + 8;
+	unsigned d = MID_LEASE + near;
+
+	for(unsigned mid = 1; l->held_n && mid < 65536; mid++){
+		if(l->held[mid >> 3] & (1u << (mid & 7))){
+			unsigned back = ((unsigned)w + 65535u - mid) % 65535u + 1u; /* W itself: 1 */
+			d = back > d ? back : d;
+		}
+	}
+	return near >= 65535 ? 0 : d > 65535 - near ? 65535 - near : d;
+}
+
+static void ids_write(struct fb_session *l)
+{
+	char buf[IDS_LEN + 1];
+	bool fresh = false;
+	int rc = 0, oerr = 0;
+
+	if(l->ids_path == NULL || l->lease_w == 0){
+		return;
+	}
+	if(l->ids_fd < 0){
+		l->ids_fd = open(l->ids_path, O_RDWR | O_CLOEXEC, 0600);
+		if(l->ids_fd < 0 && errno == ENOENT){
+			l->ids_fd = open(l->ids_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+			fresh = true;
+		}
+		oerr = errno;
+	}
+	snprintf(buf, sizeof(buf), IDS_FORMAT, (unsigned)l->lease_w, ids_range(l, l->lease_w), l->has_qos2);
+	if(l->ids_fd < 0){
+		rc = -oerr;
+	}else if((errno = 0, pwrite(l->ids_fd, buf, IDS_LEN, 0) != IDS_LEN)
+			|| (l->d.cfg->spool.sync == FB_SYNC_ALWAYS && fdatasync(l->ids_fd) != 0)){
+		rc = errno ? -errno : -EIO;
+	}else if(fresh && l->d.cfg->spool.sync == FB_SYNC_ALWAYS){
+		int dfd = open(l->d.cfg->spool.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if(dfd >= 0){
+			fsync(dfd);
+			close(dfd);
+		}
+	}
+	if(rc && !l->lease_failed){
+		fb_log(l->d.lg, MOSQ_LOG_WARNING, "cannot write the packet id file %s: %s; a link process after this "
+				"one may number its packets from 1 again", l->ids_path, strerror(-rc));
+	}else if(!rc && l->lease_failed){
+		fb_log(l->d.lg, MOSQ_LOG_NOTICE, "the packet id file %s is written again", l->ids_path);
+	}
+	l->lease_failed = rc != 0;
+}
+
+static void mid_used(struct fb_session *l, int mid)
+{
+	if(mid > 0){
+		uint8_t bit = (uint8_t)(1u << (mid & 7));
+
+		if((l->held[mid >> 3] & bit) && !l->held_sent){
+			/* 65,535 ids on without a session that could release it: in use again */
+			l->held[mid >> 3] &= (uint8_t)~bit;
+			l->held_n--;
+		}
+		l->last_mid = (uint16_t)mid;
+		if(l->lease_left == 0){
+			l->lease_w = mid_add(l->last_mid, MID_LEASE - 1);
+			ids_write(l);
+			l->lease_left = l->lease_failed ? 63 : MID_LEASE - 1; /* a failed write: again soon */
+		}else{
+			l->lease_left--;
+		}
+	}
+}
+
+static void held_add(struct fb_session *l, int mid)
+{
+	uint8_t bit = (uint8_t)(1u << (mid & 7));
+
+	if(!(l->held[mid >> 3] & bit)){
+		l->held[mid >> 3] |= bit;
+		l->held_n++;
+	}
+}
+
+static void held_clear(struct fb_session *l)
+{
+	if(l->held_n){
+		memset(l->held, 0, sizeof(l->held));
+		l->held_n = 0;
+	}
+	l->held_sent = false;
+}
+
+/* At the start of the process: what the last one left (ids_write()). */
+static void mid_restore(struct fb_session *l)
+{
+	const struct fb_config *cfg = l->d.cfg;
+	unsigned w, d;
+	int q = 0;
+	char buf[IDS_LEN + 1];
+	ssize_t n;
+	int fd;
+
+	l->ids_fd = -1;
+	for(size_t i = 0; i < cfg->e2c_count; i++){
+		l->has_qos2 = l->has_qos2 || cfg->e2c[i].qos == 2;
+	}
+	l->ids_path = malloc(strlen(cfg->spool.path) + sizeof("/" IDS_FILE));
+	if(l->ids_path == NULL){
+		return;
+	}
+	sprintf(l->ids_path, "%s/%s", cfg->spool.path, IDS_FILE);
+	fd = open(l->ids_path, O_RDONLY | O_CLOEXEC);
+	if(fd < 0){
+		return;
+	}
+	n = pread(fd, buf, IDS_LEN, 0);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	if(n == IDS_LEN && sscanf(buf, "flowmq-ids %5u %5u %1d", &w, &d, &q) == 3 && w >= 1 && w <= 65535
+			&& d <= 65535){
+		l->last_mid = (uint16_t)w;
+		l->lease_w = (uint16_t)w;
+		l->held_ep = SIZE_MAX; /* the last process's endpoint */
+		for(unsigned k = 0; q == 1 && k < d; k++){
+			held_add(l, mid_add((uint16_t)w, 65535u - k)); /* W, W - 1, ... */
+		}
+		/* this configuration's window may be larger: never its next ids */
+		d = ids_range(l, (uint16_t)w);
+		for(unsigned k = d; k < 65535; k++){
+			uint16_t mid = mid_add((uint16_t)w, 65535u - k);
+
+			if(l->held[mid >> 3] & (1u << (mid & 7))){
+				l->held[mid >> 3] &= (uint8_t)~(1u << (mid & 7));
+				l->held_n--;
+			}
+		}
+	}
+}
+
+/* A new client (no socket yet) goes on after the last one's packet ids: libmosquitto 2.0 takes the
+ * next id of a QoS 0 publish before it finds that there is no connection. */
+static void mid_seek(struct fb_session *l)
+{
+	int mid = 0;
+
+	for(unsigned n = 0; l->last_mid && mid != l->last_mid && n < 65535; n++){
+		if(mosquitto_publish_v5(l->mosq, &mid, "flowmq/seek", 0, NULL, 0, false, NULL) != MOSQ_ERR_NO_CONN){
+			fb_log(l->d.lg, MOSQ_LOG_WARNING, "packet ids cannot go on from the last connection: this "
+					"libmosquitto sends a publish without a connection");
+			return;
+		}
+	}
+}
+
+/* Writes LEN bytes to the connection before anything libmosquitto sends later (on_connect():
+ * nothing of its own waits to be written then). Returns 0 or -1 when the connection failed or
+ * did not take them within a second and LEN / 16 ms (with TLS they are only gathered). */
+static int raw_write(struct fb_session *l, const uint8_t *buf, size_t len)
+{
+	SSL *ssl = mosquitto_ssl_get(l->mosq);
+	int sock = mosquitto_socket(l->mosq);
+	uint64_t deadline = fb_mono_ms() + 1000 + len / 16; /* 16 kB/s at least */
+
+	while(len > 0){
+		struct pollfd p = { .fd = sock, .events = POLLOUT };
+		ssize_t n = 0;
+
+		if(ssl){
+			/* with write coalescing (tls.h), SSL_write() only gathers */
+			int w = SSL_write(ssl, buf, len > 65536 ? 65536 : (int)len);
+
+			if(w > 0){
+				n = w;
+			}else if(SSL_get_error(ssl, w) == SSL_ERROR_WANT_READ){
+				p.events = POLLIN;
+			}else if(SSL_get_error(ssl, w) != SSL_ERROR_WANT_WRITE){
+				return -1;
+			}
+		}else if((n = send(sock, buf, len, MSG_NOSIGNAL)) < 0){
+			if(errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR){
+				return -1;
+			}
+			n = 0;
+		}
+		buf += n;
+		len -= (size_t)n;
+		if(len && (fb_mono_ms() >= deadline || (poll(&p, 1, 100) < 0 && errno != EINTR))){
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The cloud resumed the session: a PUBREL for each packet id it may hold (v5, reason 0 left out).
+ * Returns false when the connection failed (lost). */
+static bool held_release(struct fb_session *l)
+{
+	uint8_t *buf = malloc(l->held_n * 4);
+	size_t n = 0;
+
+	if(buf == NULL){
+		l->local = !l->lost;
+		connection_lost(l, "out of memory");
+		return false;
+	}
+	for(unsigned mid = 1; mid < 65536; mid++){
+		if(l->held[mid >> 3] & (1u << (mid & 7))){
+			buf[n++] = CMD_PUBREL | 2;
+			buf[n++] = 2;
+			buf[n++] = (uint8_t)(mid >> 8);
+			buf[n++] = (uint8_t)mid;
+		}
+	}
+	if(raw_write(l, buf, n) != 0){
+		free(buf);
+		connection_lost(l, "cannot send PUBREL for %zu packet ids of QoS 2 messages in flight when the last "
+				"connection broke", l->held_n);
+		return false;
+	}
+	free(buf);
+	fb_log(l->d.lg, MOSQ_LOG_INFO, "PUBREL sent for %zu packet ids the cloud's session may hold (QoS 2 messages "
+			"in flight when a connection or link process ended; they are sent again with new ids)", l->held_n);
+	l->held_sent = true;
+	return true;
+}
+
 /* Deletes every acknowledged record in one spool write and frees their slots. Until then they
  * count as in flight: a crash in between sends them again. Counted as forwarded: the records the
  * delete found live (drop_oldest may have dropped one in flight, counted as dropped already). A
@@ -331,7 +613,6 @@ static void maybe_flush_acked(struct fb_session *l, uint64_t now)
 
 /* ---- connection lifecycle -------------------------------------------------------------------- */
 
-static void connection_lost(struct fb_session *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void connection_lost(struct fb_session *l, const char *fmt, ...)
 {
 	va_list ap;
@@ -509,6 +790,20 @@ static void teardown(struct fb_session *l)
 		suspect_break(l);
 	}
 	/* Records in flight stay in the spool: the next connection sends them again, oldest first. */
+	if(cfg->cloud.session_expiry_s > 0){
+		size_t before = l->held_n;
+
+		for(size_t i = 0; i < l->ring_used; i++){
+			if(ring_at(l, i)->mid > 0 && ring_at(l, i)->qos == 2){
+				held_add(l, ring_at(l, i)->mid);
+			}
+		}
+		if(l->held_n > before){
+			l->held_ep = l->ep;
+			ids_write(l); /* the next process releases them too */
+		}
+	}
+	l->held_sent = false; /* PUBRELs not known taken: sent again */
 	flush_acked(l);
 	ring_clear(l);
 	l->alone_seq = 0;
@@ -586,7 +881,10 @@ static void subscribe_all(struct fb_session *l)
 		 * messages stay retained locally (unless the rule says retain: clear); retained
 		 * messages are sent only when the subscription is new, not at every reconnect. */
 		int opts = MQTT_SUB_OPT_NO_LOCAL | MQTT_SUB_OPT_RETAIN_AS_PUBLISHED | MQTT_SUB_OPT_SEND_RETAIN_NEW;
-		int rc = mosquitto_subscribe_v5(l->mosq, NULL, cfg->c2e[i].cloud, qos, opts, NULL);
+		int mid = 0;
+		int rc = mosquitto_subscribe_v5(l->mosq, &mid, cfg->c2e[i].cloud, qos, opts, NULL);
+
+		mid_used(l, mid);
 
 		if(rc != MOSQ_ERR_SUCCESS){
 			l->local = !l->lost && local_error(rc);
@@ -708,7 +1006,6 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 {
 	struct fb_session *l = obj;
 	const struct fb_config *cfg = l->d.cfg;
-	(void)flags;
 
 	if(rc == MQTT_RC_RETAIN_NOT_SUPPORTED && cfg->cloud.status_topic && !l->will_plain){
 		/* MQTT 5: a cloud without retained messages refuses a retained Will. */
@@ -722,6 +1019,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 		return;
 	}
 	l->connected = true;
+	l->status_mid = 0;
 	l->progress_ms = fb_mono_ms();
 	fb_upload_start(&l->up, mosquitto_socket(mosq), l->progress_ms);
 	l->acked = false;
@@ -775,9 +1073,18 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	mosquitto_log_callback_set(mosq, NULL);
 	set_status(l, FB_LINK_CONNECTED, NULL);
 	fb_log(l->d.lg, MOSQ_LOG_NOTICE, "connected to %s as %s", cfg->cloud.endpoints[l->ep].url, cfg->cloud.client_id);
+	if(cfg->cloud.session_expiry_s == 0 || (!(flags & 1) && (l->held_ep == SIZE_MAX || l->held_ep == l->ep))){
+		held_clear(l); /* the session that held them is gone (another endpoint's may still be there) */
+	}else if((flags & 1) && l->held_n && !held_release(l)){
+		return;
+	}
 	subscribe_all(l);
 	if(cfg->cloud.status_topic){
-		mosquitto_publish_v5(mosq, NULL, cfg->cloud.status_topic, 6, "online", 1, true, NULL);
+		int mid = 0;
+
+		mosquitto_publish_v5(mosq, &mid, cfg->cloud.status_topic, 6, "online", 1, true, NULL);
+		mid_used(l, mid);
+		l->status_mid = mid;
 	}
 }
 
@@ -917,6 +1224,7 @@ static void start_attempt(struct fb_session *l, uint64_t now)
 	mosquitto_disconnect_v5_callback_set(l->mosq, on_disconnect);
 	mosquitto_publish_v5_callback_set(l->mosq, on_publish);
 	mosquitto_message_v5_callback_set(l->mosq, on_message);
+	mid_seek(l);
 
 	if(ep->tls){
 		l->ctx = fb_tls_ctx_new(cfg, ep, err, sizeof(err));
@@ -1093,6 +1401,9 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
 	struct inflight *e = ring_find(l, mid);
 	(void)mosq; (void)props;
 
+	if(l->held_sent && (e != NULL || (l->status_mid > 0 && mid == l->status_mid))){
+		held_clear(l); /* the cloud took the PUBRELs sent before this packet (QoS 0: only written) */
+	}
 	if(e == NULL){
 		return; /* the status message, or QoS 0 */
 	}
@@ -1264,6 +1575,7 @@ static int send_visit(void *ud, uint64_t seq, const void *val, size_t len)
 	}
 	rc = mosquitto_publish_v5(l->mosq, &mid, full ? l->topic_buf : NULL, (int)r.payload_len, r.payload, r.qos,
 			retain, props);
+	mid_used(l, mid);
 	if(!kept){
 		mosquitto_property_free_all(&props);
 	}
@@ -1978,6 +2290,7 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 	if(l == NULL){
 		return -ENOMEM;
 	}
+	l->ids_fd = -1;
 	l->d = *d;
 	fb_rate_init(&l->rate, d->cfg->cloud.max_rate, d->cfg->cloud.max_bandwidth, fb_mono_ms());
 	if(fb_yield_init(&l->yield, d->broker_pid, fb_mono_ms())){
@@ -2000,6 +2313,7 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 	l->last_sync_ms = fb_mono_ms();
 	l->maybe_more = true;
 	l->cur = &l->cursor[FB_LANE_DEFAULT];
+	mid_restore(l);
 	/* A link process killed between draining the eventfd and clearing the flag left it set: the
 	 * channel's writer would never write the eventfd again. */
 	atomic_store(d->notified, false);
@@ -2012,6 +2326,10 @@ int fb_session_start(const struct fb_session_deps *d, struct fb_session **out)
 	return 0;
 
 fail:
+	free(l->ids_path);
+	if(l->ids_fd >= 0){
+		close(l->ids_fd);
+	}
 	fb_yield_cleanup(&l->yield);
 	free(l->ring);
 	free(l->batch);
@@ -2037,6 +2355,10 @@ void fb_session_stop(struct fb_session *l)
 	free(l->ring);
 	free(l->batch);
 	free(l->topic_buf);
+	free(l->ids_path);
+	if(l->ids_fd >= 0){
+		close(l->ids_fd);
+	}
 	free(l->props_key);
 	mosquitto_property_free_all(&l->props_list);
 	alias_list_forget(l);

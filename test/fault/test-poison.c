@@ -13,7 +13,9 @@
  * so it does while a higher lane's messages go first on every connection. A third uses a relay that goes silent instead, more often than poison_after: silence
  * is not the message's doing, and it is delivered once the cloud answers again. A fourth passes
  * the message too slowly to be sent within keepalive: that is its doing, and it goes to dead
- * letters after poison_after such breaks. */
+ * letters after poison_after such breaks. A fifth leaves the cloud holding the packet ids of QoS 2
+ * messages (their PUBRELs dropped) at a cut or a kill -9 of the link process: the next connection
+ * releases them, and no message is refused or taken for a repeat. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -245,6 +247,8 @@ END_TEST
  * while the message is in flight, which is not the message's doing. With SLOW, the first SLOW
  * such connections go on at SLOW_RATE bytes a second instead, until the edge gives up on them:
  * an uplink too slow for the message within keepalive. */
+#define RELAY_DEAF 1
+#define RELAY_CUT 2
 #define SLOW_CHUNK 16384
 #define SLOW_RATE (256 * 1024)
 
@@ -257,6 +261,9 @@ struct relay {
 	int slow;
 	atomic_bool stop;
 	atomic_int cuts;
+	/* RELAY_DEAF: the edge's bytes are read and dropped while the cloud's still reach it;
+	 * RELAY_CUT: the connection is cut (both sides) and later ones are relayed again */
+	atomic_int deaf;
 	int accepts;
 	int64_t accept_ms[16];   /* when each connection came in */
 	int64_t cut_ms[16];      /* when each cut was made */
@@ -285,6 +292,7 @@ static void relay_pair(struct relay *r, int a)
 	char buf[65536];
 
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	atomic_store(&r->deaf, 0);
 	if(b < 0 || connect(b, (struct sockaddr *)&sa, sizeof(sa)) < 0){
 		if(b >= 0){
 			close(b);
@@ -299,6 +307,11 @@ static void relay_pair(struct relay *r, int a)
 			{ .fd = r->lfd, .events = POLLIN } };
 		ssize_t n;
 
+		if(atomic_load(&r->deaf) == RELAY_CUT){
+			atomic_store(&r->deaf, 0);
+			atomic_fetch_add(&r->cuts, 1);
+			break;
+		}
 		if(poll(p, slowed ? 3 : 2, 100) <= 0){
 			continue;
 		}
@@ -308,6 +321,9 @@ static void relay_pair(struct relay *r, int a)
 		if(p[0].revents){
 			slowed = slowed || (up > r->limit && atomic_load(&r->cuts) < r->slow);
 			n = read(a, buf, slowed ? SLOW_CHUNK : sizeof(buf));
+			if(n > 0 && atomic_load(&r->deaf) == RELAY_DEAF){
+				continue;
+			}
 			if(n <= 0 || write(b, buf, (size_t)n) != n){
 				break;
 			}
@@ -877,6 +893,186 @@ START_TEST(test_message_too_slow_to_send_within_keepalive_goes_to_dead_letters)
 }
 END_TEST
 
+/* QoS 2 packet ids across a break. The relay drops what the edge sends while the cloud's packets
+ * still reach it: the cloud holds the packet ids of the QoS 2 messages it has sent PUBREC for, as
+ * their PUBRELs never arrive. Then the connection is cut, or the link process is killed (-9; the
+ * broker starts another). The cloud (Mosquitto, Receive Maximum 20) refuses every QoS 2 message
+ * beyond its quota while it holds the ids of a whole window; and every message here has the same
+ * topic and payload (only its user property "n" differs), so it would also take a later message
+ * that came with a held id for a repeat and drop it, as MQTT 5 asks of any cloud. The next
+ * connection releases the held ids (a PUBREL for each, logged) and its packet ids go on after the
+ * last ones, across link processes too (the ids file): every message arrives, the released ones
+ * twice at most (the PUBREL delivers them, and they are sent again), and none is rejected. Before,
+ * the ids of a new connection started at 1 again: the cloud answered 0x97 (Quota exceeded) to each
+ * message, one per connection, and they went to dead letters. */
+#define N_Q2 1500
+#define MAX_INFLIGHT_DEFAULT 64
+/* What the next link process releases (session.c, ids_range()): MID_LEASE + max_inflight + the
+ * cloud_to_edge rules (none) + 8. */
+#define RELEASED_RANGE (1024 + MAX_INFLIGHT_DEFAULT + 8)
+
+/* From the cloud's log: the packet id of the edge's first PUBLISH on its second connection is above
+ * every id of its first connection (they go on, they do not start at 1 again). */
+static void check_ids_go_on(struct fbh_broker *cloud)
+{
+	char *text = fbh_read_file(cloud->log);
+	unsigned connects = 0, max_before = 0, first_after = 0, mid;
+	const char *pub = "Received PUBLISH from edge-site-A (d";
+
+	ck_assert_ptr_nonnull(text);
+	for(char *line = text, *end; *line && first_after == 0; line = end + 1){
+		const char *m;
+
+		end = strchr(line, '\n');
+		if(end == NULL){
+			break;
+		}
+		*end = '\0';
+		if(strstr(line, "New client connected") && strstr(line, " as edge-site-A ")){
+			connects++;
+		}else if(strstr(line, pub) && (m = strstr(line, ", m")) && sscanf(m, ", m%u,", &mid) == 1){
+			if(connects == 1 && mid > max_before){
+				max_before = mid;
+			}else if(connects == 2){
+				first_after = mid;
+			}
+		}
+	}
+	free(text);
+	ck_assert_uint_gt(max_before, 0);
+	ck_assert_msg(first_after > max_before, "the second connection's first packet id is %u, the first's ids went to %u",
+			first_after, max_before);
+}
+
+/* Counts in SEEN how often each message of check_qos2_break() came (by its "n"), checking topic
+ * and payload; *GOT: messages, *TWICE: those that came more than once. Returns how many never came. */
+static size_t qos2_seen(struct fbh_sub *sub, unsigned *seen, size_t *got, size_t *twice)
+{
+	size_t missing = 0;
+
+	memset(seen, 0, N_Q2 * sizeof(*seen));
+	*got = fbh_sub_count(sub);
+	*twice = 0;
+	for(size_t i = 0; i < *got; i++){
+		const struct fbh_msg *m = fbh_sub_msg(sub, i);
+		const char *n = fbh_msg_user_prop(m, "n");
+
+		ck_assert_str_eq(m->topic, "edge/site-A/q2/a");
+		ck_assert_str_eq(m->payload, "same");
+		ck_assert_ptr_nonnull(n);
+		ck_assert_int_lt(atoi(n), N_Q2);
+		seen[atoi(n)]++;
+	}
+	for(int i = 0; i < N_Q2; i++){
+		missing += seen[i] == 0;
+		*twice += seen[i] > 1;
+		ck_assert_uint_le(seen[i], 2);
+	}
+	return missing;
+}
+
+static void check_qos2_break(bool kill_link)
+{
+	struct fbh_broker cloud, edge;
+	struct relay relay;
+	struct fbh_sub *sub, *sys;
+	struct fbh_pub *pub;
+	int relay_port = fbh_free_port();
+	static unsigned seen[N_Q2];
+	size_t got, missing = 0, twice = 0;
+	pid_t first = 0;
+
+	fbh_broker_init(&cloud, "cloud");
+	fbh_broker_init(&edge, "edge");
+	start_cloud(&cloud, NULL);
+	sub = fbh_sub_start(cloud.port2, &cloud_tester, CLOUD_FILTER, 1);
+	ck_assert_ptr_nonnull(sub);
+	relay_start(&relay, relay_port, cloud.port, SIZE_MAX, 0, 0);
+	start_edge(&edge, relay_port, FBH_YAML_BASE
+			"edge_to_cloud:\n"
+			"  - local: local/q2/#\n"
+			"    cloud: edge/${site_id}/q2/#\n"
+			"    qos: 2\n", NULL);
+	sys = sys_watch(&edge);
+	ck_assert_ptr_nonnull(sys);
+	ck_assert(sys_wait(sys, "state", "connected", 10000));
+
+	pub = fbh_pub_connect(edge.port, NULL);
+	ck_assert_ptr_nonnull(pub);
+	for(int i = 0; i < N_Q2; i++){
+		mosquitto_property *props = NULL;
+		char n[16];
+
+		snprintf(n, sizeof(n), "%d", i);
+		ck_assert_int_eq(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "n", n), 0);
+		ck_assert_int_ge(fbh_pub_send(pub, "local/q2/a", "same", 4, 1, false, props), 0);
+		mosquitto_property_free_all(&props);
+	}
+	/* While the messages flow: deaf, then cut (or the link process killed). */
+	ck_assert_uint_ge(fbh_sub_wait_count(sub, 500, 20000), 500);
+	fbh_broker_log_mark(&edge);
+	atomic_store(&relay.deaf, RELAY_DEAF);
+	usleep(500 * 1000);
+	ck_assert_uint_lt(fbh_sub_count(sub), N_Q2);
+	if(kill_link){
+		first = link_pid_wait(edge.pid);
+		ck_assert_int_eq(kill(first, SIGKILL), 0);
+	}else{
+		atomic_store(&relay.deaf, RELAY_CUT);
+	}
+	ck_assert(fbh_pub_wait_all(pub, 20000));
+	ck_assert_uint_eq(fbh_pub_count_failed(pub), 0);
+	fbh_pub_close(pub);
+
+	/* Every message arrives (within 60 s), then the repeats, if any. */
+	for(int64_t until = now_ms() + 60000; ; usleep(200 * 1000)){
+		missing = qos2_seen(sub, seen, &got, &twice);
+		if(missing == 0 || now_ms() > until){
+			break;
+		}
+	}
+	ck_assert(sys_wait_u64(sys, "spool/messages", 0, 10000));
+	usleep(1000 * 1000);
+	missing = qos2_seen(sub, seen, &got, &twice);
+	ck_assert(fbh_broker_log_contains(&edge, "PUBREL sent for"));
+	if(kill_link){
+		char *line = fbh_strdupf("PUBREL sent for %d packet ids", RELEASED_RANGE);
+
+		ck_assert_msg(fbh_broker_log_contains(&edge, line), "no line: %s", line);
+		free(line);
+		ck_assert_int_ne(link_pid_wait(edge.pid), first);
+	}
+	ck_assert_msg(missing == 0, "%zu of %d messages never reached the cloud (%zu received)", missing, N_Q2, got);
+	/* Repeats: only messages in flight at the break (cloud.max_inflight). */
+	ck_assert_uint_le(twice, MAX_INFLIGHT_DEFAULT);
+	ck_assert_uint_eq(got, N_Q2 + twice);
+	ck_assert_int_eq(atomic_load(&relay.cuts), kill_link ? 0 : 1);
+	ck_assert(sys_wait_u64(sys, "edge_to_cloud/dropped/rejected", 0, 1000));
+	ck_assert(sys_wait_u64(sys, "spool/dead", 0, 1000));
+	if(!kill_link){
+		ck_assert(sys_wait_u64(sys, "edge_to_cloud/forwarded", N_Q2, 1000));
+	}
+	ck_assert_uint_eq(log_count(&edge, "moved to dead letters"), 0);
+	check_ids_go_on(&cloud);
+	fbh_sub_stop(sys);
+	fbh_sub_stop(sub);
+	ck_assert_int_eq(fbh_broker_stop(&edge), 0);
+	relay_stop(&relay);
+	ck_assert_int_eq(fbh_broker_stop(&cloud), 0);
+}
+
+START_TEST(test_qos2_packet_ids_the_cloud_holds_at_a_break_are_released)
+{
+	check_qos2_break(false);
+}
+END_TEST
+
+START_TEST(test_qos2_packet_ids_the_cloud_holds_are_released_by_the_next_link_process)
+{
+	check_qos2_break(true);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("poison");
@@ -891,6 +1087,11 @@ int main(void)
 	tcase_add_test(tc, test_records_in_flight_at_a_break_go_alone_without_waiting_for_a_higher_lane);
 	tcase_add_test(tc, test_message_in_flight_when_the_cloud_goes_silent_is_delivered_not_dead_lettered);
 	tcase_add_test(tc, test_message_too_slow_to_send_within_keepalive_goes_to_dead_letters);
+	suite_add_tcase(s, tc);
+	tc = fbh_tcase("qos2");
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_qos2_packet_ids_the_cloud_holds_at_a_break_are_released);
+	tcase_add_test(tc, test_qos2_packet_ids_the_cloud_holds_are_released_by_the_next_link_process);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
 }
