@@ -32,7 +32,6 @@
 #include "tls.h"
 #include "waker.h"
 #include "yield.h"
-#include "stage.h"
 
 #define MAX_POLL_MS 1000
 /* The write coalescing buffer of a connection (tls.h: fb_tls_coalesce()). */
@@ -159,7 +158,7 @@ struct fb_session {
 	bool lease_failed;       /* writing the ids file failed: said once */
 	int status_mid;          /* packet id of this connection's status message */
 	bool has_qos2;           /* an edge_to_cloud rule sends at QoS 2 */
-	char *ids_path;          /* the ids file (mid_lease()) */
+	char *ids_path;          /* the ids file (ids_write()) */
 };
 
 static void set_status(struct fb_session *l, enum fb_link_state state, const char *error)
@@ -283,9 +282,10 @@ static struct inflight *ring_find(struct fb_session *l, int mid)
  * does so when topic and payload are the same), though its PUBCOMP counts it as forwarded.
  * So the ids that were in flight at QoS 2 are released: the next connection that resumes the
  * session sends a PUBREL for each before anything else (a cloud that holds none answers PUBCOMP,
- * in MQTT 5 with 0x92; libmosquitto ignores it), and every client goes on numbering after the last one's ids,
- * so that none of them meets a held id before its PUBCOMP is in. The ids are kept until an
- * acknowledgement of something sent after the PUBRELs shows that the cloud has taken them. */
+ * in MQTT 5 with 0x92; libmosquitto ignores it), and every client goes on numbering after the
+ * last one's ids, so that none of them meets a held id before its PUBCOMP is in. The ids are
+ * kept until an acknowledgement of something sent after the PUBRELs shows that the cloud has
+ * taken them. */
 
 static void connection_lost(struct fb_session *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -305,7 +305,7 @@ static uint16_t mid_add(uint16_t id, unsigned k)
  * has a fixed width and is rewritten in place: a full disk does not stop it. With spool.sync:
  * always it is synced; else a power cut can leave an older lease. */
 #define MID_LEASE 1024
-#define IDS_FILE "flowmq-link-ids"
+#define IDS_FILE FB_SPOOL_IDS_FILE
 #define IDS_FORMAT "flowmq-ids %5u %5u %1d\n"
 #define IDS_LEN 25
 

@@ -863,6 +863,36 @@ static int aside_name(char **d, const char *path, const char *tag, long long t, 
 			< 0 ? -ENOMEM : 0;
 }
 
+/* Copies the session's packet id file from the folder moved aside, ASIDE, into the fresh spool: its
+ * packet ids go on, and the ids the cloud's session may hold are released (session.c). Without it
+ * the next connection numbers from 1. */
+static void ids_carry(struct fb_spool *s, const char *aside)
+{
+	char *from = NULL, *to = NULL;
+	uint8_t *buf = NULL;
+	size_t cap = 0, len = 0;
+	int rc = -ENOMEM;
+
+	if(asprintf(&from, "%s/%s", aside, FB_SPOOL_IDS_FILE) < 0){
+		from = NULL;
+	}else if(asprintf(&to, "%s/%s", s->path, FB_SPOOL_IDS_FILE) < 0){
+		to = NULL;
+	}
+	if(from && to){
+		rc = fb_file_read(from, &buf, &cap, &len);
+		if(rc == 0){
+			rc = fb_file_write(to, buf, len, s->sync == FB_SYNC_ALWAYS);
+		}
+	}
+	if(rc && rc != -ENOENT){
+		fb_log(&s->lg, MOSQ_LOG_WARNING, "spool %s: cannot copy %s from the spool moved aside: %s; packet ids "
+				"start at 1 again", s->path, FB_SPOOL_IDS_FILE, strerror(-rc));
+	}
+	free(buf);
+	free(from);
+	free(to);
+}
+
 /* Renames FROM to PATH.TAG-<NOW>[.N], a name not taken yet. Returns 0 and *dest (caller frees) or
  * -errno. */
 static int move_aside(const char *from, const char *path, const char *tag, long long now, char **dest)
@@ -3780,6 +3810,9 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 			rc = mkdir_p(s->path);
 			if(rc == 0){
 				rc = spool_load(s, &why);
+			}
+			if(rc == 0){
+				ids_carry(s, aside);
 			}
 			if(rc){
 				fb_log(&s->lg, MOSQ_LOG_ERR, "cannot create a fresh spool at "

@@ -41,6 +41,10 @@
 #include "record.h"
 #include "status.h"
 
+/* The session's packet id file in the spool folder (session.c): a fresh spool made in place of a
+ * damaged one that is moved aside gets a copy of it. */
+#define FB_SPOOL_IDS_FILE "flowmq-link-ids"
+
 struct fb_spool;
 
 enum fb_queue {

@@ -447,11 +447,17 @@ START_TEST(test_damaged_wal_loses_only_what_it_hit_and_counts_it)
 }
 END_TEST
 
-/* The MANIFEST cut to 100 bytes. Before: 9,170 of 10,000 lost and the table files deleted. */
+/* An ids file that says no packet id after 30000 was used: the leases of the next link process
+ * (session.c) end at 30001 + 1023, then every 1024 ids further. */
+#define IDS_BEFORE "flowmq-ids 30000  1096 1\n"
+
+/* The MANIFEST cut to 100 bytes. Before: 9,170 of 10,000 lost and the table files deleted. The
+ * link's packet id file is copied into the fresh spool. */
+
 START_TEST(test_truncated_manifest_is_moved_aside_and_salvaged)
 {
 	struct env e = { 0 };
-	char manifest[PATH_MAX], sst[PATH_MAX], *kept, *path;
+	char manifest[PATH_MAX], sst[PATH_MAX], *kept, *path, *ids;
 	size_t sst_size;
 	uint64_t lost;
 
@@ -462,6 +468,10 @@ START_TEST(test_truncated_manifest_is_moved_aside_and_salvaged)
 	largest(&e, "MANIFEST-*", manifest, sizeof(manifest));
 	ck_assert_int_eq(truncate(manifest, 100), 0);
 	remember(&e, manifest);
+	/* The link's packet id file (session.c): the fresh spool gets a copy, and its ids go on. */
+	path = fbh_strdupf("%s/spool/flowmq-link-ids", e.edge.dir);
+	fbh_write_file(path, IDS_BEFORE, 0600);
+	free(path);
 
 	lost = deliver(&e, "MANIFEST");
 	/* Only the MANIFEST is damaged: the table files, the WAL and the staging files give back
@@ -479,6 +489,21 @@ START_TEST(test_truncated_manifest_is_moved_aside_and_salvaged)
 		ck_assert_int_eq(stat(path, &sb), 0);
 		ck_assert_uint_eq((size_t)sb.st_size, sst_size);
 	}
+	free(path);
+	path = fbh_strdupf("%s/flowmq-link-ids", kept);
+	ids = fbh_read_file(path);
+	ck_assert_str_eq(ids, IDS_BEFORE);
+	free(ids);
+	free(path);
+	path = fbh_strdupf("%s/spool/flowmq-link-ids", e.edge.dir);
+	ids = fbh_read_file(path);
+	{
+		unsigned w = 0;
+
+		ck_assert_msg(sscanf(ids, "flowmq-ids %u ", &w) == 1 && w >= 30000 + 1024 && (w - 30000 - 1024) % 1024 == 0
+				&& w < 30000 + 1024 + e.acked + 1024, "%s: %s (%zu messages acknowledged)", path, ids, (size_t)e.acked);
+	}
+	free(ids);
 	free(path);
 	free(kept);
 	env_free(&e);
