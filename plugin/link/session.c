@@ -305,9 +305,38 @@ static uint16_t mid_add(uint16_t id, unsigned k)
  * has a fixed width and is rewritten in place: a full disk does not stop it. With spool.sync:
  * always it is synced; else a power cut can leave an older lease. */
 #define MID_LEASE 1024
-#define IDS_FILE FB_SPOOL_IDS_FILE
 #define IDS_FORMAT "flowmq-ids %5u %5u %1d\n"
 #define IDS_LEN 25
+
+static bool held_has(const struct fb_session *l, unsigned mid)
+{
+	return (l->held[mid >> 3] >> (mid & 7)) & 1u;
+}
+
+static void held_add(struct fb_session *l, unsigned mid)
+{
+	if(!held_has(l, mid)){
+		l->held[mid >> 3] |= (uint8_t)(1u << (mid & 7));
+		l->held_n++;
+	}
+}
+
+static void held_drop(struct fb_session *l, unsigned mid)
+{
+	if(held_has(l, mid)){
+		l->held[mid >> 3] &= (uint8_t)~(1u << (mid & 7));
+		l->held_n--;
+	}
+}
+
+static void held_clear(struct fb_session *l)
+{
+	if(l->held_n){
+		memset(l->held, 0, sizeof(l->held));
+		l->held_n = 0;
+	}
+	l->held_sent = false;
+}
 
 /* The ids up to the lease's end that may be held: those a connection can leave in flight, and the
  * held ones further back; never so many that the next client's own ids (after W) are among them. */
@@ -318,7 +347,7 @@ static unsigned ids_range(const struct fb_session *l, uint16_t w)
 	unsigned d = MID_LEASE + near;
 
 	for(unsigned mid = 1; l->held_n && mid < 65536; mid++){
-		if(l->held[mid >> 3] & (1u << (mid & 7))){
+		if(held_has(l, mid)){
 			unsigned back = ((unsigned)w + 65535u - mid) % 65535u + 1u; /* W itself: 1 */
 			d = back > d ? back : d;
 		}
@@ -369,12 +398,8 @@ static void ids_write(struct fb_session *l)
 static void mid_used(struct fb_session *l, int mid)
 {
 	if(mid > 0){
-		uint8_t bit = (uint8_t)(1u << (mid & 7));
-
-		if((l->held[mid >> 3] & bit) && !l->held_sent){
-			/* 65,535 ids on without a session that could release it: in use again */
-			l->held[mid >> 3] &= (uint8_t)~bit;
-			l->held_n--;
+		if(!l->held_sent){
+			held_drop(l, (unsigned)mid); /* 65,535 ids on without a session that could release it: in use again */
 		}
 		l->last_mid = (uint16_t)mid;
 		if(l->lease_left == 0){
@@ -387,25 +412,6 @@ static void mid_used(struct fb_session *l, int mid)
 	}
 }
 
-static void held_add(struct fb_session *l, int mid)
-{
-	uint8_t bit = (uint8_t)(1u << (mid & 7));
-
-	if(!(l->held[mid >> 3] & bit)){
-		l->held[mid >> 3] |= bit;
-		l->held_n++;
-	}
-}
-
-static void held_clear(struct fb_session *l)
-{
-	if(l->held_n){
-		memset(l->held, 0, sizeof(l->held));
-		l->held_n = 0;
-	}
-	l->held_sent = false;
-}
-
 /* At the start of the process: what the last one left (ids_write()). */
 static void mid_restore(struct fb_session *l)
 {
@@ -416,15 +422,14 @@ static void mid_restore(struct fb_session *l)
 	ssize_t n;
 	int fd;
 
-	l->ids_fd = -1;
 	for(size_t i = 0; i < cfg->e2c_count; i++){
 		l->has_qos2 = l->has_qos2 || cfg->e2c[i].qos == 2;
 	}
-	l->ids_path = malloc(strlen(cfg->spool.path) + sizeof("/" IDS_FILE));
+	l->ids_path = malloc(strlen(cfg->spool.path) + sizeof("/" FB_SPOOL_IDS_FILE));
 	if(l->ids_path == NULL){
 		return;
 	}
-	sprintf(l->ids_path, "%s/%s", cfg->spool.path, IDS_FILE);
+	sprintf(l->ids_path, "%s/%s", cfg->spool.path, FB_SPOOL_IDS_FILE);
 	fd = open(l->ids_path, O_RDONLY | O_CLOEXEC);
 	if(fd < 0){
 		return;
@@ -443,12 +448,7 @@ static void mid_restore(struct fb_session *l)
 		/* this configuration's window may be larger: never its next ids */
 		d = ids_range(l, (uint16_t)w);
 		for(unsigned k = d; k < 65535; k++){
-			uint16_t mid = mid_add((uint16_t)w, 65535u - k);
-
-			if(l->held[mid >> 3] & (1u << (mid & 7))){
-				l->held[mid >> 3] &= (uint8_t)~(1u << (mid & 7));
-				l->held_n--;
-			}
+			held_drop(l, mid_add((uint16_t)w, 65535u - k));
 		}
 	}
 }
@@ -520,7 +520,7 @@ static bool held_release(struct fb_session *l)
 		return false;
 	}
 	for(unsigned mid = 1; mid < 65536; mid++){
-		if(l->held[mid >> 3] & (1u << (mid & 7))){
+		if(held_has(l, mid)){
 			buf[n++] = CMD_PUBREL | 2;
 			buf[n++] = 2;
 			buf[n++] = (uint8_t)(mid >> 8);
@@ -529,8 +529,7 @@ static bool held_release(struct fb_session *l)
 	}
 	if(raw_write(l, buf, n) != 0){
 		free(buf);
-		connection_lost(l, "cannot send PUBREL for %zu packet ids of QoS 2 messages in flight when the last "
-				"connection broke", l->held_n);
+		connection_lost(l, "cannot send PUBREL for %zu packet ids the cloud's session may hold", l->held_n);
 		return false;
 	}
 	free(buf);
