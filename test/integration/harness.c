@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -1113,6 +1114,7 @@ int fbh_broker_stop(struct fbh_broker *b)
 	if (rc == INT_MIN) {
 		fprintf(stderr, "fbh: broker %s ignored SIGTERM for %d ms: SIGKILL\n", b->name,
 				STOP_TIMEOUT_MS);
+		fbh_broker_diag(b, stderr);
 		fbh_broker_kill(b);
 		return -SIGKILL;
 	}
@@ -1179,10 +1181,102 @@ bool fbh_wait_log(struct fbh_broker *b, const char *substring, int timeout_ms)
 	for (;;) {
 		if (log_search(b, substring, &pos))
 			return true;
-		if (now_ms() >= deadline)
+		if (now_ms() >= deadline) {
+			fprintf(stderr, "fbh: broker %s: no '%s' in its log after %d ms\n", b->name, substring,
+					timeout_ms);
+			fbh_broker_diag(b, stderr);
 			return false;
+		}
 		sleep_ms(20);
 	}
+}
+
+/* The first line of /proc/PID/task/TID/NAME, or "?" */
+static void task_file(pid_t pid, const char *tid, const char *name, char *buf, size_t size)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%s/%s", (int)pid, tid, name);
+	snprintf(buf, size, "?");
+	f = fopen(path, "r");
+	if (f) {
+		if (!fgets(buf, (int)size, f))
+			snprintf(buf, size, "-");
+		buf[strcspn(buf, "\n")] = '\0';
+		fclose(f);
+	}
+}
+
+/* One line for process PID: each thread's name, state, wait channel and the top of its kernel
+ * stack (read as root), and the pids of its children, which get a line each. */
+static void diag_process(FILE *out, const char *name, pid_t pid, int depth)
+{
+	char path[64], line[4096], kids[512] = "";
+	size_t used = 0;
+	DIR *d;
+	struct dirent *e;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	if (d == NULL)
+		return;
+	used += (size_t)snprintf(line, sizeof(line), "fbh: diag %s pid %d:", name, (int)pid);
+	while ((e = readdir(d)) != NULL && used < sizeof(line) - 256) {
+		char stat[512], wchan[128], stack[256] = "", comm[32] = "?", state = '?', *p, k[256];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		task_file(pid, e->d_name, "stat", stat, sizeof(stat));
+		p = strrchr(stat, ')');
+		if (p && p[1] == ' ') {
+			char *open = strchr(stat, '(');
+
+			state = p[2];
+			if (open && p > open)
+				snprintf(comm, sizeof(comm), "%.*s", (int)(p - open - 1), open + 1);
+		}
+		task_file(pid, e->d_name, "wchan", wchan, sizeof(wchan));
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stack", (int)pid, e->d_name);
+		f = fopen(path, "r");
+		for (int i = 0; f && i < 4 && fgets(k, sizeof(k), f); i++) {
+			/* "[<0>] do_epoll_wait+0x4a0/0x4e0": the function's name */
+			char *fn = strchr(k, ']');
+
+			fn = fn ? fn + 2 : k;
+			fn[strcspn(fn, "+\n")] = '\0';
+			if (i == 0 && !strcmp(fn, wchan))
+				continue; /* the wait channel again */
+			snprintf(stack + strlen(stack), sizeof(stack) - strlen(stack), "%s%s", stack[0] ? "<" : " ", fn);
+		}
+		if (f)
+			fclose(f);
+		used += (size_t)snprintf(line + used, sizeof(line) - used, " [%s %s %c %s%s]", e->d_name, comm,
+				state, wchan, stack);
+		task_file(pid, e->d_name, "children", k, sizeof(k));
+		if (strcmp(k, "?") && strcmp(k, "-") && strlen(kids) + strlen(k) + 2 < sizeof(kids))
+			snprintf(kids + strlen(kids), sizeof(kids) - strlen(kids), "%s ", k);
+	}
+	closedir(d);
+	fprintf(out, "%s\n", line);
+	for (char *k = kids; depth < 2 && *k;) {
+		char *end;
+		long child = strtol(k, &end, 10);
+
+		if (end == k)
+			break;
+		diag_process(out, "child", (pid_t)child, depth + 1);
+		k = end;
+		while (*k == ' ')
+			k++;
+	}
+}
+
+void fbh_broker_diag(struct fbh_broker *b, FILE *out)
+{
+	if (b->pid > 0 && !b->exited)
+		diag_process(out, b->name, b->pid, 0);
 }
 
 void fbh_broker_dump_log(struct fbh_broker *b)

@@ -226,6 +226,10 @@ bool fbh_broker_log_line_has(struct fbh_broker *b, const char *s1, const char *s
 bool fbh_wait_log(struct fbh_broker *b, const char *substring, int timeout_ms);
 /* Prints the broker's log (since the mark) to stderr, prefixed with its name; for diagnostics. */
 void fbh_broker_dump_log(struct fbh_broker *b);
+/* Prints to OUT, one "fbh: diag" line per process, what the running broker and its child
+ * processes (the link process) are doing: each thread's state, wait channel and the top of its
+ * kernel stack. Called when a broker does not answer in time (a stop, a log line waited for). */
+void fbh_broker_diag(struct fbh_broker *b, FILE *out);
 
 /* ---- configurations ------------------------------------------------------------------------ */
 

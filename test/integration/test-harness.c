@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <check.h>
 #include <mqtt_protocol.h>
@@ -295,6 +296,51 @@ START_TEST(test_spawned_program_logs_and_stops_like_a_broker)
 }
 END_TEST
 
+/* What a broker that does not answer is doing, for the failure report: one line per process, the
+ * broker's and each child's, with each thread's name and state. */
+START_TEST(test_diag_shows_a_stopped_process_and_its_child)
+{
+	const char *argv[] = { "/bin/sh", "-c", "sleep 30 & echo \"spawned $!\"; wait", NULL };
+	struct fbh_broker b;
+	char *text, *want, *log, *nl;
+	FILE *f;
+	int child;
+
+	fbh_broker_init(&b, "sh");
+	ck_assert_int_eq(fbh_broker_spawn(&b, argv), 0);
+	ck_assert(fbh_wait_log(&b, "spawned ", 5000));
+	log = fbh_read_file(b.log);
+	ck_assert_int_eq(sscanf(strstr(log, "spawned "), "spawned %d", &child), 1);
+	ck_assert_int_gt(child, 0);
+	ck_assert_int_eq(fbh_broker_signal(&b, SIGSTOP), 0);
+	usleep(100 * 1000);
+	f = tmpfile();
+	ck_assert_ptr_nonnull(f);
+	fbh_broker_diag(&b, f);
+	rewind(f);
+	text = calloc(1, 8192);
+	ck_assert_uint_gt(fread(text, 1, 8191, f), 0);
+	fclose(f);
+	nl = strchr(text, '\n');
+	ck_assert_ptr_nonnull(nl);
+	*nl = '\0';
+	/* the first line: the process, its one thread stopped */
+	want = fbh_strdupf("fbh: diag sh pid %d: [%d sh T ", (int)b.pid, (int)b.pid);
+	ck_assert_msg(strncmp(text, want, strlen(want)) == 0, "'%s' does not start with '%s'", text, want);
+	free(want);
+	/* the second: its child, asleep, and nothing more */
+	want = fbh_strdupf("fbh: diag child pid %d: [%d sleep S ", child, child);
+	ck_assert_msg(strncmp(nl + 1, want, strlen(want)) == 0, "'%s' does not start with '%s'", nl + 1, want);
+	ck_assert_ptr_nonnull(strchr(nl + 1, '\n'));
+	ck_assert_str_eq(strchr(nl + 1, '\n'), "\n");
+	free(want);
+	ck_assert_int_eq(kill(child, SIGKILL), 0);
+	ck_assert_int_eq(fbh_broker_stop(&b), -SIGTERM);
+	free(text);
+	free(log);
+}
+END_TEST
+
 START_TEST(test_yaml_placeholders_are_expanded)
 {
 	struct fbh_broker edge;
@@ -333,6 +379,7 @@ int main(void)
 	tcase_add_test(tc, test_broker_restarts_on_same_port_and_subscriber_follows);
 	tcase_add_test(tc, test_broker_that_cannot_start_reports_its_exit_code);
 	tcase_add_test(tc, test_spawned_program_logs_and_stops_like_a_broker);
+	tcase_add_test(tc, test_diag_shows_a_stopped_process_and_its_child);
 	tcase_add_test(tc, test_yaml_placeholders_are_expanded);
 	suite_add_tcase(s, tc);
 	return fbh_run(s);
