@@ -1191,29 +1191,22 @@ bool fbh_wait_log(struct fbh_broker *b, const char *substring, int timeout_ms)
 	}
 }
 
-/* The first line of /proc/PID/task/TID/NAME, or "?" */
-static void task_file(pid_t pid, const char *tid, const char *name, char *buf, size_t size)
+/* /proc/PID/task/TID/NAME, whole (fbh_read_file()); NULL when unreadable. */
+static char *task_read(pid_t pid, const char *tid, const char *name)
 {
-	char path[128];
-	FILE *f;
+	char path[PATH_MAX];
 
 	snprintf(path, sizeof(path), "/proc/%d/task/%s/%s", (int)pid, tid, name);
-	snprintf(buf, size, "?");
-	f = fopen(path, "r");
-	if (f) {
-		if (!fgets(buf, (int)size, f))
-			snprintf(buf, size, "-");
-		buf[strcspn(buf, "\n")] = '\0';
-		fclose(f);
-	}
+	return fbh_read_file(path);
 }
 
 /* One line for process PID: each thread's name, state, wait channel and the top of its kernel
  * stack (read as root), and the pids of its children, which get a line each. */
 static void diag_process(FILE *out, const char *name, pid_t pid, int depth)
 {
-	char path[64], line[4096], kids[512] = "";
-	size_t used = 0;
+	char path[64], *line = NULL, *kids = NULL, *k;
+	size_t line_len = 0, kids_len = 0;
+	FILE *lf, *kf;
 	DIR *d;
 	struct dirent *e;
 
@@ -1221,46 +1214,56 @@ static void diag_process(FILE *out, const char *name, pid_t pid, int depth)
 	d = opendir(path);
 	if (d == NULL)
 		return;
-	used += (size_t)snprintf(line, sizeof(line), "fbh: diag %s pid %d:", name, (int)pid);
-	while ((e = readdir(d)) != NULL && used < sizeof(line) - 256) {
-		char stat[512], wchan[128], stack[256] = "", comm[32] = "?", state = '?', *p, k[256];
-		FILE *f;
+	lf = open_memstream(&line, &line_len);
+	kf = open_memstream(&kids, &kids_len);
+	if (lf == NULL || kf == NULL)
+		die("out of memory");
+	fprintf(lf, "fbh: diag %s pid %d:", name, (int)pid);
+	while ((e = readdir(d)) != NULL) {
+		char *stat, *wchan, *stack, *children, *open, *close;
 
 		if (e->d_name[0] == '.')
 			continue;
-		task_file(pid, e->d_name, "stat", stat, sizeof(stat));
-		p = strrchr(stat, ')');
-		if (p && p[1] == ' ') {
-			char *open = strchr(stat, '(');
+		stat = task_read(pid, e->d_name, "stat");
+		wchan = task_read(pid, e->d_name, "wchan");
+		stack = task_read(pid, e->d_name, "stack");
+		children = task_read(pid, e->d_name, "children");
+		/* "TID (COMM) STATE ..." */
+		open = stat ? strchr(stat, '(') : NULL;
+		close = stat ? strrchr(stat, ')') : NULL;
+		if (open && close > open && close[1] == ' ')
+			fprintf(lf, " [%s %.*s %c", e->d_name, (int)(close - open - 1), open + 1, close[2]);
+		else
+			fprintf(lf, " [%s ? ?", e->d_name);
+		fprintf(lf, " %s", wchan ? wchan : "?");
+		/* The first four lines, "[<0>] do_epoll_wait+0x4a0/0x4e0", by function name; the first
+		 * one not when it is the wait channel again. */
+		k = stack;
+		for (int i = 0, shown = 0; k && *k && i < 4; i++) {
+			char *nl = strchr(k, '\n'), *fn;
 
-			state = p[2];
-			if (open && p > open)
-				snprintf(comm, sizeof(comm), "%.*s", (int)(p - open - 1), open + 1);
-		}
-		task_file(pid, e->d_name, "wchan", wchan, sizeof(wchan));
-		snprintf(path, sizeof(path), "/proc/%d/task/%s/stack", (int)pid, e->d_name);
-		f = fopen(path, "r");
-		for (int i = 0; f && i < 4 && fgets(k, sizeof(k), f); i++) {
-			/* "[<0>] do_epoll_wait+0x4a0/0x4e0": the function's name */
-			char *fn = strchr(k, ']');
-
+			if (nl)
+				*nl = '\0';
+			fn = strchr(k, ']');
 			fn = fn ? fn + 2 : k;
-			fn[strcspn(fn, "+\n")] = '\0';
-			if (i == 0 && !strcmp(fn, wchan))
-				continue; /* the wait channel again */
-			snprintf(stack + strlen(stack), sizeof(stack) - strlen(stack), "%s%s", stack[0] ? "<" : " ", fn);
+			fn[strcspn(fn, "+")] = '\0';
+			if (i > 0 || !wchan || strcmp(fn, wchan))
+				fprintf(lf, "%s%s", shown++ ? "<" : " ", fn);
+			k = nl ? nl + 1 : NULL;
 		}
-		if (f)
-			fclose(f);
-		used += (size_t)snprintf(line + used, sizeof(line) - used, " [%s %s %c %s%s]", e->d_name, comm,
-				state, wchan, stack);
-		task_file(pid, e->d_name, "children", k, sizeof(k));
-		if (strcmp(k, "?") && strcmp(k, "-") && strlen(kids) + strlen(k) + 2 < sizeof(kids))
-			snprintf(kids + strlen(kids), sizeof(kids) - strlen(kids), "%s ", k);
+		fputs("]", lf);
+		if (children)
+			fprintf(kf, "%s ", children);
+		free(stat);
+		free(wchan);
+		free(stack);
+		free(children);
 	}
 	closedir(d);
+	fclose(lf);
+	fclose(kf);
 	fprintf(out, "%s\n", line);
-	for (char *k = kids; depth < 2 && *k;) {
+	for (k = kids; depth < 2 && *k;) {
 		char *end;
 		long child = strtol(k, &end, 10);
 
@@ -1268,9 +1271,9 @@ static void diag_process(FILE *out, const char *name, pid_t pid, int depth)
 			break;
 		diag_process(out, "child", (pid_t)child, depth + 1);
 		k = end;
-		while (*k == ' ')
-			k++;
 	}
+	free(line);
+	free(kids);
 }
 
 void fbh_broker_diag(struct fbh_broker *b, FILE *out)
