@@ -1,6 +1,7 @@
-/* The test harness itself: the FlowMQ stand-in enforces what the bridge tests rely on (TLS 1.3,
- * client certificates from the right CA, host names, passwords, the ACL), brokers restart on the
- * same port, and the test clients record exactly what they see. No plugin involved. */
+/* Test process: the test harness itself: the FlowMQ stand-in enforces what the bridge tests rely
+ * on (TLS 1.3, client certificates from the right CA, host names, passwords, the ACL), brokers
+ * restart on the same port, the test clients record exactly what they see, and a broker that does
+ * not answer is reported with what its processes were doing. No plugin involved. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
