@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "notes.h"
 
 struct slot {
@@ -28,41 +29,6 @@ struct fb_notes {
 	size_t pending;      /* sum of unconsumed */
 };
 
-/* One word into the running hash: a bijection of H for a given V (xor, odd multiplier,
- * rotation), so two inputs that differ in one word never collide; finish() spreads the bits. */
-static inline uint64_t mix(uint64_t h, uint64_t v)
-{
-	h = (h ^ v) * UINT64_C(0x9E3779B97F4A7C15);
-	return h << 27 | h >> 37;
-}
-
-static inline uint64_t finish(uint64_t h)
-{
-	h ^= h >> 33;
-	h *= UINT64_C(0xFF51AFD7ED558CCD);
-	h ^= h >> 33;
-	h *= UINT64_C(0xC4CEB9FE1A85EC53);
-	return h ^ (h >> 33);
-}
-
-static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
-{
-	const uint8_t *p = data;
-	uint64_t v;
-
-	while(n >= 8){
-		memcpy(&v, p, 8);
-		h = mix(h, v);
-		p += 8;
-		n -= 8;
-	}
-	v = 0;
-	if(n){
-		memcpy(&v, p, n);
-	}
-	return mix(h, v ^ ((uint64_t)n << 56));
-}
-
 /* The hash of a message: its topic, its length, and its first and last HASH_EDGE payload bytes
  * (a note lives for seconds at most; two matched messages that differ only in the middle of a
  * large payload are not worth hashing megabytes twice for each). */
@@ -71,16 +37,16 @@ static uint64_t hash_bytes(uint64_t h, const void *data, size_t n)
 static uint64_t message_hash(const char *topic, const void *payload, uint32_t payloadlen)
 {
 	size_t tlen = strlen(topic);
-	uint64_t h = hash_bytes(UINT64_C(0x6A09E667F3BCC909), topic, tlen);
+	uint64_t h = fb_hash_run(FB_HASH_SEED, topic, tlen);
 
-	h = mix(h, ((uint64_t)tlen << 32) | payloadlen);
+	h = fb_hash_mix(h, ((uint64_t)tlen << 32) | payloadlen);
 	if(payloadlen <= 2 * HASH_EDGE){
-		h = hash_bytes(h, payload, payloadlen);
+		h = fb_hash_run(h, payload, payloadlen);
 	}else{
-		h = hash_bytes(h, payload, HASH_EDGE);
-		h = hash_bytes(h, (const uint8_t *)payload + payloadlen - HASH_EDGE, HASH_EDGE);
+		h = fb_hash_run(h, payload, HASH_EDGE);
+		h = fb_hash_run(h, (const uint8_t *)payload + payloadlen - HASH_EDGE, HASH_EDGE);
 	}
-	h = finish(h);
+	h = fb_hash_finish(h);
 	return h ? h : 1;
 }
 

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "hash.h"
 #include "record.h"
 #include "reduce.h"
 
@@ -135,18 +136,6 @@ static bool take(struct budget *b)
 	b->n--;
 	b->taken++;
 	return true;
-}
-
-static uint64_t hash_bytes(const void *p, size_t n)
-{
-	/* FNV-1a, 64 bits */
-	const unsigned char *s = p;
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for(size_t i = 0; i < n; i++){
-		h = (h ^ s[i]) * 0x100000001b3ull;
-	}
-	return h;
 }
 
 static void list_init(struct entry *s)
@@ -398,7 +387,7 @@ static void evict(struct fb_reduce *r, struct table *t)
 static struct entry *lookup(struct fb_reduce *r, struct table *t, int rule, const char *topic, bool *fresh)
 {
 	size_t len = strlen(topic);
-	uint64_t h = hash_bytes(topic, len);
+	uint64_t h = fb_hash(topic, len);
 	struct entry *e = table_find(t, topic, len, h);
 
 	*fresh = false;
@@ -595,7 +584,7 @@ static int filter(struct fb_reduce *r, const struct fb_reduce_opts *o, struct en
 			changed = o->has_deadband ? fabs(v - e->last_value) > o->deadband : v != e->last_value;
 		}
 	}else{
-		h = hash_bytes(payload, len);
+		h = fb_hash(payload, len);
 		changed = !e->has_last || h != e->last_hash || len != e->last_len;
 	}
 	if(!changed && !(o->heartbeat_ms && mono_ms - e->last_pass_ms >= o->heartbeat_ms)){
@@ -841,7 +830,7 @@ void fb_reduce_retire(struct fb_reduce *r)
 int fb_reduce_send_topic(struct fb_reduce *r, const char *topic)
 {
 	size_t len = strlen(topic);
-	uint64_t h = hash_bytes(topic, len);
+	uint64_t h = fb_hash(topic, len);
 
 	for(int k = 0; k < 2; k++){
 		struct table *t = &r->t[k];

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "alias.h"
+#include "hash.h"
 
 struct fb_alias_entry {
 	char *topic;       /* NULL: free */
@@ -13,16 +14,6 @@ struct fb_alias_entry {
 	uint32_t chain;    /* next in the bucket, index + 1 */
 	uint32_t prev, next; /* LRU ring, index + 1 */
 };
-
-static uint64_t hash_topic(const char *s, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-
-	for(size_t i = 0; i < n; i++){
-		h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-	}
-	return h;
-}
 
 void fb_alias_cleanup(struct fb_alias *a)
 {
@@ -127,10 +118,12 @@ uint16_t fb_alias_get(struct fb_alias *a, const char *topic, size_t len, bool *f
 	if(a->max == 0){
 		return 0;
 	}
-	h = hash_topic(topic, len);
+	h = fb_hash(topic, len);
 	if((i = find(a, topic, len, h)) != 0){
-		lru_unlink(a, i);
-		lru_front(a, i);
+		if(a->lru != i){ /* a run of one topic keeps it the most recent */
+			lru_unlink(a, i);
+			lru_front(a, i);
+		}
 		*full = false;
 		return (uint16_t)i;
 	}
@@ -158,14 +151,14 @@ uint16_t fb_alias_get(struct fb_alias *a, const char *topic, size_t len, bool *f
 
 uint16_t fb_alias_find(const struct fb_alias *a, const char *topic, size_t len)
 {
-	return a->max ? (uint16_t)find(a, topic, len, hash_topic(topic, len)) : 0;
+	return a->max ? (uint16_t)find(a, topic, len, fb_hash(topic, len)) : 0;
 }
 
 void fb_alias_drop(struct fb_alias *a, const char *topic, size_t len)
 {
 	uint32_t i;
 
-	if(a->max && (i = find(a, topic, len, hash_topic(topic, len))) != 0){
+	if(a->max && (i = find(a, topic, len, fb_hash(topic, len))) != 0){
 		release(a, i);
 		a->e[i - 1].chain = a->free;
 		a->free = i;

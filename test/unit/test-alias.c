@@ -45,6 +45,7 @@ START_TEST(test_assign_reuse_and_lru_replacement)
 	expect("t/3", 1, true);   /* takes t/1's */
 	expect("t/2", 3, false);
 	expect("t/3", 1, false);
+	expect("t/3", 1, false);  /* already the most recent: the order stays */
 	/* a prefix or a longer topic is another topic */
 	expect("t/", 2, true);
 	expect("t/33", 3, true);
