@@ -21,8 +21,8 @@ START_TEST(test_the_same_bytes_hash_the_same_at_any_alignment)
 }
 END_TEST
 
-/* Zero bytes of every length from 0 to 40: the tail word carries its count, so none collide (a
- * hash that padded the tail with zeros alone would give "a" and "a\0" the same value). */
+/* Zero bytes of every length from 0 to 40: the length is folded in before the bytes, so none
+ * collide (a hash of zero-padded words alone would give "a" and "a\0" the same value). */
 START_TEST(test_every_length_of_zero_bytes_hashes_differently)
 {
 	static const uint8_t zeros[40];
