@@ -313,6 +313,44 @@ static void sub_on_message(struct mosquitto *m, void *ud, const struct mosquitto
 	account_message(&s->acc, &h, t);
 }
 
+static void end_on_connect(struct mosquitto *m, void *ud, int rc, int flags, const mosquitto_property *props)
+{
+	*(int *)ud = rc == 0 ? 1 : -1;
+}
+
+/* Ends a persistent session so that nothing queues up for it afterwards: a fresh clean-start
+ * connection under the same id takes the session over and discards it, and with no session expiry
+ * of its own it leaves nothing behind when it closes. A DISCONNECT with session expiry 0 on the
+ * receiving connection was not enough: that connection closes with messages still unread, and the
+ * cloud stand-in sometimes kept the session (expiry 1 h) as if the DISCONNECT had never come. */
+static void end_session(const struct opts *o)
+{
+	int connected = 0;
+	int64_t deadline = now_ns(CLOCK_MONOTONIC) + 10 * (int64_t)1000000000;
+	struct mosquitto *m = client_new(o, o->id, true, &connected);
+	int rc;
+
+	mosquitto_connect_v5_callback_set(m, end_on_connect);
+	if((rc = mosquitto_connect_bind_v5(m, o->host, o->port, 30, NULL, NULL)) != MOSQ_ERR_SUCCESS){
+		die("end session: connect", rc);
+	}
+	while(connected == 0 && now_ns(CLOCK_MONOTONIC) < deadline){
+		if((rc = client_step(m, 50000000)) != MOSQ_ERR_SUCCESS){
+			die("end session", rc);
+		}
+	}
+	if(connected != 1){
+		fprintf(stderr, "loadgen: end session %s: %s\n", o->id, connected ? "refused" : "no CONNACK in 10 s");
+		exit(2);
+	}
+	/* The DISCONNECT goes out now or from the loop; the client closes the socket once it is written. */
+	mosquitto_disconnect(m);
+	while(mosquitto_socket(m) >= 0 && now_ns(CLOCK_MONOTONIC) < deadline){
+		client_step(m, 50000000);
+	}
+	mosquitto_destroy(m);
+}
+
 static int run_sub(const struct opts *o)
 {
 	static struct sub s;
@@ -352,16 +390,11 @@ static int run_sub(const struct opts *o)
 		usleep(100000);
 		client_connect(o, m);
 	}
-	if(o->persist){
-		/* End the persistent session with the connection: nothing queues up for it afterwards. */
-		mosquitto_property *props = NULL;
-		mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 0);
-		mosquitto_disconnect_v5(m, 0, props);
-		mosquitto_property_free_all(&props);
-	}else{
-		mosquitto_disconnect(m);
-	}
+	mosquitto_disconnect(m);
 	mosquitto_destroy(m);
+	if(o->persist){
+		end_session(o);
+	}
 
 	account_print(&s.acc, o->lat_file);
 	printf("\n");
