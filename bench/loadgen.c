@@ -321,8 +321,10 @@ static void end_on_connect(struct mosquitto *m, void *ud, int rc, int flags, con
 /* Ends a persistent session so that nothing queues up for it afterwards: a fresh clean-start
  * connection under the same id takes the session over and discards it, and with no session expiry
  * of its own it leaves nothing behind when it closes. A DISCONNECT with session expiry 0 on the
- * receiving connection was not enough: that connection closes with messages still unread, and the
- * cloud stand-in sometimes kept the session (expiry 1 h) as if the DISCONNECT had never come. */
+ * receiving connection was not enough: the cloud stand-in sometimes kept the session (expiry 1 h).
+ * That DISCONNECT may never have been written (the client was destroyed right after queuing it,
+ * behind whatever it had not sent yet); this was not traced. A failure here is reported and
+ * leaves the result as it is: scripts/bench ends the session again itself. */
 static void end_session(const struct opts *o)
 {
 	int connected = 0;
@@ -331,17 +333,17 @@ static void end_session(const struct opts *o)
 	int rc;
 
 	mosquitto_connect_v5_callback_set(m, end_on_connect);
-	if((rc = mosquitto_connect_bind_v5(m, o->host, o->port, 30, NULL, NULL)) != MOSQ_ERR_SUCCESS){
-		die("end session: connect", rc);
-	}
-	while(connected == 0 && now_ns(CLOCK_MONOTONIC) < deadline){
-		if((rc = client_step(m, 50000000)) != MOSQ_ERR_SUCCESS){
-			die("end session", rc);
-		}
+	rc = mosquitto_connect_bind_v5(m, o->host, o->port, 30, NULL, NULL);
+	while(rc == MOSQ_ERR_SUCCESS && connected == 0 && now_ns(CLOCK_MONOTONIC) < deadline){
+		rc = client_step(m, 50000000);
 	}
 	if(connected != 1){
-		fprintf(stderr, "loadgen: end session %s: %s\n", o->id, connected ? "refused" : "no CONNACK in 10 s");
-		exit(2);
+		/* A refused CONNACK calls the callback first, then fails the step. */
+		fprintf(stderr, "loadgen: could not end the session %s: %s\n", o->id,
+			connected < 0 ? "connection refused" :
+			rc != MOSQ_ERR_SUCCESS ? mosquitto_strerror(rc) : "no CONNACK within 10 s");
+		mosquitto_destroy(m);
+		return;
 	}
 	/* The DISCONNECT goes out now or from the loop; the client closes the socket once it is written. */
 	mosquitto_disconnect(m);
@@ -392,12 +394,13 @@ static int run_sub(const struct opts *o)
 	}
 	mosquitto_disconnect(m);
 	mosquitto_destroy(m);
-	if(o->persist){
-		end_session(o);
-	}
 
 	account_print(&s.acc, o->lat_file);
 	printf("\n");
+	fflush(stdout);
+	if(o->persist){
+		end_session(o);
+	}
 	return s.refused || (o->count > 0 && s.acc.unique < o->count) ? 1 : 0;
 }
 
@@ -423,7 +426,7 @@ static void usage(void)
 		"sub:\n"
 		"  -t FILTER          subscription (repeatable)\n"
 		"  -I SECONDS         stop when nothing arrived for this long after the first message\n"
-		"  -S                 persistent session (clean start off, expiry 1 h), reconnects\n"
+		"  -S                 persistent session (clean start off, expiry 1 h), reconnects; ended on exit\n"
 		"  -R FILE            create FILE once the subscription is acknowledged\n"
 		"  -F FILE            on the first message after each connection, write FILE:\n"
 		"                     unique=<messages before it> ns=<its arrival, realtime>\n"
