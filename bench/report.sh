@@ -145,7 +145,8 @@ fi
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 mosq_version=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/^mosquitto version \([^ ]*\).*/\1/p' | head -1)
-pkg() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+# pkg NAME: the version of the machine's own architecture (the arm64 build installs :arm64 copies).
+pkg() { dpkg-query -W -f='${Version}' "$1:$(dpkg --print-architecture)" 2>/dev/null || echo "?"; }
 row() { # row SCENARIO METRIC PLUGIN REFERENCE RATIO TARGET VERDICT
 	local a line="|"
 	for a; do line+=" $a |"; done
