@@ -2169,9 +2169,10 @@ static void *worker(void *arg)
 			uint64_t v;
 			unsigned wait_us;
 
-			/* Records only (nothing from the cloud to handle), and coming fast: let more come
-			 * before taking them (yield.h, lingering). */
-			if(l->connected && !(n == 2 && pfd[1].revents)
+			/* Records only (nothing from the cloud or the connection attempt to handle), and
+			 * coming fast: let more come before taking them (yield.h, lingering), also while
+			 * the cloud is unreachable, when they are only taken into the queue. */
+			if(!(n == 2 && pfd[1].revents)
 					&& (wait_us = fb_linger_us(mono_us(), l->ready_us)) != 0){
 				usleep(wait_us);
 				now = fb_mono_ms();
