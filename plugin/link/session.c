@@ -2171,9 +2171,13 @@ static void *worker(void *arg)
 
 			/* Records only (nothing from the cloud or the connection attempt to handle), and
 			 * coming fast: let more come before taking them (yield.h, lingering), also while
-			 * the cloud is unreachable, when they are only taken into the queue. */
+			 * the cloud is unreachable, when they are only taken into the queue. Not when the
+			 * channel's writer needs a staging file back: that settle comes first (offline it
+			 * writes the whole sealed file, and the writer refuses per on_full once both files
+			 * are in use). */
 			if(!(n == 2 && pfd[1].revents)
-					&& (wait_us = fb_linger_us(mono_us(), l->ready_us)) != 0){
+					&& (wait_us = fb_linger_us(mono_us(), l->ready_us)) != 0
+					&& !fb_spool_settle_wanted(l->d.spool)){
 				usleep(wait_us);
 				now = fb_mono_ms();
 			}

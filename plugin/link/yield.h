@@ -58,13 +58,14 @@ static inline uint64_t fb_yield_allowed(const struct fb_yield *y)
 }
 
 /* Lingering under load. Records that come faster than the worker takes them would each cost a
- * wake-up of the link process and an eventfd write in the broker thread, and while connected a
- * write(2) and a TCP segment to the cloud of their own; while the cloud is unreachable, a wake-up
- * only to take a record or two into the queue. Connected or not, when the eventfd wakes the worker less than
- * FB_LINGER_GAP_US after the worker last took everything (NOW_US - READY_US, monotonic µs), it
- * waits FB_LINGER_US before taking the records, with the "notified" flag still set so that the
- * broker thread does not write the eventfd again meanwhile: what was staged in that time goes out
- * in one turn. At a steady rate below about 2,000 records per second nothing lingers. Returns the
+ * wake-up of the link process and an eventfd write in the broker thread; while connected also a
+ * write(2) and a TCP segment to the cloud of their own, while the cloud is unreachable a wake-up
+ * only to take a record or two into the queue. Connected or not, when the eventfd wakes the worker
+ * less than FB_LINGER_GAP_US after the worker last took everything (NOW_US - READY_US, monotonic
+ * µs), it waits FB_LINGER_US before taking the records, with the "notified" flag still set so that
+ * the broker thread does not write the eventfd again meanwhile: what was staged in that time is
+ * taken (and, connected, goes out) in one turn. It does not linger when a settle is due
+ * (session.c). At a steady rate below about 2,000 records per second nothing lingers. Returns the
  * microseconds to wait (0: none). */
 #define FB_LINGER_GAP_US 500
 #define FB_LINGER_US 500
