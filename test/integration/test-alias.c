@@ -1,10 +1,11 @@
 /* Test process: MQTT v5 topic aliases toward the cloud (cloud.topic_aliases), end to end: the edge reaches the
  * cloud stand-in through a TCP relay in this test that counts the bytes the edge sends and the TLS
  * records they form, so that the MQTT bytes inside can be told from the records' framing (how many
- * records a run takes depends on how the link's turns batch the messages). A cloud whose listener announces Topic Alias Maximum 10 gets aliases: every
- * message arrives on its full topic, in order, and the bytes drop; a cloud announcing 0 gets none
- * (Mosquitto ends a connection that uses an alias it did not announce: no reconnect may happen),
- * and neither does any cloud with topic_aliases: false. */
+ * records a run takes depends on how the link's turns batch the messages). A cloud whose listener
+ * announces Topic Alias Maximum 10 gets aliases: every message arrives on its full topic, in order,
+ * and the bytes drop; a cloud announcing 0 gets none (Mosquitto ends a connection that uses an
+ * alias it did not announce: no reconnect may happen), and neither does any cloud with
+ * topic_aliases: false. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 
 #include <mqtt_protocol.h>
 
+#include "bytes.h"
 #include "common.h"
 
 /* ---- a counting TCP relay -------------------------------------------------------------------- */
@@ -27,7 +29,7 @@ struct relay {
 	int target;     /* the cloud's TLS port */
 	atomic_ullong up; /* bytes from the edge to the cloud */
 	atomic_ullong records; /* TLS records in them */
-	unsigned char hdr[5]; /* the record header being read (relay thread) */
+	uint8_t hdr[5];  /* the record header being read (relay thread) */
 	size_t hdr_have, body_left;
 	atomic_bool stop;
 	pthread_t thread;
@@ -35,7 +37,7 @@ struct relay {
 
 /* Follows the TLS record framing of the edge's bytes: a 5-byte header whose last two bytes are the
  * length of the body that follows. */
-static void count_records(struct relay *r, const unsigned char *p, size_t n)
+static void count_records(struct relay *r, const uint8_t *p, size_t n)
 {
 	while(n > 0){
 		if(r->body_left > 0){
@@ -49,7 +51,7 @@ static void count_records(struct relay *r, const unsigned char *p, size_t n)
 		r->hdr[r->hdr_have++] = *p++;
 		n--;
 		if(r->hdr_have == sizeof(r->hdr)){
-			r->body_left = (size_t)r->hdr[3] << 8 | r->hdr[4];
+			r->body_left = fb_get_be16(r->hdr + 3);
 			r->hdr_have = 0;
 			atomic_fetch_add(&r->records, 1);
 		}
@@ -98,7 +100,7 @@ static void *relay_run(void *arg)
 					}
 					if(k == 0){
 						atomic_fetch_add(&r->up, (unsigned long long)n);
-						count_records(r, (const unsigned char *)buf, (size_t)n);
+						count_records(r, (const uint8_t *)buf, (size_t)n);
 					}
 					for(ssize_t done = 0; done < n;){
 						ssize_t w = write(p[1 - k].fd, buf + done, (size_t)(n - done));
