@@ -2029,6 +2029,7 @@ static void housekeeping(struct fb_session *l, uint64_t now)
 {
 	const struct fb_config *cfg = l->d.cfg;
 
+	fb_spool_lane_iter_expire(l->d.spool);
 	if(cfg->spool.sync == FB_SYNC_INTERVAL && now >= l->last_sync_ms + cfg->spool.sync_interval_ms){
 		if(atomic_exchange(&l->dirty, false)){
 			fb_spool_sync(l->d.spool);

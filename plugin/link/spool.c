@@ -434,6 +434,20 @@ struct fb_spool {
 	bool deferred[3];
 	uint64_t *tomb[3];
 	size_t ntomb[3], tombcap[3];
+	/* The iterator that reads of "out" by lane go on with (lane_iter()): a read that continues
+	 * where the last one stopped takes the next records without a new iterator or a seek. It sees
+	 * the database as it was when it was made, every record below ITHI included; the lane's live
+	 * set says which of them are still wanted. One reader uses it at a time (ITLOCK; another
+	 * makes its own). It goes when a read has passed its last record, when it is older than
+	 * LANE_ITER_MS (it keeps the files and the memtable of its time from being freed; the worker
+	 * checks within a second, fb_spool_lane_iter_expire()), and before the database closes. */
+	pthread_mutex_t itlock;
+	rocksdb_iterator_t *it;
+	rocksdb_readoptions_t *itro;
+	uint8_t itupper[KEY_LEN];
+	uint64_t ithi;
+	uint64_t itborn_ms;
+	atomic_bool itlive; /* IT is set: read without a lock by fb_spool_lane_iter_expire() */
 };
 
 static const char *const floor_keys[] = { "floor/out", "floor/in", "floor/dead" };
@@ -1259,10 +1273,25 @@ static int classify_error(const char *err)
 	return -EIO;
 }
 
+/* With ITLOCK held, or with s->dblock held exclusively. */
+static void lane_iter_drop(struct fb_spool *s)
+{
+	if(s->it){
+		rocksdb_iter_destroy(s->it);
+		s->it = NULL;
+	}
+	if(s->itro){
+		rocksdb_readoptions_destroy(s->itro);
+		s->itro = NULL;
+	}
+	atomic_store_explicit(&s->itlive, false, memory_order_relaxed);
+}
+
 static void db_close(struct fb_spool *s)
 {
 	size_t i;
 
+	lane_iter_drop(s); /* an iterator goes before its database */
 	/* Column family handles go before the database. */
 	for(i = 0; i < s->ncf; i++){
 		if(s->cfh[i]){
@@ -3726,6 +3755,7 @@ int fb_spool_open(const struct fb_spool_opts *opts, struct fb_spool **out)
 	s->sync = opts->sync;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_rwlock_init(&s->dblock, NULL);
+	pthread_mutex_init(&s->itlock, NULL);
 	s->sh = opts->chan;
 	s->chan_running = opts->chan && opts->chan_running;
 	if(s->sh == NULL){
@@ -3928,6 +3958,7 @@ void fb_spool_close(struct fb_spool *s)
 	}
 	pthread_mutex_destroy(&s->lock);
 	pthread_rwlock_destroy(&s->dblock);
+	pthread_mutex_destroy(&s->itlock);
 	free(s->kept);
 	free(s->path);
 	free(s);
@@ -5023,19 +5054,85 @@ static int exact_visit(void *ud, uint64_t seq, const void *val, size_t len)
 #define LANE_READ_MAX 256
 /* Within this many seqs the next record of the lane is reached by stepping, beyond by a seek. */
 #define LANE_STEP_MAX 16
+/* How long the iterator of the lane reads is kept at most (struct fb_spool). */
+#define LANE_ITER_MS 250
+
+/* The iterator for a read of "out" up to record LAST, with s->dblock held for reading; HI: every
+ * record below it is in RocksDB. The kept one when it sees LAST and is young enough, else a new
+ * one, kept for the next read (*KEPT true, ITLOCK held until lane_iter_put()); when another reader
+ * uses the kept one, a new one of its own (*KEPT false: lane_iter_put() destroys it and *RO, and
+ * UPPER must outlive it). */
+static rocksdb_iterator_t *lane_iter(struct fb_spool *s, uint64_t last, uint64_t hi, bool *kept,
+		rocksdb_readoptions_t **ro, uint8_t upper[KEY_LEN])
+{
+	uint64_t now = mono_ms();
+
+	if(pthread_mutex_trylock(&s->itlock) != 0){
+		*kept = false;
+		key_encode(upper, last + 1);
+		*ro = rocksdb_readoptions_create();
+		rocksdb_readoptions_set_iterate_upper_bound(*ro, (const char *)upper, KEY_LEN);
+		return rocksdb_create_iterator_cf(s->db, *ro, s->q[FB_Q_OUT].cf);
+	}
+	*kept = true;
+	if(s->it && (last >= s->ithi || now - s->itborn_ms >= LANE_ITER_MS)){
+		lane_iter_drop(s);
+	}
+	if(s->it == NULL){
+		key_encode(s->itupper, hi);
+		s->itro = rocksdb_readoptions_create();
+		rocksdb_readoptions_set_iterate_upper_bound(s->itro, (const char *)s->itupper, KEY_LEN);
+		s->it = rocksdb_create_iterator_cf(s->db, s->itro, s->q[FB_Q_OUT].cf);
+		s->ithi = hi;
+		s->itborn_ms = now;
+		atomic_store_explicit(&s->itlive, true, memory_order_relaxed);
+	}
+	return s->it;
+}
+
+/* Ends the use of lane_iter()'s iterator IT: a kept one stays unless it failed (FAILED) or is
+ * past its last record; another is destroyed. */
+static void lane_iter_put(struct fb_spool *s, rocksdb_iterator_t *it, bool kept, bool failed,
+		rocksdb_readoptions_t *ro)
+{
+	if(!kept){
+		rocksdb_iter_destroy(it);
+		rocksdb_readoptions_destroy(ro);
+		return;
+	}
+	if(failed || !rocksdb_iter_valid(it)){
+		lane_iter_drop(s);
+	}
+	pthread_mutex_unlock(&s->itlock);
+}
+
+void fb_spool_lane_iter_expire(struct fb_spool *s)
+{
+	if(s == NULL || !atomic_load_explicit(&s->itlive, memory_order_relaxed)
+			|| pthread_rwlock_tryrdlock(&s->dblock) != 0){
+		return;
+	}
+	if(pthread_mutex_trylock(&s->itlock) == 0){
+		if(s->it && mono_ms() - s->itborn_ms >= LANE_ITER_MS){
+			lane_iter_drop(s);
+		}
+		pthread_mutex_unlock(&s->itlock);
+	}
+	pthread_rwlock_unlock(&s->dblock);
+}
 
 int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, uint64_t before, size_t max,
 		fb_spool_visit_fn fn, void *ud)
 {
 	struct spool_lanes *ln;
-	uint64_t want[LANE_READ_MAX], seq;
-	rocksdb_readoptions_t *ro;
+	uint64_t want[LANE_READ_MAX], seq, hi;
+	rocksdb_readoptions_t *ro = NULL;
 	rocksdb_iterator_t *it;
 	uint8_t from[KEY_LEN], upper[KEY_LEN];
 	const char *key, *val;
 	size_t klen, vlen, n = 0, i = 0;
 	char *err = NULL;
-	bool degraded = false;
+	bool degraded = false, kept, only;
 	int rc, visited = 0;
 
 	if(s == NULL || lane >= FB_LANE_QUEUES || fn == NULL){
@@ -5046,11 +5143,8 @@ int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, uint64
 	}
 	ln = &s->lanes;
 	pthread_mutex_lock(&s->lock);
-	if(ln->nonempty == 1u << lane && before == 0){
-		/* The only lane with records: "out" is this lane, read it as it is. */
-		pthread_mutex_unlock(&s->lock);
-		return fb_spool_read(s, FB_Q_OUT, after, max, fn, ud);
-	}
+	hi = s->q[FB_Q_OUT].next_seq;
+	only = ln->nonempty == 1u << lane && before == 0; /* "out" is this lane */
 	if(ln->last[lane] > after){
 		seq = after + 1 > ln->first[lane] ? after + 1 : ln->first[lane];
 		for(seq = seqset_find(&ln->live[lane], seq, false); seq && n < max && (before == 0 || seq < before);
@@ -5077,8 +5171,12 @@ int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, uint64
 	if(rc){
 		return rc;
 	}
+	if(degraded && only){
+		/* A full disk: fb_spool_read() finds staged records too, and "out" is this lane. */
+		return fb_spool_read(s, FB_Q_OUT, after, max, fn, ud);
+	}
 	if(degraded){
-		/* A full disk: one record at a time through fb_spool_read(), which finds staged ones. */
+		/* One record at a time through fb_spool_read(). */
 		for(i = 0; i < n; i++){
 			struct exact_ctx c = { .seq = want[i], .fn = fn, .ud = ud };
 
@@ -5094,12 +5192,18 @@ int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, uint64
 		return visited;
 	}
 
-	key_encode(from, want[0]);
-	key_encode(upper, want[n - 1] + 1);
-	ro = rocksdb_readoptions_create();
-	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
-	it = rocksdb_create_iterator_cf(s->db, ro, s->q[FB_Q_OUT].cf);
-	rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+	it = lane_iter(s, want[n - 1], hi, &kept, &ro, upper);
+	/* A read that goes on from the last one finds the iterator on its first record, or a few
+	 * before it; else (a new iterator, or a read from further back, as after a reconnect) seek. */
+	seq = 0;
+	if(rocksdb_iter_valid(it)){
+		key = rocksdb_iter_key(it, &klen);
+		seq = klen == KEY_LEN ? key_decode(key) : 0;
+	}
+	if(seq == 0 || seq > want[0] || want[0] - seq > LANE_STEP_MAX){
+		key_encode(from, want[0]);
+		rocksdb_iter_seek(it, (const char *)from, sizeof(from));
+	}
 	while(i < n && rocksdb_iter_valid(it)){
 		key = rocksdb_iter_key(it, &klen);
 		if(klen != KEY_LEN){
@@ -5129,8 +5233,7 @@ int fb_spool_read_lane(struct fb_spool *s, unsigned lane, uint64_t after, uint64
 		rocksdb_iter_next(it);
 	}
 	rocksdb_iter_get_error(it, &err);
-	rocksdb_iter_destroy(it);
-	rocksdb_readoptions_destroy(ro);
+	lane_iter_put(s, it, kept, err != NULL, ro);
 	pthread_rwlock_unlock(&s->dblock);
 	if(err){
 		fb_log(&s->lg, MOSQ_LOG_ERR, "spool %s: reading \"out\" failed: %s", s->path, err);

@@ -231,9 +231,15 @@ uint32_t fb_spool_lanes_next(struct fb_spool *s, const uint64_t after[FB_LANE_QU
 
 /* Like fb_spool_read() on FB_Q_OUT, visiting only the records of lane queue QUEUE with
  * AFTER < seq < BEFORE (BEFORE 0: no bound), in order, at most MAX (and at most 256) of them.
- * Returns the number visited or a negative errno. Any thread. */
+ * Returns the number visited or a negative errno. Any thread. A read that goes on where the last
+ * one stopped (a drain) takes its records with the iterator the last one kept. */
 int fb_spool_read_lane(struct fb_spool *s, unsigned queue, uint64_t after, uint64_t before, size_t max,
 		fb_spool_visit_fn fn, void *ud);
+
+/* Lets go of the iterator that fb_spool_read_lane() keeps between reads once it is old enough
+ * (it holds on to files and memory of its time). Cheap when there is none; never waits. Call it
+ * every second or more often, from the thread that reads. */
+void fb_spool_lane_iter_expire(struct fb_spool *s);
 
 /* Like fb_spool_oldest() for LANE (both of its queues). Returns 1, 0 when the lane is empty, or a
  * negative errno. */

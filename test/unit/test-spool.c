@@ -2974,19 +2974,25 @@ static unsigned lane_of(uint64_t i)
 	return (unsigned)(i % 3 == 0 ? 0 : i % 3 == 1 ? 4 : 9);
 }
 
+/* Appends record I of lane LANE, payload "p<i>"; DROPPED as fb_spool_append() has it. */
+static void append_one(struct fb_spool *s, uint64_t i, unsigned lane, uint64_t *dropped)
+{
+	char payload[32];
+	uint8_t buf[128];
+	struct fb_record r = { .qos = 1, .lane = (uint8_t)lane, .topic = "t", .topic_len = 1 };
+	uint64_t seq;
+
+	r.payload = payload;
+	r.payload_len = (uint32_t)snprintf(payload, sizeof(payload), "p%llu", (unsigned long long)i);
+	ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, fb_record_encode(&r, buf), &seq, dropped), 0);
+	ck_assert_uint_eq(seq, i);
+}
+
 /* Appends records FROM .. FROM+COUNT-1 as fb_records of lane lane_of(i), payload "p<i>". */
 static void append_lanes(struct fb_spool *s, uint64_t from, uint64_t count, uint64_t *dropped)
 {
 	for(uint64_t i = from; i < from + count; i++){
-		char payload[32];
-		uint8_t buf[128];
-		struct fb_record r = { .qos = 1, .lane = (uint8_t)lane_of(i), .topic = "t", .topic_len = 1 };
-		uint64_t seq;
-
-		r.payload = payload;
-		r.payload_len = (uint32_t)snprintf(payload, sizeof(payload), "p%llu", (unsigned long long)i);
-		ck_assert_int_eq(fb_spool_append(s, FB_Q_OUT, buf, fb_record_encode(&r, buf), &seq, dropped), 0);
-		ck_assert_uint_eq(seq, i);
+		append_one(s, i, lane_of(i), dropped);
 	}
 }
 
@@ -3117,6 +3123,59 @@ START_TEST(lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest)
 }
 END_TEST
 
+/* A backlog in one lane read as a drain reads it: batch after batch goes on with the iterator the
+ * spool keeps between reads. What changed since it was made counts: records deleted ahead of the
+ * reads (expired, dropped) are not visited, records appended later are; a read from further back
+ * (a reconnect sends again from the oldest unacknowledged record) starts there; after the iterator
+ * has expired, reads go on. */
+START_TEST(lane_reads_go_on_with_the_kept_iterator_and_see_what_changed_since)
+{
+	struct fb_spool *s = open_default();
+	struct lane_seen *ls = calloc(1, sizeof(*ls));
+	struct fb_spool_del del[3] = { { 71, 0 }, { 72, 0 }, { 100, 0 } };
+	uint64_t expect = 0;
+	int n = 0;
+
+	for(uint64_t i = 1; i <= 200; i++){
+		append_one(s, i, 0, NULL);
+	}
+	ls->lane = 0;
+	while(ls->n < 70){
+		ck_assert_int_eq(fb_spool_read_lane(s, 0, ls->n ? ls->seqs[ls->n - 1] : 0, 0, 7, lane_visit, ls), 7);
+	}
+	ck_assert_int_eq(fb_spool_delete_many(s, FB_Q_OUT, del, 3), 0);
+	for(uint64_t i = 201; i <= 230; i++){
+		append_one(s, i, 0, NULL);
+	}
+	/* 73 .. 230 but 100: 157 records, every read a full batch but the last. */
+	for(int left = 157; left > 0; left -= n){
+		n = fb_spool_read_lane(s, 0, ls->seqs[ls->n - 1], 0, 7, lane_visit, ls);
+		ck_assert_int_eq(n, left < 7 ? left : 7);
+	}
+	ck_assert_int_eq(fb_spool_read_lane(s, 0, ls->seqs[ls->n - 1], 0, 7, lane_visit, ls), 0);
+	for(uint64_t i = 1; i <= 230; i++){
+		if(i != 71 && i != 72 && i != 100){
+			ck_assert_uint_lt(expect, ls->n);
+			ck_assert_uint_eq(ls->seqs[expect], i);
+			expect++;
+		}
+	}
+	ck_assert_uint_eq(ls->n, expect);
+
+	ls->n = 0;
+	ck_assert_int_eq(fb_spool_read_lane(s, 0, 0, 0, 5, lane_visit, ls), 5);
+	usleep(300 * 1000); /* past the iterator's 250 ms */
+	fb_spool_lane_iter_expire(s);
+	ck_assert_int_eq(fb_spool_read_lane(s, 0, 5, 0, 7, lane_visit, ls), 7);
+	ck_assert_uint_eq(ls->n, 12);
+	for(uint64_t i = 0; i < 12; i++){
+		ck_assert_uint_eq(ls->seqs[i], i + 1);
+	}
+	free(ls);
+	fb_spool_close(s); /* with the iterator kept: it goes before the database */
+}
+END_TEST
+
 /* Records of live_first rules are a queue of their own within their lane: FB_LANES + lane. */
 START_TEST(live_first_records_have_their_own_queue_within_the_lane)
 {
@@ -3170,6 +3229,7 @@ static Suite *spool_suite(void)
 	tcase_add_test(tc, append_then_read_returns_records_in_order_with_exact_bytes);
 	tcase_add_test(tc, a_restart_on_a_running_channel_counts_no_acknowledged_record_lost);
 	tcase_add_test(tc, lanes_hold_each_lane_in_order_across_deletes_reopen_and_drop_oldest);
+	tcase_add_test(tc, lane_reads_go_on_with_the_kept_iterator_and_see_what_changed_since);
 	tcase_add_test(tc, live_first_records_have_their_own_queue_within_the_lane);
 	tcase_add_test(tc, seq_continues_after_reopen);
 	tcase_add_test(tc, in_follows_the_broker_ring_marks);
