@@ -1273,6 +1273,17 @@ static int classify_error(const char *err)
 	return -EIO;
 }
 
+/* A new iterator over column family CF that ends below seq BOUND (UPPER holds the bound and must
+ * outlive the iterator; destroy it, then *RO). */
+static rocksdb_iterator_t *bounded_iter(struct fb_spool *s, rocksdb_column_family_handle_t *cf,
+		uint64_t bound, rocksdb_readoptions_t **ro, uint8_t upper[KEY_LEN])
+{
+	key_encode(upper, bound);
+	*ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_iterate_upper_bound(*ro, (const char *)upper, KEY_LEN);
+	return rocksdb_create_iterator_cf(s->db, *ro, cf);
+}
+
 /* With ITLOCK held, or with s->dblock held exclusively. */
 static void lane_iter_drop(struct fb_spool *s)
 {
@@ -3984,10 +3995,7 @@ static int collect_oldest(struct fb_spool *s, struct spool_queue *q, uint64_t ne
 
 	/* Seek straight to the oldest live record: what was deleted before it is never visited. */
 	key_encode(from, q->first);
-	key_encode(upper, q->next_seq);
-	ro = rocksdb_readoptions_create();
-	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
-	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
+	it = bounded_iter(s, q->cf, q->next_seq, &ro, upper);
 	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from));
 			rocksdb_iter_valid(it) && *freed < need; rocksdb_iter_next(it)){
 		key = rocksdb_iter_key(it, &klen);
@@ -4466,10 +4474,7 @@ static int read_degraded(struct fb_spool *s, enum fb_queue qi, uint64_t after, u
 	top = qi == FB_Q_OUT && s->settled + 1 < next ? s->settled + 1 : next;
 	pthread_mutex_unlock(&s->lock);
 	key_encode(from, after + 1 > first ? after + 1 : first);
-	key_encode(upper, top);
-	ro = rocksdb_readoptions_create();
-	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
-	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
+	it = bounded_iter(s, q->cf, top, &ro, upper);
 	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from));
 			rocksdb_iter_valid(it) && (size_t)n < max; rocksdb_iter_next(it)){
 		key = rocksdb_iter_key(it, &klen);
@@ -4580,10 +4585,7 @@ int fb_spool_read(struct fb_spool *s, enum fb_queue qi, uint64_t after, size_t m
 	 * record (records appended during the read are left for the next one) without looking at
 	 * tombstones behind it. */
 	key_encode(from, after + 1 > first ? after + 1 : first);
-	key_encode(upper, next);
-	ro = rocksdb_readoptions_create();
-	rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, sizeof(upper));
-	it = rocksdb_create_iterator_cf(s->db, ro, q->cf);
+	it = bounded_iter(s, q->cf, next, &ro, upper);
 	for(rocksdb_iter_seek(it, (const char *)from, sizeof(from));
 			rocksdb_iter_valid(it) && (size_t)n < max; rocksdb_iter_next(it)){
 		key = rocksdb_iter_key(it, &klen);
@@ -5069,20 +5071,14 @@ static rocksdb_iterator_t *lane_iter(struct fb_spool *s, uint64_t last, uint64_t
 
 	if(pthread_mutex_trylock(&s->itlock) != 0){
 		*kept = false;
-		key_encode(upper, last + 1);
-		*ro = rocksdb_readoptions_create();
-		rocksdb_readoptions_set_iterate_upper_bound(*ro, (const char *)upper, KEY_LEN);
-		return rocksdb_create_iterator_cf(s->db, *ro, s->q[FB_Q_OUT].cf);
+		return bounded_iter(s, s->q[FB_Q_OUT].cf, last + 1, ro, upper);
 	}
 	*kept = true;
 	if(s->it && (last >= s->ithi || now - s->itborn_ms >= LANE_ITER_MS)){
 		lane_iter_drop(s);
 	}
 	if(s->it == NULL){
-		key_encode(s->itupper, hi);
-		s->itro = rocksdb_readoptions_create();
-		rocksdb_readoptions_set_iterate_upper_bound(s->itro, (const char *)s->itupper, KEY_LEN);
-		s->it = rocksdb_create_iterator_cf(s->db, s->itro, s->q[FB_Q_OUT].cf);
+		s->it = bounded_iter(s, s->q[FB_Q_OUT].cf, hi, &s->itro, s->itupper);
 		s->ithi = hi;
 		s->itborn_ms = now;
 		atomic_store_explicit(&s->itlive, true, memory_order_relaxed);
